@@ -1,0 +1,36 @@
+"""A probe that measures how late the event loop wakes a sleeping task.
+
+If anything blocks the loop, every task is late by the same amount, so one
+probe measures it for all of them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import time
+
+import numpy as np
+
+from ..metrics import Metrics
+
+INTERVAL_S = 0.01
+
+
+class LagProbe:
+    def __init__(self, metrics: Metrics | None = None, keep: int = 100_000):
+        self.metrics = metrics
+        self.samples: collections.deque[float] = collections.deque(maxlen=keep)
+
+    async def run(self) -> None:
+        while True:
+            start = time.perf_counter()
+            await asyncio.sleep(INTERVAL_S)
+            lag = max(0.0, time.perf_counter() - start - INTERVAL_S)
+            self.samples.append(lag)
+            if self.metrics is not None:
+                self.metrics.loop_lag.observe(lag)
+
+    def quantile(self, q: float) -> float:
+        """The q-quantile of recent lag, in seconds (0 with no samples)."""
+        return float(np.quantile(np.fromiter(self.samples, float), q)) if self.samples else 0.0

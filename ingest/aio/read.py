@@ -1,0 +1,28 @@
+"""Reading inputs with aiofiles, and hashing them off the loop."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+import aiofiles
+
+# Below this, hashing on the loop is faster than the hop to a thread (~50 us at 1 GB/s).
+HASH_INLINE_BYTES = 64 * 1024
+
+
+async def read_bytes(path: Path) -> bytes:
+    """The whole file. Raises FileNotFoundError if it vanished since it was seen."""
+    async with aiofiles.open(path, "rb") as fh:
+        return await fh.read()
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def sha256(data: bytes) -> str:
+    if len(data) <= HASH_INLINE_BYTES:
+        return _sha256(data)
+    return await asyncio.to_thread(_sha256, data)

@@ -1,0 +1,370 @@
+"""The service: owns the loop's tasks, the ledger and the one executor.
+
+    Watcher ─offer─> Settler ─ready─> intake ─budget─> read ─queue─> dispatch ─> Committer
+                                                        (bytes)    (files)   (to_compute)
+
+`serve()` is the whole life of the application: open the ledger and repair
+what a crash left, start the executor, ingest the backlog, then either stop
+(`once`) or follow the folder until a signal (`run`), drain, and shut down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import multiprocessing
+import os
+import signal
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any
+
+import pyarrow as pa
+
+from .. import logs
+from ..config import Config
+from ..dispose import after_success, quarantine
+from ..errors import LedgerError, TaskTimeout, WorkerCrashed
+from ..files import DropFile
+from ..jobs import Failure, Job, Outcome
+from ..layout import Layout
+from ..ledger import Known, Ledger
+from ..metrics import Metrics
+from ..parts import Accepted, reconcile
+from ..progress import Progress
+from ..selection import regular_file
+from .budget import ByteBudget
+from .commit import Aside, Committer
+from .lag import LagProbe
+from .read import read_bytes, sha256
+from .settle import Settler
+from .to_compute import Compute
+from .watch import Watcher
+
+log = logging.getLogger("ingest.service")
+
+# Reads in flight at once: enough to hide per-open latency, few enough to keep fds modest.
+READ_CONCURRENCY = 16
+ONCE_POLL_S = 0.02
+
+
+@dataclass
+class Summary:
+    """What one run did, for the exit line and the exit code."""
+
+    outcomes: collections.Counter[str] = field(default_factory=collections.Counter)
+    rows: int = 0
+    started: float = field(default_factory=time.monotonic)
+    lag_p99_ms: float = 0.0
+
+    def line(self) -> str:
+        o = self.outcomes
+        return (
+            f"ingested {o['ingested']} files ({self.rows} rows), {o['duplicate']} duplicates,"
+            f" {o['quarantined']} quarantined, {o['skipped']} already known,"
+            f" {o['vanished']} vanished in {time.monotonic() - self.started:.1f}s"
+            f" (loop lag p99 {self.lag_p99_ms:.1f} ms)"
+        )
+
+
+def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
+    """Called in a thread at start-up: open the ledger, repair, and load what it knows."""
+    layout.make_dirs()
+    if not layout.ledger.exists():
+        existing = [
+            p for t in ("records", "features") for p in (layout.output / t).rglob("*.parquet")
+        ]
+        if existing:
+            raise LedgerError(
+                f"{layout.ledger} is missing but {layout.output} holds {len(existing)} part files;"
+                " refusing to ingest everything again. Restore the ledger, or move the output aside"
+            )
+    ledger = Ledger(layout.ledger)
+    reconcile(ledger, layout)
+    return ledger, ledger.known()
+
+
+class Service:
+    def __init__(self, config: Config, mode: str = "run", progress: Progress | None = None):
+        self.config = config
+        self.mode = mode
+        self.layout = Layout.of(config)
+        self.progress = progress
+        self.metrics = Metrics()
+        self.summary = Summary()
+        self.compute = Compute(
+            config.pipeline.executor, config.workers, config.pipeline.task_timeout_s
+        )
+        self.lag = LagProbe(self.metrics)
+        self.stop = asyncio.Event()
+        self.draining = False
+        self._held: dict[str, int] = {}  # rel -> bytes taken from the budget
+        self._upstream: set[str] = set()  # admitted, not yet handed to the committer
+        self._claimed: dict[str, str] = {}  # sha256 -> rel of the file in flight with it
+        self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ---- start and stop -------------------------------------------------
+
+    async def serve(self) -> Summary:
+        self.ledger, self.known = await asyncio.to_thread(open_ledger, self.layout)
+        pipeline = self.config.pipeline
+        self.budget = ByteBudget(pipeline.memory_mb * 1024 * 1024)
+        self.queue: asyncio.Queue[tuple[DropFile, Job]] = asyncio.Queue(pipeline.queue_files)
+        self.settler = Settler(self.config.watch.settle_ms, self.layout.relative)
+        self.watcher = Watcher(self.layout.drop, self.config.watch, self.settler)
+        self.committer = Committer(
+            self.ledger, self.layout, self.config, self._resolved,
+            self._flush_early,
+        )
+        self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
+        if self.config.metrics.port:
+            self.metrics.serve(self.config.metrics.port)
+        await asyncio.to_thread(self.compute.start)
+        try:
+            self._spawn(self.lag.run(), self.settler.run(), self.committer.run(), self._intake())
+            for _ in range(self.config.workers * 2):
+                self._spawn(self._dispatch())
+            await self._ingest()
+        finally:
+            await self._shutdown()
+        return self.summary
+
+    def _flush_early(self) -> bool:
+        """Flush before flush_s when waiting would gain nothing or hold someone up."""
+        if self.draining or self.budget.waiting:
+            return True
+        # `once` with nothing left in the pipeline: no more rows are coming for this batch.
+        return (
+            self.mode == "once"
+            and not self._upstream
+            and not len(self.settler)
+            and self.settler.ready.empty()
+        )
+
+    async def _ingest(self) -> None:
+        found = await self.watcher.scan()
+        log.info("%d files in %s at start-up", found, self.layout.drop)
+        if self.progress is not None:
+            self.progress.start(found)
+        if self.mode == "once":
+            self._install_signals()
+            await self._until_idle()
+        else:
+            self._spawn(self.watcher.follow(self.stop), self.watcher.rescans())
+            self._install_signals()
+            log.info("watching %s (Ctrl-C to stop)", self.layout.drop)
+            await self.stop.wait()
+        await self._drain()
+
+    def _spawn(self, *coroutines: Coroutine[Any, Any, None]) -> None:
+        for coroutine in coroutines:
+            task = asyncio.create_task(coroutine)
+            self._tasks.add(task)
+            task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("internal task failed", exc_info=task.exception())
+            self.stop.set()
+
+    def _install_signals(self) -> None:
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, self._on_signal, signum)
+
+    def _on_signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        if self.stop.is_set() or self.draining:
+            # Safe at any instant: a commit is atomic through the ledger, like a kill -9.
+            log.warning("%s again: exiting now; uncommitted files will be read on restart", name)
+            for child in multiprocessing.active_children():
+                child.kill()
+            os._exit(128 + signum)
+        log.info("%s: stopping intake and draining in-flight files (again to exit now)", name)
+        self.stop.set()
+        self.draining = True
+
+    async def _until_idle(self) -> None:
+        while not self.stop.is_set():
+            if not len(self.settler) and not self.settler.busy and self.settler.ready.empty():
+                return
+            await asyncio.sleep(ONCE_POLL_S)
+
+    async def _drain(self) -> None:
+        self.draining = True
+        deadline = time.monotonic() + self.config.pipeline.drain_s
+        while self._held and time.monotonic() < deadline:
+            await asyncio.sleep(0.01)
+        if self._held:
+            log.warning(
+                "drain_s = %g passed with %d files in flight; they will be read on restart",
+                self.config.pipeline.drain_s, len(self._held),
+            )
+        await self.committer.drain()
+
+    async def _shutdown(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.to_thread(self.compute.shutdown, True)
+        self.ledger.close()
+        self.summary.lag_p99_ms = self.lag.quantile(0.99) * 1000
+        if self.progress is not None:
+            self.progress.stop()
+
+    # ---- intake: settled file -> bytes in the queue ---------------------
+
+    async def _intake(self) -> None:
+        while True:
+            file = await self.settler.ready.get()
+            if self.draining:
+                self.settler.done(file.rel)
+                continue
+            await self._admit(file)
+
+    async def _admit(self, file: DropFile) -> None:
+        self._upstream.add(file.rel)
+        state = self.known.keys.get(file.key)
+        if state is not None:
+            await self._finish_known(file, state)
+            return
+        if file.size > self.budget.limit:
+            self._held[file.rel] = 0
+            self._hand_over(file)
+            self.committer.set_aside(Aside(file, "", "quarantined", failure=Failure(
+                "TooLarge",
+                f"{file.size} bytes is more than memory_mb = {self.config.pipeline.memory_mb}"
+                " allows in memory at once; raise [pipeline] memory_mb to ingest it",
+            )))
+            return
+        await self.budget.acquire(file.size)
+        self._held[file.rel] = file.size
+        self._spawn(self._read(file))
+
+    async def _finish_known(self, file: DropFile, state: str) -> None:
+        """A file the ledger already holds: finish its disposal if a crash cut it short."""
+        on_success = self.config.watch.on_success
+        if on_success != "keep":
+            record = await asyncio.to_thread(self.ledger.lookup, *file.key)
+            if record is not None and state == "quarantined":
+                failure = Failure(record.error or "Error", record.message or "")
+                await asyncio.to_thread(
+                    quarantine, self.layout, file, record.sha256, failure, record.attempts, False
+                )
+            elif record is not None:
+                await asyncio.to_thread(after_success, self.layout, file, record.sha256, on_success)
+        await self._resolved(file, "skipped", {"state": state})
+
+    async def _read(self, file: DropFile) -> None:
+        async with self._read_slots:
+            try:
+                data = await read_bytes(file.path)
+            except FileNotFoundError:
+                await self._resolved(file, "vanished", {})
+                return
+            except OSError as exc:
+                await self._resolved(file, "unreadable", {"reason": exc.strerror})
+                return
+        if len(data) != file.size:
+            await self._resolved(file, "changed", {})
+            return
+        digest = await sha256(data)
+        original = self.known.ingested.get(digest)
+        if original is not None:
+            await self._release(file.rel)
+            self._hand_over(file)
+            self.committer.set_aside(Aside(file, digest, "duplicate", duplicate_of=original))
+            return
+        if digest in self._claimed:
+            # Same bytes in flight under another name: decide once that one is resolved.
+            await self._release(file.rel)
+            self._hand_over(file)
+            self._waiting[digest].append(file)
+            return
+        self._claimed[digest] = file.rel
+        job = Job(file.rel, digest, data, self.config.features, self.config.output.tables)
+        await self.queue.put((file, job))
+        self.metrics.queued.set(self.queue.qsize())
+
+    # ---- dispatch: queue -> worker -> committer -------------------------
+
+    async def _dispatch(self) -> None:
+        while True:
+            file, job = await self.queue.get()
+            outcome, attempts = await self._compute(job)
+            self._hand_over(file)
+            if outcome.failure is not None:
+                self.committer.set_aside(Aside(
+                    file, job.sha256, "quarantined", failure=outcome.failure, attempts=attempts
+                ))
+                continue
+            self.committer.add(Accepted(
+                file, job.sha256, outcome.rows,
+                _table(outcome.records), _table(outcome.features), attempts,
+            ))
+
+    async def _compute(self, job: Job) -> tuple[Outcome, int]:
+        retries = self.config.pipeline.retries
+        for attempt in range(1, retries + 2):
+            try:
+                return await self.compute.run(job), attempt
+            except WorkerCrashed as exc:
+                self.metrics.breakages.inc()
+                failure = Failure("WorkerCrashed", str(exc))
+                log.warning("%s (attempt %d of %d)", exc, attempt, retries + 1)
+            except TaskTimeout as exc:
+                failure = Failure("TaskTimeout", str(exc))
+                break
+        return Outcome(job.source_file, job.sha256, failure=failure), attempt
+
+    # ---- resolution ------------------------------------------------------
+
+    def _hand_over(self, file: DropFile) -> None:
+        self._upstream.discard(file.rel)
+
+    async def _release(self, rel: str) -> None:
+        size = self._held.pop(rel, None)
+        if size:
+            await self.budget.release(size)
+
+    async def _resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
+        """Called on the loop once a file's fate is committed (or needs no commit)."""
+        await self._release(file.rel)
+        self._hand_over(file)
+        digest = fields.get("sha256")
+        if isinstance(digest, str) and self._claimed.get(digest) == file.rel:
+            del self._claimed[digest]
+            for waiter in self._waiting.pop(digest, []):
+                self.settler.done(waiter.rel)
+                self._reoffer(waiter)
+        if event in ("ingested", "duplicate", "quarantined"):
+            self.known.keys[file.key] = event
+            if event == "ingested" and isinstance(digest, str):
+                self.known.ingested.setdefault(digest, file.rel)
+        self.summary.outcomes[event] += 1
+        self.summary.rows += int(fields.get("rows", 0))  # type: ignore[call-overload]
+        self.metrics.files.labels(event).inc()
+        latency_ms = (time.monotonic() - file.seen_mono) * 1000
+        if event != "skipped":
+            self.metrics.latency.observe(latency_ms / 1000)
+            logs.outcome(event, file.rel, latency_ms=latency_ms, **fields)
+        if self.progress is not None:
+            self.progress.advance(event)
+        again = self.settler.done(file.rel)
+        if event == "changed" or again:
+            self._reoffer(file)
+
+    def _reoffer(self, file: DropFile) -> None:
+        if self.draining:
+            return
+        st = regular_file(file.path, self.layout.drop)
+        if st is not None:
+            self.settler.offer(file.path, st)
+
+
+def _table(buffer: bytes | None) -> pa.Table | None:
+    return pa.ipc.open_stream(buffer).read_all() if buffer is not None else None

@@ -1,0 +1,124 @@
+"""Settle: a file is read only once it is complete.
+
+A file is settled when a second look finds the same size and mtime, and either
+its mtime is at least `settle_ms` old (a file renamed in, or copied with its
+time preserved) or we have watched it stay unchanged for `settle_ms`. An mtime
+in the future (clock skew, `cp -p` from a fast clock) is ignored in favour of
+watching, so it never stalls a file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from ..files import DropFile
+
+
+@dataclass
+class _Pending:
+    path: Path
+    rel: str
+    size: int
+    mtime_ns: int
+    stable_since: float  # monotonic time this (size, mtime) was first seen
+    seen_at: float
+    seen_mono: float
+
+
+class Settler:
+    """Holds files until they settle, then hands them to `ready` one by one."""
+
+    def __init__(self, settle_ms: int, relative: Callable[[Path], str]):
+        self.settle_s = settle_ms / 1000
+        self.relative = relative
+        self.ready: asyncio.Queue[DropFile] = asyncio.Queue()
+        self._pending: dict[str, _Pending] = {}
+        self._heap: list[tuple[float, str]] = []
+        self._busy: set[str] = set()  # handed out, not yet resolved
+        self._dirty: set[str] = set()  # seen again while busy: look once more when resolved
+        self._wake = asyncio.Event()
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    @property
+    def busy(self) -> int:
+        return len(self._busy)
+
+    def offer(self, path: Path, st: os.stat_result) -> None:
+        """A hint that `path` exists and may be new. Cheap; safe to call for every event."""
+        rel = self.relative(path)
+        if rel in self._busy:
+            self._dirty.add(rel)
+            return
+        now = time.monotonic()
+        entry = self._pending.get(rel)
+        if entry is not None and (entry.size, entry.mtime_ns) == (st.st_size, st.st_mtime_ns):
+            return
+        self._pending[rel] = _Pending(
+            path, rel, st.st_size, st.st_mtime_ns, now,
+            entry.seen_at if entry else time.time(), entry.seen_mono if entry else now,
+        )
+        self._schedule(rel, self._due(self._pending[rel], now))
+
+    def done(self, rel: str) -> bool:
+        """The service resolved `rel`. True if it changed meanwhile and deserves another look."""
+        self._busy.discard(rel)
+        if rel in self._dirty:
+            self._dirty.discard(rel)
+            return True
+        return False
+
+    def _due(self, entry: _Pending, now: float) -> float:
+        """When `entry` may be settled, as a monotonic time."""
+        watched = entry.stable_since + self.settle_s
+        age = time.time() - entry.mtime_ns / 1e9
+        if age >= 0:  # a future mtime says nothing; only watching counts then
+            return min(watched, now + max(0.0, self.settle_s - age))
+        return watched
+
+    def _schedule(self, rel: str, due: float) -> None:
+        heapq.heappush(self._heap, (due, rel))
+        self._wake.set()
+
+    def _check(self, rel: str, now: float) -> None:
+        entry = self._pending.get(rel)
+        if entry is None:
+            return
+        due = self._due(entry, now)
+        if due > now:
+            self._schedule(rel, due)
+            return
+        try:
+            st = os.stat(entry.path)
+        except OSError:
+            del self._pending[rel]  # vanished or unreadable before it settled; a rescan retries
+            return
+        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+            entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now
+            self._schedule(rel, self._due(entry, now))
+            return
+        del self._pending[rel]
+        self._busy.add(rel)
+        self.ready.put_nowait(
+            DropFile(entry.path, rel, entry.size, entry.mtime_ns, entry.seen_at, entry.seen_mono)
+        )
+
+    async def run(self) -> None:
+        """Forever: sleep until the next file is due, then look at it again."""
+        while True:
+            now = time.monotonic()
+            while self._heap and self._heap[0][0] <= now:
+                _, rel = heapq.heappop(self._heap)
+                self._check(rel, now)
+            self._wake.clear()
+            timeout = self._heap[0][0] - now if self._heap else None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), timeout)

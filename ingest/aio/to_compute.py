@@ -1,0 +1,115 @@
+"""The one door to the workers: the only caller of `loop.run_in_executor`.
+
+    In-process (event loop)              |  Out-of-process (worker)
+    await Compute.run(job) --------------+--> compute.task.process(job)
+      BrokenProcessPool -> WorkerCrashed |      returns Outcome (data, never raises)
+      timeout           -> TaskTimeout   |
+
+`Compute` owns the application's single executor. It is made once at
+start-up; after a worker dies it is replaced, once per breakage, however many
+in-flight calls saw it break.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+from concurrent.futures import Executor, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from typing import Any
+
+from ..compute.task import init_worker, process, warm
+from ..errors import ConfigError, TaskTimeout, WorkerCrashed
+from ..jobs import Job, Outcome
+
+log = logging.getLogger("ingest.compute")
+
+
+def _process_pool(workers: int) -> ProcessPoolExecutor:
+    """Blocking (it starts every worker): call it from a thread."""
+    # forkserver, not fork: the parent runs threads (aiofiles, watchfiles, commits),
+    # and forking a threaded process can copy a held lock into the child.
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["ingest.compute.task"])
+    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker)
+    # Workers start one per submit; start them all now, not on the loop's first calls.
+    for future in [pool.submit(warm) for _ in range(workers)]:
+        future.result()
+    return pool
+
+
+def _dask_executor(address: str, workers: int) -> tuple[Executor, Any]:
+    try:
+        from distributed import Client, LocalCluster
+    except ImportError:
+        raise ConfigError(
+            f'[pipeline] executor = "dask://{address}" needs the dask extra:'
+            " pip install 'ingest[dask]'"
+        ) from None
+    if address == "local":
+        cluster = LocalCluster(
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+        )
+        client = Client(cluster)
+    else:
+        client = Client(address, timeout=10)
+    return client.get_executor(pure=False), client
+
+
+class Compute:
+    """The application's executor, and the calls made through it."""
+
+    def __init__(self, executor: str, workers: int, timeout_s: float):
+        self.spec = executor
+        self.workers = workers
+        self.timeout_s = timeout_s
+        self.breakages = 0
+        self._executor: Executor | None = None
+        self._client: Any = None
+        self._replacing = asyncio.Lock()
+
+    def start(self) -> None:
+        """Called once, at start-up, in the main process, from a thread (it blocks)."""
+        if self.spec == "process":
+            self._executor = _process_pool(self.workers)
+        else:
+            self._executor, self._client = _dask_executor(
+                self.spec.removeprefix("dask://"), self.workers
+            )
+
+    def shutdown(self, wait: bool = True) -> None:
+        if self._executor is not None:
+            self._executor.shutdown(wait=wait, cancel_futures=True)
+            self._executor = None
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+    async def _replace(self, broken: Executor) -> None:
+        async with self._replacing:
+            # Every in-flight call sees the same breakage; only the first replaces the pool.
+            if self._executor is not broken:
+                return
+            self.breakages += 1
+            log.warning("a worker died; replacing the process pool (breakage %d)", self.breakages)
+            broken.shutdown(wait=False, cancel_futures=True)
+            self._executor = await asyncio.to_thread(_process_pool, self.workers)
+
+    async def run(self, job: Job) -> Outcome:
+        """Run `process(job)` in a worker. Raises WorkerCrashed or TaskTimeout."""
+        executor = self._executor
+        if executor is None:
+            raise RuntimeError("Compute.start() was not called")
+        loop = asyncio.get_running_loop()
+        try:
+            return await asyncio.wait_for(
+                loop.run_in_executor(executor, process, job), self.timeout_s
+            )
+        except BrokenProcessPool as exc:
+            await self._replace(executor)
+            raise WorkerCrashed(f"a worker died while it held {job.source_file}") from exc
+        except TimeoutError:
+            raise TaskTimeout(
+                f"{job.source_file} took longer than task_timeout_s = {self.timeout_s:g}"
+            ) from None

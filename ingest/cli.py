@@ -1,0 +1,109 @@
+"""The `ingest` command. Synchronous shell: parse, load config, `asyncio.run` once.
+
+Exit codes are named below; `ingest once` uses all four, `run` and `status` the first three.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+from . import __version__, logs, status
+from .config import Config, load, override
+from .errors import ConfigError, LedgerError
+from .progress import Progress
+
+OK = 0  # every file ingested, or skipped as already ingested
+FAILED = 1  # an unexpected failure
+USAGE = 2  # a usage or config error; the message names the key or flag
+QUARANTINED = 3  # finished, but at least one file was quarantined
+
+log = logging.getLogger("ingest")
+
+
+def _parser() -> argparse.ArgumentParser:
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--config", type=Path, help="config file (default ./config.toml)")
+    common.add_argument("--drop", type=Path, help="override [paths] drop")
+    common.add_argument("--output", type=Path, help="override [paths] output")
+    common.add_argument("--workers", type=int, help="override [pipeline] workers (0 = all cores)")
+    common.add_argument("--log-format", choices=("text", "json"), default="text")
+    common.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    parser = argparse.ArgumentParser(
+        prog="ingest", description="Turn files dropped into a folder into Parquet, exactly once."
+    )
+    parser.add_argument("--version", action="version", version=f"ingest {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser(
+        "run", parents=[common], help="ingest the backlog, then watch until a signal"
+    )
+    commands.add_parser("once", parents=[common], help="ingest everything present, then exit")
+    status_cmd = commands.add_parser("status", parents=[common], help="counts, backlog, quarantine")
+    status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    return parser
+
+
+def _check_folders(config: Config) -> None:
+    """Fail early, naming the key, if a folder cannot be made or used."""
+    p = config.paths
+    writable = config.watch.on_success != "keep"
+    for key, folder, write in (
+        ("drop", p.drop, writable),
+        ("output", p.output, True),
+        ("quarantine", p.quarantine, True),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"[paths] {key} = {str(folder)!r}: cannot create: {exc.strerror}"
+            ) from None
+        mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+        if not os.access(folder, mode):
+            need = "read and write" if write else "read"
+            raise ConfigError(f"[paths] {key} = {str(folder)!r}: no {need} permission")
+
+
+def _configure(args: argparse.Namespace) -> Config:
+    config = load(args.config)
+    return override(config, drop=args.drop, output=args.output, workers=args.workers)
+
+
+def _serve(config: Config, mode: str) -> int:
+    from .aio.service import Service  # the async side loads only for commands that use it
+
+    progress = Progress() if mode == "once" and sys.stderr.isatty() else None
+    service = Service(config, mode, progress)
+    summary = asyncio.run(service.serve())
+    log.info(summary.line())
+    if mode == "once" and summary.outcomes["quarantined"]:
+        return QUARANTINED
+    return OK
+
+
+def main(*args: str) -> int:
+    """Run the command in `args` and return its exit code (tests call this directly)."""
+    parsed = _parser().parse_args(args)
+    logs.configure(parsed.log_format, parsed.log_level)
+    try:
+        config = _configure(parsed)
+        if parsed.command == "status":
+            print(status.render(status.collect(config), parsed.json))
+            return OK
+        _check_folders(config)
+        return _serve(config, parsed.command)
+    except (ConfigError, LedgerError) as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return USAGE
+    except Exception:
+        log.exception("ingest failed")
+        return FAILED
+
+
+def cli(*args: str) -> None:
+    """The console script: `ingest ...`."""
+    sys.exit(main(*(args or sys.argv[1:])))

@@ -1,0 +1,131 @@
+"""Per-column numeric features, computed with numpy.
+
+Runs in a worker process. A feature set is a function that takes one column's
+values as float64, NaN standing for null, and returns a mapping of feature name
+to value. `summary` is built in; any other set is named "package.module:function".
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+FeatureValue = float | int | None
+FeatureSet = Callable[[np.ndarray], Mapping[str, FeatureValue]]
+
+SUMMARY_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("count", pa.int64()),
+    ("null_count", pa.int64()),
+    ("mean", pa.float64()),
+    ("std", pa.float64()),
+    ("min", pa.float64()),
+    ("max", pa.float64()),
+    ("p05", pa.float64()),
+    ("p50", pa.float64()),
+    ("p95", pa.float64()),
+    ("rms", pa.float64()),
+)
+IDENTITY_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("source_file", pa.string()),
+    ("source_sha256", pa.string()),
+    ("source_column", pa.string()),
+    ("window", pa.int64()),
+)
+_EMPTY: dict[str, FeatureValue] = {name: None for name, _ in SUMMARY_FIELDS}
+
+
+def summary(values: np.ndarray) -> dict[str, FeatureValue]:
+    """count, null_count, mean, std (ddof=1), min, max, p05/p50/p95 (linear), rms."""
+    valid = values[~np.isnan(values)]
+    count = int(valid.size)
+    if count == 0:
+        return {**_EMPTY, "count": 0, "null_count": int(values.size)}
+    p05, p50, p95 = np.percentile(valid, (5.0, 50.0, 95.0), method="linear")
+    mean = float(valid.mean())
+    return {
+        "count": count,
+        "null_count": int(values.size - count),
+        "mean": mean,
+        "std": float(valid.std(ddof=1)) if count > 1 else None,
+        "min": float(valid.min()),
+        "max": float(valid.max()),
+        "p05": float(p05),
+        "p50": float(p50),
+        "p95": float(p95),
+        "rms": float(np.sqrt(np.dot(valid, valid) / count)),
+    }
+
+
+BUILT_IN: dict[str, FeatureSet] = {"summary": summary}
+
+
+def load_set(name: str) -> FeatureSet:
+    """Resolve a set name: a built-in, or "package.module:function"."""
+    if name in BUILT_IN:
+        return BUILT_IN[name]
+    module_name, sep, attr = name.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"feature set {name!r} is neither built in nor 'package.module:function'")
+    function: FeatureSet = getattr(importlib.import_module(module_name), attr)
+    return function
+
+
+def numeric_columns(table: pa.Table, time_column: str) -> list[str]:
+    """Integer and floating-point columns, except the time column."""
+    return [
+        f.name
+        for f in table.schema
+        if f.name != time_column
+        and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+    ]
+
+
+def _windows(length: int, window: int) -> Iterator[tuple[int | None, slice]]:
+    if window <= 0:
+        yield None, slice(0, length)
+        return
+    for index, start in enumerate(range(0, max(length, 1), window)):
+        yield index, slice(start, start + window)
+
+
+def compute(
+    table: pa.Table,
+    source_file: str,
+    sha256: str,
+    time_column: str,
+    sets: tuple[str, ...],
+    window: int,
+) -> pa.Table:
+    """One row per (numeric column, window), with every requested set's features."""
+    functions = [load_set(name) for name in sets]
+    rows: list[dict[str, object]] = []
+    for column in numeric_columns(table, time_column):
+        values = pc.cast(table[column], pa.float64()).to_numpy(zero_copy_only=False)
+        for index, rows_slice in _windows(len(values), window):
+            row: dict[str, object] = {
+                "source_file": source_file,
+                "source_sha256": sha256,
+                "source_column": column,
+                "window": index,
+            }
+            part = values[rows_slice]
+            for function in functions:
+                row.update(function(part))
+            rows.append(row)
+    return _to_table(rows, functions)
+
+
+def _to_table(rows: list[dict[str, object]], functions: list[FeatureSet]) -> pa.Table:
+    fields = [pa.field(name, kind) for name, kind in (*IDENTITY_FIELDS, *SUMMARY_FIELDS)]
+    known = {f.name for f in fields}
+    extra = [name for row in rows[:1] for name in row if name not in known]
+    fields += [pa.field(name, pa.float64()) for name in extra]
+    if summary not in functions:
+        fields = [f for f in fields if f.name not in dict(SUMMARY_FIELDS)]
+    schema = pa.schema(fields)
+    columns = {f.name: [row.get(f.name) for row in rows] for f in schema}
+    return pa.table(columns, schema=schema)

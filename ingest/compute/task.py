@@ -1,0 +1,90 @@
+"""The one function the service runs in a worker: a Job in, an Outcome out.
+
+Runs in a worker process. Every failure of the input is caught here and
+returned as a `Failure`, so the parent never has to unpickle a foreign
+exception. Only a dying worker reaches the parent as an error.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pyarrow as pa
+
+from ..jobs import Failure, Job, Outcome
+from . import features
+from .decode import DecodeError, decode
+
+RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date")
+
+
+def init_worker() -> None:
+    """Called when the worker process starts.
+
+    Ctrl-C reaches the whole process group; the parent decides what it means,
+    so a worker must not die of it halfway through a file.
+    """
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+
+def warm() -> int:
+    """A no-op call that makes the pool start a worker, and proves it is another process."""
+    return os.getpid()
+
+
+def to_ipc(table: pa.Table) -> bytes:
+    """Serialise a table as an Arrow IPC stream: cheap to pickle, zero-copy to read."""
+    sink = pa.BufferOutputStream()
+    with pa.ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    result: bytes = sink.getvalue().to_pybytes()
+    return result
+
+
+def _check_columns(table: pa.Table) -> None:
+    names = table.column_names
+    clash = [name for name in names if name in RESERVED_COLUMNS]
+    if clash:
+        raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
+    if len(set(names)) != len(names):
+        dupes = sorted({name for name in names if names.count(name) > 1})
+        raise DecodeError(f"duplicate column names: {', '.join(dupes)}")
+    if any(not name for name in names):
+        raise DecodeError("a column has an empty name")
+
+
+def featurise(job: Job) -> Outcome:
+    """Decode, add identity columns, compute features; raise on bad input."""
+    table = decode(job.source_file, job.data)
+    _check_columns(table)
+    spec = job.features
+    rows = table.num_rows
+    records = None
+    if "records" in job.tables:
+        records = table.append_column(
+            "source_file", pa.repeat(pa.scalar(job.source_file, pa.string()), rows)
+        ).append_column("source_sha256", pa.repeat(pa.scalar(job.sha256, pa.string()), rows))
+    feature_table = None
+    if "features" in job.tables:
+        feature_table = features.compute(
+            table, job.source_file, job.sha256, spec.time_column, spec.sets, spec.window
+        )
+    return Outcome(
+        source_file=job.source_file,
+        sha256=job.sha256,
+        rows=rows,
+        records=to_ipc(records) if records is not None else None,
+        features=to_ipc(feature_table) if feature_table is not None else None,
+    )
+
+
+def process(job: Job) -> Outcome:
+    """Runs in a worker process. Never raises for bad input: failures come back as data."""
+    try:
+        return featurise(job)
+    except DecodeError as exc:
+        failure = Failure(type(exc).__name__, str(exc), line=exc.line, offset=exc.offset)
+    except Exception as exc:  # a plugin feature set may raise anything
+        failure = Failure(type(exc).__name__, str(exc) or repr(exc))
+    return Outcome(source_file=job.source_file, sha256=job.sha256, failure=failure)

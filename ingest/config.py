@@ -1,0 +1,256 @@
+"""config.toml: frozen, picklable, validated once.
+
+Every key has the default from the SPEC. An unknown key, a wrong type or a bad
+value raises `ConfigError` with a one-line message that names the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from .errors import ConfigError
+
+DEFAULT_CONFIG = Path("config.toml")
+
+DEFAULT_PATTERNS = (
+    "*.csv",
+    "*.csv.gz",
+    "*.jsonl",
+    "*.ndjson",
+    "*.npy",
+    "*.npz",
+    "*.parquet",
+    "*.arrow",
+)
+ON_SUCCESS = ("archive", "delete", "keep")
+TABLES = ("records", "features")
+COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
+
+
+@dataclass(frozen=True)
+class Paths:
+    drop: Path = Path("drop")
+    output: Path = Path("output")
+    quarantine: Path = Path("quarantine")
+    archive: Path = Path("archive")
+
+
+@dataclass(frozen=True)
+class Watch:
+    patterns: tuple[str, ...] = DEFAULT_PATTERNS
+    settle_ms: int = 200
+    rescan_s: float = 30
+    force_polling: bool = False
+    on_success: str = "archive"
+
+
+@dataclass(frozen=True)
+class Pipeline:
+    workers: int = 0
+    executor: str = "process"
+    queue_files: int = 64
+    memory_mb: int = 1024
+    retries: int = 2
+    task_timeout_s: float = 600
+    drain_s: float = 30
+
+
+@dataclass(frozen=True)
+class Features:
+    time_column: str = "timestamp"
+    sets: tuple[str, ...] = ("summary",)
+    window: int = 0
+
+
+@dataclass(frozen=True)
+class Output:
+    tables: tuple[str, ...] = TABLES
+    compression: str = "zstd"
+    target_file_mb: int = 128
+    flush_s: float = 1
+
+
+@dataclass(frozen=True)
+class Metrics:
+    port: int = 0  # 0 = no HTTP endpoint; the lag figures still go to the log
+
+
+@dataclass(frozen=True)
+class Config:
+    paths: Paths = field(default_factory=Paths)
+    watch: Watch = field(default_factory=Watch)
+    pipeline: Pipeline = field(default_factory=Pipeline)
+    features: Features = field(default_factory=Features)
+    output: Output = field(default_factory=Output)
+    metrics: Metrics = field(default_factory=Metrics)
+    source: str = "built-in defaults"
+
+    @property
+    def ledger_path(self) -> Path:
+        return self.paths.output / "_ingest" / "ledger.sqlite"
+
+    @property
+    def state_dir(self) -> Path:
+        return self.paths.output / "_ingest"
+
+    @property
+    def workers(self) -> int:
+        return self.pipeline.workers or os.cpu_count() or 1
+
+
+# A value check per key: (predicate, what the key must be). Types come from the dataclasses.
+_RULES: dict[str, tuple[Any, str]] = {
+    "watch.settle_ms": (lambda v: v >= 0, "an integer >= 0"),
+    "watch.rescan_s": (lambda v: v > 0, "a number > 0"),
+    "watch.on_success": (lambda v: v in ON_SUCCESS, "one of " + ", ".join(ON_SUCCESS)),
+    "watch.patterns": (lambda v: len(v) > 0, "a non-empty list of strings"),
+    "pipeline.workers": (lambda v: v >= 0, "an integer >= 0"),
+    "pipeline.executor": (
+        lambda v: v == "process" or v.startswith("dask://"),
+        '"process", "dask://HOST:PORT" or "dask://local"',
+    ),
+    "pipeline.queue_files": (lambda v: v >= 1, "an integer >= 1"),
+    "pipeline.memory_mb": (lambda v: v >= 1, "an integer >= 1"),
+    "pipeline.retries": (lambda v: v >= 0, "an integer >= 0"),
+    "pipeline.task_timeout_s": (lambda v: v > 0, "a number > 0"),
+    "pipeline.drain_s": (lambda v: v >= 0, "a number >= 0"),
+    "features.window": (lambda v: v >= 0, "an integer >= 0"),
+    "features.sets": (lambda v: len(v) > 0, "a non-empty list of strings"),
+    "output.tables": (
+        lambda v: len(v) > 0 and set(v) <= set(TABLES),
+        "a non-empty list drawn from " + ", ".join(TABLES),
+    ),
+    "output.compression": (lambda v: v in COMPRESSIONS, "one of " + ", ".join(COMPRESSIONS)),
+    "output.target_file_mb": (lambda v: v >= 1, "an integer >= 1"),
+    "output.flush_s": (lambda v: v >= 0, "a number >= 0"),
+    "metrics.port": (lambda v: 0 <= v <= 65535, "a port number, 0 to disable"),
+}
+
+_SECTIONS: dict[str, type[Any]] = {
+    "paths": Paths,
+    "watch": Watch,
+    "pipeline": Pipeline,
+    "features": Features,
+    "output": Output,
+    "metrics": Metrics,
+}
+
+
+def _describe(value: object) -> str:
+    return f'"{value}"' if isinstance(value, str) else repr(value)
+
+
+def _coerce(where: str, section: str, key: str, kind: type[Any], value: object) -> object:
+    """Check `value` against the field's type; return it in the dataclass's form."""
+
+    raw = value
+
+    def bad(expected: str) -> ConfigError:
+        return ConfigError(f"{where} {key} must be {expected}, got {_describe(raw)}")
+
+    rule = _RULES.get(f"{section}.{key}")
+    expected = rule[1] if rule else kind.__name__
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise bad("true or false")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise bad(expected if "integer" in expected else f"an integer, {expected}")
+    elif kind is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise bad(expected if "number" in expected else f"a number, {expected}")
+        value = float(value)
+    elif kind is str or kind is Path:
+        if not isinstance(value, str) or not value:
+            raise bad(expected if kind is str and rule else "a non-empty string")
+    elif kind is tuple:
+        if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+            raise bad("a list of strings")
+        value = tuple(value)
+    if rule and not rule[0](value):
+        raise bad(expected)
+    return Path(value) if kind is Path else value  # type: ignore[arg-type]
+
+
+_KINDS = {"Path": Path, "int": int, "float": float, "bool": bool, "str": str}
+
+
+def _kind(annotation: str) -> type[Any]:
+    return tuple if annotation.startswith("tuple") else _KINDS[annotation]
+
+
+def _section(name: str, cls: type[Any], table: object, prefix: str) -> Any:
+    where = f"{prefix}[{name}]"
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{prefix}[{name}] must be a table")
+    known = {f.name: f for f in fields(cls)}
+    values: dict[str, object] = {}
+    for key, value in table.items():
+        if key not in known:
+            raise ConfigError(f"{where} unknown key {key!r} (known: {', '.join(known)})")
+        values[key] = _coerce(where, name, key, _kind(str(known[key].type)), value)
+    return cls(**values)
+
+
+def parse(data: Mapping[str, object], source: str = "config.toml") -> Config:
+    """Build a Config from parsed TOML; paths are left as written."""
+    prefix = f"{source}: "
+    sections: dict[str, Any] = {}
+    for name, table in data.items():
+        if name not in _SECTIONS:
+            raise ConfigError(f"{prefix}unknown section [{name}] (known: {', '.join(_SECTIONS)})")
+        sections[name] = _section(name, _SECTIONS[name], table, prefix)
+    return Config(**sections, source=source)
+
+
+def resolve_paths(config: Config, base: Path) -> Config:
+    """Make every path absolute, relative ones against `base` (the config file's folder)."""
+    resolved = {
+        f.name: (base / getattr(config.paths, f.name)).resolve() for f in fields(config.paths)
+    }
+    return replace(config, paths=Paths(**resolved))
+
+
+def load(path: Path | None = None) -> Config:
+    """Read a config file; a missing file means built-in defaults, relative to the cwd."""
+    explicit = path is not None
+    path = path or DEFAULT_CONFIG
+    try:
+        with path.open("rb") as fh:
+            data = tomllib.load(fh)
+    except FileNotFoundError:
+        if explicit:
+            raise ConfigError(f"{path}: config file not found") from None
+        return resolve_paths(Config(), Path.cwd())
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
+    return resolve_paths(parse(data, source=str(path)), path.resolve().parent)
+
+
+def override(
+    config: Config,
+    drop: Path | None = None,
+    output: Path | None = None,
+    workers: int | None = None,
+) -> Config:
+    """Apply --drop, --output and --workers; flag paths are relative to the cwd."""
+    paths = config.paths
+    if drop is not None:
+        paths = replace(paths, drop=drop.resolve())
+    if output is not None:
+        paths = replace(paths, output=output.resolve())
+    pipeline = config.pipeline
+    if workers is not None:
+        if workers < 0:
+            raise ConfigError(f"--workers must be an integer >= 0, got {workers}")
+        pipeline = replace(pipeline, workers=workers)
+    return dataclasses.replace(config, paths=paths, pipeline=pipeline)

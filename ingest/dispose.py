@@ -1,0 +1,96 @@
+"""What happens to an input after its fate is recorded: archive, delete, keep, quarantine.
+
+Called in a thread of the main process. Each step runs after the ledger
+commit, so a crash in between leaves a known file in the drop folder, and the
+next start-up finishes the step instead of ingesting it again.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import shutil
+import time
+from pathlib import Path
+
+from .files import DropFile
+from .jobs import Failure
+from .layout import Layout, today
+
+log = logging.getLogger("ingest.dispose")
+
+
+def _free_name(path: Path, tag: str) -> Path:
+    """`path`, or `path` with a tag before its suffixes if the name is taken."""
+    if not path.exists() and not path.is_symlink():
+        return path
+    name = path.name
+    stem, dot, rest = name.partition(".")
+    for n in range(1, 10_000):
+        suffix = f"-{tag}" if n == 1 else f"-{tag}-{n}"
+        candidate = path.with_name(f"{stem}{suffix}{dot}{rest}")
+        if not candidate.exists():
+            return candidate
+    raise FileExistsError(path)
+
+
+def _move(source: Path, target: Path) -> None:
+    target.parent.mkdir(parents=True, exist_ok=True)
+    # shutil.move falls back to copy-and-delete when the folders are on different devices.
+    shutil.move(source, target)
+
+
+def after_success(layout: Layout, file: DropFile, sha256: str, on_success: str) -> None:
+    """Archive, delete or keep an input whose rows are committed (or a duplicate's)."""
+    if on_success == "keep":
+        return
+    try:
+        if on_success == "delete":
+            file.path.unlink()
+        else:
+            _move(file.path, _free_name(layout.archive / today() / file.rel, sha256[:8]))
+    except FileNotFoundError:
+        pass  # already disposed of, by us before a crash or by someone else
+    except OSError as exc:
+        log.error("could not %s %s: %s", on_success, file.rel, exc)
+
+
+def error_report(file: DropFile, sha256: str, failure: Failure, attempts: int) -> dict[str, object]:
+    report: dict[str, object] = {
+        "file": file.rel,
+        "error": failure.error,
+        "message": failure.message,
+        "attempts": attempts,
+        "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "sha256": sha256,
+        "size": file.size,
+    }
+    if failure.line is not None:
+        report["line"] = failure.line
+    if failure.offset is not None:
+        report["offset"] = failure.offset
+    return report
+
+
+def quarantine(
+    layout: Layout, file: DropFile, sha256: str, failure: Failure, attempts: int, keep: bool
+) -> Path | None:
+    """Move (or, in keep mode, copy) a bad input to quarantine/ beside <name>.error.json."""
+    target = _free_name(layout.quarantine / file.rel, sha256[:8] or "dup")
+    target.parent.mkdir(parents=True, exist_ok=True)
+    report = target.with_name(target.name + ".error.json")
+    temp = report.with_name(report.name + ".tmp")
+    temp.write_text(json.dumps(error_report(file, sha256, failure, attempts), indent=2) + "\n")
+    os.replace(temp, report)
+    try:
+        if keep:
+            shutil.copy2(file.path, target)
+        else:
+            _move(file.path, target)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.error("could not quarantine %s: %s", file.rel, exc)
+        return None
+    return target

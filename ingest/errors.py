@@ -1,0 +1,27 @@
+"""The error types of ingest, grouped in one place.
+
+Errors that cross the process boundary travel as data (`jobs.Failure`), not as
+exceptions, so that nothing unpicklable ever has to be sent back from a worker.
+"""
+
+from __future__ import annotations
+
+
+class IngestError(Exception):
+    """Raised for any failure that ingest itself recognises."""
+
+
+class ConfigError(IngestError):
+    """Raised when config.toml or a command-line flag is invalid; the message names the key."""
+
+
+class LedgerError(IngestError):
+    """Raised when the ledger is missing, corrupt or disagrees with the output folder."""
+
+
+class WorkerCrashed(IngestError):
+    """Raised when a worker process died while it held a file (segfault, OOM kill, SIGKILL)."""
+
+
+class TaskTimeout(IngestError):
+    """Raised when a file took longer than `task_timeout_s` in a worker."""

@@ -1,0 +1,67 @@
+"""Where everything lives on disk: the drop folder, the dataset, the state folder.
+
+Plain paths and names; no I/O beyond creating folders.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from .config import Config
+
+STATE_DIR = "_ingest"
+
+
+@dataclass(frozen=True)
+class Layout:
+    drop: Path
+    output: Path
+    quarantine: Path
+    archive: Path
+
+    @classmethod
+    def of(cls, config: Config) -> Layout:
+        p = config.paths
+        return cls(p.drop, p.output, p.quarantine, p.archive)
+
+    @property
+    def state(self) -> Path:
+        return self.output / STATE_DIR
+
+    @property
+    def tmp(self) -> Path:
+        return self.state / "tmp"
+
+    @property
+    def orphans(self) -> Path:
+        return self.state / "orphans"
+
+    @property
+    def ledger(self) -> Path:
+        return self.state / "ledger.sqlite"
+
+    def relative(self, path: Path) -> str:
+        """The name a file has in the dataset: its path below the drop folder, "/"-separated."""
+        return path.relative_to(self.drop).as_posix()
+
+    def relative_output(self, path: Path) -> str:
+        return path.relative_to(self.output).as_posix()
+
+    def part_path(self, table: str, day: str, name: str) -> Path:
+        return self.output / table / f"ingest_date={day}" / name
+
+    def make_dirs(self) -> None:
+        for folder in (self.drop, self.output, self.tmp, self.quarantine):
+            folder.mkdir(parents=True, exist_ok=True)
+
+
+def new_part_id() -> str:
+    """Sortable by creation time, unique across processes and restarts."""
+    return time.strftime("%Y%m%dT%H%M%S", time.gmtime()) + "-" + secrets.token_hex(6)
+
+
+def today() -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime())

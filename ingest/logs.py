@@ -1,0 +1,68 @@
+"""Log lines: one per file outcome, as text or as JSON lines.
+
+Fields ride on the record as `extra={"fields": {...}}`, so both formats carry
+the same facts: the text form appends them as key=value.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+import time
+from typing import Any
+
+log = logging.getLogger("ingest")
+
+
+class TextFormatter(logging.Formatter):
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        line = super().format(record)
+        fields: dict[str, Any] = getattr(record, "fields", {})
+        # The message already names the event and the file.
+        extra = " ".join(
+            f"{key}={_text(value)}" for key, value in fields.items() if key not in ("event", "file")
+        )
+        return f"{line} {extra}" if extra else line
+
+
+def _text(value: object) -> str:
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    text = str(value)
+    return json.dumps(text) if (" " in text or not text or "\n" in text) else text
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
+            + f".{int(record.msecs):03d}Z",
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+            **getattr(record, "fields", {}),
+        }
+        if record.exc_info:
+            entry["traceback"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(fmt: str = "text", level: str = "INFO") -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level.upper())
+    # distributed and asyncio are chatty at INFO; their warnings still show.
+    for name in ("distributed", "asyncio", "watchfiles"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
+def outcome(event: str, file: str, **fields: object) -> None:
+    """The one line that says what happened to a file."""
+    level = logging.WARNING if event in ("quarantined", "vanished") else logging.INFO
+    log.log(level, "%s %s", event, file, extra={"fields": {"event": event, "file": file, **fields}})

@@ -1,0 +1,35 @@
+"""Progress for `ingest once`: a bar on a terminal, nothing otherwise."""
+
+from __future__ import annotations
+
+import rich.progress
+
+
+class Progress:
+    """A rich progress bar over the files found at start-up."""
+
+    def __init__(self) -> None:
+        self._bar = rich.progress.Progress(
+            rich.progress.TextColumn("ingest"),
+            rich.progress.BarColumn(),
+            rich.progress.MofNCompleteColumn(),
+            rich.progress.TextColumn("{task.fields[detail]}"),
+            rich.progress.TimeRemainingColumn(),
+            transient=True,
+        )
+        self._task: rich.progress.TaskID | None = None
+        self._counts: dict[str, int] = {}
+
+    def start(self, total: int) -> None:
+        self._bar.start()
+        self._task = self._bar.add_task("files", total=total, detail="")
+
+    def advance(self, event: str) -> None:
+        if self._task is None or event == "changed":
+            return
+        self._counts[event] = self._counts.get(event, 0) + 1
+        detail = " ".join(f"{k}={v}" for k, v in sorted(self._counts.items()))
+        self._bar.update(self._task, advance=1, detail=detail)
+
+    def stop(self) -> None:
+        self._bar.stop()

@@ -1,0 +1,65 @@
+"""`ingest status`: what the ledger and the drop folder say, without touching either."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+from .config import Config
+from .layout import Layout
+from .ledger import Ledger
+from .selection import scan
+
+
+def collect(config: Config) -> dict[str, Any]:
+    layout = Layout.of(config)
+    counts: dict[str, int] = {}
+    last: float | None = None
+    quarantined: list[dict[str, Any]] = []
+    keys: set[tuple[str, int, int]] = set()
+    if layout.ledger.exists():
+        ledger = Ledger(layout.ledger)
+        try:
+            counts = ledger.counts()
+            last = ledger.last_ingest()
+            quarantined = [
+                {"file": r.path, "error": r.error, "message": r.message, "attempts": r.attempts}
+                for r in ledger.quarantined()
+            ]
+            keys = set(ledger.known().keys)
+        finally:
+            ledger.close()
+    backlog = 0
+    if layout.drop.exists():
+        for path, st in scan(layout.drop, config.watch.patterns):
+            if (layout.relative(path), st.st_size, st.st_mtime_ns) not in keys:
+                backlog += 1
+    return {
+        "drop": str(layout.drop),
+        "output": str(layout.output),
+        "counts": {s: counts.get(s, 0) for s in ("ingested", "duplicate", "quarantined")},
+        "last_ingest": (
+            time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last is not None else None
+        ),
+        "backlog": backlog,
+        "quarantined": quarantined,
+    }
+
+
+def render(status: dict[str, Any], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(status, indent=2)
+    c = status["counts"]
+    lines = [
+        f"drop:        {status['drop']}",
+        f"output:      {status['output']}",
+        f"ingested:    {c['ingested']}",
+        f"duplicates:  {c['duplicate']}",
+        f"quarantined: {c['quarantined']}",
+        f"backlog:     {status['backlog']}",
+        f"last ingest: {status['last_ingest'] or 'never'}",
+    ]
+    for q in status["quarantined"]:
+        lines.append(f"  {q['file']}: {q['error']}: {q['message']}")
+    return "\n".join(lines)

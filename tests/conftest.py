@@ -1,0 +1,182 @@
+"""Real folders in tmp_path, the real CLI, real Parquet read back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SAMPLE_DATA = ROOT / "sample_data"
+
+
+@dataclass
+class Folder:
+    """A project folder: config.toml beside drop/, output/, archive/, quarantine/."""
+
+    root: Path
+
+    @property
+    def config(self) -> Path:
+        return self.root / "config.toml"
+
+    @property
+    def drop(self) -> Path:
+        return self.root / "drop"
+
+    @property
+    def output(self) -> Path:
+        return self.root / "output"
+
+    @property
+    def quarantine(self) -> Path:
+        return self.root / "quarantine"
+
+    @property
+    def archive(self) -> Path:
+        return self.root / "archive"
+
+    def write_config(self, **sections: dict[str, object]) -> Path:
+        lines: list[str] = []
+        for section, values in sections.items():
+            lines.append(f"[{section}]")
+            for key, value in values.items():
+                lines.append(f"{key} = {_toml(value)}")
+        self.config.write_text("\n".join(lines) + "\n")
+        return self.config
+
+    def query(self, sql: str) -> list[tuple[object, ...]]:
+        """Run SQL with `records` and `features` views over the dataset, as a reader would."""
+        con = duckdb.connect()
+        for table in ("records", "features"):
+            glob = (self.output / table / "**" / "*.parquet").as_posix()
+            if list((self.output / table).rglob("*.parquet")):
+                con.execute(
+                    f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}',"
+                    " hive_partitioning = true, union_by_name = true)"
+                )
+        return con.execute(sql).fetchall()
+
+    def parts(self, table: str) -> list[Path]:
+        return sorted((self.output / table).rglob("*.parquet"))
+
+    def ingest(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "ingest", *args, "--config", str(self.config)],
+            cwd=self.root, capture_output=True, text=True, timeout=timeout,
+        )
+
+
+def _toml(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return f'"{value}"'
+    if isinstance(value, list | tuple):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    return str(value)
+
+
+FAST = {
+    "watch": {"settle_ms": 50, "rescan_s": 2},
+    "pipeline": {"workers": 2},
+    "output": {"flush_s": 0.2},
+}
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Folder:
+    f = Folder(tmp_path)
+    f.drop.mkdir()
+    f.write_config(**FAST)
+    return f
+
+
+def write_csv(path: Path, rows: int, seed: int, columns: int = 3) -> np.ndarray:
+    """A sensor-like CSV with a timestamp column and a few missing values; returns the values."""
+    rng = np.random.default_rng(seed)
+    values = np.round(rng.normal(10.0, 3.0, (rows, columns)), 4)
+    values[rng.random((rows, columns)) < 0.01] = np.nan
+    header = "timestamp," + ",".join(f"ch{i}" for i in range(columns))
+    lines = [header]
+    for i, row in enumerate(values):
+        cells = ["" if np.isnan(v) else repr(float(v)) for v in row]
+        lines.append(f"{1_700_000_000_000 + 10 * i}," + ",".join(cells))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(lines) + "\n")
+    return values
+
+
+def drop_by_rename(folder: Folder, name: str, content: bytes) -> Path:
+    """How a careful writer delivers: write a hidden temp name, then rename into place."""
+    temp = folder.drop / f".{name}.tmp"
+    temp.write_bytes(content)
+    target = folder.drop / name
+    os.replace(temp, target)
+    return target
+
+
+def wait_for(predicate: Callable[[], bool], timeout: float = 30, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+class Service:
+    """`ingest run` in a subprocess, with its stderr captured to a file."""
+
+    def __init__(self, folder: Folder, *args: str):
+        self.folder = folder
+        self.log = folder.root / "service.log"
+        self._log_fh = self.log.open("w")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "run", "--config", str(folder.config), *args],
+            cwd=folder.root, stdout=self._log_fh, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def text(self) -> str:
+        return self.log.read_text()
+
+    def wait_ready(self, timeout: float = 60) -> None:
+        wait_for(lambda: "watching" in self.text() or self.proc.poll() is not None, timeout,
+                 "the service to start watching")
+        assert self.proc.poll() is None, self.text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        self.proc.send_signal(sig)
+        code = self.proc.wait(timeout)
+        self._log_fh.close()
+        return code
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        self._log_fh.close()
+
+
+@pytest.fixture
+def service(folder: Folder) -> Iterator[Callable[..., Service]]:
+    started: list[Service] = []
+
+    def start(*args: str) -> Service:
+        s = Service(folder, *args)
+        started.append(s)
+        return s
+
+    yield start
+    for s in started:
+        s.kill()

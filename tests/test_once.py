@@ -1,0 +1,156 @@
+"""`ingest once` end to end: real files in, real Parquet out, read back with DuckDB."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pyarrow.parquet as pq
+
+from .conftest import SAMPLE_DATA, Folder, write_csv
+
+FEATURES = ("count", "null_count", "mean", "std", "min", "max", "p05", "p50", "p95", "rms")
+
+
+def reference(values: np.ndarray) -> dict[str, float]:
+    """The SPEC's summary, computed independently of ingest."""
+    v = values[~np.isnan(values)]
+    return {
+        "count": v.size,
+        "null_count": values.size - v.size,
+        "mean": v.mean(),
+        "std": v.std(ddof=1),
+        "min": v.min(),
+        "max": v.max(),
+        "p05": np.quantile(v, 0.05),
+        "p50": np.median(v),
+        "p95": np.quantile(v, 0.95),
+        "rms": np.sqrt(np.mean(v**2)),
+    }
+
+
+def test_once_ingests_a_thousand_csvs_and_every_sample_format(folder: Folder) -> None:
+    expected: dict[str, np.ndarray] = {}
+    for i in range(1000):
+        name = f"batch{i // 250}/sensor_{i:04d}.csv"
+        expected[name] = write_csv(folder.drop / name, rows=20 + i % 17, seed=i)
+    for sample in SAMPLE_DATA.iterdir():
+        shutil.copy(sample, folder.drop / sample.name)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 3, result.stderr  # the malformed sample is quarantined
+    counts = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    for name, values in expected.items():
+        assert counts[name] == len(values), name
+    samples = {p.name for p in SAMPLE_DATA.iterdir()} - {"sensor_e_malformed.csv"}
+    assert samples <= set(counts)
+    assert "sensor_e_malformed.csv" not in counts
+    assert len(counts) == 1000 + len(samples)
+
+    rows = folder.query(
+        "SELECT source_file, source_column, " + ", ".join(FEATURES) + " FROM features"
+        " WHERE source_file LIKE 'batch%'"
+    )
+    assert len(rows) == 1000 * 3
+    for source_file, column, *got in rows:
+        want = reference(expected[source_file][:, int(column.removeprefix("ch"))])
+        for feature, value in zip(FEATURES, got, strict=True):
+            assert np.isclose(value, want[feature], rtol=1e-9, atol=0), (source_file, feature)
+
+    # Batching: a thousand small files make a handful of part files, not a thousand.
+    assert len(folder.parts("records")) < 20
+    assert len(folder.parts("features")) < 20
+    report = json.loads((folder.quarantine / "sensor_e_malformed.csv.error.json").read_text())
+    assert report["error"] == "DecodeError" and report["line"] == 3
+    assert not list(folder.drop.rglob("*.csv")), "archive mode moves every input away"
+
+
+def test_once_output_follows_the_spec_layout_and_types(folder: Folder) -> None:
+    for sample in SAMPLE_DATA.iterdir():
+        shutil.copy(sample, folder.drop / sample.name)
+    assert folder.ingest("once").returncode == 3
+
+    for table in ("records", "features"):
+        parts = folder.parts(table)
+        assert parts
+        for part in parts:
+            assert part.parent.name.startswith("ingest_date=")
+            assert part.name.startswith("part-")
+            meta = pq.read_metadata(part)
+            footer = meta.metadata
+            assert b"ingest.version" in footer
+            sources = json.loads(footer[b"ingest.sources"])
+            assert sources and all(len(s) == 3 for s in sources)
+            assert meta.row_group(0).column(0).compression == "ZSTD"
+            for field in pq.read_schema(part):
+                assert "[ns" not in str(field.type), f"{part}: {field} has nanoseconds"
+    ((ingested_at_type,),) = folder.query(
+        "SELECT DISTINCT typeof(ingested_at) FROM features"
+    )
+    assert "TIMESTAMP" in ingested_at_type
+    columns = {r[0] for r in folder.query("SELECT column_name FROM (DESCRIBE features)")}
+    assert {
+        "source_file", "source_sha256", "source_column", "window", *FEATURES, "ingested_at",
+    } <= columns
+    ((windowed, total),) = folder.query('SELECT count("window"), count(*) FROM features')
+    assert windowed == 0 and total > 0, "whole-file features have a null window"
+    shas = folder.query("SELECT DISTINCT source_sha256 FROM records")
+    assert all(len(s) == 64 for (s,) in shas)
+
+
+def test_second_once_in_keep_mode_ingests_nothing_and_exits_0(folder: Folder) -> None:
+    folder.write_config(watch={"settle_ms": 50, "on_success": "keep"}, pipeline={"workers": 2})
+    for i in range(30):
+        write_csv(folder.drop / f"f{i}.csv", rows=10, seed=i)
+    (folder.drop / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
+
+    first = folder.ingest("once")
+    assert first.returncode == 3, first.stderr
+    before = folder.query("SELECT count(*) FROM records")
+    second = folder.ingest("once")
+
+    assert second.returncode == 0, second.stderr
+    assert folder.query("SELECT count(*) FROM records") == before
+    assert "ingested 0 files" in second.stderr
+    assert len(list(folder.drop.iterdir())) == 31, "keep mode never touches the drop folder"
+    assert (folder.quarantine / "bad.csv").exists(), "keep mode copies bad files to quarantine"
+
+
+def test_same_content_under_two_names_is_ingested_once(folder: Folder) -> None:
+    write_csv(folder.drop / "a.csv", rows=50, seed=1)
+    shutil.copy(folder.drop / "a.csv", folder.drop / "copy_of_a.csv")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert folder.query("SELECT count(*) FROM records") == [(50,)]
+    assert "duplicate" in result.stderr
+
+
+def test_a_new_version_under_an_old_name_is_a_new_file(folder: Folder) -> None:
+    write_csv(folder.drop / "a.csv", rows=50, seed=1)
+    assert folder.ingest("once").returncode == 0
+    write_csv(folder.drop / "a.csv", rows=70, seed=2)
+    assert folder.ingest("once").returncode == 0
+    assert folder.query(
+        "SELECT count(DISTINCT source_sha256), count(*) FROM records WHERE source_file = 'a.csv'"
+    ) == [(2, 120)]
+
+
+def test_delete_mode_removes_inputs_and_status_reports(folder: Folder) -> None:
+    folder.write_config(watch={"settle_ms": 50, "on_success": "delete"}, pipeline={"workers": 1})
+    for i in range(5):
+        write_csv(folder.drop / f"f{i}.csv", rows=10, seed=i)
+    (folder.drop / "bad.jsonl").write_text('{"a": 1}\n{"a": \n')
+
+    assert folder.ingest("once").returncode == 3
+    assert not list(folder.drop.iterdir())
+    status = folder.ingest("status", "--json")
+    assert status.returncode == 0, status.stderr
+    data = json.loads(status.stdout)
+    assert data["counts"] == {"ingested": 5, "duplicate": 0, "quarantined": 1}
+    assert data["backlog"] == 0
+    assert data["quarantined"][0]["file"] == "bad.jsonl"
+    assert data["last_ingest"]
