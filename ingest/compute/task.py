@@ -16,6 +16,9 @@ from ..jobs import Failure, Job, Outcome
 from . import features
 from .decode import DecodeError, decode
 
+# Enough for the scheduler to favour the parent's event loop, not so much that
+# other work on the machine starves the workers.
+WORKER_NICENESS = 5
 RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date")
 
 
@@ -23,9 +26,12 @@ def init_worker() -> None:
     """Called when the worker process starts.
 
     Ctrl-C reaches the whole process group; the parent decides what it means,
-    so a worker must not die of it halfway through a file.
+    so a worker must not die of it halfway through a file. Workers also yield
+    the CPU to the parent: when every core is busy, the event loop that feeds
+    them must still wake on time.
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    os.nice(WORKER_NICENESS)
 
 
 def warm() -> int:
