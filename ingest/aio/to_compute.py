@@ -47,6 +47,8 @@ def _dask_executor(address: str, workers: int) -> tuple[Executor, Any]:
             f'[pipeline] executor = "dask://{address}" needs the dask extra:'
             " pip install 'ingest[dask]'"
         ) from None
+    # distributed installs its own INFO-level handler on import; its warnings still show.
+    logging.getLogger("distributed").setLevel(logging.WARNING)
     if address == "local":
         cluster = LocalCluster(
             n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
@@ -79,9 +81,11 @@ class Compute:
             )
 
     def shutdown(self, wait: bool = True) -> None:
-        if self._executor is not None:
+        if isinstance(self._executor, ProcessPoolExecutor):
             self._executor.shutdown(wait=wait, cancel_futures=True)
-            self._executor = None
+        elif self._executor is not None:
+            self._executor.shutdown(wait=wait)  # dask's ClientExecutor takes no cancel_futures
+        self._executor = None
         if self._client is not None:
             self._client.close()
             self._client = None
