@@ -18,7 +18,7 @@ run: $(STAMP)
 	$(BIN)/ingest run --config config.toml
 
 lint: $(STAMP)
-	$(BIN)/ruff check ingest tests
+	$(BIN)/ruff check ingest tests bench
 	$(BIN)/mypy
 
 test: lint

@@ -112,7 +112,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "watch.patterns": (lambda v: len(v) > 0, "a non-empty list of strings"),
     "pipeline.workers": (lambda v: v >= 0, "an integer >= 0"),
     "pipeline.executor": (
-        lambda v: v == "process" or v.startswith("dask://"),
+        lambda v: v == "process" or (v.startswith("dask://") and len(v) > len("dask://")),
         '"process", "dask://HOST:PORT" or "dask://local"',
     ),
     "pipeline.queue_files": (lambda v: v >= 1, "an integer >= 1"),

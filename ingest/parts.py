@@ -31,6 +31,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from . import __version__
+from .crashpoints import CrashPlan
 from .files import DropFile
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
@@ -122,7 +123,13 @@ def _tables(entries: list[Accepted], now: float) -> list[tuple[str, pa.Table, li
     return out
 
 
-def write_temp(table: pa.Table, path: Path, compression: str, footer: dict[bytes, bytes]) -> None:
+def write_temp(
+    table: pa.Table,
+    path: Path,
+    compression: str,
+    footer: dict[bytes, bytes],
+    crash: CrashPlan,
+) -> None:
     pq.write_table(
         table.replace_schema_metadata(footer),
         path,
@@ -132,7 +139,9 @@ def write_temp(table: pa.Table, path: Path, compression: str, footer: dict[bytes
         coerce_timestamps="us",
         allow_truncated_timestamps=True,
     )
+    crash.reached("temp-written")
     fsync_path(path)
+    crash.reached("temp-fsynced")
 
 
 def publish(
@@ -141,8 +150,13 @@ def publish(
     compression: str,
     entries: list[Accepted],
     also: list[FileRecord],
+    crash: CrashPlan,
 ) -> Published:
-    """Commit one batch: its part files and ledger rows, crash-safely, in that order."""
+    """Commit one batch: its part files and ledger rows, crash-safely, in that order.
+
+    On an error (a full disk, say) everything this call made is removed again,
+    so the caller can retry the same batch later.
+    """
     result = Published(part_id=None)
     for entry in entries:
         (result.committed if unchanged(entry.file) else result.changed).append(entry)
@@ -151,24 +165,50 @@ def publish(
         return result
     part_id, day, now = new_part_id(), today(), time.time()
     planned: list[tuple[Path, Path]] = []
-    for index, (table_name, data, members) in enumerate(_tables(result.committed, now)):
-        final = layout.part_path(table_name, day, f"part-{part_id}-{index}.parquet")
-        temp = layout.tmp / f"{final.name}.tmp"
-        write_temp(data, temp, compression, _footer(members))
-        planned.append((temp, final))
-    ledger.begin_part(part_id, [layout.relative_output(final) for _, final in planned])
-    for folder in {final.parent for _, final in planned}:
+    begun = False
+    try:
+        for index, (table_name, data, members) in enumerate(_tables(result.committed, now)):
+            final = layout.part_path(table_name, day, f"part-{part_id}-{index}.parquet")
+            temp = layout.tmp / f"{final.name}.tmp"
+            planned.append((temp, final))
+            write_temp(data, temp, compression, _footer(members), crash)
+        ledger.begin_part(part_id, [layout.relative_output(final) for _, final in planned])
+        begun = True
+        crash.reached("part-pending")
+        _rename_into_place(planned, crash)
+        ledger.finish_part(part_id, [e.record(part_id) for e in result.committed] + also)
+    except BaseException:
+        _undo(ledger, part_id if begun else None, planned)
+        raise
+    crash.reached("ledger-committed")
+    result.part_id = part_id
+    result.paths = [final for _, final in planned]
+    return result
+
+
+def _rename_into_place(planned: list[tuple[Path, Path]], crash: CrashPlan) -> None:
+    folders = {final.parent for _, final in planned}
+    for folder in folders:
         if not folder.exists():
             folder.mkdir(parents=True, exist_ok=True)
             fsync_path(folder.parent)
     for temp, final in planned:
         os.replace(temp, final)
-    for folder in {final.parent for _, final in planned}:
+        crash.reached("part-renamed")
+    for folder in folders:
         fsync_path(folder)
-    ledger.finish_part(part_id, [e.record(part_id) for e in result.committed] + also)
-    result.part_id = part_id
-    result.paths = [final for _, final in planned]
-    return result
+
+
+def _undo(ledger: Ledger, part_id: str | None, planned: list[tuple[Path, Path]]) -> None:
+    for temp, final in planned:
+        temp.unlink(missing_ok=True)
+        if part_id is not None:
+            final.unlink(missing_ok=True)
+    if part_id is not None:
+        try:
+            ledger.forget_part(part_id)
+        except Exception:
+            log.exception("could not forget part %s; start-up repair will remove it", part_id)
 
 
 def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 from ..config import Config
+from ..crashpoints import CrashPlan
 from ..dispose import after_success, quarantine
 from ..files import DropFile
 from ..jobs import Failure
@@ -78,12 +79,14 @@ class Committer:
         config: Config,
         on_resolved: Resolved,
         pressure: Callable[[], bool],
+        crash: CrashPlan,
     ):
         self.ledger = ledger
         self.layout = layout
         self.config = config
         self.on_resolved = on_resolved
         self.pressure = pressure
+        self.crash = crash
         self._batch = Batch()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
@@ -156,12 +159,14 @@ class Committer:
         keep = self.config.watch.on_success == "keep"
         published = publish(
             self.ledger, self.layout, self.config.output.compression,
-            batch.accepted, [a.record() for a in batch.aside],
+            batch.accepted, [a.record() for a in batch.aside], self.crash,
         )
         for entry in published.committed:
             after_success(self.layout, entry.file, entry.sha256, self.config.watch.on_success)
+            self.crash.reached("input-disposed")
         for aside in batch.aside:
             if aside.failure is not None:
+                self.crash.reached("quarantine-recorded")
                 quarantine(self.layout, aside.file, aside.sha256, aside.failure,
                            aside.attempts, keep)
             else:

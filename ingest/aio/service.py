@@ -25,6 +25,7 @@ import pyarrow as pa
 
 from .. import logs
 from ..config import Config
+from ..crashpoints import CrashPlan
 from ..dispose import after_success, quarantine
 from ..errors import LedgerError, TaskTimeout, WorkerCrashed
 from ..files import DropFile
@@ -98,6 +99,7 @@ class Service:
             config.pipeline.executor, config.workers, config.pipeline.task_timeout_s
         )
         self.lag = LagProbe(self.metrics)
+        self.crash = CrashPlan.from_env()
         self.stop = asyncio.Event()
         self.draining = False
         self._held: dict[str, int] = {}  # rel -> bytes taken from the budget
@@ -117,7 +119,7 @@ class Service:
         self.watcher = Watcher(self.layout.drop, self.config.watch, self.settler)
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
-            self._flush_early,
+            self._flush_early, self.crash,
         )
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         if self.config.metrics.port:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any
@@ -32,7 +33,9 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     # and forking a threaded process can copy a held lock into the child.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["ingest.compute.task"])
-    pool = ProcessPoolExecutor(workers, mp_context=context, initializer=init_worker)
+    pool = ProcessPoolExecutor(
+        workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)
+    )
     # Workers start one per submit; start them all now, not on the loop's first calls.
     for future in [pool.submit(warm) for _ in range(workers)]:
         future.result()

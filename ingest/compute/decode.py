@@ -6,10 +6,14 @@ carries the line or byte offset where the format reports one.
 
 from __future__ import annotations
 
+import csv
+import gzip
 import io
+import json
 import re
+import zipfile
 import zlib
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -32,23 +36,60 @@ class DecodeError(Exception):
         self.offset = offset
 
 
-def _csv(data: bytes | pa.Buffer) -> pa.Table:
+def _lines(data: bytes) -> Iterator[str]:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
+
+
+def _ragged_csv_line(data: bytes) -> int | None:
+    """Error path only: the physical line of the first row whose width differs from the header's.
+
+    Arrow's "Row #N" skips blank lines and counts a quoted multi-line field once.
+    """
+    reader = csv.reader(_lines(data))
+    width = None
+    for row in reader:
+        if not row:
+            continue
+        if width is None:
+            width = len(row)
+        elif len(row) != width:
+            return reader.line_num
+    return None
+
+
+def _csv(data: bytes) -> pa.Table:
     try:
         return pa_csv.read_csv(
             pa.BufferReader(data), read_options=pa_csv.ReadOptions(use_threads=False)
         )
     except pa.ArrowInvalid as exc:
         found = _ROW.search(str(exc))
-        raise DecodeError(str(exc), line=int(found.group(1)) if found else None) from None
+        line = _ragged_csv_line(data) or (int(found.group(1)) if found else None)
+        raise DecodeError(str(exc), line=line) from None
 
 
 def _csv_gz(data: bytes) -> pa.Table:
     try:
         # Decompressed in full first: a truncated stream must fail here, not after some rows.
-        plain = zlib.decompress(data, wbits=31)
-    except zlib.error as exc:
+        # gzip.decompress, unlike zlib, reads every member of a concatenated (pigz, cat) file.
+        plain = gzip.decompress(data)
+    except (OSError, EOFError, zlib.error) as exc:
         raise DecodeError(f"not a complete gzip stream: {exc}", offset=0) from None
     return _csv(plain)
+
+
+def _bad_json_line(data: bytes) -> int | None:
+    """Error path only: the physical line of the first line that is not valid JSON.
+
+    Arrow's "in row N" counts from the start of its block and skips blank lines.
+    """
+    for number, line in enumerate(_lines(data), start=1):
+        if line.strip():
+            try:
+                json.loads(line)
+            except ValueError:
+                return number
+    return None
 
 
 def _jsonl(data: bytes) -> pa.Table:
@@ -59,7 +100,15 @@ def _jsonl(data: bytes) -> pa.Table:
     except pa.ArrowInvalid as exc:
         found = _JSON_ROW.search(str(exc))
         # Arrow counts JSON rows from 0; people count lines from 1.
-        raise DecodeError(str(exc), line=int(found.group(1)) + 1 if found else None) from None
+        line = _bad_json_line(data) or (int(found.group(1)) + 1 if found else None)
+        raise DecodeError(str(exc), line=line) from None
+
+
+def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:
+    try:
+        return pa.table(columns)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
+        raise DecodeError(f"array cannot become a table column: {exc}") from None
 
 
 def _array_columns(array: np.ndarray, prefix: str = "c") -> dict[str, np.ndarray]:
@@ -77,7 +126,7 @@ def _npy(data: bytes) -> pa.Table:
         array = np.load(io.BytesIO(data), allow_pickle=False)
     except (ValueError, OSError, EOFError) as exc:
         raise DecodeError(f"not a valid .npy file: {exc}", offset=0) from None
-    return pa.table(_array_columns(array))
+    return _arrow_table(_array_columns(array))
 
 
 def _npz(data: bytes) -> pa.Table:
@@ -89,12 +138,12 @@ def _npz(data: bytes) -> pa.Table:
                 if array.ndim != 1:
                     raise DecodeError(f"array {key!r} has shape {array.shape}; expected 1-D")
                 columns[key] = array
-    except (ValueError, OSError, EOFError, zlib.error) as exc:
+    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
         raise DecodeError(f"not a valid .npz file: {exc}", offset=0) from None
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
         raise DecodeError(f"arrays have different lengths: {sorted(lengths)}")
-    return pa.table(columns)
+    return _arrow_table(columns)
 
 
 def _parquet(data: bytes) -> pa.Table:

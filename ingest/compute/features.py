@@ -120,12 +120,13 @@ def compute(
 
 
 def _to_table(rows: list[dict[str, object]], functions: list[FeatureSet]) -> pa.Table:
-    fields = [pa.field(name, kind) for name, kind in (*IDENTITY_FIELDS, *SUMMARY_FIELDS)]
-    known = {f.name for f in fields}
-    extra = [name for row in rows[:1] for name in row if name not in known]
+    typed = dict(IDENTITY_FIELDS)
+    if summary in functions:
+        typed.update(SUMMARY_FIELDS)
+    # A plugin may return different keys for different columns; every key gets a column.
+    extra = dict.fromkeys(name for row in rows for name in row if name not in typed)
+    fields = [pa.field(name, kind) for name, kind in typed.items()]
     fields += [pa.field(name, pa.float64()) for name in extra]
-    if summary not in functions:
-        fields = [f for f in fields if f.name not in dict(SUMMARY_FIELDS)]
     schema = pa.schema(fields)
     columns = {f.name: [row.get(f.name) for row in rows] for f in schema}
     return pa.table(columns, schema=schema)

@@ -8,7 +8,10 @@ exception. Only a dying worker reaches the parent as an error.
 from __future__ import annotations
 
 import os
+import select
 import signal
+import threading
+import time
 
 import pyarrow as pa
 
@@ -19,10 +22,11 @@ from .decode import DecodeError, decode
 # Enough for the scheduler to favour the parent's event loop, not so much that
 # other work on the machine starves the workers.
 WORKER_NICENESS = 5
+ORPHANED = 70  # EX_SOFTWARE: the worker outlived the service that started it
 RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date")
 
 
-def init_worker() -> None:
+def init_worker(service_pid: int) -> None:
     """Called when the worker process starts.
 
     Ctrl-C reaches the whole process group; the parent decides what it means,
@@ -32,6 +36,36 @@ def init_worker() -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
+    threading.Thread(
+        target=_exit_when_gone, args=(service_pid,), name="ingest-service-watch", daemon=True
+    ).start()
+
+
+def _exit_when_gone(service_pid: int) -> None:
+    """Exit as soon as the service process is gone, however it died.
+
+    A pool worker forked by the forkserver holds its own copy of the pipes that
+    would otherwise tell it, so after a kill -9 of the service it would wait
+    for work forever, and keep the forkserver alive with it.
+    """
+    try:
+        pidfd = os.pidfd_open(service_pid)
+    except (OSError, AttributeError):
+        while _alive(service_pid):
+            time.sleep(1.0)
+    else:
+        select.select([pidfd], [], [])
+    os._exit(ORPHANED)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # it exists, under another user
+    return True
 
 
 def warm() -> int:

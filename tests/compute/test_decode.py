@@ -1,0 +1,336 @@
+"""decode: bytes -> Arrow table by extension; bad bytes -> DecodeError with a line or offset."""
+
+from __future__ import annotations
+
+import gzip
+import io
+import zipfile
+from collections.abc import Callable
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.ipc as pa_ipc
+import pyarrow.parquet as pq
+import pytest
+
+from ingest.compute.decode import DecodeError, decode
+
+CSV = (
+    b"timestamp,temperature,count,label\n"
+    b"2026-11-01T00:00:00,20.5,1,a\n"
+    b"2026-11-01T00:00:01,,2,b\n"
+    b"2026-11-01T00:00:02,21.25,3,\n"
+)
+JSONL = (
+    b'{"timestamp": "2026-11-03T00:00:00", "device": "pump-0", "flow": 31.5, "rpm": 1545}\n'
+    b'{"timestamp": "2026-11-03T00:00:01", "device": "pump-1", "flow": null, "rpm": 1473}\n'
+)
+
+
+def _npy(array: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def _npz(compressed: bool = False, **arrays: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    (np.savez_compressed if compressed else np.savez)(buffer, **arrays)
+    return buffer.getvalue()
+
+
+def _table() -> pa.Table:
+    return pa.table({
+        "timestamp": pa.array([1_700_000_000_000, 1_700_000_000_010, None], pa.timestamp("ms")),
+        "speed": pa.array([1.5, None, 3.25], pa.float64()),
+        "load": pa.array([1, 2, 3], pa.int64()),
+        "line": pa.array(["a", "b", None], pa.string()),
+    })
+
+
+def _parquet(table: pa.Table) -> bytes:
+    sink = io.BytesIO()
+    pq.write_table(table, sink)
+    return sink.getvalue()
+
+
+def _ipc_file(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa_ipc.new_file(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _ipc_stream(table: pa.Table) -> bytes:
+    sink = pa.BufferOutputStream()
+    with pa_ipc.new_stream(sink, table.schema) as writer:
+        writer.write_table(table)
+    return bytes(sink.getvalue().to_pybytes())
+
+
+def _decode_error(name: str, data: bytes) -> DecodeError:
+    with pytest.raises(DecodeError) as caught:
+        decode(name, data)
+    return caught.value
+
+
+# --- every format decodes ---------------------------------------------------------------
+
+
+def test_csv_decodes_with_typed_columns_and_empty_cells_as_null() -> None:
+    table = decode("sensor.csv", CSV)
+    assert table.column_names == ["timestamp", "temperature", "count", "label"]
+    assert pa.types.is_timestamp(table.schema.field("timestamp").type)
+    assert table.schema.field("temperature").type == pa.float64()
+    assert table.schema.field("count").type == pa.int64()
+    assert table.schema.field("label").type == pa.string()
+    assert table.column("temperature").to_pylist() == [20.5, None, 21.25]
+    assert table.column("count").to_pylist() == [1, 2, 3]
+
+
+def test_gzipped_csv_decodes_to_the_same_table_as_plain_csv() -> None:
+    assert decode("sensor.csv.gz", gzip.compress(CSV)).equals(decode("sensor.csv", CSV))
+
+
+@pytest.mark.parametrize("name", ["events.jsonl", "events.ndjson"])
+def test_json_lines_decode_with_typed_columns(name: str) -> None:
+    table = decode(name, JSONL)
+    assert table.column_names == ["timestamp", "device", "flow", "rpm"]
+    assert table.schema.field("device").type == pa.string()
+    assert table.schema.field("flow").type == pa.float64()
+    assert table.schema.field("rpm").type == pa.int64()
+    assert table.column("flow").to_pylist() == [31.5, None]
+
+
+def test_json_lines_without_a_final_newline_keep_the_last_row() -> None:
+    assert decode("e.jsonl", b'{"a": 1}\n{"a": 2}').column("a").to_pylist() == [1, 2]
+
+
+def test_extension_match_ignores_case() -> None:
+    assert decode("SENSOR.CSV", CSV).num_rows == 3
+
+
+def test_npy_1d_is_one_column_named_c0() -> None:
+    table = decode("trace.npy", _npy(np.array([1.5, 2.5, np.nan])))
+    assert table.column_names == ["c0"]
+    assert table.schema.field("c0").type == pa.float64()
+    assert table.num_rows == 3
+
+
+def test_npy_2d_is_one_column_per_array_column() -> None:
+    array = np.arange(12, dtype=np.int32).reshape(4, 3)
+    table = decode("grid.npy", _npy(array))
+    assert table.column_names == ["c0", "c1", "c2"]
+    assert table.schema.field("c1").type == pa.int32()
+    assert table.column("c2").to_pylist() == array[:, 2].tolist()
+
+
+def test_npy_structured_array_keeps_field_names_and_types() -> None:
+    array = np.zeros(3, dtype=[("time", "i8"), ("volts", "f4"), ("amps", "f8")])
+    array["volts"] = [1.0, 2.0, 3.0]
+    table = decode("rec.npy", _npy(array))
+    assert table.column_names == ["time", "volts", "amps"]
+    assert [f.type for f in table.schema] == [pa.int64(), pa.float32(), pa.float64()]
+    assert table.column("volts").to_pylist() == [1.0, 2.0, 3.0]
+
+
+@pytest.mark.parametrize("compressed", [False, True], ids=["stored", "deflated"])
+def test_npz_is_one_column_per_array_named_by_key(compressed: bool) -> None:
+    data = _npz(compressed, x=np.arange(4.0), n=np.arange(4, dtype=np.int16))
+    table = decode("pair.npz", data)
+    assert table.column_names == ["x", "n"]
+    assert table.schema.field("x").type == pa.float64()
+    assert table.schema.field("n").type == pa.int16()
+    assert table.column("n").to_pylist() == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize(
+    ("name", "encode"),
+    [("t.parquet", _parquet), ("t.arrow", _ipc_file), ("t.arrow", _ipc_stream)],
+    ids=["parquet", "arrow-file", "arrow-stream"],
+)
+def test_columnar_formats_round_trip_schema_and_values(
+    name: str, encode: Callable[[pa.Table], bytes]
+) -> None:
+    table = _table()
+    decoded = decode(name, encode(table))
+    assert decoded.schema.equals(table.schema)
+    assert decoded.equals(table)
+
+
+def test_arrow_ipc_aliases_decode() -> None:
+    for name in ("t.feather", "t.ipc"):
+        assert decode(name, _ipc_file(_table())).equals(_table())
+
+
+# --- errors carry where they happened ---------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b"a,b,c\n1,2,3\n4,5\n7,8,9\n", 3),  # short row
+        (b"a,b,c\n1,2,3,4\n", 2),  # long row
+        (b"a,b,c\n1,2,3\n4,5,6\n7,8,9\n1,2\n", 5),  # last row
+        (b"a,b\r\n1,2\r\n3\r\n", 3),  # CRLF line endings
+    ],
+    ids=["short", "long", "last", "crlf"],
+)
+def test_ragged_csv_row_reports_the_line_of_that_row(data: bytes, line: int) -> None:
+    error = _decode_error("bad.csv", data)
+    assert error.line == line
+    assert "Expected" in str(error)
+
+
+def test_ragged_csv_row_deep_in_a_large_file_reports_its_line() -> None:
+    rows = 200_000  # several of Arrow's blocks
+    data = b"a,b\n" + b"".join(b"%d,%d\n" % (i, i) for i in range(rows)) + b"1\n"
+    assert _decode_error("big.csv", data).line == rows + 2
+
+
+def test_ragged_csv_row_after_a_blank_line_reports_its_physical_line() -> None:
+    assert _decode_error("bad.csv", b"a,b\n1,2\n\n3,4\n5\n").line == 5
+
+
+def test_ragged_csv_row_in_gzipped_csv_reports_its_line() -> None:
+    assert _decode_error("bad.csv.gz", gzip.compress(b"a,b\n1,2\n3\n")).line == 3
+
+
+@pytest.mark.parametrize(
+    ("data", "line"),
+    [
+        (b'{bad\n{"a": 1}\n', 1),
+        (b'{"a": 1}\n{"a": 2,}\n{"a": 3}\n', 2),
+        (b'{"a": 1}\n{"a": 2}\n{"a":\n', 3),
+        (b'{"a": 1}\n[1, 2]\n', 2),  # not an object
+        (b'{"a": 1}\r\n{"a": 2}\r\n{x\r\n', 3),
+    ],
+    ids=["first", "trailing-comma", "truncated-last", "array", "crlf"],
+)
+def test_bad_json_line_reports_its_one_based_line(data: bytes, line: int) -> None:
+    assert _decode_error("bad.jsonl", data).line == line
+
+
+def test_bad_json_line_deep_in_a_large_file_reports_its_line() -> None:
+    rows = 150_000  # about 1.6 MB, more than one of Arrow's blocks
+    data = b"".join(b'{"a": %d}\n' % i for i in range(rows)) + b"{x\n"
+    assert _decode_error("big.jsonl", data).line == rows + 1
+
+
+def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
+    assert _decode_error("bad.jsonl", b'{"a": 1}\n\n{"a": 2}\n{x\n').line == 4
+
+
+@pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl"])
+def test_empty_text_file_is_a_decode_error(name: str) -> None:
+    _decode_error(name, b"")
+
+
+def test_truncated_gzip_is_a_decode_error() -> None:
+    error = _decode_error("cut.csv.gz", gzip.compress(CSV)[:-6])
+    assert "gzip" in str(error)
+    assert error.offset == 0
+
+
+def test_plain_text_named_csv_gz_is_a_decode_error() -> None:
+    error = _decode_error("liar.csv.gz", CSV)
+    assert "gzip" in str(error)
+
+
+def test_multi_member_gzip_keeps_every_member() -> None:
+    # `cat a.csv.gz b.gz > c.csv.gz`, pigz and bgzip all write valid multi-member files.
+    data = gzip.compress(b"a,b\n1,2\n") + gzip.compress(b"3,4\n")
+    assert decode("joined.csv.gz", data).column("a").to_pylist() == [1, 3]
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda b: b[:-20],  # footer cut
+        lambda b: b[: len(b) // 2],  # half a file
+        lambda b: b"PAR1" + b"\x00" * 16 + b"PAR1",  # magic, no metadata
+        lambda b: b"not parquet at all",
+    ],
+    ids=["footer-cut", "half", "magic-only", "text"],
+)
+def test_corrupt_parquet_is_a_decode_error(damage: Callable[[bytes], bytes]) -> None:
+    error = _decode_error("bad.parquet", damage(_parquet(_table())))
+    assert "Parquet" in str(error)
+
+
+def test_corrupt_parquet_page_header_is_a_decode_error() -> None:
+    data = bytearray(_parquet(_table()))
+    data[4:20] = b"\xff" * 16  # the first page header, just after the leading magic
+    _decode_error("bad.parquet", bytes(data))
+
+
+def test_npz_arrays_of_unequal_length_are_a_decode_error() -> None:
+    error = _decode_error("uneven.npz", _npz(x=np.arange(3.0), y=np.arange(4.0)))
+    assert "3" in str(error) and "4" in str(error)
+
+
+def test_npz_with_a_2d_array_is_a_decode_error_naming_it() -> None:
+    error = _decode_error("grid.npz", _npz(grid=np.zeros((2, 2))))
+    assert "grid" in str(error)
+
+
+def test_truncated_npz_is_a_decode_error() -> None:
+    with pytest.raises(DecodeError):
+        decode("cut.npz", _npz(x=np.arange(10.0))[:-10])
+
+
+def test_truncated_npz_is_not_silently_accepted() -> None:
+    # Whatever the type, a truncated archive must raise, never decode to a partial table.
+    with pytest.raises((DecodeError, zipfile.BadZipFile)):
+        decode("cut.npz", _npz(x=np.arange(10.0))[:-10])
+
+
+def test_corrupt_deflated_npz_member_is_a_decode_error() -> None:
+    data = bytearray(_npz(True, x=np.arange(100.0)))
+    data[60:70] = b"0123456789"  # inside the deflated member
+    _decode_error("bad.npz", bytes(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        _npy(np.zeros((2, 2, 2))),
+        _npy(np.float64(3.0)),
+        _npy(np.arange(5.0))[:-8],
+        b"garbage",
+    ],
+    ids=["3-d", "0-d", "truncated", "not-npy"],
+)
+def test_bad_npy_is_a_decode_error(data: bytes) -> None:
+    _decode_error("bad.npy", data)
+
+
+def test_pickled_npy_is_refused_not_unpickled() -> None:
+    error = _decode_error("objects.npy", _npy(np.array([{"a": 1}, None], dtype=object)))
+    assert "pickle" in str(error)
+
+
+@pytest.mark.parametrize(
+    "array",
+    [np.array([1 + 2j, 3j]), np.zeros((2, 2), dtype=[("x", "f8")])],
+    ids=["complex", "2-d-structured"],
+)
+def test_unsupported_npy_array_is_a_decode_error(array: np.ndarray) -> None:
+    with pytest.raises(DecodeError):
+        decode("odd.npy", _npy(array))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"junk", _ipc_file(_table())[:-30], _ipc_stream(_table())[:-30]],
+    ids=["junk", "truncated-file", "truncated-stream"],
+)
+def test_bad_arrow_ipc_is_a_decode_error(data: bytes) -> None:
+    error = _decode_error("bad.arrow", data)
+    assert "Arrow" in str(error)
+
+
+@pytest.mark.parametrize("name", ["notes.txt", "archive.gz", "data.csv.bz2", "noext"])
+def test_unknown_extension_is_a_decode_error_naming_the_file(name: str) -> None:
+    error = _decode_error(name, b"a,b\n1,2\n")
+    assert repr(name) in str(error)

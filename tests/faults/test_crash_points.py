@@ -1,0 +1,110 @@
+"""kill -9 at every named point of the commit path, then restart: nothing lost, nothing twice."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from ingest.crashpoints import POINTS
+
+from ..conftest import Folder, write_csv
+from ..invariants import check_exactly_once
+
+BAD = "a,b\n1,2\n3,4,5\n"
+
+
+def _populate(
+    folder: Folder, start: int, count: int, bad: int = 0
+) -> tuple[dict[str, int], set[str]]:
+    expected = {}
+    for i in range(start, start + count):
+        name = f"f{i:04d}.csv"
+        expected[name] = len(write_csv(folder.drop / name, rows=5 + i % 13, seed=i))
+    bad_names = set()
+    for i in range(start, start + bad):
+        name = f"bad{i:04d}.csv"
+        (folder.drop / name).write_text(BAD + f"# {i}\n")
+        bad_names.add(name)
+    return expected, bad_names
+
+
+def _run(folder: Folder, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+
+
+def _children_gone(pid: int, children: list[psutil.Process]) -> None:
+    _, alive = psutil.wait_procs(children, timeout=15)
+    assert not alive, f"workers outlived the killed service {pid}: {alive}"
+
+
+def _nothing_left_running_in(folder: Folder) -> None:
+    """The forkserver and its workers carry the service's folder in their command line."""
+
+    def leftovers() -> list[psutil.Process]:
+        found = []
+        for proc in psutil.process_iter(["cmdline"]):
+            if str(folder.root) in " ".join(proc.info["cmdline"] or ()):
+                found.append(proc)
+        return found
+
+    _, alive = psutil.wait_procs(leftovers(), timeout=15)
+    assert not alive, f"processes outlived the killed service: {alive}"
+
+
+@pytest.mark.parametrize("point", POINTS)
+def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
+    folder: Folder, point: str
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        output={"flush_s": 0.05, "target_file_mb": 1},
+    )
+    expected, bad = _populate(folder, 0, 300, bad=4)
+
+    # The second time the point is reached: at least one batch has already committed.
+    proc = _run(folder, {"INGEST_CRASH_AT": f"{point}:2"})
+    try:
+        assert proc.wait(60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    _nothing_left_running_in(folder)
+
+    restarted = folder.ingest("once")
+    assert restarted.returncode in (0, 3), restarted.stderr  # 0 if all bad ones were done
+    check_exactly_once(folder, expected, bad)
+    assert not list(folder.drop.iterdir()), "every input archived or quarantined"
+
+
+def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        output={"flush_s": 0.1},
+    )
+    rng = random.Random(1234)
+    expected: dict[str, int] = {}
+    bad: set[str] = set()
+    for round_ in range(20):
+        good, worse = _populate(folder, round_ * 40, 40, bad=1 if round_ % 5 == 0 else 0)
+        expected.update(good)
+        bad |= worse
+        proc = _run(folder)
+        time.sleep(rng.uniform(0.3, 2.0))
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _children_gone(proc.pid, children)
+
+    final = folder.ingest("once")
+    assert final.returncode in (0, 3), final.stderr
+    check_exactly_once(folder, expected, bad)

@@ -1,0 +1,66 @@
+"""The exactly-once invariants, checked on a real output folder after any ordeal."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+
+import pyarrow.parquet as pq
+
+from .conftest import Folder
+
+
+def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) -> None:
+    """`expected`: rows per good input; `bad`: inputs that must be quarantined."""
+    # Every row of every good input, exactly once.
+    counts = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    assert counts == expected, _diff(counts, expected)
+    per_version = folder.query(
+        "SELECT source_file, count(DISTINCT source_sha256) AS n FROM records"
+        " GROUP BY 1 HAVING n > 1"
+    )
+    assert not per_version, f"inputs committed twice: {per_version[:5]}"
+
+    # Every (source_file, source_column, window) exactly once.
+    twice = folder.query(
+        'SELECT source_file, source_column, "window", count(*) FROM features'
+        ' GROUP BY ALL HAVING count(*) > 1'
+    )
+    assert not twice, f"duplicate feature rows: {twice[:5]}"
+    featured = {f for (f,) in folder.query("SELECT DISTINCT source_file FROM features")}
+    assert featured == set(expected)
+
+    # Every input in exactly one state.
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        rows = db.execute("SELECT path, state FROM files").fetchall()
+        pending = db.execute("SELECT count(*) FROM parts WHERE state = 'pending'").fetchone()[0]
+    states: dict[str, list[str]] = {}
+    for path, state in rows:
+        states.setdefault(path, []).append(state)
+    assert {p for p, s in states.items() if s == ["ingested"]} == set(expected)
+    assert {p for p, s in states.items() if s == ["quarantined"]} == bad
+    assert len(states) == len(expected) + len(bad), "an input has more than one state"
+    assert pending == 0
+
+    # No temp or footer-less Parquet where readers look.
+    for table in ("records", "features"):
+        for path in (folder.output / table).rglob("*"):
+            if path.is_file():
+                assert path.suffix == ".parquet", f"stray file {path}"
+                pq.read_metadata(path)
+    assert not list((folder.output / "_ingest" / "tmp").iterdir())
+
+    # `ingest status` agrees with the data.
+    status = folder.ingest("status", "--json")
+    assert status.returncode == 0, status.stderr
+    reported = json.loads(status.stdout)
+    assert reported["counts"]["ingested"] == len(expected)
+    assert reported["counts"]["quarantined"] == len(bad)
+    assert reported["backlog"] == 0
+
+
+def _diff(got: dict[str, int], want: dict[str, int]) -> str:
+    missing = sorted(set(want) - set(got))[:5]
+    extra = sorted(set(got) - set(want))[:5]
+    wrong = sorted((k, got[k], want[k]) for k in set(got) & set(want) if got[k] != want[k])[:5]
+    return f"missing {missing}, unexpected {extra}, wrong counts (file, got, want) {wrong}"

@@ -1,0 +1,374 @@
+"""config.toml: the SPEC's defaults, path resolution, validation that names the key, flags."""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import tomllib
+from dataclasses import fields
+from pathlib import Path
+
+import pytest
+
+from ingest.config import Config, load, override, parse
+from ingest.errors import ConfigError
+
+# The config.toml block of SPEC.md: keys and values verbatim, long comments cut.
+# The SPEC may only grow, so every key here must keep its default.
+SPEC_CONFIG = """
+[paths]
+drop = "drop"                # the watched folder (created if missing)
+output = "output"            # the Parquet dataset root
+quarantine = "quarantine"    # bad inputs + <name>.error.json
+archive = "archive"          # ingested inputs when on_success = "archive"
+
+[watch]
+patterns = ["*.csv", "*.csv.gz", "*.jsonl", "*.ndjson", "*.npy", "*.npz", "*.parquet", "*.arrow"]
+settle_ms = 200              # a file must be unchanged this long before it is read
+rescan_s = 30                # full directory rescan: the watcher is a hint, not the truth
+force_polling = false        # for network shares and container bind mounts
+on_success = "archive"       # "archive" | "delete" | "keep" (keep: the drop folder is read-only
+                             #  to us; bad files are copied to quarantine, the ledger ...)
+
+[pipeline]
+workers = 0                  # 0 = all cores
+executor = "process"         # "process" | "dask://HOST:PORT" | "dask://local"
+queue_files = 64             # bound on files waiting for a worker
+memory_mb = 1024             # bound on bytes held in the queue and in flight
+retries = 2                  # attempts after a worker dies on a file
+
+[features]
+time_column = "timestamp"    # excluded from features
+sets = ["summary"]           # built-in sets and/or "package.module:function"
+window = 0                   # rows per window; 0 = whole file
+
+[output]
+tables = ["records", "features"]
+compression = "zstd"
+target_file_mb = 128         # small files are batched into part files up to this size
+flush_s = 1                  # ...or at most this long after the oldest row (0 = at once)
+"""
+
+SPEC_KEYS = [
+    (section, key, value)
+    for section, table in tomllib.loads(SPEC_CONFIG).items()
+    for key, value in table.items()
+]
+PATH_KEYS = [f.name for f in fields(Config().paths)]
+
+
+def _plain(value: object) -> object:
+    """A default in the form TOML writes it: paths as strings, tuples as lists."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+# --- defaults ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("section", "key", "spec_value"), SPEC_KEYS,
+                         ids=[f"{s}.{k}" for s, k, _ in SPEC_KEYS])
+def test_built_in_default_matches_the_spec(section: str, key: str, spec_value: object) -> None:
+    default = getattr(getattr(Config(), section), key)
+    assert _plain(default) == spec_value
+    # False == 0 in Python; a bool key must default to a bool, and a number to a number
+    assert isinstance(default, bool) == isinstance(spec_value, bool)
+
+
+def test_the_spec_block_parses_to_the_built_in_defaults() -> None:
+    parsed = parse(tomllib.loads(SPEC_CONFIG), source="config.toml")
+    assert parsed == Config(source="config.toml")
+
+
+def test_missing_default_config_means_defaults_relative_to_the_cwd(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load()
+    assert config.source == "built-in defaults"
+    assert config.pipeline == Config().pipeline
+    assert config.watch == Config().watch
+    for key in PATH_KEYS:
+        assert getattr(config.paths, key) == tmp_path.resolve() / key
+
+
+def test_default_config_file_in_the_cwd_is_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path / "config.toml", "[pipeline]\nworkers = 3\n")
+    monkeypatch.chdir(tmp_path)
+    assert load().pipeline.workers == 3
+
+
+def test_empty_config_file_means_defaults(tmp_path: Path) -> None:
+    config = load(_write(tmp_path / "config.toml", ""))
+    assert config.pipeline == Config().pipeline
+    assert config.features == Config().features
+
+
+def test_workers_zero_means_all_cores() -> None:
+    assert Config().workers == (os.cpu_count() or 1)
+
+
+# --- paths ------------------------------------------------------------------------------
+
+
+def test_relative_paths_resolve_against_the_config_files_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
+    config_file = _write(
+        tmp_path / "project" / "config.toml",
+        '[paths]\ndrop = "in/box"\noutput = "../shared/out"\n',
+    )
+    config = load(config_file)
+    project = (tmp_path / "project").resolve()
+    assert config.paths.drop == project / "in" / "box"
+    assert config.paths.output == tmp_path.resolve() / "shared" / "out"
+    # keys left out take their default, also relative to the config file's folder
+    assert config.paths.quarantine == project / "quarantine"
+    assert config.paths.archive == project / "archive"
+
+
+def test_relative_config_path_resolves_against_its_own_folder(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path / "sub" / "config.toml", '[paths]\ndrop = "d"\n')
+    monkeypatch.chdir(tmp_path)
+    assert load(Path("sub/config.toml")).paths.drop == (tmp_path / "sub" / "d").resolve()
+
+
+def test_absolute_paths_are_kept(tmp_path: Path) -> None:
+    target = (tmp_path / "abs" / "drop").resolve()
+    config = load(_write(tmp_path / "cfg" / "config.toml", f'[paths]\ndrop = "{target}"\n'))
+    assert config.paths.drop == target
+
+
+def test_explicit_config_path_that_does_not_exist_is_an_error(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.toml"
+    with pytest.raises(ConfigError, match=r"nope\.toml"):
+        load(missing)
+
+
+def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"config\.toml: invalid TOML"):
+        load(_write(tmp_path / "config.toml", "[pipeline\nworkers = 2\n"))
+
+
+# --- validation -------------------------------------------------------------------------
+
+
+def test_wrong_type_message_is_exact() -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"pipeline": {"workers": "two"}}, source="config.toml")
+    assert str(caught.value) == (
+        'config.toml: [pipeline] workers must be an integer >= 0, got "two"'
+    )
+
+
+def test_wrong_type_message_from_a_file_named_config_toml(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _write(tmp_path / "config.toml", '[pipeline]\nworkers = "two"\n')
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ConfigError) as caught:
+        load(Path("config.toml"))
+    assert str(caught.value) == (
+        'config.toml: [pipeline] workers must be an integer >= 0, got "two"'
+    )
+
+
+def test_unknown_section_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"unknown section \[pipelines\]"):
+        parse({"pipelines": {"workers": 2}})
+
+
+def test_top_level_key_is_an_unknown_section() -> None:
+    with pytest.raises(ConfigError, match=r"\[workers\]"):
+        parse({"workers": 2})
+
+
+def test_unknown_key_is_named_with_its_section() -> None:
+    with pytest.raises(ConfigError, match=r"\[pipeline\] unknown key 'wrkers'"):
+        parse({"pipeline": {"wrkers": 2}})
+
+
+def test_section_that_is_not_a_table_is_named() -> None:
+    with pytest.raises(ConfigError, match=r"\[paths\] must be a table"):
+        parse({"paths": "drop"})
+
+
+BAD_VALUES = [
+    # wrong type
+    ("pipeline", "workers", 1.5),
+    ("pipeline", "memory_mb", "1024"),
+    ("watch", "settle_ms", "200"),
+    ("watch", "patterns", "*.csv"),
+    ("watch", "patterns", ["*.csv", 3]),
+    ("watch", "force_polling", "yes"),
+    ("watch", "force_polling", 1),
+    ("features", "sets", "summary"),
+    ("features", "time_column", 5),
+    ("paths", "drop", 3),
+    ("paths", "output", ""),
+    # bool where a number is expected
+    ("pipeline", "workers", True),
+    ("pipeline", "queue_files", False),
+    ("watch", "settle_ms", True),
+    ("watch", "rescan_s", True),
+    ("output", "flush_s", False),
+    ("features", "window", True),
+    # bad enum values
+    ("watch", "on_success", "move"),
+    ("pipeline", "executor", "thread"),
+    ("output", "compression", "lzma"),
+    ("output", "tables", ["records", "rows"]),
+    # out of range
+    ("pipeline", "workers", -1),
+    ("pipeline", "queue_files", 0),
+    ("pipeline", "retries", -1),
+    ("watch", "rescan_s", 0),
+    ("features", "window", -5),
+    ("output", "target_file_mb", 0),
+    ("output", "flush_s", -0.5),
+    ("watch", "patterns", []),
+    ("features", "sets", []),
+    ("output", "tables", []),
+]
+
+
+@pytest.mark.parametrize(("section", "key", "value"), BAD_VALUES,
+                         ids=[f"{s}.{k}={v!r}" for s, k, v in BAD_VALUES])
+def test_bad_value_raises_config_error_naming_the_key(
+    section: str, key: str, value: object
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({section: {key: value}}, source="config.toml")
+    message = str(caught.value)
+    assert message.startswith(f"config.toml: [{section}] {key} must be "), message
+    assert "\n" not in message
+
+
+def test_bad_value_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> None:
+    config_file = _write(tmp_path / "my.toml", '[watch]\non_success = "move"\n')
+    with pytest.raises(ConfigError) as caught:
+        load(config_file)
+    assert str(caught.value) == (
+        f'{config_file}: [watch] on_success must be one of archive, delete, keep, got "move"'
+    )
+
+
+@pytest.mark.parametrize("executor", ["process", "dask://scheduler:8786", "dask://local"])
+def test_executor_accepts_the_documented_forms(executor: str) -> None:
+    assert parse({"pipeline": {"executor": executor}}).pipeline.executor == executor
+
+
+def test_integer_is_accepted_where_a_number_is_expected() -> None:
+    config = parse({"watch": {"rescan_s": 5}, "output": {"flush_s": 0}})
+    assert config.watch.rescan_s == 5.0
+    assert isinstance(config.watch.rescan_s, float)
+    assert config.output.flush_s == 0.0
+
+
+def test_lists_become_tuples_so_config_stays_frozen_and_hashable() -> None:
+    config = parse({"watch": {"patterns": ["*.csv"]}, "features": {"sets": ["summary", "a.b:c"]}})
+    assert config.watch.patterns == ("*.csv",)
+    assert config.features.sets == ("summary", "a.b:c")
+    hash(config)
+
+
+# --- flags ------------------------------------------------------------------------------
+
+
+def test_flags_override_the_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    config = load(_write(tmp_path / "config.toml", "[pipeline]\nworkers = 4\n"))
+    monkeypatch.chdir(tmp_path)
+    changed = override(config, drop=Path("other/in"), output=Path("/srv/out"), workers=1)
+    assert changed.paths.drop == tmp_path.resolve() / "other" / "in"
+    assert changed.paths.output == Path("/srv/out").resolve()
+    assert changed.pipeline.workers == 1
+    # everything else is untouched
+    assert changed.paths.quarantine == config.paths.quarantine
+    assert changed.pipeline.queue_files == config.pipeline.queue_files
+
+
+def test_no_flags_leave_the_config_unchanged(tmp_path: Path) -> None:
+    config = load(_write(tmp_path / "config.toml", "[pipeline]\nworkers = 4\n"))
+    assert override(config) == config
+
+
+def test_workers_flag_zero_is_allowed() -> None:
+    assert override(Config(), workers=0).pipeline.workers == 0
+
+
+def test_negative_workers_flag_is_a_config_error_naming_the_flag() -> None:
+    with pytest.raises(ConfigError, match="--workers"):
+        override(Config(), workers=-1)
+
+
+def test_config_round_trips_through_pickle(tmp_path: Path) -> None:
+    config = load(_write(
+        tmp_path / "config.toml",
+        '[features]\nsets = ["summary", "pkg.mod:fn"]\nwindow = 10\n[pipeline]\nworkers = 2\n',
+    ))
+    assert pickle.loads(pickle.dumps(config)) == config
+    assert pickle.loads(pickle.dumps(config.features)) == config.features
+
+
+# --- the command line -------------------------------------------------------------------
+
+
+def _ingest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", *args],
+        cwd=cwd, capture_output=True, text=True, timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("toml", "named"),
+    [
+        ('[pipeline]\nworkers = "two"\n', "[pipeline] workers"),
+        ("[watch]\nsettle_mss = 5\n", "settle_mss"),
+    ],
+    ids=["wrong-type", "unknown-key"],
+)
+def test_once_with_a_bad_config_exits_2_with_one_line_naming_the_key(
+    tmp_path: Path, toml: str, named: str
+) -> None:
+    _write(tmp_path / "config.toml", toml)
+    result = _ingest(tmp_path, "once", "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert named in lines[0]
+    assert not (tmp_path / "output").exists()
+
+
+def test_once_with_a_missing_explicit_config_exits_2(tmp_path: Path) -> None:
+    result = _ingest(tmp_path, "once", "--config", "absent.toml")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "absent.toml" in lines[0]
+
+
+def test_once_with_negative_workers_flag_exits_2_naming_the_flag(tmp_path: Path) -> None:
+    _write(tmp_path / "config.toml", "[pipeline]\nworkers = 1\n")
+    result = _ingest(tmp_path, "once", "--config", "config.toml", "--workers", "-1")
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "--workers" in lines[0]
+    assert not (tmp_path / "output").exists()
