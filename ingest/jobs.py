@@ -22,6 +22,7 @@ class Job:
     data: bytes
     features: Features
     tables: tuple[str, ...]
+    timeout_s: float = 0.0  # 0 = no limit; the worker raises TaskTimeout past it
 
 
 @dataclass(frozen=True)

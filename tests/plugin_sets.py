@@ -30,3 +30,83 @@ def explode(values: np.ndarray) -> dict[str, FeatureValue]:
 
 
 not_callable = 42
+
+
+# Sentinels a test writes into a CSV to make one file, and only that file, misbehave.
+SEGFAULT_VALUE = 666.0
+HANG_VALUE = 777.0
+EXIT_VALUE = 888.0
+
+
+def segfault_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
+    """Kill the worker outright, as a bug in a C extension would."""
+    if SEGFAULT_VALUE in values:
+        import ctypes
+
+        ctypes.string_at(0)
+    return {}
+
+
+def hang_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
+    """Never return, as a feature function stuck in a loop would."""
+    if HANG_VALUE in values:
+        import time
+
+        while True:
+            time.sleep(0.1)
+    return {}
+
+
+def exit_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
+    """Call sys.exit, which a careless library sometimes does."""
+    if EXIT_VALUE in values:
+        raise SystemExit(3)
+    return {}
+
+
+class Unpicklable(Exception):
+    def __reduce__(self) -> tuple[object, ...]:
+        raise TypeError("this exception refuses to be pickled")
+
+
+def raise_unpicklable(values: np.ndarray) -> dict[str, FeatureValue]:
+    raise Unpicklable("an exception that cannot cross a process boundary")
+
+
+def return_unpicklable(values: np.ndarray) -> dict[str, FeatureValue]:
+    return {"lock": __import__("threading").Lock()}  # type: ignore[dict-item]
+
+
+def slow(values: np.ndarray) -> dict[str, FeatureValue]:
+    """Take a while, so that files are still in flight when a test strikes."""
+    import time
+
+    time.sleep(0.05)
+    return {}
+
+
+def hang_ignoring_alarm(values: np.ndarray) -> dict[str, FeatureValue]:
+    """Hang where the worker's own time limit cannot reach, as C code stuck in a loop would."""
+    if HANG_VALUE in values:
+        import signal
+        import time
+
+        signal.signal(signal.SIGALRM, signal.SIG_IGN)
+        while True:
+            time.sleep(0.1)
+    return {}
+
+
+def exhaust_memory_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
+    """Hit an address-space cap, as a worker under a memory limit would."""
+    if SEGFAULT_VALUE not in values:
+        return {}
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_AS)
+    resource.setrlimit(resource.RLIMIT_AS, (512 * 1024 * 1024, hard))
+    try:
+        np.ones(1024 * 1024 * 1024, dtype=np.uint8)
+    finally:
+        resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
+    return {}

@@ -21,6 +21,7 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
+import aiorwlock
 import pyarrow as pa
 
 from .. import logs
@@ -107,6 +108,7 @@ class Service:
         self._claimed: dict[str, str] = {}  # sha256 -> rel of the file in flight with it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._isolation = aiorwlock.RWLock()  # shared: normal jobs; exclusive: suspects
 
     # ---- start and stop -------------------------------------------------
 
@@ -288,7 +290,10 @@ class Service:
             self._waiting[digest].append(file)
             return
         self._claimed[digest] = file.rel
-        job = Job(file.rel, digest, data, self.config.features, self.config.output.tables)
+        job = Job(
+            file.rel, digest, data, self.config.features, self.config.output.tables,
+            self.config.pipeline.task_timeout_s,
+        )
         await self.queue.put((file, job))
         self.metrics.queued.set(self.queue.qsize())
 
@@ -310,14 +315,29 @@ class Service:
             ))
 
     async def _compute(self, job: Job) -> tuple[Outcome, int]:
+        """Run a job; after a worker death, retry it alone, so a crash has only one suspect.
+
+        Every file in flight when a worker dies is a suspect. A suspect runs again
+        with the pool to itself: if it crashes the pool there, it is the cause.
+        A file that crashes it `retries + 1` times in all is quarantined as poison.
+        """
         retries = self.config.pipeline.retries
-        for attempt in range(1, retries + 2):
+        attempt, suspect = 0, False
+        while True:
+            attempt += 1
             try:
-                return await self.compute.run(job), attempt
+                lock = self._isolation.writer_lock if suspect else self._isolation.reader_lock
+                async with lock:
+                    return await self.compute.run(job), attempt
             except WorkerCrashed as exc:
                 self.metrics.breakages.inc()
-                failure = Failure("WorkerCrashed", str(exc))
-                log.warning("%s (attempt %d of %d)", exc, attempt, retries + 1)
+                if attempt > retries:
+                    message = f"{exc}; it killed a worker {attempt} times, alone in the pool"
+                    failure = Failure("WorkerCrashed", message)
+                    break
+                log.warning("%s; retrying it alone (attempt %d of %d)", exc, attempt + 1,
+                            retries + 1)
+                suspect = True
             except TaskTimeout as exc:
                 failure = Failure("TaskTimeout", str(exc))
                 break

@@ -26,6 +26,9 @@ from ..jobs import Job, Outcome
 
 log = logging.getLogger("ingest.compute")
 
+# How long past task_timeout_s the parent waits before it kills the workers itself.
+BACKSTOP_GRACE_S = 5.0
+
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
     """Blocking (it starts every worker): call it from a thread."""
@@ -103,6 +106,13 @@ class Compute:
             broken.shutdown(wait=False, cancel_futures=True)
             self._executor = await asyncio.to_thread(_process_pool, self.workers)
 
+    async def _kill_workers(self, executor: Executor) -> None:
+        """Break the pool on purpose: the only way to stop a task stuck in C code."""
+        for child in multiprocessing.active_children():
+            child.kill()
+        if isinstance(executor, ProcessPoolExecutor):
+            await self._replace(executor)
+
     async def run(self, job: Job) -> Outcome:
         """Run `process(job)` in a worker. Raises WorkerCrashed or TaskTimeout."""
         executor = self._executor
@@ -110,13 +120,21 @@ class Compute:
             raise RuntimeError("Compute.start() was not called")
         loop = asyncio.get_running_loop()
         try:
+            # The worker enforces the limit itself; this is the backstop for a stuck worker.
             return await asyncio.wait_for(
-                loop.run_in_executor(executor, process, job), self.timeout_s
+                loop.run_in_executor(executor, process, job), self.timeout_s + BACKSTOP_GRACE_S
             )
         except BrokenProcessPool as exc:
             await self._replace(executor)
             raise WorkerCrashed(f"a worker died while it held {job.source_file}") from exc
         except TimeoutError:
+            await self._kill_workers(executor)
             raise TaskTimeout(
                 f"{job.source_file} took longer than task_timeout_s = {self.timeout_s:g}"
+                " and its worker did not stop; the worker was killed"
             ) from None
+        except Exception as exc:
+            # dask reports a task whose workers kept dying as KilledWorker.
+            if type(exc).__name__ == "KilledWorker":
+                raise WorkerCrashed(f"dask workers died while they held {job.source_file}") from exc
+            raise

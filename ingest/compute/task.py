@@ -7,14 +7,17 @@ exception. Only a dying worker reaches the parent as an error.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import select
 import signal
 import threading
 import time
+from collections.abc import Iterator
 
 import pyarrow as pa
 
+from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome
 from . import features
 from .decode import DecodeError, decode
@@ -119,12 +122,45 @@ def featurise(job: Job) -> Outcome:
     )
 
 
-def process(job: Job) -> Outcome:
-    """Runs in a worker process. Never raises for bad input: failures come back as data."""
+def _on_alarm(signum: int, frame: object) -> None:
+    raise TaskTimeout("the file took longer than task_timeout_s")
+
+
+@contextlib.contextmanager
+def _time_limit(seconds: float) -> Iterator[None]:
+    """Interrupt Python code that runs too long. Signals work only in the main thread,
+    which is where a process pool runs tasks; elsewhere (dask) the parent's limit applies."""
+    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGALRM, _on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
     try:
-        return featurise(job)
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def _message(exc: BaseException) -> str:
+    """An exception's text, even from an exception whose __str__ is broken."""
+    try:
+        return str(exc) or repr(exc)
+    except Exception:
+        return f"{type(exc).__name__} (its message could not be read)"
+
+
+def process(job: Job) -> Outcome:
+    """Runs in a worker process. Never raises for bad input: failures come back as data.
+
+    Only plain strings leave this function, so an exception that cannot be
+    pickled, or a plugin that calls sys.exit(), is still an ordinary Failure.
+    """
+    try:
+        with _time_limit(job.timeout_s):
+            return featurise(job)
     except DecodeError as exc:
-        failure = Failure(type(exc).__name__, str(exc), line=exc.line, offset=exc.offset)
-    except Exception as exc:  # a plugin feature set may raise anything
-        failure = Failure(type(exc).__name__, str(exc) or repr(exc))
+        failure = Failure(type(exc).__name__, _message(exc), line=exc.line, offset=exc.offset)
+    except BaseException as exc:  # a plugin feature set may raise anything at all
+        failure = Failure(type(exc).__name__, _message(exc))
     return Outcome(source_file=job.source_file, sha256=job.sha256, failure=failure)

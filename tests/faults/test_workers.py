@@ -1,0 +1,169 @@
+"""Worker death, hangs and hostile feature functions: real pools, real kills."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pytest
+
+from ..conftest import ROOT, Folder, wait_for, write_csv
+from ..plugin_sets import EXIT_VALUE, HANG_VALUE, SEGFAULT_VALUE
+
+
+def _env() -> dict[str, str]:
+    # Workers import the test feature sets by name, as they would a user's own package.
+    return {**os.environ, "PYTHONPATH": str(ROOT)}
+
+
+def _once(folder: Folder) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=180, env=_env(),
+    )
+
+
+def _good_and_poison(folder: Folder, good: int, sentinel: float) -> dict[str, int]:
+    expected = {}
+    for i in range(good):
+        expected[f"good{i:02d}.csv"] = len(write_csv(folder.drop / f"good{i:02d}.csv", 20, i))
+    poison = folder.drop / "poison.csv"
+    write_csv(poison, 20, 99)
+    with poison.open("a") as fh:
+        fh.write(f"1700000999000,{sentinel},1.0,1.0\n")
+    return expected
+
+
+def _configure(folder: Folder, plugin: str, **pipeline: object) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0},
+        pipeline={"workers": 2, "retries": 2, **pipeline},
+        features={"sets": ["summary", f"tests.plugin_sets:{plugin}"]},
+        output={"flush_s": 0.2},
+    )
+
+
+def _quarantined(folder: Folder, name: str) -> dict[str, object]:
+    report: dict[str, object] = json.loads(
+        (folder.quarantine / f"{name}.error.json").read_text()
+    )
+    return report
+
+
+def _ingested(folder: Folder) -> dict[str, int]:
+    return {
+        str(k): int(v)  # type: ignore[call-overload]
+        for k, v in folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")
+    }
+
+
+def test_a_file_that_segfaults_its_worker_is_quarantined_as_poison_after_retries(
+    folder: Folder,
+) -> None:
+    _configure(folder, "segfault_on_sentinel")
+    expected = _good_and_poison(folder, 12, SEGFAULT_VALUE)
+
+    result = _once(folder)
+
+    assert result.returncode == 3, result.stderr
+    report = _quarantined(folder, "poison.csv")
+    assert report["error"] == "WorkerCrashed"
+    assert report["attempts"] == 3  # retries + 1
+    assert _ingested(folder) == expected, "every innocent file in flight was retried"
+    assert not list(folder.quarantine.glob("good*"))
+
+
+def test_sigkill_of_a_busy_worker_loses_nothing_and_quarantines_nothing(
+    folder: Folder,
+) -> None:
+    _configure(folder, "slow")
+    expected = {}
+    for i in range(40):
+        expected[f"f{i:02d}.csv"] = len(write_csv(folder.drop / f"f{i:02d}.csv", 20, i))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+        cwd=folder.root, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        service = psutil.Process(proc.pid)
+        wait_for(lambda: len(service.children(recursive=True)) >= 2, 30, "the pool")
+        time.sleep(0.5)  # well into the backlog: both workers hold a file
+        # Workers are the forkserver's children, so the service's grandchildren.
+        workers = [p for p in service.children(recursive=True) if p.ppid() != proc.pid]
+        workers[0].send_signal(signal.SIGKILL)
+        wait_for(lambda: not list(folder.drop.glob("*.csv")), 60, "the drop folder to empty")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    assert "a worker died" in stderr
+    assert _ingested(folder) == expected
+    assert not list(folder.quarantine.iterdir())
+
+
+def test_a_hanging_feature_function_is_stopped_by_the_task_timeout(folder: Folder) -> None:
+    _configure(folder, "hang_on_sentinel", task_timeout_s=2)
+    expected = _good_and_poison(folder, 6, HANG_VALUE)
+
+    result = _once(folder)
+
+    assert result.returncode == 3, result.stderr
+    assert _quarantined(folder, "poison.csv")["error"] == "TaskTimeout"
+    assert _ingested(folder) == expected
+
+
+@pytest.mark.timeout(180)
+def test_a_worker_stuck_where_signals_cannot_reach_is_killed_by_the_parent(
+    folder: Folder,
+) -> None:
+    _configure(folder, "hang_ignoring_alarm", task_timeout_s=1)
+    expected = _good_and_poison(folder, 6, HANG_VALUE)
+
+    result = _once(folder)
+
+    assert result.returncode == 3, result.stderr
+    report = _quarantined(folder, "poison.csv")
+    assert report["error"] == "TaskTimeout"
+    assert "killed" in str(report["message"])
+    assert _ingested(folder) == expected
+
+
+@pytest.mark.parametrize(
+    ("plugin", "sentinel", "error"),
+    [
+        ("exit_on_sentinel", EXIT_VALUE, "SystemExit"),
+        ("exhaust_memory_on_sentinel", SEGFAULT_VALUE, "MemoryError"),
+    ],
+)
+def test_a_feature_function_that_exits_or_runs_out_of_memory_is_an_error_record(
+    folder: Folder, plugin: str, sentinel: float, error: str
+) -> None:
+    _configure(folder, plugin)
+    expected = _good_and_poison(folder, 6, sentinel)
+
+    result = _once(folder)
+
+    assert result.returncode == 3, result.stderr
+    assert _quarantined(folder, "poison.csv")["error"] == error
+    assert _ingested(folder) == expected
+
+
+@pytest.mark.parametrize("plugin", ["raise_unpicklable", "return_unpicklable"])
+def test_unpicklable_errors_and_results_become_error_records_without_deadlock(
+    folder: Folder, plugin: str
+) -> None:
+    _configure(folder, plugin)
+    write_csv(folder.drop / "a.csv", 10, 1)
+
+    result = _once(folder)
+
+    assert result.returncode == 3, result.stderr
+    report = _quarantined(folder, "a.csv")
+    assert report["error"] in ("Unpicklable", "ArrowInvalid", "ArrowTypeError", "TypeError")
+    assert not folder.parts("records")
