@@ -15,7 +15,9 @@ from pathlib import Path
 from . import __version__, logs, status
 from .config import Config, load, override
 from .errors import ConfigError, LedgerError
+from .layout import Layout
 from .progress import Progress
+from .rebuild import rebuild
 
 OK = 0  # every file ingested, or skipped as already ingested
 FAILED = 1  # an unexpected failure
@@ -44,6 +46,8 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("once", parents=[common], help="ingest everything present, then exit")
     status_cmd = commands.add_parser("status", parents=[common], help="counts, backlog, quarantine")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    ledger_cmd = commands.add_parser("ledger", parents=[common], help="maintain the ledger")
+    ledger_cmd.add_argument("action", choices=("rebuild",), help="rebuild it from the output")
     return parser
 
 
@@ -93,6 +97,10 @@ def main(*args: str) -> int:
         config = _configure(parsed)
         if parsed.command == "status":
             print(status.render(status.collect(config), parsed.json))
+            return OK
+        if parsed.command == "ledger":
+            counts = rebuild(Layout.of(config))
+            print("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             return OK
         _check_folders(config)
         return _serve(config, parsed.command)

@@ -16,6 +16,7 @@ import logging
 import multiprocessing
 import os
 import signal
+import sqlite3
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -81,11 +82,19 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
         if existing:
             raise LedgerError(
                 f"{layout.ledger} is missing but {layout.output} holds {len(existing)} part files;"
-                " refusing to ingest everything again. Restore the ledger, or move the output aside"
+                " refusing to ingest everything again. Restore the ledger, or run"
+                " `ingest ledger rebuild` to rebuild it from the part files"
             )
     ledger = Ledger(layout.ledger)
-    reconcile(ledger, layout)
-    return ledger, ledger.known()
+    try:
+        reconcile(ledger, layout)
+        return ledger, ledger.known()
+    except sqlite3.DatabaseError as exc:
+        ledger.close()
+        raise LedgerError(
+            f"{layout.ledger}: the ledger is damaged ({exc}); run `ingest ledger rebuild`"
+            " to rebuild it from the part files"
+        ) from None
 
 
 class Service:

@@ -1,0 +1,131 @@
+"""`ingest ledger rebuild`: a new ledger from what the output and quarantine folders hold.
+
+Every complete part file names its inputs in its footer (`ingest.sources`), and
+every quarantined input has its `<name>.error.json`; together they are enough
+to know what was ingested, so nothing is ingested twice after a lost ledger.
+Inputs still in the drop folder are then recognised by content (sha256) and
+skipped as duplicates. The old ledger, if any, is kept beside the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import shutil
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+from .layout import Layout
+from .ledger import FileRecord, Ledger
+from .parts import FOOTER_SOURCES
+
+log = logging.getLogger("ingest.rebuild")
+
+PART_NAME = re.compile(r"^part-(?P<id>.+)-(?P<index>\d+)\.parquet$")
+
+
+def _set_aside(layout: Layout) -> Path | None:
+    if not layout.ledger.exists():
+        return None
+    stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
+    kept = layout.ledger.with_name(f"ledger.sqlite.before-rebuild-{stamp}")
+    for suffix in ("", "-wal", "-shm"):
+        source = Path(f"{layout.ledger}{suffix}")
+        if source.exists():
+            shutil.move(source, f"{kept}{suffix}")
+    return kept
+
+
+def _parts(layout: Layout) -> tuple[dict[str, list[Path]], list[Path]]:
+    """Complete part files grouped by part id, and the files that are not complete parts."""
+    parts: dict[str, list[Path]] = defaultdict(list)
+    broken: list[Path] = []
+    for table in ("records", "features"):
+        for path in sorted((layout.output / table).rglob("*")):
+            if not path.is_file():
+                continue
+            match = PART_NAME.match(path.name)
+            try:
+                if match is None:
+                    raise ValueError("not a part file name")
+                pq.read_metadata(path)
+            except (OSError, ValueError):
+                broken.append(path)
+                continue
+            parts[match["id"]].append(path)
+    return parts, broken
+
+
+def _ingested(part_id: str, paths: list[Path], seen: set[str]) -> list[FileRecord]:
+    records: list[FileRecord] = []
+    # Records parts name every input; a features-only dataset names them in features parts.
+    tables = {p.parents[1].name for p in paths}
+    table = "records" if "records" in tables else "features"
+    for path in paths:
+        if path.parents[1].name != table:
+            continue
+        footer = pq.read_metadata(path).metadata or {}
+        done = path.stat().st_mtime
+        for rel, sha256, rows in json.loads(footer.get(FOOTER_SOURCES, b"[]")):
+            if sha256 in seen:
+                log.warning("%s: %s appears in more than one part", path.name, rel)
+                continue
+            seen.add(sha256)
+            records.append(FileRecord(rel, -1, -1, sha256, "ingested", rows, part_id,
+                                      done_at=done))
+    return records
+
+
+def _quarantined(layout: Layout) -> list[FileRecord]:
+    records: list[FileRecord] = []
+    for report in sorted(layout.quarantine.rglob("*.error.json")):
+        try:
+            data = json.loads(report.read_text())
+        except (OSError, ValueError):
+            continue
+        # The quarantined copy keeps the input's mtime (moved, or copied with copy2), so
+        # the input, if still in the drop folder, is known again by its (path, size, mtime).
+        copy = report.with_name(report.name.removesuffix(".error.json"))
+        size, mtime_ns = int(data.get("size", -1)), -1
+        if copy.exists():
+            size, mtime_ns = copy.stat().st_size, copy.stat().st_mtime_ns
+        records.append(FileRecord(
+            str(data.get("file")), size, mtime_ns, str(data.get("sha256", "")),
+            "quarantined", error=str(data.get("error")), message=str(data.get("message")),
+            attempts=int(data.get("attempts", 1)), done_at=report.stat().st_mtime,
+        ))
+    return records
+
+
+def rebuild(layout: Layout) -> dict[str, int]:
+    """Write a fresh ledger; return what it now holds."""
+    kept = _set_aside(layout)
+    layout.make_dirs()
+    parts, broken = _parts(layout)
+    for path in broken:
+        layout.orphans.mkdir(parents=True, exist_ok=True)
+        shutil.move(path, layout.orphans / f"{path.parent.parent.name}-{path.name}")
+    ledger = Ledger(layout.ledger)
+    seen: set[str] = set()
+    ingested = 0
+    try:
+        for part_id, paths in sorted(parts.items()):
+            rels = [p.relative_to(layout.output).as_posix() for p in paths]
+            ledger.begin_part(part_id, rels)
+            files = _ingested(part_id, paths, seen)
+            ledger.finish_part(part_id, files)
+            ingested += len(files)
+        quarantined = _quarantined(layout)
+        ledger.record(quarantined)
+    finally:
+        ledger.close()
+    if kept is not None:
+        log.info("the previous ledger is kept as %s", kept)
+    return {
+        "parts": len(parts), "ingested": ingested, "quarantined": len(quarantined),
+        "set_aside": len(broken),
+    }
