@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 
 from . import __version__, logs, status
+from .compute.features import load_set
 from .config import Config, load, override
 from .errors import ConfigError, LedgerError
 from .layout import Layout
@@ -49,6 +50,17 @@ def _parser() -> argparse.ArgumentParser:
     ledger_cmd = commands.add_parser("ledger", parents=[common], help="maintain the ledger")
     ledger_cmd.add_argument("action", choices=("rebuild",), help="rebuild it from the output")
     return parser
+
+
+def _check_feature_sets(config: Config) -> None:
+    """A set that cannot be loaded is a config error, not a fault of every input file."""
+    for name in config.features.sets:
+        try:
+            function = load_set(name)
+        except (ImportError, AttributeError, ValueError) as exc:
+            raise ConfigError(f"[features] sets: cannot load {name!r}: {exc}") from None
+        if not callable(function):
+            raise ConfigError(f"[features] sets: {name!r} is not a function")
 
 
 def _check_folders(config: Config) -> None:
@@ -103,6 +115,7 @@ def main(*args: str) -> int:
             print("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             return OK
         _check_folders(config)
+        _check_feature_sets(config)
         return _serve(config, parsed.command)
     except (ConfigError, LedgerError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)

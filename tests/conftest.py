@@ -73,6 +73,8 @@ class Folder:
         return subprocess.run(
             [sys.executable, "-m", "ingest", *args, "--config", str(self.config)],
             cwd=self.root, capture_output=True, text=True, timeout=timeout,
+            # Workers import test feature sets by name, as they would a user's own package.
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
 
 

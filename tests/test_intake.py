@@ -144,3 +144,14 @@ def test_unreadable_drop_folder_exits_2_naming_the_key(folder: Folder) -> None:
     assert result.returncode == 2, result.stderr
     assert result.stderr.count("\n") == 1
     assert "[paths] drop" in result.stderr and "permission" in result.stderr
+
+
+def test_a_feature_set_that_cannot_be_loaded_exits_2_naming_the_key(folder: Folder) -> None:
+    folder.write_config(features={"sets": ["summary", "no_such_package.mod:fn"]})
+    write_csv(folder.drop / "a.csv", rows=10, seed=1)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 2
+    assert "[features] sets" in result.stderr and "no_such_package" in result.stderr
+    assert (folder.drop / "a.csv").exists(), "no input is touched, let alone quarantined"

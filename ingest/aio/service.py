@@ -67,7 +67,8 @@ class Summary:
         return (
             f"ingested {o['ingested']} files ({self.rows} rows), {o['duplicate']} duplicates,"
             f" {o['quarantined']} quarantined, {o['skipped']} already known,"
-            f" {o['vanished']} vanished in {time.monotonic() - self.started:.1f}s"
+            f" {o['vanished']} vanished, {o['deferred']} left for the next run"
+            f" in {time.monotonic() - self.started:.1f}s"
             f" (loop lag p99 {self.lag_p99_ms:.1f} ms)"
         )
 
@@ -214,16 +215,17 @@ class Service:
             await asyncio.sleep(0.01)
         if self._held:
             log.warning(
-                "drain_s = %g passed with %d files in flight; they will be read on restart",
+                "drain_s = %g passed with files still in flight: %d; they will be read on restart",
                 self.config.pipeline.drain_s, len(self._held),
             )
         await self.committer.drain()
 
     async def _shutdown(self) -> None:
+        abandoned = bool(self._held)
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        await asyncio.to_thread(self.compute.shutdown, True)
+        await asyncio.to_thread(self.compute.shutdown, not abandoned)
         self.ledger.close()
         self.summary.lag_p99_ms = self.lag.quantile(0.99) * 1000
         if self.progress is not None:
@@ -256,6 +258,9 @@ class Service:
             return
         await self.budget.acquire(file.size)
         self._held[file.rel] = file.size
+        if self.draining:
+            await self._defer(file)
+            return
         self._spawn(self._read(file))
 
     async def _finish_known(self, file: DropFile, state: str) -> None:
@@ -311,6 +316,11 @@ class Service:
     async def _dispatch(self) -> None:
         while True:
             file, job = await self.queue.get()
+            if self.draining:
+                # Not yet in a worker: leave it for the next run rather than hold up the exit.
+                self._claimed.pop(job.sha256, None)
+                await self._defer(file)
+                continue
             outcome, attempts = await self._compute(job)
             self._hand_over(file)
             if outcome.failure is not None:
@@ -356,6 +366,14 @@ class Service:
 
     def _hand_over(self, file: DropFile) -> None:
         self._upstream.discard(file.rel)
+
+    async def _defer(self, file: DropFile) -> None:
+        """Let go of a file during a drain; it stays in the drop folder, unrecorded."""
+        await self._release(file.rel)
+        self._hand_over(file)
+        self.settler.done(file.rel)
+        self.summary.outcomes["deferred"] += 1
+        log.debug("deferred %s to the next run", file.rel)
 
     async def _release(self, rel: str) -> None:
         size = self._held.pop(rel, None)

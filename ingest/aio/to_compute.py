@@ -13,6 +13,7 @@ in-flight calls saw it break.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -87,6 +88,11 @@ class Compute:
             )
 
     def shutdown(self, wait: bool = True) -> None:
+        """Stop the executor. `wait=False` abandons running tasks: their workers are killed,
+        since a worker stuck in a file would otherwise outlive the service."""
+        if not wait:
+            for child in multiprocessing.active_children():
+                child.kill()
         if isinstance(self._executor, ProcessPoolExecutor):
             self._executor.shutdown(wait=wait, cancel_futures=True)
         elif self._executor is not None:
@@ -111,7 +117,8 @@ class Compute:
         for child in multiprocessing.active_children():
             child.kill()
         if isinstance(executor, ProcessPoolExecutor):
-            await self._replace(executor)
+            with contextlib.suppress(BrokenProcessPool):
+                await self._replace(executor)
 
     async def run(self, job: Job) -> Outcome:
         """Run `process(job)` in a worker. Raises WorkerCrashed or TaskTimeout."""

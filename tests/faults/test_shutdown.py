@@ -1,0 +1,114 @@
+"""SIGTERM and SIGINT under load: drain within drain_s, exit 0, leave nothing behind."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+
+from ..conftest import ROOT, Folder, wait_for, write_csv
+from ..invariants import check_exactly_once
+
+
+def _start(folder: Folder) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _nothing_left_running_in(folder: Folder) -> None:
+    def leftovers() -> list[psutil.Process]:
+        return [
+            p for p in psutil.process_iter(["cmdline"])
+            if str(folder.root) in " ".join(p.info["cmdline"] or ())
+        ]
+
+    _, alive = psutil.wait_procs(leftovers(), timeout=15)
+    assert not alive, f"left behind: {alive}"
+
+
+def _backlog(folder: Folder, count: int) -> dict[str, int]:
+    return {
+        f"f{i:03d}.csv": len(write_csv(folder.drop / f"f{i:03d}.csv", 20, i)) for i in range(count)
+    }
+
+
+def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_once(
+    folder: Folder,
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 2, "queue_files": 16, "drain_s": 30},
+        features={"sets": ["summary", "tests.plugin_sets:slow"]}, output={"flush_s": 0.2},
+    )
+    expected = _backlog(folder, 150)
+    proc = _start(folder)
+    wait_for(lambda: bool(folder.parts("records")), 60, "the first commit")
+
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, stderr
+    assert "Traceback" not in stderr
+    left = len(list(folder.drop.glob("*.csv")))
+    assert 0 < left < 150, "intake stopped: some files remain for the next run"
+    _nothing_left_running_in(folder)
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, expected, set())
+
+
+def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(folder: Folder) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0},
+        pipeline={"workers": 2, "drain_s": 1, "task_timeout_s": 600},
+        features={"sets": ["summary", "tests.plugin_sets:hang_on_sentinel"]},
+    )
+    expected = _backlog(folder, 4)
+    write_csv(folder.drop / "stuck.csv", 5, 7)
+    with (folder.drop / "stuck.csv").open("a") as fh:
+        fh.write("1700000999000,777.0,1.0,1.0\n")
+    proc = _start(folder)
+    wait_for(lambda: len(list(folder.drop.glob("f*.csv"))) == 0, 60, "the good files")
+
+    started = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+
+    assert proc.returncode == 0, stderr
+    assert time.monotonic() - started < 15, "drain_s = 1 bounds the wait"
+    assert "drain_s = 1 passed with files still in flight: 1" in stderr
+    _nothing_left_running_in(folder)
+    assert {p.name for p in folder.drop.iterdir()} == {"stuck.csv"}
+    rows = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    assert rows == expected
+
+
+def test_a_second_signal_exits_at_once_without_a_traceback_and_restart_is_exactly_once(
+    folder: Folder,
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 2},
+        features={"sets": ["summary", "tests.plugin_sets:slow"]}, output={"flush_s": 0.2},
+    )
+    expected = _backlog(folder, 100)
+    proc = _start(folder)
+    wait_for(lambda: bool(folder.parts("records")), 60, "the first commit")
+
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.1)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+
+    assert proc.returncode == 128 + signal.SIGINT, stderr
+    assert "Traceback" not in stderr
+    assert "exiting now" in stderr
+    _nothing_left_running_in(folder)
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, expected, set())
