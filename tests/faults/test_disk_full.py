@@ -1,0 +1,64 @@
+"""A full output disk: nothing is quarantined, nothing half-written, and intake resumes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ..conftest import Folder, Service, wait_for, write_csv
+from ..invariants import check_exactly_once
+
+
+def _can_mount() -> bool:
+    return os.geteuid() == 0 and shutil.which("mount") is not None
+
+
+@pytest.fixture
+def small_disk(folder: Folder) -> Iterator[Path]:
+    """The output folder on a 256 KiB tmpfs, which a test may grow with `remount`."""
+    if not _can_mount():
+        pytest.skip("needs root to mount a tmpfs")
+    folder.output.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(folder.output)],
+        capture_output=True, text=True,
+    )
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield folder.output
+    finally:
+        subprocess.run(["umount", "-l", str(folder.output)], check=False)
+
+
+def _grow(disk: Path) -> None:
+    subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
+
+
+def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
+    folder: Folder, small_disk: Path, service: type[Service]
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        output={"flush_s": 0.1, "compression": "none"},
+    )
+    expected = {
+        f"f{i:02d}.csv": len(write_csv(folder.drop / f"f{i:02d}.csv", 400, i, columns=6))
+        for i in range(40)
+    }
+    svc = service()
+    wait_for(lambda: "retrying in" in svc.text(), 60, "a commit to fail for want of space")
+
+    assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
+    assert list(folder.drop.glob("*.csv")), "uncommitted inputs stay in the drop folder"
+    assert "No space left on device" in svc.text() or "disk is full" in svc.text()
+
+    _grow(small_disk)
+    wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "every input to be committed")
+    assert svc.stop() == 0
+    check_exactly_once(folder, expected, set())
