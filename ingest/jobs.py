@@ -1,9 +1,10 @@
 """The plain data that crosses the process boundary.
 
-A `Job` carries the file's bytes to a worker, so a worker needs no shared
-filesystem. An `Outcome` comes back with Arrow IPC buffers or a `Failure`.
-Everything here is a picklable dataclass of builtins; no coroutine, lock or
-exception object ever crosses.
+A `Task` carries a batch of files' bytes to a worker, so a worker needs no
+shared filesystem. A `TaskResult` comes back with each file's `Outcome` and
+the batch's part files, already encoded as Parquet bytes: the encoding, the
+costliest step, runs where the cores are. Everything here is a picklable
+dataclass of builtins; no coroutine, lock or exception object ever crosses.
 """
 
 from __future__ import annotations
@@ -20,9 +21,17 @@ class Job:
     source_file: str  # path relative to the drop folder, with "/" separators
     sha256: str
     data: bytes
+
+
+@dataclass(frozen=True)
+class Task:
+    """Files that become one set of part files, and how to make them."""
+
+    jobs: tuple[Job, ...]
     features: Features
-    tables: tuple[str, ...]
-    timeout_s: float = 0.0  # 0 = no limit; the worker raises TaskTimeout past it
+    tables: tuple[str, ...] = ("records", "features")
+    compression: str = "zstd"
+    timeout_s: float = 0.0  # per file; 0 = no limit. The worker raises TaskTimeout past it.
 
 
 @dataclass(frozen=True)
@@ -37,11 +46,24 @@ class Failure:
 
 @dataclass(frozen=True)
 class Outcome:
-    """What a worker returns for one Job: Arrow IPC stream buffers, or a Failure."""
+    """What became of one Job: its row count, or a Failure."""
 
     source_file: str
     sha256: str
     rows: int = 0
-    records: bytes | None = None
-    features: bytes | None = None
     failure: Failure | None = None
+
+
+@dataclass(frozen=True)
+class EncodedPart:
+    """A complete Parquet file, as bytes, holding rows of the named sources."""
+
+    table: str  # "records" | "features"
+    data: bytes
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class TaskResult:
+    outcomes: tuple[Outcome, ...]
+    parts: tuple[EncodedPart, ...] = ()

@@ -18,52 +18,35 @@ ours to keep: it goes to `_ingest/orphans/`.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import shutil
 import time
-from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
-import pyarrow.parquet as pq
-
-from . import __version__
 from .crashpoints import CrashPlan
 from .files import DropFile
+from .jobs import EncodedPart
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
 
 log = logging.getLogger("ingest.parts")
 
-# Row groups of about a million rows: large enough for scans to skip by statistics,
-# small enough that a reader's memory per column chunk stays modest.
-ROW_GROUP_ROWS = 1 << 20
-FOOTER_SOURCES = b"ingest.sources"
-FOOTER_VERSION = b"ingest.version"
-
 
 @dataclass
 class Accepted:
-    """A file whose worker returned tables, waiting in a batch to be committed."""
+    """A file whose rows are in a worker's encoded parts, waiting to be committed."""
 
     file: DropFile
     sha256: str
     rows: int
-    records: pa.Table | None
-    features: pa.Table | None
     attempts: int = 1
 
-    @property
-    def nbytes(self) -> int:
-        return sum(t.nbytes for t in (self.records, self.features) if t is not None)
-
-    def record(self, part: str | None, state: str = "ingested") -> FileRecord:
+    def record(self, part: str | None) -> FileRecord:
         return FileRecord(
             path=self.file.rel, size=self.file.size, mtime_ns=self.file.mtime_ns,
-            sha256=self.sha256, state=state, rows=self.rows, part=part,
+            sha256=self.sha256, state="ingested", rows=self.rows, part=part,
             attempts=self.attempts, seen_at=self.file.seen_at, done_at=time.time(),
         )
 
@@ -93,90 +76,51 @@ def unchanged(file: DropFile) -> bool:
     return st.st_size == file.size and st.st_mtime_ns == file.mtime_ns
 
 
-def _footer(entries: list[Accepted]) -> dict[bytes, bytes]:
-    sources = [[e.file.rel, e.sha256, e.rows] for e in entries]
-    return {FOOTER_VERSION: __version__.encode(), FOOTER_SOURCES: json.dumps(sources).encode()}
-
-
-def _group_by_schema(entries: list[Accepted]) -> list[list[Accepted]]:
-    groups: dict[pa.Schema, list[Accepted]] = defaultdict(list)
-    for entry in entries:
-        if entry.records is not None:
-            groups[entry.records.schema.remove_metadata()].append(entry)
-    return list(groups.values())
-
-
-def _tables(entries: list[Accepted], now: float) -> list[tuple[str, pa.Table, list[Accepted]]]:
-    """(table name, data, the inputs in it) for every part file of one batch."""
-    out: list[tuple[str, pa.Table, list[Accepted]]] = []
-    for group in _group_by_schema(entries):
-        data = pa.concat_tables([e.records.replace_schema_metadata(None) for e in group])  # type: ignore[union-attr]
-        out.append(("records", data, group))
-    with_features = [e for e in entries if e.features is not None]
-    if with_features:
-        data = pa.concat_tables(
-            [e.features for e in with_features], promote_options="permissive"
-        )
-        stamp = pa.scalar(int(now * 1_000_000), pa.timestamp("us", tz="UTC"))
-        data = data.append_column("ingested_at", pa.repeat(stamp, data.num_rows))
-        out.append(("features", data, with_features))
-    return out
-
-
-def write_temp(
-    table: pa.Table,
-    path: Path,
-    compression: str,
-    footer: dict[bytes, bytes],
-    crash: CrashPlan,
-) -> None:
-    pq.write_table(
-        table.replace_schema_metadata(footer),
-        path,
-        compression=None if compression == "none" else compression,
-        row_group_size=ROW_GROUP_ROWS,
-        # Microseconds: Spark and older readers reject nanosecond timestamps.
-        coerce_timestamps="us",
-        allow_truncated_timestamps=True,
-    )
-    crash.reached("temp-written")
-    fsync_path(path)
+def write_temp(data: bytes, path: Path, crash: CrashPlan) -> None:
+    with path.open("wb") as fh:
+        fh.write(data)
+        crash.reached("temp-written")
+        fh.flush()
+        os.fsync(fh.fileno())
     crash.reached("temp-fsynced")
 
 
 def publish(
     ledger: Ledger,
     layout: Layout,
-    compression: str,
-    entries: list[Accepted],
+    accepted: list[Accepted],
+    parts: list[EncodedPart],
     also: list[FileRecord],
     crash: CrashPlan,
 ) -> Published:
-    """Commit one batch: its part files and ledger rows, crash-safely, in that order.
+    """Commit one task's part files and ledger rows, crash-safely, in that order.
 
-    On an error (a full disk, say) everything this call made is removed again,
-    so the caller can retry the same batch later.
+    The parts hold the rows of every file in `accepted`, so they are committed
+    together or not at all: if any input changed since it was read, none is,
+    and all are read again. On an error (a full disk, say) everything this
+    call made is removed again, so the caller can retry the same batch later.
     """
-    result = Published(part_id=None)
-    for entry in entries:
-        (result.committed if unchanged(entry.file) else result.changed).append(entry)
-    if not result.committed:
+    if not all(unchanged(entry.file) for entry in accepted):
+        ledger.record(also)
+        return Published(None, changed=accepted)
+    result = Published(None, committed=accepted)
+    if not parts:
         ledger.record(also)
         return result
-    part_id, day, now = new_part_id(), today(), time.time()
+    part_id, day = new_part_id(), today()
     planned: list[tuple[Path, Path]] = []
     begun = False
     try:
-        for index, (table_name, data, members) in enumerate(_tables(result.committed, now)):
-            final = layout.part_path(table_name, day, f"part-{part_id}-{index}.parquet")
+        for index, part in enumerate(parts):
+            final = layout.part_path(part.table, day, f"part-{part_id}-{index}.parquet")
             temp = layout.tmp / f"{final.name}.tmp"
             planned.append((temp, final))
-            write_temp(data, temp, compression, _footer(members), crash)
+            write_temp(part.data, temp, crash)
         ledger.begin_part(part_id, [layout.relative_output(final) for _, final in planned])
         begun = True
         crash.reached("part-pending")
         _rename_into_place(planned, crash)
-        ledger.finish_part(part_id, [e.record(part_id) for e in result.committed] + also)
+        ledger.finish_part(part_id, [e.record(part_id) for e in accepted] + also)
     except BaseException:
         _undo(ledger, part_id if begun else None, planned)
         raise

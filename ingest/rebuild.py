@@ -19,9 +19,9 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from .compute.encode import FOOTER_SOURCES
 from .layout import Layout
 from .ledger import FileRecord, Ledger
-from .parts import FOOTER_SOURCES
 
 log = logging.getLogger("ingest.rebuild")
 

@@ -1,9 +1,10 @@
-"""Commit: gather results into batches and publish them from a thread.
+"""Commit: publish each task's part files, and record the files set aside, from a thread.
 
-Many small files become one part file: a batch is flushed when it holds
-`target_file_mb`, when its oldest entry is `flush_s` old, when the byte budget
-has a reader waiting, or at drain. One flush runs at a time, in a thread, and
-every ledger write of the application goes through it.
+Workers return a task's part files already encoded; committing one is a few
+writes, an fsync and two ledger transactions. Files resolved without rows of
+their own (duplicates, quarantined inputs) wait up to `flush_s` to be recorded
+together. One commit runs at a time, in a thread, and every ledger write of
+the application goes through it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from ..config import Config
 from ..crashpoints import CrashPlan
 from ..dispose import after_success, quarantine
 from ..files import DropFile
-from ..jobs import Failure
+from ..jobs import EncodedPart, Failure
 from ..layout import Layout
 from ..ledger import FileRecord, Ledger
 from ..parts import Accepted, Published, publish
@@ -53,19 +54,30 @@ class Aside:
 
 
 @dataclass
-class Batch:
-    accepted: list[Accepted] = field(default_factory=list)
+class TaskOutput:
+    """A task's files with rows, and the part files that hold those rows."""
+
+    accepted: list[Accepted]
+    parts: list[EncodedPart]
+
+
+@dataclass
+class Pending:
+    outputs: list[TaskOutput] = field(default_factory=list)
     aside: list[Aside] = field(default_factory=list)
-    nbytes: int = 0
-    oldest: float | None = None
+    oldest_aside: float | None = None
 
     def __bool__(self) -> bool:
-        return bool(self.accepted or self.aside)
+        return bool(self.outputs or self.aside)
 
-    def note(self, nbytes: int) -> None:
-        self.nbytes += nbytes
-        if self.oldest is None:
-            self.oldest = time.monotonic()
+
+@dataclass
+class Committed:
+    """What one flush achieved before it finished or failed."""
+
+    published: list[Published] = field(default_factory=list)
+    aside_done: bool = False
+    error: Exception | None = None
 
 
 Resolved = Callable[[DropFile, str, dict[str, object]], Awaitable[None]]
@@ -87,33 +99,32 @@ class Committer:
         self.on_resolved = on_resolved
         self.pressure = pressure
         self.crash = crash
-        self._batch = Batch()
+        self._pending = Pending()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._backoff = 0.0
 
-    def add(self, entry: Accepted) -> None:
-        self._batch.accepted.append(entry)
-        self._batch.note(entry.nbytes)
+    def add(self, output: TaskOutput) -> None:
+        self._pending.outputs.append(output)
         self._wake.set()
 
     def set_aside(self, aside: Aside) -> None:
-        self._batch.aside.append(aside)
-        self._batch.note(0)
+        self._pending.aside.append(aside)
+        if self._pending.oldest_aside is None:
+            self._pending.oldest_aside = time.monotonic()
         self._wake.set()
 
     def _due(self) -> float:
-        """Seconds until the batch must be flushed; <= 0 means now."""
-        batch = self._batch
-        if batch.oldest is None:
-            return float("inf")
-        out = self.config.output
-        if batch.nbytes >= out.target_file_mb * 1024 * 1024 or self.pressure():
+        """Seconds until a flush is due; <= 0 means now."""
+        pending = self._pending
+        if pending.outputs or (pending.aside and self.pressure()):
             return 0.0
-        return batch.oldest + out.flush_s - time.monotonic()
+        if pending.oldest_aside is None:
+            return float("inf")
+        return pending.oldest_aside + self.config.output.flush_s - time.monotonic()
 
     async def run(self) -> None:
-        """Forever: flush each batch when it is due."""
+        """Forever: flush whenever something is due."""
         while True:
             due = self._due()
             if due <= 0:
@@ -125,68 +136,83 @@ class Committer:
 
     async def flush(self) -> None:
         async with self._flushing:
-            batch, self._batch = self._batch, Batch()
-            if not batch:
+            pending, self._pending = self._pending, Pending()
+            if not pending:
                 return
-            try:
-                published = await asyncio.to_thread(self._commit, batch)
-            except Exception as exc:
-                self._backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
-                log.error(
-                    "commit of %d files failed: %s; inputs stay pending, retrying in %.1fs",
-                    len(batch.accepted) + len(batch.aside), exc, self._backoff,
-                )
-                self._restore(batch)
-                await asyncio.sleep(self._backoff)
+            done = await asyncio.to_thread(self._commit, pending)
+            for published in done.published:
+                await self._report_published(published)
+            if done.aside_done:
+                await self._report_aside(pending.aside)
+            if done.error is None:
+                self._backoff = 0.0
                 return
-            self._backoff = 0.0
-            await self._report(batch, published)
+            self._restore(pending, done)
+            self._backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
+            log.error(
+                "commit failed: %s; inputs stay pending, retrying in %.1fs",
+                done.error, self._backoff,
+            )
+            await asyncio.sleep(self._backoff)
 
     async def drain(self) -> None:
-        """Flush until nothing is left in the batch."""
-        while self._batch:
+        """Flush until nothing is pending."""
+        while self._pending:
             await self.flush()
 
-    def _restore(self, batch: Batch) -> None:
-        # Failed entries go back in front, keeping their age, so the retry includes them.
-        self._batch.accepted[:0] = batch.accepted
-        self._batch.aside[:0] = batch.aside
-        self._batch.nbytes += batch.nbytes
-        self._batch.oldest = batch.oldest
+    def _restore(self, pending: Pending, done: Committed) -> None:
+        # What failed goes back in front, keeping its age, so the retry includes it.
+        self._pending.outputs[:0] = pending.outputs[len(done.published):]
+        if not done.aside_done:
+            self._pending.aside[:0] = pending.aside
+            self._pending.oldest_aside = pending.oldest_aside
 
-    def _commit(self, batch: Batch) -> Published:
+    def _commit(self, pending: Pending) -> Committed:
         """Called in a thread: publish, then dispose of the inputs (after the ledger commit)."""
-        keep = self.config.watch.on_success == "keep"
-        published = publish(
-            self.ledger, self.layout, self.config.output.compression,
-            batch.accepted, [a.record() for a in batch.aside], self.crash,
-        )
-        for entry in published.committed:
-            after_success(self.layout, entry.file, entry.sha256, self.config.watch.on_success)
-            self.crash.reached("input-disposed")
-        for aside in batch.aside:
-            if aside.failure is not None:
-                self.crash.reached("quarantine-recorded")
-                quarantine(self.layout, aside.file, aside.sha256, aside.failure,
-                           aside.attempts, keep)
-            else:
-                after_success(self.layout, aside.file, aside.sha256, self.config.watch.on_success)
-        return published
+        done = Committed()
+        on_success = self.config.watch.on_success
+        try:
+            for output in pending.outputs:
+                published = publish(
+                    self.ledger, self.layout, output.accepted, output.parts, [], self.crash
+                )
+                done.published.append(published)
+                for entry in published.committed:
+                    after_success(self.layout, entry.file, entry.sha256, on_success)
+                    self.crash.reached("input-disposed")
+            if pending.aside:
+                self.ledger.record([a.record() for a in pending.aside])
+                done.aside_done = True
+                self._dispose_aside(pending.aside)
+        except Exception as exc:
+            done.error = exc
+        return done
 
-    async def _report(self, batch: Batch, published: Published) -> None:
-        part = published.part_id
+    def _dispose_aside(self, aside: list[Aside]) -> None:
+        keep = self.config.watch.on_success == "keep"
+        for item in aside:
+            if item.failure is not None:
+                self.crash.reached("quarantine-recorded")
+                quarantine(self.layout, item.file, item.sha256, item.failure, item.attempts, keep)
+            else:
+                after_success(self.layout, item.file, item.sha256, self.config.watch.on_success)
+
+    async def _report_published(self, published: Published) -> None:
         for entry in published.committed:
-            await self.on_resolved(entry.file, "ingested",
-                                   {"rows": entry.rows, "sha256": entry.sha256, "part": part})
+            await self.on_resolved(entry.file, "ingested", {
+                "rows": entry.rows, "sha256": entry.sha256, "part": published.part_id,
+            })
         for entry in published.changed:
             await self.on_resolved(entry.file, "changed", {"sha256": entry.sha256})
-        for aside in batch.aside:
-            fields: dict[str, object] = {"sha256": aside.sha256}
-            if aside.failure is not None:
-                fields.update(error=aside.failure.error, reason=aside.failure.message,
-                              attempts=aside.attempts)
-                if aside.failure.line is not None:
-                    fields["line"] = aside.failure.line
+
+    async def _report_aside(self, aside: list[Aside]) -> None:
+        for item in aside:
+            fields: dict[str, object] = {"sha256": item.sha256}
+            if item.failure is not None:
+                fields.update(error=item.failure.error, reason=item.failure.message,
+                              attempts=item.attempts)
+                if item.failure.line is not None:
+                    fields["line"] = item.failure.line
             else:
-                fields["duplicate_of"] = aside.duplicate_of
-            await self.on_resolved(aside.file, aside.state, fields)
+                fields["duplicate_of"] = item.duplicate_of
+            await self.on_resolved(item.file, item.state, fields)

@@ -22,24 +22,22 @@ from collections.abc import Coroutine
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiorwlock
-import pyarrow as pa
-
 from .. import logs
 from ..config import Config
 from ..crashpoints import CrashPlan
 from ..dispose import after_success, quarantine
-from ..errors import LedgerError, TaskTimeout, WorkerCrashed
+from ..errors import LedgerError
 from ..files import DropFile
-from ..jobs import Failure, Job, Outcome
+from ..jobs import Failure, Job
 from ..layout import Layout
 from ..ledger import Known, Ledger
 from ..metrics import Metrics
-from ..parts import Accepted, reconcile
+from ..parts import reconcile
 from ..progress import Progress
 from ..selection import regular_file
 from .budget import ByteBudget
 from .commit import Aside, Committer
+from .dispatch import Dispatcher, Queued
 from .lag import LagProbe
 from .read import read_bytes, sha256
 from .settle import Settler
@@ -118,7 +116,6 @@ class Service:
         self._claimed: dict[str, str] = {}  # sha256 -> rel of the file in flight with it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
         self._tasks: set[asyncio.Task[None]] = set()
-        self._isolation = aiorwlock.RWLock()  # shared: normal jobs; exclusive: suspects
 
     # ---- start and stop -------------------------------------------------
 
@@ -126,12 +123,16 @@ class Service:
         self.ledger, self.known = await asyncio.to_thread(open_ledger, self.layout)
         pipeline = self.config.pipeline
         self.budget = ByteBudget(pipeline.memory_mb * 1024 * 1024)
-        self.queue: asyncio.Queue[tuple[DropFile, Job]] = asyncio.Queue(pipeline.queue_files)
+        self.queue: asyncio.Queue[Queued] = asyncio.Queue(pipeline.queue_files)
         self.settler = Settler(self.config.watch.settle_ms, self.layout.relative)
         self.watcher = Watcher(self.layout.drop, self.config.watch, self.settler)
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
-            self._flush_early, self.crash,
+            lambda: not self._more_coming(), self.crash,
+        )
+        self.dispatcher = Dispatcher(
+            self.config, self.compute, self.queue, self.committer, self.metrics,
+            self._more_coming, self._taken, self._backlog,
         )
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         if self.config.metrics.port:
@@ -140,23 +141,11 @@ class Service:
         try:
             self._spawn(self.lag.run(), self.settler.run(), self.committer.run(), self._intake())
             for _ in range(self.config.workers * 2):
-                self._spawn(self._dispatch())
+                self._spawn(self.dispatcher.run())
             await self._ingest()
         finally:
             await self._shutdown()
         return self.summary
-
-    def _flush_early(self) -> bool:
-        """Flush before flush_s when waiting would gain nothing or hold someone up."""
-        if self.draining or self.budget.waiting:
-            return True
-        # `once` with nothing left in the pipeline: no more rows are coming for this batch.
-        return (
-            self.mode == "once"
-            and not self._upstream
-            and not len(self.settler)
-            and self.settler.ready.empty()
-        )
 
     async def _ingest(self) -> None:
         found = await self.watcher.scan()
@@ -304,63 +293,32 @@ class Service:
             self._waiting[digest].append(file)
             return
         self._claimed[digest] = file.rel
-        job = Job(
-            file.rel, digest, data, self.config.features, self.config.output.tables,
-            self.config.pipeline.task_timeout_s,
-        )
-        await self.queue.put((file, job))
+        await self.queue.put(Queued(file, Job(file.rel, digest, data)))
         self.metrics.queued.set(self.queue.qsize())
 
-    # ---- dispatch: queue -> worker -> committer -------------------------
+    # ---- dispatch: the queue's other end -------------------------------
 
-    async def _dispatch(self) -> None:
-        while True:
-            file, job = await self.queue.get()
-            if self.draining:
-                # Not yet in a worker: leave it for the next run rather than hold up the exit.
-                self._claimed.pop(job.sha256, None)
-                await self._defer(file)
-                continue
-            outcome, attempts = await self._compute(job)
-            self._hand_over(file)
-            if outcome.failure is not None:
-                self.committer.set_aside(Aside(
-                    file, job.sha256, "quarantined", failure=outcome.failure, attempts=attempts
-                ))
-                continue
-            self.committer.add(Accepted(
-                file, job.sha256, outcome.rows,
-                _table(outcome.records), _table(outcome.features), attempts,
-            ))
+    async def _taken(self, item: Queued) -> bool:
+        """A dispatcher took a file off the queue; False if it is to be let go (a drain)."""
+        if self.draining:
+            # Not yet in a worker: leave it for the next run rather than hold up the exit.
+            self._claimed.pop(item.job.sha256, None)
+            await self._defer(item.file)
+            return False
+        self._hand_over(item.file)
+        return True
 
-    async def _compute(self, job: Job) -> tuple[Outcome, int]:
-        """Run a job; after a worker death, retry it alone, so a crash has only one suspect.
+    def _backlog(self) -> int:
+        """Files on their way to the queue or in it, that no task holds yet."""
+        return len(self._upstream) + len(self.settler) + self.settler.ready.qsize()
 
-        Every file in flight when a worker dies is a suspect. A suspect runs again
-        with the pool to itself: if it crashes the pool there, it is the cause.
-        A file that crashes it `retries + 1` times in all is quarantined as poison.
-        """
-        retries = self.config.pipeline.retries
-        attempt, suspect = 0, False
-        while True:
-            attempt += 1
-            try:
-                lock = self._isolation.writer_lock if suspect else self._isolation.reader_lock
-                async with lock:
-                    return await self.compute.run(job), attempt
-            except WorkerCrashed as exc:
-                self.metrics.breakages.inc()
-                if attempt > retries:
-                    message = f"{exc}; it killed a worker {attempt} times, alone in the pool"
-                    failure = Failure("WorkerCrashed", message)
-                    break
-                log.warning("%s; retrying it alone (attempt %d of %d)", exc, attempt + 1,
-                            retries + 1)
-                suspect = True
-            except TaskTimeout as exc:
-                failure = Failure("TaskTimeout", str(exc))
-                break
-        return Outcome(job.source_file, job.sha256, failure=failure), attempt
+    def _more_coming(self) -> bool:
+        """Whether a task being assembled should wait flush_s for more files."""
+        if self.draining or self.budget.waiting:
+            return False
+        # `once` with nothing left upstream: no more files are coming for this task.
+        return not (self.mode == "once" and not self._upstream and not len(self.settler)
+                    and self.settler.ready.empty())
 
     # ---- resolution ------------------------------------------------------
 
@@ -413,7 +371,3 @@ class Service:
         st = regular_file(file.path, self.layout.drop)
         if st is not None:
             self.settler.offer(file.path, st)
-
-
-def _table(buffer: bytes | None) -> pa.Table | None:
-    return pa.ipc.open_stream(buffer).read_all() if buffer is not None else None

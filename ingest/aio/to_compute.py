@@ -23,7 +23,7 @@ from typing import Any
 
 from ..compute.task import init_worker, process, warm
 from ..errors import ConfigError, TaskTimeout, WorkerCrashed
-from ..jobs import Job, Outcome
+from ..jobs import Task, TaskResult
 
 log = logging.getLogger("ingest.compute")
 
@@ -120,28 +120,33 @@ class Compute:
             with contextlib.suppress(BrokenProcessPool):
                 await self._replace(executor)
 
-    async def run(self, job: Job) -> Outcome:
-        """Run `process(job)` in a worker. Raises WorkerCrashed or TaskTimeout."""
+    async def run(self, task: Task) -> TaskResult:
+        """Run `process(task)` in a worker. Raises WorkerCrashed or TaskTimeout."""
         executor = self._executor
         if executor is None:
             raise RuntimeError("Compute.start() was not called")
         loop = asyncio.get_running_loop()
+        what = _describe(task)
+        # The worker enforces the limit per file; this is the backstop for a stuck worker.
+        backstop = self.timeout_s * len(task.jobs) + BACKSTOP_GRACE_S
         try:
-            # The worker enforces the limit itself; this is the backstop for a stuck worker.
-            return await asyncio.wait_for(
-                loop.run_in_executor(executor, process, job), self.timeout_s + BACKSTOP_GRACE_S
-            )
+            return await asyncio.wait_for(loop.run_in_executor(executor, process, task), backstop)
         except BrokenProcessPool as exc:
             await self._replace(executor)
-            raise WorkerCrashed(f"a worker died while it held {job.source_file}") from exc
+            raise WorkerCrashed(f"a worker died while it held {what}") from exc
         except TimeoutError:
             await self._kill_workers(executor)
             raise TaskTimeout(
-                f"{job.source_file} took longer than task_timeout_s = {self.timeout_s:g}"
+                f"{what} took longer than task_timeout_s = {self.timeout_s:g}"
                 " and its worker did not stop; the worker was killed"
             ) from None
         except Exception as exc:
             # dask reports a task whose workers kept dying as KilledWorker.
             if type(exc).__name__ == "KilledWorker":
-                raise WorkerCrashed(f"dask workers died while they held {job.source_file}") from exc
+                raise WorkerCrashed(f"dask workers died while they held {what}") from exc
             raise
+
+
+def _describe(task: Task) -> str:
+    first = task.jobs[0].source_file
+    return first if len(task.jobs) == 1 else f"{first} and {len(task.jobs) - 1} other files"

@@ -1,4 +1,4 @@
-"""The one function the service runs in a worker: a Job in, an Outcome out.
+"""The one function the service runs in a worker: a Task in, a TaskResult out.
 
 Runs in a worker process. Every failure of the input is caught here and
 returned as a `Failure`, so the parent never has to unpickle a foreign
@@ -18,9 +18,10 @@ from collections.abc import Iterator
 import pyarrow as pa
 
 from ..errors import TaskTimeout
-from ..jobs import Failure, Job, Outcome
+from ..jobs import Failure, Job, Outcome, Task, TaskResult
 from . import features
 from .decode import DecodeError, decode
+from .encode import Featurised, encode
 
 # Enough for the scheduler to favour the parent's event loop, not so much that
 # other work on the machine starves the workers.
@@ -76,15 +77,6 @@ def warm() -> int:
     return os.getpid()
 
 
-def to_ipc(table: pa.Table) -> bytes:
-    """Serialise a table as an Arrow IPC stream: cheap to pickle, zero-copy to read."""
-    sink = pa.BufferOutputStream()
-    with pa.ipc.new_stream(sink, table.schema) as writer:
-        writer.write_table(table)
-    result: bytes = sink.getvalue().to_pybytes()
-    return result
-
-
 def _check_columns(table: pa.Table) -> None:
     names = table.column_names
     clash = [name for name in names if name in RESERVED_COLUMNS]
@@ -97,29 +89,23 @@ def _check_columns(table: pa.Table) -> None:
         raise DecodeError("a column has an empty name")
 
 
-def featurise(job: Job) -> Outcome:
+def featurise(job: Job, task: Task) -> Featurised:
     """Decode, add identity columns, compute features; raise on bad input."""
     table = decode(job.source_file, job.data)
     _check_columns(table)
-    spec = job.features
+    spec = task.features
     rows = table.num_rows
     records = None
-    if "records" in job.tables:
+    if "records" in task.tables:
         records = table.append_column(
             "source_file", pa.repeat(pa.scalar(job.source_file, pa.string()), rows)
         ).append_column("source_sha256", pa.repeat(pa.scalar(job.sha256, pa.string()), rows))
     feature_table = None
-    if "features" in job.tables:
+    if "features" in task.tables:
         feature_table = features.compute(
             table, job.source_file, job.sha256, spec.time_column, spec.sets, spec.window
         )
-    return Outcome(
-        source_file=job.source_file,
-        sha256=job.sha256,
-        rows=rows,
-        records=to_ipc(records) if records is not None else None,
-        features=to_ipc(feature_table) if feature_table is not None else None,
-    )
+    return Featurised(job.source_file, job.sha256, rows, records, feature_table)
 
 
 def _on_alarm(signum: int, frame: object) -> None:
@@ -150,17 +136,30 @@ def _message(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be read)"
 
 
-def process(job: Job) -> Outcome:
-    """Runs in a worker process. Never raises for bad input: failures come back as data.
+def _featurise_one(job: Job, task: Task) -> Featurised | Failure:
+    try:
+        with _time_limit(task.timeout_s):
+            return featurise(job, task)
+    except DecodeError as exc:
+        return Failure(type(exc).__name__, _message(exc), line=exc.line, offset=exc.offset)
+    except BaseException as exc:  # a plugin feature set may raise anything at all
+        return Failure(type(exc).__name__, _message(exc))
 
-    Only plain strings leave this function, so an exception that cannot be
+
+def process(task: Task) -> TaskResult:
+    """Runs in a worker process: every file of the task, then its part files.
+
+    Never raises for bad input: each failure comes back as data, and only
+    plain strings leave this function, so an exception that cannot be
     pickled, or a plugin that calls sys.exit(), is still an ordinary Failure.
     """
-    try:
-        with _time_limit(job.timeout_s):
-            return featurise(job)
-    except DecodeError as exc:
-        failure = Failure(type(exc).__name__, _message(exc), line=exc.line, offset=exc.offset)
-    except BaseException as exc:  # a plugin feature set may raise anything at all
-        failure = Failure(type(exc).__name__, _message(exc))
-    return Outcome(source_file=job.source_file, sha256=job.sha256, failure=failure)
+    outcomes: list[Outcome] = []
+    done: list[Featurised] = []
+    for job in task.jobs:
+        result = _featurise_one(job, task)
+        if isinstance(result, Failure):
+            outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
+        else:
+            outcomes.append(Outcome(job.source_file, job.sha256, rows=result.rows))
+            done.append(result)
+    return TaskResult(tuple(outcomes), tuple(encode(done, task.compression)))

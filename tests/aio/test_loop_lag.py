@@ -17,7 +17,7 @@ from ingest.aio.service import Service
 from ingest.aio.to_compute import Compute
 from ingest.compute.task import process
 from ingest.config import Config, Features, Output, Paths, Pipeline, Watch
-from ingest.jobs import Job, Outcome
+from ingest.jobs import Task, TaskResult
 
 BOUND_S = 0.050
 
@@ -31,8 +31,8 @@ class InlineCompute(Compute):
     def shutdown(self, wait: bool = True) -> None:
         pass
 
-    async def run(self, job: Job) -> Outcome:
-        return process(job)
+    async def run(self, task: Task) -> TaskResult:
+        return process(task)
 
 
 def _heavy_inputs(drop: Path, files: int = 12, rows: int = 150_000) -> None:

@@ -10,7 +10,7 @@ import pytest
 from ingest.aio.to_compute import Compute
 from ingest.compute.task import warm
 from ingest.config import Features
-from ingest.jobs import Job
+from ingest.jobs import Job, Task
 
 from ..conftest import SAMPLE_DATA, Folder
 
@@ -20,9 +20,10 @@ def test_compute_runs_jobs_in_another_process() -> None:
         compute = Compute("process", 1, 60)
         await asyncio.to_thread(compute.start)
         try:
-            job = Job("a.csv", "0" * 64, b"a,b\n1,2\n", Features(), ("records", "features"))
-            outcome = await compute.run(job)
-            assert outcome.failure is None and outcome.rows == 1
+            task = Task((Job("a.csv", "0" * 64, b"a,b\n1,2\n"),), Features())
+            result = await compute.run(task)
+            assert result.outcomes[0].failure is None and result.outcomes[0].rows == 1
+            assert {part.table for part in result.parts} == {"records", "features"}
             loop = asyncio.get_running_loop()
             # The pool is the service's own; ask it directly for a worker's pid.
             worker = await loop.run_in_executor(compute._executor, warm)

@@ -1,4 +1,7 @@
-"""task.process: a Job in, an Outcome out; bad input comes back as a Failure, never raised."""
+"""task.process: a Task in, a TaskResult out; bad input comes back as a Failure, never raised.
+
+Each test runs a task of one file and reads its encoded part files back.
+"""
 
 from __future__ import annotations
 
@@ -7,17 +10,18 @@ import hashlib
 import io
 import pickle
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.compute.task import RESERVED_COLUMNS, process, to_ipc
+from ingest.compute.encode import to_parquet
+from ingest.compute.task import RESERVED_COLUMNS, process
 from ingest.config import Features
-from ingest.jobs import Failure, Job, Outcome
+from ingest.jobs import Failure, Job, Task
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = b"timestamp,temperature,humidity\n1,20.5,40.0\n2,,41.5\n3,21.0,42.0\n"
@@ -37,22 +41,40 @@ def job(
     sets: tuple[str, ...] = ("summary",),
     window: int = 0,
     tables: tuple[str, ...] = ("records", "features"),
-) -> Job:
-    return Job(
-        source_file=name,
-        sha256=hashlib.sha256(data).hexdigest(),
-        data=data,
-        features=Features(sets=sets, window=window),
-        tables=tables,
+) -> Task:
+    one = Job(source_file=name, sha256=hashlib.sha256(data).hexdigest(), data=data)
+    return Task((one,), Features(sets=sets, window=window), tables)
+
+
+@dataclass
+class One:
+    """A one-file task's outcome, with its part files read back."""
+
+    source_file: str
+    sha256: str
+    rows: int
+    failure: Failure | None
+    records: pa.Table | None
+    features: pa.Table | None
+
+
+def run(task: Task) -> One:
+    result = process(task)
+    (outcome,) = result.outcomes
+    tables = {p.table: pq.read_table(pa.BufferReader(p.data)) for p in result.parts}
+    assert len(tables) == len(result.parts), "one part per table for a one-file task"
+    return One(
+        outcome.source_file, outcome.sha256, outcome.rows, outcome.failure,
+        tables.get("records"), tables.get("features"),
     )
 
 
-def read_ipc(buffer: bytes | None) -> pa.Table:
-    assert buffer is not None
-    return pa_ipc.open_stream(pa.BufferReader(buffer)).read_all()
+def table_of(table: pa.Table | None) -> pa.Table:
+    assert table is not None
+    return table
 
 
-def failure_of(outcome: Outcome) -> Failure:
+def failure_of(outcome: One) -> Failure:
     assert outcome.failure is not None, "expected a Failure"
     assert outcome.records is None and outcome.features is None
     return outcome.failure
@@ -75,35 +97,36 @@ def _npz(**arrays: np.ndarray) -> bytes:
 
 def test_records_round_trip_with_source_file_and_sha256_added() -> None:
     j = job("site/a.csv", CSV)
-    outcome = process(j)
+    sha256 = j.jobs[0].sha256
+    outcome = run(j)
     assert outcome.failure is None
-    assert (outcome.source_file, outcome.sha256, outcome.rows) == ("site/a.csv", j.sha256, 3)
-    records = read_ipc(outcome.records)
+    assert (outcome.source_file, outcome.sha256, outcome.rows) == ("site/a.csv", sha256, 3)
+    records = table_of(outcome.records)
     assert records.column_names == [
         "timestamp", "temperature", "humidity", "source_file", "source_sha256",
     ]
     assert records.schema.field("source_file").type == pa.string()
     assert records.schema.field("source_sha256").type == pa.string()
     assert records.column("source_file").to_pylist() == ["site/a.csv"] * 3
-    assert records.column("source_sha256").to_pylist() == [j.sha256] * 3
+    assert records.column("source_sha256").to_pylist() == [sha256] * 3
     assert records.column("temperature").to_pylist() == [20.5, None, 21.0]
 
 
 def test_features_round_trip_one_row_per_numeric_column() -> None:
     j = job("a.csv", CSV)
-    table = read_ipc(process(j).features)
+    table = table_of(run(j).features)
     rows = {r["source_column"]: r for r in table.to_pylist()}
     assert set(rows) == {"temperature", "humidity"}  # timestamp is the time column
     assert rows["temperature"]["count"] == 2
     assert rows["temperature"]["null_count"] == 1
     assert rows["humidity"]["mean"] == pytest.approx(41.166666666666664, rel=1e-12)
-    assert {r["source_sha256"] for r in rows.values()} == {j.sha256}
+    assert {r["source_sha256"] for r in rows.values()} == {j.jobs[0].sha256}
     assert {r["source_file"] for r in rows.values()} == {"a.csv"}
 
 
 def test_window_from_the_job_reaches_the_features() -> None:
     data = b"x\n" + b"".join(b"%d\n" % i for i in range(10))
-    table = read_ipc(process(job("w.csv", data, window=4)).features)
+    table = table_of(run(job("w.csv", data, window=4)).features)
     assert table.column("window").to_pylist() == [0, 1, 2]
     assert table.column("count").to_pylist() == [4, 4, 2]
 
@@ -119,30 +142,33 @@ def test_window_from_the_job_reaches_the_features() -> None:
     ids=["csv.gz", "jsonl", "npz", "parquet"],
 )
 def test_each_format_gives_records_and_features(name: str, data: bytes, rows: int) -> None:
-    outcome = process(job(name, data))
+    outcome = run(job(name, data))
     assert outcome.failure is None
     assert outcome.rows == rows
-    assert read_ipc(outcome.records).num_rows == rows
-    assert read_ipc(outcome.features).num_rows >= 1
+    assert table_of(outcome.records).num_rows == rows
+    assert table_of(outcome.features).num_rows >= 1
 
 
 def test_only_the_requested_tables_are_returned() -> None:
-    only_features = process(job("a.csv", CSV, tables=("features",)))
+    only_features = run(job("a.csv", CSV, tables=("features",)))
     assert only_features.records is None
-    assert read_ipc(only_features.features).num_rows == 2
-    only_records = process(job("a.csv", CSV, tables=("records",)))
+    assert table_of(only_features.features).num_rows == 2
+    only_records = run(job("a.csv", CSV, tables=("records",)))
     assert only_records.features is None
-    assert read_ipc(only_records.records).num_rows == 3
+    assert table_of(only_records.records).num_rows == 3
 
 
-def test_to_ipc_round_trips_a_table() -> None:
-    table = pa.table({"a": [1, None], "t": pa.array([1, 2], pa.timestamp("us", tz="UTC"))})
-    assert read_ipc(to_ipc(table)).equals(table)
+def test_to_parquet_round_trips_a_table_with_microsecond_timestamps() -> None:
+    table = pa.table({"a": [1, None], "t": pa.array([1, 2], pa.timestamp("ns", tz="UTC"))})
+    back = pq.read_table(pa.BufferReader(to_parquet(table, "zstd", {b"k": b"v"})))
+    assert back.schema.field("t").type == pa.timestamp("us", tz="UTC")
+    assert back.column("a").to_pylist() == [1, None]
+    assert back.schema.metadata[b"k"] == b"v"
 
 
 def test_plugin_set_columns_reach_the_features(plugins: None) -> None:
-    outcome = process(job("a.csv", CSV, sets=("summary", "tests.plugin_sets:spread")))
-    table = read_ipc(outcome.features)
+    outcome = run(job("a.csv", CSV, sets=("summary", "tests.plugin_sets:spread")))
+    table = table_of(outcome.features)
     assert "spread" in table.column_names and "mean" in table.column_names
 
 
@@ -150,7 +176,7 @@ def test_plugin_set_columns_reach_the_features(plugins: None) -> None:
 
 
 def test_ragged_csv_is_a_failure_with_type_message_and_line() -> None:
-    outcome = process(job("bad.csv", b"a,b\n1,2\n3\n4,5\n"))
+    outcome = run(job("bad.csv", b"a,b\n1,2\n3\n4,5\n"))
     failure = failure_of(outcome)
     assert failure.error == "DecodeError"
     assert "Expected 2 columns" in failure.message
@@ -159,90 +185,111 @@ def test_ragged_csv_is_a_failure_with_type_message_and_line() -> None:
 
 
 def test_bad_json_line_is_a_failure_with_its_line() -> None:
-    failure = failure_of(process(job("bad.jsonl", b'{"a": 1}\n{"a": }\n')))
+    failure = failure_of(run(job("bad.jsonl", b'{"a": 1}\n{"a": }\n')))
     assert (failure.error, failure.line) == ("DecodeError", 2)
 
 
 def test_truncated_gzip_is_a_failure_with_a_byte_offset() -> None:
-    failure = failure_of(process(job("cut.csv.gz", gzip.compress(CSV)[:-5])))
+    failure = failure_of(run(job("cut.csv.gz", gzip.compress(CSV)[:-5])))
     assert failure.error == "DecodeError"
     assert failure.offset == 0
     assert failure.line is None
 
 
 def test_unknown_extension_is_a_failure() -> None:
-    assert failure_of(process(job("notes.txt", b"hello"))).error == "DecodeError"
+    assert failure_of(run(job("notes.txt", b"hello"))).error == "DecodeError"
 
 
 def test_any_decoder_exception_is_a_failure_not_a_raise() -> None:
     # A truncated .npz makes zipfile raise its own error; it still comes back as data.
-    outcome = process(job("cut.npz", _npz(v=np.arange(10.0))[:-10]))
+    outcome = run(job("cut.npz", _npz(v=np.arange(10.0))[:-10]))
     assert failure_of(outcome).message
 
 
 @pytest.mark.parametrize("column", RESERVED_COLUMNS)
 def test_reserved_column_name_in_the_input_is_a_failure(column: str) -> None:
     data = f"x,{column}\n1,a\n".encode()
-    failure = failure_of(process(job("clash.csv", data)))
+    failure = failure_of(run(job("clash.csv", data)))
     assert failure.error == "DecodeError"
     assert repr(column) in failure.message
 
 
 def test_source_file_column_in_parquet_input_is_a_failure() -> None:
     data = _parquet(pa.table({"source_file": ["elsewhere.csv"], "v": [1.0]}))
-    assert "source_file" in failure_of(process(job("p.parquet", data))).message
+    assert "source_file" in failure_of(run(job("p.parquet", data))).message
 
 
 def test_duplicate_column_names_are_a_failure() -> None:
-    failure = failure_of(process(job("dup.csv", b"a,b,a\n1,2,3\n")))
+    failure = failure_of(run(job("dup.csv", b"a,b,a\n1,2,3\n")))
     assert "duplicate" in failure.message
 
 
 def test_empty_column_name_is_a_failure() -> None:
-    assert "empty name" in failure_of(process(job("anon.csv", b"a,,c\n1,2,3\n"))).message
+    assert "empty name" in failure_of(run(job("anon.csv", b"a,,c\n1,2,3\n"))).message
 
 
 def test_plugin_set_that_raises_is_a_failure_not_an_exception(plugins: None) -> None:
     sets = ("summary", "tests.plugin_sets:explode")
-    failure = failure_of(process(job("a.csv", CSV, sets=sets)))
+    failure = failure_of(run(job("a.csv", CSV, sets=sets)))
     assert failure.error == "ZeroDivisionError"
     assert failure.message == "plugin divided by zero"
 
 
 def test_plugin_set_from_a_missing_module_is_a_failure() -> None:
-    failure = failure_of(process(job("a.csv", CSV, sets=("no_such_module_xyz:fn",))))
+    failure = failure_of(run(job("a.csv", CSV, sets=("no_such_module_xyz:fn",))))
     assert failure.error == "ModuleNotFoundError"
     assert "no_such_module_xyz" in failure.message
 
 
 def test_plugin_set_that_is_not_callable_is_a_failure(plugins: None) -> None:
-    failure = failure_of(process(job("a.csv", CSV, sets=("tests.plugin_sets:not_callable",))))
+    failure = failure_of(run(job("a.csv", CSV, sets=("tests.plugin_sets:not_callable",))))
     assert failure.error == "TypeError"
 
 
 # --- what crosses the process boundary is plain and picklable ---------------------------
 
 
-def test_job_and_successful_outcome_round_trip_through_pickle() -> None:
+def test_task_and_successful_result_round_trip_through_pickle() -> None:
     j = job("a.csv", CSV)
     assert pickle.loads(pickle.dumps(j)) == j
-    outcome = process(j)
-    again = pickle.loads(pickle.dumps(outcome))
-    assert again == outcome
-    assert read_ipc(again.records).equals(read_ipc(outcome.records))
+    result = process(j)
+    assert pickle.loads(pickle.dumps(result)) == result
 
 
-def test_failed_outcome_round_trips_through_pickle() -> None:
-    outcome = process(job("bad.csv", b"a,b\n1\n"))
-    assert pickle.loads(pickle.dumps(outcome)) == outcome
-    assert isinstance(outcome.failure, Failure)
+def test_failed_result_round_trips_through_pickle() -> None:
+    result = process(job("bad.csv", b"a,b\n1\n"))
+    assert pickle.loads(pickle.dumps(result)) == result
+    assert isinstance(result.outcomes[0].failure, Failure)
+    assert result.parts == ()
 
 
 def test_failure_carries_only_builtins() -> None:
-    failure = failure_of(process(job("bad.csv", b"a,b\n1\n")))
+    failure = failure_of(run(job("bad.csv", b"a,b\n1\n")))
     for value in vars(failure).values():
         assert value is None or type(value) in (str, int)
 
 
 def test_process_is_a_top_level_function_that_pickles_by_reference() -> None:
     assert pickle.loads(pickle.dumps(process)) is process
+
+
+def test_a_task_of_many_files_makes_one_records_part_per_schema_and_isolates_failures() -> None:
+    def one(name: str, data: bytes) -> Job:
+        return Job(name, hashlib.sha256(data).hexdigest(), data)
+
+    jobs = (
+        one("a.csv", CSV),
+        one("b.csv", CSV.replace(b"20.5", b"19.5")),
+        one("c.jsonl", b'{"v": 1.5}\n{"v": 2.5}\n'),
+        one("bad.csv", b"a,b\n1,2\n3\n"),
+    )
+    result = process(Task(jobs, Features()))
+
+    failed = [o.source_file for o in result.outcomes if o.failure is not None]
+    assert failed == ["bad.csv"]
+    records = [p for p in result.parts if p.table == "records"]
+    features = [p for p in result.parts if p.table == "features"]
+    assert sorted(p.sources for p in records) == [("a.csv", "b.csv"), ("c.jsonl",)]
+    assert len(features) == 1 and features[0].sources == ("a.csv", "b.csv", "c.jsonl")
+    footer = pq.read_metadata(pa.BufferReader(features[0].data)).metadata
+    assert b"bad.csv" not in footer[b"ingest.sources"]

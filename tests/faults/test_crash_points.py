@@ -21,12 +21,12 @@ BAD = "a,b\n1,2\n3,4,5\n"
 
 
 def _populate(
-    folder: Folder, start: int, count: int, bad: int = 0
+    folder: Folder, start: int, count: int, bad: int = 0, rows: int = 5
 ) -> tuple[dict[str, int], set[str]]:
     expected = {}
     for i in range(start, start + count):
         name = f"f{i:04d}.csv"
-        expected[name] = len(write_csv(folder.drop / name, rows=5 + i % 13, seed=i))
+        expected[name] = len(write_csv(folder.drop / name, rows=rows + i % 13, seed=i))
     bad_names = set()
     for i in range(start, start + bad):
         name = f"bad{i:04d}.csv"
@@ -70,7 +70,8 @@ def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
         watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
         output={"flush_s": 0.05, "target_file_mb": 1},
     )
-    expected, bad = _populate(folder, 0, 300, bad=4)
+    # About 3 MB of input in 1 MB tasks: several commits, each of many files.
+    expected, bad = _populate(folder, 0, 300, bad=4, rows=100)
 
     # The second time the point is reached: at least one batch has already committed.
     proc = _run(folder, {"INGEST_CRASH_AT": f"{point}:2"})

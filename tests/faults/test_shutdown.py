@@ -33,9 +33,10 @@ def _nothing_left_running_in(folder: Folder) -> None:
     assert not alive, f"left behind: {alive}"
 
 
-def _backlog(folder: Folder, count: int) -> dict[str, int]:
+def _backlog(folder: Folder, count: int, rows: int = 20) -> dict[str, int]:
     return {
-        f"f{i:03d}.csv": len(write_csv(folder.drop / f"f{i:03d}.csv", 20, i)) for i in range(count)
+        f"f{i:03d}.csv": len(write_csv(folder.drop / f"f{i:03d}.csv", rows, i))
+        for i in range(count)
     }
 
 
@@ -44,9 +45,11 @@ def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_on
 ) -> None:
     folder.write_config(
         watch={"settle_ms": 0}, pipeline={"workers": 2, "queue_files": 16, "drain_s": 30},
-        features={"sets": ["summary", "tests.plugin_sets:slow"]}, output={"flush_s": 0.2},
+        features={"sets": ["summary", "tests.plugin_sets:slow"]},
+        output={"flush_s": 0.2, "target_file_mb": 1},
     )
-    expected = _backlog(folder, 150)
+    # About 13 MB in 1 MB tasks: many tasks, so a drain leaves some for the next run.
+    expected = _backlog(folder, 150, rows=1500)
     proc = _start(folder)
     wait_for(lambda: bool(folder.parts("records")), 60, "the first commit")
 
@@ -69,11 +72,12 @@ def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(folder: Fold
         pipeline={"workers": 2, "drain_s": 1, "task_timeout_s": 600},
         features={"sets": ["summary", "tests.plugin_sets:hang_on_sentinel"]},
     )
-    expected = _backlog(folder, 4)
     write_csv(folder.drop / "stuck.csv", 5, 7)
     with (folder.drop / "stuck.csv").open("a") as fh:
         fh.write("1700000999000,777.0,1.0,1.0\n")
     proc = _start(folder)
+    time.sleep(3)  # the stuck file goes to a worker in a task of its own
+    expected = _backlog(folder, 4)
     wait_for(lambda: len(list(folder.drop.glob("f*.csv"))) == 0, 60, "the good files")
 
     started = time.monotonic()

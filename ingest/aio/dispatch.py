@@ -1,0 +1,170 @@
+"""Dispatch: group queued files into tasks, run them through the one door, hand results on.
+
+A task takes a fair share of the files known to be on their way (queued, being
+read, settling), split across the workers, up to `TASK_BYTES` of input: a
+backlog of a thousand small files makes a handful of tasks, and so of part
+files, spread over every core. A file that arrives alone waits at most
+`flush_s` for company, so a trickle still makes few part files.
+
+After a worker dies, every file of the task that was running is a suspect.
+Each suspect runs again with the pool to itself: a crash there has one cause.
+A file that kills a worker `retries + 1` times is quarantined as poison.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+
+import aiorwlock
+
+from ..config import Config
+from ..errors import TaskTimeout, WorkerCrashed
+from ..files import DropFile
+from ..jobs import Failure, Job, Task, TaskResult
+from ..metrics import Metrics
+from ..parts import Accepted
+from .commit import Aside, Committer, TaskOutput
+from .to_compute import Compute
+
+log = logging.getLogger("ingest.dispatch")
+
+# Input bytes per task (or target_file_mb, if smaller). Big enough that encoding
+# and per-task costs are amortised and part files are not tiny; small enough that
+# a large backlog splits into several tasks per worker, so one slow task is not the tail.
+TASK_BYTES = 16 * 1024 * 1024
+TASK_FILES = 2000
+
+
+@dataclass(frozen=True)
+class Queued:
+    file: DropFile
+    job: Job
+
+
+class Dispatcher:
+    def __init__(
+        self,
+        config: Config,
+        compute: Compute,
+        queue: asyncio.Queue[Queued],
+        committer: Committer,
+        metrics: Metrics,
+        wait_for_more: Callable[[], bool],
+        on_taken: Callable[[Queued], Awaitable[bool]],
+        backlog: Callable[[], int],
+    ):
+        self.config = config
+        self.compute = compute
+        self.queue = queue
+        self.committer = committer
+        self.metrics = metrics
+        self.wait_for_more = wait_for_more
+        self.on_taken = on_taken  # False: the service let go of the file (a drain)
+        self.backlog = backlog  # files known to be coming that no task holds yet
+        self._assembling = asyncio.Lock()
+        self._isolation = aiorwlock.RWLock()  # shared: tasks; exclusive: a suspect alone
+
+    async def run(self) -> None:
+        while True:
+            items = await self._assemble()
+            if items:
+                await self._run(items)
+
+    async def _take(self, timeout: float | None) -> Queued | None:
+        try:
+            if timeout is None:
+                item = self.queue.get_nowait()
+            else:
+                item = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0))
+        except (asyncio.QueueEmpty, TimeoutError):
+            return None
+        return item if await self.on_taken(item) else None
+
+    async def _assemble(self) -> list[Queued]:
+        """The next task: the files waiting now, or within flush_s of the first one."""
+        async with self._assembling:
+            first = await self.queue.get()
+            if not await self.on_taken(first):
+                return []
+            items, size = [first], len(first.job.data)
+            deadline = time.monotonic() + self.config.output.flush_s
+            limit = min(TASK_BYTES, self.config.output.target_file_mb * 1024 * 1024)
+            while size < limit and len(items) < TASK_FILES:
+                known = self.backlog()
+                fair_share = -(-(len(items) + known) // self.compute.workers)
+                if known and len(items) >= fair_share:
+                    break  # the rest is for the other workers
+                item = await self._take(None)
+                if item is None and (known or self.wait_for_more()):
+                    item = await self._take(deadline - time.monotonic())
+                if item is None:
+                    break
+                items.append(item)
+                size += len(item.job.data)
+            self.metrics.queued.set(self.queue.qsize())
+            return items
+
+    def _task(self, items: list[Queued]) -> Task:
+        return Task(
+            tuple(i.job for i in items), self.config.features, self.config.output.tables,
+            self.config.output.compression, self.config.pipeline.task_timeout_s,
+        )
+
+    async def _run(self, items: list[Queued]) -> None:
+        try:
+            async with self._isolation.reader_lock:
+                result = await self.compute.run(self._task(items))
+        except WorkerCrashed as exc:
+            self.metrics.breakages.inc()
+            log.warning("%s; retrying each of its files alone", exc)
+            for item in items:
+                await self._run_alone(item, crashes=1)
+            return
+        except TaskTimeout as exc:
+            if len(items) == 1:
+                self._quarantine(items[0], Failure("TaskTimeout", str(exc)), 1)
+                return
+            for item in items:
+                await self._run_alone(item, crashes=0)
+            return
+        self._deliver(items, result, attempts=1)
+
+    async def _run_alone(self, item: Queued, crashes: int) -> None:
+        retries = self.config.pipeline.retries
+        while True:
+            try:
+                async with self._isolation.writer_lock:
+                    result = await self.compute.run(self._task([item]))
+            except WorkerCrashed as exc:
+                crashes += 1
+                self.metrics.breakages.inc()
+                if crashes > retries:
+                    message = f"{exc}; it killed a worker {crashes} times, alone in the pool"
+                    self._quarantine(item, Failure("WorkerCrashed", message), crashes)
+                    return
+                log.warning("%s (%d of %d attempts)", exc, crashes, retries + 1)
+                continue
+            except TaskTimeout as exc:
+                self._quarantine(item, Failure("TaskTimeout", str(exc)), crashes + 1)
+                return
+            self._deliver([item], result, attempts=crashes + 1)
+            return
+
+    def _quarantine(self, item: Queued, failure: Failure, attempts: int) -> None:
+        self.committer.set_aside(
+            Aside(item.file, item.job.sha256, "quarantined", failure=failure, attempts=attempts)
+        )
+
+    def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
+        accepted: list[Accepted] = []
+        for item, outcome in zip(items, result.outcomes, strict=True):
+            if outcome.failure is not None:
+                self._quarantine(item, outcome.failure, attempts)
+            else:
+                accepted.append(Accepted(item.file, item.job.sha256, outcome.rows, attempts))
+        if accepted:
+            self.committer.add(TaskOutput(accepted, list(result.parts)))
