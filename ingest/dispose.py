@@ -21,15 +21,29 @@ from .layout import Layout, today
 log = logging.getLogger("ingest.dispose")
 
 
-def _free_name(path: Path, tag: str) -> Path:
-    """`path`, or `path` with a tag before its suffixes if the name is taken."""
-    if not path.exists() and not path.is_symlink():
+NAME_MAX = 255  # bytes in one directory entry
+REPORT_SUFFIX = ".error.json"
+
+
+def _named(stem: str, suffix: str, rest: str, reserve: int) -> str:
+    """stem + suffix + rest, the stem cut short if the whole (plus `reserve`) would not fit."""
+    room = NAME_MAX - reserve - len(f"{suffix}{rest}".encode())
+    if len(stem.encode()) > room:
+        stem = stem.encode()[: max(room, 1)].decode(errors="ignore")
+    return f"{stem}{suffix}{rest}"
+
+
+def _free_name(path: Path, tag: str, reserve: int = 0) -> Path:
+    """`path`, or `path` with a tag before its suffixes if the name is taken; cut short
+    where the name (plus `reserve` bytes that will be appended) would be too long."""
+    stem, dot, rest = path.name.partition(".")
+    rest = dot + rest
+    plain = path.with_name(_named(stem, "", rest, reserve))
+    if plain.name == path.name and not path.exists() and not path.is_symlink():
         return path
-    name = path.name
-    stem, dot, rest = name.partition(".")
     for n in range(1, 10_000):
         suffix = f"-{tag}" if n == 1 else f"-{tag}-{n}"
-        candidate = path.with_name(f"{stem}{suffix}{dot}{rest}")
+        candidate = path.with_name(_named(stem, suffix, rest, reserve))
         if not candidate.exists():
             return candidate
     raise FileExistsError(path)
@@ -76,14 +90,22 @@ def error_report(file: DropFile, sha256: str, failure: Failure, attempts: int) -
 def quarantine(
     layout: Layout, file: DropFile, sha256: str, failure: Failure, attempts: int, keep: bool
 ) -> Path | None:
-    """Move (or, in keep mode, copy) a bad input to quarantine/ beside <name>.error.json."""
-    target = _free_name(layout.quarantine / file.rel, sha256[:8] or "dup")
-    target.parent.mkdir(parents=True, exist_ok=True)
-    report = target.with_name(target.name + ".error.json")
-    temp = report.with_name(report.name + ".tmp")
-    temp.write_text(json.dumps(error_report(file, sha256, failure, attempts), indent=2) + "\n")
-    os.replace(temp, report)
+    """Move (or, in keep mode, copy) a bad input to quarantine/ beside <name>.error.json.
+
+    Never raises: the ledger already holds the verdict, and a failure here is logged
+    and finished at the next start-up, when the file is found still in the drop folder.
+    """
     try:
+        target = _free_name(
+            layout.quarantine / file.rel, sha256[:8] or "nohash", len(REPORT_SUFFIX + ".tmp")
+        )
+        target.parent.mkdir(parents=True, exist_ok=True)
+        report = target.with_name(target.name + REPORT_SUFFIX)
+        temp = report.with_name(report.name + ".tmp")
+        temp.write_text(
+            json.dumps(error_report(file, sha256, failure, attempts), indent=2) + "\n"
+        )
+        os.replace(temp, report)
         if keep:
             shutil.copy2(file.path, target)
         else:

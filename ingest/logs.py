@@ -33,7 +33,12 @@ def _text(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     text = str(value)
-    return json.dumps(text) if (" " in text or not text or "\n" in text) else text
+    return json.dumps(text) if (" " in text or not text or not text.isprintable()) else text
+
+
+def shown(name: str) -> str:
+    """A file name as a log line shows it: quoted if it could break or forge a line."""
+    return name if name.isprintable() and name.strip() == name else json.dumps(name)
 
 
 class JsonFormatter(logging.Formatter):
@@ -65,4 +70,7 @@ def configure(fmt: str = "text", level: str = "INFO") -> None:
 def outcome(event: str, file: str, **fields: object) -> None:
     """The one line that says what happened to a file."""
     level = logging.WARNING if event in ("quarantined", "vanished") else logging.INFO
-    log.log(level, "%s %s", event, file, extra={"fields": {"event": event, "file": file, **fields}})
+    log.log(
+        level, "%s %s", event, shown(file),
+        extra={"fields": {"event": event, "file": file, **fields}},
+    )

@@ -9,7 +9,7 @@ import fnmatch
 import logging
 import os
 import stat
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 log = logging.getLogger("ingest.watch")
@@ -25,28 +25,41 @@ def matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-def regular_file(path: Path, drop: Path) -> os.stat_result | None:
+Skipped = Callable[[Path, str], None]
+
+
+def _debug(path: Path, reason: str) -> None:
+    log.debug("skip %s: %s", path, reason)
+
+
+def regular_file(path: Path, drop: Path, skipped: Skipped = _debug) -> os.stat_result | None:
     """The stat of `path` if it is a regular file inside `drop` (through any symlink), else None.
 
     A FIFO is never opened: a read would block until a writer came along.
+    Each refusal with a name that looks like an input is passed to `skipped`.
     """
     try:
         st = os.stat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
-        log.debug("skip %s: cannot stat (%s)", path, exc.strerror)
+        skipped(path, f"cannot stat it ({exc.strerror})")
+        return None
+    if stat.S_ISDIR(st.st_mode):
+        _debug(path, "a directory")
         return None
     if not stat.S_ISREG(st.st_mode):
-        log.debug("skip %s: not a regular file", path)
+        skipped(path, "not a regular file (a FIFO, socket or device is never opened)")
         return None
     if path.is_symlink() and not path.resolve().is_relative_to(drop.resolve()):
-        log.debug("skip %s: symlink to a file outside the drop folder", path)
+        skipped(path, "a symlink to a file outside the drop folder")
         return None
     return st
 
 
-def scan(drop: Path, patterns: tuple[str, ...]) -> Iterator[tuple[Path, os.stat_result]]:
+def scan(
+    drop: Path, patterns: tuple[str, ...], skipped: Skipped = _debug
+) -> Iterator[tuple[Path, os.stat_result]]:
     """Every input below `drop`, with its stat. Blocking: call it from a thread."""
     for folder, dirs, names in os.walk(drop):
         dirs[:] = [d for d in dirs if not d.startswith(".")]
@@ -54,6 +67,6 @@ def scan(drop: Path, patterns: tuple[str, ...]) -> Iterator[tuple[Path, os.stat_
             if not matches(name, patterns):
                 continue
             path = Path(folder, name)
-            st = regular_file(path, drop)
+            st = regular_file(path, drop, skipped)
             if st is not None:
                 yield path, st

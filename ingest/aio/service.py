@@ -124,7 +124,7 @@ class Service:
         pipeline = self.config.pipeline
         self.budget = ByteBudget(pipeline.memory_mb * 1024 * 1024)
         self.queue: asyncio.Queue[Queued] = asyncio.Queue(pipeline.queue_files)
-        self.settler = Settler(self.config.watch.settle_ms, self.layout.relative)
+        self.settler = Settler(self.config.watch.settle_ms, self.layout.relative, self._vanished)
         self.watcher = Watcher(self.layout.drop, self.config.watch, self.settler)
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
@@ -364,6 +364,12 @@ class Service:
         again = self.settler.done(file.rel)
         if event == "changed" or again:
             self._reoffer(file)
+
+    def _vanished(self, rel: str, seen_mono: float) -> None:
+        """A file deleted before it settled: said once, never retried."""
+        self.summary.outcomes["vanished"] += 1
+        self.metrics.files.labels("vanished").inc()
+        logs.outcome("vanished", rel, latency_ms=(time.monotonic() - seen_mono) * 1000)
 
     def _reoffer(self, file: DropFile) -> None:
         if self.draining:

@@ -35,9 +35,15 @@ class _Pending:
 class Settler:
     """Holds files until they settle, then hands them to `ready` one by one."""
 
-    def __init__(self, settle_ms: int, relative: Callable[[Path], str]):
+    def __init__(
+        self,
+        settle_ms: int,
+        relative: Callable[[Path], str],
+        vanished: Callable[[str, float], None],
+    ):
         self.settle_s = settle_ms / 1000
         self.relative = relative
+        self.vanished = vanished  # (rel, monotonic time of first sight)
         self.ready: asyncio.Queue[DropFile] = asyncio.Queue()
         self._pending: dict[str, _Pending] = {}
         self._heap: list[tuple[float, str]] = []
@@ -98,8 +104,12 @@ class Settler:
             return
         try:
             st = os.stat(entry.path)
+        except FileNotFoundError:
+            del self._pending[rel]
+            self.vanished(rel, entry.seen_mono)
+            return
         except OSError:
-            del self._pending[rel]  # vanished or unreadable before it settled; a rescan retries
+            del self._pending[rel]  # unreadable before it settled; a rescan tries again
             return
         if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
             entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now

@@ -32,12 +32,19 @@ class Watcher:
         self.drop = drop
         self.watch = watch
         self.settler = settler
+        self._warned: set[tuple[Path, str]] = set()
+
+    def _skipped(self, path: Path, reason: str) -> None:
+        """Say once, not at every rescan, why a file named like an input is not read."""
+        if (path, reason) not in self._warned:
+            self._warned.add((path, reason))
+            log.warning("skip %s: %s", path, reason)
 
     def _offer(self, path: Path) -> None:
         if not matches(path.name, self.watch.patterns):
             log.debug("skip %s: name does not match the patterns", path)
             return
-        st = regular_file(path, self.drop)
+        st = regular_file(path, self.drop, self._skipped)
         if st is not None:
             self.settler.offer(path, st)
 
@@ -46,7 +53,9 @@ class Watcher:
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""
-        found = await asyncio.to_thread(lambda: list(scan(self.drop, self.watch.patterns)))
+        found = await asyncio.to_thread(
+            lambda: list(scan(self.drop, self.watch.patterns, self._skipped))
+        )
         for path, st in found:
             self.settler.offer(path, st)
         return len(found)

@@ -6,6 +6,7 @@ carries the line or byte offset where the format reports one.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
@@ -22,6 +23,9 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+# The largest row Arrow will parse: a guard against a file with no newlines,
+# which would otherwise be held whole in one field.
+CSV_BLOCK_BYTES = 16 << 20
 # Arrow reports "Row #N" when it reads single-threaded, which a worker does anyway.
 _ROW = re.compile(r"Row #(\d+)")
 _JSON_ROW = re.compile(r"in row (\d+)")
@@ -40,32 +44,105 @@ def _lines(data: bytes) -> Iterator[str]:
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
 
 
-def _ragged_csv_line(data: bytes) -> int | None:
-    """Error path only: the physical line of the first row whose width differs from the header's.
+def _bad_csv_line(data: bytes) -> int | None:
+    """Error path only: the physical line where a strict reading of the CSV goes wrong.
 
-    Arrow's "Row #N" skips blank lines and counts a quoted multi-line field once.
+    That is the first row whose width differs from the header's, an unbalanced
+    quote, or a field past the record-size guard. Arrow's "Row #N" skips blank
+    lines and counts a quoted multi-line field once, so it is not a line number.
     """
-    reader = csv.reader(_lines(data))
+    reader = csv.reader(_lines(data), strict=True)
     width = None
-    for row in reader:
-        if not row:
-            continue
-        if width is None:
-            width = len(row)
-        elif len(row) != width:
-            return reader.line_num
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if width is None:
+                width = len(row)
+            elif len(row) != width:
+                return reader.line_num
+    except csv.Error:
+        return reader.line_num
     return None
 
 
+def _unclosed_quote_line(data: bytes) -> int | None:
+    """Error path only: the line where the quote that never closes was opened."""
+    opened, odd = None, False
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.count(b'"') % 2:
+            odd = not odd
+            opened = number if odd else None
+    return opened if odd else None
+
+
+def _check_record_size(data: bytes) -> None:
+    """The record-size guard: no line may be longer than CSV_BLOCK_BYTES."""
+    if len(data) <= CSV_BLOCK_BYTES:
+        return
+    ends = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == ord("\n"))
+    bounds = np.concatenate(([-1], ends, [len(data)]))
+    lengths = np.diff(bounds) - 1
+    longest = int(lengths.argmax())
+    if lengths[longest] > CSV_BLOCK_BYTES:
+        raise DecodeError(
+            f"line {longest + 1} is {int(lengths[longest])} bytes long, over the"
+            f" {CSV_BLOCK_BYTES >> 20} MiB record-size limit (a missing newline?)",
+            line=longest + 1, offset=int(bounds[longest] + 1),
+        )
+
+
+def _first_row_line(data: bytes, start: int) -> int:
+    return data.count(b"\n", 0, start) + 1
+
+
+def _utf8(data: bytes) -> bytes:
+    """UTF-8 bytes for Arrow: UTF-16 with a BOM is transcoded; a UTF-8 BOM Arrow skips itself."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"invalid UTF-16 at byte {exc.start}", offset=exc.start) from None
+    return data
+
+
+def _check_text(data: bytes, table: pa.Table) -> None:
+    """Arrow reads text that is not UTF-8 as binary; we quarantine it rather than guess."""
+    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(
+                f"not valid UTF-8 at byte {exc.start} (line {_first_row_line(data, exc.start)});"
+                " re-save the file as UTF-8",
+                line=_first_row_line(data, exc.start), offset=exc.start,
+            ) from None
+
+
 def _csv(data: bytes) -> pa.Table:
+    data = _utf8(data)
+    _check_record_size(data)
     try:
-        return pa_csv.read_csv(
-            pa.BufferReader(data), read_options=pa_csv.ReadOptions(use_threads=False)
+        table = pa_csv.read_csv(
+            pa.BufferReader(data),
+            read_options=pa_csv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
         )
     except pa.ArrowInvalid as exc:
         found = _ROW.search(str(exc))
-        line = _ragged_csv_line(data) or (int(found.group(1)) if found else None)
-        raise DecodeError(str(exc), line=line) from None
+        line = _bad_csv_line(data) or (int(found.group(1)) if found else None)
+        message = str(exc)
+        if "straddl" in message:
+            message = (
+                f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
+                " (a missing newline?)"
+            )
+        raise DecodeError(message, line=line) from None
+    # An odd number of quotes means one never closed, and Arrow has swallowed the
+    # rest of the file into one field; a strict reading finds where it opened.
+    if data.count(b'"') % 2:
+        raise DecodeError("a quoted field is never closed", line=_unclosed_quote_line(data))
+    _check_text(data, table)
+    return table
 
 
 def _csv_gz(data: bytes) -> pa.Table:

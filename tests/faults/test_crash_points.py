@@ -87,7 +87,11 @@ def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
     assert not list(folder.drop.iterdir()), "every input archived or quarantined"
 
 
-def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder) -> None:
+@pytest.mark.parametrize(
+    "rounds",
+    [pytest.param(6, id="6-rounds"), pytest.param(20, id="20-rounds", marks=pytest.mark.slow)],
+)
+def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder, rounds: int) -> None:
     folder.write_config(
         watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
         output={"flush_s": 0.1},
@@ -95,7 +99,7 @@ def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder) -> 
     rng = random.Random(1234)
     expected: dict[str, int] = {}
     bad: set[str] = set()
-    for round_ in range(20):
+    for round_ in range(rounds):
         good, worse = _populate(folder, round_ * 40, 40, bad=1 if round_ % 5 == 0 else 0)
         expected.update(good)
         bad |= worse

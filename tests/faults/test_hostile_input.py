@@ -153,11 +153,6 @@ def test_ragged_csv_row_is_quarantined_with_its_physical_line_number(folder: Fol
     assert records(folder) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "an unterminated quote is not detected: Arrow's CSV reader runs the quoted field to the"
-    " end of the file, so rows after it are silently swallowed into one string value and the"
-    " file is ingested (2 rows instead of a quarantine with line 3)"
-))
 def test_unterminated_quote_is_quarantined_with_the_line_it_opens_on(folder: Folder) -> None:
     (folder.drop / "quote.csv").write_bytes(b'a,b\n1,2\n3,"unterminated\n4,5\n6,7\n')
     expected = {"fine.csv": good(folder, "fine.csv", seed=1)}
@@ -211,11 +206,6 @@ def test_utf8_bom_is_stripped_from_the_first_column_name(folder: Folder) -> None
     assert not any(name.startswith("\ufeff") for name in columns), columns
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "invalid UTF-8 (Latin-1 text) is ingested as it is: Arrow infers the column as `binary`,"
-    " so `records.name` is a BLOB of raw bytes; it is neither decoded nor quarantined with"
-    " the byte offset"
-))
 def test_non_utf8_text_is_decoded_or_quarantined_with_the_byte_offset(folder: Folder) -> None:
     data = "name,v\nJosé,1\nMüller,2\n".encode("latin-1")
     (folder.drop / "latin1.csv").write_bytes(data)
@@ -234,11 +224,6 @@ def test_non_utf8_text_is_decoded_or_quarantined_with_the_byte_offset(folder: Fo
         ) == [("José",), ("Müller",)]
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "UTF-16 with a BOM is detectable but is parsed as bytes: it is quarantined as"
-    ' "CSV parse error: Row #4: Expected 2 columns, got 1: \\u0000" (line 4, no offset),'
-    " a reason that does not say the file is UTF-16"
-))
 def test_utf16_with_a_bom_is_decoded_and_ingested(folder: Folder) -> None:
     (folder.drop / "utf16.csv").write_bytes("a,b\n1,2\n3,4\n".encode("utf-16"))
     good(folder, "fine.csv", seed=1)
@@ -301,12 +286,6 @@ def test_enormous_line_beyond_memory_mb_is_quarantined_before_it_is_read(folder:
     assert records(folder) == expected
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "no record-size guard: Arrow fails with 'straddling object straddles two block"
-    " boundaries', then decode._ragged_csv_line (the error path) itself raises"
-    " _csv.Error 'field larger than field limit (131072)', which escapes as"
-    ' error "Error" with no line number'
-))
 def test_enormous_line_within_memory_mb_is_quarantined_by_a_record_size_guard(
     folder: Folder,
 ) -> None:
@@ -364,10 +343,6 @@ def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_r
     assert _listing(folder) == []
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a file deleted while it settles is dropped silently: settle.Settler._check forgets it on"
-    " the failed stat without any log line or 'vanished' outcome"
-))
 def test_file_deleted_before_it_settles_is_logged_vanished(
     folder: Folder, service: Callable[..., Service]
 ) -> None:
@@ -484,11 +459,6 @@ def test_outside_symlink_fifo_and_directory_are_never_opened_and_the_rest_is_ing
     assert not (folder.quarantine / "pipe.csv").exists()
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "selection.regular_file logs skips at DEBUG only: at the default level an outside"
-    " symlink or a FIFO named like an input is ignored without a word, and `ingest status`"
-    " does not count it either"
-))
 def test_skipped_outside_symlink_and_fifo_are_logged_at_the_default_level(
     folder: Folder,
 ) -> None:
@@ -664,10 +634,6 @@ def test_names_with_spaces_unicode_newlines_and_255_bytes_are_ingested_under_the
     assert not list(folder.drop.iterdir())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a newline in a file name splits its outcome line in the text log, so one file's outcome"
-    " is two lines and a name can forge a line of its own (logs.outcome writes the name raw)"
-))
 def test_a_newline_in_a_name_cannot_split_the_outcome_log_line(folder: Folder) -> None:
     name = "report\n2000-01-01T00:00:00 ERROR   forged.csv"
     (folder.drop / name).write_bytes(csv_bytes(3, seed=50))
@@ -680,13 +646,6 @@ def test_a_newline_in_a_name_cannot_split_the_outcome_log_line(folder: Folder) -
         assert LOG_LINE.match(line) and not line.startswith("2000-01-01"), line
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "a bad file with a 255-byte name cannot be quarantined: after the ledger records it as"
-    " quarantined, dispose.quarantine writes '<name>.error.json.tmp' (270 bytes, ENAMETOOLONG),"
-    " so no report is written and the file stays in the drop folder, while the log says"
-    " 'commit failed ... inputs stay pending, retrying'; every later start then dies on it"
-    " ('internal task failed' in Service._finish_known), so `ingest run` exits at once"
-))
 def test_bad_file_with_a_255_byte_name_is_quarantined_with_its_report(
     folder: Folder,
 ) -> None:
