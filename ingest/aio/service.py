@@ -137,21 +137,22 @@ class Service:
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         if self.config.metrics.port:
             self.metrics.serve(self.config.metrics.port)
-        await asyncio.to_thread(self.compute.start)
+        starting = self.compute.start_soon()
         try:
             self._spawn(self.lag.run(), self.settler.run(), self.committer.run(), self._intake())
             for _ in range(self.config.workers * 2):
                 self._spawn(self.dispatcher.run())
-            await self._ingest()
+            await self._ingest(starting)
         finally:
             await self._shutdown()
         return self.summary
 
-    async def _ingest(self) -> None:
+    async def _ingest(self, starting: asyncio.Future[None]) -> None:
         found = await self.watcher.scan()
         log.info("%d files in %s at start-up", found, self.layout.drop)
         if self.progress is not None:
             self.progress.start(found)
+        await starting  # a pool that cannot start is a failure to report, not to wait on
         if self.mode == "once":
             self._install_signals()
             await self._until_idle()

@@ -77,6 +77,13 @@ class Compute:
         self._executor: Executor | None = None
         self._client: Any = None
         self._replacing = asyncio.Lock()
+        self._starting: asyncio.Future[None] | None = None
+
+    def start_soon(self) -> asyncio.Future[None]:
+        """Start the executor in a thread; calls wait for it. Workers take a few hundred ms
+        to import numpy and pyarrow, time the service spends scanning and reading instead."""
+        self._starting = asyncio.ensure_future(asyncio.to_thread(self.start))
+        return self._starting
 
     def start(self) -> None:
         """Called once, at start-up, in the main process, from a thread (it blocks)."""
@@ -122,6 +129,8 @@ class Compute:
 
     async def run(self, task: Task) -> TaskResult:
         """Run `process(task)` in a worker. Raises WorkerCrashed or TaskTimeout."""
+        if self._starting is not None:
+            await self._starting
         executor = self._executor
         if executor is None:
             raise RuntimeError("Compute.start() was not called")

@@ -36,12 +36,23 @@ class Featurised:
     features: pa.Table | None
 
 
+def _dictionary_columns(schema: pa.Schema) -> list[str]:
+    """Strings repeat (names, codes, our own source columns): dictionary-encode them.
+    Measurements repeat rarely: trying a dictionary on them first only costs time and space."""
+    return [
+        f.name for f in schema
+        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
+        or pa.types.is_binary(f.type) or pa.types.is_dictionary(f.type)
+    ]
+
+
 def to_parquet(table: pa.Table, compression: str, footer: dict[bytes, bytes]) -> bytes:
     sink = pa.BufferOutputStream()
     pq.write_table(
         table.replace_schema_metadata(footer),
         sink,
         compression=None if compression == "none" else compression,
+        use_dictionary=_dictionary_columns(table.schema),
         row_group_size=ROW_GROUP_ROWS,
         coerce_timestamps="us",
         allow_truncated_timestamps=True,

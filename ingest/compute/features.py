@@ -60,6 +60,61 @@ def summary(values: np.ndarray) -> dict[str, FeatureValue]:
     }
 
 
+QUANTILES = (("p05", 0.05), ("p50", 0.50), ("p95", 0.95))
+
+
+def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+    # numpy's own form for method="linear", so results agree to the last bit or so.
+    diff = b - a
+    result: np.ndarray = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    return result
+
+
+def summary_block(block: np.ndarray) -> list[dict[str, FeatureValue]]:
+    """`summary` of every column of a (rows, columns) float64 block at once.
+
+    The same numbers as calling `summary` per column, without numpy's per-call
+    overhead, which dominates for the many small files of a typical drop folder.
+    """
+    rows, width = block.shape
+    missing = np.isnan(block)
+    count = rows - missing.sum(axis=0)
+    zeroed = np.where(missing, 0.0, block)
+    safe = np.maximum(count, 1)
+    mean = zeroed.sum(axis=0) / safe
+    deviation = np.where(missing, 0.0, block - mean)
+    variance = (deviation * deviation).sum(axis=0) / np.maximum(count - 1, 1)
+    rms = np.sqrt((zeroed * zeroed).sum(axis=0) / safe)
+    ordered = np.sort(block, axis=0)  # NaN sorts last, so each column's values lead
+    columns = np.arange(width)
+    last = np.maximum(count - 1, 0)
+    stats: dict[str, np.ndarray] = {
+        "mean": mean, "std": np.sqrt(variance), "rms": rms,
+        "min": ordered[0, columns] if rows else np.zeros(width),
+        "max": ordered[last, columns] if rows else np.zeros(width),
+    }
+    for name, q in QUANTILES:
+        position = q * last
+        low = np.floor(position).astype(np.intp)
+        high = np.minimum(low + 1, last)
+        stats[name] = (
+            _lerp(ordered[low, columns], ordered[high, columns], position - low)
+            if rows else np.zeros(width)
+        )
+    out: list[dict[str, FeatureValue]] = []
+    for j in range(width):
+        c = int(count[j])
+        if c == 0:
+            out.append({**_EMPTY, "count": 0, "null_count": rows})
+            continue
+        row: dict[str, FeatureValue] = {"count": c, "null_count": rows - c}
+        row.update({name: float(values[j]) for name, values in stats.items()})
+        if c < 2:
+            row["std"] = None
+        out.append(row)
+    return out
+
+
 BUILT_IN: dict[str, FeatureSet] = {"summary": summary}
 
 
@@ -102,19 +157,28 @@ def compute(
 ) -> pa.Table:
     """One row per (numeric column, window), with every requested set's features."""
     functions = [load_set(name) for name in sets]
+    plugins = [f for f in functions if f is not summary]
+    names = numeric_columns(table, time_column)
+    # Column-major, so each column is contiguous for the sorts and sums down it.
+    matrix = np.empty((table.num_rows, len(names)), dtype=np.float64, order="F")
+    for j, column in enumerate(names):
+        matrix[:, j] = pc.cast(table[column], pa.float64()).to_numpy(zero_copy_only=False)
+    windows = [
+        (index, block, summary_block(block) if summary in functions else [{} for _ in names])
+        for index, block in ((i, matrix[s]) for i, s in _windows(table.num_rows, window))
+    ]
     rows: list[dict[str, object]] = []
-    for column in numeric_columns(table, time_column):
-        values = pc.cast(table[column], pa.float64()).to_numpy(zero_copy_only=False)
-        for index, rows_slice in _windows(len(values), window):
+    for j, column in enumerate(names):
+        for index, block, summaries in windows:
             row: dict[str, object] = {
                 "source_file": source_file,
                 "source_sha256": sha256,
                 "source_column": column,
                 "window": index,
+                **summaries[j],
             }
-            part = values[rows_slice]
-            for function in functions:
-                row.update(function(part))
+            for function in plugins:
+                row.update(function(block[:, j]))
             rows.append(row)
     return _to_table(rows, functions)
 

@@ -318,3 +318,33 @@ def test_windows_partition_the_column(values: np.ndarray, window: int) -> None:
     assert [r["window"] for r in rows] == list(range(max(1, math.ceil(len(values) / window))))
     assert sum(int(r["count"]) + int(r["null_count"]) for r in rows) == len(values)
     assert sum(int(r["count"]) for r in rows) == int((~np.isnan(values)).sum())
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.integers(min_value=0, max_value=60).flatmap(
+        lambda rows: st.lists(
+            st.lists(
+                st.one_of(
+                    st.floats(-1e6, 1e6, allow_nan=False, allow_subnormal=False),
+                    st.just(float("nan")),
+                ),
+                min_size=rows, max_size=rows,
+            ),
+            min_size=1, max_size=5,
+        )
+    )
+)
+def test_summary_of_a_block_equals_summary_of_each_column(columns: list[list[float]]) -> None:
+    from ingest.compute.features import summary_block
+
+    block = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(columns))
+    together = summary_block(np.asfortranarray(block))
+    for j, column in enumerate(columns):
+        alone = features.summary(np.array(column, dtype=np.float64))
+        assert together[j].keys() == alone.keys()
+        for key, value in alone.items():
+            if value is None or together[j][key] is None:
+                assert value is together[j][key], key
+            else:
+                assert together[j][key] == pytest.approx(value, rel=1e-9, abs=1e-9), key

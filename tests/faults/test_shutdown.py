@@ -7,19 +7,37 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 
 import psutil
+import pytest
 
 from ..conftest import ROOT, Folder, wait_for, write_csv
 from ..invariants import check_exactly_once
 
+Start = Callable[[Folder], "subprocess.Popen[str]"]
 
-def _start(folder: Folder) -> subprocess.Popen[str]:
-    return subprocess.Popen(
-        [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
-        cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-    )
+
+@pytest.fixture
+def start() -> Iterator[Start]:
+    """`ingest run` in a subprocess, killed at teardown if a test left it running."""
+    started: list[subprocess.Popen[str]] = []
+
+    def run(folder: Folder) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+            cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )
+        started.append(proc)
+        return proc
+
+    yield run
+    for proc in started:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate(timeout=10)
 
 
 def _nothing_left_running_in(folder: Folder) -> None:
@@ -41,7 +59,7 @@ def _backlog(folder: Folder, count: int, rows: int = 20) -> dict[str, int]:
 
 
 def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_once(
-    folder: Folder,
+    folder: Folder, start: Start
 ) -> None:
     folder.write_config(
         watch={"settle_ms": 0}, pipeline={"workers": 2, "queue_files": 16, "drain_s": 30},
@@ -50,7 +68,7 @@ def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_on
     )
     # About 13 MB in 1 MB tasks: many tasks, so a drain leaves some for the next run.
     expected = _backlog(folder, 150, rows=1500)
-    proc = _start(folder)
+    proc = start(folder)
     wait_for(lambda: bool(folder.parts("records")), 60, "the first commit")
 
     proc.send_signal(signal.SIGTERM)
@@ -66,7 +84,9 @@ def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_on
     check_exactly_once(folder, expected, set())
 
 
-def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(folder: Folder) -> None:
+def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
+    folder: Folder, start: Start
+) -> None:
     folder.write_config(
         watch={"settle_ms": 0},
         pipeline={"workers": 2, "drain_s": 1, "task_timeout_s": 600},
@@ -75,7 +95,7 @@ def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(folder: Fold
     write_csv(folder.drop / "stuck.csv", 5, 7)
     with (folder.drop / "stuck.csv").open("a") as fh:
         fh.write("1700000999000,777.0,1.0,1.0\n")
-    proc = _start(folder)
+    proc = start(folder)
     time.sleep(3)  # the stuck file goes to a worker in a task of its own
     expected = _backlog(folder, 4)
     wait_for(lambda: len(list(folder.drop.glob("f*.csv"))) == 0, 60, "the good files")
@@ -94,14 +114,14 @@ def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(folder: Fold
 
 
 def test_a_second_signal_exits_at_once_without_a_traceback_and_restart_is_exactly_once(
-    folder: Folder,
+    folder: Folder, start: Start
 ) -> None:
     folder.write_config(
         watch={"settle_ms": 0}, pipeline={"workers": 2},
         features={"sets": ["summary", "tests.plugin_sets:slow"]}, output={"flush_s": 0.2},
     )
     expected = _backlog(folder, 100)
-    proc = _start(folder)
+    proc = start(folder)
     wait_for(lambda: bool(folder.parts("records")), 60, "the first commit")
 
     proc.send_signal(signal.SIGTERM)
