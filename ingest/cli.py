@@ -104,7 +104,14 @@ def _serve(config: Config, mode: str) -> int:
 def main(*args: str) -> int:
     """Run the command in `args` and return its exit code (tests call this directly)."""
     parsed = _parser().parse_args(args)
-    logs.configure(parsed.log_format, parsed.log_level)
+    listener = logs.configure(parsed.log_format, parsed.log_level)
+    try:
+        return _run(parsed)
+    finally:
+        listener.stop()
+
+
+def _run(parsed: argparse.Namespace) -> int:
     try:
         config = _configure(parsed)
         if parsed.command == "status":

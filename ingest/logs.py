@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import logging
+import logging.handlers
+import queue
 import sys
 import time
 from typing import Any
@@ -56,15 +58,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> None:
+def configure(fmt: str = "text", level: str = "INFO") -> logging.handlers.QueueListener:
+    """Log through a queue: a thread writes the lines, so a slow reader of stderr (a full
+    pipe, a busy journal) can never stall the event loop. Stop the returned listener at
+    exit to flush it."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, handler)
+    listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [handler]
+    root.handlers[:] = [logging.handlers.QueueHandler(records)]
     root.setLevel(level.upper())
     # distributed and asyncio are chatty at INFO; their warnings still show.
     for name in ("distributed", "asyncio", "watchfiles"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    return listener
 
 
 def outcome(event: str, file: str, **fields: object) -> None:

@@ -17,6 +17,7 @@ import multiprocessing
 import os
 import signal
 import sqlite3
+import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
@@ -184,7 +185,11 @@ class Service:
         name = signal.Signals(signum).name
         if self.stop.is_set() or self.draining:
             # Safe at any instant: a commit is atomic through the ledger, like a kill -9.
-            log.warning("%s again: exiting now; uncommitted files will be read on restart", name)
+            # Written directly: the log thread may not get to run again before _exit.
+            print(
+                f"ingest: {name} again: exiting now; uncommitted files will be read on restart",
+                file=sys.stderr, flush=True,
+            )
             for child in multiprocessing.active_children():
                 child.kill()
             os._exit(128 + signum)

@@ -63,9 +63,10 @@ def test_100k_tiny_files_by_backlog_are_committed_once_with_flat_memory(folder: 
         watch={"settle_ms": 0, "on_success": "keep"}, pipeline={"workers": 2},
     )
     expected = _tiny_files(folder.drop, 0, 100_000)
+    log = (folder.root / "once.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
-        cwd=folder.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        cwd=folder.root, stdout=subprocess.DEVNULL, stderr=log,
     )
     rss = PeakRss(proc.pid)
     ledger = folder.output / "_ingest" / "ledger.sqlite"
@@ -79,10 +80,11 @@ def test_100k_tiny_files_by_backlog_are_committed_once_with_flat_memory(folder: 
 
     wait_for(lambda: committed() >= 20_000, 900, "the first fifth")
     early_peak = rss.peak
-    _, stderr = proc.communicate(timeout=1200)
+    proc.wait(timeout=1200)
     peak = rss.stop()
+    log.close()
 
-    assert proc.returncode == 0, stderr[-2000:]
+    assert proc.returncode == 0, (folder.root / "once.log").read_text()[-2000:]
     check_exactly_once(folder, expected, set())
     # Memory plateaus: the last four fifths add little to what the first fifth needed
     # (the ledger's in-memory index of known files grows by ~200 bytes a file).
@@ -108,10 +110,11 @@ def test_100k_tiny_files_arriving_while_running_are_all_committed_once(folder: F
         watch={"settle_ms": 0, "rescan_s": 2}, pipeline={"workers": 2},
     )
     expected = _tiny_files(folder.drop, 0, 50_000)
+    log = (folder.root / "run.log").open("w")
     proc = subprocess.Popen(
         [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
         cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        stdout=subprocess.DEVNULL, stderr=log,
     )
     try:
         # Fast enough to overflow an inotify queue: the rescans must catch what it drops.
@@ -122,6 +125,7 @@ def test_100k_tiny_files_arriving_while_running_are_all_committed_once(folder: F
         time.sleep(1)
     finally:
         proc.send_signal(signal.SIGTERM)
-        _, stderr = proc.communicate(timeout=120)
-    assert proc.returncode == 0, stderr[-2000:]
+        proc.wait(timeout=120)
+        log.close()
+    assert proc.returncode == 0, (folder.root / "run.log").read_text()[-2000:]
     check_exactly_once(folder, expected, set())
