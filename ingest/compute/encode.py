@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 from .. import __version__
 from ..jobs import EncodedPart
+from . import features
 
 # Row groups of about a million rows: large enough for scans to skip by statistics,
 # small enough that a reader's memory per column chunk stays modest.
@@ -33,7 +34,7 @@ class Featurised:
     sha256: str
     rows: int
     records: pa.Table | None
-    features: pa.Table | None
+    features: list[dict[str, object]] | None  # rows; a task makes one table of them all
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -76,7 +77,7 @@ def _part(
     )
 
 
-def encode(done: list[Featurised], compression: str) -> list[EncodedPart]:
+def encode(done: list[Featurised], compression: str, sets: tuple[str, ...]) -> list[EncodedPart]:
     """One records part per schema (files with different schemas never share a part),
     and one features part."""
     parts: list[EncodedPart] = []
@@ -89,9 +90,7 @@ def encode(done: list[Featurised], compression: str) -> list[EncodedPart]:
         parts.append(_part("records", data, members, compression))
     with_features = [d for d in done if d.features is not None]
     if with_features:
-        data = pa.concat_tables(
-            [d.features for d in with_features], promote_options="permissive"
-        )
+        data = features.to_table([row for d in with_features for row in d.features or ()], sets)
         stamp = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
         data = data.append_column("ingested_at", pa.repeat(stamp, data.num_rows))
         parts.append(_part("features", data, with_features, compression))

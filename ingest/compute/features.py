@@ -147,6 +147,9 @@ def _windows(length: int, window: int) -> Iterator[tuple[int | None, slice]]:
         yield index, slice(start, start + window)
 
 
+Row = dict[str, object]
+
+
 def compute(
     table: pa.Table,
     source_file: str,
@@ -156,6 +159,19 @@ def compute(
     window: int,
 ) -> pa.Table:
     """One row per (numeric column, window), with every requested set's features."""
+    return to_table(rows(table, source_file, sha256, time_column, sets, window), sets)
+
+
+def rows(
+    table: pa.Table,
+    source_file: str,
+    sha256: str,
+    time_column: str,
+    sets: tuple[str, ...],
+    window: int,
+) -> list[Row]:
+    """The feature rows of one file, as plain dicts: a task turns all its files' rows
+    into one table at once (`to_table`), which is far cheaper than a table per file."""
     functions = [load_set(name) for name in sets]
     plugins = [f for f in functions if f is not summary]
     names = numeric_columns(table, time_column)
@@ -167,10 +183,10 @@ def compute(
         (index, block, summary_block(block) if summary in functions else [{} for _ in names])
         for index, block in ((i, matrix[s]) for i, s in _windows(table.num_rows, window))
     ]
-    rows: list[dict[str, object]] = []
+    out: list[Row] = []
     for j, column in enumerate(names):
         for index, block, summaries in windows:
-            row: dict[str, object] = {
+            row: Row = {
                 "source_file": source_file,
                 "source_sha256": sha256,
                 "source_column": column,
@@ -178,14 +194,27 @@ def compute(
                 **summaries[j],
             }
             for function in plugins:
-                row.update(function(block[:, j]))
-            rows.append(row)
-    return _to_table(rows, functions)
+                row.update(_checked(function, function(block[:, j])))
+            out.append(row)
+    return out
 
 
-def _to_table(rows: list[dict[str, object]], functions: list[FeatureSet]) -> pa.Table:
+def _checked(function: FeatureSet, values: Mapping[str, object]) -> Mapping[str, object]:
+    """A plugin's features must be numbers: caught here, the failure is this file's alone."""
+    for key, value in values.items():
+        if not (value is None or isinstance(value, int | float | np.number)):
+            name = getattr(function, "__name__", repr(function))
+            raise TypeError(
+                f"feature set {name} returned {type(value).__name__} for {key!r}; "
+                "features must be numbers or None"
+            )
+    return values
+
+
+def to_table(rows: list[Row], sets: tuple[str, ...]) -> pa.Table:
+    """Feature rows as a table: identity columns, summary columns, then plugin columns."""
     typed = dict(IDENTITY_FIELDS)
-    if summary in functions:
+    if "summary" in sets:
         typed.update(SUMMARY_FIELDS)
     # A plugin may return different keys for different columns; every key gets a column.
     extra = dict.fromkeys(name for row in rows for name in row if name not in typed)

@@ -23,6 +23,7 @@ from ..jobs import Failure, Job, Outcome, Task, TaskResult
 from . import features
 from .decode import DecodeError, decode
 from .encode import Featurised, encode
+from .together import parse_together
 
 # Enough for the scheduler to favour the parent's event loop, not so much that
 # other work on the machine starves the workers.
@@ -95,9 +96,11 @@ def _check_columns(table: pa.Table) -> None:
         raise DecodeError("a column has an empty name")
 
 
-def featurise(job: Job, task: Task) -> Featurised:
-    """Decode, add identity columns, compute features; raise on bad input."""
-    table = decode(job.source_file, job.data)
+def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised:
+    """Decode (unless already parsed with others), add identity columns, compute features;
+    raise on bad input."""
+    if table is None:
+        table = decode(job.source_file, job.data)
     _check_columns(table)
     spec = task.features
     rows = table.num_rows
@@ -108,7 +111,7 @@ def featurise(job: Job, task: Task) -> Featurised:
         ).append_column("source_sha256", pa.repeat(pa.scalar(job.sha256, pa.string()), rows))
     feature_table = None
     if "features" in task.tables:
-        feature_table = features.compute(
+        feature_table = features.rows(
             table, job.source_file, job.sha256, spec.time_column, spec.sets, spec.window
         )
     return Featurised(job.source_file, job.sha256, rows, records, feature_table)
@@ -142,10 +145,10 @@ def _message(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be read)"
 
 
-def _featurise_one(job: Job, task: Task) -> Featurised | Failure:
+def _featurise_one(job: Job, task: Task, table: pa.Table | None) -> Featurised | Failure:
     try:
         with _time_limit(task.timeout_s):
-            return featurise(job, task)
+            return featurise(job, task, table)
     except DecodeError as exc:
         return Failure(type(exc).__name__, _message(exc), line=exc.line, offset=exc.offset)
     except BaseException as exc:  # a plugin feature set may raise anything at all
@@ -161,11 +164,24 @@ def process(task: Task) -> TaskResult:
     """
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
-    for job in task.jobs:
-        result = _featurise_one(job, task)
+    try:
+        with _time_limit(task.timeout_s):
+            parsed = parse_together(task.jobs)
+    except TaskTimeout:
+        parsed = {}
+    for index, job in enumerate(task.jobs):
+        result = _featurise_one(job, task, parsed.get(index))
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:
             outcomes.append(Outcome(job.source_file, job.sha256, rows=result.rows))
             done.append(result)
-    return TaskResult(tuple(outcomes), tuple(encode(done, task.compression)))
+    try:
+        parts = encode(done, task.compression, task.features.sets)
+    except Exception as exc:  # not expected: every file was checked on its own above
+        failure = Failure(type(exc).__name__, f"could not write the task's parts: {_message(exc)}")
+        return TaskResult(tuple(
+            o if o.failure else Outcome(o.source_file, o.sha256, failure=failure)
+            for o in outcomes
+        ))
+    return TaskResult(tuple(outcomes), tuple(parts))

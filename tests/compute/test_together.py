@@ -1,0 +1,84 @@
+"""Small CSVs parsed together give what each gives alone, and never mix verdicts."""
+
+from __future__ import annotations
+
+import hashlib
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingest.compute.decode import decode
+from ingest.compute.task import process
+from ingest.compute.together import parse_together
+from ingest.config import Features
+from ingest.jobs import Job, Task
+
+HEADER = b"timestamp,a,b\n"
+
+
+def job(name: str, data: bytes) -> Job:
+    return Job(name, hashlib.sha256(data).hexdigest(), data)
+
+
+def test_files_sharing_a_header_are_parsed_once_and_sliced_back_to_the_same_values() -> None:
+    jobs = tuple(
+        job(f"f{i}.csv", HEADER + b"".join(b"%d,%d.5,%d\n" % (i * 10 + r, r, r) for r in range(3)))
+        for i in range(5)
+    )
+    tables = parse_together(jobs)
+    assert set(tables) == set(range(5))
+    for index, j in enumerate(jobs):
+        alone = decode(j.source_file, j.data)
+        assert tables[index].to_pylist() == alone.to_pylist()
+
+
+def test_quoted_or_gzipped_or_lone_files_are_left_to_be_parsed_alone() -> None:
+    jobs = (
+        job("q.csv", HEADER + b'1,"2",3\n'),
+        job("p.csv", HEADER + b"1,2,3\n"),
+        job("x.jsonl", b'{"a": 1}\n'),
+        job("other.csv", b"x,y\n1,2\n"),
+    )
+    assert parse_together(jobs) == {}
+
+
+def test_a_value_that_does_not_fit_the_group_types_sends_every_file_back_alone() -> None:
+    jobs = (
+        job("ints.csv", HEADER + b"1,2,3\n"),
+        job("text.csv", HEADER + b"2,abc,4\n"),
+    )
+    assert parse_together(jobs) == {}
+    result = process(Task(jobs, Features()))
+    assert all(o.failure is None for o in result.outcomes)
+    (records,) = [p for p in result.parts if p.sources == ("text.csv",)]
+    assert pq.read_table(pa.BufferReader(records.data)).schema.field("a").type == pa.string()
+
+
+def test_a_ragged_file_in_a_group_is_quarantined_alone_with_its_own_line() -> None:
+    jobs = (
+        job("good1.csv", HEADER + b"1,2,3\n2,3,4\n"),
+        job("ragged.csv", HEADER + b"1,2,3\n2,3\n"),
+        job("good2.csv", HEADER + b"5,6,7\n"),
+    )
+    result = process(Task(jobs, Features()))
+    verdicts = {o.source_file: o.failure for o in result.outcomes}
+    assert verdicts["good1.csv"] is None and verdicts["good2.csv"] is None
+    failure = verdicts["ragged.csv"]
+    assert failure is not None and failure.line == 3
+    assert {o.source_file: o.rows for o in result.outcomes if o.failure is None} == {
+        "good1.csv": 2, "good2.csv": 1,
+    }
+
+
+def test_a_file_whose_column_is_numbers_keeps_its_type_when_the_group_reads_text() -> None:
+    jobs = (
+        job("text.csv", b"id,v\nabc,1.5\ndef,2.5\n"),
+        job("ints.csv", b"id,v\n3,30\n"),
+        job("more_text.csv", b"id,v\nxyz,3.5\n"),
+    )
+    tables = parse_together(jobs)
+    assert 1 not in tables, "ints.csv is parsed alone"
+    result = process(Task(jobs, Features()))
+    features_part = next(p for p in result.parts if p.table == "features")
+    rows = pq.read_table(pa.BufferReader(features_part.data)).to_pylist()
+    assert ("ints.csv", "id") in {(r["source_file"], r["source_column"]) for r in rows}
