@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import logging
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -89,11 +90,11 @@ def _configure(args: argparse.Namespace) -> Config:
     return override(config, drop=args.drop, output=args.output, workers=args.workers)
 
 
-def _serve(config: Config, mode: str) -> int:
+def _serve(config: Config, mode: str, early: list[int]) -> int:
     from .aio.service import Service  # the async side loads only for commands that use it
 
     progress = Progress() if mode == "once" and sys.stderr.isatty() else None
-    service = Service(config, mode, progress)
+    service = Service(config, mode, progress, early_signals=early)
     summary = asyncio.run(service.serve())
     log.info(summary.line())
     if mode == "once" and summary.outcomes["quarantined"]:
@@ -101,17 +102,33 @@ def _serve(config: Config, mode: str) -> int:
     return OK
 
 
+def _hold_signals(early: list[int]) -> dict[int, object]:
+    """Until the event loop takes over, remember SIGINT/SIGTERM instead of dying of them:
+    a stop requested during start-up still means "drain and exit 0". Returns the handlers
+    it replaced."""
+    previous: dict[int, object] = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous[signum] = signal.signal(signum, lambda received, frame: early.append(received))
+    return previous
+
+
 def main(*args: str) -> int:
     """Run the command in `args` and return its exit code (tests call this directly)."""
-    parsed = _parser().parse_args(args)
-    listener = logs.configure(parsed.log_format, parsed.log_level)
+    early: list[int] = []
+    previous = _hold_signals(early)
     try:
-        return _run(parsed)
+        parsed = _parser().parse_args(args)
+        listener = logs.configure(parsed.log_format, parsed.log_level)
+        try:
+            return _run(parsed, early)
+        finally:
+            listener.stop()
     finally:
-        listener.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)  # type: ignore[arg-type]
 
 
-def _run(parsed: argparse.Namespace) -> int:
+def _run(parsed: argparse.Namespace, early: list[int]) -> int:
     try:
         config = _configure(parsed)
         if parsed.command == "status":
@@ -123,7 +140,7 @@ def _run(parsed: argparse.Namespace) -> int:
             return OK
         _check_folders(config)
         _check_feature_sets(config)
-        return _serve(config, parsed.command)
+        return _serve(config, parsed.command, early)
     except (ConfigError, LedgerError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return USAGE

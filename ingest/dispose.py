@@ -55,15 +55,34 @@ def _move(source: Path, target: Path) -> None:
     shutil.move(source, target)
 
 
+def _is_version(path: Path, file: DropFile) -> bool:
+    """`path` still holds the version of `file` that was read (same size and mtime)."""
+    st = os.stat(path)
+    return (st.st_size, st.st_mtime_ns) == (file.size, file.mtime_ns)
+
+
 def after_success(layout: Layout, file: DropFile, sha256: str, on_success: str) -> None:
-    """Archive, delete or keep an input whose rows are committed (or a duplicate's)."""
+    """Archive, delete or keep an input whose rows are committed (or a duplicate's).
+
+    Only the version that was read is disposed of: a file appended to, or replaced
+    by a new version, since it was read stays in the drop folder to be read again.
+    """
     if on_success == "keep":
         return
     try:
+        if not _is_version(file.path, file):
+            log.info("%s changed since it was read; its new version stays", file.rel)
+            return
         if on_success == "delete":
             file.path.unlink()
-        else:
-            _move(file.path, _free_name(layout.archive / today() / file.rel, sha256[:8]))
+            return
+        target = _free_name(layout.archive / today() / file.rel, sha256[:8])
+        _move(file.path, target)
+        if not _is_version(target, file):
+            # It changed between the look and the move: give the new version back.
+            back = _free_name(file.path, "changed")
+            _move(target, back)
+            log.warning("%s changed as it was archived; put back as %s", file.rel, back.name)
     except FileNotFoundError:
         pass  # already disposed of, by us before a crash or by someone else
     except OSError as exc:
@@ -108,8 +127,10 @@ def quarantine(
         os.replace(temp, report)
         if keep:
             shutil.copy2(file.path, target)
-        else:
+        elif _is_version(file.path, file):
             _move(file.path, target)
+        else:
+            log.info("%s changed since it was read; its new version stays", file.rel)
     except FileNotFoundError:
         return None
     except OSError as exc:

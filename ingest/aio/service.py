@@ -98,7 +98,13 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
 
 
 class Service:
-    def __init__(self, config: Config, mode: str = "run", progress: Progress | None = None):
+    def __init__(
+        self,
+        config: Config,
+        mode: str = "run",
+        progress: Progress | None = None,
+        early_signals: list[int] | None = None,
+    ):
         self.config = config
         self.mode = mode
         self.layout = Layout.of(config)
@@ -117,10 +123,15 @@ class Service:
         self._claimed: dict[str, str] = {}  # sha256 -> rel of the file in flight with it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
         self._tasks: set[asyncio.Task[None]] = set()
+        self._early_signals = early_signals if early_signals is not None else []
 
     # ---- start and stop -------------------------------------------------
 
     async def serve(self) -> Summary:
+        # First of all: a SIGTERM during start-up must still mean "drain and exit 0".
+        self._install_signals()
+        for signum in self._early_signals[:1]:
+            self._on_signal(signum)
         self.ledger, self.known = await asyncio.to_thread(open_ledger, self.layout)
         pipeline = self.config.pipeline
         self.budget = ByteBudget(pipeline.memory_mb * 1024 * 1024)
@@ -155,11 +166,9 @@ class Service:
             self.progress.start(found)
         await starting  # a pool that cannot start is a failure to report, not to wait on
         if self.mode == "once":
-            self._install_signals()
             await self._until_idle()
         else:
             self._spawn(self.watcher.follow(self.stop), self.watcher.rescans())
-            self._install_signals()
             log.info("watching %s (Ctrl-C to stop)", self.layout.drop)
             await self.stop.wait()
         await self._drain()

@@ -29,6 +29,7 @@ log = logging.getLogger("ingest.compute")
 
 # How long past task_timeout_s the parent waits before it kills the workers itself.
 BACKSTOP_GRACE_S = 5.0
+POOL_START_ATTEMPTS = 5
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
@@ -37,13 +38,23 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     # and forking a threaded process can copy a held lock into the child.
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(["ingest.compute.task"])
-    pool = ProcessPoolExecutor(
-        workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)
-    )
-    # Workers start one per submit; start them all now, not on the loop's first calls.
-    for future in [pool.submit(warm) for _ in range(workers)]:
-        future.result()
-    return pool
+    for attempt in range(1, POOL_START_ATTEMPTS + 1):
+        pool = ProcessPoolExecutor(
+            workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)
+        )
+        try:
+            # Workers start one per submit; start them all now, not on the loop's first calls.
+            for future in [pool.submit(warm) for _ in range(workers)]:
+                future.result()
+        except BrokenProcessPool:
+            # A worker killed while it starts (an OOM kill, an operator): try a fresh pool.
+            log.warning("a worker died while the pool started (attempt %d)", attempt)
+            pool.shutdown(wait=False, cancel_futures=True)
+            for child in multiprocessing.active_children():
+                child.kill()
+            continue
+        return pool
+    raise WorkerCrashed(f"the process pool could not start in {POOL_START_ATTEMPTS} attempts")
 
 
 def _dask_executor(address: str, workers: int) -> tuple[Executor, Any]:

@@ -89,7 +89,7 @@ def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
 
 @pytest.mark.parametrize(
     "rounds",
-    [pytest.param(6, id="6-rounds"), pytest.param(20, id="20-rounds", marks=pytest.mark.slow)],
+    [pytest.param(4, id="4-rounds"), pytest.param(20, id="20-rounds", marks=pytest.mark.slow)],
 )
 def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder, rounds: int) -> None:
     folder.write_config(
