@@ -46,8 +46,9 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
             # Workers start one per submit; start them all now, not on the loop's first calls.
             for future in [pool.submit(warm) for _ in range(workers)]:
                 future.result()
-        except BrokenProcessPool:
+        except (BrokenProcessPool, OSError):
             # A worker killed while it starts (an OOM kill, an operator): try a fresh pool.
+            # (A submit racing the pool's breakdown can see its wake-up pipe closed.)
             log.warning("a worker died while the pool started (attempt %d)", attempt)
             pool.shutdown(wait=False, cancel_futures=True)
             for child in multiprocessing.active_children():
@@ -123,7 +124,8 @@ class Compute:
     async def _replace(self, broken: Executor) -> None:
         async with self._replacing:
             # Every in-flight call sees the same breakage; only the first replaces the pool.
-            if self._executor is not broken:
+            # A dask cluster replaces its own workers.
+            if self._executor is not broken or not isinstance(broken, ProcessPoolExecutor):
                 return
             self.breakages += 1
             log.warning("a worker died; replacing the process pool (breakage %d)", self.breakages)
@@ -151,15 +153,16 @@ class Compute:
         backstop = self.timeout_s * len(task.jobs) + BACKSTOP_GRACE_S
         try:
             return await asyncio.wait_for(loop.run_in_executor(executor, process, task), backstop)
-        except BrokenProcessPool as exc:
-            await self._replace(executor)
-            raise WorkerCrashed(f"a worker died while it held {what}") from exc
-        except TimeoutError:
+        except TimeoutError:  # before OSError, of which it is a subclass
             await self._kill_workers(executor)
             raise TaskTimeout(
                 f"{what} took longer than task_timeout_s = {self.timeout_s:g}"
                 " and its worker did not stop; the worker was killed"
             ) from None
+        except (BrokenProcessPool, OSError) as exc:
+            # OSError: a submit that races the pool's breakdown finds its pipes closed.
+            await self._replace(executor)
+            raise WorkerCrashed(f"a worker died while it held {what}") from exc
         except Exception as exc:
             # dask reports a task whose workers kept dying as KilledWorker.
             if type(exc).__name__ == "KilledWorker":
