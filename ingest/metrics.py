@@ -17,7 +17,6 @@ class Metrics:
         r = self.registry
         self.files = Counter("ingest_files", "Files resolved, by outcome", ["outcome"], registry=r)
         self.rows = Counter("ingest_rows", "Rows committed to records", registry=r)
-        self.parts = Counter("ingest_parts", "Part files committed", registry=r)
         self.latency = Histogram(
             "ingest_latency_seconds", "First sight to commit, per file", registry=r
         )

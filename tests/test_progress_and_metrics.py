@@ -67,4 +67,6 @@ def test_metrics_endpoint_exports_loop_lag_and_file_outcomes(
 
     assert "ingest_loop_lag_seconds_bucket" in body
     assert 'ingest_files_total{outcome="ingested"} 1.0' in body
+    assert "ingest_rows_total 10.0" in body
+    assert "ingest_bytes_held 0.0" in body, "every byte read was released at commit"
     assert svc.stop(signal.SIGTERM) == 0

@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from typing import TypeVar
 
 from ..config import Config
 from ..crashpoints import CrashPlan
@@ -27,6 +28,7 @@ from ..parts import Accepted, Published, publish
 
 log = logging.getLogger("ingest.commit")
 
+T = TypeVar("T")
 MAX_BACKOFF_S = 30.0
 PRESSURE_POLL_S = 0.05
 
@@ -103,6 +105,12 @@ class Committer:
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._backoff = 0.0
+
+    async def read_ledger(self, query: Callable[..., T], *args: object) -> T:
+        """Run a ledger query in a thread, never at the same time as a commit:
+        the one SQLite connection is used by one thread at a time."""
+        async with self._flushing:
+            return await asyncio.to_thread(query, *args)
 
     def add(self, output: TaskOutput) -> None:
         self._pending.outputs.append(output)

@@ -262,6 +262,7 @@ class Service:
             return
         await self.budget.acquire(file.size)
         self._held[file.rel] = file.size
+        self.metrics.bytes_held.set(self.budget.used)
         if self.draining:
             await self._defer(file)
             return
@@ -271,7 +272,7 @@ class Service:
         """A file the ledger already holds: finish its disposal if a crash cut it short."""
         on_success = self.config.watch.on_success
         if on_success != "keep":
-            record = await asyncio.to_thread(self.ledger.lookup, *file.key)
+            record = await self.committer.read_ledger(self.ledger.lookup, *file.key)
             if record is not None and state == "quarantined":
                 failure = Failure(record.error or "Error", record.message or "")
                 await asyncio.to_thread(
@@ -352,6 +353,7 @@ class Service:
         size = self._held.pop(rel, None)
         if size:
             await self.budget.release(size)
+            self.metrics.bytes_held.set(self.budget.used)
 
     async def _resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
         """Called on the loop once a file's fate is committed (or needs no commit)."""
@@ -368,7 +370,9 @@ class Service:
             if event == "ingested" and isinstance(digest, str):
                 self.known.ingested.setdefault(digest, file.rel)
         self.summary.outcomes[event] += 1
-        self.summary.rows += int(fields.get("rows", 0))  # type: ignore[call-overload]
+        rows = int(fields.get("rows", 0))  # type: ignore[call-overload]
+        self.summary.rows += rows
+        self.metrics.rows.inc(rows)
         self.metrics.files.labels(event).inc()
         latency_ms = (time.monotonic() - file.seen_mono) * 1000
         if event != "skipped":
