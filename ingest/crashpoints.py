@@ -19,6 +19,7 @@ POINTS = (
     "ledger-committed",  # the part and its inputs are committed in the ledger
     "input-disposed",  # the first input of a batch is archived or deleted
     "quarantine-recorded",  # a bad input is in the ledger, not yet moved
+    "block-staged",  # a block of a streamed file is staged under _ingest/tmp
 )
 
 

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,17 @@ class Accepted:
             sha256=self.sha256, state="ingested", rows=self.rows, part=part,
             attempts=self.attempts, seen_at=self.file.seen_at, done_at=time.time(),
         )
+
+
+@dataclass(frozen=True)
+class StagedPart:
+    """A part file already written and fsynced under `_ingest/tmp`, by a streamed file.
+
+    Unlike a part held as bytes, it survives a failed commit, so the retry can use it.
+    """
+
+    table: str
+    temp: Path
 
 
 @dataclass
@@ -89,7 +101,7 @@ def publish(
     ledger: Ledger,
     layout: Layout,
     accepted: list[Accepted],
-    parts: list[EncodedPart],
+    parts: Sequence[EncodedPart | StagedPart],
     also: list[FileRecord],
     crash: CrashPlan,
 ) -> Published:
@@ -102,6 +114,9 @@ def publish(
     """
     if not all(unchanged(entry.file) for entry in accepted):
         ledger.record(also)
+        for part in parts:
+            if isinstance(part, StagedPart):
+                part.temp.unlink(missing_ok=True)
         return Published(None, changed=accepted)
     result = Published(None, committed=accepted)
     if not parts:
@@ -109,12 +124,17 @@ def publish(
         return result
     part_id, day = new_part_id(), today()
     planned: list[tuple[Path, Path]] = []
+    written: list[Path] = []
     begun = False
     try:
         for index, part in enumerate(parts):
             final = layout.part_path(part.table, day, f"part-{part_id}-{index}.parquet")
+            if isinstance(part, StagedPart):
+                planned.append((part.temp, final))
+                continue
             temp = layout.tmp / f"{final.name}.tmp"
             planned.append((temp, final))
+            written.append(temp)
             write_temp(part.data, temp, crash)
         ledger.begin_part(part_id, [layout.relative_output(final) for _, final in planned])
         begun = True
@@ -122,7 +142,7 @@ def publish(
         _rename_into_place(planned, crash)
         ledger.finish_part(part_id, [e.record(part_id) for e in accepted] + also)
     except BaseException:
-        _undo(ledger, part_id if begun else None, planned)
+        _undo(ledger, part_id if begun else None, planned, written)
         raise
     crash.reached("ledger-committed")
     result.part_id = part_id
@@ -143,11 +163,17 @@ def _rename_into_place(planned: list[tuple[Path, Path]], crash: CrashPlan) -> No
         fsync_path(folder)
 
 
-def _undo(ledger: Ledger, part_id: str | None, planned: list[tuple[Path, Path]]) -> None:
-    for temp, final in planned:
+def _undo(
+    ledger: Ledger, part_id: str | None, planned: list[tuple[Path, Path]], written: list[Path]
+) -> None:
+    for temp in written:
         temp.unlink(missing_ok=True)
-        if part_id is not None:
-            final.unlink(missing_ok=True)
+    for temp, final in planned:
+        if part_id is not None and final.exists():
+            if temp in written:
+                final.unlink()
+            else:
+                os.replace(final, temp)  # a staged part goes back, for the retry
     if part_id is not None:
         try:
             ledger.forget_part(part_id)

@@ -61,22 +61,26 @@ def _parts(layout: Layout) -> tuple[dict[str, list[Path]], list[Path]]:
 
 
 def _ingested(part_id: str, paths: list[Path], seen: set[str]) -> list[FileRecord]:
-    records: list[FileRecord] = []
     # Records parts name every input; a features-only dataset names them in features parts.
+    # A file read in blocks has several records parts in one commit, each naming its rows.
     tables = {p.parents[1].name for p in paths}
     table = "records" if "records" in tables else "features"
+    rows_of: dict[tuple[str, str], int] = defaultdict(int)
+    done = 0.0
     for path in paths:
         if path.parents[1].name != table:
             continue
         footer = pq.read_metadata(path).metadata or {}
-        done = path.stat().st_mtime
+        done = max(done, path.stat().st_mtime)
         for rel, sha256, rows in json.loads(footer.get(FOOTER_SOURCES, b"[]")):
-            if sha256 in seen:
-                log.warning("%s: %s appears in more than one part", path.name, rel)
-                continue
-            seen.add(sha256)
-            records.append(FileRecord(rel, -1, -1, sha256, "ingested", rows, part_id,
-                                      done_at=done))
+            rows_of[(rel, sha256)] += rows
+    records: list[FileRecord] = []
+    for (rel, sha256), rows in rows_of.items():
+        if sha256 in seen:
+            log.warning("part %s: %s appears in more than one commit", part_id, rel)
+            continue
+        seen.add(sha256)
+        records.append(FileRecord(rel, -1, -1, sha256, "ingested", rows, part_id, done_at=done))
     return records
 
 

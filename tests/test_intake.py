@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -65,17 +66,22 @@ def test_once_skips_a_fifo_without_blocking_and_ingests_the_rest(folder: Folder)
     assert rows == [("real.csv", 10)]
 
 
-def test_a_file_larger_than_memory_mb_is_quarantined_with_a_reason(folder: Folder) -> None:
+def test_a_file_larger_than_memory_mb_that_cannot_be_read_in_blocks_is_quarantined(
+    folder: Folder,
+) -> None:
     folder.write_config(pipeline={"workers": 1, "memory_mb": 1}, watch={"settle_ms": 0})
-    write_csv(folder.drop / "big.csv", rows=40_000, seed=1)
+    write_csv(folder.root / "big.csv", rows=40_000, seed=1)
+    stored = gzip.compress((folder.root / "big.csv").read_bytes(), compresslevel=0)
+    (folder.drop / "big.csv.gz").write_bytes(stored)
+    assert (folder.drop / "big.csv.gz").stat().st_size > 1 << 20
     write_csv(folder.drop / "small.csv", rows=10, seed=2)
 
     result = folder.ingest("once")
 
     assert result.returncode == 3, result.stderr
-    report = json.loads((folder.quarantine / "big.csv.error.json").read_text())
+    report = json.loads((folder.quarantine / "big.csv.gz.error.json").read_text())
     assert report["error"] == "TooLarge"
-    assert "memory_mb" in report["message"]
+    assert "memory_mb" in report["message"] and "read in blocks" in report["message"]
     assert folder.query("SELECT DISTINCT source_file FROM records") == [("small.csv",)]
 
 

@@ -13,7 +13,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -24,7 +24,7 @@ from ..files import DropFile
 from ..jobs import EncodedPart, Failure
 from ..layout import Layout
 from ..ledger import FileRecord, Ledger
-from ..parts import Accepted, Published, publish
+from ..parts import Accepted, Published, StagedPart, publish
 
 log = logging.getLogger("ingest.commit")
 
@@ -60,7 +60,7 @@ class TaskOutput:
     """A task's files with rows, and the part files that hold those rows."""
 
     accepted: list[Accepted]
-    parts: list[EncodedPart]
+    parts: Sequence[EncodedPart | StagedPart]
 
 
 @dataclass

@@ -18,6 +18,7 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import aiorwlock
 
@@ -37,6 +38,8 @@ log = logging.getLogger("ingest.dispatch")
 # a large backlog splits into several tasks per worker, so one slow task is not the tail.
 TASK_BYTES = 16 * 1024 * 1024
 TASK_FILES = 2000
+
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -153,6 +156,32 @@ class Dispatcher:
                 return
             self._deliver([item], result, attempts=crashes + 1)
             return
+
+    async def retrying(self, call: Callable[[], Awaitable[R]]) -> R:
+        """Run one piece of a streamed file beside the tasks; after a crash, again alone.
+
+        Raises WorkerCrashed once it has killed a worker `retries + 1` times.
+        """
+        try:
+            async with self._isolation.reader_lock:
+                return await call()
+        except WorkerCrashed as exc:
+            self.metrics.breakages.inc()
+            log.warning("%s; retrying it alone", exc)
+        crashes = 1
+        while True:
+            try:
+                async with self._isolation.writer_lock:
+                    return await call()
+            except WorkerCrashed as exc:
+                crashes += 1
+                self.metrics.breakages.inc()
+                if crashes > self.config.pipeline.retries:
+                    raise WorkerCrashed(
+                        f"{exc}; it killed a worker {crashes} times, alone in the pool"
+                    ) from None
+                attempts = self.config.pipeline.retries + 1
+                log.warning("%s (%d of %d attempts)", exc, crashes, attempts)
 
     def _quarantine(self, item: Queued, failure: Failure, attempts: int) -> None:
         self.committer.set_aside(

@@ -26,3 +26,17 @@ async def sha256(data: bytes) -> str:
     if len(data) <= HASH_INLINE_BYTES:
         return _sha256(data)
     return await asyncio.to_thread(_sha256, data)
+
+
+HASH_CHUNK_BYTES = 8 * 1024 * 1024
+
+
+async def sha256_of_file(path: Path) -> tuple[str, int]:
+    """The digest and length of a file too big to hold, read in chunks; a thread hashes each."""
+    digest = hashlib.sha256()
+    length = 0
+    async with aiofiles.open(path, "rb") as fh:
+        while chunk := await fh.read(HASH_CHUNK_BYTES):
+            length += len(chunk)
+            await asyncio.to_thread(digest.update, chunk)
+    return digest.hexdigest(), length

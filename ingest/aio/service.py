@@ -33,15 +33,16 @@ from ..jobs import Failure, Job
 from ..layout import Layout
 from ..ledger import Known, Ledger
 from ..metrics import Metrics
-from ..parts import reconcile
+from ..parts import Accepted, reconcile
 from ..progress import Progress
 from ..selection import regular_file
 from .budget import ByteBudget
-from .commit import Aside, Committer
+from .commit import Aside, Committer, TaskOutput
 from .dispatch import Dispatcher, Queued
 from .lag import LagProbe
-from .read import read_bytes, sha256
+from .read import read_bytes, sha256, sha256_of_file
 from .settle import Settler
+from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer, why_not_streamed
 from .to_compute import Compute
 from .watch import Watcher
 
@@ -147,6 +148,10 @@ class Service:
             self._more_coming, self._taken, self._backlog,
         )
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
+        self.streamer = Streamer(
+            self.config, self.layout, self.compute, self.budget, self.dispatcher, self.crash,
+            lambda: self.draining,
+        )
         if self.config.metrics.port:
             self.metrics.serve(self.config.metrics.port)
         starting = self.compute.start_soon()
@@ -251,15 +256,22 @@ class Service:
         if state is not None:
             await self._finish_known(file, state)
             return
-        if file.size > self.budget.limit:
+        if self.streamer.wants(file):
+            why_not = why_not_streamed(self.config, file.rel)
             self._held[file.rel] = 0
-            self._hand_over(file)
-            self.committer.set_aside(Aside(file, "", "quarantined", failure=Failure(
-                "TooLarge",
-                f"{file.size} bytes is more than memory_mb = {self.config.pipeline.memory_mb}"
-                " allows in memory at once; raise [pipeline] memory_mb to ingest it",
-            )))
-            return
+            if why_not is None:
+                self._spawn(self._stream(file))
+                return
+            if file.size > self.budget.limit:
+                self._hand_over(file)
+                self.committer.set_aside(Aside(file, "", "quarantined", failure=Failure(
+                    "TooLarge",
+                    f"{file.size} bytes is more than memory_mb = {self.config.pipeline.memory_mb}"
+                    f" allows in memory at once, and {why_not}; raise [pipeline] memory_mb"
+                    " to ingest it",
+                )))
+                return
+            del self._held[file.rel]
         await self.budget.acquire(file.size)
         self._held[file.rel] = file.size
         self.metrics.bytes_held.set(self.budget.used)
@@ -283,34 +295,86 @@ class Service:
         await self._resolved(file, "skipped", {"state": state})
 
     async def _read(self, file: DropFile) -> None:
+        read = await self._fetch(file, whole=True)
+        if read is not None and await self._claim(file, read[0]):
+            await self.queue.put(Queued(file, Job(file.rel, *read)))
+            self.metrics.queued.set(self.queue.qsize())
+
+    async def _fetch(self, file: DropFile, whole: bool) -> tuple[str, bytes] | None:
+        """The file's sha256, and its bytes if `whole` (else it is hashed in chunks);
+        None once it is resolved as vanished, unreadable or changed."""
         async with self._read_slots:
             try:
-                data = await read_bytes(file.path)
-            except FileNotFoundError:
-                await self._resolved(file, "vanished", {})
-                return
+                if whole:
+                    data = await read_bytes(file.path)
+                    length = len(data)
+                else:
+                    data = b""
+                    digest, length = await sha256_of_file(file.path)
             except OSError as exc:
-                await self._resolved(file, "unreadable", {"reason": exc.strerror})
-                return
-        if len(data) != file.size:
+                await self._unreadable(file, exc)
+                return None
+        if length != file.size:
             await self._resolved(file, "changed", {})
-            return
-        digest = await sha256(data)
+            return None
+        if whole:
+            digest = await sha256(data)
+        return digest, data
+
+    async def _unreadable(self, file: DropFile, exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):
+            await self._resolved(file, "vanished", {})
+        else:
+            await self._resolved(file, "unreadable", {"reason": exc.strerror})
+
+    async def _claim(self, file: DropFile, digest: str) -> bool:
+        """True if the file is to be ingested: its bytes are neither known nor in flight."""
         original = self.known.ingested.get(digest)
         if original is not None:
             await self._release(file.rel)
             self._hand_over(file)
             self.committer.set_aside(Aside(file, digest, "duplicate", duplicate_of=original))
-            return
+            return False
         if digest in self._claimed:
             # Same bytes in flight under another name: decide once that one is resolved.
             await self._release(file.rel)
             self._hand_over(file)
             self._waiting[digest].append(file)
-            return
+            return False
         self._claimed[digest] = file.rel
-        await self.queue.put(Queued(file, Job(file.rel, digest, data)))
-        self.metrics.queued.set(self.queue.qsize())
+        return True
+
+    async def _stream(self, file: DropFile) -> None:
+        """A file too big to hold: hashed in one pass, then read and processed in blocks."""
+        read = await self._fetch(file, whole=False)
+        if read is None or not await self._claim(file, read[0]):
+            return
+        digest = read[0]
+        log.info(
+            "%s: %.1f MB, over a quarter of memory_mb: reading it in blocks of %.0f MB",
+            file.rel, file.size / 1e6, self.streamer.block_bytes / 1e6,
+        )
+        try:
+            outcome = await self.streamer.ingest(file, digest)
+        except StagingFailed as exc:
+            log.error("%s: %s; it stays in the drop folder for a later run", file.rel, exc)
+            outcome = DEFERRED
+        except OSError as exc:
+            self._claimed.pop(digest, None)
+            await self._unreadable(file, exc)
+            return
+        if outcome == DEFERRED:
+            self._claimed.pop(digest, None)
+            await self._defer(file)
+        elif outcome == CHANGED:
+            await self._resolved(file, "changed", {"sha256": digest})
+        elif isinstance(outcome, Failure):
+            self._hand_over(file)
+            self.committer.set_aside(Aside(file, digest, "quarantined", failure=outcome))
+        elif isinstance(outcome, Streamed):
+            log.debug("%s: %d rows in %d blocks, staged", file.rel, outcome.rows, outcome.blocks)
+            self._hand_over(file)
+            self.committer.add(TaskOutput([Accepted(file, digest, outcome.rows)], outcome.parts))
 
     # ---- dispatch: the queue's other end -------------------------------
 

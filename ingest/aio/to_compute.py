@@ -17,15 +17,21 @@ import contextlib
 import logging
 import multiprocessing
 import os
+from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from typing import Any
+from typing import Any, TypeVar
 
+from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..compute import stream
 from ..compute.task import init_worker, process, warm
 from ..errors import ConfigError, TaskTimeout, WorkerCrashed
 from ..jobs import Task, TaskResult
 
 log = logging.getLogger("ingest.compute")
+
+A = TypeVar("A")
+R = TypeVar("R")
 
 # How long past task_timeout_s the parent waits before it kills the workers itself.
 BACKSTOP_GRACE_S = 5.0
@@ -142,17 +148,51 @@ class Compute:
 
     async def run(self, task: Task) -> TaskResult:
         """Run `process(task)` in a worker. Raises WorkerCrashed or TaskTimeout."""
+        return await self.call(process, task, _describe(task), len(task.jobs))
+
+    # A streamed file's steps (see compute/stream.py), each one call through the same door.
+
+    async def block(self, block: Block) -> BlockResult:
+        return await self.call(
+            stream.process_block, block, f"block {block.index} of {block.source_file}"
+        )
+
+    async def unify(
+        self, schemas: tuple[bytes, ...], what: str
+    ) -> tuple[bytes, tuple[int, ...], str]:
+        return await self.call(stream.unify, schemas, what)
+
+    async def conform(self, data: bytes, schema: bytes, compression: str, what: str) -> bytes:
+        return await self.call(stream.conform, (data, schema, compression), what)
+
+    async def select(
+        self, partials: tuple[tuple[int, tuple[ColumnPartial, ...]], ...], schema: bytes,
+        collect_limit: int, what: str,
+    ) -> Selection:
+        return await self.call(stream.select, (partials, schema, collect_limit), what)
+
+    async def scan(self, scan: Scan, what: str) -> ScanResult:
+        return await self.call(stream.scan, scan, what)
+
+    async def narrow(self, narrow: Narrow, what: str) -> Selection:
+        return await self.call(stream.narrow, narrow, what)
+
+    async def finish(self, finish: Finish) -> bytes:
+        return await self.call(stream.finish, finish, f"the features of {finish.source_file}")
+
+    async def call(self, function: Callable[[A], R], arg: A, what: str, files: int = 1) -> R:
+        """Run `function(arg)` in a worker: a top-level function of `ingest.compute`, on plain
+        data. Raises WorkerCrashed or TaskTimeout; `what` names the work in their messages."""
         if self._starting is not None:
             await self._starting
         executor = self._executor
         if executor is None:
             raise RuntimeError("Compute.start() was not called")
         loop = asyncio.get_running_loop()
-        what = _describe(task)
         # The worker enforces the limit per file; this is the backstop for a stuck worker.
-        backstop = self.timeout_s * len(task.jobs) + BACKSTOP_GRACE_S
+        backstop = self.timeout_s * files + BACKSTOP_GRACE_S
         try:
-            return await asyncio.wait_for(loop.run_in_executor(executor, process, task), backstop)
+            return await asyncio.wait_for(loop.run_in_executor(executor, function, arg), backstop)
         except TimeoutError:  # before OSError, of which it is a subclass
             await self._kill_workers(executor)
             raise TaskTimeout(

@@ -31,6 +31,12 @@ _ROW = re.compile(r"Row #(\d+)")
 _JSON_ROW = re.compile(r"in row (\d+)")
 
 
+FIXED_TYPES = (
+    " (a file read in blocks keeps the column types of its first block;"
+    " raise [pipeline] memory_mb to read it whole)"
+)
+
+
 class DecodeError(Exception):
     """Raised when the bytes are not a valid file of the format their name claims."""
 
@@ -63,6 +69,26 @@ def _bad_csv_line(data: bytes) -> int | None:
                 return reader.line_num
     except csv.Error:
         return reader.line_num
+    return None
+
+
+def _record_line(data: bytes, number: int) -> int | None:
+    """Error path only: the physical line where Arrow's record `number` starts.
+
+    Arrow numbers records from 1 at the header and skips blank lines; a quoted
+    field may span lines, so the record number is not a line number.
+    """
+    reader = csv.reader(_lines(data))
+    ended, records = 0, 0
+    try:
+        for row in reader:
+            if row:
+                records += 1
+                if records == number:
+                    return ended + 1
+            ended = reader.line_num
+    except csv.Error:
+        return None
     return None
 
 
@@ -122,23 +148,26 @@ def _check_text(data: bytes, table: pa.Table) -> None:
             ) from None
 
 
-def _csv(data: bytes) -> pa.Table:
+def _csv(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
     data = _utf8(data)
     _check_record_size(data)
     try:
         table = pa_csv.read_csv(
             pa.BufferReader(data),
             read_options=pa_csv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
+            convert_options=pa_csv.ConvertOptions(column_types=schema),
         )
     except pa.ArrowInvalid as exc:
         found = _ROW.search(str(exc))
-        line = _bad_csv_line(data) or (int(found.group(1)) if found else None)
+        line = _bad_csv_line(data) or (_record_line(data, int(found.group(1))) if found else None)
         message = str(exc)
         if "straddl" in message:
             message = (
                 f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
                 " (a missing newline?)"
             )
+        elif schema is not None and "conversion error" in message:
+            message += FIXED_TYPES
         raise DecodeError(message, line=line) from None
     # An odd number of quotes means one never closed, and Arrow has swallowed the
     # rest of the file into one field; a strict reading finds where it opened.
@@ -172,16 +201,19 @@ def _bad_json_line(data: bytes) -> int | None:
     return None
 
 
-def _jsonl(data: bytes) -> pa.Table:
+def _jsonl(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
+    parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
     try:
         return pa_json.read_json(
-            pa.BufferReader(data), read_options=pa_json.ReadOptions(use_threads=False)
+            pa.BufferReader(data),
+            read_options=pa_json.ReadOptions(use_threads=False),
+            parse_options=parse,
         )
     except pa.ArrowInvalid as exc:
         found = _JSON_ROW.search(str(exc))
         # Arrow counts JSON rows from 0; people count lines from 1.
         line = _bad_json_line(data) or (int(found.group(1)) + 1 if found else None)
-        raise DecodeError(str(exc), line=line) from None
+        raise DecodeError(str(exc) + (FIXED_TYPES if schema else ""), line=line) from None
 
 
 def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:
@@ -257,6 +289,22 @@ DECODERS: dict[str, Callable[[bytes], pa.Table]] = {
     ".feather": _arrow,
     ".ipc": _arrow,
 }
+
+
+# Formats whose records are lines, so a file can be cut into blocks between records.
+BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
+    ".csv": _csv,
+    ".jsonl": _jsonl,
+    ".ndjson": _jsonl,
+}
+
+
+def decode_block(name: str, data: bytes, schema: pa.Schema | None) -> pa.Table:
+    """One block of a streamed file; `schema`, from its first block, fixes the column types."""
+    for suffix, decoder in BLOCK_DECODERS.items():
+        if name.lower().endswith(suffix):
+            return decoder(data, schema)
+    raise DecodeError(f"{name!r} cannot be read in blocks; only {', '.join(BLOCK_DECODERS)} can")
 
 
 def decode(name: str, data: bytes) -> pa.Table:

@@ -62,9 +62,30 @@ def to_parquet(table: pa.Table, compression: str, footer: dict[bytes, bytes]) ->
     return data
 
 
+def with_sources(table: pa.Table, source_file: str, sha256: str) -> pa.Table:
+    """The records of one input: its own columns, then where each row came from."""
+    rows = table.num_rows
+    return table.append_column(
+        "source_file", pa.repeat(pa.scalar(source_file, pa.string()), rows)
+    ).append_column("source_sha256", pa.repeat(pa.scalar(sha256, pa.string()), rows))
+
+
+def stamped(table: pa.Table) -> pa.Table:
+    """Features rows with the time they were made."""
+    stamp = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
+    return table.append_column("ingested_at", pa.repeat(stamp, table.num_rows))
+
+
+def footer(sources: list[tuple[str, str, int]]) -> dict[bytes, bytes]:
+    """The part's inputs as (source_file, sha256, rows), which `ingest ledger rebuild` reads."""
+    return {
+        FOOTER_VERSION: __version__.encode(),
+        FOOTER_SOURCES: json.dumps([list(s) for s in sources]).encode(),
+    }
+
+
 def _footer(members: list[Featurised]) -> dict[bytes, bytes]:
-    sources = [[m.source_file, m.sha256, m.rows] for m in members]
-    return {FOOTER_VERSION: __version__.encode(), FOOTER_SOURCES: json.dumps(sources).encode()}
+    return footer([(m.source_file, m.sha256, m.rows) for m in members])
 
 
 def _part(
@@ -90,8 +111,8 @@ def encode(done: list[Featurised], compression: str, sets: tuple[str, ...]) -> l
         parts.append(_part("records", data, members, compression))
     with_features = [d for d in done if d.features is not None]
     if with_features:
-        data = features.to_table([row for d in with_features for row in d.features or ()], sets)
-        stamp = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
-        data = data.append_column("ingested_at", pa.repeat(stamp, data.num_rows))
+        data = stamped(
+            features.to_table([row for d in with_features for row in d.features or ()], sets)
+        )
         parts.append(_part("features", data, with_features, compression))
     return parts

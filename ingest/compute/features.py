@@ -35,7 +35,7 @@ IDENTITY_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("source_column", pa.string()),
     ("window", pa.int64()),
 )
-_EMPTY: dict[str, FeatureValue] = {name: None for name, _ in SUMMARY_FIELDS}
+EMPTY: dict[str, FeatureValue] = {name: None for name, _ in SUMMARY_FIELDS}
 
 
 def summary(values: np.ndarray) -> dict[str, FeatureValue]:
@@ -43,7 +43,7 @@ def summary(values: np.ndarray) -> dict[str, FeatureValue]:
     valid = values[~np.isnan(values)]
     count = int(valid.size)
     if count == 0:
-        return {**_EMPTY, "count": 0, "null_count": int(values.size)}
+        return {**EMPTY, "count": 0, "null_count": int(values.size)}
     p05, p50, p95 = np.percentile(valid, (5.0, 50.0, 95.0), method="linear")
     mean = float(valid.mean())
     return {
@@ -63,7 +63,7 @@ def summary(values: np.ndarray) -> dict[str, FeatureValue]:
 QUANTILES = (("p05", 0.05), ("p50", 0.50), ("p95", 0.95))
 
 
-def _lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
+def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     # numpy's own form for method="linear", so results agree to the last bit or so.
     diff = b - a
     result: np.ndarray = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
@@ -98,14 +98,14 @@ def summary_block(block: np.ndarray) -> list[dict[str, FeatureValue]]:
         low = np.floor(position).astype(np.intp)
         high = np.minimum(low + 1, last)
         stats[name] = (
-            _lerp(ordered[low, columns], ordered[high, columns], position - low)
+            lerp(ordered[low, columns], ordered[high, columns], position - low)
             if rows else np.zeros(width)
         )
     out: list[dict[str, FeatureValue]] = []
     for j in range(width):
         c = int(count[j])
         if c == 0:
-            out.append({**_EMPTY, "count": 0, "null_count": rows})
+            out.append({**EMPTY, "count": 0, "null_count": rows})
             continue
         row: dict[str, FeatureValue] = {"count": c, "null_count": rows - c}
         row.update({name: float(values[j]) for name, values in stats.items()})
@@ -129,11 +129,11 @@ def load_set(name: str) -> FeatureSet:
     return function
 
 
-def numeric_columns(table: pa.Table, time_column: str) -> list[str]:
+def numeric_columns(schema: pa.Schema, time_column: str) -> list[str]:
     """Integer and floating-point columns, except the time column."""
     return [
         f.name
-        for f in table.schema
+        for f in schema
         if f.name != time_column
         and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
     ]
@@ -174,7 +174,7 @@ def rows(
     into one table at once (`to_table`), which is far cheaper than a table per file."""
     functions = [load_set(name) for name in sets]
     plugins = [f for f in functions if f is not summary]
-    names = numeric_columns(table, time_column)
+    names = numeric_columns(table.schema, time_column)
     # Column-major, so each column is contiguous for the sorts and sums down it.
     matrix = np.empty((table.num_rows, len(names)), dtype=np.float64, order="F")
     for j, column in enumerate(names):

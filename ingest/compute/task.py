@@ -22,7 +22,7 @@ from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, Task, TaskResult
 from . import features
 from .decode import DecodeError, decode
-from .encode import Featurised, encode
+from .encode import Featurised, encode, with_sources
 from .together import parse_together
 
 # Enough for the scheduler to favour the parent's event loop, not so much that
@@ -84,7 +84,7 @@ def warm() -> int:
     return os.getpid()
 
 
-def _check_columns(table: pa.Table) -> None:
+def check_columns(table: pa.Table) -> None:
     names = table.column_names
     clash = [name for name in names if name in RESERVED_COLUMNS]
     if clash:
@@ -101,14 +101,10 @@ def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised
     raise on bad input."""
     if table is None:
         table = decode(job.source_file, job.data)
-    _check_columns(table)
+    check_columns(table)
     spec = task.features
     rows = table.num_rows
-    records = None
-    if "records" in task.tables:
-        records = table.append_column(
-            "source_file", pa.repeat(pa.scalar(job.source_file, pa.string()), rows)
-        ).append_column("source_sha256", pa.repeat(pa.scalar(job.sha256, pa.string()), rows))
+    records = with_sources(table, job.source_file, job.sha256) if "records" in task.tables else None
     feature_table = None
     if "features" in task.tables:
         feature_table = features.rows(
@@ -122,7 +118,7 @@ def _on_alarm(signum: int, frame: object) -> None:
 
 
 @contextlib.contextmanager
-def _time_limit(seconds: float) -> Iterator[None]:
+def time_limit(seconds: float) -> Iterator[None]:
     """Interrupt Python code that runs too long. Signals work only in the main thread,
     which is where a process pool runs tasks; elsewhere (dask) the parent's limit applies."""
     if seconds <= 0 or threading.current_thread() is not threading.main_thread():
@@ -137,7 +133,7 @@ def _time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def _message(exc: BaseException) -> str:
+def message(exc: BaseException) -> str:
     """An exception's text, even from an exception whose __str__ is broken."""
     try:
         return str(exc) or repr(exc)
@@ -147,12 +143,12 @@ def _message(exc: BaseException) -> str:
 
 def _featurise_one(job: Job, task: Task, table: pa.Table | None) -> Featurised | Failure:
     try:
-        with _time_limit(task.timeout_s):
+        with time_limit(task.timeout_s):
             return featurise(job, task, table)
     except DecodeError as exc:
-        return Failure(type(exc).__name__, _message(exc), line=exc.line, offset=exc.offset)
+        return Failure(type(exc).__name__, message(exc), line=exc.line, offset=exc.offset)
     except BaseException as exc:  # a plugin feature set may raise anything at all
-        return Failure(type(exc).__name__, _message(exc))
+        return Failure(type(exc).__name__, message(exc))
 
 
 def process(task: Task) -> TaskResult:
@@ -165,7 +161,7 @@ def process(task: Task) -> TaskResult:
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
     try:
-        with _time_limit(task.timeout_s):
+        with time_limit(task.timeout_s):
             parsed = parse_together(task.jobs)
     except TaskTimeout:
         parsed = {}
@@ -179,7 +175,7 @@ def process(task: Task) -> TaskResult:
     try:
         parts = encode(done, task.compression, task.features.sets)
     except Exception as exc:  # not expected: every file was checked on its own above
-        failure = Failure(type(exc).__name__, f"could not write the task's parts: {_message(exc)}")
+        failure = Failure(type(exc).__name__, f"could not write the task's parts: {message(exc)}")
         return TaskResult(tuple(
             o if o.failure else Outcome(o.source_file, o.sha256, failure=failure)
             for o in outcomes

@@ -67,11 +67,13 @@ def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
     folder: Folder, point: str
 ) -> None:
     folder.write_config(
-        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, "memory_mb": 2},
         output={"flush_s": 0.05, "target_file_mb": 1},
     )
     # About 3 MB of input in 1 MB tasks: several commits, each of many files.
     expected, bad = _populate(folder, 0, 300, bad=4, rows=100)
+    # And one file over a quarter of memory_mb, read in blocks of 256 KB.
+    expected["stream.csv"] = len(write_csv(folder.drop / "stream.csv", rows=60_000, seed=999))
 
     # The second time the point is reached: at least one batch has already committed.
     proc = _run(folder, {"INGEST_CRASH_AT": f"{point}:2"})

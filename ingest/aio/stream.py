@@ -1,0 +1,359 @@
+"""Files too big to hold in memory: read in blocks, staged as they finish, committed as one.
+
+    hash pass (read.sha256_of_file) -> block 0 (its column types fix the rest)
+      -> blocks 1..n, up to workers + 1 at a time -> each staged under _ingest/tmp
+      -> quantile passes over the staged parts -> features part -> one commit
+
+A block holds whole records (`cut.Cutter`), and each block's rows become one
+records part. Nothing is visible until every part of the file is staged: the
+commit then renames them all in one ledger transaction, as for any task, so a
+reader sees all of the file or none of it. A crash before the commit leaves
+only temps, which start-up removes; the file is then read again from the start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import codecs
+import logging
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TypeVar
+
+import aiofiles
+from aiofiles.threadpool.binary import AsyncBufferedReader
+
+from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..config import Config
+from ..crashpoints import CrashPlan
+from ..cut import Cutter, RecordTooLong, header
+from ..errors import TaskTimeout, WorkerCrashed
+from ..files import DropFile
+from ..jobs import Failure
+from ..layout import Layout
+from ..parts import StagedPart, write_temp
+from .budget import ByteBudget
+from .dispatch import Dispatcher
+from .to_compute import Compute
+
+log = logging.getLogger("ingest.stream")
+
+T = TypeVar("T")
+
+# Larger blocks make fewer, larger parts and fewer calls; smaller ones hold less memory.
+BLOCK_BYTES = 32 << 20
+MIN_BLOCK_BYTES = 64 << 10
+# A file is streamed once it would take more than this share of memory_mb.
+STREAM_SHARE = 4
+# The longest record a block may carry over; the decoder's own record-size guard.
+MAX_RECORD_BYTES = 16 << 20
+STREAMABLE = (".csv", ".jsonl", ".ndjson")
+DEFERRED = "deferred"
+CHANGED = "changed"
+
+
+class StagingFailed(Exception):
+    """A staged part could not be written (a full disk, say): the file waits for a later run."""
+
+
+async def _stage(data: bytes, temp: Path, crash: CrashPlan) -> None:
+    try:
+        await asyncio.to_thread(write_temp, data, temp, crash)
+    except OSError as exc:
+        await asyncio.to_thread(temp.unlink, True)
+        raise StagingFailed(f"could not stage {temp.name}: {exc.strerror or exc}") from None
+
+
+@dataclass
+class Streamed:
+    rows: int
+    parts: list[StagedPart]
+    blocks: int
+
+
+@dataclass
+class _Progress:
+    """What the blocks of one file have produced so far."""
+
+    parts: dict[int, StagedPart] = field(default_factory=dict)
+    partials: dict[int, tuple[ColumnPartial, ...]] = field(default_factory=dict)
+    block_rows: dict[int, int] = field(default_factory=dict)
+    schemas: dict[int, bytes] = field(default_factory=dict)
+    unified: bytes = b""  # every block's schema, unified
+    schema: bytes = b""  # block 0's, for every later block
+    features: StagedPart | None = None
+    rows: int = 0
+    failure: tuple[int, Failure] | None = None
+
+    def fail(self, index: int, failure: Failure) -> None:
+        if self.failure is None or index < self.failure[0]:
+            self.failure = (index, failure)
+
+    def staged(self) -> list[StagedPart]:
+        return [self.parts[i] for i in sorted(self.parts)]
+
+    def temps(self) -> list[StagedPart]:
+        return self.staged() + ([self.features] if self.features else [])
+
+
+def why_not_streamed(config: Config, rel: str) -> str | None:
+    """Why a file too big to hold cannot be read in blocks, or None if it can."""
+    if not rel.lower().endswith(STREAMABLE):
+        return f"only {', '.join(STREAMABLE)} files are read in blocks"
+    if config.features.window:
+        return "features over windows need the whole file ([features] window is set)"
+    if any(name != "summary" for name in config.features.sets):
+        return "feature sets other than summary need the whole file"
+    return None
+
+
+class Streamer:
+    def __init__(
+        self,
+        config: Config,
+        layout: Layout,
+        compute: Compute,
+        budget: ByteBudget,
+        dispatcher: Dispatcher,
+        crash: CrashPlan,
+        draining: Callable[[], bool],
+    ):
+        self.config = config
+        self.layout = layout
+        self.compute = compute
+        self.budget = budget
+        self.dispatcher = dispatcher
+        self.crash = crash
+        self.draining = draining
+        self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, budget.limit // 8))
+
+    def wants(self, file: DropFile) -> bool:
+        return file.size > self.budget.limit // STREAM_SHARE
+
+    async def ingest(self, file: DropFile, digest: str) -> Streamed | Failure | str:
+        """Read, process and stage every block; a Streamed is ready for the committer.
+        Otherwise the file's Failure, DEFERRED (a drain began) or CHANGED.
+        Raises OSError if the input cannot be read, StagingFailed if a part cannot be written."""
+        progress = _Progress()
+        outcome: Streamed | Failure | str | None = None
+        try:
+            outcome = await self._blocks(file, digest, progress)
+            if outcome is None:
+                outcome = await self._conform(file, progress)
+            if outcome is None:
+                outcome = await self._features(file, digest, progress)
+            return outcome
+        finally:
+            if not isinstance(outcome, Streamed):
+                await asyncio.to_thread(_remove, progress.temps())
+
+    async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
+        return await self.dispatcher.retrying(call)
+
+    async def _blocks(
+        self, file: DropFile, digest: str, progress: _Progress
+    ) -> Failure | str | None:
+        slots = asyncio.Semaphore(self.compute.workers + 1)
+        running: set[asyncio.Task[None]] = set()
+        index = 0
+        try:
+            async with aiofiles.open(file.path, "rb") as fh:
+                reader = _BlockReader(fh, file.rel.lower().endswith(".csv"), self.block_bytes)
+                while progress.failure is None:
+                    if self.draining():
+                        return DEFERRED
+                    await slots.acquire()
+                    await self.budget.acquire(self.block_bytes)
+                    try:
+                        found = await reader.next()
+                    except BaseException:
+                        await self._let_go(slots)
+                        raise
+                    if found is None:
+                        await self._let_go(slots)
+                        break
+                    data, header_lines, first_line = found
+                    if index == 0 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+                        await self._let_go(slots)
+                        return Failure("TooLarge", _UTF16)
+                    block = Block(
+                        file.rel, digest, index, data, header_lines, first_line, progress.schema,
+                        self.config.features, self.config.output.compression,
+                        self.config.pipeline.task_timeout_s,
+                    )
+                    if index == 0:
+                        # Alone: block 0's column types are every later block's.
+                        await self._block(block, progress, slots)
+                    else:
+                        task = asyncio.create_task(self._block(block, progress, slots))
+                        running.add(task)
+                        task.add_done_callback(running.discard)
+                    index += 1
+        except RecordTooLong as exc:
+            return Failure("DecodeError", str(exc), line=exc.line)
+        finally:
+            if running:
+                await asyncio.gather(*running, return_exceptions=True)
+        if progress.failure is not None:
+            return progress.failure[1]
+        return CHANGED if reader.length != file.size else None
+
+    async def _let_go(self, slots: asyncio.Semaphore) -> None:
+        slots.release()
+        await self.budget.release(self.block_bytes)
+
+    async def _block(self, block: Block, progress: _Progress, slots: asyncio.Semaphore) -> None:
+        try:
+            result = await self._run_block(block)
+            if result.failure is not None:
+                progress.fail(block.index, result.failure)
+                return
+            temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
+            progress.parts[block.index] = StagedPart("records", temp)
+            await _stage(result.part, temp, self.crash)
+            self.crash.reached("block-staged")
+            progress.partials[block.index] = result.partials
+            progress.block_rows[block.index] = result.rows
+            progress.schemas[block.index] = result.schema
+            progress.rows += result.rows
+            if block.index == 0:
+                progress.schema = result.schema
+        finally:
+            await self._let_go(slots)
+
+    async def _run_block(self, block: Block) -> BlockResult:
+        try:
+            return await self._retrying(lambda: self.compute.block(block))
+        except (WorkerCrashed, TaskTimeout) as exc:
+            return BlockResult(0, Failure(type(exc).__name__, str(exc)))
+
+    async def _conform(self, file: DropFile, progress: _Progress) -> Failure | None:
+        """Give every part the same column types, if a column empty in block 0 differed."""
+        what = f"the column types of {file.rel}"
+        schemas = tuple(progress.schemas[i] for i in sorted(progress.schemas))
+        try:
+            unified, differ, problem = await self._retrying(
+                lambda: self.compute.unify(schemas, what)
+            )
+            if problem:
+                return Failure("DecodeError", problem)
+            progress.unified = unified
+            compression = self.config.output.compression
+            for index in differ:
+                part = progress.parts[index]
+                async with aiofiles.open(part.temp, "rb") as fh:
+                    data = await fh.read()
+                fixed = await self._retrying(
+                    lambda: self.compute.conform(data, unified, compression, what)  # noqa: B023
+                )
+                await _stage(fixed, part.temp, self.crash)
+        except (WorkerCrashed, TaskTimeout) as exc:
+            return Failure(type(exc).__name__, str(exc))
+        return None
+
+    async def _features(
+        self, file: DropFile, digest: str, progress: _Progress
+    ) -> Streamed | Failure:
+        tables = self.config.output.tables
+        staged = progress.staged()
+        if "features" in tables:
+            try:
+                data = await self._feature_part(file, digest, progress, staged)
+            except (WorkerCrashed, TaskTimeout) as exc:
+                return Failure(type(exc).__name__, str(exc))
+            temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-features.tmp"
+            progress.features = StagedPart("features", temp)
+            await _stage(data, temp, self.crash)
+        if "records" not in tables:
+            await asyncio.to_thread(_remove, staged)  # they served the quantile passes
+            staged = []
+        extra = [progress.features] if progress.features else []
+        return Streamed(progress.rows, staged + extra, len(progress.parts))
+
+    async def _feature_part(
+        self, file: DropFile, digest: str, progress: _Progress, staged: list[StagedPart]
+    ) -> bytes:
+        what = f"the quantiles of {file.rel}"
+        partials = tuple(
+            (progress.block_rows[i], progress.partials[i]) for i in sorted(progress.partials)
+        )
+        # Values collected per wanted rank: a small share of memory_mb, however many there are.
+        limit = max(1 << 16, self.budget.limit // 512)
+        selection: Selection = await self._retrying(
+            lambda: self.compute.select(partials, progress.unified, limit, what)
+        )
+        passes = 0
+        while not selection.done:
+            narrow = Narrow(selection, await self._scan(staged, selection, what))
+            selection = await self._retrying(
+                lambda: self.compute.narrow(narrow, what)  # noqa: B023 (awaited at once)
+            )
+            passes += 1
+        log.debug("%s: %d blocks, quantiles exact after %d passes", file.rel, len(staged), passes)
+        finish = Finish(
+            file.rel, digest, progress.rows, selection, self.config.features.sets,
+            self.config.output.compression,
+        )
+        return await self._retrying(lambda: self.compute.finish(finish))
+
+    async def _scan(
+        self, staged: list[StagedPart], selection: Selection, what: str
+    ) -> tuple[ScanResult, ...]:
+        """One pass over the staged parts, up to workers + 1 of them in flight."""
+        slots = asyncio.Semaphore(self.compute.workers + 1)
+
+        async def one(part: StagedPart) -> ScanResult:
+            async with slots:
+                async with aiofiles.open(part.temp, "rb") as fh:
+                    data = await fh.read()
+                scan = Scan(data, selection.probes)
+                return await self._retrying(lambda: self.compute.scan(scan, what))
+
+        return tuple(await asyncio.gather(*(one(part) for part in staged)))
+
+
+class _BlockReader:
+    """A file's blocks of whole records; every block after the first starts with the header."""
+
+    def __init__(self, fh: AsyncBufferedReader, quoted: bool, block_bytes: int):
+        self.fh = fh
+        self.quoted = quoted
+        self.block_bytes = block_bytes
+        self.cutter = Cutter(quoted, MAX_RECORD_BYTES)
+        self.head = b""
+        self.first = True
+        self.length = 0
+        self.eof = False
+
+    async def next(self) -> tuple[bytes, int, int] | None:
+        """(data, header lines in it, the file's line number after them), or None at the end."""
+        held = b""
+        while not self.eof:
+            chunk: bytes = await self.fh.read(self.block_bytes)
+            self.length += len(chunk)
+            self.eof = len(chunk) < self.block_bytes
+            piece = await asyncio.to_thread(self.cutter.feed, chunk, self.eof)
+            if self.first:
+                data = held + piece.data
+                self.head = header(data, self.quoted)
+                if len(data) == len(self.head) and not self.eof:
+                    held = data  # block 0 sets the column types: it needs a record, not just names
+                    continue
+                self.first = False
+                return data, 0, 1
+            if piece.data:
+                return self.head + piece.data, self.head.count(b"\n"), piece.first_line
+        return None
+
+
+_UTF16 = (
+    "a UTF-16 file is read whole, and this one is larger than memory_mb allows;"
+    " re-save it as UTF-8, or raise [pipeline] memory_mb"
+)
+
+
+def _remove(staged: list[StagedPart]) -> None:
+    for part in staged:
+        Path(part.temp).unlink(missing_ok=True)

@@ -1,0 +1,132 @@
+"""The plain data of a streamed file, as it crosses the process boundary.
+
+A file too big to hold in memory is read in blocks of whole records. Each
+block goes to a worker as a `Block` and comes back as a `BlockResult`: its
+rows as Parquet bytes, and per-column partial statistics that merge exactly.
+Quantiles cannot merge that way, so they are found exactly by a `Selection`:
+each pass over the staged Parquet (a `Scan`) narrows every wanted rank to a
+smaller range of values, until the range is small enough to collect.
+
+Like `jobs.py`, everything here is a frozen dataclass of builtins.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .config import Features
+from .jobs import Failure
+
+
+@dataclass(frozen=True)
+class Block:
+    """Whole records of one file, with the file's header in front of them."""
+
+    source_file: str
+    sha256: str
+    index: int
+    data: bytes
+    header_lines: int  # lines at the start of `data` that repeat the file's header
+    first_line: int  # the file's line number of the first line after the header
+    schema: bytes  # block 0's Arrow schema (IPC); empty for block 0, which infers it
+    features: Features
+    compression: str = "zstd"
+    timeout_s: float = 0.0
+
+    def file_line(self, line: int | None) -> int | None:
+        """A line number within `data`, as a line number of the whole file."""
+        if line is None:
+            return None
+        return self.first_line + line - 1 - self.header_lines
+
+
+@dataclass(frozen=True)
+class ColumnPartial:
+    """What one block says about one numeric column; blocks merge by `merge_partials`."""
+
+    column: str
+    count: int  # non-null values
+    nulls: int
+    mean: float
+    m2: float  # sum of squared deviations from `mean`
+    squares: float  # sum of squares, for rms
+    min: float
+    max: float
+    buckets: bytes  # uint16: the 16-bit order-key prefixes present, ascending
+    counts: bytes  # int64: values per prefix
+
+
+@dataclass(frozen=True)
+class BlockResult:
+    rows: int
+    failure: Failure | None = None
+    part: bytes = b""  # Parquet: the block's rows with source_file and source_sha256
+    schema: bytes = b""  # the Arrow schema the block was read with
+    partials: tuple[ColumnPartial, ...] = ()
+
+
+@dataclass(frozen=True)
+class Target:
+    """One order statistic of one column, and how far the search for it has got."""
+
+    column: str
+    rank: int  # 0-based, among the column's non-null values
+    bits: int  # leading order-key bits known so far
+    prefix: int  # their value
+    within: int  # the rank among the values that share the prefix
+    size: int  # how many values share it
+    value: float | None = None  # once found
+
+
+@dataclass(frozen=True)
+class Probe:
+    """What a scan looks for: the values under one prefix, or their next 16 bits counted."""
+
+    column: str
+    bits: int
+    prefix: int
+    collect: bool
+
+
+@dataclass(frozen=True)
+class Selection:
+    """The merged statistics of every column, and the quantiles still being searched for."""
+
+    columns: tuple[ColumnPartial, ...]  # merged over every block; buckets left empty
+    targets: tuple[Target, ...]
+    probes: tuple[Probe, ...]  # what the next pass over the data must find; empty when done
+    collect_limit: int
+
+    @property
+    def done(self) -> bool:
+        return not self.probes
+
+
+@dataclass(frozen=True)
+class Scan:
+    """One staged part's bytes, and the probes to run over its values."""
+
+    data: bytes
+    probes: tuple[Probe, ...]
+
+
+# Per probe: the collected float64 values, or (uint16 buckets, int64 counts).
+ScanResult = tuple[tuple[bytes, bytes], ...]
+
+
+@dataclass(frozen=True)
+class Narrow:
+    selection: Selection
+    results: tuple[ScanResult, ...]  # one per staged part
+
+
+@dataclass(frozen=True)
+class Finish:
+    """Everything needed to write the file's features part."""
+
+    source_file: str
+    sha256: str
+    rows: int
+    selection: Selection
+    sets: tuple[str, ...]
+    compression: str

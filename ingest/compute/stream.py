@@ -1,0 +1,209 @@
+"""A file read in blocks: each block's rows and partial statistics, then the file's features.
+
+Runs in a worker process. The service calls these in order for one file:
+
+    process_block(Block) ... for every block      -> rows as Parquet, ColumnPartials
+    select(partials) -> Selection                  merged statistics, first quantile digit
+    scan(Scan) ... for every staged part           \\ repeated until the Selection
+    narrow(Narrow) -> Selection                    /  has found every quantile
+    finish(Finish) -> bytes                        the features part
+
+Count, null count, sum of squares, min and max add up exactly across blocks;
+mean and variance merge by Chan's parallel formula; quantiles are exact, found
+by `radix` in extra passes over the staged records.
+"""
+
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..jobs import Failure
+from . import features, radix
+from .decode import DecodeError, decode_block
+from .encode import footer, stamped, to_parquet, with_sources
+from .task import check_columns, message, time_limit
+
+
+def _values(table: pa.Table, column: str) -> np.ndarray:
+    values: np.ndarray = pc.cast(table[column], pa.float64()).to_numpy(zero_copy_only=False)
+    return values
+
+
+def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
+    valid = values[~np.isnan(values)]
+    if valid.size == 0:
+        return ColumnPartial(name, 0, int(values.size), 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+    mean = float(valid.mean())
+    deviation = valid - mean
+    buckets, counts = radix.digit_counts(radix.order_keys(valid))
+    return ColumnPartial(
+        name, int(valid.size), int(values.size - valid.size), mean,
+        float(np.dot(deviation, deviation)), float(np.dot(valid, valid)),
+        float(valid.min()), float(valid.max()), buckets, counts,
+    )
+
+
+def _fixed_types(serialized: bytes) -> pa.Schema | None:
+    """Block 0's column types, less those it read as null (empty throughout block 0)."""
+    if not serialized:
+        return None
+    schema = pa.ipc.read_schema(pa.py_buffer(serialized))
+    return pa.schema([f for f in schema if not pa.types.is_null(f.type)])
+
+
+def process_block(block: Block) -> BlockResult:
+    """Decode one block with the first block's types; its records part and partials."""
+    try:
+        with time_limit(block.timeout_s):
+            schema = _fixed_types(block.schema)
+            table = decode_block(block.source_file, block.data, schema)
+            check_columns(table)
+            records = with_sources(table, block.source_file, block.sha256)
+            part = to_parquet(
+                records, block.compression,
+                footer([(block.source_file, block.sha256, table.num_rows)]),
+            )
+            names = features.numeric_columns(table.schema, block.features.time_column)
+            partials = tuple(column_partial(n, _values(table, n)) for n in names)
+            return BlockResult(
+                table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials
+            )
+    except DecodeError as exc:
+        return BlockResult(0, Failure(
+            type(exc).__name__, message(exc), line=block.file_line(exc.line)
+        ))
+    except BaseException as exc:
+        return BlockResult(0, Failure(type(exc).__name__, message(exc)))
+
+
+def unify(schemas: tuple[bytes, ...]) -> tuple[bytes, tuple[int, ...], str]:
+    """One schema for every block, and the blocks whose parts must be rewritten to it;
+    or an empty schema and why none fits. Only a column empty throughout block 0 can
+    differ between blocks: each block typed it on its own."""
+    read = [pa.ipc.read_schema(pa.py_buffer(s)) for s in schemas]
+    try:
+        unified = pa.unify_schemas(read, promote_options="permissive")
+    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
+        return b"", (), f"the blocks of the file disagree on a column's type: {exc}"
+    differ = tuple(i for i, schema in enumerate(read) if not schema.equals(unified))
+    return unified.serialize().to_pybytes(), differ, ""
+
+
+def conform(args: tuple[bytes, bytes, str]) -> bytes:
+    """A staged records part, rewritten with the file's unified column types."""
+    data, serialized, compression = args
+    unified = pa.ipc.read_schema(pa.py_buffer(serialized))
+    parquet = pq.ParquetFile(io.BytesIO(data))
+    table = parquet.read(use_threads=False)
+    for field in unified:
+        index = table.schema.get_field_index(field.name)
+        if index >= 0 and table.schema.field(index).type != field.type:
+            table = table.set_column(index, field.name, pc.cast(table[index], field.type))
+    metadata = parquet.schema_arrow.metadata or {}
+    footer = {k: v for k, v in metadata.items() if k.startswith(b"ingest.")}
+    return to_parquet(table, compression, footer)
+
+
+def merge(pieces: list[ColumnPartial]) -> ColumnPartial:
+    """One column's partials from every block, as one; Chan et al. for mean and variance."""
+    valued = [p for p in pieces if p.count]
+    nulls = sum(p.nulls for p in pieces)
+    name = pieces[0].column
+    if not valued:
+        return ColumnPartial(name, 0, nulls, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+    count = sum(p.count for p in valued)
+    mean = sum(p.mean * p.count for p in valued) / count
+    m2 = sum(p.m2 + p.count * (p.mean - mean) ** 2 for p in valued)
+    return ColumnPartial(
+        name, count, nulls, mean, m2, sum(p.squares for p in valued),
+        min(p.min for p in valued), max(p.max for p in valued), b"", b"",
+    )
+
+
+Blocks = tuple[tuple[int, tuple[ColumnPartial, ...]], ...]  # (rows, partials) per block
+
+
+def select(args: tuple[Blocks, bytes, int]) -> Selection:
+    """Merge every block's partials and start the search for the quantiles.
+
+    A column that was empty throughout block 0 is typed by each block on its own:
+    it has features if the unified type is numeric, and the blocks where it was
+    empty count as nulls.
+    """
+    blocks, serialized, collect_limit = args
+    unified = pa.ipc.read_schema(pa.py_buffer(serialized))
+    numeric = set(features.numeric_columns(unified, ""))
+    by_column: dict[str, list[ColumnPartial]] = {}
+    for _, partials in blocks:
+        for partial in partials:
+            if partial.column in numeric:
+                by_column.setdefault(partial.column, []).append(partial)
+    total = sum(rows for rows, _ in blocks)
+    for name, pieces in by_column.items():
+        missing = total - sum(p.count + p.nulls for p in pieces)
+        if missing:
+            pieces.append(ColumnPartial(name, 0, missing, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b""))
+    merged = tuple(merge(pieces) for pieces in by_column.values())
+    histograms = {
+        name: [(p.buckets, p.counts) for p in pieces if p.count]
+        for name, pieces in by_column.items()
+    }
+    return radix.start(merged, histograms, (q for _, q in features.QUANTILES), collect_limit)
+
+
+def scan(task: Scan) -> ScanResult:
+    """Run the probes over one staged records part."""
+    columns = sorted({probe.column for probe in task.probes})
+    table = pq.read_table(io.BytesIO(task.data), columns=columns, use_threads=False)
+    values = {}
+    for name in columns:
+        column = _values(table, name)
+        values[name] = column[~np.isnan(column)]
+    return radix.scan(values, task.probes)
+
+
+def narrow(task: Narrow) -> Selection:
+    return radix.narrow(task.selection, task.results)
+
+
+def _summary(column: ColumnPartial, selection: Selection) -> dict[str, features.FeatureValue]:
+    if column.count == 0:
+        return {**features.EMPTY, "count": 0, "null_count": column.nulls}
+    row: dict[str, features.FeatureValue] = {
+        "count": column.count,
+        "null_count": column.nulls,
+        "mean": column.mean,
+        "std": float(np.sqrt(column.m2 / (column.count - 1))) if column.count > 1 else None,
+        "min": column.min,
+        "max": column.max,
+    }
+    last = column.count - 1
+    for name, q in features.QUANTILES:
+        position = q * last
+        low = int(np.floor(position))
+        high = min(low + 1, last)
+        a = np.array([radix.value_at(selection, column.column, low)])
+        b = np.array([radix.value_at(selection, column.column, high)])
+        row[name] = float(features.lerp(a, b, np.array([position - low]))[0])
+    row["rms"] = float(np.sqrt(column.squares / column.count))
+    return row
+
+
+def finish(task: Finish) -> bytes:
+    """The file's features part: one row per numeric column."""
+    rows: list[features.Row] = [
+        {
+            "source_file": task.source_file, "source_sha256": task.sha256,
+            "source_column": column.column, "window": None,
+            **_summary(column, task.selection),
+        }
+        for column in task.selection.columns
+    ]
+    table = stamped(features.to_table(rows, task.sets))
+    return to_parquet(table, task.compression, footer([(task.source_file, task.sha256, task.rows)]))

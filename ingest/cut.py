@@ -1,0 +1,80 @@
+"""Cutting a text file into blocks of whole records, as it is read.
+
+Plain synchronous code; the service runs `Cutter.feed` in a thread, since it
+scans megabytes. A block ends after a newline that is not inside a quoted
+field: for CSV, a newline with an even number of quote characters before it
+(RFC 4180 quotes are balanced, and an escaped quote is two), for JSON Lines,
+any newline (JSON strings hold no raw newline).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+QUOTE = ord('"')
+
+
+class RecordTooLong(ValueError):
+    """No record ends within the limit: a missing newline, or a quote that never closes."""
+
+    def __init__(self, line: int, limit: int):
+        super().__init__(
+            f"no record ends within {limit >> 20} MiB after line {line}"
+            " (a missing newline, or a quote that never closes?)"
+        )
+        self.line = line
+
+
+@dataclass
+class Piece:
+    """Whole records, and where they start in the file."""
+
+    data: bytes
+    first_line: int  # 1-based line number of data's first line
+
+
+class Cutter:
+    def __init__(self, quoted: bool, max_record: int):
+        self.quoted = quoted
+        self.max_record = max_record
+        self._carry = b""
+        self._line = 1
+
+    def _cut(self, buffer: bytes) -> int:
+        """The end of the last whole record in `buffer`, or 0 if none ends there."""
+        newline = buffer.rfind(b"\n")
+        if not self.quoted:
+            return newline + 1
+        odd = buffer.count(QUOTE) % 2  # quotes before the end; the buffer starts a record
+        tail = len(buffer)
+        while newline >= 0:
+            odd ^= buffer.count(QUOTE, newline, tail) % 2
+            if not odd:
+                return newline + 1
+            tail = newline
+            newline = buffer.rfind(b"\n", 0, newline)
+        return 0
+
+    def feed(self, chunk: bytes, final: bool = False) -> Piece:
+        """The whole records completed by `chunk`; with `final`, everything left."""
+        buffer = self._carry + chunk if self._carry else chunk
+        end = len(buffer) if final else self._cut(buffer)
+        if not final and len(buffer) - end > self.max_record:
+            raise RecordTooLong(self._line + buffer.count(b"\n", 0, end), self.max_record)
+        piece = Piece(buffer[:end], self._line)
+        self._carry = buffer[end:]
+        self._line += piece.data.count(b"\n")
+        return piece
+
+
+def header(first: bytes, quoted: bool) -> bytes:
+    """The first record of a CSV block (the column names); JSON Lines has none."""
+    if not quoted:
+        return b""
+    odd, start = 0, 0
+    while (newline := first.find(b"\n", start)) >= 0:
+        odd ^= first.count(QUOTE, start, newline) % 2
+        start = newline + 1
+        if not odd:
+            return first[:start]
+    return first

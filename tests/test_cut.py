@@ -1,0 +1,61 @@
+"""Cutting a file into blocks of whole records as it is read, whatever the chunk sizes."""
+
+from __future__ import annotations
+
+import csv
+import io
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ingest.cut import Cutter, RecordTooLong, header
+
+cells = st.text(alphabet='ab,"\n x', max_size=8)  # csv.writer leaves a lone CR unquoted
+rows = st.lists(st.lists(cells, min_size=2, max_size=2), min_size=1, max_size=40)
+
+
+def _csv(table: list[list[str]]) -> bytes:
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows([["a", "b"], *table])
+    return buffer.getvalue().encode()
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows, st.integers(1, 64))
+def test_blocks_are_whole_records_in_order_with_their_first_line(
+    table: list[list[str]], chunk: int
+) -> None:
+    data = _csv(table)
+    cutter = Cutter(quoted=True, max_record=1 << 20)
+    pieces = [cutter.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
+    pieces.append(cutter.feed(b"", final=True))
+
+    assert b"".join(p.data for p in pieces) == data
+    parsed: list[list[str]] = []
+    offset = 0
+    for piece in pieces:
+        assert piece.first_line == data.count(b"\n", 0, offset) + 1
+        offset += len(piece.data)
+        parsed += list(csv.reader(io.StringIO(piece.data.decode(), newline="")))
+    assert parsed == [["a", "b"], *table]
+
+
+def test_the_header_is_the_first_whole_record() -> None:
+    assert header(b'x,"two\nline"\n1,2\n', quoted=True) == b'x,"two\nline"\n'
+    assert header(b'{"a": 1}\n', quoted=False) == b""
+
+
+def test_a_record_longer_than_the_limit_is_refused_with_the_line_it_starts_on() -> None:
+    cutter = Cutter(quoted=True, max_record=100)
+    cutter.feed(b'a,b\n1,2\n3,"open\n')
+    with pytest.raises(RecordTooLong) as raised:
+        for _ in range(10):
+            cutter.feed(b"x" * 40 + b"\n")
+    assert raised.value.line == 3
+
+
+def test_json_lines_cut_at_any_newline() -> None:
+    cutter = Cutter(quoted=False, max_record=1 << 20)
+    assert cutter.feed(b'{"a": "\\"q"}\n{"a": 2').data == b'{"a": "\\"q"}\n'
+    assert cutter.feed(b"}\n", final=True).data == b'{"a": 2}\n'

@@ -1,0 +1,252 @@
+"""Files larger than memory_mb: read in blocks, committed as one, with exact features.
+
+With memory_mb = 1 a file over 256 KB is streamed in 128 KB blocks, so files of a
+few MB exercise dozens of blocks, quoted newlines across block edges, and several
+quantile passes, in well under a second each.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.dataset as ds
+import pyarrow.json as pa_json
+import pytest
+
+from ingest.compute.features import summary
+
+from .conftest import Folder, Service, wait_for
+from .faults.test_crash_points import _run
+from .invariants import check_exactly_once
+
+STREAMING = {"pipeline": {"workers": 2, "memory_mb": 1}, "watch": {"settle_ms": 0}}
+
+
+def big_csv(path: Path, rows: int, seed: int = 0, bad_line: int | None = None) -> None:
+    """Sensor rows with a quoted multi-line note now and then, empty cells, negative
+    integers with many ties, and, if asked, one unparseable value at `bad_line`."""
+    rng = np.random.default_rng(seed)
+    a = np.round(rng.normal(100.0, 5.0, rows), 4)
+    b = rng.integers(-5, 5, rows)
+    c = np.round(rng.normal(0.0, 1.0, rows), 6)
+    lines = ["timestamp,device,note,ch0,ch1,ch2\n"]
+    line = 2
+    for i in range(rows):
+        note = '"two\nlines, ""quoted"""' if i % 997 == 0 else "plain"
+        ch0 = "oops" if line == bad_line else repr(float(a[i]))
+        ch2 = "" if i % 50 == 0 else repr(float(c[i]))
+        lines.append(f"{1_700_000_000_000 + 10 * i},dev-{seed},{note},{ch0},{b[i]},{ch2}\n")
+        line += 2 if i % 997 == 0 else 1
+    path.write_text("".join(lines))
+
+
+def records_of(folder: Folder) -> pa.Table:
+    return ds.dataset(folder.output / "records", format="parquet").to_table()
+
+
+def features_of(folder: Folder) -> list[dict[str, object]]:
+    rows: list[dict[str, object]] = (
+        ds.dataset(folder.output / "features", format="parquet").to_table().to_pylist()
+    )
+    return rows
+
+
+def assert_features_exact(features: list[dict[str, object]], whole: pa.Table) -> None:
+    """Each column's features equal `summary` of the whole column read at once."""
+    assert {f["source_column"] for f in features} == {"ch0", "ch1", "ch2"}
+    for row in features:
+        values = whole[str(row["source_column"])].to_numpy(zero_copy_only=False).astype(float)
+        for name, want in summary(values).items():
+            got = row[name]
+            if name in ("count", "null_count", "min", "max", "p05", "p50", "p95"):
+                assert got == want, (row["source_column"], name, got, want)
+            else:
+                assert got == pytest.approx(want, rel=1e-12), (row["source_column"], name)
+
+
+def test_a_csv_larger_than_memory_mb_is_ingested_in_blocks_exactly(folder: Folder) -> None:
+    folder.write_config(**STREAMING)
+    path = folder.drop / "big.csv"
+    big_csv(path, rows=60_000)
+    assert path.stat().st_size > 2 << 20
+    whole = pa_csv.read_csv(path)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "ingested big.csv" in result.stderr and "rows=60000" in result.stderr
+    records = records_of(folder)
+    parts = folder.parts("records")
+    assert len(parts) >= 10, "the file should have been read in many blocks"
+    assert len({p.name.rsplit("-", 1)[0] for p in parts}) == 1, "one commit for the whole file"
+    got = records.sort_by("timestamp")
+    for name in whole.column_names:
+        assert got[name].combine_chunks().equals(whole[name].combine_chunks()), name
+    assert set(records["source_file"].to_pylist()) == {"big.csv"}
+    assert_features_exact(features_of(folder), whole)
+    assert not list((folder.output / "_ingest" / "tmp").iterdir()), "staged temps left behind"
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        assert db.execute("SELECT path, rows, state FROM files").fetchall() == [
+            ("big.csv", 60_000, "ingested")
+        ]
+
+
+def test_a_streamed_file_is_known_after_a_ledger_rebuild(folder: Folder) -> None:
+    folder.write_config(**STREAMING)
+    big_csv(folder.drop / "big.csv", rows=20_000)
+    assert folder.ingest("once").returncode == 0
+    (folder.output / "_ingest" / "ledger.sqlite").unlink()
+
+    assert folder.ingest("ledger", "rebuild").returncode == 0
+
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        assert db.execute("SELECT path, rows FROM files").fetchall() == [("big.csv", 20_000)]
+
+
+def test_json_lines_larger_than_memory_mb_are_ingested_in_blocks(folder: Folder) -> None:
+    folder.write_config(**STREAMING)
+    rng = np.random.default_rng(7)
+    path = folder.drop / "big.jsonl"
+    with path.open("w") as fh:
+        for i in range(30_000):
+            row = {"timestamp": i, "ch0": float(rng.normal()), "ch1": int(rng.integers(0, 9)),
+                   "ch2": None if i % 7 == 0 else float(rng.normal(5, 2))}
+            fh.write(json.dumps(row) + "\n")
+    assert path.stat().st_size > 1 << 20
+    whole = pa_json.read_json(path)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert len(folder.parts("records")) >= 5
+    assert records_of(folder).num_rows == 30_000
+    assert_features_exact(features_of(folder), whole)
+
+
+def test_features_only_output_streams_without_publishing_the_staged_records(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING, output={"tables": ["features"]})
+    path = folder.drop / "big.csv"
+    big_csv(path, rows=30_000)
+    whole = pa_csv.read_csv(path)
+
+    assert folder.ingest("once").returncode == 0
+
+    assert not folder.parts("records")
+    assert_features_exact(features_of(folder), whole)
+    assert not list((folder.output / "_ingest" / "tmp").iterdir())
+
+
+def test_a_column_empty_throughout_the_first_block_takes_its_type_from_later_blocks(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING)
+    path = folder.drop / "late.csv"
+    rows = 40_000
+    with path.open("w") as fh:
+        fh.write("timestamp,ch0,late\n")
+        for i in range(rows):
+            fh.write(f"{i},{i % 17},{'' if i < 20_000 else i * 0.25}\n")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert records_of(folder).num_rows == rows
+    (late,) = [f for f in features_of(folder) if f["source_column"] == "late"]
+    later = np.arange(20_000, rows) * 0.25
+    assert (late["count"], late["null_count"]) == (20_000, 20_000)
+    assert late["p50"] == np.percentile(later, 50) and late["max"] == later.max()
+    ((total,),) = folder.query("SELECT sum(late) FROM records")
+    assert total == later.sum()
+
+
+def test_a_bad_value_deep_in_a_streamed_file_quarantines_it_with_its_line(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING)
+    big_csv(folder.drop / "big.csv", rows=40_000, bad_line=35_000)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 3, result.stderr
+    report = json.loads((folder.quarantine / "big.csv.error.json").read_text())
+    assert report["error"] == "DecodeError"
+    assert report["line"] == 35_000
+    assert "oops" in report["message"] and "first block" in report["message"]
+    assert not folder.parts("records") and not folder.parts("features")
+    assert not list((folder.output / "_ingest" / "tmp").iterdir())
+
+
+def test_a_quote_that_never_closes_stops_the_stream_without_holding_the_file(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING)
+    body = "".join(f"{i},{i * 0.5}\n" for i in range(1_000_000))  # about 17 MB
+    (folder.drop / "open.csv").write_text('timestamp,x\n1,"never closed\n' + body)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 3, result.stderr
+    report = json.loads((folder.quarantine / "open.csv.error.json").read_text())
+    assert report["error"] == "DecodeError"
+    assert report["line"] == 2
+    assert "quote" in report["message"]
+
+
+def test_a_file_too_big_for_memory_that_cannot_be_streamed_says_why(folder: Folder) -> None:
+    folder.write_config(**STREAMING)
+    np.save(folder.drop / "big.npy", np.zeros((200_000, 2)))
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 3, result.stderr
+    report = json.loads((folder.quarantine / "big.npy.error.json").read_text())
+    assert report["error"] == "TooLarge"
+    assert "memory_mb" in report["message"] and "read in blocks" in report["message"]
+
+
+def test_kill_9_while_blocks_are_staged_then_restart_is_exactly_once(folder: Folder) -> None:
+    folder.write_config(**STREAMING, output={"flush_s": 0.05})
+    big_csv(folder.drop / "big.csv", rows=40_000)
+    proc = _run(folder, {"INGEST_CRASH_AT": "block-staged:6"})
+    assert proc.wait(60) == -signal.SIGKILL
+    assert list((folder.output / "_ingest" / "tmp").iterdir()), "the kill should leave temps"
+    assert not folder.parts("records")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    check_exactly_once(folder, {"big.csv": 40_000}, set())
+    assert not list((folder.output / "_ingest" / "tmp").iterdir())
+
+
+def test_sigterm_during_a_stream_defers_it_and_a_restart_ingests_it_once(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    folder.write_config(
+        pipeline={"workers": 1, "memory_mb": 1}, watch={"settle_ms": 0, "rescan_s": 1},
+        output={"flush_s": 0.05},
+    )
+    svc = service()
+    svc.wait_ready()
+    big_csv(folder.root / "big.csv", rows=400_000)  # about 15 MB: over a hundred blocks
+    os.replace(folder.root / "big.csv", folder.drop / "big.csv")
+    tmp = folder.output / "_ingest" / "tmp"
+    wait_for(lambda: any(tmp.iterdir()), 60, "the first staged block")
+
+    assert svc.stop(signal.SIGTERM, timeout=30) == 0
+    assert "1 left for the next run" in svc.text()
+    assert not folder.parts("records")
+
+    result = folder.ingest("once", timeout=300)
+    assert result.returncode == 0, result.stderr
+    check_exactly_once(folder, {"big.csv": 400_000}, set())
