@@ -25,19 +25,19 @@ class Block:
     source_file: str
     sha256: str
     index: int
+    header: bytes  # the file's header record, for every block but block 0, which starts with it
     data: bytes
-    header_lines: int  # lines at the start of `data` that repeat the file's header
-    first_line: int  # the file's line number of the first line after the header
+    first_line: int  # the file's line number of the first line of `data`
     schema: bytes  # block 0's Arrow schema (IPC); empty for block 0, which infers it
     features: Features
     compression: str = "zstd"
     timeout_s: float = 0.0
 
     def file_line(self, line: int | None) -> int | None:
-        """A line number within `data`, as a line number of the whole file."""
+        """A line number within `header + data`, as a line number of the whole file."""
         if line is None:
             return None
-        return self.first_line + line - 1 - self.header_lines
+        return self.first_line + line - 1 - self.header.count(b"\n")
 
 
 @dataclass(frozen=True)
@@ -95,7 +95,7 @@ class Selection:
     columns: tuple[ColumnPartial, ...]  # merged over every block; buckets left empty
     targets: tuple[Target, ...]
     probes: tuple[Probe, ...]  # what the next pass over the data must find; empty when done
-    collect_limit: int
+    collect_limit: int  # values collected at once, over every probe
 
     @property
     def done(self) -> bool:
@@ -110,8 +110,18 @@ class Scan:
     probes: tuple[Probe, ...]
 
 
-# Per probe: the collected float64 values, or (uint16 buckets, int64 counts).
-ScanResult = tuple[tuple[bytes, bytes], ...]
+@dataclass(frozen=True)
+class Found:
+    """What one probe found in one piece of the data."""
+
+    values: bytes = b""  # float64: the values under the prefix, if collecting
+    buckets: bytes = b""  # uint16: the next digits present, if counting
+    counts: bytes = b""  # int64: values per digit
+    low: float = float("inf")  # the least and greatest value under the prefix
+    high: float = float("-inf")
+
+
+ScanResult = tuple[Found, ...]  # one per probe
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ import signal
 import sys
 from pathlib import Path
 
-from . import __version__, logs, status
+from . import __version__, logs, memory, status
 from .compute.features import load_set
 from .config import Config, load, override
 from .errors import ConfigError, LedgerError
@@ -116,6 +116,7 @@ def main(*args: str) -> int:
     """Run the command in `args` and return its exit code (tests call this directly)."""
     early: list[int] = []
     previous = _hold_signals(early)
+    memory.limit_arenas()  # before any thread starts
     try:
         parsed = _parser().parse_args(args)
         listener = logs.configure(parsed.log_format, parsed.log_level)

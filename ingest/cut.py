@@ -40,30 +40,48 @@ class Cutter:
         self._carry = b""
         self._line = 1
 
-    def _cut(self, buffer: bytes) -> int:
-        """The end of the last whole record in `buffer`, or 0 if none ends there."""
-        newline = buffer.rfind(b"\n")
+    def _cut(self, chunk: bytes, odd: int) -> int:
+        """The end of the last whole record in `chunk`, or 0 if none ends there; `odd` is
+        the parity of the quotes carried over from the chunk before."""
+        newline = chunk.rfind(b"\n")
         if not self.quoted:
             return newline + 1
-        odd = buffer.count(QUOTE) % 2  # quotes before the end; the buffer starts a record
-        tail = len(buffer)
+        odd ^= chunk.count(QUOTE) % 2  # quotes before the chunk's end
+        tail = len(chunk)
         while newline >= 0:
-            odd ^= buffer.count(QUOTE, newline, tail) % 2
+            odd ^= chunk.count(QUOTE, newline, tail) % 2
             if not odd:
                 return newline + 1
             tail = newline
-            newline = buffer.rfind(b"\n", 0, newline)
+            newline = chunk.rfind(b"\n", 0, newline)
         return 0
 
     def feed(self, chunk: bytes, final: bool = False) -> Piece:
-        """The whole records completed by `chunk`; with `final`, everything left."""
-        buffer = self._carry + chunk if self._carry else chunk
-        end = len(buffer) if final else self._cut(buffer)
-        if not final and len(buffer) - end > self.max_record:
-            raise RecordTooLong(self._line + buffer.count(b"\n", 0, end), self.max_record)
-        piece = Piece(buffer[:end], self._line)
-        self._carry = buffer[end:]
-        self._line += piece.data.count(b"\n")
+        """The whole records completed by `chunk`; with `final`, everything left.
+
+        Megabytes are copied once, into the piece: a copy holds the GIL, and with it
+        the event loop of the thread that called this one.
+        """
+        carry = self._carry
+        if final:
+            end = len(chunk)
+        else:
+            end = self._cut(chunk, carry.count(QUOTE) % 2 if self.quoted else 0)
+            if len(carry) + len(chunk) - end > self.max_record:
+                line = self._line  # where the carried record starts, or the one after the cut
+                if end:
+                    line += carry.count(b"\n") + chunk.count(b"\n", 0, end)
+                raise RecordTooLong(line, self.max_record)
+        if end == 0:
+            self._carry = carry + chunk
+            return Piece(b"", self._line)
+        if carry:
+            data = b"".join((carry, memoryview(chunk)[:end]))
+        else:
+            data = chunk if end == len(chunk) else chunk[:end]
+        self._carry = chunk[end:]
+        piece = Piece(data, self._line)
+        self._line += data.count(b"\n")
         return piece
 
 

@@ -295,25 +295,27 @@ class Service:
         await self._resolved(file, "skipped", {"state": state})
 
     async def _read(self, file: DropFile) -> None:
-        read = await self._fetch(file, whole=True)
-        if read is not None and await self._claim(file, read[0]):
-            await self.queue.put(Queued(file, Job(file.rel, *read)))
-            self.metrics.queued.set(self.queue.qsize())
+        # The slot is held until the queue takes the file: when the queue is full, reading
+        # stops, rather than holding up to memory_mb of files that wait for a place in it.
+        async with self._read_slots:
+            read = await self._fetch(file, whole=True)
+            if read is not None and await self._claim(file, read[0]):
+                await self.queue.put(Queued(file, Job(file.rel, *read)))
+                self.metrics.queued.set(self.queue.qsize())
 
     async def _fetch(self, file: DropFile, whole: bool) -> tuple[str, bytes] | None:
         """The file's sha256, and its bytes if `whole` (else it is hashed in chunks);
         None once it is resolved as vanished, unreadable or changed."""
-        async with self._read_slots:
-            try:
-                if whole:
-                    data = await read_bytes(file.path)
-                    length = len(data)
-                else:
-                    data = b""
-                    digest, length = await sha256_of_file(file.path)
-            except OSError as exc:
-                await self._unreadable(file, exc)
-                return None
+        try:
+            if whole:
+                data = await read_bytes(file.path)
+                length = len(data)
+            else:
+                data = b""
+                digest, length = await sha256_of_file(file.path)
+        except OSError as exc:
+            await self._unreadable(file, exc)
+            return None
         if length != file.size:
             await self._resolved(file, "changed", {})
             return None
@@ -346,7 +348,8 @@ class Service:
 
     async def _stream(self, file: DropFile) -> None:
         """A file too big to hold: hashed in one pass, then read and processed in blocks."""
-        read = await self._fetch(file, whole=False)
+        async with self._read_slots:
+            read = await self._fetch(file, whole=False)
         if read is None or not await self._claim(file, read[0]):
             return
         digest = read[0]

@@ -1,7 +1,7 @@
 """Files too big to hold in memory: read in blocks, staged as they finish, committed as one.
 
     hash pass (read.sha256_of_file) -> block 0 (its column types fix the rest)
-      -> blocks 1..n, up to workers + 1 at a time -> each staged under _ingest/tmp
+      -> blocks 1..n, one per worker at a time -> each staged under _ingest/tmp
       -> quantile passes over the staged parts -> features part -> one commit
 
 A block holds whole records (`cut.Cutter`), and each block's rows become one
@@ -43,7 +43,7 @@ log = logging.getLogger("ingest.stream")
 T = TypeVar("T")
 
 # Larger blocks make fewer, larger parts and fewer calls; smaller ones hold less memory.
-BLOCK_BYTES = 32 << 20
+BLOCK_BYTES = 16 << 20
 MIN_BLOCK_BYTES = 64 << 10
 # A file is streamed once it would take more than this share of memory_mb.
 STREAM_SHARE = 4
@@ -155,7 +155,8 @@ class Streamer:
     async def _blocks(
         self, file: DropFile, digest: str, progress: _Progress
     ) -> Failure | str | None:
-        slots = asyncio.Semaphore(self.compute.workers + 1)
+        # As many blocks as workers: reading and cutting the next takes far less than a block.
+        slots = asyncio.Semaphore(self.compute.workers)
         running: set[asyncio.Task[None]] = set()
         index = 0
         try:
@@ -174,12 +175,12 @@ class Streamer:
                     if found is None:
                         await self._let_go(slots)
                         break
-                    data, header_lines, first_line = found
+                    head, data, first_line = found
                     if index == 0 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                         await self._let_go(slots)
                         return Failure("TooLarge", _UTF16)
                     block = Block(
-                        file.rel, digest, index, data, header_lines, first_line, progress.schema,
+                        file.rel, digest, index, head, data, first_line, progress.schema,
                         self.config.features, self.config.output.compression,
                         self.config.pipeline.task_timeout_s,
                     )
@@ -279,8 +280,8 @@ class Streamer:
         partials = tuple(
             (progress.block_rows[i], progress.partials[i]) for i in sorted(progress.partials)
         )
-        # Values collected per wanted rank: a small share of memory_mb, however many there are.
-        limit = max(1 << 16, self.budget.limit // 512)
+        # Float64 values collected at once, for every wanted rank together: an eighth of memory_mb.
+        limit = max(1 << 16, self.budget.limit // 64)
         selection: Selection = await self._retrying(
             lambda: self.compute.select(partials, progress.unified, limit, what)
         )
@@ -301,8 +302,8 @@ class Streamer:
     async def _scan(
         self, staged: list[StagedPart], selection: Selection, what: str
     ) -> tuple[ScanResult, ...]:
-        """One pass over the staged parts, up to workers + 1 of them in flight."""
-        slots = asyncio.Semaphore(self.compute.workers + 1)
+        """One pass over the staged parts, one per worker at a time."""
+        slots = asyncio.Semaphore(self.compute.workers)
 
         async def one(part: StagedPart) -> ScanResult:
             async with slots:
@@ -323,28 +324,36 @@ class _BlockReader:
         self.block_bytes = block_bytes
         self.cutter = Cutter(quoted, MAX_RECORD_BYTES)
         self.head = b""
+        self._held = b""
         self.first = True
         self.length = 0
         self.eof = False
 
-    async def next(self) -> tuple[bytes, int, int] | None:
-        """(data, header lines in it, the file's line number after them), or None at the end."""
-        held = b""
+    async def next(self) -> tuple[bytes, bytes, int] | None:
+        """(header, data, the file's line number of data's first line), or None at the end.
+        Block 0 has no header of its own: its data starts with it."""
         while not self.eof:
             chunk: bytes = await self.fh.read(self.block_bytes)
             self.length += len(chunk)
             self.eof = len(chunk) < self.block_bytes
-            piece = await asyncio.to_thread(self.cutter.feed, chunk, self.eof)
-            if self.first:
-                data = held + piece.data
-                self.head = header(data, self.quoted)
-                if len(data) == len(self.head) and not self.eof:
-                    held = data  # block 0 sets the column types: it needs a record, not just names
-                    continue
-                self.first = False
-                return data, 0, 1
-            if piece.data:
-                return self.head + piece.data, self.head.count(b"\n"), piece.first_line
+            block = await asyncio.to_thread(self._block, chunk)
+            if block is not None:
+                return block
+        return None
+
+    def _block(self, chunk: bytes) -> tuple[bytes, bytes, int] | None:
+        """Called in a thread: it scans and copies megabytes."""
+        piece = self.cutter.feed(chunk, self.eof)
+        if self.first:
+            data = self._held + piece.data
+            self.head = header(data, self.quoted)
+            if len(data) == len(self.head) and not self.eof:
+                self._held = data  # block 0 sets the column types: it needs a record
+                return None
+            self.first = False
+            return b"", data, 1
+        if piece.data:
+            return self.head, piece.data, piece.first_line
         return None
 
 

@@ -1,19 +1,20 @@
 """Exact quantiles of a column too big to hold, in a few passes over it.
 
 Runs in a worker process. Every float64 maps to a uint64 *order key* that
-sorts the same way, so a rank can be found digit by digit, 16 bits at a time:
+sorts the same way, so a rank can be found digit by digit:
 
 1. the first pass (over the CSV, block by block) counts values per leading
    16 bits of their key; counts from different blocks simply add;
-2. the counts say which 16-bit bucket holds rank r, and r's rank within it;
+2. the counts say which bucket holds rank r, and r's rank within it;
 3. each later pass over the staged Parquet either collects the bucket's
-   values, once there are at most `collect_limit` of them, or counts them by
-   their next 16 bits, and step 2 repeats one digit deeper.
+   values, once they fit the collect limit, or counts them by their next 8
+   bits, and step 2 repeats one digit deeper. A bucket whose least and
+   greatest values are equal is the answer at once (ties, integer columns).
 
 The result is the exact order statistic, so p05/p50/p95 equal numpy's
-`percentile(..., method="linear")` of the whole column. Four digits pin any
-64-bit key, so at most three passes follow the first; memory per wanted rank
-is one 65,536-entry count table or `collect_limit` values.
+`percentile(..., method="linear")` of the whole column. Later digits are
+narrow so that a pass's counts stay small (at most 256 per probe per piece),
+however many pieces the file has.
 """
 
 from __future__ import annotations
@@ -24,10 +25,10 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..blocks import ColumnPartial, Probe, ScanResult, Selection, Target
+from ..blocks import ColumnPartial, Found, Probe, ScanResult, Selection, Target
 
-DIGIT_BITS = 16
-DIGITS = 1 << DIGIT_BITS
+FIRST_BITS = 16
+NEXT_BITS = 8
 KEY_BITS = 64
 _SIGN = np.uint64(1 << 63)
 
@@ -40,11 +41,23 @@ def order_keys(values: np.ndarray) -> np.ndarray:
     return keys
 
 
+def order_values(keys: np.ndarray) -> np.ndarray:
+    """The float64 values of order keys."""
+    positive = (keys & _SIGN) != 0
+    bits = np.where(positive, keys ^ _SIGN, ~keys)
+    values: np.ndarray = bits.view(np.float64)
+    return values
+
+
 def value_of(key: int) -> float:
     """The float64 whose order key is `key`."""
-    bits = key ^ (1 << 63) if key >> 63 else ~key & ((1 << 64) - 1)
-    value: float = np.array([bits], dtype=np.uint64).view(np.float64)[0].item()
+    value: float = order_values(np.array([key], dtype=np.uint64))[0].item()
     return value
+
+
+def _width(bits: int) -> int:
+    """How many bits the next digit after `bits` known bits has."""
+    return FIRST_BITS if bits == 0 else min(NEXT_BITS, KEY_BITS - bits)
 
 
 def _under(keys: np.ndarray, bits: int, prefix: int) -> np.ndarray:
@@ -55,18 +68,19 @@ def _under(keys: np.ndarray, bits: int, prefix: int) -> np.ndarray:
     return selected
 
 
-def digit_counts(keys: np.ndarray, bits: int = 0, prefix: int = 0) -> tuple[bytes, bytes]:
-    """Among the keys under `prefix`, how many have each next 16-bit digit (present ones only)."""
-    digits = (_under(keys, bits, prefix) >> np.uint64(KEY_BITS - bits - DIGIT_BITS)) & np.uint64(
-        DIGITS - 1
-    )
-    counts = np.bincount(digits.astype(np.intp), minlength=DIGITS)
+def digit_counts(keys: np.ndarray, bits: int = 0) -> tuple[bytes, bytes]:
+    """How many of the keys (which share their leading `bits`) have each next digit;
+    only the digits present."""
+    width = _width(bits)
+    shift = np.uint64(KEY_BITS - bits - width)
+    digits = (keys >> shift) & np.uint64((1 << width) - 1)
+    counts = np.bincount(digits.astype(np.intp), minlength=1 << width)
     present = np.flatnonzero(counts)
     return present.astype(np.uint16).tobytes(), counts[present].astype(np.int64).tobytes()
 
 
-def _merged_counts(pieces: Iterable[tuple[bytes, bytes]]) -> np.ndarray:
-    total = np.zeros(DIGITS, dtype=np.int64)
+def _merged_counts(pieces: Iterable[tuple[bytes, bytes]], width: int) -> np.ndarray:
+    total = np.zeros(1 << width, dtype=np.int64)
     for buckets, counts in pieces:
         np.add.at(
             total, np.frombuffer(buckets, dtype=np.uint16), np.frombuffer(counts, dtype=np.int64)
@@ -76,11 +90,12 @@ def _merged_counts(pieces: Iterable[tuple[bytes, bytes]]) -> np.ndarray:
 
 def _descend(target: Target, counts: np.ndarray) -> Target:
     """One digit deeper: the bucket that holds the target's rank, and the rank within it."""
+    width = _width(target.bits)
     cumulative = np.cumsum(counts)
     digit = int(np.searchsorted(cumulative, target.within, side="right"))
     before = int(cumulative[digit - 1]) if digit else 0
-    bits = target.bits + DIGIT_BITS
-    prefix = (target.prefix << DIGIT_BITS) | digit
+    bits = target.bits + width
+    prefix = (target.prefix << width) | digit
     found = value_of(prefix) if bits == KEY_BITS else None  # one key: the value itself
     return Target(
         target.column, target.rank, bits, prefix, target.within - before,
@@ -97,11 +112,20 @@ def quantile_ranks(count: int, quantiles: Iterable[float]) -> list[int]:
     return sorted(ranks)
 
 
-def _probes(targets: Iterable[Target], limit: int) -> tuple[Probe, ...]:
-    wanted = {
-        Probe(t.column, t.bits, t.prefix, t.size <= limit) for t in targets if t.value is None
-    }
-    return tuple(sorted(wanted, key=lambda p: (p.column, p.bits, p.prefix)))
+def _probes(targets: Iterable[Target], collect_limit: int) -> tuple[Probe, ...]:
+    """The next pass's probes: a bucket is collected if the buckets to collect fit the limit
+    together, smallest first; the others are counted by their next digit."""
+    buckets: dict[tuple[str, int, int], int] = {}
+    for t in targets:
+        if t.value is None:
+            buckets[(t.column, t.bits, t.prefix)] = t.size
+    room = collect_limit
+    probes = []
+    for (column, bits, prefix), size in sorted(buckets.items(), key=lambda item: item[1]):
+        collect = size <= room
+        room -= size if collect else 0
+        probes.append(Probe(column, bits, prefix, collect))
+    return tuple(sorted(probes, key=lambda p: (p.column, p.bits, p.prefix)))
 
 
 def start(
@@ -116,53 +140,58 @@ def start(
     for column in columns:
         if column.count == 0:
             continue
-        counts = _merged_counts(histograms[column.column])
+        counts = _merged_counts(histograms[column.column], FIRST_BITS)
         for rank in quantile_ranks(column.count, wanted):
-            targets.append(_descend(Target(column.column, rank, 0, 0, rank, column.count), counts))
+            start = Target(column.column, rank, 0, 0, rank, column.count)
+            targets.append(_descend(start, counts))
     return Selection(columns, tuple(targets), _probes(targets, collect_limit), collect_limit)
 
 
 def scan(values: dict[str, np.ndarray], probes: tuple[Probe, ...]) -> ScanResult:
     """Run every probe over one piece of the data (non-null values per column)."""
     keys = {name: order_keys(column) for name, column in values.items()}
-    out: list[tuple[bytes, bytes]] = []
+    out: list[Found] = []
     for probe in probes:
+        under = _under(keys[probe.column], probe.bits, probe.prefix)
+        if not under.size:
+            out.append(Found())
+            continue
+        low, high = (value_of(int(k)) for k in (under.min(), under.max()))
         if probe.collect:
-            under = _under(keys[probe.column], probe.bits, probe.prefix)
-            out.append((order_values(under).tobytes(), b""))
+            out.append(Found(values=order_values(under).tobytes(), low=low, high=high))
         else:
-            out.append(digit_counts(keys[probe.column], probe.bits, probe.prefix))
+            buckets, counts = digit_counts(under, probe.bits)
+            out.append(Found(buckets=buckets, counts=counts, low=low, high=high))
     return tuple(out)
-
-
-def order_values(keys: np.ndarray) -> np.ndarray:
-    """The float64 values of order keys."""
-    negative = (keys & _SIGN) == 0
-    bits = np.where(negative, ~keys, keys ^ _SIGN)
-    values: np.ndarray = bits.view(np.float64)
-    return values
 
 
 def narrow(selection: Selection, results: tuple[ScanResult, ...]) -> Selection:
     """Fold one pass's results into the search: each target is found, or one digit deeper."""
-    by_probe: dict[Probe, list[tuple[bytes, bytes]]] = {p: [] for p in selection.probes}
+    by_probe: dict[tuple[str, int, int], list[Found]] = {
+        (p.column, p.bits, p.prefix): [] for p in selection.probes
+    }
     for result in results:
-        for probe, piece in zip(selection.probes, result, strict=True):
-            by_probe[probe].append(piece)
+        for probe, found in zip(selection.probes, result, strict=True):
+            by_probe[(probe.column, probe.bits, probe.prefix)].append(found)
+    collected = {p for p in selection.probes if p.collect}
     targets: list[Target] = []
     for target in selection.targets:
-        probe = Probe(target.column, target.bits, target.prefix, True)
-        if target.value is not None:
+        pieces = by_probe.get((target.column, target.bits, target.prefix))
+        if target.value is not None or pieces is None:
             targets.append(target)
-        elif probe in by_probe:
-            collected = np.concatenate(
-                [np.frombuffer(values, dtype=np.float64) for values, _ in by_probe[probe]]
-            )
-            found = float(np.partition(collected, target.within)[target.within])
-            targets.append(dataclasses.replace(target, value=found))
+            continue
+        low = min(f.low for f in pieces)
+        if low == max(f.high for f in pieces):
+            targets.append(dataclasses.replace(target, value=low))  # every value is the same
+        elif Probe(target.column, target.bits, target.prefix, True) in collected:
+            values = np.concatenate([np.frombuffer(f.values, dtype=np.float64) for f in pieces])
+            exact = float(np.partition(values, target.within)[target.within])
+            targets.append(dataclasses.replace(target, value=exact))
         else:
-            pieces = by_probe[Probe(target.column, target.bits, target.prefix, False)]
-            targets.append(_descend(target, _merged_counts(pieces)))
+            width = _width(target.bits)
+            targets.append(_descend(target, _merged_counts(
+                ((f.buckets, f.counts) for f in pieces), width
+            )))
     limit = selection.collect_limit
     return Selection(selection.columns, tuple(targets), _probes(targets, limit), limit)
 

@@ -62,7 +62,9 @@ def process_block(block: Block) -> BlockResult:
     try:
         with time_limit(block.timeout_s):
             schema = _fixed_types(block.schema)
-            table = decode_block(block.source_file, block.data, schema)
+            # Joined here, not in the service: a copy of megabytes holds the GIL of its loop.
+            data = block.header + block.data if block.header else block.data
+            table = decode_block(block.source_file, data, schema)
             check_columns(table)
             records = with_sources(table, block.source_file, block.sha256)
             part = to_parquet(

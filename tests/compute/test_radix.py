@@ -39,15 +39,15 @@ def test_every_wanted_rank_is_the_sorted_value(values: np.ndarray, pieces: int, 
     assert set(found) == set(radix.quantile_ranks(values.size, (0.05, 0.5, 0.95)))
     for rank, value in found.items():
         assert value == ordered[rank]
-    assert passes <= 3  # four 16-bit digits pin any key, the first from the blocks
+    assert passes <= 6  # a 16-bit digit from the blocks, then 8-bit digits pin any key
 
 
-def test_many_equal_values_are_pinned_by_their_key_without_collecting_them() -> None:
+def test_a_bucket_of_equal_values_is_the_answer_after_one_pass() -> None:
     values = np.full(10_000, 3.25)
     values[:10] = -1.0
     found, passes = _search(values, 4, limit=1)
     assert set(found.values()) == {3.25}
-    assert passes == 3
+    assert passes == 1
 
 
 def test_order_keys_sort_like_the_floats_and_round_trip() -> None:
