@@ -15,13 +15,19 @@ import ctypes.util
 import os
 
 ARENAS = 1
-_M_ARENA_MAX = -8  # from malloc.h
+# A worker's largest buffers (a task's input, its decoded columns, its Parquet) are tens of
+# megabytes, above glibc's largest mmap threshold (32 MB), so each one is mapped fresh and
+# unmapped when freed. First touches of fresh pages are slow, most of all in a virtual
+# machine: kept in the heap instead, the next task reuses them.
+WORKER_MMAP_THRESHOLD = 256 << 20
+WORKER_TRIM_THRESHOLD = 512 << 20
+_M_TRIM_THRESHOLD = -1  # from malloc.h
+_M_MMAP_THRESHOLD = -3
+_M_ARENA_MAX = -8
 
 
-def limit_arenas() -> None:
-    """For this process, from now on, and (through the environment) for every process it
-    starts, such as the forkserver and the pool's workers. Does nothing off glibc."""
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(ARENAS))
+def _mallopt(option: int, value: int) -> None:
+    """glibc's mallopt; does nothing where there is none."""
     name = ctypes.util.find_library("c")
     if name is None:
         return
@@ -29,4 +35,17 @@ def limit_arenas() -> None:
         mallopt = ctypes.CDLL(name).mallopt
     except (OSError, AttributeError):
         return
-    mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
+    mallopt(option, value)
+
+
+def limit_arenas() -> None:
+    """For this process, from now on, and (through the environment) for every process it
+    starts, such as the forkserver and the pool's workers."""
+    os.environ.setdefault("MALLOC_ARENA_MAX", str(ARENAS))
+    _mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
+
+
+def reuse_large_buffers() -> None:
+    """In a worker: serve large buffers from the heap and keep them there when freed."""
+    _mallopt(_M_MMAP_THRESHOLD, WORKER_MMAP_THRESHOLD)
+    _mallopt(_M_TRIM_THRESHOLD, WORKER_TRIM_THRESHOLD)

@@ -70,13 +70,15 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
     return result
 
 
-def summary_block(block: np.ndarray) -> list[dict[str, FeatureValue]]:
-    """`summary` of every column of a (rows, columns) float64 block at once.
+# Above this many values, a block's moments are taken column by column. Temporaries the size
+# of the whole block are fresh memory from the OS on every call, and first touches of fresh
+# pages cost more than the arithmetic (several times more, in a virtual machine).
+COLUMNWISE_VALUES = 1 << 20
 
-    The same numbers as calling `summary` per column, without numpy's per-call
-    overhead, which dominates for the many small files of a typical drop folder.
-    """
-    rows, width = block.shape
+
+def _moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    """count, mean, variance (ddof 1) and rms of every column, NaN as null."""
+    rows = block.shape[0]
     missing = np.isnan(block)
     count = rows - missing.sum(axis=0)
     zeroed = np.where(missing, 0.0, block)
@@ -85,6 +87,36 @@ def summary_block(block: np.ndarray) -> list[dict[str, FeatureValue]]:
     deviation = np.where(missing, 0.0, block - mean)
     variance = (deviation * deviation).sum(axis=0) / np.maximum(count - 1, 1)
     rms = np.sqrt((zeroed * zeroed).sum(axis=0) / safe)
+    return count, mean, variance, rms
+
+
+def _moments_by_column(block: np.ndarray) -> tuple[np.ndarray, ...]:
+    width = block.shape[1]
+    count, mean, variance, rms = (np.zeros(width) for _ in range(4))
+    for j in range(width):
+        column = block[:, j]
+        valid = column[~np.isnan(column)]
+        n = valid.size
+        if not n:
+            continue
+        count[j], mean[j] = n, valid.sum() / n
+        deviation = valid - mean[j]
+        variance[j] = np.dot(deviation, deviation) / max(n - 1, 1)
+        rms[j] = np.sqrt(np.dot(valid, valid) / n)
+    return count.astype(np.int64), mean, variance, rms
+
+
+def summary_block(
+    block: np.ndarray, columnwise_above: int = COLUMNWISE_VALUES
+) -> list[dict[str, FeatureValue]]:
+    """`summary` of every column of a (rows, columns) float64 block at once.
+
+    The same numbers as calling `summary` per column, without numpy's per-call
+    overhead, which dominates for the many small files of a typical drop folder.
+    """
+    rows, width = block.shape
+    by_column = block.size > columnwise_above
+    count, mean, variance, rms = (_moments_by_column if by_column else _moments)(block)
     ordered = np.sort(block, axis=0)  # NaN sorts last, so each column's values lead
     columns = np.arange(width)
     last = np.maximum(count - 1, 0)
@@ -175,28 +207,40 @@ def rows(
     functions = [load_set(name) for name in sets]
     plugins = [f for f in functions if f is not summary]
     names = numeric_columns(table.schema, time_column)
-    # Column-major, so each column is contiguous for the sorts and sums down it.
-    matrix = np.empty((table.num_rows, len(names)), dtype=np.float64, order="F")
-    for j, column in enumerate(names):
-        matrix[:, j] = pc.cast(table[column], pa.float64()).to_numpy(zero_copy_only=False)
-    windows = [
-        (index, block, summary_block(block) if summary in functions else [{} for _ in names])
-        for index, block in ((i, matrix[s]) for i, s in _windows(table.num_rows, window))
+    values = [as_float64(table[column]) for column in names]
+    # Column-major blocks, so each column is contiguous for the sorts and sums down it:
+    # one block of every column for a small table, a block per column for a large one.
+    if table.num_rows * len(names) <= COLUMNWISE_VALUES:
+        matrix = np.empty((table.num_rows, len(names)), dtype=np.float64, order="F")
+        for j, column_values in enumerate(values):
+            matrix[:, j] = column_values
+        groups = [(list(range(len(names))), matrix)]
+    else:
+        groups = [([j], column_values.reshape(-1, 1)) for j, column_values in enumerate(values)]
+    found: dict[tuple[int, int | None], Row] = {}
+    for members, block in groups:
+        for index, span in _windows(table.num_rows, window):
+            part = block[span]
+            summaries = summary_block(part) if summary in functions else [{} for _ in members]
+            for k, j in enumerate(members):
+                row: Row = dict(summaries[k])
+                for function in plugins:
+                    row.update(_checked(function, function(part[:, k])))
+                found[(j, index)] = row
+    return [
+        {
+            "source_file": source_file, "source_sha256": sha256, "source_column": column,
+            "window": index, **found[(j, index)],
+        }
+        for j, column in enumerate(names)
+        for index, _ in _windows(table.num_rows, window)
     ]
-    out: list[Row] = []
-    for j, column in enumerate(names):
-        for index, block, summaries in windows:
-            row: Row = {
-                "source_file": source_file,
-                "source_sha256": sha256,
-                "source_column": column,
-                "window": index,
-                **summaries[j],
-            }
-            for function in plugins:
-                row.update(_checked(function, function(block[:, j])))
-            out.append(row)
-    return out
+
+
+def as_float64(column: pa.ChunkedArray) -> np.ndarray:
+    """A numeric column as float64, null as NaN."""
+    values: np.ndarray = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    return values
 
 
 def _checked(function: FeatureSet, values: Mapping[str, object]) -> Mapping[str, object]:

@@ -30,11 +30,6 @@ from .encode import footer, stamped, to_parquet, with_sources
 from .task import check_columns, message, time_limit
 
 
-def _values(table: pa.Table, column: str) -> np.ndarray:
-    values: np.ndarray = pc.cast(table[column], pa.float64()).to_numpy(zero_copy_only=False)
-    return values
-
-
 def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
     valid = values[~np.isnan(values)]
     if valid.size == 0:
@@ -72,7 +67,7 @@ def process_block(block: Block) -> BlockResult:
                 footer([(block.source_file, block.sha256, table.num_rows)]),
             )
             names = features.numeric_columns(table.schema, block.features.time_column)
-            partials = tuple(column_partial(n, _values(table, n)) for n in names)
+            partials = tuple(column_partial(n, features.as_float64(table[n])) for n in names)
             return BlockResult(
                 table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials
             )
@@ -165,7 +160,7 @@ def scan(task: Scan) -> ScanResult:
     table = pq.read_table(io.BytesIO(task.data), columns=columns, use_threads=False)
     values = {}
     for name in columns:
-        column = _values(table, name)
+        column = features.as_float64(table[name])
         values[name] = column[~np.isnan(column)]
     return radix.scan(values, task.probes)
 

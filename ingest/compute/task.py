@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 
+from .. import memory
 from ..config import Features
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, Task, TaskResult
@@ -42,6 +43,7 @@ def init_worker(service_pid: int) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
+    memory.reuse_large_buffers()
     threading.Thread(
         target=_exit_when_gone, args=(service_pid,), name="ingest-service-watch", daemon=True
     ).start()

@@ -320,6 +320,7 @@ def test_windows_partition_the_column(values: np.ndarray, window: int) -> None:
     assert sum(int(r["count"]) for r in rows) == int((~np.isnan(values)).sum())
 
 
+@pytest.mark.parametrize("columnwise_above", [features.COLUMNWISE_VALUES, 0])
 @settings(max_examples=200, deadline=None)
 @given(
     st.integers(min_value=0, max_value=60).flatmap(
@@ -335,11 +336,13 @@ def test_windows_partition_the_column(values: np.ndarray, window: int) -> None:
         )
     )
 )
-def test_summary_of_a_block_equals_summary_of_each_column(columns: list[list[float]]) -> None:
+def test_summary_of_a_block_equals_summary_of_each_column(
+    columnwise_above: int, columns: list[list[float]]
+) -> None:
     from ingest.compute.features import summary_block
 
     block = np.array(columns, dtype=np.float64).T.reshape(len(columns[0]), len(columns))
-    together = summary_block(np.asfortranarray(block))
+    together = summary_block(np.asfortranarray(block), columnwise_above)
     for j, column in enumerate(columns):
         alone = features.summary(np.array(column, dtype=np.float64))
         assert together[j].keys() == alone.keys()
