@@ -25,19 +25,16 @@ class Block:
     source_file: str
     sha256: str
     index: int
-    header: bytes  # the file's header record, for every block but block 0, which starts with it
-    data: bytes
+    data: bytes  # whole records; block 0 starts with the header, later blocks do not
     first_line: int  # the file's line number of the first line of `data`
-    schema: bytes  # block 0's Arrow schema (IPC); empty for block 0, which infers it
+    schema: bytes  # block 0's Arrow schema (IPC), with the column names; empty for block 0
     features: Features
     compression: str = "zstd"
     timeout_s: float = 0.0
 
     def file_line(self, line: int | None) -> int | None:
-        """A line number within `header + data`, as a line number of the whole file."""
-        if line is None:
-            return None
-        return self.first_line + line - 1 - self.header.count(b"\n")
+        """A line number within `data`, as a line number of the whole file."""
+        return None if line is None else self.first_line + line - 1
 
 
 @dataclass(frozen=True)

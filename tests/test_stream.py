@@ -1,6 +1,6 @@
 """Files larger than memory_mb: read in blocks, committed as one, with exact features.
 
-With memory_mb = 1 a file over 256 KB is streamed in 128 KB blocks, so files of a
+With memory_mb = 1 a file over 256 KB is streamed in 64 KB blocks, so files of a
 few MB exercise dozens of blocks, quoted newlines across block edges, and several
 quantile passes, in well under a second each.
 """

@@ -43,7 +43,11 @@ log = logging.getLogger("ingest.stream")
 T = TypeVar("T")
 
 # Larger blocks make fewer, larger parts and fewer calls; smaller ones hold less memory.
+# A block in flight costs several times its size across the processes (the bytes, their
+# pickled copies, the decoded columns, the Parquet): at a 40th of memory_mb, a 3 GB file
+# stayed under memory_mb + 300 MB with memory_mb = 512 (see bench/README.md).
 BLOCK_BYTES = 16 << 20
+BLOCK_SHARE = 40
 MIN_BLOCK_BYTES = 64 << 10
 # A file is streamed once it would take more than this share of memory_mb.
 STREAM_SHARE = 4
@@ -127,7 +131,7 @@ class Streamer:
         self.dispatcher = dispatcher
         self.crash = crash
         self.draining = draining
-        self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, budget.limit // 8))
+        self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, budget.limit // BLOCK_SHARE))
 
     def wants(self, file: DropFile) -> bool:
         return file.size > self.budget.limit // STREAM_SHARE
@@ -175,12 +179,12 @@ class Streamer:
                     if found is None:
                         await self._let_go(slots)
                         break
-                    head, data, first_line = found
+                    data, first_line = found
                     if index == 0 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                         await self._let_go(slots)
                         return Failure("TooLarge", _UTF16)
                     block = Block(
-                        file.rel, digest, index, head, data, first_line, progress.schema,
+                        file.rel, digest, index, data, first_line, progress.schema,
                         self.config.features, self.config.output.compression,
                         self.config.pipeline.task_timeout_s,
                     )
@@ -207,22 +211,25 @@ class Streamer:
 
     async def _block(self, block: Block, progress: _Progress, slots: asyncio.Semaphore) -> None:
         try:
-            result = await self._run_block(block)
+            try:
+                result = await self._run_block(block)
+            finally:
+                slots.release()  # the worker is free: the next block goes while this one is staged
             if result.failure is not None:
                 progress.fail(block.index, result.failure)
                 return
-            temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
-            progress.parts[block.index] = StagedPart("records", temp)
-            await _stage(result.part, temp, self.crash)
-            self.crash.reached("block-staged")
             progress.partials[block.index] = result.partials
             progress.block_rows[block.index] = result.rows
             progress.schemas[block.index] = result.schema
             progress.rows += result.rows
             if block.index == 0:
                 progress.schema = result.schema
+            temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
+            progress.parts[block.index] = StagedPart("records", temp)
+            await _stage(result.part, temp, self.crash)
+            self.crash.reached("block-staged")
         finally:
-            await self._let_go(slots)
+            await self.budget.release(self.block_bytes)
 
     async def _run_block(self, block: Block) -> BlockResult:
         try:
@@ -280,8 +287,9 @@ class Streamer:
         partials = tuple(
             (progress.block_rows[i], progress.partials[i]) for i in sorted(progress.partials)
         )
-        # Float64 values collected at once, for every wanted rank together: an eighth of memory_mb.
-        limit = max(1 << 16, self.budget.limit // 64)
+        # Float64 values collected at once, for every wanted rank together: a 64th of memory_mb,
+        # since they exist in a few copies on their way to a worker.
+        limit = max(1 << 16, self.budget.limit // 512)
         selection: Selection = await self._retrying(
             lambda: self.compute.select(partials, progress.unified, limit, what)
         )
@@ -292,7 +300,7 @@ class Streamer:
                 lambda: self.compute.narrow(narrow, what)  # noqa: B023 (awaited at once)
             )
             passes += 1
-        log.debug("%s: %d blocks, quantiles exact after %d passes", file.rel, len(staged), passes)
+        log.info("%s: %d blocks; quantiles exact after %d passes", file.rel, len(staged), passes)
         finish = Finish(
             file.rel, digest, progress.rows, selection, self.config.features.sets,
             self.config.output.compression,
@@ -316,22 +324,20 @@ class Streamer:
 
 
 class _BlockReader:
-    """A file's blocks of whole records; every block after the first starts with the header."""
+    """A file's blocks of whole records; only the first starts with the header."""
 
     def __init__(self, fh: AsyncBufferedReader, quoted: bool, block_bytes: int):
         self.fh = fh
         self.quoted = quoted
         self.block_bytes = block_bytes
         self.cutter = Cutter(quoted, MAX_RECORD_BYTES)
-        self.head = b""
         self._held = b""
         self.first = True
         self.length = 0
         self.eof = False
 
-    async def next(self) -> tuple[bytes, bytes, int] | None:
-        """(header, data, the file's line number of data's first line), or None at the end.
-        Block 0 has no header of its own: its data starts with it."""
+    async def next(self) -> tuple[bytes, int] | None:
+        """(data, the file's line number of its first line), or None at the end."""
         while not self.eof:
             chunk: bytes = await self.fh.read(self.block_bytes)
             self.length += len(chunk)
@@ -341,20 +347,17 @@ class _BlockReader:
                 return block
         return None
 
-    def _block(self, chunk: bytes) -> tuple[bytes, bytes, int] | None:
+    def _block(self, chunk: bytes) -> tuple[bytes, int] | None:
         """Called in a thread: it scans and copies megabytes."""
         piece = self.cutter.feed(chunk, self.eof)
         if self.first:
             data = self._held + piece.data
-            self.head = header(data, self.quoted)
-            if len(data) == len(self.head) and not self.eof:
+            if len(data) == len(header(data, self.quoted)) and not self.eof:
                 self._held = data  # block 0 sets the column types: it needs a record
                 return None
             self.first = False
-            return b"", data, 1
-        if piece.data:
-            return self.head, piece.data, piece.first_line
-        return None
+            return data, 1
+        return (piece.data, piece.first_line) if piece.data else None
 
 
 _UTF16 = (

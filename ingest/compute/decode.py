@@ -148,14 +148,18 @@ def _check_text(data: bytes, table: pa.Table) -> None:
             ) from None
 
 
-def _csv(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
+def _csv(data: bytes, first: pa.Schema | None = None) -> pa.Table:
+    """A CSV file; or, given the first block's schema, a later block, which has no header."""
     data = _utf8(data)
     _check_record_size(data)
     try:
         table = pa_csv.read_csv(
             pa.BufferReader(data),
-            read_options=pa_csv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES),
-            convert_options=pa_csv.ConvertOptions(column_types=schema),
+            read_options=pa_csv.ReadOptions(
+                use_threads=False, block_size=CSV_BLOCK_BYTES,
+                column_names=first.names if first is not None else None,
+            ),
+            convert_options=pa_csv.ConvertOptions(column_types=_typed(first)),
         )
     except pa.ArrowInvalid as exc:
         found = _ROW.search(str(exc))
@@ -166,7 +170,7 @@ def _csv(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
                 f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
                 " (a missing newline?)"
             )
-        elif schema is not None and "conversion error" in message:
+        elif first is not None and "conversion error" in message:
             message += FIXED_TYPES
         raise DecodeError(message, line=line) from None
     # An odd number of quotes means one never closed, and Arrow has swallowed the
@@ -201,8 +205,16 @@ def _bad_json_line(data: bytes) -> int | None:
     return None
 
 
-def _jsonl(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
-    parse = pa_json.ParseOptions(explicit_schema=schema, unexpected_field_behavior="infer")
+def _typed(first: pa.Schema | None) -> pa.Schema | None:
+    """The first block's column types, for a later block; except where it read a column as
+    null (empty throughout the first block): each block types that one for itself."""
+    if first is None:
+        return None
+    return pa.schema([f for f in first if not pa.types.is_null(f.type)])
+
+
+def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
+    parse = pa_json.ParseOptions(explicit_schema=_typed(first), unexpected_field_behavior="infer")
     try:
         return pa_json.read_json(
             pa.BufferReader(data),
@@ -213,7 +225,7 @@ def _jsonl(data: bytes, schema: pa.Schema | None = None) -> pa.Table:
         found = _JSON_ROW.search(str(exc))
         # Arrow counts JSON rows from 0; people count lines from 1.
         line = _bad_json_line(data) or (int(found.group(1)) + 1 if found else None)
-        raise DecodeError(str(exc) + (FIXED_TYPES if schema else ""), line=line) from None
+        raise DecodeError(str(exc) + (FIXED_TYPES if first else ""), line=line) from None
 
 
 def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:
@@ -299,11 +311,12 @@ BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
 }
 
 
-def decode_block(name: str, data: bytes, schema: pa.Schema | None) -> pa.Table:
-    """One block of a streamed file; `schema`, from its first block, fixes the column types."""
+def decode_block(name: str, data: bytes, first: pa.Schema | None) -> pa.Table:
+    """One block of a streamed file; `first`, the first block's schema, gives a later block
+    its column names and types."""
     for suffix, decoder in BLOCK_DECODERS.items():
         if name.lower().endswith(suffix):
-            return decoder(data, schema)
+            return decoder(data, first)
     raise DecodeError(f"{name!r} cannot be read in blocks; only {', '.join(BLOCK_DECODERS)} can")
 
 

@@ -44,22 +44,12 @@ def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
     )
 
 
-def _fixed_types(serialized: bytes) -> pa.Schema | None:
-    """Block 0's column types, less those it read as null (empty throughout block 0)."""
-    if not serialized:
-        return None
-    schema = pa.ipc.read_schema(pa.py_buffer(serialized))
-    return pa.schema([f for f in schema if not pa.types.is_null(f.type)])
-
-
 def process_block(block: Block) -> BlockResult:
     """Decode one block with the first block's types; its records part and partials."""
     try:
         with time_limit(block.timeout_s):
-            schema = _fixed_types(block.schema)
-            # Joined here, not in the service: a copy of megabytes holds the GIL of its loop.
-            data = block.header + block.data if block.header else block.data
-            table = decode_block(block.source_file, data, schema)
+            first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
+            table = decode_block(block.source_file, block.data, first)
             check_columns(table)
             records = with_sources(table, block.source_file, block.sha256)
             part = to_parquet(

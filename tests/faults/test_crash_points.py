@@ -72,7 +72,7 @@ def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
     )
     # About 3 MB of input in 1 MB tasks: several commits, each of many files.
     expected, bad = _populate(folder, 0, 300, bad=4, rows=100)
-    # And one file over a quarter of memory_mb, read in blocks of 256 KB.
+    # And one file over a quarter of memory_mb, read in blocks of 64 KB.
     expected["stream.csv"] = len(write_csv(folder.drop / "stream.csv", rows=60_000, seed=999))
 
     # The second time the point is reached: at least one batch has already committed.
