@@ -64,6 +64,8 @@ class Cutter:
         """
         carry = self._carry
         if final:
+            # Everything left is the last record, newline or not (an empty last chunk, too).
+            chunk, carry, self._carry = carry + chunk, b"", b""
             end = len(chunk)
         else:
             end = self._cut(chunk, carry.count(QUOTE) % 2 if self.quoted else 0)
@@ -72,7 +74,7 @@ class Cutter:
                 if end:
                     line += carry.count(b"\n") + chunk.count(b"\n", 0, end)
                 raise RecordTooLong(line, self.max_record)
-        if end == 0:
+        if end == 0 and not final:
             self._carry = carry + chunk
             return Piece(b"", self._line)
         if carry:

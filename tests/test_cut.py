@@ -22,11 +22,13 @@ def _csv(table: list[list[str]]) -> bytes:
 
 
 @settings(max_examples=200, deadline=None)
-@given(rows, st.integers(1, 64))
+@given(rows, st.integers(1, 64), st.booleans())
 def test_blocks_are_whole_records_in_order_with_their_first_line(
-    table: list[list[str]], chunk: int
+    table: list[list[str]], chunk: int, trailing_newline: bool
 ) -> None:
     data = _csv(table)
+    if not trailing_newline:
+        data = data.removesuffix(b"\n")
     cutter = Cutter(quoted=True, max_record=1 << 20)
     pieces = [cutter.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
     pieces.append(cutter.feed(b"", final=True))
@@ -39,6 +41,14 @@ def test_blocks_are_whole_records_in_order_with_their_first_line(
         offset += len(piece.data)
         parsed += list(csv.reader(io.StringIO(piece.data.decode(), newline="")))
     assert parsed == [["a", "b"], *table]
+
+
+def test_a_last_record_without_a_newline_survives_an_empty_final_chunk() -> None:
+    # The reader's last full-size chunk is not known to be the last: EOF comes as b"".
+    cutter = Cutter(quoted=True, max_record=1 << 20)
+    assert cutter.feed(b"a,b\n1,2\n3,4").data == b"a,b\n1,2\n"
+    last = cutter.feed(b"", final=True)
+    assert (last.data, last.first_line) == (b"3,4", 3)
 
 
 def test_the_header_is_the_first_whole_record() -> None:

@@ -250,3 +250,73 @@ def test_sigterm_during_a_stream_defers_it_and_a_restart_ingests_it_once(
     result = folder.ingest("once", timeout=300)
     assert result.returncode == 0, result.stderr
     check_exactly_once(folder, {"big.csv": 400_000}, set())
+
+
+def test_a_file_of_whole_blocks_without_a_final_newline_keeps_its_last_record(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING)
+    block = 64 << 10  # memory_mb = 1: blocks of 64 KB
+    body = "x,note\n" + "".join(f"{i},row\n" for i in range(60_000))
+    size = -(-len(body) // block) * block + block
+    last = "999999," + "z" * (size - len(body) - len("999999,"))
+    path = folder.drop / "exact.csv"
+    path.write_text(body + last)  # no newline at the end
+    assert path.stat().st_size % block == 0
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert records_of(folder).num_rows == 60_001
+    ((note,),) = folder.query("SELECT note FROM records WHERE x = 999999")
+    assert note == last.split(",")[1]
+
+
+def test_a_ragged_row_that_starts_a_later_block_is_reported_at_its_line(folder: Folder) -> None:
+    # Rows of 21 bytes after a 6-byte header; blocks are read 64 KB at a time and cut at the
+    # last newline, so the row holding byte 5 x 64 KB is the first row of a block.
+    folder.write_config(**STREAMING)
+    rows = [f"{i:06d},{i:06d},{i:06d}\n" for i in range(50_000)]
+    first_of_block = (5 * (64 << 10) - 6) // 21
+    i = first_of_block
+    rows[i] = f"{i:06d},{i % 1000:03d},{i % 100:02d},{i:06d}\n"  # four fields, same length
+    assert len(rows[i]) == 21
+    (folder.drop / "ragged.csv").write_text("a,b,c\n" + "".join(rows))
+
+    assert folder.ingest("once").returncode == 3
+
+    report = json.loads((folder.quarantine / "ragged.csv.error.json").read_text())
+    assert report["line"] == first_of_block + 2  # the header is line 1
+
+
+def test_json_keys_first_seen_late_give_every_part_the_same_columns(folder: Folder) -> None:
+    folder.write_config(**STREAMING)
+    with (folder.drop / "late.jsonl").open("w") as fh:
+        for i in range(30_000):
+            row: dict[str, object] = {"t": i, "a": i * 0.5}
+            if i >= 20_000:
+                row["late"] = i % 7
+            fh.write(json.dumps(row) + "\n")
+
+    assert folder.ingest("once").returncode == 0
+
+    parts = folder.parts("records")
+    schemas = {ds.dataset(p, format="parquet").schema.remove_metadata() for p in parts}
+    assert len(schemas) == 1, schemas
+    records = records_of(folder)
+    assert records.num_rows == 30_000
+    assert records["late"].null_count == 20_000
+
+
+def test_the_same_big_file_twice_is_ingested_once_and_the_other_is_a_duplicate(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING)
+    big_csv(folder.drop / "one.csv", rows=20_000)
+    (folder.drop / "two.csv").write_bytes((folder.drop / "one.csv").read_bytes())
+
+    result = folder.ingest("once", timeout=120)
+
+    assert result.returncode == 0, result.stderr
+    assert records_of(folder).num_rows == 20_000
+    assert "duplicate " in result.stderr

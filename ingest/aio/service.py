@@ -148,6 +148,7 @@ class Service:
             self._more_coming, self._taken, self._backlog,
         )
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
+        self._streams = asyncio.Semaphore(1)
         self.streamer = Streamer(
             self.config, self.layout, self.compute, self.budget, self.dispatcher, self.crash,
             lambda: self.draining,
@@ -347,36 +348,40 @@ class Service:
         return True
 
     async def _stream(self, file: DropFile) -> None:
-        """A file too big to hold: hashed in one pass, then read and processed in blocks."""
-        async with self._read_slots:
-            read = await self._fetch(file, whole=False)
-        if read is None or not await self._claim(file, read[0]):
-            return
-        digest = read[0]
-        log.info(
-            "%s: %.1f MB, over a quarter of memory_mb: reading it in blocks of %.0f MB",
-            file.rel, file.size / 1e6, self.streamer.block_bytes / 1e6,
-        )
-        try:
-            outcome = await self.streamer.ingest(file, digest)
-        except StagingFailed as exc:
-            log.error("%s: %s; it stays in the drop folder for a later run", file.rel, exc)
-            outcome = DEFERRED
-        except OSError as exc:
-            self._claimed.pop(digest, None)
-            await self._unreadable(file, exc)
-            return
+        """A file too big to hold: hashed in one pass, then read and processed in blocks.
+        One at a time: each already keeps every worker busy."""
+        async with self._streams:
+            async with self._read_slots:
+                read = await self._fetch(file, whole=False)
+            if read is None or not await self._claim(file, read[0]):
+                return
+            self._hand_over(file)  # not on its way to the queue: batching need not wait for it
+            digest = read[0]
+            log.info(
+                "%s: %.1f MB, over a quarter of memory_mb: reading it in blocks of %.1f MB",
+                file.rel, file.size / 1e6, self.streamer.block_bytes / 1e6,
+            )
+            try:
+                outcome = await self.streamer.ingest(file, digest)
+            except StagingFailed as exc:
+                log.error("%s: %s; it stays in the drop folder for a later run", file.rel, exc)
+                outcome = DEFERRED
+            except OSError as exc:
+                self._unclaim(digest, file.rel)
+                await self._unreadable(file, exc)
+                return
+            except Exception as exc:  # a bug, or a failure no one foresaw: this file's alone
+                log.exception("%s: reading it in blocks failed", file.rel)
+                outcome = Failure(type(exc).__name__, str(exc))
         if outcome == DEFERRED:
-            self._claimed.pop(digest, None)
+            self._unclaim(digest, file.rel)
             await self._defer(file)
         elif outcome == CHANGED:
             await self._resolved(file, "changed", {"sha256": digest})
         elif isinstance(outcome, Failure):
-            self._hand_over(file)
             self.committer.set_aside(Aside(file, digest, "quarantined", failure=outcome))
         elif isinstance(outcome, Streamed):
             log.debug("%s: %d rows in %d blocks, staged", file.rel, outcome.rows, outcome.blocks)
-            self._hand_over(file)
             self.committer.add(TaskOutput([Accepted(file, digest, outcome.rows)], outcome.parts))
 
     # ---- dispatch: the queue's other end -------------------------------
@@ -385,7 +390,7 @@ class Service:
         """A dispatcher took a file off the queue; False if it is to be let go (a drain)."""
         if self.draining:
             # Not yet in a worker: leave it for the next run rather than hold up the exit.
-            self._claimed.pop(item.job.sha256, None)
+            self._unclaim(item.job.sha256, item.file.rel)
             await self._defer(item.file)
             return False
         self._hand_over(item.file)
@@ -422,16 +427,22 @@ class Service:
             await self.budget.release(size)
             self.metrics.bytes_held.set(self.budget.used)
 
+    def _unclaim(self, digest: str, rel: str) -> None:
+        """The file that held these bytes is done with: files waiting on them go again."""
+        if self._claimed.get(digest) != rel:
+            return
+        del self._claimed[digest]
+        for waiter in self._waiting.pop(digest, []):
+            self.settler.done(waiter.rel)
+            self._reoffer(waiter)
+
     async def _resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
         """Called on the loop once a file's fate is committed (or needs no commit)."""
         await self._release(file.rel)
         self._hand_over(file)
         digest = fields.get("sha256")
-        if isinstance(digest, str) and self._claimed.get(digest) == file.rel:
-            del self._claimed[digest]
-            for waiter in self._waiting.pop(digest, []):
-                self.settler.done(waiter.rel)
-                self._reoffer(waiter)
+        if isinstance(digest, str):
+            self._unclaim(digest, file.rel)
         if event in ("ingested", "duplicate", "quarantined"):
             self.known.keys[file.key] = event
             if event == "ingested" and isinstance(digest, str):

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -58,6 +59,10 @@ DEFERRED = "deferred"
 CHANGED = "changed"
 
 
+class _Drained(Exception):
+    """A drain began between two passes over a file: it is left for the next run."""
+
+
 class StagingFailed(Exception):
     """A staged part could not be written (a full disk, say): the file waits for a later run."""
 
@@ -90,6 +95,7 @@ class _Progress:
     features: StagedPart | None = None
     rows: int = 0
     failure: tuple[int, Failure] | None = None
+    staging: StagingFailed | None = None
 
     def fail(self, index: int, failure: Failure) -> None:
         if self.failure is None or index < self.failure[0]:
@@ -149,6 +155,9 @@ class Streamer:
             if outcome is None:
                 outcome = await self._features(file, digest, progress)
             return outcome
+        except _Drained:
+            outcome = DEFERRED
+            return outcome
         finally:
             if not isinstance(outcome, Streamed):
                 await asyncio.to_thread(_remove, progress.temps())
@@ -201,15 +210,23 @@ class Streamer:
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
+        if progress.staging is not None:
+            raise progress.staging
         if progress.failure is not None:
             return progress.failure[1]
-        return CHANGED if reader.length != file.size else None
+        if sorted(progress.parts) != list(range(index)):
+            raise RuntimeError(f"{file.rel}: blocks {sorted(progress.parts)} of {index} staged")
+        # The rows came from a second read: they must be the bytes the digest was taken of.
+        same = reader.length == file.size and reader.digest.hexdigest() == digest
+        return None if same else CHANGED
 
     async def _let_go(self, slots: asyncio.Semaphore) -> None:
         slots.release()
         await self.budget.release(self.block_bytes)
 
     async def _block(self, block: Block, progress: _Progress, slots: asyncio.Semaphore) -> None:
+        """Run one block and stage its part. Every way it can fail ends up in `progress`:
+        a file is never committed with a block missing."""
         try:
             try:
                 result = await self._run_block(block)
@@ -225,9 +242,15 @@ class Streamer:
             if block.index == 0:
                 progress.schema = result.schema
             temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
-            progress.parts[block.index] = StagedPart("records", temp)
             await _stage(result.part, temp, self.crash)
+            progress.parts[block.index] = StagedPart("records", temp)
             self.crash.reached("block-staged")
+        except StagingFailed as exc:
+            progress.staging = exc
+            progress.fail(block.index, Failure("StagingFailed", str(exc)))
+        except Exception as exc:
+            log.exception("block %d of %s failed", block.index, block.source_file)
+            progress.fail(block.index, Failure(type(exc).__name__, str(exc)))
         finally:
             await self.budget.release(self.block_bytes)
 
@@ -295,6 +318,8 @@ class Streamer:
         )
         passes = 0
         while not selection.done:
+            if self.draining():
+                raise _Drained
             narrow = Narrow(selection, await self._scan(staged, selection, what))
             selection = await self._retrying(
                 lambda: self.compute.narrow(narrow, what)  # noqa: B023 (awaited at once)
@@ -315,12 +340,20 @@ class Streamer:
 
         async def one(part: StagedPart) -> ScanResult:
             async with slots:
-                async with aiofiles.open(part.temp, "rb") as fh:
-                    data = await fh.read()
-                scan = Scan(data, selection.probes)
-                return await self._retrying(lambda: self.compute.scan(scan, what))
+                size = part.temp.stat().st_size
+                await self.budget.acquire(min(size, self.budget.limit))
+                try:
+                    async with aiofiles.open(part.temp, "rb") as fh:
+                        data = await fh.read()
+                    scan = Scan(data, selection.probes)
+                    return await self._retrying(lambda: self.compute.scan(scan, what))
+                finally:
+                    await self.budget.release(min(size, self.budget.limit))
 
-        return tuple(await asyncio.gather(*(one(part) for part in staged)))
+        # A TaskGroup: if one part's scan fails, the others stop rather than run on.
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(one(part)) for part in staged]
+        return tuple(task.result() for task in tasks)
 
 
 class _BlockReader:
@@ -332,6 +365,7 @@ class _BlockReader:
         self.block_bytes = block_bytes
         self.cutter = Cutter(quoted, MAX_RECORD_BYTES)
         self._held = b""
+        self.digest = hashlib.sha256()
         self.first = True
         self.length = 0
         self.eof = False
@@ -348,7 +382,8 @@ class _BlockReader:
         return None
 
     def _block(self, chunk: bytes) -> tuple[bytes, int] | None:
-        """Called in a thread: it scans and copies megabytes."""
+        """Called in a thread: it hashes, scans and copies megabytes."""
+        self.digest.update(chunk)
         piece = self.cutter.feed(chunk, self.eof)
         if self.first:
             data = self._held + piece.data

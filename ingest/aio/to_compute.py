@@ -200,6 +200,8 @@ class Compute:
                 " and its worker did not stop; the worker was killed"
             ) from None
         except (BrokenProcessPool, OSError) as exc:
+            if _raised_in_worker(exc):
+                raise  # the function's own error (pyarrow reports some as OSError), not a crash
             # OSError: a submit that races the pool's breakdown finds its pipes closed.
             await self._replace(executor)
             raise WorkerCrashed(f"a worker died while it held {what}") from exc
@@ -208,6 +210,11 @@ class Compute:
             if type(exc).__name__ == "KilledWorker":
                 raise WorkerCrashed(f"dask workers died while they held {what}") from exc
             raise
+
+
+def _raised_in_worker(exc: BaseException) -> bool:
+    """concurrent.futures chains an exception raised by the function to its remote traceback."""
+    return type(exc.__cause__).__name__ == "_RemoteTraceback"
 
 
 def _describe(task: Task) -> str:

@@ -50,7 +50,7 @@ def _lines(data: bytes) -> Iterator[str]:
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
 
 
-def _bad_csv_line(data: bytes) -> int | None:
+def _bad_csv_line(data: bytes, width: int | None = None) -> int | None:
     """Error path only: the physical line where a strict reading of the CSV goes wrong.
 
     That is the first row whose width differs from the header's, an unbalanced
@@ -58,14 +58,13 @@ def _bad_csv_line(data: bytes) -> int | None:
     lines and counts a quoted multi-line field once, so it is not a line number.
     """
     reader = csv.reader(_lines(data), strict=True)
-    width = None
     try:
         for row in reader:
             if not row:
                 continue
             if width is None:
                 width = len(row)
-            elif len(row) != width:
+            if len(row) != width:
                 return reader.line_num
     except csv.Error:
         return reader.line_num
@@ -163,13 +162,18 @@ def _csv(data: bytes, first: pa.Schema | None = None) -> pa.Table:
         )
     except pa.ArrowInvalid as exc:
         found = _ROW.search(str(exc))
-        line = _bad_csv_line(data) or (_record_line(data, int(found.group(1))) if found else None)
+        width = len(first.names) if first is not None else None  # a later block has no header
+        line = _bad_csv_line(data, width) or (
+            _record_line(data, int(found.group(1))) if found else None
+        )
         message = str(exc)
         if "straddl" in message:
             message = (
                 f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
                 " (a missing newline?)"
             )
+        elif "UTF8" in message:
+            message = "not valid UTF-8; re-save the file as UTF-8"
         elif first is not None and "conversion error" in message:
             message += FIXED_TYPES
         raise DecodeError(message, line=line) from None

@@ -88,10 +88,16 @@ def conform(args: tuple[bytes, bytes, str]) -> bytes:
     unified = pa.ipc.read_schema(pa.py_buffer(serialized))
     parquet = pq.ParquetFile(io.BytesIO(data))
     table = parquet.read(use_threads=False)
-    for field in unified:
-        index = table.schema.get_field_index(field.name)
-        if index >= 0 and table.schema.field(index).type != field.type:
-            table = table.set_column(index, field.name, pc.cast(table[index], field.type))
+    # Every column in the unified order, those the block lacked as nulls; then the sources.
+    columns = [
+        pc.cast(table[f.name], f.type) if f.name in table.column_names
+        else pa.nulls(table.num_rows, f.type)
+        for f in unified
+    ]
+    sources = ("source_file", "source_sha256")
+    table = pa.table(
+        columns + [table[name] for name in sources], names=unified.names + list(sources)
+    )
     metadata = parquet.schema_arrow.metadata or {}
     footer = {k: v for k, v in metadata.items() if k.startswith(b"ingest.")}
     return to_parquet(table, compression, footer)
