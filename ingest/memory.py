@@ -11,7 +11,6 @@ measurable here, since the threads spend their time in system calls, not malloc.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import os
 
 ARENAS = 1
@@ -27,12 +26,10 @@ _M_ARENA_MAX = -8
 
 
 def _mallopt(option: int, value: int) -> None:
-    """glibc's mallopt; does nothing where there is none."""
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
+    """glibc's mallopt; does nothing where there is none. The C library is already loaded:
+    looking it up by name (ctypes.util.find_library) would run ldconfig in a subprocess."""
     try:
-        mallopt = ctypes.CDLL(name).mallopt
+        mallopt = ctypes.CDLL(None).mallopt
     except (OSError, AttributeError):
         return
     mallopt(option, value)

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import time
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -36,6 +37,8 @@ R = TypeVar("R")
 # How long past task_timeout_s the parent waits before it kills the workers itself.
 BACKSTOP_GRACE_S = 5.0
 POOL_START_ATTEMPTS = 5
+POOL_START_BACKOFF_S = 0.05
+WARM_TIMEOUT_S = 60.0
 
 
 def _process_pool(workers: int) -> ProcessPoolExecutor:
@@ -49,9 +52,9 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
             workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)
         )
         try:
-            # Workers start one per submit; start them all now, not on the loop's first calls.
+            _start_every_worker(pool, workers)
             for future in [pool.submit(warm) for _ in range(workers)]:
-                future.result()
+                future.result(timeout=WARM_TIMEOUT_S)  # TimeoutError is an OSError
         except (BrokenProcessPool, OSError):
             # A worker killed while it starts (an OOM kill, an operator): try a fresh pool.
             # (A submit racing the pool's breakdown can see its wake-up pipe closed.)
@@ -59,9 +62,28 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
             pool.shutdown(wait=False, cancel_futures=True)
             for child in multiprocessing.active_children():
                 child.kill()
+            # A fork request cut short can take the forkserver down with it (Python 3.11 does
+            # not catch the EOFError); it is started again only once it has exited, so give
+            # it the time to, rather than fail every attempt in the same few milliseconds.
+            time.sleep(POOL_START_BACKOFF_S * 2**attempt)
             continue
         return pool
     raise WorkerCrashed(f"the process pool could not start in {POOL_START_ATTEMPTS} attempts")
+
+
+def _start_every_worker(pool: ProcessPoolExecutor, workers: int) -> None:
+    """Start the pool's workers before its first submit starts its manager thread.
+
+    With forkserver, Python 3.11 starts a worker per submit, from the submitting thread.
+    If a worker dies meanwhile, the manager thread walks the dict of workers while a
+    submit adds to it, dies of "dictionary changed size during iteration", and the pool's
+    futures never complete. Started here, there is nothing left to add.
+    """
+    adjust = getattr(pool, "_adjust_process_count", None)
+    if adjust is None:
+        return  # another Python: workers start as they are needed
+    for _ in range(workers):
+        adjust()
 
 
 def _dask_executor(address: str, workers: int) -> tuple[Executor, Any]:

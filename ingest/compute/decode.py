@@ -219,17 +219,27 @@ def _typed(first: pa.Schema | None) -> pa.Schema | None:
 
 def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
     parse = pa_json.ParseOptions(explicit_schema=_typed(first), unexpected_field_behavior="infer")
+    # One block for the whole buffer: Arrow numbers the rows of an error within its block.
+    read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20))
     try:
-        return pa_json.read_json(
-            pa.BufferReader(data),
-            read_options=pa_json.ReadOptions(use_threads=False),
-            parse_options=parse,
-        )
+        return pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
     except pa.ArrowInvalid as exc:
         found = _JSON_ROW.search(str(exc))
-        # Arrow counts JSON rows from 0; people count lines from 1.
-        line = _bad_json_line(data) or (int(found.group(1)) + 1 if found else None)
+        row = int(found.group(1)) if found else None
+        line = _bad_json_line(data) or (_json_row_line(data, row) if row is not None else None)
         raise DecodeError(str(exc) + (FIXED_TYPES if first else ""), line=line) from None
+
+
+def _json_row_line(data: bytes, row: int) -> int | None:
+    """Error path only: the physical line of Arrow's JSON row `row`, which counts from 0
+    and skips blank lines."""
+    rows = -1
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.strip():
+            rows += 1
+            if rows == row:
+                return number
+    return None
 
 
 def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import zipfile
 from collections.abc import Callable
 
@@ -215,6 +216,16 @@ def test_bad_json_line_deep_in_a_large_file_reports_its_line() -> None:
     rows = 150_000  # about 1.6 MB, more than one of Arrow's blocks
     data = b"".join(b'{"a": %d}\n' % i for i in range(rows)) + b"{x\n"
     assert _decode_error("big.jsonl", data).line == rows + 1
+
+
+def test_a_value_of_the_wrong_type_deep_in_json_lines_over_a_megabyte_reports_its_line() -> None:
+    # Valid JSON throughout, so only Arrow knows the row; it used to count it within a 1 MB block.
+    lines = [json.dumps({"a": i, "b": 1.5}) for i in range(100_000)]
+    lines[80_000] = json.dumps({"a": 80_000, "b": "oops"})
+    lines.insert(10, "")  # a blank line, which Arrow's row numbers skip
+    data = ("\n".join(lines) + "\n").encode()
+    assert len(data) > 2 << 20
+    assert _decode_error("big.jsonl", data).line == 80_002
 
 
 def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
