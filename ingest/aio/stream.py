@@ -2,6 +2,8 @@
 
     hash pass (read.sha256_of_file) -> block 0 (its column types fix the rest)
       -> blocks 1..n, one per worker at a time -> each staged under _ingest/tmp
+      -> the digest of what the blocks read must equal the hash pass's
+      -> parts rewritten to one schema, if a column empty in block 0 differed
       -> quantile passes over the staged parts -> features part -> one commit
 
 A block holds whole records (`cut.Cutter`), and each block's rows become one
