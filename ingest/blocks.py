@@ -52,6 +52,11 @@ class ColumnPartial:
     buckets: bytes  # uint16: the 16-bit order-key prefixes present, ascending
     counts: bytes  # int64: values per prefix
 
+    @classmethod
+    def empty(cls, column: str, nulls: int) -> ColumnPartial:
+        """A column with no values in the rows it covers."""
+        return cls(column, 0, nulls, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+
 
 @dataclass(frozen=True)
 class BlockResult:

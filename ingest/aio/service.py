@@ -257,22 +257,21 @@ class Service:
         if state is not None:
             await self._finish_known(file, state)
             return
-        if self.streamer.wants(file):
-            why_not = why_not_streamed(self.config, file.rel)
+        why_not = why_not_streamed(self.config, file.rel) if self.streamer.wants(file) else ""
+        if why_not is None:
+            self._held[file.rel] = 0  # its blocks take from the budget as they are read
+            self._spawn(self._stream(file))
+            return
+        if why_not and file.size > self.budget.limit:
             self._held[file.rel] = 0
-            if why_not is None:
-                self._spawn(self._stream(file))
-                return
-            if file.size > self.budget.limit:
-                self._hand_over(file)
-                self.committer.set_aside(Aside(file, "", "quarantined", failure=Failure(
-                    "TooLarge",
-                    f"{file.size} bytes is more than memory_mb = {self.config.pipeline.memory_mb}"
-                    f" allows in memory at once, and {why_not}; raise [pipeline] memory_mb"
-                    " to ingest it",
-                )))
-                return
-            del self._held[file.rel]
+            self._hand_over(file)
+            self.committer.set_aside(Aside(file, "", "quarantined", failure=Failure(
+                "TooLarge",
+                f"{file.size} bytes is more than memory_mb = {self.config.pipeline.memory_mb}"
+                f" allows in memory at once, and {why_not}; raise [pipeline] memory_mb"
+                " to ingest it",
+            )))
+            return
         await self.budget.acquire(file.size)
         self._held[file.rel] = file.size
         self.metrics.bytes_held.set(self.budget.used)

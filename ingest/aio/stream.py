@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import codecs
+import dataclasses
 import hashlib
 import logging
 import secrets
@@ -28,7 +29,8 @@ from typing import TypeVar
 import aiofiles
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
-from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..blocks import Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selection
+from ..compute.decode import BLOCK_DECODERS
 from ..config import Config
 from ..crashpoints import CrashPlan
 from ..cut import Cutter, RecordTooLong, header
@@ -56,7 +58,7 @@ MIN_BLOCK_BYTES = 64 << 10
 STREAM_SHARE = 4
 # The longest record a block may carry over; the decoder's own record-size guard.
 MAX_RECORD_BYTES = 16 << 20
-STREAMABLE = (".csv", ".jsonl", ".ndjson")
+STREAMABLE = tuple(BLOCK_DECODERS)
 DEFERRED = "deferred"
 CHANGED = "changed"
 
@@ -89,15 +91,24 @@ class _Progress:
     """What the blocks of one file have produced so far."""
 
     parts: dict[int, StagedPart] = field(default_factory=dict)
-    partials: dict[int, tuple[ColumnPartial, ...]] = field(default_factory=dict)
-    block_rows: dict[int, int] = field(default_factory=dict)
-    schemas: dict[int, bytes] = field(default_factory=dict)
+    results: dict[int, BlockResult] = field(default_factory=dict)  # their Parquet left out
     unified: bytes = b""  # every block's schema, unified
-    schema: bytes = b""  # block 0's, for every later block
     features: StagedPart | None = None
-    rows: int = 0
     failure: tuple[int, Failure] | None = None
     staging: StagingFailed | None = None
+
+    @property
+    def rows(self) -> int:
+        return sum(result.rows for result in self.results.values())
+
+    @property
+    def schema(self) -> bytes:
+        """Block 0's, for every later block."""
+        first = self.results.get(0)
+        return first.schema if first is not None else b""
+
+    def in_order(self) -> list[BlockResult]:
+        return [self.results[i] for i in sorted(self.results)]
 
     def fail(self, index: int, failure: Failure) -> None:
         if self.failure is None or index < self.failure[0]:
@@ -237,12 +248,7 @@ class Streamer:
             if result.failure is not None:
                 progress.fail(block.index, result.failure)
                 return
-            progress.partials[block.index] = result.partials
-            progress.block_rows[block.index] = result.rows
-            progress.schemas[block.index] = result.schema
-            progress.rows += result.rows
-            if block.index == 0:
-                progress.schema = result.schema
+            progress.results[block.index] = dataclasses.replace(result, part=b"")
             temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
             await _stage(result.part, temp, self.crash)
             progress.parts[block.index] = StagedPart("records", temp)
@@ -265,7 +271,7 @@ class Streamer:
     async def _conform(self, file: DropFile, progress: _Progress) -> Failure | None:
         """Give every part the same column types, if a column empty in block 0 differed."""
         what = f"the column types of {file.rel}"
-        schemas = tuple(progress.schemas[i] for i in sorted(progress.schemas))
+        schemas = tuple(result.schema for result in progress.in_order())
         try:
             unified, differ, problem = await self._retrying(
                 lambda: self.compute.unify(schemas, what)
@@ -309,9 +315,7 @@ class Streamer:
         self, file: DropFile, digest: str, progress: _Progress, staged: list[StagedPart]
     ) -> bytes:
         what = f"the quantiles of {file.rel}"
-        partials = tuple(
-            (progress.block_rows[i], progress.partials[i]) for i in sorted(progress.partials)
-        )
+        partials = tuple((result.rows, result.partials) for result in progress.in_order())
         # Float64 values collected at once, for every wanted rank together: a 64th of memory_mb,
         # since they exist in a few copies on their way to a worker.
         limit = max(1 << 16, self.budget.limit // 512)

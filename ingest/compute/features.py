@@ -182,18 +182,6 @@ def _windows(length: int, window: int) -> Iterator[tuple[int | None, slice]]:
 Row = dict[str, object]
 
 
-def compute(
-    table: pa.Table,
-    source_file: str,
-    sha256: str,
-    time_column: str,
-    sets: tuple[str, ...],
-    window: int,
-) -> pa.Table:
-    """One row per (numeric column, window), with every requested set's features."""
-    return to_table(rows(table, source_file, sha256, time_column, sets, window), sets)
-
-
 def rows(
     table: pa.Table,
     source_file: str,

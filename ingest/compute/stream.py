@@ -33,7 +33,7 @@ from .task import check_columns, message, time_limit
 def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
     valid = values[~np.isnan(values)]
     if valid.size == 0:
-        return ColumnPartial(name, 0, int(values.size), 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+        return ColumnPartial.empty(name, int(values.size))
     mean = float(valid.mean())
     deviation = valid - mean
     buckets, counts = radix.digit_counts(radix.order_keys(valid))
@@ -109,7 +109,7 @@ def merge(pieces: list[ColumnPartial]) -> ColumnPartial:
     nulls = sum(p.nulls for p in pieces)
     name = pieces[0].column
     if not valued:
-        return ColumnPartial(name, 0, nulls, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+        return ColumnPartial.empty(name, nulls)
     count = sum(p.count for p in valued)
     mean = sum(p.mean * p.count for p in valued) / count
     m2 = sum(p.m2 + p.count * (p.mean - mean) ** 2 for p in valued)
@@ -141,7 +141,7 @@ def select(args: tuple[Blocks, bytes, int]) -> Selection:
     for name, pieces in by_column.items():
         missing = total - sum(p.count + p.nulls for p in pieces)
         if missing:
-            pieces.append(ColumnPartial(name, 0, missing, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b""))
+            pieces.append(ColumnPartial.empty(name, missing))
     merged = tuple(merge(pieces) for pieces in by_column.values())
     histograms = {
         name: [(p.buckets, p.counts) for p in pieces if p.count]

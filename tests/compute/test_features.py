@@ -1,4 +1,4 @@
-"""features.compute against an independent reference: fsum moments, hand-rolled quantiles."""
+"""Feature rows against an independent reference: fsum moments, hand-rolled quantiles."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from hypothesis.extra.numpy import arrays
 
 from ingest.compute import features
-from ingest.compute.features import compute, summary
+from ingest.compute.features import summary
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = ("count", "null_count", "mean", "std", "min", "max", "p05", "p50", "p95", "rms")
@@ -81,7 +81,8 @@ def rows_by_column(table: pa.Table) -> dict[str, dict[str, object]]:
 
 def _compute(table: pa.Table, window: int = 0, sets: tuple[str, ...] = ("summary",),
              time_column: str = "timestamp") -> pa.Table:
-    return compute(table, "drop/a.csv", "ab" * 32, time_column, sets, window)
+    found = features.rows(table, "drop/a.csv", "ab" * 32, time_column, sets, window)
+    return features.to_table(found, sets)
 
 
 # --- the summary set --------------------------------------------------------------------
