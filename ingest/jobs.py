@@ -2,8 +2,10 @@
 
 A `Task` carries a batch of files' bytes to a worker, so a worker needs no
 shared filesystem. A `TaskResult` comes back with each file's `Outcome` and
-the batch's part files, already encoded as Parquet bytes: the encoding, the
-costliest step, runs where the cores are. Everything here is a picklable
+the batch's part files, already encoded as Parquet: the encoding, the costliest
+step, runs where the cores are. A worker that shares the service's disk (the
+local pool) writes them under `_ingest/tmp` and returns their paths, so the
+bytes do not cross back; any other worker returns the bytes. Everything here is a picklable
 dataclass of builtins; no coroutine, lock or exception object ever crosses.
 """
 
@@ -32,6 +34,9 @@ class Task:
     tables: tuple[str, ...] = ("records", "features")
     compression: str = "zstd"
     timeout_s: float = 0.0  # per file; 0 = no limit. The worker raises TaskTimeout past it.
+    # Where the worker may write the parts itself: a path prefix under _ingest/tmp.
+    # None: return them as bytes (a worker on another machine).
+    stage: str | None = None
 
 
 @dataclass(frozen=True)
@@ -64,6 +69,15 @@ class EncodedPart:
 
 
 @dataclass(frozen=True)
+class WrittenPart:
+    """A complete Parquet file that a worker wrote under `_ingest/tmp`, not yet fsynced."""
+
+    table: str  # "records" | "features"
+    path: str
+    sources: tuple[str, ...]
+
+
+@dataclass(frozen=True)
 class TaskResult:
     outcomes: tuple[Outcome, ...]
-    parts: tuple[EncodedPart, ...] = ()
+    parts: tuple[EncodedPart | WrittenPart, ...] = ()

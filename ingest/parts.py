@@ -28,7 +28,7 @@ from pathlib import Path
 
 from .crashpoints import CrashPlan
 from .files import DropFile
-from .jobs import EncodedPart
+from .jobs import EncodedPart, WrittenPart
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
 
@@ -101,7 +101,7 @@ def publish(
     ledger: Ledger,
     layout: Layout,
     accepted: list[Accepted],
-    parts: Sequence[EncodedPart | StagedPart],
+    parts: Sequence[EncodedPart | WrittenPart | StagedPart],
     also: list[FileRecord],
     crash: CrashPlan,
 ) -> Published:
@@ -115,8 +115,8 @@ def publish(
     if not all(unchanged(entry.file) for entry in accepted):
         ledger.record(also)
         for part in parts:
-            if isinstance(part, StagedPart):
-                part.temp.unlink(missing_ok=True)
+            if not isinstance(part, EncodedPart):
+                _temp_of(part).unlink(missing_ok=True)
         return Published(None, changed=accepted)
     result = Published(None, committed=accepted)
     if not parts:
@@ -131,6 +131,14 @@ def publish(
             final = layout.part_path(part.table, day, f"part-{part_id}-{index}.parquet")
             if isinstance(part, StagedPart):
                 planned.append((part.temp, final))
+                continue
+            if isinstance(part, WrittenPart):
+                # Written by a worker: make it durable here, where the crash points are.
+                temp = Path(part.path)
+                crash.reached("temp-written")
+                fsync_path(temp)
+                crash.reached("temp-fsynced")
+                planned.append((temp, final))
                 continue
             temp = layout.tmp / f"{final.name}.tmp"
             planned.append((temp, final))
@@ -148,6 +156,10 @@ def publish(
     result.part_id = part_id
     result.paths = [final for _, final in planned]
     return result
+
+
+def _temp_of(part: WrittenPart | StagedPart) -> Path:
+    return Path(part.path) if isinstance(part, WrittenPart) else part.temp
 
 
 def _rename_into_place(planned: list[tuple[Path, Path]], crash: CrashPlan) -> None:
@@ -173,7 +185,7 @@ def _undo(
             if temp in written:
                 final.unlink()
             else:
-                os.replace(final, temp)  # a staged part goes back, for the retry
+                os.replace(final, temp)  # a staged or worker-written part goes back, for the retry
     if part_id is not None:
         try:
             ledger.forget_part(part_id)

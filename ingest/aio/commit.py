@@ -1,7 +1,8 @@
 """Commit: publish each task's part files, and record the files set aside, from a thread.
 
-Workers return a task's part files already encoded; committing one is a few
-writes, an fsync and two ledger transactions. Files resolved without rows of
+Workers return a task's part files already encoded, most often already written
+under `_ingest/tmp`; committing one is an fsync, a rename and two ledger
+transactions. Files resolved without rows of
 their own (duplicates, quarantined inputs) wait up to `flush_s` to be recorded
 together. One commit runs at a time, in a thread, and every ledger write of
 the application goes through it.
@@ -21,7 +22,7 @@ from ..config import Config
 from ..crashpoints import CrashPlan
 from ..dispose import after_success, quarantine
 from ..files import DropFile
-from ..jobs import EncodedPart, Failure
+from ..jobs import EncodedPart, Failure, WrittenPart
 from ..layout import Layout
 from ..ledger import FileRecord, Ledger
 from ..parts import Accepted, Published, StagedPart, publish
@@ -60,7 +61,7 @@ class TaskOutput:
     """A task's files with rows, and the part files that hold those rows."""
 
     accepted: list[Accepted]
-    parts: Sequence[EncodedPart | StagedPart]
+    parts: Sequence[EncodedPart | WrittenPart | StagedPart]
 
 
 @dataclass

@@ -14,10 +14,13 @@ A file that kills a worker `retries + 1` times is quarantined as poison.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TypeVar
 
 import aiorwlock
@@ -26,6 +29,7 @@ from ..config import Config
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job, Task, TaskResult
+from ..layout import Layout
 from ..metrics import Metrics
 from ..parts import Accepted
 from .commit import Aside, Committer, TaskOutput
@@ -68,6 +72,8 @@ class Dispatcher:
         self.wait_for_more = wait_for_more
         self.on_taken = on_taken  # False: the service let go of the file (a drain)
         self.backlog = backlog  # files known to be coming that no task holds yet
+        # Workers on this machine write their part files where the committer renames them.
+        self._stage_dir = Layout.of(config).tmp if compute.shares_disk else None
         self._assembling = asyncio.Lock()
         self._isolation = aiorwlock.RWLock()  # shared: tasks; exclusive: a suspect alone
 
@@ -112,15 +118,30 @@ class Dispatcher:
             return items
 
     def _task(self, items: list[Queued]) -> Task:
+        stage = None
+        if self._stage_dir is not None:
+            stage = str(self._stage_dir / f"task-{secrets.token_hex(8)}")
         return Task(
             tuple(i.job for i in items), self.config.features, self.config.output.tables,
-            self.config.output.compression, self.config.pipeline.task_timeout_s,
+            self.config.output.compression, self.config.pipeline.task_timeout_s, stage,
         )
+
+    async def _compute(self, task: Task) -> TaskResult:
+        """Run a task; if its worker died or was stopped, remove what it had written."""
+        try:
+            return await self.compute.run(task)
+        except (WorkerCrashed, TaskTimeout):
+            if task.stage is not None:
+                stage = Path(task.stage)
+                for temp in stage.parent.glob(f"{stage.name}-*"):
+                    with contextlib.suppress(OSError):
+                        temp.unlink()
+            raise
 
     async def _run(self, items: list[Queued]) -> None:
         try:
             async with self._isolation.reader_lock:
-                result = await self.compute.run(self._task(items))
+                result = await self._compute(self._task(items))
         except WorkerCrashed as exc:
             self.metrics.breakages.inc()
             log.warning("%s; retrying each of its files alone", exc)
@@ -141,7 +162,7 @@ class Dispatcher:
         while True:
             try:
                 async with self._isolation.writer_lock:
-                    result = await self.compute.run(self._task([item]))
+                    result = await self._compute(self._task([item]))
             except WorkerCrashed as exc:
                 crashes += 1
                 self.metrics.breakages.inc()

@@ -119,6 +119,11 @@ class Compute:
         self._replacing = asyncio.Lock()
         self._starting: asyncio.Future[None] | None = None
 
+    @property
+    def shares_disk(self) -> bool:
+        """Whether the workers see the service's files: the local pool's do, a cluster's may not."""
+        return self.spec == "process"
+
     def start_soon(self) -> asyncio.Future[None]:
         """Start the executor in a thread; calls wait for it. Workers take a few hundred ms
         to import numpy and pyarrow, time the service spends scanning and reading instead."""

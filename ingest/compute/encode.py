@@ -1,4 +1,4 @@
-"""Arrow tables to Parquet bytes, in the worker, ready to be written as part files.
+"""Arrow tables to Parquet, in the worker: part files staged for the service, or their bytes.
 
 Runs in a worker process. Parquet is written for every common reader:
 microsecond timestamps (Spark rejects nanoseconds), row groups sized for
@@ -7,7 +7,9 @@ scans, and footer metadata naming the source files and the package version.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import time
 from collections import defaultdict
 from dataclasses import dataclass
@@ -16,7 +18,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..jobs import EncodedPart
+from ..jobs import EncodedPart, WrittenPart
 from . import features
 
 # Row groups of about a million rows: large enough for scans to skip by statistics,
@@ -49,6 +51,14 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
 
 def to_parquet(table: pa.Table, compression: str, footer: dict[bytes, bytes]) -> bytes:
     sink = pa.BufferOutputStream()
+    _write(table, sink, compression, footer)
+    data: bytes = sink.getvalue().to_pybytes()
+    return data
+
+
+def _write(
+    table: pa.Table, sink: str | pa.NativeFile, compression: str, footer: dict[bytes, bytes]
+) -> None:
     pq.write_table(
         table.replace_schema_metadata(footer),
         sink,
@@ -58,8 +68,6 @@ def to_parquet(table: pa.Table, compression: str, footer: dict[bytes, bytes]) ->
         coerce_timestamps="us",
         allow_truncated_timestamps=True,
     )
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
 
 
 def with_sources(table: pa.Table, source_file: str, sha256: str) -> pa.Table:
@@ -89,30 +97,54 @@ def _footer(members: list[Featurised]) -> dict[bytes, bytes]:
 
 
 def _part(
-    table_name: str, data: pa.Table, members: list[Featurised], compression: str
-) -> EncodedPart:
-    return EncodedPart(
-        table_name,
-        to_parquet(data, compression, _footer(members)),
-        tuple(m.source_file for m in members),
-    )
+    table_name: str, data: pa.Table, members: list[Featurised], compression: str,
+    stage: str | None, index: int,
+) -> EncodedPart | WrittenPart:
+    meta, sources = _footer(members), tuple(m.source_file for m in members)
+    if stage is not None:
+        path = f"{stage}-{index}.parquet"
+        try:
+            _write(data, path, compression, meta)
+            return WrittenPart(table_name, path, sources)
+        except OSError:
+            # A full disk, say. The bytes go back instead: the service's own write meets
+            # the same error, keeps the inputs pending and retries, as for any commit.
+            with contextlib.suppress(OSError):
+                os.unlink(path)
+    return EncodedPart(table_name, to_parquet(data, compression, meta), sources)
 
 
-def encode(done: list[Featurised], compression: str, sets: tuple[str, ...]) -> list[EncodedPart]:
+def encode(
+    done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None = None
+) -> list[EncodedPart | WrittenPart]:
     """One records part per schema (files with different schemas never share a part),
-    and one features part."""
-    parts: list[EncodedPart] = []
+    and one features part. With `stage`, each is written to a file named from it."""
+    parts: list[EncodedPart | WrittenPart] = []
+    try:
+        _encode(done, compression, sets, stage, parts)
+    except BaseException:
+        for part in parts:
+            if isinstance(part, WrittenPart):
+                with contextlib.suppress(OSError):
+                    os.unlink(part.path)
+        raise
+    return parts
+
+
+def _encode(
+    done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None,
+    parts: list[EncodedPart | WrittenPart],
+) -> None:
     groups: dict[pa.Schema, list[Featurised]] = defaultdict(list)
     for item in done:
         if item.records is not None:
             groups[item.records.schema.remove_metadata()].append(item)
     for members in groups.values():
         data = pa.concat_tables([m.records.replace_schema_metadata(None) for m in members])  # type: ignore[union-attr]
-        parts.append(_part("records", data, members, compression))
+        parts.append(_part("records", data, members, compression, stage, len(parts)))
     with_features = [d for d in done if d.features is not None]
     if with_features:
         data = stamped(
             features.to_table([row for d in with_features for row in d.features or ()], sets)
         )
-        parts.append(_part("features", data, with_features, compression))
-    return parts
+        parts.append(_part("features", data, with_features, compression, stage, len(parts)))

@@ -21,7 +21,7 @@ import pytest
 from ingest.compute.encode import to_parquet
 from ingest.compute.task import RESERVED_COLUMNS, process
 from ingest.config import Features
-from ingest.jobs import Failure, Job, Task
+from ingest.jobs import EncodedPart, Failure, Job, Task, WrittenPart
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = b"timestamp,temperature,humidity\n1,20.5,40.0\n2,,41.5\n3,21.0,42.0\n"
@@ -293,3 +293,44 @@ def test_a_task_of_many_files_makes_one_records_part_per_schema_and_isolates_fai
     assert len(features) == 1 and features[0].sources == ("a.csv", "b.csv", "c.jsonl")
     footer = pq.read_metadata(pa.BufferReader(features[0].data)).metadata
     assert b"bad.csv" not in footer[b"ingest.sources"]
+
+
+# --- where the parts go -------------------------------------------------------------------
+
+
+def _two_files(stage: Path | None) -> Task:
+    jobs = tuple(
+        Job(name, hashlib.sha256(data).hexdigest(), data)
+        for name, data in (("a.csv", CSV), ("c.jsonl", b'{"v": 1.5}\n{"v": 2.5}\n'))
+    )
+    return Task(jobs, Features(), stage=None if stage is None else str(stage))
+
+
+def test_a_staged_task_writes_its_parts_where_told_and_they_hold_what_the_bytes_hold(
+    tmp_path: Path,
+) -> None:
+    staged = process(_two_files(tmp_path / "task-1"))
+    in_memory = process(_two_files(None))
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        f"task-1-{i}.parquet" for i in range(len(staged.parts))
+    ]
+    assert staged.outcomes == in_memory.outcomes
+    assert len(staged.parts) == 3  # two records parts (two schemas) and one features part
+    for written, encoded in zip(staged.parts, in_memory.parts, strict=True):
+        assert isinstance(written, WrittenPart) and isinstance(encoded, EncodedPart)
+        assert (written.table, written.sources) == (encoded.table, encoded.sources)
+        on_disk = pq.read_table(written.path)
+        from_bytes = pq.read_table(pa.BufferReader(encoded.data))
+        if written.table == "features":
+            on_disk, from_bytes = on_disk.drop(["ingested_at"]), from_bytes.drop(["ingested_at"])
+        assert on_disk.equals(from_bytes)
+        assert pq.read_metadata(written.path).metadata == pq.read_metadata(
+            pa.BufferReader(encoded.data)
+        ).metadata
+
+
+def test_a_stage_that_cannot_be_written_sends_the_bytes_back(tmp_path: Path) -> None:
+    result = process(_two_files(tmp_path / "gone" / "task-1"))
+    assert [o.failure for o in result.outcomes] == [None, None]
+    assert len(result.parts) == 3 and all(isinstance(p, EncodedPart) for p in result.parts)
+    assert list(tmp_path.iterdir()) == []
