@@ -67,6 +67,11 @@ class Features:
     sets: tuple[str, ...] = ("summary",)
     window: int = 0
 
+    @property
+    def plugins(self) -> bool:
+        """Whether a set is a plugin, "package.module:function", rather than built in."""
+        return any(":" in name for name in self.sets)
+
 
 @dataclass(frozen=True)
 class Output:

@@ -113,7 +113,8 @@ class Service:
         self.metrics = Metrics()
         self.summary = Summary()
         self.compute = Compute(
-            config.pipeline.executor, config.workers, config.pipeline.task_timeout_s
+            config.pipeline.executor, config.workers, config.pipeline.task_timeout_s,
+            plugins=config.features.plugins,
         )
         self.lag = LagProbe(self.metrics)
         self.crash = CrashPlan.from_env()

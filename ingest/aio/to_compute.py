@@ -41,7 +41,7 @@ POOL_START_BACKOFF_S = 0.05
 WARM_TIMEOUT_S = 60.0
 
 
-def _process_pool(workers: int) -> ProcessPoolExecutor:
+def _process_pool(workers: int, plugins: bool) -> ProcessPoolExecutor:
     """Blocking (it starts every worker): call it from a thread."""
     # forkserver, not fork: the parent runs threads (aiofiles, watchfiles, commits),
     # and forking a threaded process can copy a held lock into the child.
@@ -49,7 +49,8 @@ def _process_pool(workers: int) -> ProcessPoolExecutor:
     context.set_forkserver_preload(["ingest.compute.task"])
     for attempt in range(1, POOL_START_ATTEMPTS + 1):
         pool = ProcessPoolExecutor(
-            workers, mp_context=context, initializer=init_worker, initargs=(os.getpid(),)
+            workers, mp_context=context, initializer=init_worker,
+            initargs=(os.getpid(), plugins),
         )
         try:
             _start_every_worker(pool, workers)
@@ -109,10 +110,11 @@ def _dask_executor(address: str, workers: int) -> tuple[Executor, Any]:
 class Compute:
     """The application's executor, and the calls made through it."""
 
-    def __init__(self, executor: str, workers: int, timeout_s: float):
+    def __init__(self, executor: str, workers: int, timeout_s: float, plugins: bool = False):
         self.spec = executor
         self.workers = workers
         self.timeout_s = timeout_s
+        self.plugins = plugins  # feature sets beyond the built-in ones
         self.breakages = 0
         self._executor: Executor | None = None
         self._client: Any = None
@@ -133,7 +135,7 @@ class Compute:
     def start(self) -> None:
         """Called once, at start-up, in the main process, from a thread (it blocks)."""
         if self.spec == "process":
-            self._executor = _process_pool(self.workers)
+            self._executor = _process_pool(self.workers, self.plugins)
         else:
             self._executor, self._client = _dask_executor(
                 self.spec.removeprefix("dask://"), self.workers
@@ -163,7 +165,7 @@ class Compute:
             self.breakages += 1
             log.warning("a worker died; replacing the process pool (breakage %d)", self.breakages)
             broken.shutdown(wait=False, cancel_futures=True)
-            self._executor = await asyncio.to_thread(_process_pool, self.workers)
+            self._executor = await asyncio.to_thread(_process_pool, self.workers, self.plugins)
 
     async def _kill_workers(self, executor: Executor) -> None:
         """Break the pool on purpose: the only way to stop a task stuck in C code."""

@@ -49,3 +49,30 @@ def test_dask_local_executor_is_a_one_line_switch(folder: Folder) -> None:
     rows = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
     assert rows["sensor_d_2026-11-02.csv.gz"] == 1000
     assert "sensor_e_malformed.csv" not in rows
+
+
+@pytest.mark.parametrize("plugins", [False, True])
+def test_workers_load_pandas_only_for_plugin_feature_sets(plugins: bool) -> None:
+    """pyarrow would import pandas in every worker on its first conversion; the built-in
+    sets never need it, and a plugin may. Read from the workers' own memory maps."""
+    pytest.importorskip("pandas")
+
+    def pandas_loaded(pid: int) -> bool:
+        with open(f"/proc/{pid}/maps") as maps:
+            return "/pandas/_libs/" in maps.read()
+
+    async def main() -> list[bool]:
+        compute = Compute("process", 2, 60, plugins=plugins)
+        await asyncio.to_thread(compute.start)
+        try:
+            task = Task((Job("a.csv", "0" * 64, b"a,b\n1,2\n"),), Features())
+            result = await compute.run(task)
+            assert result.outcomes[0].failure is None and result.outcomes[0].rows == 1
+            loop = asyncio.get_running_loop()
+            pids = {await loop.run_in_executor(compute._executor, warm) for _ in range(8)}
+            return [pandas_loaded(pid) for pid in pids]
+        finally:
+            compute.shutdown()
+
+    loaded = asyncio.run(main())
+    assert loaded and loaded == [plugins] * len(loaded)

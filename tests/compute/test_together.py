@@ -82,3 +82,25 @@ def test_a_file_whose_column_is_numbers_keeps_its_type_when_the_group_reads_text
     features_part = next(p for p in result.parts if p.table == "features")
     rows = pq.read_table(pa.BufferReader(features_part.data)).to_pylist()
     assert ("ints.csv", "id") in {(r["source_file"], r["source_column"]) for r in rows}
+
+
+def test_a_blank_line_in_one_file_sends_the_group_back_and_every_file_keeps_its_rows() -> None:
+    jobs = (
+        job("before.csv", HEADER + b"1,2,3\n2,3,4\n"),
+        job("blank_inside.csv", HEADER + b"3,4,5\n\n4,5,6\n"),
+        job("blank_at_end.csv", HEADER + b"5,6,7\n\n"),
+        job("after.csv", HEADER + b"6,7,8\n"),
+    )
+    assert parse_together(jobs) == {}
+    result = process(Task(jobs, Features()))
+    assert [(o.source_file, o.rows, o.failure) for o in result.outcomes] == [
+        ("before.csv", 2, None), ("blank_inside.csv", 2, None),
+        ("blank_at_end.csv", 1, None), ("after.csv", 1, None),
+    ]
+    for j in jobs:
+        (part,) = [p for p in result.parts if p.table == "records" and j.source_file in p.sources]
+        rows = pq.read_table(pa.BufferReader(part.data)).to_pylist()
+        mine = [r for r in rows if r["source_file"] == j.source_file]
+        assert [{k: r[k] for k in ("timestamp", "a", "b")} for r in mine] == (
+            decode(j.source_file, j.data).to_pylist()
+        )
