@@ -1,25 +1,25 @@
 """The `ingest` command. Synchronous shell: parse, load config, `asyncio.run` once.
 
 Exit codes are named below; `ingest once` uses all four, `run` and `status` the first three.
+
+Each command imports what it needs when it runs. This module is imported again
+in every worker process (multiprocessing re-runs the parent's main script
+there), so it stays light: a worker starts, and takes its first file, sooner.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
-from . import __version__, logs, memory, status
-from .compute.features import load_set
+from . import __version__, logs, memory
 from .config import Config, load, override
 from .errors import ConfigError, LedgerError
 from .layout import Layout
-from .progress import Progress
-from .rebuild import rebuild
 
 OK = 0  # every file ingested, or skipped as already ingested
 FAILED = 1  # an unexpected failure
@@ -55,6 +55,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_feature_sets(config: Config) -> None:
     """A set that cannot be loaded is a config error, not a fault of every input file."""
+    from .compute.features import load_set
+
     for name in config.features.sets:
         try:
             function = load_set(name)
@@ -91,7 +93,10 @@ def _configure(args: argparse.Namespace) -> Config:
 
 
 def _serve(config: Config, mode: str, early: list[int]) -> int:
-    from .aio.service import Service  # the async side loads only for commands that use it
+    import asyncio
+
+    from .aio.service import Service
+    from .progress import Progress
 
     progress = Progress() if mode == "once" and sys.stderr.isatty() else None
     service = Service(config, mode, progress, early_signals=early)
@@ -133,9 +138,13 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
     try:
         config = _configure(parsed)
         if parsed.command == "status":
+            from . import status
+
             print(status.render(status.collect(config), parsed.json))
             return OK
         if parsed.command == "ledger":
+            from .rebuild import rebuild
+
             counts = rebuild(Layout.of(config))
             print("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             return OK
