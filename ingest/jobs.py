@@ -23,6 +23,7 @@ class Job:
     source_file: str  # path relative to the drop folder, with "/" separators
     sha256: str
     data: bytes
+    shared: str | None = None  # a shared memory segment that holds the bytes instead of data
 
 
 @dataclass(frozen=True)

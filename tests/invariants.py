@@ -7,6 +7,8 @@ import sqlite3
 
 import pyarrow.parquet as pq
 
+from ingest.shared import SHM_DIR, prefix_for
+
 from .conftest import Folder
 
 
@@ -49,6 +51,7 @@ def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) 
                 assert path.suffix == ".parquet", f"stray file {path}"
                 pq.read_metadata(path)
     assert not list((folder.output / "_ingest" / "tmp").iterdir())
+    assert not list(SHM_DIR.glob(prefix_for(folder.output) + "*")), "shared memory left behind"
 
     # `ingest status` agrees with the data.
     status = folder.ingest("status", "--json")

@@ -99,7 +99,7 @@ class Dispatcher:
             first = await self.queue.get()
             if not await self.on_taken(first):
                 return []
-            items, size = [first], len(first.job.data)
+            items, size = [first], first.file.size
             deadline = time.monotonic() + self.config.output.flush_s
             limit = min(TASK_BYTES, self.config.output.target_file_mb * 1024 * 1024)
             while size < limit and len(items) < TASK_FILES:
@@ -113,7 +113,7 @@ class Dispatcher:
                 if item is None:
                     break
                 items.append(item)
-                size += len(item.job.data)
+                size += item.file.size
             self.metrics.queued.set(self.queue.qsize())
             return items
 

@@ -21,11 +21,21 @@ async def read_bytes(path: Path) -> bytes:
         return await fh.read()
 
 
-def _sha256(data: bytes) -> str:
+async def read_into(path: Path, buffer: memoryview) -> int:
+    """Fill `buffer` from the file. Returns the file's length, or len(buffer) + 1 if it
+    is longer. Raises FileNotFoundError if it vanished since it was seen."""
+    async with aiofiles.open(path, "rb") as fh:
+        length = await fh.readinto(buffer) or 0
+        if length == len(buffer) and await fh.read(1):
+            length += 1
+    return length
+
+
+def _sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-async def sha256(data: bytes) -> str:
+async def sha256(data: bytes | memoryview) -> str:
     if len(data) <= HASH_INLINE_BYTES:
         return _sha256(data)
     return await asyncio.to_thread(_sha256, data)

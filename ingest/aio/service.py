@@ -21,9 +21,10 @@ import sys
 import time
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
 from typing import Any
 
-from .. import logs
+from .. import logs, shared
 from ..config import Config
 from ..crashpoints import CrashPlan
 from ..dispose import after_success, quarantine
@@ -40,7 +41,7 @@ from .budget import ByteBudget
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Dispatcher, Queued
 from .lag import LagProbe
-from .read import read_bytes, sha256, sha256_of_file
+from .read import read_bytes, read_into, sha256, sha256_of_file
 from .settle import Settler
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer, why_not_streamed
 from .to_compute import Compute
@@ -87,6 +88,9 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
                 " `ingest ledger rebuild` to rebuild it from the part files"
             )
     ledger = Ledger(layout.ledger)
+    swept = shared.sweep(shared.prefix_for(layout.output))
+    if swept:
+        log.warning("start-up repair: %d shared memory segments of a stopped run removed", swept)
     try:
         reconcile(ledger, layout)
         return ledger, ledger.known()
@@ -121,6 +125,8 @@ class Service:
         self.stop = asyncio.Event()
         self.draining = False
         self._held: dict[str, int] = {}  # rel -> bytes taken from the budget
+        self._segments: dict[str, SharedMemory] = {}  # rel -> the shared memory holding it
+        self._shm_prefix = shared.prefix_for(self.layout.output)
         self._upstream: set[str] = set()  # admitted, not yet handed to the committer
         self._claimed: dict[str, str] = {}  # sha256 -> rel of the file in flight with it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
@@ -237,6 +243,8 @@ class Service:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await asyncio.to_thread(self.compute.shutdown, not abandoned)
+        for segment in self._segments.values():  # files left for the next run
+            shared.remove(segment)
         self.ledger.close()
         self.summary.lag_p99_ms = self.lag.quantile(0.99) * 1000
         if self.progress is not None:
@@ -301,19 +309,29 @@ class Service:
         async with self._read_slots:
             read = await self._fetch(file, whole=True)
             if read is not None and await self._claim(file, read[0]):
-                await self.queue.put(Queued(file, Job(file.rel, *read)))
+                digest, data = read
+                segment = self._segments.get(file.rel)
+                job = (
+                    Job(file.rel, digest, b"", shared=segment.name) if segment is not None
+                    else Job(file.rel, digest, bytes(data))
+                )
+                await self.queue.put(Queued(file, job))
                 self.metrics.queued.set(self.queue.qsize())
 
-    async def _fetch(self, file: DropFile, whole: bool) -> tuple[str, bytes] | None:
+    async def _fetch(self, file: DropFile, whole: bool) -> tuple[str, bytes | memoryview] | None:
         """The file's sha256, and its bytes if `whole` (else it is hashed in chunks);
-        None once it is resolved as vanished, unreadable or changed."""
+        None once it is resolved as vanished, unreadable or changed. A large file for a
+        local worker is read into shared memory, and its bytes are the segment's."""
+        data: bytes | memoryview = b""
         try:
-            if whole:
+            if not whole:
+                digest, length = await sha256_of_file(file.path)
+            elif segment := await self._segment(file):
+                data = shared.view(segment)
+                length = await read_into(file.path, data)
+            else:
                 data = await read_bytes(file.path)
                 length = len(data)
-            else:
-                data = b""
-                digest, length = await sha256_of_file(file.path)
         except OSError as exc:
             await self._unreadable(file, exc)
             return None
@@ -323,6 +341,15 @@ class Service:
         if whole:
             digest = await sha256(data)
         return digest, data
+
+    async def _segment(self, file: DropFile) -> SharedMemory | None:
+        """Shared memory to read a large file into, for a local worker; freed in _release."""
+        if not self.compute.shares_disk or file.size < shared.SHARED_MIN_BYTES:
+            return None
+        segment = await asyncio.to_thread(shared.create, self._shm_prefix, file.size)
+        if segment is not None:
+            self._segments[file.rel] = segment
+        return segment
 
     async def _unreadable(self, file: DropFile, exc: OSError) -> None:
         if isinstance(exc, FileNotFoundError):
@@ -422,6 +449,9 @@ class Service:
         log.debug("deferred %s to the next run", file.rel)
 
     async def _release(self, rel: str) -> None:
+        segment = self._segments.pop(rel, None)
+        if segment is not None:
+            await asyncio.to_thread(shared.remove, segment)
         size = self._held.pop(rel, None)
         if size:
             await self.budget.release(size)

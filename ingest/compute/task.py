@@ -16,12 +16,13 @@ import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 import pyarrow as pa
 
-from .. import memory
+from .. import memory, shared
 from ..config import Features
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, Task, TaskResult
@@ -197,12 +198,16 @@ def process(task: Task) -> TaskResult:
     """
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
+    jobs = tuple(
+        job if job.shared is None else replace(job, data=shared.take(job.shared), shared=None)
+        for job in task.jobs
+    )
     try:
         with time_limit(task.timeout_s):
-            parsed = parse_together(task.jobs)
+            parsed = parse_together(jobs)
     except TaskTimeout:
         parsed = {}
-    for index, job in enumerate(task.jobs):
+    for index, job in enumerate(jobs):
         result = _featurise_one(job, task, parsed.get(index))
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))

@@ -334,3 +334,21 @@ def test_a_stage_that_cannot_be_written_sends_the_bytes_back(tmp_path: Path) -> 
     assert [o.failure for o in result.outcomes] == [None, None]
     assert len(result.parts) == 3 and all(isinstance(p, EncodedPart) for p in result.parts)
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_job_whose_bytes_are_in_shared_memory_gives_what_the_bytes_give(
+    tmp_path: Path,
+) -> None:
+    from ingest import shared
+
+    segment = shared.create(shared.prefix_for(tmp_path), len(CSV))
+    assert segment is not None
+    try:
+        shared.view(segment)[:] = CSV
+        sha = hashlib.sha256(CSV).hexdigest()
+        via_segment = run(Task((Job("a.csv", sha, b"", shared=segment.name),), Features()))
+        via_bytes = run(Task((Job("a.csv", sha, CSV),), Features()))
+    finally:
+        shared.remove(segment)
+    assert via_segment.failure is None and via_segment.rows == 3
+    assert table_of(via_segment.records).equals(table_of(via_bytes.records))

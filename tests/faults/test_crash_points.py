@@ -104,6 +104,9 @@ def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder, rou
     for round_ in range(rounds):
         good, worse = _populate(folder, round_ * 40, 40, bad=1 if round_ % 5 == 0 else 0)
         expected.update(good)
+        # and a file large enough to reach its worker through shared memory
+        big = folder.drop / f"big{round_:04d}.csv"
+        expected[big.name] = len(write_csv(big, rows=40_000, seed=10_000 + round_))
         bad |= worse
         proc = _run(folder)
         time.sleep(rng.uniform(0.3, 2.0))

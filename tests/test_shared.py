@@ -1,0 +1,99 @@
+"""Large inputs reach local workers through shared memory, and no segment outlives its file."""
+
+from __future__ import annotations
+
+import os
+import threading
+from multiprocessing import resource_tracker
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ingest import shared
+
+from .conftest import Folder, write_csv
+
+pytestmark = pytest.mark.skipif(not shared.SHM_DIR.is_dir(), reason="no /dev/shm")
+
+
+def segments_of(output: Path) -> list[Path]:
+    return sorted(shared.SHM_DIR.glob(shared.prefix_for(output) + "*"))
+
+
+def test_a_segment_carries_the_bytes_to_a_reader_by_name(tmp_path: Path) -> None:
+    prefix = shared.prefix_for(tmp_path)
+    data = os.urandom(3 * shared.SHARED_MIN_BYTES // 2)
+    segment = shared.create(prefix, len(data))
+    assert segment is not None and segment.name.startswith(prefix)
+    try:
+        shared.view(segment)[:] = data
+        assert shared.take(segment.name) == data
+    finally:
+        shared.remove(segment)
+    assert segments_of(tmp_path) == []
+    with pytest.raises(FileNotFoundError):
+        SharedMemory(name=segment.name)
+
+
+def test_no_segment_when_shared_memory_cannot_hold_the_file(tmp_path: Path) -> None:
+    stats = os.statvfs(shared.SHM_DIR)
+    too_big = stats.f_blocks * stats.f_frsize + (1 << 30)
+    assert shared.create(shared.prefix_for(tmp_path), too_big) is None
+    assert segments_of(tmp_path) == []
+
+
+def test_sweep_removes_only_the_segments_of_its_own_output_folder(tmp_path: Path) -> None:
+    mine, theirs = tmp_path / "mine", tmp_path / "theirs"
+    left = [shared.create(shared.prefix_for(mine), 10) for _ in range(2)]
+    other = shared.create(shared.prefix_for(theirs), 10)
+    assert all(left) and other is not None
+    try:
+        assert shared.sweep(shared.prefix_for(mine)) == 2
+        assert segments_of(mine) == [] and len(segments_of(theirs)) == 1
+    finally:
+        for segment in [*left, other]:
+            assert segment is not None
+            shared.remove(segment)
+
+
+def test_large_files_are_ingested_through_shared_memory_exactly_once(folder: Folder) -> None:
+    """Two copies of a large file, another large one and a small one: every row once,
+    the copy a duplicate, and no segment left once `ingest once` has exited."""
+    big = write_csv(folder.drop / "big.csv", rows=40_000, seed=1)
+    assert (folder.drop / "big.csv").stat().st_size >= shared.SHARED_MIN_BYTES
+    (folder.drop / "big_copy.csv").write_bytes((folder.drop / "big.csv").read_bytes())
+    other = write_csv(folder.drop / "other.csv", rows=35_000, seed=2)
+    small = write_csv(folder.drop / "small.csv", rows=10, seed=3)
+    # A segment a killed run left behind, registered with no tracker: start-up removes it.
+    stale = SharedMemory(shared.prefix_for(folder.output) + "stale", create=True, size=10)
+    resource_tracker.unregister(stale._name, "shared_memory")  # type: ignore[attr-defined]
+    stale.close()
+
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch_segments() -> None:  # a segment lives from its file's read to its commit
+        while not done.is_set():
+            seen.update(p.name for p in segments_of(folder.output) if "stale" not in p.name)
+            done.wait(0.002)
+
+    watcher = threading.Thread(target=watch_segments)
+    watcher.start()
+    try:
+        result = folder.ingest("once")
+    finally:
+        done.set()
+        watcher.join()
+
+    assert result.returncode == 0, result.stderr
+    assert len(seen) >= 2, "the two large files were read into shared memory"
+    assert "1 shared memory segments of a stopped run removed" in result.stderr
+    rows = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    (first,) = {"big.csv", "big_copy.csv"} & set(rows)  # whichever was read first
+    assert rows == {first: len(big), "other.csv": len(other), "small.csv": len(small)}
+    (total,) = folder.query(f"SELECT sum(ch0) FROM records WHERE source_file = '{first}'")[0]
+    assert total == pytest.approx(float(np.nansum(big[:, 0])))
+    assert "duplicate" in result.stderr
+    assert segments_of(folder.output) == []
