@@ -32,8 +32,9 @@ from ..jobs import Job
 JOIN_MAX_BYTES = 256 * 1024
 
 
-def _split(job: Job) -> tuple[bytes, bytes] | None:
-    """(header line, body) of a plain CSV fit to be parsed with others, else None."""
+def _split(job: Job) -> tuple[bytes, int] | None:
+    """(header line, where the body starts) of a plain CSV fit to be parsed with others,
+    else None."""
     data = job.data
     if (
         len(data) > JOIN_MAX_BYTES
@@ -44,12 +45,9 @@ def _split(job: Job) -> tuple[bytes, bytes] | None:
     ):
         return None
     end = data.find(b"\n")
-    if end < 0:
+    if end < 0 or end + 1 == len(data) or not data.endswith(b"\n"):
         return None
-    header, body = data[: end + 1], data[end + 1 :]
-    if not body or not body.endswith(b"\n"):
-        return None
-    return header, body
+    return data[: end + 1], end + 1
 
 
 def _read(data: bytes, types: pa.Schema | None = None) -> pa.Table:
@@ -66,18 +64,20 @@ def _typable(schema: pa.Schema) -> bool:
     return not any(pa.types.is_null(f.type) or pa.types.is_binary(f.type) for f in schema)
 
 
-def _group(members: list[tuple[int, bytes]], header: bytes) -> dict[int, pa.Table]:
-    first = _read(header + members[0][1])
+def _group(members: list[tuple[int, bytes, int]], header: bytes) -> dict[int, pa.Table]:
+    # Views of the bodies, not copies: a task's worth of them is tens of MB.
+    bodies = [memoryview(data)[start:] for _, data, start in members]
+    first = _read(b"".join([header, bodies[0]]))
     if not _typable(first.schema):
         return {}
-    joined = _read(b"".join([header, *(body for _, body in members)]), first.schema)
-    counts = [body.count(b"\n") for _, body in members]
+    joined = _read(b"".join([header, *bodies]), first.schema)
+    counts = [data.count(b"\n", start) for _, data, start in members]
     if joined.num_rows != sum(counts):
         return {}
     text = [f.name for f in first.schema if pa.types.is_string(f.type)]
     tables: dict[int, pa.Table] = {}
     offset = 0
-    for (index, _), count in zip(members, counts, strict=True):
+    for (index, _, _), count in zip(members, counts, strict=True):
         part = joined.slice(offset, count)
         offset += count
         if not any(_numeric(part[name]) for name in text):
@@ -102,11 +102,11 @@ def _numeric(column: pa.ChunkedArray) -> bool:
 
 def parse_together(jobs: tuple[Job, ...]) -> dict[int, pa.Table]:
     """Tables for the jobs (by index) that could be parsed in a group; the rest are absent."""
-    groups: dict[bytes, list[tuple[int, bytes]]] = defaultdict(list)
+    groups: dict[bytes, list[tuple[int, bytes, int]]] = defaultdict(list)
     for index, job in enumerate(jobs):
         parts = _split(job)
         if parts is not None:
-            groups[parts[0]].append((index, parts[1]))
+            groups[parts[0]].append((index, job.data, parts[1]))
     tables: dict[int, pa.Table] = {}
     for header, members in groups.items():
         if len(members) < 2:
