@@ -10,6 +10,7 @@ there), so it stays light: a worker starts, and takes its first file, sooner.
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import os
 import signal
@@ -100,6 +101,10 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
 
     progress = Progress() if mode == "once" and sys.stderr.isatty() else None
     service = Service(config, mode, progress, early_signals=early)
+    # What the imports made lives as long as the process. Frozen, the garbage collector
+    # no longer walks it in every full collection, each of which holds the event loop:
+    # with 20,000 files in flight the longest went from 66 to 28 ms.
+    gc.freeze()
     summary = asyncio.run(service.serve())
     log.info(summary.line())
     if mode == "once" and summary.outcomes["quarantined"]:

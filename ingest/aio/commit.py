@@ -32,6 +32,9 @@ log = logging.getLogger("ingest.commit")
 T = TypeVar("T")
 MAX_BACKOFF_S = 30.0
 PRESSURE_POLL_S = 0.05
+# Files reported between returns to the event loop: a task of 2,000 tiny files reported
+# at once held it for 55 ms.
+REPORT_BATCH = 64
 
 
 @dataclass
@@ -207,15 +210,19 @@ class Committer:
                 after_success(self.layout, item.file, item.sha256, self.config.watch.on_success)
 
     async def _report_published(self, published: Published) -> None:
-        for entry in published.committed:
+        for count, entry in enumerate(published.committed, 1):
             await self.on_resolved(entry.file, "ingested", {
                 "rows": entry.rows, "sha256": entry.sha256, "part": published.part_id,
             })
+            if count % REPORT_BATCH == 0:
+                await asyncio.sleep(0)
         for entry in published.changed:
             await self.on_resolved(entry.file, "changed", {"sha256": entry.sha256})
 
     async def _report_aside(self, aside: list[Aside]) -> None:
-        for item in aside:
+        for count, item in enumerate(aside, 1):
+            if count % REPORT_BATCH == 0:
+                await asyncio.sleep(0)
             fields: dict[str, object] = {"sha256": item.sha256}
             if item.failure is not None:
                 fields.update(error=item.failure.error, reason=item.failure.message,

@@ -287,6 +287,10 @@ class Service:
         if self.draining:
             await self._defer(file)
             return
+        # The read's task is made once it has a slot: a backlog of 20,000 small files is
+        # then a few tasks at a time, not 20,000 waiting ones, which the garbage collector
+        # walked over and over, holding the loop for up to 100 ms.
+        await self._read_slots.acquire()
         self._spawn(self._read(file))
 
     async def _finish_known(self, file: DropFile, state: str) -> None:
@@ -304,9 +308,10 @@ class Service:
         await self._resolved(file, "skipped", {"state": state})
 
     async def _read(self, file: DropFile) -> None:
-        # The slot is held until the queue takes the file: when the queue is full, reading
-        # stops, rather than holding up to memory_mb of files that wait for a place in it.
-        async with self._read_slots:
+        # The slot _admit took is held until the queue takes the file: when the queue is
+        # full, reading stops, rather than holding up to memory_mb of files that wait for
+        # a place in it.
+        try:
             read = await self._fetch(file, whole=True)
             if read is not None and await self._claim(file, read[0]):
                 digest, data = read
@@ -317,6 +322,8 @@ class Service:
                 )
                 await self.queue.put(Queued(file, job))
                 self.metrics.queued.set(self.queue.qsize())
+        finally:
+            self._read_slots.release()
 
     async def _fetch(self, file: DropFile, whole: bool) -> tuple[str, bytes | memoryview] | None:
         """The file's sha256, and its bytes if `whole` (else it is hashed in chunks);
