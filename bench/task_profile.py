@@ -1,0 +1,67 @@
+"""Where a worker's time goes: one task of a corpus's files, run in this process, profiled.
+
+    python -m bench.task_profile --shape small --files 97 --tasks 10
+
+Reads the cached corpus (see bench.corpus), makes tasks the way the service
+does (the files' bytes and sha256), runs `ingest.compute.task.process` on each
+with the parts staged in a scratch folder, and prints the milliseconds per task
+and the functions that took them (cProfile, by own time).
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import hashlib
+import pstats
+import tempfile
+import time
+from pathlib import Path
+
+from ingest.compute.task import process, pyarrow_without_pandas, warm
+from ingest.config import Features
+from ingest.jobs import Job, Task
+
+from .corpus import DEFAULT_ROOT, DEFAULT_SEED, corpus_name
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shape", default="small")
+    parser.add_argument("--scale", type=float, default=1.0)
+    parser.add_argument("--seed", type=int, default=DEFAULT_SEED)
+    parser.add_argument("--files", type=int, default=48, help="files per task (48 = 8 MB of small)")
+    parser.add_argument("--tasks", type=int, default=10)
+    parser.add_argument("--top", type=int, default=15)
+    args = parser.parse_args()
+
+    folder = DEFAULT_ROOT / corpus_name(args.shape, args.scale, args.seed)
+    paths = sorted(folder.glob("*.csv"))[: args.files * args.tasks]
+    if not paths:
+        raise SystemExit(f"no corpus at {folder}: run python -m bench.corpus --shapes {args.shape}")
+    pyarrow_without_pandas()
+    warm()
+    with tempfile.TemporaryDirectory() as scratch:
+        tasks = []
+        for start in range(0, len(paths), args.files):
+            jobs = tuple(
+                Job(p.name, hashlib.sha256(data).hexdigest(), data)
+                for p in paths[start : start + args.files]
+                for data in [p.read_bytes()]
+            )
+            tasks.append(Task(jobs, Features(), stage=str(Path(scratch) / f"task-{start}")))
+        profile = cProfile.Profile()
+        began = time.perf_counter()
+        profile.enable()
+        for task in tasks:
+            process(task)
+        profile.disable()
+        elapsed = time.perf_counter() - began
+    mb = sum(p.stat().st_size for p in paths) / 1e6
+    print(f"{len(tasks)} tasks of {args.files} files, {mb / len(tasks):.1f} MB each:"
+          f" {elapsed / len(tasks) * 1000:.0f} ms per task (profiled)")
+    pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
+
+
+if __name__ == "__main__":
+    main()
