@@ -68,9 +68,12 @@ def take(name: str) -> bytes:
 
 
 def remove(segment: SharedMemory) -> None:
-    segment.close()
-    with contextlib.suppress(FileNotFoundError):
+    """Unlink, then unmap. Never raises: a read still running in a thread (cancelled at
+    shutdown) keeps the mapping alive until it ends, and the name is gone either way."""
+    with contextlib.suppress(OSError):
         segment.unlink()
+    with contextlib.suppress(BufferError, OSError):
+        segment.close()
 
 
 def sweep(prefix: str) -> int:

@@ -66,6 +66,7 @@ class Dispatcher:
         wait_for_more: Callable[[], bool],
         on_taken: Callable[[Queued], Awaitable[bool]],
         backlog: Callable[[], int],
+        computed: Callable[[Queued], None],
     ):
         self.config = config
         self.compute = compute
@@ -75,6 +76,7 @@ class Dispatcher:
         self.wait_for_more = wait_for_more
         self.on_taken = on_taken  # False: the service let go of the file (a drain)
         self.backlog = backlog  # files known to be coming that no task holds yet
+        self.computed = computed  # a file's result is final: what only workers needed can go
         # Workers on this machine write their part files where the committer renames them.
         self._stage_dir = Layout.of(config).tmp if compute.shares_disk else None
         self._assembling = asyncio.Lock()
@@ -135,10 +137,7 @@ class Dispatcher:
             return await self.compute.run(task)
         except (WorkerCrashed, TaskTimeout):
             if task.stage is not None:
-                stage = Path(task.stage)
-                for temp in stage.parent.glob(f"{stage.name}-*"):
-                    with contextlib.suppress(OSError):
-                        temp.unlink()
+                await asyncio.to_thread(_remove_staged, Path(task.stage))
             raise
 
     async def _run(self, items: list[Queued]) -> None:
@@ -208,6 +207,7 @@ class Dispatcher:
                 log.warning("%s (%d of %d attempts)", exc, crashes, attempts)
 
     def _quarantine(self, item: Queued, failure: Failure, attempts: int) -> None:
+        self.computed(item)
         self.committer.set_aside(
             Aside(item.file, item.job.sha256, "quarantined", failure=failure, attempts=attempts)
         )
@@ -215,9 +215,17 @@ class Dispatcher:
     def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
         accepted: list[Accepted] = []
         for item, outcome in zip(items, result.outcomes, strict=True):
+            self.computed(item)
             if outcome.failure is not None:
                 self._quarantine(item, outcome.failure, attempts)
             else:
                 accepted.append(Accepted(item.file, item.job.sha256, outcome.rows, attempts))
         if accepted:
             self.committer.add(TaskOutput(accepted, list(result.parts)))
+
+
+def _remove_staged(stage: Path) -> None:
+    """The part files a task's worker wrote before it died or was stopped."""
+    for temp in stage.parent.glob(f"{stage.name}-*"):
+        with contextlib.suppress(OSError):
+            temp.unlink()

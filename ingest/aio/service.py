@@ -153,6 +153,7 @@ class Service:
         self.dispatcher = Dispatcher(
             self.config, self.compute, self.queue, self.committer, self.metrics,
             self._more_coming, self._taken, self._backlog,
+            lambda item: self._free_input(item.file.rel),
         )
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         self._streams = asyncio.Semaphore(1)
@@ -291,6 +292,10 @@ class Service:
         # then a few tasks at a time, not 20,000 waiting ones, which the garbage collector
         # walked over and over, holding the loop for up to 100 ms.
         await self._read_slots.acquire()
+        if self.draining:
+            self._read_slots.release()
+            await self._defer(file)
+            return
         self._spawn(self._read(file))
 
     async def _finish_known(self, file: DropFile, state: str) -> None:
@@ -367,16 +372,18 @@ class Service:
     async def _claim(self, file: DropFile, digest: str) -> bool:
         """True if the file is to be ingested: its bytes are neither known nor in flight."""
         original = self.known.ingested.get(digest)
+        # The bookkeeping comes before any await: between the check and the append, the
+        # file holding the claim could be resolved and leave this one waiting forever.
         if original is not None:
-            await self._release(file.rel)
             self._hand_over(file)
             self.committer.set_aside(Aside(file, digest, "duplicate", duplicate_of=original))
+            await self._release(file.rel)
             return False
         if digest in self._claimed:
             # Same bytes in flight under another name: decide once that one is resolved.
-            await self._release(file.rel)
             self._hand_over(file)
             self._waiting[digest].append(file)
+            await self._release(file.rel)
             return False
         self._claimed[digest] = file.rel
         return True
@@ -456,13 +463,18 @@ class Service:
         log.debug("deferred %s to the next run", file.rel)
 
     async def _release(self, rel: str) -> None:
-        segment = self._segments.pop(rel, None)
-        if segment is not None:
-            await asyncio.to_thread(shared.remove, segment)
+        self._free_input(rel)
         size = self._held.pop(rel, None)
         if size:
             await self.budget.release(size)
             self.metrics.bytes_held.set(self.budget.used)
+
+    def _free_input(self, rel: str) -> None:
+        """The file's shared memory, if any, is no longer needed: remove it in a thread.
+        Called once its task's result is final, and again (a no-op) when it is resolved."""
+        segment = self._segments.pop(rel, None)
+        if segment is not None:
+            self._spawn(asyncio.to_thread(shared.remove, segment))
 
     def _unclaim(self, digest: str, rel: str) -> None:
         """The file that held these bytes is done with: files waiting on them go again."""

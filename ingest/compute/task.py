@@ -189,6 +189,21 @@ def _featurise_one(job: Job, task: Task, table: pa.Table | None) -> Featurised |
         return Failure(type(exc).__name__, message(exc))
 
 
+def _with_bytes(job: Job, index: int, lost: dict[int, Failure]) -> Job:
+    """The job with its bytes in hand, copied out of shared memory if they were put there."""
+    if job.shared is None:
+        return job
+    try:
+        return replace(job, data=shared.take(job.shared), shared=None)
+    except (OSError, MemoryError) as exc:  # the segment removed from /dev/shm underneath us
+        lost[index] = Failure(
+            "InputLost",
+            f"its bytes were gone from shared memory before a worker read them ({message(exc)});"
+            " drop the file again to ingest it",
+        )
+        return replace(job, shared=None)
+
+
 def process(task: Task) -> TaskResult:
     """Runs in a worker process: every file of the task, then its part files.
 
@@ -198,17 +213,15 @@ def process(task: Task) -> TaskResult:
     """
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
-    jobs = tuple(
-        job if job.shared is None else replace(job, data=shared.take(job.shared), shared=None)
-        for job in task.jobs
-    )
+    lost: dict[int, Failure] = {}
+    jobs = tuple(_with_bytes(job, index, lost) for index, job in enumerate(task.jobs))
     try:
         with time_limit(task.timeout_s):
             parsed = parse_together(jobs)
     except TaskTimeout:
         parsed = {}
     for index, job in enumerate(jobs):
-        result = _featurise_one(job, task, parsed.get(index))
+        result = lost.get(index) or _featurise_one(job, task, parsed.get(index))
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:

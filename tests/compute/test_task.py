@@ -352,3 +352,20 @@ def test_a_job_whose_bytes_are_in_shared_memory_gives_what_the_bytes_give(
         shared.remove(segment)
     assert via_segment.failure is None and via_segment.rows == 3
     assert table_of(via_segment.records).equals(table_of(via_bytes.records))
+
+
+def test_a_job_whose_shared_memory_is_gone_fails_alone_as_input_lost(tmp_path: Path) -> None:
+    from ingest import shared
+
+    segment = shared.create(shared.prefix_for(tmp_path), len(CSV))
+    assert segment is not None
+    name = segment.name
+    shared.remove(segment)  # as if /dev/shm were cleared under the service
+    sha = hashlib.sha256(CSV).hexdigest()
+    result = process(Task((Job("gone.csv", sha, b"", shared=name), Job("b.csv", sha, CSV)),
+                          Features()))
+    lost, kept = result.outcomes
+    assert lost.failure is not None and lost.failure.error == "InputLost"
+    assert "drop the file again" in lost.failure.message
+    assert kept.failure is None and kept.rows == 3
+    assert [p.sources for p in result.parts if p.table == "records"] == [("b.csv",)]
