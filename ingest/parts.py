@@ -54,13 +54,19 @@ class Accepted:
 
 @dataclass(frozen=True)
 class StagedPart:
-    """A part file already written and fsynced under `_ingest/tmp`, by a streamed file.
+    """A part file already written under `_ingest/tmp`: by a streamed file (fsynced), or
+    by a local worker (`durable=False`: the commit fsyncs it, at the temp crash points).
 
     Unlike a part held as bytes, it survives a failed commit, so the retry can use it.
     """
 
     table: str
     temp: Path
+    durable: bool = True
+
+    @classmethod
+    def written(cls, part: WrittenPart) -> StagedPart:
+        return cls(part.table, Path(part.path), durable=False)
 
 
 @dataclass
@@ -101,7 +107,7 @@ def publish(
     ledger: Ledger,
     layout: Layout,
     accepted: list[Accepted],
-    parts: Sequence[EncodedPart | WrittenPart | StagedPart],
+    parts: Sequence[EncodedPart | StagedPart],
     also: list[FileRecord],
     crash: CrashPlan,
 ) -> Published:
@@ -115,8 +121,8 @@ def publish(
     if not all(unchanged(entry.file) for entry in accepted):
         ledger.record(also)
         for part in parts:
-            if not isinstance(part, EncodedPart):
-                _temp_of(part).unlink(missing_ok=True)
+            if isinstance(part, StagedPart):
+                part.temp.unlink(missing_ok=True)
         return Published(None, changed=accepted)
     result = Published(None, committed=accepted)
     if not parts:
@@ -130,15 +136,11 @@ def publish(
         for index, part in enumerate(parts):
             final = layout.part_path(part.table, day, f"part-{part_id}-{index}.parquet")
             if isinstance(part, StagedPart):
+                if not part.durable:
+                    crash.reached("temp-written")
+                    fsync_path(part.temp)
+                    crash.reached("temp-fsynced")
                 planned.append((part.temp, final))
-                continue
-            if isinstance(part, WrittenPart):
-                # Written by a worker: make it durable here, where the crash points are.
-                temp = Path(part.path)
-                crash.reached("temp-written")
-                fsync_path(temp)
-                crash.reached("temp-fsynced")
-                planned.append((temp, final))
                 continue
             temp = layout.tmp / f"{final.name}.tmp"
             planned.append((temp, final))
@@ -156,10 +158,6 @@ def publish(
     result.part_id = part_id
     result.paths = [final for _, final in planned]
     return result
-
-
-def _temp_of(part: WrittenPart | StagedPart) -> Path:
-    return Path(part.path) if isinstance(part, WrittenPart) else part.temp
 
 
 def _rename_into_place(planned: list[tuple[Path, Path]], crash: CrashPlan) -> None:

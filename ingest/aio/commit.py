@@ -22,7 +22,7 @@ from ..config import Config
 from ..crashpoints import CrashPlan
 from ..dispose import after_success, quarantine
 from ..files import DropFile
-from ..jobs import EncodedPart, Failure, WrittenPart
+from ..jobs import EncodedPart, Failure
 from ..layout import Layout
 from ..ledger import FileRecord, Ledger
 from ..parts import Accepted, Published, StagedPart, publish
@@ -64,7 +64,7 @@ class TaskOutput:
     """A task's files with rows, and the part files that hold those rows."""
 
     accepted: list[Accepted]
-    parts: Sequence[EncodedPart | WrittenPart | StagedPart]
+    parts: Sequence[EncodedPart | StagedPart]
 
 
 @dataclass

@@ -28,10 +28,10 @@ import aiorwlock
 from ..config import Config
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
-from ..jobs import Failure, Job, Task, TaskResult
+from ..jobs import Failure, Job, Task, TaskResult, WrittenPart
 from ..layout import Layout
 from ..metrics import Metrics
-from ..parts import Accepted
+from ..parts import Accepted, StagedPart
 from .commit import Aside, Committer, TaskOutput
 from .to_compute import Compute
 
@@ -221,7 +221,10 @@ class Dispatcher:
             else:
                 accepted.append(Accepted(item.file, item.job.sha256, outcome.rows, attempts))
         if accepted:
-            self.committer.add(TaskOutput(accepted, list(result.parts)))
+            parts = [
+                StagedPart.written(p) if isinstance(p, WrittenPart) else p for p in result.parts
+            ]
+            self.committer.add(TaskOutput(accepted, parts))
 
 
 def _remove_staged(stage: Path) -> None:

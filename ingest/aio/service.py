@@ -355,7 +355,7 @@ class Service:
         return digest, data
 
     async def _segment(self, file: DropFile) -> SharedMemory | None:
-        """Shared memory to read a large file into, for a local worker; freed in _release."""
+        """Shared memory to read a large file into, for a local worker; see _free_input."""
         if not self.compute.shares_disk or file.size < shared.SHARED_MIN_BYTES:
             return None
         segment = await asyncio.to_thread(shared.create, self._shm_prefix, file.size)

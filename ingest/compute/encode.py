@@ -118,10 +118,12 @@ def encode(
     done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None = None
 ) -> list[EncodedPart | WrittenPart]:
     """One records part per schema (files with different schemas never share a part),
-    and one features part. With `stage`, each is written to a file named from it."""
+    and one features part. With `stage`, each is written to a file named from it; if one
+    fails, those already written are removed."""
     parts: list[EncodedPart | WrittenPart] = []
     try:
-        _encode(done, compression, sets, stage, parts)
+        for index, (table_name, data, members) in enumerate(_tables(done, sets)):
+            parts.append(_part(table_name, data, members, compression, stage, index))
     except BaseException:
         for part in parts:
             if isinstance(part, WrittenPart):
@@ -131,20 +133,22 @@ def encode(
     return parts
 
 
-def _encode(
-    done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None,
-    parts: list[EncodedPart | WrittenPart],
-) -> None:
+def _tables(
+    done: list[Featurised], sets: tuple[str, ...]
+) -> list[tuple[str, pa.Table, list[Featurised]]]:
+    """Each part's table name, rows and member files."""
+    tables: list[tuple[str, pa.Table, list[Featurised]]] = []
     groups: dict[pa.Schema, list[Featurised]] = defaultdict(list)
     for item in done:
         if item.records is not None:
             groups[item.records.schema.remove_metadata()].append(item)
     for members in groups.values():
         data = pa.concat_tables([m.records.replace_schema_metadata(None) for m in members])  # type: ignore[union-attr]
-        parts.append(_part("records", data, members, compression, stage, len(parts)))
+        tables.append(("records", data, members))
     with_features = [d for d in done if d.features is not None]
     if with_features:
         data = stamped(
             features.to_table([row for d in with_features for row in d.features or ()], sets)
         )
-        parts.append(_part("features", data, with_features, compression, stage, len(parts)))
+        tables.append(("features", data, with_features))
+    return tables
