@@ -20,7 +20,7 @@ from pathlib import Path
 from . import __version__, logs, memory
 from .config import Config, load, override
 from .errors import ConfigError, LedgerError
-from .layout import Layout
+from .store.layout import Layout
 
 OK = 0  # every file ingested, or skipped as already ingested
 FAILED = 1  # an unexpected failure
@@ -143,12 +143,12 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
     try:
         config = _configure(parsed)
         if parsed.command == "status":
-            from . import status
+            from .store import status
 
             print(status.render(status.collect(config), parsed.json))
             return OK
         if parsed.command == "ledger":
-            from .rebuild import rebuild
+            from .store.rebuild import rebuild
 
             counts = rebuild(Layout.of(config))
             print("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))

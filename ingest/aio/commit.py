@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from ..config import Config
-from ..crashpoints import CrashPlan
-from ..dispose import after_success, quarantine
 from ..files import DropFile
 from ..jobs import EncodedPart, Failure
-from ..layout import Layout
-from ..ledger import FileRecord, Ledger
-from ..parts import Accepted, Published, StagedPart, publish
+from ..store.crashpoints import CrashPlan
+from ..store.dispose import after_success, quarantine
+from ..store.layout import Layout
+from ..store.ledger import FileRecord, Ledger
+from ..store.parts import Accepted, Published, StagedPart, publish
 
 log = logging.getLogger("ingest.commit")
 

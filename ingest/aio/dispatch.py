@@ -29,9 +29,9 @@ from ..config import Config
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job, Task, TaskResult, WrittenPart
-from ..layout import Layout
 from ..metrics import Metrics
-from ..parts import Accepted, StagedPart
+from ..store.layout import Layout
+from ..store.parts import Accepted, StagedPart
 from .commit import Aside, Committer, TaskOutput
 from .to_compute import Compute
 

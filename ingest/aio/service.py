@@ -26,17 +26,17 @@ from typing import Any
 
 from .. import logs, shared
 from ..config import Config
-from ..crashpoints import CrashPlan
-from ..dispose import after_success, quarantine
 from ..errors import LedgerError
 from ..files import DropFile
 from ..jobs import Failure, Job
-from ..layout import Layout
-from ..ledger import Known, Ledger
 from ..metrics import Metrics
-from ..parts import Accepted, reconcile
 from ..progress import Progress
 from ..selection import regular_file
+from ..store.crashpoints import CrashPlan
+from ..store.dispose import after_success, quarantine
+from ..store.layout import Layout
+from ..store.ledger import Known, Ledger
+from ..store.parts import Accepted, reconcile
 from .budget import ByteBudget
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Dispatcher, Queued

@@ -32,13 +32,13 @@ from aiofiles.threadpool.binary import AsyncBufferedReader
 from ..blocks import Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selection
 from ..compute.decode import BLOCK_DECODERS
 from ..config import Config
-from ..crashpoints import CrashPlan
 from ..cut import Cutter, RecordTooLong, header
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure
-from ..layout import Layout
-from ..parts import StagedPart, write_temp
+from ..store.crashpoints import CrashPlan
+from ..store.layout import Layout
+from ..store.parts import StagedPart, write_temp
 from .budget import ByteBudget
 from .dispatch import Dispatcher
 from .to_compute import Compute

@@ -12,7 +12,7 @@ import time
 import psutil
 import pytest
 
-from ingest.crashpoints import POINTS
+from ingest.store.crashpoints import POINTS
 
 from ..conftest import Folder, write_csv
 from ..invariants import check_exactly_once

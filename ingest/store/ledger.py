@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from .errors import LedgerError
+from ..errors import LedgerError
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

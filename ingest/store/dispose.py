@@ -14,8 +14,8 @@ import shutil
 import time
 from pathlib import Path
 
-from .files import DropFile
-from .jobs import Failure
+from ..files import DropFile
+from ..jobs import Failure
 from .layout import Layout, today
 
 log = logging.getLogger("ingest.dispose")

@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from .config import Config
+from ..config import Config
 
 STATE_DIR = "_ingest"
 

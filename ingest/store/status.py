@@ -6,10 +6,10 @@ import json
 import time
 from typing import Any
 
-from .config import Config
+from ..config import Config
+from ..selection import scan
 from .layout import Layout
 from .ledger import Ledger
-from .selection import scan
 
 
 def collect(config: Config) -> dict[str, Any]:

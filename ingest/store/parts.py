@@ -1,19 +1,7 @@
 """Part files: write, fsync, rename into place, record; and repair after a crash.
 
-Called in a thread of the main process, never on the event loop.
-
-The commit protocol for one batch, and what a crash after each step leaves:
-
-    write temps + fsync   crash: orphan temps, inputs unrecorded -> temps removed, re-read
-    ledger: part pending  crash: pending part, nothing visible    -> part discarded, re-read
-    rename + fsync dirs   crash: some parts visible but pending   -> parts deleted, re-read
-    ledger: committed     crash: inputs still in the drop folder  -> known, only disposed of
-
-A part is visible to readers only once renamed, and counted only once committed,
-so readers that honour the ledger never see a duplicate. Readers that glob the
-folder may, for an instant after a crash, see a part that the next start-up
-removes; the rule is that a part the ledger does not hold as committed is not
-ours to keep: it goes to `_ingest/orphans/`.
+Called in a thread of the main process, never on the event loop. The protocol
+and its crash table are the package's docstring (`ingest/store/__init__.py`).
 """
 
 from __future__ import annotations
@@ -26,9 +14,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..files import DropFile
+from ..jobs import EncodedPart, WrittenPart
 from .crashpoints import CrashPlan
-from .files import DropFile
-from .jobs import EncodedPart, WrittenPart
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
 
