@@ -12,10 +12,10 @@ Like `jobs.py`, everything here is a frozen dataclass of builtins.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from .config import Features
-from .jobs import Failure
+from .jobs import Failure, TableSpec
 
 
 @dataclass(frozen=True)
@@ -31,6 +31,7 @@ class Block:
     features: Features
     compression: str = "zstd"
     timeout_s: float = 0.0
+    spec: TableSpec = field(default_factory=lambda: TableSpec("records"))  # its table
 
     def file_line(self, line: int | None) -> int | None:
         """A line number within `data`, as a line number of the whole file."""
@@ -65,6 +66,7 @@ class BlockResult:
     part: bytes = b""  # Parquet: the block's rows with source_file and source_sha256
     schema: bytes = b""  # the Arrow schema the block was read with
     partials: tuple[ColumnPartial, ...] = ()
+    fitted: bytes = b""  # the schema of its part: read, then fitted to the table
 
 
 @dataclass(frozen=True)

@@ -67,6 +67,14 @@ def _check_feature_sets(config: Config) -> None:
             raise ConfigError(f"[features] sets: {name!r} is not a function")
 
 
+def _check_format(config: Config) -> None:
+    if config.output.format != "parquet":
+        raise ConfigError(
+            f'[output] format = "{config.output.format}" is not available in this version;'
+            ' use "parquet"'
+        )
+
+
 def _check_folders(config: Config) -> None:
     """Fail early, naming the key, if a folder cannot be made or used."""
     p = config.paths
@@ -153,6 +161,7 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
             counts = rebuild(Layout.of(config))
             print("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             return OK
+        _check_format(config)
         _check_folders(config)
         _check_feature_sets(config)
         return _serve(config, parsed.command, early)

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .errors import ConfigError
@@ -29,6 +30,10 @@ DEFAULT_PATTERNS = (
     "*.arrow",
 )
 ON_SUCCESS = ("archive", "delete", "keep")
+DEFAULT_TABLE = "records"
+TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+HINT_TYPES = ("int64", "float64", "string", "bool", "date", "timestamp")
+FORMATS = ("parquet", "delta")
 TABLES = ("records", "features")
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 
@@ -79,6 +84,22 @@ class Output:
     compression: str = "zstd"
     target_file_mb: int = 128
     flush_s: float = 1
+    format: str = "parquet"
+
+
+@dataclass(frozen=True)
+class Table:
+    """`[tables.NAME]`: the files routed to a records table, and its column hints."""
+
+    name: str
+    patterns: tuple[str, ...] = ()
+    columns: tuple[tuple[str, str], ...] = ()  # column -> hint type (widen.HINTS)
+
+    def matches(self, rel: str) -> bool:
+        """Whether a path relative to the drop folder is one of this table's files; a
+        pattern without "/" matches the name in any folder."""
+        path = PurePosixPath(rel)
+        return any(path.match(pattern) for pattern in self.patterns)
 
 
 @dataclass(frozen=True)
@@ -94,7 +115,16 @@ class Config:
     features: Features = field(default_factory=Features)
     output: Output = field(default_factory=Output)
     metrics: Metrics = field(default_factory=Metrics)
+    tables: tuple[Table, ...] = ()
     source: str = "built-in defaults"
+
+    def route(self, rel: str) -> str:
+        """The records table a file goes to: the first, in config order, whose patterns
+        match its path relative to the drop folder; else the default table."""
+        return next((t.name for t in self.tables if t.matches(rel)), DEFAULT_TABLE)
+
+    def table(self, name: str) -> Table:
+        return next((t for t in self.tables if t.name == name), Table(name))
 
     @property
     def ledger_path(self) -> Path:
@@ -134,6 +164,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "output.compression": (lambda v: v in COMPRESSIONS, "one of " + ", ".join(COMPRESSIONS)),
     "output.target_file_mb": (lambda v: v >= 1, "an integer >= 1"),
     "output.flush_s": (lambda v: v >= 0, "a number >= 0"),
+    "output.format": (lambda v: v in FORMATS, "one of " + ", ".join(FORMATS)),
     "metrics.port": (lambda v: 0 <= v <= 65535, "a port number, 0 to disable"),
 }
 
@@ -204,13 +235,54 @@ def _section(name: str, cls: type[Any], table: object, prefix: str) -> Any:
     return cls(**values)
 
 
+def _tables(data: object, prefix: str) -> tuple[Table, ...]:
+    """`[tables.NAME]` sections, in config order."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{prefix}[tables] must hold [tables.NAME] sections")
+    return tuple(_table(name, body, prefix) for name, body in data.items())
+
+
+def _table(name: str, body: object, prefix: str) -> Table:
+    where = f"{prefix}[tables.{name}]"
+    if not TABLE_NAME.fullmatch(name) or name == "features":
+        raise ConfigError(
+            f"{where}: a table name must match [a-z][a-z0-9_]* and not be \"features\","
+            f" got {name!r}"
+        )
+    if not isinstance(body, Mapping):
+        raise ConfigError(f"{where} must be a table")
+    known = ("patterns", "columns", "csv")
+    for key in body:
+        if key not in known:
+            raise ConfigError(f"{where} unknown key {key!r} (known: {', '.join(known)})")
+    patterns = body.get("patterns", [])
+    if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
+        raise ConfigError(f"{where} patterns must be a list of strings, got {patterns!r}")
+    if name != DEFAULT_TABLE and not patterns:
+        raise ConfigError(f"{where} patterns must name at least one glob")
+    columns = body.get("columns", {})
+    if not isinstance(columns, Mapping):
+        raise ConfigError(f"{prefix}[tables.{name}.columns] must be a table of column = type")
+    for column, kind in columns.items():
+        if kind not in HINT_TYPES:
+            raise ConfigError(
+                f"{prefix}[tables.{name}.columns] {column} must be one of"
+                f" {', '.join(HINT_TYPES)}, got {_describe(kind)}"
+            )
+    return Table(name, tuple(patterns), tuple(columns.items()))
+
+
 def parse(data: Mapping[str, object], source: str = "config.toml") -> Config:
     """Build a Config from parsed TOML; paths are left as written."""
     prefix = f"{source}: "
     sections: dict[str, Any] = {}
     for name, table in data.items():
+        if name == "tables":
+            sections["tables"] = _tables(table, prefix)
+            continue
         if name not in _SECTIONS:
-            raise ConfigError(f"{prefix}unknown section [{name}] (known: {', '.join(_SECTIONS)})")
+            known = ", ".join([*_SECTIONS, "tables"])
+            raise ConfigError(f"{prefix}unknown section [{name}] (known: {known})")
         sections[name] = _section(name, _SECTIONS[name], table, prefix)
     return Config(**sections, source=source)
 

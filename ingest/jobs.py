@@ -24,6 +24,18 @@ class Job:
     sha256: str
     data: bytes
     shared: str | None = None  # a shared memory segment that holds the bytes instead of data
+    table: str = "records"  # the records table the file is routed to
+
+
+@dataclass(frozen=True)
+class TableSpec:
+    """A records table as a worker needs it: its column hints, and its schema as the
+    service last knew it (Arrow IPC bytes; None for a table with no part yet)."""
+
+    name: str
+    hints: tuple[tuple[str, str], ...] = ()
+    schema: bytes | None = None
+    version: int = 0
 
 
 @dataclass(frozen=True)
@@ -38,6 +50,10 @@ class Task:
     # Where the worker may write the parts itself: a path prefix under _ingest/tmp.
     # None: return them as bytes (a worker on another machine).
     stage: str | None = None
+    specs: tuple[TableSpec, ...] = ()  # the tables the jobs are routed to
+
+    def spec(self, table: str) -> TableSpec:
+        return next((s for s in self.specs if s.name == table), TableSpec(table))
 
 
 @dataclass(frozen=True)
@@ -64,18 +80,20 @@ class Outcome:
 class EncodedPart:
     """A complete Parquet file, as bytes, holding rows of the named sources."""
 
-    table: str  # "records" | "features"
+    table: str  # a records table's name, or "features"
     data: bytes
     sources: tuple[str, ...]
+    schema: bytes = b""  # its Arrow schema (IPC), so the committer need not read the file
 
 
 @dataclass(frozen=True)
 class WrittenPart:
     """A complete Parquet file that a worker wrote under `_ingest/tmp`, not yet fsynced."""
 
-    table: str  # "records" | "features"
+    table: str  # a records table's name, or "features"
     path: str
     sources: tuple[str, ...]
+    schema: bytes = b""  # its Arrow schema (IPC)
 
 
 @dataclass(frozen=True)

@@ -55,15 +55,17 @@ class Folder:
         return self.config
 
     def query(self, sql: str) -> list[tuple[object, ...]]:
-        """Run SQL with `records` and `features` views over the dataset, as a reader would."""
+        """Run SQL with a view per table over the dataset (`records`, `features`, ...),
+        read as a reader would, with no options: every part of a table has one schema."""
         con = duckdb.connect()
-        for table in ("records", "features"):
-            glob = (self.output / table / "**" / "*.parquet").as_posix()
-            if list((self.output / table).rglob("*.parquet")):
-                con.execute(
-                    f"CREATE VIEW {table} AS SELECT * FROM read_parquet('{glob}',"
-                    " hive_partitioning = true, union_by_name = true)"
-                )
+        for table in sorted(self.output.iterdir()) if self.output.is_dir() else []:
+            if table.name.startswith(("_", ".")) or not list(table.rglob("*.parquet")):
+                continue
+            glob = (table / "ingest_date=*" / "*.parquet").as_posix()
+            con.execute(
+                f"CREATE VIEW {table.name} AS SELECT * FROM read_parquet('{glob}',"
+                " hive_partitioning = true)"
+            )
         return con.execute(sql).fetchall()
 
     def parts(self, table: str) -> list[Path]:
@@ -96,11 +98,15 @@ FAST = {
 
 
 @pytest.fixture
-def folder(tmp_path: Path) -> Folder:
+def folder(tmp_path: Path) -> Iterator[Folder]:
     f = Folder(tmp_path)
     f.drop.mkdir()
     f.write_config(**FAST)
-    return f
+    yield f
+    # After every test that wrote output: one schema per table.
+    from .invariants import check_one_schema
+
+    check_one_schema(f.output)
 
 
 def write_csv(path: Path, rows: int, seed: int, columns: int = 3) -> np.ndarray:

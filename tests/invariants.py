@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.shared import SHM_DIR, prefix_for
@@ -44,6 +46,8 @@ def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) 
     assert len(states) == len(expected) + len(bad), "an input has more than one state"
     assert pending == 0
 
+    check_one_schema(folder.output)
+
     # No temp or footer-less Parquet where readers look.
     for table in ("records", "features"):
         for path in (folder.output / table).rglob("*"):
@@ -60,6 +64,22 @@ def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) 
     assert reported["counts"]["ingested"] == len(expected)
     assert reported["counts"]["quarantined"] == len(bad)
     assert reported["backlog"] == 0
+
+
+def check_one_schema(output: Path) -> dict[str, pa.Schema]:
+    """Every part of every table has the identical Arrow schema; returns each table's."""
+    found: dict[str, pa.Schema] = {}
+    for table in sorted(output.iterdir()) if output.is_dir() else []:
+        if not table.is_dir() or table.name.startswith(("_", ".")):
+            continue
+        for part in sorted(table.rglob("*.parquet")):
+            schema = pq.read_schema(part).remove_metadata()
+            first = found.setdefault(table.name, schema)
+            assert schema.equals(first), (
+                f"{part.relative_to(output)} has another schema than the rest of"
+                f" {table.name}:\n{schema}\nvs\n{first}"
+            )
+    return found
 
 
 def _diff(got: dict[str, int], want: dict[str, int]) -> str:

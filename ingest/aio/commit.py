@@ -26,6 +26,7 @@ from ..store.dispose import after_success, quarantine
 from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
 from ..store.parts import Accepted, Published, StagedPart, publish
+from ..store.schema import Schemas
 
 log = logging.getLogger("ingest.commit")
 
@@ -47,6 +48,7 @@ class Aside:
     duplicate_of: str | None = None
     failure: Failure | None = None
     attempts: int = 1
+    table: str = "records"
 
     def record(self) -> FileRecord:
         failure = self.failure
@@ -56,6 +58,7 @@ class Aside:
             error=failure.error if failure else None,
             message=failure.message if failure else None,
             attempts=self.attempts, seen_at=self.file.seen_at, done_at=time.time(),
+            table=self.table,
         )
 
 
@@ -98,7 +101,9 @@ class Committer:
         on_resolved: Resolved,
         pressure: Callable[[], bool],
         crash: CrashPlan,
+        schemas: Schemas | None = None,
     ):
+        self.schemas = schemas or Schemas(config, {})
         self.ledger = ledger
         self.layout = layout
         self.config = config
@@ -185,6 +190,9 @@ class Committer:
         on_success = self.config.watch.on_success
         try:
             for output in pending.outputs:
+                output.parts = self.schemas.settle(
+                    self.ledger, self.layout, output.parts, self.crash
+                )
                 published = publish(
                     self.ledger, self.layout, output.accepted, output.parts, [], self.crash
                 )

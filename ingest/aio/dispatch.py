@@ -129,6 +129,7 @@ class Dispatcher:
         return Task(
             tuple(i.job for i in items), self.config.features, self.config.output.tables,
             self.config.output.compression, self.config.pipeline.task_timeout_s, stage,
+            self.committer.schemas.specs({i.job.table for i in items}),
         )
 
     async def _compute(self, task: Task) -> TaskResult:
@@ -208,9 +209,10 @@ class Dispatcher:
 
     def _quarantine(self, item: Queued, failure: Failure, attempts: int) -> None:
         self.computed(item)
-        self.committer.set_aside(
-            Aside(item.file, item.job.sha256, "quarantined", failure=failure, attempts=attempts)
-        )
+        self.committer.set_aside(Aside(
+            item.file, item.job.sha256, "quarantined", failure=failure, attempts=attempts,
+            table=item.job.table,
+        ))
 
     def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
         accepted: list[Accepted] = []
@@ -219,7 +221,9 @@ class Dispatcher:
             if outcome.failure is not None:
                 self._quarantine(item, outcome.failure, attempts)
             else:
-                accepted.append(Accepted(item.file, item.job.sha256, outcome.rows, attempts))
+                accepted.append(
+                    Accepted(item.file, item.job.sha256, outcome.rows, attempts, item.job.table)
+                )
         if accepted:
             parts = [
                 StagedPart.written(p) if isinstance(p, WrittenPart) else p for p in result.parts

@@ -37,6 +37,7 @@ from ..store.dispose import after_success, quarantine
 from ..store.layout import Layout
 from ..store.ledger import Known, Ledger
 from ..store.parts import Accepted, reconcile
+from ..store.schema import Schemas, adopt
 from .budget import ByteBudget
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Dispatcher, Queued
@@ -78,9 +79,7 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
     """Called in a thread at start-up: open the ledger, repair, and load what it knows."""
     layout.make_dirs()
     if not layout.ledger.exists():
-        existing = [
-            p for t in ("records", "features") for p in (layout.output / t).rglob("*.parquet")
-        ]
+        existing = [p for t in layout.table_dirs() for p in t.rglob("*.parquet")]
         if existing:
             raise LedgerError(
                 f"{layout.ledger} is missing but {layout.output} holds {len(existing)} part files;"
@@ -93,6 +92,7 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
         log.warning("start-up repair: %d shared memory segments of a stopped run removed", swept)
     try:
         reconcile(ledger, layout)
+        adopt(ledger, layout)
         return ledger, ledger.known()
     except sqlite3.DatabaseError as exc:
         ledger.close()
@@ -148,7 +148,7 @@ class Service:
         self.watcher = Watcher(self.layout.drop, self.config.watch, self.settler)
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
-            lambda: not self._more_coming(), self.crash,
+            lambda: not self._more_coming(), self.crash, Schemas(self.config, self.known.schemas),
         )
         self.dispatcher = Dispatcher(
             self.config, self.compute, self.queue, self.committer, self.metrics,
@@ -321,9 +321,11 @@ class Service:
             if read is not None and await self._claim(file, read[0]):
                 digest, data = read
                 segment = self._segments.get(file.rel)
+                table = self.config.route(file.rel)
                 job = (
-                    Job(file.rel, digest, b"", shared=segment.name) if segment is not None
-                    else Job(file.rel, digest, bytes(data))
+                    Job(file.rel, digest, b"", shared=segment.name, table=table)
+                    if segment is not None
+                    else Job(file.rel, digest, bytes(data), table=table)
                 )
                 await self.queue.put(Queued(file, job))
                 self.metrics.queued.set(self.queue.qsize())
@@ -423,7 +425,8 @@ class Service:
             self.committer.set_aside(Aside(file, digest, "quarantined", failure=outcome))
         elif isinstance(outcome, Streamed):
             log.debug("%s: %d rows in %d blocks, staged", file.rel, outcome.rows, outcome.blocks)
-            self.committer.add(TaskOutput([Accepted(file, digest, outcome.rows)], outcome.parts))
+            accepted = Accepted(file, digest, outcome.rows, table=self.config.route(file.rel))
+            self.committer.add(TaskOutput([accepted], outcome.parts))
 
     # ---- dispatch: the queue's other end -------------------------------
 

@@ -183,6 +183,8 @@ class Streamer:
     ) -> Failure | str | None:
         # As many blocks as workers: reading and cutting the next takes far less than a block.
         slots = asyncio.Semaphore(self.compute.workers)
+        table = self.config.route(file.rel)
+        (spec,) = self.dispatcher.committer.schemas.specs([table])
         running: set[asyncio.Task[None]] = set()
         index = 0
         try:
@@ -208,7 +210,7 @@ class Streamer:
                     block = Block(
                         file.rel, digest, index, data, first_line, progress.schema,
                         self.config.features, self.config.output.compression,
-                        self.config.pipeline.task_timeout_s,
+                        self.config.pipeline.task_timeout_s, spec,
                     )
                     if index == 0:
                         # Alone: block 0's column types are every later block's.
@@ -251,7 +253,7 @@ class Streamer:
             progress.results[block.index] = dataclasses.replace(result, part=b"")
             temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
             await _stage(result.part, temp, self.crash)
-            progress.parts[block.index] = StagedPart("records", temp)
+            progress.parts[block.index] = StagedPart(block.spec.name, temp)
             self.crash.reached("block-staged")
         except StagingFailed as exc:
             progress.staging = exc
@@ -269,27 +271,16 @@ class Streamer:
             return BlockResult(0, Failure(type(exc).__name__, str(exc)))
 
     async def _conform(self, file: DropFile, progress: _Progress) -> Failure | None:
-        """Give every part the same column types, if a column empty in block 0 differed."""
+        """The schema of the file's parts, all blocks together: which columns have features."""
         what = f"the column types of {file.rel}"
-        schemas = tuple(result.schema for result in progress.in_order())
+        schemas = tuple(result.fitted for result in progress.in_order())
         try:
-            unified, differ, problem = await self._retrying(
-                lambda: self.compute.unify(schemas, what)
-            )
-            if problem:
-                return Failure("DecodeError", problem)
-            progress.unified = unified
-            compression = self.config.output.compression
-            for index in differ:
-                part = progress.parts[index]
-                async with aiofiles.open(part.temp, "rb") as fh:
-                    data = await fh.read()
-                fixed = await self._retrying(
-                    lambda: self.compute.conform(data, unified, compression, what)  # noqa: B023
-                )
-                await _stage(fixed, part.temp, self.crash)
+            unified, _, problem = await self._retrying(lambda: self.compute.unify(schemas, what))
         except (WorkerCrashed, TaskTimeout) as exc:
             return Failure(type(exc).__name__, str(exc))
+        if problem:
+            return Failure("DecodeError", problem)
+        progress.unified = unified
         return None
 
     async def _features(

@@ -191,9 +191,6 @@ class Compute:
     ) -> tuple[bytes, tuple[int, ...], str]:
         return await self.call(stream.unify, schemas, what)
 
-    async def conform(self, data: bytes, schema: bytes, compression: str, what: str) -> bytes:
-        return await self.call(stream.conform, (data, schema, compression), what)
-
     async def select(
         self, partials: tuple[tuple[int, tuple[ColumnPartial, ...]], ...], schema: bytes,
         collect_limit: int, what: str,

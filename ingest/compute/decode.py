@@ -23,6 +23,8 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from .mixed import read_mixed
+
 # The largest row Arrow will parse: a guard against a file with no newlines,
 # which would otherwise be held whole in one field.
 CSV_BLOCK_BYTES = 16 << 20
@@ -224,6 +226,9 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
     try:
         return pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
     except pa.ArrowInvalid as exc:
+        mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
+        if mixed and (table := read_mixed(data)) is not None:
+            return table
         found = _JSON_ROW.search(str(exc))
         row = int(found.group(1)) if found else None
         line = _bad_json_line(data) or (_json_row_line(data, row) if row is not None else None)

@@ -18,7 +18,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
+from ..conform import fit
 from ..jobs import EncodedPart, WrittenPart
+from ..widen import merge_schemas
 from . import features
 
 # Row groups of about a million rows: large enough for scans to skip by statistics,
@@ -37,6 +39,7 @@ class Featurised:
     rows: int
     records: pa.Table | None
     features: list[dict[str, object]] | None  # rows; a task makes one table of them all
+    table: str = "records"  # the records table it is routed to
 
 
 def _dictionary_columns(schema: pa.Schema) -> list[str]:
@@ -101,25 +104,38 @@ def _part(
     stage: str | None, index: int,
 ) -> EncodedPart | WrittenPart:
     meta, sources = _footer(members), tuple(m.source_file for m in members)
+    schema = data.schema.serialize().to_pybytes()
     if stage is not None:
         path = f"{stage}-{index}.parquet"
         try:
             _write(data, path, compression, meta)
-            return WrittenPart(table_name, path, sources)
+            return WrittenPart(table_name, path, sources, schema)
         except OSError:
             # A full disk, say. The bytes go back instead: the service's own write meets
             # the same error, keeps the inputs pending and retries, as for any commit.
             with contextlib.suppress(OSError):
                 os.unlink(path)
-    return EncodedPart(table_name, to_parquet(data, compression, meta), sources)
+    return EncodedPart(table_name, to_parquet(data, compression, meta), sources, schema)
+
+
+def _joined(records: list[pa.Table]) -> pa.Table:
+    """One table of files fitted to the same table schema; one that widened it (a new
+    column, a wider type) makes the others fit the widened schema."""
+    schema = records[0].schema
+    for other in records[1:]:
+        if not other.schema.equals(schema, check_metadata=True):
+            schema = merge_schemas(schema, other.schema)
+    return pa.concat_tables([
+        r if r.schema.equals(schema, check_metadata=True) else fit(r, schema) for r in records
+    ])
 
 
 def encode(
     done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None = None
 ) -> list[EncodedPart | WrittenPart]:
-    """One records part per schema (files with different schemas never share a part),
-    and one features part. With `stage`, each is written to a file named from it; if one
-    fails, those already written are removed."""
+    """One records part per table, its files fitted to one schema, and one features part.
+    With `stage`, each is written to a file named from it; if one fails, those already
+    written are removed."""
     parts: list[EncodedPart | WrittenPart] = []
     try:
         for index, (table_name, data, members) in enumerate(_tables(done, sets)):
@@ -138,13 +154,12 @@ def _tables(
 ) -> list[tuple[str, pa.Table, list[Featurised]]]:
     """Each part's table name, rows and member files."""
     tables: list[tuple[str, pa.Table, list[Featurised]]] = []
-    groups: dict[pa.Schema, list[Featurised]] = defaultdict(list)
+    groups: dict[str, list[Featurised]] = defaultdict(list)
     for item in done:
         if item.records is not None:
-            groups[item.records.schema.remove_metadata()].append(item)
-    for members in groups.values():
-        data = pa.concat_tables([m.records.replace_schema_metadata(None) for m in members])  # type: ignore[union-attr]
-        tables.append(("records", data, members))
+            groups[item.table].append(item)
+    for name, members in groups.items():
+        tables.append((name, _joined([m.records for m in members if m.records]), members))
     with_features = [d for d in done if d.features is not None]
     if with_features:
         data = stamped(

@@ -30,6 +30,7 @@ SUMMARY_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
     ("rms", pa.float64()),
 )
 IDENTITY_FIELDS: tuple[tuple[str, pa.DataType], ...] = (
+    ("source_table", pa.string()),
     ("source_file", pa.string()),
     ("source_sha256", pa.string()),
     ("source_column", pa.string()),
@@ -189,6 +190,7 @@ def rows(
     time_column: str,
     sets: tuple[str, ...],
     window: int,
+    source_table: str = "records",
 ) -> list[Row]:
     """The feature rows of one file, as plain dicts: a task turns all its files' rows
     into one table at once (`to_table`), which is far cheaper than a table per file."""
@@ -217,7 +219,8 @@ def rows(
                 found[(j, index)] = row
     return [
         {
-            "source_file": source_file, "source_sha256": sha256, "source_column": column,
+            "source_table": source_table, "source_file": source_file,
+            "source_sha256": sha256, "source_column": column,
             "window": index, **found[(j, index)],
         }
         for j, column in enumerate(names)

@@ -19,15 +19,16 @@ import io
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from .. import conform
 from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
 from ..jobs import Failure
+from ..widen import merge_schemas
 from . import features, radix
 from .decode import DecodeError, decode_block
 from .encode import footer, stamped, to_parquet, with_sources
-from .task import check_columns, message, time_limit
+from .task import check_columns, message, table_schema, time_limit
 
 
 def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
@@ -51,15 +52,18 @@ def process_block(block: Block) -> BlockResult:
             first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
             table = decode_block(block.source_file, block.data, first)
             check_columns(table)
-            records = with_sources(table, block.source_file, block.sha256)
+            spec = block.spec
+            schema = conform.target(table, table_schema(spec), dict(spec.hints))
+            records = conform.fit(with_sources(table, block.source_file, block.sha256), schema)
             part = to_parquet(
                 records, block.compression,
                 footer([(block.source_file, block.sha256, table.num_rows)]),
             )
-            names = features.numeric_columns(table.schema, block.features.time_column)
-            partials = tuple(column_partial(n, features.as_float64(table[n])) for n in names)
+            names = features.numeric_columns(records.schema, block.features.time_column)
+            partials = tuple(column_partial(n, features.as_float64(records[n])) for n in names)
             return BlockResult(
-                table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials
+                table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials,
+                schema.serialize().to_pybytes(),
             )
     except DecodeError as exc:
         return BlockResult(0, Failure(
@@ -70,37 +74,14 @@ def process_block(block: Block) -> BlockResult:
 
 
 def unify(schemas: tuple[bytes, ...]) -> tuple[bytes, tuple[int, ...], str]:
-    """One schema for every block, and the blocks whose parts must be rewritten to it;
-    or an empty schema and why none fits. Only a column empty throughout block 0 can
-    differ between blocks: each block typed it on its own."""
+    """One schema for the parts of every block, by the table's widening rules. A column
+    empty throughout block 0 is typed by the blocks that have values. The parts
+    themselves are made to agree by the committer, as any parts of one table are."""
     read = [pa.ipc.read_schema(pa.py_buffer(s)) for s in schemas]
-    try:
-        unified = pa.unify_schemas(read, promote_options="permissive")
-    except (pa.ArrowTypeError, pa.ArrowInvalid) as exc:
-        return b"", (), f"the blocks of the file disagree on a column's type: {exc}"
-    differ = tuple(i for i, schema in enumerate(read) if not schema.equals(unified))
-    return unified.serialize().to_pybytes(), differ, ""
-
-
-def conform(args: tuple[bytes, bytes, str]) -> bytes:
-    """A staged records part, rewritten with the file's unified column types."""
-    data, serialized, compression = args
-    unified = pa.ipc.read_schema(pa.py_buffer(serialized))
-    parquet = pq.ParquetFile(io.BytesIO(data))
-    table = parquet.read(use_threads=False)
-    # Every column in the unified order, those the block lacked as nulls; then the sources.
-    columns = [
-        pc.cast(table[f.name], f.type) if f.name in table.column_names
-        else pa.nulls(table.num_rows, f.type)
-        for f in unified
-    ]
-    sources = ("source_file", "source_sha256")
-    table = pa.table(
-        columns + [table[name] for name in sources], names=unified.names + list(sources)
-    )
-    metadata = parquet.schema_arrow.metadata or {}
-    footer = {k: v for k, v in metadata.items() if k.startswith(b"ingest.")}
-    return to_parquet(table, compression, footer)
+    unified = read[0]
+    for schema in read[1:]:
+        unified = merge_schemas(unified, schema)
+    return unified.serialize().to_pybytes(), (), ""
 
 
 def merge(pieces: list[ColumnPartial]) -> ColumnPartial:

@@ -22,10 +22,10 @@ from types import ModuleType
 
 import pyarrow as pa
 
-from .. import memory, shared
+from .. import conform, memory, shared
 from ..config import Features
 from ..errors import TaskTimeout
-from ..jobs import Failure, Job, Outcome, Task, TaskResult
+from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
 from .decode import DecodeError, decode
 from .encode import Featurised, encode, with_sources
@@ -35,7 +35,7 @@ from .together import parse_together
 # other work on the machine starves the workers.
 WORKER_NICENESS = 5
 ORPHANED = 70  # EX_SOFTWARE: the worker outlived the service that started it
-RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date")
+RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date", "_rescued_data")
 
 
 def init_worker(service_pid: int, plugins: bool = False) -> None:
@@ -134,21 +134,29 @@ def check_columns(table: pa.Table) -> None:
         raise DecodeError("a column has an empty name")
 
 
+def table_schema(spec: TableSpec) -> pa.Schema | None:
+    return pa.ipc.read_schema(pa.py_buffer(spec.schema)) if spec.schema else None
+
+
 def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised:
-    """Decode (unless already parsed with others), add identity columns, compute features;
-    raise on bad input."""
+    """Decode (unless already parsed with others), fit the file to its table's schema with
+    the identity columns, compute features; raise on bad input."""
     if table is None:
         table = decode(job.source_file, job.data)
     check_columns(table)
-    spec = task.features
-    rows = table.num_rows
-    records = with_sources(table, job.source_file, job.sha256) if "records" in task.tables else None
+    spec = task.spec(job.table)
+    hints = dict(spec.hints)
+    schema = conform.target(table, table_schema(spec), hints)
+    records = conform.fit(with_sources(table, job.source_file, job.sha256), schema)
     feature_table = None
     if "features" in task.tables:
+        wanted = task.features
         feature_table = features.rows(
-            table, job.source_file, job.sha256, spec.time_column, spec.sets, spec.window
+            records, job.source_file, job.sha256, wanted.time_column, wanted.sets, wanted.window,
+            source_table=job.table,
         )
-    return Featurised(job.source_file, job.sha256, rows, records, feature_table)
+    kept = records if "records" in task.tables else None
+    return Featurised(job.source_file, job.sha256, table.num_rows, kept, feature_table, job.table)
 
 
 def _on_alarm(signum: int, frame: object) -> None:

@@ -53,6 +53,14 @@ class Layout:
     def part_path(self, table: str, day: str, name: str) -> Path:
         return self.output / table / f"ingest_date={day}" / name
 
+    def table_dirs(self) -> list[Path]:
+        """Every table folder under the output: records tables and `features`."""
+        if not self.output.is_dir():
+            return []
+        return sorted(
+            d for d in self.output.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))
+        )
+
     def make_dirs(self) -> None:
         for folder in (self.drop, self.output, self.tmp, self.quarantine):
             folder.mkdir(parents=True, exist_ok=True)

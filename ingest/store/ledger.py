@@ -19,7 +19,7 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LedgerError
@@ -51,7 +51,16 @@ CREATE TABLE IF NOT EXISTS parts (
     created REAL NOT NULL
 );
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS schemas (
+    table_name TEXT NOT NULL,
+    version INTEGER NOT NULL,
+    schema BLOB NOT NULL,
+    created REAL NOT NULL,
+    PRIMARY KEY (table_name, version)
+);
 """
+# Columns added after the first release, with what an older ledger's rows hold.
+MIGRATIONS = (("files", "table_name", "TEXT NOT NULL DEFAULT 'records'"),)
 
 
 @dataclass(frozen=True)
@@ -71,6 +80,13 @@ class FileRecord:
     attempts: int = 1
     seen_at: float | None = None
     done_at: float = 0.0
+    table: str = "records"
+
+
+_FILE_COLUMNS = (
+    "path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error, message,"
+    " attempts, seen_at, done_at, table_name"
+)
 
 
 @dataclass(frozen=True)
@@ -79,6 +95,7 @@ class Known:
 
     keys: dict[tuple[str, int, int], str]  # (path, size, mtime_ns) -> state
     ingested: dict[str, str]  # sha256 -> the path first ingested with it
+    schemas: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # see `schemas()`
 
 
 class Ledger:
@@ -92,14 +109,36 @@ class Ledger:
             # FULL: a commit that returned is on disk, so the ledger never lags the parts.
             self._db.execute("PRAGMA synchronous=FULL")
             self._db.executescript(SCHEMA)
+            self._migrate()
         except sqlite3.DatabaseError as exc:
             raise LedgerError(
                 f"{path}: the ledger is unreadable ({exc}); move it aside and run "
                 f"`ingest ledger rebuild` to rebuild it from the Parquet footers"
             ) from None
 
+    def _migrate(self) -> None:
+        for table, column, declaration in MIGRATIONS:
+            have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
+            if column not in have:
+                self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+
     def close(self) -> None:
         self._db.close()
+
+    def schemas(self) -> dict[str, tuple[int, bytes]]:
+        """Each table's latest schema: name -> (version, Arrow IPC bytes)."""
+        rows = self._db.execute(
+            "SELECT table_name, version, schema FROM schemas s WHERE version ="
+            " (SELECT MAX(version) FROM schemas WHERE table_name = s.table_name)"
+        ).fetchall()
+        return {name: (version, bytes(schema)) for name, version, schema in rows}
+
+    def add_schema(self, table: str, version: int, schema: bytes) -> None:
+        with self._transaction() as db:
+            db.execute(
+                "INSERT INTO schemas (table_name, version, schema, created) VALUES (?, ?, ?, ?)",
+                (table, version, schema, time.time()),
+            )
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:
@@ -124,13 +163,12 @@ class Ledger:
             if part_id is not None:
                 db.execute("UPDATE parts SET state = 'committed' WHERE id = ?", (part_id,))
             db.executemany(
-                "INSERT INTO files (path, size, mtime_ns, sha256, state, rows, part,"
-                " duplicate_of, error, message, attempts, seen_at, done_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 [
                     (
                         f.path, f.size, f.mtime_ns, f.sha256, f.state, f.rows, f.part,
                         f.duplicate_of, f.error, f.message, f.attempts, f.seen_at, f.done_at,
+                        f.table,
                     )
                     for f in files
                 ],
@@ -160,12 +198,11 @@ class Ledger:
             keys[(path, size, mtime_ns)] = state
             if state == "ingested":
                 ingested.setdefault(sha256, path)
-        return Known(keys, ingested)
+        return Known(keys, ingested, self.schemas())
 
     def lookup(self, path: str, size: int, mtime_ns: int) -> FileRecord | None:
         row = self._db.execute(
-            "SELECT path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error,"
-            " message, attempts, seen_at, done_at FROM files"
+            f"SELECT {_FILE_COLUMNS} FROM files"
             " WHERE path = ? AND size = ? AND mtime_ns = ? ORDER BY id DESC LIMIT 1",
             (path, size, mtime_ns),
         ).fetchone()
@@ -175,6 +212,12 @@ class Ledger:
         rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
         return {state: count for state, count in rows}
 
+    def files_per_table(self) -> dict[str, int]:
+        rows = self._db.execute(
+            "SELECT table_name, COUNT(*) FROM files WHERE state = 'ingested' GROUP BY 1"
+        ).fetchall()
+        return {table: count for table, count in rows}
+
     def last_ingest(self) -> float | None:
         row = self._db.execute(
             "SELECT MAX(done_at) FROM files WHERE state = 'ingested'"
@@ -183,8 +226,6 @@ class Ledger:
 
     def quarantined(self) -> list[FileRecord]:
         rows = self._db.execute(
-            "SELECT path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error,"
-            " message, attempts, seen_at, done_at FROM files"
-            " WHERE state = 'quarantined' ORDER BY id"
+            f"SELECT {_FILE_COLUMNS} FROM files WHERE state = 'quarantined' ORDER BY id"
         ).fetchall()
         return [FileRecord(*row) for row in rows]

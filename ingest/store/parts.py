@@ -31,12 +31,14 @@ class Accepted:
     sha256: str
     rows: int
     attempts: int = 1
+    table: str = "records"
 
     def record(self, part: str | None) -> FileRecord:
         return FileRecord(
             path=self.file.rel, size=self.file.size, mtime_ns=self.file.mtime_ns,
             sha256=self.sha256, state="ingested", rows=self.rows, part=part,
             attempts=self.attempts, seen_at=self.file.seen_at, done_at=time.time(),
+            table=self.table,
         )
 
 
@@ -51,10 +53,11 @@ class StagedPart:
     table: str
     temp: Path
     durable: bool = True
+    schema: bytes = b""  # its Arrow schema (IPC) when the writer said; else read from the file
 
     @classmethod
     def written(cls, part: WrittenPart) -> StagedPart:
-        return cls(part.table, Path(part.path), durable=False)
+        return cls(part.table, Path(part.path), durable=False, schema=part.schema)
 
 
 @dataclass

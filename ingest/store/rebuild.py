@@ -64,23 +64,29 @@ def _ingested(part_id: str, paths: list[Path], seen: set[str]) -> list[FileRecor
     # Records parts name every input; a features-only dataset names them in features parts.
     # A file read in blocks has several records parts in one commit, each naming its rows.
     tables = {p.parents[1].name for p in paths}
-    table = "records" if "records" in tables else "features"
+    records_tables = tables - {"features"} or {"features"}
     rows_of: dict[tuple[str, str], int] = defaultdict(int)
+    table_of: dict[tuple[str, str], str] = {}
     done = 0.0
     for path in paths:
-        if path.parents[1].name != table:
+        table = path.parents[1].name
+        if table not in records_tables:
             continue
         footer = pq.read_metadata(path).metadata or {}
         done = max(done, path.stat().st_mtime)
         for rel, sha256, rows in json.loads(footer.get(FOOTER_SOURCES, b"[]")):
             rows_of[(rel, sha256)] += rows
+            table_of[(rel, sha256)] = "records" if table == "features" else table
     records: list[FileRecord] = []
     for (rel, sha256), rows in rows_of.items():
         if sha256 in seen:
             log.warning("part %s: %s appears in more than one commit", part_id, rel)
             continue
         seen.add(sha256)
-        records.append(FileRecord(rel, -1, -1, sha256, "ingested", rows, part_id, done_at=done))
+        records.append(FileRecord(
+            rel, -1, -1, sha256, "ingested", rows, part_id, done_at=done,
+            table=table_of[(rel, sha256)],
+        ))
     return records
 
 

@@ -6,6 +6,8 @@ import json
 import time
 from typing import Any
 
+import pyarrow as pa
+
 from ..config import Config
 from ..selection import scan
 from .layout import Layout
@@ -18,6 +20,7 @@ def collect(config: Config) -> dict[str, Any]:
     last: float | None = None
     quarantined: list[dict[str, Any]] = []
     keys: set[tuple[str, int, int]] = set()
+    tables: dict[str, dict[str, int]] = {}
     if layout.ledger.exists():
         ledger = Ledger(layout.ledger)
         try:
@@ -28,6 +31,7 @@ def collect(config: Config) -> dict[str, Any]:
                 for r in ledger.quarantined()
             ]
             keys = set(ledger.known().keys)
+            tables = _tables(ledger)
         finally:
             ledger.close()
     backlog = 0
@@ -44,6 +48,21 @@ def collect(config: Config) -> dict[str, Any]:
         ),
         "backlog": backlog,
         "quarantined": quarantined,
+        "tables": tables,
+    }
+
+
+def _tables(ledger: Ledger) -> dict[str, dict[str, int]]:
+    """Each table's schema version, its column count and the inputs it holds."""
+    files = ledger.files_per_table()
+    files["features"] = sum(files.values())
+    return {
+        name: {
+            "schema_version": version,
+            "columns": len(pa.ipc.read_schema(pa.py_buffer(schema))),
+            "files": files.get(name, 0),
+        }
+        for name, (version, schema) in sorted(ledger.schemas().items())
     }
 
 
@@ -60,6 +79,11 @@ def render(status: dict[str, Any], as_json: bool) -> str:
         f"backlog:     {status['backlog']}",
         f"last ingest: {status['last_ingest'] or 'never'}",
     ]
+    for name, t in status["tables"].items():
+        lines.append(
+            f"table {name}: schema v{t['schema_version']}, {t['columns']} columns,"
+            f" {t['files']} files"
+        )
     for q in status["quarantined"]:
         lines.append(f"  {q['file']}: {q['error']}: {q['message']}")
     return "\n".join(lines)

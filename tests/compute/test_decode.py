@@ -14,6 +14,7 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 import pytest
 
+from ingest import conform
 from ingest.compute.decode import DecodeError, decode
 
 CSV = (
@@ -218,14 +219,22 @@ def test_bad_json_line_deep_in_a_large_file_reports_its_line() -> None:
     assert _decode_error("big.jsonl", data).line == rows + 1
 
 
-def test_a_value_of_the_wrong_type_deep_in_json_lines_over_a_megabyte_reports_its_line() -> None:
-    # Valid JSON throughout, so only Arrow knows the row; it used to count it within a 1 MB block.
+def test_a_value_of_another_kind_deep_in_json_lines_is_rescued_not_fatal() -> None:
+    # Valid JSON throughout; Arrow refuses the file, so it is read line by line.
     lines = [json.dumps({"a": i, "b": 1.5}) for i in range(100_000)]
     lines[80_000] = json.dumps({"a": 80_000, "b": "oops"})
-    lines.insert(10, "")  # a blank line, which Arrow's row numbers skip
+    lines.insert(10, "")  # a blank line
     data = ("\n".join(lines) + "\n").encode()
     assert len(data) > 2 << 20
-    assert _decode_error("big.jsonl", data).line == 80_002
+    table = decode("big.jsonl", data)
+    assert table.num_rows == 100_000
+    schema = conform.target(table, None, {})
+    assert schema.field("b").type == pa.float64()
+    fitted = conform.fit(table, schema)
+    assert fitted["b"][80_000].as_py() is None
+    assert fitted["b"][79_999].as_py() == 1.5
+    assert json.loads(fitted["_rescued_data"][80_000].as_py()) == {"b": "oops"}
+    assert fitted["_rescued_data"].null_count == 99_999
 
 
 def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:

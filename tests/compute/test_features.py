@@ -18,7 +18,7 @@ from ingest.compute.features import summary
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = ("count", "null_count", "mean", "std", "min", "max", "p05", "p50", "p95", "rms")
-IDENTITY = ("source_file", "source_sha256", "source_column", "window")
+IDENTITY = ("source_table", "source_file", "source_sha256", "source_column", "window")
 REL = 1e-9
 
 

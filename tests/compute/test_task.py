@@ -103,8 +103,9 @@ def test_records_round_trip_with_source_file_and_sha256_added() -> None:
     assert (outcome.source_file, outcome.sha256, outcome.rows) == ("site/a.csv", sha256, 3)
     records = table_of(outcome.records)
     assert records.column_names == [
-        "timestamp", "temperature", "humidity", "source_file", "source_sha256",
+        "timestamp", "temperature", "humidity", "source_file", "source_sha256", "_rescued_data",
     ]
+    assert records.column("_rescued_data").null_count == 3
     assert records.schema.field("source_file").type == pa.string()
     assert records.schema.field("source_sha256").type == pa.string()
     assert records.column("source_file").to_pylist() == ["site/a.csv"] * 3
@@ -273,25 +274,35 @@ def test_process_is_a_top_level_function_that_pickles_by_reference() -> None:
     assert pickle.loads(pickle.dumps(process)) is process
 
 
-def test_a_task_of_many_files_makes_one_records_part_per_schema_and_isolates_failures() -> None:
-    def one(name: str, data: bytes) -> Job:
-        return Job(name, hashlib.sha256(data).hexdigest(), data)
+def test_a_task_of_many_files_makes_one_records_part_per_table_and_isolates_failures() -> None:
+    def one(name: str, data: bytes, table: str = "records") -> Job:
+        return Job(name, hashlib.sha256(data).hexdigest(), data, table=table)
 
     jobs = (
         one("a.csv", CSV),
         one("b.csv", CSV.replace(b"20.5", b"19.5")),
         one("c.jsonl", b'{"v": 1.5}\n{"v": 2.5}\n'),
         one("bad.csv", b"a,b\n1,2\n3\n"),
+        one("s.csv", b"station,temp\nx,1\n", table="sensors"),
     )
     result = process(Task(jobs, Features()))
 
     failed = [o.source_file for o in result.outcomes if o.failure is not None]
     assert failed == ["bad.csv"]
-    records = [p for p in result.parts if p.table == "records"]
-    features = [p for p in result.parts if p.table == "features"]
-    assert sorted(p.sources for p in records) == [("a.csv", "b.csv"), ("c.jsonl",)]
-    assert len(features) == 1 and features[0].sources == ("a.csv", "b.csv", "c.jsonl")
-    footer = pq.read_metadata(pa.BufferReader(features[0].data)).metadata
+    by_table = {p.table: p for p in result.parts}
+    assert sorted(by_table) == ["features", "records", "sensors"]
+    assert by_table["records"].sources == ("a.csv", "b.csv", "c.jsonl")
+    records = pq.read_table(pa.BufferReader(by_table["records"].data))
+    assert records.column_names == [
+        "timestamp", "temperature", "humidity", "v", "source_file", "source_sha256",
+        "_rescued_data",
+    ]
+    assert records.column("v").to_pylist() == [None] * 6 + [1.5, 2.5]
+    features = by_table["features"]
+    assert features.sources == ("a.csv", "b.csv", "c.jsonl", "s.csv")
+    tables = pq.read_table(pa.BufferReader(features.data)).column("source_table").to_pylist()
+    assert tables.count("sensors") == 1 and set(tables) == {"records", "sensors"}
+    footer = pq.read_metadata(pa.BufferReader(features.data)).metadata
     assert b"bad.csv" not in footer[b"ingest.sources"]
 
 
@@ -315,7 +326,7 @@ def test_a_staged_task_writes_its_parts_where_told_and_they_hold_what_the_bytes_
         f"task-1-{i}.parquet" for i in range(len(staged.parts))
     ]
     assert staged.outcomes == in_memory.outcomes
-    assert len(staged.parts) == 3  # two records parts (two schemas) and one features part
+    assert len(staged.parts) == 2  # one records part (one table) and one features part
     for written, encoded in zip(staged.parts, in_memory.parts, strict=True):
         assert isinstance(written, WrittenPart) and isinstance(encoded, EncodedPart)
         assert (written.table, written.sources) == (encoded.table, encoded.sources)
@@ -332,7 +343,7 @@ def test_a_staged_task_writes_its_parts_where_told_and_they_hold_what_the_bytes_
 def test_a_stage_that_cannot_be_written_sends_the_bytes_back(tmp_path: Path) -> None:
     result = process(_two_files(tmp_path / "gone" / "task-1"))
     assert [o.failure for o in result.outcomes] == [None, None]
-    assert len(result.parts) == 3 and all(isinstance(p, EncodedPart) for p in result.parts)
+    assert len(result.parts) == 2 and all(isinstance(p, EncodedPart) for p in result.parts)
     assert list(tmp_path.iterdir()) == []
 
 

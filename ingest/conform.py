@@ -1,0 +1,158 @@
+"""A file's columns made to fit its table's schema, values that do not fit rescued.
+
+Runs in a worker process, on each decoded file; and in the committer's thread,
+for a part that was encoded against a schema the table has since widened. Pure
+pyarrow, no I/O. The type rules are `ingest.widen`'s.
+
+A value that does not fit its column's type (text in a numeric column, a number
+too large for float64, a value outside a hinted type) reads null in its column,
+and its raw text is kept in `_rescued_data`, a JSON object of column -> text.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .widen import HINTS, IDENTITY, RESCUED, is_untyped, merge_schemas, normalise, schema_of
+
+_INT = r"^[+-]?[0-9]+$"
+_FLOAT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(inf|nan)$"
+_SAMPLE = 1000
+# Integers beyond this lose their value as float64; such values are rescued instead.
+_EXACT = 2**53
+
+Rescued = dict[int, dict[str, str]]  # row -> column -> raw text
+
+
+def own_schema(data: pa.Table, hints: Mapping[str, str]) -> pa.Schema:
+    """The schema a file's data columns would give a new table: normalised types, hints
+    applied, and a text column that mostly holds numbers read as numbers."""
+    fields = []
+    for name, column in zip(data.column_names, data.columns, strict=True):
+        if name in IDENTITY:
+            continue
+        kind = HINTS[hints[name]] if name in hints else normalise(column.type)
+        if pa.types.is_string(kind) and name not in hints:
+            kind = _numbers_in_text(column) or kind
+        fields.append(pa.field(name, kind))
+    return schema_of(pa.schema(fields))
+
+
+def _numbers_in_text(column: pa.ChunkedArray) -> pa.DataType | None:
+    """int64 or float64 if most values of a text column are numbers (the rest are rescued)."""
+    sample = column.drop_null().slice(0, _SAMPLE).cast(pa.string())
+    if len(sample) == 0 or pc.sum(pc.match_substring_regex(sample, _FLOAT)).as_py() * 2 < len(
+        sample
+    ):
+        return None
+    values = column.cast(pa.string())
+    floats = pc.match_substring_regex(values, _FLOAT)
+    ints = pc.match_substring_regex(values, _INT)
+    if pc.sum(floats).as_py() * 2 < len(values) - values.null_count:
+        return None
+    return pa.int64() if pc.all(pc.equal(floats, ints)).as_py() is not False else pa.float64()
+
+
+def target(data: pa.Table, table: pa.Schema | None, hints: Mapping[str, str]) -> pa.Schema:
+    """The schema a file's records are written with: the table's, widened by the file."""
+    own = own_schema(data, hints)
+    start = table if table is not None else pa.schema([pa.field(n, pa.string()) for n in IDENTITY])
+    return merge_schemas(start, own, frozenset(hints))
+
+
+def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`data` with exactly `schema`: columns in its order, missing ones null, each cast;
+    values that do not fit are rescued into `_rescued_data` (when the schema has it)."""
+    rescued: Rescued = {}
+    rows = data.num_rows
+    names = set(data.column_names)
+    columns: list[pa.ChunkedArray | pa.Array | None] = []
+    for field in schema:
+        if field.name == RESCUED:
+            columns.append(None)  # filled in once every column has been cast
+        elif field.name not in names:
+            columns.append(pa.nulls(rows, field.type))
+        else:
+            columns.append(_cast(data.column(field.name), field, rescued))
+    if RESCUED in schema.names:
+        at = schema.get_field_index(RESCUED)
+        previous = data.column(RESCUED) if RESCUED in names else None
+        columns[at] = _rescued_column(rows, rescued, previous)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    kind = field.type
+    if column.type == kind:
+        return column
+    if pa.types.is_null(column.type) or (is_untyped(field) and column.null_count == len(column)):
+        return pa.chunked_array([pa.nulls(len(column), kind)])
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    try:
+        return column.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    keep = _fits(column, kind)
+    bad = pc.and_(pc.invert(keep), pc.is_valid(column))
+    for row in pc.indices_nonzero(bad).to_pylist():
+        rescued.setdefault(row, {})[field.name] = _text(column[row])
+    kept = pc.if_else(keep, column, pa.scalar(None, column.type))
+    try:
+        return kept.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _cast_each(kept, field, rescued)
+
+
+def _fits(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """Which values can become `kind` (a fast guess; `_cast_each` settles the rest)."""
+    if pa.types.is_string(column.type) and pa.types.is_integer(kind):
+        return pc.match_substring_regex(column, _INT)
+    if pa.types.is_string(column.type) and pa.types.is_floating(kind):
+        return pc.match_substring_regex(column, _FLOAT)
+    if pa.types.is_integer(column.type) and pa.types.is_floating(kind):
+        return pc.less_equal(pc.abs(column), _EXACT)
+    return pc.is_valid(column)
+
+
+def _cast_each(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    """Value by value: slow, and only for the values a vectorised cast refused."""
+    values = []
+    for row, value in enumerate(column):
+        try:
+            values.append(value.cast(field.type).as_py() if value.is_valid else None)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            rescued.setdefault(row, {})[field.name] = _text(value)
+            values.append(None)
+    return pa.chunked_array([pa.array(values, field.type)])
+
+
+def _text(value: pa.Scalar) -> str:
+    raw = value.as_py()
+    if isinstance(raw, str):
+        return raw
+    try:
+        return json.dumps(raw, default=str)
+    except (TypeError, ValueError):
+        return str(raw)
+
+
+def _rescued_column(
+    rows: int, rescued: Rescued, previous: pa.ChunkedArray | None
+) -> pa.ChunkedArray:
+    if not rescued:
+        if previous is not None:
+            return previous.cast(pa.string())
+        return pa.chunked_array([pa.nulls(rows, pa.string())])
+    values: list[str | None] = (
+        previous.cast(pa.string()).to_pylist() if previous is not None else [None] * rows
+    )
+    for row, found in rescued.items():
+        raw = values[row]
+        earlier = json.loads(raw) if raw else {}
+        values[row] = json.dumps({**earlier, **found}, ensure_ascii=False)
+    return pa.chunked_array([pa.array(values, pa.string())])

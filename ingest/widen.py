@@ -1,0 +1,119 @@
+"""The type rules of one schema per table: pure functions over Arrow types.
+
+Used wherever a file meets its table's schema: in a worker, which conforms a
+file to the table as it knew it, and in the committer's thread, which widens
+the table when a file brings a new column or a wider type. No I/O.
+
+The rules, from the interface contract:
+- types only widen: int with float makes float64, a date with a timestamp makes
+  a timestamp, narrower ints make int64, float32 makes float64;
+- a column that is all null takes the other side's type;
+- text never widens a numeric, boolean or time column: such values are rescued;
+- a text column stays text: numbers that reach it are written as text;
+- hinted columns never change type.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+HINTS: dict[str, pa.DataType] = {
+    "int64": pa.int64(),
+    "float64": pa.float64(),
+    "string": pa.string(),
+    "bool": pa.bool_(),
+    "date": pa.date32(),
+    "timestamp": pa.timestamp("us", tz="UTC"),
+}
+RESCUED = "_rescued_data"
+IDENTITY = ("source_file", "source_sha256", RESCUED)
+
+
+def normalise(kind: pa.DataType) -> pa.DataType:
+    """The type a file's column has in a table: one width per family, microseconds."""
+    if pa.types.is_dictionary(kind):
+        return normalise(kind.value_type)
+    if pa.types.is_integer(kind):
+        return pa.int64()
+    if pa.types.is_floating(kind):
+        return pa.float64()
+    if pa.types.is_large_string(kind) or pa.types.is_string(kind):
+        return pa.string()
+    if pa.types.is_large_binary(kind):
+        return pa.binary()
+    if pa.types.is_timestamp(kind):
+        return pa.timestamp("us", tz="UTC" if kind.tz else None)
+    if pa.types.is_date(kind):
+        return pa.date32()
+    return kind
+
+
+def _numeric(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_integer(kind) or pa.types.is_floating(kind))
+
+
+UNTYPED = {b"ingest.untyped": b"1"}
+
+
+def untyped() -> pa.Field:
+    """A column no file has given a value yet. Readers see a string column of nulls (a
+    Parquet column of Arrow's null type is not one every reader opens); the first file
+    with values gives it their type."""
+    return pa.field("", pa.string(), metadata=UNTYPED)
+
+
+def is_untyped(field: pa.Field) -> bool:
+    return bool(field.metadata) and field.metadata.get(b"ingest.untyped") == b"1"
+
+
+def merge(table: pa.DataType, file: pa.DataType) -> pa.DataType:
+    """The table's type for a column after a file whose values have type `file`.
+
+    Both are normalised. Where the file's values do not fit (text in a numeric
+    column, say) the table's type wins and those values are rescued."""
+    if table == file or pa.types.is_null(file):
+        return table
+    if pa.types.is_null(table):
+        return file
+    if _numeric(table) and _numeric(file):
+        return pa.float64()
+    if pa.types.is_timestamp(table) and pa.types.is_timestamp(file):
+        return pa.timestamp("us", tz="UTC")
+    if pa.types.is_date(table) and pa.types.is_timestamp(file):
+        return file
+    return table
+
+
+def merge_field(table: pa.Field, file: pa.DataType, hinted: bool) -> pa.Field:
+    if hinted or pa.types.is_null(file):
+        return table
+    if is_untyped(table):
+        return pa.field(table.name, file)
+    return pa.field(table.name, merge(table.type, file))
+
+
+def schema_of(file: pa.Schema) -> pa.Schema:
+    """A file's own columns as a table would first hold them."""
+    return pa.schema([
+        untyped().with_name(f.name) if pa.types.is_null(f.type)
+        else f if is_untyped(f) else f.with_metadata(None)
+        for f in file
+    ])
+
+
+def merge_schemas(
+    table: pa.Schema, file: pa.Schema, hinted: frozenset[str] = frozenset(),
+    tail: tuple[str, ...] = IDENTITY,
+) -> pa.Schema:
+    """The table's schema after a file: its columns in order, widened, then the file's new
+    columns appended before the `tail` columns (a records table's identity columns), which
+    always come last."""
+    own = {f.name: f.type for f in file}
+    fields = [
+        merge_field(f, own[f.name], f.name in hinted) if f.name in own else f for f in table
+    ]
+    known = set(table.names)
+    new = [f for f in schema_of(file) if f.name not in known]
+    head = [f for f in fields + new if f.name not in tail]
+    ends = {f.name: f for f in fields + new if f.name in tail}
+    return pa.schema(head + [ends[name] for name in tail if name in ends])

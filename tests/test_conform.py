@@ -1,0 +1,106 @@
+"""The type rules of one schema per table, on Arrow tables in memory."""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ingest import conform
+from ingest.widen import is_untyped, merge, merge_schemas, normalise
+
+
+@pytest.mark.parametrize(
+    ("table", "file", "result"),
+    [
+        (pa.int64(), pa.float64(), pa.float64()),
+        (pa.float64(), pa.int64(), pa.float64()),
+        (pa.int64(), pa.null(), pa.int64()),
+        (pa.null(), pa.string(), pa.string()),
+        (pa.float64(), pa.string(), pa.float64()),  # text never widens a number column
+        (pa.string(), pa.int64(), pa.string()),  # numbers reaching text stay text
+        (pa.date32(), pa.timestamp("us"), pa.timestamp("us")),
+        (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), pa.timestamp("us", tz="UTC")),
+        (pa.bool_(), pa.int64(), pa.bool_()),
+    ],
+)
+def test_types_only_widen(table: pa.DataType, file: pa.DataType, result: pa.DataType) -> None:
+    assert merge(table, file) == result
+
+
+def test_narrow_types_are_normalised_to_one_width_per_family() -> None:
+    assert normalise(pa.int8()) == pa.int64()
+    assert normalise(pa.uint32()) == pa.int64()
+    assert normalise(pa.float32()) == pa.float64()
+    assert normalise(pa.timestamp("ns", tz="Europe/Berlin")) == pa.timestamp("us", tz="UTC")
+    assert normalise(pa.dictionary(pa.int32(), pa.string())) == pa.string()
+
+
+def test_a_new_column_is_appended_before_the_identity_columns() -> None:
+    table = pa.schema([("a", pa.int64()), ("source_file", pa.string()),
+                       ("source_sha256", pa.string()), ("_rescued_data", pa.string())])
+    merged = merge_schemas(table, pa.schema([("b", pa.float64()), ("a", pa.float64())]))
+    assert merged.names == ["a", "b", "source_file", "source_sha256", "_rescued_data"]
+    assert merged.field("a").type == pa.float64()
+
+
+def test_a_hinted_column_keeps_its_type_and_rescues_what_does_not_fit() -> None:
+    data = pa.table({"station": [1, 2], "temp": ["20.5", "warm"]})
+    schema = conform.target(data, None, {"station": "string", "temp": "float64"})
+    assert schema.field("station").type == pa.string()
+    fitted = conform.fit(data, schema)
+    assert fitted["station"].to_pylist() == ["1", "2"]
+    assert fitted["temp"].to_pylist() == [20.5, None]
+    assert fitted["_rescued_data"].to_pylist() == [None, '{"temp": "warm"}']
+
+
+def test_an_all_null_column_is_untyped_until_a_file_gives_it_values() -> None:
+    first = conform.target(pa.table({"e": pa.nulls(2)}), None, {})
+    assert first.field("e").type == pa.string() and is_untyped(first.field("e"))
+    second = conform.target(pa.table({"e": [1, 2]}), first, {})
+    assert second.field("e").type == pa.int64() and not is_untyped(second.field("e"))
+    # The earlier part, fitted to the new schema, reads null.
+    old = conform.fit(pa.table({"e": pa.nulls(2, pa.string())}), second)
+    assert old["e"].type == pa.int64() and old["e"].null_count == 2
+
+
+def test_an_integer_beyond_two_to_the_53_is_rescued_in_a_float_column() -> None:
+    big = 2**53 + 1
+    table = pa.schema([("v", pa.float64()), ("_rescued_data", pa.string())])
+    fitted = conform.fit(pa.table({"v": [1, big]}), table)
+    assert fitted["v"].to_pylist() == [1.0, None]
+    assert json.loads(fitted["_rescued_data"][1].as_py()) == {"v": str(big)}
+
+
+def test_a_text_column_of_mostly_numbers_is_numeric() -> None:
+    schema = conform.target(pa.table({"t": ["1", "2", "oops", None]}), None, {})
+    assert schema.field("t").type == pa.int64()
+    assert conform.target(pa.table({"t": ["a", "b", "3"]}), None, {}).field("t").type == (
+        pa.string()
+    )
+
+
+@given(st.lists(st.one_of(
+    st.none(), st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False),
+    st.text(max_size=5),
+), max_size=30))
+def test_every_value_is_kept_in_its_column_or_in_rescued_data(values: list[object]) -> None:
+    """Whatever a text column holds, each value survives: typed, or as its raw text."""
+    raw = [None if v is None else str(v) for v in values]
+    data = pa.table({"c": pa.array(raw, pa.string())})
+    schema = conform.target(data, None, {})
+    fitted = conform.fit(data, schema)
+    for text, kept, rescued in zip(
+        raw, fitted["c"].to_pylist(), fitted["_rescued_data"].to_pylist(), strict=True
+    ):
+        if text is None:
+            assert kept is None and rescued is None
+        elif rescued is not None:
+            assert kept is None and json.loads(rescued) == {"c": text}
+        elif isinstance(kept, str):
+            assert kept == text
+        else:
+            assert kept == float(text)

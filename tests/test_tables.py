@@ -1,0 +1,197 @@
+"""Tables every reader opens with no options: routing, one schema per table, rescued data.
+
+Each case runs real `ingest once` processes and reads the output back with DuckDB
+(without union_by_name), Polars, pandas and pyarrow.dataset, as a downstream job would.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import duckdb
+import pandas as pd
+import polars as pl
+import pyarrow as pa
+import pyarrow.dataset as ds
+import pyarrow.parquet as pq
+import pytest
+
+from .conftest import ROOT, SAMPLE_DATA, Folder
+from .invariants import check_one_schema
+
+Row = tuple[object, ...]
+
+
+def readers(output: Path, table: str, columns: list[str]) -> dict[str, list[Row]]:
+    """The table's rows as each reader returns them, with no options, sorted by `id`."""
+    folder = output / table
+    glob = f"{folder}/ingest_date=*/*.parquet"
+    got: dict[str, list[Row]] = {}
+    got["duckdb"] = duckdb.sql(
+        f"SELECT {', '.join(columns)} FROM read_parquet('{glob}') ORDER BY id"
+    ).fetchall()
+    polars = pl.scan_parquet(glob).select(columns).sort("id").collect()
+    got["polars"] = [tuple(r) for r in polars.iter_rows()]
+    frame = pd.read_parquet(folder)[columns].sort_values("id")
+    got["pandas"] = [
+        tuple(None if pd.isna(v) else v for v in row)
+        for row in frame.itertuples(index=False, name=None)
+    ]
+    arrow = ds.dataset(folder).to_table(columns=columns).sort_by("id")
+    got["pyarrow"] = [tuple(r.values()) for r in arrow.to_pylist()]
+    return got
+
+
+def test_files_drifting_in_type_and_columns_read_the_same_in_every_reader(folder: Folder) -> None:
+    """int then float, a new column, a missing column, text in a numeric column, an all-null
+    column and a hinted column: committed one after another, so each drift widens what is
+    already committed."""
+    folder.write_config(
+        watch={"settle_ms": 50, "on_success": "keep"},
+        pipeline={"workers": 2},
+        output={"flush_s": 0},
+        **{"tables.records.columns": {"station": "string"}},
+    )
+    inputs: list[tuple[str, bytes]] = [
+        ("a.csv", b"id,temp,station\n1,1,x\n2,2,y\n"),
+        ("b.csv", b"id,temp,station\n3,2.5,z\n4,,w\n"),
+        ("c.jsonl", b'{"id": 5, "temp": 3.5, "station": "v", "humidity": 40}\n'),
+        ("e.csv", b"id,temp,station\n6,n/a?,q\n7,8,r\n"),
+        ("f.csv", b"id,temp,station,empty\n8,9,s,\n"),
+        ("g.csv", b"id,temp,station\n9,10,123\n"),
+    ]
+    for name, content in inputs:
+        (folder.drop / name).write_bytes(content)
+        done = folder.ingest("once")
+        assert done.returncode == 0, done.stderr
+    missing = pa.table({"id": pa.array([10], pa.int32()), "station": ["p"]})
+    pq.write_table(missing, folder.drop / "d.parquet")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    schema = check_one_schema(folder.output)["records"]
+    assert schema.names == [
+        "id", "temp", "station", "humidity", "empty",
+        "source_file", "source_sha256", "_rescued_data",
+    ]
+    assert [str(t) for t in schema.types[:4]] == ["int64", "double", "string", "int64"]
+
+    want: list[Row] = [
+        (1, 1.0, "x", None), (2, 2.0, "y", None), (3, 2.5, "z", None), (4, None, "w", None),
+        (5, 3.5, "v", None), (6, None, "q", {"temp": "n/a?"}), (7, 8.0, "r", None),
+        (8, 9.0, "s", None), (9, 10.0, "123", None), (10, None, "p", None),
+    ]
+    for reader, rows in readers(folder.output, "records", [
+        "id", "temp", "station", "_rescued_data"
+    ]).items():
+        decoded = [(*r[:3], json.loads(r[3]) if r[3] else None) for r in rows]
+        assert decoded == want, reader
+    humidity = duckdb.sql(
+        f"SELECT id, humidity FROM read_parquet('{folder.output}/records/*/*.parquet')"
+        " WHERE humidity IS NOT NULL"
+    ).fetchall()
+    assert humidity == [(5, 40)]
+
+
+def test_a_json_lines_column_of_numbers_and_text_stays_numeric(folder: Folder) -> None:
+    (folder.drop / "mixed.jsonl").write_bytes(b'{"v": 1}\n{"v": "x"}\n{"v": 2}\n')
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    rows = duckdb.sql(
+        f"SELECT v, _rescued_data FROM read_parquet('{folder.output}/records/*/*.parquet')"
+    ).fetchall()
+    assert rows == [(1, None), (None, '{"v": "x"}'), (2, None)]
+    features = duckdb.sql(
+        f"SELECT source_table, source_column, count, null_count"
+        f" FROM read_parquet('{folder.output}/features/*/*.parquet')"
+    ).fetchall()
+    assert features == [("records", "v", 2, 1)]
+
+
+def test_files_are_routed_to_the_first_table_whose_patterns_match(folder: Folder) -> None:
+    folder.write_config(
+        watch={"settle_ms": 50},
+        pipeline={"workers": 2},
+        output={"flush_s": 0},
+        **{
+            "tables.sensors": {"patterns": ["sensor_*.csv"]},
+            "tables.sensors.columns": {"temp": "float64"},
+            "tables.events": {"patterns": ["*.jsonl", "sensor_x.csv"]},
+        },
+    )
+    (folder.drop / "site").mkdir()
+    (folder.drop / "site" / "sensor_a.csv").write_bytes(b"temp,station\n1,a\n2,b\n")
+    (folder.drop / "sensor_x.csv").write_bytes(b"temp,station\n3,c\n")
+    (folder.drop / "log.jsonl").write_bytes(b'{"event": "start", "n": 1}\n')
+    (folder.drop / "other.csv").write_bytes(b"q\n7\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    tables = check_one_schema(folder.output)
+    assert sorted(tables) == ["events", "features", "records", "sensors"]
+    assert tables["sensors"].field("temp").type == pa.float64()  # the hint, though ints came
+    sensors = duckdb.sql(
+        f"SELECT source_file, temp FROM read_parquet('{folder.output}/sensors/*/*.parquet')"
+        " ORDER BY temp"
+    ).fetchall()
+    assert sensors == [
+        ("site/sensor_a.csv", 1.0), ("site/sensor_a.csv", 2.0), ("sensor_x.csv", 3.0),
+    ]
+    routed = duckdb.sql(
+        f"SELECT DISTINCT source_table, source_file"
+        f" FROM read_parquet('{folder.output}/features/*/*.parquet') ORDER BY 2"
+    ).fetchall()
+    assert routed == [
+        ("events", "log.jsonl"), ("records", "other.csv"),
+        ("sensors", "sensor_x.csv"), ("sensors", "site/sensor_a.csv"),
+    ]
+
+
+def test_every_table_of_the_samples_opens_in_every_reader_and_they_agree(folder: Folder) -> None:
+    """`make run`'s own config and sample files: each table, read with no options."""
+    shutil.copy(ROOT / "config.toml", folder.config)
+    for sample in SAMPLE_DATA.iterdir():
+        shutil.copy(sample, folder.drop / sample.name)
+    done = folder.ingest("once")
+    assert done.returncode == 3, done.stderr  # the malformed sample is quarantined
+    tables = check_one_schema(folder.output)
+    assert sorted(tables) == ["conveyor", "events", "features", "sensors", "spectra"]
+    for name, schema in tables.items():
+        folder_path = folder.output / name
+        glob = f"{folder_path}/ingest_date=*/*.parquet"
+        arrow = pq.read_table(sorted(folder_path.rglob("*.parquet"))).to_pylist()
+        key = sorted(schema.names)
+        want = sorted(tuple(str(r[k]) for k in key) for r in arrow)
+        got = {
+            "duckdb": duckdb.sql(f"SELECT * FROM read_parquet('{glob}')").arrow().to_pylist(),
+            "polars": pl.scan_parquet(glob).collect().to_arrow().to_pylist(),
+            "pandas": pa.Table.from_pandas(
+                pd.read_parquet(folder_path).drop(columns=["ingest_date"]), preserve_index=False
+            ).to_pylist(),
+            "pyarrow": ds.dataset(folder_path).to_table().to_pylist(),
+        }
+        for reader, rows in got.items():
+            assert sorted(rows[0]) == key, f"{reader} read other columns of {name}"
+            values = sorted(tuple(str(r[k]) for k in key) for r in rows)
+            assert values == want, f"{reader} read other values of {name}"
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "named"),
+    [
+        ("tables.Sensors", {"patterns": ["*.csv"]}, "[tables.Sensors]"),
+        ("tables.features", {"patterns": ["*.csv"]}, "[tables.features]"),
+        ("tables._hidden", {"patterns": ["*.csv"]}, "[tables._hidden]"),
+        ("tables.sensors", {"patterns": ["*.csv"], "colour": "red"}, "'colour'"),
+        ("tables.records.columns", {"temp": "float32"}, "[tables.records.columns] temp"),
+    ],
+)
+def test_a_bad_table_in_the_config_exits_2_naming_it(
+    folder: Folder, section: str, values: dict[str, object], named: str
+) -> None:
+    folder.write_config(**{section: values})
+    done = folder.ingest("once")
+    assert done.returncode == 2
+    assert named in done.stderr
+    assert len(done.stderr.strip().splitlines()) == 1
