@@ -49,6 +49,16 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
     ]
 
 
+def writer_options(schema: pa.Schema, compression: str) -> dict[str, object]:
+    """How every part file is written, for `pq.write_table` and `pq.ParquetWriter`."""
+    return {
+        "compression": None if compression == "none" else compression,
+        "use_dictionary": _dictionary_columns(schema),
+        "coerce_timestamps": "us",
+        "allow_truncated_timestamps": True,
+    }
+
+
 def to_parquet(table: pa.Table, compression: str, footer: dict[bytes, bytes]) -> bytes:
     sink = pa.BufferOutputStream()
     _write(table, sink, compression, footer)
