@@ -5,7 +5,9 @@ under `_ingest/tmp`; committing one is an fsync, a rename and two ledger
 transactions. Files resolved without rows of
 their own (duplicates, quarantined inputs) wait up to `flush_s` to be recorded
 together. One commit runs at a time, in a thread, and every ledger write of
-the application goes through it.
+the application goes through it. So does compaction (`store/autocompact.py`): a
+short pass over a partition or a few, after each flush and, when idle, every
+`COMPACT_CHECK_S`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TypeVar
 from ..config import Config
 from ..files import DropFile
 from ..jobs import EncodedPart, Failure
+from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine
 from ..store.layout import Layout
@@ -35,6 +38,9 @@ PRESSURE_POLL_S = 0.05
 # Files reported between returns to the event loop: a task of 2,000 tiny files reported
 # at once held it for 55 ms.
 REPORT_BATCH = 64
+# How often an idle committer looks for a partition to compact; after a commit, or a pass
+# that compacted one, it looks again at once. A look is one ledger query in a thread.
+COMPACT_CHECK_S = 1.0
 
 
 @dataclass
@@ -98,7 +104,9 @@ class Committer:
         on_resolved: Resolved,
         pressure: Callable[[], bool],
         crash: CrashPlan,
+        compactor: Compactor | None = None,
     ):
+        self.compactor = compactor
         self.ledger = ledger
         self.layout = layout
         self.config = config
@@ -136,11 +144,18 @@ class Committer:
         return pending.oldest_aside + self.config.output.flush_s - time.monotonic()
 
     async def run(self) -> None:
-        """Forever: flush whenever something is due."""
+        """Forever: flush whenever something is due; a compaction pass between flushes."""
+        next_look = 0.0
         while True:
             due = self._due()
             if due <= 0:
                 await self.flush()
+                next_look = 0.0  # new parts: one pass before the next commit
+            if self.compactor is not None and time.monotonic() >= next_look:
+                compacted = await self._compact()
+                next_look = 0.0 if compacted else time.monotonic() + COMPACT_CHECK_S
+                continue
+            if due <= 0:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -166,6 +181,21 @@ class Committer:
                 done.error, self._backoff,
             )
             await asyncio.sleep(self._backoff)
+
+    async def _compact(self) -> bool:
+        """One compaction pass in a thread, holding the ledger; True if it compacted."""
+        assert self.compactor is not None
+        async with self._flushing:
+            work = asyncio.ensure_future(asyncio.to_thread(self.compactor.step, self.ledger))
+            try:
+                return bool(await asyncio.shield(work))
+            except asyncio.CancelledError:
+                # The thread cannot be stopped: the ledger stays held until its swap is done.
+                await asyncio.wait([work])
+                raise
+            except Exception:
+                log.exception("compaction failed; the partition stays as it is, for now")
+                return False
 
     async def drain(self) -> None:
         """Flush until nothing is pending."""

@@ -32,6 +32,7 @@ from ..jobs import Failure, Job
 from ..metrics import Metrics
 from ..progress import Progress
 from ..selection import regular_file
+from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine
 from ..store.layout import Layout
@@ -149,6 +150,10 @@ class Service:
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
             lambda: not self._more_coming(), self.crash,
+            Compactor(
+                self.layout, self.crash, self.config.output.target_file_mb * 1024 * 1024,
+                self.config.output.compression,
+            ) if self.mode == "run" else None,
         )
         self.dispatcher = Dispatcher(
             self.config, self.compute, self.queue, self.committer, self.metrics,
