@@ -25,6 +25,7 @@ test: lint
 	$(BIN)/pytest -m "not slow" -q
 
 test-slow: $(STAMP)
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,bench,spark]"
 	$(BIN)/pytest -m slow -q
 
 bench: $(STAMP)

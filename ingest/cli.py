@@ -49,6 +49,9 @@ def _parser() -> argparse.ArgumentParser:
     commands.add_parser("once", parents=[common], help="ingest everything present, then exit")
     status_cmd = commands.add_parser("status", parents=[common], help="counts, backlog, quarantine")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    commands.add_parser(
+        "compact", parents=[common], help="merge small part files, atomically for readers"
+    )
     ledger_cmd = commands.add_parser("ledger", parents=[common], help="maintain the ledger")
     ledger_cmd.add_argument("action", choices=("rebuild",), help="rebuild it from the output")
     return parser
@@ -120,6 +123,23 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
     return OK
 
 
+def _compact(config: Config) -> int:
+    import time
+
+    from .store.compact_all import compact_all
+
+    # TODO(lead): hold the output folder's writer lock (ingest/store/lock.py) here.
+    started = time.monotonic()
+    outcomes = compact_all(config)
+    log.info(
+        "compacted %d partitions: parts %d -> %d, %.1f MB -> %.1f MB in %.1fs",
+        len(outcomes), sum(o.before for o in outcomes), sum(o.after for o in outcomes),
+        sum(o.bytes_before for o in outcomes) / 1e6, sum(o.bytes_after for o in outcomes) / 1e6,
+        time.monotonic() - started,
+    )
+    return OK
+
+
 def _hold_signals(early: list[int]) -> dict[int, object]:
     """Until the event loop takes over, remember SIGINT/SIGTERM instead of dying of them:
     a stop requested during start-up still means "drain and exit 0". Returns the handlers
@@ -162,6 +182,8 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
             print("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
             return OK
         _check_format(config)
+        if parsed.command == "compact":
+            return _compact(config)
         _check_folders(config)
         _check_feature_sets(config)
         return _serve(config, parsed.command, early)

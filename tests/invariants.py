@@ -55,6 +55,23 @@ def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) 
                 assert path.suffix == ".parquet", f"stray file {path}"
                 pq.read_metadata(path)
     assert not list((folder.output / "_ingest" / "tmp").iterdir())
+    assert not list((folder.output / "_ingest").glob("swap-*")), "a compaction left its stage"
+
+    # The ledger's catalog holds exactly the part files on disk, and each input's parts.
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        catalog = {p for (p,) in db.execute(
+            "SELECT path FROM part_files WHERE state = 'committed'"
+            " AND table_name IN ('records', 'features')")}
+        unplaced = db.execute(
+            "SELECT f.path FROM files f WHERE f.state = 'ingested' AND f.rows > 0 AND NOT EXISTS"
+            " (SELECT 1 FROM part_inputs i JOIN part_files p ON p.path = i.path"
+            "  WHERE i.source_file = f.path AND i.sha256 = f.sha256"
+            "  AND p.state = 'committed' AND p.table_name = 'records')"
+        ).fetchall()
+    on_disk = {p.relative_to(folder.output).as_posix()
+               for t in ("records", "features") for p in folder.parts(t)}
+    assert catalog == on_disk, (sorted(catalog - on_disk)[:3], sorted(on_disk - catalog)[:3])
+    assert not unplaced, f"inputs the ledger cannot place in a records part: {unplaced[:5]}"
     assert not list(SHM_DIR.glob(prefix_for(folder.output) + "*")), "shared memory left behind"
 
     # `ingest status` agrees with the data.

@@ -164,14 +164,16 @@ def test_every_table_of_the_samples_opens_in_every_reader_and_they_agree(folder:
         key = sorted(schema.names)
         want = sorted(tuple(str(r[k]) for k in key) for r in arrow)
         got = {
-            "duckdb": duckdb.sql(f"SELECT * FROM read_parquet('{glob}')").arrow().to_pylist(),
-            "polars": pl.scan_parquet(glob).collect().to_arrow().to_pylist(),
-            "pandas": pa.Table.from_pandas(
-                pd.read_parquet(folder_path).drop(columns=["ingest_date"]), preserve_index=False
-            ).to_pylist(),
-            "pyarrow": ds.dataset(folder_path).to_table().to_pylist(),
+            "duckdb": duckdb.sql(f"SELECT * FROM read_parquet('{glob}')").to_arrow_table(),
+            "polars": pl.scan_parquet(glob).collect().to_arrow(),
+            "pandas": pa.Table.from_pandas(pd.read_parquet(folder_path), preserve_index=False),
+            "pyarrow": ds.dataset(folder_path).to_table(),
         }
-        for reader, rows in got.items():
+        for reader, read in got.items():
+            # Readers that see the Hive folder names add the partition column; ours is the rest.
+            if "ingest_date" in read.column_names:
+                read = read.drop(["ingest_date"])
+            rows = read.to_pylist()
             assert sorted(rows[0]) == key, f"{reader} read other columns of {name}"
             values = sorted(tuple(str(r[k]) for k in key) for r in rows)
             assert values == want, f"{reader} read other values of {name}"

@@ -5,7 +5,9 @@ under `_ingest/tmp`; committing one is an fsync, a rename and two ledger
 transactions. Files resolved without rows of
 their own (duplicates, quarantined inputs) wait up to `flush_s` to be recorded
 together. One commit runs at a time, in a thread, and every ledger write of
-the application goes through it.
+the application goes through it. So does compaction (`store/autocompact.py`): a
+short pass over a partition or a few, after each flush and, when idle, every
+`COMPACT_CHECK_S`.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from typing import TypeVar
 from ..config import Config
 from ..files import DropFile
 from ..jobs import EncodedPart, Failure
+from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine
 from ..store.layout import Layout
@@ -36,6 +39,9 @@ PRESSURE_POLL_S = 0.05
 # Files reported between returns to the event loop: a task of 2,000 tiny files reported
 # at once held it for 55 ms.
 REPORT_BATCH = 64
+# How often an idle committer looks for a partition to compact; after a commit, or a pass
+# that compacted one, it looks again at once. A look is one ledger query in a thread.
+COMPACT_CHECK_S = 1.0
 
 
 @dataclass
@@ -102,8 +108,10 @@ class Committer:
         pressure: Callable[[], bool],
         crash: CrashPlan,
         schemas: Schemas | None = None,
+        compactor: Compactor | None = None,
     ):
         self.schemas = schemas or Schemas(config, {})
+        self.compactor = compactor
         self.ledger = ledger
         self.layout = layout
         self.config = config
@@ -141,11 +149,18 @@ class Committer:
         return pending.oldest_aside + self.config.output.flush_s - time.monotonic()
 
     async def run(self) -> None:
-        """Forever: flush whenever something is due."""
+        """Forever: flush whenever something is due; a compaction pass between flushes."""
+        next_look = 0.0
         while True:
             due = self._due()
             if due <= 0:
                 await self.flush()
+                next_look = 0.0  # new parts: one pass before the next commit
+            if self.compactor is not None and time.monotonic() >= next_look:
+                compacted = await self._compact()
+                next_look = 0.0 if compacted else time.monotonic() + COMPACT_CHECK_S
+                continue
+            if due <= 0:
                 continue
             self._wake.clear()
             with contextlib.suppress(TimeoutError):
@@ -172,6 +187,21 @@ class Committer:
             )
             await asyncio.sleep(self._backoff)
 
+    async def _compact(self) -> bool:
+        """One compaction pass in a thread, holding the ledger; True if it compacted."""
+        assert self.compactor is not None
+        async with self._flushing:
+            work = asyncio.ensure_future(asyncio.to_thread(self.compactor.step, self.ledger))
+            try:
+                return bool(await asyncio.shield(work))
+            except asyncio.CancelledError:
+                # The thread cannot be stopped: the ledger stays held until its swap is done.
+                await asyncio.wait([work])
+                raise
+            except Exception:
+                log.exception("compaction failed; the partition stays as it is, for now")
+                return False
+
     async def drain(self) -> None:
         """Flush until nothing is pending."""
         while self._pending:
@@ -191,7 +221,8 @@ class Committer:
         try:
             for output in pending.outputs:
                 output.parts = self.schemas.settle(
-                    self.ledger, self.layout, output.parts, self.crash
+                    self.ledger, self.layout, output.parts, self.crash,
+                    [entry.file.rel for entry in output.accepted],
                 )
                 published = publish(
                     self.ledger, self.layout, output.accepted, output.parts, [], self.crash

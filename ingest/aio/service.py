@@ -32,6 +32,7 @@ from ..jobs import Failure, Job
 from ..metrics import Metrics
 from ..progress import Progress
 from ..selection import regular_file
+from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine
 from ..store.layout import Layout
@@ -79,7 +80,7 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
     """Called in a thread at start-up: open the ledger, repair, and load what it knows."""
     layout.make_dirs()
     if not layout.ledger.exists():
-        existing = [p for t in layout.table_dirs() for p in t.rglob("*.parquet")]
+        existing = [p for t in layout.tables() for p in (layout.output / t).rglob("*.parquet")]
         if existing:
             raise LedgerError(
                 f"{layout.ledger} is missing but {layout.output} holds {len(existing)} part files;"
@@ -148,7 +149,12 @@ class Service:
         self.watcher = Watcher(self.layout.drop, self.config.watch, self.settler)
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
-            lambda: not self._more_coming(), self.crash, Schemas(self.config, self.known.schemas),
+            lambda: not self._more_coming(), self.crash,
+            schemas=Schemas(self.config, self.known.schemas),
+            compactor=Compactor(
+                self.layout, self.crash, self.config.output.target_file_mb * 1024 * 1024,
+                self.config.output.compression,
+            ) if self.mode == "run" else None,
         )
         self.dispatcher = Dispatcher(
             self.config, self.compute, self.queue, self.committer, self.metrics,

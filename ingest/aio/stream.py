@@ -184,7 +184,7 @@ class Streamer:
         # As many blocks as workers: reading and cutting the next takes far less than a block.
         slots = asyncio.Semaphore(self.compute.workers)
         table = self.config.route(file.rel)
-        (spec,) = self.dispatcher.committer.schemas.specs([table])
+        spec = self.dispatcher.committer.schemas.spec(table)
         running: set[asyncio.Task[None]] = set()
         index = 0
         try:

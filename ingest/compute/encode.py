@@ -12,6 +12,7 @@ import json
 import os
 import time
 from collections import defaultdict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -28,6 +29,7 @@ from . import features
 ROW_GROUP_ROWS = 1 << 20
 FOOTER_SOURCES = b"ingest.sources"
 FOOTER_VERSION = b"ingest.version"
+FOOTER_SCHEMA_VERSION = b"ingest.schema_version"
 
 
 @dataclass
@@ -50,6 +52,16 @@ def _dictionary_columns(schema: pa.Schema) -> list[str]:
         if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
         or pa.types.is_binary(f.type) or pa.types.is_dictionary(f.type)
     ]
+
+
+def writer_options(schema: pa.Schema, compression: str) -> dict[str, object]:
+    """How every part file is written, for `pq.write_table` and `pq.ParquetWriter`."""
+    return {
+        "compression": None if compression == "none" else compression,
+        "use_dictionary": _dictionary_columns(schema),
+        "coerce_timestamps": "us",
+        "allow_truncated_timestamps": True,
+    }
 
 
 def to_parquet(table: pa.Table, compression: str, footer: dict[bytes, bytes]) -> bytes:
@@ -87,23 +99,22 @@ def stamped(table: pa.Table) -> pa.Table:
     return table.append_column("ingested_at", pa.repeat(stamp, table.num_rows))
 
 
-def footer(sources: list[tuple[str, str, int]]) -> dict[bytes, bytes]:
-    """The part's inputs as (source_file, sha256, rows), which `ingest ledger rebuild` reads."""
+def footer(sources: list[tuple[str, str, int]], schema_version: int = 1) -> dict[bytes, bytes]:
+    """The part's inputs as (source_file, sha256, rows), which `ingest ledger rebuild` reads,
+    and the version of its table's schema it was written with."""
     return {
         FOOTER_VERSION: __version__.encode(),
         FOOTER_SOURCES: json.dumps([list(s) for s in sources]).encode(),
+        FOOTER_SCHEMA_VERSION: str(schema_version).encode(),
     }
-
-
-def _footer(members: list[Featurised]) -> dict[bytes, bytes]:
-    return footer([(m.source_file, m.sha256, m.rows) for m in members])
 
 
 def _part(
     table_name: str, data: pa.Table, members: list[Featurised], compression: str,
-    stage: str | None, index: int,
+    stage: str | None, index: int, schema_version: int,
 ) -> EncodedPart | WrittenPart:
-    meta, sources = _footer(members), tuple(m.source_file for m in members)
+    meta = footer([(m.source_file, m.sha256, m.rows) for m in members], schema_version)
+    sources = tuple(m.source_file for m in members)
     schema = data.schema.serialize().to_pybytes()
     if stage is not None:
         path = f"{stage}-{index}.parquet"
@@ -131,7 +142,8 @@ def _joined(records: list[pa.Table]) -> pa.Table:
 
 
 def encode(
-    done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None = None
+    done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None = None,
+    versions: Mapping[str, int] | None = None,
 ) -> list[EncodedPart | WrittenPart]:
     """One records part per table, its files fitted to one schema, and one features part.
     With `stage`, each is written to a file named from it; if one fails, those already
@@ -139,7 +151,9 @@ def encode(
     parts: list[EncodedPart | WrittenPart] = []
     try:
         for index, (table_name, data, members) in enumerate(_tables(done, sets)):
-            parts.append(_part(table_name, data, members, compression, stage, index))
+            # A table with no schema yet gets its first version from this part.
+            version = (versions or {}).get(table_name) or 1
+            parts.append(_part(table_name, data, members, compression, stage, index, version))
     except BaseException:
         for part in parts:
             if isinstance(part, WrittenPart):

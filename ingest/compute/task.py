@@ -236,7 +236,8 @@ def process(task: Task) -> TaskResult:
             outcomes.append(Outcome(job.source_file, job.sha256, rows=result.rows))
             done.append(result)
     try:
-        parts = encode(done, task.compression, task.features.sets, task.stage)
+        versions = {spec.name: spec.version for spec in task.specs}
+        parts = encode(done, task.compression, task.features.sets, task.stage, versions)
     except Exception as exc:  # not expected: every file was checked on its own above
         failure = Failure(type(exc).__name__, f"could not write the task's parts: {message(exc)}")
         return TaskResult(tuple(

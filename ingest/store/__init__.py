@@ -15,4 +15,8 @@ The commit protocol for one batch, and what a crash after each step leaves
 A part is visible to readers only once renamed, and counted only once committed.
 A part the ledger does not hold as committed is not ours to keep: start-up moves
 it to `_ingest/orphans/`.
+
+Compaction and rewrites to a wider schema replace committed parts by swapping a
+staged folder with the live one; their own crash table is `compact.py`'s docstring,
+and start-up repairs them first (`compact.repair_swaps`, from `parts.reconcile`).
 """

@@ -11,7 +11,7 @@ import os
 import signal
 from dataclasses import dataclass
 
-POINTS = (
+COMMIT_POINTS = (
     "temp-written",  # a part's temp file is written, not yet fsynced
     "temp-fsynced",  # ... fsynced, not yet recorded as pending
     "part-pending",  # the ledger holds the part as pending, nothing renamed
@@ -21,6 +21,14 @@ POINTS = (
     "quarantine-recorded",  # a bad input is in the ledger, not yet moved
     "block-staged",  # a block of a streamed file is staged under _ingest/tmp
 )
+# The steps of a compaction or rewrite (`compact.py`).
+COMPACT_POINTS = (
+    "compact-staged",  # merged files staged and recorded as a staged swap, nothing visible
+    "compact-swapped",  # the staged folder is exchanged with the live one, ledger not yet told
+    "compact-committed",  # the ledger holds the new files, the old ones are still staged
+    "compact-removed",  # the old files are removed, the swap record not yet forgotten
+)
+POINTS = COMMIT_POINTS + COMPACT_POINTS
 
 
 @dataclass

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -53,13 +54,19 @@ class Layout:
     def part_path(self, table: str, day: str, name: str) -> Path:
         return self.output / table / f"ingest_date={day}" / name
 
-    def table_dirs(self) -> list[Path]:
-        """Every table folder under the output: records tables and `features`."""
-        if not self.output.is_dir():
-            return []
-        return sorted(
-            d for d in self.output.iterdir() if d.is_dir() and not d.name.startswith(("_", "."))
-        )
+    def tables(self, known: Iterable[str] = ()) -> list[str]:
+        """The tables: those the ledger knows, and every folder of the output folder
+        whose name does not start with "_" (the state folder, and what readers skip)."""
+        found = set(known)
+        if self.output.is_dir():
+            found.update(
+                p.name for p in self.output.iterdir() if p.is_dir() and not p.name.startswith("_")
+            )
+        return sorted(found)
+
+    def stage(self, name: str) -> Path:
+        """A staging folder for a compaction or rewrite: same filesystem as the tables."""
+        return self.state / name
 
     def make_dirs(self) -> None:
         for folder in (self.drop, self.output, self.tmp, self.quarantine):

@@ -17,12 +17,14 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LedgerError
+from . import catalog
+from .catalog import Holds, PartFile, Swap
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -108,8 +110,10 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit that returned is on disk, so the ledger never lags the parts.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA)
+            self._db.executescript(SCHEMA + catalog.SCHEMA)
             self._migrate()
+            with self._transaction() as db:
+                catalog.migrate(db)
         except sqlite3.DatabaseError as exc:
             raise LedgerError(
                 f"{path}: the ledger is unreadable ({exc}); move it aside and run "
@@ -150,18 +154,32 @@ class Ledger:
             raise
         self._db.execute("COMMIT")
 
-    def begin_part(self, part_id: str, paths: list[str]) -> None:
+    def begin_part(self, part_id: str, paths: list[str], sizes: list[int] | None = None) -> None:
         with self._transaction() as db:
             db.execute(
                 "INSERT INTO parts (id, state, paths, created) VALUES (?, 'pending', ?, ?)",
                 (part_id, json.dumps(paths), time.time()),
             )
+            sizes = sizes or [0] * len(paths)
+            catalog.add_files(
+                db, [(part_id, p, "pending", n) for p, n in zip(paths, sizes, strict=True)]
+            )
 
-    def finish_part(self, part_id: str | None, files: Iterable[FileRecord]) -> None:
-        """Mark a part committed and record its inputs (and any others) in one transaction."""
+    def finish_part(
+        self, part_id: str | None, files: Iterable[FileRecord], holds: Holds | None = None
+    ) -> None:
+        """Mark a part committed and record its inputs (and any others) in one transaction.
+
+        `holds` says which inputs each of the part's files holds; by default, each input
+        recorded here with this part is taken to be in every one of its files."""
+        files = list(files)
         with self._transaction() as db:
             if part_id is not None:
                 db.execute("UPDATE parts SET state = 'committed' WHERE id = ?", (part_id,))
+                if holds is None:
+                    mine = [(f.path, f.sha256) for f in files if f.part == part_id]
+                    holds = {path: mine for path in catalog.paths_of(db, part_id)}
+                catalog.commit_files(db, part_id, holds)
             db.executemany(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 14)})",
                 [
@@ -182,12 +200,46 @@ class Ledger:
         return [(part_id, json.loads(paths)) for part_id, paths in rows]
 
     def committed_paths(self) -> set[str]:
-        rows = self._db.execute("SELECT paths FROM parts WHERE state = 'committed'").fetchall()
-        return {path for (paths,) in rows for path in json.loads(paths)}
+        rows = self._db.execute("SELECT path FROM part_files WHERE state = 'committed'")
+        return {path for (path,) in rows}
 
     def forget_part(self, part_id: str) -> None:
         with self._transaction() as db:
             db.execute("DELETE FROM parts WHERE id = ? AND state = 'pending'", (part_id,))
+            db.execute(
+                "DELETE FROM part_files WHERE part_id = ? AND state = 'pending'", (part_id,)
+            )
+
+    # The catalog of part files (`catalog.py`), for compaction, repair and `ingest explain`.
+
+    def parts_of(self, path: str, sha256: str) -> list[str]:
+        """The part files (relative to the output folder) that hold this input's rows now."""
+        return catalog.parts_of(self._db, path, sha256)
+
+    def tables(self) -> list[str]:
+        rows = self._db.execute("SELECT DISTINCT table_name FROM part_files ORDER BY 1")
+        return [table for (table,) in rows]
+
+    def partitions(self) -> list[tuple[str, str, int, int]]:
+        return catalog.partitions(self._db)
+
+    def part_files(self, table: str, day: str | None = None) -> list[PartFile]:
+        return catalog.committed(self._db, table, day)
+
+    def swaps(self) -> list[Swap]:
+        return catalog.swaps(self._db)
+
+    def begin_swap(self, swap: Swap, sizes: Mapping[str, int]) -> None:
+        with self._transaction() as db:
+            catalog.begin_swap(db, swap, sizes)
+
+    def finish_swap(self, swap_id: str, holds: Holds) -> None:
+        with self._transaction() as db:
+            catalog.finish_swap(db, swap_id, holds)
+
+    def drop_swap(self, swap_id: str) -> None:
+        with self._transaction() as db:
+            catalog.drop_swap(db, swap_id)
 
     def known(self) -> Known:
         keys: dict[tuple[str, int, int], str] = {}

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ..files import DropFile
 from ..jobs import EncodedPart, WrittenPart
+from .compact import repair_swaps
 from .crashpoints import CrashPlan
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
@@ -54,10 +55,13 @@ class StagedPart:
     temp: Path
     durable: bool = True
     schema: bytes = b""  # its Arrow schema (IPC) when the writer said; else read from the file
+    sources: tuple[str, ...] | None = None  # the inputs it holds; None: all of its batch
 
     @classmethod
     def written(cls, part: WrittenPart) -> StagedPart:
-        return cls(part.table, Path(part.path), durable=False, schema=part.schema)
+        return cls(
+            part.table, Path(part.path), durable=False, schema=part.schema, sources=part.sources
+        )
 
 
 @dataclass
@@ -137,11 +141,14 @@ def publish(
             planned.append((temp, final))
             written.append(temp)
             write_temp(part.data, temp, crash)
-        ledger.begin_part(part_id, [layout.relative_output(final) for _, final in planned])
+        rels = [layout.relative_output(final) for _, final in planned]
+        ledger.begin_part(part_id, rels, [temp.stat().st_size for temp, _ in planned])
         begun = True
         crash.reached("part-pending")
         _rename_into_place(planned, crash)
-        ledger.finish_part(part_id, [e.record(part_id) for e in accepted] + also)
+        ledger.finish_part(
+            part_id, [e.record(part_id) for e in accepted] + also, _holds(rels, parts, accepted)
+        )
     except BaseException:
         _undo(ledger, part_id if begun else None, planned, written)
         raise
@@ -149,6 +156,18 @@ def publish(
     result.part_id = part_id
     result.paths = [final for _, final in planned]
     return result
+
+
+def _holds(
+    rels: list[str], parts: Sequence[EncodedPart | StagedPart], accepted: list[Accepted]
+) -> dict[str, list[tuple[str, str]]]:
+    """Which inputs each part file holds, for the ledger's catalog."""
+    sha_of = {entry.file.rel: entry.sha256 for entry in accepted}
+    holds: dict[str, list[tuple[str, str]]] = {}
+    for rel, part in zip(rels, parts, strict=True):
+        names = sha_of if part.sources is None else part.sources
+        holds[rel] = [(name, sha_of[name]) for name in names if name in sha_of]
+    return holds
 
 
 def _rename_into_place(planned: list[tuple[Path, Path]], crash: CrashPlan) -> None:
@@ -184,7 +203,7 @@ def _undo(
 
 def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:
     """Start-up repair: undo interrupted commits, clear temps, set aside unknown parts."""
-    counts = {"pending": 0, "temps": 0, "orphans": 0}
+    counts = {"pending": 0, "temps": 0, "orphans": 0, "swaps": 0}
     for part_id, paths in ledger.pending_parts():
         for rel in paths:
             (layout.output / rel).unlink(missing_ok=True)
@@ -194,8 +213,9 @@ def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:
         for temp in layout.tmp.iterdir():
             temp.unlink(missing_ok=True)
             counts["temps"] += 1
+    counts["swaps"] = repair_swaps(ledger, layout)
     committed = ledger.committed_paths()
-    for table in ("records", "features"):
+    for table in layout.tables(ledger.tables()):
         for path in sorted((layout.output / table).glob("*/part-*")):
             if layout.relative_output(path) not in committed:
                 layout.orphans.mkdir(parents=True, exist_ok=True)
@@ -204,7 +224,8 @@ def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:
     if any(counts.values()):
         log.warning(
             "start-up repair: %(pending)d interrupted parts removed, %(temps)d temp files"
-            " removed, %(orphans)d unknown parts moved to _ingest/orphans",
+            " removed, %(swaps)d interrupted compactions finished or undone,"
+            " %(orphans)d unknown parts moved to _ingest/orphans",
             counts,
         )
     return counts

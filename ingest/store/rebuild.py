@@ -44,7 +44,7 @@ def _parts(layout: Layout) -> tuple[dict[str, list[Path]], list[Path]]:
     """Complete part files grouped by part id, and the files that are not complete parts."""
     parts: dict[str, list[Path]] = defaultdict(list)
     broken: list[Path] = []
-    for table in ("records", "features"):
+    for table in layout.tables():
         for path in sorted((layout.output / table).rglob("*")):
             if not path.is_file():
                 continue
@@ -80,7 +80,8 @@ def _ingested(part_id: str, paths: list[Path], seen: set[str]) -> list[FileRecor
     records: list[FileRecord] = []
     for (rel, sha256), rows in rows_of.items():
         if sha256 in seen:
-            log.warning("part %s: %s appears in more than one commit", part_id, rel)
+            if table != "features":  # a compacted features file names inputs seen before
+                log.warning("part %s: %s appears in more than one commit", part_id, rel)
             continue
         seen.add(sha256)
         records.append(FileRecord(
@@ -88,6 +89,20 @@ def _ingested(part_id: str, paths: list[Path], seen: set[str]) -> list[FileRecor
             table=table_of[(rel, sha256)],
         ))
     return records
+
+
+def _records_first(item: tuple[str, list[Path]]) -> tuple[bool, str]:
+    part_id, paths = item
+    return all(p.parents[1].name == "features" for p in paths), part_id
+
+
+def _holds(rels: list[str], paths: list[Path]) -> dict[str, list[tuple[str, str]]]:
+    """The inputs each part file holds, from its footer, for the ledger's catalog."""
+    holds: dict[str, list[tuple[str, str]]] = {}
+    for rel, path in zip(rels, paths, strict=True):
+        footer = pq.read_metadata(path).metadata or {}
+        holds[rel] = [(f, sha) for f, sha, _ in json.loads(footer.get(FOOTER_SOURCES, b"[]"))]
+    return holds
 
 
 def _quarantined(layout: Layout) -> list[FileRecord]:
@@ -123,11 +138,13 @@ def rebuild(layout: Layout) -> dict[str, int]:
     seen: set[str] = set()
     ingested = 0
     try:
-        for part_id, paths in sorted(parts.items()):
+        # Commits first, then the files compaction made of features alone: an input is
+        # recorded from its records part, where there is one.
+        for part_id, paths in sorted(parts.items(), key=_records_first):
             rels = [p.relative_to(layout.output).as_posix() for p in paths]
-            ledger.begin_part(part_id, rels)
+            ledger.begin_part(part_id, rels, [p.stat().st_size for p in paths])
             files = _ingested(part_id, paths, seen)
-            ledger.finish_part(part_id, files)
+            ledger.finish_part(part_id, files, _holds(rels, paths))
             ingested += len(files)
         quarantined = _quarantined(layout)
         ledger.record(quarantined)

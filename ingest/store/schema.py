@@ -60,12 +60,11 @@ class Schemas:
 
     def specs(self, tables: Iterable[str]) -> tuple[TableSpec, ...]:
         """What a task's worker needs to know of its tables. Called on the event loop."""
-        specs = []
-        for name in sorted(tables):
-            version, schema = self._current.get(name, (0, None))
-            hints = self.config.table(name).columns
-            specs.append(TableSpec(name, hints, schema, version))
-        return tuple(specs)
+        return tuple(self.spec(name) for name in sorted({*tables, "features"}))
+
+    def spec(self, table: str) -> TableSpec:
+        version, schema = self._current.get(table, (0, None))
+        return TableSpec(table, self.config.table(table).columns, schema, version)
 
     def version(self, table: str) -> int:
         return self._current.get(table, (0, b""))[0]
@@ -75,29 +74,43 @@ class Schemas:
         return from_bytes(found[1]) if found else None
 
     def settle(
-        self, ledger: Ledger, layout: Layout, parts: Sequence[Part], crash: CrashPlan
+        self, ledger: Ledger, layout: Layout, parts: Sequence[Part], crash: CrashPlan,
+        files: Sequence[str] = (),
     ) -> list[Part]:
-        """Called in the committer's thread before `publish`: widen each part's table if
-        the part needs it, and fit the part to its table's schema."""
-        return [self._settle(ledger, layout, part, crash) for part in parts]
+        """Called in the committer's thread before `publish`: widen each table the parts
+        need widened, once, then fit every part to its table's schema. `files`: the inputs
+        of the parts, named in the log when they widen a table."""
+        incoming = [_schema_of(part) for part in parts]
+        settled: dict[str, pa.Schema] = {}
+        for table in dict.fromkeys(part.table for part in parts):
+            mine = [(p, s) for p, s in zip(parts, incoming, strict=True) if p.table == table]
+            named = sorted({f for p, _ in mine for f in (p.sources or files)})
+            settled[table] = self._settle_table(
+                ledger, layout, table, [s for _, s in mine], crash, named
+            )
+        compression = self.config.output.compression
+        return [
+            part if same(schema, settled[part.table])
+            else _refit(part, settled[part.table], self.version(part.table), compression)
+            for part, schema in zip(parts, incoming, strict=True)
+        ]
 
-    def _settle(self, ledger: Ledger, layout: Layout, part: Part, crash: CrashPlan) -> Part:
-        incoming = _schema_of(part)
-        table = part.table
-        current = self.schema(table)
-        if current is None:
-            self._record(ledger, table, incoming)
-            return part
-        if same(incoming, current):
-            return part
+    def _settle_table(
+        self, ledger: Ledger, layout: Layout, table: str, incoming: list[pa.Schema],
+        crash: CrashPlan, files: list[str],
+    ) -> pa.Schema:
+        """The table's schema once it holds parts of these schemas, widened if need be."""
         hinted = frozenset(name for name, _ in self.config.table(table).columns)
         tail = () if table == "features" else IDENTITY
-        merged = merge_schemas(current, incoming, hinted, tail)
-        if not same(merged, current):
-            self._widen(ledger, layout, table, current, merged, crash)
-        if same(incoming, merged):
-            return part
-        return _refit(part, merged, self.config.output.compression)
+        current = self.schema(table)
+        merged = current if current is not None else incoming[0]
+        for schema in incoming:
+            merged = merge_schemas(merged, schema, hinted, tail)
+        if current is None:
+            self._record(ledger, table, merged)
+        elif not same(merged, current):
+            self._widen(ledger, layout, table, current, merged, crash, files)
+        return merged
 
     def _record(self, ledger: Ledger, table: str, schema: pa.Schema) -> int:
         version = self.version(table) + 1
@@ -108,14 +121,19 @@ class Schemas:
 
     def _widen(
         self, ledger: Ledger, layout: Layout, table: str, old: pa.Schema, new: pa.Schema,
-        crash: CrashPlan,
+        crash: CrashPlan, files: list[str],
     ) -> None:
         from .compact import rewrite_table
 
         version = self.version(table) + 1
+        by = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
         for line in changes(old, new):
-            log.warning("table %s schema v%d: %s", table, version, line)
-        rewrite_table(ledger, layout, table, new, crash, schema_version=version)
+            log.warning("table %s schema v%d: %s, by %s", table, version, line, by)
+        output = self.config.output
+        rewrite_table(
+            ledger, layout, table, new, crash, target_bytes=output.target_file_mb << 20,
+            compression=output.compression, schema_version=version,
+        )
         self._record(ledger, table, new)
 
 
@@ -127,7 +145,7 @@ def adopt(ledger: Ledger, layout: Layout) -> None:
     then recorded as the table's next version."""
     current = ledger.schemas()
     committed = ledger.committed_paths()
-    for folder in layout.table_dirs():
+    for folder in (layout.output / name for name in layout.tables()):
         part = next(
             (p for p in sorted(folder.glob("*/part-*.parquet"))
              if layout.relative_output(p) in committed),
@@ -162,13 +180,13 @@ def _schema_of(part: Part) -> pa.Schema:
     return pq.read_schema(pa.py_buffer(part.data)).remove_metadata()
 
 
-def _refit(part: Part, schema: pa.Schema, compression: str) -> Part:
+def _refit(part: Part, schema: pa.Schema, version: int, compression: str) -> Part:
     """A part encoded against an older schema of its table, rewritten to the current one."""
-    from ..compute.encode import to_parquet
+    from ..compute.encode import FOOTER_SCHEMA_VERSION, to_parquet
 
     source = part.temp if isinstance(part, StagedPart) else pa.py_buffer(part.data)
     table = pq.read_table(source)
-    footer = dict(table.schema.metadata or {})
+    footer = {**(table.schema.metadata or {}), FOOTER_SCHEMA_VERSION: str(version).encode()}
     data = to_parquet(fit(table.replace_schema_metadata(None), schema), compression, footer)
     if isinstance(part, EncodedPart):
         return replace(part, data=data, schema=to_bytes(schema))

@@ -1,0 +1,227 @@
+"""Compaction and rewrites: many part files become few, atomically for readers, exactly once.
+
+Runs in a thread of the main process: the committer's thread under `ingest run`
+(`autocompact.py`), or `ingest compact`. Never on the event loop, never in a worker,
+and never beside another writer of the same output folder.
+
+Both `compact_partition` (one partition of a table) and `rewrite_table` (every part of
+a table, cast to a wider schema) are one swap of a folder, with its crash table:
+
+    stage: merged files written + fsynced, the parts
+      that stay hard-linked, under _ingest/swap-<id>/   crash: staged folder, no record -> removed
+    ledger: swap staged, new files pending      crash: nothing visible changed   -> removed
+    RENAME_EXCHANGE live <-> staged (`swap.py`)  crash: new files live, pending   -> committed
+    ledger: new files committed, old forgotten   crash: old files in _ingest      -> removed
+    remove _ingest/swap-<id>/, forget the swap   crash: a finished record         -> forgotten
+
+A reader that lists the folder sees every old file or every new one; a reader that
+listed the old files and opens one after the swap finds it gone, an error it can
+retry, never a wrong row. The footer of a merged file lists its inputs, and the
+ledger's catalog says which file holds each input's rows (`Ledger.parts_of`).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from .catalog import Swap
+from .crashpoints import CrashPlan
+from .layout import Layout, new_part_id
+from .ledger import Ledger
+from .merge import Source, footer_of, merge, sources_of
+from .swap import swap
+
+# A part at least this share of the target size is left as it is.
+BIG_ENOUGH = 0.5
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What one compaction or rewrite did, for the log."""
+
+    table: str
+    day: str | None
+    before: int
+    after: int
+    bytes_before: int
+    bytes_after: int
+    seconds: float
+
+    def line(self) -> str:
+        where = self.table + (f"/ingest_date={self.day}" if self.day else "")
+        return (
+            f"compacted {where}: parts {self.before} -> {self.after},"
+            f" {self.bytes_before / 1e6:.1f} MB -> {self.bytes_after / 1e6:.1f} MB"
+            f" in {self.seconds:.2f}s"
+        )
+
+
+def plan(paths: Sequence[Path], target_bytes: int, everything: bool) -> list[list[Path]]:
+    """Bins of files to merge, each up to `target_bytes`, files of one schema together.
+    A file left alone is in no bin; with `everything`, every file is in one."""
+    by_schema: dict[pa.Schema, list[Path]] = {}
+    for path in paths:
+        if everything or path.stat().st_size < target_bytes * BIG_ENOUGH:
+            by_schema.setdefault(pq.read_schema(path).remove_metadata(), []).append(path)
+    bins: list[list[Path]] = []
+    for group in by_schema.values():
+        current: list[Path] = []
+        size = 0
+        for path in group:
+            if current and size + path.stat().st_size > target_bytes:
+                bins.append(current)
+                current, size = [], 0
+            current.append(path)
+            size += path.stat().st_size
+        bins.append(current)
+    return [b for b in bins if everything or len(b) > 1]
+
+
+def compact_partition(
+    ledger: Ledger, layout: Layout, table: str, day: str, crash: CrashPlan,
+    target_bytes: int, compression: str = "zstd",
+) -> Outcome | None:
+    """Merge the small committed parts of one partition; None if there is nothing to merge."""
+    live = layout.output / table / f"ingest_date={day}"
+    paths = [layout.output / p.path for p in ledger.part_files(table, day)]
+    bins = plan(paths, target_bytes, everything=False)
+    if not bins:
+        return None
+    return _swap(ledger, layout, table, day, live, bins, crash, compression, None, None)
+
+
+def rewrite_table(
+    ledger: Ledger, layout: Layout, table: str, schema: pa.Schema, crash: CrashPlan,
+    target_bytes: int = 128 * 1024 * 1024, compression: str = "zstd",
+    schema_version: int | None = None,
+) -> Outcome | None:
+    """Rewrite every committed part of `table` cast to `schema` (a widening), compacting
+    each partition as it goes, and swap the whole table folder at once: readers never see
+    two schemas in one table. None if the table has no part yet."""
+    live = layout.output / table
+    by_day: dict[str, list[Path]] = {}
+    for part in ledger.part_files(table):
+        by_day.setdefault(part.day, []).append(layout.output / part.path)
+    bins = [b for paths in by_day.values() for b in plan(paths, target_bytes, everything=True)]
+    if not bins:
+        return None
+    return _swap(ledger, layout, table, None, live, bins, crash, compression, schema,
+                 schema_version)
+
+
+def _swap(
+    ledger: Ledger, layout: Layout, table: str, day: str | None, live: Path,
+    bins: list[list[Path]], crash: CrashPlan, compression: str,
+    schema: pa.Schema | None, schema_version: int | None,
+) -> Outcome:
+    started = time.monotonic()
+    before = _parts_in(live)
+    swap_id = new_part_id()
+    root = layout.stage(f"swap-{swap_id}")
+    staged = root / live.name
+    old = {path for group in bins for path in group}
+    holds: dict[str, list[Source]] = {}
+    sizes: dict[str, int] = {}
+    begun = swapped = False
+    try:
+        _link_all_but(live, staged, old)
+        for index, group in enumerate(bins):
+            out = staged / group[0].parent.relative_to(live) / f"part-{swap_id}-{index}.parquet"
+            rel = layout.relative_output(live / out.relative_to(staged))
+            holds[rel] = merge(group, out, compression, schema, schema_version)
+            sizes[rel] = out.stat().st_size
+        _fsync_tree(staged)
+        ledger.begin_swap(Swap(
+            swap_id, table, day, layout.relative_output(root),
+            sorted(layout.relative_output(p) for p in old), sorted(holds), "staged",
+        ), sizes)
+        begun = True
+        crash.reached("compact-staged")
+        swap(live, staged, root / "old")
+        swapped = True
+        _fsync_dir(live.parent)
+        _fsync_dir(root)
+        crash.reached("compact-swapped")
+        ledger.finish_swap(swap_id, holds)
+        crash.reached("compact-committed")
+    except BaseException:
+        if swapped or not live.exists():
+            repair_swaps(ledger, layout)  # the new files are (or are going) live: roll forward
+        else:
+            shutil.rmtree(root, ignore_errors=True)
+            if begun:
+                ledger.drop_swap(swap_id)
+        raise
+    shutil.rmtree(root)
+    crash.reached("compact-removed")
+    ledger.drop_swap(swap_id)
+    after = _parts_in(live)
+    return Outcome(
+        table, day, len(before), len(after), sum(before.values()), sum(after.values()),
+        time.monotonic() - started,
+    )
+
+
+def repair_swaps(ledger: Ledger, layout: Layout) -> int:
+    """Start-up repair: finish each swap the exchange made visible, undo the others, and
+    remove staging folders no swap record names. Returns how many swaps it settled."""
+    settled = 0
+    for record in ledger.swaps():
+        root = layout.output / record.stage
+        live = layout.output / record.table
+        if record.day is not None:
+            live = live / f"ingest_date={record.day}"
+        if record.state == "staged":
+            if not live.exists() and (root / live.name).exists():
+                os.rename(root / live.name, live)  # the fallback's rename-in, interrupted
+            if record.new and (layout.output / record.new[0]).exists():
+                ledger.finish_swap(record.id, {
+                    rel: [(f, sha) for f, sha, _ in sources_of(footer_of(layout.output / rel))]
+                    for rel in record.new
+                })
+        shutil.rmtree(root, ignore_errors=True)
+        ledger.drop_swap(record.id)
+        settled += 1
+    named = {layout.output / record.stage for record in ledger.swaps()}
+    for root in layout.state.glob("swap-*"):
+        if root not in named:
+            shutil.rmtree(root, ignore_errors=True)
+            settled += 1
+    return settled
+
+
+def _link_all_but(live: Path, staged: Path, old: set[Path]) -> None:
+    """The staged folder: a hard link to every file of `live` that is not rewritten."""
+    for folder, _, names in os.walk(live):
+        target = staged / Path(folder).relative_to(live)
+        target.mkdir(parents=True, exist_ok=True)
+        for name in names:
+            if Path(folder, name) not in old:
+                os.link(Path(folder, name), target / name)
+
+
+def _parts_in(folder: Path) -> dict[Path, int]:
+    return {p: p.stat().st_size for p in folder.rglob("part-*.parquet")}
+
+
+def _fsync_tree(folder: Path) -> None:
+    for path in sorted(folder.rglob("*"), reverse=True):
+        if path.is_dir():
+            _fsync_dir(path)
+    _fsync_dir(folder)
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,83 @@
+"""`ingest run` compacts on its own: a trickle stays a handful of parts, a closed day one file."""
+
+from __future__ import annotations
+
+import datetime
+import time
+
+import pytest
+
+from ingest.store import autocompact
+from ingest.store.autocompact import OPEN_SLACK, Compactor
+from ingest.store.crashpoints import CrashPlan
+from ingest.store.ledger import Ledger
+
+from ..conftest import Folder, Service, drop_by_rename, wait_for
+from ..invariants import check_exactly_once
+from .seed import layout_of, seed_parts
+
+
+def _most_parts(folder: Folder) -> int:
+    folders = [p for t in ("records", "features")
+               for p in (folder.output / t).glob("ingest_date=*")]
+    return max((len(list(p.glob("*.parquet"))) for p in folders), default=0)
+
+
+@pytest.mark.parametrize(
+    ("files", "every_s", "bound"),
+    [
+        # A file every 100 ms: a commit or two between passes (more while the first pass
+        # warms up), a handful of parts.
+        pytest.param(60, 0.1, 2 * OPEN_SLACK, id="10-per-second"),
+        # 50 a second keep the committer busy: the parts a flush commits at once, per table,
+        # gather between passes; bounded all the same, where 200 would pile up without.
+        pytest.param(200, 0.02, 40, id="50-per-second"),
+    ],
+)
+def test_a_trickle_under_ingest_run_stays_compact(
+    folder: Folder, service: type[Service], files: int, every_s: float, bound: int
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 2}, pipeline={"workers": 2}, output={"flush_s": 0},
+    )
+    svc = service()
+    svc.wait_ready()
+    expected: dict[str, int] = {}
+    most = 0
+    for i in range(files):
+        rows = 3 + i % 5
+        body = "timestamp,a,b\n" + "".join(f"{i * 10 + r},{r}.5,{i}\n" for r in range(rows))
+        drop_by_rename(folder, f"t{i:03d}.csv", body.encode())
+        expected[f"t{i:03d}.csv"] = rows
+        time.sleep(every_s)
+        most = max(most, _most_parts(folder))
+    wait_for(lambda: svc.text().count("ingested t") == files, 60, "every file ingested")
+    time.sleep(2)  # idle: a last look for partitions to compact
+    last = _most_parts(folder)
+    assert svc.stop() == 0, svc.text()
+
+    assert "compacted records/ingest_date=" in svc.text()
+    assert max(most, last) <= bound, f"{most} parts in one partition"
+    assert last <= OPEN_SLACK + 1
+    check_exactly_once(folder, expected, set())
+
+
+def test_a_closed_partition_ends_as_one_file(
+    folder: Folder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    expected = seed_parts(folder, parts=5, rows=20)
+    layout = layout_of(folder)
+    compactor = Compactor(layout, CrashPlan(), target_bytes=128 << 20)
+    ledger = Ledger(layout.ledger)
+    try:
+        assert compactor.step(ledger) == []  # today's partition: 5 parts are within the slack
+        # Tomorrow, which this test cannot wait for: the partition is closed.
+        tomorrow = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1))
+        monkeypatch.setattr(autocompact, "today", lambda: tomorrow.strftime("%Y-%m-%d"))
+        (outcome,) = compactor.step(ledger)
+        assert (outcome.before, outcome.after) == (5, 1)
+        assert compactor.step(ledger) == []
+    finally:
+        ledger.close()
+    assert len(folder.parts("records")) == 1
+    assert dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")) == expected
