@@ -58,12 +58,22 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> logging.handlers.QueueListener:
+def _not_per_file(record: logging.LogRecord) -> bool:
+    """Drops a file's own INFO line (ingested, duplicate, ...); its warnings pass."""
+    return record.levelno > logging.INFO or "event" not in getattr(record, "fields", {})
+
+
+def configure(
+    fmt: str = "text", level: str = "INFO", per_file: bool = True
+) -> logging.handlers.QueueListener:
     """Log through a queue: a thread writes the lines, so a slow reader of stderr (a full
     pipe, a busy journal) can never stall the event loop. Stop the returned listener at
-    exit to flush it."""
+    exit to flush it. Without `per_file`, a file's INFO outcome line is left out (a
+    progress bar counts those); its warnings are still written."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if not per_file:
+        handler.addFilter(_not_per_file)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, handler)
     listener.start()

@@ -84,9 +84,16 @@ class Known:
 class Ledger:
     """A SQLite ledger in WAL mode; one connection, used by one thread at a time."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
+        """Open (and create) the ledger; `read_only` opens an existing one for a reader
+        beside a running service (`ingest explain`), which never writes to it."""
         self.path = path
         try:
+            if read_only:
+                uri = f"{path.absolute().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                self._db.execute("SELECT count(*) FROM files").fetchone()
+                return
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit that returned is on disk, so the ledger never lags the parts.
@@ -188,3 +195,45 @@ class Ledger:
             " WHERE state = 'quarantined' ORDER BY id"
         ).fetchall()
         return [FileRecord(*row) for row in rows]
+
+    def history(self, path: str) -> list[tuple[FileRecord, str]]:
+        """Every version of the input `path` the ledger holds, oldest first, each with
+        the table its rows go to ("records" where the ledger records no table)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        table = "coalesce(\"table\", 'records')" if "table" in columns else "'records'"
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error,"
+            f" message, attempts, seen_at, done_at, {table} FROM files"
+            " WHERE path = ? ORDER BY id",
+            (path,),
+        ).fetchall()
+        return [(FileRecord(*row[:-1]), str(row[-1])) for row in rows]
+
+    def part_files(self, path: str, sha256: str, output: Path) -> list[str]:
+        """The part files, relative to `output`, that hold the rows of this version of an
+        input now. Every question "where are this input's rows" is answered here: the
+        input's part id leads to the part's files, of which those whose footer
+        (`ingest.sources`) names the input hold its rows."""
+        # Imported here: pyarrow takes longer to import than `ingest status` takes to run.
+        import pyarrow.parquet as pq
+
+        from ..compute.encode import FOOTER_SOURCES
+
+        found = self._db.execute(
+            "SELECT parts.paths FROM files JOIN parts ON parts.id = files.part"
+            " WHERE files.path = ? AND files.sha256 = ? AND files.state = 'ingested'"
+            " AND parts.state = 'committed' ORDER BY files.id DESC LIMIT 1",
+            (path, sha256),
+        ).fetchone()
+        if found is None:
+            return []
+        held: list[str] = []
+        for rel in json.loads(found[0]):
+            try:
+                footer = pq.read_metadata(output / rel).metadata or {}
+            except (OSError, ValueError):
+                continue  # no longer there, or not a complete part: it holds nothing
+            sources = json.loads(footer.get(FOOTER_SOURCES, b"[]"))
+            if any(source[:2] == [path, sha256] for source in sources):
+                held.append(rel)
+        return held
