@@ -58,6 +58,20 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of each line. While the progress bar
+    of `ingest once` is live, rich puts a proxy there that prints lines above the bar
+    instead of through it."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always sys.stderr, as it is when the line is written
+
+
 def _not_per_file(record: logging.LogRecord) -> bool:
     """Drops a file's own INFO line (ingested, duplicate, ...); its warnings pass."""
     return record.levelno > logging.INFO or "event" not in getattr(record, "fields", {})
@@ -70,7 +84,7 @@ def configure(
     pipe, a busy journal) can never stall the event loop. Stop the returned listener at
     exit to flush it. Without `per_file`, a file's INFO outcome line is left out (a
     progress bar counts those); its warnings are still written."""
-    handler = logging.StreamHandler(sys.stderr)
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     if not per_file:
         handler.addFilter(_not_per_file)
