@@ -89,3 +89,12 @@ def test_the_cron_command_ingests_for_real(folder: Folder) -> None:
     assert result.returncode == 0, (folder.root / "ingest.log").read_text()
     assert '"event": "ingested"' in (folder.root / "ingest.log").read_text()
     assert folder.query("SELECT count(*) FROM records") == [(10,)]
+
+
+def test_the_readme_shows_both_files_as_they_are() -> None:
+    readme = (ROOT / "README.md").read_text()
+    assert _cron_line() in readme.splitlines()
+    unit = UNIT.read_text().splitlines()
+    for key in ("ExecStart", "Restart", "KillSignal", "TimeoutStopSec", "ReadWritePaths"):
+        [line] = [x for x in unit if x.startswith(f"{key}=")]
+        assert line in readme.splitlines(), line
