@@ -191,6 +191,7 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
         if parsed.command != "ledger":
             check_usable(config)
             _check_feature_sets(config)
+        # Every other command writes to the output folder: it runs holding the writer lock.
         with _writer(config, getattr(parsed, "wait", False), early) as held:
             if not held:
                 return OK
