@@ -102,7 +102,8 @@ def configure(
 
 def outcome(event: str, file: str, **fields: object) -> None:
     """The one line that says what happened to a file."""
-    level = logging.WARNING if event in ("quarantined", "vanished") else logging.INFO
+    # What a user must act on is a warning, shown even where per-file lines are not.
+    level = logging.WARNING if event in ("quarantined", "vanished", "unreadable") else logging.INFO
     log.log(
         level, "%s %s", event, shown(file),
         extra={"fields": {"event": event, "file": file, **fields}},
