@@ -73,7 +73,7 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
 
 
 def _not_per_file(record: logging.LogRecord) -> bool:
-    """Drops a file's own INFO line (ingested, duplicate, ...); its warnings pass."""
+    """Passes every line but a file's own INFO outcome (ingested, duplicate, ...)."""
     return record.levelno > logging.INFO or "event" not in getattr(record, "fields", {})
 
 
