@@ -200,7 +200,8 @@ class Ledger:
         """Every version of the input `path` the ledger holds, oldest first, each with
         the table its rows go to ("records" where the ledger records no table)."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
-        table = "coalesce(\"table\", 'records')" if "table" in columns else "'records'"
+        # A ledger from before table routing has no table_name column: all went to records.
+        table = "table_name" if "table_name" in columns else "'records'"
         rows = self._db.execute(
             "SELECT path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error,"
             f" message, attempts, seen_at, done_at, {table} FROM files"

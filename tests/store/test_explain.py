@@ -175,3 +175,25 @@ def test_an_unknown_input_says_so_and_exits_1(folder: Folder) -> None:
         assert result.stdout == ""
         assert result.stderr.count("\n") == 1 and "unknown input" in result.stderr
         assert path in result.stderr
+
+
+def test_the_table_comes_from_the_ledger_once_it_records_one(tmp_path: Path) -> None:
+    import sqlite3
+
+    from ingest.store.ledger import FileRecord, Ledger
+
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    ledger.record([FileRecord("a.csv", 1, 2, "ab" * 32, "ingested", rows=3, done_at=1.0)])
+    ledger.close()
+    reader = Ledger(path, read_only=True)
+    assert [table for _, table in reader.history("a.csv")] == ["records"]
+    reader.close()
+
+    with sqlite3.connect(path) as db:  # as table routing records it
+        db.execute("ALTER TABLE files ADD COLUMN table_name TEXT NOT NULL DEFAULT 'records'")
+        db.execute("UPDATE files SET table_name = 'sensors'")
+    reader = Ledger(path, read_only=True)
+    [(record, table)] = reader.history("a.csv")
+    reader.close()
+    assert (record.rows, table) == (3, "sensors")
