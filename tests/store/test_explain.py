@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sqlite3
 from pathlib import Path
 from typing import Any
 
 import pyarrow.parquet as pq
+
+from ingest.store.ledger import FileRecord, Ledger
 
 from ..conftest import Folder, write_csv
 
@@ -178,10 +181,6 @@ def test_an_unknown_input_says_so_and_exits_1(folder: Folder) -> None:
 
 
 def test_the_table_comes_from_the_ledger_once_it_records_one(tmp_path: Path) -> None:
-    import sqlite3
-
-    from ingest.store.ledger import FileRecord, Ledger
-
     path = tmp_path / "ledger.sqlite"
     ledger = Ledger(path)
     ledger.record([FileRecord("a.csv", 1, 2, "ab" * 32, "ingested", rows=3, done_at=1.0)])
