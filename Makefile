@@ -5,17 +5,23 @@ STAMP := $(VENV)/.installed
 
 .PHONY: run test test-slow lint bench clean
 
-# Re-install whenever the project's metadata changes.
+INSTALL_LOG := $(VENV)/install.log
+
+# Re-install whenever the project's metadata changes. Quietly: pip and setuptools'
+# warnings go to $(INSTALL_LOG), shown only if the install fails, so that the first
+# lines of `make run` are the service's own.
 $(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e ".[dev,dask,bench]"
-	touch $(STAMP)
+	@echo "setting up $(VENV) (a minute or two the first time; log: $(INSTALL_LOG))"
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@$(BIN)/python -m pip install -q -q --upgrade pip > $(INSTALL_LOG) 2>&1 \
+		&& $(BIN)/python -m pip install -q -q -e ".[dev,dask,bench]" >> $(INSTALL_LOG) 2>&1 \
+		|| { cat $(INSTALL_LOG); echo "make: installing into $(VENV) failed"; exit 1; }
+	@touch $(STAMP)
 
 run: $(STAMP)
-	mkdir -p drop
-	cp -n sample_data/* drop/ 2>/dev/null || true
-	$(BIN)/ingest run --config config.toml
+	@mkdir -p drop
+	@cp -n sample_data/* drop/ 2>/dev/null || true
+	@$(BIN)/ingest run --config config.toml
 
 lint: $(STAMP)
 	$(BIN)/ruff check ingest tests bench

@@ -1,6 +1,7 @@
 """The `ingest` command. Synchronous shell: parse, load config, `asyncio.run` once.
 
-Exit codes are named below; `ingest once` uses all four, `run` and `status` the first three.
+Exit codes are named below. `ingest once` uses the first five; a writing command (`run`,
+`once`, `ledger rebuild`) exits BUSY when another process holds the output folder.
 
 Each command imports what it needs when it runs. This module is imported again
 in every worker process (multiprocessing re-runs the parent's main script
@@ -15,17 +16,22 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, logs, memory
 from .config import Config, load, override
-from .errors import ConfigError, LedgerError
+from .errors import ConfigError, LedgerError, OutputLocked
+from .folders import check_distinct, check_usable
 from .store.layout import Layout
 
 OK = 0  # every file ingested, or skipped as already ingested
 FAILED = 1  # an unexpected failure
 USAGE = 2  # a usage or config error; the message names the key or flag
 QUARANTINED = 3  # finished, but at least one file was quarantined
+BUSY = 4  # another ingest process holds the output folder's writer lock
+STDOUT_CLOSED = 128 + signal.SIGPIPE  # the reader of stdout went away, as a shell reports it
 
 log = logging.getLogger("ingest")
 
@@ -38,21 +44,36 @@ def _parser() -> argparse.ArgumentParser:
     common.add_argument("--workers", type=int, help="override [pipeline] workers (0 = all cores)")
     common.add_argument("--log-format", choices=("text", "json"), default="text")
     common.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
+    writer = argparse.ArgumentParser(add_help=False)
+    writer.add_argument(
+        "--wait", action="store_true",
+        help="if another ingest process writes to the output folder, wait for it (else exit 4)",
+    )
     parser = argparse.ArgumentParser(
         prog="ingest", description="Turn files dropped into a folder into Parquet, exactly once."
     )
     parser.add_argument("--version", action="version", version=f"ingest {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser(
-        "run", parents=[common], help="ingest the backlog, then watch until a signal"
+        "run", parents=[common, writer], help="ingest the backlog, then watch until a signal"
     )
-    commands.add_parser("once", parents=[common], help="ingest everything present, then exit")
+    commands.add_parser(
+        "once", parents=[common, writer], help="ingest everything present, then exit"
+    )
     status_cmd = commands.add_parser("status", parents=[common], help="counts, backlog, quarantine")
     status_cmd.add_argument("--json", action="store_true", help="machine-readable output")
     commands.add_parser(
-        "compact", parents=[common], help="merge small part files, atomically for readers"
+        "compact", parents=[common, writer],
+        help="merge small part files, atomically for readers",
     )
-    ledger_cmd = commands.add_parser("ledger", parents=[common], help="maintain the ledger")
+    explain_cmd = commands.add_parser(
+        "explain", parents=[common], help="the life of one input, from the ledger"
+    )
+    explain_cmd.add_argument("path", help="the input, relative to the drop folder, or absolute")
+    explain_cmd.add_argument("--json", action="store_true", help="machine-readable output")
+    ledger_cmd = commands.add_parser(
+        "ledger", parents=[common, writer], help="maintain the ledger"
+    )
     ledger_cmd.add_argument("action", choices=("rebuild",), help="rebuild it from the output")
     return parser
 
@@ -78,30 +99,42 @@ def _check_format(config: Config) -> None:
         )
 
 
-def _check_folders(config: Config) -> None:
-    """Fail early, naming the key, if a folder cannot be made or used."""
-    p = config.paths
-    writable = config.watch.on_success != "keep"
-    for key, folder, write in (
-        ("drop", p.drop, writable),
-        ("output", p.output, True),
-        ("quarantine", p.quarantine, True),
-    ):
-        try:
-            folder.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise ConfigError(
-                f"[paths] {key} = {str(folder)!r}: cannot create: {exc.strerror}"
-            ) from None
-        mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
-        if not os.access(folder, mode):
-            need = "read and write" if write else "read"
-            raise ConfigError(f"[paths] {key} = {str(folder)!r}: no {need} permission")
-
-
 def _configure(args: argparse.Namespace) -> Config:
     config = load(args.config)
-    return override(config, drop=args.drop, output=args.output, workers=args.workers)
+    config = override(config, drop=args.drop, output=args.output, workers=args.workers)
+    check_distinct(config)
+    return config
+
+
+@contextmanager
+def _writer(config: Config, wait: bool, early: list[int]) -> Iterator[bool]:
+    """Hold the output folder's writer lock for the block; yields False if a signal came
+    while waiting for it (--wait), in which case the command does nothing."""
+    from .store.lock import WriterLock
+
+    def waiting(pid: int | None) -> None:
+        log.info(
+            "waiting for %s, which is writing to %s, to finish (--wait)",
+            f"pid {pid}" if pid is not None else "another ingest process", config.paths.output,
+        )
+
+    with WriterLock(config.state_dir) as lock:
+        held = lock.acquire(wait, lambda: bool(early), waiting)
+        if not held:
+            log.info("stopped while waiting for the output folder; nothing was done")
+        yield held
+
+
+def _emit(text: str) -> int:
+    """Print a command's result. A reader that closed the pipe early (`ingest status |
+    head`) ends the command quietly, as it would any Unix tool."""
+    try:
+        print(text, flush=True)
+    except BrokenPipeError:
+        # Python flushes stdout again at exit; let that write go nowhere instead of failing.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return STDOUT_CLOSED
+    return OK
 
 
 def _serve(config: Config, mode: str, early: list[int]) -> int:
@@ -128,7 +161,6 @@ def _compact(config: Config) -> int:
 
     from .store.compact_all import compact_all
 
-    # TODO(lead): hold the output folder's writer lock (ingest/store/lock.py) here.
     started = time.monotonic()
     outcomes = compact_all(config)
     log.info(
@@ -150,6 +182,14 @@ def _hold_signals(early: list[int]) -> dict[int, object]:
     return previous
 
 
+def _per_file_lines(parsed: argparse.Namespace) -> bool:
+    """One line per file, except for `once` on a terminal: there the progress bar counts
+    the files, and only warnings (quarantined, vanished) and the summary are printed.
+    Logs read later (not a terminal, JSON) and DEBUG keep every line."""
+    on_terminal = parsed.command == "once" and sys.stderr.isatty()
+    return not on_terminal or parsed.log_format == "json" or parsed.log_level == "DEBUG"
+
+
 def main(*args: str) -> int:
     """Run the command in `args` and return its exit code (tests call this directly)."""
     early: list[int] = []
@@ -157,7 +197,7 @@ def main(*args: str) -> int:
     memory.limit_arenas()  # before any thread starts
     try:
         parsed = _parser().parse_args(args)
-        listener = logs.configure(parsed.log_format, parsed.log_level)
+        listener = logs.configure(parsed.log_format, parsed.log_level, _per_file_lines(parsed))
         try:
             return _run(parsed, early)
         finally:
@@ -173,26 +213,52 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
         if parsed.command == "status":
             from .store import status
 
-            print(status.render(status.collect(config), parsed.json))
-            return OK
-        if parsed.command == "ledger":
-            from .store.rebuild import rebuild
-
-            counts = rebuild(Layout.of(config))
-            print("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
-            return OK
+            return _emit(status.render(status.collect(config), parsed.json))
+        if parsed.command == "explain":
+            return _explain(config, parsed.path, parsed.json)
         _check_format(config)
-        if parsed.command == "compact":
-            return _compact(config)
-        _check_folders(config)
-        _check_feature_sets(config)
-        return _serve(config, parsed.command, early)
+        if parsed.command not in ("ledger", "compact"):
+            check_usable(config)
+            _check_feature_sets(config)
+        # Every other command writes to the output folder: it runs holding the writer lock.
+        with _writer(config, getattr(parsed, "wait", False), early) as held:
+            if not held:
+                return OK
+            if parsed.command == "ledger":
+                return _rebuild(config)
+            if parsed.command == "compact":
+                return _compact(config)
+            return _serve(config, parsed.command, early)
+    except OutputLocked as exc:
+        print(f"ingest: {exc}", file=sys.stderr)
+        return BUSY
     except (ConfigError, LedgerError) as exc:
         print(f"ingest: {exc}", file=sys.stderr)
         return USAGE
     except Exception:
         log.exception("ingest failed")
         return FAILED
+
+
+def _rebuild(config: Config) -> int:
+    from .store.rebuild import rebuild
+
+    counts = rebuild(Layout.of(config))
+    return _emit("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
+
+
+def _explain(config: Config, path: str, as_json: bool) -> int:
+    from .store import explain
+
+    report = explain.collect(config, path)
+    if report is None:
+        print(
+            f"ingest: {path}: unknown input; the ledger has no record of it and it is not"
+            f" in the drop folder {config.paths.drop}",
+            file=sys.stderr,
+        )
+        return FAILED
+    return _emit(explain.render(report, as_json))
 
 
 def cli(*args: str) -> None:

@@ -105,6 +105,7 @@ class Table:
 @dataclass(frozen=True)
 class Metrics:
     port: int = 0  # 0 = no HTTP endpoint; the lag figures still go to the log
+    host: str = "127.0.0.1"  # the interface it listens on: this machine only, by default
 
 
 @dataclass(frozen=True)

@@ -6,6 +6,8 @@ exceptions, so that nothing unpicklable ever has to be sent back from a worker.
 
 from __future__ import annotations
 
+from pathlib import Path
+
 
 class IngestError(Exception):
     """Raised for any failure that ingest itself recognises."""
@@ -25,3 +27,16 @@ class WorkerCrashed(IngestError):
 
 class TaskTimeout(IngestError):
     """Raised when a file took longer than `task_timeout_s` in a worker."""
+
+
+class OutputLocked(IngestError):
+    """Raised when another process holds the output folder's writer lock."""
+
+    def __init__(self, pid: int | None, lock: Path):
+        self.pid = pid
+        self.lock = lock
+        holder = f"pid {pid}" if pid is not None else "a process whose pid is not yet written"
+        super().__init__(
+            f"another ingest process ({holder}) is writing to {lock.parent.parent};"
+            f" it holds {lock}. Run again when it is done, or pass --wait to wait for it"
+        )

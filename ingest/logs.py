@@ -58,12 +58,36 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(entry, default=str)
 
 
-def configure(fmt: str = "text", level: str = "INFO") -> logging.handlers.QueueListener:
+class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to whatever `sys.stderr` is at the time of each line. While the progress bar
+    of `ingest once` is live, rich puts a proxy there that prints lines above the bar
+    instead of through it."""
+
+    @property
+    def stream(self) -> Any:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: Any) -> None:
+        pass  # always sys.stderr, as it is when the line is written
+
+
+def _not_per_file(record: logging.LogRecord) -> bool:
+    """Passes every line but a file's own INFO outcome (ingested, duplicate, ...)."""
+    return record.levelno > logging.INFO or "event" not in getattr(record, "fields", {})
+
+
+def configure(
+    fmt: str = "text", level: str = "INFO", per_file: bool = True
+) -> logging.handlers.QueueListener:
     """Log through a queue: a thread writes the lines, so a slow reader of stderr (a full
     pipe, a busy journal) can never stall the event loop. Stop the returned listener at
-    exit to flush it."""
-    handler = logging.StreamHandler(sys.stderr)
+    exit to flush it. Without `per_file`, a file's INFO outcome line is left out (a
+    progress bar counts those); its warnings are still written."""
+    handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    if not per_file:
+        handler.addFilter(_not_per_file)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, handler)
     listener.start()
@@ -78,7 +102,8 @@ def configure(fmt: str = "text", level: str = "INFO") -> logging.handlers.QueueL
 
 def outcome(event: str, file: str, **fields: object) -> None:
     """The one line that says what happened to a file."""
-    level = logging.WARNING if event in ("quarantined", "vanished") else logging.INFO
+    # What a user must act on is a warning, shown even where per-file lines are not.
+    level = logging.WARNING if event in ("quarantined", "vanished", "unreadable") else logging.INFO
     log.log(
         level, "%s %s", event, shown(file),
         extra={"fields": {"event": event, "file": file, **fields}},

@@ -28,5 +28,5 @@ class Metrics:
         self.bytes_held = Gauge("ingest_bytes_held", "Input bytes read, not resolved", registry=r)
         self.breakages = Counter("ingest_pool_breakages", "Worker deaths", registry=r)
 
-    def serve(self, port: int) -> None:
-        start_http_server(port, registry=self.registry)
+    def serve(self, port: int, host: str) -> None:
+        start_http_server(port, addr=host, registry=self.registry)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import rich.console
 import rich.progress
 
 
@@ -16,6 +17,9 @@ class Progress:
             rich.progress.TextColumn("{task.fields[detail]}"),
             rich.progress.TimeRemainingColumn(),
             transient=True,
+            # On stderr, beside the log lines; those are printed above the bar, unwrapped,
+            # so that a long reason can still be copied whole.
+            console=rich.console.Console(stderr=True, soft_wrap=True),
         )
         self._task: rich.progress.TaskID | None = None
         self._counts: dict[str, int] = {}

@@ -49,6 +49,10 @@ tables = ["records", "features"]
 compression = "zstd"
 target_file_mb = 128         # small files are batched into part files up to this size
 flush_s = 1                  # ...or at most this long after the oldest row (0 = at once)
+
+[metrics]
+port = 0                     # Prometheus /metrics and /healthz on this port; 0 = off
+host = "127.0.0.1"
 """
 
 SPEC_KEYS = [
@@ -224,6 +228,8 @@ BAD_VALUES = [
     ("features", "time_column", 5),
     ("paths", "drop", 3),
     ("paths", "output", ""),
+    ("metrics", "host", ""),
+    ("metrics", "host", 8080),
     # bool where a number is expected
     ("pipeline", "workers", True),
     ("pipeline", "queue_files", False),

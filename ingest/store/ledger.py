@@ -103,9 +103,16 @@ class Known:
 class Ledger:
     """A SQLite ledger in WAL mode; one connection, used by one thread at a time."""
 
-    def __init__(self, path: Path):
+    def __init__(self, path: Path, read_only: bool = False):
+        """Open (and create) the ledger; `read_only` opens an existing one for a reader
+        beside a running service (`ingest explain`), which never writes to it."""
         self.path = path
         try:
+            if read_only:
+                uri = f"{path.absolute().as_uri()}?mode=ro"
+                self._db = sqlite3.connect(uri, uri=True, check_same_thread=False)
+                self._db.execute("SELECT count(*) FROM files").fetchone()
+                return
             self._db = sqlite3.connect(path, check_same_thread=False, isolation_level=None)
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit that returned is on disk, so the ledger never lags the parts.
@@ -131,10 +138,13 @@ class Ledger:
 
     def schemas(self) -> dict[str, tuple[int, bytes]]:
         """Each table's latest schema: name -> (version, Arrow IPC bytes)."""
-        rows = self._db.execute(
-            "SELECT table_name, version, schema FROM schemas s WHERE version ="
-            " (SELECT MAX(version) FROM schemas WHERE table_name = s.table_name)"
-        ).fetchall()
+        try:
+            rows = self._db.execute(
+                "SELECT table_name, version, schema FROM schemas s WHERE version ="
+                " (SELECT MAX(version) FROM schemas WHERE table_name = s.table_name)"
+            ).fetchall()
+        except sqlite3.OperationalError:  # a ledger from before tables, opened read-only
+            return {}
         return {name: (version, bytes(schema)) for name, version, schema in rows}
 
     def add_schema(self, table: str, version: int, schema: bytes) -> None:
@@ -281,3 +291,18 @@ class Ledger:
             f"SELECT {_FILE_COLUMNS} FROM files WHERE state = 'quarantined' ORDER BY id"
         ).fetchall()
         return [FileRecord(*row) for row in rows]
+
+    def history(self, path: str) -> list[tuple[FileRecord, str]]:
+        """Every version of the input `path` the ledger holds, oldest first, each with
+        the table its rows go to ("records" where the ledger records no table)."""
+        columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
+        # A ledger from before table routing has no table_name column: all went to records.
+        table = "table_name" if "table_name" in columns else "'records'"
+        rows = self._db.execute(
+            "SELECT path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error,"
+            f" message, attempts, seen_at, done_at, {table} FROM files"
+            " WHERE path = ? ORDER BY id",
+            (path,),
+        ).fetchall()
+        return [(FileRecord(*row[:-1]), str(row[-1])) for row in rows]
+

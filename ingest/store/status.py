@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
 from typing import Any
 
@@ -22,7 +23,7 @@ def collect(config: Config) -> dict[str, Any]:
     keys: set[tuple[str, int, int]] = set()
     tables: dict[str, dict[str, int]] = {}
     if layout.ledger.exists():
-        ledger = Ledger(layout.ledger)
+        ledger = Ledger(layout.ledger, read_only=True)
         try:
             counts = ledger.counts()
             last = ledger.last_ingest()
@@ -54,7 +55,11 @@ def collect(config: Config) -> dict[str, Any]:
 
 def _tables(ledger: Ledger) -> dict[str, dict[str, int]]:
     """Each table's schema version, its column count and the inputs it holds."""
-    files = ledger.files_per_table()
+    try:
+        files = ledger.files_per_table()
+        schemas = ledger.schemas()
+    except sqlite3.OperationalError:  # a ledger from before tables, opened read-only
+        return {}
     files["features"] = sum(files.values())
     return {
         name: {
@@ -62,7 +67,7 @@ def _tables(ledger: Ledger) -> dict[str, dict[str, int]]:
             "columns": len(pa.ipc.read_schema(pa.py_buffer(schema))),
             "files": files.get(name, 0),
         }
-        for name, (version, schema) in sorted(ledger.schemas().items())
+        for name, (version, schema) in sorted(schemas.items())
     }
 
 

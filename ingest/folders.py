@@ -1,0 +1,58 @@
+"""The four folders of a config: distinct, none inside another, and usable.
+
+Called by the command line in the main process, before anything is created or
+moved. An output folder inside the drop folder would have its own part files
+read back as inputs (and, in archive mode, moved away from under the ledger);
+a drop folder inside the archive would see archived inputs again. So each pair
+is checked with symlinks resolved, and a clash is a config error naming both keys.
+"""
+
+from __future__ import annotations
+
+import os
+from itertools import combinations
+from pathlib import Path
+
+from .config import Config
+from .errors import ConfigError
+
+
+def _real(path: Path) -> Path:
+    # Resolves every symlink of the part that exists; the rest is kept as written.
+    return Path(os.path.realpath(path))
+
+
+def check_distinct(config: Config) -> None:
+    """Raise ConfigError, naming both keys, if two of the four folders are one or nest."""
+    p = config.paths
+    named = [(key, getattr(p, key)) for key in ("drop", "output", "quarantine", "archive")]
+    for (key_a, path_a), (key_b, path_b) in combinations(named, 2):
+        real_a, real_b = _real(path_a), _real(path_b)
+        a, b = f'[paths] {key_a} = "{path_a}"', f'[paths] {key_b} = "{path_b}"'
+        if real_a == real_b:
+            raise ConfigError(f"{a} is the same folder as {b}; the four folders must be distinct")
+        if real_a.is_relative_to(real_b):
+            raise ConfigError(f"{a} is inside {b}; the four folders must not nest")
+        if real_b.is_relative_to(real_a):
+            raise ConfigError(f"{b} is inside {a}; the four folders must not nest")
+
+
+def check_usable(config: Config) -> None:
+    """Fail early, naming the key, if a folder cannot be made or used."""
+    p = config.paths
+    writable = config.watch.on_success != "keep"
+    for key, folder, write in (
+        ("drop", p.drop, writable),
+        ("output", p.output, True),
+        ("quarantine", p.quarantine, True),
+    ):
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(
+                f"[paths] {key} = {str(folder)!r}: cannot create: {exc.strerror}"
+            ) from None
+        mode = os.R_OK | os.X_OK | (os.W_OK if write else 0)
+        if not os.access(folder, mode):
+            need = "read and write" if write else "read"
+            raise ConfigError(f"[paths] {key} = {str(folder)!r}: no {need} permission")

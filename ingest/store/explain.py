@@ -1,0 +1,227 @@
+"""`ingest explain PATH`: the life of one input, every version of it the ledger knows.
+
+Runs in the command's main thread, beside a running service if there is one: it
+opens the ledger read-only and never takes the writer lock, so it can neither
+block nor be blocked by a writer. Where an input went is not all in the ledger:
+the archived or quarantined copy is found on disk by its name and recognised by
+its size and mtime (kept by a move), or by its content, or its `.error.json`.
+"""
+
+from __future__ import annotations
+
+import glob
+import hashlib
+import json
+import os
+import posixpath
+import time
+from pathlib import Path
+from typing import Any
+
+from ..config import Config
+from ..selection import matches
+from .dispose import REPORT_SUFFIX
+from .layout import Layout
+from .ledger import FileRecord, Ledger
+
+
+def _iso(stamp: float | None) -> str | None:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp)) if stamp else None
+
+
+def _inside(layout: Layout, path: Path) -> str | None:
+    for candidate in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+        if candidate.is_relative_to(layout.drop):
+            return candidate.relative_to(layout.drop).as_posix()
+    return None
+
+
+def names(layout: Layout, given: str) -> list[str]:
+    """What the input may be called below the drop folder: PATH taken relative to the
+    drop folder, or absolute; failing that, relative to the working directory, for the
+    user who typed `drop/a.csv` beside it."""
+    path = Path(given)
+    if path.is_absolute():
+        rel = _inside(layout, path)
+        return [rel] if rel is not None else []
+    found: list[str] = []
+    rel = posixpath.normpath(path.as_posix())
+    if rel != "." and rel != ".." and not rel.startswith("../"):
+        found.append(rel)
+    rel_cwd = _inside(layout, path)
+    if rel_cwd is not None and rel_cwd not in found:
+        found.append(rel_cwd)
+    return found
+
+
+def _candidates(root: Path, rel: str, suffix: str = "") -> list[Path]:
+    """Files at `rel` below `root` (plus `suffix`), under its own name or with a tag
+    before its suffixes, as `dispose` names a copy when the plain name is taken."""
+    folder, name = posixpath.split(rel)
+    stem, dot, rest = name.partition(".")
+    pattern = glob.escape(stem) + "*" + glob.escape(dot + rest + suffix)
+    if folder:
+        pattern = glob.escape(folder) + "/" + pattern
+    return sorted(root.glob(pattern))
+
+
+def _same_version(path: Path, record: FileRecord) -> bool:
+    try:
+        st = path.stat()
+    except OSError:
+        return False
+    if record.size >= 0 and record.mtime_ns >= 0:
+        return (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns)
+    # A rebuilt ledger knows no size or mtime: the content decides.
+    with path.open("rb") as fh:
+        return hashlib.file_digest(fh, "sha256").hexdigest() == record.sha256
+
+
+def _archived(layout: Layout, record: FileRecord) -> Path | None:
+    # archive/<day>/<rel>: the day is that of the disposal, which start-up may finish later.
+    if not layout.archive.is_dir():
+        return None
+    for day in sorted(layout.archive.iterdir()):
+        for path in _candidates(day, record.path):
+            if _same_version(path, record):
+                return path
+    return None
+
+
+def _quarantined(layout: Layout, record: FileRecord) -> tuple[Path | None, Path | None]:
+    """The quarantined copy and its `.error.json`, matched by the report's file and sha256."""
+    for report in _candidates(layout.quarantine, record.path, REPORT_SUFFIX):
+        try:
+            data = json.loads(report.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("file") == record.path and data.get("sha256", "") == record.sha256:
+            copy = report.with_name(report.name.removesuffix(REPORT_SUFFIX))
+            return (copy if copy.exists() else None), report
+    return None, None
+
+
+def _disposal(config: Config, layout: Layout, record: FileRecord) -> dict[str, Any]:
+    """Where the input went: archived, quarantined (with its report), kept or deleted."""
+    if record.state == "quarantined":
+        copy, report = _quarantined(layout, record)
+        return {
+            "disposal": "quarantined", "disposed_to": str(copy) if copy else None,
+            "error_json": str(report) if report else None,
+        }
+    archived = _archived(layout, record)
+    if archived is not None:
+        return {"disposal": "archived", "disposed_to": str(archived), "error_json": None}
+    if _same_version(layout.drop / record.path, record):
+        return {"disposal": "kept", "disposed_to": None, "error_json": None}
+    deleted = config.watch.on_success == "delete"
+    return {"disposal": "deleted" if deleted else None, "disposed_to": None, "error_json": None}
+
+
+def _version(
+    config: Config, layout: Layout, ledger: Ledger, record: FileRecord, table: str
+) -> dict[str, Any]:
+    ingested = record.state == "ingested"
+    quarantined = record.state == "quarantined"
+    return {
+        "sha256": record.sha256,
+        "state": record.state,
+        "rows": record.rows if ingested else None,
+        "table": table if ingested else None,
+        "reason": record.message if quarantined else None,
+        "error": record.error if quarantined else None,
+        "parts": ledger.parts_of(record.path, record.sha256) if ingested else [],
+        "duplicate_of": record.duplicate_of,
+        "size": record.size if record.size >= 0 else None,
+        "first_seen": _iso(record.seen_at),
+        "committed_at": _iso(record.done_at),
+        **_disposal(config, layout, record),
+    }
+
+
+def _pending(config: Config, layout: Layout, rel: str, known: set[tuple[int, int]]) -> Any:
+    """The version in the drop folder, if the ledger has not recorded it yet."""
+    path = layout.drop / rel
+    if not matches(path.name, config.watch.patterns) or not path.is_file():
+        return None
+    st = path.stat()
+    if (st.st_size, st.st_mtime_ns) in known:
+        return None
+    with path.open("rb") as fh:
+        digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    return {
+        "sha256": digest, "state": "pending", "rows": None, "table": None, "reason": None,
+        "error": None, "parts": [], "duplicate_of": None, "size": st.st_size,
+        "first_seen": None, "committed_at": None, "disposal": None, "disposed_to": None,
+        "error_json": None,
+    }
+
+
+def collect(config: Config, given: str) -> dict[str, Any] | None:
+    """Every version of the input, oldest first; None if nothing is known of it."""
+    layout = Layout.of(config)
+    for rel in names(layout, given):
+        report = _report(config, layout, rel)
+        if report is not None:
+            return report
+    return None
+
+
+def _report(config: Config, layout: Layout, rel: str) -> dict[str, Any] | None:
+    versions: list[dict[str, Any]] = []
+    known: set[tuple[int, int]] = set()
+    if layout.ledger.exists():
+        ledger = Ledger(layout.ledger, read_only=True)
+        try:
+            for record, table in ledger.history(rel):
+                versions.append(_version(config, layout, ledger, record, table))
+                known.add((record.size, record.mtime_ns))
+        finally:
+            ledger.close()
+    pending = _pending(config, layout, rel, known)
+    if pending is not None:
+        versions.append(pending)
+    return {"path": rel, "versions": versions} if versions else None
+
+
+def _fate(version: dict[str, Any]) -> str:
+    where = version["disposed_to"]
+    return {
+        "archived": f"archived to {where}",
+        "quarantined": f"in quarantine: {where}" if where else "quarantined copy not found",
+        "kept": "kept in the drop folder",
+        "deleted": "deleted",
+    }.get(version["disposal"] or "", "not found (moved or removed by someone else?)")
+
+
+def _lines(number: int, version: dict[str, Any]) -> list[str]:
+    state = version["state"]
+    lines = [
+        f"version {number}: {state}",
+        f"  sha256:       {version['sha256']}",
+        f"  size:         {version['size'] if version['size'] is not None else 'unknown'} bytes",
+    ]
+    if version["first_seen"] or version["committed_at"]:
+        lines.append(f"  first seen:   {version['first_seen'] or 'unknown'}")
+        lines.append(f"  recorded:     {version['committed_at']}")
+    if state == "ingested":
+        lines.append(f"  table:        {version['table']}, {version['rows']} rows")
+        parts = version["parts"] or ["none found"]
+        lines.extend(f"  {'parts:' if i == 0 else '':<14}{p}" for i, p in enumerate(parts))
+    if state == "quarantined":
+        lines.append(f"  reason:       {version['error']}: {version['reason']}")
+        lines.append(f"  report:       {version['error_json'] or 'not found'}")
+    if state == "duplicate":
+        lines.append(f"  duplicate of: {version['duplicate_of']}")
+    if state != "pending":
+        lines.append(f"  input:        {_fate(version)}")
+    return lines
+
+
+def render(report: dict[str, Any], as_json: bool) -> str:
+    if as_json:
+        return json.dumps(report, indent=2)
+    lines = [report["path"]]
+    for number, version in enumerate(report["versions"], 1):
+        lines.extend(_lines(number, version))
+    return "\n".join(lines)

@@ -1,0 +1,198 @@
+"""`ingest explain PATH`: the life of one input, from real runs of `ingest once`."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pyarrow.parquet as pq
+
+from ingest.store.ledger import FileRecord, Ledger
+
+from ..conftest import Folder, write_csv
+
+REQUIRED = {"sha256", "state", "rows", "table", "reason", "parts", "duplicate_of"}
+BAD = "a,b\n1,2\n3,4,5\n"
+
+
+def _explain(folder: Folder, path: str, *args: str) -> dict[str, Any]:
+    result = folder.ingest("explain", path, "--json", *args, timeout=60)
+    assert result.returncode == 0, result.stderr
+    report: dict[str, Any] = json.loads(result.stdout)
+    for version in report["versions"]:
+        assert set(version) >= REQUIRED, sorted(version)
+    return report
+
+
+def _sha(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _parts_naming(folder: Folder, rel: str, sha256: str) -> set[str]:
+    """Every part file whose footer names this input, found by reading them all."""
+    found = set()
+    for table in ("records", "features"):
+        for part in folder.parts(table):
+            sources = json.loads((pq.read_metadata(part).metadata or {})[b"ingest.sources"])
+            if [rel, sha256] in [s[:2] for s in sources]:
+                found.add(part.relative_to(folder.output).as_posix())
+    return found
+
+
+def test_an_ingested_and_archived_input_names_its_rows_parts_and_archive_path(
+    folder: Folder,
+) -> None:
+    folder.write_config(pipeline={"workers": 1}, watch={"settle_ms": 0})
+    write_csv(folder.drop / "sub" / "a.csv", rows=40, seed=1)
+    write_csv(folder.drop / "b.csv", rows=30, seed=2, columns=2)  # another schema, another part
+    sha = _sha(folder.drop / "sub" / "a.csv")
+    assert folder.ingest("once").returncode == 0
+
+    report = _explain(folder, "sub/a.csv")
+
+    assert report["path"] == "sub/a.csv"
+    [version] = report["versions"]
+    assert version["state"] == "ingested"
+    assert (version["sha256"], version["rows"], version["table"]) == (sha, 40, "records")
+    assert version["reason"] is None and version["duplicate_of"] is None
+    assert set(version["parts"]) == _parts_naming(folder, "sub/a.csv", sha)
+    assert {p.split("/")[0] for p in version["parts"]} == {"records", "features"}
+    records = [folder.output / p for p in version["parts"] if p.startswith("records/")]
+    rows = sum(
+        pq.read_table(p).to_pandas().query("source_file == 'sub/a.csv'").shape[0] for p in records
+    )
+    assert rows == 40
+    # b.csv's rows went to another records part of the same commit: the footers tell them apart.
+    b_records = {
+        p for p in _parts_naming(folder, "b.csv", _sha_of_archived(folder))
+        if p.startswith("records/")
+    }
+    assert not b_records & set(version["parts"])
+    ids = {Path(p).name.rsplit("-", 1)[0] for p in version["parts"]}
+    assert {Path(p).name.rsplit("-", 1)[0] for p in b_records} == ids, "one commit, one part id"
+    assert version["disposal"] == "archived"
+    archived = Path(version["disposed_to"])
+    assert archived.is_relative_to(folder.archive) and archived.name == "a.csv"
+    assert _sha(archived) == sha
+    assert version["size"] == archived.stat().st_size
+    assert version["first_seen"] and version["committed_at"]
+
+    text = folder.ingest("explain", "sub/a.csv")
+    assert text.returncode == 0, text.stderr
+    assert "version 1: ingested" in text.stdout and "40 rows" in text.stdout
+    assert f"archived to {archived}" in text.stdout
+    assert version["parts"][0] in text.stdout
+
+
+def _sha_of_archived(folder: Folder) -> str:
+    [b] = folder.archive.rglob("b.csv")
+    return _sha(b)
+
+
+def test_a_duplicate_names_the_file_it_duplicates(folder: Folder) -> None:
+    write_csv(folder.drop / "a.csv", rows=10, seed=1)
+    assert folder.ingest("once").returncode == 0
+    [archived] = folder.archive.rglob("a.csv")
+    (folder.drop / "copy.csv").write_bytes(archived.read_bytes())
+    assert folder.ingest("once").returncode == 0
+
+    [version] = _explain(folder, "copy.csv")["versions"]
+
+    assert version["state"] == "duplicate"
+    assert version["duplicate_of"] == "a.csv"
+    assert version["sha256"] == _sha(archived)
+    assert (version["rows"], version["table"], version["reason"]) == (None, None, None)
+    assert version["parts"] == []
+    assert version["disposal"] == "archived"
+    assert Path(version["disposed_to"]).name == "copy.csv"
+
+
+def test_a_quarantined_input_gives_its_reason_and_error_report(folder: Folder) -> None:
+    (folder.drop / "bad.csv").write_text(BAD)
+    assert folder.ingest("once").returncode == 3
+
+    [version] = _explain(folder, "bad.csv")["versions"]
+
+    assert version["state"] == "quarantined"
+    assert version["reason"] and "Expected 2 columns" in version["reason"]
+    assert (version["rows"], version["table"], version["parts"]) == (None, None, [])
+    report = Path(version["error_json"])
+    assert report == folder.quarantine / "bad.csv.error.json"
+    assert json.loads(report.read_text())["message"] == version["reason"]
+    assert Path(version["disposed_to"]).read_text() == BAD
+
+
+def test_every_version_of_a_name_oldest_first_then_the_one_not_yet_ingested(
+    folder: Folder,
+) -> None:
+    folder.write_config(watch={"settle_ms": 0, "on_success": "keep"})
+    target = folder.drop / "a.csv"
+    shas = []
+    for seed, rows in ((1, 10), (2, 20)):
+        write_csv(target, rows=rows, seed=seed)
+        shas.append(_sha(target))
+        assert folder.ingest("once").returncode == 0
+    write_csv(target, rows=30, seed=3)
+    shas.append(_sha(target))
+
+    versions = _explain(folder, str(target))["versions"]  # an absolute path
+
+    assert [v["sha256"] for v in versions] == shas
+    assert [v["state"] for v in versions] == ["ingested", "ingested", "pending"]
+    assert [v["rows"] for v in versions] == [10, 20, None]
+    assert versions[2]["parts"] == []
+    assert versions[0]["disposal"] is None, "kept, then overwritten: found nowhere"
+    assert versions[1]["disposal"] is None
+    assert not set(versions[0]["parts"]) & set(versions[1]["parts"])
+
+
+def test_a_kept_input_and_a_deleted_one(folder: Folder) -> None:
+    folder.write_config(watch={"settle_ms": 0, "on_success": "keep"})
+    write_csv(folder.drop / "a.csv", rows=10, seed=1)
+    assert folder.ingest("once").returncode == 0
+    assert _explain(folder, "a.csv")["versions"][0]["disposal"] == "kept"
+
+    folder.write_config(watch={"settle_ms": 0, "on_success": "delete"})
+    write_csv(folder.drop / "b.csv", rows=10, seed=2)
+    assert folder.ingest("once").returncode == 0
+    [version] = _explain(folder, "b.csv")["versions"]
+    assert (version["state"], version["disposal"]) == ("ingested", "deleted")
+    assert not (folder.drop / "b.csv").exists()
+
+
+def test_a_path_relative_to_the_working_folder_inside_the_drop_folder(folder: Folder) -> None:
+    write_csv(folder.drop / "a.csv", rows=10, seed=1)
+    assert folder.ingest("once").returncode == 0
+    assert _explain(folder, "drop/a.csv")["path"] == "a.csv"  # the cwd is the folder's root
+
+
+def test_an_unknown_input_says_so_and_exits_1(folder: Folder) -> None:
+    write_csv(folder.drop / "a.csv", rows=10, seed=1)
+    assert folder.ingest("once").returncode == 0
+    for path in ("nope.csv", "../outside.csv", "/etc/passwd"):
+        result = folder.ingest("explain", path, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert result.stdout == ""
+        assert result.stderr.count("\n") == 1 and "unknown input" in result.stderr
+        assert path in result.stderr
+
+
+def test_the_table_comes_from_the_ledger_once_it_records_one(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    ledger.record([FileRecord("a.csv", 1, 2, "ab" * 32, "ingested", rows=3, done_at=1.0)])
+    ledger.close()
+    reader = Ledger(path, read_only=True)
+    assert [table for _, table in reader.history("a.csv")] == ["records"]
+    reader.close()
+
+    with sqlite3.connect(path) as db:  # as table routing records it
+        db.execute("ALTER TABLE files ADD COLUMN table_name TEXT NOT NULL DEFAULT 'records'")
+        db.execute("UPDATE files SET table_name = 'sensors'")
+    reader = Ledger(path, read_only=True)
+    [(record, table)] = reader.history("a.csv")
+    reader.close()
+    assert (record.rows, table) == (3, "sensors")

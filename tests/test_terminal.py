@@ -1,0 +1,86 @@
+"""What `ingest once` prints on a terminal: the bar, the warnings and the summary, not a line
+per file. Elsewhere (a pipe, a log file, JSON, DEBUG) every file keeps its line."""
+
+from __future__ import annotations
+
+import os
+import pty
+import re
+import subprocess
+import sys
+
+import pytest
+
+from .conftest import Folder, write_csv
+
+FILES = 30
+PER_FILE = re.compile(r"INFO\s+ingested f\d+\.csv")
+
+
+def _populate(folder: Folder) -> None:
+    for i in range(FILES):
+        write_csv(folder.drop / f"f{i}.csv", rows=10, seed=i)
+    (folder.drop / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
+
+
+def _on_a_terminal(folder: Folder, *args: str) -> tuple[int, str]:
+    """Run `ingest once` with stdout and stderr on a pseudo-terminal; return what it showed."""
+    leader, follower = pty.openpty()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config), *args],
+        cwd=folder.root, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL,
+        env={**os.environ, "COLUMNS": "200", "TERM": "xterm"},
+    )
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the last writer closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    code = proc.wait(60)
+    os.close(leader)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+def test_on_a_terminal_once_shows_the_bar_warnings_and_summary_not_a_line_per_file(
+    folder: Folder,
+) -> None:
+    _populate(folder)
+
+    code, shown = _on_a_terminal(folder)
+
+    assert code == 3, shown
+    assert "━" in shown, "rich draws its bar on a terminal"
+    assert f"{FILES + 1}/{FILES + 1}" in shown, "the bar counts every file"
+    assert not PER_FILE.search(shown), shown
+    assert re.search(r"WARNING quarantined bad\.csv .*reason=", shown), shown
+    assert f"ingested {FILES} files" in shown
+
+
+@pytest.mark.parametrize("args", [("--log-format", "json"), ("--log-level", "DEBUG")])
+def test_on_a_terminal_json_and_debug_keep_a_line_per_file(
+    folder: Folder, args: tuple[str, ...]
+) -> None:
+    _populate(folder)
+
+    code, shown = _on_a_terminal(folder, *args)
+
+    assert code == 3, shown
+    if args[1] == "json":
+        assert shown.count('"event": "ingested"') == FILES, shown
+    else:
+        assert len(PER_FILE.findall(shown)) == FILES, shown
+
+
+def test_off_a_terminal_every_file_has_its_line_and_there_is_no_bar(folder: Folder) -> None:
+    _populate(folder)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 3, result.stderr
+    assert len(PER_FILE.findall(result.stderr)) == FILES
+    assert "━" not in result.stderr
