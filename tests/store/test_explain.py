@@ -34,7 +34,7 @@ def _sha(path: Path) -> str:
 def _parts_naming(folder: Folder, rel: str, sha256: str) -> set[str]:
     """Every part file whose footer names this input, found by reading them all."""
     found = set()
-    for table in ("records", "features"):
+    for table in ("records", "features", "other"):
         for part in folder.parts(table):
             sources = json.loads((pq.read_metadata(part).metadata or {})[b"ingest.sources"])
             if [rel, sha256] in [s[:2] for s in sources]:
@@ -45,9 +45,12 @@ def _parts_naming(folder: Folder, rel: str, sha256: str) -> set[str]:
 def test_an_ingested_and_archived_input_names_its_rows_parts_and_archive_path(
     folder: Folder,
 ) -> None:
-    folder.write_config(pipeline={"workers": 1}, watch={"settle_ms": 0})
+    folder.write_config(
+        pipeline={"workers": 1}, watch={"settle_ms": 0},
+        **{"tables.other": {"patterns": ["b.csv"]}},
+    )
     write_csv(folder.drop / "sub" / "a.csv", rows=40, seed=1)
-    write_csv(folder.drop / "b.csv", rows=30, seed=2, columns=2)  # another schema, another part
+    write_csv(folder.drop / "b.csv", rows=30, seed=2, columns=2)  # another table, another part
     sha = _sha(folder.drop / "sub" / "a.csv")
     assert folder.ingest("once").returncode == 0
 
@@ -65,11 +68,12 @@ def test_an_ingested_and_archived_input_names_its_rows_parts_and_archive_path(
         pq.read_table(p).to_pandas().query("source_file == 'sub/a.csv'").shape[0] for p in records
     )
     assert rows == 40
-    # b.csv's rows went to another records part of the same commit: the footers tell them apart.
+    # b.csv's rows went to another table's part of the same commit.
     b_records = {
         p for p in _parts_naming(folder, "b.csv", _sha_of_archived(folder))
-        if p.startswith("records/")
+        if p.startswith("other/")
     }
+    assert b_records
     assert not b_records & set(version["parts"])
     ids = {Path(p).name.rsplit("-", 1)[0] for p in version["parts"]}
     assert {Path(p).name.rsplit("-", 1)[0] for p in b_records} == ids, "one commit, one part id"
@@ -190,7 +194,6 @@ def test_the_table_comes_from_the_ledger_once_it_records_one(tmp_path: Path) -> 
     reader.close()
 
     with sqlite3.connect(path) as db:  # as table routing records it
-        db.execute("ALTER TABLE files ADD COLUMN table_name TEXT NOT NULL DEFAULT 'records'")
         db.execute("UPDATE files SET table_name = 'sensors'")
     reader = Ledger(path, read_only=True)
     [(record, table)] = reader.history("a.csv")
