@@ -43,7 +43,8 @@ from .dispatch import Dispatcher, Queued
 from .lag import LagProbe
 from .read import read_bytes, read_into, sha256, sha256_of_file
 from .settle import Settler
-from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer, why_not_streamed
+from .sizing import BLOCKS, REFUSED, plan
+from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 from .to_compute import Compute
 from .watch import Watcher
 
@@ -267,23 +268,25 @@ class Service:
         if state is not None:
             await self._finish_known(file, state)
             return
-        why_not = why_not_streamed(self.config, file.rel) if self.streamer.wants(file) else ""
-        if why_not is None:
+        try:
+            how = await plan(self.config, file, self.budget.limit)
+        except OSError as exc:
+            await self._unreadable(file, exc)
+            return
+        if how.how == BLOCKS:
             self._held[file.rel] = 0  # its blocks take from the budget as they are read
             self._spawn(self._stream(file))
             return
-        if why_not and file.size > self.budget.limit:
+        if how.how == REFUSED:
             self._held[file.rel] = 0
             self._hand_over(file)
-            self.committer.set_aside(Aside(file, "", "quarantined", failure=Failure(
-                "TooLarge",
-                f"{file.size} bytes is more than memory_mb = {self.config.pipeline.memory_mb}"
-                f" allows in memory at once, and {why_not}; raise [pipeline] memory_mb"
-                " to ingest it",
-            )))
+            self.committer.set_aside(
+                Aside(file, "", "quarantined", failure=Failure("TooLarge", how.reason))
+            )
             return
-        await self.budget.acquire(file.size)
-        self._held[file.rel] = file.size
+        # What the file becomes in memory, not its size on disk: a .csv.gz, an .npz.
+        await self.budget.acquire(how.in_memory)
+        self._held[file.rel] = how.in_memory
         self.metrics.bytes_held.set(self.budget.used)
         if self.draining:
             await self._defer(file)

@@ -23,6 +23,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..inflate import inner_name
 from ..jobs import Failure
 from . import features, radix
 from .decode import DecodeError, decode_block
@@ -49,7 +50,8 @@ def process_block(block: Block) -> BlockResult:
     try:
         with time_limit(block.timeout_s):
             first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
-            table = decode_block(block.source_file, block.data, first)
+            # A gzip'd file's blocks arrive inflated: they are read as what the file holds.
+            table = decode_block(inner_name(block.source_file), block.data, first)
             check_columns(table)
             records = with_sources(table, block.source_file, block.sha256)
             part = to_parquet(
