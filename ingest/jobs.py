@@ -24,6 +24,9 @@ class Job:
     sha256: str
     data: bytes
     shared: str | None = None  # a shared memory segment that holds the bytes instead of data
+    # What the service measured the file to become in memory, its own bytes included
+    # (a .gz: with its plain bytes); 0 if not measured. A worker decompresses no further.
+    in_memory: int = 0
 
 
 @dataclass(frozen=True)

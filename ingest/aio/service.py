@@ -275,7 +275,7 @@ class Service:
             return
         if how.how == BLOCKS:
             self._held[file.rel] = 0  # its blocks take from the budget as they are read
-            self._spawn(self._stream(file))
+            self._spawn(self._stream(file, how.in_memory))
             return
         if how.how == REFUSED:
             self._held[file.rel] = 0
@@ -324,11 +324,13 @@ class Service:
             if read is not None and await self._claim(file, read[0]):
                 digest, data = read
                 segment = self._segments.get(file.rel)
+                in_memory = self._held.get(file.rel, file.size)
                 job = (
-                    Job(file.rel, digest, b"", shared=segment.name) if segment is not None
-                    else Job(file.rel, digest, bytes(data))
+                    Job(file.rel, digest, b"", shared=segment.name, in_memory=in_memory)
+                    if segment is not None
+                    else Job(file.rel, digest, bytes(data), in_memory=in_memory)
                 )
-                await self.queue.put(Queued(file, job))
+                await self.queue.put(Queued(file, job, in_memory))
                 self.metrics.queued.set(self.queue.qsize())
         finally:
             self._read_slots.release()
@@ -391,7 +393,7 @@ class Service:
         self._claimed[digest] = file.rel
         return True
 
-    async def _stream(self, file: DropFile) -> None:
+    async def _stream(self, file: DropFile, in_memory: int) -> None:
         """A file too big to hold: hashed in one pass, then read and processed in blocks.
         One at a time: each already keeps every worker busy."""
         async with self._streams:
@@ -401,9 +403,12 @@ class Service:
                 return
             self._hand_over(file)  # not on its way to the queue: batching need not wait for it
             digest = read[0]
+            size = f"{file.size / 1e6:.1f} MB"
+            if in_memory != file.size:
+                size += f" on disk, over {in_memory / 1e6:.1f} MB once decompressed"
             log.info(
-                "%s: %.1f MB, over a quarter of memory_mb: reading it in blocks of %.1f MB",
-                file.rel, file.size / 1e6, self.streamer.block_bytes / 1e6,
+                "%s: %s, over a quarter of memory_mb: reading it in blocks of %.1f MB",
+                file.rel, size, self.streamer.block_bytes / 1e6,
             )
             try:
                 outcome = await self.streamer.ingest(file, digest)

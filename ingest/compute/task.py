@@ -25,8 +25,9 @@ import pyarrow as pa
 from .. import memory, shared
 from ..config import Features
 from ..errors import TaskTimeout
+from ..inflate import inner_name
 from ..jobs import Failure, Job, Outcome, Task, TaskResult
-from . import features
+from . import features, gunzip
 from .decode import DecodeError, decode
 from .encode import Featurised, encode, with_sources
 from .together import parse_together
@@ -137,7 +138,9 @@ def check_columns(table: pa.Table) -> None:
 def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised:
     """Decode (unless already parsed with others), add identity columns, compute features;
     raise on bad input."""
-    if table is None:
+    if table is None and gunzip.measured(job):
+        table = decode(inner_name(job.source_file), gunzip.plain_bytes(job))
+    elif table is None:
         table = decode(job.source_file, job.data)
     check_columns(table)
     spec = task.features
