@@ -182,3 +182,28 @@ def test_compression_bombs_keep_the_process_tree_near_memory_mb(tmp_path: Path) 
         f"the tree peaked {extra:.0f} MB above its fixed cost ({fixed / MB:.0f} MB)"
         f" with memory_mb = {BOMB_MB}"
     )
+
+
+def test_gzipped_json_lines_are_read_whole_or_in_blocks_when_the_patterns_allow_them(
+    folder: Folder,
+) -> None:
+    folder.write_config(
+        pipeline=STREAMING["pipeline"], watch={"settle_ms": 0, "patterns": ["*.jsonl.gz"]}
+    )
+    rows = [{"t": i, "x": i % 11, "note": "n" * (i % 5)} for i in range(40_000)]
+    text = "".join(json.dumps(row) + "\n" for row in rows).encode()
+    assert len(text) > 1 << 20
+    (folder.drop / "big.jsonl.gz").write_bytes(gzip.compress(text))
+    small = text[: text.rfind(b"\n", 0, 10_000) + 1]
+    (folder.drop / "small.jsonl.gz").write_bytes(gzip.compress(small))
+    small_rows = small.count(b"\n")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "big.jsonl.gz: " in result.stderr and "reading it in blocks" in result.stderr
+    assert "small.jsonl.gz: " not in result.stderr
+    assert sorted(folder.query("SELECT source_file, count(*), sum(x) FROM records GROUP BY 1")) == [
+        ("big.jsonl.gz", 40_000, sum(i % 11 for i in range(40_000))),
+        ("small.jsonl.gz", small_rows, sum(i % 11 for i in range(small_rows))),
+    ]

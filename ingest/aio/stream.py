@@ -57,7 +57,7 @@ MIN_BLOCK_BYTES = 64 << 10
 # A file is streamed once it would take more than this share of memory_mb.
 STREAM_SHARE = 4
 # A gzip'd file's blocks are inflated one at a time (see block_reader.py).
-STREAMABLE = (*BLOCK_DECODERS, ".csv.gz")
+STREAMABLE = (*BLOCK_DECODERS, *(f"{suffix}.gz" for suffix in BLOCK_DECODERS))
 DEFERRED = "deferred"
 CHANGED = "changed"
 
