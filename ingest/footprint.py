@@ -2,7 +2,8 @@
 
 Plain synchronous code, called in a thread of the main process: the byte budget
 is charged with this, not with the file's size on disk, and a file too big for
-memory_mb is streamed or refused on its account.
+memory_mb is streamed or refused on its account. A worker measures the bytes it
+is given again (`of_bytes`) before it decodes them: they must not have grown.
 
     .gz        the compressed bytes plus the plain ones, counted by decompressing
                and keeping nothing (`inflate.plain_size`), up to a cap
@@ -21,11 +22,13 @@ decodes it reports what is wrong, at no greater cost than any file's.
 
 from __future__ import annotations
 
+import io
 import struct
 import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 import pyarrow as pa
@@ -59,16 +62,25 @@ def measured(name: str) -> bool:
 def footprint(path: Path, name: str, size: int, cap: int) -> Footprint:
     """What the file at `path` becomes in memory. `cap`: past it, a precise answer is not
     needed (a gzip file stops being decompressed there). Raises OSError if it cannot be read."""
+    if name.lower().endswith(".gz"):
+        return Footprint(size + plain_size(path, max(cap - size, 0)))
+    return _from_headers(path, name, size)
+
+
+def of_bytes(name: str, data: bytes) -> Footprint:
+    """What a file already in memory becomes, from its headers; not for a gzip file."""
+    return _from_headers(io.BytesIO(data), name, len(data))
+
+
+def _from_headers(source: Path | BinaryIO, name: str, size: int) -> Footprint:
     lower = name.lower()
     try:
-        if lower.endswith(".gz"):
-            return Footprint(size + plain_size(path, max(cap - size, 0)))
         if lower.endswith(".npz"):
-            return _npz(path, size)
+            return _npz(source, size)
         if lower.endswith(".parquet"):
-            return Footprint(size + _parquet(path))
+            return Footprint(size + _parquet(source))
         if lower.endswith((".arrow", ".feather", ".ipc")):
-            return Footprint(size + ipc_size.expanded(path))
+            return Footprint(size + ipc_size.expanded(source))
     # Not what its name says (RuntimeError: an encrypted zip member): the worker reports it.
     except (zipfile.BadZipFile, pa.ArrowInvalid, ValueError, EOFError, struct.error,
             zlib.error, RuntimeError, NotImplementedError):
@@ -76,9 +88,9 @@ def footprint(path: Path, name: str, size: int, cap: int) -> Footprint:
     return Footprint(size)
 
 
-def _npz(path: Path, size: int) -> Footprint:
+def _npz(source: Path | BinaryIO, size: int) -> Footprint:
     total = size
-    with zipfile.ZipFile(path) as archive:
+    with zipfile.ZipFile(source) as archive:
         for member in archive.infolist():
             why = _unbounded(member)
             if why:
@@ -124,11 +136,11 @@ def _npy_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> int:
     return int(np.prod(shape, dtype=object)) * dtype.itemsize
 
 
-def _parquet(path: Path) -> int:
+def _parquet(source: Path | BinaryIO) -> int:
     """The decoded columns: a run-length or dictionary encoding can make a column of
     a billion equal values a few bytes even before compression, so the footer's
     uncompressed sizes alone say too little."""
-    metadata = pq.read_metadata(path)
+    metadata = pq.read_metadata(source)
     widths = [_width(metadata.schema.column(j)) for j in range(metadata.num_columns)]
     total = 0
     for i in range(metadata.num_row_groups):

@@ -2,11 +2,11 @@
 
 Plain synchronous code: the service runs it in threads (zlib lets go of the
 GIL while it inflates) to measure a file and to read one in blocks, and a
-worker runs it to read a file whole (`compute/gunzip.py`). A gzip file may hold several members (`cat a.gz
-b.gz`, pigz, bgzip); each is read in turn, as `gzip.decompress` reads them.
-Its ISIZE trailer is the size modulo 2^32, and whoever wrote the file chose
-it, so the plain size is only ever known by decompressing, and no call here
-produces more than it is asked for.
+worker runs it to read a file whole (`compute/bounded.py`). A gzip file may
+hold several members (`cat a.gz b.gz`, pigz, bgzip); each is read in turn, as
+`gzip.decompress` reads them. Its ISIZE trailer is the size modulo 2^32, and
+whoever wrote the file chose it, so the plain size is only ever known by
+decompressing, and no call here produces more than it is asked for.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """What an Arrow IPC file or stream expands to, read from its message headers alone.
 
-Plain synchronous code, called in a thread of the main process. Arrow compresses
+Plain synchronous code, called in a thread of the main process and in workers. Arrow compresses
 an IPC body buffer by buffer (LZ4 or ZSTD), each prefixed with its uncompressed
 length; the buffers' places are in the record batch's flatbuffer header, which
 pyarrow does not expose without decoding the body. So the few fields needed are
@@ -92,24 +92,30 @@ def _batch(header: _Table, fh: BinaryIO, body: int) -> int:
     return total
 
 
-def expanded(path: Path) -> int:
+def expanded(source: Path | BinaryIO) -> int:
     """Bytes the decoded batches of an Arrow IPC file (or stream) take beyond the file.
     Raises ValueError or struct.error if the headers are not Arrow's, OSError if unreadable."""
+    if isinstance(source, Path):
+        with source.open("rb") as fh:
+            return _expanded(fh)
+    return _expanded(source)
+
+
+def _expanded(fh: BinaryIO) -> int:
     total = 0
-    with path.open("rb") as fh:
-        if fh.read(8)[:6] != MAGIC:
-            fh.seek(0)
-        while (metadata := _message(fh)) is not None:
-            message = _Table(metadata, struct.unpack_from("<I", metadata, 0)[0])
-            kind = message.scalar(1, "<B")
-            body_length = message.scalar(3, "<q")
-            body = fh.tell()
-            if body_length < 0:
-                raise ValueError("an Arrow message with a negative body length")
-            header = message.table(2)
-            if header is not None and kind == DICTIONARY_BATCH:
-                header = header.table(1)
-            if header is not None and kind in (DICTIONARY_BATCH, RECORD_BATCH):
-                total += _batch(header, fh, body)
-            fh.seek(body + body_length)
+    if fh.read(8)[:6] != MAGIC:
+        fh.seek(0)
+    while (metadata := _message(fh)) is not None:
+        message = _Table(metadata, struct.unpack_from("<I", metadata, 0)[0])
+        kind = message.scalar(1, "<B")
+        body_length = message.scalar(3, "<q")
+        body = fh.tell()
+        if body_length < 0:
+            raise ValueError("an Arrow message with a negative body length")
+        header = message.table(2)
+        if header is not None and kind == DICTIONARY_BATCH:
+            header = header.table(1)
+        if header is not None and kind in (DICTIONARY_BATCH, RECORD_BATCH):
+            total += _batch(header, fh, body)
+        fh.seek(body + body_length)
     return total

@@ -25,9 +25,9 @@ import pyarrow as pa
 from .. import memory, shared
 from ..config import Features
 from ..errors import TaskTimeout
-from ..inflate import inner_name
 from ..jobs import Failure, Job, Outcome, Task, TaskResult
-from . import features, gunzip
+from . import features
+from .bounded import bounded, decode_bounded
 from .decode import DecodeError, decode
 from .encode import Featurised, encode, with_sources
 from .together import parse_together
@@ -138,8 +138,8 @@ def check_columns(table: pa.Table) -> None:
 def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised:
     """Decode (unless already parsed with others), add identity columns, compute features;
     raise on bad input."""
-    if table is None and gunzip.measured(job):
-        table = decode(inner_name(job.source_file), gunzip.plain_bytes(job))
+    if table is None and bounded(job):
+        table = decode_bounded(job)
     elif table is None:
         table = decode(job.source_file, job.data)
     check_columns(table)

@@ -1,22 +1,25 @@
-"""A gzip'd file is decompressed in a worker no further than the service measured it."""
+"""A compressed file is decoded in a worker no further than the service measured it."""
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import io
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.compute.task import process
 from ingest.config import Features
+from ingest.footprint import of_bytes
 from ingest.jobs import EncodedPart, Failure, Job, Task, TaskResult
 
 CSV = b"t,x\n" + b"".join(b"%d,%d\n" % (i, i % 7) for i in range(10_000))
 
 
-def run(data: bytes, in_memory: int) -> TaskResult:
-    job = Job("a.csv.gz", hashlib.sha256(data).hexdigest(), data, in_memory=in_memory)
+def run(data: bytes, in_memory: int, name: str = "a.csv.gz") -> TaskResult:
+    job = Job(name, hashlib.sha256(data).hexdigest(), data, in_memory=in_memory)
     return process(Task((job,), Features()))
 
 
@@ -55,3 +58,17 @@ def test_a_truncated_measured_gzip_file_is_a_decode_error_at_its_offset() -> Non
 
     assert found.error == "DecodeError" and "gzip" in found.message
     assert found.offset is not None and 0 < found.offset <= len(data)
+
+
+def test_an_npz_decodes_at_its_measure_and_is_refused_past_it() -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.arange(1000.0))
+    data = buffer.getvalue()
+    measure = of_bytes("a.npz", data).bytes
+    assert measure > len(data) + 8000
+
+    (fits,) = run(data, measure, "a.npz").outcomes
+    grown = failure(run(data, measure - 1, "a.npz"))
+
+    assert fits.failure is None and fits.rows == 1000
+    assert grown.error == "TooLarge" and "rewritten in place" in grown.message
