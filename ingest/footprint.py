@@ -64,7 +64,10 @@ def footprint(path: Path, name: str, size: int, cap: int) -> Footprint:
     needed (a gzip file stops being decompressed there). Raises OSError if it cannot be read."""
     if name.lower().endswith(".gz"):
         return Footprint(size + plain_size(path, max(cap - size, 0)))
-    return _from_headers(path, name, size)
+    if not measured(name):
+        return Footprint(size)
+    with path.open("rb") as fh:
+        return _from_headers(fh, name, size)
 
 
 def of_bytes(name: str, data: bytes) -> Footprint:
@@ -72,7 +75,7 @@ def of_bytes(name: str, data: bytes) -> Footprint:
     return _from_headers(io.BytesIO(data), name, len(data))
 
 
-def _from_headers(source: Path | BinaryIO, name: str, size: int) -> Footprint:
+def _from_headers(source: BinaryIO, name: str, size: int) -> Footprint:
     lower = name.lower()
     try:
         if lower.endswith(".npz"):
@@ -81,14 +84,15 @@ def _from_headers(source: Path | BinaryIO, name: str, size: int) -> Footprint:
             return Footprint(size + _parquet(source))
         if lower.endswith((".arrow", ".feather", ".ipc")):
             return Footprint(size + ipc_size.expanded(source))
-    # Not what its name says (RuntimeError: an encrypted zip member): the worker reports it.
-    except (zipfile.BadZipFile, pa.ArrowInvalid, ValueError, EOFError, struct.error,
-            zlib.error, RuntimeError, NotImplementedError):
+    # Not what its name says: the worker reports it. pyarrow reports a damaged footer as an
+    # OSError, zipfile an encrypted member as a RuntimeError.
+    except (zipfile.BadZipFile, pa.ArrowException, ValueError, EOFError, struct.error,
+            zlib.error, OSError, RuntimeError, NotImplementedError):
         pass
     return Footprint(size)
 
 
-def _npz(source: Path | BinaryIO, size: int) -> Footprint:
+def _npz(source: BinaryIO, size: int) -> Footprint:
     total = size
     with zipfile.ZipFile(source) as archive:
         for member in archive.infolist():
@@ -136,7 +140,7 @@ def _npy_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> int:
     return int(np.prod(shape, dtype=object)) * dtype.itemsize
 
 
-def _parquet(source: Path | BinaryIO) -> int:
+def _parquet(source: BinaryIO) -> int:
     """The decoded columns: a run-length or dictionary encoding can make a column of
     a billion equal values a few bytes even before compression, so the footer's
     uncompressed sizes alone say too little."""

@@ -17,7 +17,6 @@ and no body is ever decompressed or held:
 from __future__ import annotations
 
 import struct
-from pathlib import Path
 from typing import BinaryIO
 
 MAGIC = b"ARROW1"
@@ -92,16 +91,9 @@ def _batch(header: _Table, fh: BinaryIO, body: int) -> int:
     return total
 
 
-def expanded(source: Path | BinaryIO) -> int:
+def expanded(fh: BinaryIO) -> int:
     """Bytes the decoded batches of an Arrow IPC file (or stream) take beyond the file.
     Raises ValueError or struct.error if the headers are not Arrow's, OSError if unreadable."""
-    if isinstance(source, Path):
-        with source.open("rb") as fh:
-            return _expanded(fh)
-    return _expanded(source)
-
-
-def _expanded(fh: BinaryIO) -> int:
     total = 0
     if fh.read(8)[:6] != MAGIC:
         fh.seek(0)

@@ -13,7 +13,7 @@ import pyarrow.ipc as ipc
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.footprint import footprint, measured
+from ingest.footprint import Footprint, footprint, measured
 
 CAP = 1 << 40
 
@@ -112,6 +112,17 @@ def test_an_arrow_file_counts_its_buffers_uncompressed(
         assert extra == 0, "an uncompressed file is decoded in place"
     else:
         assert extra == pytest.approx(table.nbytes, rel=0.01)
+
+
+def test_a_parquet_file_with_a_damaged_footer_counts_its_size_on_disk(tmp_path: Path) -> None:
+    path = tmp_path / "damaged.parquet"
+    pq.write_table(pa.table({"x": np.arange(1000.0)}), path)
+    data = bytearray(path.read_bytes())
+    footer = int.from_bytes(data[-8:-4], "little")
+    data[-8 - footer:-8] = b"\xff" * footer  # pyarrow raises OSError for this one
+    path.write_bytes(bytes(data))
+
+    assert footprint(path, path.name, len(data), CAP) == Footprint(len(data))
 
 
 @pytest.mark.parametrize("name", ["bad.npz", "bad.parquet", "bad.arrow"])

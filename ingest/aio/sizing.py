@@ -9,12 +9,15 @@ memory, not its size on disk: a 3 MB .csv.gz can be 1.5 GB of CSV.
 from __future__ import annotations
 
 import asyncio
+import logging
 from dataclasses import dataclass
 
 from ..config import Config
 from ..files import DropFile
-from ..footprint import footprint, measured
+from ..footprint import Footprint, footprint, measured
 from .stream import STREAM_SHARE, why_not_streamed
+
+log = logging.getLogger("ingest.sizing")
 
 WHOLE, BLOCKS, REFUSED = "whole", "blocks", "refused"
 
@@ -33,7 +36,13 @@ async def plan(config: Config, file: DropFile, limit: int) -> Plan:
     if measured(file.rel):
         # Past this, the exact size does not matter: the file is streamed or refused.
         cap = limit // STREAM_SHARE if why_not is None else limit
-        found = await asyncio.to_thread(footprint, file.path, file.rel, file.size, cap + 1)
+        try:
+            found = await asyncio.to_thread(footprint, file.path, file.rel, file.size, cap + 1)
+        except OSError:
+            raise
+        except Exception as exc:  # headers no one foresaw: refused, not trusted
+            log.exception("%s: could not find what it becomes in memory", file.rel)
+            found = Footprint(file.size, f"its headers could not be read ({exc!r})")
         in_memory, unbounded = found.bytes, found.unbounded
     memory_mb = config.pipeline.memory_mb
     if unbounded:

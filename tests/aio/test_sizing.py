@@ -8,6 +8,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from ingest.aio.sizing import BLOCKS, REFUSED, WHOLE, Plan, plan
 from ingest.config import Config, parse
@@ -72,3 +73,14 @@ def test_a_plain_csv_is_charged_its_size_on_disk(tmp_path: Path) -> None:
     path.write_bytes(b"x\n1\n")
 
     assert plan_for(path) == Plan(WHOLE, 4)
+
+
+def test_a_compressed_file_gone_before_it_is_measured_is_an_os_error(tmp_path: Path) -> None:
+    path = tmp_path / "gone.npz"
+    np.savez(path, x=np.zeros(3))
+    config = parse({"pipeline": {"memory_mb": 4}})
+    file = DropFile(path, path.name, 100, 1, time.time(), time.monotonic())
+    path.unlink()
+
+    with pytest.raises(FileNotFoundError):
+        asyncio.run(plan(config, file, LIMIT))
