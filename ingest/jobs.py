@@ -25,6 +25,9 @@ class Job:
     data: bytes
     shared: str | None = None  # a shared memory segment that holds the bytes instead of data
     table: str = "records"  # the records table the file is routed to
+    # What the service measured the file to become in memory, its own bytes included
+    # (a .gz: with its plain bytes); 0 if not measured. A worker decompresses no further.
+    in_memory: int = 0
 
 
 @dataclass(frozen=True)

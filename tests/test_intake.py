@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import os
 import shutil
@@ -11,6 +10,8 @@ import sys
 import time
 from pathlib import Path
 
+import pyarrow.csv as pa_csv
+import pyarrow.parquet as pq
 import pytest
 
 from ingest.selection import matches, regular_file
@@ -71,15 +72,15 @@ def test_a_file_larger_than_memory_mb_that_cannot_be_read_in_blocks_is_quarantin
 ) -> None:
     folder.write_config(pipeline={"workers": 1, "memory_mb": 1}, watch={"settle_ms": 0})
     write_csv(folder.root / "big.csv", rows=40_000, seed=1)
-    stored = gzip.compress((folder.root / "big.csv").read_bytes(), compresslevel=0)
-    (folder.drop / "big.csv.gz").write_bytes(stored)
-    assert (folder.drop / "big.csv.gz").stat().st_size > 1 << 20
+    big = folder.drop / "big.parquet"
+    pq.write_table(pa_csv.read_csv(folder.root / "big.csv"), big, compression="none")
+    assert big.stat().st_size > 1 << 20
     write_csv(folder.drop / "small.csv", rows=10, seed=2)
 
     result = folder.ingest("once")
 
     assert result.returncode == 3, result.stderr
-    report = json.loads((folder.quarantine / "big.csv.gz.error.json").read_text())
+    report = json.loads((folder.quarantine / "big.parquet.error.json").read_text())
     assert report["error"] == "TooLarge"
     assert "memory_mb" in report["message"] and "read in blocks" in report["message"]
     assert folder.query("SELECT DISTINCT source_file FROM records") == [("small.csv",)]

@@ -37,12 +37,13 @@ from .to_compute import Compute
 
 log = logging.getLogger("ingest.dispatch")
 
-# Input bytes per task (or target_file_mb, if smaller). Big enough that encoding and
-# per-task costs are amortised and part files are not tiny; small enough that a large
-# backlog splits into several tasks per worker, so one slow task is not the tail. A
-# worker holds about 8 times its task's input at its peak (the text, the parsed table,
-# the records with their source columns, the Parquet): at 16 MB the whole service
-# peaked 185 MB higher on the `small` benchmark than at 8 MB, for 1% less time.
+# Input bytes per task, as they are in memory (a .csv.gz decompressed), or target_file_mb,
+# if smaller. Big enough that encoding and per-task costs are amortised and part files are
+# not tiny; small enough that a large backlog splits into several tasks per worker, so one
+# slow task is not the tail. A worker holds about 8 times its task's input at its peak
+# (the text, the parsed table, the records with their source columns, the Parquet): at
+# 16 MB the whole service peaked 185 MB higher on the `small` benchmark than at 8 MB, for
+# 1% less time.
 TASK_BYTES = 8 * 1024 * 1024
 TASK_FILES = 2000
 
@@ -53,6 +54,7 @@ R = TypeVar("R")
 class Queued:
     file: DropFile
     job: Job
+    in_memory: int  # what the file becomes in memory (a .csv.gz: decompressed); tasks by this
 
 
 class Dispatcher:
@@ -104,7 +106,7 @@ class Dispatcher:
             first = await self.queue.get()
             if not await self.on_taken(first):
                 return []
-            items, size = [first], first.file.size
+            items, size = [first], first.in_memory
             deadline = time.monotonic() + self.config.output.flush_s
             limit = min(TASK_BYTES, self.config.output.target_file_mb * 1024 * 1024)
             while size < limit and len(items) < TASK_FILES:
@@ -118,7 +120,7 @@ class Dispatcher:
                 if item is None:
                     break
                 items.append(item)
-                size += item.file.size
+                size += item.in_memory
             self.metrics.queued.set(self.queue.qsize())
             return items
 

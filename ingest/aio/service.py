@@ -45,7 +45,8 @@ from .dispatch import Dispatcher, Queued
 from .lag import LagProbe
 from .read import read_bytes, read_into, sha256, sha256_of_file
 from .settle import Settler
-from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer, why_not_streamed
+from .sizing import BLOCKS, REFUSED, plan
+from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 from .to_compute import Compute
 from .watch import Watcher
 
@@ -273,23 +274,25 @@ class Service:
         if state is not None:
             await self._finish_known(file, state)
             return
-        why_not = why_not_streamed(self.config, file.rel) if self.streamer.wants(file) else ""
-        if why_not is None:
-            self._held[file.rel] = 0  # its blocks take from the budget as they are read
-            self._spawn(self._stream(file))
+        try:
+            how = await plan(self.config, file, self.budget.limit)
+        except OSError as exc:
+            await self._unreadable(file, exc)
             return
-        if why_not and file.size > self.budget.limit:
+        if how.how == BLOCKS:
+            self._held[file.rel] = 0  # its blocks take from the budget as they are read
+            self._spawn(self._stream(file, how.in_memory))
+            return
+        if how.how == REFUSED:
             self._held[file.rel] = 0
             self._hand_over(file)
-            self.committer.set_aside(Aside(file, "", "quarantined", failure=Failure(
-                "TooLarge",
-                f"{file.size} bytes is more than memory_mb = {self.config.pipeline.memory_mb}"
-                f" allows in memory at once, and {why_not}; raise [pipeline] memory_mb"
-                " to ingest it",
-            )))
+            self.committer.set_aside(
+                Aside(file, "", "quarantined", failure=Failure("TooLarge", how.reason))
+            )
             return
-        await self.budget.acquire(file.size)
-        self._held[file.rel] = file.size
+        # What the file becomes in memory, not its size on disk: a .csv.gz, an .npz.
+        await self.budget.acquire(how.in_memory)
+        self._held[file.rel] = how.in_memory
         self.metrics.bytes_held.set(self.budget.used)
         if self.draining:
             await self._defer(file)
@@ -328,12 +331,14 @@ class Service:
                 digest, data = read
                 segment = self._segments.get(file.rel)
                 table = self.config.route(file.rel)
+                in_memory = self._held.get(file.rel, file.size)
                 job = (
-                    Job(file.rel, digest, b"", shared=segment.name, table=table)
+                    Job(file.rel, digest, b"", shared=segment.name, table=table,
+                        in_memory=in_memory)
                     if segment is not None
-                    else Job(file.rel, digest, bytes(data), table=table)
+                    else Job(file.rel, digest, bytes(data), table=table, in_memory=in_memory)
                 )
-                await self.queue.put(Queued(file, job))
+                await self.queue.put(Queued(file, job, in_memory))
                 self.metrics.queued.set(self.queue.qsize())
         finally:
             self._read_slots.release()
@@ -396,7 +401,7 @@ class Service:
         self._claimed[digest] = file.rel
         return True
 
-    async def _stream(self, file: DropFile) -> None:
+    async def _stream(self, file: DropFile, in_memory: int) -> None:
         """A file too big to hold: hashed in one pass, then read and processed in blocks.
         One at a time: each already keeps every worker busy."""
         async with self._streams:
@@ -406,9 +411,12 @@ class Service:
                 return
             self._hand_over(file)  # not on its way to the queue: batching need not wait for it
             digest = read[0]
+            size = f"{file.size / 1e6:.1f} MB"
+            if in_memory != file.size:
+                size += f" on disk, over {in_memory / 1e6:.1f} MB once decompressed"
             log.info(
-                "%s: %.1f MB, over a quarter of memory_mb: reading it in blocks of %.1f MB",
-                file.rel, file.size / 1e6, self.streamer.block_bytes / 1e6,
+                "%s: %s, over a quarter of memory_mb: reading it in blocks of %.1f MB",
+                file.rel, size, self.streamer.block_bytes / 1e6,
             )
             try:
                 outcome = await self.streamer.ingest(file, digest)

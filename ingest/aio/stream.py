@@ -7,9 +7,10 @@
       -> quantile passes over the staged parts -> features part -> one commit
 
 A block holds whole records (`cut.Cutter`), and each block's rows become one
-records part. Nothing is visible until every part of the file is staged: the
-commit then renames them all in one ledger transaction, as for any task, so a
-reader sees all of the file or none of it. A crash before the commit leaves
+records part; a gzip'd file is inflated a block at a time (`block_reader`).
+Nothing is visible until every part of the file is staged: the commit then
+renames them all in one ledger transaction, as for any task, so a reader sees
+all of the file or none of it. A crash before the commit leaves
 only temps, which start-up removes; the file is then read again from the start.
 """
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import codecs
 import dataclasses
-import hashlib
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
@@ -27,18 +27,19 @@ from pathlib import Path
 from typing import TypeVar
 
 import aiofiles
-from aiofiles.threadpool.binary import AsyncBufferedReader
 
 from ..blocks import Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selection
 from ..compute.decode import BLOCK_DECODERS
 from ..config import Config
-from ..cut import Cutter, RecordTooLong, header
+from ..cut import RecordTooLong
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
+from ..inflate import GzipError
 from ..jobs import Failure
 from ..store.crashpoints import CrashPlan
 from ..store.layout import Layout
 from ..store.parts import StagedPart, write_temp
+from .block_reader import BlockReader
 from .budget import ByteBudget
 from .dispatch import Dispatcher
 from .to_compute import Compute
@@ -56,9 +57,8 @@ BLOCK_SHARE = 40
 MIN_BLOCK_BYTES = 64 << 10
 # A file is streamed once it would take more than this share of memory_mb.
 STREAM_SHARE = 4
-# The longest record a block may carry over; the decoder's own record-size guard.
-MAX_RECORD_BYTES = 16 << 20
-STREAMABLE = tuple(BLOCK_DECODERS)
+# A gzip'd file's blocks are inflated one at a time (see block_reader.py).
+STREAMABLE = (*BLOCK_DECODERS, *(f"{suffix}.gz" for suffix in BLOCK_DECODERS))
 DEFERRED = "deferred"
 CHANGED = "changed"
 
@@ -152,9 +152,6 @@ class Streamer:
         self.draining = draining
         self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, budget.limit // BLOCK_SHARE))
 
-    def wants(self, file: DropFile) -> bool:
-        return file.size > self.budget.limit // STREAM_SHARE
-
     async def ingest(self, file: DropFile, digest: str) -> Streamed | Failure | str:
         """Read, process and stage every block; a Streamed is ready for the committer.
         Otherwise the file's Failure, DEFERRED (a drain began) or CHANGED.
@@ -189,7 +186,7 @@ class Streamer:
         index = 0
         try:
             async with aiofiles.open(file.path, "rb") as fh:
-                reader = _BlockReader(fh, file.rel.lower().endswith(".csv"), self.block_bytes)
+                reader = BlockReader(fh, file.rel, self.block_bytes)
                 while progress.failure is None:
                     if self.draining():
                         return DEFERRED
@@ -222,6 +219,8 @@ class Streamer:
                     index += 1
         except RecordTooLong as exc:
             return Failure("DecodeError", str(exc), line=exc.line)
+        except GzipError as exc:
+            return Failure("DecodeError", str(exc), offset=exc.offset)
         finally:
             if running:
                 await asyncio.gather(*running, return_exceptions=True)
@@ -351,45 +350,6 @@ class Streamer:
         async with asyncio.TaskGroup() as group:
             tasks = [group.create_task(one(part)) for part in staged]
         return tuple(task.result() for task in tasks)
-
-
-class _BlockReader:
-    """A file's blocks of whole records; only the first starts with the header."""
-
-    def __init__(self, fh: AsyncBufferedReader, quoted: bool, block_bytes: int):
-        self.fh = fh
-        self.quoted = quoted
-        self.block_bytes = block_bytes
-        self.cutter = Cutter(quoted, MAX_RECORD_BYTES)
-        self._held = b""
-        self.digest = hashlib.sha256()
-        self.first = True
-        self.length = 0
-        self.eof = False
-
-    async def next(self) -> tuple[bytes, int] | None:
-        """(data, the file's line number of its first line), or None at the end."""
-        while not self.eof:
-            chunk: bytes = await self.fh.read(self.block_bytes)
-            self.length += len(chunk)
-            self.eof = len(chunk) < self.block_bytes
-            block = await asyncio.to_thread(self._block, chunk)
-            if block is not None:
-                return block
-        return None
-
-    def _block(self, chunk: bytes) -> tuple[bytes, int] | None:
-        """Called in a thread: it hashes, scans and copies megabytes."""
-        self.digest.update(chunk)
-        piece = self.cutter.feed(chunk, self.eof)
-        if self.first:
-            data = self._held + piece.data
-            if len(data) == len(header(data, self.quoted)) and not self.eof:
-                self._held = data  # block 0 sets the column types: it needs a record
-                return None
-            self.first = False
-            return data, 1
-        return (piece.data, piece.first_line) if piece.data else None
 
 
 _UTF16 = (

@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from .. import conform
 from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..inflate import inner_name
 from ..jobs import Failure
 from ..widen import merge_schemas
 from . import features, radix
@@ -50,7 +51,8 @@ def process_block(block: Block) -> BlockResult:
     try:
         with time_limit(block.timeout_s):
             first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
-            table = decode_block(block.source_file, block.data, first)
+            # A gzip'd file's blocks arrive inflated: they are read as what the file holds.
+            table = decode_block(inner_name(block.source_file), block.data, first)
             check_columns(table)
             spec = block.spec
             schema = conform.target(table, table_schema(spec), dict(spec.hints))

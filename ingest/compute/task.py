@@ -27,6 +27,7 @@ from ..config import Features
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
+from .bounded import bounded, decode_bounded
 from .decode import DecodeError, decode
 from .encode import Featurised, encode, with_sources
 from .together import parse_together
@@ -141,7 +142,9 @@ def table_schema(spec: TableSpec) -> pa.Schema | None:
 def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised:
     """Decode (unless already parsed with others), fit the file to its table's schema with
     the identity columns, compute features; raise on bad input."""
-    if table is None:
+    if table is None and bounded(job):
+        table = decode_bounded(job)
+    elif table is None:
         table = decode(job.source_file, job.data)
     check_columns(table)
     spec = task.spec(job.table)

@@ -1,0 +1,64 @@
+"""A compressed file decoded in a worker no further than the service measured it.
+
+Runs in a worker process. Before a compressed file is read, the service finds
+what it becomes in memory (`footprint`), charges the byte budget with that,
+and passes it on in `Job.in_memory`. A gzip'd file is decompressed no further;
+an .npz, Parquet or Arrow file is measured again from its headers. Bytes that
+become more than they were measured to were rewritten in place after they were
+measured, and are refused rather than trusted: a thousandfold expansion must
+not happen in a worker because a file changed under the service.
+"""
+
+from __future__ import annotations
+
+import pyarrow as pa
+
+from ..footprint import measured, of_bytes
+from ..inflate import GzipError, Inflater, inner_name
+from ..jobs import Job
+from .decode import DecodeError, decode
+
+_REWRITTEN = "was it rewritten in place?); drop it again to ingest it"
+
+
+class TooLarge(Exception):
+    """Raised when a file becomes more in memory than the service measured it to."""
+
+
+def bounded(job: Job) -> bool:
+    """Whether the job is a compressed file the service measured."""
+    return job.in_memory > 0 and measured(job.source_file)
+
+
+def decode_bounded(job: Job) -> pa.Table:
+    """Decode a measured job. Raises DecodeError, or TooLarge if it grew past its measure."""
+    name = job.source_file
+    if name.lower().endswith(".gz"):
+        return decode(inner_name(name), plain_bytes(job))
+    found = of_bytes(name, job.data)
+    if found.unbounded or found.bytes > job.in_memory:
+        raise TooLarge(
+            f"its headers now say it takes {found.bytes} bytes in memory, more than the"
+            f" {job.in_memory} it was measured at before it was read ({_REWRITTEN}"
+        )
+    return decode(name, job.data)
+
+
+def plain_bytes(job: Job) -> bytes:
+    """A gzip'd job's bytes decompressed, no more than `job.in_memory` less their own length.
+    Raises DecodeError if they are not a complete gzip stream, TooLarge if they expand past
+    the measure."""
+    limit = job.in_memory - len(job.data)
+    inflater = Inflater()
+    inflater.feed(job.data)
+    try:
+        plain = inflater.read(limit + 1)
+        if len(plain) > limit:
+            raise TooLarge(
+                f"it decompresses to more than the {limit} bytes it was measured at before it"
+                f" was read ({_REWRITTEN}"
+            )
+        inflater.close()
+    except GzipError as exc:
+        raise DecodeError(str(exc), offset=exc.offset) from None
+    return plain

@@ -1,0 +1,74 @@
+"""A compressed file is decoded in a worker no further than the service measured it."""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from ingest.compute.task import process
+from ingest.config import Features
+from ingest.footprint import of_bytes
+from ingest.jobs import EncodedPart, Failure, Job, Task, TaskResult
+
+CSV = b"t,x\n" + b"".join(b"%d,%d\n" % (i, i % 7) for i in range(10_000))
+
+
+def run(data: bytes, in_memory: int, name: str = "a.csv.gz") -> TaskResult:
+    job = Job(name, hashlib.sha256(data).hexdigest(), data, in_memory=in_memory)
+    return process(Task((job,), Features()))
+
+
+def failure(result: TaskResult) -> Failure:
+    (outcome,) = result.outcomes
+    assert outcome.failure is not None and not result.parts
+    return outcome.failure
+
+
+def test_a_measured_gzip_file_decodes_as_the_csv_it_holds() -> None:
+    data = gzip.compress(CSV[:30_000]) + gzip.compress(CSV[30_000:]) + b"\0" * 4
+
+    result = run(data, len(data) + len(CSV))
+
+    (outcome,) = result.outcomes
+    assert outcome.failure is None and outcome.rows == 10_000
+    (records,) = [p for p in result.parts if p.table == "records"]
+    assert isinstance(records, EncodedPart)
+    table = pq.read_table(pa.BufferReader(records.data))
+    assert table["x"].to_pylist() == [i % 7 for i in range(10_000)]
+
+
+def test_a_file_that_expands_past_its_measure_is_refused_as_too_large() -> None:
+    data = gzip.compress(CSV)
+
+    found = failure(run(data, len(data) + len(CSV) - 1))
+
+    assert found.error == "TooLarge"
+    assert f"{len(CSV) - 1} bytes it was measured at" in found.message
+
+
+def test_a_truncated_measured_gzip_file_is_a_decode_error_at_its_offset() -> None:
+    data = gzip.compress(CSV)[:-12]
+
+    found = failure(run(data, len(data) + len(CSV)))
+
+    assert found.error == "DecodeError" and "gzip" in found.message
+    assert found.offset is not None and 0 < found.offset <= len(data)
+
+
+def test_an_npz_decodes_at_its_measure_and_is_refused_past_it() -> None:
+    buffer = io.BytesIO()
+    np.savez_compressed(buffer, x=np.arange(1000.0))
+    data = buffer.getvalue()
+    measure = of_bytes("a.npz", data).bytes
+    assert measure > len(data) + 8000
+
+    (fits,) = run(data, measure, "a.npz").outcomes
+    grown = failure(run(data, measure - 1, "a.npz"))
+
+    assert fits.failure is None and fits.rows == 1000
+    assert grown.error == "TooLarge" and "rewritten in place" in grown.message
