@@ -7,9 +7,9 @@ and that nothing from a quarantined file reaches `records` or `features`.
 Policies pinned down here, as the code has them:
 - a zero-byte CSV is quarantined ("Empty CSV file"); a header-only CSV is
   ingested with zero rows, and adds no rows to either table;
-- a column whose type changes between files keeps each file's own type in its
-  part files (one part per schema); readers unify them with `union_by_name`
-  (int64 and string read back as VARCHAR, int64 and double as DOUBLE);
+- a column whose type changes between files follows its table's one schema:
+  int64 and double widen to DOUBLE, text in a numeric column is rescued into
+  `_rescued_data`, and every reader reads the table with no options;
 - a directory named like an input is a folder: the files in it are inputs,
   named "<dir>/<file>" in `source_file`;
 - a file that is not readable is logged as unreadable, left where it is, and
@@ -588,15 +588,15 @@ def test_file_with_an_mtime_a_day_ahead_is_ingested_promptly_and_once(
     assert svc.text().count("ingested future.csv") == 1
 
 
-# ---- 12. a column whose type changes between files ---------------------------------------
+# ---- 12. a column whose type changes between files: one schema per table ---------------------------------------
 
 
-def test_column_changing_from_int64_to_string_stays_readable_with_union_by_name(
+def test_text_in_a_numeric_column_is_rescued_and_every_reader_needs_no_options(
     folder: Folder,
 ) -> None:
     (folder.drop / "ints.csv").write_bytes(b"id,v\n1,10\n2,20\n")
     assert once(folder).returncode == 0
-    # A later batch: the string file and another int64 file commit together.
+    # A later batch: a file of text ids and another of int64 ids commit together.
     (folder.drop / "strings.csv").write_bytes(b"id,v\nabc,1.5\ndef,2.5\n")
     (folder.drop / "more_ints.csv").write_bytes(b"id,v\n3,30\n")
 
@@ -604,16 +604,18 @@ def test_column_changing_from_int64_to_string_stays_readable_with_union_by_name(
 
     assert result.returncode == 0, result.stderr
     types = dict((name, kind) for (name, kind, *_) in folder.query("DESCRIBE records"))
-    assert types["id"] == "VARCHAR" and types["v"] == "DOUBLE", types
-    assert folder.query("SELECT source_file, id, v FROM records ORDER BY source_file, id") == [
-        ("ints.csv", "1", 10.0), ("ints.csv", "2", 20.0),
-        ("more_ints.csv", "3", 30.0),
-        ("strings.csv", "abc", 1.5), ("strings.csv", "def", 2.5),
+    # The table's `id` stays a number; `v` widens to float; the text ids are rescued.
+    assert types["id"] == "BIGINT" and types["v"] == "DOUBLE", types
+    assert folder.query(
+        "SELECT source_file, id, v, _rescued_data FROM records ORDER BY source_file, v"
+    ) == [
+        ("ints.csv", 1, 10.0, None), ("ints.csv", 2, 20.0, None),
+        ("more_ints.csv", 3, 30.0, None),
+        ("strings.csv", None, 1.5, '{"id": "abc"}'), ("strings.csv", None, 2.5, '{"id": "def"}'),
     ]
-    # Features follow each file's own types: `id` is numeric only where it was numbers.
     assert sorted(folder.query("SELECT source_file, source_column FROM features")) == [
         ("ints.csv", "id"), ("ints.csv", "v"), ("more_ints.csv", "id"), ("more_ints.csv", "v"),
-        ("strings.csv", "v"),
+        ("strings.csv", "id"), ("strings.csv", "v"),
     ]
 
 
