@@ -84,12 +84,13 @@ def merge(table: pa.DataType, file: pa.DataType) -> pa.DataType:
     return table
 
 
-def merge_field(table: pa.Field, file: pa.DataType, hinted: bool) -> pa.Field:
-    if hinted or pa.types.is_null(file):
+def merge_field(table: pa.Field, file: pa.Field, hinted: bool) -> pa.Field:
+    """A table's column after a file's column of the same name."""
+    if hinted or pa.types.is_null(file.type) or is_untyped(file):
         return table
     if is_untyped(table):
-        return pa.field(table.name, file)
-    return pa.field(table.name, merge(table.type, file))
+        return pa.field(table.name, file.type)
+    return pa.field(table.name, merge(table.type, file.type))
 
 
 def schema_of(file: pa.Schema) -> pa.Schema:
@@ -108,7 +109,7 @@ def merge_schemas(
     """The table's schema after a file: its columns in order, widened, then the file's new
     columns appended before the `tail` columns (a records table's identity columns), which
     always come last."""
-    own = {f.name: f.type for f in file}
+    own = {f.name: f for f in file}
     fields = [
         merge_field(f, own[f.name], f.name in hinted) if f.name in own else f for f in table
     ]

@@ -134,11 +134,17 @@ def select(args: tuple[Blocks, bytes, int]) -> Selection:
 
 
 def scan(task: Scan) -> ScanResult:
-    """Run the probes over one staged records part."""
-    columns = sorted({probe.column for probe in task.probes})
-    table = pq.read_table(io.BytesIO(task.data), columns=columns, use_threads=False)
+    """Run the probes over one staged records part. A block's part may lack a column, or
+    hold it untyped, where the block had no value for it: it has no values to probe."""
+    parquet = pq.ParquetFile(io.BytesIO(task.data))
+    numeric = set(features.numeric_columns(parquet.schema_arrow, ""))
+    wanted = sorted({probe.column for probe in task.probes})
+    table = parquet.read(columns=[c for c in wanted if c in numeric], use_threads=False)
     values = {}
-    for name in columns:
+    for name in wanted:
+        if name not in table.column_names:
+            values[name] = np.empty(0, dtype=np.float64)
+            continue
         column = features.as_float64(table[name])
         values[name] = column[~np.isnan(column)]
     return radix.scan(values, task.probes)
