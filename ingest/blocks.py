@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Features
+from .dialect import CsvOptions, Dialect
 from .jobs import Failure
 
 
@@ -31,6 +32,9 @@ class Block:
     features: Features
     compression: str = "zstd"
     timeout_s: float = 0.0
+    # Block 0: the table's pinned dialect, if any, and its pins; a later block: block 0's.
+    dialect: Dialect | None = None
+    csv: CsvOptions | None = None
 
     def file_line(self, line: int | None) -> int | None:
         """A line number within `data`, as a line number of the whole file."""
@@ -65,6 +69,7 @@ class BlockResult:
     part: bytes = b""  # Parquet: the block's rows with source_file and source_sha256
     schema: bytes = b""  # the Arrow schema the block was read with
     partials: tuple[ColumnPartial, ...] = ()
+    dialect: Dialect | None = None  # what a CSV block was read with
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Features
+from .dialect import CsvOptions, Dialect
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,10 @@ class Task:
     # Where the worker may write the parts itself: a path prefix under _ingest/tmp.
     # None: return them as bytes (a worker on another machine).
     stage: str | None = None
+    # The table's `[tables.NAME.csv]` pins, and the dialect its first file pinned (None:
+    # detect each file). A CSV that disagrees is read in the table's dialect if it can be.
+    csv: CsvOptions | None = None
+    dialect: Dialect | None = None
 
 
 @dataclass(frozen=True)
@@ -58,6 +63,7 @@ class Outcome:
     sha256: str
     rows: int = 0
     failure: Failure | None = None
+    dialect: Dialect | None = None  # what a CSV was read with; None for other formats
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ from ..blocks import Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selec
 from ..compute.decode import BLOCK_DECODERS
 from ..config import Config
 from ..cut import Cutter, RecordTooLong, header
+from ..dialect import Dialect
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure
@@ -106,6 +107,12 @@ class _Progress:
         """Block 0's, for every later block."""
         first = self.results.get(0)
         return first.schema if first is not None else b""
+
+    @property
+    def dialect(self) -> Dialect | None:
+        """The dialect block 0 was read with, for every later block."""
+        first = self.results.get(0)
+        return first.dialect if first is not None else None
 
     def in_order(self) -> list[BlockResult]:
         return [self.results[i] for i in sorted(self.results)]
@@ -208,7 +215,7 @@ class Streamer:
                     block = Block(
                         file.rel, digest, index, data, first_line, progress.schema,
                         self.config.features, self.config.output.compression,
-                        self.config.pipeline.task_timeout_s,
+                        self.config.pipeline.task_timeout_s, progress.dialect,
                     )
                     if index == 0:
                         # Alone: block 0's column types are every later block's.

@@ -15,17 +15,22 @@ import re
 import zipfile
 import zlib
 from collections.abc import Callable, Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-# The largest row Arrow will parse: a guard against a file with no newlines,
-# which would otherwise be held whole in one field.
-CSV_BLOCK_BYTES = 16 << 20
+from ..dialect import PLAIN, CsvOptions, Dialect
+from . import csvread, sniff
+from .csvread import CSV_BLOCK_BYTES
+
+if TYPE_CHECKING:
+    from _csv import Reader as _csv_reader
+
 # Arrow reports "Row #N" when it reads single-threaded, which a worker does anyway.
 _ROW = re.compile(r"Row #(\d+)")
 _JSON_ROW = re.compile(r"in row (\d+)")
@@ -50,14 +55,23 @@ def _lines(data: bytes) -> Iterator[str]:
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
 
 
-def _bad_csv_line(data: bytes, width: int | None = None) -> int | None:
+def _reader(data: bytes, dialect: Dialect, strict: bool = False) -> _csv_reader:
+    escape = dialect.escape if dialect.escape and dialect.escape != dialect.quote else None
+    if dialect.quote:
+        return csv.reader(_lines(data), delimiter=dialect.delimiter, quotechar=dialect.quote,
+                          escapechar=escape, strict=strict)
+    return csv.reader(_lines(data), delimiter=dialect.delimiter, quoting=csv.QUOTE_NONE,
+                      escapechar=escape, strict=strict)
+
+
+def _bad_csv_line(data: bytes, width: int | None, dialect: Dialect) -> int | None:
     """Error path only: the physical line where a strict reading of the CSV goes wrong.
 
     That is the first row whose width differs from the header's, an unbalanced
     quote, or a field past the record-size guard. Arrow's "Row #N" skips blank
     lines and counts a quoted multi-line field once, so it is not a line number.
     """
-    reader = csv.reader(_lines(data), strict=True)
+    reader = _reader(data, dialect, strict=True)
     try:
         for row in reader:
             if not row:
@@ -71,13 +85,13 @@ def _bad_csv_line(data: bytes, width: int | None = None) -> int | None:
     return None
 
 
-def _record_line(data: bytes, number: int) -> int | None:
+def _record_line(data: bytes, number: int, dialect: Dialect) -> int | None:
     """Error path only: the physical line where Arrow's record `number` starts.
 
     Arrow numbers records from 1 at the header and skips blank lines; a quoted
     field may span lines, so the record number is not a line number.
     """
-    reader = csv.reader(_lines(data))
+    reader = _reader(data, dialect)
     ended, records = 0, 0
     try:
         for row in reader:
@@ -91,11 +105,11 @@ def _record_line(data: bytes, number: int) -> int | None:
     return None
 
 
-def _unclosed_quote_line(data: bytes) -> int | None:
+def _unclosed_quote_line(data: bytes, quote: bytes) -> int | None:
     """Error path only: the line where the quote that never closes was opened."""
     opened, odd = None, False
     for number, line in enumerate(data.split(b"\n"), start=1):
-        if line.count(b'"') % 2:
+        if line.count(quote) % 2:
             odd = not odd
             opened = number if odd else None
     return opened if odd else None
@@ -125,13 +139,13 @@ def _first_row_line(data: bytes, start: int) -> int:
 
 
 def _utf8(data: bytes) -> bytes:
-    """UTF-8 bytes for Arrow: UTF-16 with a BOM is transcoded; a UTF-8 BOM Arrow skips itself."""
+    """UTF-8 bytes without a BOM: UTF-16 with a BOM is transcoded, a UTF-8 BOM dropped."""
     if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         try:
             return data.decode("utf-16").encode("utf-8")
         except UnicodeDecodeError as exc:
             raise DecodeError(f"invalid UTF-16 at byte {exc.start}", offset=exc.start) from None
-    return data
+    return data.removeprefix(codecs.BOM_UTF8)
 
 
 def _check_text(data: bytes, table: pa.Table) -> None:
@@ -147,52 +161,104 @@ def _check_text(data: bytes, table: pa.Table) -> None:
             ) from None
 
 
-def _csv(data: bytes, first: pa.Schema | None = None) -> pa.Table:
-    """A CSV file; or, given the first block's schema, a later block, which has no header."""
-    data = _utf8(data)
-    _check_record_size(data)
+def _parse_csv(data: bytes, dialect: Dialect, first: pa.Schema | None = None) -> pa.Table:
+    """A CSV file in `dialect`; or, given the first block's schema, a later block, which has
+    no header, no lines to skip, and the first block's column names and types."""
+    body = csvread.split(data, dialect, first.names if first is not None else None)
     try:
-        table = pa_csv.read_csv(
-            pa.BufferReader(data),
-            read_options=pa_csv.ReadOptions(
-                use_threads=False, block_size=CSV_BLOCK_BYTES,
-                column_names=first.names if first is not None else None,
-            ),
-            convert_options=pa_csv.ConvertOptions(column_types=_typed(first)),
-        )
+        table = csvread.read(body, dialect, first)
     except pa.ArrowInvalid as exc:
-        found = _ROW.search(str(exc))
-        width = len(first.names) if first is not None else None  # a later block has no header
-        line = _bad_csv_line(data, width) or (
-            _record_line(data, int(found.group(1))) if found else None
-        )
-        message = str(exc)
-        if "straddl" in message:
-            message = (
-                f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
-                " (a missing newline?)"
-            )
-        elif "UTF8" in message:
-            message = "not valid UTF-8; re-save the file as UTF-8"
-        elif first is not None and "conversion error" in message:
-            message += FIXED_TYPES
-        raise DecodeError(message, line=line) from None
+        raise _parse_error(body, dialect, exc, later=first is not None) from None
     # An odd number of quotes means one never closed, and Arrow has swallowed the
     # rest of the file into one field; a strict reading finds where it opened.
-    if data.count(b'"') % 2:
-        raise DecodeError("a quoted field is never closed", line=_unclosed_quote_line(data))
+    quote = dialect.quote.encode()
+    doubled = not (dialect.escape and dialect.escape != dialect.quote)
+    if quote and doubled and body.data.count(quote) % 2:
+        opened = _unclosed_quote_line(body.data, quote)
+        raise DecodeError(
+            "a quoted field is never closed",
+            line=None if opened is None else opened + body.lines_before,
+        )
     _check_text(data, table)
     return table
 
 
-def _csv_gz(data: bytes) -> pa.Table:
+def _parse_error(
+    body: csvread.Body, dialect: Dialect, exc: pa.ArrowInvalid, later: bool
+) -> DecodeError:
+    found = _ROW.search(str(exc))
+    line = _bad_csv_line(body.data, len(body.names), dialect) or (
+        _record_line(body.data, int(found.group(1)), dialect) if found else None
+    )
+    message = str(exc)
+    if "straddl" in message:
+        message = (
+            f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
+            " (a missing newline?)"
+        )
+    elif "UTF8" in message:
+        message = "not valid UTF-8; re-save the file as UTF-8"
+    elif later and "conversion error" in message:
+        message += FIXED_TYPES
+    return DecodeError(message, line=None if line is None else line + body.lines_before)
+
+
+def _in_table_dialect(data: bytes, own: Dialect, table: Dialect) -> tuple[pa.Table, Dialect]:
+    """Read a file with its table's dialect, which its own detection disagrees with.
+
+    The lines before the header and the date formats of the columns are the file's
+    own; the rest is the table's. It fails with a reason that names both dialects when
+    the table's does not parse the file, or reads another number of columns from it.
+    """
+    dialect = replace(table, skip_rows=own.skip_rows, formats=own.formats)
+    if dialect == own:
+        return _parse_csv(data, own), own
+    try:
+        result = _parse_csv(data, dialect)
+    except DecodeError as exc:
+        raise DecodeError(
+            f"it does not parse in its table's dialect ({dialect.describe()}): {exc};"
+            f" on its own it reads as {own.describe()}", line=exc.line, offset=exc.offset,
+        ) from None
+    width = len(csvread.split(data, own).names)
+    if result.num_columns != width:
+        raise DecodeError(
+            f"its table's dialect ({dialect.describe()}) reads {result.num_columns} columns"
+            f" from it, but it has {width}: on its own it reads as {own.describe()}"
+        )
+    return result, dialect
+
+
+def read_csv(
+    data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None
+) -> tuple[pa.Table, Dialect]:
+    """A whole CSV file, and the dialect it was read with: its own, detected with the
+    table's pins applied, or `table`, the dialect its table's first file pinned."""
+    data = _utf8(data)
+    _check_record_size(data)
+    if not data.strip():
+        raise DecodeError("Empty CSV file", line=1)
+    own = sniff.detect(data, pins)
+    if table is None:
+        return _parse_csv(data, own), own
+    return _in_table_dialect(data, own, table)
+
+
+def _csv(data: bytes) -> pa.Table:
+    return read_csv(data)[0]
+
+
+def _gunzip(data: bytes) -> bytes:
     try:
         # Decompressed in full first: a truncated stream must fail here, not after some rows.
         # gzip.decompress, unlike zlib, reads every member of a concatenated (pigz, cat) file.
-        plain = gzip.decompress(data)
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DecodeError(f"not a complete gzip stream: {exc}", offset=0) from None
-    return _csv(plain)
+
+
+def _csv_gz(data: bytes) -> pa.Table:
+    return _csv(_gunzip(data))
 
 
 def _bad_json_line(data: bytes) -> int | None:
@@ -319,18 +385,28 @@ DECODERS: dict[str, Callable[[bytes], pa.Table]] = {
 
 # Formats whose records are lines, so a file can be cut into blocks between records.
 BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
-    ".csv": _csv,
+    ".csv": lambda data, first: _parse_csv(data, PLAIN, first),
     ".jsonl": _jsonl,
     ".ndjson": _jsonl,
 }
 
 
-def decode_block(name: str, data: bytes, first: pa.Schema | None) -> pa.Table:
-    """One block of a streamed file; `first`, the first block's schema, gives a later block
-    its column names and types."""
+def decode_block(
+    name: str, data: bytes, first: pa.Schema | None,
+    dialect: Dialect | None = None, pins: CsvOptions | None = None,
+) -> tuple[pa.Table, Dialect | None]:
+    """One block of a streamed file, and the dialect it was read with. Block 0 (no `first`)
+    is read like a whole file: `dialect` is its table's, if pinned. A later block is read
+    with block 0's `dialect`, and `first`, block 0's schema, gives its names and types."""
+    if name.lower().endswith(".csv"):
+        if first is None:
+            return read_csv(data, pins, dialect)
+        _check_record_size(data)
+        later = replace(dialect or PLAIN, header=False, skip_rows=0)
+        return _parse_csv(data, later, first), dialect
     for suffix, decoder in BLOCK_DECODERS.items():
         if name.lower().endswith(suffix):
-            return decoder(data, first)
+            return decoder(data, first), None
     raise DecodeError(f"{name!r} cannot be read in blocks; only {', '.join(BLOCK_DECODERS)} can")
 
 
@@ -341,3 +417,15 @@ def decode(name: str, data: bytes) -> pa.Table:
         if lower.endswith(suffix):
             return decoder(data)
     raise DecodeError(f"no decoder for {name!r}; known extensions: {', '.join(DECODERS)}")
+
+
+def decode_file(
+    name: str, data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None
+) -> tuple[pa.Table, Dialect | None]:
+    """Like `decode`, and for CSV also the dialect the file was read with (`read_csv`)."""
+    lower = name.lower()
+    if lower.endswith(".csv"):
+        return read_csv(data, pins, table)
+    if lower.endswith(".csv.gz"):
+        return read_csv(_gunzip(data), pins, table)
+    return decode(name, data), None

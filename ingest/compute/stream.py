@@ -49,8 +49,10 @@ def process_block(block: Block) -> BlockResult:
     try:
         with time_limit(block.timeout_s):
             first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
-            table = decode_block(block.source_file, block.data, first)
-            check_columns(table)
+            table, dialect = decode_block(
+                block.source_file, block.data, first, block.dialect, block.csv
+            )
+            table = check_columns(table)
             records = with_sources(table, block.source_file, block.sha256)
             part = to_parquet(
                 records, block.compression,
@@ -59,7 +61,8 @@ def process_block(block: Block) -> BlockResult:
             names = features.numeric_columns(table.schema, block.features.time_column)
             partials = tuple(column_partial(n, features.as_float64(table[n])) for n in names)
             return BlockResult(
-                table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials
+                table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials,
+                dialect,
             )
     except DecodeError as exc:
         return BlockResult(0, Failure(

@@ -24,10 +24,12 @@ import pyarrow as pa
 
 from .. import memory, shared
 from ..config import Features
+from ..dialect import PLAIN, Dialect
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, Task, TaskResult
 from . import features
-from .decode import DecodeError, decode
+from .csvread import unique_names
+from .decode import DecodeError, decode_file
 from .encode import Featurised, encode, with_sources
 from .together import parse_together
 
@@ -35,7 +37,7 @@ from .together import parse_together
 # other work on the machine starves the workers.
 WORKER_NICENESS = 5
 ORPHANED = 70  # EX_SOFTWARE: the worker outlived the service that started it
-RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date")
+RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date", "_rescued_data")
 
 
 def init_worker(service_pid: int, plugins: bool = False) -> None:
@@ -122,24 +124,27 @@ def warm() -> int:
     return os.getpid()
 
 
-def check_columns(table: pa.Table) -> None:
+def check_columns(table: pa.Table) -> pa.Table:
+    """The table with unique column names (`a`, `a_1`; an empty one is `column<i>`);
+    raises if a column takes a name ingest adds itself."""
     names = table.column_names
     clash = [name for name in names if name in RESERVED_COLUMNS]
     if clash:
         raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
-    if len(set(names)) != len(names):
-        dupes = sorted({name for name in names if names.count(name) > 1})
-        raise DecodeError(f"duplicate column names: {', '.join(dupes)}")
-    if any(not name for name in names):
-        raise DecodeError("a column has an empty name")
+    unique = unique_names(names)
+    return table if unique == names else table.rename_columns(unique)
 
 
-def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised:
-    """Decode (unless already parsed with others), add identity columns, compute features;
-    raise on bad input."""
-    if table is None:
-        table = decode(job.source_file, job.data)
-    check_columns(table)
+def featurise(
+    job: Job, task: Task, parsed: pa.Table | None = None
+) -> tuple[Featurised, Dialect | None]:
+    """Decode (unless already parsed with others, in the plain dialect), add identity
+    columns, compute features; raise on bad input. Also the dialect a CSV was read with."""
+    if parsed is None:
+        table, dialect = decode_file(job.source_file, job.data, task.csv, task.dialect)
+    else:
+        table, dialect = parsed, PLAIN
+    table = check_columns(table)
     spec = task.features
     rows = table.num_rows
     records = with_sources(table, job.source_file, job.sha256) if "records" in task.tables else None
@@ -148,7 +153,7 @@ def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised
         feature_table = features.rows(
             table, job.source_file, job.sha256, spec.time_column, spec.sets, spec.window
         )
-    return Featurised(job.source_file, job.sha256, rows, records, feature_table)
+    return Featurised(job.source_file, job.sha256, rows, records, feature_table), dialect
 
 
 def _on_alarm(signum: int, frame: object) -> None:
@@ -179,7 +184,9 @@ def message(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be read)"
 
 
-def _featurise_one(job: Job, task: Task, table: pa.Table | None) -> Featurised | Failure:
+def _featurise_one(
+    job: Job, task: Task, table: pa.Table | None
+) -> tuple[Featurised, Dialect | None] | Failure:
     try:
         with time_limit(task.timeout_s):
             return featurise(job, task, table)
@@ -204,6 +211,18 @@ def _with_bytes(job: Job, index: int, lost: dict[int, Failure]) -> Job:
         return replace(job, shared=None)
 
 
+def _plain_table(task: Task) -> bool:
+    """May the task's CSVs be parsed together? Only if nothing is pinned but the plain
+    dialect: the joint parse reads plain files (together.py checks each one)."""
+    pins = task.csv
+    unpinned = pins is None or (
+        pins.delimiter in (None, ",") and pins.header in (None, True) and not pins.skip_rows
+        and pins.decimal in (None, ".") and pins.null_values is None
+        and not pins.timestamp_formats
+    )
+    return unpinned and task.dialect in (None, PLAIN)
+
+
 def process(task: Task) -> TaskResult:
     """Runs in a worker process: every file of the task, then its part files.
 
@@ -217,7 +236,7 @@ def process(task: Task) -> TaskResult:
     jobs = tuple(_with_bytes(job, index, lost) for index, job in enumerate(task.jobs))
     try:
         with time_limit(task.timeout_s):
-            parsed = parse_together(jobs)
+            parsed = parse_together(jobs) if _plain_table(task) else {}
     except TaskTimeout:
         parsed = {}
     for index, job in enumerate(jobs):
@@ -225,8 +244,9 @@ def process(task: Task) -> TaskResult:
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:
-            outcomes.append(Outcome(job.source_file, job.sha256, rows=result.rows))
-            done.append(result)
+            featurised, dialect = result
+            outcomes.append(Outcome(job.source_file, job.sha256, featurised.rows, None, dialect))
+            done.append(featurised)
     try:
         parts = encode(done, task.compression, task.features.sets, task.stage)
     except Exception as exc:  # not expected: every file was checked on its own above
