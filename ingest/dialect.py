@@ -91,8 +91,12 @@ def _strings(where: str, key: str, value: object) -> tuple[str, ...]:
 def _delimiter(where: str, value: object) -> str:
     if isinstance(value, str):
         value = DELIMITER_NAMES.get(value, value)
-    if not isinstance(value, str) or len(value) != 1 or value in "\r\n\"'":
+    if not isinstance(value, str) or len(value) != 1:
         raise ConfigError(f"{where} delimiter must be one character, got {_describe(value)}")
+    if value in "\r\n\"'":
+        raise ConfigError(
+            f"{where} delimiter must be one character, not a quote or a newline, got {value!r}"
+        )
     return value
 
 
