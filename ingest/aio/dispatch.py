@@ -216,6 +216,8 @@ class Dispatcher:
         accepted: list[Accepted] = []
         for item, outcome in zip(items, result.outcomes, strict=True):
             self.computed(item)
+            if outcome.dialect is not None:
+                log.debug("%s: read as %s", item.file.rel, outcome.dialect.describe())
             if outcome.failure is not None:
                 self._quarantine(item, outcome.failure, attempts)
             else:

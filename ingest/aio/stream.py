@@ -256,6 +256,8 @@ class Streamer:
                 progress.fail(block.index, result.failure)
                 return
             progress.results[block.index] = dataclasses.replace(result, part=b"")
+            if block.index == 0 and result.dialect is not None:
+                log.debug("%s: read as %s", block.source_file, result.dialect.describe())
             temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
             await _stage(result.part, temp, self.crash)
             progress.parts[block.index] = StagedPart("records", temp)

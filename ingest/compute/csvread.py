@@ -125,9 +125,10 @@ def options(
 ) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
     """pyarrow's options for the body: `types` fixes column types (a later block's)."""
     escape = dialect.escape if dialect.escape and dialect.escape != dialect.quote else False
-    column_types: dict[str, pa.DataType] = {} if types is None else dict(
-        zip(types.names, types.types, strict=True)
-    )
+    # A column empty throughout the first block has no type to impose: each block types it.
+    column_types: dict[str, pa.DataType] = {} if types is None else {
+        f.name: f.type for f in types if not pa.types.is_null(f.type)
+    }
     for index, _ in dialect.formats:
         if index < len(names):  # parsed with its format afterwards
             column_types[names[index]] = pa.string()

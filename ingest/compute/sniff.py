@@ -131,9 +131,10 @@ def _notes(skipped: list[bytes], delimiter: str, width: int) -> bool:
     return all(2 * (line.count(mark) + 1) <= width for line in skipped if line.strip())
 
 
-def _dialect(found: dict[str, Any], head: list[bytes], decimal: str) -> Dialect:
+def _dialect(found: dict[str, Any], sample: bytes, decimal: str) -> Dialect:
     delimiter = _char(found["Delimiter"]) or ","
     skip, header = int(found["SkipRows"]), bool(found["HasHeader"])
+    head = sample.split(b"\n", skip + 1)[: skip + 1]
     width = len(found["Columns"])
     if skip and not _notes(head[:skip], delimiter, width):
         skip, header = 0, True
@@ -143,6 +144,10 @@ def _dialect(found: dict[str, Any], head: list[bytes], decimal: str) -> Dialect:
         # and a ragged comma file fails loudly, at its line, instead of becoming one column.
         delimiter = ","
     quote = _char(found["Quote"])
+    if not quote and re.search(b'(?:^|\n|' + re.escape(delimiter.encode()) + b')"', sample):
+        # A field that opens with a quote which never closes: the sniffer calls that no
+        # quoting at all and reads on; we read it as the broken quoting it is.
+        quote = '"'
     return Dialect(
         delimiter=delimiter,
         quote=quote,
@@ -178,8 +183,7 @@ def sniff(data: bytes, pins: CsvOptions) -> Dialect:
                     found, decimal = comma, ","
         except duckdb.Error:
             return PLAIN  # not text the sniffer can read: the parser says what is wrong
-    skip = int(found["SkipRows"])
-    return _dialect(found, sample.split(b"\n", skip + 1)[: skip + 1], decimal)
+    return _dialect(found, sample, decimal)
 
 
 def detect(data: bytes, pins: CsvOptions | None = None) -> Dialect:
