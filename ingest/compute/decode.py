@@ -238,10 +238,13 @@ def read_csv(
     _check_record_size(data)
     if not data.strip():
         raise DecodeError("Empty CSV file", line=1)
-    own = sniff.detect(data, pins)
     if table is None:
+        own = sniff.detect(data, pins)
         return _parse_csv(data, own), own
-    return _in_table_dialect(data, own, table)
+    # The table's decimal separator, unless pinned otherwise, spares the sniffer a second look.
+    if table.decimal != "." and (pins is None or pins.decimal is None):
+        pins = replace(pins or CsvOptions(), decimal=table.decimal)
+    return _in_table_dialect(data, sniff.detect(data, pins), table)
 
 
 def _csv(data: bytes) -> pa.Table:

@@ -85,7 +85,7 @@ def _quoted(value: str) -> str:
 
 
 def _options(pins: CsvOptions, decimal: str | None) -> str:
-    options = ["sample_size = -1"]
+    options = ["auto_detect = true"]
     if pins.delimiter is not None:
         options.append(f"delim = {_quoted(pins.delimiter)}")
     if pins.header is not None:
@@ -169,7 +169,7 @@ def sniff(data: bytes, pins: CsvOptions) -> Dialect:
         fh.write(sample)
         fh.flush()
         try:
-            found = _sniff_file(fh.name, pins)
+            found = _sniff_file(fh.name, pins, pins.decimal)
             decimal = pins.decimal or "."
             if (
                 pins.decimal is None
@@ -177,7 +177,8 @@ def sniff(data: bytes, pins: CsvOptions) -> Dialect:
                 and _text_columns(found)
                 and _DECIMAL_COMMA.search(sample)
             ):
-                # A decimal comma reads as text until the sniffer is told of it.
+                # A decimal comma reads as text until the sniffer is told of it. Two sniffs:
+                # a `;` file with decimal points must not lose its numbers to a guess.
                 comma = _sniff_file(fh.name, pins, decimal=",")
                 if _text_columns(comma) < _text_columns(found):
                     found, decimal = comma, ","
