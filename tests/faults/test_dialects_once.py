@@ -1,0 +1,89 @@
+"""The CSV corpus and fuzzed CSVs through a real `ingest once`: ingested or quarantined, never
+fatal, with the rows DuckDB's auto-detection reads."""
+
+from __future__ import annotations
+
+import json
+import random
+import shutil
+
+import duckdb
+
+from ..compute.test_dialects import CORPUS, DECIMAL_COMMA, FILES, NOT_UTF8
+from ..compute.test_fuzzed_csv import PIECES
+from ..conftest import Folder
+
+ONCE = {"watch": {"settle_ms": 0}, "pipeline": {"workers": 2}, "output": {"flush_s": 0.2}}
+
+
+def duckdb_rows(name: str) -> int:
+    options = ", decimal_separator = ','" if name in DECIMAL_COMMA else ""
+    path = (CORPUS / name).as_posix()
+    ((count,),) = duckdb.sql(f"SELECT count(*) FROM read_csv('{path}'{options})").fetchall()
+    return int(count)
+
+
+def test_the_corpus_is_ingested_with_duckdbs_rows_and_latin1_is_quarantined(
+    folder: Folder,
+) -> None:
+    for name in FILES:
+        shutil.copy(CORPUS / name, folder.drop / name)
+    folder.write_config(**ONCE)
+
+    result = folder.ingest("once", timeout=120)
+
+    assert result.returncode == 3, result.stderr
+    good = sorted(set(FILES) - NOT_UTF8)
+    counts = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    expected = {name: duckdb_rows(name) for name in good if duckdb_rows(name)}
+    assert counts == expected
+    report = json.loads((folder.quarantine / "latin1.csv.error.json").read_text())
+    assert "UTF-8" in report["message"] and report["offset"] == 13
+    status = json.loads(folder.ingest("status", "--json").stdout)
+    assert status["counts"]["ingested"] == len(good)
+    assert status["counts"]["quarantined"] == 1
+    assert folder.query(
+        "SELECT column0, column2 FROM records WHERE source_file = 'headerless_pipe.csv'"
+        " ORDER BY column0"
+    ) == [(123, "text1"), (345, "text2"), (567, "text3")]
+    assert folder.query(
+        "SELECT Temperatur FROM records WHERE source_file = 'semicolon_decimal_comma.csv'"
+        " ORDER BY Datum"
+    ) == [(12.5,), (-1.25,), (0.75,)]
+    assert folder.query(
+        "SELECT address FROM records WHERE source_file = 'quoted_newlines.csv' ORDER BY id"
+    ) == [("12 High St\nFlat 2",), ("Main Rd 4",), ("Old Lane\n\nBack door",)]
+    features = folder.query(
+        "SELECT source_column, mean FROM features WHERE source_file = 'notes_before_header.csv'"
+    )
+    assert features == [("value", 1.75)]
+
+
+def test_fuzzed_csvs_are_each_ingested_or_quarantined_and_once_exits_0_or_3(
+    folder: Folder,
+) -> None:
+    rng = random.Random(12)
+    names = []
+    for index in range(8):
+        header = rng.choice([b"a,b,c\n", b"a;b;c\n", b"", b"x|y\n", b"# note\n"])
+        body = b"".join(rng.choice(PIECES) for _ in range(rng.randrange(1, 150)))
+        names.append(f"fuzz{index}.csv")
+        (folder.drop / names[-1]).write_bytes(header + body)
+    folder.write_config(**ONCE)
+
+    result = folder.ingest("once", timeout=120)
+
+    assert result.returncode in (0, 3), result.stderr
+    status = json.loads(folder.ingest("status", "--json").stdout)
+    counts = status["counts"]
+    assert counts["ingested"] + counts["quarantined"] + counts["duplicate"] == len(names)
+    for name in names:
+        assert (folder.quarantine / f"{name}.error.json").exists() != (
+            name in {str(f) for (f,) in _ingested(folder)}
+        ) or counts["duplicate"], name
+
+
+def _ingested(folder: Folder) -> list[tuple[object, ...]]:
+    if not folder.parts("records"):
+        return []
+    return folder.query("SELECT DISTINCT source_file FROM records")
