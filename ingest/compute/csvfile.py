@@ -185,11 +185,20 @@ def _parse_error(
 def _in_table_dialect(data: bytes, own: Dialect, table: Dialect) -> tuple[pa.Table, Dialect]:
     """Read a file with its table's dialect, which its own detection disagrees with.
 
-    The lines before the header and the date formats of the columns are the file's
-    own; the rest is the table's. It fails with a reason that names both dialects when
-    the table's does not parse the file, or reads another number of columns from it.
+    The table's delimiter and header hold. The lines before the header and the date
+    formats of the columns are the file's own, and so are what the table's first file
+    could not show: quoting and comments where it had none, a decimal comma where it
+    had only decimal points (or none). It fails with a reason that names both
+    dialects when the result does not parse the file, or reads another number of
+    columns from it.
     """
     dialect = replace(table, skip_rows=own.skip_rows, formats=own.formats)
+    if not table.quote:
+        dialect = replace(dialect, quote=own.quote, escape=own.escape)
+    if not table.comment:
+        dialect = replace(dialect, comment=own.comment)
+    if table.decimal == ".":
+        dialect = replace(dialect, decimal=own.decimal)
     if dialect == own:
         return _parse_csv(data, own), own
     try:

@@ -105,3 +105,19 @@ def test_outcomes_say_what_each_file_was_read_with() -> None:
     assert dialects[:2] == [PLAIN, PLAIN]
     assert dialects[2] is not None and dialects[2].delimiter == "|" and not dialects[2].header
     assert dialects[3] is None
+
+
+def test_quotes_a_tables_first_file_never_had_are_read_in_a_later_file() -> None:
+    table = Dialect("|", "", "", False)  # as sniffed from a headerless file with no quotes
+    data = b'1|"a|b"|x\n2|"c"|y\n'
+    result = process(Task((job("quoted.csv", data),), Features(), dialect=table))
+    assert only(result).failure is None
+    assert [r["column1"] for r in rows_of(result, "quoted.csv")] == ["a|b", "c"]
+
+
+def test_a_tables_delimiter_holds_where_the_file_alone_would_guess_another() -> None:
+    table = Dialect("|", "", "", False)
+    data = b"1|2,5\n"  # one row: alone, the sniffer may well call the comma the delimiter
+    result = process(Task((job("short.csv", data),), Features(), dialect=table))
+    assert only(result).failure is None
+    assert rows_of(result, "short.csv") == [{"column0": 1, "column1": "2,5"}]
