@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 
 # Arrow reports "Row #N" when it reads single-threaded, which a worker does anyway.
 _ROW = re.compile(r"Row #(\d+)")
+_BLANK = re.compile(rb"\s*")
 
 
 def _lines(data: bytes) -> Iterator[str]:
@@ -152,8 +153,8 @@ def _parse_csv(data: bytes, dialect: Dialect, first: pa.Schema | None = None) ->
     # rest of the file into one field; a strict reading finds where it opened.
     quote = dialect.quote.encode()
     doubled = not (dialect.escape and dialect.escape != dialect.quote)
-    if quote and doubled and body.data.count(quote) % 2:
-        opened = _unclosed_quote_line(body.data, quote)
+    if quote and doubled and body.data.count(quote, body.start) % 2:
+        opened = _unclosed_quote_line(body.text, quote)
         raise DecodeError(
             "a quoted field is never closed",
             line=None if opened is None else opened + body.lines_before,
@@ -166,8 +167,8 @@ def _parse_error(
     body: csvread.Body, dialect: Dialect, exc: pa.ArrowInvalid, later: bool
 ) -> DecodeError:
     found = _ROW.search(str(exc))
-    line = _bad_csv_line(body.data, len(body.names), dialect) or (
-        _record_line(body.data, int(found.group(1)), dialect) if found else None
+    line = _bad_csv_line(body.text, len(body.names), dialect) or (
+        _record_line(body.text, int(found.group(1)), dialect) if found else None
     )
     message = str(exc)
     if "straddl" in message:
@@ -224,7 +225,7 @@ def read_csv(
     table's pins applied, or `table`, the dialect its table's first file pinned."""
     data = _utf8(data)
     _check_record_size(data)
-    if not data.strip():
+    if _BLANK.fullmatch(data):  # stops at the first character that is not white space
         raise DecodeError("Empty CSV file", line=1)
     if table is None:
         own = sniff.detect(data, pins)

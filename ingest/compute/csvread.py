@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import csv
 import io
+import re
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -23,16 +24,26 @@ from ..dialect import Dialect
 # The largest row Arrow will parse: a guard against a file with no newlines,
 # which would otherwise be held whole in one field.
 CSV_BLOCK_BYTES = 16 << 20
+# Scanned with a regular expression, not stripped: a strip copies the whole file.
+_NEWLINES = re.compile(rb"[\r\n]*")
 _TIME_OF_DAY = ("%H", "%I", "%M", "%S", "%p", "%T", "%R", "%z")
 
 
 @dataclass(frozen=True)
 class Body:
-    """The records of a file after its header: where they start, and the column names."""
+    """The records of a file after its header: where they start, and the column names.
+
+    An offset, not a slice: a slice of a file's bytes would copy all of them."""
 
     data: bytes
+    start: int  # where the records begin in `data`
     names: list[str]
-    lines_before: int  # physical lines cut away in front of `data`
+    lines_before: int  # physical lines before `start`
+
+    @property
+    def text(self) -> bytes:
+        """The records alone, copied: for the error path."""
+        return self.data[self.start :]
 
 
 def unique_names(names: list[str]) -> list[str]:
@@ -105,19 +116,19 @@ def split(data: bytes, dialect: Dialect, names: list[str] | None = None) -> Body
     """The body of the file and its column names; `names` given, the data has no header."""
     start = _skip_lines(data, dialect.skip_rows) if names is None else 0
     lines_before = data.count(b"\n", 0, start)
-    rest = data[start:] if start else data
     if dialect.comment:
-        rest = _without_comments(rest, dialect.comment)
+        data, start = _without_comments(data[start:], dialect.comment), 0
     if names is not None:
-        return Body(rest, names, lines_before)
+        return Body(data, start, names, lines_before)
     # Blank lines before the first record are not records (pyarrow skips them too).
-    blank = len(rest) - len(rest.lstrip(b"\r\n"))
-    lines_before += rest.count(b"\n", 0, blank)
-    end = record_end(rest, blank, dialect.quote)
-    first = fields(rest[blank:end], dialect)
+    blank = _NEWLINES.match(data, start).end()  # type: ignore[union-attr]
+    lines_before += data.count(b"\n", start, blank)
+    end = record_end(data, blank, dialect.quote)
+    first = fields(data[blank:end], dialect)
     if dialect.header:
-        return Body(rest[end:], unique_names(first), lines_before + rest.count(b"\n", blank, end))
-    return Body(rest[blank:], [f"column{i}" for i in range(len(first))], lines_before)
+        lines_before += data.count(b"\n", blank, end)
+        return Body(data, end, unique_names(first), lines_before)
+    return Body(data, blank, [f"column{i}" for i in range(len(first))], lines_before)
 
 
 def options(
@@ -151,12 +162,13 @@ def options(
 
 def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Table:
     """Parse the body; raises pa.ArrowInvalid as pyarrow does."""
-    quoted = bool(dialect.quote) and dialect.quote.encode() in body.data
+    quoted = bool(dialect.quote) and body.data.find(dialect.quote.encode(), body.start) >= 0
     read_options, parse, convert = options(dialect, body.names, types, quoted)
-    if not body.data.strip(b"\r\n"):
+    if _NEWLINES.fullmatch(body.data, body.start):
         return pa.table({name: pa.nulls(0) for name in body.names})
+    records = pa.py_buffer(body.data).slice(body.start)  # no copy
     table = pa_csv.read_csv(
-        pa.BufferReader(body.data), read_options=read_options, parse_options=parse,
+        pa.BufferReader(records), read_options=read_options, parse_options=parse,
         convert_options=convert,
     )
     return with_formats(table, dialect, types)

@@ -26,6 +26,7 @@ from ..dialect import PLAIN, CsvOptions, Dialect
 SAMPLE_BYTES = 1 << 20
 # Lines of a file that `plain` looks at.
 PLAIN_LINES = 20
+PLAIN_BYTES = 64 << 10
 _NUMBER = re.compile(rb"\s*[-+]?(\d|\.\d)")
 _DECIMAL_COMMA = re.compile(rb"\d,\d")
 # A date that is not ISO 8601 (03/09/1997, 3.9.97, 1997/09/03): pyarrow needs its format.
@@ -39,9 +40,12 @@ _EMPTY = "(empty)"
 def plain(data: bytes) -> bool:
     """Is this the common file: commas, a header of distinct names, rows with numbers,
     no quotes, the same width throughout its first lines?"""
-    pieces = data.split(b"\n", PLAIN_LINES + 1)
-    if len(pieces) > PLAIN_LINES + 1:
-        pieces.pop()  # the rest of the file, not a line
+    head = data[:PLAIN_BYTES]
+    pieces = head.split(b"\n", PLAIN_LINES + 1)
+    if len(pieces) > PLAIN_LINES + 1 or len(head) < len(data):
+        pieces.pop()  # the rest of the head, not a whole line
+    if not pieces:
+        return False  # a first line longer than the head
     header = pieces[0].removesuffix(b"\r")
     if header.startswith(b"#") or any(c in header for c in _NOT_PLAIN):
         return False
