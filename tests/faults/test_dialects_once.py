@@ -87,3 +87,19 @@ def _ingested(folder: Folder) -> list[tuple[object, ...]]:
     if not folder.parts("records"):
         return []
     return folder.query("SELECT DISTINCT source_file FROM records")
+
+
+def test_each_files_dialect_is_logged_once_at_debug_level(folder: Folder) -> None:
+    (folder.drop / "pipe.csv").write_bytes((CORPUS / "headerless_pipe.csv").read_bytes())
+    (folder.drop / "euro.csv").write_bytes((CORPUS / "semicolon_decimal_comma.csv").read_bytes())
+    folder.write_config(**ONCE)
+
+    result = folder.ingest("once", "--log-level", "DEBUG")
+
+    assert result.returncode == 0, result.stderr
+    lines = [line for line in result.stderr.splitlines() if ": read as " in line]
+    assert len(lines) == 2, lines
+    assert any("DEBUG" in line and "pipe.csv: read as delimiter='|' quote=none header=no" in line
+               for line in lines), lines
+    assert any("euro.csv: read as delimiter=';'" in line and "decimal=','" in line
+               for line in lines), lines
