@@ -21,6 +21,7 @@ import argparse
 import csv
 import json
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -76,7 +77,7 @@ def duckdb_sniff(data: bytes) -> Verdict:
         fh.write(data)
         fh.flush()
         try:
-            row = sniff._connection().execute(
+            row = sniff._connection(threading.get_ident()).execute(
                 f"SELECT Delimiter, Quote, HasHeader, SkipRows FROM sniff_csv('{fh.name}')"
             ).fetchone()
         except duckdb.Error:

@@ -17,6 +17,7 @@ from __future__ import annotations
 import functools
 import re
 import tempfile
+import threading
 from dataclasses import replace
 from typing import Any
 
@@ -69,12 +70,13 @@ def plain(data: bytes) -> bool:
 
 
 @functools.cache
-def _connection() -> Any:
-    """One DuckDB connection per worker process, on one thread: the pool owns the cores."""
+def _connection(thread: int) -> Any:
+    """One DuckDB connection per thread of a worker (a dask worker runs tasks in threads,
+    and a connection is not to be shared between them), each on one thread of DuckDB's
+    own: the pool owns the cores."""
     import duckdb  # only files that are not plain need it: workers start without it
 
-    con = duckdb.connect(config={"threads": 1})
-    return con
+    return duckdb.connect(config={"threads": 1})
 
 
 def _sample(data: bytes) -> bytes:
@@ -102,7 +104,7 @@ def _options(pins: CsvOptions, decimal: str | None) -> str:
 
 
 def _sniff_file(path: str, pins: CsvOptions, decimal: str | None = None) -> dict[str, Any]:
-    con = _connection()
+    con = _connection(threading.get_ident())
     query = f"SELECT * FROM sniff_csv({_quoted(path)}, {_options(pins, decimal)})"
     cursor = con.execute(query)
     names = [column[0] for column in cursor.description]
