@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from ingest.compute.decode import DecodeError, decode_file
+from ingest.compute.sniff import plain, sniff
 from ingest.compute.task import check_columns
-from ingest.dialect import Dialect
+from ingest.dialect import CsvOptions, Dialect
 
 PIECES = [
     b",", b";", b"\t", b"|", b'"', b"'", b"\\", b"\n", b"\r\n", b"\r", b"#", b" ",
@@ -59,3 +60,26 @@ def test_fuzzed_rows_in_any_delimiter_are_read_or_refused(
     newline = b"\r\n" if crlf else b"\n"
     data = newline.join(line.replace(b",", delimiter) for line in lines) + newline
     read_or_refuse(data)
+
+
+names = st.lists(
+    st.from_regex(r"[a-h][a-h_ 0-9]{0,5}", fullmatch=True), min_size=2, max_size=5, unique=True
+)
+cells = st.sampled_from(
+    [b"1", b"-2.5", b"3e2", b"", b"x", b"yes", b"2024-01-02", b"2024-01-02 12:30:00",
+     b"12:30:00", b"NA", b"0.1", b"true", b" 4"]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names, st.lists(st.lists(cells, min_size=5, max_size=5), min_size=1, max_size=8))
+def test_the_plain_check_never_disagrees_with_duckdbs_sniffer(
+    header: list[str], table: list[list[bytes]]
+) -> None:
+    width = len(header)
+    data = ",".join(header).encode() + b"\n"
+    data += b"".join(b",".join(row[:width]) + b"\n" for row in table)
+    if not plain(data):
+        return
+    found = sniff(data, CsvOptions())
+    assert (found.delimiter, found.header, found.skip_rows) == (",", True, 0), data
