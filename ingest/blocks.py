@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .config import Features
+from .dialect import CsvOptions, Dialect
 from .jobs import Failure, TableSpec
 
 
@@ -32,6 +33,9 @@ class Block:
     compression: str = "zstd"
     timeout_s: float = 0.0
     spec: TableSpec = field(default_factory=lambda: TableSpec("records"))  # its table
+    # Block 0: the table's pinned dialect, if any, and its pins; a later block: block 0's.
+    dialect: Dialect | None = None
+    csv: CsvOptions | None = None
 
     def file_line(self, line: int | None) -> int | None:
         """A line number within `data`, as a line number of the whole file."""
@@ -67,6 +71,7 @@ class BlockResult:
     schema: bytes = b""  # the Arrow schema the block was read with
     partials: tuple[ColumnPartial, ...] = ()
     fitted: bytes = b""  # the schema of its part: read, then fitted to the table
+    dialect: Dialect | None = None  # what a CSV block was read with
 
 
 @dataclass(frozen=True)

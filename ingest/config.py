@@ -15,6 +15,7 @@ from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
 
+from .dialect import CsvOptions, parse_csv_options
 from .errors import ConfigError
 
 DEFAULT_CONFIG = Path("config.toml")
@@ -94,6 +95,7 @@ class Table:
     name: str
     patterns: tuple[str, ...] = ()
     columns: tuple[tuple[str, str], ...] = ()  # column -> hint type (widen.HINTS)
+    csv: CsvOptions | None = None  # [tables.NAME.csv]: what CSV detection may not decide
 
     def matches(self, rel: str) -> bool:
         """Whether a path relative to the drop folder is one of this table's files; a
@@ -270,7 +272,11 @@ def _table(name: str, body: object, prefix: str) -> Table:
                 f"{prefix}[tables.{name}.columns] {column} must be one of"
                 f" {', '.join(HINT_TYPES)}, got {_describe(kind)}"
             )
-    return Table(name, tuple(patterns), tuple(columns.items()))
+    csv = body.get("csv")
+    if csv is not None and not isinstance(csv, Mapping):
+        raise ConfigError(f"{prefix}[tables.{name}.csv] must be a table")
+    pins = parse_csv_options(f"{prefix}[tables.{name}.csv]", csv) if csv is not None else None
+    return Table(name, tuple(patterns), tuple(columns.items()), pins)
 
 
 def parse(data: Mapping[str, object], source: str = "config.toml") -> Config:

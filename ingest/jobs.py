@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .config import Features
+from .dialect import CsvOptions, Dialect
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,10 @@ class TableSpec:
     hints: tuple[tuple[str, str], ...] = ()
     schema: bytes | None = None
     version: int = 0
+    # The table's `[tables.NAME.csv]` pins, and the dialect its first file pinned (None:
+    # detect each file). A CSV that disagrees is read in the table's dialect if it can be.
+    csv: CsvOptions | None = None
+    dialect: Dialect | None = None
 
 
 @dataclass(frozen=True)
@@ -77,6 +82,7 @@ class Outcome:
     sha256: str
     rows: int = 0
     failure: Failure | None = None
+    dialect: Dialect | None = None  # what a CSV was read with; None for other formats
 
 
 @dataclass(frozen=True)

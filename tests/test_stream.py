@@ -320,3 +320,25 @@ def test_the_same_big_file_twice_is_ingested_once_and_the_other_is_a_duplicate(
     assert result.returncode == 0, result.stderr
     assert records_of(folder).num_rows == 20_000
     assert "duplicate " in result.stderr
+
+
+def test_a_semicolon_file_with_notes_and_a_decimal_comma_is_streamed_in_its_dialect(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING)
+    path = folder.drop / "export.csv"
+    rows = 30_000
+    lines = ["Export from LabLogger 3.2\n", "Device: probe-7\n", "\n", "Datum;Stelle;Wert\n"]
+    lines += [f"{1 + i % 28:02d}.02.2024;st-{i % 7};{i},{i % 100:02d}\n" for i in range(rows)]
+    path.write_text("".join(lines))
+    assert path.stat().st_size > 256 << 10  # a quarter of memory_mb: read in blocks
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "blocks; quantiles exact" in result.stderr
+    table = records_of(folder).sort_by("Wert")
+    assert table.num_rows == rows
+    assert table.column_names[:3] == ["Datum", "Stelle", "Wert"]
+    assert table["Wert"].to_pylist() == [i + (i % 100) / 100 for i in range(rows)]
+    assert str(table.schema.field("Datum").type).startswith("date32")

@@ -219,6 +219,7 @@ class Committer:
         done = Committed()
         on_success = self.config.watch.on_success
         try:
+            self.schemas.save_pins(self.ledger)
             for output in pending.outputs:
                 output.parts = self.schemas.settle(
                     self.ledger, self.layout, output.parts, self.crash,

@@ -220,12 +220,19 @@ class Dispatcher:
         accepted: list[Accepted] = []
         for item, outcome in zip(items, result.outcomes, strict=True):
             self.computed(item)
+            dialect = outcome.dialect
+            if dialect is not None:
+                log.debug("%s: read as %s", item.file.rel, dialect.describe())
             if outcome.failure is not None:
                 self._quarantine(item, outcome.failure, attempts)
-            else:
-                accepted.append(
-                    Accepted(item.file, item.job.sha256, outcome.rows, attempts, item.job.table)
-                )
+                continue
+            table = item.job.table
+            if dialect is not None:
+                self.committer.schemas.pin(table, dialect, item.file.rel)
+            accepted.append(Accepted(
+                item.file, item.job.sha256, outcome.rows, attempts, table,
+                dialect.describe() if dialect is not None else None,
+            ))
         if accepted:
             parts = [
                 StagedPart.written(p) if isinstance(p, WrittenPart) else p for p in result.parts

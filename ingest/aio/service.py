@@ -151,7 +151,7 @@ class Service:
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
             lambda: not self._more_coming(), self.crash,
-            schemas=Schemas(self.config, self.known.schemas),
+            schemas=Schemas(self.config, self.known.schemas, self.known.dialects),
             compactor=Compactor(
                 self.layout, self.crash, self.config.output.target_file_mb * 1024 * 1024,
                 self.config.output.compression,

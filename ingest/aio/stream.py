@@ -32,6 +32,7 @@ from ..blocks import Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selec
 from ..compute.decode import BLOCK_DECODERS
 from ..config import Config
 from ..cut import RecordTooLong
+from ..dialect import Dialect
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..inflate import GzipError
@@ -106,6 +107,12 @@ class _Progress:
         """Block 0's, for every later block."""
         first = self.results.get(0)
         return first.schema if first is not None else b""
+
+    @property
+    def dialect(self) -> Dialect | None:
+        """The dialect block 0 was read with, for every later block."""
+        first = self.results.get(0)
+        return first.dialect if first is not None else None
 
     def in_order(self) -> list[BlockResult]:
         return [self.results[i] for i in sorted(self.results)]
@@ -208,6 +215,9 @@ class Streamer:
                         file.rel, digest, index, data, first_line, progress.schema,
                         self.config.features, self.config.output.compression,
                         self.config.pipeline.task_timeout_s, spec,
+                        # Block 0: the table's pinned dialect; later blocks: block 0's.
+                        progress.dialect if progress.dialect is not None else spec.dialect,
+                        spec.csv,
                     )
                     if index == 0:
                         # Alone: block 0's column types are every later block's.
@@ -250,6 +260,8 @@ class Streamer:
                 progress.fail(block.index, result.failure)
                 return
             progress.results[block.index] = dataclasses.replace(result, part=b"")
+            if block.index == 0 and result.dialect is not None:
+                log.debug("%s: read as %s", block.source_file, result.dialect.describe())
             temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
             await _stage(result.part, temp, self.crash)
             progress.parts[block.index] = StagedPart(block.spec.name, temp)

@@ -6,8 +6,6 @@ carries the line or byte offset where the format reports one.
 
 from __future__ import annotations
 
-import codecs
-import csv
 import gzip
 import io
 import json
@@ -18,183 +16,39 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from ..dialect import CsvOptions, Dialect
+from .csvfile import read_block, read_csv
+from .failures import FIXED_TYPES, DecodeError
 from .mixed import read_mixed
 
-# The largest row Arrow will parse: a guard against a file with no newlines,
-# which would otherwise be held whole in one field.
-CSV_BLOCK_BYTES = 16 << 20
-# Arrow reports "Row #N" when it reads single-threaded, which a worker does anyway.
-_ROW = re.compile(r"Row #(\d+)")
+__all__ = ["FIXED_TYPES", "DecodeError", "decode", "decode_block", "decode_file", "read_csv"]
+
 _JSON_ROW = re.compile(r"in row (\d+)")
-
-
-FIXED_TYPES = (
-    " (a file read in blocks keeps the column types of its first block;"
-    " raise [pipeline] memory_mb to read it whole)"
-)
-
-
-class DecodeError(Exception):
-    """Raised when the bytes are not a valid file of the format their name claims."""
-
-    def __init__(self, message: str, line: int | None = None, offset: int | None = None):
-        super().__init__(message)
-        self.line = line
-        self.offset = offset
 
 
 def _lines(data: bytes) -> Iterator[str]:
     return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
 
 
-def _bad_csv_line(data: bytes, width: int | None = None) -> int | None:
-    """Error path only: the physical line where a strict reading of the CSV goes wrong.
-
-    That is the first row whose width differs from the header's, an unbalanced
-    quote, or a field past the record-size guard. Arrow's "Row #N" skips blank
-    lines and counts a quoted multi-line field once, so it is not a line number.
-    """
-    reader = csv.reader(_lines(data), strict=True)
-    try:
-        for row in reader:
-            if not row:
-                continue
-            if width is None:
-                width = len(row)
-            if len(row) != width:
-                return reader.line_num
-    except csv.Error:
-        return reader.line_num
-    return None
+def _csv(data: bytes) -> pa.Table:
+    return read_csv(data)[0]
 
 
-def _record_line(data: bytes, number: int) -> int | None:
-    """Error path only: the physical line where Arrow's record `number` starts.
-
-    Arrow numbers records from 1 at the header and skips blank lines; a quoted
-    field may span lines, so the record number is not a line number.
-    """
-    reader = csv.reader(_lines(data))
-    ended, records = 0, 0
-    try:
-        for row in reader:
-            if row:
-                records += 1
-                if records == number:
-                    return ended + 1
-            ended = reader.line_num
-    except csv.Error:
-        return None
-    return None
-
-
-def _unclosed_quote_line(data: bytes) -> int | None:
-    """Error path only: the line where the quote that never closes was opened."""
-    opened, odd = None, False
-    for number, line in enumerate(data.split(b"\n"), start=1):
-        if line.count(b'"') % 2:
-            odd = not odd
-            opened = number if odd else None
-    return opened if odd else None
-
-
-def _check_record_size(data: bytes) -> None:
-    """The record-size guard: no line may be longer than CSV_BLOCK_BYTES."""
-    # Jump from line start to the last newline within the limit: a handful of
-    # memrchr calls per file, rather than a look at every line.
-    start = 0
-    while len(data) - start > CSV_BLOCK_BYTES:
-        newline = data.rfind(b"\n", start, start + CSV_BLOCK_BYTES + 1)
-        if newline < 0:
-            line = data.count(b"\n", 0, start) + 1
-            end = data.find(b"\n", start)
-            length = (len(data) if end < 0 else end) - start
-            raise DecodeError(
-                f"line {line} is {length} bytes long, over the"
-                f" {CSV_BLOCK_BYTES >> 20} MiB record-size limit (a missing newline?)",
-                line=line, offset=start,
-            )
-        start = newline + 1
-
-
-def _first_row_line(data: bytes, start: int) -> int:
-    return data.count(b"\n", 0, start) + 1
-
-
-def _utf8(data: bytes) -> bytes:
-    """UTF-8 bytes for Arrow: UTF-16 with a BOM is transcoded; a UTF-8 BOM Arrow skips itself."""
-    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-        try:
-            return data.decode("utf-16").encode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(f"invalid UTF-16 at byte {exc.start}", offset=exc.start) from None
-    return data
-
-
-def _check_text(data: bytes, table: pa.Table) -> None:
-    """Arrow reads text that is not UTF-8 as binary; we quarantine it rather than guess."""
-    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
-        try:
-            data.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            raise DecodeError(
-                f"not valid UTF-8 at byte {exc.start} (line {_first_row_line(data, exc.start)});"
-                " re-save the file as UTF-8",
-                line=_first_row_line(data, exc.start), offset=exc.start,
-            ) from None
-
-
-def _csv(data: bytes, first: pa.Schema | None = None) -> pa.Table:
-    """A CSV file; or, given the first block's schema, a later block, which has no header."""
-    data = _utf8(data)
-    _check_record_size(data)
-    try:
-        table = pa_csv.read_csv(
-            pa.BufferReader(data),
-            read_options=pa_csv.ReadOptions(
-                use_threads=False, block_size=CSV_BLOCK_BYTES,
-                column_names=first.names if first is not None else None,
-            ),
-            convert_options=pa_csv.ConvertOptions(column_types=_typed(first)),
-        )
-    except pa.ArrowInvalid as exc:
-        found = _ROW.search(str(exc))
-        width = len(first.names) if first is not None else None  # a later block has no header
-        line = _bad_csv_line(data, width) or (
-            _record_line(data, int(found.group(1))) if found else None
-        )
-        message = str(exc)
-        if "straddl" in message:
-            message = (
-                f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
-                " (a missing newline?)"
-            )
-        elif "UTF8" in message:
-            message = "not valid UTF-8; re-save the file as UTF-8"
-        elif first is not None and "conversion error" in message:
-            message += FIXED_TYPES
-        raise DecodeError(message, line=line) from None
-    # An odd number of quotes means one never closed, and Arrow has swallowed the
-    # rest of the file into one field; a strict reading finds where it opened.
-    if data.count(b'"') % 2:
-        raise DecodeError("a quoted field is never closed", line=_unclosed_quote_line(data))
-    _check_text(data, table)
-    return table
-
-
-def _csv_gz(data: bytes) -> pa.Table:
+def _gunzip(data: bytes) -> bytes:
     try:
         # Decompressed in full first: a truncated stream must fail here, not after some rows.
         # gzip.decompress, unlike zlib, reads every member of a concatenated (pigz, cat) file.
-        plain = gzip.decompress(data)
+        return gzip.decompress(data)
     except (OSError, EOFError, zlib.error) as exc:
         raise DecodeError(f"not a complete gzip stream: {exc}", offset=0) from None
-    return _csv(plain)
+
+
+def _csv_gz(data: bytes) -> pa.Table:
+    return _csv(_gunzip(data))
 
 
 def _bad_json_line(data: bytes) -> int | None:
@@ -324,18 +178,26 @@ DECODERS: dict[str, Callable[[bytes], pa.Table]] = {
 
 # Formats whose records are lines, so a file can be cut into blocks between records.
 BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
-    ".csv": _csv,
+    ".csv": lambda data, first: read_block(data, None, first),
     ".jsonl": _jsonl,
     ".ndjson": _jsonl,
 }
 
 
-def decode_block(name: str, data: bytes, first: pa.Schema | None) -> pa.Table:
-    """One block of a streamed file; `first`, the first block's schema, gives a later block
-    its column names and types."""
+def decode_block(
+    name: str, data: bytes, first: pa.Schema | None,
+    dialect: Dialect | None = None, pins: CsvOptions | None = None,
+) -> tuple[pa.Table, Dialect | None]:
+    """One block of a streamed file, and the dialect it was read with. Block 0 (no `first`)
+    is read like a whole file: `dialect` is its table's, if pinned. A later block is read
+    with block 0's `dialect`, and `first`, block 0's schema, gives its names and types."""
+    if name.lower().endswith(".csv"):
+        if first is None:
+            return read_csv(data, pins, dialect)
+        return read_block(data, dialect, first), dialect
     for suffix, decoder in BLOCK_DECODERS.items():
         if name.lower().endswith(suffix):
-            return decoder(data, first)
+            return decoder(data, first), None
     raise DecodeError(f"{name!r} cannot be read in blocks; only {', '.join(BLOCK_DECODERS)} can")
 
 
@@ -346,3 +208,15 @@ def decode(name: str, data: bytes) -> pa.Table:
         if lower.endswith(suffix):
             return decoder(data)
     raise DecodeError(f"no decoder for {name!r}; known extensions: {', '.join(DECODERS)}")
+
+
+def decode_file(
+    name: str, data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None
+) -> tuple[pa.Table, Dialect | None]:
+    """Like `decode`, and for CSV also the dialect the file was read with (`read_csv`)."""
+    lower = name.lower()
+    if lower.endswith(".csv"):
+        return read_csv(data, pins, table)
+    if lower.endswith(".csv.gz"):
+        return read_csv(_gunzip(data), pins, table)
+    return decode(name, data), None

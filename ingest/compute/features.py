@@ -230,7 +230,11 @@ def rows(
 
 def as_float64(column: pa.ChunkedArray) -> np.ndarray:
     """A numeric column as float64, null as NaN."""
-    values: np.ndarray = pc.cast(column, pa.float64()).to_numpy(zero_copy_only=False)
+    # Unsafe: an integer beyond 2**53 becomes the nearest float64, as numpy would make it,
+    # rather than failing the file; features are float64 statistics either way.
+    values: np.ndarray = pc.cast(column, pa.float64(), safe=False).to_numpy(
+        zero_copy_only=False
+    )
     return values
 
 

@@ -52,8 +52,10 @@ def process_block(block: Block) -> BlockResult:
         with time_limit(block.timeout_s):
             first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
             # A gzip'd file's blocks arrive inflated: they are read as what the file holds.
-            table = decode_block(inner_name(block.source_file), block.data, first)
-            check_columns(table)
+            table, dialect = decode_block(
+                inner_name(block.source_file), block.data, first, block.dialect, block.csv
+            )
+            table = check_columns(table)
             spec = block.spec
             schema = conform.target(table, table_schema(spec), dict(spec.hints))
             records = conform.fit(with_sources(table, block.source_file, block.sha256), schema)
@@ -66,6 +68,7 @@ def process_block(block: Block) -> BlockResult:
             return BlockResult(
                 table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials,
                 schema.serialize().to_pybytes(),
+                dialect,
             )
     except DecodeError as exc:
         return BlockResult(0, Failure(

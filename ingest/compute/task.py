@@ -24,11 +24,13 @@ import pyarrow as pa
 
 from .. import conform, memory, shared
 from ..config import Features
+from ..dialect import PLAIN, Dialect
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
 from .bounded import bounded, decode_bounded
-from .decode import DecodeError, decode
+from .csvread import unique_names
+from .decode import DecodeError, decode_file
 from .encode import Featurised, encode, with_sources
 from .together import parse_together
 
@@ -123,31 +125,36 @@ def warm() -> int:
     return os.getpid()
 
 
-def check_columns(table: pa.Table) -> None:
+def check_columns(table: pa.Table) -> pa.Table:
+    """The table with unique column names (`a`, `a_1`; an empty one is `column<i>`);
+    raises if a column takes a name ingest adds itself."""
     names = table.column_names
     clash = [name for name in names if name in RESERVED_COLUMNS]
     if clash:
         raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
-    if len(set(names)) != len(names):
-        dupes = sorted({name for name in names if names.count(name) > 1})
-        raise DecodeError(f"duplicate column names: {', '.join(dupes)}")
-    if any(not name for name in names):
-        raise DecodeError("a column has an empty name")
+    unique = unique_names(names)
+    return table if unique == names else table.rename_columns(unique)
 
 
 def table_schema(spec: TableSpec) -> pa.Schema | None:
     return pa.ipc.read_schema(pa.py_buffer(spec.schema)) if spec.schema else None
 
 
-def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised:
-    """Decode (unless already parsed with others), fit the file to its table's schema with
-    the identity columns, compute features; raise on bad input."""
-    if table is None and bounded(job):
-        table = decode_bounded(job)
-    elif table is None:
-        table = decode(job.source_file, job.data)
-    check_columns(table)
+def featurise(
+    job: Job, task: Task, parsed: pa.Table | None = None
+) -> tuple[Featurised, Dialect | None]:
+    """Decode (unless already parsed with others, in the plain dialect), fit the file to
+    its table's schema with the identity columns, compute features; raise on bad input.
+    Also the dialect a CSV was read with."""
     spec = task.spec(job.table)
+    dialect: Dialect | None = PLAIN
+    if parsed is not None:
+        table = parsed
+    elif bounded(job):
+        table, dialect = decode_bounded(job), None
+    else:
+        table, dialect = decode_file(job.source_file, job.data, spec.csv, spec.dialect)
+    table = check_columns(table)
     hints = dict(spec.hints)
     schema = conform.target(table, table_schema(spec), hints)
     records = conform.fit(with_sources(table, job.source_file, job.sha256), schema)
@@ -159,7 +166,10 @@ def featurise(job: Job, task: Task, table: pa.Table | None = None) -> Featurised
             source_table=job.table,
         )
     kept = records if "records" in task.tables else None
-    return Featurised(job.source_file, job.sha256, table.num_rows, kept, feature_table, job.table)
+    featurised = Featurised(
+        job.source_file, job.sha256, table.num_rows, kept, feature_table, job.table
+    )
+    return featurised, dialect
 
 
 def _on_alarm(signum: int, frame: object) -> None:
@@ -190,7 +200,9 @@ def message(exc: BaseException) -> str:
         return f"{type(exc).__name__} (its message could not be read)"
 
 
-def _featurise_one(job: Job, task: Task, table: pa.Table | None) -> Featurised | Failure:
+def _featurise_one(
+    job: Job, task: Task, table: pa.Table | None
+) -> tuple[Featurised, Dialect | None] | Failure:
     try:
         with time_limit(task.timeout_s):
             return featurise(job, task, table)
@@ -215,6 +227,18 @@ def _with_bytes(job: Job, index: int, lost: dict[int, Failure]) -> Job:
         return replace(job, shared=None)
 
 
+def _plain_table(spec: TableSpec) -> bool:
+    """May a table's CSVs be parsed together? Only if nothing is pinned but the plain
+    dialect: the joint parse reads plain files (together.py checks each one)."""
+    pins = spec.csv
+    unpinned = pins is None or (
+        pins.delimiter in (None, ",") and pins.header in (None, True) and not pins.skip_rows
+        and pins.decimal in (None, ".") and pins.null_values is None
+        and not pins.timestamp_formats
+    )
+    return unpinned and spec.dialect in (None, PLAIN)
+
+
 def process(task: Task) -> TaskResult:
     """Runs in a worker process: every file of the task, then its part files.
 
@@ -226,18 +250,22 @@ def process(task: Task) -> TaskResult:
     done: list[Featurised] = []
     lost: dict[int, Failure] = {}
     jobs = tuple(_with_bytes(job, index, lost) for index, job in enumerate(task.jobs))
+    # Files of tables that pin nothing but the plain dialect may be parsed together.
+    joinable = [i for i, job in enumerate(jobs) if _plain_table(task.spec(job.table))]
     try:
         with time_limit(task.timeout_s):
-            parsed = parse_together(jobs)
+            joined = parse_together(tuple(jobs[i] for i in joinable))
     except TaskTimeout:
-        parsed = {}
+        joined = {}
+    parsed = {joinable[k]: table for k, table in joined.items()}
     for index, job in enumerate(jobs):
         result = lost.get(index) or _featurise_one(job, task, parsed.get(index))
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:
-            outcomes.append(Outcome(job.source_file, job.sha256, rows=result.rows))
-            done.append(result)
+            featurised, dialect = result
+            outcomes.append(Outcome(job.source_file, job.sha256, featurised.rows, None, dialect))
+            done.append(featurised)
     try:
         versions = {spec.name: spec.version for spec in task.specs}
         parts = encode(done, task.compression, task.features.sets, task.stage, versions)

@@ -6,8 +6,9 @@ two thousand such files would spend most of its time there. Files that share
 a header line are joined and parsed once, with the column types the first of
 them infers, then sliced back apart.
 
-Only plain files take this path: no quotes (a quoted newline would break the
-row count), no carriage returns, a final newline. Anything the joint parse
+Only plain files take this path (`sniff.plain`: commas, a header of distinct
+names, no quotes, so no quoted newline to break the row count), with no
+carriage returns and a final newline. Anything the joint parse
 cannot take (a type that does not fit, a ragged row, a blank line, which the
 reader skips and so the row count gives away) sends the whole group back to
 being parsed file by file, so each file still gets its own verdict and its
@@ -27,6 +28,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from ..jobs import Job
+from .sniff import plain
 
 # Larger files parse well enough alone, and keep their own inferred types.
 JOIN_MAX_BYTES = 256 * 1024
@@ -45,7 +47,7 @@ def _split(job: Job) -> tuple[bytes, int] | None:
     ):
         return None
     end = data.find(b"\n")
-    if end < 0 or end + 1 == len(data) or not data.endswith(b"\n"):
+    if end < 0 or end + 1 == len(data) or not data.endswith(b"\n") or not plain(data):
         return None
     return data[: end + 1], end + 1
 

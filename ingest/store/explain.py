@@ -135,6 +135,7 @@ def _version(
         "size": record.size if record.size >= 0 else None,
         "first_seen": _iso(record.seen_at),
         "committed_at": _iso(record.done_at),
+        "dialect": record.dialect,
         **_disposal(config, layout, record),
     }
 
@@ -206,6 +207,8 @@ def _lines(number: int, version: dict[str, Any]) -> list[str]:
         lines.append(f"  recorded:     {version['committed_at']}")
     if state == "ingested":
         lines.append(f"  table:        {version['table']}, {version['rows']} rows")
+        if version.get("dialect"):
+            lines.append(f"  read as:      {version['dialect']}")
         parts = version["parts"] or ["none found"]
         lines.extend(f"  {'parts:' if i == 0 else '':<14}{p}" for i, p in enumerate(parts))
     if state == "quarantined":

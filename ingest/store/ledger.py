@@ -60,9 +60,18 @@ CREATE TABLE IF NOT EXISTS schemas (
     created REAL NOT NULL,
     PRIMARY KEY (table_name, version)
 );
+CREATE TABLE IF NOT EXISTS dialects (
+    table_name TEXT PRIMARY KEY,
+    dialect TEXT NOT NULL,
+    pinned_by TEXT NOT NULL,
+    created REAL NOT NULL
+);
 """
 # Columns added after the first release, with what an older ledger's rows hold.
-MIGRATIONS = (("files", "table_name", "TEXT NOT NULL DEFAULT 'records'"),)
+MIGRATIONS = (
+    ("files", "table_name", "TEXT NOT NULL DEFAULT 'records'"),
+    ("files", "dialect", "TEXT"),
+)
 
 
 @dataclass(frozen=True)
@@ -83,11 +92,12 @@ class FileRecord:
     seen_at: float | None = None
     done_at: float = 0.0
     table: str = "records"
+    dialect: str | None = None  # how a CSV was read (`Dialect.describe()`)
 
 
 _FILE_COLUMNS = (
     "path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error, message,"
-    " attempts, seen_at, done_at, table_name"
+    " attempts, seen_at, done_at, table_name, dialect"
 )
 
 
@@ -98,6 +108,7 @@ class Known:
     keys: dict[tuple[str, int, int], str]  # (path, size, mtime_ns) -> state
     ingested: dict[str, str]  # sha256 -> the path first ingested with it
     schemas: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # see `schemas()`
+    dialects: dict[str, str] = field(default_factory=dict)  # see `dialects()`
 
 
 class Ledger:
@@ -147,6 +158,23 @@ class Ledger:
             return {}
         return {name: (version, bytes(schema)) for name, version, schema in rows}
 
+    def dialects(self) -> dict[str, str]:
+        """Each table's pinned CSV dialect, as JSON."""
+        try:
+            rows = self._db.execute("SELECT table_name, dialect FROM dialects").fetchall()
+        except sqlite3.OperationalError:  # a ledger from before tables, opened read-only
+            return {}
+        return {table: dialect for table, dialect in rows}
+
+    def pin_dialects(self, pins: list[tuple[str, str, str]]) -> None:
+        """(table, dialect JSON, the file that pinned it); a table keeps its first pin."""
+        with self._transaction() as db:
+            db.executemany(
+                "INSERT OR IGNORE INTO dialects (table_name, dialect, pinned_by, created)"
+                " VALUES (?, ?, ?, ?)",
+                [(table, dialect, source, time.time()) for table, dialect, source in pins],
+            )
+
     def add_schema(self, table: str, version: int, schema: bytes) -> None:
         with self._transaction() as db:
             db.execute(
@@ -191,12 +219,12 @@ class Ledger:
                     holds = {path: mine for path in catalog.paths_of(db, part_id)}
                 catalog.commit_files(db, part_id, holds)
             db.executemany(
-                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 14)})",
+                f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                 [
                     (
                         f.path, f.size, f.mtime_ns, f.sha256, f.state, f.rows, f.part,
                         f.duplicate_of, f.error, f.message, f.attempts, f.seen_at, f.done_at,
-                        f.table,
+                        f.table, f.dialect,
                     )
                     for f in files
                 ],
@@ -260,7 +288,7 @@ class Ledger:
             keys[(path, size, mtime_ns)] = state
             if state == "ingested":
                 ingested.setdefault(sha256, path)
-        return Known(keys, ingested, self.schemas())
+        return Known(keys, ingested, self.schemas(), self.dialects())
 
     def lookup(self, path: str, size: int, mtime_ns: int) -> FileRecord | None:
         row = self._db.execute(
@@ -294,15 +322,16 @@ class Ledger:
 
     def history(self, path: str) -> list[tuple[FileRecord, str]]:
         """Every version of the input `path` the ledger holds, oldest first, each with
-        the table its rows go to ("records" where the ledger records no table)."""
+        the table its rows go to."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
-        # A ledger from before table routing has no table_name column: all went to records.
+        # A ledger from before table routing (opened read-only, so not migrated) has
+        # neither column: everything went to records, read in no recorded dialect.
         table = "table_name" if "table_name" in columns else "'records'"
+        dialect = "dialect" if "dialect" in columns else "NULL"
         rows = self._db.execute(
             "SELECT path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error,"
-            f" message, attempts, seen_at, done_at, {table} FROM files"
+            f" message, attempts, seen_at, done_at, {table}, {dialect} FROM files"
             " WHERE path = ? ORDER BY id",
             (path,),
         ).fetchall()
-        return [(FileRecord(*row[:-1]), str(row[-1])) for row in rows]
-
+        return [(FileRecord(*row), str(row[-2])) for row in rows]

@@ -33,13 +33,14 @@ class Accepted:
     rows: int
     attempts: int = 1
     table: str = "records"
+    dialect: str | None = None  # how a CSV was read, for `ingest explain`
 
     def record(self, part: str | None) -> FileRecord:
         return FileRecord(
             path=self.file.rel, size=self.file.size, mtime_ns=self.file.mtime_ns,
             sha256=self.sha256, state="ingested", rows=self.rows, part=part,
             attempts=self.attempts, seen_at=self.file.seen_at, done_at=time.time(),
-            table=self.table,
+            table=self.table, dialect=self.dialect,
         )
 
 

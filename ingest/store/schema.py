@@ -24,6 +24,7 @@ import pyarrow.parquet as pq
 
 from ..config import Config
 from ..conform import fit
+from ..dialect import Dialect, dialect_from_json, dialect_to_json
 from ..jobs import EncodedPart, TableSpec
 from ..widen import IDENTITY, merge_schemas
 from .crashpoints import CrashPlan
@@ -52,11 +53,32 @@ def same(a: pa.Schema, b: pa.Schema) -> bool:
 
 
 class Schemas:
-    """Each table's current schema, loaded from the ledger at start-up."""
+    """Each table's current schema and pinned CSV dialect, loaded from the ledger at
+    start-up. The first CSV file of a table pins the dialect the rest are read with."""
 
-    def __init__(self, config: Config, current: dict[str, tuple[int, bytes]]):
+    def __init__(
+        self, config: Config, current: dict[str, tuple[int, bytes]],
+        dialects: dict[str, str] | None = None,
+    ):
         self.config = config
         self._current = dict(current)  # table -> (version, IPC bytes)
+        self._dialects = {t: dialect_from_json(d) for t, d in (dialects or {}).items()}
+        self._unsaved: list[tuple[str, str, str]] = []  # pins the ledger has yet to record
+
+    def pin(self, table: str, dialect: Dialect, source_file: str) -> None:
+        """Called on the event loop: the first CSV of a table pins its dialect for the
+        files after it. The ledger records it with the next commit."""
+        if table in self._dialects:
+            return
+        self._dialects[table] = dialect
+        self._unsaved.append((table, dialect_to_json(dialect), source_file))
+        log.info("table %s: CSV dialect pinned by %s: %s", table, source_file, dialect.describe())
+
+    def save_pins(self, ledger: Ledger) -> None:
+        """Called in the committer's thread, before the commit of the files that pinned."""
+        pins, self._unsaved = self._unsaved, []
+        if pins:
+            ledger.pin_dialects(pins)
 
     def specs(self, tables: Iterable[str]) -> tuple[TableSpec, ...]:
         """What a task's worker needs to know of its tables. Called on the event loop."""
@@ -64,7 +86,10 @@ class Schemas:
 
     def spec(self, table: str) -> TableSpec:
         version, schema = self._current.get(table, (0, None))
-        return TableSpec(table, self.config.table(table).columns, schema, version)
+        declared = self.config.table(table)
+        return TableSpec(
+            table, declared.columns, schema, version, declared.csv, self._dialects.get(table)
+        )
 
     def version(self, table: str) -> int:
         return self._current.get(table, (0, b""))[0]

@@ -352,3 +352,8 @@ def test_summary_of_a_block_equals_summary_of_each_column(
                 assert value is together[j][key], key
             else:
                 assert together[j][key] == pytest.approx(value, rel=1e-9, abs=1e-9), key
+
+
+def test_an_integer_beyond_2_to_the_53_gets_features_of_its_nearest_float() -> None:
+    column = pa.chunked_array([pa.array([9_007_199_254_740_993, -42], pa.int64())])
+    assert features.as_float64(column).tolist() == [9_007_199_254_740_992.0, -42.0]

@@ -220,13 +220,21 @@ def test_source_file_column_in_parquet_input_is_a_failure() -> None:
     assert "source_file" in failure_of(run(job("p.parquet", data))).message
 
 
-def test_duplicate_column_names_are_a_failure() -> None:
-    failure = failure_of(run(job("dup.csv", b"a,b,a\n1,2,3\n")))
-    assert "duplicate" in failure.message
+def test_duplicate_column_names_are_made_unique_as_duckdb_does() -> None:
+    outcome = run(job("dup.csv", b"a,b,a,a\n1,2,3,4\n"))
+    records = table_of(outcome.records)
+    assert records.column_names[:4] == ["a", "b", "a_1", "a_2"]
+    assert records.column("a_1").to_pylist() == [3]
 
 
-def test_empty_column_name_is_a_failure() -> None:
-    assert "empty name" in failure_of(run(job("anon.csv", b"a,,c\n1,2,3\n"))).message
+def test_an_empty_column_name_is_named_by_its_position() -> None:
+    outcome = run(job("anon.csv", b"a,,c\n1,2,3\n"))
+    assert table_of(outcome.records).column_names[:3] == ["a", "column1", "c"]
+
+
+def test_rescued_data_is_a_reserved_column_name() -> None:
+    failure = failure_of(run(job("r.csv", b"a,_rescued_data\n1,2\n")))
+    assert "_rescued_data" in failure.message
 
 
 def test_plugin_set_that_raises_is_a_failure_not_an_exception(plugins: None) -> None:
@@ -380,3 +388,16 @@ def test_a_job_whose_shared_memory_is_gone_fails_alone_as_input_lost(tmp_path: P
     assert "drop the file again" in lost.failure.message
     assert kept.failure is None and kept.rows == 3
     assert [p.sources for p in result.parts if p.table == "records"] == [("b.csv",)]
+
+
+def test_a_header_only_file_in_a_task_does_not_fail_the_files_beside_it() -> None:
+    jobs = tuple(
+        Job(name, hashlib.sha256(data).hexdigest(), data)
+        for name, data in (("empty.csv", b"a,b\n"), ("full.csv", b"a,b\n1,2\n"))
+    )
+    result = process(Task(jobs, Features()))
+    assert [(o.source_file, o.rows, o.failure) for o in result.outcomes] == [
+        ("empty.csv", 0, None), ("full.csv", 1, None),
+    ]
+    (records,) = [p for p in result.parts if p.table == "records"]
+    assert records.sources == ("empty.csv", "full.csv")

@@ -88,14 +88,16 @@ def test_a_file_whose_column_is_numbers_keeps_its_type_when_the_group_reads_text
     assert ("ints.csv", "id") in {(r["source_file"], r["source_column"]) for r in rows}
 
 
-def test_a_blank_line_in_one_file_sends_the_group_back_and_every_file_keeps_its_rows() -> None:
+def test_a_blank_line_keeps_a_file_out_of_the_joint_parse_and_every_file_keeps_its_rows() -> None:
     jobs = (
         job("before.csv", HEADER + b"1,2,3\n2,3,4\n"),
         job("blank_inside.csv", HEADER + b"3,4,5\n\n4,5,6\n"),
         job("blank_at_end.csv", HEADER + b"5,6,7\n\n"),
         job("after.csv", HEADER + b"6,7,8\n"),
     )
-    assert parse_together(jobs) == {}
+    # The reader skips a blank line, so the row count would give it away: such a file is
+    # not plain, and is parsed alone.
+    assert set(parse_together(jobs)) == {0, 3}
     result = process(Task(jobs, Features()))
     assert [(o.source_file, o.rows, o.failure) for o in result.outcomes] == [
         ("before.csv", 2, None), ("blank_inside.csv", 2, None),

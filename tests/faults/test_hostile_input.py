@@ -588,7 +588,7 @@ def test_file_with_an_mtime_a_day_ahead_is_ingested_promptly_and_once(
     assert svc.text().count("ingested future.csv") == 1
 
 
-# ---- 12. a column whose type changes between files: one schema per table ---------------------------------------
+# ---- 12. a column whose type changes between files: one schema per table ---------
 
 
 def test_text_in_a_numeric_column_is_rescued_and_every_reader_needs_no_options(

@@ -1,0 +1,243 @@
+"""A whole CSV file (or a block of one) to an Arrow table, in its dialect.
+
+Runs in a worker process. The text is made UTF-8, the record-size guard
+applied, the dialect detected (`sniff`) or taken from the file's table, and
+the body parsed (`csvread`). A parse error is raised as a `DecodeError` with
+the physical line where a strict reading of the file goes wrong.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import io
+import re
+from collections.abc import Iterator
+from dataclasses import replace
+from typing import TYPE_CHECKING
+
+import pyarrow as pa
+
+from ..dialect import PLAIN, CsvOptions, Dialect
+from . import csvread, sniff
+from .csvread import CSV_BLOCK_BYTES
+from .failures import FIXED_TYPES, DecodeError
+
+if TYPE_CHECKING:
+    from _csv import Reader as _csv_reader
+
+# Arrow reports "Row #N" when it reads single-threaded, which a worker does anyway.
+_ROW = re.compile(r"Row #(\d+)")
+_BLANK = re.compile(rb"\s*")
+
+
+def _lines(data: bytes) -> Iterator[str]:
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
+
+
+def _reader(data: bytes, dialect: Dialect, strict: bool = False) -> _csv_reader:
+    escape = dialect.escape if dialect.escape and dialect.escape != dialect.quote else None
+    if dialect.quote:
+        return csv.reader(_lines(data), delimiter=dialect.delimiter, quotechar=dialect.quote,
+                          escapechar=escape, strict=strict)
+    return csv.reader(_lines(data), delimiter=dialect.delimiter, quoting=csv.QUOTE_NONE,
+                      escapechar=escape, strict=strict)
+
+
+def _bad_csv_line(data: bytes, width: int | None, dialect: Dialect) -> int | None:
+    """Error path only: the physical line where a strict reading of the CSV goes wrong.
+
+    That is the first row whose width differs from the header's, an unbalanced
+    quote, or a field past the record-size guard. Arrow's "Row #N" skips blank
+    lines and counts a quoted multi-line field once, so it is not a line number.
+    """
+    reader = _reader(data, dialect, strict=True)
+    try:
+        for row in reader:
+            if not row:
+                continue
+            if width is None:
+                width = len(row)
+            if len(row) != width:
+                return reader.line_num
+    except csv.Error:
+        return reader.line_num
+    return None
+
+
+def _record_line(data: bytes, number: int, dialect: Dialect) -> int | None:
+    """Error path only: the physical line where Arrow's record `number` starts.
+
+    Arrow numbers records from 1 at the header and skips blank lines; a quoted
+    field may span lines, so the record number is not a line number.
+    """
+    reader = _reader(data, dialect)
+    ended, records = 0, 0
+    try:
+        for row in reader:
+            if row:
+                records += 1
+                if records == number:
+                    return ended + 1
+            ended = reader.line_num
+    except csv.Error:
+        return None
+    return None
+
+
+def _unclosed_quote_line(data: bytes, quote: bytes) -> int | None:
+    """Error path only: the line where the quote that never closes was opened."""
+    opened, odd = None, False
+    for number, line in enumerate(data.split(b"\n"), start=1):
+        if line.count(quote) % 2:
+            odd = not odd
+            opened = number if odd else None
+    return opened if odd else None
+
+
+def _check_record_size(data: bytes) -> None:
+    """The record-size guard: no line may be longer than CSV_BLOCK_BYTES."""
+    # Jump from line start to the last newline within the limit: a handful of
+    # memrchr calls per file, rather than a look at every line.
+    start = 0
+    while len(data) - start > CSV_BLOCK_BYTES:
+        newline = data.rfind(b"\n", start, start + CSV_BLOCK_BYTES + 1)
+        if newline < 0:
+            line = data.count(b"\n", 0, start) + 1
+            end = data.find(b"\n", start)
+            length = (len(data) if end < 0 else end) - start
+            raise DecodeError(
+                f"line {line} is {length} bytes long, over the"
+                f" {CSV_BLOCK_BYTES >> 20} MiB record-size limit (a missing newline?)",
+                line=line, offset=start,
+            )
+        start = newline + 1
+
+
+def _first_row_line(data: bytes, start: int) -> int:
+    return data.count(b"\n", 0, start) + 1
+
+
+def _utf8(data: bytes) -> bytes:
+    """UTF-8 bytes without a BOM: UTF-16 with a BOM is transcoded, a UTF-8 BOM dropped."""
+    if data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
+        try:
+            return data.decode("utf-16").encode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(f"invalid UTF-16 at byte {exc.start}", offset=exc.start) from None
+    return data.removeprefix(codecs.BOM_UTF8)
+
+
+def _check_text(data: bytes, table: pa.Table) -> None:
+    """Arrow reads text that is not UTF-8 as binary; we quarantine it rather than guess."""
+    if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
+        try:
+            data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            raise DecodeError(
+                f"not valid UTF-8 at byte {exc.start} (line {_first_row_line(data, exc.start)});"
+                " re-save the file as UTF-8",
+                line=_first_row_line(data, exc.start), offset=exc.start,
+            ) from None
+
+
+def _parse_csv(data: bytes, dialect: Dialect, first: pa.Schema | None = None) -> pa.Table:
+    """A CSV file in `dialect`; or, given the first block's schema, a later block, which has
+    no header, no lines to skip, and the first block's column names and types."""
+    body = csvread.split(data, dialect, first.names if first is not None else None)
+    try:
+        table = csvread.read(body, dialect, first)
+    except pa.ArrowInvalid as exc:
+        raise _parse_error(body, dialect, exc, later=first is not None) from None
+    # An odd number of quotes means one never closed, and Arrow has swallowed the
+    # rest of the file into one field; a strict reading finds where it opened.
+    quote = dialect.quote.encode()
+    doubled = not (dialect.escape and dialect.escape != dialect.quote)
+    if quote and doubled and body.data.count(quote, body.start) % 2:
+        opened = _unclosed_quote_line(body.text, quote)
+        raise DecodeError(
+            "a quoted field is never closed",
+            line=None if opened is None else opened + body.lines_before,
+        )
+    _check_text(data, table)
+    return table
+
+
+def _parse_error(
+    body: csvread.Body, dialect: Dialect, exc: pa.ArrowInvalid, later: bool
+) -> DecodeError:
+    found = _ROW.search(str(exc))
+    line = _bad_csv_line(body.text, len(body.names), dialect) or (
+        _record_line(body.text, int(found.group(1)), dialect) if found else None
+    )
+    message = str(exc)
+    if "straddl" in message:
+        message = (
+            f"a row is longer than the {CSV_BLOCK_BYTES >> 20} MiB record-size limit"
+            " (a missing newline?)"
+        )
+    elif "UTF8" in message:
+        message = "not valid UTF-8; re-save the file as UTF-8"
+    elif later and "conversion error" in message:
+        message += FIXED_TYPES
+    return DecodeError(message, line=None if line is None else line + body.lines_before)
+
+
+def _in_table_dialect(data: bytes, own: Dialect, table: Dialect) -> tuple[pa.Table, Dialect]:
+    """Read a file with its table's dialect, which its own detection disagrees with.
+
+    The table's delimiter and header hold. The lines before the header and the date
+    formats of the columns are the file's own, and so are what the table's first file
+    could not show: quoting and comments where it had none, a decimal comma where it
+    had only decimal points (or none). It fails with a reason that names both
+    dialects when the result does not parse the file, or reads another number of
+    columns from it.
+    """
+    dialect = replace(table, skip_rows=own.skip_rows, formats=own.formats)
+    if not table.quote:
+        dialect = replace(dialect, quote=own.quote, escape=own.escape)
+    if not table.comment:
+        dialect = replace(dialect, comment=own.comment)
+    if table.decimal == ".":
+        dialect = replace(dialect, decimal=own.decimal)
+    if dialect == own:
+        return _parse_csv(data, own), own
+    try:
+        result = _parse_csv(data, dialect)
+    except DecodeError as exc:
+        raise DecodeError(
+            f"it does not parse in its table's dialect ({dialect.describe()}): {exc};"
+            f" on its own it reads as {own.describe()}", line=exc.line, offset=exc.offset,
+        ) from None
+    width = len(csvread.split(data, own).names)
+    if result.num_columns != width:
+        raise DecodeError(
+            f"its table's dialect ({dialect.describe()}) reads {result.num_columns} columns"
+            f" from it, but it has {width}: on its own it reads as {own.describe()}"
+        )
+    return result, dialect
+
+
+def read_csv(
+    data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None
+) -> tuple[pa.Table, Dialect]:
+    """A whole CSV file, and the dialect it was read with: its own, detected with the
+    table's pins applied, or `table`, the dialect its table's first file pinned."""
+    data = _utf8(data)
+    _check_record_size(data)
+    if _BLANK.fullmatch(data):  # stops at the first character that is not white space
+        raise DecodeError("Empty CSV file", line=1)
+    if table is None:
+        own = sniff.detect(data, pins)
+        return _parse_csv(data, own), own
+    # The table's decimal separator, unless pinned otherwise, spares the sniffer a second look.
+    if table.decimal != "." and (pins is None or pins.decimal is None):
+        pins = replace(pins or CsvOptions(), decimal=table.decimal)
+    return _in_table_dialect(data, sniff.detect(data, pins), table)
+
+
+def read_block(data: bytes, dialect: Dialect | None, first: pa.Schema) -> pa.Table:
+    """A later block of a streamed file: no header, no lines to skip, block 0's dialect,
+    and `first`, block 0's schema, for its column names and types."""
+    _check_record_size(data)
+    return _parse_csv(data, replace(dialect or PLAIN, header=False, skip_rows=0), first)

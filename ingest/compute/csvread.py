@@ -1,0 +1,201 @@
+"""A CSV file's bytes, in a known dialect, to an Arrow table with unique column names.
+
+Runs in a worker process. The lines before the header and comment lines are
+cut away here, the header record is read with Python's csv module (one record:
+it costs nothing), and pyarrow parses the body with the dialect's delimiter,
+quote, escape, decimal point and null values. Columns with a date or timestamp
+format that is not ISO 8601 are read as text and then parsed with their format;
+a column where one value does not fit stays text.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pa_csv
+
+from ..dialect import Dialect
+
+# The largest row Arrow will parse: a guard against a file with no newlines,
+# which would otherwise be held whole in one field.
+CSV_BLOCK_BYTES = 16 << 20
+# Scanned with a regular expression, not stripped: a strip copies the whole file.
+_NEWLINES = re.compile(rb"[\r\n]*")
+_TIME_OF_DAY = ("%H", "%I", "%M", "%S", "%p", "%T", "%R", "%z")
+
+
+@dataclass(frozen=True)
+class Body:
+    """The records of a file after its header: where they start, and the column names.
+
+    An offset, not a slice: a slice of a file's bytes would copy all of them."""
+
+    data: bytes
+    start: int  # where the records begin in `data`
+    names: list[str]
+    lines_before: int  # physical lines before `start`
+
+    @property
+    def text(self) -> bytes:
+        """The records alone, copied: for the error path."""
+        return self.data[self.start :]
+
+
+def unique_names(names: list[str]) -> list[str]:
+    """DuckDB's names: an empty one is `column<i>` (its position), a repeat gets `_1`, `_2`."""
+    seen: set[str] = set()
+    unique: list[str] = []
+    for index, name in enumerate(names):
+        base = name.strip() or f"column{index}"
+        candidate, count = base, 0
+        while candidate in seen:
+            count += 1
+            candidate = f"{base}_{count}"
+        seen.add(candidate)
+        unique.append(candidate)
+    return unique
+
+
+def record_end(data: bytes, start: int, quote: str) -> int:
+    """Where the record that starts at `start` ends (after its newline), quotes balanced."""
+    mark = quote.encode() if quote else b""
+    odd, position = 0, start
+    while (newline := data.find(b"\n", position)) >= 0:
+        if mark:
+            odd ^= data.count(mark, position, newline) % 2
+        position = newline + 1
+        if not odd:
+            return position
+    return len(data)
+
+
+def _skip_lines(data: bytes, count: int) -> int:
+    position = 0
+    for _ in range(count):
+        newline = data.find(b"\n", position)
+        if newline < 0:
+            return len(data)
+        position = newline + 1
+    return position
+
+
+def _without_comments(data: bytes, comment: str) -> bytes:
+    mark = comment.encode()
+    if not data.startswith(mark) and b"\n" + mark not in data:
+        return data
+    return b"".join(
+        line for line in data.splitlines(keepends=True) if not line.startswith(mark)
+    )
+
+
+def fields(record: bytes, dialect: Dialect) -> list[str]:
+    """One record split into its fields, as the dialect says."""
+    text = record.decode("utf-8", errors="replace").rstrip("\r\n")
+    if not text:
+        return []
+    escape = dialect.escape if dialect.escape and dialect.escape != dialect.quote else None
+    if dialect.quote:
+        reader = csv.reader(
+            io.StringIO(text, newline=""), delimiter=dialect.delimiter,
+            quotechar=dialect.quote, escapechar=escape, strict=False,
+        )
+    else:
+        reader = csv.reader(
+            io.StringIO(text, newline=""), delimiter=dialect.delimiter,
+            quoting=csv.QUOTE_NONE, escapechar=escape,
+        )
+    return next(reader, [])
+
+
+def split(data: bytes, dialect: Dialect, names: list[str] | None = None) -> Body:
+    """The body of the file and its column names; `names` given, the data has no header."""
+    start = _skip_lines(data, dialect.skip_rows) if names is None else 0
+    lines_before = data.count(b"\n", 0, start)
+    if dialect.comment:
+        data, start = _without_comments(data[start:], dialect.comment), 0
+    if names is not None:
+        return Body(data, start, names, lines_before)
+    # Blank lines before the first record are not records (pyarrow skips them too).
+    blank = _NEWLINES.match(data, start).end()  # type: ignore[union-attr]
+    lines_before += data.count(b"\n", start, blank)
+    end = record_end(data, blank, dialect.quote)
+    first = fields(data[blank:end], dialect)
+    if dialect.header:
+        lines_before += data.count(b"\n", blank, end)
+        return Body(data, end, unique_names(first), lines_before)
+    return Body(data, blank, [f"column{i}" for i in range(len(first))], lines_before)
+
+
+def options(
+    dialect: Dialect, names: list[str], types: pa.Schema | None, quoted: bool
+) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
+    """pyarrow's options for the body: `types` fixes column types (a later block's)."""
+    escape = dialect.escape if dialect.escape and dialect.escape != dialect.quote else False
+    # A column empty throughout the first block has no type to impose: each block types it.
+    column_types: dict[str, pa.DataType] = {} if types is None else {
+        f.name: f.type for f in types if not pa.types.is_null(f.type)
+    }
+    for index, _ in dialect.formats:
+        if index < len(names):  # parsed with its format afterwards
+            column_types[names[index]] = pa.string()
+    convert = pa_csv.ConvertOptions(
+        column_types=column_types, decimal_point=dialect.decimal,
+        timestamp_parsers=list(dialect.timestamp_formats) or None,
+    )
+    if dialect.null_values is not None:
+        convert.null_values = list(dialect.null_values)
+        convert.strings_can_be_null = True
+    return (
+        pa_csv.ReadOptions(use_threads=False, block_size=CSV_BLOCK_BYTES, column_names=names),
+        pa_csv.ParseOptions(
+            delimiter=dialect.delimiter, quote_char=dialect.quote or False,
+            double_quote=not escape, escape_char=escape, newlines_in_values=quoted,
+        ),
+        convert,
+    )
+
+
+def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Table:
+    """Parse the body; raises pa.ArrowInvalid as pyarrow does."""
+    quoted = bool(dialect.quote) and body.data.find(dialect.quote.encode(), body.start) >= 0
+    read_options, parse, convert = options(dialect, body.names, types, quoted)
+    if _NEWLINES.fullmatch(body.data, body.start):
+        return pa.table({name: pa.nulls(0) for name in body.names})
+    records = pa.py_buffer(body.data).slice(body.start)  # no copy
+    table = pa_csv.read_csv(
+        pa.BufferReader(records), read_options=read_options, parse_options=parse,
+        convert_options=convert,
+    )
+    return with_formats(table, dialect, types)
+
+
+def with_formats(table: pa.Table, dialect: Dialect, types: pa.Schema | None) -> pa.Table:
+    """Parse the columns that have a date or timestamp format, where every value fits it;
+    a later block (`types`) must fit the first block's type, or fail as a conversion error."""
+    for index, fmt in dialect.formats:
+        if index >= table.num_columns or not pa.types.is_string(table.schema.types[index]):
+            continue
+        name = table.column_names[index]
+        want = types.field(name).type if types is not None and name in types.names else None
+        if want is not None and not (pa.types.is_timestamp(want) or pa.types.is_date(want)):
+            continue  # the first block kept it as text
+        text = table.column(index)
+        values = pc.if_else(pc.equal(text, ""), pa.scalar(None, pa.string()), text)
+        try:
+            parsed = pc.strptime(values, format=fmt, unit="us")
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            if want is not None:
+                raise pa.ArrowInvalid(
+                    f"conversion error: a value of column {name!r} does not match {fmt!r}"
+                ) from None
+            continue
+        if want is None:
+            want = parsed.type if any(c in fmt for c in _TIME_OF_DAY) else pa.date32()
+        column = pc.cast(parsed, want)
+        table = table.set_column(index, table.field(index).with_type(want), column)
+    return table

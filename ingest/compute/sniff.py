@@ -1,0 +1,215 @@
+"""The dialect of a CSV file: delimiter, quotes, header, notes, comments, decimal comma, dates.
+
+Runs in a worker process. The common file, comma-separated with a header of
+names over rows with numbers and no quotes, is recognised from its first lines
+in microseconds (`plain`), so thousands of tiny files pay nothing for the
+check. Any other file is put to DuckDB's CSV sniffer, which reads as many
+dialects as any tool we measured (bench/README.md, "Dialect detection"): a
+sample of the file's head is written to a temporary file and `sniff_csv` reads
+it, in about a millisecond. pyarrow then parses the file with what was found.
+
+What the table pins (`CsvOptions`) is passed to the sniffer as settled, so the
+rest is detected around it, and overrides whatever was detected.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+import tempfile
+import threading
+from dataclasses import replace
+from typing import Any
+
+from ..dialect import PLAIN, CsvOptions, Dialect
+
+# The head of a file the sniffer sees; DuckDB itself samples about 20,000 rows.
+SAMPLE_BYTES = 1 << 20
+# Lines of a file that `plain` looks at.
+PLAIN_LINES = 20
+PLAIN_BYTES = 64 << 10
+_NUMBER = re.compile(rb"\s*[-+]?(\d|\.\d)")
+_DECIMAL_COMMA = re.compile(rb"\d,\d")
+# A date that is not ISO 8601 (03/09/1997, 3.9.97, 1997/09/03): pyarrow needs its format.
+_FOREIGN_DATE = re.compile(
+    rb"(?:^|,)\s*(?:\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}|\d{4}[/.]\d{1,2}[/.]\d{1,2})"
+)
+_NOT_PLAIN = (b'"', b"'", b";", b"\t", b"|")
+_EMPTY = "(empty)"
+
+
+def plain(data: bytes) -> bool:
+    """Is this the common file: commas, a header of distinct names, rows with numbers,
+    no quotes, the same width throughout its first lines?"""
+    head = data[:PLAIN_BYTES]
+    pieces = head.split(b"\n", PLAIN_LINES + 1)
+    if len(pieces) > PLAIN_LINES + 1 or len(head) < len(data):
+        pieces.pop()  # the rest of the head, not a whole line
+    if not pieces:
+        return False  # a first line longer than the head
+    header = pieces[0].removesuffix(b"\r")
+    if header.startswith(b"#") or any(c in header for c in _NOT_PLAIN):
+        return False
+    names = header.split(b",")
+    width = len(names)
+    if width < 2 or len(set(names)) != width:
+        return False
+    if any(not name.strip() or _NUMBER.match(name) for name in names):
+        return False
+    rows = pieces[1:]
+    if rows and not rows[-1]:
+        rows.pop()  # the final newline
+    if not rows:
+        return False
+    for row in rows:
+        if row.count(b",") != width - 1 or any(c in row for c in (b'"', b"'")) or not row:
+            return False
+    if _FOREIGN_DATE.search(rows[0]):
+        return False
+    return any(_NUMBER.match(field) for field in rows[0].split(b","))
+
+
+@functools.cache
+def _connection(thread: int) -> Any:
+    """One DuckDB connection per thread of a worker (a dask worker runs tasks in threads,
+    and a connection is not to be shared between them), each on one thread of DuckDB's
+    own: the pool owns the cores."""
+    import duckdb  # only files that are not plain need it: workers start without it
+
+    return duckdb.connect(config={"threads": 1})
+
+
+def _sample(data: bytes) -> bytes:
+    if len(data) <= SAMPLE_BYTES:
+        return data
+    end = data.rfind(b"\n", 0, SAMPLE_BYTES)
+    return data[: end + 1] if end > 0 else data[:SAMPLE_BYTES]
+
+
+def _quoted(value: str) -> str:
+    return "'" + value.replace("'", "''") + "'"
+
+
+def _options(pins: CsvOptions, decimal: str | None) -> str:
+    options = ["auto_detect = true"]
+    if pins.delimiter is not None:
+        options.append(f"delim = {_quoted(pins.delimiter)}")
+    if pins.header is not None:
+        options.append(f"header = {'true' if pins.header else 'false'}")
+    if pins.skip_rows is not None:
+        options.append(f"skip = {pins.skip_rows}")
+    if decimal is not None:
+        options.append(f"decimal_separator = {_quoted(decimal)}")
+    return ", ".join(options)
+
+
+def _sniff_file(path: str, pins: CsvOptions, decimal: str | None = None) -> dict[str, Any]:
+    con = _connection(threading.get_ident())
+    query = f"SELECT * FROM sniff_csv({_quoted(path)}, {_options(pins, decimal)})"
+    cursor = con.execute(query)
+    names = [column[0] for column in cursor.description]
+    return dict(zip(names, cursor.fetchone(), strict=True))
+
+
+def _text_columns(found: dict[str, Any]) -> int:
+    return sum(column["type"] == "VARCHAR" for column in found["Columns"])
+
+
+def _char(value: str | None) -> str:
+    return "" if value in (None, _EMPTY) else str(value)
+
+
+def _formats(found: dict[str, Any]) -> tuple[tuple[int, str], ...]:
+    """The strftime format of each date or timestamp column that is not ISO 8601."""
+    by_type = {"DATE": found.get("DateFormat"), "TIMESTAMP": found.get("TimestampFormat")}
+    return tuple(
+        (index, str(by_type[column["type"]]))
+        for index, column in enumerate(found["Columns"])
+        if by_type.get(column["type"])
+    )
+
+
+def _notes(skipped: list[bytes], delimiter: str, width: int) -> bool:
+    """Do the lines the sniffer skipped look like notes, rather than a ragged header?
+    Notes have few fields; a header narrower than its rows (`a,b,c` over `1,2,3,4`) is
+    a broken file, reported at its first bad row rather than silently read without it."""
+    mark = delimiter.encode()
+    return all(2 * (line.count(mark) + 1) <= width for line in skipped if line.strip())
+
+
+def _dialect(found: dict[str, Any], sample: bytes, decimal: str) -> Dialect:
+    delimiter = _char(found["Delimiter"]) or ","
+    skip, header = int(found["SkipRows"]), bool(found["HasHeader"])
+    head = sample.split(b"\n", skip + 1)[: skip + 1]
+    width = len(found["Columns"])
+    if skip and not _notes(head[:skip], delimiter, width):
+        skip, header = 0, True
+    header_line = head[skip] if skip < len(head) else b""
+    if width == 1 and delimiter.encode() not in header_line:
+        # No delimiter found at all: the RFC's comma reads a one-column file just the same,
+        # and a ragged comma file fails loudly, at its line, instead of becoming one column.
+        delimiter = ","
+    quote = _char(found["Quote"])
+    if not quote and re.search(b'(?:^|\n|' + re.escape(delimiter.encode()) + b')"', sample):
+        # A field that opens with a quote which never closes: the sniffer calls that no
+        # quoting at all and reads on; we read it as the broken quoting it is.
+        quote = '"'
+    return Dialect(
+        delimiter=delimiter,
+        quote=quote,
+        escape=_char(found["Escape"]) if quote else "",
+        header=header,
+        skip_rows=skip,
+        comment=_char(found["Comment"]),
+        decimal=decimal,
+        formats=_formats(found),
+    )
+
+
+def sniff(data: bytes, pins: CsvOptions) -> Dialect:
+    """DuckDB's verdict on the head of the file; the plain dialect if it has none."""
+    import duckdb
+
+    sample = _sample(data)
+    with tempfile.NamedTemporaryFile(prefix="ingest-sniff-", suffix=".csv") as fh:
+        fh.write(sample)
+        fh.flush()
+        try:
+            found = _sniff_file(fh.name, pins, pins.decimal)
+            decimal = pins.decimal or "."
+            if (
+                pins.decimal is None
+                and _char(found["Delimiter"]) not in ("", ",")
+                and _text_columns(found)
+                and _DECIMAL_COMMA.search(sample)
+            ):
+                # A decimal comma reads as text until the sniffer is told of it. Two sniffs:
+                # a `;` file with decimal points must not lose its numbers to a guess.
+                comma = _sniff_file(fh.name, pins, decimal=",")
+                if _text_columns(comma) < _text_columns(found):
+                    found, decimal = comma, ","
+        except duckdb.Error:
+            return PLAIN  # not text the sniffer can read: the parser says what is wrong
+    return _dialect(found, sample, decimal)
+
+
+def detect(data: bytes, pins: CsvOptions | None = None) -> Dialect:
+    """The dialect of a CSV file (UTF-8, without a BOM), with the table's pins applied."""
+    pins = pins or CsvOptions()
+    settled = pins.delimiter is None and pins.header is None and pins.skip_rows is None
+    found = PLAIN if settled and plain(data) else sniff(data, pins)
+    return pinned(found, pins)
+
+
+def pinned(found: Dialect, pins: CsvOptions | None) -> Dialect:
+    """`found`, with what the table pins put in its place."""
+    if pins is None:
+        return found
+    changes: dict[str, Any] = {}
+    for key in ("delimiter", "header", "skip_rows", "decimal", "null_values"):
+        value = getattr(pins, key)
+        if value is not None:
+            changes[key] = value
+    if pins.timestamp_formats:
+        changes.update(timestamp_formats=pins.timestamp_formats, formats=())
+    return replace(found, **changes)

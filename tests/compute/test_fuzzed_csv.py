@@ -1,0 +1,85 @@
+"""Fuzzed CSVs: the worker's decode reads each one or refuses it with a DecodeError, quickly.
+
+The bytes are drawn from what makes dialect detection hard: every delimiter
+it knows, both quote characters, backslashes, CR and LF, comment marks, a
+BOM, digits with decimal points and commas, dates, and bytes that are not
+UTF-8.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pyarrow as pa
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from ingest.compute.decode import DecodeError, decode_file
+from ingest.compute.sniff import plain, sniff
+from ingest.compute.task import check_columns
+from ingest.dialect import CsvOptions, Dialect
+
+PIECES = [
+    b",", b";", b"\t", b"|", b'"', b"'", b"\\", b"\n", b"\r\n", b"\r", b"#", b" ",
+    b"1", b"2.5", b"3,75", b"-4", b"1e3", b"2024-01-02", b"03/04/2024", b"12:30:00",
+    b"a", b"name", b"NA", b"true", b"\xef\xbb\xbf", b"\xe9", b"\x00",
+]
+csv_bytes = st.lists(st.sampled_from(PIECES), max_size=200).map(b"".join)
+# Mostly rows of the same width, as real files are: detection has something to find.
+rows = st.lists(
+    st.lists(st.sampled_from(PIECES[10:24]), min_size=1, max_size=5).map(b",".join),
+    min_size=1, max_size=20,
+)
+
+
+def read_or_refuse(data: bytes) -> None:
+    start = time.monotonic()
+    try:
+        table, dialect = decode_file("fuzz.csv", data)
+        table = check_columns(table)
+    except DecodeError:
+        return
+    finally:
+        assert time.monotonic() - start < 10, "a tiny file took seconds"
+    assert isinstance(table, pa.Table)
+    assert isinstance(dialect, Dialect)
+    assert len(set(table.column_names)) == table.num_columns
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(csv_bytes)
+def test_fuzzed_bytes_are_read_or_refused_never_crash(data: bytes) -> None:
+    read_or_refuse(data)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(rows, st.sampled_from([b",", b";", b"\t", b"|"]), st.booleans())
+def test_fuzzed_rows_in_any_delimiter_are_read_or_refused(
+    lines: list[bytes], delimiter: bytes, crlf: bool
+) -> None:
+    newline = b"\r\n" if crlf else b"\n"
+    data = newline.join(line.replace(b",", delimiter) for line in lines) + newline
+    read_or_refuse(data)
+
+
+names = st.lists(
+    st.from_regex(r"[a-h][a-h_ 0-9]{0,5}", fullmatch=True), min_size=2, max_size=5, unique=True
+)
+cells = st.sampled_from(
+    [b"1", b"-2.5", b"3e2", b"", b"x", b"yes", b"2024-01-02", b"2024-01-02 12:30:00",
+     b"12:30:00", b"NA", b"0.1", b"true", b" 4"]
+)
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(names, st.lists(st.lists(cells, min_size=5, max_size=5), min_size=1, max_size=8))
+def test_the_plain_check_never_disagrees_with_duckdbs_sniffer(
+    header: list[str], table: list[list[bytes]]
+) -> None:
+    width = len(header)
+    data = ",".join(header).encode() + b"\n"
+    data += b"".join(b",".join(row[:width]) + b"\n" for row in table)
+    if not plain(data):
+        return
+    found = sniff(data, CsvOptions())
+    assert (found.delimiter, found.header, found.skip_rows) == (",", True, 0), data
