@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -55,7 +56,11 @@ class Folder:
         return self.config
 
     def query(self, sql: str) -> list[tuple[object, ...]]:
-        """Run SQL with `records` and `features` views over the dataset, as a reader would."""
+        """Run SQL with `records` and `features` views over the dataset, as a reader would
+        (retrying when a file it listed is compacted away before it opens it)."""
+        return retrying_read(lambda: self._query(sql))
+
+    def _query(self, sql: str) -> list[tuple[object, ...]]:
         con = duckdb.connect()
         for table in ("records", "features"):
             glob = (self.output / table / "**" / "*.parquet").as_posix()
@@ -76,6 +81,22 @@ class Folder:
             # Workers import test feature sets by name, as they would a user's own package.
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
+
+
+T = TypeVar("T")
+
+
+def retrying_read(read: Callable[[], T], attempts: int = 50) -> T:
+    """A reader's retry: `ingest run` compacts as it goes, so a file listed may be gone
+    (swapped for a merged one) when opened. Any other error, or a wrong result, is not retried."""
+    for _ in range(attempts - 1):
+        try:
+            return read()
+        except duckdb.IOException as exc:
+            if "No such file" not in str(exc):
+                raise
+            time.sleep(0.02)
+    return read()
 
 
 def _toml(value: object) -> str:
