@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -56,7 +57,11 @@ class Folder:
 
     def query(self, sql: str) -> list[tuple[object, ...]]:
         """Run SQL with a view per table over the dataset (`records`, `features`, ...),
-        read as a reader would, with no options: every part of a table has one schema."""
+        read as a reader would, with no options: every part of a table has one schema
+        (retrying when a file it listed is compacted away before it opens it)."""
+        return retrying_read(lambda: self._query(sql))
+
+    def _query(self, sql: str) -> list[tuple[object, ...]]:
         con = duckdb.connect()
         for table in sorted(self.output.iterdir()) if self.output.is_dir() else []:
             if table.name.startswith(("_", ".")) or not list(table.rglob("*.parquet")):
@@ -78,6 +83,22 @@ class Folder:
             # Workers import test feature sets by name, as they would a user's own package.
             env={**os.environ, "PYTHONPATH": str(ROOT)},
         )
+
+
+T = TypeVar("T")
+
+
+def retrying_read(read: Callable[[], T], attempts: int = 50) -> T:
+    """A reader's retry: `ingest run` compacts as it goes, so a file listed may be gone
+    (swapped for a merged one) when opened. Any other error, or a wrong result, is not retried."""
+    for _ in range(attempts - 1):
+        try:
+            return read()
+        except duckdb.IOException as exc:
+            if "No such file" not in str(exc):
+                raise
+            time.sleep(0.02)
+    return read()
 
 
 def _toml(value: object) -> str:

@@ -81,7 +81,9 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
     """Called in a thread at start-up: open the ledger, repair, and load what it knows."""
     layout.make_dirs()
     if not layout.ledger.exists():
-        existing = [p for t in layout.tables() for p in (layout.output / t).rglob("*.parquet")]
+        existing = [
+            p for t in layout.tables() for p in (layout.output / t).rglob("*.parquet")
+        ]
         if existing:
             raise LedgerError(
                 f"{layout.ledger} is missing but {layout.output} holds {len(existing)} part files;"

@@ -173,7 +173,8 @@ def _tables(
         if item.records is not None:
             groups[item.table].append(item)
     for name, members in groups.items():
-        tables.append((name, _joined([m.records for m in members if m.records is not None]), members))
+        records = [m.records for m in members if m.records is not None]
+        tables.append((name, _joined(records), members))
     with_features = [d for d in done if d.features is not None]
     if with_features:
         data = stamped(

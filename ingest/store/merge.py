@@ -69,17 +69,17 @@ def merge(
     target = schema if schema is not None else pq.read_schema(parts[0]).remove_metadata()
     meta = merged_footer(footers, schema_version)
     buffered: list[pa.Table] = []
+    rows = size = 0
     with pq.ParquetWriter(
         out, target.with_metadata(meta), **writer_options(target, compression)
     ) as writer:
         for path in parts:
-            table = pq.read_table(path).replace_schema_metadata(None)
+            table = pq.ParquetFile(path).read().replace_schema_metadata(None)
             buffered.append(fit(table, target) if schema is not None else table)
-            if sum(t.num_rows for t in buffered) >= ROW_GROUP_ROWS or (
-                sum(t.nbytes for t in buffered) >= BUFFER_BYTES
-            ):
+            rows, size = rows + table.num_rows, size + table.nbytes
+            if rows >= ROW_GROUP_ROWS or size >= BUFFER_BYTES:
                 writer.write_table(pa.concat_tables(buffered), row_group_size=ROW_GROUP_ROWS)
-                buffered = []
+                buffered, rows, size = [], 0, 0
         if buffered:
             writer.write_table(pa.concat_tables(buffered), row_group_size=ROW_GROUP_ROWS)
     fd = os.open(out, os.O_RDONLY)

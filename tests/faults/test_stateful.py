@@ -59,7 +59,7 @@ from hypothesis.stateful import (
     run_state_machine_as_test,
 )
 
-from ..conftest import Folder, wait_for
+from ..conftest import Folder, retrying_read, wait_for
 
 HEADER = b"timestamp,ch0,ch1\n"
 FEATURE_COLUMNS = {"ch0", "ch1"}  # `timestamp` is the time column: no features
@@ -678,6 +678,10 @@ class Observed:
 
 def _query(folder: Folder, table: str, sql: str) -> list[tuple[object, ...]]:
     """`sql` over the `t` view of one dataset, read as a reader would; [] if empty."""
+    return retrying_read(lambda: _query_once(folder, table, sql))
+
+
+def _query_once(folder: Folder, table: str, sql: str) -> list[tuple[object, ...]]:
     if not list((folder.output / table).rglob("*.parquet")):
         return []
     glob = (folder.output / table / "**" / "*.parquet").as_posix()

@@ -26,12 +26,13 @@ def _most_parts(folder: Folder) -> int:
 @pytest.mark.parametrize(
     ("files", "every_s", "bound"),
     [
-        # A file every 100 ms: a commit or two between passes (more while the first pass
-        # warms up), a handful of parts.
-        pytest.param(60, 0.1, 2 * OPEN_SLACK, id="10-per-second"),
+        # A file every 100 ms: a commit or two between passes, a handful of parts. The
+        # bounds leave room for a shared machine's stalls; without compaction, the
+        # partitions would hold as many parts as files.
+        pytest.param(60, 0.1, 3 * OPEN_SLACK, id="10-per-second"),
         # 50 a second keep the committer busy: the parts a flush commits at once, per table,
-        # gather between passes; bounded all the same, where 200 would pile up without.
-        pytest.param(200, 0.02, 40, id="50-per-second"),
+        # gather between passes; bounded all the same.
+        pytest.param(200, 0.02, 60, id="50-per-second"),
     ],
 )
 def test_a_trickle_under_ingest_run_stays_compact(

@@ -3,6 +3,9 @@ and never sees two schemas in one table. It may get an error it can retry."""
 
 from __future__ import annotations
 
+import signal
+import subprocess
+import sys
 import threading
 from collections import Counter
 from collections.abc import Callable
@@ -17,7 +20,7 @@ import pytest
 
 from ingest.store import swap
 from ingest.store.compact import compact_partition, rewrite_table
-from ingest.store.crashpoints import CrashPlan
+from ingest.store.crashpoints import COMPACT_POINTS, CrashPlan
 from ingest.store.layout import today
 from ingest.store.ledger import Ledger
 
@@ -158,3 +161,50 @@ def test_a_failure_between_the_fallback_renames_is_finished_not_lost(
         ledger.close()
     assert folder.query("SELECT count(*) FROM records") == [(rows,)]
     assert len(folder.parts("records")) == 1
+
+
+REWRITE = """
+import sys
+from pathlib import Path
+import pyarrow as pa
+from ingest.config import load
+from ingest.store.compact import rewrite_table
+from ingest.store.crashpoints import CrashPlan
+from ingest.store.layout import Layout
+from ingest.store.ledger import Ledger
+
+layout = Layout.of(load(Path(sys.argv[1])))
+wider = pa.schema([("v", pa.float64()), ("source_file", pa.string()),
+                   ("source_sha256", pa.string()), ("note", pa.string())])
+rewrite_table(Ledger(layout.ledger), layout, "records", wider, CrashPlan(sys.argv[2]), 1 << 20)
+"""
+
+
+@pytest.mark.parametrize("point", COMPACT_POINTS)
+def test_kill_9_during_a_rewrite_then_restart_leaves_one_schema_and_every_row_once(
+    folder: Folder, point: str
+) -> None:
+    expected = seed_parts(folder, parts=12, rows=30)
+    killed = subprocess.run(
+        [sys.executable, "-c", REWRITE, str(folder.config), point], cwd=folder.root,
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    assert folder.ingest("once").returncode == 0  # start-up repair
+
+    schemas = {pq.read_schema(p).remove_metadata() for p in folder.parts("records")}
+    assert len(schemas) == 1
+    (schema,) = schemas
+    # Killed before the swap: the old table; after it: the new one, committed.
+    assert (schema.field("v").type == pa.float64()) == (point != "compact-staged")
+    counts = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    assert counts == expected
+    layout = layout_of(folder)
+    ledger = Ledger(layout.ledger)
+    try:
+        assert ledger.committed_paths() == {
+            p.relative_to(folder.output).as_posix() for p in folder.parts("records")}
+        assert not ledger.swaps()
+    finally:
+        ledger.close()
+    assert not list(layout.state.glob("swap-*"))
