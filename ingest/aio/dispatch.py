@@ -9,6 +9,9 @@ files, spread over every core. A file that arrives alone waits at most
 After a worker dies, every file of the task that was running is a suspect.
 Each suspect runs again with the pool to itself: a crash there has one cause.
 A file that kills a worker `retries + 1` times is quarantined as poison.
+A task that fails in a way no one foresaw (an exception from the worker's own
+code, not from a file's verdict) has its files run alone too, and a file that
+fails that way again alone is quarantined with the exception: the service goes on.
 """
 
 from __future__ import annotations
@@ -132,10 +135,10 @@ class Dispatcher:
         )
 
     async def _compute(self, task: Task) -> TaskResult:
-        """Run a task; if its worker died or was stopped, remove what it had written."""
+        """Run a task; if it did not return, remove what its worker had written."""
         try:
             return await self.compute.run(task)
-        except (WorkerCrashed, TaskTimeout):
+        except Exception:
             if task.stage is not None:
                 await asyncio.to_thread(_remove_staged, Path(task.stage))
             raise
@@ -154,6 +157,14 @@ class Dispatcher:
             if len(items) == 1:
                 self._quarantine(items[0], Failure("TaskTimeout", str(exc)), 1)
                 return
+            for item in items:
+                await self._run_alone(item, crashes=0)
+            return
+        except Exception as exc:
+            # Not a file's verdict (those come back as data): one of them may still be the
+            # cause, so each runs alone, as after a crash, but none is charged one.
+            log.error("%s failed unexpectedly; retrying each of its files alone", _what(items),
+                      exc_info=exc)
             for item in items:
                 await self._run_alone(item, crashes=0)
             return
@@ -176,6 +187,11 @@ class Dispatcher:
                 continue
             except TaskTimeout as exc:
                 self._quarantine(item, Failure("TaskTimeout", str(exc)), crashes + 1)
+                return
+            except Exception as exc:
+                log.error("%s failed unexpectedly, alone", item.file.rel, exc_info=exc)
+                failure = Failure(type(exc).__name__, f"processing it failed unexpectedly: {exc}")
+                self._quarantine(item, failure, crashes + 1)
                 return
             self._deliver([item], result, attempts=crashes + 1)
             return
@@ -225,6 +241,11 @@ class Dispatcher:
                 StagedPart.written(p) if isinstance(p, WrittenPart) else p for p in result.parts
             ]
             self.committer.add(TaskOutput(accepted, parts))
+
+
+def _what(items: list[Queued]) -> str:
+    first = items[0].file.rel
+    return first if len(items) == 1 else f"the task of {first} and {len(items) - 1} other files"
 
 
 def _remove_staged(stage: Path) -> None:

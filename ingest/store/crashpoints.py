@@ -3,6 +3,9 @@
 `INGEST_CRASH_AT=<point>` (or `<point>:<n>`, the n-th time it is reached) makes
 the process SIGKILL itself there, the way a power cut or an OOM kill would.
 The service reads it once at start-up; unset, each point costs one falsy check.
+
+`INGEST_FAIL_AT=<point>` instead makes an internal task of the service raise there,
+for tests of what a bug in the service itself does: it must stop and exit 1.
 """
 
 from __future__ import annotations
@@ -23,17 +26,29 @@ POINTS = (
 )
 
 
+# Where INGEST_FAIL_AT can make an internal task raise.
+FAIL_POINTS = ("intake",)  # the intake task, as it takes a settled file
+
+
+class InjectedFailure(RuntimeError):
+    """Raised at an INGEST_FAIL_AT point: a stand-in for a bug in the service."""
+
+
 @dataclass
 class CrashPlan:
     point: str = ""
     countdown: int = 1
+    fail: str = ""
 
     @classmethod
     def from_env(cls) -> CrashPlan:
         name, _, nth = os.environ.get("INGEST_CRASH_AT", "").partition(":")
         if name and name not in POINTS:
             raise ValueError(f"INGEST_CRASH_AT={name!r} is not one of {', '.join(POINTS)}")
-        return cls(name, int(nth or 1))
+        fail = os.environ.get("INGEST_FAIL_AT", "")
+        if fail and fail not in FAIL_POINTS:
+            raise ValueError(f"INGEST_FAIL_AT={fail!r} is not one of {', '.join(FAIL_POINTS)}")
+        return cls(name, int(nth or 1), fail)
 
     def reached(self, point: str) -> None:
         """Die here if this is the planned point."""
@@ -41,3 +56,8 @@ class CrashPlan:
             self.countdown -= 1
             if self.countdown <= 0:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+    def fail_here(self, point: str) -> None:
+        """Raise here if this is the planned point."""
+        if self.fail and point == self.fail:
+            raise InjectedFailure(f"INGEST_FAIL_AT={point}")
