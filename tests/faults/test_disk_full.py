@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ingest.store.ledger import FileRecord, Ledger
 
 from ..conftest import Folder, Service, wait_for, write_csv
 from ..invariants import check_exactly_once
@@ -62,3 +65,28 @@ def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
     wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "every input to be committed")
     assert svc.stop() == 0
     check_exactly_once(folder, expected, set())
+
+
+def test_a_ledger_transaction_that_fails_for_want_of_space_ends_and_says_why(
+    small_disk: Path,
+) -> None:
+    ledger = Ledger(small_disk / "ledger.sqlite")
+    try:
+        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        filler = small_disk / "filler"
+        filler.write_bytes(b"x" * free)
+        # A small batch fails in COMMIT, a large one while SQLite spills its cache to the WAL.
+        # Either way the error is the disk's, and the next transaction can begin.
+        for count in (20, 30_000):
+            files = [
+                FileRecord(f"batch{count}/f{i:05d}.csv", 1, 1, "a" * 64, "ingested", done_at=1.0)
+                for i in range(count)
+            ]
+            with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+                ledger.record(files)
+            assert not ledger.counts(), "nothing of a failed transaction is kept"
+        filler.unlink()
+        ledger.record(files[:3])  # the next transaction begins and commits
+        assert ledger.counts() == {"ingested": 3}
+    finally:
+        ledger.close()
