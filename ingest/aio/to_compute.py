@@ -209,19 +209,36 @@ class Compute:
     async def finish(self, finish: Finish) -> bytes:
         return await self.call(stream.finish, finish, f"the features of {finish.source_file}")
 
+    async def _submit(
+        self, function: Callable[[A], R], arg: A
+    ) -> tuple[Executor, asyncio.Future[R]]:
+        """Hand a call to the executor. A pool being replaced takes no new work: the call
+        waits for the new one. A pool that refuses it broke before the call reached it, so
+        nothing of it ran: the pool is replaced and the call handed over again, uncharged."""
+        if self._starting is not None:
+            await self._starting
+        loop = asyncio.get_running_loop()
+        while True:
+            async with self._replacing:
+                executor = self._executor
+            if executor is None:
+                raise RuntimeError("Compute.start() was not called")
+            try:
+                return executor, loop.run_in_executor(executor, function, arg)
+            except (BrokenProcessPool, OSError):
+                # OSError: a submit that races the pool's breakdown finds its pipes closed.
+                await self._replace(executor)
+                if self._executor is executor:
+                    raise WorkerCrashed("the executor refused work and was not replaced") from None
+
     async def call(self, function: Callable[[A], R], arg: A, what: str, files: int = 1) -> R:
         """Run `function(arg)` in a worker: a top-level function of `ingest.compute`, on plain
         data. Raises WorkerCrashed or TaskTimeout; `what` names the work in their messages."""
-        if self._starting is not None:
-            await self._starting
-        executor = self._executor
-        if executor is None:
-            raise RuntimeError("Compute.start() was not called")
-        loop = asyncio.get_running_loop()
+        executor, future = await self._submit(function, arg)
         # The worker enforces the limit per file; this is the backstop for a stuck worker.
         backstop = self.timeout_s * files + BACKSTOP_GRACE_S
         try:
-            return await asyncio.wait_for(loop.run_in_executor(executor, function, arg), backstop)
+            return await asyncio.wait_for(future, backstop)
         except TimeoutError:  # before OSError, of which it is a subclass
             await self._kill_workers(executor)
             raise TaskTimeout(
