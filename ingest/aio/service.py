@@ -241,7 +241,12 @@ class Service:
                 "drain_s = %g passed with files still in flight: %d; they will be read on restart",
                 self.config.pipeline.drain_s, len(self._held),
             )
-        await self.committer.drain()
+        # Failing commits (a full disk) are retried until the same deadline, not forever.
+        left = await self.committer.drain(deadline)
+        if left:
+            log.warning("%d files could not be committed before drain_s; left for the next run",
+                        left)
+            self.summary.outcomes["deferred"] += left
 
     async def _shutdown(self) -> None:
         abandoned = bool(self._held)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -90,3 +92,39 @@ def test_a_ledger_transaction_that_fails_for_want_of_space_ends_and_says_why(
         assert ledger.counts() == {"ingested": 3}
     finally:
         ledger.close()
+
+
+def test_sigterm_while_commits_fail_exits_within_drain_s_and_leaves_the_files_for_later(
+    folder: Folder, small_disk: Path, service: type[Service]
+) -> None:
+    drain_s = 3
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, "drain_s": drain_s},
+        output={"flush_s": 0.1, "compression": "none"},
+    )
+    expected = {
+        f"f{i:02d}.csv": len(write_csv(folder.drop / f"f{i:02d}.csv", 400, i, columns=6))
+        for i in range(40)
+    }
+    svc = service()
+    wait_for(lambda: "retrying in" in svc.text(), 60, "a commit to fail for want of space")
+
+    started = time.monotonic()
+    svc.proc.send_signal(signal.SIGTERM)
+    try:
+        code = svc.proc.wait(drain_s + 30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"SIGTERM did not stop the service:\n{svc.text()}") from None
+    took = time.monotonic() - started
+
+    assert code == 0, svc.text()
+    assert took < drain_s + 5, f"took {took:.1f}s to stop"
+    assert "could not be committed before drain_s" in svc.text()
+    assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
+    assert list(folder.drop.glob("*.csv")), "uncommitted inputs stay in the drop folder"
+
+    _grow(small_disk)
+    again = folder.ingest("once")
+    assert again.returncode == 0, again.stderr
+    assert not list(folder.drop.glob("*.csv"))
+    check_exactly_once(folder, expected, set())
