@@ -25,3 +25,8 @@ class WorkerCrashed(IngestError):
 
 class TaskTimeout(IngestError):
     """Raised when a file took longer than `task_timeout_s` in a worker."""
+
+
+class PoolStopped(IngestError):
+    """Raised when a call was lost because the pool was stopped to end another, hung call:
+    not this call's fault, so it is run again, uncharged."""

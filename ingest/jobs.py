@@ -38,6 +38,8 @@ class Task:
     # Where the worker may write the parts itself: a path prefix under _ingest/tmp.
     # None: return them as bytes (a worker on another machine).
     stage: str | None = None
+    # Where the worker reports its pid and its progress (see ingest/beacon.py); None: nowhere.
+    beacon: str | None = None
 
 
 @dataclass(frozen=True)

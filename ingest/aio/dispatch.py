@@ -29,7 +29,7 @@ from typing import TypeVar
 import aiorwlock
 
 from ..config import Config
-from ..errors import TaskTimeout, WorkerCrashed
+from ..errors import PoolStopped, TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job, Task, TaskResult, WrittenPart
 from ..metrics import Metrics
@@ -126,12 +126,13 @@ class Dispatcher:
             return items
 
     def _task(self, items: list[Queued]) -> Task:
-        stage = None
+        stage = beacon = None
         if self._stage_dir is not None:
             stage = str(self._stage_dir / f"task-{secrets.token_hex(8)}")
+            beacon = f"{stage}-worker"  # removed with the stage's parts if the task fails
         return Task(
             tuple(i.job for i in items), self.config.features, self.config.output.tables,
-            self.config.output.compression, self.config.pipeline.task_timeout_s, stage,
+            self.config.output.compression, self.config.pipeline.task_timeout_s, stage, beacon,
         )
 
     async def _compute(self, task: Task) -> TaskResult:
@@ -145,8 +146,7 @@ class Dispatcher:
 
     async def _run(self, items: list[Queued]) -> None:
         try:
-            async with self._isolation.reader_lock:
-                result = await self._compute(self._task(items))
+            result = await self._beside_others(items)
         except WorkerCrashed as exc:
             self.metrics.breakages.inc()
             log.warning("%s; retrying each of its files alone", exc)
@@ -170,12 +170,23 @@ class Dispatcher:
             return
         self._deliver(items, result, attempts=1)
 
+    async def _beside_others(self, items: list[Queued]) -> TaskResult:
+        """Run a task while others run; again if it was lost with a pool stopped for another."""
+        while True:
+            try:
+                async with self._isolation.reader_lock:
+                    return await self._compute(self._task(items))
+            except PoolStopped as exc:
+                log.info("%s; running it again", exc)
+
     async def _run_alone(self, item: Queued, crashes: int) -> None:
         retries = self.config.pipeline.retries
         while True:
             try:
                 async with self._isolation.writer_lock:
                     result = await self._compute(self._task([item]))
+            except PoolStopped:
+                continue  # lost with a pool stopped for a hung call: not its doing
             except WorkerCrashed as exc:
                 crashes += 1
                 self.metrics.breakages.inc()
@@ -201,17 +212,23 @@ class Dispatcher:
 
         Raises WorkerCrashed once it has killed a worker `retries + 1` times.
         """
-        try:
-            async with self._isolation.reader_lock:
-                return await call()
-        except WorkerCrashed as exc:
-            self.metrics.breakages.inc()
-            log.warning("%s; retrying it alone", exc)
+        while True:
+            try:
+                async with self._isolation.reader_lock:
+                    return await call()
+            except PoolStopped:
+                continue  # lost with a pool stopped for another call's hang: not its doing
+            except WorkerCrashed as exc:
+                self.metrics.breakages.inc()
+                log.warning("%s; retrying it alone", exc)
+                break
         crashes = 1
         while True:
             try:
                 async with self._isolation.writer_lock:
                     return await call()
+            except PoolStopped:
+                continue
             except WorkerCrashed as exc:
                 crashes += 1
                 self.metrics.breakages.inc()

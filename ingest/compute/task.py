@@ -22,7 +22,7 @@ from types import ModuleType
 
 import pyarrow as pa
 
-from .. import memory, shared
+from .. import beacon, memory, shared
 from ..config import Features
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, Task, TaskResult
@@ -211,6 +211,14 @@ def process(task: Task) -> TaskResult:
     plain strings leave this function, so an exception that cannot be
     pickled, or a plugin that calls sys.exit(), is still an ordinary Failure.
     """
+    beacon.report(task.beacon)
+    try:
+        return _process(task)
+    finally:
+        beacon.done(task.beacon)
+
+
+def _process(task: Task) -> TaskResult:
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
     lost: dict[int, Failure] = {}
@@ -221,12 +229,14 @@ def process(task: Task) -> TaskResult:
     except TaskTimeout:
         parsed = {}
     for index, job in enumerate(jobs):
+        beacon.beat(task.beacon)  # each file has task_timeout_s, and the service's backstop
         result = lost.get(index) or _featurise_one(job, task, parsed.get(index))
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:
             outcomes.append(Outcome(job.source_file, job.sha256, rows=result.rows))
             done.append(result)
+    beacon.beat(task.beacon)
     try:
         parts = encode(done, task.compression, task.features.sets, task.stage)
     except Exception as exc:  # not expected: every file was checked on its own above

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -207,3 +208,76 @@ def test_an_internal_failure_that_stops_the_service_exits_1(folder: Folder) -> N
     assert result.returncode == 1, result.stderr
     assert "InjectedFailure" in result.stderr
     assert (folder.drop / "a.csv").exists(), "the file stays for the next run"
+
+
+@pytest.mark.timeout(180)
+def test_the_hang_backstop_does_not_grow_with_the_task(folder: Folder) -> None:
+    # One worker: the 40 good files and the hanging one make one task. The backstop counts
+    # from the start of the file that hangs, not task_timeout_s for every file of the task.
+    _configure(folder, "hang_ignoring_alarm", task_timeout_s=1, workers=1)
+    expected = _good_and_poison(folder, 40, HANG_VALUE)
+
+    started = time.monotonic()
+    result = _once(folder)
+    took = time.monotonic() - started
+
+    assert result.returncode == 3, result.stderr
+    assert _quarantined(folder, "poison.csv")["error"] == "TaskTimeout"
+    assert _ingested(folder) == expected
+    # Twice the backstop (the task, then the file alone), and the pools' restarts.
+    assert took < 35, f"took {took:.0f}s"
+
+
+def _attempts(folder: Folder) -> dict[str, int]:
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        return dict(db.execute("SELECT path, attempts FROM files WHERE state = 'ingested'"))
+
+
+@pytest.mark.timeout(180)
+def test_a_hung_worker_is_killed_alone_and_the_tasks_beside_it_are_not_charged(
+    folder: Folder,
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1},
+        pipeline={"workers": 2, "retries": 2, "task_timeout_s": 1},
+        features={"sets": [
+            "summary", "tests.plugin_sets:slow", "tests.plugin_sets:hang_ignoring_alarm",
+        ]},
+        output={"flush_s": 0.2},
+    )
+    log = (folder.root / "run.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+        cwd=folder.root, env=_env(), stdout=subprocess.DEVNULL, stderr=log, text=True,
+    )
+    expected: dict[str, int] = {}
+
+    def drop(name: str, sentinel: float | None = None) -> None:
+        write_csv(folder.root / name, 20, len(expected))
+        if sentinel is not None:
+            with (folder.root / name).open("a") as fh:
+                fh.write(f"1700000999000,{sentinel},1.0,1.0\n")
+        os.replace(folder.root / name, folder.drop / name)
+
+    try:
+        wait_for(lambda: "watching" in (folder.root / "run.log").read_text(), 60, "the service")
+        drop("poison.csv", HANG_VALUE)
+        # Slow files for the other worker until the backstop fires, so some are in flight.
+        while not (folder.quarantine / "poison.csv.error.json").exists():
+            for _ in range(4):
+                name = f"good{len(expected):03d}.csv"
+                drop(name)
+                expected[name] = 20
+            time.sleep(0.25)
+            assert len(expected) < 1000, "the backstop never fired"
+        wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "the drop folder to empty")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+    stderr = (folder.root / "run.log").read_text()
+    assert proc.returncode == 0, stderr
+    assert _quarantined(folder, "poison.csv")["error"] == "TaskTimeout"
+    assert _ingested(folder) == expected
+    assert "took longer than task_timeout_s" in stderr
+    assert set(_attempts(folder).values()) == {1}, "no innocent file was charged a crash"
