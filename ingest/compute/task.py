@@ -213,9 +213,18 @@ def process(task: Task) -> TaskResult:
     """
     beacon.report(task.beacon)
     try:
+        _injected_failure(task)
         return _process(task)
     finally:
         beacon.done(task.beacon)
+
+
+def _injected_failure(task: Task) -> None:
+    """Test-only: `INGEST_FAIL_AT=worker:<file>` makes a task holding that file raise, as a
+    bug in the worker's own code would (the service's points: ingest/store/crashpoints.py)."""
+    point, _, name = os.environ.get("INGEST_FAIL_AT", "").partition(":")
+    if point == "worker" and any(job.source_file == name for job in task.jobs):
+        raise RuntimeError(f"INGEST_FAIL_AT=worker:{name}")
 
 
 def _process(task: Task) -> TaskResult:

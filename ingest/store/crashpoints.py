@@ -4,8 +4,10 @@
 the process SIGKILL itself there, the way a power cut or an OOM kill would.
 The service reads it once at start-up; unset, each point costs one falsy check.
 
-`INGEST_FAIL_AT=<point>` instead makes an internal task of the service raise there,
-for tests of what a bug in the service itself does: it must stop and exit 1.
+`INGEST_FAIL_AT=<point>` instead makes the service's own code raise there, for tests
+of what a bug does: in an internal task (`intake`) it must stop the service with
+exit 1; in a worker (`worker:<file>`, checked in ingest/compute/task.py) the task's
+files are retried alone and the named one quarantined.
 """
 
 from __future__ import annotations
@@ -26,8 +28,11 @@ POINTS = (
 )
 
 
-# Where INGEST_FAIL_AT can make an internal task raise.
-FAIL_POINTS = ("intake",)  # the intake task, as it takes a settled file
+# Where INGEST_FAIL_AT can make the service's own code raise.
+FAIL_POINTS = (
+    "intake",  # the intake task, as it takes a settled file
+    "worker",  # a worker, as it starts a task holding the named file
+)
 
 
 class InjectedFailure(RuntimeError):
@@ -45,7 +50,7 @@ class CrashPlan:
         name, _, nth = os.environ.get("INGEST_CRASH_AT", "").partition(":")
         if name and name not in POINTS:
             raise ValueError(f"INGEST_CRASH_AT={name!r} is not one of {', '.join(POINTS)}")
-        fail = os.environ.get("INGEST_FAIL_AT", "")
+        fail = os.environ.get("INGEST_FAIL_AT", "").partition(":")[0]
         if fail and fail not in FAIL_POINTS:
             raise ValueError(f"INGEST_FAIL_AT={fail!r} is not one of {', '.join(FAIL_POINTS)}")
         return cls(name, int(nth or 1), fail)

@@ -173,25 +173,26 @@ def test_unpicklable_errors_and_results_become_error_records_without_deadlock(
 def test_a_task_that_fails_unexpectedly_is_retried_file_by_file_and_the_run_goes_on(
     folder: Folder,
 ) -> None:
-    # A real input that the joint parse of small CSVs did not foresee: files sharing a
-    # header in which a text column's name repeats. Parsed together, the worker's own code
-    # raised a KeyError, not a verdict on a file; alone, each file gets its own verdict.
-    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 1, "drain_s": 60})
-    for name, value in (("a.csv", "x"), ("b.csv", "y")):
-        (folder.drop / name).write_text(f"name,name,v\n{value},{value}2,1\n{value},z,2\n")
-    ordinary = {f"c{i}.csv": len(write_csv(folder.drop / f"c{i}.csv", 20, i)) for i in range(3)}
+    # Test-only fault point: the worker's own code raises for any task holding poison.csv,
+    # as a bug would (the joint CSV parse once did, on a header that repeats a text column;
+    # tests/compute/test_together.py keeps that input). One worker: one task for them all.
+    _configure(folder, "slow", workers=1, drain_s=60)
+    expected = _good_and_poison(folder, 6, 0.0)
 
     started = time.monotonic()
-    result = _once(folder)
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=180,
+        env={**_env(), "INGEST_FAIL_AT": "worker:poison.csv"},
+    )
 
-    assert result.returncode in (0, 3), result.stderr
+    assert result.returncode == 3, result.stderr
     assert time.monotonic() - started < 50, "nothing waited on the drain for lost files"
-    ingested = _ingested(folder)
-    for name in ("a.csv", "b.csv"):
-        # Duplicate column names are either made unique or refused, file by file.
-        verdict = ingested.pop(name, None) or _quarantined(folder, name)["error"]
-        assert verdict in (2, "DecodeError"), (name, verdict)
-    assert ingested == ordinary
+    assert "retrying each of its files alone" in result.stderr
+    report = _quarantined(folder, "poison.csv")
+    assert report["error"] == "RuntimeError"
+    assert "INGEST_FAIL_AT=worker:poison.csv" in str(report["message"])
+    assert _ingested(folder) == expected
     assert not list(folder.drop.iterdir())
 
 
