@@ -93,11 +93,15 @@ def test_sigkill_of_a_busy_worker_loses_nothing_and_quarantines_nothing(
     )
     try:
         service = psutil.Process(proc.pid)
-        wait_for(lambda: len(service.children(recursive=True)) >= 2, 30, "the pool")
+
+        def workers() -> list[psutil.Process]:
+            # Workers are the forkserver's children, so the service's grandchildren (its
+            # children are the forkserver and the resource tracker).
+            return [p for p in service.children(recursive=True) if p.ppid() != proc.pid]
+
+        wait_for(lambda: len(workers()) >= 2, 30, "the pool's workers")
         time.sleep(0.5)  # well into the backlog: both workers hold a file
-        # Workers are the forkserver's children, so the service's grandchildren.
-        workers = [p for p in service.children(recursive=True) if p.ppid() != proc.pid]
-        workers[0].send_signal(signal.SIGKILL)
+        workers()[0].send_signal(signal.SIGKILL)
         wait_for(lambda: not list(folder.drop.glob("*.csv")), 60, "the drop folder to empty")
     finally:
         proc.send_signal(signal.SIGTERM)
