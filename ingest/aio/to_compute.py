@@ -193,7 +193,7 @@ class Compute:
                 await self._replace(executor)
 
     async def run(self, task: Task) -> TaskResult:
-        """Run `process(task)` in a worker. Raises WorkerCrashed or TaskTimeout."""
+        """Run `process(task)` in a worker. Raises WorkerCrashed, TaskTimeout or PoolStopped."""
         return await self.call(process, task, _describe(task), len(task.jobs), task.beacon)
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.
@@ -283,7 +283,11 @@ class Compute:
         wait = limit if beacon_path is not None else self.timeout_s * files + BACKSTOP_GRACE_S
         pid = None
         while True:
-            done, _ = await asyncio.wait({future}, timeout=wait)
+            try:
+                done, _ = await asyncio.wait({future}, timeout=wait)
+            except asyncio.CancelledError:
+                future.cancel()  # as wait_for would: nothing is left to take its result
+                raise
             if done:
                 return future.result()
             if beacon_path is None:
