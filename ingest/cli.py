@@ -151,6 +151,9 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
     gc.freeze()
     summary = asyncio.run(service.serve())
     log.info(summary.line())
+    if summary.failed is not None:
+        log.error("ingest stopped on an internal failure: %s", summary.failed)
+        return FAILED
     if mode == "once" and summary.outcomes["quarantined"]:
         return QUARANTINED
     return OK

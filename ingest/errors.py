@@ -40,3 +40,8 @@ class OutputLocked(IngestError):
             f"another ingest process ({holder}) is writing to {lock.parent.parent};"
             f" it holds {lock}. Run again when it is done, or pass --wait to wait for it"
         )
+
+
+class PoolStopped(IngestError):
+    """Raised when a call was lost because the pool was stopped to end another, hung call:
+    not this call's fault, so it is run again, uncharged."""

@@ -59,6 +59,8 @@ class Task:
     # None: return them as bytes (a worker on another machine).
     stage: str | None = None
     specs: tuple[TableSpec, ...] = ()  # the tables the jobs are routed to
+    # Where the worker reports its pid and its progress (see ingest/beacon.py); None: nowhere.
+    beacon: str | None = None
 
     def spec(self, table: str) -> TableSpec:
         return next((s for s in self.specs if s.name == table), TableSpec(table))

@@ -122,6 +122,7 @@ class Committer:
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._backoff = 0.0
+        self._closed = False  # drained: the ledger is about to close
 
     async def read_ledger(self, query: Callable[..., T], *args: object) -> T:
         """Run a ledger query in a thread, never at the same time as a commit:
@@ -149,12 +150,15 @@ class Committer:
         return pending.oldest_aside + self.config.output.flush_s - time.monotonic()
 
     async def run(self) -> None:
-        """Forever: flush whenever something is due; a compaction pass between flushes."""
+        """Forever: flush whenever something is due, and after a failure back off; a
+        compaction pass between flushes."""
         next_look = 0.0
         while True:
             due = self._due()
             if due <= 0:
-                await self.flush()
+                if not await self.flush():
+                    await asyncio.sleep(self._backoff)
+                    continue
                 next_look = 0.0  # new parts: one pass before the next commit
             if self.compactor is not None and time.monotonic() >= next_look:
                 compacted = await self._compact()
@@ -166,11 +170,14 @@ class Committer:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), min(due, PRESSURE_POLL_S))
 
-    async def flush(self) -> None:
+    async def flush(self) -> bool:
+        """Commit what is pending; False if that failed and it is pending again."""
         async with self._flushing:
+            if self._closed:
+                return True
             pending, self._pending = self._pending, Pending()
             if not pending:
-                return
+                return True
             done = await asyncio.to_thread(self._commit, pending)
             for published in done.published:
                 await self._report_published(published)
@@ -178,19 +185,21 @@ class Committer:
                 await self._report_aside(pending.aside)
             if done.error is None:
                 self._backoff = 0.0
-                return
+                return True
             self._restore(pending, done)
             self._backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
             log.error(
                 "commit failed: %s; inputs stay pending, retrying in %.1fs",
                 done.error, self._backoff,
             )
-            await asyncio.sleep(self._backoff)
+            return False
 
     async def _compact(self) -> bool:
         """One compaction pass in a thread, holding the ledger; True if it compacted."""
         assert self.compactor is not None
         async with self._flushing:
+            if self._closed:
+                return False
             work = asyncio.ensure_future(asyncio.to_thread(self.compactor.step, self.ledger))
             try:
                 return bool(await asyncio.shield(work))
@@ -202,10 +211,21 @@ class Committer:
                 log.exception("compaction failed; the partition stays as it is, for now")
                 return False
 
-    async def drain(self) -> None:
-        """Flush until nothing is pending."""
+    async def drain(self, until: float) -> int:
+        """Flush until nothing is pending, retrying failed commits until the monotonic time
+        `until` (at least one attempt). Then commit nothing more; return how many files
+        are left uncommitted: they stay in the drop folder, for the next run."""
         while self._pending:
-            await self.flush()
+            if await self.flush():
+                continue
+            left = until - time.monotonic()
+            if left <= 0:
+                break
+            await asyncio.sleep(min(self._backoff, left))
+        async with self._flushing:  # a flush of the run loop in its thread finishes first
+            self._closed = True
+        pending = self._pending
+        return sum(len(o.accepted) for o in pending.outputs) + len(pending.aside)
 
     def _restore(self, pending: Pending, done: Committed) -> None:
         # What failed goes back in front, keeping its age, so the retry includes it.

@@ -9,6 +9,9 @@ files, spread over every core. A file that arrives alone waits at most
 After a worker dies, every file of the task that was running is a suspect.
 Each suspect runs again with the pool to itself: a crash there has one cause.
 A file that kills a worker `retries + 1` times is quarantined as poison.
+A task that fails in a way no one foresaw (an exception from the worker's own
+code, not from a file's verdict) has its files run alone too, and a file that
+fails that way again alone is quarantined with the exception: the service goes on.
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ from typing import TypeVar
 import aiorwlock
 
 from ..config import Config
-from ..errors import TaskTimeout, WorkerCrashed
+from ..errors import PoolStopped, TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job, Task, TaskResult, WrittenPart
 from ..metrics import Metrics
@@ -125,28 +128,28 @@ class Dispatcher:
             return items
 
     def _task(self, items: list[Queued]) -> Task:
-        stage = None
+        stage = beacon = None
         if self._stage_dir is not None:
             stage = str(self._stage_dir / f"task-{secrets.token_hex(8)}")
+            beacon = f"{stage}-worker"  # removed with the stage's parts if the task fails
         return Task(
             tuple(i.job for i in items), self.config.features, self.config.output.tables,
             self.config.output.compression, self.config.pipeline.task_timeout_s, stage,
-            self.committer.schemas.specs({i.job.table for i in items}),
+            self.committer.schemas.specs({i.job.table for i in items}), beacon,
         )
 
     async def _compute(self, task: Task) -> TaskResult:
-        """Run a task; if its worker died or was stopped, remove what it had written."""
+        """Run a task; if it did not return, remove what its worker had written."""
         try:
             return await self.compute.run(task)
-        except (WorkerCrashed, TaskTimeout):
+        except Exception:
             if task.stage is not None:
                 await asyncio.to_thread(_remove_staged, Path(task.stage))
             raise
 
     async def _run(self, items: list[Queued]) -> None:
         try:
-            async with self._isolation.reader_lock:
-                result = await self._compute(self._task(items))
+            result = await self._beside_others(items)
         except WorkerCrashed as exc:
             self.metrics.breakages.inc()
             log.warning("%s; retrying each of its files alone", exc)
@@ -160,7 +163,24 @@ class Dispatcher:
             for item in items:
                 await self._run_alone(item, crashes=0)
             return
+        except Exception as exc:
+            # Not a file's verdict (those come back as data): one of them may still be the
+            # cause, so each runs alone, as after a crash, but none is charged one.
+            log.error("%s failed unexpectedly; retrying each of its files alone", _what(items),
+                      exc_info=exc)
+            for item in items:
+                await self._run_alone(item, crashes=0)
+            return
         self._deliver(items, result, attempts=1)
+
+    async def _beside_others(self, items: list[Queued]) -> TaskResult:
+        """Run a task while others run; again if it was lost with a pool stopped for another."""
+        while True:
+            try:
+                async with self._isolation.reader_lock:
+                    return await self._compute(self._task(items))
+            except PoolStopped as exc:
+                log.info("%s; running it again", exc)
 
     async def _run_alone(self, item: Queued, crashes: int) -> None:
         retries = self.config.pipeline.retries
@@ -168,6 +188,8 @@ class Dispatcher:
             try:
                 async with self._isolation.writer_lock:
                     result = await self._compute(self._task([item]))
+            except PoolStopped:
+                continue  # lost with a pool stopped for a hung call: not its doing
             except WorkerCrashed as exc:
                 crashes += 1
                 self.metrics.breakages.inc()
@@ -180,6 +202,11 @@ class Dispatcher:
             except TaskTimeout as exc:
                 self._quarantine(item, Failure("TaskTimeout", str(exc)), crashes + 1)
                 return
+            except Exception as exc:
+                log.error("%s failed unexpectedly, alone", item.file.rel, exc_info=exc)
+                failure = Failure(type(exc).__name__, f"processing it failed unexpectedly: {exc}")
+                self._quarantine(item, failure, crashes + 1)
+                return
             self._deliver([item], result, attempts=crashes + 1)
             return
 
@@ -188,17 +215,23 @@ class Dispatcher:
 
         Raises WorkerCrashed once it has killed a worker `retries + 1` times.
         """
-        try:
-            async with self._isolation.reader_lock:
-                return await call()
-        except WorkerCrashed as exc:
-            self.metrics.breakages.inc()
-            log.warning("%s; retrying it alone", exc)
+        while True:
+            try:
+                async with self._isolation.reader_lock:
+                    return await call()
+            except PoolStopped:
+                continue  # lost with a pool stopped for another call's hang: not its doing
+            except WorkerCrashed as exc:
+                self.metrics.breakages.inc()
+                log.warning("%s; retrying it alone", exc)
+                break
         crashes = 1
         while True:
             try:
                 async with self._isolation.writer_lock:
                     return await call()
+            except PoolStopped:
+                continue
             except WorkerCrashed as exc:
                 crashes += 1
                 self.metrics.breakages.inc()
@@ -238,6 +271,11 @@ class Dispatcher:
                 StagedPart.written(p) if isinstance(p, WrittenPart) else p for p in result.parts
             ]
             self.committer.add(TaskOutput(accepted, parts))
+
+
+def _what(items: list[Queued]) -> str:
+    first = items[0].file.rel
+    return first if len(items) == 1 else f"the task of {first} and {len(items) - 1} other files"
 
 
 def _remove_staged(stage: Path) -> None:

@@ -65,6 +65,7 @@ class Summary:
     rows: int = 0
     started: float = field(default_factory=time.monotonic)
     lag_p99_ms: float = 0.0
+    failed: str | None = None  # an internal task failed and stopped the service: why
 
     def line(self) -> str:
         o = self.outcomes
@@ -204,8 +205,11 @@ class Service:
 
     def _task_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.error("internal task failed", exc_info=task.exception())
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error("internal task failed; stopping", exc_info=exc)
+            if self.summary.failed is None:
+                self.summary.failed = f"{type(exc).__name__}: {exc}"
             self.stop.set()
 
     def _install_signals(self) -> None:
@@ -238,14 +242,20 @@ class Service:
     async def _drain(self) -> None:
         self.draining = True
         deadline = time.monotonic() + self.config.pipeline.drain_s
-        while self._held and time.monotonic() < deadline:
+        # After an internal failure, files held may never be resolved: none is waited for.
+        while self._held and self.summary.failed is None and time.monotonic() < deadline:
             await asyncio.sleep(0.01)
         if self._held:
             log.warning(
                 "drain_s = %g passed with files still in flight: %d; they will be read on restart",
                 self.config.pipeline.drain_s, len(self._held),
             )
-        await self.committer.drain()
+        # Failing commits (a full disk) are retried until the same deadline, not forever.
+        left = await self.committer.drain(deadline)
+        if left:
+            log.warning("%d files could not be committed before drain_s; left for the next run",
+                        left)
+            self.summary.outcomes["deferred"] += left
 
     async def _shutdown(self) -> None:
         abandoned = bool(self._held)
@@ -265,6 +275,7 @@ class Service:
     async def _intake(self) -> None:
         while True:
             file = await self.settler.ready.get()
+            self.crash.fail_here("intake")
             if self.draining:
                 self.settler.done(file.rel)
                 continue

@@ -3,7 +3,9 @@
     In-process (event loop)              |  Out-of-process (worker)
     await Compute.run(job) --------------+--> compute.task.process(job)
       BrokenProcessPool -> WorkerCrashed |      returns Outcome (data, never raises)
-      timeout           -> TaskTimeout   |
+      timeout           -> TaskTimeout   |      reports pid and progress (ingest/beacon.py)
+      pool stopped for another's hang    |
+                        -> PoolStopped   |
 
 `Compute` owns the application's single executor. It is made once at
 start-up; after a worker dies it is replaced, once per breakage, however many
@@ -18,15 +20,17 @@ import logging
 import multiprocessing
 import os
 import time
+import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
+from .. import beacon
 from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
 from ..compute import stream
 from ..compute.task import init_worker, process, warm
-from ..errors import ConfigError, TaskTimeout, WorkerCrashed
+from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
 from ..jobs import Task, TaskResult
 
 log = logging.getLogger("ingest.compute")
@@ -34,7 +38,10 @@ log = logging.getLogger("ingest.compute")
 A = TypeVar("A")
 R = TypeVar("R")
 
-# How long past task_timeout_s the parent waits before it kills the workers itself.
+# How long past task_timeout_s in one step (a file of a task) the parent waits before it
+# kills the worker itself: the worker's own alarm stops Python code at task_timeout_s, so
+# this is for code that signals cannot reach (C code stuck in a loop). Long enough that a
+# loaded machine does not kill a worker about to stop on its own; short next to the limit.
 BACKSTOP_GRACE_S = 5.0
 POOL_START_ATTEMPTS = 5
 POOL_START_BACKOFF_S = 0.05
@@ -120,6 +127,9 @@ class Compute:
         self._client: Any = None
         self._replacing = asyncio.Lock()
         self._starting: asyncio.Future[None] | None = None
+        # Pools broken on purpose, to stop a hung call: the other calls they held are not
+        # charged a crash.
+        self._stopped: weakref.WeakSet[Executor] = weakref.WeakSet()
 
     @property
     def shares_disk(self) -> bool:
@@ -167,17 +177,24 @@ class Compute:
             broken.shutdown(wait=False, cancel_futures=True)
             self._executor = await asyncio.to_thread(_process_pool, self.workers, self.plugins)
 
-    async def _kill_workers(self, executor: Executor) -> None:
-        """Break the pool on purpose: the only way to stop a task stuck in C code."""
-        for child in multiprocessing.active_children():
-            child.kill()
+    async def _stop_worker(self, executor: Executor, pid: int | None) -> None:
+        """Kill the worker stuck in a call: the only way to stop C code. Only that worker, if
+        it said which it is (see ingest/beacon.py); else every one. A process pool breaks
+        when any worker dies, and fails every call it held: those become PoolStopped."""
+        self._stopped.add(executor)
+        children = multiprocessing.active_children()
+        if not any(child.pid == pid for child in children):
+            pid = None  # not known, or not one of ours
+        for child in children:
+            if pid is None or child.pid == pid:
+                child.kill()
         if isinstance(executor, ProcessPoolExecutor):
             with contextlib.suppress(BrokenProcessPool):
                 await self._replace(executor)
 
     async def run(self, task: Task) -> TaskResult:
-        """Run `process(task)` in a worker. Raises WorkerCrashed or TaskTimeout."""
-        return await self.call(process, task, _describe(task), len(task.jobs))
+        """Run `process(task)` in a worker. Raises WorkerCrashed, TaskTimeout or PoolStopped."""
+        return await self.call(process, task, _describe(task), len(task.jobs), task.beacon)
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.
 
@@ -206,36 +223,82 @@ class Compute:
     async def finish(self, finish: Finish) -> bytes:
         return await self.call(stream.finish, finish, f"the features of {finish.source_file}")
 
-    async def call(self, function: Callable[[A], R], arg: A, what: str, files: int = 1) -> R:
-        """Run `function(arg)` in a worker: a top-level function of `ingest.compute`, on plain
-        data. Raises WorkerCrashed or TaskTimeout; `what` names the work in their messages."""
+    async def _submit(
+        self, function: Callable[[A], R], arg: A
+    ) -> tuple[Executor, asyncio.Future[R]]:
+        """Hand a call to the executor. A pool being replaced takes no new work: the call
+        waits for the new one. A pool that refuses it broke before the call reached it, so
+        nothing of it ran: the pool is replaced and the call handed over again, uncharged."""
         if self._starting is not None:
             await self._starting
-        executor = self._executor
-        if executor is None:
-            raise RuntimeError("Compute.start() was not called")
         loop = asyncio.get_running_loop()
-        # The worker enforces the limit per file; this is the backstop for a stuck worker.
-        backstop = self.timeout_s * files + BACKSTOP_GRACE_S
+        while True:
+            async with self._replacing:
+                executor = self._executor
+            if executor is None:
+                raise RuntimeError("Compute.start() was not called")
+            try:
+                return executor, loop.run_in_executor(executor, function, arg)
+            except (BrokenProcessPool, OSError):
+                # OSError: a submit that races the pool's breakdown finds its pipes closed.
+                await self._replace(executor)
+                if self._executor is executor:
+                    raise WorkerCrashed("the executor refused work and was not replaced") from None
+
+    async def call(
+        self, function: Callable[[A], R], arg: A, what: str, files: int = 1,
+        beacon_path: str | None = None,
+    ) -> R:
+        """Run `function(arg)` in a worker: a top-level function of `ingest.compute`, on plain
+        data. Raises WorkerCrashed, TaskTimeout or PoolStopped; `what` names the work in
+        their messages. `beacon_path`: where the worker reports its progress, if it does."""
+        executor, future = await self._submit(function, arg)
         try:
-            return await asyncio.wait_for(loop.run_in_executor(executor, function, arg), backstop)
-        except TimeoutError:  # before OSError, of which it is a subclass
-            await self._kill_workers(executor)
-            raise TaskTimeout(
-                f"{what} took longer than task_timeout_s = {self.timeout_s:g}"
-                " and its worker did not stop; the worker was killed"
-            ) from None
+            return await self._backstop(executor, future, what, files, beacon_path)
         except (BrokenProcessPool, OSError) as exc:
             if _raised_in_worker(exc):
                 raise  # the function's own error (pyarrow reports some as OSError), not a crash
             # OSError: a submit that races the pool's breakdown finds its pipes closed.
             await self._replace(executor)
+            if executor in self._stopped:
+                raise PoolStopped(f"{what} was lost with a pool stopped for a hung task") from exc
             raise WorkerCrashed(f"a worker died while it held {what}") from exc
         except Exception as exc:
             # dask reports a task whose workers kept dying as KilledWorker.
             if type(exc).__name__ == "KilledWorker":
                 raise WorkerCrashed(f"dask workers died while they held {what}") from exc
             raise
+
+    async def _backstop(
+        self, executor: Executor, future: asyncio.Future[R], what: str, files: int,
+        beacon_path: str | None,
+    ) -> R:
+        """The call's result. A worker stuck for task_timeout_s plus BACKSTOP_GRACE_S in one
+        step of a call that reports its steps, or in `files` times task_timeout_s of one that
+        does not, is killed, and TaskTimeout raised. A call not yet started is not stuck."""
+        limit = self.timeout_s + BACKSTOP_GRACE_S
+        wait = limit if beacon_path is not None else self.timeout_s * files + BACKSTOP_GRACE_S
+        pid = None
+        while True:
+            try:
+                done, _ = await asyncio.wait({future}, timeout=wait)
+            except asyncio.CancelledError:
+                future.cancel()  # as wait_for would: nothing is left to take its result
+                raise
+            if done:
+                return future.result()
+            if beacon_path is None:
+                break
+            pid, idle = await asyncio.to_thread(beacon.read, beacon_path)
+            if pid is not None and idle >= limit:
+                break
+            wait = limit - idle  # at work on a step, or waiting behind other calls
+        future.cancel()  # its worker is about to die: what it would say is not wanted
+        await self._stop_worker(executor, pid)
+        raise TaskTimeout(
+            f"{what} took longer than task_timeout_s = {self.timeout_s:g}"
+            " and its worker did not stop; the worker was killed"
+        )
 
 
 def _raised_in_worker(exc: BaseException) -> bool:

@@ -22,7 +22,7 @@ from types import ModuleType
 
 import pyarrow as pa
 
-from .. import conform, memory, shared
+from .. import beacon, conform, memory, shared
 from ..config import Features
 from ..dialect import PLAIN, Dialect
 from ..errors import TaskTimeout
@@ -246,6 +246,23 @@ def process(task: Task) -> TaskResult:
     plain strings leave this function, so an exception that cannot be
     pickled, or a plugin that calls sys.exit(), is still an ordinary Failure.
     """
+    beacon.report(task.beacon)
+    try:
+        _injected_failure(task)
+        return _process(task)
+    finally:
+        beacon.done(task.beacon)
+
+
+def _injected_failure(task: Task) -> None:
+    """Test-only: `INGEST_FAIL_AT=worker:<file>` makes a task holding that file raise, as a
+    bug in the worker's own code would (the service's points: ingest/store/crashpoints.py)."""
+    point, _, name = os.environ.get("INGEST_FAIL_AT", "").partition(":")
+    if point == "worker" and any(job.source_file == name for job in task.jobs):
+        raise RuntimeError(f"INGEST_FAIL_AT=worker:{name}")
+
+
+def _process(task: Task) -> TaskResult:
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
     lost: dict[int, Failure] = {}
@@ -259,6 +276,7 @@ def process(task: Task) -> TaskResult:
         joined = {}
     parsed = {joinable[k]: table for k, table in joined.items()}
     for index, job in enumerate(jobs):
+        beacon.beat(task.beacon)  # each file has task_timeout_s, and the service's backstop
         result = lost.get(index) or _featurise_one(job, task, parsed.get(index))
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
@@ -266,6 +284,7 @@ def process(task: Task) -> TaskResult:
             featurised, dialect = result
             outcomes.append(Outcome(job.source_file, job.sha256, featurised.rows, None, dialect))
             done.append(featurised)
+    beacon.beat(task.beacon)
     try:
         versions = {spec.name: spec.version for spec in task.specs}
         parts = encode(done, task.compression, task.features.sets, task.stage, versions)

@@ -76,13 +76,14 @@ def _group(members: list[tuple[int, bytes, int]], header: bytes) -> dict[int, pa
     counts = [data.count(b"\n", start) for _, data, start in members]
     if joined.num_rows != sum(counts):
         return {}
-    text = [f.name for f in first.schema if pa.types.is_string(f.type)]
+    # By position: a header may repeat a name (each file is then refused on its own).
+    text = [i for i, f in enumerate(first.schema) if pa.types.is_string(f.type)]
     tables: dict[int, pa.Table] = {}
     offset = 0
     for (index, _, _), count in zip(members, counts, strict=True):
         part = joined.slice(offset, count)
         offset += count
-        if not any(_numeric(part[name]) for name in text):
+        if not any(_numeric(part.column(i)) for i in text):
             tables[index] = part
     return tables
 

@@ -3,6 +3,11 @@
 `INGEST_CRASH_AT=<point>` (or `<point>:<n>`, the n-th time it is reached) makes
 the process SIGKILL itself there, the way a power cut or an OOM kill would.
 The service reads it once at start-up; unset, each point costs one falsy check.
+
+`INGEST_FAIL_AT=<point>` instead makes the service's own code raise there, for tests
+of what a bug does: in an internal task (`intake`) it must stop the service with
+exit 1; in a worker (`worker:<file>`, checked in ingest/compute/task.py) the task's
+files are retried alone and the named one quarantined.
 """
 
 from __future__ import annotations
@@ -31,17 +36,32 @@ COMPACT_POINTS = (
 POINTS = COMMIT_POINTS + COMPACT_POINTS
 
 
+# Where INGEST_FAIL_AT can make the service's own code raise.
+FAIL_POINTS = (
+    "intake",  # the intake task, as it takes a settled file
+    "worker",  # a worker, as it starts a task holding the named file
+)
+
+
+class InjectedFailure(RuntimeError):
+    """Raised at an INGEST_FAIL_AT point: a stand-in for a bug in the service."""
+
+
 @dataclass
 class CrashPlan:
     point: str = ""
     countdown: int = 1
+    fail: str = ""
 
     @classmethod
     def from_env(cls) -> CrashPlan:
         name, _, nth = os.environ.get("INGEST_CRASH_AT", "").partition(":")
         if name and name not in POINTS:
             raise ValueError(f"INGEST_CRASH_AT={name!r} is not one of {', '.join(POINTS)}")
-        return cls(name, int(nth or 1))
+        fail = os.environ.get("INGEST_FAIL_AT", "").partition(":")[0]
+        if fail and fail not in FAIL_POINTS:
+            raise ValueError(f"INGEST_FAIL_AT={fail!r} is not one of {', '.join(FAIL_POINTS)}")
+        return cls(name, int(nth or 1), fail)
 
     def reached(self, point: str) -> None:
         """Die here if this is the planned point."""
@@ -49,3 +69,8 @@ class CrashPlan:
             self.countdown -= 1
             if self.countdown <= 0:
                 os.kill(os.getpid(), signal.SIGKILL)
+
+    def fail_here(self, point: str) -> None:
+        """Raise here if this is the planned point."""
+        if self.fail and point == self.fail:
+            raise InjectedFailure(f"INGEST_FAIL_AT={point}")

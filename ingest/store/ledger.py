@@ -18,7 +18,7 @@ import json
 import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -187,10 +187,18 @@ class Ledger:
         self._db.execute("BEGIN IMMEDIATE")
         try:
             yield self._db
+            self._db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            self._rollback()
             raise
-        self._db.execute("COMMIT")
+
+    def _rollback(self) -> None:
+        """End a failed transaction, whether in a statement or in COMMIT itself. SQLite has
+        often rolled it back already (a full disk), and then a ROLLBACK would fail and hide
+        the real error; if it is still open, every later BEGIN would fail."""
+        if self._db.in_transaction:
+            with suppress(sqlite3.Error):
+                self._db.execute("ROLLBACK")
 
     def begin_part(self, part_id: str, paths: list[str], sizes: list[int] | None = None) -> None:
         with self._transaction() as db:

@@ -4,17 +4,23 @@ Every complete part file names its inputs in its footer (`ingest.sources`), and
 every quarantined input has its `<name>.error.json`; together they are enough
 to know what was ingested, so nothing is ingested twice after a lost ledger.
 Inputs still in the drop folder are then recognised by content (sha256) and
-skipped as duplicates. The old ledger, if any, is kept beside the new one.
+known again: an input still in the drop folder with the content a part names
+is recorded with its size and mtime, as the lost ledger had it, so the next run
+skips it unread. The old ledger, if any, is kept beside the new one.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
+import os
 import re
 import shutil
+import stat
 import time
 from collections import defaultdict
+from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -105,6 +111,25 @@ def _holds(rels: list[str], paths: list[Path]) -> dict[str, list[tuple[str, str]
     return holds
 
 
+def _in_drop(layout: Layout, record: FileRecord) -> FileRecord:
+    """The record with the size and mtime of its input, if that is still in the drop folder
+    with the same content; else as it was (-1: matched by content alone)."""
+    path = layout.drop / record.path
+    try:
+        before = os.stat(path)
+        if not stat.S_ISREG(before.st_mode):
+            return record  # never open a FIFO or a device
+        with path.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+        after = os.stat(path)
+    except OSError:
+        return record
+    same = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+    if digest != record.sha256 or not same:
+        return record
+    return replace(record, size=after.st_size, mtime_ns=after.st_mtime_ns)
+
+
 def _quarantined(layout: Layout) -> list[FileRecord]:
     records: list[FileRecord] = []
     for report in sorted(layout.quarantine.rglob("*.error.json")):
@@ -143,7 +168,7 @@ def rebuild(layout: Layout) -> dict[str, int]:
         for part_id, paths in sorted(parts.items(), key=_records_first):
             rels = [p.relative_to(layout.output).as_posix() for p in paths]
             ledger.begin_part(part_id, rels, [p.stat().st_size for p in paths])
-            files = _ingested(part_id, paths, seen)
+            files = [_in_drop(layout, record) for record in _ingested(part_id, paths, seen)]
             ledger.finish_part(part_id, files, _holds(rels, paths))
             ingested += len(files)
         quarantined = _quarantined(layout)

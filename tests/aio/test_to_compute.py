@@ -10,6 +10,7 @@ import pytest
 from ingest.aio.to_compute import Compute
 from ingest.compute.task import warm
 from ingest.config import Features
+from ingest.errors import WorkerCrashed
 from ingest.jobs import Job, Task
 
 from ..conftest import SAMPLE_DATA, Folder
@@ -76,3 +77,29 @@ def test_workers_load_pandas_only_for_plugin_feature_sets(plugins: bool) -> None
 
     loaded = asyncio.run(main())
     assert loaded and loaded == [plugins] * len(loaded)
+
+
+def test_calls_made_while_the_pool_is_replaced_run_on_the_new_pool() -> None:
+    """A worker dies; calls made before its pool is replaced wait for the new one,
+    instead of being refused by the broken pool and charged a crash of their own."""
+
+    async def main() -> tuple[list[object], int]:
+        compute = Compute("process", 2, 60)
+        await asyncio.to_thread(compute.start)
+        try:
+            killer = asyncio.ensure_future(compute.call(os._exit, 1, "a call that kills"))
+            while not compute.breakages:  # the replacement has begun
+                await asyncio.sleep(0.001)
+            innocent = await asyncio.gather(
+                *(compute.call(abs, -i, f"innocent call {i}") for i in range(8)),
+                return_exceptions=True,
+            )
+            with pytest.raises(WorkerCrashed):
+                await killer
+            return innocent, compute.breakages
+        finally:
+            compute.shutdown()
+
+    innocent, breakages = asyncio.run(main(), debug=True)
+    assert innocent == list(range(8))
+    assert breakages == 1

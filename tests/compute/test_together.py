@@ -110,3 +110,15 @@ def test_a_blank_line_keeps_a_file_out_of_the_joint_parse_and_every_file_keeps_i
         assert [{k: r[k] for k in ("timestamp", "a", "b")} for r in mine] == (
             decode(j.source_file, j.data).to_pylist()
         )
+
+
+def test_a_header_that_repeats_a_text_column_gets_the_verdict_each_file_gets_alone() -> None:
+    jobs = tuple(
+        job(f"f{i}.csv", b"name,name,v\n" + b"x%d,y,%d\nz,w,%d\n" % (i, i, i + 1))
+        for i in range(3)
+    )
+    parse_together(jobs)  # it once raised KeyError, failing the whole task
+    together = process(Task(jobs, Features()))
+    for j, outcome in zip(jobs, together.outcomes, strict=True):
+        alone = process(Task((j,), Features())).outcomes[0]
+        assert (outcome.rows, outcome.failure) == (alone.rows, alone.failure)

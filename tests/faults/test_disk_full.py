@@ -4,11 +4,16 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import sqlite3
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from ingest.store.ledger import FileRecord, Ledger
 
 from ..conftest import Folder, Service, wait_for, write_csv
 from ..invariants import check_exactly_once
@@ -61,4 +66,65 @@ def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
     _grow(small_disk)
     wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "every input to be committed")
     assert svc.stop() == 0
+    check_exactly_once(folder, expected, set())
+
+
+def test_a_ledger_transaction_that_fails_for_want_of_space_ends_and_says_why(
+    small_disk: Path,
+) -> None:
+    ledger = Ledger(small_disk / "ledger.sqlite")
+    try:
+        free = os.statvfs(small_disk).f_bavail * os.statvfs(small_disk).f_frsize
+        filler = small_disk / "filler"
+        filler.write_bytes(b"x" * free)
+        # A small batch fails in COMMIT, a large one while SQLite spills its cache to the WAL.
+        # Either way the error is the disk's, and the next transaction can begin.
+        for count in (20, 30_000):
+            files = [
+                FileRecord(f"batch{count}/f{i:05d}.csv", 1, 1, "a" * 64, "ingested", done_at=1.0)
+                for i in range(count)
+            ]
+            with pytest.raises(sqlite3.OperationalError, match="database or disk is full"):
+                ledger.record(files)
+            assert not ledger.counts(), "nothing of a failed transaction is kept"
+        filler.unlink()
+        ledger.record(files[:3])  # the next transaction begins and commits
+        assert ledger.counts() == {"ingested": 3}
+    finally:
+        ledger.close()
+
+
+def test_sigterm_while_commits_fail_exits_within_drain_s_and_leaves_the_files_for_later(
+    folder: Folder, small_disk: Path, service: type[Service]
+) -> None:
+    drain_s = 3
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, "drain_s": drain_s},
+        output={"flush_s": 0.1, "compression": "none"},
+    )
+    expected = {
+        f"f{i:02d}.csv": len(write_csv(folder.drop / f"f{i:02d}.csv", 400, i, columns=6))
+        for i in range(40)
+    }
+    svc = service()
+    wait_for(lambda: "retrying in" in svc.text(), 60, "a commit to fail for want of space")
+
+    started = time.monotonic()
+    svc.proc.send_signal(signal.SIGTERM)
+    try:
+        code = svc.proc.wait(drain_s + 30)
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"SIGTERM did not stop the service:\n{svc.text()}") from None
+    took = time.monotonic() - started
+
+    assert code == 0, svc.text()
+    assert took < drain_s + 5, f"took {took:.1f}s to stop"
+    assert "could not be committed before drain_s" in svc.text()
+    assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
+    assert list(folder.drop.glob("*.csv")), "uncommitted inputs stay in the drop folder"
+
+    _grow(small_disk)
+    again = folder.ingest("once")
+    assert again.returncode == 0, again.stderr
+    assert not list(folder.drop.glob("*.csv"))
     check_exactly_once(folder, expected, set())

@@ -13,13 +13,13 @@ the live service must empty the drop folder, stop on SIGTERM with exit 0, and
 must account for every version exactly once, keyed by (source_file, source_sha256),
 since a new version under an old name is a new file and the old one's rows stay.
 
-What the machine found is pinned down by the strict xfail tests at the end of this
-file. Until those bugs are fixed the machine steps around them, each behind a switch
-(SIGTERM_DURING_START_UP_BUG, POOL_START_BUG, ARCHIVE_RACE_BUG), so that it keeps
-checking everything else: its teardown sends SIGTERM only once the service watches; it
-kills only workers of a pool that is up, and restarts the service, as a supervisor
-would, if the pool bug shows all the same; and it lets off a version archived unread
-right after its predecessor's commit, but nothing else that goes missing.
+What the machine found is pinned down by the tests at the end of this file. While
+such a bug is open the machine steps around it, each behind a switch (POOL_START_BUG,
+ARCHIVE_RACE_BUG), so that it keeps checking everything else: it kills only workers of
+a pool that is up, and restarts the service, as a supervisor would, if the pool bug
+shows all the same; and it lets off a version archived unread right after its
+predecessor's commit, but nothing else that goes missing. Its teardown's SIGTERM may
+reach a service that is still starting (its pool, say), which must drain and exit 0.
 """
 
 from __future__ import annotations
@@ -72,10 +72,6 @@ DRAIN_TIMEOUT_S = 30.0
 # file. While one is open the machine steps around it, so that it keeps checking the rest.
 # When its xfail test starts to pass, remove the mark and set its switch to False.
 #
-# A SIGTERM in the first instants of a Python process, before any of the service's code
-# runs, kills it like any other program: the teardown's SIGTERM waits until the service
-# watches. test_sigterm_during_start_up_drains_and_exits_0 covers the start-up itself.
-SIGTERM_DURING_START_UP_BUG = True
 # test_a_worker_killed_while_its_pool_starts_does_not_stop_the_service: workers are killed
 # only once the service watches and only if this old (their pool is, most likely, up); if
 # the bug shows all the same, the service is restarted, as a supervisor would.
@@ -244,11 +240,11 @@ class DropFolderMachine(RuleBasedStateMachine):
         assert not alive, f"processes outlived the service killed with -9: {alive}"
         self._start()
 
-    def _wait_ready(self) -> None:
-        """Until the latest service logs that it watches: its signal handlers are in place."""
+    def _wait_started(self) -> None:
+        """Until the latest service has logged its first line; it may still be starting."""
         wait_for(
-            lambda: self._healthy() is not None or " watching " in self._latest_log(),
-            60, "the service to start watching",
+            lambda: self._healthy() is not None or " at start-up" in self._latest_log(),
+            60, "the service to log its first line",
         )
         self.the_service_is_up()
 
@@ -444,8 +440,9 @@ class DropFolderMachine(RuleBasedStateMachine):
             left = sorted(p.name for p in drop.rglob("*"))
             raise AssertionError(f"{exc}; still there: {left}\n{self._tail()}") from None
         self.the_service_is_up()
-        if SIGTERM_DURING_START_UP_BUG:
-            self._wait_ready()
+        # A SIGTERM in the first instants of a Python process, before any of the service's
+        # code runs, kills it like any other program; from its first line on, it is ours.
+        self._wait_started()
         family = self._family()
         service = self._service()
         service.send_signal(signal.SIGTERM)

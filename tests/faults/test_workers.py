@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -92,11 +93,15 @@ def test_sigkill_of_a_busy_worker_loses_nothing_and_quarantines_nothing(
     )
     try:
         service = psutil.Process(proc.pid)
-        wait_for(lambda: len(service.children(recursive=True)) >= 2, 30, "the pool")
+
+        def workers() -> list[psutil.Process]:
+            # Workers are the forkserver's children, so the service's grandchildren (its
+            # children are the forkserver and the resource tracker).
+            return [p for p in service.children(recursive=True) if p.ppid() != proc.pid]
+
+        wait_for(lambda: len(workers()) >= 2, 30, "the pool's workers")
         time.sleep(0.5)  # well into the backlog: both workers hold a file
-        # Workers are the forkserver's children, so the service's grandchildren.
-        workers = [p for p in service.children(recursive=True) if p.ppid() != proc.pid]
-        workers[0].send_signal(signal.SIGKILL)
+        workers()[0].send_signal(signal.SIGKILL)
         wait_for(lambda: not list(folder.drop.glob("*.csv")), 60, "the drop folder to empty")
     finally:
         proc.send_signal(signal.SIGTERM)
@@ -167,3 +172,117 @@ def test_unpicklable_errors_and_results_become_error_records_without_deadlock(
     report = _quarantined(folder, "a.csv")
     assert report["error"] in ("Unpicklable", "ArrowInvalid", "ArrowTypeError", "TypeError")
     assert not folder.parts("records")
+
+
+def test_a_task_that_fails_unexpectedly_is_retried_file_by_file_and_the_run_goes_on(
+    folder: Folder,
+) -> None:
+    # Test-only fault point: the worker's own code raises for any task holding poison.csv,
+    # as a bug would (the joint CSV parse once did, on a header that repeats a text column;
+    # tests/compute/test_together.py keeps that input). One worker: one task for them all.
+    _configure(folder, "slow", workers=1, drain_s=60)
+    expected = _good_and_poison(folder, 6, 0.0)
+
+    started = time.monotonic()
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=180,
+        env={**_env(), "INGEST_FAIL_AT": "worker:poison.csv"},
+    )
+
+    assert result.returncode == 3, result.stderr
+    assert time.monotonic() - started < 50, "nothing waited on the drain for lost files"
+    assert "retrying each of its files alone" in result.stderr
+    report = _quarantined(folder, "poison.csv")
+    assert report["error"] == "RuntimeError"
+    assert "INGEST_FAIL_AT=worker:poison.csv" in str(report["message"])
+    assert _ingested(folder) == expected
+    assert not list(folder.drop.iterdir())
+
+
+def test_an_internal_failure_that_stops_the_service_exits_1(folder: Folder) -> None:
+    # Test-only fault point: no real input reaches the intake task's own code with an error.
+    write_csv(folder.drop / "a.csv", 20, 1)
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=120,
+        env={**_env(), "INGEST_FAIL_AT": "intake"},
+    )
+
+    assert result.returncode == 1, result.stderr
+    assert "InjectedFailure" in result.stderr
+    assert (folder.drop / "a.csv").exists(), "the file stays for the next run"
+
+
+@pytest.mark.timeout(180)
+def test_the_hang_backstop_does_not_grow_with_the_task(folder: Folder) -> None:
+    # One worker: the 40 good files and the hanging one make one task. The backstop counts
+    # from the start of the file that hangs, not task_timeout_s for every file of the task.
+    _configure(folder, "hang_ignoring_alarm", task_timeout_s=1, workers=1)
+    expected = _good_and_poison(folder, 40, HANG_VALUE)
+
+    started = time.monotonic()
+    result = _once(folder)
+    took = time.monotonic() - started
+
+    assert result.returncode == 3, result.stderr
+    assert _quarantined(folder, "poison.csv")["error"] == "TaskTimeout"
+    assert _ingested(folder) == expected
+    # Twice the backstop (the task, then the file alone), and the pools' restarts.
+    assert took < 35, f"took {took:.0f}s"
+
+
+def _attempts(folder: Folder) -> dict[str, int]:
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        return dict(db.execute("SELECT path, attempts FROM files WHERE state = 'ingested'"))
+
+
+@pytest.mark.timeout(180)
+def test_a_hung_worker_is_killed_alone_and_the_tasks_beside_it_are_not_charged(
+    folder: Folder,
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1},
+        pipeline={"workers": 2, "retries": 2, "task_timeout_s": 1},
+        features={"sets": [
+            "summary", "tests.plugin_sets:slow", "tests.plugin_sets:hang_ignoring_alarm",
+        ]},
+        output={"flush_s": 0.2},
+    )
+    log = (folder.root / "run.log").open("w")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+        cwd=folder.root, env=_env(), stdout=subprocess.DEVNULL, stderr=log, text=True,
+    )
+    expected: dict[str, int] = {}
+
+    def drop(name: str, sentinel: float | None = None) -> None:
+        write_csv(folder.root / name, 20, len(expected))
+        if sentinel is not None:
+            with (folder.root / name).open("a") as fh:
+                fh.write(f"1700000999000,{sentinel},1.0,1.0\n")
+        os.replace(folder.root / name, folder.drop / name)
+
+    try:
+        wait_for(lambda: "watching" in (folder.root / "run.log").read_text(), 60, "the service")
+        drop("poison.csv", HANG_VALUE)
+        # Slow files for the other worker until the backstop fires, so some are in flight.
+        while not (folder.quarantine / "poison.csv.error.json").exists():
+            for _ in range(4):
+                name = f"good{len(expected):03d}.csv"
+                drop(name)
+                expected[name] = 20
+            time.sleep(0.25)
+            assert len(expected) < 1000, "the backstop never fired"
+        wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "the drop folder to empty")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+        log.close()
+    stderr = (folder.root / "run.log").read_text()
+    assert proc.returncode == 0, stderr
+    assert _quarantined(folder, "poison.csv")["error"] == "TaskTimeout"
+    assert _ingested(folder) == expected
+    assert "took longer than task_timeout_s" in stderr
+    assert set(_attempts(folder).values()) == {1}, "no innocent file was charged a crash"
