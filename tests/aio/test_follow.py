@@ -1,0 +1,174 @@
+"""The follower notices when it goes deaf: real folders, the real settler, real watchfiles.
+
+A network filesystem cannot exist on this machine, nor can an inotify limit be
+reached without harm to everything else on it: those watchers are stand-ins,
+passed to the follower the way the service passes its own.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from ingest.aio.canary import NAME as CANARY
+from ingest.aio.canary import WAIT_S
+from ingest.aio.follow import EventSource, Follower
+from ingest.aio.settle import Settler
+from ingest.aio.watch import Watcher
+from ingest.config import Watch
+from ingest.files import DropFile
+from ingest.store.watch_mode import WatchMode
+
+T = TypeVar("T")
+
+
+async def deaf(
+    *paths: Path, stop_event: asyncio.Event, rust_timeout: int, **_: Any
+) -> AsyncGenerator[set[tuple[Any, str]], None]:
+    """A watcher on a filesystem that sends no events: it starts, and only ever times out."""
+    while not stop_event.is_set():
+        await asyncio.sleep(rust_timeout / 1000)
+        yield set()
+
+
+async def refused(*paths: Path, **_: Any) -> AsyncGenerator[set[tuple[Any, str]], None]:
+    """A watcher that cannot start: inotify's watch limit, as watchfiles reports it."""
+    raise OSError(errno.ENOSPC, "OS file watch limit reached")
+    yield set()  # an async generator, like watchfiles.awatch
+
+
+@dataclass
+class Run:
+    drop: Path
+    follower: Follower
+    settler: Settler
+    modes: list[WatchMode] = field(default_factory=list)
+
+    async def settled(self, timeout: float) -> DropFile:
+        return await asyncio.wait_for(self.settler.ready.get(), timeout)
+
+
+def follow(
+    tmp_path: Path,
+    body: Callable[[Run], Awaitable[T]],
+    events: EventSource | None = None,
+    on_success: str = "archive",
+) -> T:
+    """Run `body` while a follower watches tmp_path/drop (no rescans: they are not what
+    finds the files here)."""
+    drop = tmp_path / "drop"
+    drop.mkdir(exist_ok=True)
+
+    async def main() -> T:
+        watch = Watch(settle_ms=50, rescan_s=3600, on_success=on_success)
+        settler = Settler(watch.settle_ms, lambda p: p.relative_to(drop).as_posix(),
+                          lambda rel, seen: None)
+        modes: list[WatchMode] = []
+
+        async def report(mode: WatchMode) -> None:
+            modes.append(mode)
+
+        follower = Follower(Watcher(drop, watch, settler), report, events)
+        run = Run(drop, follower, settler, modes)
+        stop = asyncio.Event()
+        tasks = [asyncio.create_task(settler.run()), asyncio.create_task(follower.run(stop))]
+        try:
+            return await body(run)
+        finally:
+            stop.set()
+            await asyncio.wait_for(tasks[1], 10)
+            tasks[0].cancel()
+
+    return asyncio.run(main(), debug=True)
+
+
+async def _until(predicate: Callable[[], bool], timeout: float) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.05)
+
+
+def test_a_watcher_that_hears_nothing_gives_way_to_polling(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "ingest.watch")
+
+    async def body(run: Run) -> DropFile:
+        await _until(lambda: (run.drop / CANARY).exists(), 5)
+        await _until(lambda: bool(run.modes) and run.modes[-1].mode == "polling", WAIT_S + 5)
+        (run.drop / "late.csv").write_text("a,b\n1,2\n")
+        return await run.settled(10)
+
+    found = follow(tmp_path, body, events=deaf)
+
+    assert found.rel == "late.csv", "the canary is never offered as an input"
+    assert "no event for the canary" in caplog.text
+    assert "fs.inotify.max_user_watches" in caplog.text
+    assert not (tmp_path / "drop" / CANARY).exists(), "the canary is removed at the end"
+
+
+def test_a_file_dropped_while_the_watcher_was_deaf_is_found_when_it_falls_back(
+    tmp_path: Path,
+) -> None:
+    async def body(run: Run) -> DropFile:
+        (run.drop / "unheard.csv").write_text("a,b\n1,2\n")
+        return await run.settled(WAIT_S + 10)
+
+    assert follow(tmp_path, body, events=deaf).rel == "unheard.csv"
+
+
+def test_a_watcher_that_cannot_start_polls_and_says_how_to_raise_the_limit(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(run: Run) -> DropFile:
+        await _until(lambda: bool(run.modes), 5)
+        (run.drop / "a.csv").write_text("a,b\n1,2\n")
+        return await run.settled(5)
+
+    found = follow(tmp_path, body, events=refused)
+
+    assert found.rel == "a.csv"
+    assert "the file watcher cannot start" in caplog.text
+    assert "OS file watch limit reached" in caplog.text
+    assert "fs.inotify.max_user_watches" in caplog.text
+    assert "fs.inotify.max_user_instances" in caplog.text
+
+
+def test_real_events_hear_the_canary_and_stay_in_events_mode(tmp_path: Path) -> None:
+    async def body(run: Run) -> list[WatchMode]:
+        await _until(lambda: (run.drop / CANARY).exists(), 5)
+        await asyncio.sleep(WAIT_S + 1.5)  # long past the canary's bound
+        (run.drop / "a.csv").write_text("a,b\n1,2\n")
+        found = await run.settled(5)
+        assert found.rel == "a.csv"
+        return run.modes
+
+    modes = follow(tmp_path, body)
+
+    assert modes == [WatchMode("events")]
+    assert not (tmp_path / "drop" / CANARY).exists()
+
+
+def test_keep_mode_writes_no_canary_and_says_so(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "ingest.watch")
+
+    async def body(run: Run) -> None:
+        await asyncio.sleep(2.5)  # past the first moment a canary would be touched
+        assert not (run.drop / CANARY).exists()
+        (run.drop / "a.csv").write_text("a,b\n1,2\n")
+        assert (await run.settled(5)).rel == "a.csv"
+
+    follow(tmp_path, body, events=None, on_success="keep")
+
+    assert caplog.text.count("no canary") == 1
