@@ -150,11 +150,14 @@ class Follower:
         check_at = 0.0
         async for batch in changes:
             now = time.monotonic()
-            if await self._offer_all(batch):
-                check_at = now  # an event for the drop folder itself
+            itself = await self._offer_all(batch)
+            if itself is not None:
+                check_at = now
             if now >= check_at:
                 check_at = now + FOLDER_CHECK_S
-                if await self._identity() != identity:
+                # A folder made again at once may reuse the old one's inode number: its
+                # deletion event is what tells them apart.
+                if itself == watchfiles.Change.deleted or await self._identity() != identity:
                     log.warning("the drop folder %s was removed or replaced: starting a new"
                                 " watcher", self.drop)
                     return Ended.GONE
@@ -172,14 +175,14 @@ class Follower:
             await self.canary.tend(now)
         return Ended.STOPPED
 
-    async def _offer_all(self, batch: Changes) -> bool:
-        """Offer each input in `batch`; True if the drop folder itself changed."""
-        itself = False
-        for count, (_, name) in enumerate(batch, 1):
+    async def _offer_all(self, batch: Changes) -> watchfiles.Change | None:
+        """Offer each input in `batch`; return the change to the drop folder itself, if any."""
+        itself = None
+        for count, (change, name) in enumerate(batch, 1):
             if name == self.canary.name:
                 self.canary.heard()
             elif name == str(self.drop):
-                itself = True
+                itself = change if itself is None else max(itself, change)  # deleted outranks
             else:
                 self.watcher.offer(Path(name))
             if count % OFFER_BATCH == 0:
