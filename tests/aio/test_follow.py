@@ -1,20 +1,16 @@
-"""The follower notices when it goes deaf: real folders, the real settler, real watchfiles.
-
-A network filesystem cannot exist on this machine, nor can an inotify limit be
-reached without harm to everything else on it: those watchers are stand-ins,
-passed to the follower the way the service passes its own.
+"""The follower notices when it goes deaf: real folders, the real settler, real watchfiles,
+and stand-ins (passed the way the service passes its own) for watchers that cannot be here.
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 
@@ -27,22 +23,9 @@ from ingest.config import Watch
 from ingest.files import DropFile
 from ingest.store.watch_mode import WatchMode
 
+from .watchers import deaf, refused
+
 T = TypeVar("T")
-
-
-async def deaf(
-    *paths: Path, stop_event: asyncio.Event, rust_timeout: int, **_: Any
-) -> AsyncGenerator[set[tuple[Any, str]], None]:
-    """A watcher on a filesystem that sends no events: it starts, and only ever times out."""
-    while not stop_event.is_set():
-        await asyncio.sleep(rust_timeout / 1000)
-        yield set()
-
-
-async def refused(*paths: Path, **_: Any) -> AsyncGenerator[set[tuple[Any, str]], None]:
-    """A watcher that cannot start: inotify's watch limit, as watchfiles reports it."""
-    raise OSError(errno.ENOSPC, "OS file watch limit reached")
-    yield set()  # an async generator, like watchfiles.awatch
 
 
 @dataclass
