@@ -8,6 +8,7 @@ server asks `problem()` from its own thread, reading what the loop last wrote.
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 from pathlib import Path
 
@@ -15,6 +16,8 @@ from ..metrics import Metrics
 from ..store import watch_mode
 from ..store.watch_mode import WatchMode
 from .lag import LagProbe
+
+log = logging.getLogger("ingest.watch")
 
 # A loop this late is not serving files: a supervisor may restart the service. Far above
 # the ~10 ms the loop is held to, so that a busy machine is not mistaken for a hung one.
@@ -38,9 +41,13 @@ class Health:
             self.metrics.watch_mode.labels(name).set(1 if name == mode.mode else 0)
         self.metrics.watch_deaf.set(1 if mode.deaf else 0)
         async with self._writes:
-            if self.mode is mode:  # else a later change is on its way
+            if self.mode is not mode:
+                return  # a later change is on its way
+            try:
                 await asyncio.to_thread(watch_mode.write, self.state_dir, mode, os.getpid())
-                self._written = True
+            except OSError as exc:  # a full disk must not stop the watcher
+                log.warning("cannot record the watch mode for `ingest status`: %s", exc)
+            self._written = True
 
     async def close(self) -> None:
         """Called as the service stops: `status` no longer shows a watcher."""

@@ -33,8 +33,12 @@ def write(state_dir: Path, mode: WatchMode, pid: int) -> None:
     """Replace the file atomically: `status` reads either the old mode or the new one."""
     record = {**asdict(mode), "pid": pid, "since": _now()}
     temp = state_dir / f".{FILE_NAME}.{pid}.tmp"
-    temp.write_text(json.dumps(record) + "\n")
-    os.replace(temp, state_dir / FILE_NAME)
+    try:
+        temp.write_text(json.dumps(record) + "\n")
+        os.replace(temp, state_dir / FILE_NAME)
+    except OSError:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def remove(state_dir: Path, pid: int) -> None:
