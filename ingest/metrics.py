@@ -44,7 +44,7 @@ class Metrics:
         )
 
     def serve(
-        self, port: int, health: Callable[[], str | None] = lambda: None, host: str = "0.0.0.0"
+        self, port: int, host: str = "0.0.0.0", health: Callable[[], str | None] = lambda: None
     ) -> None:
         """/metrics, and /healthz: 200, or 503 with the reason `health` gives (it is called
         in the server's thread)."""

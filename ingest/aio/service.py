@@ -168,7 +168,7 @@ class Service:
             lambda: self.draining,
         )
         if self.config.metrics.port:
-            self.metrics.serve(self.config.metrics.port, self.health.problem)
+            self.metrics.serve(self.config.metrics.port, health=self.health.problem)
         starting = self.compute.start_soon()
         try:
             self._spawn(self.lag.run(), self.settler.run(), self.committer.run(), self._intake())

@@ -42,7 +42,7 @@ def test_healthz_is_503_while_the_loop_is_blocked_and_200_when_it_runs(tmp_path:
     port = _free_port()
     registry = Registry()
     probe = LagProbe(registry)
-    registry.serve(port, Health(tmp_path, registry, probe).problem, host="127.0.0.1")
+    registry.serve(port, "127.0.0.1", Health(tmp_path, registry, probe).problem)
 
     async def main() -> tuple[tuple[int, str], tuple[int, str]]:
         task = asyncio.create_task(probe.run())
