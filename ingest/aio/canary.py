@@ -23,8 +23,12 @@ NAME = ".ingest-canary"
 # finds every file meanwhile.
 EVERY_S = 30.0
 # Its event must arrive within this. Events arrive in milliseconds; the margin is for a
-# loop busy with a flood of files, since a missed canary means polling from then on.
+# loop busy with a flood of files.
 WAIT_S = 5.0
+# Canaries missed in a row before events are given up for polling. The first miss gets a
+# new watcher: an inotify queue that overflowed in a flood of files loses one event, and
+# polling a folder that large would cost far more than the one missed event.
+MISSES = 2
 # Errors that say the drop folder is not ours to write to.
 READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
@@ -37,6 +41,7 @@ class Canary:
         self._touched: float | None = None  # monotonic time of the touch not yet heard
         self._next = 0.0
         self._wrote = False
+        self.misses = 0  # in a row
         if not writable:
             log.info("keep mode: the drop folder is read-only to us, so no canary checks"
                      " that its events arrive; rescans still find every file")
@@ -48,6 +53,13 @@ class Canary:
 
     def heard(self) -> None:
         self._touched = None
+        self.misses = 0
+
+    def missed(self) -> bool:
+        """Count the overdue canary; True once events are to be given up."""
+        self._touched = None
+        self.misses += 1
+        return self.misses >= MISSES
 
     def overdue(self, now: float) -> bool:
         return self._touched is not None and now - self._touched > WAIT_S

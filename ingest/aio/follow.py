@@ -28,7 +28,7 @@ from pathlib import Path
 import watchfiles
 
 from ..store.watch_mode import WatchMode
-from .canary import WAIT_S, Canary
+from .canary import MISSES, WAIT_S, Canary
 from .watch import OFFER_BATCH, Watcher
 
 log = logging.getLogger("ingest.watch")
@@ -56,6 +56,7 @@ class Ended(enum.Enum):
 
     STOPPED = "stopped"  # the service is stopping
     GONE = "gone"  # the drop folder was removed or replaced
+    RETRY = "retry"  # the canary was missed once: a new watcher
     UNHEARD = "unheard"  # events cannot start or never come: poll
     FAILED = "failed"  # polling failed: try again
 
@@ -93,6 +94,7 @@ class Follower:
                 rescan = True  # whatever ends a watcher, files may have come unheard
                 if ended is Ended.GONE:
                     polling = self.force_polling  # a new folder: try events again
+                    self.canary.misses = 0
                 elif ended is Ended.UNHEARD:
                     polling = True
                 elif ended is Ended.FAILED:
@@ -164,16 +166,25 @@ class Follower:
             if polling:
                 continue
             if self.canary.overdue(now):
-                self._poll_reason = f"the canary's event did not arrive within {WAIT_S:g} s"
-                log.warning(
-                    "no event for the canary %s arrived within %g s: this folder sends no"
-                    " events here (a network share, some container bind mounts), or inotify's"
-                    " limits are reached; polling it every %d ms instead. %s",
-                    self.canary.path, WAIT_S, POLL_DELAY_MS, await asyncio.to_thread(_limits),
-                )
-                return Ended.UNHEARD
+                return await self._canary_missed()
             await self.canary.tend(now)
         return Ended.STOPPED
+
+    async def _canary_missed(self) -> Ended:
+        if not self.canary.missed():
+            log.warning("no event for the canary %s arrived within %g s: starting a new"
+                        " watcher and scanning the folder", self.canary.path, WAIT_S)
+            return Ended.RETRY
+        self._poll_reason = (
+            f"the canary's event did not arrive within {WAIT_S:g} s, {MISSES} times in a row"
+        )
+        log.warning(
+            "no event for the canary %s arrived within %g s, from a new watcher either: this"
+            " folder sends no events here (a network share, some container bind mounts), or"
+            " inotify's limits are reached; polling it every %d ms instead. %s",
+            self.canary.path, WAIT_S, POLL_DELAY_MS, await asyncio.to_thread(_limits),
+        )
+        return Ended.UNHEARD
 
     async def _offer_all(self, batch: Changes) -> watchfiles.Change | None:
         """Offer each input in `batch`; return the change to the drop folder itself, if any."""
