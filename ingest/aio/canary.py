@@ -26,8 +26,8 @@ EVERY_S = 30.0
 # loop busy with a flood of files.
 WAIT_S = 5.0
 # Canaries missed in a row before events are given up for polling. The first miss gets a
-# new watcher: an inotify queue that overflowed in a flood of files loses one event, and
-# polling a folder that large would cost far more than the one missed event.
+# new watcher and a scan, which is cheap; polling a large folder every 100 ms is not, so
+# it waits for a new watcher to miss the canary too.
 MISSES = 2
 # Errors that say the drop folder is not ours to write to.
 READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)

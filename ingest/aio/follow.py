@@ -188,11 +188,15 @@ class Follower:
 
     async def _offer_all(self, batch: Changes) -> watchfiles.Change | None:
         """Offer each input in `batch`; return the change to the drop folder itself, if any."""
+        if batch:
+            # Any event shows the watcher hears: the canary's own event may be the one an
+            # inotify queue overflowing in a flood of files lost.
+            self.canary.heard()
         itself = None
         for count, (change, name) in enumerate(batch, 1):
             if name == self.canary.name:
-                self.canary.heard()
-            elif name == str(self.drop):
+                continue
+            if name == str(self.drop):
                 itself = change if itself is None else max(itself, change)  # deleted outranks
             else:
                 self.watcher.offer(Path(name))

@@ -5,6 +5,7 @@ and stand-ins (passed the way the service passes its own) for watchers that cann
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -184,3 +185,26 @@ def test_one_missed_canary_gets_a_new_watcher_and_events_go_on(
     assert modes == [WatchMode("events")]
     assert len(armed) == 2
     assert "starting a new watcher" in caplog.text
+
+
+def test_a_watcher_that_hears_other_files_is_not_deaf_though_the_canary_is_lost(
+    tmp_path: Path,
+) -> None:
+    """An inotify queue that overflows in a flood may lose the canary's event, not hearing."""
+
+    async def loses_the_canary(
+        *paths: Path, **kwargs: Any
+    ) -> AsyncGenerator[set[tuple[Any, str]], None]:
+        async for batch in watchfiles.awatch(*paths, **kwargs):
+            yield {(change, name) for change, name in batch if not name.endswith(CANARY)}
+
+    async def body(run: Run) -> list[WatchMode]:
+        deadline = time.monotonic() + GIVE_UP_S + 2
+        for i in itertools.count():
+            if time.monotonic() > deadline:
+                break
+            (run.drop / f"f{i}.csv").write_text("a,b\n1,2\n")
+            await asyncio.sleep(0.5)
+        return run.modes
+
+    assert follow(tmp_path, body, events=loses_the_canary) == [WatchMode("events")]
