@@ -100,7 +100,7 @@ class Follower:
                 elif ended is Ended.FAILED:
                     await _sleep_unless(stop, FOLDER_CHECK_S)
         finally:
-            for task in self._scans:
+            for task in list(self._scans):
                 task.cancel()
             await self.canary.remove()
 
