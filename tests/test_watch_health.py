@@ -7,6 +7,7 @@ import json
 import shutil
 import signal
 import socket
+import subprocess
 import urllib.error
 import urllib.request
 from collections.abc import Callable
@@ -75,6 +76,42 @@ def test_a_replaced_drop_folder_is_watched_again_and_its_files_are_committed_at_
     assert svc.stop() == 0
     check_exactly_once(folder, {"before.csv": 20, "after.csv": 30, "later.csv": 40}, set())
     assert not (folder.drop / ".ingest-canary").exists()
+
+
+def _mount_tmpfs(folder: Folder) -> None:
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder.drop)],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+
+
+def test_a_drop_folder_unmounted_and_mounted_again_is_watched_again_each_time(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    _config(folder)
+    _mount_tmpfs(folder)
+    try:
+        svc = service()
+        svc.wait_ready()
+        write_csv(folder.drop / "mounted.csv", rows=10, seed=6)
+        wait_for(lambda: "mounted.csv" in _records(folder), DEADLINE_S, "a file on the mount")
+
+        subprocess.run(["umount", str(folder.drop)], check=True)
+        write_csv(folder.drop / "unmounted.csv", rows=20, seed=7)  # in the bare mount point
+        wait_for(lambda: "unmounted.csv" in _records(folder), DEADLINE_S, "a file, unmounted")
+
+        _mount_tmpfs(folder)
+        write_csv(folder.drop / "remounted.csv", rows=30, seed=8)
+        wait_for(lambda: "remounted.csv" in _records(folder), DEADLINE_S, "a file, remounted")
+        assert svc.stop() == 0
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder.drop)], capture_output=True)
+    assert svc.text().count("was removed or replaced") == 2
+    check_exactly_once(
+        folder, {"mounted.csv": 10, "unmounted.csv": 20, "remounted.csv": 30}, set()
+    )
 
 
 def test_healthz_is_503_while_the_drop_folder_is_missing_and_200_once_it_is_back(
