@@ -1,8 +1,9 @@
-"""The canary: a hidden file in the drop folder, touched now and then, whose event must
+"""The canary: a hidden file made in the drop folder now and then, whose event must
 arrive. A watcher that started and yet hears nothing is found out by its silence.
 
-Runs on the event loop; the file is written and removed in threads. Its name is
-hidden, so the scanner never takes it for an input and it is never ingested.
+Runs on the event loop; the file is written and removed in threads. It lives only
+until it is heard (milliseconds) or found overdue, so the drop folder empties as
+its owner expects. Its name is hidden: the scanner never takes it for an input.
 In keep mode the drop folder is read-only to us, and there is no canary.
 """
 
@@ -18,7 +19,7 @@ from pathlib import Path
 log = logging.getLogger("ingest.watch")
 
 NAME = ".ingest-canary"
-# Touched this often while the watcher is in events mode. A touch costs one small write;
+# Made this often while the watcher is in events mode. A touch costs one small write;
 # a watcher that goes deaf later than its first minutes is rare, and the rescan still
 # finds every file meanwhile.
 EVERY_S = 30.0
@@ -40,7 +41,6 @@ class Canary:
         self.usable = writable
         self._touched: float | None = None  # monotonic time of the touch not yet heard
         self._next = 0.0
-        self._wrote = False
         self.misses = 0  # in a row
         if not writable:
             log.info("keep mode: the drop folder is read-only to us, so no canary checks"
@@ -51,21 +51,25 @@ class Canary:
         self._touched = None
         self._next = 0.0
 
-    def heard(self) -> None:
-        self._touched = None
+    async def heard(self) -> None:
+        """The watcher heard an event: the canary, if one is out, has done its work."""
         self.misses = 0
+        if self._touched is not None:
+            self._touched = None
+            await self.remove()
 
-    def missed(self) -> bool:
+    async def missed(self) -> bool:
         """Count the overdue canary; True once events are to be given up."""
         self._touched = None
         self.misses += 1
+        await self.remove()
         return self.misses >= MISSES
 
     def overdue(self, now: float) -> bool:
         return self._touched is not None and now - self._touched > WAIT_S
 
     async def tend(self, now: float) -> None:
-        """Touch the canary if it is due and its last touch was heard."""
+        """Make the canary if it is due and the last one was heard."""
         if not self.usable or self._touched is not None or now < self._next:
             return
         self._next = now + EVERY_S
@@ -83,13 +87,11 @@ class Canary:
         self._touched = now
 
     def _write(self) -> None:
-        self._wrote = True
-        # New content each time: a modification the watcher must report.
-        self.path.write_text(f"{os.getpid()} {os.times().elapsed}\n")
+        self.path.write_text(f"{os.getpid()}\n")
 
     async def remove(self) -> None:
-        """Leave the drop folder as we found it."""
-        if self._wrote:
+        """Leave the drop folder as we found it (also a canary a killed service left)."""
+        if self.usable:
             await asyncio.to_thread(self._unlink)
 
     def _unlink(self) -> None:

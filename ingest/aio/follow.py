@@ -83,6 +83,7 @@ class Follower:
         """Offer each path the watcher reports, until `stop` is set. A new drop folder gets
         a new watcher and a scan; events that cannot start or never come give way to polling."""
         polling, rescan = self.force_polling, False
+        await self.canary.remove()  # one a killed service left
         try:
             while not stop.is_set():
                 identity = await self._identity()
@@ -171,7 +172,7 @@ class Follower:
         return Ended.STOPPED
 
     async def _canary_missed(self) -> Ended:
-        if not self.canary.missed():
+        if not await self.canary.missed():
             log.warning("no event for the canary %s arrived within %g s: starting a new"
                         " watcher and scanning the folder", self.canary.path, WAIT_S)
             return Ended.RETRY
@@ -191,7 +192,7 @@ class Follower:
         if batch:
             # Any event shows the watcher hears: the canary's own event may be the one an
             # inotify queue overflowing in a flood of files lost.
-            self.canary.heard()
+            await self.canary.heard()
         itself = None
         for count, (change, name) in enumerate(batch, 1):
             if name == self.canary.name:

@@ -132,19 +132,39 @@ def test_a_watcher_that_cannot_start_polls_and_says_how_to_raise_the_limit(
     assert "fs.inotify.max_user_instances" in caplog.text
 
 
-def test_real_events_hear_the_canary_and_stay_in_events_mode(tmp_path: Path) -> None:
+def test_real_events_hear_the_canary_which_lives_only_until_heard(tmp_path: Path) -> None:
+    heard: list[str] = []
+
+    async def recorded(*paths: Path, **kwargs: Any) -> AsyncGenerator[set[tuple[Any, str]], None]:
+        async for batch in watchfiles.awatch(*paths, **kwargs):
+            heard.extend(name for _, name in batch if name.endswith(CANARY))
+            yield batch
+
     async def body(run: Run) -> list[WatchMode]:
-        await _until(lambda: (run.drop / CANARY).exists(), 5)
-        await asyncio.sleep(WAIT_S + 1.5)  # long past the canary's bound
+        await _until(lambda: bool(heard), 5)
+        await _until(lambda: not (run.drop / CANARY).exists(), 1)
+        await asyncio.sleep(WAIT_S + 1)  # long past the canary's bound
         (run.drop / "a.csv").write_text("a,b\n1,2\n")
         found = await run.settled(5)
-        assert found.rel == "a.csv"
+        assert found.rel == "a.csv", "the canary is never offered as an input"
         return run.modes
 
-    modes = follow(tmp_path, body)
+    modes = follow(tmp_path, body, events=recorded)
 
     assert modes == [WatchMode("events")]
     assert not (tmp_path / "drop" / CANARY).exists()
+
+
+def test_a_canary_a_killed_service_left_is_removed(tmp_path: Path) -> None:
+    (tmp_path / "drop").mkdir()
+    (tmp_path / "drop" / CANARY).write_text("12345\n")
+
+    async def body(run: Run) -> None:
+        # Before the first canary of this follower is made, a tick from now, and which a
+        # deaf watcher would leave in place for seconds.
+        await _until(lambda: not (run.drop / CANARY).exists(), 0.9)
+
+    follow(tmp_path, body, events=deaf)
 
 
 def test_keep_mode_writes_no_canary_and_says_so(
