@@ -42,6 +42,8 @@ from ..store.schema import Schemas, adopt
 from .budget import ByteBudget
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Dispatcher, Queued
+from .follow import EventSource, Follower
+from .health import Health
 from .lag import LagProbe
 from .read import read_bytes, read_into, sha256, sha256_of_file
 from .settle import Settler
@@ -114,6 +116,7 @@ class Service:
         mode: str = "run",
         progress: Progress | None = None,
         early_signals: list[int] | None = None,
+        events: EventSource | None = None,
     ):
         self.config = config
         self.mode = mode
@@ -126,6 +129,8 @@ class Service:
             plugins=config.features.plugins,
         )
         self.lag = LagProbe(self.metrics)
+        self.health = Health(self.layout.state, self.metrics, self.lag)
+        self._events = events  # what hears the drop folder's events; watchfiles' by default
         self.crash = CrashPlan.from_env()
         self.stop = asyncio.Event()
         self.draining = False
@@ -151,6 +156,7 @@ class Service:
         self.queue: asyncio.Queue[Queued] = asyncio.Queue(pipeline.queue_files)
         self.settler = Settler(self.config.watch.settle_ms, self.layout.relative, self._vanished)
         self.watcher = Watcher(self.layout.drop, self.config.watch, self.settler)
+        self.follower = Follower(self.watcher, self.health.watching, self._events)
         self.committer = Committer(
             self.ledger, self.layout, self.config, self._resolved,
             lambda: not self._more_coming(), self.crash,
@@ -172,7 +178,9 @@ class Service:
             lambda: self.draining,
         )
         if self.config.metrics.port:
-            self.metrics.serve(self.config.metrics.port, self.config.metrics.host)
+            self.metrics.serve(
+                self.config.metrics.port, self.config.metrics.host, health=self.health.problem
+            )
         starting = self.compute.start_soon()
         try:
             self._spawn(self.lag.run(), self.settler.run(), self.committer.run(), self._intake())
@@ -192,7 +200,7 @@ class Service:
         if self.mode == "once":
             await self._until_idle()
         else:
-            self._spawn(self.watcher.follow(self.stop), self.watcher.rescans())
+            self._spawn(self.follower.run(self.stop), self.watcher.rescans())
             log.info("watching %s (Ctrl-C to stop)", self.layout.drop)
             await self.stop.wait()
         await self._drain()
@@ -262,6 +270,7 @@ class Service:
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.health.close()
         await asyncio.to_thread(self.compute.shutdown, not abandoned)
         for segment in self._segments.values():  # files left for the next run
             shared.remove(segment)

@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ..config import Config
 from ..selection import scan
+from . import watch_mode
 from .layout import Layout
 from .ledger import Ledger
 
@@ -50,6 +51,8 @@ def collect(config: Config) -> dict[str, Any]:
         "backlog": backlog,
         "quarantined": quarantined,
         "tables": tables,
+        # How a running `ingest run` hears the drop folder; None when none runs.
+        "watcher": watch_mode.read(layout.state),
     }
 
 
@@ -83,6 +86,7 @@ def render(status: dict[str, Any], as_json: bool) -> str:
         f"quarantined: {c['quarantined']}",
         f"backlog:     {status['backlog']}",
         f"last ingest: {status['last_ingest'] or 'never'}",
+        f"watcher:     {_watcher(status['watcher'])}",
     ]
     for name, t in status["tables"].items():
         lines.append(
@@ -92,3 +96,14 @@ def render(status: dict[str, Any], as_json: bool) -> str:
     for q in status["quarantined"]:
         lines.append(f"  {q['file']}: {q['error']}: {q['message']}")
     return "\n".join(lines)
+
+
+def _watcher(watcher: dict[str, Any] | None) -> str:
+    if watcher is None:
+        return "not running"
+    shown = f"{watcher['mode']} (pid {watcher['pid']}, since {watcher['since']})"
+    if watcher.get("reason"):
+        shown += f": {watcher['reason']}"
+    if watcher.get("deaf"):
+        shown += f"; hears nothing: {watcher['deaf']}"
+    return shown

@@ -1,0 +1,257 @@
+"""Following the drop folder: watchfiles events, and what to do when they stop coming.
+
+The follower arms one watcher at a time on the drop folder and offers every
+path it reports to the `Watcher`. It notices when it goes deaf, and says so
+(in the log, and to `Health` for /healthz, the metrics and `ingest status`):
+
+- the drop folder removed, replaced or unmounted: it waits for a folder to be
+  there again, arms a new watcher on it (inotify watches an inode, not a name)
+  and scans it at once;
+- events that cannot start (inotify's limits) or never come (the canary's
+  event is missing): it polls instead.
+
+Runs on the event loop; stats and writes run in threads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+import os
+import stat
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable
+from pathlib import Path
+
+import watchfiles
+
+from ..store.watch_mode import WatchMode
+from .canary import MISSES, WAIT_S, Canary
+from .watch import OFFER_BATCH, Watcher
+
+log = logging.getLogger("ingest.watch")
+
+# watchfiles groups events for `debounce` ms and polls its Rust side every `step` ms.
+# Its defaults (1600, 50) hold a renamed-in file back by up to 1.6 s; completeness is
+# the settler's job, so the watcher only needs to be prompt.
+DEBOUNCE_MS = 5
+STEP_MS = 1
+# The watcher hands back control at least this often, even with nothing to report, so that
+# the drop folder's identity and the canary are checked while all is quiet.
+TICK_MS = 1000
+# How often the drop folder is checked to be the one being watched (one stat, in a thread).
+FOLDER_CHECK_S = 1.0
+POLL_DELAY_MS = 100
+
+Changes = set[tuple[watchfiles.Change, str]]
+# The shape of watchfiles.awatch: a stand-in (a test's deaf watcher) can take its place.
+EventSource = Callable[..., AsyncGenerator[Changes, None]]
+Report = Callable[[WatchMode], Awaitable[None]]
+
+
+class Ended(enum.Enum):
+    """Why one armed watcher stopped."""
+
+    STOPPED = "stopped"  # the service is stopping
+    GONE = "gone"  # the drop folder was removed or replaced
+    RETRY = "retry"  # the canary was missed once: a new watcher
+    UNHEARD = "unheard"  # events cannot start or never come: poll
+    FAILED = "failed"  # polling failed: try again
+
+
+class Follower:
+    def __init__(
+        self, watcher: Watcher, report: Report | None = None, events: EventSource | None = None
+    ):
+        self.watcher = watcher
+        self.drop = watcher.drop
+        self.force_polling = watcher.watch.force_polling
+        self.report = report  # told each change of mode
+        self.events = events or watchfiles.awatch  # polling is always watchfiles'
+        self.canary = Canary(self.drop, writable=watcher.watch.on_success != "keep")
+        self.mode: WatchMode | None = None
+        self._poll_reason: str | None = None
+        self._scans: set[asyncio.Task[int]] = set()
+
+    def _filter(self, change: watchfiles.Change, path: str) -> bool:
+        # A deleted input needs nothing; a deleted drop folder needs a new watcher.
+        return change != watchfiles.Change.deleted or path == str(self.drop)
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Offer each path the watcher reports, until `stop` is set. A new drop folder gets
+        a new watcher and a scan; events that cannot start or never come give way to polling."""
+        polling, rescan = self.force_polling, False
+        await self.canary.remove()  # one a killed service left
+        try:
+            while not stop.is_set():
+                identity = await self._identity()
+                if identity is None:
+                    await self._await_folder(polling, stop)
+                    polling, rescan = self.force_polling, True
+                    continue
+                ended = await self._listen(identity, polling, stop, rescan)
+                rescan = True  # whatever ends a watcher, files may have come unheard
+                if ended is Ended.GONE:
+                    polling = self.force_polling  # a new folder: try events again
+                    self.canary.misses = 0
+                elif ended is Ended.UNHEARD:
+                    polling = True
+                elif ended is Ended.FAILED:
+                    await _sleep_unless(stop, FOLDER_CHECK_S)
+        finally:
+            for task in list(self._scans):
+                task.cancel()
+            await self.canary.remove()
+
+    async def _listen(
+        self, identity: tuple[int, int], polling: bool, stop: asyncio.Event, rescan: bool
+    ) -> Ended:
+        """Arm one watcher on the drop folder and offer what it reports until it ends."""
+        if polling:
+            reason = self._poll_reason or "[watch] force_polling = true"
+            await self._set_mode(WatchMode("polling", reason=reason))
+        else:
+            await self._set_mode(WatchMode("events"))
+            self.canary.arm()
+        source = watchfiles.awatch if polling else self.events
+        changes = source(
+            self.drop, watch_filter=self._filter, debounce=DEBOUNCE_MS, step=STEP_MS,
+            stop_event=stop, force_polling=polling, poll_delay_ms=POLL_DELAY_MS, recursive=True,
+            ignore_permission_denied=True, rust_timeout=TICK_MS, yield_on_timeout=True,
+        )
+        try:
+            async with contextlib.aclosing(changes):
+                if rescan:
+                    # The scan starts once the loop is next free: by then the first step of
+                    # the iteration below has armed the watcher, so every file is either
+                    # heard or found.
+                    self._spawn_scan()
+                return await self._hear(changes, identity, polling)
+        except (OSError, RuntimeError) as exc:  # WatchfilesRustInternalError is a RuntimeError
+            if isinstance(exc, FileNotFoundError) or await self._identity() != identity:
+                return Ended.GONE
+            return await self._failed(exc, polling)
+
+    def _spawn_scan(self) -> None:
+        task = asyncio.create_task(self.watcher.scan())
+        self._scans.add(task)
+        task.add_done_callback(self._scanned)
+
+    def _scanned(self, task: asyncio.Task[int]) -> None:
+        self._scans.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Not fatal: the next rescan walks the folder again.
+            log.error("scanning %s failed", self.drop, exc_info=task.exception())
+        elif not task.cancelled():
+            log.info("scanned %s: %d inputs", self.drop, task.result())
+
+    async def _hear(
+        self, changes: AsyncGenerator[Changes, None], identity: tuple[int, int], polling: bool
+    ) -> Ended:
+        check_at = 0.0
+        async for batch in changes:
+            now = time.monotonic()
+            itself = await self._offer_all(batch)
+            if itself is not None:
+                check_at = now
+            if now >= check_at:
+                check_at = now + FOLDER_CHECK_S
+                # A folder made again at once may reuse the old one's inode number: its
+                # deletion event is what tells them apart.
+                if itself == watchfiles.Change.deleted or await self._identity() != identity:
+                    log.warning("the drop folder %s was removed or replaced: starting a new"
+                                " watcher", self.drop)
+                    return Ended.GONE
+            if polling:
+                continue
+            if self.canary.overdue(now):
+                return await self._canary_missed()
+            await self.canary.tend(now)
+        return Ended.STOPPED
+
+    async def _canary_missed(self) -> Ended:
+        if not await self.canary.missed():
+            log.warning("no event for the canary %s arrived within %g s: starting a new"
+                        " watcher and scanning the folder", self.canary.path, WAIT_S)
+            return Ended.RETRY
+        self._poll_reason = (
+            f"the canary's event did not arrive within {WAIT_S:g} s, {MISSES} times in a row"
+        )
+        log.warning(
+            "no event for the canary %s arrived within %g s, from a new watcher either: this"
+            " folder sends no events here (a network share, some container bind mounts), or"
+            " inotify's limits are reached; polling it every %d ms instead. %s",
+            self.canary.path, WAIT_S, POLL_DELAY_MS, await asyncio.to_thread(_limits),
+        )
+        return Ended.UNHEARD
+
+    async def _offer_all(self, batch: Changes) -> watchfiles.Change | None:
+        """Offer each input in `batch`; return the change to the drop folder itself, if any."""
+        if batch:
+            # Any event shows the watcher hears: the canary's own event may be the one an
+            # inotify queue overflowing in a flood of files lost.
+            await self.canary.heard()
+        itself = None
+        for count, (change, name) in enumerate(batch, 1):
+            if name == self.canary.name:
+                continue
+            if name == str(self.drop):
+                itself = change if itself is None else max(itself, change)  # deleted outranks
+            else:
+                self.watcher.offer(Path(name))
+            if count % OFFER_BATCH == 0:
+                await asyncio.sleep(0)
+        return itself
+
+    async def _failed(self, exc: Exception, polling: bool) -> Ended:
+        if polling:
+            log.warning("polling the drop folder %s failed (%s): starting again", self.drop, exc)
+            return Ended.FAILED
+        self._poll_reason = f"the file watcher cannot start: {exc}"
+        log.warning("the file watcher cannot start (%s): polling %s every %d ms instead. %s",
+                    exc, self.drop, POLL_DELAY_MS, await asyncio.to_thread(_limits))
+        return Ended.UNHEARD
+
+    async def _await_folder(self, polling: bool, stop: asyncio.Event) -> None:
+        """The drop folder is missing (removed, or its mount gone): wait for it to be back."""
+        log.warning("the drop folder %s is missing: waiting for it to come back", self.drop)
+        mode = "polling" if polling else "events"
+        await self._set_mode(WatchMode(mode, deaf=f"the drop folder {self.drop} is missing"))
+        while not stop.is_set() and await self._identity() is None:
+            await _sleep_unless(stop, FOLDER_CHECK_S)
+        if not stop.is_set():
+            log.warning("the drop folder %s is back: watching it and scanning it", self.drop)
+
+    async def _identity(self) -> tuple[int, int] | None:
+        """The drop folder's (device, inode), or None if there is no folder there."""
+        try:
+            st = await asyncio.to_thread(os.stat, self.drop)
+        except OSError:
+            return None
+        return (st.st_dev, st.st_ino) if stat.S_ISDIR(st.st_mode) else None
+
+    async def _set_mode(self, mode: WatchMode) -> None:
+        if mode != self.mode:
+            self.mode = mode
+            if self.report is not None:
+                await self.report(mode)
+
+
+async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), seconds)
+
+
+def _limits() -> str:
+    """How to raise inotify's limits, with their values now. Reads /proc: call in a thread."""
+    now = []
+    for name in ("max_user_watches", "max_user_instances"):
+        with contextlib.suppress(OSError):
+            now.append(f"{name} = {Path('/proc/sys/fs/inotify', name).read_text().strip()}")
+    return (
+        "To raise inotify's limits" + (f" (now {', '.join(now)})" if now else "")
+        + ": sysctl -w fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024,"
+        " and the same in /etc/sysctl.d/ to keep them"
+    )

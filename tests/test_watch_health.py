@@ -1,0 +1,181 @@
+"""A watcher that cannot go deaf silently: `ingest run` in a real subprocess, its drop
+folder removed and replaced under it, seen through the output, /healthz and `status`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import socket
+import subprocess
+import urllib.error
+import urllib.request
+from collections.abc import Callable
+
+import pytest
+
+from .conftest import Folder, Service, wait_for, write_csv
+from .invariants import check_exactly_once
+
+# The rescan would find a file within rescan_s; these files must be found well before.
+RESCAN_S = 60
+DEADLINE_S = 15
+
+
+def _records(folder: Folder) -> dict[str, int]:
+    if not folder.parts("records"):
+        return {}
+    return {
+        str(name): int(count)  # type: ignore[call-overload]
+        for name, count in folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _healthz(port: int) -> tuple[int, str]:
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=10) as response:
+            return response.status, response.read().decode()
+    except urllib.error.HTTPError as error:
+        return error.code, error.read().decode()
+
+
+def _config(folder: Folder, **metrics: object) -> None:
+    folder.write_config(
+        watch={"settle_ms": 50, "rescan_s": RESCAN_S}, pipeline={"workers": 1},
+        output={"flush_s": 0.2}, **({"metrics": metrics} if metrics else {}),
+    )
+
+
+@pytest.mark.parametrize("how", ["rm -rf; mkdir", "mv away; mkdir"])
+def test_a_replaced_drop_folder_is_watched_again_and_its_files_are_committed_at_once(
+    folder: Folder, service: Callable[..., Service], how: str
+) -> None:
+    _config(folder)
+    svc = service()
+    svc.wait_ready()
+    write_csv(folder.drop / "before.csv", rows=20, seed=1)
+    wait_for(lambda: "before.csv" in _records(folder), DEADLINE_S, "the first file")
+
+    if how.startswith("rm"):
+        shutil.rmtree(folder.drop)
+    else:
+        folder.drop.rename(folder.root / "old_drop")
+    folder.drop.mkdir()
+    write_csv(folder.drop / "after.csv", rows=30, seed=2)
+
+    wait_for(lambda: "after.csv" in _records(folder), DEADLINE_S, "a file in the new folder")
+    assert "was removed or replaced" in svc.text()
+    write_csv(folder.drop / "later.csv", rows=40, seed=3)  # heard by the new watcher
+    wait_for(lambda: "later.csv" in _records(folder), DEADLINE_S, "a later file")
+    assert svc.stop() == 0
+    check_exactly_once(folder, {"before.csv": 20, "after.csv": 30, "later.csv": 40}, set())
+    assert not (folder.drop / ".ingest-canary").exists()
+
+
+def _mount_tmpfs(folder: Folder) -> None:
+    result = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder.drop)],
+        capture_output=True, text=True,
+    )
+    if result.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {result.stderr.strip()}")
+
+
+def test_a_drop_folder_unmounted_and_mounted_again_is_watched_again_each_time(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    _config(folder)
+    _mount_tmpfs(folder)
+    try:
+        svc = service()
+        svc.wait_ready()
+        write_csv(folder.drop / "mounted.csv", rows=10, seed=6)
+        wait_for(lambda: "mounted.csv" in _records(folder), DEADLINE_S, "a file on the mount")
+
+        subprocess.run(["umount", str(folder.drop)], check=True)
+        write_csv(folder.drop / "unmounted.csv", rows=20, seed=7)  # in the bare mount point
+        wait_for(lambda: "unmounted.csv" in _records(folder), DEADLINE_S, "a file, unmounted")
+
+        _mount_tmpfs(folder)
+        write_csv(folder.drop / "remounted.csv", rows=30, seed=8)
+        wait_for(lambda: "remounted.csv" in _records(folder), DEADLINE_S, "a file, remounted")
+        assert svc.stop() == 0
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder.drop)], capture_output=True)
+    assert svc.text().count("was removed or replaced") == 2
+    check_exactly_once(
+        folder, {"mounted.csv": 10, "unmounted.csv": 20, "remounted.csv": 30}, set()
+    )
+
+
+def test_healthz_is_503_while_the_drop_folder_is_missing_and_200_once_it_is_back(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    port = _free_port()
+    _config(folder, port=port)
+    svc = service()
+    svc.wait_ready()
+    wait_for(lambda: _healthz(port)[0] == 200, 10, "a healthy service")
+
+    shutil.rmtree(folder.drop)
+    wait_for(lambda: _healthz(port)[0] == 503, DEADLINE_S, "/healthz to say the watcher is deaf")
+    code, reason = _healthz(port)
+    assert code == 503 and "drop folder" in reason and "missing" in reason, reason
+    assert "waiting for it to come back" in svc.text()
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        assert "ingest_watch_deaf 1.0" in response.read().decode()
+
+    folder.drop.mkdir()
+    wait_for(lambda: _healthz(port)[0] == 200, DEADLINE_S, "/healthz to recover")
+    write_csv(folder.drop / "back.csv", rows=10, seed=4)
+    wait_for(lambda: "back.csv" in _records(folder), DEADLINE_S, "a file in the folder")
+    assert svc.stop(signal.SIGTERM) == 0
+
+
+def test_status_and_metrics_show_the_watch_mode_of_the_running_service(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    port = _free_port()
+    _config(folder, port=port)
+    assert json.loads(folder.ingest("status", "--json").stdout)["watcher"] is None
+    svc = service()
+    svc.wait_ready()
+
+    wait_for(lambda: json.loads(folder.ingest("status", "--json").stdout)["watcher"] is not None,
+             10, "the service to record its watch mode")
+    watcher = json.loads(folder.ingest("status", "--json").stdout)["watcher"]
+    assert watcher["mode"] == "events" and watcher["pid"] == svc.proc.pid
+    assert watcher["deaf"] is None
+    assert f"watcher:     events (pid {svc.proc.pid}" in folder.ingest("status").stdout
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    assert 'ingest_watch_mode{mode="events"} 1.0' in body
+    assert 'ingest_watch_mode{mode="polling"} 0.0' in body
+
+    svc.kill()  # kill -9: the mode file stays behind, naming a pid that is gone
+    assert json.loads(folder.ingest("status", "--json").stdout)["watcher"] is None
+    assert "watcher:     not running" in folder.ingest("status").stdout
+
+
+def test_force_polling_is_shown_as_polling_with_its_reason(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 50, "rescan_s": RESCAN_S, "force_polling": True},
+        pipeline={"workers": 1}, output={"flush_s": 0.2},
+    )
+    svc = service()
+    svc.wait_ready()
+    write_csv(folder.drop / "a.csv", rows=10, seed=5)
+    wait_for(lambda: "a.csv" in _records(folder), DEADLINE_S, "a polled file")
+
+    watcher = json.loads(folder.ingest("status", "--json").stdout)["watcher"]
+    assert watcher["mode"] == "polling" and "force_polling" in watcher["reason"]
+    assert svc.stop() == 0
+    assert json.loads(folder.ingest("status", "--json").stdout)["watcher"] is None
