@@ -32,6 +32,7 @@ from ..config import Config
 from ..errors import PoolStopped, TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job, Task, TaskResult, WrittenPart
+from ..logs import shown
 from ..metrics import Metrics
 from ..store.layout import Layout
 from ..store.parts import Accepted, StagedPart
@@ -255,7 +256,7 @@ class Dispatcher:
             self.computed(item)
             dialect = outcome.dialect
             if dialect is not None:
-                log.debug("%s: read as %s", item.file.rel, dialect.describe())
+                log.debug("%s: read as %s", shown(item.file.rel), dialect.describe())
             if outcome.failure is not None:
                 self._quarantine(item, outcome.failure, attempts)
                 continue

@@ -37,6 +37,7 @@ from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..inflate import GzipError
 from ..jobs import Failure
+from ..logs import shown
 from ..store.crashpoints import CrashPlan
 from ..store.layout import Layout
 from ..store.parts import StagedPart, write_temp
@@ -261,7 +262,7 @@ class Streamer:
                 return
             progress.results[block.index] = dataclasses.replace(result, part=b"")
             if block.index == 0 and result.dialect is not None:
-                log.debug("%s: read as %s", block.source_file, result.dialect.describe())
+                log.debug("%s: read as %s", shown(block.source_file), result.dialect.describe())
             temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
             await _stage(result.part, temp, self.crash)
             progress.parts[block.index] = StagedPart(block.spec.name, temp)

@@ -26,6 +26,7 @@ from ..config import Config
 from ..conform import fit
 from ..dialect import Dialect, dialect_from_json, dialect_to_json
 from ..jobs import EncodedPart, TableSpec
+from ..logs import shown
 from ..widen import IDENTITY, merge_schemas
 from .crashpoints import CrashPlan
 from .layout import Layout
@@ -72,7 +73,9 @@ class Schemas:
             return
         self._dialects[table] = dialect
         self._unsaved.append((table, dialect_to_json(dialect), source_file))
-        log.info("table %s: CSV dialect pinned by %s: %s", table, source_file, dialect.describe())
+        log.info(
+            "table %s: CSV dialect pinned by %s: %s", table, shown(source_file), dialect.describe()
+        )
 
     def save_pins(self, ledger: Ledger) -> None:
         """Called in the committer's thread, before the commit of the files that pinned."""
@@ -151,7 +154,8 @@ class Schemas:
         from .compact import rewrite_table
 
         version = self.version(table) + 1
-        by = ", ".join(files[:3]) + (f" and {len(files) - 3} more" if len(files) > 3 else "")
+        by = ", ".join(shown(f) for f in files[:3])
+        by += f" and {len(files) - 3} more" if len(files) > 3 else ""
         for line in changes(old, new):
             log.warning("table %s schema v%d: %s, by %s", table, version, line, by)
         output = self.config.output
