@@ -73,6 +73,13 @@ class Folder:
             )
         return con.execute(sql).fetchall()
 
+    def rows_per_file(self, table: str = "records") -> dict[str, int]:
+        """source_file -> its rows in `table`, as a reader sees them now."""
+        if not self.parts(table):
+            return {}
+        query = f"SELECT source_file, count(*) FROM {table} GROUP BY 1"
+        return {str(name): int(count) for name, count in self.query(query)}  # type: ignore[call-overload]
+
     def parts(self, table: str) -> list[Path]:
         return sorted((self.output / table).rglob("*.parquet"))
 

@@ -13,31 +13,23 @@ import pyarrow.parquet as pq
 from .conftest import Folder, Service, drop_by_rename, wait_for, write_csv
 
 
-def _records(folder: Folder) -> dict[str, int]:
-    if not folder.parts("records"):
-        return {}
-    return {
-        str(name): int(count)  # type: ignore[call-overload]
-        for name, count in folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")
-    }
-
-
 def test_backlog_then_files_dropped_by_rename_appear_in_the_output(
     folder: Folder, service: Callable[..., Service]
 ) -> None:
     write_csv(folder.drop / "backlog.csv", rows=40, seed=0)
     svc = service()
     svc.wait_ready()
-    wait_for(lambda: _records(folder).get("backlog.csv") == 40, 20, "the backlog file")
+    wait_for(lambda: folder.rows_per_file().get("backlog.csv") == 40, 20, "the backlog file")
 
     for i in range(5):
         content = (folder.root / "staging.csv")
         write_csv(content, rows=30 + i, seed=10 + i)
         drop_by_rename(folder, f"live_{i}.csv", content.read_bytes())
 
-    wait_for(lambda: len(_records(folder)) == 6, 20, "five renamed-in files")
+    wait_for(lambda: len(folder.rows_per_file()) == 6, 20, "five renamed-in files")
     assert svc.stop() == 0
-    assert _records(folder) == {"backlog.csv": 40, **{f"live_{i}.csv": 30 + i for i in range(5)}}
+    live = {f"live_{i}.csv": 30 + i for i in range(5)}
+    assert folder.rows_per_file() == {"backlog.csv": 40, **live}
     assert "ingested live_4.csv" in svc.text()
 
 
@@ -59,11 +51,11 @@ def test_a_file_written_slowly_in_chunks_is_ingested_once_and_complete(
             fh.write(data[start : start + chunk])
             fh.flush()
             time.sleep(0.03)
-    wait_for(lambda: "slow.csv" in _records(folder), 20, "the slow file")
+    wait_for(lambda: "slow.csv" in folder.rows_per_file(), 20, "the slow file")
     time.sleep(1)  # room for a wrong second ingest to show up
 
     assert svc.stop() == 0
-    assert _records(folder) == {"slow.csv": 2000}
+    assert folder.rows_per_file() == {"slow.csv": 2000}
     assert svc.text().count("ingested slow.csv") == 1
 
 
@@ -85,11 +77,11 @@ def test_sigterm_exits_0_leaving_no_temp_files_and_readable_parquet(
         pq.read_table(part)  # a complete footer, or this raises
     assert "stopping intake" in svc.text()
     # What was committed is all there, and nothing twice.
-    committed = _records(folder)
+    committed = folder.rows_per_file()
     assert all(count == 50 for count in committed.values())
     restarted = folder.ingest("once")
     assert restarted.returncode == 0, restarted.stderr
-    assert _records(folder) == {f"f{i:03d}.csv": 50 for i in range(200)}
+    assert folder.rows_per_file() == {f"f{i:03d}.csv": 50 for i in range(200)}
 
 
 def test_sigint_stops_cleanly_and_leaves_no_worker_behind(
@@ -115,7 +107,7 @@ def test_run_ignores_temp_and_hidden_names_until_renamed(
     write_csv(folder.drop / ".hidden.csv", rows=10, seed=2)
     write_csv(folder.drop / "x.csv.part", rows=10, seed=3)
     time.sleep(1)
-    assert _records(folder) == {}
+    assert folder.rows_per_file() == {}
     os.replace(folder.drop / "x.csv.tmp", folder.drop / "x.csv")
-    wait_for(lambda: _records(folder) == {"x.csv": 10}, 20, "the renamed file")
+    wait_for(lambda: folder.rows_per_file() == {"x.csv": 10}, 20, "the renamed file")
     assert svc.stop() == 0

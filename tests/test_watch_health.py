@@ -22,13 +22,6 @@ RESCAN_S = 60
 DEADLINE_S = 15
 
 
-def _records(folder: Folder) -> dict[str, int]:
-    if not folder.parts("records"):
-        return {}
-    return {
-        str(name): int(count)  # type: ignore[call-overload]
-        for name, count in folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")
-    }
 
 
 def _free_port() -> int:
@@ -60,7 +53,7 @@ def test_a_replaced_drop_folder_is_watched_again_and_its_files_are_committed_at_
     svc = service()
     svc.wait_ready()
     write_csv(folder.drop / "before.csv", rows=20, seed=1)
-    wait_for(lambda: "before.csv" in _records(folder), DEADLINE_S, "the first file")
+    wait_for(lambda: "before.csv" in folder.rows_per_file(), DEADLINE_S, "the first file")
 
     if how.startswith("rm"):
         shutil.rmtree(folder.drop)
@@ -69,10 +62,10 @@ def test_a_replaced_drop_folder_is_watched_again_and_its_files_are_committed_at_
     folder.drop.mkdir()
     write_csv(folder.drop / "after.csv", rows=30, seed=2)
 
-    wait_for(lambda: "after.csv" in _records(folder), DEADLINE_S, "a file in the new folder")
+    wait_for(lambda: "after.csv" in folder.rows_per_file(), DEADLINE_S, "a file in the new folder")
     assert "was removed or replaced" in svc.text()
     write_csv(folder.drop / "later.csv", rows=40, seed=3)  # heard by the new watcher
-    wait_for(lambda: "later.csv" in _records(folder), DEADLINE_S, "a later file")
+    wait_for(lambda: "later.csv" in folder.rows_per_file(), DEADLINE_S, "a later file")
     assert svc.stop() == 0
     check_exactly_once(folder, {"before.csv": 20, "after.csv": 30, "later.csv": 40}, set())
     assert not (folder.drop / ".ingest-canary").exists()
@@ -96,15 +89,15 @@ def test_a_drop_folder_unmounted_and_mounted_again_is_watched_again_each_time(
         svc = service()
         svc.wait_ready()
         write_csv(folder.drop / "mounted.csv", rows=10, seed=6)
-        wait_for(lambda: "mounted.csv" in _records(folder), DEADLINE_S, "a file on the mount")
+        wait_for(lambda: "mounted.csv" in folder.rows_per_file(), DEADLINE_S, "a file on the mount")
 
         subprocess.run(["umount", str(folder.drop)], check=True)
         write_csv(folder.drop / "unmounted.csv", rows=20, seed=7)  # in the bare mount point
-        wait_for(lambda: "unmounted.csv" in _records(folder), DEADLINE_S, "a file, unmounted")
+        wait_for(lambda: "unmounted.csv" in folder.rows_per_file(), DEADLINE_S, "a file, unmounted")
 
         _mount_tmpfs(folder)
         write_csv(folder.drop / "remounted.csv", rows=30, seed=8)
-        wait_for(lambda: "remounted.csv" in _records(folder), DEADLINE_S, "a file, remounted")
+        wait_for(lambda: "remounted.csv" in folder.rows_per_file(), DEADLINE_S, "a file, remounted")
         assert svc.stop() == 0
     finally:
         subprocess.run(["umount", "--lazy", str(folder.drop)], capture_output=True)
@@ -134,7 +127,7 @@ def test_healthz_is_503_while_the_drop_folder_is_missing_and_200_once_it_is_back
     folder.drop.mkdir()
     wait_for(lambda: _healthz(port)[0] == 200, DEADLINE_S, "/healthz to recover")
     write_csv(folder.drop / "back.csv", rows=10, seed=4)
-    wait_for(lambda: "back.csv" in _records(folder), DEADLINE_S, "a file in the folder")
+    wait_for(lambda: "back.csv" in folder.rows_per_file(), DEADLINE_S, "a file in the folder")
     assert svc.stop(signal.SIGTERM) == 0
 
 
@@ -173,7 +166,7 @@ def test_force_polling_is_shown_as_polling_with_its_reason(
     svc = service()
     svc.wait_ready()
     write_csv(folder.drop / "a.csv", rows=10, seed=5)
-    wait_for(lambda: "a.csv" in _records(folder), DEADLINE_S, "a polled file")
+    wait_for(lambda: "a.csv" in folder.rows_per_file(), DEADLINE_S, "a polled file")
 
     watcher = json.loads(folder.ingest("status", "--json").stdout)["watcher"]
     assert watcher["mode"] == "polling" and "force_polling" in watcher["reason"]

@@ -34,6 +34,7 @@ import pyarrow.parquet as pq
 
 from .catalog import Swap
 from .crashpoints import CrashPlan
+from .fsync import fsync_path
 from .layout import Layout, new_part_id
 from .ledger import Ledger
 from .merge import Source, footer_of, merge, sources_of
@@ -147,8 +148,8 @@ def _swap(
         crash.reached("compact-staged")
         swap(live, staged, root / "old")
         swapped = True
-        _fsync_dir(live.parent)
-        _fsync_dir(root)
+        fsync_path(live.parent)
+        fsync_path(root)
         crash.reached("compact-swapped")
         ledger.finish_swap(swap_id, holds)
         crash.reached("compact-committed")
@@ -215,13 +216,6 @@ def _parts_in(folder: Path) -> dict[Path, int]:
 def _fsync_tree(folder: Path) -> None:
     for path in sorted(folder.rglob("*"), reverse=True):
         if path.is_dir():
-            _fsync_dir(path)
-    _fsync_dir(folder)
+            fsync_path(path)
+    fsync_path(folder)
 
-
-def _fsync_dir(folder: Path) -> None:
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)

@@ -18,6 +18,7 @@ from ..files import DropFile
 from ..jobs import EncodedPart, WrittenPart
 from .compact import repair_swaps
 from .crashpoints import CrashPlan
+from .fsync import fsync_path
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
 
@@ -71,14 +72,6 @@ class Published:
     committed: list[Accepted] = field(default_factory=list)
     changed: list[Accepted] = field(default_factory=list)
     paths: list[Path] = field(default_factory=list)
-
-
-def fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def unchanged(file: DropFile) -> bool:
