@@ -199,3 +199,23 @@ def test_the_table_comes_from_the_ledger_once_it_records_one(tmp_path: Path) -> 
     [(record, table)] = reader.history("a.csv")
     reader.close()
     assert (record.rows, table) == (3, "sensors")
+
+
+def test_a_compacted_input_names_the_part_that_holds_its_rows_now(folder: Folder) -> None:
+    folder.write_config(pipeline={"workers": 1}, watch={"settle_ms": 0, "on_success": "keep"})
+    for name, seed in (("a.csv", 1), ("b.csv", 2)):
+        write_csv(folder.drop / name, rows=25, seed=seed)
+        assert folder.ingest("once").returncode == 0  # one commit each: two records parts
+    before = _explain(folder, "a.csv")["versions"][0]["parts"]
+    assert len(folder.parts("records")) == 2
+
+    done = folder.ingest("compact")
+    assert done.returncode == 0, done.stderr
+
+    (records,) = folder.parts("records")
+    after = _explain(folder, "a.csv")["versions"][0]["parts"]
+    assert after != before
+    assert records.relative_to(folder.output).as_posix() in after
+    assert set(after) == _parts_naming(folder, "a.csv", _sha(folder.drop / "a.csv"))
+    rows = pq.read_table(records).to_pandas().query("source_file == 'a.csv'").shape[0]
+    assert rows == 25
