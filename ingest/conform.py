@@ -64,11 +64,48 @@ def target(data: pa.Table, table: pa.Schema | None, hints: Mapping[str, str]) ->
     return merge_schemas(start, own, frozenset(hints))
 
 
+class Targets:
+    """`target` for the files of one task, remembered: its tables' schemas are read once,
+    and a file whose columns hold no text (whose target depends on its column types
+    alone) shares the target of the files before it with the same types."""
+
+    def __init__(self) -> None:
+        self._tables: dict[bytes, pa.Schema] = {}
+        self._known: dict[tuple[str, pa.Schema], pa.Schema] = {}
+
+    def of(
+        self, data: pa.Table, table: str, schema: bytes | None, hints: Mapping[str, str]
+    ) -> pa.Schema:
+        key = (table, data.schema)
+        found = self._known.get(key)
+        if found is not None:
+            return found
+        current = None
+        if schema:
+            current = self._tables.get(schema)
+            if current is None:
+                current = self._tables[schema] = pa.ipc.read_schema(pa.py_buffer(schema))
+        result = target(data, current, hints)
+        if not any(_textual(f.type) for f in data.schema):
+            self._known[key] = result
+        return result
+
+
+def _textual(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_string(kind) or pa.types.is_large_string(kind)
+        or pa.types.is_dictionary(kind)
+    )
+
+
 def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """`data` with exactly `schema`: columns in its order, missing ones null, each cast;
     values that do not fit are rescued into `_rescued_data` (when the schema has it)."""
-    rescued: Rescued = {}
     rows = data.num_rows
+    if _only_rescued_missing(data.schema, schema):
+        # The common case, a file just like its table: nothing to cast, nothing to rescue.
+        return pa.Table.from_arrays([*data.columns, pa.nulls(rows, pa.string())], schema=schema)
+    rescued: Rescued = {}
     names = set(data.column_names)
     columns: list[pa.ChunkedArray | pa.Array | None] = []
     for field in schema:
@@ -83,6 +120,13 @@ def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
         previous = data.column(RESCUED) if RESCUED in names else None
         columns[at] = _rescued_column(rows, rescued, previous)
     return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _only_rescued_missing(have: pa.Schema, want: pa.Schema) -> bool:
+    return (
+        len(want) == len(have) + 1 and want.names[-1] == RESCUED
+        and all(a.name == b.name and a.type == b.type for a, b in zip(have, want, strict=False))
+    )
 
 
 def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:

@@ -141,7 +141,8 @@ def table_schema(spec: TableSpec) -> pa.Schema | None:
 
 
 def featurise(
-    job: Job, task: Task, parsed: pa.Table | None = None
+    job: Job, task: Task, parsed: pa.Table | None = None,
+    targets: conform.Targets | None = None,
 ) -> tuple[Featurised, Dialect | None]:
     """Decode (unless already parsed with others, in the plain dialect), fit the file to
     its table's schema with the identity columns, compute features; raise on bad input.
@@ -155,8 +156,8 @@ def featurise(
     else:
         table, dialect = decode_file(job.source_file, job.data, spec.csv, spec.dialect)
     table = check_columns(table)
-    hints = dict(spec.hints)
-    schema = conform.target(table, table_schema(spec), hints)
+    targets = targets or conform.Targets()
+    schema = targets.of(table, spec.name, spec.schema, dict(spec.hints))
     records = conform.fit(with_sources(table, job.source_file, job.sha256), schema)
     feature_table = None
     if "features" in task.tables:
@@ -201,11 +202,11 @@ def message(exc: BaseException) -> str:
 
 
 def _featurise_one(
-    job: Job, task: Task, table: pa.Table | None
+    job: Job, task: Task, table: pa.Table | None, targets: conform.Targets
 ) -> tuple[Featurised, Dialect | None] | Failure:
     try:
         with time_limit(task.timeout_s):
-            return featurise(job, task, table)
+            return featurise(job, task, table, targets)
     except DecodeError as exc:
         return Failure(type(exc).__name__, message(exc), line=exc.line, offset=exc.offset)
     except BaseException as exc:  # a plugin feature set may raise anything at all
@@ -275,9 +276,10 @@ def _process(task: Task) -> TaskResult:
     except TaskTimeout:
         joined = {}
     parsed = {joinable[k]: table for k, table in joined.items()}
+    targets = conform.Targets()
     for index, job in enumerate(jobs):
         beacon.beat(task.beacon)  # each file has task_timeout_s, and the service's backstop
-        result = lost.get(index) or _featurise_one(job, task, parsed.get(index))
+        result = lost.get(index) or _featurise_one(job, task, parsed.get(index), targets)
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:
