@@ -53,7 +53,7 @@ def _output_dir(tool: str, out: Path) -> Path:
 
 def _warm(data: corpus.Corpus) -> None:
     """Read every input once, so no tool pays for a cold page cache that the next does not."""
-    for path in data.csv_files():
+    for path in data.input_files():
         with open(path, "rb") as handle:
             while handle.read(1 << 24):
                 pass
@@ -73,7 +73,7 @@ def _check(entries: dict[str, report.Entry], outputs: dict[str, check.Output]) -
             if not entry.good:
                 entry.check = "no good run"
             continue
-        expected = {p.name: entry.corpus.rows_per_file for p in entry.corpus.csv_files()}
+        expected = {p.name: entry.corpus.rows_per_file for p in entry.corpus.input_files()}
         problems = check.compare_rows(expected, outputs[tool])
         if reference is not None and tool != reference:
             problems += check.compare_features(outputs[reference], outputs[tool])
