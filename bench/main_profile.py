@@ -1,7 +1,7 @@
 """Where ingest's main process spends its time: `ingest once` over a corpus, under py-spy.
 
-    python -m bench.main_profile --shape tiny            # on-CPU samples of every thread
-    python -m bench.main_profile --shape tiny --idle     # idle threads too (wall time)
+    python -m bench.main_profile --shape tiny --gil      # samples of the thread holding the GIL
+    python -m bench.main_profile --shape tiny --idle     # every thread, waiting or not
 
 Called in the parent process. Runs `py-spy record --threads --format raw`
 (py-spy is not a dependency: `pip install py-spy` in the venv) on the main
@@ -9,13 +9,18 @@ process only, not the workers, then sums the samples three ways, each as
 seconds and as microseconds per input file:
 
 - by thread: the event loop (MainThread) and the threads it hands work to;
+- by stage of a file's way through the main process (STAGES, first match);
 - by the innermost ingest function on the stack, with the library call
   under it (what ingest asked for, and what did the work);
 - inclusive, per ingest function (the command line's aside): every ingest
   function on a stack is charged for the sample once.
 
-Without `--idle`, py-spy keeps only threads that were running, so the total
-approaches the main process's CPU time; with it, a waiting thread counts too.
+With `--gil`, a sample is the thread that held the GIL at that instant: the
+main process's serial work, which no number of workers shrinks (it misses
+only C code that lets go of the GIL, such as hashing large buffers). With
+`--idle`, every thread counts at every sample, waiting or not: wall time.
+Without either it is not a CPU profile here either: py-spy cannot tell a waiting thread
+from a running one in this container, and counts all of them.
 """
 
 from __future__ import annotations
@@ -38,6 +43,42 @@ LINE = re.compile(r"^thread \((?P<tid>\w+)\): (?P<stack>.*) (?P<count>\d+)$")
 FRAME = re.compile(r"^(?P<function>.*) \((?P<where>[^()]*):\d+\)$")
 # Default-executor threads (aiofiles, asyncio.to_thread) are asyncio_0, asyncio_1, ...
 NUMBERED = re.compile(r"_\d+$")
+# A sample's stage: the first rule any of its frames (or its thread) matches, in this order.
+# Each rule is (stage, substrings of "function (path)" or of the thread's name).
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    (
+        "start-up: imports, ledger, pool",
+        ("_find_and_load", "Compute.start", "open_ledger"),
+    ),
+    ("log line per file (loop + log thread)", ("ingest/logs.py", "_monitor", "QueueListener")),
+    ("read: aiofiles open/read/close", ("read_bytes (", "read_into (", "aiofiles/")),
+    ("hash: sha256", ("_sha256 (", "sha256_of_file (")),
+    ("commit: parts, fsync, ledger", ("Committer._commit", "ingest/store/")),
+    ("report: per-file outcome, metrics", ("Committer._report", "Service._resolved", "prometheus")),
+    (
+        "scan, settle, admit, claim",
+        (
+            "Watcher.",
+            "Settler.",
+            "Service._admit",
+            "Service._intake",
+            "Service._claim",
+            "ingest/selection.py",
+        ),
+    ),
+    (
+        "dispatch: tasks, pickling, pipe",
+        (
+            "Dispatcher.",
+            "ingest/aio/to_compute.py",
+            "QueueFeeder",
+            "ForkingPickler",
+            "multiprocessing/",
+        ),
+    ),
+    ("other ingest code", ("ingest/",)),
+    ("asyncio loop: callbacks, futures, wake-ups", ("asyncio/",)),
+)
 
 
 @dataclass(frozen=True)
@@ -93,6 +134,15 @@ def _blame(stack: Stack) -> str:
     return f"{own} -> {stack.frames[-1].function} ({stack.frames[-1].where})"
 
 
+def stage(stack: Stack) -> str:
+    # The command line's frames are under every sample of the loop: they name no stage.
+    names = [stack.thread, *(str(f) for f in stack.frames if f.where != "ingest/cli.py")]
+    for name, needles in STAGES:
+        if any(needle in text for needle in needles for text in names):
+            return name
+    return "other"
+
+
 def _table(title: str, counts: collections.Counter[str], rate: float, files: int, top: int) -> None:
     total = sum(counts.values())
     print(f"\n{title}\n")
@@ -105,22 +155,24 @@ def _table(title: str, counts: collections.Counter[str], rate: float, files: int
 
 def summarise(stacks: Sequence[Stack], rate: float, files: int, top: int) -> None:
     threads: collections.Counter[str] = collections.Counter()
+    stages: collections.Counter[str] = collections.Counter()
     blamed: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     for stack in stacks:
         threads[stack.thread] += stack.samples
+        stages[stage(stack)] += stack.samples
         blamed[_blame(stack)] += stack.samples
-        # The command line's frames sit under every sample of the loop: they would say nothing.
         for name in {str(f) for f in stack.frames if f.ours and f.where != "ingest/cli.py"}:
             inclusive[name] += stack.samples
     total = sum(threads.values())
     print(f"{total} samples at {rate:g} Hz = {total / rate:.2f} s, {files} files")
     _table("By thread", threads, rate, files, top)
+    _table("By stage", stages, rate, files, top)
     _table("By innermost ingest function -> the call it was in", blamed, rate, files, top)
     _table("Inclusive, per ingest function", inclusive, rate, files, top)
 
 
-def record(data: corpus.Corpus, scratch: Path, rate: float, idle: bool) -> Path:
+def record(data: corpus.Corpus, scratch: Path, rate: float, mode: list[str]) -> Path:
     """Run `ingest once` over the corpus under py-spy; the raw samples' path."""
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
@@ -129,7 +181,7 @@ def record(data: corpus.Corpus, scratch: Path, rate: float, idle: bool) -> Path:
     config = ingest_job.write_config(scratch / "config.toml", data.path, scratch)
     raw = scratch / "raw.txt"
     flags = ["--threads", "--format", "raw", "--rate", f"{rate:g}", "--output", str(raw)]
-    command = [py_spy, "record", *flags, *(["--idle"] if idle else [])]
+    command = [py_spy, "record", *flags, *mode]
     subprocess.run(
         [*command, "--", *ingest_job.command("once", "--config", str(config))], check=True
     )
@@ -145,11 +197,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--scratch", type=Path, default=DEFAULT_SCRATCH)
     parser.add_argument("--rate", type=float, default=200.0, help="samples per second")
     parser.add_argument("--idle", action="store_true", help="count idle threads too")
+    parser.add_argument("--gil", action="store_true", help="only the thread holding the GIL")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--raw", type=Path, help="summarise this py-spy raw file; run nothing")
     args = parser.parse_args(argv)
     data = corpus.generate(args.shape[0], args.scale, args.seed, args.corpus_dir)
-    raw = args.raw or record(data, args.scratch, args.rate, args.idle)
+    mode = [flag for flag, on in (("--idle", args.idle), ("--gil", args.gil)) if on]
+    raw = args.raw or record(data, args.scratch, args.rate, mode)
     with open(raw) as lines:
         summarise(parse(lines), args.rate, data.files, args.top)
 
