@@ -12,15 +12,16 @@ seconds and as microseconds per input file:
 - by stage of a file's way through the main process (STAGES, first match);
 - by the innermost ingest function on the stack, with the library call
   under it (what ingest asked for, and what did the work);
-- inclusive, per ingest function (the command line's aside): every ingest
-  function on a stack is charged for the sample once.
+- inclusive, per ingest function (the command line's frames left out):
+  every ingest function on a stack is charged for the sample once.
 
 With `--gil`, a sample is the thread that held the GIL at that instant: the
 main process's serial work, which no number of workers shrinks (it misses
 only C code that lets go of the GIL, such as hashing large buffers). With
 `--idle`, every thread counts at every sample, waiting or not: wall time.
-Without either it is not a CPU profile here either: py-spy cannot tell a waiting thread
-from a running one in this container, and counts all of them.
+Without either, py-spy means to keep only running threads, but where it
+cannot tell a waiting thread from a running one (as on the machine of the
+results in bench/README.md) it counts them all, as `--idle` does.
 """
 
 from __future__ import annotations
