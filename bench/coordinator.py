@@ -25,12 +25,12 @@ def _median(values: Sequence[float]) -> float:
 
 
 def _seconds(value: float) -> str:
-    """A short duration: µs under 1 ms, ms under 10 s, else seconds."""
+    """A short duration: µs under 1 ms, ms under 1 s, else seconds."""
     if value < 0.001:
         return f"{value * 1e6:,.0f} µs"
-    if value < 10:
-        return f"{value * 1e3:,.2f} ms"
-    return f"{value:.1f} s"
+    if value < 1:
+        return f"{value * 1e3:.2f} ms"
+    return f"{value:.2f} s"
 
 
 def _cpu(entry: Entry) -> tuple[float, float]:
