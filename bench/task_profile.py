@@ -58,10 +58,8 @@ def main() -> None:
         profile.disable()
         elapsed = time.perf_counter() - began
     mb = sum(p.stat().st_size for p in paths) / 1e6
-    print(
-        f"{len(tasks)} tasks of {args.files} files, {mb / len(tasks):.1f} MB each:"
-        f" {elapsed / len(tasks) * 1000:.0f} ms per task (profiled)"
-    )
+    print(f"{len(tasks)} tasks of {args.files} files, {mb / len(tasks):.1f} MB each:"
+          f" {elapsed / len(tasks) * 1000:.0f} ms per task (profiled)")
     pstats.Stats(profile).sort_stats("tottime").print_stats(args.top)
 
 
