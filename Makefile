@@ -35,7 +35,7 @@ test-slow: $(STAMP)
 	$(BIN)/pytest -m slow -q
 
 bench: $(STAMP)
-	$(BIN)/python -m bench.run --shapes small,large,tiny --repeat 3
+	$(BIN)/python -m bench.run --shapes small,large,tiny,jsonl,big --repeat 3
 
 clean:
 	rm -rf $(VENV) drop output archive quarantine

@@ -6,6 +6,12 @@ and all its descendants every `POLL_S`. CPU time comes from the kernel's
 rusage of waited-for children, which includes every worker the command
 reaped, and is cross-checked against the last CPU times sampled per process
 in case a worker was never reaped.
+
+The command's own CPU (its main process, all of its threads, none of its
+children: what `getrusage(RUSAGE_SELF)` would say at exit) is read from
+`/proc/<pid>/stat` once the process has exited and before it is reaped: the
+wait uses `WNOWAIT`, so the zombie still holds its final utime and stime.
+Elsewhere it falls back to the last sample, up to `POLL_S` before the exit.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ class Sample:
     cpu_s: float
     peak_rss: int  # bytes, summed over the process tree at its largest sample
     returncode: int
+    main_cpu_s: float = 0.0  # the command's own process, all threads, at exit
 
 
 class TreeSampler(threading.Thread):
@@ -52,6 +59,10 @@ class TreeSampler(threading.Thread):
     @property
     def cpu_s(self) -> float:
         return sum(self._cpu.values())
+
+    @property
+    def root_cpu_s(self) -> float:
+        return self._cpu.get(self.root.pid, 0.0)
 
     def stop(self) -> None:
         self._stopped.set()
@@ -88,11 +99,36 @@ def _children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def _kill_group(process: subprocess.Popen[bytes]) -> int:
-    """Kill the process group the measured command leads, then reap the command."""
+def _kill_group(pid: int) -> None:
+    """Kill the process group the measured command leads (it is reaped by the caller)."""
     with contextlib.suppress(ProcessLookupError):
-        os.killpg(process.pid, signal.SIGKILL)
-    return process.wait()
+        os.killpg(pid, signal.SIGKILL)
+
+
+def _exited_cpu(pid: int) -> float | None:
+    """User + system seconds of an exited, not yet reaped process, all its threads.
+
+    Fields 14 and 15 of /proc/<pid>/stat; the children's (16 and 17) are left out.
+    """
+    try:
+        text = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    # The command name, field 2, is in parentheses and may hold spaces.
+    fields = text.rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _wait_unreaped(pid: int, timeout_s: float | None) -> None:
+    """Block until `pid` exits, leaving it a zombie; kill its group after `timeout_s`."""
+    timer = threading.Timer(timeout_s, _kill_group, (pid,)) if timeout_s else None
+    if timer is not None:
+        timer.start()
+    try:
+        os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+    finally:
+        if timer is not None:
+            timer.cancel()
 
 
 def measure(
@@ -117,13 +153,16 @@ def measure(
         sampler = TreeSampler(process.pid)
         sampler.start()
         try:
-            returncode = process.wait(timeout_s)
-        except subprocess.TimeoutExpired:
-            returncode = _kill_group(process)
+            _wait_unreaped(process.pid, timeout_s)
         except BaseException:
-            _kill_group(process)
+            _kill_group(process.pid)
+            process.wait()
             raise
         wall = time.perf_counter() - started
+        main_cpu = _exited_cpu(process.pid)
+        returncode = process.wait()
         sampler.stop()
     cpu = max(_children_cpu() - cpu_before, sampler.cpu_s)
-    return Sample(wall, cpu, sampler.peak_rss, returncode)
+    if main_cpu is None:
+        main_cpu = sampler.root_cpu_s
+    return Sample(wall, cpu, sampler.peak_rss, returncode, main_cpu)

@@ -145,6 +145,6 @@ def corpora(entries: Sequence[Entry]) -> list[str]:
     seen = {e.corpus.path: e.corpus for e in entries}
     return [
         f"- {c.shape} (scale {c.scale:g}, seed {c.seed}): {c.files} files x "
-        f"{c.rows_per_file} rows, {c.bytes / 1e6:.0f} MB of CSV"
+        f"{c.rows_per_file} rows, {c.bytes / 1e6:.0f} MB of {c.suffix[1:]}"
         for c in seen.values()
     ]

@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from dataclasses import asdict
 from pathlib import Path
 
-from . import check, corpus, ingest_job, report, service
+from . import check, coordinator, corpus, ingest_job, report, service
 from .measure import measure
 from .peers import PEERS
 from .peers import command as peer_command
@@ -53,7 +53,7 @@ def _output_dir(tool: str, out: Path) -> Path:
 
 def _warm(data: corpus.Corpus) -> None:
     """Read every input once, so no tool pays for a cold page cache that the next does not."""
-    for path in data.csv_files():
+    for path in data.input_files():
         with open(path, "rb") as handle:
             while handle.read(1 << 24):
                 pass
@@ -73,7 +73,7 @@ def _check(entries: dict[str, report.Entry], outputs: dict[str, check.Output]) -
             if not entry.good:
                 entry.check = "no good run"
             continue
-        expected = {p.name: entry.corpus.rows_per_file for p in entry.corpus.csv_files()}
+        expected = {p.name: entry.corpus.rows_per_file for p in entry.corpus.input_files()}
         problems = check.compare_rows(expected, outputs[tool])
         if reference is not None and tool != reference:
             problems += check.compare_features(outputs[reference], outputs[tool])
@@ -82,15 +82,21 @@ def _check(entries: dict[str, report.Entry], outputs: dict[str, check.Output]) -
             entry.check += " (reference)"
 
 
+def _repeat(shape: str, args: argparse.Namespace) -> int:
+    one_file = corpus.SHAPES[shape].files == 1
+    return int(args.repeat_big) if one_file and args.repeat_big else int(args.repeat)
+
+
 def bench_shape(
     data: corpus.Corpus, tools: Sequence[str], args: argparse.Namespace
 ) -> list[report.Entry]:
     """Run every tool `repeat` times on one corpus; check the first good run of each."""
+    repeat = _repeat(data.shape, args)
     entries = {tool: report.Entry(tool, data) for tool in tools}
     outputs: dict[str, check.Output] = {}
     scratch: Path = args.scratch / data.path.name
     _warm(data)
-    for round_ in range(args.repeat):
+    for round_ in range(repeat):
         shift = round_ % len(tools)
         for tool in [*tools[shift:], *tools[:shift]]:
             out = scratch / tool
@@ -100,7 +106,7 @@ def bench_shape(
             entries[tool].samples.append(sample)
             status = "ok" if sample.returncode == 0 else f"exit {sample.returncode}, see {log}"
             print(
-                f"  {data.shape} round {round_ + 1}/{args.repeat} {tool:8s} "
+                f"  {data.shape} round {round_ + 1}/{repeat} {tool:8s} "
                 f"{sample.wall_s:7.2f} s  {sample.peak_rss / 1e6:6.0f} MB  {status}",
                 flush=True,
             )
@@ -151,6 +157,12 @@ def parser() -> argparse.ArgumentParser:
         help=f"tools to run, from {','.join(TOOLS)} (default: all; ingest only if its CLI works)",
     )
     p.add_argument("--repeat", type=int, default=3, help="runs per tool and shape (default 3)")
+    p.add_argument(
+        "--repeat-big",
+        type=int,
+        default=None,
+        help="runs per tool on the one-file shapes, big and huge (default: --repeat)",
+    )
     p.add_argument(
         "--scale",
         type=float,
@@ -226,13 +238,15 @@ def main(argv: Sequence[str] | None = None) -> None:
         *report.machine(),
         *report.corpora(entries),
         "",
-        f"Median of {args.repeat} runs, (min-max) in brackets.",
+        "Median of each tool's runs (per shape: "
+        f"{', '.join(f'{s} {_repeat(s, args)}' for s in args.shapes)}), (min-max) in brackets.",
         "",
         *report.table(entries),
         "",
     ]
     for shape in args.shapes:
         lines += report.targets([e for e in entries if e.corpus.shape == shape])
+    lines += ["", *coordinator.report(entries)]
     if args.service:
         lines += ["", *service.report(service.run_all(service.options_from(args)))]
     path = _write(lines, _raw(entries), args.results)

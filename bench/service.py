@@ -153,7 +153,7 @@ def latency(opts: Options, figures: Figures) -> None:
     staging, drop = state / "staging", state / "drop"
     staging.mkdir()
     drop.mkdir()
-    sources = data.csv_files()[: opts.latency_files + 1]
+    sources = data.input_files()[: opts.latency_files + 1]
     config = ingest_job.write_config(
         state / "config.toml",
         drop,

@@ -1,6 +1,6 @@
 """What every peer shares: the output layout, the feature schema, the CLI shape.
 
-A peer takes a flat folder of CSVs and an output folder, and writes
+A peer takes a flat folder of CSVs (or of JSON Lines files) and an output folder, and writes
 `<out>/records/*.parquet` (every row plus `source_file`) and
 `<out>/features/*.parquet` (one row per file and channel), both zstd.
 """
@@ -13,9 +13,22 @@ from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.csv as pa_csv
+import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
 CHANNELS = tuple(f"ch{k}" for k in range(8))
+# One corpus holds one format; the suffix says which.
+SUFFIXES = (".csv", ".jsonl")
+# The columns of every corpus. pyarrow's CSV reader infers them; its JSON reader is
+# given them, as DuckDB and Polars are for both formats.
+INPUT_SCHEMA = pa.schema(
+    [
+        pa.field("timestamp", pa.int64()),
+        pa.field("device", pa.string()),
+        *(pa.field(name, pa.float64()) for name in CHANNELS),
+    ]
+)
 FLOAT_FEATURES = ("mean", "std", "min", "max", "p05", "p50", "p95", "rms")
 FEATURE_SCHEMA = pa.schema(
     [
@@ -31,7 +44,23 @@ Job = Callable[[Path, Path], None]
 
 
 def input_files(folder: Path) -> list[Path]:
-    return sorted(folder.glob("*.csv"))
+    return sorted(p for p in folder.iterdir() if p.suffix in SUFFIXES)
+
+
+def input_suffix(folder: Path) -> str:
+    """The format of a corpus folder, by the suffix of its files (`.csv` when it is empty)."""
+    return next((p.suffix for p in input_files(folder)), ".csv")
+
+
+def read_table(path: Path, use_threads: bool = True) -> pa.Table:
+    """One input file as an Arrow table, with pyarrow's CSV or JSON reader."""
+    if path.suffix == ".jsonl":
+        return pa_json.read_json(
+            path,
+            read_options=pa_json.ReadOptions(use_threads=use_threads),
+            parse_options=pa_json.ParseOptions(explicit_schema=INPUT_SCHEMA),
+        )
+    return pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(use_threads=use_threads))
 
 
 def records_dir(out: Path) -> Path:
@@ -76,7 +105,7 @@ def write_features(rows: list[FeatureRow], out: Path) -> None:
 def cli(job: Job, argv: Sequence[str] | None = None) -> None:
     """`python -m bench.peers.<name> IN OUT`: run the reference job, exit 0 on success."""
     parser = argparse.ArgumentParser(description=job.__doc__)
-    parser.add_argument("input", type=Path, help="folder of CSV files")
+    parser.add_argument("input", type=Path, help="folder of CSV or JSON Lines files")
     parser.add_argument("output", type=Path, help="folder for records/ and features/")
     args = parser.parse_args(argv)
     args.output.mkdir(parents=True, exist_ok=True)

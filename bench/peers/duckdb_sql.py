@@ -1,4 +1,4 @@
-"""DuckDB: read_csv over the folder, COPY ... TO Parquet, GROUP BY for the features.
+"""DuckDB: read_csv (or read_json) over the folder, COPY ... TO Parquet, GROUP BY for the features.
 
 The CSVs are parsed once, straight into the records Parquet; the features are
 then aggregated from that Parquet. Measured against parsing into a temporary
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import duckdb
 
-from .common import CHANNELS, cli, records_dir
+from .common import CHANNELS, cli, input_suffix, records_dir
 
 COLUMNS = {"timestamp": "BIGINT", "device": "VARCHAR", **dict.fromkeys(CHANNELS, "DOUBLE")}
 
@@ -48,19 +48,30 @@ def _long(column: str) -> str:
         FROM wide"""
 
 
+def _scan(input_dir: Path) -> str:
+    """The table function that reads every input of the folder, with its file name."""
+    columns = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in COLUMNS.items()) + "}"
+    suffix = input_suffix(input_dir)
+    pattern = _quote(str(input_dir / f"*{suffix}"))
+    if suffix == ".jsonl":
+        return (
+            f"read_json({pattern}, format = 'newline_delimited', columns = {columns}, "
+            "filename = true)"
+        )
+    return f"read_csv({pattern}, header = true, columns = {columns}, filename = true)"
+
+
 def run(input_dir: Path, output_dir: Path) -> None:
-    """DuckDB read_csv, COPY TO Parquet, GROUP BY."""
+    """DuckDB read_csv or read_json, COPY TO Parquet, GROUP BY."""
     records = records_dir(output_dir)
     features = output_dir / "features"
     features.mkdir(parents=True, exist_ok=True)
-    columns = "{" + ", ".join(f"{_quote(k)}: {_quote(v)}" for k, v in COLUMNS.items()) + "}"
     con = duckdb.connect()
     con.execute("SET preserve_insertion_order = false")
     con.execute(
         f"""COPY (
                 SELECT * EXCLUDE (filename), filename AS source_file
-                FROM read_csv({_quote(str(input_dir / "*.csv"))}, header = true,
-                              columns = {columns}, filename = true)
+                FROM {_scan(input_dir)}
             ) TO {_quote(str(records))}
             (FORMAT parquet, COMPRESSION zstd, PER_THREAD_OUTPUT true, OVERWRITE_OR_IGNORE true)"""
     )

@@ -1,4 +1,4 @@
-"""Polars: one lazy scan of the whole folder, a Parquet sink and a group_by.
+"""Polars: one lazy scan of the whole folder (CSV or NDJSON), a Parquet sink and a group_by.
 
 The CSVs are parsed once, streamed into the records Parquet, and the features
 are aggregated from that Parquet. This measured faster than collecting the
@@ -11,7 +11,7 @@ from pathlib import Path
 
 import polars as pl
 
-from .common import CHANNELS, FEATURE_SCHEMA, cli, records_dir
+from .common import CHANNELS, FEATURE_SCHEMA, cli, input_suffix, records_dir
 
 SCHEMA: dict[str, type[pl.DataType]] = {
     "timestamp": pl.Int64,
@@ -55,7 +55,12 @@ def _long(wide: pl.DataFrame) -> pl.DataFrame:
 def run(input_dir: Path, output_dir: Path) -> None:
     """Polars lazy scan, sink_parquet and group_by().agg()."""
     records = records_dir(output_dir) / "records.parquet"
-    scan = pl.scan_csv(input_dir / "*.csv", schema=SCHEMA, include_file_paths="source_file")
+    suffix = input_suffix(input_dir)
+    pattern = input_dir / f"*{suffix}"
+    if suffix == ".jsonl":
+        scan = pl.scan_ndjson(pattern, schema=SCHEMA, include_file_paths="source_file")
+    else:
+        scan = pl.scan_csv(pattern, schema=SCHEMA, include_file_paths="source_file")
     scan.sink_parquet(records, compression="zstd", maintain_order=False)
     aggregations = (e for c in CHANNELS for e in _aggregations(c))
     wide = pl.scan_parquet(records).group_by("source_file").agg(*aggregations).collect()

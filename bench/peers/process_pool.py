@@ -12,18 +12,26 @@ from functools import partial
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from .common import CHANNELS, FeatureRow, cli, input_files, records_dir, summary, write_features
+from .common import (
+    CHANNELS,
+    FeatureRow,
+    cli,
+    input_files,
+    read_table,
+    records_dir,
+    summary,
+    write_features,
+)
 
 WORKERS = 2
 
 
 def one_file(records: Path, path: Path) -> list[FeatureRow]:
-    """Called in a worker process: CSV -> Parquet, and the file's features."""
+    """Called in a worker process: CSV or JSON Lines -> Parquet, and the file's features."""
     # Two processes already fill two cores; Arrow's own threads would only contend.
-    table = pa_csv.read_csv(path, read_options=pa_csv.ReadOptions(use_threads=False))
+    table = read_table(path, use_threads=False)
     rows = [
         summary(path.name, column, table[column].to_numpy(zero_copy_only=False))
         for column in CHANNELS

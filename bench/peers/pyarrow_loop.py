@@ -1,6 +1,6 @@
 """Sequential pyarrow: one file at a time, one Parquet file per input.
 
-pyarrow's CSV reader and Parquet writer keep their own threads; the loop
+pyarrow's CSV (or JSON) reader and Parquet writer keep their own threads; the loop
 itself is sequential, as a simple script would be.
 """
 
@@ -9,10 +9,18 @@ from __future__ import annotations
 from pathlib import Path
 
 import pyarrow as pa
-import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 
-from .common import CHANNELS, FeatureRow, cli, input_files, records_dir, summary, write_features
+from .common import (
+    CHANNELS,
+    FeatureRow,
+    cli,
+    input_files,
+    read_table,
+    records_dir,
+    summary,
+    write_features,
+)
 
 
 def run(input_dir: Path, output_dir: Path) -> None:
@@ -20,7 +28,7 @@ def run(input_dir: Path, output_dir: Path) -> None:
     records = records_dir(output_dir)
     features: list[FeatureRow] = []
     for path in input_files(input_dir):
-        table = pa_csv.read_csv(path)
+        table = read_table(path)
         for column in CHANNELS:
             values = table[column].to_numpy(zero_copy_only=False)
             features.append(summary(path.name, column, values))
