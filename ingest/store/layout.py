@@ -22,11 +22,12 @@ class Layout:
     output: Path
     quarantine: Path
     archive: Path
+    delta: bool = False  # each table is also a Delta table (`[output] format = "delta"`)
 
     @classmethod
     def of(cls, config: Config) -> Layout:
         p = config.paths
-        return cls(p.drop, p.output, p.quarantine, p.archive)
+        return cls(p.drop, p.output, p.quarantine, p.archive, config.output.format == "delta")
 
     @property
     def state(self) -> Path:
