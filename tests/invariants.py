@@ -104,3 +104,29 @@ def _diff(got: dict[str, int], want: dict[str, int]) -> str:
     extra = sorted(set(got) - set(want))[:5]
     wrong = sorted((k, got[k], want[k]) for k in set(got) & set(want) if got[k] != want[k])[:5]
     return f"missing {missing}, unexpected {extra}, wrong counts (file, got, want) {wrong}"
+
+
+def check_delta(folder: Folder) -> dict[str, int]:
+    """With `format = "delta"`: each table's Delta snapshot holds exactly the ledger's
+    committed part files, and its rows are the glob reading's; returns each txn version."""
+    from deltalake import DeltaTable
+
+    versions = {}
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        ingested = dict(db.execute("SELECT path, rows FROM files WHERE state = 'ingested'"))
+    for table in ("records", "features"):
+        log = DeltaTable(str(folder.output / table))
+        files = {f"{table}/{p}" for p in
+                 pa.table(log.get_add_actions(flatten=True)).column("path").to_pylist()}
+        on_disk = {p.relative_to(folder.output).as_posix() for p in folder.parts(table)}
+        assert files == on_disk, (sorted(files - on_disk)[:3], sorted(on_disk - files)[:3])
+        rows = log.to_pyarrow_table(columns=["source_file"]).column("source_file").to_pylist()
+        counts: dict[str, int] = {}
+        for name in rows:
+            counts[name] = counts.get(name, 0) + 1
+        glob = dict(folder.query(f"SELECT source_file, count(*) FROM {table} GROUP BY 1"))
+        assert counts == glob, _diff(counts, glob)
+        if table == "records":
+            assert counts == {p: n for p, n in ingested.items() if n}, _diff(counts, ingested)
+        versions[table] = log.transaction_version("ingest") or 0
+    return versions
