@@ -4,11 +4,15 @@ with the same rows as the plain-Parquet glob, through drift, compaction and time
 from __future__ import annotations
 
 import json
+import shutil
 import sqlite3
+import subprocess
+import sys
 from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.compute as pc
+import pyarrow.parquet as pq
 import pytest
 
 deltalake = pytest.importorskip("deltalake")
@@ -143,3 +147,38 @@ def test_plain_globs_skip_the_log_and_its_checkpoints(folder: Folder, tmp_path: 
     assert list((folder.output / "records" / "_delta_log").glob("*.parquet"))
     assert folder.query("SELECT count(*) FROM records") == [(10,)]
     assert pc.sum(table.to_pyarrow_table()["ch0"].is_valid()).as_py() <= 10
+
+
+def test_delta_without_the_package_exits_2_saying_how_to_install_it(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    hidden = (
+        "import sys; sys.modules['deltalake'] = None; from ingest.cli import main;"
+        f" sys.exit(main('once', '--config', {str(folder.config)!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True,
+                          cwd=folder.root, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        """ingest: [output] format = "delta" needs the deltalake package:"""
+        """ pip install 'ingest[delta]'"""
+    ]
+
+
+def test_ledger_rebuild_keeps_the_log_and_sets_aside_parts_it_lacks(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    expected = {}
+    for i in range(2):
+        write_csv(folder.drop / f"s{i}.csv", 10 + i, seed=i)
+        expected[f"s{i}.csv"] = 10 + i
+        assert folder.ingest("once").returncode == 0
+    # A part renamed into place whose Delta commit never happened, and a lost ledger.
+    (part,) = [p for p in folder.parts("records") if "s1.csv" in str(pq.read_metadata(p).metadata)]
+    stray = part.with_name("part-20000101T000000-abcdefabcdef-0.parquet")
+    shutil.copy(part, stray)
+    (folder.output / "_ingest" / "ledger.sqlite").unlink()
+    done = folder.ingest("ledger", "rebuild")
+    assert done.returncode == 0, done.stderr
+    assert not stray.exists()
+    assert (folder.output / "records" / "_delta_log").is_dir()
+    assert folder.ingest("once").returncode == 0
+    _check_readers(folder, expected)
