@@ -16,8 +16,8 @@ version first, and fsyncs the new log entry before the ledger records the commit
     Delta commit(s) + fsync                   crash: log has it   -> ledger finishes it
     ledger: part committed                    (the log and the ledger agree)
 
-A DeltaTable object is stale after a commit made through it: each call here opens the
-table afresh, which a checkpoint every `CHECKPOINT_EVERY` commits keeps quick.
+A DeltaTable object is stale after a commit made through it: `commit` refreshes the one
+it used (kept in `Layout.logs`), and a failed commit drops it, to be opened afresh.
 """
 
 from __future__ import annotations
@@ -83,10 +83,16 @@ def table_uri(layout: Layout, table: str) -> Path:
 
 def open_table(layout: Layout, table: str, version: int | None = None) -> DeltaTable | None:
     """The table as its log says now (or at `version`); None if it has no log yet."""
+    if version is None and table in layout.logs:
+        cached: DeltaTable = layout.logs[table]
+        return cached
     uri = table_uri(layout, table)
     if not (uri / "_delta_log").is_dir() or not DeltaTable.is_deltatable(str(uri)):
         return None
-    return DeltaTable(str(uri), version=version)
+    found = DeltaTable(str(uri), version=version)
+    if version is None:
+        layout.logs[table] = found
+    return found
 
 
 def txn_version(layout: Layout, table: str) -> int:
@@ -116,16 +122,36 @@ def commit(layout: Layout, change: Change, crash: CrashPlan, version: int | None
             f"{table}: the Delta log already holds txn version {have}; not committing"
             f" version {version} again"
         )
-    now = int(time.time() * 1000)
     adds = [_add(layout, rel, change.data_change) for rel in change.add]
-    props = CommitProperties(app_transactions=[Transaction(APP_ID, version)])
+    # No retries: a commit that finds the log moved on fails, rather than being rebased
+    # past a version this check did not see.
+    props = CommitProperties(
+        max_commit_retries=0, app_transactions=[Transaction(APP_ID, version)]
+    )
     schema = change.schema or _schema_of(layout, change.add)
+    try:
+        _write(layout, change, found, adds, schema, props)
+    except BaseException:
+        layout.logs.pop(table, None)  # perhaps stale now: the next call opens it afresh
+        raise
+    crash.reached("delta-committed")
+    return version
+
+
+def _write(
+    layout: Layout, change: Change, found: DeltaTable | None, adds: list[AddAction],
+    schema: pa.Schema, props: CommitProperties,
+) -> None:
+    """The Delta commit itself, then the fsync of its log entry."""
+    table = change.table
+    now = int(time.time() * 1000)
     if found is None:
         create_table_with_add_actions(
             str(table_uri(layout, table)), Schema.from_arrow(with_partition(schema)), adds,
             mode="error", partition_by=[PARTITION], configuration=CONFIGURATION,
             commit_properties=props,
         )
+        found = open_table(layout, table)
     else:
         removes = [] if change.schema is not None else [
             RemoveAction(_in_table(rel), change.data_change, now, None,
@@ -138,9 +164,7 @@ def commit(layout: Layout, change: Change, crash: CrashPlan, version: int | None
             [*adds, *removes], "overwrite" if change.schema is not None else "append",
             with_partition(schema), partition_by=[PARTITION], commit_properties=props,
         )
-    _fsync_log(layout, table)
-    crash.reached("delta-committed")
-    return version
+    _fsync_log(layout, table, found)
 
 
 def with_partition(schema: pa.Schema) -> pa.Schema:
@@ -176,11 +200,16 @@ def _schema_of(layout: Layout, rels: Iterable[str]) -> pa.Schema:
     return pa.schema([])
 
 
-def _fsync_log(layout: Layout, table: str) -> None:
-    """The newest log entry (and a checkpoint written with it), its folder, the table's."""
+def _fsync_log(layout: Layout, table: str, used: DeltaTable | None) -> None:
+    """The newest log entry (and a checkpoint written with it), its folder, the table's.
+    `used`, the object the commit went through, is stale until refreshed."""
     log = table_uri(layout, table) / "_delta_log"
-    found = DeltaTable(str(table_uri(layout, table)))
-    version = found.version()
+    if used is None:
+        used = DeltaTable(str(table_uri(layout, table)))
+        layout.logs[table] = used
+    else:
+        used.update_incremental()  # refresh, not the SQL UPDATE of `update()`
+    version = used.version()
     names = [f"{version:020d}.json"]
     if version % CHECKPOINT_EVERY == 0:
         names += [p.name for p in log.glob(f"{version:020d}.checkpoint*")] + ["_last_checkpoint"]
