@@ -16,9 +16,9 @@ import pytest
 
 pytest.importorskip("deltalake")
 
-from ..conftest import Folder, Service, wait_for, write_csv  # noqa: E402
-from ..invariants import check_delta, check_exactly_once  # noqa: E402
-from .test_disk_full import _can_mount  # noqa: E402
+from ..conftest import Folder, Service, wait_for, write_csv
+from ..invariants import check_delta, check_exactly_once
+from .test_disk_full import _can_mount
 
 
 @pytest.fixture
