@@ -182,3 +182,18 @@ def test_ledger_rebuild_keeps_the_log_and_sets_aside_parts_it_lacks(folder: Fold
     assert (folder.output / "records" / "_delta_log").is_dir()
     assert folder.ingest("once").returncode == 0
     _check_readers(folder, expected)
+
+
+def test_readme_delta_example_runs_against_delta_output(folder: Folder) -> None:
+    from ..conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Delta tables", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    folder.write_config(**DELTA)
+    write_csv(folder.drop / "a.csv", 30, seed=1)
+    assert folder.ingest("once").returncode == 0
+    done = subprocess.run([sys.executable, "-c", example], cwd=folder.root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "30", "30", "3", "1", "30"], done.stdout
