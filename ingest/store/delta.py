@@ -211,7 +211,7 @@ def _fsync_log(layout: Layout, table: str, used: DeltaTable | None) -> None:
         used.update_incremental()  # refresh, not the SQL UPDATE of `update()`
     version = used.version()
     names = [f"{version:020d}.json"]
-    if version % CHECKPOINT_EVERY == 0:
+    if (version + 1) % CHECKPOINT_EVERY == 0:  # delta-rs checkpoints each N-th commit
         names += [p.name for p in log.glob(f"{version:020d}.checkpoint*")] + ["_last_checkpoint"]
     for name in names:
         if (log / name).exists():
