@@ -197,3 +197,14 @@ def test_readme_delta_example_runs_against_delta_output(folder: Folder) -> None:
                           capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["0", "30", "30", "3", "1", "30"], done.stdout
+
+
+def test_switching_a_parquet_output_to_delta_logs_every_committed_part(folder: Folder) -> None:
+    write_csv(folder.drop / "old.csv", 12, seed=1)
+    assert folder.ingest("once").returncode == 0
+    assert not (folder.output / "records" / "_delta_log").exists()
+    folder.write_config(**DELTA)
+    write_csv(folder.drop / "new.csv", 7, seed=2)
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    _check_readers(folder, {"old.csv": 12, "new.csv": 7})
