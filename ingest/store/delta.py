@@ -16,6 +16,12 @@ version first, and fsyncs the new log entry before the ledger records the commit
     Delta commit(s) + fsync                   crash: log has it   -> ledger finishes it
     ledger: part committed                    (the log and the ledger agree)
 
+If the ledger then fails to commit (a full disk), a second Delta commit takes the parts
+out again and the batch is retried (`delta_step.py`): the log's history then shows them
+for one version. A compaction removes the parts it replaced from disk at once, since
+plain glob readers must not see them: time travel reads a version only while the parts
+it names are still there, that is since the last compaction of their partitions.
+
 A DeltaTable object is stale after a commit made through it: `commit` refreshes the one
 it used (kept in `Layout.logs`), and a failed commit drops it, to be opened afresh.
 """
@@ -51,8 +57,8 @@ PARTITION = "ingest_date"
 # A checkpoint every this many commits: opening the table reads the last checkpoint and
 # at most this many JSON entries after it. More: fewer checkpoint writes; fewer: faster opens.
 CHECKPOINT_EVERY = 100
-# How long the log keeps entries (time travel reaches back this far) and how long a file
-# removed from the table stays on disk for older snapshots before `vacuum` may delete it.
+# How long the log keeps entries, and how long a Delta `vacuum` leaves a removed file
+# (ours are removed by compaction itself: see above).
 RETENTION = "interval 7 days"
 CONFIGURATION: dict[str, str | None] = {
     "delta.checkpointInterval": str(CHECKPOINT_EVERY),

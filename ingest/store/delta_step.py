@@ -58,8 +58,22 @@ class DeltaStep:
 
         for table, version in self.versions.items():
             mine = [rel for rel in self.rels if split(rel)[0] == table]
-            delta.commit(self.layout, delta.Change(table, add=mine), crash, version)
+            try:
+                delta.commit(self.layout, delta.Change(table, add=mine), crash, version)
+            except BaseException:
+                if self._maybe_in_log(table, version):
+                    self.committed.append(table)  # an fsync failed after the entry was written
+                raise
             self.committed.append(table)
+
+    def _maybe_in_log(self, table: str, version: int) -> bool:
+        """After a failed commit: does the log hold it? True when that cannot be told."""
+        from . import delta
+
+        try:
+            return delta.txn_version(self.layout, table) >= version
+        except Exception:
+            return True
 
     def revert(self) -> bool:
         """After the ledger failed to commit: take the part out of the logs again, so the
