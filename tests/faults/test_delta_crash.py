@@ -11,6 +11,7 @@ import sys
 import time
 
 import psutil
+import pyarrow as pa
 import pytest
 
 DeltaTable = pytest.importorskip("deltalake").DeltaTable
@@ -98,3 +99,25 @@ def test_kill_9_at_random_moments_keeps_log_and_ledger_equal(folder: Folder) -> 
     check_exactly_once(folder, expected, set())
     versions = check_delta(folder)
     assert all(versions[t] >= max(seen[t], 1) for t in seen)
+
+
+@pytest.mark.parametrize("point", ("compact-swapped", "delta-committed"))
+def test_kill_9_around_a_widenings_delta_commit(folder: Folder, point: str) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 2}, output={"flush_s": 0, "format": "delta"},
+    )
+    (folder.drop / "a.csv").write_text("timestamp,x\n1,1\n2,2\n")
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.csv").write_text("timestamp,x\n3,1.5\n")
+    killed = subprocess.run(  # the first Delta step of this run is the rewrite's
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "INGEST_CRASH_AT": f"{point}:1"}, capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, {"a.csv": 2, "b.csv": 1}, set())
+    check_delta(folder)
+    table = DeltaTable(str(folder.output / "records"))
+    assert pa.schema(table.schema().to_arrow()).field("x").type == pa.float64()
+    assert sorted(table.to_pyarrow_table()["x"].to_pylist()) == [1.0, 1.5, 2.0]
