@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml
 	@echo "setting up $(VENV) (a minute or two the first time; log: $(INSTALL_LOG))"
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	@$(BIN)/python -m pip install -q -q --upgrade pip > $(INSTALL_LOG) 2>&1 \
-		&& $(BIN)/python -m pip install -q -q -e ".[dev,dask,bench]" >> $(INSTALL_LOG) 2>&1 \
+		&& $(BIN)/python -m pip install -q -q -e ".[dev,dask,bench,delta]" >> $(INSTALL_LOG) 2>&1 \
 		|| { cat $(INSTALL_LOG); echo "make: installing into $(VENV) failed"; exit 1; }
 	@touch $(STAMP)
 
@@ -31,7 +31,7 @@ test: lint
 	$(BIN)/pytest -m "not slow" -q
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pip install --quiet -e ".[dev,dask,bench,spark]"
+	$(BIN)/python -m pip install --quiet -e ".[dev,dask,bench,delta,spark]"
 	$(BIN)/pytest -m slow -q
 
 bench: $(STAMP)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import gc
+import importlib.util
 import logging
 import os
 import signal
@@ -92,10 +93,10 @@ def _check_feature_sets(config: Config) -> None:
 
 
 def _check_format(config: Config) -> None:
-    if config.output.format != "parquet":
+    if config.output.format == "delta" and importlib.util.find_spec("deltalake") is None:
         raise ConfigError(
-            f'[output] format = "{config.output.format}" is not available in this version;'
-            ' use "parquet"'
+            '[output] format = "delta" needs the deltalake package:'
+            " pip install 'ingest[delta]'"
         )
 
 

@@ -64,7 +64,7 @@ class Folder:
     def _query(self, sql: str) -> list[tuple[object, ...]]:
         con = duckdb.connect()
         for table in sorted(self.output.iterdir()) if self.output.is_dir() else []:
-            if table.name.startswith(("_", ".")) or not list(table.rglob("*.parquet")):
+            if table.name.startswith(("_", ".")) or not list(table.glob("ingest_date=*/*.parquet")):
                 continue
             glob = (table / "ingest_date=*" / "*.parquet").as_posix()
             con.execute(
@@ -81,7 +81,7 @@ class Folder:
         return {str(name): int(count) for name, count in self.query(query)}  # type: ignore[call-overload]
 
     def parts(self, table: str) -> list[Path]:
-        return sorted((self.output / table).rglob("*.parquet"))
+        return sorted((self.output / table).glob("ingest_date=*/*.parquet"))
 
     def ingest(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
         return subprocess.run(

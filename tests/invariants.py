@@ -51,7 +51,7 @@ def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) 
     # No temp or footer-less Parquet where readers look.
     for table in ("records", "features"):
         for path in (folder.output / table).rglob("*"):
-            if path.is_file():
+            if path.is_file() and "_delta_log" not in path.parts:
                 assert path.suffix == ".parquet", f"stray file {path}"
                 pq.read_metadata(path)
     assert not list((folder.output / "_ingest" / "tmp").iterdir())
@@ -89,7 +89,7 @@ def check_one_schema(output: Path) -> dict[str, pa.Schema]:
     for table in sorted(output.iterdir()) if output.is_dir() else []:
         if not table.is_dir() or table.name.startswith(("_", ".")):
             continue
-        for part in sorted(table.rglob("*.parquet")):
+        for part in sorted(table.glob("ingest_date=*/*.parquet")):
             schema = pq.read_schema(part).remove_metadata()
             first = found.setdefault(table.name, schema)
             assert schema.equals(first), (
@@ -104,3 +104,29 @@ def _diff(got: dict[str, int], want: dict[str, int]) -> str:
     extra = sorted(set(got) - set(want))[:5]
     wrong = sorted((k, got[k], want[k]) for k in set(got) & set(want) if got[k] != want[k])[:5]
     return f"missing {missing}, unexpected {extra}, wrong counts (file, got, want) {wrong}"
+
+
+def check_delta(folder: Folder) -> dict[str, int]:
+    """With `format = "delta"`: each table's Delta snapshot holds exactly the ledger's
+    committed part files, and its rows are the glob reading's; returns each txn version."""
+    from deltalake import DeltaTable
+
+    versions = {}
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        ingested = dict(db.execute("SELECT path, rows FROM files WHERE state = 'ingested'"))
+    for table in ("records", "features"):
+        log = DeltaTable(str(folder.output / table))
+        files = {f"{table}/{p}" for p in
+                 pa.table(log.get_add_actions(flatten=True)).column("path").to_pylist()}
+        on_disk = {p.relative_to(folder.output).as_posix() for p in folder.parts(table)}
+        assert files == on_disk, (sorted(files - on_disk)[:3], sorted(on_disk - files)[:3])
+        rows = log.to_pyarrow_table(columns=["source_file"]).column("source_file").to_pylist()
+        counts: dict[str, int] = {}
+        for name in rows:
+            counts[name] = counts.get(name, 0) + 1
+        glob = dict(folder.query(f"SELECT source_file, count(*) FROM {table} GROUP BY 1"))
+        assert counts == glob, _diff(counts, glob)
+        if table == "records":
+            assert counts == {p: n for p, n in ingested.items() if n}, _diff(counts, ingested)
+        versions[table] = log.transaction_version("ingest") or 0
+    return versions

@@ -85,7 +85,7 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
     layout.make_dirs()
     if not layout.ledger.exists():
         existing = [
-            p for t in layout.tables() for p in (layout.output / t).rglob("*.parquet")
+            p for t in layout.tables() for p in (layout.output / t).glob("ingest_date=*/*.parquet")
         ]
         if existing:
             raise LedgerError(

@@ -9,6 +9,7 @@ The commit protocol for one batch, and what a crash after each step leaves
     write temps + fsync   crash: orphan temps, inputs unrecorded -> temps removed, re-read
     ledger: part pending  crash: pending part, nothing visible    -> part discarded, re-read
     rename + fsync dirs   crash: some parts visible but pending   -> parts deleted, re-read
+    (Delta) log entry     crash: the log has it, ledger pending   -> finished from the log
     ledger: committed     crash: inputs still in the drop folder  -> known, only disposed of
     dispose of inputs     crash: archive/delete half done         -> finished at start-up
 
@@ -19,4 +20,9 @@ it to `_ingest/orphans/`.
 Compaction and rewrites to a wider schema replace committed parts by swapping a
 staged folder with the live one; their own crash table is `compact.py`'s docstring,
 and start-up repairs them first (`compact.repair_swaps`, from `parts.reconcile`).
+
+With `format = "delta"` every commit, compaction and rewrite is also one Delta commit
+per table, made after the rename (or the swap) and before the ledger's commit; its
+crash table is `delta.py`'s docstring, and `delta_repair.py` makes the ledger and each
+log agree at start-up.
 """

@@ -11,6 +11,7 @@ a table, cast to a wider schema) are one swap of a folder, with its crash table:
       that stay hard-linked, under _ingest/swap-<id>/   crash: staged folder, no record -> removed
     ledger: swap staged, new files pending      crash: nothing visible changed   -> removed
     RENAME_EXCHANGE live <-> staged (`swap.py`)  crash: new files live, pending   -> committed
+    (Delta: one commit, old parts out, new in)  crash: as above; the log follows -> committed
     ledger: new files committed, old forgotten   crash: old files in _ingest      -> removed
     remove _ingest/swap-<id>/, forget the swap   crash: a finished record         -> forgotten
 
@@ -151,6 +152,9 @@ def _swap(
         fsync_path(live.parent)
         fsync_path(root)
         crash.reached("compact-swapped")
+        if layout.delta:
+            _to_delta(layout, table, sorted(holds), sorted(layout.relative_output(p) for p in old),
+                      schema, crash)
         ledger.finish_swap(swap_id, holds)
         crash.reached("compact-committed")
     except BaseException:
@@ -169,6 +173,19 @@ def _swap(
         table, day, len(before), len(after), sum(before.values()), sum(after.values()),
         time.monotonic() - started,
     )
+
+
+def _to_delta(
+    layout: Layout, table: str, new: list[str], old: list[str], schema: pa.Schema | None,
+    crash: CrashPlan,
+) -> None:
+    """The swap as one Delta commit: the old parts removed, the new added (no data change);
+    a rewrite to a wider schema replaces every part and the schema in that commit."""
+    from . import delta
+
+    change = delta.Change(table, add=new, remove=old, data_change=schema is not None,
+                          schema=schema)
+    delta.commit(layout, change, crash)
 
 
 def repair_swaps(ledger: Ledger, layout: Layout) -> int:

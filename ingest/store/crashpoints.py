@@ -33,7 +33,11 @@ COMPACT_POINTS = (
     "compact-committed",  # the ledger holds the new files, the old ones are still staged
     "compact-removed",  # the old files are removed, the swap record not yet forgotten
 )
-POINTS = COMMIT_POINTS + COMPACT_POINTS
+# With `format = "delta"` (`delta.py`), in a commit and in a compaction or rewrite.
+DELTA_POINTS = (
+    "delta-committed",  # the Delta log holds the commit (fsynced), the ledger not yet
+)
+POINTS = COMMIT_POINTS + COMPACT_POINTS + DELTA_POINTS
 
 
 # Where INGEST_FAIL_AT can make the service's own code raise.

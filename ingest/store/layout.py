@@ -8,8 +8,9 @@ from __future__ import annotations
 import secrets
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from ..config import Config
 
@@ -22,11 +23,15 @@ class Layout:
     output: Path
     quarantine: Path
     archive: Path
+    delta: bool = False  # each table is also a Delta table (`[output] format = "delta"`)
+    # Each table's open DeltaTable, kept fresh by `delta.commit`: the output's one writer
+    # commits through them (`delta.open_table`). Not plain data: never sent to a worker.
+    logs: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
     def of(cls, config: Config) -> Layout:
         p = config.paths
-        return cls(p.drop, p.output, p.quarantine, p.archive)
+        return cls(p.drop, p.output, p.quarantine, p.archive, config.output.format == "delta")
 
     @property
     def state(self) -> Path:

@@ -71,6 +71,7 @@ CREATE TABLE IF NOT EXISTS dialects (
 MIGRATIONS = (
     ("files", "table_name", "TEXT NOT NULL DEFAULT 'records'"),
     ("files", "dialect", "TEXT"),
+    ("parts", "intent", "TEXT"),  # with Delta: what finishes the part if the log has it
 )
 
 
@@ -200,11 +201,17 @@ class Ledger:
             with suppress(sqlite3.Error):
                 self._db.execute("ROLLBACK")
 
-    def begin_part(self, part_id: str, paths: list[str], sizes: list[int] | None = None) -> None:
+    def begin_part(
+        self, part_id: str, paths: list[str], sizes: list[int] | None = None,
+        intent: str | None = None,
+    ) -> None:
+        """Record a part as pending; `intent` (with Delta) is what finishes it at start-up
+        if the Delta log has it (`delta_repair.finish_pending`)."""
         with self._transaction() as db:
             db.execute(
-                "INSERT INTO parts (id, state, paths, created) VALUES (?, 'pending', ?, ?)",
-                (part_id, json.dumps(paths), time.time()),
+                "INSERT INTO parts (id, state, paths, created, intent)"
+                " VALUES (?, 'pending', ?, ?, ?)",
+                (part_id, json.dumps(paths), time.time(), intent),
             )
             sizes = sizes or [0] * len(paths)
             catalog.add_files(
@@ -244,6 +251,10 @@ class Ledger:
     def pending_parts(self) -> list[tuple[str, list[str]]]:
         rows = self._db.execute("SELECT id, paths FROM parts WHERE state = 'pending'").fetchall()
         return [(part_id, json.loads(paths)) for part_id, paths in rows]
+
+    def intent(self, part_id: str) -> str | None:
+        row = self._db.execute("SELECT intent FROM parts WHERE id = ?", (part_id,)).fetchone()
+        return row[0] if row else None
 
     def committed_paths(self) -> set[str]:
         rows = self._db.execute("SELECT path FROM part_files WHERE state = 'committed'")

@@ -18,6 +18,7 @@ from ..files import DropFile
 from ..jobs import EncodedPart, WrittenPart
 from .compact import repair_swaps
 from .crashpoints import CrashPlan
+from .delta_step import DeltaStep
 from .fsync import fsync_path
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
@@ -121,6 +122,7 @@ def publish(
     planned: list[tuple[Path, Path]] = []
     written: list[Path] = []
     begun = False
+    logs: DeltaStep | None = None
     try:
         for index, part in enumerate(parts):
             final = layout.part_path(part.table, day, f"part-{part_id}-{index}.parquet")
@@ -136,14 +138,22 @@ def publish(
             written.append(temp)
             write_temp(part.data, temp, crash)
         rels = [layout.relative_output(final) for _, final in planned]
-        ledger.begin_part(part_id, rels, [temp.stat().st_size for temp, _ in planned])
+        records = [e.record(part_id) for e in accepted] + also
+        holds = _holds(rels, parts, accepted)
+        logs = DeltaStep.plan(ledger, layout, rels, records, holds)
+        ledger.begin_part(
+            part_id, rels, [temp.stat().st_size for temp, _ in planned],
+            logs.intent if logs else None,
+        )
         begun = True
         crash.reached("part-pending")
         _rename_into_place(planned, crash)
-        ledger.finish_part(
-            part_id, [e.record(part_id) for e in accepted] + also, _holds(rels, parts, accepted)
-        )
+        if logs:
+            logs.commit(crash)
+        ledger.finish_part(part_id, records, holds)
     except BaseException:
+        if logs and not logs.revert():
+            raise  # the log has the part: start-up finishes it in the ledger
         _undo(ledger, part_id if begun else None, planned, written)
         raise
     crash.reached("ledger-committed")
@@ -195,10 +205,19 @@ def _undo(
             log.exception("could not forget part %s; start-up repair will remove it", part_id)
 
 
+def _in_delta_log(ledger: Ledger, layout: Layout, part_id: str, paths: list[str]) -> bool:
+    from .delta_repair import finish_pending
+
+    return finish_pending(ledger, layout, part_id, paths)
+
+
 def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:
     """Start-up repair: undo interrupted commits, clear temps, set aside unknown parts."""
-    counts = {"pending": 0, "temps": 0, "orphans": 0, "swaps": 0}
+    counts = {"pending": 0, "finished": 0, "temps": 0, "orphans": 0, "swaps": 0, "logs": 0}
     for part_id, paths in ledger.pending_parts():
+        if layout.delta and _in_delta_log(ledger, layout, part_id, paths):
+            counts["finished"] += 1
+            continue
         for rel in paths:
             (layout.output / rel).unlink(missing_ok=True)
         ledger.forget_part(part_id)
@@ -215,6 +234,10 @@ def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:
                 layout.orphans.mkdir(parents=True, exist_ok=True)
                 shutil.move(path, layout.orphans / f"{table}-{path.parent.name}-{path.name}")
                 counts["orphans"] += 1
+    if layout.delta:
+        from .delta_repair import sync
+
+        counts["logs"] = sync(ledger, layout, CrashPlan())
     if any(counts.values()):
         log.warning(
             "start-up repair: %(pending)d interrupted parts removed, %(temps)d temp files"

@@ -2,7 +2,8 @@
 
 Every complete part file names its inputs in its footer (`ingest.sources`), and
 every quarantined input has its `<name>.error.json`; together they are enough
-to know what was ingested, so nothing is ingested twice after a lost ledger.
+to know what was ingested, so nothing is ingested twice after a lost ledger. With
+Delta tables, a part file no table's log names was never committed: it is set aside.
 Inputs still in the drop folder are then recognised by content (sha256) and
 known again: an input still in the drop folder with the content a part names
 is recorded with its size and mtime, as the lost ledger had it, so the next run
@@ -52,7 +53,7 @@ def _parts(layout: Layout) -> tuple[dict[str, list[Path]], list[Path]]:
     broken: list[Path] = []
     for table in layout.tables():
         for path in sorted((layout.output / table).rglob("*")):
-            if not path.is_file():
+            if not path.is_file() or "_delta_log" in path.parts:
                 continue
             match = PART_NAME.match(path.name)
             try:
@@ -151,11 +152,31 @@ def _quarantined(layout: Layout) -> list[FileRecord]:
     return records
 
 
+def _not_in_delta_logs(layout: Layout, parts: dict[str, list[Path]]) -> list[Path]:
+    """With Delta, the log says which parts were committed: a part none of whose files a
+    table's log names was interrupted before its Delta commit, and is set aside. (One the
+    log names for one table but not another is kept; start-up adds it to the other log.)"""
+    from . import delta
+
+    logged = {t: delta.files(layout, t) for t in layout.tables()
+              if delta.open_table(layout, t) is not None}
+    dropped: list[Path] = []
+    for part_id, paths in list(parts.items()):
+        rels = [p.relative_to(layout.output).as_posix() for p in paths]
+        judged = [rel for rel in rels if rel.split("/", 1)[0] in logged]
+        if judged and not any(rel in logged[rel.split("/", 1)[0]] for rel in judged):
+            dropped += parts.pop(part_id)
+            log.warning("part %s is in no Delta log: set aside", part_id)
+    return dropped
+
+
 def rebuild(layout: Layout) -> dict[str, int]:
     """Write a fresh ledger; return what it now holds."""
     kept = _set_aside(layout)
     layout.make_dirs()
     parts, broken = _parts(layout)
+    if layout.delta:
+        broken += _not_in_delta_logs(layout, parts)
     for path in broken:
         layout.orphans.mkdir(parents=True, exist_ok=True)
         shutil.move(path, layout.orphans / f"{path.parent.parent.name}-{path.name}")

@@ -1,0 +1,232 @@
+"""Each table as a Delta table: the log `<output>/<table>/_delta_log/` over our part files.
+
+Called in the committer's thread (commits, compactions, rewrites), at start-up in a
+thread, or in `ingest compact` and `ingest ledger rebuild`; never on the event loop.
+Used only with `[output] format = "delta"` (`Layout.delta`).
+
+One ingest commit is one Delta commit per table it adds parts to; a compaction or a
+rewrite is one Delta commit that removes the old parts and adds the new ones. Every
+commit carries an application transaction (`txn`): our app id and a version one above
+the last, per table. delta-rs enforces none of this, so `commit` checks the log's
+version first, and fsyncs the new log entry before the ledger records the commit
+(delta-rs does not). The order in `parts.publish`, and what a crash leaves:
+
+    ledger: part pending, its txn versions   crash: log lacks it -> part rolled back
+    parts renamed into place                 crash: log lacks it -> part rolled back
+    Delta commit(s) + fsync                   crash: log has it   -> ledger finishes it
+    ledger: part committed                    (the log and the ledger agree)
+
+If the ledger then fails to commit (a full disk), a second Delta commit takes the parts
+out again and the batch is retried (`delta_step.py`): the log's history then shows them
+for one version. A compaction removes the parts it replaced from disk at once, since
+plain glob readers must not see them: time travel reads a version only while the parts
+it names are still there, that is since the last compaction of their partitions.
+
+A DeltaTable object is stale after a commit made through it: `commit` refreshes the one
+it used (kept in `Layout.logs`), and a failed commit drops it, to be opened afresh.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+from deltalake import DeltaTable, Schema
+from deltalake.transaction import (
+    AddAction,
+    CommitProperties,
+    RemoveAction,
+    Transaction,
+    create_table_with_add_actions,
+)
+
+from ..errors import LedgerError
+from .catalog import split
+from .crashpoints import CrashPlan
+from .delta_stats import stats_json
+from .fsync import fsync_path
+from .layout import Layout
+
+APP_ID = "ingest"
+PARTITION = "ingest_date"
+# A checkpoint every this many commits: opening the table reads the last checkpoint and
+# at most this many JSON entries after it. More: fewer checkpoint writes; fewer: faster opens.
+CHECKPOINT_EVERY = 100
+# How long the log keeps entries, and how long a Delta `vacuum` leaves a removed file
+# (ours are removed by compaction itself: see above).
+RETENTION = "interval 7 days"
+CONFIGURATION: dict[str, str | None] = {
+    "delta.checkpointInterval": str(CHECKPOINT_EVERY),
+    "delta.logRetentionDuration": RETENTION,
+    "delta.deletedFileRetentionDuration": RETENTION,
+    "delta.enableExpiredLogCleanup": "true",
+}
+
+
+class DeltaConflict(LedgerError):
+    """Raised when a table's Delta log already holds the txn version about to be committed."""
+
+
+@dataclass(frozen=True)
+class Change:
+    """One Delta commit: part files (relative to the output folder) added and removed."""
+
+    table: str
+    add: Sequence[str] = ()
+    remove: Sequence[str] = ()
+    data_change: bool = True
+    schema: pa.Schema | None = None  # a new table schema: every part is replaced at once
+
+
+def table_uri(layout: Layout, table: str) -> Path:
+    return layout.output / table
+
+
+def open_table(layout: Layout, table: str, version: int | None = None) -> DeltaTable | None:
+    """The table as its log says now (or at `version`); None if it has no log yet."""
+    if version is None and table in layout.logs:
+        cached: DeltaTable = layout.logs[table]
+        return cached
+    uri = table_uri(layout, table)
+    if not (uri / "_delta_log").is_dir() or not DeltaTable.is_deltatable(str(uri)):
+        return None
+    found = DeltaTable(str(uri), version=version)
+    if version is None:
+        layout.logs[table] = found
+    return found
+
+
+def txn_version(layout: Layout, table: str) -> int:
+    """Our last txn version in the table's log; 0 before the first commit."""
+    found = open_table(layout, table)
+    return (found.transaction_version(APP_ID) or 0) if found is not None else 0
+
+
+def files(layout: Layout, table: str) -> set[str]:
+    """The part files of the table's current snapshot, relative to the output folder."""
+    found = open_table(layout, table)
+    if found is None:
+        return set()
+    paths = pa.table(found.get_add_actions(flatten=True)).column("path").to_pylist()
+    return {f"{table}/{path}" for path in paths}
+
+
+def commit(layout: Layout, change: Change, crash: CrashPlan, version: int | None = None) -> int:
+    """Commit `change` as txn `version` (by default one above the log's), fsync the
+    log entry, and return the version. Raises DeltaConflict if the log has it already."""
+    table = change.table
+    found = open_table(layout, table)
+    have = (found.transaction_version(APP_ID) or 0) if found is not None else 0
+    version = have + 1 if version is None else version
+    if have >= version:
+        raise DeltaConflict(
+            f"{table}: the Delta log already holds txn version {have}; not committing"
+            f" version {version} again"
+        )
+    adds = [_add(layout, rel, change.data_change) for rel in change.add]
+    # No retries: a commit that finds the log moved on fails, rather than being rebased
+    # past a version this check did not see.
+    props = CommitProperties(
+        max_commit_retries=0, app_transactions=[Transaction(APP_ID, version)]
+    )
+    schema = change.schema or _schema_of(layout, change.add)
+    try:
+        _write(layout, change, found, adds, schema, props)
+    except BaseException:
+        layout.logs.pop(table, None)  # perhaps stale now: the next call opens it afresh
+        raise
+    crash.reached("delta-committed")
+    return version
+
+
+def _write(
+    layout: Layout, change: Change, found: DeltaTable | None, adds: list[AddAction],
+    schema: pa.Schema, props: CommitProperties,
+) -> None:
+    """The Delta commit itself, then the fsync of its log entry."""
+    table = change.table
+    now = int(time.time() * 1000)
+    if found is None:
+        create_table_with_add_actions(
+            str(table_uri(layout, table)), Schema.from_arrow(with_partition(schema)), adds,
+            mode="error", partition_by=[PARTITION], configuration=CONFIGURATION,
+            commit_properties=props,
+        )
+        found = open_table(layout, table)
+    else:
+        removes = [] if change.schema is not None else [
+            RemoveAction(_in_table(rel), change.data_change, now, None,
+                         {PARTITION: split(rel)[1]})
+            for rel in change.remove
+        ]
+        # A new schema replaces every part: "overwrite" removes them all and writes
+        # the schema in the same commit as the parts that need it.
+        found.create_write_transaction(
+            [*adds, *removes], "overwrite" if change.schema is not None else "append",
+            with_partition(schema), partition_by=[PARTITION], commit_properties=props,
+        )
+    _fsync_log(layout, table, found)
+
+
+def with_partition(schema: pa.Schema) -> pa.Schema:
+    """The Delta schema: the table schema, then the partition column."""
+    fields = [field.remove_metadata() for field in schema if field.name != PARTITION]
+    return pa.schema([*fields, pa.field(PARTITION, pa.string())])
+
+
+def same_schema(layout: Layout, table: str, schema: pa.Schema) -> bool:
+    found = open_table(layout, table)
+    if found is None:
+        return False
+    log_schema = pa.schema(found.schema().to_arrow())
+    return bool(log_schema.equals(with_partition(schema)))
+
+
+def _add(layout: Layout, rel: str, data_change: bool) -> AddAction:
+    path = layout.output / rel
+    st = path.stat()
+    return AddAction(
+        _in_table(rel), st.st_size, {PARTITION: split(rel)[1]}, st.st_mtime_ns // 1_000_000,
+        data_change, stats_json(path),
+    )
+
+
+def _in_table(rel: str) -> str:
+    return rel.split("/", 1)[1]
+
+
+def _schema_of(layout: Layout, rels: Iterable[str]) -> pa.Schema:
+    for rel in rels:
+        return pq.read_schema(layout.output / rel).remove_metadata()
+    return pa.schema([])
+
+
+def _fsync_log(layout: Layout, table: str, used: DeltaTable | None) -> None:
+    """The newest log entry (and a checkpoint written with it), its folder, the table's.
+    `used`, the object the commit went through, is stale until refreshed."""
+    log = table_uri(layout, table) / "_delta_log"
+    if used is None:
+        used = DeltaTable(str(table_uri(layout, table)))
+        layout.logs[table] = used
+    else:
+        used.update_incremental()  # refresh, not the SQL UPDATE of `update()`
+    version = used.version()
+    names = [f"{version:020d}.json"]
+    if (version + 1) % CHECKPOINT_EVERY == 0:  # delta-rs checkpoints each N-th commit
+        names += [p.name for p in log.glob(f"{version:020d}.checkpoint*")] + ["_last_checkpoint"]
+    for name in names:
+        if (log / name).exists():
+            fsync_path(log / name)
+    fsync_path(log)
+    fsync_path(log.parent)
+
+
+def intent(versions: dict[str, int], records: list[dict[str, object]],
+           holds: dict[str, list[tuple[str, str]]]) -> str:
+    """What the ledger keeps with a pending part, to finish it if the log has it."""
+    return json.dumps({"txn": versions, "records": records, "holds": holds})

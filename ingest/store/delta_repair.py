@@ -1,0 +1,79 @@
+"""Start-up repair of the Delta logs: the ledger and each table's log made to agree.
+
+Runs at start-up in a thread of the main process (from `parts.reconcile`), or in
+`ingest compact`; never on the event loop, and only with `format = "delta"`.
+
+A pending part whose txn version the log holds was committed to Delta before the
+crash: it is finished in the ledger, from the records kept with it (a part spanning
+tables is first committed to the logs that lack it). A pending part the log lacks is
+rolled back by the caller, as without Delta. Then each table's log is brought to the
+ledger's committed part files in one commit (`sync`): what a crash between a
+compaction's swap and its Delta commit, or a switch from plain Parquet, left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import pyarrow.parquet as pq
+
+from . import delta
+from .catalog import split
+from .crashpoints import CrashPlan
+from .layout import Layout
+from .ledger import FileRecord, Ledger
+
+log = logging.getLogger("ingest.delta")
+
+
+def finish_pending(ledger: Ledger, layout: Layout, part_id: str, paths: list[str]) -> bool:
+    """True if the pending part was in a Delta log and is now committed in the ledger."""
+    raw = ledger.intent(part_id)
+    if raw is None:
+        return False
+    intent = json.loads(raw)
+    versions: dict[str, int] = intent["txn"]
+    have = {table: delta.txn_version(layout, table) for table in versions}
+    if not any(have[table] >= version for table, version in versions.items()):
+        return False
+    if not all((layout.output / rel).exists() for rel in paths):
+        raise delta.DeltaConflict(
+            f"part {part_id} is in the Delta log but some of its files are missing"
+        )
+    for table, version in versions.items():
+        if have[table] < version:
+            mine = [rel for rel in paths if split(rel)[0] == table]
+            delta.commit(layout, delta.Change(table, add=mine), CrashPlan())
+    records = [FileRecord(**record) for record in intent["records"]]
+    holds = {rel: [tuple(pair) for pair in pairs] for rel, pairs in intent["holds"].items()}
+    ledger.finish_part(part_id, records, holds)
+    log.warning("start-up repair: part %s was in the Delta log; finished in the ledger", part_id)
+    return True
+
+
+def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
+    """Bring each table's log to the ledger's committed part files; how many commits."""
+    commits = 0
+    for table in ledger.tables():
+        want = {part.path for part in ledger.part_files(table)}
+        if not want:
+            continue
+        have = delta.files(layout, table)
+        schema = pq.read_schema(layout.output / min(want)).remove_metadata()
+        exists = delta.open_table(layout, table) is not None
+        if exists and not delta.same_schema(layout, table, schema):
+            change = delta.Change(table, add=sorted(want), schema=schema, data_change=False)
+        elif want != have:
+            change = delta.Change(
+                table, add=sorted(want - have), remove=sorted(have - want), data_change=False
+            )
+        else:
+            continue
+        delta.commit(layout, change, crash)
+        commits += 1
+        log.warning(
+            "start-up repair: %s's Delta log brought to the ledger (%d added, %d removed)",
+            table, len(want - have), len(have - want),
+        )
+    return commits

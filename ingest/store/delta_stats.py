@@ -1,0 +1,89 @@
+"""A part file's Delta statistics, read from its own Parquet footer.
+
+Called in the committer's thread (or at start-up, or in `ingest compact`), never on
+the event loop. delta-rs never opens the files it is given, so `numRecords`, the
+minimum, the maximum and `nullCount` of each column come from the footer we wrote:
+with them, a reader's `count()` needs no file and its filters skip files.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+
+def stats_json(path: Path) -> str:
+    """The `stats` string of an add action for this Parquet file."""
+    meta = pq.read_metadata(path)
+    schema = meta.schema.to_arrow_schema()
+    low: dict[str, Any] = {}
+    high: dict[str, Any] = {}
+    nulls: dict[str, int] = {}
+    for index, field in enumerate(schema):
+        found = _column(meta, index, field.type)
+        if found is None:
+            continue
+        count, least, most = found
+        nulls[field.name] = count
+        if least is not None and most is not None:
+            low[field.name], high[field.name] = least, most
+    return json.dumps({
+        "numRecords": meta.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls,
+    })
+
+
+def _column(
+    meta: pq.FileMetaData, index: int, kind: pa.DataType
+) -> tuple[int, Any, Any] | None:
+    """(null count, min, max) of one top-level column over its row groups; None when a
+    row group lacks statistics. min and max are None when no row group has both."""
+    if pa.types.is_nested(kind) or index >= meta.num_columns:
+        return None
+    count = 0
+    least: Any = None
+    most: Any = None
+    for group in range(meta.num_row_groups):
+        stats = meta.row_group(group).column(index).statistics
+        if stats is None or not stats.has_null_count:
+            return None
+        count += stats.null_count
+        if not stats.has_min_max:
+            continue
+        lo, hi = _value(stats.min, kind), _value(stats.max, kind)
+        if lo is None or hi is None:
+            continue
+        least = lo if least is None else min(least, lo)
+        most = hi if most is None else max(most, hi)
+    return count, _json(least), _json(most, up=True)
+
+
+def _value(value: Any, kind: pa.DataType) -> Any:
+    """A footer's statistic as a comparable Python value; None where Delta has none."""
+    if pa.types.is_floating(kind) and not math.isfinite(value):
+        return None  # JSON has no NaN or infinity
+    if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return None
+    if pa.types.is_timestamp(kind) and isinstance(value, dt.datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC) if kind.tz else value
+    return value
+
+
+def _json(value: Any, up: bool = False) -> Any:
+    """Delta's JSON form: timestamps in ISO 8601 with milliseconds (a maximum rounded up,
+    so a filter never skips a file that holds its value), dates as YYYY-MM-DD."""
+    if isinstance(value, dt.datetime):
+        if up and value.microsecond % 1000:
+            value += dt.timedelta(microseconds=1000 - value.microsecond % 1000)
+        if value.tzinfo is not None:
+            value = value.astimezone(dt.UTC).replace(tzinfo=None)
+            return value.isoformat(timespec="milliseconds") + "Z"
+        return value.isoformat(timespec="milliseconds")
+    if isinstance(value, dt.date):
+        return value.isoformat()
+    return value

@@ -1,0 +1,123 @@
+"""kill -9 with `format = "delta"`: at each step around the Delta commit, and at random
+moments while files arrive. The Delta log and the ledger never disagree after restart."""
+
+from __future__ import annotations
+
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import psutil
+import pyarrow as pa
+import pytest
+
+DeltaTable = pytest.importorskip("deltalake").DeltaTable
+
+from ..conftest import Folder  # noqa: E402
+from ..invariants import check_delta, check_exactly_once  # noqa: E402
+from .test_crash_points import _children_gone, _nothing_left_running_in, _populate, _run  # noqa: E402
+
+# Around the Delta commit: before it (parts visible, log lacks them), after it (the log has
+# them, the ledger not yet), and after the ledger.
+AROUND = ("part-renamed", "delta-committed", "ledger-committed")
+
+
+@pytest.mark.parametrize("point", AROUND)
+def test_kill_9_around_the_delta_commit_then_restart_is_exactly_once(
+    folder: Folder, point: str
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, "memory_mb": 2},
+        output={"flush_s": 0.05, "target_file_mb": 1, "format": "delta"},
+    )
+    expected, bad = _populate(folder, 0, 120, bad=2, rows=100)
+    proc = _run(folder, {"INGEST_CRASH_AT": f"{point}:2"})
+    try:
+        assert proc.wait(60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    _nothing_left_running_in(folder)
+    restarted = folder.ingest("once")
+    assert restarted.returncode in (0, 3), restarted.stderr
+    check_exactly_once(folder, expected, bad)
+    check_delta(folder)
+
+
+@pytest.mark.parametrize("point", ("compact-swapped", "delta-committed", "compact-committed"))
+def test_kill_9_around_a_compactions_delta_commit(folder: Folder, point: str) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 2},
+        output={"flush_s": 0, "format": "delta"},
+    )
+    expected: dict[str, int] = {}
+    for batch in range(3):
+        good, _ = _populate(folder, batch * 10, 10)
+        expected.update(good)
+        assert folder.ingest("once").returncode == 0
+    before = check_delta(folder)
+    killed = subprocess.run(
+        [sys.executable, "-m", "ingest", "compact", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "INGEST_CRASH_AT": point}, capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, expected, set())
+    after = check_delta(folder)
+    # The interrupted swap is in its table's log, once; nothing went back.
+    assert all(after[t] >= before[t] for t in before)
+    assert any(after[t] > before[t] for t in before)
+
+
+def test_kill_9_at_random_moments_keeps_log_and_ledger_equal(folder: Folder) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        output={"flush_s": 0.1, "format": "delta"},
+    )
+    rng = random.Random(4321)
+    expected: dict[str, int] = {}
+    seen = {"records": 0, "features": 0}
+    for round_ in range(4):
+        good, _ = _populate(folder, round_ * 40, 40)
+        expected.update(good)
+        proc = _run(folder)
+        time.sleep(rng.uniform(0.5, 2.5))
+        children = psutil.Process(proc.pid).children(recursive=True)
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(10)
+        _children_gone(proc.pid, children)
+        for table in seen:  # as the kill left it, before any repair: the txn only grew
+            if (folder.output / table / "_delta_log").is_dir():
+                version = DeltaTable(str(folder.output / table)).transaction_version("ingest")
+                assert (version or 0) >= seen[table]
+                seen[table] = version or 0
+    final = folder.ingest("once")
+    assert final.returncode == 0, final.stderr
+    check_exactly_once(folder, expected, set())
+    versions = check_delta(folder)
+    assert all(versions[t] >= max(seen[t], 1) for t in seen)
+
+
+@pytest.mark.parametrize("point", ("compact-swapped", "delta-committed"))
+def test_kill_9_around_a_widenings_delta_commit(folder: Folder, point: str) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 2}, output={"flush_s": 0, "format": "delta"},
+    )
+    (folder.drop / "a.csv").write_text("timestamp,x\n1,1\n2,2\n")
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.csv").write_text("timestamp,x\n3,1.5\n")
+    killed = subprocess.run(  # the first Delta step of this run is the rewrite's
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "INGEST_CRASH_AT": f"{point}:1"}, capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, {"a.csv": 2, "b.csv": 1}, set())
+    check_delta(folder)
+    table = DeltaTable(str(folder.output / "records"))
+    assert pa.schema(table.schema().to_arrow()).field("x").type == pa.float64()
+    assert sorted(table.to_pyarrow_table()["x"].to_pylist()) == [1.0, 1.5, 2.0]

@@ -1,0 +1,85 @@
+"""A disk that fills between the part files and the Delta log entry: no half commit.
+
+The table's `_delta_log/` is put on a tiny tmpfs of its own and filled, so the part
+files and the ledger have room but the log entry has none: each commit fails at the
+Delta step, is undone, and is retried once space returns.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+pytest.importorskip("deltalake")
+
+from ..conftest import Folder, Service, wait_for, write_csv
+from ..invariants import check_delta, check_exactly_once
+from .test_disk_full import _can_mount
+
+
+@pytest.fixture
+def full_log(folder: Folder) -> Iterator[Path]:
+    """records' `_delta_log/` on a full 64 KiB tmpfs, holding the log as it was; yields
+    the filler file whose removal frees the space."""
+    if not _can_mount():
+        pytest.skip("needs root to mount a tmpfs")
+    log = folder.output / "records" / "_delta_log"
+    kept = log.with_name("kept-log")
+    log.rename(kept)
+    log.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(log)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        for entry in kept.iterdir():
+            shutil.copy2(entry, log / entry.name)
+        shutil.rmtree(kept)
+        filler = log / ".filler"
+        try:
+            with filler.open("wb") as fh:
+                while True:
+                    fh.write(b"x" * 4096)
+                    fh.flush()
+        except OSError:
+            pass
+        yield filler
+    finally:
+        subprocess.run(["umount", "-l", str(log)], check=False)
+
+
+@pytest.fixture
+def one_commit(folder: Folder) -> dict[str, int]:
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        output={"flush_s": 0.1, "format": "delta"},
+    )
+    expected = {"first.csv": len(write_csv(folder.drop / "first.csv", 50, 99))}
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    return expected
+
+
+def test_a_full_disk_at_the_log_entry_undoes_the_commit_and_retries(
+    folder: Folder, one_commit: dict[str, int], full_log: Path, service: type[Service]
+) -> None:
+    expected = dict(one_commit)
+    for i in range(20):
+        expected[f"f{i:02d}.csv"] = len(write_csv(folder.drop / f"f{i:02d}.csv", 100, i))
+    svc = service()
+    wait_for(lambda: svc.text().count("retrying in") >= 2, 60, "commits to fail at the log")
+    assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
+    assert list(folder.drop.glob("f*.csv")), "uncommitted inputs stay in the drop folder"
+    # While it fails: the log, the ledger and the folder agree, on the first commit alone.
+    assert check_delta(folder)["records"] == 1
+    assert "No space left on device" in svc.text() or "os error 28" in svc.text(), svc.text()
+
+    full_log.unlink()
+    wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "every input to be committed")
+    assert svc.stop() == 0
+    check_exactly_once(folder, expected, set())
+    check_delta(folder)

@@ -1,0 +1,212 @@
+"""`format = "delta"`: every table is a Delta table that deltalake, Polars and pandas read,
+with the same rows as the plain-Parquet glob, through drift, compaction and time travel."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+deltalake = pytest.importorskip("deltalake")
+pl = pytest.importorskip("polars")
+
+from ..conftest import FAST, Folder, write_csv  # noqa: E402
+
+DELTA = {**FAST, "output": {"flush_s": 0.2, "format": "delta"}}
+
+
+def _counts(table: pa.Table) -> dict[str, int]:
+    grouped = table.group_by("source_file").aggregate([("source_file", "count")])
+    return dict(zip(grouped["source_file"].to_pylist(),
+                    grouped["source_file_count"].to_pylist(), strict=True))
+
+
+def _glob_counts(folder: Folder, table: str) -> dict[str, int]:
+    return {f: n for f, n in folder.query(f"SELECT source_file, count(*) FROM {table} GROUP BY 1")}
+
+
+def _ledger_inputs(folder: Folder) -> dict[str, int]:
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        return dict(db.execute("SELECT path, rows FROM files WHERE state = 'ingested'"))
+
+
+def _check_readers(folder: Folder, expected: dict[str, int]) -> None:
+    """Each reader of each table: the rows of the glob reading, and of the inputs."""
+    for table in ("records", "features"):
+        path = str(folder.output / table)
+        by_delta = deltalake.DeltaTable(path).to_pyarrow_table()
+        by_polars = pl.read_delta(path)
+        by_pandas = deltalake.DeltaTable(path).to_pandas()
+        glob = _glob_counts(folder, table)
+        assert _counts(by_delta) == glob
+        assert dict(by_polars.group_by("source_file").len().iter_rows()) == glob
+        assert by_pandas.groupby("source_file").size().to_dict() == glob
+        assert len(by_delta) == len(by_polars) == len(by_pandas)
+        if table == "records":
+            assert glob == expected
+        else:
+            assert set(glob) == set(expected)
+        assert deltalake.DeltaTable(path).count() == len(by_delta)  # from the add stats
+
+
+def test_every_table_reads_as_delta_with_the_glob_rows_and_the_inputs(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    expected = {}
+    for i in range(4):
+        write_csv(folder.drop / f"s{i}.csv", 50 + i, seed=i)
+        expected[f"s{i}.csv"] = 50 + i
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    _check_readers(folder, expected)
+    assert _ledger_inputs(folder) == expected
+    log = deltalake.DeltaTable(str(folder.output / "records"))
+    assert log.transaction_version("ingest") == log.version() + 1  # one commit per batch
+
+
+def test_add_actions_carry_statistics_from_the_footers(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    values = write_csv(folder.drop / "a.csv", 100, seed=3)
+    assert folder.ingest("once").returncode == 0
+    adds = pa.table(deltalake.DeltaTable(str(folder.output / "records"))
+                    .get_add_actions(flatten=True))
+    assert adds["num_records"].to_pylist() == [100]
+    finite = values[:, 0][~pa.compute.is_nan(pa.array(values[:, 0])).to_numpy(False)]
+    assert adds["min.ch0"][0].as_py() == pytest.approx(finite.min())
+    assert adds["max.ch0"][0].as_py() == pytest.approx(finite.max())
+    assert adds["null_count.ch0"][0].as_py() == int(len(values) - len(finite))
+
+
+def test_drift_is_a_schema_change_in_the_rewrite_commit(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    (folder.drop / "a.csv").write_text("timestamp,x\n1,1\n2,2\n")
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.csv").write_text("timestamp,x,y\n3,1.5,z\n")
+    assert folder.ingest("once").returncode == 0
+    path = str(folder.output / "records")
+    table = deltalake.DeltaTable(path)
+    fields = {f.name: f.type for f in pa.schema(table.schema().to_arrow())}
+    assert fields["x"] == pa.float64() and fields["y"] == pa.string()
+    rows = table.to_pyarrow_table().sort_by("timestamp")
+    assert rows["x"].to_pylist() == [1.0, 2.0, 1.5]
+    assert pl.read_delta(path).height == 3
+    _check_readers(folder, {"a.csv": 2, "b.csv": 1})
+    # The first commit had the schema of its time; the rewrite replaced every part with it.
+    first = deltalake.DeltaTable(path, version=0)
+    assert pa.schema(first.schema().to_arrow()).field("x").type == pa.int64()
+    assert table.version() == 2 and table.transaction_version("ingest") == 3
+
+
+def test_compaction_is_one_commit_without_data_change(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    expected = {}
+    for i in range(5):
+        write_csv(folder.drop / f"s{i}.csv", 20, seed=i)
+        expected[f"s{i}.csv"] = 20
+        assert folder.ingest("once").returncode == 0
+    path = folder.output / "records"
+    before = deltalake.DeltaTable(str(path)).version()
+    assert len(folder.parts("records")) == 5
+    done = folder.ingest("compact")
+    assert done.returncode == 0, done.stderr
+    table = deltalake.DeltaTable(str(path))
+    assert table.version() == before + 1
+    assert len(table.file_uris()) == len(folder.parts("records")) == 1
+    entry = path / "_delta_log" / f"{table.version():020d}.json"
+    actions = [json.loads(line) for line in entry.read_text().splitlines()]
+    changes = [a[k]["dataChange"] for a in actions for k in ("add", "remove") if k in a]
+    assert len(changes) == 6 and not any(changes)
+    assert table.transaction_version("ingest") == before + 2
+    _check_readers(folder, expected)
+
+
+def test_time_travel_shows_what_the_ledger_had_committed(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    for i in range(3):
+        write_csv(folder.drop / f"s{i}.csv", 10 + i, seed=i)
+        assert folder.ingest("once").returncode == 0
+    path = str(folder.output / "records")
+    for version in range(3):
+        table = deltalake.DeltaTable(path, version=version).to_pyarrow_table()
+        assert _counts(table) == {f"s{i}.csv": 10 + i for i in range(version + 1)}
+
+
+def test_plain_globs_skip_the_log_and_its_checkpoints(folder: Folder, tmp_path: Path) -> None:
+    folder.write_config(**DELTA)
+    write_csv(folder.drop / "a.csv", 10, seed=1)
+    assert folder.ingest("once").returncode == 0
+    table = deltalake.DeltaTable(str(folder.output / "records"))
+    table.create_checkpoint()
+    assert list((folder.output / "records" / "_delta_log").glob("*.parquet"))
+    assert folder.query("SELECT count(*) FROM records") == [(10,)]
+    assert deltalake.DeltaTable(str(folder.output / "records")).to_pyarrow_table().num_rows == 10
+    # The glob the README warns against picks the checkpoint up as if it were a part.
+    everything = list((folder.output / "records").rglob("*.parquet"))
+    assert len(everything) == len(folder.parts("records")) + 1
+
+
+def test_delta_without_the_package_exits_2_saying_how_to_install_it(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    hidden = (
+        "import sys; sys.modules['deltalake'] = None; from ingest.cli import main;"
+        f" sys.exit(main('once', '--config', {str(folder.config)!r}))"
+    )
+    done = subprocess.run([sys.executable, "-c", hidden], capture_output=True, text=True,
+                          cwd=folder.root, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        """ingest: [output] format = "delta" needs the deltalake package:"""
+        """ pip install 'ingest[delta]'"""
+    ]
+
+
+def test_ledger_rebuild_keeps_the_log_and_sets_aside_parts_it_lacks(folder: Folder) -> None:
+    folder.write_config(**DELTA)
+    expected = {}
+    for i in range(2):
+        write_csv(folder.drop / f"s{i}.csv", 10 + i, seed=i)
+        expected[f"s{i}.csv"] = 10 + i
+        assert folder.ingest("once").returncode == 0
+    # A part renamed into place whose Delta commit never happened, and a lost ledger.
+    (part,) = [p for p in folder.parts("records") if "s1.csv" in str(pq.read_metadata(p).metadata)]
+    stray = part.with_name("part-20000101T000000-abcdefabcdef-0.parquet")
+    shutil.copy(part, stray)
+    (folder.output / "_ingest" / "ledger.sqlite").unlink()
+    done = folder.ingest("ledger", "rebuild")
+    assert done.returncode == 0, done.stderr
+    assert not stray.exists()
+    assert (folder.output / "records" / "_delta_log").is_dir()
+    assert folder.ingest("once").returncode == 0
+    _check_readers(folder, expected)
+
+
+def test_readme_delta_example_runs_against_delta_output(folder: Folder) -> None:
+    from ..conftest import ROOT
+
+    text = (ROOT / "README.md").read_text()
+    section = text.split("### Delta tables", 1)[1]
+    example = section.split("```python\n", 1)[1].split("```", 1)[0]
+    folder.write_config(**DELTA)
+    write_csv(folder.drop / "a.csv", 30, seed=1)
+    assert folder.ingest("once").returncode == 0
+    done = subprocess.run([sys.executable, "-c", example], cwd=folder.root,
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0", "30", "30", "3", "1", "30"], done.stdout
+
+
+def test_switching_a_parquet_output_to_delta_logs_every_committed_part(folder: Folder) -> None:
+    write_csv(folder.drop / "old.csv", 12, seed=1)
+    assert folder.ingest("once").returncode == 0
+    assert not (folder.output / "records" / "_delta_log").exists()
+    folder.write_config(**DELTA)
+    write_csv(folder.drop / "new.csv", 7, seed=2)
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    _check_readers(folder, {"old.csv": 12, "new.csv": 7})
