@@ -69,6 +69,16 @@ def plain(data: bytes) -> bool:
     return any(_NUMBER.match(field) for field in rows[0].split(b","))
 
 
+def plain_like(data: bytes, header_end: int) -> bool:
+    """For a file whose header line is one `plain` already accepted: is the rest plain
+    too? No quotes of either kind, no blank line (the reader skips it, and the joint
+    parse's row count with it), and no date in its first row that needs a format."""
+    if b"'" in data or b'"' in data or b"\n\n" in data:
+        return False
+    row_end = data.find(b"\n", header_end)
+    return not _FOREIGN_DATE.search(data[header_end: row_end if row_end >= 0 else None])
+
+
 @functools.cache
 def _connection(thread: int) -> Any:
     """One DuckDB connection per thread of a worker (a dask worker runs tasks in threads,

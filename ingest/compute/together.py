@@ -28,15 +28,16 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from ..jobs import Job
-from .sniff import plain
+from .sniff import plain, plain_like
 
 # Larger files parse well enough alone, and keep their own inferred types.
 JOIN_MAX_BYTES = 256 * 1024
 
 
-def _split(job: Job) -> tuple[bytes, int] | None:
+def _split(job: Job, plain_headers: set[bytes]) -> tuple[bytes, int] | None:
     """(header line, where the body starts) of a plain CSV fit to be parsed with others,
-    else None."""
+    else None. A header already found plain (in `plain_headers`) needs only the rest of
+    its file checked: most files of a task share theirs."""
     data = job.data
     if (
         len(data) > JOIN_MAX_BYTES
@@ -47,9 +48,15 @@ def _split(job: Job) -> tuple[bytes, int] | None:
     ):
         return None
     end = data.find(b"\n")
-    if end < 0 or end + 1 == len(data) or not data.endswith(b"\n") or not plain(data):
+    if end < 0 or end + 1 == len(data) or not data.endswith(b"\n"):
         return None
-    return data[: end + 1], end + 1
+    header = data[: end + 1]
+    if header in plain_headers:
+        return (header, end + 1) if plain_like(data, end + 1) else None
+    if not plain(data):
+        return None
+    plain_headers.add(header)
+    return header, end + 1
 
 
 def _read(data: bytes, types: pa.Schema | None = None) -> pa.Table:
@@ -106,8 +113,9 @@ def _numeric(column: pa.ChunkedArray) -> bool:
 def parse_together(jobs: tuple[Job, ...]) -> dict[int, pa.Table]:
     """Tables for the jobs (by index) that could be parsed in a group; the rest are absent."""
     groups: dict[bytes, list[tuple[int, bytes, int]]] = defaultdict(list)
+    plain_headers: set[bytes] = set()
     for index, job in enumerate(jobs):
-        parts = _split(job)
+        parts = _split(job, plain_headers)
         if parts is not None:
             groups[parts[0]].append((index, job.data, parts[1]))
     tables: dict[int, pa.Table] = {}

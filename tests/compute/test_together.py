@@ -122,3 +122,14 @@ def test_a_header_that_repeats_a_text_column_gets_the_verdict_each_file_gets_alo
     for j, outcome in zip(jobs, together.outcomes, strict=True):
         alone = process(Task((j,), Features())).outcomes[0]
         assert (outcome.rows, outcome.failure) == (alone.rows, alone.failure)
+
+
+def test_a_file_whose_header_was_found_plain_is_still_checked_for_quotes_and_dates() -> None:
+    header = b"when,v\n"
+    jobs = (
+        job("plain1.csv", header + b"2026-01-01,1\n2026-01-02,2\n"),
+        job("plain2.csv", header + b"2026-01-03,3\n"),
+        job("quoted.csv", header + b"'2026-01-04',4\n"),
+        job("european.csv", header + b"04.01.2026,5\n"),
+    )
+    assert sorted(parse_together(jobs)) == [0, 1]  # the others are parsed alone
