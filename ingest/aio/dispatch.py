@@ -29,6 +29,7 @@ from typing import TypeVar
 import aiorwlock
 
 from ..config import Config
+from ..dialect import Dialect
 from ..errors import PoolStopped, TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job, Task, TaskResult, WrittenPart
@@ -87,6 +88,7 @@ class Dispatcher:
         self._stage_dir = Layout.of(config).tmp if compute.shares_disk else None
         self._assembling = asyncio.Lock()
         self._isolation = aiorwlock.RWLock()  # shared: tasks; exclusive: a suspect alone
+        self._described: dict[Dialect, str] = {}
 
     async def run(self) -> None:
         while True:
@@ -250,13 +252,24 @@ class Dispatcher:
             table=item.job.table,
         ))
 
+    def _describe(self, dialect: Dialect | None) -> str | None:
+        """A dialect's text for the ledger, made once per dialect: a task's files share a
+        handful of them, and this runs on the event loop for every file."""
+        if dialect is None:
+            return None
+        text = self._described.get(dialect)
+        if text is None:
+            text = self._described[dialect] = dialect.describe()
+        return text
+
     def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
         accepted: list[Accepted] = []
         for item, outcome in zip(items, result.outcomes, strict=True):
             self.computed(item)
             dialect = outcome.dialect
-            if dialect is not None:
-                log.debug("%s: read as %s", shown(item.file.rel), dialect.describe())
+            described = self._describe(dialect)
+            if described is not None and log.isEnabledFor(logging.DEBUG):
+                log.debug("%s: read as %s", shown(item.file.rel), described)
             if outcome.failure is not None:
                 self._quarantine(item, outcome.failure, attempts)
                 continue
@@ -264,8 +277,7 @@ class Dispatcher:
             if dialect is not None:
                 self.committer.schemas.pin(table, dialect, item.file.rel)
             accepted.append(Accepted(
-                item.file, item.job.sha256, outcome.rows, attempts, table,
-                dialect.describe() if dialect is not None else None,
+                item.file, item.job.sha256, outcome.rows, attempts, table, described
             ))
         if accepted:
             parts = [
