@@ -62,6 +62,20 @@ def _nothing_left_running_in(folder: Folder) -> None:
     assert not alive, f"processes outlived the killed service: {alive}"
 
 
+def killed_at_then_restarted(folder: Folder, point: str) -> None:
+    """`ingest run` kills itself with SIGKILL the second time it reaches `point` (at least
+    one batch has committed by then); nothing of it is left running, and a restart
+    finishes, exiting 0, or 3 if bad files were left to quarantine."""
+    proc = _run(folder, {"INGEST_CRASH_AT": f"{point}:2"})
+    try:
+        assert proc.wait(60) == -signal.SIGKILL
+    finally:
+        proc.kill()
+    _nothing_left_running_in(folder)
+    restarted = folder.ingest("once")
+    assert restarted.returncode in (0, 3), restarted.stderr
+
+
 @pytest.mark.parametrize("point", COMMIT_POINTS)
 def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
     folder: Folder, point: str
@@ -75,16 +89,7 @@ def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
     # And one file over a quarter of memory_mb, read in blocks of 64 KB.
     expected["stream.csv"] = len(write_csv(folder.drop / "stream.csv", rows=60_000, seed=999))
 
-    # The second time the point is reached: at least one batch has already committed.
-    proc = _run(folder, {"INGEST_CRASH_AT": f"{point}:2"})
-    try:
-        assert proc.wait(60) == -signal.SIGKILL
-    finally:
-        proc.kill()
-    _nothing_left_running_in(folder)
-
-    restarted = folder.ingest("once")
-    assert restarted.returncode in (0, 3), restarted.stderr  # 0 if all bad ones were done
+    killed_at_then_restarted(folder, point)
     check_exactly_once(folder, expected, bad)
     assert not list(folder.drop.iterdir()), "every input archived or quarantined"
 

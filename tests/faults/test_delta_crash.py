@@ -18,7 +18,12 @@ DeltaTable = pytest.importorskip("deltalake").DeltaTable
 
 from ..conftest import Folder  # noqa: E402
 from ..invariants import check_delta, check_exactly_once  # noqa: E402
-from .test_crash_points import _children_gone, _nothing_left_running_in, _populate, _run  # noqa: E402
+from .test_crash_points import (  # noqa: E402
+    _children_gone,
+    _populate,
+    _run,
+    killed_at_then_restarted,
+)
 
 # Around the Delta commit: before it (parts visible, log lacks them), after it (the log has
 # them, the ledger not yet), and after the ledger.
@@ -34,14 +39,7 @@ def test_kill_9_around_the_delta_commit_then_restart_is_exactly_once(
         output={"flush_s": 0.05, "target_file_mb": 1, "format": "delta"},
     )
     expected, bad = _populate(folder, 0, 120, bad=2, rows=100)
-    proc = _run(folder, {"INGEST_CRASH_AT": f"{point}:2"})
-    try:
-        assert proc.wait(60) == -signal.SIGKILL
-    finally:
-        proc.kill()
-    _nothing_left_running_in(folder)
-    restarted = folder.ingest("once")
-    assert restarted.returncode in (0, 3), restarted.stderr
+    killed_at_then_restarted(folder, point)
     check_exactly_once(folder, expected, bad)
     check_delta(folder)
 
