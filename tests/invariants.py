@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 from ingest.shared import SHM_DIR, prefix_for
 
 from .conftest import Folder
+from .delta_read import read_delta
 
 
 def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) -> None:
@@ -120,7 +121,8 @@ def check_delta(folder: Folder) -> dict[str, int]:
                  pa.table(log.get_add_actions(flatten=True)).column("path").to_pylist()}
         on_disk = {p.relative_to(folder.output).as_posix() for p in folder.parts(table)}
         assert files == on_disk, (sorted(files - on_disk)[:3], sorted(on_disk - files)[:3])
-        rows = log.to_pyarrow_table(columns=["source_file"]).column("source_file").to_pylist()
+        snapshot = read_delta(folder.output / table, columns=["source_file"])
+        rows = snapshot.column("source_file").to_pylist()
         counts: dict[str, int] = {}
         for name in rows:
             counts[name] = counts.get(name, 0) + 1
