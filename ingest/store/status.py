@@ -36,6 +36,8 @@ def collect(config: Config) -> dict[str, Any]:
             tables = _tables(ledger)
         finally:
             ledger.close()
+    if layout.delta:
+        _add_delta_versions(layout, tables)
     backlog = 0
     if layout.drop.exists():
         for path, st in scan(layout.drop, config.watch.patterns):
@@ -74,6 +76,17 @@ def _tables(ledger: Ledger) -> dict[str, dict[str, int]]:
     }
 
 
+def _add_delta_versions(layout: Layout, tables: dict[str, dict[str, int]]) -> None:
+    """Each Delta table's log version and the last txn version of ours in it."""
+    from . import delta
+
+    for name, shown in tables.items():
+        found = delta.open_table(layout, name)
+        if found is not None:
+            shown["delta_version"] = found.version()
+            shown["delta_txn"] = delta.txn_version(layout, name)
+
+
 def render(status: dict[str, Any], as_json: bool) -> str:
     if as_json:
         return json.dumps(status, indent=2)
@@ -89,9 +102,12 @@ def render(status: dict[str, Any], as_json: bool) -> str:
         f"watcher:     {_watcher(status['watcher'])}",
     ]
     for name, t in status["tables"].items():
+        delta = (
+            f", Delta v{t['delta_version']} (txn {t['delta_txn']})" if "delta_version" in t else ""
+        )
         lines.append(
             f"table {name}: schema v{t['schema_version']}, {t['columns']} columns,"
-            f" {t['files']} files"
+            f" {t['files']} files{delta}"
         )
     for q in status["quarantined"]:
         lines.append(f"  {q['file']}: {q['error']}: {q['message']}")

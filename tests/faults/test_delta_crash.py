@@ -3,12 +3,14 @@ moments while files arrive. The Delta log and the ledger never disagree after re
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import psutil
 import pyarrow as pa
@@ -71,7 +73,11 @@ def test_kill_9_around_a_compactions_delta_commit(folder: Folder, point: str) ->
     assert any(after[t] > before[t] for t in before)
 
 
-def test_kill_9_at_random_moments_keeps_log_and_ledger_equal(folder: Folder) -> None:
+@pytest.mark.parametrize(
+    "rounds",
+    [pytest.param(4, id="4-rounds"), pytest.param(20, id="20-rounds", marks=pytest.mark.slow)],
+)
+def test_kill_9_at_random_moments_keeps_log_and_ledger_equal(folder: Folder, rounds: int) -> None:
     folder.write_config(
         watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
         output={"flush_s": 0.1, "format": "delta"},
@@ -79,7 +85,7 @@ def test_kill_9_at_random_moments_keeps_log_and_ledger_equal(folder: Folder) -> 
     rng = random.Random(4321)
     expected: dict[str, int] = {}
     seen = {"records": 0, "features": 0}
-    for round_ in range(4):
+    for round_ in range(rounds):
         good, _ = _populate(folder, round_ * 40, 40)
         expected.update(good)
         proc = _run(folder)
@@ -98,6 +104,17 @@ def test_kill_9_at_random_moments_keeps_log_and_ledger_equal(folder: Folder) -> 
     check_exactly_once(folder, expected, set())
     versions = check_delta(folder)
     assert all(versions[t] >= max(seen[t], 1) for t in seen)
+    if rounds >= 20:  # long enough for compactions under `run`, between the kills
+        assert _compactions(folder.output / "records") > 0
+
+
+def _compactions(table: Path) -> int:
+    """Log entries that remove parts without changing the data: compactions."""
+    count = 0
+    for entry in (table / "_delta_log").glob("*.json"):
+        actions = [json.loads(line) for line in entry.read_text().splitlines()]
+        count += any("remove" in a and not a["remove"]["dataChange"] for a in actions)
+    return count
 
 
 @pytest.mark.parametrize("point", ("compact-swapped", "delta-committed"))

@@ -19,6 +19,7 @@ pl = pytest.importorskip("polars")
 
 from ..conftest import FAST, Folder, write_csv  # noqa: E402
 from ..delta_read import local, read_delta  # noqa: E402
+from ..invariants import check_delta  # noqa: E402
 
 DELTA = {**FAST, "output": {"flush_s": 0.2, "format": "delta"}}
 
@@ -125,6 +126,13 @@ def test_compaction_is_one_commit_without_data_change(folder: Folder) -> None:
     assert len(changes) == 6 and not any(changes)
     assert table.transaction_version("ingest") == before + 2
     _check_readers(folder, expected)
+    shown = folder.ingest("status", "--json")
+    assert shown.returncode == 0, shown.stderr
+    records = json.loads(shown.stdout)["tables"]["records"]
+    assert (records["delta_version"], records["delta_txn"]) == (before + 1, before + 2)
+    text = folder.ingest("status").stdout
+    delta = f"Delta v{before + 1} (txn {before + 2})"
+    assert f"table records: schema v1, 7 columns, 5 files, {delta}" in text
 
 
 def test_time_travel_shows_what_the_ledger_had_committed(folder: Folder) -> None:
@@ -211,3 +219,44 @@ def test_switching_a_parquet_output_to_delta_logs_every_committed_part(folder: F
     done = folder.ingest("once")
     assert done.returncode == 0, done.stderr
     _check_readers(folder, {"old.csv": 12, "new.csv": 7})
+
+
+def test_after_a_compaction_history_reads_from_it_on_and_vacuum_finds_nothing(
+    folder: Folder,
+) -> None:
+    """Versions from the compaction on read exactly what the ledger had committed then;
+    an earlier one names parts the compaction removed, and fails loudly rather than
+    returning other rows. A downstream team's VACUUM, even a full one with no retention,
+    deletes nothing of ours: every part on disk is in the snapshot, the removed ones
+    are gone already."""
+    folder.write_config(**DELTA)
+    for i in range(3):
+        write_csv(folder.drop / f"s{i}.csv", 10 + i, seed=i)
+        assert folder.ingest("once").returncode == 0
+    path = folder.output / "records"
+    done = folder.ingest("compact")
+    assert done.returncode == 0, done.stderr
+    compacted = deltalake.DeltaTable(str(path)).version()
+    write_csv(folder.drop / "s3.csv", 13, seed=3)
+    assert folder.ingest("once").returncode == 0
+    assert _counts(read_delta(path, compacted)) == {f"s{i}.csv": 10 + i for i in range(3)}
+    assert _counts(read_delta(path)) == {f"s{i}.csv": 10 + i for i in range(4)}
+    with pytest.raises(OSError, match="part-"):
+        read_delta(path, compacted - 1)
+
+    table = deltalake.DeltaTable(str(path))
+    for full in (False, True):
+        listed = table.vacuum(retention_hours=0, dry_run=True, enforce_retention_duration=False,
+                              full=full)
+        assert len(listed) == 3  # the compacted-away parts: named by the log, gone from disk
+        assert not any((path / rel).exists() for rel in listed)
+        table.vacuum(retention_hours=0, dry_run=False, enforce_retention_duration=False,
+                     full=full)
+        table = deltalake.DeltaTable(str(path))
+    # The vacuum's own commits in the log (no txn of ours) do not stop the next commit.
+    assert table.version() > compacted + 1
+    write_csv(folder.drop / "s4.csv", 14, seed=4)
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    _check_readers(folder, {f"s{i}.csv": 10 + i for i in range(5)})
+    check_delta(folder)
