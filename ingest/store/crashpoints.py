@@ -4,10 +4,12 @@
 the process SIGKILL itself there, the way a power cut or an OOM kill would.
 The service reads it once at start-up; unset, each point costs one falsy check.
 
-`INGEST_FAIL_AT=<point>` instead makes the service's own code raise there, for tests
-of what a bug does: in an internal task (`intake`) it must stop the service with
-exit 1; in a worker (`worker:<file>`, checked in ingest/compute/task.py) the task's
-files are retried alone and the named one quarantined.
+`INGEST_FAIL_AT=<point>` instead makes the service's own code raise there, once, for
+tests of what a bug or a passing fault does: in an internal task (`intake`) it must
+stop the service with exit 1; at the ledger's commit of a part (`ledger-commit`) the
+commit is undone, its Delta log entry included, and retried; in a worker
+(`worker:<file>`, checked in ingest/compute/task.py) the task's files are retried
+alone and the named one quarantined.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ POINTS = COMMIT_POINTS + COMPACT_POINTS + DELTA_POINTS
 # Where INGEST_FAIL_AT can make the service's own code raise.
 FAIL_POINTS = (
     "intake",  # the intake task, as it takes a settled file
+    "ledger-commit",  # the ledger's commit of a part, after its Delta commit if any
     "worker",  # a worker, as it starts a task holding the named file
 )
 
@@ -75,6 +78,7 @@ class CrashPlan:
                 os.kill(os.getpid(), signal.SIGKILL)
 
     def fail_here(self, point: str) -> None:
-        """Raise here if this is the planned point."""
+        """Raise here the first time the planned point is reached."""
         if self.fail and point == self.fail:
+            self.fail = ""
             raise InjectedFailure(f"INGEST_FAIL_AT={point}")

@@ -150,6 +150,7 @@ def publish(
         _rename_into_place(planned, crash)
         if logs:
             logs.commit(crash)
+        crash.fail_here("ledger-commit")
         ledger.finish_part(part_id, records, holds)
     except BaseException:
         if logs and not logs.revert():

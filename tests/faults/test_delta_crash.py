@@ -137,3 +137,28 @@ def test_kill_9_around_a_widenings_delta_commit(folder: Folder, point: str) -> N
     table = DeltaTable(str(folder.output / "records"))
     assert pa.schema(table.schema().to_arrow()).field("x").type == pa.float64()
     assert sorted(read_delta(folder.output / "records")["x"].to_pylist()) == [1.0, 1.5, 2.0]
+
+
+def test_a_ledger_that_fails_after_the_delta_commit_takes_the_part_out_and_retries(
+    folder: Folder,
+) -> None:
+    """The ledger's commit of a part fails once, after the part's Delta commit: a
+    second Delta commit takes the part out again, the batch is retried, and the
+    log's history names the undone part for that one version only (reading that
+    version fails: the part is gone)."""
+    folder.write_config(output={"flush_s": 60, "format": "delta"})
+    (folder.drop / "a.csv").write_text("timestamp,x\n1,1.5\n2,2.5\n")
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "INGEST_FAIL_AT": "ledger-commit"},
+        capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert "INGEST_FAIL_AT=ledger-commit; inputs stay pending, retrying in" in done.stderr
+    check_exactly_once(folder, {"a.csv": 2}, set())
+    assert check_delta(folder)["records"] == 3  # the commit, its undoing, the retry
+    path = folder.output / "records"
+    with pytest.raises(FileNotFoundError):  # the undone part is gone from disk
+        read_delta(path, 0)
+    assert read_delta(path, 1).num_rows == 0
+    assert sorted(read_delta(path, 2)["x"].to_pylist()) == [1.5, 2.5]
