@@ -98,6 +98,27 @@ def _textual(kind: pa.DataType) -> bool:
     )
 
 
+def fit_file(data: pa.Table, source_file: str, sha256: str, schema: pa.Schema) -> pa.Table:
+    """A file's records: its columns and where each row came from, fitted to `schema`."""
+    rows = data.num_rows
+    columns = [
+        *data.columns,
+        pa.repeat(pa.scalar(source_file, pa.string()), rows),
+        pa.repeat(pa.scalar(sha256, pa.string()), rows),
+    ]
+    if _own_then_identity(data.schema, schema):
+        # The common case, a file just like its table: one new table, nothing to cast.
+        return pa.Table.from_arrays([*columns, pa.nulls(rows, pa.string())], schema=schema)
+    return fit(pa.Table.from_arrays(columns, names=[*data.column_names, *IDENTITY[:2]]), schema)
+
+
+def _own_then_identity(have: pa.Schema, want: pa.Schema) -> bool:
+    return (
+        len(want) == len(have) + len(IDENTITY) and tuple(want.names[-len(IDENTITY):]) == IDENTITY
+        and all(a.name == b.name and a.type == b.type for a, b in zip(have, want, strict=False))
+    )
+
+
 def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """`data` with exactly `schema`: columns in its order, missing ones null, each cast;
     values that do not fit are rescued into `_rescued_data` (when the schema has it)."""

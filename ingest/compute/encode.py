@@ -85,22 +85,6 @@ def _write(
     )
 
 
-def with_sources(table: pa.Table, source_file: str, sha256: str) -> pa.Table:
-    """The records of one input: its own columns, then where each row came from."""
-    rows = table.num_rows
-    # One new table, not one per column: on ten-row files the tables are the cost.
-    return pa.Table.from_arrays(
-        [
-            *table.columns,
-            pa.repeat(pa.scalar(source_file, pa.string()), rows),
-            pa.repeat(pa.scalar(sha256, pa.string()), rows),
-        ],
-        schema=table.schema.append(pa.field("source_file", pa.string())).append(
-            pa.field("source_sha256", pa.string())
-        ),
-    )
-
-
 def stamped(table: pa.Table) -> pa.Table:
     """Features rows with the time they were made."""
     stamp = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))

@@ -12,7 +12,6 @@ from collections.abc import Callable, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.compute as pc
 
 FeatureValue = float | int | None
 FeatureSet = Callable[[np.ndarray], Mapping[str, FeatureValue]]
@@ -230,11 +229,10 @@ def rows(
 
 def as_float64(column: pa.ChunkedArray) -> np.ndarray:
     """A numeric column as float64, null as NaN."""
-    # Unsafe: an integer beyond 2**53 becomes the nearest float64, as numpy would make it,
-    # rather than failing the file; features are float64 statistics either way.
-    values: np.ndarray = pc.cast(column, pa.float64(), safe=False).to_numpy(
-        zero_copy_only=False
-    )
+    # numpy's conversion, not an Arrow cast: a tenth of the cost on a small file, and an
+    # integer beyond 2**53 becomes the nearest float64 rather than failing the file
+    # (features are float64 statistics either way). Arrow gives NaN for a null already.
+    values: np.ndarray = np.asarray(column.to_numpy(), dtype=np.float64)
     return values
 
 

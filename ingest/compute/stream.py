@@ -28,7 +28,7 @@ from ..jobs import Failure
 from ..widen import merge_schemas
 from . import features, radix
 from .decode import DecodeError, decode_block
-from .encode import footer, stamped, to_parquet, with_sources
+from .encode import footer, stamped, to_parquet
 from .task import check_columns, message, table_schema, time_limit
 
 
@@ -58,7 +58,7 @@ def process_block(block: Block) -> BlockResult:
             table = check_columns(table)
             spec = block.spec
             schema = conform.target(table, table_schema(spec), dict(spec.hints))
-            records = conform.fit(with_sources(table, block.source_file, block.sha256), schema)
+            records = conform.fit_file(table, block.source_file, block.sha256, schema)
             part = to_parquet(
                 records, block.compression,
                 footer([(block.source_file, block.sha256, table.num_rows)]),

@@ -31,7 +31,7 @@ from . import features
 from .bounded import bounded, decode_bounded
 from .csvread import unique_names
 from .decode import DecodeError, decode_file
-from .encode import Featurised, encode, with_sources
+from .encode import Featurised, encode
 from .together import parse_together
 
 # Enough for the scheduler to favour the parent's event loop, not so much that
@@ -158,7 +158,7 @@ def featurise(
     table = check_columns(table)
     targets = targets or conform.Targets()
     schema = targets.of(table, spec.name, spec.schema, dict(spec.hints))
-    records = conform.fit(with_sources(table, job.source_file, job.sha256), schema)
+    records = conform.fit_file(table, job.source_file, job.sha256, schema)
     feature_table = None
     if "features" in task.tables:
         wanted = task.features
