@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -111,3 +112,36 @@ def test_run_ignores_temp_and_hidden_names_until_renamed(
     os.replace(folder.drop / "x.csv.tmp", folder.drop / "x.csv")
     wait_for(lambda: folder.rows_per_file() == {"x.csv": 10}, 20, "the renamed file")
     assert svc.stop() == 0
+
+
+def test_files_dropped_while_the_service_starts_are_heard_or_found_at_once(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """A file every few ms from before the start until after it: each is committed long
+    before the next rescan, whether it came before the start-up scan, between it and
+    the arming of the watcher, or after."""
+    folder.write_config(watch={"settle_ms": 0, "rescan_s": 600}, output={"flush_s": 0.1})
+    expected: dict[str, int] = {}
+    stop = threading.Event()
+
+    def drop_files() -> None:
+        index = 0
+        while not stop.is_set():
+            name = f"f{index:05d}.csv"
+            drop_by_rename(folder, name, f"timestamp,x\n{index},1\n".encode())
+            expected[name] = 1
+            index += 1
+            time.sleep(0.003)
+
+    writer = threading.Thread(target=drop_files)
+    writer.start()
+    try:
+        svc = service()
+        svc.wait_ready()
+        time.sleep(0.5)
+    finally:
+        stop.set()
+        writer.join()
+    wait_for(lambda: len(folder.rows_per_file()) == len(expected), 60, "every dropped file")
+    assert svc.stop() == 0
+    assert folder.rows_per_file() == expected

@@ -74,6 +74,7 @@ class Follower:
         self.mode: WatchMode | None = None
         self._poll_reason: str | None = None
         self._scans: set[asyncio.Task[int]] = set()
+        self.armed = asyncio.Event()  # set once the first watcher hears the folder
 
     def _filter(self, change: watchfiles.Change, path: str) -> bool:
         # A deleted input needs nothing; a deleted drop folder needs a new watcher.
@@ -123,11 +124,11 @@ class Follower:
         )
         try:
             async with contextlib.aclosing(changes):
+                # Once the loop is next free, the first step of the iteration below has
+                # armed the watcher: a scan from then on finds every file it does not hear.
                 if rescan:
-                    # The scan starts once the loop is next free: by then the first step of
-                    # the iteration below has armed the watcher, so every file is either
-                    # heard or found.
                     self._spawn_scan()
+                asyncio.get_running_loop().call_soon(self.armed.set)
                 return await self._hear(changes, identity, polling)
         except (OSError, RuntimeError) as exc:  # WatchfilesRustInternalError is a RuntimeError
             if isinstance(exc, FileNotFoundError) or await self._identity() != identity:

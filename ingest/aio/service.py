@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import logging
 import multiprocessing
 import os
@@ -56,6 +57,9 @@ log = logging.getLogger("ingest.service")
 
 # Reads in flight at once: enough to hide per-open latency, few enough to keep fds modest.
 READ_CONCURRENCY = 16
+# How long the start-up scan waits for the watcher to be armed (a missing drop folder
+# arms none until it is there).
+ARM_WAIT_S = 5.0
 ONCE_POLL_S = 0.02
 
 
@@ -192,6 +196,12 @@ class Service:
         return self.summary
 
     async def _ingest(self, starting: asyncio.Future[None]) -> None:
+        if self.mode != "once":
+            # Armed before the start-up scan, so that a file dropped meanwhile is heard
+            # or found, not left to the next rescan.
+            self._spawn(self.follower.run(self.stop))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.follower.armed.wait(), ARM_WAIT_S)
         found = await self.watcher.scan()
         log.info("%d files in %s at start-up", found, self.layout.drop)
         if self.progress is not None:
@@ -200,7 +210,7 @@ class Service:
         if self.mode == "once":
             await self._until_idle()
         else:
-            self._spawn(self.follower.run(self.stop), self.watcher.rescans())
+            self._spawn(self.watcher.rescans())
             log.info("watching %s (Ctrl-C to stop)", self.layout.drop)
             await self.stop.wait()
         await self._drain()
