@@ -72,6 +72,16 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always sys.stderr, as it is when the line is written
 
 
+class LoopSideHandler(logging.handlers.QueueHandler):
+    """Puts a record on the queue with its message made, nothing more: the standard
+    handler also formats it and copies it on the calling thread (the event loop), to
+    guard against a process boundary this queue does not cross."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        record.msg, record.args = record.getMessage(), None  # the values as they are now
+        return record
+
+
 def _not_per_file(record: logging.LogRecord) -> bool:
     """Passes every line but a file's own INFO outcome (ingested, duplicate, ...)."""
     return record.levelno > logging.INFO or "event" not in getattr(record, "fields", {})
@@ -92,8 +102,12 @@ def configure(
     listener = logging.handlers.QueueListener(records, handler)
     listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [logging.handlers.QueueHandler(records)]
+    root.handlers[:] = [LoopSideHandler(records)]
     root.setLevel(level.upper())
+    # No line shows where it was logged from, or in which thread or process: not looking
+    # those up halves a record's cost on the event loop (the logging HOWTO's optimisations).
+    logging._srcfile = None
+    logging.logThreads = logging.logProcesses = logging.logMultiprocessing = False
     # distributed and asyncio are chatty at INFO; their warnings still show.
     for name in ("distributed", "asyncio", "watchfiles"):
         logging.getLogger(name).setLevel(logging.WARNING)
