@@ -342,3 +342,11 @@ def test_a_semicolon_file_with_notes_and_a_decimal_comma_is_streamed_in_its_dial
     assert table.column_names[:3] == ["Datum", "Stelle", "Wert"]
     assert table["Wert"].to_pylist() == [i + (i % 100) / 100 for i in range(rows)]
     assert str(table.schema.field("Datum").type).startswith("date32")
+    # The streamed file pinned the table's dialect: a small file of the same export,
+    # without its notes, is read in it.
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        ((pinned,),) = db.execute("SELECT dialect FROM dialects WHERE table_name = 'records'")
+    assert '";"' in pinned and "export.csv" not in pinned
+    (folder.drop / "later.csv").write_text("Datum;Stelle;Wert\n01.03.2024;st-1;7,5\n")
+    assert folder.ingest("once").returncode == 0
+    assert 7.5 in records_of(folder)["Wert"].to_pylist()

@@ -263,6 +263,10 @@ class Streamer:
             progress.results[block.index] = dataclasses.replace(result, part=b"")
             if block.index == 0 and result.dialect is not None:
                 log.debug("%s: read as %s", shown(block.source_file), result.dialect.describe())
+                # A table's first CSV pins its dialect, streamed or not.
+                self.dispatcher.committer.schemas.pin(
+                    block.spec.name, result.dialect, block.source_file
+                )
             temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
             await _stage(result.part, temp, self.crash)
             progress.parts[block.index] = StagedPart(block.spec.name, temp)
