@@ -81,7 +81,11 @@ class Schemas:
         """Called in the committer's thread, before the commit of the files that pinned."""
         pins, self._unsaved = self._unsaved, []
         if pins:
-            ledger.pin_dialects(pins)
+            try:
+                ledger.pin_dialects(pins)
+            except BaseException:
+                self._unsaved[:0] = pins  # a failed commit (a full disk) saves them next time
+                raise
 
     def specs(self, tables: Iterable[str]) -> tuple[TableSpec, ...]:
         """What a task's worker needs to know of its tables. Called on the event loop."""
