@@ -8,10 +8,12 @@ PyPI), never in the test process, whose duckdb is another version. Usage:
 
 EXTENSION: the path of `delta.duckdb_extension`. JOBS: a JSON file, one object with
 - "scans": [{"table": folder, "version": int or null (the latest), "dest": Parquet file}];
-- "filters": [{"table", "column", "op" (=, <=, >=), "value", "type" (a DuckDB type)}].
+- "filters": [{"table", "column", "op" (=, <=, >=), "value", "type" (a DuckDB type)}];
+- "sql": [statements], run as they are, in the JOBS file's folder.
 
 Prints one JSON object: "scans", each scan's error (null when it read the table);
-"filters", each filter's row count; "skipped", the files the filters' pushdown skipped.
+"filters", each filter's row count; "skipped", the files the filters' pushdown skipped;
+"sql", each statement's rows.
 """
 
 from __future__ import annotations
@@ -78,7 +80,10 @@ def main(extension: str, jobs: str) -> None:
         "SELECT coalesce(sum(files_before - files_after), 0) FROM delta_filter_pushdown_log()"
     ).fetchone()
     assert skipped is not None
-    print(json.dumps({"scans": scans, "filters": filters, "skipped": int(skipped[0])}))
+    sql = [[list(row) for row in con.execute(statement).fetchall()]
+           for statement in todo.get("sql", [])]
+    print(json.dumps({"scans": scans, "filters": filters, "skipped": int(skipped[0]),
+                      "sql": sql}))
 
 
 if __name__ == "__main__":

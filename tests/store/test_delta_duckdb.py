@@ -96,6 +96,13 @@ def _compactions(log: dict[int, list[dict[str, Any]]]) -> list[int]:
     return found
 
 
+def _readme_sql() -> list[str]:
+    """The SELECTs of the README's `delta_scan` example (its INSTALL needs the network)."""
+    section = (ROOT / "README.md").read_text().split("### Delta tables", 1)[1]
+    block = section.split("```sql\n", 1)[1].split("```", 1)[0]
+    return [line.split(";", 1)[0] for line in block.splitlines() if line.startswith("SELECT")]
+
+
 def _glob(folder: Folder, table: str) -> pa.Table:
     """The plain reading: pyarrow over `<table>/ingest_date=*/*.parquet`."""
     partitioning = ds.partitioning(pa.schema([("ingest_date", pa.string())]), flavor="hive")
@@ -116,6 +123,7 @@ class Scanned:
     filters: list[Filter]
     counts: list[int]
     skipped: int
+    readme: list[list[list[Any]]]  # the rows of each of _readme_sql()
 
     def read(self, table: str, version: int | None = None) -> pa.Table:
         error = self.errors[(table, version)]
@@ -149,9 +157,10 @@ def scanned(tmp_path_factory: pytest.TempPathFactory, duckdb_delta: DuckDBDelta)
         "scans": [{"table": str(folder.output / t), "version": v, "dest": str(dest)}
                   for (t, v), dest in scans.items()],
         "filters": [f.job(folder.output) for f in wanted],
+        "sql": _readme_sql(),
     }, folder.root)
     return Scanned(folder, schemas, logs, scans, dict(zip(scans, said["scans"], strict=True)),
-                   wanted, said["filters"], said["skipped"])
+                   wanted, said["filters"], said["skipped"], said["sql"])
 
 
 def _assert_same_rows(got: pa.Table, want: pa.Table, what: str) -> None:
@@ -218,3 +227,11 @@ def test_the_glob_reading_holds_every_row_the_ledger_ingested(scanned: Scanned) 
     with sqlite3.connect(scanned.folder.output / "_ingest" / "ledger.sqlite") as db:
         assert per_input == dict(db.execute(
             "SELECT path, rows FROM files WHERE state = 'ingested' AND rows > 0"))
+
+
+def test_the_readme_delta_scan_example_runs_against_the_output(scanned: Scanned) -> None:
+    assert len(scanned.readme) == 2, "the latest snapshot and an older version"
+    glob = _glob(scanned.folder, "records")
+    assert scanned.readme[0] == [[glob.num_rows]]
+    (((older,),),) = scanned.readme[1:]
+    assert 0 < older <= glob.num_rows
