@@ -25,41 +25,54 @@ def stats_json(path: Path) -> str:
     low: dict[str, Any] = {}
     high: dict[str, Any] = {}
     nulls: dict[str, int] = {}
+    bounded = True
     for index, field in enumerate(schema):
         found = _column(meta, index, field.type)
         if found is None:
+            bounded = False
             continue
         count, least, most = found
         nulls[field.name] = count
-        if least is not None and most is not None:
-            low[field.name], high[field.name] = least, most
-    return json.dumps({
-        "numRecords": meta.num_rows, "minValues": low, "maxValues": high, "nullCount": nulls,
-    })
+        if count == meta.num_rows:
+            continue  # only nulls: nothing to bound
+        if least is None or most is None:
+            bounded = False
+            continue
+        low[field.name], high[field.name] = least, most
+    stats: dict[str, Any] = {"numRecords": meta.num_rows}
+    # deltalake (1.6) reads a column missing from minValues or maxValues as a bound of
+    # null, and its pyarrow reader then skips the file on any filter of that column
+    # (delta-io/delta-rs#3173): so a file with a column it cannot bound gets no bounds.
+    if bounded:
+        stats |= {"minValues": low, "maxValues": high}
+    return json.dumps(stats | {"nullCount": nulls})
 
 
 def _column(
     meta: pq.FileMetaData, index: int, kind: pa.DataType
 ) -> tuple[int, Any, Any] | None:
     """(null count, min, max) of one top-level column over its row groups; None when a
-    row group lacks statistics. min and max are None when no row group has both."""
+    row group lacks statistics. The min (max) is None unless every row group holding a
+    value has one Delta can carry (not an infinity, nor binary; a row group of NaN only,
+    or with a string too long for its footer, has none): a bound taken from some row
+    groups only would let a reader skip the file for a value in the others."""
     if pa.types.is_nested(kind) or index >= meta.num_columns:
         return None
     count = 0
-    least: Any = None
-    most: Any = None
+    lows: list[Any] = []
+    highs: list[Any] = []
     for group in range(meta.num_row_groups):
-        stats = meta.row_group(group).column(index).statistics
+        rows = meta.row_group(group)
+        stats = rows.column(index).statistics
         if stats is None or not stats.has_null_count:
             return None
         count += stats.null_count
-        if not stats.has_min_max:
-            continue
-        lo, hi = _value(stats.min, kind), _value(stats.max, kind)
-        if lo is None or hi is None:
-            continue
-        least = lo if least is None else min(least, lo)
-        most = hi if most is None else max(most, hi)
+        if stats.null_count == rows.num_rows:
+            continue  # only nulls: nothing to bound
+        lows.append(_value(stats.min, kind) if stats.has_min_max else None)
+        highs.append(_value(stats.max, kind) if stats.has_min_max else None)
+    least = min(lows) if lows and all(v is not None for v in lows) else None
+    most = max(highs) if highs and all(v is not None for v in highs) else None
     return count, _json(least), _json(most, up=True)
 
 

@@ -4,10 +4,12 @@ commit's txn version one above the last, and a version already in the log refuse
 from __future__ import annotations
 
 import json
+import math
 import os
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
@@ -16,6 +18,8 @@ deltalake = pytest.importorskip("deltalake")
 from ingest.store import delta  # noqa: E402
 from ingest.store.crashpoints import CrashPlan  # noqa: E402
 from ingest.store.layout import Layout  # noqa: E402
+
+from ..delta_read import local  # noqa: E402
 
 DAY = "2026-01-01"
 
@@ -69,3 +73,52 @@ def test_statistics_come_from_the_footer(tmp_path: Path) -> None:
         "numRecords": 3, "minValues": {"v": 1}, "maxValues": {"v": 2}, "nullCount": {"v": 1},
     }
     assert add["partitionValues"] == {"ingest_date": DAY}
+
+
+
+def _stats(layout: Layout, table: pa.Table) -> dict[str, object]:
+    """The statistics the log gives a part holding `table` in row groups of two rows
+    (part files hold 2^20 rows per row group)."""
+    rel = f"t/ingest_date={DAY}/part-000000-0.parquet"
+    pq.write_table(table, layout.output / rel, row_group_size=2)
+    delta.commit(layout, delta.Change("t", add=[rel]), CrashPlan())
+    entry = layout.output / "t" / "_delta_log" / f"{0:020d}.json"
+    (add,) = [json.loads(line)["add"] for line in entry.read_text().splitlines()
+              if '"add"' in line]
+    stats: dict[str, object] = json.loads(add["stats"])
+    return stats
+
+
+def test_statistics_bound_the_values_of_every_row_group(tmp_path: Path) -> None:
+    layout, _ = _layout(tmp_path)
+    table = pa.table({
+        "v": pa.array([None, None, 5, 6, 1, 2], pa.int64()),
+        "s": pa.array(["k", "z", None, "m", "a", "b"], pa.string()),
+        "e": pa.array([None] * 6, pa.float64()),
+    })
+    assert _stats(layout, table) == {
+        "numRecords": 6, "minValues": {"v": 1, "s": "a"}, "maxValues": {"v": 6, "s": "z"},
+        "nullCount": {"v": 2, "s": 1, "e": 6},
+    }
+
+
+@pytest.mark.parametrize("values", [
+    ["a", "b", "c" * 5000, "zz"],  # too long for the footer's statistics
+    [1.0, 2.0, 5.0, math.inf],
+    [-math.inf, 0.0, 1.0, 2.0],
+    [1.0, 2.0, math.nan, math.nan],  # a row group of NaN only has no min or max
+], ids=["long-string", "infinity", "minus-infinity", "nan"])
+def test_a_row_group_without_a_bound_leaves_the_file_without_bounds(
+    tmp_path: Path, values: list[object]
+) -> None:
+    # A bound taken from the other row groups would make a reader skip the file for a
+    # value in this one; a column left out of the bounds would make deltalake's reader
+    # skip the file for every value of that column.
+    layout, _ = _layout(tmp_path)
+    table = pa.table({"k": pa.array([1, 2, 3, 4], pa.int64()), "c": values})
+    assert _stats(layout, table) == {"numRecords": 4, "nullCount": {"k": 0, "c": 0}}
+    path = layout.output / "t"
+    rows = deltalake.DeltaTable(str(path)).to_pyarrow_dataset(filesystem=local(path))
+    for column, value in [("k", 3), ("c", values[2]), ("c", values[0])]:
+        if value == value:  # NaN equals nothing
+            assert rows.to_table(filter=pc.field(column) == value).num_rows == 1, value
