@@ -1,7 +1,8 @@
 """DuckDB's `delta_scan` reads every Delta table of a realistic output with the columns,
-rows and values of the plain glob reading: the samples under the repo's routing, a column
-widened from int to float, `ingest compact`, an older version, and filters that prune
-files by the log's statistics.
+rows and values of the plain glob reading: the samples under the repo's routing, a part
+of two row groups, a column widened from int to float, `ingest compact`, an older
+version, and filters that prune files by the log's statistics (which once bounded a
+part by its first row group only, and lost rows of the second).
 
 Slow, so it runs in `make test-slow`: a session fixture builds a virtualenv with duckdb
 1.5.5 and its `delta` extension from PyPI (`duckdb_delta.py`), and the scans run there
@@ -34,14 +35,19 @@ import pytest
 
 deltalake = pytest.importorskip("deltalake")
 
+from ingest.compute.encode import ROW_GROUP_ROWS  # noqa: E402
+
 from ..conftest import ROOT, SAMPLE_DATA, Folder  # noqa: E402
 from ..invariants import check_one_schema  # noqa: E402
 from .duckdb_delta import PACKAGES, DuckDBDelta, Filter, Offline, build_venv, filters  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(600)]
 
-TABLES = {"records", "sensors", "events", "conveyor", "spectra", "features"}
+TABLES = {"records", "sensors", "events", "conveyor", "spectra", "bulk", "features"}
 LATE = "late.csv"
+# More rows than a part's row group holds, so the bulk part has two; the second holds a
+# note too long for the footer's statistics.
+BULK_ROWS = ROW_GROUP_ROWS + 3
 
 Key = tuple[str, int | None]  # (table, version); None: the latest
 
@@ -54,19 +60,30 @@ def duckdb_delta(tmp_path_factory: pytest.TempPathFactory) -> DuckDBDelta:
         pytest.skip(f"PyPI is out of reach, so {' '.join(PACKAGES)} cannot be installed: {exc}")
 
 
+def _write_bulk(path: Path) -> None:
+    lines = ["reading,note", *(f"{i % 1000 / 10},n{i % 7}" for i in range(BULK_ROWS - 2)),
+             "1000.5,zebra", "1000.25," + "z" * 5000]
+    path.write_text("\n".join(lines) + "\n")
+
+
 def _ingest_the_mix(folder: Folder) -> None:
-    """The samples under the repo's config with `format = "delta"`, plus a column that
-    widens from int to float, `ingest compact`, and a last file after the compaction."""
+    """The samples under the repo's config with `format = "delta"`, a part of two row
+    groups in a table of its own, a column that widens from int to float, `ingest
+    compact`, and a last file after the compaction."""
     config = (ROOT / "config.toml").read_text()
     assert "\n[output]\n" in config
-    folder.config.write_text(config.replace("\n[output]\n", '\n[output]\nformat = "delta"\n'))
+    config = config.replace("\n[output]\n", '\n[output]\nformat = "delta"\n')
+    folder.config.write_text(config + '\n[tables.bulk]\npatterns = ["bulk_*.csv"]\n')
     for sample in SAMPLE_DATA.iterdir():
         shutil.copy(sample, folder.drop / sample.name)
+    _write_bulk(folder.drop / "bulk_1.csv")
     (folder.drop / "drift_int.csv").write_text(
         "timestamp,level,batch\n2026-11-05T00:00:00,1,a\n2026-11-05T00:00:01,2,b\n"
         "2026-11-05T00:00:02,3,c\n")
     first = folder.ingest("once")
     assert first.returncode == 3, first.stderr  # the malformed sample is quarantined
+    (bulk,) = folder.parts("bulk")
+    assert pq.read_metadata(bulk).num_row_groups == 2
     (folder.drop / "drift_float.csv").write_text(
         "timestamp,level,batch\n2026-11-06T00:00:00,2.5,d\n2026-11-06T00:00:01,,e\n"
         "2026-11-06T00:00:02,4.0,f\n")
@@ -212,7 +229,7 @@ def test_filters_pruned_by_the_log_statistics_match_the_rows_of_the_glob(
     scanned: Scanned,
 ) -> None:
     globs = {table: _glob(scanned.folder, table) for table in TABLES}
-    wrong = [(f.table, f.column, f.op, f.value.as_py(), got, f.rows(globs[f.table]))
+    wrong = [(f.table, f.column, f.op, str(f.value.as_py())[:40], got, f.rows(globs[f.table]))
              for f, got in zip(scanned.filters, scanned.counts, strict=True)
              if got != f.rows(globs[f.table])]
     assert not wrong, f"(table, column, op, value, delta_scan, glob): {wrong[:5]}"
