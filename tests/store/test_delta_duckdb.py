@@ -1,8 +1,8 @@
 """DuckDB's `delta_scan` reads every Delta table of a realistic output with the columns,
 rows and values of the plain glob reading: the samples under the repo's routing, a part
 of two row groups, a column widened from int to float, `ingest compact`, an older
-version, and filters that prune files by the log's statistics (which once bounded a
-part by its first row group only, and lost rows of the second).
+version, and filters that prune files by the log's statistics (bounds taken from one
+row group only would lose the other's rows).
 
 Slow, so it runs in `make test-slow`: a session fixture builds a virtualenv with duckdb
 1.5.5 and its `delta` extension from PyPI (`duckdb_delta.py`), and the scans run there
