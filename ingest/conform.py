@@ -45,6 +45,7 @@ def own_schema(data: pa.Table, hints: Mapping[str, str]) -> pa.Schema:
 def _numbers_in_text(column: pa.ChunkedArray) -> pa.DataType | None:
     """int64 or float64 if most values of a text column are numbers (the rest are rescued)."""
     sample = column.drop_null().slice(0, _SAMPLE).cast(pa.string())
+    sample = sample.filter(pc.not_equal(sample, ""))  # empty cells are missing values
     if len(sample) == 0 or pc.sum(pc.match_substring_regex(sample, _FLOAT)).as_py() * 2 < len(
         sample
     ):
@@ -52,7 +53,8 @@ def _numbers_in_text(column: pa.ChunkedArray) -> pa.DataType | None:
     values = column.cast(pa.string())
     floats = pc.match_substring_regex(values, _FLOAT)
     ints = pc.match_substring_regex(values, _INT)
-    if pc.sum(floats).as_py() * 2 < len(values) - values.null_count:
+    empty = pc.sum(pc.equal(values, "")).as_py() or 0  # missing values, as in `_cast`
+    if pc.sum(floats).as_py() * 2 < len(values) - values.null_count - empty:
         return None
     return pa.int64() if pc.all(pc.equal(floats, ints)).as_py() is not False else pa.float64()
 
@@ -162,6 +164,14 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         return column.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         pass
+    if pa.types.is_string(column.type):
+        # An empty cell of a text column is a missing value, not text to rescue: the CSV
+        # reader gives "" where the cell is empty once the column holds any text.
+        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+        try:
+            return column.cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
     keep = _fits(column, kind)
     bad = pc.and_(pc.invert(keep), pc.is_valid(column))
     for row in pc.indices_nonzero(bad).to_pylist():

@@ -85,6 +85,18 @@ def test_a_text_column_of_mostly_numbers_is_numeric() -> None:
     )
 
 
+def test_an_empty_cell_in_a_numeric_column_is_missing_not_text_to_rescue() -> None:
+    table = pa.schema([("level", pa.float64()), ("_rescued_data", pa.string())])
+    fitted = conform.fit(pa.table({"level": ["n/a", "2.5", "", "low"]}), table)
+    assert fitted["level"].to_pylist() == [None, 2.5, None, None]
+    assert fitted["_rescued_data"].to_pylist() == [
+        '{"level": "n/a"}', None, None, '{"level": "low"}'
+    ]
+    # Nor do empty cells count against a text column's share of numbers.
+    mostly = pa.table({"t": ["1", "", "", "oops", "2"]})
+    assert conform.target(mostly, None, {}).field("t").type == pa.int64()
+
+
 @given(st.lists(st.one_of(
     st.none(), st.integers(-(2**60), 2**60), st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=5),
@@ -95,10 +107,11 @@ def test_every_value_is_kept_in_its_column_or_in_rescued_data(values: list[objec
     data = pa.table({"c": pa.array(raw, pa.string())})
     schema = conform.target(data, None, {})
     fitted = conform.fit(data, schema)
+    textual = schema.field("c").type == pa.string()
     for text, kept, rescued in zip(
         raw, fitted["c"].to_pylist(), fitted["_rescued_data"].to_pylist(), strict=True
     ):
-        if text is None:
+        if text is None or (text == "" and not textual):  # an empty cell is a missing value
             assert kept is None and rescued is None
         elif rescued is not None:
             assert kept is None and json.loads(rescued) == {"c": text}
