@@ -105,7 +105,7 @@ class Committer:
         layout: Layout,
         config: Config,
         on_resolved: Resolved,
-        pressure: Callable[[], bool],
+        nothing_coming: Callable[[], bool],
         crash: CrashPlan,
         schemas: Schemas | None = None,
         compactor: Compactor | None = None,
@@ -116,7 +116,7 @@ class Committer:
         self.layout = layout
         self.config = config
         self.on_resolved = on_resolved
-        self.pressure = pressure
+        self.nothing_coming = nothing_coming  # files set aside need not wait for company
         self.crash = crash
         self._pending = Pending()
         self._wake = asyncio.Event()
@@ -143,7 +143,7 @@ class Committer:
     def _due(self) -> float:
         """Seconds until a flush is due; <= 0 means now."""
         pending = self._pending
-        if pending.outputs or (pending.aside and self.pressure()):
+        if pending.outputs or (pending.aside and self.nothing_coming()):
             return 0.0
         if pending.oldest_aside is None:
             return float("inf")

@@ -24,7 +24,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 import aiorwlock
 
@@ -62,6 +62,22 @@ class Queued:
     in_memory: int  # what the file becomes in memory (a .csv.gz: decompressed); tasks by this
 
 
+class Upstream(Protocol):
+    """What the dispatcher needs from the files in flight (`inflight.InFlight`)."""
+
+    def more_coming(self) -> bool:
+        """Whether a task being assembled should wait flush_s for more files."""
+
+    def backlog(self) -> int:
+        """Files known to be on their way to the queue, or in it, that no task holds yet."""
+
+    async def taken(self, item: Queued) -> bool:
+        """A dispatcher took the file off the queue; False if it is let go (a drain)."""
+
+    def free_shared_memory(self, item: Queued) -> None:
+        """The file's result is final: the shared memory its worker read can go."""
+
+
 class Dispatcher:
     def __init__(
         self,
@@ -70,20 +86,14 @@ class Dispatcher:
         queue: asyncio.Queue[Queued],
         committer: Committer,
         metrics: Metrics,
-        wait_for_more: Callable[[], bool],
-        on_taken: Callable[[Queued], Awaitable[bool]],
-        backlog: Callable[[], int],
-        computed: Callable[[Queued], None],
+        upstream: Upstream,
     ):
         self.config = config
         self.compute = compute
         self.queue = queue
         self.committer = committer
         self.metrics = metrics
-        self.wait_for_more = wait_for_more
-        self.on_taken = on_taken  # False: the service let go of the file (a drain)
-        self.backlog = backlog  # files known to be coming that no task holds yet
-        self.computed = computed  # a file's result is final: what only workers needed can go
+        self.upstream = upstream
         # Workers on this machine write their part files where the committer renames them.
         self._stage_dir = Layout.of(config).tmp if compute.shares_disk else None
         self._assembling = asyncio.Lock()
@@ -104,24 +114,24 @@ class Dispatcher:
                 item = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0))
         except (asyncio.QueueEmpty, TimeoutError):
             return None
-        return item if await self.on_taken(item) else None
+        return item if await self.upstream.taken(item) else None
 
     async def _assemble(self) -> list[Queued]:
         """The next task: the files waiting now, or within flush_s of the first one."""
         async with self._assembling:
             first = await self.queue.get()
-            if not await self.on_taken(first):
+            if not await self.upstream.taken(first):
                 return []
             items, size = [first], first.in_memory
             deadline = time.monotonic() + self.config.output.flush_s
             limit = min(TASK_BYTES, self.config.output.target_file_mb * 1024 * 1024)
             while size < limit and len(items) < TASK_FILES:
-                known = self.backlog()
+                known = self.upstream.backlog()
                 fair_share = -(-(len(items) + known) // self.compute.workers)
                 if known and len(items) >= fair_share:
                     break  # the rest is for the other workers
                 item = await self._take(None)
-                if item is None and (known or self.wait_for_more()):
+                if item is None and (known or self.upstream.more_coming()):
                     item = await self._take(deadline - time.monotonic())
                 if item is None:
                     break
@@ -246,7 +256,7 @@ class Dispatcher:
                 log.warning("%s (%d of %d attempts)", exc, crashes, attempts)
 
     def _quarantine(self, item: Queued, failure: Failure, attempts: int) -> None:
-        self.computed(item)
+        self.upstream.free_shared_memory(item)
         self.committer.set_aside(Aside(
             item.file, item.job.sha256, "quarantined", failure=failure, attempts=attempts,
             table=item.job.table,
@@ -265,7 +275,7 @@ class Dispatcher:
     def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
         accepted: list[Accepted] = []
         for item, outcome in zip(items, result.outcomes, strict=True):
-            self.computed(item)
+            self.upstream.free_shared_memory(item)
             dialect = outcome.dialect
             described = self._describe(dialect)
             if described is not None and log.isEnabledFor(logging.DEBUG):

@@ -1,0 +1,218 @@
+"""Files in flight: one record per file, from the settler's hand-off to its end.
+
+Runs on the event loop; only the removal of a shared-memory segment goes to a thread.
+While in flight, a file may hold:
+
+    bytes of the memory budget    taken before it is read (a streamed file: 0, its blocks
+                                  take their own); a drain waits for the files holding some
+    a shared-memory segment       a large file's bytes, for a local worker to read
+    a place upstream              on its way to the queue or in it, in no task yet: the
+                                  backlog a dispatcher shares out, and `once`'s "more coming"
+    the claim on its sha256       a file with the same bytes waits until this one is done
+    its place in the settler      busy: the settler hands the same name out again only
+                                  once it is finished, so one record per name suffices
+
+Each way out lets go of what it holds through one method, so none is missed (a busy
+settler entry keeps `once` from ending; a place upstream left behind makes every task
+wait flush_s for a file that is not coming; a claim left behind holds its waiters forever):
+
+    resolved (committed, or needs no commit)  finish; offered again if it changed meanwhile
+    deferred (a drain, staging failed)        finish; not offered again
+    duplicate of a committed file             let_go; resolved once the committer records it
+    same bytes as a file in flight            let_go; finished (offered again) with that file
+    streamed, or refused as too large         hand_over; resolved once committed
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from multiprocessing.shared_memory import SharedMemory
+from pathlib import Path
+from typing import Any
+
+from .. import shared
+from ..files import DropFile
+from ..metrics import Metrics
+from ..selection import regular_file
+from .budget import ByteBudget
+from .dispatch import Queued
+from .outcomes import Outcomes
+from .settle import Settler
+
+Spawn = Callable[[Coroutine[Any, Any, None]], None]
+
+
+@dataclass
+class FileInFlight:
+    """One file in flight and what it holds; changed only through `InFlight`."""
+
+    file: DropFile
+    held: int | None = None  # bytes taken from the budget; None: none to give back
+    segment: SharedMemory | None = None
+    upstream: bool = True
+    claim: str | None = None  # the sha256 it holds: files with the same bytes wait for it
+
+
+class InFlight:
+    """Every file in flight, by its name in the drop folder. What the dispatcher
+    (`dispatch.Upstream`) and the committer (its resolution) call back."""
+
+    def __init__(
+        self,
+        budget: ByteBudget,
+        settler: Settler,
+        outcomes: Outcomes,
+        metrics: Metrics,
+        drop: Path,
+        once: bool,
+        draining: Callable[[], bool],
+        spawn: Spawn,
+    ):
+        self.budget = budget
+        self.settler = settler
+        self.outcomes = outcomes
+        self.metrics = metrics
+        self.drop = drop
+        self.once = once  # nothing comes once the settler is empty
+        self.draining = draining
+        self._spawn = spawn
+        self._files: dict[str, FileInFlight] = {}
+        self._claims: dict[str, str] = {}  # sha256 -> name of the file holding it
+        self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
+        # Kept as counts, not summed over the records: the dispatcher asks for every file.
+        self._upstream = 0
+        self._holding = 0
+
+    @property
+    def holding(self) -> int:
+        """Files holding bytes of the budget (or a stream's place): what a drain waits for."""
+        return self._holding
+
+    def admit(self, file: DropFile) -> None:
+        self._files[file.rel] = FileInFlight(file)
+        self._upstream += 1
+
+    def hold(self, rel: str, size: int) -> None:
+        """Record `size` bytes, already taken from the budget (or 0), as the file's."""
+        record = self._files[rel]
+        if record.held is None:
+            self._holding += 1
+        record.held = size
+
+    async def charge(self, rel: str, size: int) -> None:
+        """Take what the file becomes in memory from the budget; waits until it fits."""
+        await self.budget.acquire(size)
+        self.hold(rel, size)
+        self.metrics.bytes_held.set(self.budget.used)
+
+    def keep_segment(self, rel: str, segment: SharedMemory) -> None:
+        self._files[rel].segment = segment
+
+    def segment(self, rel: str) -> SharedMemory | None:
+        record = self._files.get(rel)
+        return record.segment if record is not None else None
+
+    def segments(self) -> list[SharedMemory]:
+        """Those of files still in flight, at shutdown: left for the next run."""
+        return [r.segment for r in self._files.values() if r.segment is not None]
+
+    def hand_over(self, rel: str) -> None:
+        """The file is no longer on its way to the queue: a task or the committer has it."""
+        record = self._files.get(rel)
+        if record is not None and record.upstream:
+            record.upstream = False
+            self._upstream -= 1
+
+    def free_segment(self, rel: str) -> None:
+        """Remove the file's shared memory in a thread, if it has any. Called once its
+        task's result is final, and again (a no-op) when it is let go."""
+        record = self._files.get(rel)
+        if record is not None and record.segment is not None:
+            segment, record.segment = record.segment, None
+            self._spawn(asyncio.to_thread(shared.remove, segment))
+
+    async def let_go(self, rel: str) -> None:
+        """Give back what the file held for its bytes: segment, budget, place upstream.
+        It stays in flight until it is finished."""
+        self.free_segment(rel)
+        self.hand_over(rel)
+        record = self._files.get(rel)
+        if record is None or record.held is None:
+            return
+        size, record.held = record.held, None
+        self._holding -= 1
+        if size:
+            await self.budget.release(size)
+            self.metrics.bytes_held.set(self.budget.used)
+
+    async def claim(self, rel: str, digest: str) -> bool:
+        """True if the file now holds the claim on its bytes. False if a file in flight
+        holds it: this one lets go and waits, and is offered again once that one is done."""
+        # The bookkeeping comes before any await: between the check and the append, the
+        # file holding the claim could be finished and leave this one waiting forever.
+        if digest in self._claims:
+            self._waiting[digest].append(self._files[rel].file)
+            await self.let_go(rel)
+            return False
+        self._claims[digest] = rel
+        self._files[rel].claim = digest
+        return True
+
+    async def finish(self, file: DropFile, offer_again: bool | None) -> None:
+        """Let go of everything the file holds, and of the file. `offer_again`: True, look
+        at it again (it changed); None, if it changed while in flight; False, never."""
+        await self.let_go(file.rel)
+        record = self._files.pop(file.rel, None)
+        if record is not None and record.claim is not None:
+            del self._claims[record.claim]
+            for waiter in self._waiting.pop(record.claim, []):
+                self._files.pop(waiter.rel, None)
+                self._end(waiter, offer_again=True)
+        self._end(file, offer_again)
+
+    def _end(self, file: DropFile, offer_again: bool | None) -> None:
+        changed = self.settler.done(file.rel)
+        if (offer_again or (offer_again is None and changed)) and not self.draining():
+            st = regular_file(file.path, self.drop)
+            if st is not None:
+                self.settler.offer(file.path, st)
+
+    async def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
+        """Called on the loop once a file's fate is committed (or needs no commit)."""
+        await self.finish(file, offer_again=True if event == "changed" else None)
+        self.outcomes.resolved(file, event, fields)
+
+    async def defer(self, file: DropFile) -> None:
+        """Let go of a file during a drain; it stays in the drop folder, unrecorded."""
+        await self.finish(file, offer_again=False)
+        self.outcomes.deferred(file.rel)
+
+    # ---- what the dispatcher and the committer ask (dispatch.Upstream) --
+
+    async def taken(self, item: Queued) -> bool:
+        if self.draining():
+            # Not yet in a worker: leave it for the next run rather than hold up the exit.
+            await self.defer(item.file)
+            return False
+        self.hand_over(item.file.rel)
+        return True
+
+    def backlog(self) -> int:
+        return self._upstream + len(self.settler) + self.settler.ready.qsize()
+
+    def more_coming(self) -> bool:
+        if self.draining() or self.budget.waiting:
+            return False
+        # `once` with nothing left upstream: no more files are coming for this task.
+        return not (self.once and not self._upstream and not len(self.settler)
+                    and self.settler.ready.empty())
+
+    def nothing_coming(self) -> bool:
+        """For the committer: files set aside are recorded at once, not after flush_s."""
+        return not self.more_coming()
+
+    def free_shared_memory(self, item: Queued) -> None:
+        self.free_segment(item.file.rel)

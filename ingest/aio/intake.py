@@ -1,0 +1,238 @@
+"""The intake: a settled file becomes bytes in the queue, read, hashed and claimed.
+
+    settler.ready -> admit -> plan (sizing) -> whole:   budget -> read -> claim -> queue
+                                               blocks:  hash -> claim -> Streamer -> committer
+                                               refused: committer (quarantined as TooLarge)
+    a file the ledger holds, or the same bytes as one: resolved or set aside, never read twice
+
+Runs on the event loop: reads go through aiofiles, hashing and shared memory to threads.
+What each file holds meanwhile is kept, and let go of, by `inflight.InFlight`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from multiprocessing.shared_memory import SharedMemory
+
+from .. import shared
+from ..config import Config
+from ..files import DropFile
+from ..jobs import Failure, Job
+from ..store.crashpoints import CrashPlan
+from ..store.dispose import after_success, quarantine
+from ..store.layout import Layout
+from ..store.ledger import Known
+from ..store.parts import Accepted
+from .commit import Aside, Committer, TaskOutput
+from .dispatch import Queued
+from .inflight import InFlight, Spawn
+from .read import read_bytes, read_into, sha256, sha256_of_file
+from .sizing import BLOCKS, REFUSED, plan
+from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
+
+# The intake's lines keep the logger name they have always had: filters on it still match.
+log = logging.getLogger("ingest.service")
+
+# Reads in flight at once: enough to hide per-open latency, few enough to keep fds modest.
+READ_CONCURRENCY = 16
+
+
+class Intake:
+    def __init__(
+        self,
+        config: Config,
+        layout: Layout,
+        known: Known,
+        in_flight: InFlight,
+        queue: asyncio.Queue[Queued],
+        committer: Committer,
+        streamer: Streamer,
+        crash: CrashPlan,
+        spawn: Spawn,
+        shares_disk: bool,
+    ):
+        self.config = config
+        self.layout = layout
+        self.known = known
+        self.in_flight = in_flight
+        self.queue = queue
+        self.committer = committer
+        self.streamer = streamer
+        self.crash = crash
+        self._spawn = spawn
+        self._shares_disk = shares_disk  # workers read shared memory: local ones
+        self._shm_prefix = shared.prefix_for(layout.output)
+        self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
+        self._streams = asyncio.Semaphore(1)
+
+    async def run(self) -> None:
+        """Forever: admit each settled file, one at a time (the budget holds the next back)."""
+        settler = self.in_flight.settler
+        while True:
+            file = await settler.ready.get()
+            self.crash.fail_here("intake")
+            if self.in_flight.draining():
+                settler.done(file.rel)  # never in flight: nothing else to let go of
+                continue
+            await self._admit(file)
+
+    async def _admit(self, file: DropFile) -> None:
+        self.in_flight.admit(file)
+        state = self.known.keys.get(file.key)
+        if state is not None:
+            await self._finish_known(file, state)
+            return
+        try:
+            how = await plan(self.config, file, self.in_flight.budget.limit)
+        except OSError as exc:
+            await self._unreadable(file, exc)
+            return
+        if how.how == BLOCKS:
+            self.in_flight.hold(file.rel, 0)  # its blocks take from the budget as they are read
+            self._spawn(self._stream(file, how.in_memory))
+            return
+        if how.how == REFUSED:
+            self.in_flight.hold(file.rel, 0)
+            self.in_flight.hand_over(file.rel)
+            self.committer.set_aside(
+                Aside(file, "", "quarantined", failure=Failure("TooLarge", how.reason))
+            )
+            return
+        # What the file becomes in memory, not its size on disk: a .csv.gz, an .npz.
+        await self.in_flight.charge(file.rel, how.in_memory)
+        if self.in_flight.draining():
+            await self.in_flight.defer(file)
+            return
+        # The read's task is made once it has a slot: a backlog of 20,000 small files is
+        # then a few tasks at a time, not 20,000 waiting ones, which the garbage collector
+        # walked over and over, holding the loop for up to 100 ms.
+        await self._read_slots.acquire()
+        if self.in_flight.draining():
+            self._read_slots.release()
+            await self.in_flight.defer(file)
+            return
+        self._spawn(self._read(file, how.in_memory))
+
+    async def _finish_known(self, file: DropFile, state: str) -> None:
+        """A file the ledger already holds: finish its disposal if a crash cut it short."""
+        on_success = self.config.watch.on_success
+        if on_success != "keep":
+            record = await self.committer.read_ledger(self.committer.ledger.lookup, *file.key)
+            if record is not None and state == "quarantined":
+                failure = Failure(record.error or "Error", record.message or "")
+                await asyncio.to_thread(
+                    quarantine, self.layout, file, record.sha256, failure, record.attempts, False
+                )
+            elif record is not None:
+                await asyncio.to_thread(after_success, self.layout, file, record.sha256, on_success)
+        await self.in_flight.resolved(file, "skipped", {"state": state})
+
+    async def _read(self, file: DropFile, in_memory: int) -> None:
+        # The slot _admit took is held until the queue takes the file: when the queue is
+        # full, reading stops, rather than holding up to memory_mb of files that wait for
+        # a place in it.
+        try:
+            read = await self._fetch(file, whole=True)
+            if read is not None and await self._claim(file, read[0]):
+                digest, data = read
+                segment = self.in_flight.segment(file.rel)
+                table = self.config.route(file.rel)
+                job = (
+                    Job(file.rel, digest, b"", shared=segment.name, table=table,
+                        in_memory=in_memory)
+                    if segment is not None
+                    else Job(file.rel, digest, bytes(data), table=table, in_memory=in_memory)
+                )
+                await self.queue.put(Queued(file, job, in_memory))
+                self.in_flight.metrics.queued.set(self.queue.qsize())
+        finally:
+            self._read_slots.release()
+
+    async def _fetch(self, file: DropFile, whole: bool) -> tuple[str, bytes | memoryview] | None:
+        """The file's sha256, and its bytes if `whole` (else it is hashed in chunks);
+        None once it is resolved as vanished, unreadable or changed. A large file for a
+        local worker is read into shared memory, and its bytes are the segment's."""
+        data: bytes | memoryview = b""
+        try:
+            if not whole:
+                digest, length = await sha256_of_file(file.path)
+            elif segment := await self._segment(file):
+                data = shared.view(segment)
+                length = await read_into(file.path, data)
+            else:
+                data = await read_bytes(file.path)
+                length = len(data)
+        except OSError as exc:
+            await self._unreadable(file, exc)
+            return None
+        if length != file.size:
+            await self.in_flight.resolved(file, "changed", {})
+            return None
+        if whole:
+            digest = await sha256(data)
+        return digest, data
+
+    async def _segment(self, file: DropFile) -> SharedMemory | None:
+        """Shared memory to read a large file into, for a local worker; freed by InFlight."""
+        if not self._shares_disk or file.size < shared.SHARED_MIN_BYTES:
+            return None
+        segment = await asyncio.to_thread(shared.create, self._shm_prefix, file.size)
+        if segment is not None:
+            self.in_flight.keep_segment(file.rel, segment)
+        return segment
+
+    async def _unreadable(self, file: DropFile, exc: OSError) -> None:
+        if isinstance(exc, FileNotFoundError):
+            await self.in_flight.resolved(file, "vanished", {})
+        else:
+            await self.in_flight.resolved(file, "unreadable", {"reason": exc.strerror})
+
+    async def _claim(self, file: DropFile, digest: str) -> bool:
+        """True if the file is to be ingested: its bytes are neither known nor in flight."""
+        original = self.known.ingested.get(digest)
+        if original is not None:
+            self.committer.set_aside(Aside(file, digest, "duplicate", duplicate_of=original))
+            await self.in_flight.let_go(file.rel)
+            return False
+        # Same bytes in flight under another name: decided once that one is finished.
+        return await self.in_flight.claim(file.rel, digest)
+
+    async def _stream(self, file: DropFile, in_memory: int) -> None:
+        """A file too big to hold: hashed in one pass, then read and processed in blocks.
+        One at a time: each already keeps every worker busy."""
+        async with self._streams:
+            async with self._read_slots:
+                read = await self._fetch(file, whole=False)
+            if read is None or not await self._claim(file, read[0]):
+                return
+            self.in_flight.hand_over(file.rel)  # not bound for the queue: tasks need not wait
+            digest = read[0]
+            size = f"{file.size / 1e6:.1f} MB"
+            if in_memory != file.size:
+                size += f" on disk, over {in_memory / 1e6:.1f} MB once decompressed"
+            log.info(
+                "%s: %s, over a quarter of memory_mb: reading it in blocks of %.1f MB",
+                file.rel, size, self.streamer.block_bytes / 1e6,
+            )
+            try:
+                outcome = await self.streamer.ingest(file, digest)
+            except StagingFailed as exc:
+                log.error("%s: %s; it stays in the drop folder for a later run", file.rel, exc)
+                outcome = DEFERRED
+            except OSError as exc:
+                await self._unreadable(file, exc)
+                return
+            except Exception as exc:  # a bug, or a failure no one foresaw: this file's alone
+                log.exception("%s: reading it in blocks failed", file.rel)
+                outcome = Failure(type(exc).__name__, str(exc))
+        if outcome == DEFERRED:
+            await self.in_flight.defer(file)
+        elif outcome == CHANGED:
+            await self.in_flight.resolved(file, "changed", {"sha256": digest})
+        elif isinstance(outcome, Failure):
+            self.committer.set_aside(Aside(file, digest, "quarantined", failure=outcome))
+        elif isinstance(outcome, Streamed):
+            log.debug("%s: %d rows in %d blocks, staged", file.rel, outcome.rows, outcome.blocks)
+            accepted = Accepted(file, digest, outcome.rows, table=self.config.route(file.rel))
+            self.committer.add(TaskOutput([accepted], outcome.parts))
