@@ -1,0 +1,208 @@
+"""Every way out of flight lets go of all a file held: real files, the real settler,
+the real byte budget, real shared memory, on a loop in debug mode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from ingest import shared
+from ingest.aio.budget import ByteBudget
+from ingest.aio.dispatch import Queued
+from ingest.aio.inflight import InFlight
+from ingest.aio.outcomes import Outcomes, Summary
+from ingest.aio.settle import Settler
+from ingest.files import DropFile
+from ingest.jobs import Job
+from ingest.metrics import Metrics
+from ingest.store.ledger import Known
+
+SETTLED_S = 5.0
+
+
+@dataclass
+class Rig:
+    drop: Path
+    settler: Settler
+    budget: ByteBudget
+    summary: Summary
+    known: Known
+    in_flight: InFlight
+    draining: list[bool] = field(default_factory=lambda: [False])
+    spawned: list[asyncio.Task[None]] = field(default_factory=list)
+
+    async def settled(self, name: str, content: bytes = b"a\n1\n") -> DropFile:
+        path = self.drop / name
+        path.write_bytes(content)
+        self.settler.offer(path, os.stat(path))
+        return await asyncio.wait_for(self.settler.ready.get(), SETTLED_S)
+
+    async def admitted(self, name: str, size: int, digest: str) -> DropFile:
+        """A file as the intake leaves it once read: bytes charged, claim taken."""
+        file = await self.settled(name)
+        self.in_flight.admit(file)
+        await self.in_flight.charge(file.rel, size)
+        assert await self.in_flight.claim(file.rel, digest)
+        return file
+
+    async def offered_again(self) -> str | None:
+        """The name the settler hands out next, or None if nothing comes."""
+        try:
+            return (await asyncio.wait_for(self.settler.ready.get(), 1.0)).rel
+        except TimeoutError:
+            return None
+
+    def assert_holds_nothing(self) -> None:
+        assert self.budget.used == 0
+        assert self.in_flight.holding == 0
+        upstream = self.in_flight.backlog() - len(self.settler) - self.settler.ready.qsize()
+        assert upstream == 0, "no place upstream left behind"
+        assert self.settler.busy == 0
+
+
+def run(tmp_path: Path, body: Callable[[Rig], Awaitable[None]], once: bool = False) -> None:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+
+    async def main() -> None:
+        settler = Settler(0, lambda p: p.relative_to(drop).as_posix(), lambda rel, seen: None)
+        budget = ByteBudget(1 << 20)
+        summary = Summary()
+        known = Known({}, {})
+        metrics = Metrics()
+        draining = [False]
+        spawned: list[asyncio.Task[None]] = []
+
+        def spawn(coroutine: Coroutine[Any, Any, None]) -> None:
+            spawned.append(asyncio.create_task(coroutine))
+
+        in_flight = InFlight(
+            budget, settler, Outcomes(summary, metrics, known, None), metrics, drop, once,
+            lambda: draining[0], spawn,
+        )
+        rig = Rig(drop, settler, budget, summary, known, in_flight, draining, spawned)
+        settling = asyncio.create_task(settler.run())
+        try:
+            await body(rig)
+        finally:
+            settling.cancel()
+            await asyncio.gather(settling, *spawned, return_exceptions=True)
+
+    asyncio.run(main(), debug=True)
+
+
+def test_a_resolved_file_lets_go_of_its_bytes_segment_place_and_claim(tmp_path: Path) -> None:
+    async def body(rig: Rig) -> None:
+        file = await rig.admitted("a.csv", 1000, "d1")
+        segment = shared.create(shared.prefix_for(tmp_path), 4096)
+        assert segment is not None
+        rig.in_flight.keep_segment(file.rel, segment)
+        assert (rig.budget.used, rig.in_flight.holding, rig.in_flight.backlog()) == (1000, 1, 1)
+        assert rig.settler.busy == 1
+
+        await rig.in_flight.resolved(file, "ingested", {"sha256": "d1", "rows": 3})
+        await asyncio.gather(*rig.spawned)
+
+        rig.assert_holds_nothing()
+        assert not (shared.SHM_DIR / segment.name).exists()
+        assert rig.in_flight.segments() == []
+        assert (rig.summary.outcomes["ingested"], rig.summary.rows) == (1, 3)
+        assert rig.known.ingested == {"d1": "a.csv"}
+        other = await rig.settled("b.csv")
+        rig.in_flight.admit(other)
+        assert await rig.in_flight.claim(other.rel, "d1"), "the claim was given back"
+        assert await rig.offered_again() is None
+
+    run(tmp_path, body)
+
+
+@pytest.mark.parametrize("draining", [False, True])
+def test_same_bytes_in_flight_wait_and_go_again_once_the_first_is_finished(
+    tmp_path: Path, draining: bool
+) -> None:
+    async def body(rig: Rig) -> None:
+        first = await rig.admitted("a.csv", 1000, "same")
+        second = await rig.settled("b.csv")
+        rig.in_flight.admit(second)
+        await rig.in_flight.charge(second.rel, 2000)
+
+        assert not await rig.in_flight.claim(second.rel, "same")
+        assert (rig.budget.used, rig.in_flight.holding, rig.in_flight.backlog()) == (1000, 1, 1)
+        assert rig.settler.busy == 2, "the waiting file is not handed out again meanwhile"
+
+        rig.draining[0] = draining
+        await rig.in_flight.resolved(first, "quarantined", {"sha256": "same"})
+        rig.assert_holds_nothing()
+        # In a drain, nothing is offered again: it is read on the next run.
+        assert await rig.offered_again() == (None if draining else "b.csv")
+
+    run(tmp_path, body)
+
+
+@pytest.mark.parametrize(
+    ("way_out", "changed_in_flight", "offered_again"),
+    [
+        ("ingested", False, False),
+        ("ingested", True, True),
+        ("changed", False, True),
+        ("deferred", True, False),  # it stays in the drop folder for the next run
+    ],
+)
+def test_a_file_is_offered_again_only_if_it_changed_and_was_not_deferred(
+    tmp_path: Path, way_out: str, changed_in_flight: bool, offered_again: bool
+) -> None:
+    async def body(rig: Rig) -> None:
+        file = await rig.admitted("a.csv", 1000, "d1")
+        if changed_in_flight:
+            (rig.drop / "a.csv").write_bytes(b"a\n1\n2\n")
+            rig.settler.offer(file.path, os.stat(file.path))
+        if way_out == "deferred":
+            await rig.in_flight.defer(file)
+        else:
+            await rig.in_flight.resolved(file, way_out, {"sha256": "d1"})
+        rig.assert_holds_nothing()
+        assert rig.summary.outcomes[way_out] == 1
+        assert await rig.offered_again() == ("a.csv" if offered_again else None)
+
+    run(tmp_path, body)
+
+
+def test_a_file_taken_off_the_queue_in_a_drain_is_deferred_and_frees_its_claim(
+    tmp_path: Path,
+) -> None:
+    async def body(rig: Rig) -> None:
+        kept = await rig.admitted("a.csv", 1000, "d1")
+        assert await rig.in_flight.taken(Queued(kept, Job(kept.rel, "d1", b""), 1000))
+        assert rig.in_flight.backlog() == 0, "a task holds it now"
+        assert rig.budget.used == 1000, "its bytes are held until it is resolved"
+
+        let_go = await rig.admitted("b.csv", 500, "d2")
+        rig.draining[0] = True
+        assert not await rig.in_flight.taken(Queued(let_go, Job(let_go.rel, "d2", b""), 500))
+        assert rig.summary.outcomes["deferred"] == 1
+        assert rig.budget.used == 1000
+        assert rig.settler.busy == 1
+        third = await rig.settled("c.csv")
+        rig.in_flight.admit(third)
+        assert await rig.in_flight.claim(third.rel, "d2"), "the claim was given back"
+
+    run(tmp_path, body)
+
+
+def test_once_expects_more_files_only_while_some_are_upstream(tmp_path: Path) -> None:
+    async def body(rig: Rig) -> None:
+        assert not rig.in_flight.more_coming()
+        assert rig.in_flight.nothing_coming()
+        file = await rig.admitted("a.csv", 10, "d1")
+        assert rig.in_flight.more_coming(), "a.csv is on its way to the queue"
+        await rig.in_flight.let_go(file.rel)  # a duplicate set aside: nothing more to read
+        assert not rig.in_flight.more_coming()
+        assert rig.settler.busy == 1, "it stays in flight until it is resolved"
+
+    run(tmp_path, body, once=True)
