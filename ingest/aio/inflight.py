@@ -21,6 +21,9 @@ wait flush_s for a file that is not coming; a claim left behind holds its waiter
     duplicate of a committed file             let_go; resolved once the committer records it
     same bytes as a file in flight            let_go; finished (offered again) with that file
     streamed, or refused as too large         hand_over; resolved once committed
+
+A file deleted before it settled, or settled once a drain began, was never in flight:
+the settler reports the first (`Outcomes.vanished`), the intake lets the second go.
 """
 
 from __future__ import annotations
