@@ -125,9 +125,6 @@ def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
     """`data` with exactly `schema`: columns in its order, missing ones null, each cast;
     values that do not fit are rescued into `_rescued_data` (when the schema has it)."""
     rows = data.num_rows
-    if _only_rescued_missing(data.schema, schema):
-        # The common case, a file just like its table: nothing to cast, nothing to rescue.
-        return pa.Table.from_arrays([*data.columns, pa.nulls(rows, pa.string())], schema=schema)
     rescued: Rescued = {}
     names = set(data.column_names)
     columns: list[pa.ChunkedArray | pa.Array | None] = []
@@ -143,13 +140,6 @@ def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
         previous = data.column(RESCUED) if RESCUED in names else None
         columns[at] = _rescued_column(rows, rescued, previous)
     return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _only_rescued_missing(have: pa.Schema, want: pa.Schema) -> bool:
-    return (
-        len(want) == len(have) + 1 and want.names[-1] == RESCUED
-        and all(a.name == b.name and a.type == b.type for a, b in zip(have, want, strict=False))
-    )
 
 
 def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
