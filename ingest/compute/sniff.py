@@ -29,6 +29,7 @@ SAMPLE_BYTES = 1 << 20
 PLAIN_LINES = 20
 PLAIN_BYTES = 64 << 10
 _NUMBER = re.compile(rb"\s*[-+]?(\d|\.\d)")
+_WHOLE_NUMBER = re.compile(rb"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _DECIMAL_COMMA = re.compile(rb"\d,\d")
 # A date that is not ISO 8601 (03/09/1997, 3.9.97, 1997/09/03): pyarrow needs its format.
 _FOREIGN_DATE = re.compile(
@@ -66,7 +67,22 @@ def plain(data: bytes) -> bool:
             return False
     if _FOREIGN_DATE.search(rows[0]):
         return False
-    return any(_NUMBER.match(field) for field in rows[0].split(b","))
+    return _typed_column(rows)
+
+
+def _typed_column(rows: list[bytes]) -> bool:
+    """Does a column hold numbers in every row looked at, empty cells aside? Only then
+    does the header stand out as DuckDB's sniffer tells it: a name its column's type
+    cannot hold. A column of `1` and `x`, or of `1` and a date, is text, like its name."""
+    fields = [row.split(b",") for row in rows]
+    candidates = [i for i, field in enumerate(fields[0]) if _WHOLE_NUMBER.match(field)]
+    for row in fields[1:]:
+        candidates = [
+            i for i in candidates if _WHOLE_NUMBER.match(row[i]) or not row[i].strip()
+        ]
+        if not candidates:
+            return False
+    return bool(candidates)
 
 
 def plain_like(data: bytes, header_end: int) -> bool:
