@@ -45,11 +45,13 @@ def _grow(disk: Path) -> None:
     subprocess.run(["mount", "-o", "remount,size=64m", str(disk)], check=True)
 
 
-def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
-    folder: Folder, small_disk: Path, service: type[Service]
-) -> None:
+def _until_commits_fail(
+    folder: Folder, service: type[Service], **pipeline: object
+) -> tuple[Service, dict[str, int]]:
+    """40 files dropped on the small disk and a service started; returns once a commit
+    has failed for want of space."""
     folder.write_config(
-        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, **pipeline},
         output={"flush_s": 0.1, "compression": "none"},
     )
     expected = {
@@ -58,6 +60,13 @@ def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
     }
     svc = service()
     wait_for(lambda: "retrying in" in svc.text(), 60, "a commit to fail for want of space")
+    return svc, expected
+
+
+def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
+    folder: Folder, small_disk: Path, service: type[Service]
+) -> None:
+    svc, expected = _until_commits_fail(folder, service)
 
     assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
     assert list(folder.drop.glob("*.csv")), "uncommitted inputs stay in the drop folder"
@@ -98,16 +107,7 @@ def test_sigterm_while_commits_fail_exits_within_drain_s_and_leaves_the_files_fo
     folder: Folder, small_disk: Path, service: type[Service]
 ) -> None:
     drain_s = 3
-    folder.write_config(
-        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, "drain_s": drain_s},
-        output={"flush_s": 0.1, "compression": "none"},
-    )
-    expected = {
-        f"f{i:02d}.csv": len(write_csv(folder.drop / f"f{i:02d}.csv", 400, i, columns=6))
-        for i in range(40)
-    }
-    svc = service()
-    wait_for(lambda: "retrying in" in svc.text(), 60, "a commit to fail for want of space")
+    svc, expected = _until_commits_fail(folder, service, drain_s=drain_s)
 
     started = time.monotonic()
     svc.proc.send_signal(signal.SIGTERM)
