@@ -22,7 +22,7 @@ class Job:
     """One input file, read by the service, to be decoded and featurised by a worker."""
 
     source_file: str  # path relative to the drop folder, with "/" separators
-    sha256: str
+    sha256: str  # "" for the worker to compute from the bytes; the Outcome carries it back
     data: bytes
     shared: str | None = None  # a shared memory segment that holds the bytes instead of data
     table: str = "records"  # the records table the file is routed to

@@ -131,6 +131,45 @@ def test_same_content_under_two_names_is_ingested_once(folder: Folder) -> None:
     assert "duplicate" in result.stderr
 
 
+def test_copies_hashed_by_their_worker_leave_no_rows_in_the_parts_of_their_task(
+    folder: Folder,
+) -> None:
+    """Workers hash the files, so a copy is known only once its task is back, its rows
+    already in that task's parts beside the other files': a copy of a committed file, and
+    two copies of new bytes in one task. The parts are committed without the copies' rows,
+    footers included; the copies are recorded as duplicates."""
+    folder.write_config(
+        watch={"settle_ms": 50, "on_success": "keep"},
+        pipeline={"workers": 1}, output={"flush_s": 2},
+    )
+    write_csv(folder.drop / "a.csv", rows=50, seed=1)
+    assert folder.ingest("once").returncode == 0
+    shutil.copy(folder.drop / "a.csv", folder.drop / "copy_of_a.csv")
+    write_csv(folder.drop / "b.csv", rows=40, seed=2)
+    shutil.copy(folder.drop / "b.csv", folder.drop / "copy_of_b.csv")
+    for i in range(4):
+        write_csv(folder.drop / f"other{i}.csv", rows=30, seed=10 + i)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "ingested 5 files (160 rows), 2 duplicates" in result.stderr
+    rows = folder.rows_per_file()
+    assert rows.pop("a.csv") == 50
+    assert len([name for name in rows if name.endswith("b.csv")]) == 1, rows
+    assert sorted(rows.values()) == [30, 30, 30, 30, 40]
+    featured = {f for (f,) in folder.query("SELECT DISTINCT source_file FROM features")}
+    assert featured == {"a.csv", *rows}
+    footers = [
+        json.loads((pq.read_schema(p).metadata or {})[b"ingest.sources"])
+        for table in ("records", "features") for p in folder.parts(table)
+    ]
+    named = sorted(name for sources in footers for name, _, _ in sources)
+    assert named == sorted(["a.csv", *rows] * 2), "every footer names only what it holds"
+    status = json.loads(folder.ingest("status", "--json").stdout)
+    assert status["counts"]["duplicate"] == 2
+
+
 def test_a_new_version_under_an_old_name_is_a_new_file(folder: Folder) -> None:
     write_csv(folder.drop / "a.csv", rows=50, seed=1)
     assert folder.ingest("once").returncode == 0

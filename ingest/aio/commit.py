@@ -25,11 +25,12 @@ from ..files import DropFile
 from ..jobs import EncodedPart, Failure
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
-from ..store.dispose import after_success, quarantine
+from ..store.dispose import after_success, quarantine, sha256_of
 from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
 from ..store.parts import Accepted, Published, StagedPart, publish
 from ..store.schema import Schemas
+from ..store.strip import without
 
 log = logging.getLogger("ingest.commit")
 
@@ -55,6 +56,8 @@ class Aside:
     failure: Failure | None = None
     attempts: int = 1
     table: str = "records"
+    # No worker returned its sha256 (it killed or hung the worker): the commit hashes it.
+    hash_on_commit: bool = False
 
     def record(self) -> FileRecord:
         failure = self.failure
@@ -74,6 +77,9 @@ class TaskOutput:
 
     accepted: list[Accepted]
     parts: Sequence[EncodedPart | StagedPart]
+    # Files whose rows the parts hold but which are not to be committed: their bytes were
+    # committed already, or are held by another file in flight. Taken out at commit.
+    dropped: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -241,6 +247,14 @@ class Committer:
         try:
             self.schemas.save_pins(self.ledger)
             for output in pending.outputs:
+                if output.dropped:
+                    output.parts = without(
+                        output.parts, output.dropped, self.config.output.compression
+                    )
+                    output.dropped = set()
+                if not output.accepted:
+                    done.published.append(Published(None))
+                    continue
                 output.parts = self.schemas.settle(
                     self.ledger, self.layout, output.parts, self.crash,
                     [entry.file.rel for entry in output.accepted],
@@ -253,6 +267,9 @@ class Committer:
                     after_success(self.layout, entry.file, entry.sha256, on_success)
                     self.crash.reached("input-disposed")
             if pending.aside:
+                for item in pending.aside:
+                    if item.hash_on_commit:
+                        item.sha256, item.hash_on_commit = sha256_of(item.file.path), False
                 self.ledger.record([a.record() for a in pending.aside])
                 done.aside_done = True
                 self._dispose_aside(pending.aside)

@@ -77,6 +77,11 @@ class Upstream(Protocol):
     def free_shared_memory(self, item: Queued) -> None:
         """The file's result is final: the shared memory its worker read can go."""
 
+    async def claim(self, rel: str, digest: str) -> bool:
+        """The worker hashed the file: True if it is to be committed; False if the same
+        bytes are committed already (set aside as a duplicate) or held by a file in flight
+        (it waits for that one). Its rows are then taken out of the task's parts."""
+
 
 class Dispatcher:
     def __init__(
@@ -184,7 +189,7 @@ class Dispatcher:
             for item in items:
                 await self._run_alone(item, crashes=0)
             return
-        self._deliver(items, result, attempts=1)
+        await self._deliver(items, result, attempts=1)
 
     async def _beside_others(self, items: list[Queued]) -> TaskResult:
         """Run a task while others run; again if it was lost with a pool stopped for another."""
@@ -220,7 +225,7 @@ class Dispatcher:
                 failure = Failure(type(exc).__name__, f"processing it failed unexpectedly: {exc}")
                 self._quarantine(item, failure, crashes + 1)
                 return
-            self._deliver([item], result, attempts=crashes + 1)
+            await self._deliver([item], result, attempts=crashes + 1)
             return
 
     async def retrying(self, call: Callable[[], Awaitable[R]]) -> R:
@@ -255,11 +260,15 @@ class Dispatcher:
                 attempts = self.config.pipeline.retries + 1
                 log.warning("%s (%d of %d attempts)", exc, crashes, attempts)
 
-    def _quarantine(self, item: Queued, failure: Failure, attempts: int) -> None:
+    def _quarantine(
+        self, item: Queued, failure: Failure, attempts: int, digest: str | None = None
+    ) -> None:
+        """Set the file aside as quarantined. Its sha256 is the worker's; a file that
+        killed or hung its worker has none, and is hashed by its committer."""
         self.upstream.free_shared_memory(item)
         self.committer.set_aside(Aside(
-            item.file, item.job.sha256, "quarantined", failure=failure, attempts=attempts,
-            table=item.job.table,
+            item.file, digest or item.job.sha256, "quarantined", failure=failure,
+            attempts=attempts, table=item.job.table, hash_on_commit=not digest,
         ))
 
     def _describe(self, dialect: Dialect | None) -> str | None:
@@ -272,8 +281,9 @@ class Dispatcher:
             text = self._described[dialect] = dialect.describe()
         return text
 
-    def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
+    async def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
         accepted: list[Accepted] = []
+        dropped: set[str] = set()  # files whose rows are in the parts but not to be committed
         for item, outcome in zip(items, result.outcomes, strict=True):
             self.upstream.free_shared_memory(item)
             dialect = outcome.dialect
@@ -281,19 +291,20 @@ class Dispatcher:
             if described is not None and log.isEnabledFor(logging.DEBUG):
                 log.debug("%s: read as %s", shown(item.file.rel), described)
             if outcome.failure is not None:
-                self._quarantine(item, outcome.failure, attempts)
+                self._quarantine(item, outcome.failure, attempts, outcome.sha256)
+                continue
+            if not await self.upstream.claim(item.file.rel, outcome.sha256):
+                dropped.add(item.file.rel)
                 continue
             table = item.job.table
             if dialect is not None:
                 self.committer.schemas.pin(table, dialect, item.file.rel)
             accepted.append(Accepted(
-                item.file, item.job.sha256, outcome.rows, attempts, table, described
+                item.file, outcome.sha256, outcome.rows, attempts, table, described
             ))
-        if accepted:
-            parts = [
-                StagedPart.written(p) if isinstance(p, WrittenPart) else p for p in result.parts
-            ]
-            self.committer.add(TaskOutput(accepted, parts))
+        parts = [StagedPart.written(p) if isinstance(p, WrittenPart) else p for p in result.parts]
+        if accepted or parts:
+            self.committer.add(TaskOutput(accepted, parts, dropped))
 
 
 def _what(items: list[Queued]) -> str:

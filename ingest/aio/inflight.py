@@ -8,7 +8,9 @@ While in flight, a file may hold:
     a shared-memory segment       a large file's bytes, for a local worker to read
     a place upstream              on its way to the queue or in it, in no task yet: the
                                   backlog a dispatcher shares out, and `once`'s "more coming"
-    the claim on its sha256       a file with the same bytes waits until this one is done
+    the claim on its sha256       a file with the same bytes waits until this one is done;
+                                  taken once the sha256 is known: from the worker's result
+                                  for a file read whole, before the blocks of a streamed one
     its place in the settler      busy: the settler hands the same name out again only
                                   once it is finished, so one record per name suffices
 
@@ -40,7 +42,9 @@ from .. import shared
 from ..files import DropFile
 from ..metrics import Metrics
 from ..selection import regular_file
+from ..store.ledger import Known
 from .budget import ByteBudget
+from .commit import Aside
 from .dispatch import Queued
 from .outcomes import Outcomes
 from .settle import Settler
@@ -73,6 +77,8 @@ class InFlight:
         once: bool,
         draining: Callable[[], bool],
         spawn: Spawn,
+        known: Known,
+        set_aside: Callable[[Aside], None],
     ):
         self.budget = budget
         self.settler = settler
@@ -82,6 +88,8 @@ class InFlight:
         self.once = once  # nothing comes once the settler is empty
         self.draining = draining
         self._spawn = spawn
+        self.known = known  # what the ledger holds: a file's bytes committed already
+        self._set_aside = set_aside  # to the committer, which records it with the next flush
         self._files: dict[str, FileInFlight] = {}
         self._claims: dict[str, str] = {}  # sha256 -> name of the file holding it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
@@ -152,16 +160,26 @@ class InFlight:
             self.metrics.bytes_held.set(self.budget.used)
 
     async def claim(self, rel: str, digest: str) -> bool:
-        """True if the file now holds the claim on its bytes. False if a file in flight
-        holds it: this one lets go and waits, and is offered again once that one is done."""
+        """True if the file now holds the claim on its bytes, and is to be committed.
+
+        False if it is not: a file with the same bytes is committed already (this one
+        is set aside as its duplicate), or is in flight and holds the claim (this one
+        waits, and is offered again once that one is done). Either way it lets go.
+        """
+        record = self._files[rel]
+        original = self.known.ingested.get(digest)
+        if original is not None:
+            self._set_aside(Aside(record.file, digest, "duplicate", duplicate_of=original))
+            await self.let_go(rel)
+            return False
         # The bookkeeping comes before any await: between the check and the append, the
         # file holding the claim could be finished and leave this one waiting forever.
         if digest in self._claims:
-            self._waiting[digest].append(self._files[rel].file)
+            self._waiting[digest].append(record.file)
             await self.let_go(rel)
             return False
         self._claims[digest] = rel
-        self._files[rel].claim = digest
+        record.claim = digest
         return True
 
     async def finish(self, file: DropFile, offer_again: bool | None) -> None:

@@ -1,6 +1,8 @@
-"""The intake: a settled file becomes bytes in the queue, read, hashed and claimed.
+"""The intake: a settled file becomes bytes in the queue, or a stream of blocks.
 
-    settler.ready -> admit -> plan (sizing) -> whole:   budget -> read -> claim -> queue
+    settler.ready -> admit -> plan (sizing) -> whole:   budget -> read -> queue
+                                                        (hashed by its worker, claimed
+                                                        when its result comes back)
                                                blocks:  hash -> claim -> Streamer -> committer
                                                refused: committer (quarantined as TooLarge)
     a file the ledger holds, or the same bytes as one: resolved or set aside, never read twice
@@ -27,7 +29,7 @@ from ..store.parts import Accepted
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Queued
 from .inflight import InFlight, Spawn
-from .read import read_bytes, read_into, sha256, sha256_of_file
+from .read import read_bytes, read_into, sha256_of_file
 from .sizing import BLOCKS, REFUSED, plan
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 
@@ -133,33 +135,31 @@ class Intake:
         # full, reading stops, rather than holding up to memory_mb of files that wait for
         # a place in it.
         try:
-            read = await self._fetch(file, whole=True)
-            if read is not None and await self._claim(file, read[0]):
-                digest, data = read
+            data = await self._fetch(file)
+            if data is not None:
+                # Its sha256 is the worker's to compute, and its claim on those bytes is
+                # taken when the result comes back (dispatch): no byte is hashed here.
                 segment = self.in_flight.segment(file.rel)
                 table = self.config.route(file.rel)
                 job = (
-                    Job(file.rel, digest, b"", shared=segment.name, table=table,
-                        in_memory=in_memory)
+                    Job(file.rel, "", b"", shared=segment.name, table=table, in_memory=in_memory)
                     if segment is not None
-                    else Job(file.rel, digest, bytes(data), table=table, in_memory=in_memory)
+                    else Job(file.rel, "", bytes(data), table=table, in_memory=in_memory)
                 )
                 await self.queue.put(Queued(file, job, in_memory))
                 self.in_flight.metrics.queued.set(self.queue.qsize())
         finally:
             self._read_slots.release()
 
-    async def _fetch(self, file: DropFile, whole: bool) -> tuple[str, bytes | memoryview] | None:
-        """The file's sha256, and its bytes if `whole` (else it is hashed in chunks);
-        None once it is resolved as vanished, unreadable or changed. A large file for a
-        local worker is read into shared memory, and its bytes are the segment's."""
-        data: bytes | memoryview = b""
+    async def _fetch(self, file: DropFile) -> bytes | memoryview | None:
+        """The file's bytes; None once it is resolved as vanished, unreadable or changed.
+        A large file for a local worker is read into shared memory, and its bytes are the
+        segment's."""
+        data: bytes | memoryview
         try:
-            if not whole:
-                digest, length = await sha256_of_file(file.path)
-            elif segment := await self._segment(file):
-                data = shared.view(segment)
-                length = await read_into(file.path, data)
+            if segment := await self._segment(file):
+                data = view = shared.view(segment)
+                length = await read_into(file.path, view)
             else:
                 data = await read_bytes(file.path)
                 length = len(data)
@@ -169,9 +169,20 @@ class Intake:
         if length != file.size:
             await self.in_flight.resolved(file, "changed", {})
             return None
-        if whole:
-            digest = await sha256(data)
-        return digest, data
+        return data
+
+    async def _digest(self, file: DropFile) -> str | None:
+        """The sha256 of a file too big to hold, read in chunks; None once it is resolved
+        as vanished, unreadable or changed."""
+        try:
+            digest, length = await sha256_of_file(file.path)
+        except OSError as exc:
+            await self._unreadable(file, exc)
+            return None
+        if length != file.size:
+            await self.in_flight.resolved(file, "changed", {})
+            return None
+        return digest
 
     async def _segment(self, file: DropFile) -> SharedMemory | None:
         """Shared memory to read a large file into, for a local worker; freed by InFlight."""
@@ -188,26 +199,15 @@ class Intake:
         else:
             await self.in_flight.resolved(file, "unreadable", {"reason": exc.strerror})
 
-    async def _claim(self, file: DropFile, digest: str) -> bool:
-        """True if the file is to be ingested: its bytes are neither known nor in flight."""
-        original = self.known.ingested.get(digest)
-        if original is not None:
-            self.committer.set_aside(Aside(file, digest, "duplicate", duplicate_of=original))
-            await self.in_flight.let_go(file.rel)
-            return False
-        # Same bytes in flight under another name: decided once that one is finished.
-        return await self.in_flight.claim(file.rel, digest)
-
     async def _stream(self, file: DropFile, in_memory: int) -> None:
         """A file too big to hold: hashed in one pass, then read and processed in blocks.
         One at a time: each already keeps every worker busy."""
         async with self._streams:
             async with self._read_slots:
-                read = await self._fetch(file, whole=False)
-            if read is None or not await self._claim(file, read[0]):
+                digest = await self._digest(file)
+            if digest is None or not await self.in_flight.claim(file.rel, digest):
                 return
             self.in_flight.hand_over(file.rel)  # not bound for the queue: tasks need not wait
-            digest = read[0]
             size = f"{file.size / 1e6:.1f} MB"
             if in_memory != file.size:
                 size += f" on disk, over {in_memory / 1e6:.1f} MB once decompressed"

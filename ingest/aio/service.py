@@ -148,7 +148,8 @@ class Service:
         self.follower = Follower(self.watcher, self.health.watching, self._events)
         self.in_flight = InFlight(
             self.budget, self.settler, outcomes, self.metrics, self.layout.drop,
-            self.mode == "once", self._is_draining, self._spawn,
+            self.mode == "once", self._is_draining, self._spawn, self.known,
+            lambda aside: self.committer.set_aside(aside),  # made next, and never replaced
         )
         self.committer = Committer(
             self.ledger, self.layout, config, self.in_flight.resolved,

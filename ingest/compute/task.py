@@ -8,6 +8,7 @@ exception. Only a dying worker reaches the parent as an error.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import importlib.abc
 import os
 import select
@@ -214,18 +215,22 @@ def _featurise_one(
 
 
 def _with_bytes(job: Job, index: int, lost: dict[int, Failure]) -> Job:
-    """The job with its bytes in hand, copied out of shared memory if they were put there."""
-    if job.shared is None:
-        return job
-    try:
-        return replace(job, data=shared.take(job.shared), shared=None)
-    except (OSError, MemoryError) as exc:  # the segment removed from /dev/shm underneath us
-        lost[index] = Failure(
-            "InputLost",
-            f"its bytes were gone from shared memory before a worker read them ({message(exc)});"
-            " drop the file again to ingest it",
-        )
-        return replace(job, shared=None)
+    """The job with its bytes in hand, copied out of shared memory if they were put there,
+    and their sha256 if the service left it to the worker (it does for whole files: the
+    worker touches every byte anyway, and the service's one process does not scale)."""
+    if job.shared is not None:
+        try:
+            job = replace(job, data=shared.take(job.shared), shared=None)
+        except (OSError, MemoryError) as exc:  # the segment removed from /dev/shm underneath us
+            lost[index] = Failure(
+                "InputLost",
+                f"its bytes were gone from shared memory before a worker read them"
+                f" ({message(exc)}); drop the file again to ingest it",
+            )
+            return replace(job, shared=None)
+    if not job.sha256:
+        job = replace(job, sha256=hashlib.sha256(job.data).hexdigest())
+    return job
 
 
 def _plain_table(spec: TableSpec) -> bool:

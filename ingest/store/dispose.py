@@ -7,6 +7,7 @@ next start-up finishes the step instead of ingesting it again.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -87,6 +88,16 @@ def after_success(layout: Layout, file: DropFile, sha256: str, on_success: str) 
         pass  # already disposed of, by us before a crash or by someone else
     except OSError as exc:
         log.error("could not %s %s: %s", on_success, file.rel, exc)
+
+
+def sha256_of(path: Path) -> str:
+    """The sha256 of an input no worker returned one for (it killed or hung the worker);
+    "" if it is gone or unreadable by now."""
+    try:
+        with path.open("rb") as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:
+        return ""
 
 
 def error_report(file: DropFile, sha256: str, failure: Failure, attempts: int) -> dict[str, object]:

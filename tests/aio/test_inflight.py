@@ -14,6 +14,7 @@ import pytest
 
 from ingest import shared
 from ingest.aio.budget import ByteBudget
+from ingest.aio.commit import Aside
 from ingest.aio.dispatch import Queued
 from ingest.aio.inflight import InFlight
 from ingest.aio.outcomes import Outcomes, Summary
@@ -36,6 +37,7 @@ class Rig:
     in_flight: InFlight
     draining: list[bool] = field(default_factory=lambda: [False])
     spawned: list[asyncio.Task[None]] = field(default_factory=list)
+    set_aside: list[Aside] = field(default_factory=list)  # what went to the committer
 
     async def settled(self, name: str, content: bytes = b"a\n1\n") -> DropFile:
         path = self.drop / name
@@ -78,15 +80,16 @@ def run(tmp_path: Path, body: Callable[[Rig], Awaitable[None]], once: bool = Fal
         metrics = Metrics()
         draining = [False]
         spawned: list[asyncio.Task[None]] = []
+        set_aside: list[Aside] = []
 
         def spawn(coroutine: Coroutine[Any, Any, None]) -> None:
             spawned.append(asyncio.create_task(coroutine))
 
         in_flight = InFlight(
             budget, settler, Outcomes(summary, metrics, known, None), metrics, drop, once,
-            lambda: draining[0], spawn,
+            lambda: draining[0], spawn, known, set_aside.append,
         )
-        rig = Rig(drop, settler, budget, summary, known, in_flight, draining, spawned)
+        rig = Rig(drop, settler, budget, summary, known, in_flight, draining, spawned, set_aside)
         settling = asyncio.create_task(settler.run())
         try:
             await body(rig)
@@ -116,7 +119,10 @@ def test_a_resolved_file_lets_go_of_its_bytes_segment_place_and_claim(tmp_path: 
         assert rig.known.ingested == {"d1": "a.csv"}
         other = await rig.settled("b.csv")
         rig.in_flight.admit(other)
-        assert await rig.in_flight.claim(other.rel, "d1"), "the claim was given back"
+        assert not await rig.in_flight.claim(other.rel, "d1"), "its bytes are committed"
+        assert [(a.file.rel, a.state, a.duplicate_of) for a in rig.set_aside] == [
+            ("b.csv", "duplicate", "a.csv")
+        ]
         assert await rig.offered_again() is None
 
     run(tmp_path, body)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -75,6 +76,8 @@ def test_a_file_that_segfaults_its_worker_is_quarantined_as_poison_after_retries
     report = _quarantined(folder, "poison.csv")
     assert report["error"] == "WorkerCrashed"
     assert report["attempts"] == 3  # retries + 1
+    poison = (folder.quarantine / "poison.csv").read_bytes()
+    assert report["sha256"] == hashlib.sha256(poison).hexdigest(), "hashed though no worker did"
     assert _ingested(folder) == expected, "every innocent file in flight was retried"
     assert not list(folder.quarantine.glob("good*"))
 

@@ -1,0 +1,61 @@
+"""Take some inputs' rows out of a task's part files before they are committed.
+
+Runs in the committer's thread. A worker hashes each file as it reads it, so a
+duplicate (its bytes committed already, or held by another file in flight) is
+known only once its task's result is back, with its rows already in the part
+files beside the other files'. Those parts are written again without them,
+footer and all; a part that holds nothing else is dropped. Duplicates are rare:
+the cost is paid only for the parts that hold one.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from ..compute.encode import FOOTER_SOURCES, to_parquet
+from ..jobs import EncodedPart
+from .parts import StagedPart
+
+Part = EncodedPart | StagedPart
+
+
+def without(parts: Sequence[Part], dropped: set[str], compression: str) -> list[Part]:
+    """The parts with no rows of the inputs named in `dropped`."""
+    kept: list[Part] = []
+    for part in parts:
+        sources = part.sources
+        if sources is None or dropped.isdisjoint(sources):
+            kept.append(part)
+            continue
+        rest = tuple(name for name in sources if name not in dropped)
+        if rest:
+            kept.append(_rewritten(part, dropped, rest, compression))
+        elif isinstance(part, StagedPart):
+            part.temp.unlink(missing_ok=True)
+    return kept
+
+
+def _rewritten(part: Part, dropped: set[str], rest: tuple[str, ...], compression: str) -> Part:
+    source = part.temp if isinstance(part, StagedPart) else pa.BufferReader(part.data)
+    table = pq.read_table(source)
+    footer = dict(table.schema.metadata or {})
+    footer[FOOTER_SOURCES] = json.dumps(
+        [s for s in json.loads(footer.get(FOOTER_SOURCES, b"[]")) if s[0] not in dropped]
+    ).encode()
+    keep = pc.invert(pc.is_in(table["source_file"], value_set=pa.array(sorted(dropped))))
+    table = table.filter(keep).replace_schema_metadata(None)
+    if part.schema:
+        # The part's schema exactly as the worker wrote it, dictionaries and all.
+        table = table.cast(pa.ipc.read_schema(pa.py_buffer(part.schema)))
+    data = to_parquet(table, compression, footer)
+    if isinstance(part, EncodedPart):
+        return EncodedPart(part.table, data, rest, part.schema)
+    temp = part.temp.with_name(part.temp.name + ".kept")
+    temp.write_bytes(data)
+    temp.replace(part.temp)  # not durable yet: the commit fsyncs it, as any worker's part
+    return StagedPart(part.table, part.temp, part.durable, part.schema, rest)
