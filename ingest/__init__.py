@@ -1,8 +1,5 @@
 """ingest: files dropped into a folder become analysis-ready Parquet, exactly once."""
 
-from importlib.metadata import PackageNotFoundError, version
-
-try:
-    __version__ = version("ingest")
-except PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0.0.0"
+# The one place the version is written (pyproject.toml reads it from here). A literal, not
+# importlib.metadata: that import costs the service and every worker 50 ms or more at start.
+__version__ = "0.1.0"

@@ -142,9 +142,12 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
     import asyncio
 
     from .aio.service import Service
-    from .progress import Progress
 
-    progress = Progress() if mode == "once" and sys.stderr.isatty() else None
+    progress = None
+    if mode == "once" and sys.stderr.isatty():
+        from .progress import Progress  # rich: imported only where a bar is shown
+
+        progress = Progress()
     service = Service(config, mode, progress, early_signals=early)
     # What the imports made lives as long as the process. Frozen, the garbage collector
     # no longer walks it in every full collection, each of which holds the event loop:

@@ -10,12 +10,15 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from .. import logs
 from ..files import DropFile
 from ..metrics import Metrics
-from ..progress import Progress
 from ..store.ledger import Known
+
+if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
+    from ..progress import Progress
 
 # The intake's lines keep the logger name they have always had: filters on it still match.
 log = logging.getLogger("ingest.service")

@@ -22,13 +22,12 @@ import sqlite3
 import sys
 import time
 from collections.abc import Coroutine
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .. import shared
 from ..config import Config
 from ..errors import LedgerError
 from ..metrics import Metrics
-from ..progress import Progress
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.layout import Layout
@@ -48,6 +47,9 @@ from .settle import Settler
 from .stream import Streamer
 from .to_compute import Compute
 from .watch import Watcher
+
+if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
+    from ..progress import Progress
 
 log = logging.getLogger("ingest.service")
 
