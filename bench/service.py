@@ -43,6 +43,7 @@ POLL_S = 0.002
 PARTS = ("records", "features")
 _LAG = re.compile(r"loop lag p99 ([0-9.]+) ms")
 FIGURES = ("latency", "backlog", "huge")
+FIRST_FILE_PAUSE_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,15 @@ def _drop_one_at_a_time(
     return dropped
 
 
+def _wait_watching(log: Path, deadline: float) -> bool:
+    """Until the service logs that it watches the drop folder: its start-up is done."""
+    while time.perf_counter() < deadline:
+        if b"watching " in log.read_bytes():
+            return True
+        time.sleep(0.05)
+    return False
+
+
 def _stop(process: subprocess.Popen[bytes]) -> int:
     process.send_signal(signal.SIGINT)
     try:
@@ -170,11 +180,23 @@ def latency(opts: Options, figures: Figures) -> None:
     sampler = TreeSampler(process.pid)
     sampler.start()
     try:
-        # The first file proves the watcher and the worker pool are up; it is not timed.
-        warmup = _drop_one_at_a_time(sources[:1], staging, drop, views, 0.0)
-        if not _wait_visible(views, list(warmup), time.perf_counter() + 120):
-            figures.notes.append(f"latency: the warm-up file never became visible; see {log}")
+        # The first file is dropped once the service says it is watching, after a pause
+        # for its start-up to finish: timed on its own, since it meets whatever start-up
+        # left undone (a worker's first task, the committer's first ledger write).
+        if not _wait_watching(log, time.perf_counter() + 120):
+            figures.notes.append(f"latency: the service never said it was watching; see {log}")
             return
+        time.sleep(FIRST_FILE_PAUSE_S)
+        first = _drop_one_at_a_time(sources[:1], staging, drop, views, 0.0)
+        if not _wait_visible(views, list(first), time.perf_counter() + 120):
+            figures.notes.append(f"latency: the first file never became visible; see {log}")
+            return
+        name, dropped_at = next(iter(first.items()))
+        waited = max(view.first_seen[name] for view in views) - dropped_at
+        figures.rows.append((
+            f"first file after start-up ({FIRST_FILE_PAUSE_S:g} s after `watching`),"
+            " drop-to-visible in both tables", f"{waited * 1000:.0f} ms", "as fast as the others",
+        ))
         dropped = _drop_one_at_a_time(sources[1:], staging, drop, views, opts.interval_ms / 1000)
         _wait_visible(views, list(dropped), time.perf_counter() + 30)
     finally:
