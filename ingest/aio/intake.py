@@ -1,8 +1,10 @@
 """The intake: a settled file becomes bytes in the queue, or a stream of blocks.
 
     settler.ready -> admit -> plan (sizing) -> whole:   budget -> read -> queue
-                                                        (hashed by its worker, claimed
-                                                        when its result comes back)
+                                                        (files under GROUP_READ_BYTES read
+                                                        many to a hop; each hashed by its
+                                                        worker, claimed when its result
+                                                        comes back)
                                                blocks:  hash -> claim -> Streamer -> committer
                                                refused: committer (quarantined as TooLarge)
     a file the ledger holds, or the same bytes as one: resolved or set aside, never read twice
@@ -14,6 +16,7 @@ What each file holds meanwhile is kept, and let go of, by `inflight.InFlight`.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from multiprocessing.shared_memory import SharedMemory
 
@@ -29,7 +32,7 @@ from ..store.parts import Accepted
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Queued
 from .inflight import InFlight, Spawn
-from .read import read_bytes, read_into, sha256_of_file
+from .read import read_bytes, read_files, read_into, sha256_of_file
 from .sizing import BLOCKS, REFUSED, plan
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 
@@ -38,6 +41,9 @@ log = logging.getLogger("ingest.service")
 
 # Reads in flight at once: enough to hide per-open latency, few enough to keep fds modest.
 READ_CONCURRENCY = 16
+# Files smaller than this are read in groups of up to GROUP_FILES, one hop per group.
+GROUP_READ_BYTES = 256 * 1024
+GROUP_FILES = 64
 
 
 class Intake:
@@ -67,6 +73,8 @@ class Intake:
         self._shm_prefix = shared.prefix_for(layout.output)
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         self._streams = asyncio.Semaphore(1)
+        self._grouped: collections.deque[tuple[DropFile, int]] = collections.deque()
+        self._group_reading = False  # a task is reading them: the one that empties the deque
 
     async def run(self) -> None:
         """Forever: admit each settled file, one at a time (the budget holds the next back)."""
@@ -106,6 +114,12 @@ class Intake:
         if self.in_flight.draining():
             await self.in_flight.defer(file)
             return
+        if file.size < GROUP_READ_BYTES:
+            self._grouped.append((file, how.in_memory))
+            if not self._group_reading:
+                self._group_reading = True
+                self._spawn(self._read_groups())
+            return
         # The read's task is made once it has a slot: a backlog of 20,000 small files is
         # then a few tasks at a time, not 20,000 waiting ones, which the garbage collector
         # walked over and over, holding the loop for up to 100 ms.
@@ -135,41 +149,60 @@ class Intake:
         # full, reading stops, rather than holding up to memory_mb of files that wait for
         # a place in it.
         try:
-            data = await self._fetch(file)
-            if data is not None:
-                # Its sha256 is the worker's to compute, and its claim on those bytes is
-                # taken when the result comes back (dispatch): no byte is hashed here.
-                segment = self.in_flight.segment(file.rel)
-                table = self.config.route(file.rel)
-                job = (
-                    Job(file.rel, "", b"", shared=segment.name, table=table, in_memory=in_memory)
-                    if segment is not None
-                    else Job(file.rel, "", bytes(data), table=table, in_memory=in_memory)
-                )
-                await self.queue.put(Queued(file, job, in_memory))
-                self.in_flight.metrics.queued.set(self.queue.qsize())
+            data: bytes | memoryview | OSError
+            try:
+                if segment := await self._segment(file):
+                    data = shared.view(segment)
+                    length = await read_into(file.path, data)
+                else:
+                    data = await read_bytes(file.path)
+                    length = len(data)
+            except OSError as exc:
+                data, length = exc, 0
+            await self._queue(file, in_memory, data, length)
         finally:
             self._read_slots.release()
 
-    async def _fetch(self, file: DropFile) -> bytes | memoryview | None:
-        """The file's bytes; None once it is resolved as vanished, unreadable or changed.
-        A large file for a local worker is read into shared memory, and its bytes are the
-        segment's."""
-        data: bytes | memoryview
+    async def _read_groups(self) -> None:
+        """Read the small files admitted meanwhile, many in one hop to aiofiles' thread:
+        three hops a file (open, read, close) cost the loop more than reading it does."""
         try:
-            if segment := await self._segment(file):
-                data = view = shared.view(segment)
-                length = await read_into(file.path, view)
-            else:
-                data = await read_bytes(file.path)
-                length = len(data)
-        except OSError as exc:
-            await self._unreadable(file, exc)
-            return None
+            while self._grouped:
+                size = min(GROUP_FILES, len(self._grouped))
+                group = [self._grouped.popleft() for _ in range(size)]
+                async with self._read_slots:
+                    if self.in_flight.draining():
+                        for file, _ in group:
+                            await self.in_flight.defer(file)
+                        continue
+                    read = await read_files([file.path for file, _ in group])
+                    for (file, in_memory), data in zip(group, read, strict=True):
+                        length = 0 if isinstance(data, OSError) else len(data)
+                        await self._queue(file, in_memory, data, length)
+        finally:
+            self._group_reading = False
+
+    async def _queue(
+        self, file: DropFile, in_memory: int, data: bytes | memoryview | OSError, length: int
+    ) -> None:
+        """Put a file that was read on the queue; else resolve it as vanished, unreadable
+        or changed. Its sha256 is the worker's to compute, and its claim on those bytes
+        is taken when the result comes back (dispatch): no byte is hashed here."""
+        if isinstance(data, OSError):
+            await self._unreadable(file, data)
+            return
         if length != file.size:
             await self.in_flight.resolved(file, "changed", {})
-            return None
-        return data
+            return
+        segment = self.in_flight.segment(file.rel)
+        table = self.config.route(file.rel)
+        job = (
+            Job(file.rel, "", b"", shared=segment.name, table=table, in_memory=in_memory)
+            if segment is not None
+            else Job(file.rel, "", bytes(data), table=table, in_memory=in_memory)
+        )
+        await self.queue.put(Queued(file, job, in_memory))
+        self.in_flight.metrics.queued.set(self.queue.qsize())
 
     async def _digest(self, file: DropFile) -> str | None:
         """The sha256 of a file too big to hold, read in chunks; None once it is resolved

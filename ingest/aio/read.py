@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import aiofiles
+import aiofiles.os
 
 # Below this, hashing on the loop (about 30 us at 2 GB/s) beats the hop to a thread. Above
 # it, a burst of reads (a task taking its files off a full queue) would hash on the loop for
@@ -29,6 +31,22 @@ async def read_into(path: Path, buffer: memoryview) -> int:
         if length == len(buffer) and await fh.read(1):
             length += 1
     return length
+
+
+def _read_all(paths: Sequence[Path]) -> list[bytes | OSError]:
+    """Each file whole, or the error that kept it from being read."""
+    read: list[bytes | OSError] = []
+    for path in paths:
+        try:
+            with path.open("rb") as fh:
+                read.append(fh.read())
+        except OSError as exc:
+            read.append(exc)
+    return read
+
+
+# Many small files in one hop to aiofiles' thread, not three hops (open, read, close) each.
+read_files = aiofiles.os.wrap(_read_all)
 
 
 def _sha256(data: bytes | memoryview) -> str:
