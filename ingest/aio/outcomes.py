@@ -10,7 +10,7 @@ import collections
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .. import logs
 from ..files import DropFile
@@ -55,6 +55,15 @@ class Outcomes:
         self.metrics = metrics
         self.known = known  # what the ledger holds: a file recorded now is known from now on
         self.progress = progress
+        self._counters: dict[str, Any] = {}
+
+    def _counter(self, event: str) -> Any:
+        """The files counter of one event, looked up once: `labels()` takes a lock and
+        builds a key on every call, for every file."""
+        counter = self._counters.get(event)
+        if counter is None:
+            counter = self._counters[event] = self.metrics.files.labels(event)
+        return counter
 
     def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
         """A file's fate is committed, or needs no commit (skipped, changed, unreadable)."""
@@ -67,7 +76,7 @@ class Outcomes:
         rows = int(fields.get("rows", 0))  # type: ignore[call-overload]
         self.summary.rows += rows
         self.metrics.rows.inc(rows)
-        self.metrics.files.labels(event).inc()
+        self._counter(event).inc()
         latency_ms = (time.monotonic() - file.seen_mono) * 1000
         if event != "skipped":
             self.metrics.latency.observe(latency_ms / 1000)
@@ -78,7 +87,7 @@ class Outcomes:
     def vanished(self, rel: str, seen_mono: float) -> None:
         """A file deleted before it settled: said once, never retried. It was never in flight."""
         self.summary.outcomes["vanished"] += 1
-        self.metrics.files.labels("vanished").inc()
+        self._counter("vanished").inc()
         logs.outcome("vanished", rel, latency_ms=(time.monotonic() - seen_mono) * 1000)
 
     def deferred(self, rel: str) -> None:
