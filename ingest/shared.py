@@ -2,9 +2,9 @@
 
 Pickled into the pipe, a file's bytes are copied twice more, and the pickling
 holds the GIL: 30 to 45 ms for an 87 MB file, during which the event loop
-cannot run. Instead the service reads such a file straight into a segment,
-hashes it there, and sends the segment's name; the worker copies the bytes
-out once. Only a worker on this machine can attach, so a dask executor still
+cannot run. Instead the service reads such a file straight into a segment
+and sends the segment's name; the worker copies the bytes out once, and
+hashes them. Only a worker on this machine can attach, so a dask executor still
 gets the bytes. Below `SHARED_MIN_BYTES` the pipe is cheaper than making a
 segment.
 
