@@ -2,9 +2,9 @@
 
 Workers return a task's part files already encoded, most often already written
 under `_ingest/tmp`; committing one is an fsync, a rename and two ledger
-transactions. Files resolved without rows of
-their own (duplicates, quarantined inputs) wait up to `flush_s` to be recorded
-together. One commit runs at a time, in a thread, and every ledger write of
+transactions. Files resolved without rows of their own (duplicates, quarantined
+inputs), and files that vanished before they were read, wait up to `flush_s` to be
+recorded together. One commit runs at a time, in a thread, and every ledger write of
 the application goes through it. So does compaction (`store/autocompact.py`): a
 short pass over a partition or a few, after each flush and, when idle, every
 `COMPACT_CHECK_S`.
@@ -31,6 +31,7 @@ from ..store.ledger import FileRecord, Ledger
 from ..store.parts import Accepted, Published, StagedPart, publish
 from ..store.schema import Schemas
 from ..store.strip import without
+from ..store.vanished import STATE as VANISHED
 
 log = logging.getLogger("ingest.commit")
 
@@ -86,10 +87,16 @@ class TaskOutput:
 class Pending:
     outputs: list[TaskOutput] = field(default_factory=list)
     aside: list[Aside] = field(default_factory=list)
+    vanished: list[FileRecord] = field(default_factory=list)  # recorded with the aside
     oldest_aside: float | None = None
 
+    @property
+    def records_only(self) -> bool:
+        """Something to record that has no part files: it may wait for company."""
+        return bool(self.aside or self.vanished)
+
     def __bool__(self) -> bool:
-        return bool(self.outputs or self.aside)
+        return bool(self.outputs or self.records_only)
 
 
 @dataclass
@@ -142,6 +149,18 @@ class Committer:
 
     def set_aside(self, aside: Aside) -> None:
         self._pending.aside.append(aside)
+        self._records_waiting()
+
+    def vanished(self, file: DropFile, sha256: str = "") -> None:
+        """Record that `file` was gone before it was read, for `ingest explain`. Its outcome
+        was told when it was found gone; nothing is reported back once it is recorded."""
+        self._pending.vanished.append(FileRecord(
+            path=file.rel, size=file.size, mtime_ns=file.mtime_ns, sha256=sha256,
+            state=VANISHED, seen_at=file.seen_at, done_at=time.time(),
+        ))
+        self._records_waiting()
+
+    def _records_waiting(self) -> None:
         if self._pending.oldest_aside is None:
             self._pending.oldest_aside = time.monotonic()
         self._wake.set()
@@ -149,7 +168,7 @@ class Committer:
     def _due(self) -> float:
         """Seconds until a flush is due; <= 0 means now."""
         pending = self._pending
-        if pending.outputs or (pending.aside and self.nothing_coming()):
+        if pending.outputs or (pending.records_only and self.nothing_coming()):
             return 0.0
         if pending.oldest_aside is None:
             return float("inf")
@@ -238,6 +257,7 @@ class Committer:
         self._pending.outputs[:0] = pending.outputs[len(done.published):]
         if not done.aside_done:
             self._pending.aside[:0] = pending.aside
+            self._pending.vanished[:0] = pending.vanished
             self._pending.oldest_aside = pending.oldest_aside
 
     def _commit(self, pending: Pending) -> Committed:
@@ -266,11 +286,11 @@ class Committer:
                 for entry in published.committed:
                     after_success(self.layout, entry.file, entry.sha256, on_success)
                     self.crash.reached("input-disposed")
-            if pending.aside:
+            if pending.records_only:
                 for item in pending.aside:
                     if item.hash_on_commit:
                         item.sha256, item.hash_on_commit = sha256_of(item.file.path), False
-                self.ledger.record([a.record() for a in pending.aside])
+                self.ledger.record([a.record() for a in pending.aside] + pending.vanished)
                 done.aside_done = True
                 self._dispose_aside(pending.aside)
         except Exception as exc:

@@ -25,7 +25,7 @@ wait flush_s for a file that is not coming; a claim left behind holds its waiter
     streamed, or refused as too large         hand_over; resolved once committed
 
 A file deleted before it settled, or settled once a drain began, was never in flight:
-the settler reports the first (`Outcomes.vanished`), the intake lets the second go.
+the settler reports the first (told and recorded as vanished), the intake lets the second go.
 """
 
 from __future__ import annotations

@@ -226,8 +226,9 @@ class Intake:
             self.in_flight.keep_segment(file.rel, segment)
         return segment
 
-    async def _unreadable(self, file: DropFile, exc: OSError) -> None:
+    async def _unreadable(self, file: DropFile, exc: OSError, digest: str = "") -> None:
         if isinstance(exc, FileNotFoundError):
+            self.committer.vanished(file, digest)  # a fact for `ingest explain`
             await self.in_flight.resolved(file, "vanished", {})
         else:
             await self.in_flight.resolved(file, "unreadable", {"reason": exc.strerror})
@@ -254,7 +255,7 @@ class Intake:
                 log.error("%s: %s; it stays in the drop folder for a later run", file.rel, exc)
                 outcome = DEFERRED
             except OSError as exc:
-                await self._unreadable(file, exc)
+                await self._unreadable(file, exc, digest)
                 return
             except Exception as exc:  # a bug, or a failure no one foresaw: this file's alone
                 log.exception("%s: reading it in blocks failed", file.rel)

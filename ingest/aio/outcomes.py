@@ -1,7 +1,7 @@
 """What became of each file, told once: the summary, the metrics, its log line, the progress bar.
 
 Runs on the event loop. `inflight.InFlight` calls it once a file is finished and has
-let go of all it held; the settler calls `vanished` for a file deleted before it settled.
+let go of all it held; the service calls `vanished` for a file deleted before it settled.
 """
 
 from __future__ import annotations
@@ -84,11 +84,11 @@ class Outcomes:
         if self.progress is not None:
             self.progress.advance(event)
 
-    def vanished(self, rel: str, seen_mono: float) -> None:
+    def vanished(self, file: DropFile) -> None:
         """A file deleted before it settled: said once, never retried. It was never in flight."""
         self.summary.outcomes["vanished"] += 1
         self._counter("vanished").inc()
-        logs.outcome("vanished", rel, latency_ms=(time.monotonic() - seen_mono) * 1000)
+        logs.outcome("vanished", file.rel, latency_ms=(time.monotonic() - file.seen_mono) * 1000)
 
     def deferred(self, rel: str) -> None:
         """A file let go unrecorded: it stays in the drop folder for the next run."""

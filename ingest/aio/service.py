@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from .. import shared
 from ..config import Config
 from ..errors import LedgerError
+from ..files import DropFile
 from ..metrics import Metrics
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
@@ -144,8 +145,8 @@ class Service:
         config = self.config
         self.budget = ByteBudget(config.pipeline.memory_mb * 1024 * 1024)
         self.queue: asyncio.Queue[Queued] = asyncio.Queue(config.pipeline.queue_files)
-        outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
-        self.settler = Settler(config.watch.settle_ms, self.layout.relative, outcomes.vanished)
+        self.outcomes = outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
+        self.settler = Settler(config.watch.settle_ms, self.layout.relative, self._vanished)
         self.watcher = Watcher(self.layout.drop, config.watch, self.settler)
         self.follower = Follower(self.watcher, self.health.watching, self._events)
         self.in_flight = InFlight(
@@ -176,6 +177,12 @@ class Service:
 
     def _is_draining(self) -> bool:
         return self.draining
+
+    def _vanished(self, file: DropFile) -> None:
+        """The settler's report of a file gone before it settled: told now, and recorded
+        with the committer's next flush, for `ingest explain`."""
+        self.outcomes.vanished(file)
+        self.committer.vanished(file)
 
     async def _ingest(self, starting: asyncio.Future[None]) -> None:
         if self.mode != "once":

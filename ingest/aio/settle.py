@@ -31,6 +31,10 @@ class _Pending:
     seen_at: float
     seen_mono: float
 
+    def file(self) -> DropFile:
+        """The file as last seen."""
+        return DropFile(self.path, self.rel, self.size, self.mtime_ns, self.seen_at, self.seen_mono)
+
 
 class Settler:
     """Holds files until they settle, then hands them to `ready` one by one."""
@@ -39,11 +43,11 @@ class Settler:
         self,
         settle_ms: int,
         relative: Callable[[Path], str],
-        vanished: Callable[[str, float], None],
+        vanished: Callable[[DropFile], None],
     ):
         self.settle_s = settle_ms / 1000
         self.relative = relative
-        self.vanished = vanished  # (rel, monotonic time of first sight)
+        self.vanished = vanished  # a file gone before it settled, as last seen
         self.ready: asyncio.Queue[DropFile] = asyncio.Queue()
         self._pending: dict[str, _Pending] = {}
         self._heap: list[tuple[float, str]] = []
@@ -106,7 +110,7 @@ class Settler:
             st = os.stat(entry.path)
         except FileNotFoundError:
             del self._pending[rel]
-            self.vanished(rel, entry.seen_mono)
+            self.vanished(entry.file())
             return
         except OSError:
             del self._pending[rel]  # unreadable before it settled; a rescan tries again
@@ -117,9 +121,7 @@ class Settler:
             return
         del self._pending[rel]
         self._busy.add(rel)
-        self.ready.put_nowait(
-            DropFile(entry.path, rel, entry.size, entry.mtime_ns, entry.seen_at, entry.seen_mono)
-        )
+        self.ready.put_nowait(entry.file())
 
     async def run(self) -> None:
         """Forever: sleep until the next file is due, then look at it again."""

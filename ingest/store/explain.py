@@ -5,6 +5,12 @@ opens the ledger read-only and never takes the writer lock, so it can neither
 block nor be blocked by a writer. Where an input went is not all in the ledger:
 the archived or quarantined copy is found on disk by its name and recognised by
 its size and mtime (kept by a move), or by its content, or its `.error.json`.
+
+A version is `ingested`, `duplicate` or `quarantined` once the ledger records its
+fate; `vanished` if it was seen and gone before it was read (deleted or moved away by
+someone else: nothing of it was read, so it went nowhere of ours); `pending` if it is
+in the drop folder now and the ledger has not recorded it yet (waiting to settle, in
+flight, or waiting for the next run).
 """
 
 from __future__ import annotations
@@ -23,6 +29,10 @@ from ..selection import matches
 from .dispose import REPORT_SUFFIX
 from .layout import Layout
 from .ledger import FileRecord, Ledger
+from .vanished import STATE as VANISHED
+
+# What a vanished version's input became: nothing we did.
+GONE = {"disposal": None, "disposed_to": None, "error_json": None}
 
 
 def _iso(stamp: float | None) -> str | None:
@@ -123,8 +133,9 @@ def _version(
 ) -> dict[str, Any]:
     ingested = record.state == "ingested"
     quarantined = record.state == "quarantined"
+    gone = record.state == VANISHED
     return {
-        "sha256": record.sha256,
+        "sha256": record.sha256 or None,  # a vanished file may never have been hashed
         "state": record.state,
         "rows": record.rows if ingested else None,
         "table": table if ingested else None,
@@ -136,7 +147,8 @@ def _version(
         "first_seen": _iso(record.seen_at),
         "committed_at": _iso(record.done_at),
         "dialect": record.dialect,
-        **_disposal(config, layout, record),
+        # A vanished version's size and mtime may be a later file's: never look for it.
+        **(GONE if gone else _disposal(config, layout, record)),
     }
 
 
@@ -176,7 +188,8 @@ def _report(config: Config, layout: Layout, rel: str) -> dict[str, Any] | None:
         try:
             for record, table in ledger.history(rel):
                 versions.append(_version(config, layout, ledger, record, table))
-                known.add((record.size, record.mtime_ns))
+                if record.state != VANISHED:  # the same size and mtime again is a new file
+                    known.add((record.size, record.mtime_ns))
         finally:
             ledger.close()
     pending = _pending(config, layout, rel, known)
@@ -199,7 +212,7 @@ def _lines(number: int, version: dict[str, Any]) -> list[str]:
     state = version["state"]
     lines = [
         f"version {number}: {state}",
-        f"  sha256:       {version['sha256']}",
+        f"  sha256:       {version['sha256'] or 'unknown: never read'}",
         f"  size:         {version['size'] if version['size'] is not None else 'unknown'} bytes",
     ]
     if version["first_seen"] or version["committed_at"]:
@@ -216,7 +229,9 @@ def _lines(number: int, version: dict[str, Any]) -> list[str]:
         lines.append(f"  report:       {version['error_json'] or 'not found'}")
     if state == "duplicate":
         lines.append(f"  duplicate of: {version['duplicate_of']}")
-    if state != "pending":
+    if state == VANISHED:
+        lines.append("  input:        gone before it was read (deleted or moved by someone else)")
+    elif state != "pending":
         lines.append(f"  input:        {_fate(version)}")
     return lines
 

@@ -14,6 +14,7 @@ caller removes those parts' files, and their inputs, unrecorded, are read again.
 
 from __future__ import annotations
 
+import heapq
 import json
 import sqlite3
 import time
@@ -23,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from ..errors import LedgerError
-from . import catalog
+from . import catalog, vanished
 from .catalog import Holds, PartFile, Swap
 
 SCHEMA = """
@@ -77,7 +78,8 @@ MIGRATIONS = (
 
 @dataclass(frozen=True)
 class FileRecord:
-    """One input's final state, as the ledger stores it."""
+    """One input's final state, as the ledger stores it; or, with state `vanished`, a file
+    that was gone before it was read (`vanished.py`), whose sha256 is '' if never hashed."""
 
     path: str
     size: int
@@ -129,7 +131,7 @@ class Ledger:
             self._db.execute("PRAGMA journal_mode=WAL")
             # FULL: a commit that returned is on disk, so the ledger never lags the parts.
             self._db.execute("PRAGMA synchronous=FULL")
-            self._db.executescript(SCHEMA + catalog.SCHEMA)
+            self._db.executescript(SCHEMA + catalog.SCHEMA + vanished.SCHEMA)
             self._migrate()
             with self._transaction() as db:
                 catalog.migrate(db)
@@ -224,8 +226,11 @@ class Ledger:
         """Mark a part committed and record its inputs (and any others) in one transaction.
 
         `holds` says which inputs each of the part's files holds; by default, each input
-        recorded here with this part is taken to be in every one of its files."""
+        recorded here with this part is taken to be in every one of its files. Vanished
+        files go to a table of their own, which nothing that skips known files reads."""
         files = list(files)
+        gone = [f for f in files if f.state == vanished.STATE]
+        files = [f for f in files if f.state != vanished.STATE]
         with self._transaction() as db:
             if part_id is not None:
                 db.execute("UPDATE parts SET state = 'committed' WHERE id = ?", (part_id,))
@@ -243,6 +248,9 @@ class Ledger:
                     )
                     for f in files
                 ],
+            )
+            vanished.add(
+                db, [(f.path, f.size, f.mtime_ns, f.sha256, f.seen_at, f.done_at) for f in gone]
             )
 
     def record(self, files: Iterable[FileRecord]) -> None:
@@ -321,6 +329,10 @@ class Ledger:
         rows = self._db.execute("SELECT state, COUNT(*) FROM files GROUP BY state").fetchall()
         return {state: count for state, count in rows}
 
+    def vanished_count(self) -> int:
+        """How many files were seen and gone before they were read; not in `counts`."""
+        return vanished.count(self._db)
+
     def files_per_table(self) -> dict[str, int]:
         rows = self._db.execute(
             "SELECT table_name, COUNT(*) FROM files WHERE state = 'ingested' GROUP BY 1"
@@ -341,7 +353,7 @@ class Ledger:
 
     def history(self, path: str) -> list[tuple[FileRecord, str]]:
         """Every version of the input `path` the ledger holds, oldest first, each with
-        the table its rows go to."""
+        the table its rows go to; the vanished ones among them, by when they were found gone."""
         columns = {row[1] for row in self._db.execute("PRAGMA table_info(files)")}
         # A ledger from before table routing (opened read-only, so not migrated) has
         # neither column: everything went to records, read in no recorded dialect.
@@ -353,4 +365,9 @@ class Ledger:
             " WHERE path = ? ORDER BY id",
             (path,),
         ).fetchall()
-        return [(FileRecord(*row), str(row[-2])) for row in rows]
+        recorded = [(FileRecord(*row), str(row[-2])) for row in rows]
+        gone = [
+            (FileRecord(p, size, mtime, sha, vanished.STATE, seen_at=seen, done_at=done), "")
+            for p, size, mtime, sha, seen, done in vanished.of(self._db, path)
+        ]
+        return list(heapq.merge(recorded, gone, key=lambda version: version[0].done_at))

@@ -19,6 +19,7 @@ from .ledger import Ledger
 def collect(config: Config) -> dict[str, Any]:
     layout = Layout.of(config)
     counts: dict[str, int] = {}
+    vanished = 0
     last: float | None = None
     quarantined: list[dict[str, Any]] = []
     keys: set[tuple[str, int, int]] = set()
@@ -27,6 +28,7 @@ def collect(config: Config) -> dict[str, Any]:
         ledger = Ledger(layout.ledger, read_only=True)
         try:
             counts = ledger.counts()
+            vanished = ledger.vanished_count()
             last = ledger.last_ingest()
             quarantined = [
                 {"file": r.path, "error": r.error, "message": r.message, "attempts": r.attempts}
@@ -47,6 +49,9 @@ def collect(config: Config) -> dict[str, Any]:
         "drop": str(layout.drop),
         "output": str(layout.output),
         "counts": {s: counts.get(s, 0) for s in ("ingested", "duplicate", "quarantined")},
+        # Not an input's fate, so not among the counts: files seen and gone before they
+        # were read, which `ingest explain` shows.
+        "vanished": vanished,
         "last_ingest": (
             time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(last)) if last is not None else None
         ),
@@ -97,6 +102,7 @@ def render(status: dict[str, Any], as_json: bool) -> str:
         f"ingested:    {c['ingested']}",
         f"duplicates:  {c['duplicate']}",
         f"quarantined: {c['quarantined']}",
+        f"vanished:    {status['vanished']}",
         f"backlog:     {status['backlog']}",
         f"last ingest: {status['last_ingest'] or 'never'}",
         f"watcher:     {_watcher(status['watcher'])}",

@@ -58,7 +58,7 @@ def follow(
     async def main() -> T:
         watch = Watch(settle_ms=50, rescan_s=3600, on_success=on_success)
         settler = Settler(watch.settle_ms, lambda p: p.relative_to(drop).as_posix(),
-                          lambda rel, seen: None)
+                          lambda file: None)
         modes: list[WatchMode] = []
 
         async def report(mode: WatchMode) -> None:

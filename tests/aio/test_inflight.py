@@ -73,7 +73,7 @@ def run(tmp_path: Path, body: Callable[[Rig], Awaitable[None]], once: bool = Fal
     drop.mkdir()
 
     async def main() -> None:
-        settler = Settler(0, lambda p: p.relative_to(drop).as_posix(), lambda rel, seen: None)
+        settler = Settler(0, lambda p: p.relative_to(drop).as_posix(), lambda file: None)
         budget = ByteBudget(1 << 20)
         summary = Summary()
         known = Known({}, {})

@@ -346,6 +346,12 @@ def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_r
     assert log.count("vanished doomed.csv") == 1, log
     assert "doomed.csv" not in records(folder)
     assert _listing(folder) == []
+    # Settled, admitted, gone before it was read: `explain` tells it as a vanished version.
+    explained = folder.ingest("explain", "doomed.csv", "--json", timeout=60)
+    assert explained.returncode == 0, explained.stderr
+    [version] = json.loads(explained.stdout)["versions"]
+    assert (version["state"], version["sha256"]) == ("vanished", None)
+    assert version["size"] == len(b"x\n" + b"1.23456\n" * 80_000)
 
 
 def test_file_deleted_before_it_settles_is_logged_vanished(

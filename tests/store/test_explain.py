@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,7 @@ import pyarrow.parquet as pq
 
 from ingest.store.ledger import FileRecord, Ledger
 
-from ..conftest import Folder, write_csv
+from ..conftest import Folder, Service, wait_for, write_csv
 
 REQUIRED = {"sha256", "state", "rows", "table", "reason", "parts", "duplicate_of"}
 BAD = "a,b\n1,2\n3,4,5\n"
@@ -219,3 +222,90 @@ def test_a_compacted_input_names_the_part_that_holds_its_rows_now(folder: Folder
     assert set(after) == _parts_naming(folder, "a.csv", _sha(folder.drop / "a.csv"))
     rows = pq.read_table(records).to_pandas().query("source_file == 'a.csv'").shape[0]
     assert rows == 25
+
+
+def _status(folder: Folder) -> dict[str, Any]:
+    result = folder.ingest("status", "--json", timeout=60)
+    assert result.returncode == 0, result.stderr
+    status: dict[str, Any] = json.loads(result.stdout)
+    return status
+
+
+def test_a_file_gone_before_it_was_read_is_a_vanished_version_that_hides_no_later_one(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    # Written in place, a file settles once unchanged for settle_ms: deleted before that,
+    # it was seen and never read.
+    folder.write_config(
+        watch={"settle_ms": 1500, "rescan_s": 1}, pipeline={"workers": 1},
+        output={"flush_s": 0.2},
+    )
+    svc = service()
+    svc.wait_ready()
+    time.sleep(0.3)
+    fleeting = folder.drop / "fleeting.csv"
+    write_csv(fleeting, rows=10, seed=4)
+    content, st = fleeting.read_bytes(), fleeting.stat()
+    time.sleep(0.7)  # seen by the watcher, still settling
+    fleeting.unlink()
+    wait_for(lambda: "vanished fleeting.csv" in svc.text(), 30, "fleeting.csv to vanish")
+    wait_for(lambda: folder.ingest("explain", "fleeting.csv", timeout=60).returncode == 0,
+             30, "the vanished version to be recorded")
+    assert svc.stop() == 0, svc.text()
+
+    [gone] = _explain(folder, "fleeting.csv")["versions"]
+    assert gone["state"] == "vanished"
+    assert gone["sha256"] is None, "never read, so never hashed"
+    assert gone["size"] == len(content)
+    assert (gone["rows"], gone["table"], gone["reason"], gone["parts"]) == (None, None, None, [])
+    assert (gone["disposal"], gone["disposed_to"], gone["duplicate_of"]) == (None, None, None)
+    assert gone["first_seen"] and gone["committed_at"]
+    text = folder.ingest("explain", "fleeting.csv", timeout=60)
+    assert text.returncode == 0, text.stderr
+    assert "version 1: vanished" in text.stdout
+    assert "gone before it was read" in text.stdout
+    status = _status(folder)
+    # Not an input's fate, so not among the counts; the status says how many all the same.
+    assert status["counts"] == {"ingested": 0, "duplicate": 0, "quarantined": 0}
+    assert (status["vanished"], status["backlog"]) == (1, 0)
+
+    # The same name, bytes, size and mtime again: a new file, neither hidden nor skipped.
+    fleeting.write_bytes(content)
+    os.utime(fleeting, ns=(st.st_atime_ns, st.st_mtime_ns))
+    assert (fleeting.stat().st_size, fleeting.stat().st_mtime_ns) == (st.st_size, st.st_mtime_ns)
+    versions = _explain(folder, "fleeting.csv")["versions"]
+    assert [v["state"] for v in versions] == ["vanished", "pending"]
+    assert versions[1]["sha256"] == hashlib.sha256(content).hexdigest()
+    assert _status(folder)["backlog"] == 1
+
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    assert folder.rows_per_file() == {"fleeting.csv": 10}
+    versions = _explain(folder, "fleeting.csv")["versions"]
+    assert [v["state"] for v in versions] == ["vanished", "ingested"]
+    assert (versions[1]["rows"], versions[1]["size"]) == (10, len(content))
+    status = _status(folder)
+    assert status["counts"] == {"ingested": 1, "duplicate": 0, "quarantined": 0}
+    assert (status["vanished"], status["backlog"]) == (1, 0)
+    assert "vanished:    1" in folder.ingest("status", timeout=60).stdout
+
+
+def test_a_ledger_from_before_vanished_versions_reads_as_having_none(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    ledger.record([
+        FileRecord("a.csv", 1, 2, "", "vanished", seen_at=1.0, done_at=2.0),
+        FileRecord("a.csv", 1, 2, "ab" * 32, "ingested", rows=3, done_at=3.0),
+    ])
+    assert [r.state for r, _ in ledger.history("a.csv")] == ["vanished", "ingested"]
+    assert set(ledger.known().keys.values()) == {"ingested"}
+    assert ledger.counts() == {"ingested": 1}
+    ledger.close()
+    with sqlite3.connect(path) as db:
+        db.execute("DROP TABLE vanished")
+
+    reader = Ledger(path, read_only=True)  # read-only: not migrated
+    assert [r.state for r, _ in reader.history("a.csv")] == ["ingested"]
+    assert reader.vanished_count() == 0
+    reader.close()
