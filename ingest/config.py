@@ -37,6 +37,9 @@ HINT_TYPES = ("int64", "float64", "string", "bool", "date", "timestamp")
 FORMATS = ("parquet", "delta")
 TABLES = ("records", "features")
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
+# What a task carries of each file: its bytes (workers need no shared filesystem), or its
+# path (workers that see the service's files read them themselves, sparing the coordinator).
+SEND = ("bytes", "paths")
 
 
 @dataclass(frozen=True)
@@ -65,6 +68,7 @@ class Pipeline:
     retries: int = 2
     task_timeout_s: float = 600
     drain_s: float = 30
+    send: str = "bytes"
 
 
 @dataclass(frozen=True)
@@ -158,6 +162,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "pipeline.retries": (lambda v: v >= 0, "an integer >= 0"),
     "pipeline.task_timeout_s": (lambda v: v > 0, "a number > 0"),
     "pipeline.drain_s": (lambda v: v >= 0, "a number >= 0"),
+    "pipeline.send": (lambda v: v in SEND, "one of " + ", ".join(SEND)),
     "features.window": (lambda v: v >= 0, "an integer >= 0"),
     "features.sets": (lambda v: len(v) > 0, "a non-empty list of strings"),
     "output.tables": (

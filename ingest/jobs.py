@@ -1,12 +1,14 @@
 """The plain data that crosses the process boundary.
 
 A `Task` carries a batch of files' bytes to a worker, so a worker needs no
-shared filesystem. A `TaskResult` comes back with each file's `Outcome` and
-the batch's part files, already encoded as Parquet: the encoding, the costliest
-step, runs where the cores are. A worker that shares the service's disk (the
-local pool) writes them under `_ingest/tmp` and returns their paths, so the
-bytes do not cross back; any other worker returns the bytes. Everything here is a picklable
-dataclass of builtins; no coroutine, lock or exception object ever crosses.
+shared filesystem; with `[pipeline] send = "paths"` it carries their paths
+instead, and a worker that sees the service's files reads them itself. A
+`TaskResult` comes back with each file's `Outcome` and the batch's part files,
+already encoded as Parquet: the encoding, the costliest step, runs where the
+cores are. A worker that shares the service's disk (the local pool) writes them
+under `_ingest/tmp` and returns their paths, so the bytes do not cross back; any
+other worker returns the bytes. Everything here is a picklable dataclass of
+builtins; no coroutine, lock or exception object ever crosses.
 """
 
 from __future__ import annotations
@@ -29,6 +31,23 @@ class Job:
     # What the service measured the file to become in memory, its own bytes included
     # (a .gz: with its plain bytes); 0 if not measured. A worker decompresses no further.
     in_memory: int = 0
+    # send = "paths": the file's absolute path, which the worker reads itself instead of
+    # data, and the size the file settled at. The worker checks the size of what it read
+    # (and its sha256, if one is given) before it decodes it (ingest/compute/inputs.py).
+    path: str | None = None
+    size: int = 0
+
+
+# A worker that read a job's path and found the file other than the service saw it
+# (another size; other bytes than a sha256 it was given), or gone, says so with one of
+# these errors: not a verdict on the file, so it is never quarantined. The service
+# resolves it as the event named, as it would had it found that itself, and looks at
+# the file again.
+NOT_AS_SEEN = {
+    "InputChanged": "changed",
+    "InputVanished": "vanished",
+    "InputUnreadable": "unreadable",
+}
 
 
 @dataclass(frozen=True)

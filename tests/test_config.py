@@ -277,6 +277,12 @@ def test_bad_value_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize("send", ["bytes", "paths"])
+def test_send_accepts_bytes_or_paths(send: str) -> None:
+    assert Config().pipeline.send == "bytes"
+    assert parse({"pipeline": {"send": send}}).pipeline.send == send
+
+
 @pytest.mark.parametrize("executor", ["process", "dask://scheduler:8786", "dask://local"])
 def test_executor_accepts_the_documented_forms(executor: str) -> None:
     assert parse({"pipeline": {"executor": executor}}).pipeline.executor == executor
@@ -349,8 +355,9 @@ def _ingest(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
     [
         ('[pipeline]\nworkers = "two"\n', "[pipeline] workers"),
         ("[watch]\nsettle_mss = 5\n", "settle_mss"),
+        ('[pipeline]\nsend = "files"\n', "[pipeline] send"),
     ],
-    ids=["wrong-type", "unknown-key"],
+    ids=["wrong-type", "unknown-key", "bad-send"],
 )
 def test_once_with_a_bad_config_exits_2_with_one_line_naming_the_key(
     tmp_path: Path, toml: str, named: str

@@ -32,7 +32,7 @@ from ..config import Config
 from ..dialect import Dialect
 from ..errors import PoolStopped, TaskTimeout, WorkerCrashed
 from ..files import DropFile
-from ..jobs import Failure, Job, Task, TaskResult, WrittenPart
+from ..jobs import NOT_AS_SEEN, Failure, Job, Task, TaskResult, WrittenPart
 from ..logs import shown
 from ..metrics import Metrics
 from ..store.layout import Layout
@@ -81,6 +81,10 @@ class Upstream(Protocol):
         """The worker hashed the file: True if it is to be committed; False if the same
         bytes are committed already (set aside as a duplicate) or held by a file in flight
         (it waits for that one). Its rows are then taken out of the task's parts."""
+
+    async def not_as_seen(self, item: Queued, failure: Failure) -> None:
+        """A worker read the file's path and found it changed, vanished or unreadable
+        (`failure.error` is in `jobs.NOT_AS_SEEN`): resolve it so, and look again."""
 
 
 class Dispatcher:
@@ -290,8 +294,12 @@ class Dispatcher:
             described = self._describe(dialect)
             if described is not None and log.isEnabledFor(logging.DEBUG):
                 log.debug("%s: read as %s", shown(item.file.rel), described)
-            if outcome.failure is not None:
-                self._quarantine(item, outcome.failure, attempts, outcome.sha256)
+            failure = outcome.failure
+            if failure is not None and failure.error in NOT_AS_SEEN:
+                await self.upstream.not_as_seen(item, failure)  # no rows of it in the parts
+                continue
+            if failure is not None:
+                self._quarantine(item, failure, attempts, outcome.sha256)
                 continue
             if not await self.upstream.claim(item.file.rel, outcome.sha256):
                 dropped.add(item.file.rel)

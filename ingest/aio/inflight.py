@@ -19,6 +19,7 @@ settler entry keeps `once` from ending; a place upstream left behind makes every
 wait flush_s for a file that is not coming; a claim left behind holds its waiters forever):
 
     resolved (committed, or needs no commit)  finish; offered again if it changed meanwhile
+                                              (or a worker found it so: not_as_seen)
     deferred (a drain, staging failed)        finish; not offered again
     duplicate of a committed file             let_go; resolved once the committer records it
     same bytes as a file in flight            let_go; finished (offered again) with that file
@@ -40,6 +41,7 @@ from typing import Any
 
 from .. import shared
 from ..files import DropFile
+from ..jobs import NOT_AS_SEEN, Failure
 from ..metrics import Metrics
 from ..selection import regular_file
 from ..store.ledger import Known
@@ -237,3 +239,7 @@ class InFlight:
 
     def free_shared_memory(self, item: Queued) -> None:
         self.free_segment(item.file.rel)
+
+    async def not_as_seen(self, item: Queued, failure: Failure) -> None:
+        fields: dict[str, object] = {"reason": failure.message}
+        await self.resolved(item.file, NOT_AS_SEEN[failure.error], fields)

@@ -5,6 +5,9 @@
                                                         many to a hop; each hashed by its
                                                         worker, claimed when its result
                                                         comes back)
+                                               paths:   budget -> queue (send = "paths": the
+                                                        worker reads the file, checks its
+                                                        size and hashes it)
                                                blocks:  hash -> claim -> Streamer -> committer
                                                refused: committer (quarantined as TooLarge)
     a file the ledger holds, or the same bytes as one: resolved or set aside, never read twice
@@ -70,6 +73,7 @@ class Intake:
         self.crash = crash
         self._spawn = spawn
         self._shares_disk = shares_disk  # workers read shared memory: local ones
+        self._send_paths = config.pipeline.send == "paths"  # workers read the files themselves
         self._shm_prefix = shared.prefix_for(layout.output)
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         self._streams = asyncio.Semaphore(1)
@@ -113,6 +117,9 @@ class Intake:
         await self.in_flight.charge(file.rel, how.in_memory)
         if self.in_flight.draining():
             await self.in_flight.defer(file)
+            return
+        if self._send_paths:
+            await self._queue_path(file, how.in_memory)
             return
         if file.size < GROUP_READ_BYTES:
             self._grouped.append((file, how.in_memory))
@@ -201,6 +208,14 @@ class Intake:
             if segment is not None
             else Job(file.rel, "", bytes(data), table=table, in_memory=in_memory)
         )
+        await self.queue.put(Queued(file, job, in_memory))
+        self.in_flight.metrics.queued.set(self.queue.qsize())
+
+    async def _queue_path(self, file: DropFile, in_memory: int) -> None:
+        """send = "paths": queue the file's path and the size it settled at. The worker
+        reads it, checks the size and hashes it: nothing of it is read here."""
+        job = Job(file.rel, "", b"", table=self.config.route(file.rel), in_memory=in_memory,
+                  path=str(file.path), size=file.size)
         await self.queue.put(Queued(file, job, in_memory))
         self.in_flight.metrics.queued.set(self.queue.qsize())
 

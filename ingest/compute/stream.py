@@ -29,7 +29,8 @@ from ..widen import merge_schemas
 from . import features, radix
 from .decode import DecodeError, decode_block
 from .encode import footer, stamped, to_parquet
-from .task import check_columns, message, table_schema, time_limit
+from .inputs import message
+from .task import check_columns, table_schema, time_limit
 
 
 def column_partial(name: str, values: np.ndarray) -> ColumnPartial:

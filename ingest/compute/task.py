@@ -8,7 +8,6 @@ exception. Only a dying worker reaches the parent as an error.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import importlib.abc
 import os
 import select
@@ -23,7 +22,7 @@ from types import ModuleType
 
 import pyarrow as pa
 
-from .. import beacon, conform, memory, shared
+from .. import beacon, conform, memory
 from ..config import Features
 from ..dialect import PLAIN, Dialect
 from ..errors import TaskTimeout
@@ -33,6 +32,7 @@ from .bounded import bounded, decode_bounded
 from .csvread import unique_names
 from .decode import DecodeError, decode_file
 from .encode import Featurised, encode
+from .inputs import message, with_bytes
 from .together import parse_together
 
 # Enough for the scheduler to favour the parent's event loop, not so much that
@@ -194,14 +194,6 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
-def message(exc: BaseException) -> str:
-    """An exception's text, even from an exception whose __str__ is broken."""
-    try:
-        return str(exc) or repr(exc)
-    except Exception:
-        return f"{type(exc).__name__} (its message could not be read)"
-
-
 def _featurise_one(
     job: Job, task: Task, table: pa.Table | None, targets: conform.Targets
 ) -> tuple[Featurised, Dialect | None] | Failure:
@@ -214,23 +206,12 @@ def _featurise_one(
         return Failure(type(exc).__name__, message(exc))
 
 
-def _with_bytes(job: Job, index: int, lost: dict[int, Failure]) -> Job:
-    """The job with its bytes in hand, copied out of shared memory if they were put there,
-    and their sha256 if the service left it to the worker (it does for whole files: the
-    worker touches every byte anyway, and the service's one process does not scale)."""
-    if job.shared is not None:
-        try:
-            job = replace(job, data=shared.take(job.shared), shared=None)
-        except (OSError, MemoryError) as exc:  # the segment removed from /dev/shm underneath us
-            lost[index] = Failure(
-                "InputLost",
-                f"its bytes were gone from shared memory before a worker read them"
-                f" ({message(exc)}); drop the file again to ingest it",
-            )
-            return replace(job, shared=None)
-    if not job.sha256:
-        job = replace(job, sha256=hashlib.sha256(job.data).hexdigest())
-    return job
+def _in_hand(job: Job, index: int, lost: dict[int, Failure]) -> Job:
+    found = with_bytes(job)
+    if isinstance(found, Failure):
+        lost[index] = found
+        return replace(job, shared=None, path=None)
+    return found
 
 
 def _plain_table(spec: TableSpec) -> bool:
@@ -271,8 +252,10 @@ def _injected_failure(task: Task) -> None:
 def _process(task: Task) -> TaskResult:
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
+    # A job whose bytes could not be had (or were not what was claimed) keeps its place,
+    # with no bytes, and its failure in `lost`.
     lost: dict[int, Failure] = {}
-    jobs = tuple(_with_bytes(job, index, lost) for index, job in enumerate(task.jobs))
+    jobs = tuple(_in_hand(job, index, lost) for index, job in enumerate(task.jobs))
     # Files of tables that pin nothing but the plain dialect may be parsed together.
     joinable = [i for i, job in enumerate(jobs) if _plain_table(task.spec(job.table))]
     try:

@@ -1,0 +1,70 @@
+"""A job's bytes in hand, and their sha256: as they came, out of shared memory, or read
+from the file's path.
+
+Runs in a worker process. The service leaves a whole file's sha256 to the worker,
+which touches every byte anyway; the claim on those bytes is taken when the result
+comes back. With `[pipeline] send = "paths"` the service does not read the file
+either: it sends the path and the size the file had when it settled, and the
+worker reads it. What the worker reads must be the file the service saw: one that
+grew, shrank or was replaced by then (or a sha256 that, if the service sent one,
+does not match) is not decoded. It comes back as a `Failure` named in
+`jobs.NOT_AS_SEEN`, which the service resolves as it would its own finding
+(changed, vanished, unreadable) for that file alone, never as a quarantine; the
+commit's own check (size and mtime) would otherwise find it changed with its whole
+task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+
+from .. import shared
+from ..jobs import Failure, Job
+
+
+def message(exc: BaseException) -> str:
+    """An exception's text, even from an exception whose __str__ is broken."""
+    try:
+        return str(exc) or repr(exc)
+    except Exception:
+        return f"{type(exc).__name__} (its message could not be read)"
+
+
+def with_bytes(job: Job) -> Job | Failure:
+    """The job with its bytes in `data` and its sha256, or why they could not be had."""
+    if job.path is not None:
+        return _read_path(job, job.path)
+    if job.shared is not None:
+        try:
+            job = replace(job, data=shared.take(job.shared), shared=None)
+        except (OSError, MemoryError) as exc:  # the segment removed from /dev/shm underneath us
+            return Failure(
+                "InputLost",
+                f"its bytes were gone from shared memory before a worker read them"
+                f" ({message(exc)}); drop the file again to ingest it",
+            )
+    if not job.sha256:
+        job = replace(job, sha256=hashlib.sha256(job.data).hexdigest())
+    return job
+
+
+def _read_path(job: Job, path: str) -> Job | Failure:
+    try:
+        # One byte past the expected size tells a grown file from a complete one without
+        # reading all of a file appended to without end.
+        with open(path, "rb") as fh:
+            data = fh.read(job.size + 1)
+    except FileNotFoundError:
+        return Failure("InputVanished", f"{path} was gone when a worker went to read it")
+    except OSError as exc:
+        return Failure("InputUnreadable", f"a worker could not read {path}: {message(exc)}")
+    if len(data) != job.size:
+        found = "more than" if len(data) > job.size else str(len(data))
+        return Failure(
+            "InputChanged", f"a worker read {found} bytes where the file had {job.size}"
+        )
+    digest = hashlib.sha256(data).hexdigest()
+    if job.sha256 and digest != job.sha256:
+        return Failure("InputChanged", "a worker read other bytes than the service hashed")
+    return replace(job, data=data, path=None, sha256=digest)

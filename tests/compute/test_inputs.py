@@ -1,0 +1,92 @@
+"""send = "paths": a worker reads a job's file itself, hashes it, and refuses one not as it settled.
+
+Real files in tmp_path, run through `task.process` as a worker runs it.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pyarrow.parquet as pq
+import pytest
+
+from ingest.compute.task import process
+from ingest.config import Features
+from ingest.jobs import NOT_AS_SEEN, EncodedPart, Job, Task, TaskResult
+
+CSV = b"timestamp,temperature\n1,20.5\n2,21.5\n3,22.5\n"
+
+
+def _claimed(path: Path) -> Job:
+    """A job with the file's path, its size and its sha256 to check."""
+    data = path.read_bytes()
+    return Job(
+        path.name, hashlib.sha256(data).hexdigest(), b"", path=str(path), size=len(data),
+    )
+
+
+def _run(*jobs: Job) -> TaskResult:
+    return process(Task(jobs, Features()))
+
+
+def _records(result: TaskResult) -> list[dict[str, object]]:
+    part = next(p for p in result.parts if p.table == "records")
+    assert isinstance(part, EncodedPart)
+    return pq.read_table(io.BytesIO(part.data)).to_pylist()
+
+
+def test_a_worker_reads_the_file_at_the_path_it_is_sent_and_hashes_it(tmp_path: Path) -> None:
+    (tmp_path / "a.csv").write_bytes(CSV)
+    gz = tmp_path / "b.csv.gz"
+    gz.write_bytes(gzip.compress(CSV))
+    # As the service sends them: no sha256, the worker's to compute.
+    jobs = [replace(_claimed(path), sha256="") for path in (tmp_path / "a.csv", gz)]
+
+    result = _run(*jobs)
+
+    assert [(o.rows, o.failure) for o in result.outcomes] == [(3, None), (3, None)]
+    digests = [hashlib.sha256(p.read_bytes()).hexdigest() for p in (tmp_path / "a.csv", gz)]
+    assert [o.sha256 for o in result.outcomes] == digests
+    rows = _records(result)
+    assert [r["temperature"] for r in rows] == [20.5, 21.5, 22.5] * 2
+    assert [r["source_sha256"] for r in rows] == [digests[0]] * 3 + [digests[1]] * 3
+
+
+@pytest.mark.parametrize(
+    ("change", "error"),
+    [
+        # The same size, other bytes: only the sha256 tells them apart.
+        (lambda p: p.write_bytes(CSV.replace(b"20.5", b"99.9")), "InputChanged"),
+        (lambda p: p.write_bytes(CSV + b"4,23.5\n"), "InputChanged"),
+        (lambda p: p.write_bytes(CSV[:-7]), "InputChanged"),
+        (lambda p: p.unlink(), "InputVanished"),
+        (lambda p: (p.unlink(), p.mkdir()), "InputUnreadable"),
+    ],
+    ids=["rewritten-same-size", "appended", "truncated", "deleted", "not-a-file"],
+)
+def test_a_file_that_is_not_what_was_claimed_is_refused_and_never_encoded(
+    tmp_path: Path, change: object, error: str
+) -> None:
+    good, victim = tmp_path / "good.csv", tmp_path / "victim.csv"
+    good.write_bytes(CSV)
+    victim.write_bytes(CSV)
+    stat = victim.stat()
+    claimed = _claimed(victim)
+    change(victim)  # type: ignore[operator]
+    if victim.is_file():  # as a careful forger would: size and mtime as they were seen
+        os.utime(victim, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+
+    result = _run(_claimed(good), claimed)
+
+    ok, refused = result.outcomes
+    assert ok.failure is None and ok.rows == 3
+    assert refused.failure is not None and refused.failure.error == error
+    assert error in NOT_AS_SEEN  # resolved by the service, never quarantined
+    assert refused.rows == 0
+    # Only the good file's rows are in the task's parts.
+    assert {r["source_file"] for r in _records(result)} == {"good.csv"}
