@@ -15,8 +15,11 @@ from .conftest import Folder
 from .delta_read import read_delta
 
 
-def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) -> None:
-    """`expected`: rows per good input; `bad`: inputs that must be quarantined."""
+def check_exactly_once(
+    folder: Folder, expected: dict[str, int], bad: set[str], duplicates: set[str] | None = None
+) -> None:
+    """`expected`: rows per good input; `bad`: inputs that must be quarantined;
+    `duplicates`: inputs with the same bytes as a good one, recorded as duplicates."""
     # Every row of every good input, exactly once.
     counts = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
     assert counts == expected, _diff(counts, expected)
@@ -44,7 +47,11 @@ def check_exactly_once(folder: Folder, expected: dict[str, int], bad: set[str]) 
         states.setdefault(path, []).append(state)
     assert {p for p, s in states.items() if s == ["ingested"]} == set(expected)
     assert {p for p, s in states.items() if s == ["quarantined"]} == bad
-    assert len(states) == len(expected) + len(bad), "an input has more than one state"
+    duplicates = duplicates or set()
+    assert {p for p, s in states.items() if s == ["duplicate"]} == duplicates
+    assert len(states) == len(expected) + len(bad) + len(duplicates), (
+        "an input has more than one state"
+    )
     assert pending == 0
 
     check_one_schema(folder.output)

@@ -59,10 +59,14 @@ def _read_path(job: Job, path: str) -> Job | Failure:
         return Failure("InputVanished", f"{path} was gone when a worker went to read it")
     except OSError as exc:
         return Failure("InputUnreadable", f"a worker could not read {path}: {message(exc)}")
-    if len(data) != job.size:
-        found = "more than" if len(data) > job.size else str(len(data))
+    if len(data) > job.size:
         return Failure(
-            "InputChanged", f"a worker read {found} bytes where the file had {job.size}"
+            "InputChanged", f"it grew past the {job.size} bytes it settled at before a worker"
+            " read it",
+        )
+    if len(data) < job.size:
+        return Failure(
+            "InputChanged", f"a worker found {len(data)} bytes where it settled at {job.size}"
         )
     digest = hashlib.sha256(data).hexdigest()
     if job.sha256 and digest != job.sha256:
