@@ -37,7 +37,8 @@ def _run(*jobs: Job) -> TaskResult:
 def _records(result: TaskResult) -> list[dict[str, object]]:
     part = next(p for p in result.parts if p.table == "records")
     assert isinstance(part, EncodedPart)
-    return pq.read_table(io.BytesIO(part.data)).to_pylist()
+    rows: list[dict[str, object]] = pq.read_table(io.BytesIO(part.data)).to_pylist()
+    return rows
 
 
 def test_a_worker_reads_the_file_at_the_path_it_is_sent_and_hashes_it(tmp_path: Path) -> None:

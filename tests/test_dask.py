@@ -1,0 +1,172 @@
+"""A real dask cluster: a `dask scheduler` and two `dask worker` processes started with the
+CLI on 127.0.0.1, shared by this module's tests, and `ingest` sending them bytes or paths.
+
+The workers share this machine's disk, so send = "paths" applies.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from .conftest import ROOT, Folder, wait_for, write_csv
+from .corpus import check_corpus_once, write_corpus
+from .invariants import check_exactly_once
+
+pytest.importorskip("distributed")
+
+START_TIMEOUT_S = 60
+
+
+@dataclass
+class Cluster:
+    address: str
+    processes: list[subprocess.Popen[bytes]]
+
+    def ask(self, expression: str) -> object:
+        """Evaluate `expression` with `client` connected to the scheduler, in a process of
+        its own (a client here would run its own event loop in this test process)."""
+        code = (
+            "import json, os, sys\n"
+            "from distributed import Client\n"
+            f"with Client({self.address!r}, timeout={START_TIMEOUT_S}) as client:\n"
+            f"    print(json.dumps({expression}))\n"
+        )
+        result = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, timeout=120
+        )
+        assert result.returncode == 0, result.stderr
+        return json.loads(result.stdout.strip().splitlines()[-1])
+
+    def worker_pids(self) -> list[int]:
+        pids = self.ask("client.run(os.getpid)")
+        assert isinstance(pids, dict)
+        return sorted(int(pid) for pid in pids.values())
+
+    def busy_worker(self) -> int | None:
+        """The pid of a worker the scheduler has given a task to, if any."""
+        busy = self.ask(
+            "[pid for address, pid in client.run(os.getpid).items()"
+            " if client.processing().get(address)]"
+        )
+        assert isinstance(busy, list)
+        return int(busy[0]) if busy else None
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """One scheduler, two single-threaded workers (each under its nanny, which restarts
+    it if it dies), started as the `dask` CLI starts them, and killed at teardown."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    # The workers import ingest, and the test feature sets by name, as a user's package.
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL, "env": env}
+    processes = [subprocess.Popen(
+        [sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+         "--port", str(port), "--no-dashboard"],
+        start_new_session=True, **quiet,  # type: ignore[call-overload]
+    )]
+    for _ in range(2):
+        processes.append(subprocess.Popen(
+            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
+             "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
+            start_new_session=True, **quiet,  # type: ignore[call-overload]
+        ))
+    running = Cluster(address, processes)
+    try:
+        running.ask(f"client.wait_for_workers(2, timeout={START_TIMEOUT_S}) or 0")
+        yield running
+    finally:
+        for proc in processes:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # the nannies' workers with them
+            proc.wait(10)
+
+
+def _configure(folder: Folder, cluster: Cluster, send: str, **features: object) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0},
+        pipeline={"workers": 2, "executor": f"dask://{cluster.address}", "send": send},
+        output={"flush_s": 0.2},
+        **({"features": features} if features else {}),
+    )
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("send", ["paths", "bytes"])
+def test_a_mixed_folder_is_ingested_exactly_once_on_a_dask_cluster(
+    folder: Folder, cluster: Cluster, send: str
+) -> None:
+    _configure(folder, cluster, send)
+    corpus = write_corpus(folder)
+
+    result = folder.ingest("once", timeout=170)
+
+    assert result.returncode == 0, result.stderr
+    check_corpus_once(folder, corpus)
+
+
+def _ingested(folder: Folder) -> int:
+    ledger = folder.output / "_ingest" / "ledger.sqlite"
+    if not ledger.exists():
+        return 0
+    with sqlite3.connect(ledger, timeout=10) as db:
+        count: int = db.execute("SELECT count(*) FROM files WHERE state = 'ingested'").fetchone()[0]
+        return count
+
+
+def _busy_worker(cluster: Cluster, timeout: float = 120) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = cluster.busy_worker()
+        if pid is not None:
+            return pid
+    raise AssertionError("no worker was given a task")
+
+
+@pytest.mark.timeout(240)
+def test_a_dask_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
+    folder: Folder, cluster: Cluster
+) -> None:
+    _configure(folder, cluster, "paths", sets=["summary", "tests.plugin_sets:slow"])
+    expected = {}
+    for i in range(60):  # 0.15 s each in a worker, with the slow set: about 5 s on two
+        expected[f"f{i:02d}.csv"] = len(write_csv(folder.drop / f"f{i:02d}.csv", 200, i))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    try:
+        victim = _busy_worker(cluster)
+        os.kill(victim, signal.SIGKILL)  # it holds a task: one not committed, now lost
+        done_at_kill = _ingested(folder)
+        _, stderr = proc.communicate(timeout=180)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    assert done_at_kill < len(expected), "the run ended before the kill: not mid-run"
+    assert proc.returncode == 0, stderr
+    check_exactly_once(folder, expected, set())
+    # The nanny started another worker in its place; the next test has two again.
+    wait_for(lambda: len(cluster.worker_pids()) == 2, 60, "the worker to be restarted")
+    assert victim not in cluster.worker_pids()
