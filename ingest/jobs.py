@@ -21,7 +21,8 @@ from .dialect import CsvOptions, Dialect
 
 @dataclass(frozen=True)
 class Job:
-    """One input file, read by the service, to be decoded and featurised by a worker."""
+    """One input file, read by the service (or, given its path, by the worker), to be
+    decoded and featurised by a worker."""
 
     source_file: str  # path relative to the drop folder, with "/" separators
     sha256: str  # "" for the worker to compute from the bytes; the Outcome carries it back

@@ -6,8 +6,8 @@ which touches every byte anyway; the claim on those bytes is taken when the resu
 comes back. With `[pipeline] send = "paths"` the service does not read the file
 either: it sends the path and the size the file had when it settled, and the
 worker reads it. What the worker reads must be the file the service saw: one that
-grew, shrank or was replaced by then (or a sha256 that, if the service sent one,
-does not match) is not decoded. It comes back as a `Failure` named in
+grew or shrank by then, or is gone (or whose bytes do not match a sha256 the job
+carries), is not decoded. It comes back as a `Failure` named in
 `jobs.NOT_AS_SEEN`, which the service resolves as it would its own finding
 (changed, vanished, unreadable) for that file alone, never as a quarantine; the
 commit's own check (size and mtime) would otherwise find it changed with its whole

@@ -252,8 +252,8 @@ def _injected_failure(task: Task) -> None:
 def _process(task: Task) -> TaskResult:
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
-    # A job whose bytes could not be had (or were not what was claimed) keeps its place,
-    # with no bytes, and its failure in `lost`.
+    # A job whose bytes could not be had (or were not the file as it settled) keeps its
+    # place, with no bytes, and its failure in `lost`.
     lost: dict[int, Failure] = {}
     jobs = tuple(_in_hand(job, index, lost) for index, job in enumerate(task.jobs))
     # Files of tables that pin nothing but the plain dialect may be parsed together.
