@@ -296,6 +296,8 @@ class Dispatcher:
                 log.debug("%s: read as %s", shown(item.file.rel), described)
             failure = outcome.failure
             if failure is not None and failure.error in NOT_AS_SEEN:
+                if NOT_AS_SEEN[failure.error] == "vanished":
+                    self.committer.vanished(item.file)  # a fact for `ingest explain`
                 await self.upstream.not_as_seen(item, failure)  # no rows of it in the parts
                 continue
             if failure is not None:

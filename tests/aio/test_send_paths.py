@@ -6,6 +6,7 @@ Real `ingest` processes over real files; the output read back with DuckDB.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import sqlite3
 import time
@@ -86,3 +87,10 @@ def test_files_changed_after_they_were_queued_are_read_as_they_are_when_the_work
     assert "vanished gone.csv " in log and "gone when a worker went to read it" in log, log
     with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
         assert db.execute("SELECT count(*) FROM files WHERE path = 'gone.csv'").fetchone() == (0,)
+    # Gone before its worker read it: `explain` tells it as a vanished version, as it does
+    # a file the service found gone.
+    explained = folder.ingest("explain", "gone.csv", "--json", timeout=60)
+    assert explained.returncode == 0, explained.stderr
+    [version] = json.loads(explained.stdout)["versions"]
+    assert (version["state"], version["sha256"]) == ("vanished", None)
+    assert version["size"] == len(_readings(1.5))
