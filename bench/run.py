@@ -40,10 +40,11 @@ def _tools(text: str) -> list[str]:
     return corpus.parse_choices(text, list(TOOLS), "tool")
 
 
-def _command(tool: str, data: corpus.Corpus, out: Path) -> list[str]:
+def _command(tool: str, data: corpus.Corpus, out: Path, send: str = "bytes") -> list[str]:
     if tool != "ingest":
         return peer_command(sys.executable, tool, str(data.path), str(out))
-    config = ingest_job.write_config(out / "config.toml", data.path, out)
+    overrides = {"pipeline": {"send": send}} if send != "bytes" else None
+    config = ingest_job.write_config(out / "config.toml", data.path, out, overrides)
     return ingest_job.command("once", "--config", str(config))
 
 
@@ -102,7 +103,8 @@ def bench_shape(
             out = scratch / tool
             ingest_job.reset(out)
             log = scratch / f"{tool}-{round_}.log"
-            sample = measure(_command(tool, data, out), log, cwd=ROOT, timeout_s=args.timeout)
+            command = _command(tool, data, out, args.send)
+            sample = measure(command, log, cwd=ROOT, timeout_s=args.timeout)
             entries[tool].samples.append(sample)
             status = "ok" if sample.returncode == 0 else f"exit {sample.returncode}, see {log}"
             print(
@@ -191,6 +193,10 @@ def parser() -> argparse.ArgumentParser:
         help="skip the row-count and feature check",
     )
     p.add_argument("--keep-huge", action="store_true", help="keep the huge corpus afterwards")
+    p.add_argument(
+        "--send", choices=("bytes", "paths"), default="bytes",
+        help='ingest\'s [pipeline] send: "paths" has its workers read the files (default bytes)',
+    )
     p.add_argument(
         "--service",
         action="store_true",
