@@ -223,3 +223,44 @@ def test_gzipped_json_lines_are_read_whole_or_in_blocks_when_the_patterns_allow_
         ("big.jsonl.gz", 40_000, sum(i % 11 for i in range(40_000))),
         ("small.jsonl.gz", small_rows, sum(i % 11 for i in range(small_rows))),
     ]
+
+
+SHORT_PLAIN_MB = 16  # of two-byte rows: 8 million of them
+
+
+def test_a_gzipped_csv_of_two_byte_rows_keeps_the_process_tree_near_memory_mb(
+    tmp_path: Path,
+) -> None:
+    """Each row costs a worker its source columns beside its text, some 80 bytes: blocks
+    of the usual size in bytes would hold 40 times their size in rows. Blocks are cut by
+    rows too, so the bound holds for the shortest rows there are."""
+    config = {
+        "pipeline": {"workers": 2, "memory_mb": BOMB_MB}, "watch": {"settle_ms": 0},
+        "output": {"flush_s": 0.05},
+    }
+    tiny = Folder(tmp_path / "tiny")
+    tiny.drop.mkdir(parents=True)
+    tiny.write_config(**config)
+    write_csv(tiny.drop / "tiny.csv", rows=10, seed=1)
+    fixed, result = peak_tree_rss(tiny)
+    assert result.returncode == 0, result.stderr
+
+    bombs = Folder(tmp_path / "bombs")
+    bombs.drop.mkdir(parents=True)
+    bombs.write_config(**config)
+    rows = SHORT_PLAIN_MB * MB // 2 - 1
+    with (bombs.drop / "zeros.csv.gz").open("wb") as out:
+        out.write(gzip.compress(b"v\n" + b"0\n" * rows, compresslevel=9))
+    assert (bombs.drop / "zeros.csv.gz").stat().st_size * RATIO < SHORT_PLAIN_MB * MB
+
+    peak, result = peak_tree_rss(bombs)
+
+    assert result.returncode == 0, result.stderr
+    assert "reading it in blocks" in result.stderr
+    assert bombs.query("SELECT count(*), sum(v) FROM records") == [(rows, 0)]
+    extra = (peak - fixed) / MB
+    print(f"fixed cost {fixed / MB:.0f} MB, peak {peak / MB:.0f} MB, extra {extra:.0f} MB")
+    assert extra < 2 * BOMB_MB, (
+        f"the tree peaked {extra:.0f} MB above its fixed cost ({fixed / MB:.0f} MB)"
+        f" with memory_mb = {BOMB_MB}"
+    )

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.cut import Cutter, RecordTooLong, header
+from ingest.cut import Cutter, Piece, RecordTooLong, header, split_rows
 
 cells = st.text(alphabet='ab,"\n x', max_size=8)  # csv.writer leaves a lone CR unquoted
 rows = st.lists(st.lists(cells, min_size=2, max_size=2), min_size=1, max_size=40)
@@ -69,3 +69,23 @@ def test_json_lines_cut_at_any_newline() -> None:
     cutter = Cutter(quoted=False, max_record=1 << 20)
     assert cutter.feed(b'{"a": "\\"q"}\n{"a": 2').data == b'{"a": "\\"q"}\n'
     assert cutter.feed(b"}\n", final=True).data == b'{"a": 2}\n'
+
+
+def test_split_rows_cuts_between_records_and_keeps_line_numbers() -> None:
+    csv = b"h,x\n" + b"".join(b'%d,"a\nb"\n' % i for i in range(1000))
+    pieces = split_rows(csv, 7, quoted=True, max_rows=100)
+
+    assert b"".join(p.data for p in pieces) == csv
+    assert all(p.data.count(b"\n") <= 120 for p in pieces)
+    assert all(p.data.endswith(b'"\n') for p in pieces), "no piece ends inside a quoted field"
+    line = 7
+    for piece in pieces:
+        assert piece.first_line == line
+        line += piece.data.count(b"\n")
+
+    jsonl = b"".join(b'{"v": %d}\n' % i for i in range(1000))
+    pieces = split_rows(jsonl, 1, False, 300)
+    assert b"".join(p.data for p in pieces) == jsonl
+    assert [p.data.count(b"\n") for p in pieces] == [307, 297, 297, 99]  # cut by bytes
+    assert [p.first_line for p in pieces] == [1, 308, 605, 902]
+    assert split_rows(jsonl, 3, False, 1000) == [Piece(jsonl, 3)]

@@ -19,15 +19,20 @@ workers.
 from __future__ import annotations
 
 import asyncio
+import collections
 import hashlib
 
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
-from ..cut import Cutter, header
+from ..cut import Cutter, Piece, header, split_rows
 from ..inflate import RAW_BYTES, Inflater, inner_name
 
 # The longest record a block may carry over; the decoder's own record-size guard.
 MAX_RECORD_BYTES = 16 << 20
+# What a row costs a worker beyond its text (its source columns, offsets): a block holds
+# at most block_bytes / ROW_BYTES rows, so short rows make blocks of fewer bytes. Rows of
+# 64 bytes or more (most files) are not split.
+ROW_BYTES = 64
 
 
 class BlockReader:
@@ -45,10 +50,13 @@ class BlockReader:
         self.first = True
         self.length = 0  # bytes read from disk
         self.eof = False
+        self._ready: collections.deque[tuple[bytes, int]] = collections.deque()
 
     async def next(self) -> tuple[bytes, int] | None:
         """(data, the file's line number of its first line), or None at the end.
         Raises GzipError if a gzip'd file is not a complete gzip stream."""
+        if self._ready:
+            return self._ready.popleft()
         while not self.eof:
             if self.inflater is None:
                 chunk: bytes = await self.fh.read(self.block_bytes)
@@ -102,5 +110,16 @@ class BlockReader:
                 self._held = data  # block 0 sets the column types: it needs a record
                 return None
             self.first = False
-            return data, 1
-        return (piece.data, piece.first_line) if piece.data else None
+            return self._split(data, 1, first=True)
+        return self._split(piece.data, piece.first_line) if piece.data else None
+
+    def _split(self, data: bytes, first_line: int, first: bool = False) -> tuple[bytes, int]:
+        """The block, or its first piece of at most block_bytes / ROW_BYTES rows; the
+        others are handed out next."""
+        pieces = split_rows(data, first_line, self.quoted, max(1, self.block_bytes // ROW_BYTES))
+        head = pieces[0].data
+        if first and len(pieces) > 1 and len(head) == len(header(head, self.quoted)):
+            # Block 0's column types fix the rest: it keeps records beside its header.
+            pieces[:2] = [Piece(head + pieces[1].data, first_line)]
+        self._ready.extend((p.data, p.first_line) for p in pieces[1:])
+        return pieces[0].data, pieces[0].first_line
