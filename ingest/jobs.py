@@ -37,6 +37,9 @@ class Job:
     # (and its sha256, if one is given) before it decodes it (ingest/compute/inputs.py).
     path: str | None = None
     size: int = 0
+    # Where in `shared` the bytes start (small files read together share one segment);
+    # `size` bytes of it are the file's.
+    offset: int = 0
 
 
 # A worker that read a job's path and found the file other than the service saw it

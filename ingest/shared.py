@@ -58,11 +58,16 @@ def view(segment: SharedMemory) -> memoryview:
     return buffer
 
 
-def take(name: str) -> bytes:
-    """In the worker: the segment's bytes, copied out. The service removes the segment."""
+def take(name: str, offset: int = 0, length: int | None = None) -> bytes:
+    """In the worker: the segment's bytes (or `length` of them from `offset`: one file of
+    a group read into one segment), copied out. The service removes the segment."""
     segment = SharedMemory(name=name)
     try:
-        return bytes(view(segment))
+        buffer = view(segment)
+        end = len(buffer) if length is None else offset + length
+        if end > len(buffer):
+            raise ValueError(f"shared memory {name} holds {len(buffer)} bytes, not {end}")
+        return bytes(buffer[offset:end])
     finally:
         segment.close()
 

@@ -94,6 +94,7 @@ class InFlight:
         self._set_aside = set_aside  # to the committer, which records it with the next flush
         self._files: dict[str, FileInFlight] = {}
         self._claims: dict[str, str] = {}  # sha256 -> name of the file holding it
+        self._segment_users: dict[str, int] = {}  # segment name -> files holding it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
         # Kept as counts, not summed over the records: the dispatcher asks for every file.
         self._upstream = 0
@@ -122,7 +123,10 @@ class InFlight:
         self.metrics.bytes_held.set(self.budget.used)
 
     def keep_segment(self, rel: str, segment: SharedMemory) -> None:
+        """The file's bytes are in `segment`, alone or beside those of the files read with
+        it; a segment is removed once the last file holding it lets go."""
         self._files[rel].segment = segment
+        self._segment_users[segment.name] = self._segment_users.get(segment.name, 0) + 1
 
     def segment(self, rel: str) -> SharedMemory | None:
         record = self._files.get(rel)
@@ -130,7 +134,8 @@ class InFlight:
 
     def segments(self) -> list[SharedMemory]:
         """Those of files still in flight, at shutdown: left for the next run."""
-        return [r.segment for r in self._files.values() if r.segment is not None]
+        held = {r.segment.name: r.segment for r in self._files.values() if r.segment is not None}
+        return list(held.values())
 
     def hand_over(self, rel: str) -> None:
         """The file is no longer on its way to the queue: a task or the committer has it."""
@@ -145,7 +150,11 @@ class InFlight:
         record = self._files.get(rel)
         if record is not None and record.segment is not None:
             segment, record.segment = record.segment, None
-            self._spawn(asyncio.to_thread(shared.remove, segment))
+            users = self._segment_users.pop(segment.name) - 1
+            if users:
+                self._segment_users[segment.name] = users
+            else:
+                self._spawn(asyncio.to_thread(shared.remove, segment))
 
     async def let_go(self, rel: str) -> None:
         """Give back what the file held for its bytes: segment, budget, place upstream.

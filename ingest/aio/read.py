@@ -49,6 +49,32 @@ def _read_all(paths: Sequence[Path]) -> list[bytes | OSError]:
 read_files = aiofiles.os.wrap(_read_all)
 
 
+def _read_all_into(
+    paths: Sequence[Path], buffer: memoryview, sizes: Sequence[int]
+) -> list[int | OSError]:
+    """Each file into its slice of `buffer`, one after the other, `sizes` bytes each: its
+    length (one more than its size if it is longer), or the error that kept it from
+    being read."""
+    read: list[int | OSError] = []
+    offset = 0
+    for path, size in zip(paths, sizes, strict=True):
+        try:
+            with path.open("rb", buffering=0) as fh:
+                piece, length = buffer[offset:offset + size], 0
+                while length < size and (got := fh.readinto(piece[length:])):
+                    length += got
+                if length == size and fh.read(1):
+                    length += 1
+            read.append(length)
+        except OSError as exc:
+            read.append(exc)
+        offset += size
+    return read
+
+
+read_files_into = aiofiles.os.wrap(_read_all_into)
+
+
 def _sha256(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 

@@ -37,8 +37,10 @@ def with_bytes(job: Job) -> Job | Failure:
         return _read_path(job, job.path)
     if job.shared is not None:
         try:
-            job = replace(job, data=shared.take(job.shared), shared=None)
-        except (OSError, MemoryError) as exc:  # the segment removed from /dev/shm underneath us
+            job = replace(
+                job, data=shared.take(job.shared, job.offset, job.size), shared=None
+            )
+        except (OSError, MemoryError, ValueError) as exc:  # removed from /dev/shm underneath us
             return Failure(
                 "InputLost",
                 f"its bytes were gone from shared memory before a worker read them"

@@ -355,6 +355,28 @@ def test_a_stage_that_cannot_be_written_sends_the_bytes_back(tmp_path: Path) -> 
     assert list(tmp_path.iterdir()) == []
 
 
+def test_files_read_into_one_segment_each_get_their_own_bytes(tmp_path: Path) -> None:
+    from ingest import shared
+
+    other = b"timestamp,pressure\n7,1013.5\n"
+    segment = shared.create(shared.prefix_for(tmp_path), len(CSV) + len(other))
+    assert segment is not None
+    try:
+        shared.view(segment)[:] = CSV + other
+        jobs = (
+            Job("a.csv", "", b"", shared=segment.name, size=len(CSV)),
+            Job("empty.csv", "", b"", shared=segment.name, size=0, offset=len(CSV)),
+            Job("b.csv", "", b"", shared=segment.name, size=len(other), offset=len(CSV)),
+        )
+        result = process(Task(jobs, Features()))
+    finally:
+        shared.remove(segment)
+    a, empty, b = result.outcomes
+    assert (a.sha256, a.rows, a.failure) == (hashlib.sha256(CSV).hexdigest(), 3, None)
+    assert empty.sha256 == hashlib.sha256(b"").hexdigest() and empty.failure is not None
+    assert (b.sha256, b.rows, b.failure) == (hashlib.sha256(other).hexdigest(), 1, None)
+
+
 def test_a_job_whose_bytes_are_in_shared_memory_gives_what_the_bytes_give(
     tmp_path: Path,
 ) -> None:
@@ -365,7 +387,9 @@ def test_a_job_whose_bytes_are_in_shared_memory_gives_what_the_bytes_give(
     try:
         shared.view(segment)[:] = CSV
         sha = hashlib.sha256(CSV).hexdigest()
-        via_segment = run(Task((Job("a.csv", sha, b"", shared=segment.name),), Features()))
+        via_segment = run(Task(
+            (Job("a.csv", sha, b"", shared=segment.name, size=len(CSV)),), Features()
+        ))
         via_bytes = run(Task((Job("a.csv", sha, CSV),), Features()))
     finally:
         shared.remove(segment)
