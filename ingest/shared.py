@@ -1,14 +1,14 @@
-"""Large inputs handed to a local worker through shared memory, not through the pool's pipe.
+"""Inputs handed to a local worker through shared memory, not through the pool's pipe.
 
 Pickled into the pipe, a file's bytes are copied twice more, and the pickling
 holds the GIL: 30 to 45 ms for an 87 MB file, during which the event loop
 cannot run. Instead the service reads such a file straight into a segment
 and sends the segment's name; the worker copies the bytes out once, and
 hashes them. Only a worker on this machine can attach, so a dask executor still
-gets the bytes. Below `SHARED_MIN_BYTES` the pipe is cheaper than making a
-segment.
+gets the bytes. Below `SHARED_MIN_BYTES` a segment of its own costs a file
+more than the pipe does; small files read together (`aio/intake.py`) share one.
 
-The service removes each segment once its file is resolved. Segments are
+The service removes each segment once the last file in it is resolved. Segments are
 named after the output folder, so that start-up removes whatever a killed
 service left, as it does with temp files: one service owns an output folder.
 """
