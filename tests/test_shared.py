@@ -97,3 +97,47 @@ def test_large_files_are_ingested_through_shared_memory_exactly_once(folder: Fol
     assert total == pytest.approx(float(np.nansum(big[:, 0])))
     assert "duplicate" in result.stderr
     assert segments_of(folder.output) == []
+
+
+def test_small_files_read_together_share_a_segment_and_each_gets_its_own_bytes(
+    folder: Folder,
+) -> None:
+    """Files under the group size, a megabyte and more of them, read into one segment per
+    group: each file's rows are its own, a copy among them is a duplicate, an empty file
+    is quarantined on its own, and no segment is left once `ingest once` has exited."""
+    folder.write_config(pipeline={"workers": 2}, watch={"settle_ms": 0})
+    expected = {}
+    for i in range(24):
+        expected[f"f{i:02d}.csv"] = write_csv(folder.drop / f"f{i:02d}.csv", rows=1_600, seed=i)
+    assert sum(p.stat().st_size for p in folder.drop.iterdir()) >= shared.SHARED_MIN_BYTES
+    assert max(p.stat().st_size for p in folder.drop.iterdir()) < 256 * 1024
+    (folder.drop / "copy.csv").write_bytes((folder.drop / "f03.csv").read_bytes())
+    (folder.drop / "empty.csv").write_bytes(b"")
+
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch_segments() -> None:
+        while not done.is_set():
+            seen.update(p.name for p in segments_of(folder.output))
+            done.wait(0.002)
+
+    watcher = threading.Thread(target=watch_segments)
+    watcher.start()
+    try:
+        result = folder.ingest("once")
+    finally:
+        done.set()
+        watcher.join()
+
+    assert result.returncode == 3, result.stderr  # the empty file
+    assert seen, "the group was read into shared memory"
+    sums = dict(folder.query("SELECT source_file, sum(ch1) FROM records GROUP BY 1"))
+    (kept,) = {"f03.csv", "copy.csv"} & set(sums)  # whichever was committed first
+    assert len(sums) == len(expected)
+    for name, values in expected.items():
+        source = kept if name == "f03.csv" else name
+        assert sums[source] == pytest.approx(float(np.nansum(values[:, 1])))
+    assert (folder.quarantine / "empty.csv").exists()
+    assert "duplicate" in result.stderr
+    assert segments_of(folder.output) == []

@@ -27,6 +27,7 @@ from .. import shared
 from ..config import Config
 from ..files import DropFile
 from ..jobs import Failure, Job
+from ..shared import SHARED_MIN_BYTES
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine
 from ..store.layout import Layout
@@ -44,7 +45,8 @@ log = logging.getLogger("ingest.service")
 
 # Reads in flight at once: enough to hide per-open latency, few enough to keep fds modest.
 READ_CONCURRENCY = 16
-# Files smaller than this are read in groups of up to GROUP_FILES, one hop per group.
+# Files smaller than this are read in groups of up to GROUP_FILES, one hop per group; a
+# group of SHARED_MIN_BYTES or more, for local workers, into one shared segment.
 GROUP_READ_BYTES = 256 * 1024
 GROUP_FILES = 64
 
@@ -182,7 +184,7 @@ class Intake:
                         for file, _ in group:
                             await self.in_flight.defer(file)
                         continue
-                    if self._shares_disk:
+                    if self._shares_disk and sum(f.size for f, _ in group) >= SHARED_MIN_BYTES:
                         await self._read_group_shared(group)
                         continue
                     read = await read_files([file.path for file, _ in group])
