@@ -57,6 +57,9 @@ class Watch:
     rescan_s: float = 30
     force_polling: bool = False
     on_success: str = "archive"
+    # A canary file's event must arrive within this, or the watcher is taken for deaf.
+    # Events arrive in milliseconds; the margin is for a loop busy with a flood of files.
+    canary_wait_s: float = 5
 
 
 @dataclass(frozen=True)
@@ -150,6 +153,7 @@ class Config:
 _RULES: dict[str, tuple[Any, str]] = {
     "watch.settle_ms": (lambda v: v >= 0, "an integer >= 0"),
     "watch.rescan_s": (lambda v: v > 0, "a number > 0"),
+    "watch.canary_wait_s": (lambda v: v > 0, "a number > 0"),
     "watch.on_success": (lambda v: v in ON_SUCCESS, "one of " + ", ".join(ON_SUCCESS)),
     "watch.patterns": (lambda v: len(v) > 0, "a non-empty list of strings"),
     "pipeline.workers": (lambda v: v >= 0, "an integer >= 0"),

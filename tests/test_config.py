@@ -235,6 +235,7 @@ BAD_VALUES = [
     ("pipeline", "queue_files", False),
     ("watch", "settle_ms", True),
     ("watch", "rescan_s", True),
+    ("watch", "canary_wait_s", True),
     ("output", "flush_s", False),
     ("features", "window", True),
     # bad enum values
@@ -247,6 +248,8 @@ BAD_VALUES = [
     ("pipeline", "queue_files", 0),
     ("pipeline", "retries", -1),
     ("watch", "rescan_s", 0),
+    ("watch", "canary_wait_s", 0),
+    ("watch", "canary_wait_s", -1),
     ("features", "window", -5),
     ("output", "target_file_mb", 0),
     ("output", "flush_s", -0.5),
@@ -293,6 +296,7 @@ def test_integer_is_accepted_where_a_number_is_expected() -> None:
     assert config.watch.rescan_s == 5.0
     assert isinstance(config.watch.rescan_s, float)
     assert config.output.flush_s == 0.0
+    assert parse({"watch": {"canary_wait_s": 2}}).watch.canary_wait_s == 2.0
 
 
 def test_lists_become_tuples_so_config_stays_frozen_and_hashable() -> None:

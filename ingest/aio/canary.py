@@ -23,9 +23,6 @@ NAME = ".ingest-canary"
 # a watcher that goes deaf later than its first minutes is rare, and the rescan still
 # finds every file meanwhile.
 EVERY_S = 30.0
-# Its event must arrive within this. Events arrive in milliseconds; the margin is for a
-# loop busy with a flood of files.
-WAIT_S = 5.0
 # Canaries missed in a row before events are given up for polling. The first miss gets a
 # new watcher and a scan, which is cheap; polling a large folder every 100 ms is not, so
 # it waits for a new watcher to miss the canary too.
@@ -35,8 +32,9 @@ READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
 
 
 class Canary:
-    def __init__(self, drop: Path, writable: bool):
+    def __init__(self, drop: Path, writable: bool, wait_s: float):
         self.path = drop / NAME
+        self.wait_s = wait_s  # [watch] canary_wait_s: its event must arrive within this
         self.name = str(self.path)
         self.usable = writable
         self._touched: float | None = None  # monotonic time of the touch not yet heard
@@ -66,7 +64,7 @@ class Canary:
         return self.misses >= MISSES
 
     def overdue(self, now: float) -> bool:
-        return self._touched is not None and now - self._touched > WAIT_S
+        return self._touched is not None and now - self._touched > self.wait_s
 
     async def tend(self, now: float) -> None:
         """Make the canary if it is due and the last one was heard."""

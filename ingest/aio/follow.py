@@ -28,7 +28,7 @@ from pathlib import Path
 import watchfiles
 
 from ..store.watch_mode import WatchMode
-from .canary import MISSES, WAIT_S, Canary
+from .canary import MISSES, Canary
 from .watch import OFFER_BATCH, Watcher
 
 log = logging.getLogger("ingest.watch")
@@ -70,7 +70,10 @@ class Follower:
         self.force_polling = watcher.watch.force_polling
         self.report = report  # told each change of mode
         self.events = events or watchfiles.awatch  # polling is always watchfiles'
-        self.canary = Canary(self.drop, writable=watcher.watch.on_success != "keep")
+        self.canary = Canary(
+            self.drop, writable=watcher.watch.on_success != "keep",
+            wait_s=watcher.watch.canary_wait_s,
+        )
         self.mode: WatchMode | None = None
         self._poll_reason: str | None = None
         self._scans: set[asyncio.Task[int]] = set()
@@ -175,16 +178,18 @@ class Follower:
     async def _canary_missed(self) -> Ended:
         if not await self.canary.missed():
             log.warning("no event for the canary %s arrived within %g s: starting a new"
-                        " watcher and scanning the folder", self.canary.path, WAIT_S)
+                        " watcher and scanning the folder", self.canary.path, self.canary.wait_s)
             return Ended.RETRY
         self._poll_reason = (
-            f"the canary's event did not arrive within {WAIT_S:g} s, {MISSES} times in a row"
+            f"the canary's event did not arrive within {self.canary.wait_s:g} s,"
+            f" {MISSES} times in a row"
         )
         log.warning(
             "no event for the canary %s arrived within %g s, from a new watcher either: this"
             " folder sends no events here (a network share, some container bind mounts), or"
             " inotify's limits are reached; polling it every %d ms instead. %s",
-            self.canary.path, WAIT_S, POLL_DELAY_MS, await asyncio.to_thread(_limits),
+            self.canary.path, self.canary.wait_s, POLL_DELAY_MS,
+            await asyncio.to_thread(_limits),
         )
         return Ended.UNHEARD
 

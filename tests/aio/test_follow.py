@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import pytest
 import watchfiles
 
-from ingest.aio.canary import MISSES, WAIT_S
+from ingest.aio.canary import MISSES
 from ingest.aio.canary import NAME as CANARY
 from ingest.aio.follow import EventSource, Follower
 from ingest.aio.settle import Settler
@@ -28,9 +28,13 @@ from ingest.store.watch_mode import WatchMode
 from .watchers import deaf, refused
 
 T = TypeVar("T")
-# Time for events to be given up: the first canary touched within a tick, then missed by
-# two watchers in a row, with a margin.
-GIVE_UP_S = MISSES * (WAIT_S + 1) + 5
+# [watch] canary_wait_s here: far above the milliseconds an event takes, and short, since a
+# deaf watcher is found out only by waiting for it (the default, 5 s, is for busy loops).
+WAIT_S = 1.0
+# The longest a deaf watcher takes to be given up: the first canary touched within a tick,
+# then missed by two watchers in a row, each found out at a tick.
+DEAF_S = MISSES * (WAIT_S + 2)
+GIVE_UP_S = DEAF_S + 5  # with a margin, as a timeout
 
 
 @dataclass
@@ -56,7 +60,7 @@ def follow(
     drop.mkdir(exist_ok=True)
 
     async def main() -> T:
-        watch = Watch(settle_ms=50, rescan_s=3600, on_success=on_success)
+        watch = Watch(settle_ms=50, rescan_s=3600, on_success=on_success, canary_wait_s=WAIT_S)
         settler = Settler(watch.settle_ms, lambda p: p.relative_to(drop).as_posix(),
                           lambda file: None)
         modes: list[WatchMode] = []
@@ -100,6 +104,7 @@ def test_a_watcher_that_hears_nothing_gives_way_to_polling(
 
     assert found.rel == "late.csv", "the canary is never offered as an input"
     assert "no event for the canary" in caplog.text
+    assert f"arrived within {WAIT_S:g} s" in caplog.text, "[watch] canary_wait_s is the bound"
     assert "starting a new watcher" in caplog.text, "a new watcher is tried first"
     assert "fs.inotify.max_user_watches" in caplog.text
     assert not (tmp_path / "drop" / CANARY).exists(), "the canary is removed at the end"
@@ -219,7 +224,7 @@ def test_a_watcher_that_hears_other_files_is_not_deaf_though_the_canary_is_lost(
             yield {(change, name) for change, name in batch if not name.endswith(CANARY)}
 
     async def body(run: Run) -> list[WatchMode]:
-        deadline = time.monotonic() + GIVE_UP_S + 2
+        deadline = time.monotonic() + DEAF_S + 2  # past when a deaf watcher gives up
         for i in itertools.count():
             if time.monotonic() > deadline:
                 break

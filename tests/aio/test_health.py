@@ -72,7 +72,7 @@ def test_a_service_whose_watcher_hears_nothing_polls_commits_and_stays_healthy(
     port = _free_port()
     config = Config(
         paths=Paths(tmp_path / "drop", tmp_path / "out", tmp_path / "q", tmp_path / "arch"),
-        watch=Watch(settle_ms=50, rescan_s=3600),
+        watch=Watch(settle_ms=50, rescan_s=3600, canary_wait_s=1),  # deaf is found out sooner
         pipeline=Pipeline(workers=1),
         output=Output(flush_s=0.2),
         metrics=Metrics(port=port),
@@ -106,6 +106,7 @@ def test_a_service_whose_watcher_hears_nothing_polls_commits_and_stays_healthy(
     assert 'ingest_watch_mode{mode="polling"} 1.0' in seen["metrics"]
     watcher = seen["status"]["watcher"]
     assert watcher["mode"] == "polling" and "canary" in watcher["reason"]
+    assert "within 1 s" in watcher["reason"], watcher["reason"]
     rows = duckdb.sql(
         f"SELECT count(*) FROM read_parquet('{tmp_path}/out/records/**/*.parquet')"
     ).fetchall()
