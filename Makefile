@@ -27,8 +27,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check ingest tests bench
 	$(BIN)/mypy
 
+# Most tests wait on real processes (services, pools, kill -9 and restarts) more than they
+# compute, so they run in XDIST workers side by side. Those that measure how long something
+# takes (marked serial) run alone afterwards, where other tests cannot stretch the clock.
+XDIST ?= 4
+
 test: lint
-	$(BIN)/pytest -m "not slow" -q
+	$(BIN)/pytest -m "not slow and not serial" -q -n $(XDIST) --dist worksteal
+	$(BIN)/pytest -m "serial and not slow" -q
 
 test-slow: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e ".[dev,dask,bench,delta,spark]"

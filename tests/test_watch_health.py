@@ -17,6 +17,10 @@ import pytest
 from .conftest import Folder, Service, wait_for, write_csv
 from .invariants import check_exactly_once
 
+# Each file must be committed within DEADLINE_S of its drop, which other tests' processes
+# on the same cores could stretch.
+pytestmark = pytest.mark.serial
+
 # The rescan would find a file within rescan_s; these files must be found well before.
 RESCAN_S = 60
 DEADLINE_S = 15

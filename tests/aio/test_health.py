@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
+import pytest
 
 from ingest.aio.canary import NAME as CANARY
 from ingest.aio.health import LAG_LIMIT_S, Health
@@ -38,6 +39,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
         return error.code, error.read().decode()
 
 
+@pytest.mark.serial  # the loop lag it reads must be its own
 def test_healthz_is_503_while_the_loop_is_blocked_and_200_when_it_runs(tmp_path: Path) -> None:
     port = _free_port()
     registry = Registry()

@@ -19,6 +19,9 @@ from ingest.compute.task import process
 from ingest.config import Config, Features, Output, Paths, Pipeline, Watch
 from ingest.jobs import Task, TaskResult
 
+# A lag measured beside other tests' processes would measure them.
+pytestmark = pytest.mark.serial
+
 BOUND_S = 0.050
 
 

@@ -571,6 +571,7 @@ def test_temp_and_editor_names_are_ignored_until_renamed_to_a_matching_name(
 # ---- 11. mtime in the future ------------------------------------------------------------
 
 
+@pytest.mark.serial  # committed within 10 s of its drop
 def test_file_with_an_mtime_a_day_ahead_is_ingested_promptly_and_once(
     folder: Folder, service: Callable[..., Service]
 ) -> None:

@@ -84,6 +84,7 @@ def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_on
     check_exactly_once(folder, expected, set())
 
 
+@pytest.mark.serial  # a bound on how long shutdown takes
 def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
     folder: Folder, start: Start
 ) -> None:

@@ -218,6 +218,7 @@ def test_an_internal_failure_that_stops_the_service_exits_1(folder: Folder) -> N
     assert (folder.drop / "a.csv").exists(), "the file stays for the next run"
 
 
+@pytest.mark.serial  # a bound on its wall time
 @pytest.mark.timeout(180)
 def test_the_hang_backstop_does_not_grow_with_the_task(folder: Folder) -> None:
     # One worker: the 40 good files and the hanging one make one task. The backstop counts

@@ -112,6 +112,9 @@ def test_once_with_wait_runs_after_the_holder_stops(
     try:
         wait_for(lambda: (folder.root / "output" / "_ingest" / "writer.lock").read_text()
                  .strip() == str(svc.proc.pid), 10, "the lock to name the service")
+        # A waiter slow to start (a busy machine) would otherwise find the service gone.
+        wait_for(lambda: "waiting for pid" in waiter.text() or waiter.proc.poll() is not None,
+                 60, "the waiter to find the lock held")
         time.sleep(1.5)
         assert waiter.proc.poll() is None, "it waits while the service holds the output"
         assert svc.stop() == 0
