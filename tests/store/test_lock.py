@@ -9,6 +9,8 @@ import sys
 import time
 from collections.abc import Callable
 
+import pytest
+
 from ingest.store.lock import WriterLock
 
 from ..conftest import Folder, Service, wait_for, write_csv
@@ -60,6 +62,7 @@ def test_two_onces_started_together_ingest_every_row_exactly_once(folder: Folder
     assert not any(folder.drop.iterdir())
 
 
+@pytest.mark.serial  # "at once": a bound on its wall time
 def test_once_while_run_holds_the_output_exits_4_at_once_naming_the_pid(
     folder: Folder, service: Callable[..., Service]
 ) -> None:
