@@ -158,8 +158,9 @@ def peak_tree_rss(folder: Folder) -> tuple[int, subprocess.CompletedProcess[str]
     return peak, subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
 
 
-def test_compression_bombs_keep_the_process_tree_near_memory_mb(tmp_path: Path) -> None:
-    config = {
+def fixed_cost_and_bomb_folder(tmp_path: Path) -> tuple[int, Folder]:
+    """The tree's peak over one tiny file, and an empty folder of the same config."""
+    config: dict[str, dict[str, object]] = {
         "pipeline": {"workers": 2, "memory_mb": BOMB_MB}, "watch": {"settle_ms": 0},
         "output": {"flush_s": 0.05},
     }
@@ -169,10 +170,14 @@ def test_compression_bombs_keep_the_process_tree_near_memory_mb(tmp_path: Path) 
     write_csv(tiny.drop / "tiny.csv", rows=10, seed=1)
     fixed, result = peak_tree_rss(tiny)
     assert result.returncode == 0, result.stderr
-
     bombs = Folder(tmp_path / "bombs")
     bombs.drop.mkdir(parents=True)
     bombs.write_config(**config)
+    return fixed, bombs
+
+
+def test_compression_bombs_keep_the_process_tree_near_memory_mb(tmp_path: Path) -> None:
+    fixed, bombs = fixed_cost_and_bomb_folder(tmp_path)
     rows, plain = gzip_bomb(bombs.drop / "bomb.csv.gz")
     assert plain > (PLAIN_MB - 1) * MB
     assert (bombs.drop / "bomb.csv.gz").stat().st_size * RATIO < plain
@@ -234,20 +239,7 @@ def test_a_gzipped_csv_of_two_byte_rows_keeps_the_process_tree_near_memory_mb(
     """Each row costs a worker its source columns beside its text, some 80 bytes: blocks
     of the usual size in bytes would hold 40 times their size in rows. Blocks are cut by
     rows too, so the bound holds for the shortest rows there are."""
-    config = {
-        "pipeline": {"workers": 2, "memory_mb": BOMB_MB}, "watch": {"settle_ms": 0},
-        "output": {"flush_s": 0.05},
-    }
-    tiny = Folder(tmp_path / "tiny")
-    tiny.drop.mkdir(parents=True)
-    tiny.write_config(**config)
-    write_csv(tiny.drop / "tiny.csv", rows=10, seed=1)
-    fixed, result = peak_tree_rss(tiny)
-    assert result.returncode == 0, result.stderr
-
-    bombs = Folder(tmp_path / "bombs")
-    bombs.drop.mkdir(parents=True)
-    bombs.write_config(**config)
+    fixed, bombs = fixed_cost_and_bomb_folder(tmp_path)
     rows = SHORT_PLAIN_MB * MB // 2 - 1
     with (bombs.drop / "zeros.csv.gz").open("wb") as out:
         out.write(gzip.compress(b"v\n" + b"0\n" * rows, compresslevel=9))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import threading
 from multiprocessing import resource_tracker
 from multiprocessing.shared_memory import SharedMemory
@@ -20,6 +21,27 @@ pytestmark = pytest.mark.skipif(not shared.SHM_DIR.is_dir(), reason="no /dev/shm
 
 def segments_of(output: Path) -> list[Path]:
     return sorted(shared.SHM_DIR.glob(shared.prefix_for(output) + "*"))
+
+
+def once_watching_segments(folder: Folder) -> tuple[subprocess.CompletedProcess[str], set[str]]:
+    """`ingest once`, and the names of the segments seen while it ran: a segment lives
+    from its file's read until its file's result is final."""
+    seen: set[str] = set()
+    done = threading.Event()
+
+    def watch_segments() -> None:
+        while not done.is_set():
+            seen.update(p.name for p in segments_of(folder.output))
+            done.wait(0.002)
+
+    watcher = threading.Thread(target=watch_segments)
+    watcher.start()
+    try:
+        result = folder.ingest("once")
+    finally:
+        done.set()
+        watcher.join()
+    return result, seen
 
 
 def test_a_segment_carries_the_bytes_to_a_reader_by_name(tmp_path: Path) -> None:
@@ -71,21 +93,8 @@ def test_large_files_are_ingested_through_shared_memory_exactly_once(folder: Fol
     resource_tracker.unregister(stale._name, "shared_memory")  # type: ignore[attr-defined]
     stale.close()
 
-    seen: set[str] = set()
-    done = threading.Event()
-
-    def watch_segments() -> None:  # a segment lives from its file's read to its commit
-        while not done.is_set():
-            seen.update(p.name for p in segments_of(folder.output) if "stale" not in p.name)
-            done.wait(0.002)
-
-    watcher = threading.Thread(target=watch_segments)
-    watcher.start()
-    try:
-        result = folder.ingest("once")
-    finally:
-        done.set()
-        watcher.join()
+    result, seen = once_watching_segments(folder)
+    seen = {name for name in seen if "stale" not in name}
 
     assert result.returncode == 0, result.stderr
     assert len(seen) >= 2, "the two large files were read into shared memory"
@@ -114,21 +123,7 @@ def test_small_files_read_together_share_a_segment_and_each_gets_its_own_bytes(
     (folder.drop / "copy.csv").write_bytes((folder.drop / "f03.csv").read_bytes())
     (folder.drop / "empty.csv").write_bytes(b"")
 
-    seen: set[str] = set()
-    done = threading.Event()
-
-    def watch_segments() -> None:
-        while not done.is_set():
-            seen.update(p.name for p in segments_of(folder.output))
-            done.wait(0.002)
-
-    watcher = threading.Thread(target=watch_segments)
-    watcher.start()
-    try:
-        result = folder.ingest("once")
-    finally:
-        done.set()
-        watcher.join()
+    result, seen = once_watching_segments(folder)
 
     assert result.returncode == 3, result.stderr  # the empty file
     assert seen, "the group was read into shared memory"
