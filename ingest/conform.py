@@ -12,6 +12,7 @@ and its raw text is kept in `_rescued_data`, a JSON object of column -> text.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 
 import pyarrow as pa
@@ -22,6 +23,10 @@ from .widen import HINTS, IDENTITY, RESCUED, is_untyped, merge_schemas, normalis
 _INT = r"^[+-]?[0-9]+$"
 _FLOAT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(inf|nan)$"
 _SAMPLE = 1000
+# The same patterns for Python's `re`, where "$" would also match before a final newline.
+_INT_TEXT = re.compile(_INT.replace("$", r"\Z"))
+_FLOAT_TEXT = re.compile(_FLOAT.replace("$", r"\Z"))
+_SMALL = 256  # a column this short is checked in plain Python
 # Integers beyond this lose their value as float64; such values are rescued instead.
 _EXACT = 2**53
 
@@ -44,6 +49,12 @@ def own_schema(data: pa.Table, hints: Mapping[str, str]) -> pa.Schema:
 
 def _numbers_in_text(column: pa.ChunkedArray) -> pa.DataType | None:
     """int64 or float64 if most values of a text column are numbers (the rest are rescued)."""
+    if len(column) <= _SMALL:
+        return _numbers_in_short_text(column.cast(pa.string()).to_pylist())
+    return _numbers_in_long_text(column)
+
+
+def _numbers_in_long_text(column: pa.ChunkedArray) -> pa.DataType | None:
     sample = column.drop_null().slice(0, _SAMPLE).cast(pa.string())
     sample = sample.filter(pc.not_equal(sample, ""))  # empty cells are missing values
     if len(sample) == 0 or pc.sum(pc.match_substring_regex(sample, _FLOAT)).as_py() * 2 < len(
@@ -57,6 +68,19 @@ def _numbers_in_text(column: pa.ChunkedArray) -> pa.DataType | None:
     if pc.sum(floats).as_py() * 2 < len(values) - values.null_count - empty:
         return None
     return pa.int64() if pc.all(pc.equal(floats, ints)).as_py() is not False else pa.float64()
+
+
+def _numbers_in_short_text(values: list[str | None]) -> pa.DataType | None:
+    """`_numbers_in_text` for a short column, in plain Python: each of the four Arrow
+    calls that decide it costs tens of microseconds, whatever the length, and a small
+    file's text column (a device name, say) is checked once per file."""
+    texts = [v for v in values if v is not None]
+    filled = [v for v in texts if v != ""]  # empty cells are missing values
+    floats = sum(1 for v in filled if _FLOAT_TEXT.match(v))
+    if not filled or floats * 2 < len(filled):
+        return None
+    same = all(bool(_FLOAT_TEXT.match(v)) == bool(_INT_TEXT.match(v)) for v in texts)
+    return pa.int64() if same else pa.float64()
 
 
 def target(data: pa.Table, table: pa.Schema | None, hints: Mapping[str, str]) -> pa.Schema:

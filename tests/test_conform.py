@@ -119,3 +119,18 @@ def test_every_value_is_kept_in_its_column_or_in_rescued_data(values: list[objec
             assert kept == text
         else:
             assert kept == (int(text) if isinstance(kept, int) else float(text))
+
+
+_CELLS = st.one_of(
+    st.none(), st.just(""), st.integers(-10**6, 10**6).map(str),
+    st.floats(allow_nan=True, allow_infinity=True).map(str),
+    st.sampled_from(["n/a", "1e5", "+.5", "-7", "inf", "nan", "1.", "12\n", " 3", "0x1F", "1,5"]),
+    st.text(max_size=6),
+)
+
+
+@given(st.lists(_CELLS, max_size=300))
+def test_a_short_text_column_is_judged_as_arrow_judges_a_long_one(cells: list[str | None]) -> None:
+    """The plain-Python check of a short column agrees with the Arrow one on every column."""
+    column = pa.chunked_array([pa.array(cells, pa.string())])
+    assert conform._numbers_in_short_text(cells) == conform._numbers_in_long_text(column)
