@@ -92,17 +92,24 @@ def target(data: pa.Table, table: pa.Schema | None, hints: Mapping[str, str]) ->
 
 class Targets:
     """`target` for the files of one task, remembered: its tables' schemas are read once,
-    and a file whose columns hold no text (whose target depends on its column types
-    alone) shares the target of the files before it with the same types."""
+    and a file shares the target of the files before it with the same column types and,
+    for each text column, the same verdict of `_numbers_in_text` (the one thing in a
+    file's target that its values decide)."""
 
     def __init__(self) -> None:
         self._tables: dict[bytes, pa.Schema] = {}
-        self._known: dict[tuple[str, pa.Schema], pa.Schema] = {}
+        self._known: dict[tuple[str, pa.Schema, tuple[pa.DataType | None, ...]], pa.Schema] = {}
 
     def of(
         self, data: pa.Table, table: str, schema: bytes | None, hints: Mapping[str, str]
     ) -> pa.Schema:
-        key = (table, data.schema)
+        verdicts = tuple(
+            _numbers_in_text(column)
+            for name, column in zip(data.column_names, data.columns, strict=True)
+            if _textual(column.type) and name not in hints and name not in IDENTITY
+            and pa.types.is_string(normalise(column.type))
+        )
+        key = (table, data.schema, verdicts)
         found = self._known.get(key)
         if found is not None:
             return found
@@ -111,9 +118,7 @@ class Targets:
             current = self._tables.get(schema)
             if current is None:
                 current = self._tables[schema] = pa.ipc.read_schema(pa.py_buffer(schema))
-        result = target(data, current, hints)
-        if not any(_textual(f.type) for f in data.schema):
-            self._known[key] = result
+        result = self._known[key] = target(data, current, hints)
         return result
 
 

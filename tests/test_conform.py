@@ -134,3 +134,24 @@ def test_a_short_text_column_is_judged_as_arrow_judges_a_long_one(cells: list[st
     """The plain-Python check of a short column agrees with the Arrow one on every column."""
     column = pa.chunked_array([pa.array(cells, pa.string())])
     assert conform._numbers_in_short_text(cells) == conform._numbers_in_long_text(column)
+
+
+def test_a_task_remembers_a_target_only_for_files_its_values_decide_alike() -> None:
+    """Files of one task share a target when their column types and their text columns'
+    verdicts agree; a text column of numbers in one file and of words in the next, with
+    the same Arrow types, give each its own."""
+    files = [
+        pa.table({"device": ["a", "b"], "v": ["1", "2"]}),    # v: numbers as text
+        pa.table({"device": ["c", "d"], "v": ["x", "y"]}),    # same types, v: words
+        pa.table({"device": ["e", "f"], "v": ["3", "n/a"]}),  # v: half numbers
+        pa.table({"device": ["g", "h"], "v": ["4", "5"]}),    # as the first
+        pa.table({"device": ["i", "j"], "v": [1.5, 2.5]}),    # v: floats
+    ]
+    targets = conform.Targets()
+
+    got = [targets.of(t, "records", None, {}) for t in files]
+
+    assert got == [conform.target(t, None, {}) for t in files]
+    assert [g.field("v").type for g in got] == [
+        pa.int64(), pa.string(), pa.int64(), pa.int64(), pa.float64()
+    ]
