@@ -270,9 +270,10 @@ class Dispatcher:
         """Set the file aside as quarantined. Its sha256 is the worker's; a file that
         killed or hung its worker has none, and is hashed by its committer."""
         self.upstream.free_shared_memory(item)
+        digest = digest or item.job.sha256
         self.committer.set_aside(Aside(
-            item.file, digest or item.job.sha256, "quarantined", failure=failure,
-            attempts=attempts, table=item.job.table, hash_on_commit=not digest,
+            item.file, digest, "quarantined", failure=failure, attempts=attempts,
+            table=item.job.table, hash_on_commit=not digest,
         ))
 
     def _describe(self, dialect: Dialect | None) -> str | None:

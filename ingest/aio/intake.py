@@ -186,13 +186,17 @@ class Intake:
                         continue
                     if self._shares_disk and sum(f.size for f, _ in group) >= SHARED_MIN_BYTES:
                         await self._read_group_shared(group)
-                        continue
-                    read = await read_files([file.path for file, _ in group])
-                    for (file, in_memory), data in zip(group, read, strict=True):
-                        length = 0 if isinstance(data, OSError) else len(data)
-                        await self._queue(file, in_memory, data, length)
+                    else:
+                        await self._read_group_piped(group)
         finally:
             self._group_reading = False
+
+    async def _read_group_piped(self, group: list[tuple[DropFile, int]]) -> None:
+        """A group whose bytes go to the workers in their tasks, through the pool's pipe."""
+        read = await read_files([file.path for file, _ in group])
+        for (file, in_memory), data in zip(group, read, strict=True):
+            length = 0 if isinstance(data, OSError) else len(data)
+            await self._queue(file, in_memory, data, length)
 
     async def _read_group_shared(self, group: list[tuple[DropFile, int]]) -> None:
         """A group for local workers, read into one shared segment: only its name and
@@ -201,10 +205,7 @@ class Intake:
         sizes = [file.size for file, _ in group]
         segment = await asyncio.to_thread(shared.create, self._shm_prefix, sum(sizes))
         if segment is None:  # /dev/shm is full: the bytes take the pipe
-            read = await read_files([file.path for file, _ in group])
-            for (file, in_memory), data in zip(group, read, strict=True):
-                length = 0 if isinstance(data, OSError) else len(data)
-                await self._queue(file, in_memory, data, length)
+            await self._read_group_piped(group)
             return
         for file, _ in group:
             self.in_flight.keep_segment(file.rel, segment)

@@ -10,12 +10,6 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
-# Below this, hashing on the loop (about 30 us at 2 GB/s) beats the hop to a thread. Above
-# it, a burst of reads (a task taking its files off a full queue) would hash on the loop for
-# milliseconds together: at 512 KB the loop lag p99 under a backlog of 175 KB files was 2 to
-# 4 ms higher.
-HASH_INLINE_BYTES = 64 * 1024
-
 
 async def read_bytes(path: Path) -> bytes:
     """The whole file. Raises FileNotFoundError if it vanished since it was seen."""
@@ -73,16 +67,6 @@ def _read_all_into(
 
 
 read_files_into = aiofiles.os.wrap(_read_all_into)
-
-
-def _sha256(data: bytes | memoryview) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-async def sha256(data: bytes | memoryview) -> str:
-    if len(data) <= HASH_INLINE_BYTES:
-        return _sha256(data)
-    return await asyncio.to_thread(_sha256, data)
 
 
 HASH_CHUNK_BYTES = 8 * 1024 * 1024

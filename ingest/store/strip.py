@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from ..compute.encode import FOOTER_SOURCES, to_parquet
 from ..jobs import EncodedPart
+from .merge import sources_of
 from .parts import StagedPart
 
 Part = EncodedPart | StagedPart
@@ -45,7 +46,7 @@ def _rewritten(part: Part, dropped: set[str], rest: tuple[str, ...], compression
     table = pq.read_table(source)
     footer = dict(table.schema.metadata or {})
     footer[FOOTER_SOURCES] = json.dumps(
-        [s for s in json.loads(footer.get(FOOTER_SOURCES, b"[]")) if s[0] not in dropped]
+        [list(source) for source in sources_of(footer) if source[0] not in dropped]
     ).encode()
     keep = pc.invert(pc.is_in(table["source_file"], value_set=pa.array(sorted(dropped))))
     table = table.filter(keep).replace_schema_metadata(None)
@@ -58,4 +59,4 @@ def _rewritten(part: Part, dropped: set[str], rest: tuple[str, ...], compression
     temp = part.temp.with_name(part.temp.name + ".kept")
     temp.write_bytes(data)
     temp.replace(part.temp)  # not durable yet: the commit fsyncs it, as any worker's part
-    return StagedPart(part.table, part.temp, part.durable, part.schema, rest)
+    return StagedPart(part.table, part.temp, False, part.schema, rest)
