@@ -12,9 +12,13 @@ import logging.handlers
 import queue
 import sys
 import time
+from collections.abc import Sequence
 from typing import Any
 
 log = logging.getLogger("ingest")
+
+# Files of one fate logged together: each file's name and its fields.
+Batch = Sequence[tuple[str, dict[str, object]]]
 
 
 class TextFormatter(logging.Formatter):
@@ -22,13 +26,25 @@ class TextFormatter(logging.Formatter):
         super().__init__("%(asctime)s %(levelname)-7s %(message)s", "%Y-%m-%dT%H:%M:%S")
 
     def format(self, record: logging.LogRecord) -> str:
-        line = super().format(record)
-        fields: dict[str, Any] = getattr(record, "fields", {})
-        # The message already names the event and the file.
-        extra = " ".join(
-            f"{key}={_text(value)}" for key, value in fields.items() if key not in ("event", "file")
-        )
-        return f"{line} {extra}" if extra else line
+        batch: Batch | None = getattr(record, "files", None)
+        if batch is None:
+            return _with_fields(super().format(record), getattr(record, "fields", {}))
+        # A line per file of the batch, each as `outcome` would have made it.
+        record.asctime = self.formatTime(record, self.datefmt)
+        event = record.fields["event"]  # type: ignore[attr-defined]
+        lines = []
+        for file, fields in batch:
+            record.message = f"{event} {shown(file)}"
+            lines.append(_with_fields(self.formatMessage(record), fields))
+        return "\n".join(lines)
+
+
+def _with_fields(line: str, fields: dict[str, Any]) -> str:
+    # The message already names the event and the file.
+    extra = " ".join(
+        f"{key}={_text(value)}" for key, value in fields.items() if key not in ("event", "file")
+    )
+    return f"{line} {extra}" if extra else line
 
 
 def _text(value: object) -> str:
@@ -45,14 +61,23 @@ def shown(name: str) -> str:
 
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
-        entry: dict[str, Any] = {
+        head: dict[str, Any] = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
             + f".{int(record.msecs):03d}Z",
             "level": record.levelname.lower(),
             "logger": record.name,
-            "message": record.getMessage(),
-            **getattr(record, "fields", {}),
         }
+        batch: Batch | None = getattr(record, "files", None)
+        if batch is not None:
+            event = record.fields["event"]  # type: ignore[attr-defined]
+            return "\n".join(
+                json.dumps({
+                    **head, "message": f"{event} {shown(file)}", "event": event, "file": file,
+                    **fields,
+                }, default=str)
+                for file, fields in batch
+            )
+        entry = {**head, "message": record.getMessage(), **getattr(record, "fields", {})}
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
@@ -116,9 +141,26 @@ def configure(
 
 def outcome(event: str, file: str, **fields: object) -> None:
     """The one line that says what happened to a file."""
-    # What a user must act on is a warning, shown even where per-file lines are not.
-    level = logging.WARNING if event in ("quarantined", "vanished", "unreadable") else logging.INFO
     log.log(
-        level, "%s %s", event, shown(file),
+        _level(event), "%s %s", event, shown(file),
         extra={"fields": {"event": event, "file": file, **fields}},
     )
+
+
+def outcomes(event: str, files: Batch) -> None:
+    """The line of each of many files of one fate, as `outcome` makes it, in one record:
+    one record per commit, not per file, on the event loop (a record costs it more than
+    the line's formatting, which the log thread does)."""
+    if len(files) == 1:
+        file, fields = files[0]
+        outcome(event, file, **fields)
+    elif files:
+        log.log(
+            _level(event), "%s %d files", event, len(files),
+            extra={"fields": {"event": event}, "files": files},
+        )
+
+
+def _level(event: str) -> int:
+    # What a user must act on is a warning, shown even where per-file lines are not.
+    return logging.WARNING if event in ("quarantined", "vanished", "unreadable") else logging.INFO

@@ -28,12 +28,12 @@ class Progress:
         self._bar.start()
         self._task = self._bar.add_task("files", total=total, detail="")
 
-    def advance(self, event: str) -> None:
+    def advance(self, event: str, files: int = 1) -> None:
         if self._task is None or event == "changed":
             return
-        self._counts[event] = self._counts.get(event, 0) + 1
+        self._counts[event] = self._counts.get(event, 0) + files
         detail = " ".join(f"{k}={v}" for k, v in sorted(self._counts.items()))
-        self._bar.update(self._task, advance=1, detail=detail)
+        self._bar.update(self._task, advance=files, detail=detail)
 
     def stop(self) -> None:
         self._bar.stop()

@@ -2,10 +2,17 @@
 
 from __future__ import annotations
 
+import io
+import logging
 import re
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
+
+import pytest
+
+from ingest import logs
 
 from .conftest import Folder, wait_for, write_csv
 
@@ -36,3 +43,50 @@ def test_a_stderr_pipe_nobody_reads_does_not_stop_ingestion(folder: Folder) -> N
     named = re.findall(rb"^\S+ INFO +ingested (f\d{4}\.csv) ", stderr, re.MULTILINE)
     assert len(named) == len(set(named)) == 1000
     assert b"ingested 1000 files" in stderr
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_files_logged_together_read_as_the_lines_each_would_have_had(fmt: str) -> None:
+    files: list[tuple[str, dict[str, object]]] = [
+        ("a.csv", {"latency_ms": 1.25, "rows": 3, "sha256": "ab"}),
+        ("two words.csv", {"latency_ms": 2.0, "rows": 0, "sha256": "cd"}),
+        ("line\nbreak.csv", {"latency_ms": 3.0, "rows": 1, "sha256": "ef", "part": "p1"}),
+    ]
+
+    def lines(log_them: Callable[[], None]) -> list[str]:
+        out = io.StringIO()
+        handler = logging.StreamHandler(out)
+        handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
+        logger = logging.getLogger("ingest")
+        logger.addHandler(handler)
+        level = logger.level
+        logger.setLevel(logging.INFO)
+        try:
+            log_them()
+        finally:
+            logger.removeHandler(handler)
+            logger.setLevel(level)
+        # Times differ between the two ways; everything else must not.
+        when = re.compile(r'"time": "[^"]*"|^\d\S+')
+        return [when.sub("T", line) for line in out.getvalue().splitlines()]
+
+    def one_by_one() -> None:
+        for name, fields in files:
+            logs.outcome("ingested", name, **fields)
+
+    together = lines(lambda: logs.outcomes("ingested", files))
+    assert together == lines(one_by_one)
+    assert len(together) == 3 and "ingested" in together[0] and "rows" in together[0]
+
+
+def test_without_per_file_lines_a_batch_of_warnings_is_still_written() -> None:
+    per_file = logging.getLogger("ingest").makeRecord(
+        "ingest", logging.INFO, "", 0, "%s %d files", ("ingested", 2), None,
+        extra={"fields": {"event": "ingested"}, "files": [("a", {}), ("b", {})]},
+    )
+    warned = logging.getLogger("ingest").makeRecord(
+        "ingest", logging.WARNING, "", 0, "%s %d files", ("quarantined", 2), None,
+        extra={"fields": {"event": "quarantined"}, "files": [("a", {}), ("b", {})]},
+    )
+    assert not logs._not_per_file(per_file)
+    assert logs._not_per_file(warned)

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -108,7 +108,8 @@ class Committed:
     error: Exception | None = None
 
 
-Resolved = Callable[[DropFile, str, dict[str, object]], Awaitable[None]]
+# Files of one fate and their fields, told once committed (`InFlight.resolved_all`).
+Resolved = Callable[[str, Sequence[tuple[DropFile, dict[str, object]]]], None]
 
 
 class Committer:
@@ -307,19 +308,16 @@ class Committer:
                 after_success(self.layout, item.file, item.sha256, self.config.watch.on_success)
 
     async def _report_published(self, published: Published) -> None:
-        for count, entry in enumerate(published.committed, 1):
-            await self.on_resolved(entry.file, "ingested", {
-                "rows": entry.rows, "sha256": entry.sha256, "part": published.part_id,
-            })
-            if count % REPORT_BATCH == 0:
-                await asyncio.sleep(0)
-        for entry in published.changed:
-            await self.on_resolved(entry.file, "changed", {"sha256": entry.sha256})
+        committed = [
+            (entry.file, {"rows": entry.rows, "sha256": entry.sha256, "part": published.part_id})
+            for entry in published.committed
+        ]
+        await self._report("ingested", committed)
+        await self._report("changed", [(e.file, {"sha256": e.sha256}) for e in published.changed])
 
     async def _report_aside(self, aside: list[Aside]) -> None:
-        for count, item in enumerate(aside, 1):
-            if count % REPORT_BATCH == 0:
-                await asyncio.sleep(0)
+        by_state: dict[str, list[tuple[DropFile, dict[str, object]]]] = {}
+        for item in aside:
             fields: dict[str, object] = {"sha256": item.sha256}
             if item.failure is not None:
                 fields.update(error=item.failure.error, reason=item.failure.message,
@@ -328,4 +326,13 @@ class Committer:
                     fields["line"] = item.failure.line
             else:
                 fields["duplicate_of"] = item.duplicate_of
-            await self.on_resolved(item.file, item.state, fields)
+            by_state.setdefault(item.state, []).append((item.file, fields))
+        for state, files in by_state.items():
+            await self._report(state, files)
+
+    async def _report(self, event: str, files: list[tuple[DropFile, dict[str, object]]]) -> None:
+        """Tell the files' fate, REPORT_BATCH at a time, with the loop let go in between."""
+        for start in range(0, len(files), REPORT_BATCH):
+            if start:
+                await asyncio.sleep(0)
+            self.on_resolved(event, files[start:start + REPORT_BATCH])

@@ -71,18 +71,18 @@ class Upstream(Protocol):
     def backlog(self) -> int:
         """Files known to be on their way to the queue, or in it, that no task holds yet."""
 
-    async def taken(self, item: Queued) -> bool:
+    def taken(self, item: Queued) -> bool:
         """A dispatcher took the file off the queue; False if it is let go (a drain)."""
 
     def free_shared_memory(self, item: Queued) -> None:
         """The file's result is final: the shared memory its worker read can go."""
 
-    async def claim(self, rel: str, digest: str) -> bool:
+    def claim(self, rel: str, digest: str) -> bool:
         """The worker hashed the file: True if it is to be committed; False if the same
         bytes are committed already (set aside as a duplicate) or held by a file in flight
         (it waits for that one). Its rows are then taken out of the task's parts."""
 
-    async def not_as_seen(self, item: Queued, failure: Failure) -> None:
+    def not_as_seen(self, item: Queued, failure: Failure) -> None:
         """A worker read the file's path and found it changed, vanished or unreadable
         (`failure.error` is in `jobs.NOT_AS_SEEN`): resolve it so, and look again."""
 
@@ -123,13 +123,13 @@ class Dispatcher:
                 item = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0))
         except (asyncio.QueueEmpty, TimeoutError):
             return None
-        return item if await self.upstream.taken(item) else None
+        return item if self.upstream.taken(item) else None
 
     async def _assemble(self) -> list[Queued]:
         """The next task: the files waiting now, or within flush_s of the first one."""
         async with self._assembling:
             first = await self.queue.get()
-            if not await self.upstream.taken(first):
+            if not self.upstream.taken(first):
                 return []
             items, size = [first], first.in_memory
             deadline = time.monotonic() + self.config.output.flush_s
@@ -146,7 +146,6 @@ class Dispatcher:
                     break
                 items.append(item)
                 size += item.in_memory
-            self.metrics.queued.set(self.queue.qsize())
             return items
 
     def _task(self, items: list[Queued]) -> Task:
@@ -299,12 +298,12 @@ class Dispatcher:
             if failure is not None and failure.error in NOT_AS_SEEN:
                 if NOT_AS_SEEN[failure.error] == "vanished":
                     self.committer.vanished(item.file)  # a fact for `ingest explain`
-                await self.upstream.not_as_seen(item, failure)  # no rows of it in the parts
+                self.upstream.not_as_seen(item, failure)  # no rows of it in the parts
                 continue
             if failure is not None:
                 self._quarantine(item, failure, attempts, outcome.sha256)
                 continue
-            if not await self.upstream.claim(item.file.rel, outcome.sha256):
+            if not self.upstream.claim(item.file.rel, outcome.sha256):
                 dropped.add(item.file.rel)
                 continue
             table = item.job.table

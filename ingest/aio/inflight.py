@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -120,7 +120,6 @@ class InFlight:
         """Take what the file becomes in memory from the budget; waits until it fits."""
         await self.budget.acquire(size)
         self.hold(rel, size)
-        self.metrics.bytes_held.set(self.budget.used)
 
     def keep_segment(self, rel: str, segment: SharedMemory) -> None:
         """The file's bytes are in `segment`, alone or beside those of the files read with
@@ -156,7 +155,7 @@ class InFlight:
             else:
                 self._spawn(asyncio.to_thread(shared.remove, segment))
 
-    async def let_go(self, rel: str) -> None:
+    def let_go(self, rel: str) -> None:
         """Give back what the file held for its bytes: segment, budget, place upstream.
         It stays in flight until it is finished."""
         self.free_segment(rel)
@@ -167,10 +166,9 @@ class InFlight:
         size, record.held = record.held, None
         self._holding -= 1
         if size:
-            await self.budget.release(size)
-            self.metrics.bytes_held.set(self.budget.used)
+            self.budget.release(size)
 
-    async def claim(self, rel: str, digest: str) -> bool:
+    def claim(self, rel: str, digest: str) -> bool:
         """True if the file now holds the claim on its bytes, and is to be committed.
 
         False if it is not: a file with the same bytes is committed already (this one
@@ -181,22 +179,20 @@ class InFlight:
         original = self.known.ingested.get(digest)
         if original is not None:
             self._set_aside(Aside(record.file, digest, "duplicate", duplicate_of=original))
-            await self.let_go(rel)
+            self.let_go(rel)
             return False
-        # The bookkeeping comes before any await: between the check and the append, the
-        # file holding the claim could be finished and leave this one waiting forever.
         if digest in self._claims:
             self._waiting[digest].append(record.file)
-            await self.let_go(rel)
+            self.let_go(rel)
             return False
         self._claims[digest] = rel
         record.claim = digest
         return True
 
-    async def finish(self, file: DropFile, offer_again: bool | None) -> None:
+    def finish(self, file: DropFile, offer_again: bool | None) -> None:
         """Let go of everything the file holds, and of the file. `offer_again`: True, look
         at it again (it changed); None, if it changed while in flight; False, never."""
-        await self.let_go(file.rel)
+        self.let_go(file.rel)
         record = self._files.pop(file.rel, None)
         if record is not None and record.claim is not None:
             del self._claims[record.claim]
@@ -212,22 +208,28 @@ class InFlight:
             if st is not None:
                 self.settler.offer(file.path, st)
 
-    async def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
+    def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
         """Called on the loop once a file's fate is committed (or needs no commit)."""
-        await self.finish(file, offer_again=True if event == "changed" else None)
-        self.outcomes.resolved(file, event, fields)
+        self.resolved_all(event, [(file, fields)])
 
-    async def defer(self, file: DropFile) -> None:
+    def resolved_all(self, event: str, files: Sequence[tuple[DropFile, dict[str, object]]]) -> None:
+        """Files of one fate, committed together: told as one batch (`Outcomes`)."""
+        offer_again = True if event == "changed" else None
+        for file, _ in files:
+            self.finish(file, offer_again)
+        self.outcomes.resolved_all(event, files)
+
+    def defer(self, file: DropFile) -> None:
         """Let go of a file during a drain; it stays in the drop folder, unrecorded."""
-        await self.finish(file, offer_again=False)
+        self.finish(file, offer_again=False)
         self.outcomes.deferred(file.rel)
 
     # ---- what the dispatcher and the committer ask (dispatch.Upstream) --
 
-    async def taken(self, item: Queued) -> bool:
+    def taken(self, item: Queued) -> bool:
         if self.draining():
             # Not yet in a worker: leave it for the next run rather than hold up the exit.
-            await self.defer(item.file)
+            self.defer(item.file)
             return False
         self.hand_over(item.file.rel)
         return True
@@ -249,6 +251,6 @@ class InFlight:
     def free_shared_memory(self, item: Queued) -> None:
         self.free_segment(item.file.rel)
 
-    async def not_as_seen(self, item: Queued, failure: Failure) -> None:
+    def not_as_seen(self, item: Queued, failure: Failure) -> None:
         fields: dict[str, object] = {"reason": failure.message}
-        await self.resolved(item.file, NOT_AS_SEEN[failure.error], fields)
+        self.resolved(item.file, NOT_AS_SEEN[failure.error], fields)

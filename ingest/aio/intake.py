@@ -118,7 +118,7 @@ class Intake:
         # What the file becomes in memory, not its size on disk: a .csv.gz, an .npz.
         await self.in_flight.charge(file.rel, how.in_memory)
         if self.in_flight.draining():
-            await self.in_flight.defer(file)
+            self.in_flight.defer(file)
             return
         if self._send_paths:
             await self._queue_path(file, how.in_memory)
@@ -135,7 +135,7 @@ class Intake:
         await self._read_slots.acquire()
         if self.in_flight.draining():
             self._read_slots.release()
-            await self.in_flight.defer(file)
+            self.in_flight.defer(file)
             return
         self._spawn(self._read(file, how.in_memory))
 
@@ -151,7 +151,7 @@ class Intake:
                 )
             elif record is not None:
                 await asyncio.to_thread(after_success, self.layout, file, record.sha256, on_success)
-        await self.in_flight.resolved(file, "skipped", {"state": state})
+        self.in_flight.resolved(file, "skipped", {"state": state})
 
     async def _read(self, file: DropFile, in_memory: int) -> None:
         # The slot _admit took is held until the queue takes the file: when the queue is
@@ -182,7 +182,7 @@ class Intake:
                 async with self._read_slots:
                     if self.in_flight.draining():
                         for file, _ in group:
-                            await self.in_flight.defer(file)
+                            self.in_flight.defer(file)
                         continue
                     if self._shares_disk and sum(f.size for f, _ in group) >= SHARED_MIN_BYTES:
                         await self._read_group_shared(group)
@@ -230,7 +230,7 @@ class Intake:
             await self._unreadable(file, data)
             return
         if length != file.size:
-            await self.in_flight.resolved(file, "changed", {})
+            self.in_flight.resolved(file, "changed", {})
             return
         segment = self.in_flight.segment(file.rel)
         table = self.config.route(file.rel)
@@ -241,7 +241,6 @@ class Intake:
             else Job(file.rel, "", bytes(data), table=table, in_memory=in_memory)
         )
         await self.queue.put(Queued(file, job, in_memory))
-        self.in_flight.metrics.queued.set(self.queue.qsize())
 
     async def _queue_path(self, file: DropFile, in_memory: int) -> None:
         """send = "paths": queue the file's path and the size it settled at. The worker
@@ -249,7 +248,6 @@ class Intake:
         job = Job(file.rel, "", b"", table=self.config.route(file.rel), in_memory=in_memory,
                   path=str(file.path), size=file.size)
         await self.queue.put(Queued(file, job, in_memory))
-        self.in_flight.metrics.queued.set(self.queue.qsize())
 
     async def _digest(self, file: DropFile) -> str | None:
         """The sha256 of a file too big to hold, read in chunks; None once it is resolved
@@ -260,7 +258,7 @@ class Intake:
             await self._unreadable(file, exc)
             return None
         if length != file.size:
-            await self.in_flight.resolved(file, "changed", {})
+            self.in_flight.resolved(file, "changed", {})
             return None
         return digest
 
@@ -276,9 +274,9 @@ class Intake:
     async def _unreadable(self, file: DropFile, exc: OSError, digest: str = "") -> None:
         if isinstance(exc, FileNotFoundError):
             self.committer.vanished(file, digest)  # a fact for `ingest explain`
-            await self.in_flight.resolved(file, "vanished", {})
+            self.in_flight.resolved(file, "vanished", {})
         else:
-            await self.in_flight.resolved(file, "unreadable", {"reason": exc.strerror})
+            self.in_flight.resolved(file, "unreadable", {"reason": exc.strerror})
 
     async def _stream(self, file: DropFile, in_memory: int) -> None:
         """A file too big to hold: hashed in one pass, then read and processed in blocks.
@@ -286,7 +284,7 @@ class Intake:
         async with self._streams:
             async with self._read_slots:
                 digest = await self._digest(file)
-            if digest is None or not await self.in_flight.claim(file.rel, digest):
+            if digest is None or not self.in_flight.claim(file.rel, digest):
                 return
             self.in_flight.hand_over(file.rel)  # not bound for the queue: tasks need not wait
             size = f"{file.size / 1e6:.1f} MB"
@@ -308,9 +306,9 @@ class Intake:
                 log.exception("%s: reading it in blocks failed", file.rel)
                 outcome = Failure(type(exc).__name__, str(exc))
         if outcome == DEFERRED:
-            await self.in_flight.defer(file)
+            self.in_flight.defer(file)
         elif outcome == CHANGED:
-            await self.in_flight.resolved(file, "changed", {"sha256": digest})
+            self.in_flight.resolved(file, "changed", {"sha256": digest})
         elif isinstance(outcome, Failure):
             self.committer.set_aside(Aside(file, digest, "quarantined", failure=outcome))
         elif isinstance(outcome, Streamed):

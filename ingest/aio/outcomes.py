@@ -9,6 +9,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -65,24 +66,34 @@ class Outcomes:
             counter = self._counters[event] = self.metrics.files.labels(event)
         return counter
 
-    def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
-        """A file's fate is committed, or needs no commit (skipped, changed, unreadable)."""
-        digest = fields.get("sha256")
-        if event in ("ingested", "duplicate", "quarantined"):
-            self.known.keys[file.key] = event
-            if event == "ingested" and isinstance(digest, str):
-                self.known.ingested.setdefault(digest, file.rel)
-        self.summary.outcomes[event] += 1
-        rows = int(fields.get("rows", 0))  # type: ignore[call-overload]
-        self.summary.rows += rows
-        self.metrics.rows.inc(rows)
-        self._counter(event).inc()
-        latency_ms = (time.monotonic() - file.seen_mono) * 1000
-        if event != "skipped":
-            self.metrics.latency.observe(latency_ms / 1000)
-            logs.outcome(event, file.rel, latency_ms=latency_ms, **fields)
+    def resolved_all(self, event: str, files: Sequence[tuple[DropFile, dict[str, object]]]) -> None:
+        """Files of one fate, committed (or needing no commit) together. Counted once for
+        the batch; each is still remembered, timed and given its own log line."""
+        if not files:
+            return
+        recorded = event in ("ingested", "duplicate", "quarantined")
+        now = time.monotonic()
+        rows = 0
+        lines: list[tuple[str, dict[str, object]]] = []
+        for file, fields in files:
+            if recorded:
+                self.known.keys[file.key] = event
+                digest = fields.get("sha256")
+                if event == "ingested" and isinstance(digest, str):
+                    self.known.ingested.setdefault(digest, file.rel)
+            rows += int(fields.get("rows", 0))  # type: ignore[call-overload]
+            if event != "skipped":
+                latency_s = now - file.seen_mono
+                self.metrics.latency.observe(latency_s)
+                lines.append((file.rel, {"latency_ms": latency_s * 1000, **fields}))
+        self.summary.outcomes[event] += len(files)
+        self._counter(event).inc(len(files))
+        if rows:
+            self.summary.rows += rows
+            self.metrics.rows.inc(rows)
+        logs.outcomes(event, lines)
         if self.progress is not None:
-            self.progress.advance(event)
+            self.progress.advance(event, len(files))
 
     def vanished(self, file: DropFile) -> None:
         """A file deleted before it settled: said once, never retried. It was never in flight."""

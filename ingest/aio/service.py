@@ -145,6 +145,9 @@ class Service:
         config = self.config
         self.budget = ByteBudget(config.pipeline.memory_mb * 1024 * 1024)
         self.queue: asyncio.Queue[Queued] = asyncio.Queue(config.pipeline.queue_files)
+        # Read when scraped, not set as they change: they change twice for every file.
+        self.metrics.bytes_held.set_function(lambda: self.budget.used)
+        self.metrics.queued.set_function(self.queue.qsize)
         self.outcomes = outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
         self.settler = Settler(config.watch.settle_ms, self.layout.relative, self._vanished)
         self.watcher = Watcher(self.layout.drop, config.watch, self.settler)
@@ -155,7 +158,7 @@ class Service:
             lambda aside: self.committer.set_aside(aside),  # made next, and never replaced
         )
         self.committer = Committer(
-            self.ledger, self.layout, config, self.in_flight.resolved,
+            self.ledger, self.layout, config, self.in_flight.resolved_all,
             self.in_flight.nothing_coming, self.crash,
             schemas=Schemas(config, self.known.schemas, self.known.dialects),
             compactor=Compactor(

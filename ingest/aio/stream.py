@@ -203,14 +203,14 @@ class Streamer:
                     try:
                         found = await reader.next()
                     except BaseException:
-                        await self._let_go(slots)
+                        self._let_go(slots)
                         raise
                     if found is None:
-                        await self._let_go(slots)
+                        self._let_go(slots)
                         break
                     data, first_line = found
                     if index == 0 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
-                        await self._let_go(slots)
+                        self._let_go(slots)
                         return Failure("TooLarge", _UTF16)
                     block = Block(
                         file.rel, digest, index, data, first_line, progress.schema,
@@ -245,9 +245,9 @@ class Streamer:
         same = reader.length == file.size and reader.digest.hexdigest() == digest
         return None if same else CHANGED
 
-    async def _let_go(self, slots: asyncio.Semaphore) -> None:
+    def _let_go(self, slots: asyncio.Semaphore) -> None:
         slots.release()
-        await self.budget.release(self.block_bytes)
+        self.budget.release(self.block_bytes)
 
     async def _block(self, block: Block, progress: _Progress, slots: asyncio.Semaphore) -> None:
         """Run one block and stage its part. Every way it can fail ends up in `progress`:
@@ -278,7 +278,7 @@ class Streamer:
             log.exception("block %d of %s failed", block.index, block.source_file)
             progress.fail(block.index, Failure(type(exc).__name__, str(exc)))
         finally:
-            await self.budget.release(self.block_bytes)
+            self.budget.release(self.block_bytes)
 
     async def _run_block(self, block: Block) -> BlockResult:
         try:
@@ -361,7 +361,7 @@ class Streamer:
                     scan = Scan(data, selection.probes)
                     return await self._retrying(lambda: self.compute.scan(scan, what))
                 finally:
-                    await self.budget.release(min(size, self.budget.limit))
+                    self.budget.release(min(size, self.budget.limit))
 
         # A TaskGroup: if one part's scan fails, the others stop rather than run on.
         async with asyncio.TaskGroup() as group:

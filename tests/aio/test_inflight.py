@@ -50,7 +50,7 @@ class Rig:
         file = await self.settled(name)
         self.in_flight.admit(file)
         await self.in_flight.charge(file.rel, size)
-        assert await self.in_flight.claim(file.rel, digest)
+        assert self.in_flight.claim(file.rel, digest)
         return file
 
     async def offered_again(self) -> str | None:
@@ -109,7 +109,7 @@ def test_a_resolved_file_lets_go_of_its_bytes_segment_place_and_claim(tmp_path: 
         assert (rig.budget.used, rig.in_flight.holding, rig.in_flight.backlog()) == (1000, 1, 1)
         assert rig.settler.busy == 1
 
-        await rig.in_flight.resolved(file, "ingested", {"sha256": "d1", "rows": 3})
+        rig.in_flight.resolved(file, "ingested", {"sha256": "d1", "rows": 3})
         await asyncio.gather(*rig.spawned)
 
         rig.assert_holds_nothing()
@@ -119,7 +119,7 @@ def test_a_resolved_file_lets_go_of_its_bytes_segment_place_and_claim(tmp_path: 
         assert rig.known.ingested == {"d1": "a.csv"}
         other = await rig.settled("b.csv")
         rig.in_flight.admit(other)
-        assert not await rig.in_flight.claim(other.rel, "d1"), "its bytes are committed"
+        assert not rig.in_flight.claim(other.rel, "d1"), "its bytes are committed"
         assert [(a.file.rel, a.state, a.duplicate_of) for a in rig.set_aside] == [
             ("b.csv", "duplicate", "a.csv")
         ]
@@ -138,12 +138,12 @@ def test_same_bytes_in_flight_wait_and_go_again_once_the_first_is_finished(
         rig.in_flight.admit(second)
         await rig.in_flight.charge(second.rel, 2000)
 
-        assert not await rig.in_flight.claim(second.rel, "same")
+        assert not rig.in_flight.claim(second.rel, "same")
         assert (rig.budget.used, rig.in_flight.holding, rig.in_flight.backlog()) == (1000, 1, 1)
         assert rig.settler.busy == 2, "the waiting file is not handed out again meanwhile"
 
         rig.draining[0] = draining
-        await rig.in_flight.resolved(first, "quarantined", {"sha256": "same"})
+        rig.in_flight.resolved(first, "quarantined", {"sha256": "same"})
         rig.assert_holds_nothing()
         # In a drain, nothing is offered again: it is read on the next run.
         assert await rig.offered_again() == (None if draining else "b.csv")
@@ -169,9 +169,9 @@ def test_a_file_is_offered_again_only_if_it_changed_and_was_not_deferred(
             (rig.drop / "a.csv").write_bytes(b"a\n1\n2\n")
             rig.settler.offer(file.path, os.stat(file.path))
         if way_out == "deferred":
-            await rig.in_flight.defer(file)
+            rig.in_flight.defer(file)
         else:
-            await rig.in_flight.resolved(file, way_out, {"sha256": "d1"})
+            rig.in_flight.resolved(file, way_out, {"sha256": "d1"})
         rig.assert_holds_nothing()
         assert rig.summary.outcomes[way_out] == 1
         assert await rig.offered_again() == ("a.csv" if offered_again else None)
@@ -184,19 +184,19 @@ def test_a_file_taken_off_the_queue_in_a_drain_is_deferred_and_frees_its_claim(
 ) -> None:
     async def body(rig: Rig) -> None:
         kept = await rig.admitted("a.csv", 1000, "d1")
-        assert await rig.in_flight.taken(Queued(kept, Job(kept.rel, "d1", b""), 1000))
+        assert rig.in_flight.taken(Queued(kept, Job(kept.rel, "d1", b""), 1000))
         assert rig.in_flight.backlog() == 0, "a task holds it now"
         assert rig.budget.used == 1000, "its bytes are held until it is resolved"
 
         let_go = await rig.admitted("b.csv", 500, "d2")
         rig.draining[0] = True
-        assert not await rig.in_flight.taken(Queued(let_go, Job(let_go.rel, "d2", b""), 500))
+        assert not rig.in_flight.taken(Queued(let_go, Job(let_go.rel, "d2", b""), 500))
         assert rig.summary.outcomes["deferred"] == 1
         assert rig.budget.used == 1000
         assert rig.settler.busy == 1
         third = await rig.settled("c.csv")
         rig.in_flight.admit(third)
-        assert await rig.in_flight.claim(third.rel, "d2"), "the claim was given back"
+        assert rig.in_flight.claim(third.rel, "d2"), "the claim was given back"
 
     run(tmp_path, body)
 
@@ -207,7 +207,7 @@ def test_once_expects_more_files_only_while_some_are_upstream(tmp_path: Path) ->
         assert rig.in_flight.nothing_coming()
         file = await rig.admitted("a.csv", 10, "d1")
         assert rig.in_flight.more_coming(), "a.csv is on its way to the queue"
-        await rig.in_flight.let_go(file.rel)  # a duplicate set aside: nothing more to read
+        rig.in_flight.let_go(file.rel)  # a duplicate set aside: nothing more to read
         assert not rig.in_flight.more_coming()
         assert rig.settler.busy == 1, "it stays in flight until it is resolved"
 
