@@ -136,3 +136,24 @@ def test_small_files_read_together_share_a_segment_and_each_gets_its_own_bytes(
     assert (folder.quarantine / "empty.csv").exists()
     assert "duplicate" in result.stderr
     assert segments_of(folder.output) == []
+
+
+def test_files_under_a_megabyte_are_read_as_a_group_into_one_segment(folder: Folder) -> None:
+    """Files of a few hundred KB, too small for a segment each, are read together: their
+    bytes reach the workers through shared memory, not through the pool's pipe."""
+    folder.write_config(pipeline={"workers": 2}, watch={"settle_ms": 0})
+    expected = {
+        f"m{i}.csv": write_csv(folder.drop / f"m{i}.csv", rows=12_000, seed=i) for i in range(6)
+    }
+    sizes = [p.stat().st_size for p in folder.drop.iterdir()]
+    assert min(sizes) > 256 * 1024 and max(sizes) < shared.SHARED_MIN_BYTES
+
+    result, seen = once_watching_segments(folder)
+
+    assert result.returncode == 0, result.stderr
+    assert seen, "the files were read into shared memory, together"
+    sums = dict(folder.query("SELECT source_file, sum(ch1) FROM records GROUP BY 1"))
+    assert sums.keys() == expected.keys()
+    for name, values in expected.items():
+        assert sums[name] == pytest.approx(float(np.nansum(values[:, 1])))
+    assert segments_of(folder.output) == []

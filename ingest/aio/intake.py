@@ -45,10 +45,14 @@ log = logging.getLogger("ingest.service")
 
 # Reads in flight at once: enough to hide per-open latency, few enough to keep fds modest.
 READ_CONCURRENCY = 16
-# Files smaller than this are read in groups of up to GROUP_FILES, one hop per group; a
-# group of SHARED_MIN_BYTES or more, for local workers, into one shared segment.
-GROUP_READ_BYTES = 256 * 1024
+# Files smaller than this are read in groups of up to GROUP_FILES or GROUP_BYTES, one hop
+# per group; a group of SHARED_MIN_BYTES or more, for local workers, into one shared
+# segment. A file of this size or more has a segment of its own. Read alone, a file under
+# it took three hops and its bytes were pickled into the pool's pipe: 3.2 ms of the main
+# process's CPU per MB of `jsonl`'s 320 KB files.
+GROUP_READ_BYTES = SHARED_MIN_BYTES
 GROUP_FILES = 64
+GROUP_BYTES = 16 << 20
 
 
 class Intake:
@@ -177,8 +181,11 @@ class Intake:
         three hops a file (open, read, close) cost the loop more than reading it does."""
         try:
             while self._grouped:
-                size = min(GROUP_FILES, len(self._grouped))
-                group = [self._grouped.popleft() for _ in range(size)]
+                group: list[tuple[DropFile, int]] = []
+                size = 0
+                while self._grouped and len(group) < GROUP_FILES and size < GROUP_BYTES:
+                    group.append(self._grouped.popleft())
+                    size += group[-1][0].size
                 async with self._read_slots:
                     if self.in_flight.draining():
                         for file, _ in group:
