@@ -40,6 +40,11 @@ class Cutter:
         self._carry = b""
         self._line = first_line
 
+    @property
+    def line(self) -> int:
+        """The line number the next piece starts on."""
+        return self._line
+
     def _cut(self, chunk: bytes, odd: int) -> int:
         """The end of the last whole record in `chunk`, or 0 if none ends there; `odd` is
         the parity of the quotes carried over from the chunk before."""
@@ -87,12 +92,16 @@ class Cutter:
         return piece
 
 
-def split_rows(data: bytes, first_line: int, quoted: bool, max_rows: int) -> list[Piece]:
+def split_rows(
+    data: bytes, first_line: int, quoted: bool, max_rows: int, rows: int | None = None
+) -> list[Piece]:
     """Whole records `data` as pieces of about `max_rows` records at most (lines, where
     a quoted field spans some). A block's cost in a worker grows with its rows as well
     as its bytes: each row gets its source columns, some 80 bytes, so a block of two-byte
-    rows would take forty times its size."""
-    rows = data.count(b"\n")
+    rows would take forty times its size. `rows`: the newlines in `data`, if counted
+    already (a count is a pass over the bytes)."""
+    if rows is None:
+        rows = data.count(b"\n")
     if rows <= max_rows:
         return [Piece(data, first_line)]
     step = max(1, len(data) * max_rows // rows)

@@ -89,3 +89,12 @@ def test_split_rows_cuts_between_records_and_keeps_line_numbers() -> None:
     assert [p.data.count(b"\n") for p in pieces] == [307, 297, 297, 99]  # cut by bytes
     assert [p.first_line for p in pieces] == [1, 308, 605, 902]
     assert split_rows(jsonl, 3, False, 1000) == [Piece(jsonl, 3)]
+
+
+def test_a_row_count_given_to_split_rows_is_the_one_it_would_have_counted() -> None:
+    csv = b"a,b\n" + b"".join(b'%d,"x\ny"\n' % i for i in range(500))
+    cutter = Cutter(True, len(csv), first_line=4)
+    piece = cutter.feed(csv, final=True)
+    rows = cutter.line - piece.first_line
+    assert rows == csv.count(b"\n")
+    assert split_rows(piece.data, 4, True, 50, rows) == split_rows(piece.data, 4, True, 50)

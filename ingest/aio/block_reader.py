@@ -111,12 +111,17 @@ class BlockReader:
                 return None
             self.first = False
             return self._split(data, 1, first=True)
-        return self._split(piece.data, piece.first_line) if piece.data else None
+        if not piece.data:
+            return None
+        return self._split(piece.data, piece.first_line, rows=self.cutter.line - piece.first_line)
 
-    def _split(self, data: bytes, first_line: int, first: bool = False) -> tuple[bytes, int]:
+    def _split(
+        self, data: bytes, first_line: int, first: bool = False, rows: int | None = None
+    ) -> tuple[bytes, int]:
         """The block, or its first piece of at most block_bytes / ROW_BYTES rows; the
         others are handed out next."""
-        pieces = split_rows(data, first_line, self.quoted, max(1, self.block_bytes // ROW_BYTES))
+        max_rows = max(1, self.block_bytes // ROW_BYTES)
+        pieces = split_rows(data, first_line, self.quoted, max_rows, rows)
         head = pieces[0].data
         if first and len(pieces) > 1 and len(head) == len(header(head, self.quoted)):
             # Block 0's column types fix the rest: it keeps records beside its header.
