@@ -25,6 +25,7 @@ from multiprocessing.shared_memory import SharedMemory
 
 from .. import shared
 from ..config import Config
+from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job
 from ..shared import SHARED_MIN_BYTES
@@ -260,7 +261,7 @@ class Intake:
         """The sha256 of a file too big to hold, read in chunks; None once it is resolved
         as vanished, unreadable or changed."""
         try:
-            digest, length = await sha256_of_file(file.path)
+            digest, length = await self._hash_pass(file)
         except OSError as exc:
             await self._unreadable(file, exc)
             return None
@@ -268,6 +269,20 @@ class Intake:
             self.in_flight.resolved(file, "changed", {})
             return None
         return digest
+
+    async def _hash_pass(self, file: DropFile) -> tuple[str, int]:
+        """By a worker, if the workers see the drop folder: a gigabyte hashed here cost the
+        main process about 1.5 s of CPU, reading and hashing, which no worker could share."""
+        if self._shares_disk or self._send_paths:
+            compute = self.streamer.compute
+            try:
+                return await self.streamer.dispatcher.retrying(
+                    lambda: compute.sha256_of(file.path, file.size)
+                )
+            except (WorkerCrashed, TaskTimeout) as exc:
+                log.warning("%s: its hash pass failed in a worker (%s); hashing it here",
+                            file.rel, exc)
+        return await sha256_of_file(file.path)
 
     async def _segment(self, file: DropFile) -> SharedMemory | None:
         """Shared memory to read a large file into, for a local worker; freed by InFlight."""

@@ -24,11 +24,12 @@ import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
+from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import beacon
 from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
-from ..compute import stream
+from ..compute import inputs, stream
 from ..compute.task import init_worker, process, warm
 from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
 from ..jobs import Task, TaskResult
@@ -46,6 +47,9 @@ BACKSTOP_GRACE_S = 5.0
 POOL_START_ATTEMPTS = 5
 POOL_START_BACKOFF_S = 0.05
 WARM_TIMEOUT_S = 60.0
+# A hash pass may take task_timeout_s for each of these many bytes: even a slow disk
+# reads them well within it, and a file of any size is hashed in one call.
+HASHED_PER_TIMEOUT = 256 << 20
 
 
 def _process_pool(workers: int, plugins: bool) -> ProcessPoolExecutor:
@@ -195,6 +199,14 @@ class Compute:
     async def run(self, task: Task) -> TaskResult:
         """Run `process(task)` in a worker. Raises WorkerCrashed, TaskTimeout or PoolStopped."""
         return await self.call(process, task, _describe(task), len(task.jobs), task.beacon)
+
+    async def sha256_of(self, path: Path, size: int) -> tuple[str, int]:
+        """A file's sha256 and length, read and hashed by a worker (one that sees the
+        file). Raises OSError if it cannot be read; its timeout grows with the file."""
+        per_timeout = 1 + size // HASHED_PER_TIMEOUT
+        return await self.call(
+            inputs.sha256_of_path, str(path), f"the hash pass of {path.name}", per_timeout
+        )
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.
 

@@ -74,3 +74,22 @@ def _read_path(job: Job, path: str) -> Job | Failure:
     if job.sha256 and digest != job.sha256:
         return Failure("InputChanged", "a worker read other bytes than the service hashed")
     return replace(job, data=data, path=None, sha256=digest)
+
+
+# Read a file to hash a few megabytes at a time: it may be far bigger than memory.
+HASH_CHUNK_BYTES = 8 << 20
+
+
+def sha256_of_path(path: str) -> tuple[str, int]:
+    """The sha256 and length of a file too big to hold, read from its path: the hash pass
+    of a streamed file, done by a worker that sees the drop folder, so that the service's
+    own process does not hash every byte. Raises OSError as `open` and `read` do."""
+    digest = hashlib.sha256()
+    length = 0
+    with open(path, "rb", buffering=0) as fh:
+        buffer = bytearray(HASH_CHUNK_BYTES)
+        view = memoryview(buffer)
+        while got := fh.readinto(buffer):
+            digest.update(view[:got])
+            length += got
+    return digest.hexdigest(), length

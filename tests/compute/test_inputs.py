@@ -15,6 +15,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from ingest.compute import inputs
 from ingest.compute.task import process
 from ingest.config import Features
 from ingest.jobs import NOT_AS_SEEN, EncodedPart, Job, Task, TaskResult
@@ -91,3 +92,15 @@ def test_a_file_that_is_not_what_was_claimed_is_refused_and_never_encoded(
     assert refused.rows == 0
     # Only the good file's rows are in the task's parts.
     assert {r["source_file"] for r in _records(result)} == {"good.csv"}
+
+
+def test_the_hash_pass_of_a_path_gives_its_sha256_and_length(tmp_path: Path) -> None:
+    data = os.urandom(inputs.HASH_CHUNK_BYTES + 12_345)  # more than one chunk
+    (tmp_path / "big.csv").write_bytes(data)
+    assert inputs.sha256_of_path(str(tmp_path / "big.csv")) == (
+        hashlib.sha256(data).hexdigest(), len(data)
+    )
+    (tmp_path / "empty.csv").write_bytes(b"")
+    assert inputs.sha256_of_path(str(tmp_path / "empty.csv")) == (hashlib.sha256().hexdigest(), 0)
+    with pytest.raises(FileNotFoundError):
+        inputs.sha256_of_path(str(tmp_path / "gone.csv"))
