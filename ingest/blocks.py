@@ -36,6 +36,9 @@ class Block:
     # Block 0: the table's pinned dialect, if any, and its pins; a later block: block 0's.
     dialect: Dialect | None = None
     csv: CsvOptions | None = None
+    # Where a worker that sees the output folder writes its part (not fsynced: the commit
+    # does that); None: the part comes back as bytes, for the service to stage.
+    stage: str | None = None
 
     def file_line(self, line: int | None) -> int | None:
         """A line number within `data`, as a line number of the whole file."""
@@ -63,6 +66,11 @@ class ColumnPartial:
         return cls(column, 0, nulls, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
 
 
+# A block's failure to write its part where it was staged (a full disk): not the file's
+# fault, so the file is not quarantined but left for a later run.
+STAGING_FAILED = "StagingFailed"
+
+
 @dataclass(frozen=True)
 class BlockResult:
     rows: int
@@ -72,6 +80,7 @@ class BlockResult:
     partials: tuple[ColumnPartial, ...] = ()
     fitted: bytes = b""  # the schema of its part: read, then fitted to the table
     dialect: Dialect | None = None  # what a CSV block was read with
+    written: bool = False  # the part is at the block's `stage`, not in `part`
 
 
 @dataclass(frozen=True)

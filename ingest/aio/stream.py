@@ -28,7 +28,7 @@ from typing import TypeVar
 
 import aiofiles
 
-from ..blocks import Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selection
+from ..blocks import STAGING_FAILED, Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selection
 from ..compute.decode import BLOCK_DECODERS
 from ..config import Config
 from ..cut import RecordTooLong
@@ -219,6 +219,7 @@ class Streamer:
                         # Block 0: the table's pinned dialect; later blocks: block 0's.
                         progress.dialect if progress.dialect is not None else spec.dialect,
                         spec.csv,
+                        str(self._temp(index)) if self.compute.shares_disk else None,
                     )
                     if index == 0:
                         # Alone: block 0's column types are every later block's.
@@ -257,6 +258,9 @@ class Streamer:
                 result = await self._run_block(block)
             finally:
                 slots.release()  # the worker is free: the next block goes while this one is staged
+            if result.failure is not None and result.failure.error == STAGING_FAILED:
+                failed = result.failure.message
+                raise StagingFailed(f"could not stage block {block.index}: {failed}")
             if result.failure is not None:
                 progress.fail(block.index, result.failure)
                 return
@@ -267,9 +271,15 @@ class Streamer:
                 self.dispatcher.committer.schemas.pin(
                     block.spec.name, result.dialect, block.source_file
                 )
-            temp = self.layout.tmp / f"stream-{secrets.token_hex(6)}-{block.index:06d}.tmp"
-            await _stage(result.part, temp, self.crash)
-            progress.parts[block.index] = StagedPart(block.spec.name, temp)
+            if result.written:
+                assert block.stage is not None
+                # Fsynced by the commit, as any part a worker writes.
+                staged = StagedPart(block.spec.name, Path(block.stage), durable=False)
+            else:
+                temp = self._temp(block.index)
+                await _stage(result.part, temp, self.crash)
+                staged = StagedPart(block.spec.name, temp)
+            progress.parts[block.index] = staged
             self.crash.reached("block-staged")
         except StagingFailed as exc:
             progress.staging = exc
@@ -282,9 +292,16 @@ class Streamer:
 
     async def _run_block(self, block: Block) -> BlockResult:
         try:
-            return await self._retrying(lambda: self.compute.block(block))
+            result = await self._retrying(lambda: self.compute.block(block))
         except (WorkerCrashed, TaskTimeout) as exc:
-            return BlockResult(0, Failure(type(exc).__name__, str(exc)))
+            result = BlockResult(0, Failure(type(exc).__name__, str(exc)))
+        if block.stage is not None and not result.written:
+            # A worker that died or failed may have left part of its part behind.
+            await asyncio.to_thread(Path(block.stage).unlink, True)
+        return result
+
+    def _temp(self, index: int) -> Path:
+        return self.layout.tmp / f"stream-{secrets.token_hex(6)}-{index:06d}.tmp"
 
     async def _conform(self, file: DropFile, progress: _Progress) -> Failure | None:
         """The schema of the file's parts, all blocks together: which columns have features."""

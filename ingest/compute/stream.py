@@ -22,7 +22,17 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import conform
-from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..blocks import (
+    STAGING_FAILED,
+    Block,
+    BlockResult,
+    ColumnPartial,
+    Finish,
+    Narrow,
+    Scan,
+    ScanResult,
+    Selection,
+)
 from ..inflate import inner_name
 from ..jobs import Failure
 from ..widen import merge_schemas
@@ -66,10 +76,17 @@ def process_block(block: Block) -> BlockResult:
             )
             names = features.numeric_columns(records.schema, block.features.time_column)
             partials = tuple(column_partial(n, features.as_float64(records[n])) for n in names)
+            if block.stage is not None:
+                try:
+                    with open(block.stage, "wb") as fh:
+                        fh.write(part)
+                except OSError as exc:  # a full disk: the file waits for a later run
+                    return BlockResult(0, Failure(STAGING_FAILED, message(exc)))
+                part = b""
             return BlockResult(
                 table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials,
                 schema.serialize().to_pybytes(),
-                dialect,
+                dialect, written=block.stage is not None,
             )
     except DecodeError as exc:
         return BlockResult(0, Failure(

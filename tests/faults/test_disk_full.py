@@ -11,12 +11,14 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import pyarrow.csv as pa_csv
 import pytest
 
 from ingest.store.ledger import FileRecord, Ledger
 
 from ..conftest import Folder, Service, wait_for, write_csv
 from ..invariants import check_exactly_once
+from ..test_stream import big_csv
 
 
 def _can_mount() -> bool:
@@ -128,3 +130,31 @@ def test_sigterm_while_commits_fail_exits_within_drain_s_and_leaves_the_files_fo
     assert again.returncode == 0, again.stderr
     assert not list(folder.drop.glob("*.csv"))
     check_exactly_once(folder, expected, set())
+
+
+def test_a_streamed_file_whose_blocks_find_the_disk_full_waits_then_is_ingested_once(
+    folder: Folder, small_disk: Path, service: type[Service]
+) -> None:
+    """Its workers write its blocks' parts straight to the output disk: a block that
+    cannot be written there leaves the file for a later run, never in quarantine."""
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, "memory_mb": 1},
+        output={"flush_s": 0.1, "compression": "none"},
+    )
+    big_csv(folder.drop / "big.csv", 40_000)
+    whole = pa_csv.read_csv(folder.drop / "big.csv")
+    svc = service()
+    wait_for(lambda: "could not stage" in svc.text() or _quarantined(folder), 60,
+             "a block to find the disk full")
+
+    assert not _quarantined(folder), "a full disk is not the file's fault"
+    assert (folder.drop / "big.csv").exists()
+
+    _grow(small_disk)
+    wait_for(lambda: not (folder.drop / "big.csv").exists(), 90, "the file to be committed")
+    assert svc.stop() == 0
+    check_exactly_once(folder, {"big.csv": whole.num_rows}, set())
+
+
+def _quarantined(folder: Folder) -> list[Path]:
+    return list(folder.quarantine.iterdir()) if folder.quarantine.exists() else []
