@@ -22,7 +22,9 @@ alone, so that it keeps its features.
 from __future__ import annotations
 
 from collections import defaultdict
+from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -73,26 +75,54 @@ def _typable(schema: pa.Schema) -> bool:
     return not any(pa.types.is_null(f.type) or pa.types.is_binary(f.type) for f in schema)
 
 
-def _group(members: list[tuple[int, bytes, int]], header: bytes) -> dict[int, pa.Table]:
+@dataclass(frozen=True)
+class Group:
+    """Files parsed as one: the joint table, and each kept file's (job index, first row,
+    rows) in it, in job order. A file that would read a column as numbers alone is left
+    out, and its rows stay in `table` unclaimed."""
+
+    table: pa.Table
+    members: tuple[tuple[int, int, int], ...]
+
+
+# Every text that Arrow's cast to float64 accepts matches this (and more does): a value
+# that does not is text, and its file reads the column as text alone too. A property
+# test holds it to Arrow's parser.
+_MAYBE_FLOAT = r"(?is)^[+-]?(nan(\(.*\))?|inf(inity)?|[0-9]*\.?[0-9]*(e[+-]?[0-9]*)?)$"
+
+
+def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None:
     # Views of the bodies, not copies: a task's worth of them is tens of MB.
     bodies = [memoryview(data)[start:] for _, data, start in members]
     first = _read(b"".join([header, bodies[0]]))
     if not _typable(first.schema):
-        return {}
+        return None
     joined = _read(b"".join([header, *bodies]), first.schema)
     counts = [data.count(b"\n", start) for _, data, start in members]
     if joined.num_rows != sum(counts):
-        return {}
+        return None
     # By position: a header may repeat a name (each file is then refused on its own).
     text = [i for i, f in enumerate(first.schema) if pa.types.is_string(f.type)]
-    tables: dict[int, pa.Table] = {}
-    offset = 0
-    for (index, _, _), count in zip(members, counts, strict=True):
-        part = joined.slice(offset, count)
-        offset += count
-        if not any(_numeric(part.column(i)) for i in text):
-            tables[index] = part
-    return tables
+    starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
+    # Per text column, the running count of values that are surely not numbers: a file
+    # with one of them in each text column needs no cast to show it reads text alone.
+    words = [_running_words(joined.column(i)) for i in text]
+    kept = []
+    for k, (index, _, _) in enumerate(members):
+        start, end = int(starts[k]), int(starts[k + 1])
+        part = joined.slice(start, end - start)
+        if not any(
+            running[end] == running[start] and _numeric(part.column(i))
+            for i, running in zip(text, words, strict=True)
+        ):
+            kept.append((index, start, end - start))
+    return Group(joined, tuple(kept))
+
+
+def _running_words(column: pa.ChunkedArray) -> np.ndarray:
+    """[0, then the running count of values that `_MAYBE_FLOAT` rules out as numbers]."""
+    ruled_out = pc.invert(pc.match_substring_regex(column, _MAYBE_FLOAT)).fill_null(False)
+    return np.concatenate(([0], np.cumsum(ruled_out.to_numpy(), dtype=np.int64)))
 
 
 def _numeric(column: pa.ChunkedArray) -> bool:
@@ -110,20 +140,31 @@ def _numeric(column: pa.ChunkedArray) -> bool:
     return True
 
 
-def parse_together(jobs: tuple[Job, ...]) -> dict[int, pa.Table]:
-    """Tables for the jobs (by index) that could be parsed in a group; the rest are absent."""
+def parse_groups(jobs: tuple[Job, ...]) -> list[Group]:
+    """The groups of jobs that could be parsed together; the other jobs are in none."""
     groups: dict[bytes, list[tuple[int, bytes, int]]] = defaultdict(list)
     plain_headers: set[bytes] = set()
     for index, job in enumerate(jobs):
         parts = _split(job, plain_headers)
         if parts is not None:
             groups[parts[0]].append((index, job.data, parts[1]))
-    tables: dict[int, pa.Table] = {}
+    found: list[Group] = []
     for header, members in groups.items():
         if len(members) < 2:
             continue
         try:
-            tables.update(_group(members, header))
+            group = _group(members, header)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             continue  # each file is parsed alone, and gets its own verdict
-    return tables
+        if group is not None:
+            found.append(group)
+    return found
+
+
+def parse_together(jobs: tuple[Job, ...]) -> dict[int, pa.Table]:
+    """Tables for the jobs (by index) that could be parsed in a group; the rest are absent."""
+    return {
+        index: group.table.slice(start, rows)
+        for group in parse_groups(jobs)
+        for index, start, rows in group.members
+    }
