@@ -32,15 +32,18 @@ FOOTER_VERSION = b"ingest.version"
 FOOTER_SCHEMA_VERSION = b"ingest.schema_version"
 
 
+Source = tuple[str, str, int]  # (source_file, sha256, rows)
+
+
 @dataclass
 class Featurised:
-    """One file's tables, between decoding and encoding."""
+    """The tables of one file, or of a run of files parsed and featurised together,
+    between decoding and encoding."""
 
-    source_file: str
-    sha256: str
-    rows: int
+    sources: tuple[Source, ...]  # the files whose rows these are, in order
     records: pa.Table | None
-    features: list[dict[str, object]] | None  # rows; a task makes one table of them all
+    # One file's feature rows (a task makes one table of them all), or a run's table.
+    features: list[dict[str, object]] | pa.Table | None
     table: str = "records"  # the records table it is routed to
 
 
@@ -105,8 +108,9 @@ def _part(
     table_name: str, data: pa.Table, members: list[Featurised], compression: str,
     stage: str | None, index: int, schema_version: int,
 ) -> EncodedPart | WrittenPart:
-    meta = footer([(m.source_file, m.sha256, m.rows) for m in members], schema_version)
-    sources = tuple(m.source_file for m in members)
+    inputs = [source for m in members for source in m.sources]
+    meta = footer(inputs, schema_version)
+    sources = tuple(source_file for source_file, _, _ in inputs)
     schema = data.schema.serialize().to_pybytes()
     if stage is not None:
         path = f"{stage}-{index}.parquet"
@@ -169,8 +173,23 @@ def _tables(
         tables.append((name, _joined(records), members))
     with_features = [d for d in done if d.features is not None]
     if with_features:
-        data = stamped(
-            features.to_table([row for d in with_features for row in d.features or ()], sets)
-        )
+        data = stamped(_features_table(with_features, sets))
         tables.append(("features", data, with_features))
     return tables
+
+
+def _features_table(done: list[Featurised], sets: tuple[str, ...]) -> pa.Table:
+    """All feature rows in order: each stretch of files' rows made one table at once."""
+    pieces: list[pa.Table] = []
+    rows: list[dict[str, object]] = []
+    for item in done:
+        if isinstance(item.features, pa.Table):
+            if rows:
+                pieces.append(features.to_table(rows, sets))
+                rows = []
+            pieces.append(item.features)
+        else:
+            rows.extend(item.features or ())
+    if rows or not pieces:
+        pieces.append(features.to_table(rows, sets))
+    return pieces[0] if len(pieces) == 1 else pa.concat_tables(pieces)

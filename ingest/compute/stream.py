@@ -40,7 +40,8 @@ from . import features, radix
 from .decode import DecodeError, decode_block
 from .encode import footer, stamped, to_parquet
 from .inputs import message
-from .task import check_columns, table_schema, time_limit
+from .names import check_columns
+from .task import table_schema, time_limit
 
 
 def column_partial(name: str, values: np.ndarray) -> ColumnPartial:

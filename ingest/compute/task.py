@@ -29,17 +29,18 @@ from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
 from .bounded import bounded, decode_bounded
-from .csvread import unique_names
 from .decode import DecodeError, decode_file
 from .encode import Featurised, encode
 from .inputs import message, with_bytes
-from .together import parse_together
+from .names import RESERVED_COLUMNS as RESERVED_COLUMNS
+from .names import check_columns as check_columns
+from .runs import Run, batchable, featurise_run, runs
+from .together import Group, parse_groups
 
 # Enough for the scheduler to favour the parent's event loop, not so much that
 # other work on the machine starves the workers.
 WORKER_NICENESS = 5
 ORPHANED = 70  # EX_SOFTWARE: the worker outlived the service that started it
-RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date", "_rescued_data")
 
 
 def init_worker(service_pid: int, plugins: bool = False) -> None:
@@ -126,17 +127,6 @@ def warm() -> int:
     return os.getpid()
 
 
-def check_columns(table: pa.Table) -> pa.Table:
-    """The table with unique column names (`a`, `a_1`; an empty one is `column<i>`);
-    raises if a column takes a name ingest adds itself."""
-    names = table.column_names
-    clash = [name for name in names if name in RESERVED_COLUMNS]
-    if clash:
-        raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
-    unique = unique_names(names)
-    return table if unique == names else table.rename_columns(unique)
-
-
 def table_schema(spec: TableSpec) -> pa.Schema | None:
     return pa.ipc.read_schema(pa.py_buffer(spec.schema)) if spec.schema else None
 
@@ -169,7 +159,7 @@ def featurise(
         )
     kept = records if "records" in task.tables else None
     featurised = Featurised(
-        job.source_file, job.sha256, table.num_rows, kept, feature_table, job.table
+        ((job.source_file, job.sha256, table.num_rows),), kept, feature_table, job.table
     )
     return featurised, dialect
 
@@ -250,30 +240,11 @@ def _injected_failure(task: Task) -> None:
 
 
 def _process(task: Task) -> TaskResult:
-    outcomes: list[Outcome] = []
-    done: list[Featurised] = []
     # A job whose bytes could not be had (or were not the file as it settled) keeps its
     # place, with no bytes, and its failure in `lost`.
     lost: dict[int, Failure] = {}
     jobs = tuple(_in_hand(job, index, lost) for index, job in enumerate(task.jobs))
-    # Files of tables that pin nothing but the plain dialect may be parsed together.
-    joinable = [i for i, job in enumerate(jobs) if _plain_table(task.spec(job.table))]
-    try:
-        with time_limit(task.timeout_s):
-            joined = parse_together(tuple(jobs[i] for i in joinable))
-    except TaskTimeout:
-        joined = {}
-    parsed = {joinable[k]: table for k, table in joined.items()}
-    targets = conform.Targets()
-    for index, job in enumerate(jobs):
-        beacon.beat(task.beacon)  # each file has task_timeout_s, and the service's backstop
-        result = lost.get(index) or _featurise_one(job, task, parsed.get(index), targets)
-        if isinstance(result, Failure):
-            outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
-        else:
-            featurised, dialect = result
-            outcomes.append(Outcome(job.source_file, job.sha256, featurised.rows, None, dialect))
-            done.append(featurised)
+    outcomes, done = _featurise_all(jobs, task, lost)
     beacon.beat(task.beacon)
     try:
         versions = {spec.name: spec.version for spec in task.specs}
@@ -285,3 +256,67 @@ def _process(task: Task) -> TaskResult:
             for o in outcomes
         ))
     return TaskResult(tuple(outcomes), tuple(parts))
+
+
+def _parse_groups(jobs: tuple[Job, ...], task: Task) -> list[Group]:
+    """The groups of files parsed together, with job indices into `jobs`: files of tables
+    that pin nothing but the plain dialect may be."""
+    joinable = [i for i, job in enumerate(jobs) if _plain_table(task.spec(job.table))]
+    try:
+        with time_limit(task.timeout_s):
+            groups = parse_groups(tuple(jobs[i] for i in joinable))
+    except TaskTimeout:
+        return []
+    return [
+        Group(g.table, tuple((joinable[k], start, rows) for k, start, rows in g.members))
+        for g in groups
+    ]
+
+
+def _featurise_all(
+    jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]
+) -> tuple[list[Outcome], list[Featurised]]:
+    """Each job's outcome and the tables of those that succeed, in job order: a run of
+    files parsed together at once where it can be, every other file alone."""
+    groups = _parse_groups(jobs, task)
+    parsed = {i: g.table.slice(start, rows) for g in groups for i, start, rows in g.members}
+    run_at = runs(groups, jobs) if batchable(task) else {}
+    targets = conform.Targets()
+    outcomes: list[Outcome] = []
+    done: list[Featurised] = []
+    index = 0
+    while index < len(jobs):
+        beacon.beat(task.beacon)  # each file has task_timeout_s, and the service's backstop
+        run = run_at.get(index)
+        together = _featurise_run(run, jobs, task, targets) if run is not None else None
+        if run is not None and together is not None:
+            done.extend(together)
+            outcomes.extend(
+                Outcome(name, sha256, rows, None, PLAIN)
+                for item in together for name, sha256, rows in item.sources
+            )
+            index += len(run.members)
+            continue
+        job = jobs[index]
+        result = lost.get(index) or _featurise_one(job, task, parsed.get(index), targets)
+        if isinstance(result, Failure):
+            outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
+        else:
+            featurised, dialect = result
+            (_, _, rows), = featurised.sources
+            outcomes.append(Outcome(job.source_file, job.sha256, rows, None, dialect))
+            done.append(featurised)
+        index += 1
+    return outcomes, done
+
+
+def _featurise_run(
+    run: Run, jobs: tuple[Job, ...], task: Task, targets: conform.Targets
+) -> list[Featurised] | None:
+    """A run's files at once, within one file's time limit; None if anything fails, for
+    its files to be taken one by one, each to its own verdict."""
+    try:
+        with time_limit(task.timeout_s):
+            return featurise_run(run, jobs, task, targets)
+    except Exception:
+        return None
