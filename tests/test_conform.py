@@ -6,7 +6,7 @@ import json
 
 import pyarrow as pa
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest import conform
@@ -155,3 +155,30 @@ def test_a_task_remembers_a_target_only_for_files_its_values_decide_alike() -> N
     assert [g.field("v").type for g in got] == [
         pa.int64(), pa.string(), pa.int64(), pa.int64(), pa.float64()
     ]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.lists(_CELLS, max_size=conform._SMALL + 20), min_size=1, max_size=6))
+def test_the_verdicts_of_files_taken_together_are_those_each_gets_alone(
+    files: list[list[str | None]],
+) -> None:
+    """`text_verdicts` of files read as one table gives each file the verdict `Targets`
+    finds for it alone, short files and long, on every text column but a hinted one."""
+    cells = [cell for values in files for cell in values]
+    data = pa.table({
+        "device": pa.array(cells, pa.string()),
+        "v": pa.array(cells[::-1], pa.string()),
+        "hinted": pa.array(cells, pa.string()),
+        "n": pa.array(range(len(cells)), pa.int64()),
+    })
+    hints = {"hinted": "string"}
+    counts = [len(values) for values in files]
+
+    together = conform.text_verdicts(data, hints, counts)
+
+    alone, start = [], 0
+    for count in counts:
+        part = data.slice(start, count)
+        alone.append(tuple(conform._numbers_in_text(part.column(name)) for name in ("device", "v")))
+        start += count
+    assert together == alone

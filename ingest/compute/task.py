@@ -303,7 +303,7 @@ def _featurise_all(
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:
             featurised, dialect = result
-            (_, _, rows), = featurised.sources
+            ((_, _, rows),) = featurised.sources
             outcomes.append(Outcome(job.source_file, job.sha256, rows, None, dialect))
             done.append(featurised)
         index += 1

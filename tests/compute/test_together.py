@@ -5,11 +5,14 @@ from __future__ import annotations
 import hashlib
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from ingest.compute.decode import decode
 from ingest.compute.task import process
-from ingest.compute.together import parse_together
+from ingest.compute.together import _MAYBE_FLOAT, parse_groups, parse_together
 from ingest.config import Features
 from ingest.jobs import Job, Task
 
@@ -133,3 +136,32 @@ def test_a_file_whose_header_was_found_plain_is_still_checked_for_quotes_and_dat
         job("european.csv", header + b"04.01.2026,5\n"),
     )
     assert sorted(parse_together(jobs)) == [0, 1]  # the others are parsed alone
+
+
+_NUMBERISH = st.text(alphabet="0123456789+-.eEinfatyINFATY()_ x,", max_size=12)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.one_of(_NUMBERISH, st.text(max_size=8)))
+def test_every_text_arrow_reads_as_a_float_could_be_a_float_to_the_group_check(
+    text: str,
+) -> None:
+    """A value the group check rules out as a number, Arrow's cast refuses too: a file it
+    rules out reads the column as text alone as well."""
+    try:
+        pc.cast(pa.array([text], pa.string()), pa.float64())
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return
+    assert pc.match_substring_regex(pa.array([text]), _MAYBE_FLOAT)[0].as_py()
+
+
+def test_files_of_a_group_with_words_in_a_text_column_are_kept_and_one_of_numbers_is_not() -> None:
+    jobs = (
+        job("words1.csv", b"id,v\nabc,1.5\n"),
+        job("nan_like.csv", b"id,v\nnan(x),2.5\n"),  # Arrow reads nan(x) as a float
+        job("numbers.csv", b"id,v\n1e3,3.5\n-inf,4.5\n"),
+        job("words2.csv", b"id,v\n,5.5\nxyz,6.5\n"),
+    )
+    (group,) = parse_groups(jobs)
+    assert [index for index, _, _ in group.members] == [0, 3]
+    assert [(start, rows) for _, start, rows in group.members] == [(0, 1), (4, 2)]
