@@ -110,11 +110,9 @@ def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None
     kept = []
     for k, (index, _, _) in enumerate(members):
         start, end = int(starts[k]), int(starts[k + 1])
-        part = joined.slice(start, end - start)
-        if not any(
-            running[end] == running[start] and _numeric(part.column(i))
-            for i, running in zip(text, words, strict=True)
-        ):
+        unsure = [i for i, seen in zip(text, words, strict=True) if seen[end] == seen[start]]
+        part = joined.slice(start, end - start) if unsure else None
+        if part is None or not any(_numeric(part.column(i)) for i in unsure):
             kept.append((index, start, end - start))
     return Group(joined, tuple(kept))
 
