@@ -148,14 +148,10 @@ def text_verdicts(
     ends = np.cumsum(np.asarray(counts, dtype=np.int64))
     starts = ends - counts
     found: list[list[pa.DataType | None]] = [[] for _ in counts]
+    short = any(count <= _SMALL for count in counts)
     for i in text_columns(data, hints):
         column = data.column(i).cast(pa.string())
-        floats = pc.match_substring_regex(column, _FLOAT)
-        tallies = [  # running counts: values that are numbers, filled, neither int nor float
-            np.concatenate(([0], np.cumsum(flags.fill_null(False).to_numpy(), dtype=np.int64)))
-            for flags in (floats, pc.not_equal(column, ""),
-                          pc.not_equal(floats, pc.match_substring_regex(column, _INT)))
-        ]
+        tallies = _tallies(column) if short else []
         for k, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
             if end - start > _SMALL:
                 found[k].append(_numbers_in_text(column.slice(start, end - start)))
@@ -166,6 +162,17 @@ def text_verdicts(
                 else pa.int64() if not mixed else pa.float64()
             )
     return [tuple(verdicts) for verdicts in found]
+
+
+def _tallies(column: pa.ChunkedArray) -> list[np.ndarray]:
+    """Running counts, from 0, of a text column's values that are numbers, that are
+    filled, and that match one of the int and float patterns but not the other."""
+    floats = pc.match_substring_regex(column, _FLOAT)
+    ints = pc.match_substring_regex(column, _INT)
+    return [
+        np.concatenate(([0], np.cumsum(flags.fill_null(False).to_numpy(), dtype=np.int64)))
+        for flags in (floats, pc.not_equal(column, ""), pc.not_equal(floats, ints))
+    ]
 
 
 def fit_file(data: pa.Table, source_file: str, sha256: str, schema: pa.Schema) -> pa.Table:

@@ -21,10 +21,10 @@ alone, so that it keeps its features.
 
 from __future__ import annotations
 
+import itertools
 from collections import defaultdict
 from dataclasses import dataclass
 
-import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
@@ -103,24 +103,27 @@ def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None
         return None
     # By position: a header may repeat a name (each file is then refused on its own).
     text = [i for i, f in enumerate(first.schema) if pa.types.is_string(f.type)]
-    starts = np.concatenate(([0], np.cumsum(counts, dtype=np.int64)))
-    # Per text column, the running count of values that are surely not numbers: a file
-    # with one of them in each text column needs no cast to show it reads text alone.
-    words = [_running_words(joined.column(i)) for i in text]
+    starts = [0, *itertools.accumulate(counts)]
+    # A file whose first value in a text column is surely not a number reads that column
+    # as text alone too: only the others need the cast that tells.
+    words = [_first_words(joined.column(i), starts) for i in text]
     kept = []
     for k, (index, _, _) in enumerate(members):
-        start, end = int(starts[k]), int(starts[k + 1])
-        unsure = [i for i, seen in zip(text, words, strict=True) if seen[end] == seen[start]]
+        start, end = starts[k], starts[k + 1]
+        unsure = [i for i, word in zip(text, words, strict=True) if not word[k]]
         part = joined.slice(start, end - start) if unsure else None
         if part is None or not any(_numeric(part.column(i)) for i in unsure):
             kept.append((index, start, end - start))
     return Group(joined, tuple(kept))
 
 
-def _running_words(column: pa.ChunkedArray) -> np.ndarray:
-    """[0, then the running count of values that `_MAYBE_FLOAT` rules out as numbers]."""
-    ruled_out = pc.invert(pc.match_substring_regex(column, _MAYBE_FLOAT)).fill_null(False)
-    return np.concatenate(([0], np.cumsum(ruled_out.to_numpy(), dtype=np.int64)))
+def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:
+    """For each file (its rows from starts[k] to starts[k + 1]), is its first value one
+    that `_MAYBE_FLOAT` rules out as a number?"""
+    firsts = [start for start, end in itertools.pairwise(starts) if end > start]
+    ruled_out = pc.invert(pc.match_substring_regex(column.take(firsts), _MAYBE_FLOAT))
+    found = iter(ruled_out.fill_null(False).to_pylist())
+    return [end > start and next(found) for start, end in itertools.pairwise(starts)]
 
 
 def _numeric(column: pa.ChunkedArray) -> bool:
