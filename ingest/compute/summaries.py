@@ -56,21 +56,23 @@ def _stacked(block: np.ndarray) -> dict[str, np.ndarray]:
     return stats
 
 
-def _by_length(matrix: np.ndarray, counts: np.ndarray) -> dict[str, np.ndarray]:
-    """The statistics of every file, (files, columns) each, from the (columns, rows) matrix
-    of all their rows; files of each row count summarised together."""
+def _by_length(columns: list[np.ndarray], counts: np.ndarray) -> dict[str, np.ndarray]:
+    """The statistics of every file, (files, columns) each, from the columns of all their
+    rows; files of each row count summarised together."""
     starts = np.concatenate(([0], np.cumsum(counts)[:-1])).astype(np.intp)
-    shape = (len(counts), matrix.shape[0])
+    shape = (len(counts), len(columns))
     stats = {name: np.zeros(shape) for name, _ in SUMMARY_FIELDS}
     stats["count"] = np.zeros(shape, dtype=np.int64)
     for length in np.unique(counts):
         which = np.flatnonzero(counts == length)
         rows = starts[which][:, None] + np.arange(length)  # (files, length)
-        # (files, columns, length), then viewed as (files, length, columns): each file's
-        # column contiguous, as in the Fortran-ordered block of the file alone.
-        block = np.ascontiguousarray(matrix[:, rows].transpose(1, 0, 2)).transpose(0, 2, 1)
-        for name, values in _stacked(block).items():
-            stats[name][which] = values
+        # (files, columns, length), viewed as (files, length, columns): each file's column
+        # contiguous, as in the Fortran-ordered block of the file alone.
+        stack = np.empty((len(which), len(columns), int(length)))
+        for j, values in enumerate(columns):
+            stack[:, j, :] = values[rows]
+        for name, found in _stacked(stack.transpose(0, 2, 1)).items():
+            stats[name][which] = found
     return stats
 
 
@@ -81,10 +83,7 @@ def summary_table(
     `records`: one per (file, numeric column), as `features.rows` gives each file's."""
     names = numeric_columns(records.schema, time_column)
     counts = np.array([rows for _, _, rows in sources], dtype=np.int64)
-    matrix = np.empty((len(names), records.num_rows))
-    for j, name in enumerate(names):
-        matrix[j] = as_float64(records[name])
-    stats = _by_length(matrix, counts)
+    stats = _by_length([as_float64(records[name]) for name in names], counts)
     width, files = len(names), len(sources)
     which_file = pa.array(np.repeat(np.arange(files), width))
     count = stats["count"].ravel()
