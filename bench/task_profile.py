@@ -18,6 +18,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from ingest import memory
 from ingest.compute.task import process, pyarrow_without_pandas, warm
 from ingest.config import Features
 from ingest.jobs import Job, Task
@@ -39,6 +40,7 @@ def main() -> None:
     paths = sorted(folder.glob("*.csv"))[: args.files * args.tasks]
     if not paths:
         raise SystemExit(f"no corpus at {folder}: run python -m bench.corpus --shapes {args.shape}")
+    memory.reuse_large_buffers()  # as `init_worker` does in each worker of the pool
     pyarrow_without_pandas()
     warm()
     with tempfile.TemporaryDirectory() as scratch:
