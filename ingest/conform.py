@@ -147,21 +147,30 @@ def text_verdicts(
     A file longer than `_SMALL` rows is judged on its own, as it would be alone."""
     ends = np.cumsum(np.asarray(counts, dtype=np.int64))
     starts = ends - counts
-    found: list[list[pa.DataType | None]] = [[] for _ in counts]
-    short = any(count <= _SMALL for count in counts)
-    for i in text_columns(data, hints):
-        column = data.column(i).cast(pa.string())
-        tallies = _tallies(column) if short else []
-        for k, (start, end) in enumerate(zip(starts.tolist(), ends.tolist(), strict=True)):
-            if end - start > _SMALL:
-                found[k].append(_numbers_in_text(column.slice(start, end - start)))
-                continue
-            numbers, filled, mixed = (int(t[end] - t[start]) for t in tallies)
-            found[k].append(
-                None if not filled or numbers * 2 < filled
-                else pa.int64() if not mixed else pa.float64()
-            )
-    return [tuple(verdicts) for verdicts in found]
+    columns = [
+        _verdicts_of_column(data.column(i).cast(pa.string()), starts, ends)
+        for i in text_columns(data, hints)
+    ]
+    return [tuple(column[k] for column in columns) for k in range(len(counts))]
+
+
+def _verdicts_of_column(
+    column: pa.ChunkedArray, starts: np.ndarray, ends: np.ndarray
+) -> list[pa.DataType | None]:
+    short = ends - starts <= _SMALL
+    if not short.any():
+        return [
+            _numbers_in_text(column.slice(start, end - start))
+            for start, end in zip(starts.tolist(), ends.tolist(), strict=True)
+        ]
+    numbers, filled, mixed = (t[ends] - t[starts] for t in _tallies(column))
+    text = ((filled == 0) | (numbers * 2 < filled)).tolist()
+    floats = (mixed > 0).tolist()
+    return [
+        (None if text[k] else pa.float64() if floats[k] else pa.int64()) if short[k]
+        else _numbers_in_text(column.slice(int(starts[k]), int(ends[k] - starts[k])))
+        for k in range(len(starts))
+    ]
 
 
 def _tallies(column: pa.ChunkedArray) -> list[np.ndarray]:
