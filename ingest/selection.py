@@ -32,14 +32,18 @@ def _debug(path: Path, reason: str) -> None:
     log.debug("skip %s: %s", path, reason)
 
 
-def regular_file(path: Path, drop: Path, skipped: Skipped = _debug) -> os.stat_result | None:
+def regular_file(
+    path: Path, drop: Path, skipped: Skipped = _debug, entry: os.DirEntry[str] | None = None
+) -> os.stat_result | None:
     """The stat of `path` if it is a regular file inside `drop` (through any symlink), else None.
 
     A FIFO is never opened: a read would block until a writer came along.
     Each refusal with a name that looks like an input is passed to `skipped`.
+    `entry`: the path's entry in a directory listing, which knows a symlink without a
+    system call.
     """
     try:
-        st = os.stat(path)
+        st = entry.stat() if entry is not None else os.stat(path)
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -51,7 +55,8 @@ def regular_file(path: Path, drop: Path, skipped: Skipped = _debug) -> os.stat_r
     if not stat.S_ISREG(st.st_mode):
         skipped(path, "not a regular file (a FIFO, socket or device is never opened)")
         return None
-    if path.is_symlink() and not path.resolve().is_relative_to(drop.resolve()):
+    symlink = entry.is_symlink() if entry is not None else path.is_symlink()
+    if symlink and not path.resolve().is_relative_to(drop.resolve()):
         skipped(path, "a symlink to a file outside the drop folder")
         return None
     return st
@@ -60,13 +65,34 @@ def regular_file(path: Path, drop: Path, skipped: Skipped = _debug) -> os.stat_r
 def scan(
     drop: Path, patterns: tuple[str, ...], skipped: Skipped = _debug
 ) -> Iterator[tuple[Path, os.stat_result]]:
-    """Every input below `drop`, with its stat. Blocking: call it from a thread."""
-    for folder, dirs, names in os.walk(drop):
-        dirs[:] = [d for d in dirs if not d.startswith(".")]
-        for name in names:
-            if not matches(name, patterns):
-                continue
-            path = Path(folder, name)
-            st = regular_file(path, drop, skipped)
-            if st is not None:
-                yield path, st
+    """Every input below `drop`, with its stat. Blocking: call it from a thread.
+
+    Folders are listed with `os.scandir`, as `os.walk` does, but each entry is used as it
+    comes: its name is checked before any path is made, and the path is made from its
+    folder's (one parse of the name, not of the whole path), which matters in a folder
+    of a hundred thousand files. Hidden folders and symlinked ones are not entered.
+    """
+    folders = [drop]
+    while folders:
+        folder = folders.pop()
+        try:
+            listing = os.scandir(folder)
+        except OSError:
+            continue  # gone, or not readable: os.walk passes over it as well
+        with listing:
+            for entry in listing:
+                name = entry.name
+                try:
+                    is_folder = entry.is_dir(follow_symlinks=False)
+                except OSError:
+                    is_folder = False
+                if is_folder:
+                    if not name.startswith("."):
+                        folders.append(folder / name)
+                    continue
+                if not matches(name, patterns):
+                    continue
+                path = folder / name
+                st = regular_file(path, drop, skipped, entry)
+                if st is not None:
+                    yield path, st

@@ -14,7 +14,7 @@ import pyarrow.csv as pa_csv
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.selection import matches, regular_file
+from ingest.selection import matches, regular_file, scan
 
 from .conftest import Folder, write_csv
 
@@ -54,6 +54,31 @@ def test_fifo_directory_and_outside_symlink_are_not_regular_inputs(tmp_path: Pat
     assert regular_file(drop / "escape.csv", drop) is None
     assert regular_file(drop / "inside.csv", drop) is not None
     assert regular_file(drop / "link.csv", drop) is not None
+
+
+def test_a_scan_finds_inputs_in_subfolders_and_nothing_it_must_not_open(tmp_path: Path) -> None:
+    drop, outside = tmp_path / "drop", tmp_path / "outside"
+    (drop / "a" / "b").mkdir(parents=True)
+    (drop / ".hidden").mkdir()
+    outside.mkdir()
+    for name in ("top.csv", "a/one.csv", "a/b/two.jsonl", ".hidden/no.csv", "a/skip.txt",
+                 "a/temp.csv.part"):
+        (drop / name).write_text("x\n1\n")
+    (outside / "far.csv").write_text("x\n1\n")
+    (outside / "inner.csv").write_text("x\n1\n")
+    (drop / "far.csv").symlink_to(outside / "far.csv")  # a file outside: refused
+    (drop / "near.csv").symlink_to(drop / "top.csv")  # a file inside: an input
+    (drop / "linked").symlink_to(outside, target_is_directory=True)  # never entered
+    os.mkfifo(drop / "pipe.csv")
+    skipped: list[str] = []
+
+    found = {
+        str(path.relative_to(drop)): st.st_size
+        for path, st in scan(drop, ("*.csv", "*.jsonl"), lambda p, why: skipped.append(p.name))
+    }
+
+    assert found == {"top.csv": 4, "a/one.csv": 4, "a/b/two.jsonl": 4, "near.csv": 4}
+    assert sorted(skipped) == ["far.csv", "pipe.csv"]
 
 
 def test_once_skips_a_fifo_without_blocking_and_ingests_the_rest(folder: Folder) -> None:

@@ -38,7 +38,7 @@ from .commit import Aside, Committer, TaskOutput
 from .dispatch import Queued
 from .inflight import InFlight, Spawn
 from .read import read_bytes, read_files, read_files_into, read_into, sha256_of_file
-from .sizing import BLOCKS, REFUSED, plan
+from .sizing import BLOCKS, REFUSED, plain_whole, plan
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 
 # The intake's lines keep the logger name they have always had: filters on it still match.
@@ -104,11 +104,13 @@ class Intake:
         if state is not None:
             await self._finish_known(file, state)
             return
-        try:
-            how = await plan(self.config, file, self.in_flight.budget.limit)
-        except OSError as exc:
-            await self._unreadable(file, exc)
-            return
+        how = plain_whole(file, self.in_flight.budget.limit)
+        if how is None:
+            try:
+                how = await plan(self.config, file, self.in_flight.budget.limit)
+            except OSError as exc:
+                await self._unreadable(file, exc)
+                return
         if how.how == BLOCKS:
             self.in_flight.hold(file.rel, 0)  # its blocks take from the budget as they are read
             self._spawn(self._stream(file, how.in_memory))
