@@ -6,6 +6,7 @@ The count bound is the asyncio.Queue's maxsize; this is the other half.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 
 
 class ByteBudget:
@@ -22,6 +23,9 @@ class ByteBudget:
         self.limit = limit
         self.used = 0
         self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+        # Gives back bytes held for later use (`segments.IdleSegments`) when a request
+        # does not fit: called with the request's size before it waits.
+        self.reclaim: Callable[[int], None] | None = None
 
     @property
     def waiters(self) -> int:
@@ -34,8 +38,9 @@ class ByteBudget:
 
     async def acquire(self, size: int) -> None:
         """Wait until `size` more bytes fit. A single oversized request must be refused earlier."""
-        if not self._waiters and self.used + size <= self.limit:
-            self.used += size
+        if self.reclaim is not None and not self._waiters and self.used + size > self.limit:
+            self.reclaim(size)
+        if self.take_now(size):
             return
         granted: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append((size, granted))
@@ -48,6 +53,13 @@ class ByteBudget:
                 self._waiters = [w for w in self._waiters if w[1] is not granted]
                 self._wake()  # it may have held back a smaller request that fits now
             raise
+
+    def take_now(self, size: int) -> bool:
+        """Take `size` bytes if they fit now and no one is waiting; never waits."""
+        if self._waiters or self.used + size > self.limit:
+            return False
+        self.used += size
+        return True
 
     def release(self, size: int) -> None:
         self.used -= size

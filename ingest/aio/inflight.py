@@ -49,6 +49,7 @@ from .budget import ByteBudget
 from .commit import Aside
 from .dispatch import Queued
 from .outcomes import Outcomes
+from .segments import IdleSegments
 from .settle import Settler
 
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
@@ -93,6 +94,7 @@ class InFlight:
         self.known = known  # what the ledger holds: a file's bytes committed already
         self._set_aside = set_aside  # to the committer, which records it with the next flush
         self._files: dict[str, FileInFlight] = {}
+        self.idle = IdleSegments(budget, spawn)
         self._claims: dict[str, str] = {}  # sha256 -> name of the file holding it
         self._segment_users: dict[str, int] = {}  # segment name -> files holding it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
@@ -132,9 +134,10 @@ class InFlight:
         return record.segment if record is not None else None
 
     def segments(self) -> list[SharedMemory]:
-        """Those of files still in flight, at shutdown: left for the next run."""
+        """At shutdown, to be removed: those of files still in flight (left for the next
+        run), and those kept for reuse."""
         held = {r.segment.name: r.segment for r in self._files.values() if r.segment is not None}
-        return list(held.values())
+        return list(held.values()) + self.idle.clear()
 
     def hand_over(self, rel: str) -> None:
         """The file is no longer on its way to the queue: a task or the committer has it."""
@@ -152,8 +155,10 @@ class InFlight:
             users = self._segment_users.pop(segment.name) - 1
             if users:
                 self._segment_users[segment.name] = users
-            else:
+            elif self.draining():
                 self._spawn(asyncio.to_thread(shared.remove, segment))
+            else:
+                self.idle.keep(segment)  # to be filled again by a later read
 
     def let_go(self, rel: str) -> None:
         """Give back what the file held for its bytes: segment, budget, place upstream.

@@ -168,7 +168,7 @@ class Intake:
             data: bytes | memoryview | OSError
             try:
                 if segment := await self._segment(file):
-                    data = shared.view(segment)
+                    data = shared.view(segment)[:file.size]  # a kept segment may be larger
                     length = await read_into(file.path, data)
                 else:
                     data = await read_bytes(file.path)
@@ -213,7 +213,7 @@ class Intake:
         each file's place in it cross the pool's pipe, not the bytes, which the pickling
         would copy twice more in this process."""
         sizes = [file.size for file, _ in group]
-        segment = await asyncio.to_thread(shared.create, self._shm_prefix, sum(sizes))
+        segment = await self._new_segment(sum(sizes))
         if segment is None:  # /dev/shm is full: the bytes take the pipe
             await self._read_group_piped(group)
             return
@@ -290,10 +290,17 @@ class Intake:
         """Shared memory to read a large file into, for a local worker; freed by InFlight."""
         if not self._shares_disk or file.size < shared.SHARED_MIN_BYTES:
             return None
-        segment = await asyncio.to_thread(shared.create, self._shm_prefix, file.size)
+        segment = await self._new_segment(file.size)
         if segment is not None:
             self.in_flight.keep_segment(file.rel, segment)
         return segment
+
+    async def _new_segment(self, size: int) -> SharedMemory | None:
+        """A kept segment that fits, or a new one; None if /dev/shm is full."""
+        kept = self.in_flight.idle.take(size)
+        if kept is not None:
+            return kept
+        return await asyncio.to_thread(shared.create, self._shm_prefix, size)
 
     async def _unreadable(self, file: DropFile, exc: OSError, digest: str = "") -> None:
         if isinstance(exc, FileNotFoundError):

@@ -146,7 +146,8 @@ class Service:
         self.budget = ByteBudget(config.pipeline.memory_mb * 1024 * 1024)
         self.queue: asyncio.Queue[Queued] = asyncio.Queue(config.pipeline.queue_files)
         # Read when scraped, not set as they change: they change twice for every file.
-        self.metrics.bytes_held.set_function(lambda: self.budget.used)
+        # Input bytes held by files in flight: not those of segments kept for reuse.
+        self.metrics.bytes_held.set_function(lambda: self.budget.used - self.in_flight.idle.bytes)
         self.metrics.queued.set_function(self.queue.qsize)
         self.outcomes = outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
         self.settler = Settler(config.watch.settle_ms, self.layout.relative, self._vanished)

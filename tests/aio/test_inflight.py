@@ -112,6 +112,10 @@ def test_a_resolved_file_lets_go_of_its_bytes_segment_place_and_claim(tmp_path: 
         rig.in_flight.resolved(file, "ingested", {"sha256": "d1", "rows": 3})
         await asyncio.gather(*rig.spawned)
 
+        # No file holds the segment now: it is kept to be filled again, its bytes charged.
+        assert rig.in_flight.idle.bytes == rig.budget.used == 4096
+        assert rig.in_flight.segments() == [segment]  # kept ones are removed at shutdown
+        shared.remove(segment)
         rig.assert_holds_nothing()
         assert not (shared.SHM_DIR / segment.name).exists()
         assert rig.in_flight.segments() == []
