@@ -49,7 +49,9 @@ class Cutter:
         """The end of the last whole record in `chunk`, or 0 if none ends there; `odd` is
         the parity of the quotes carried over from the chunk before."""
         newline = chunk.rfind(b"\n")
-        if not self.quoted:
+        # A chunk with no quote at all, outside a quoted field, ends where its last line
+        # does: `in` stops at the first quote, where a count reads every byte.
+        if not self.quoted or (not odd and QUOTE not in chunk):
             return newline + 1
         odd ^= chunk.count(QUOTE) % 2  # quotes before the chunk's end
         tail = len(chunk)
