@@ -39,6 +39,10 @@ class Block:
     # Where a worker that sees the output folder writes its part (not fsynced: the commit
     # does that); None: the part comes back as bytes, for the service to stage.
     stage: str | None = None
+    # A local worker's block comes in shared memory: the segment's name, and `size` bytes
+    # of it are the block (`data` is empty then), not pickled into the pool's pipe.
+    shared: str | None = None
+    size: int = 0
 
     def file_line(self, line: int | None) -> int | None:
         """A line number within `data`, as a line number of the whole file."""

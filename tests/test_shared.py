@@ -10,11 +10,13 @@ from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import numpy as np
+import pyarrow.csv as pa_csv
 import pytest
 
 from ingest import shared
 
 from .conftest import Folder, write_csv
+from .test_stream import big_csv
 
 pytestmark = pytest.mark.skipif(not shared.SHM_DIR.is_dir(), reason="no /dev/shm")
 
@@ -157,3 +159,20 @@ def test_files_under_a_megabyte_are_read_as_a_group_into_one_segment(folder: Fol
     for name, values in expected.items():
         assert sums[name] == pytest.approx(float(np.nansum(values[:, 1])))
     assert segments_of(folder.output) == []
+
+
+def test_the_blocks_of_a_streamed_file_reach_local_workers_in_shared_memory(
+    folder: Folder,
+) -> None:
+    folder.write_config(pipeline={"workers": 2, "memory_mb": 1}, watch={"settle_ms": 0})
+    big_csv(folder.drop / "big.csv", 40_000)
+    whole = pa_csv.read_csv(folder.drop / "big.csv")
+
+    result, seen = once_watching_segments(folder)
+
+    assert result.returncode == 0, result.stderr
+    assert "reading it in blocks" in result.stderr
+    assert seen, "its blocks went through shared memory"
+    (rows,) = folder.query("SELECT count(*) FROM records")[0]
+    assert rows == whole.num_rows
+    assert segments_of(folder.output) == [], "kept segments are removed at exit"

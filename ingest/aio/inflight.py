@@ -31,7 +31,6 @@ the settler reports the first (told and recorded as vanished), the intake lets t
 
 from __future__ import annotations
 
-import asyncio
 import collections
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -39,7 +38,6 @@ from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import Any
 
-from .. import shared
 from ..files import DropFile
 from ..jobs import NOT_AS_SEEN, Failure
 from ..metrics import Metrics
@@ -156,7 +154,7 @@ class InFlight:
             if users:
                 self._segment_users[segment.name] = users
             elif self.draining():
-                self._spawn(asyncio.to_thread(shared.remove, segment))
+                self.idle.remove(segment)
             else:
                 self.idle.keep(segment)  # to be filled again by a later read
 

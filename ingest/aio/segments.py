@@ -53,7 +53,7 @@ class IdleSegments:
             self._idle.append(segment)
             self.bytes += segment.size
         else:
-            self._remove(segment)
+            self.remove(segment)
 
     def reclaim(self, size: int) -> None:
         """Remove kept segments, oldest first, until `size` more bytes fit the budget."""
@@ -61,7 +61,7 @@ class IdleSegments:
             segment = self._idle.pop(0)
             self.bytes -= segment.size
             self.budget.release(segment.size)
-            self._remove(segment)
+            self.remove(segment)
 
     def clear(self) -> list[SharedMemory]:
         """Let go of every kept segment, for the caller to remove (at shutdown)."""
@@ -70,5 +70,6 @@ class IdleSegments:
         self.bytes = 0
         return idle
 
-    def _remove(self, segment: SharedMemory) -> None:
+    def remove(self, segment: SharedMemory) -> None:
+        """Remove a segment in a thread."""
         self._spawn(asyncio.to_thread(shared.remove, segment))

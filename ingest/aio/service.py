@@ -172,7 +172,7 @@ class Service:
         )
         self.streamer = Streamer(
             config, self.layout, self.compute, self.budget, self.dispatcher, self.crash,
-            self._is_draining,
+            self._is_draining, self.in_flight.idle,
         )
         self.intake = Intake(
             config, self.layout, self.known, self.in_flight, self.queue, self.committer,

@@ -23,11 +23,13 @@ import logging
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 from typing import TypeVar
 
 import aiofiles
 
+from .. import shared
 from ..blocks import STAGING_FAILED, Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selection
 from ..compute.decode import BLOCK_DECODERS
 from ..config import Config
@@ -44,6 +46,7 @@ from ..store.parts import StagedPart, write_temp
 from .block_reader import BlockReader
 from .budget import ByteBudget
 from .dispatch import Dispatcher
+from .segments import IdleSegments
 from .to_compute import Compute
 
 log = logging.getLogger("ingest.stream")
@@ -71,6 +74,10 @@ class _Drained(Exception):
 
 class StagingFailed(Exception):
     """A staged part could not be written (a full disk, say): the file waits for a later run."""
+
+
+def _copy(data: bytes, segment: SharedMemory) -> None:
+    shared.view(segment)[:len(data)] = data
 
 
 async def _stage(data: bytes, temp: Path, crash: CrashPlan) -> None:
@@ -150,6 +157,7 @@ class Streamer:
         dispatcher: Dispatcher,
         crash: CrashPlan,
         draining: Callable[[], bool],
+        idle: IdleSegments | None = None,
     ):
         self.config = config
         self.layout = layout
@@ -158,6 +166,9 @@ class Streamer:
         self.dispatcher = dispatcher
         self.crash = crash
         self.draining = draining
+        # Local workers get each block in shared memory, a segment kept and filled again.
+        self._idle = idle if compute.shares_disk else None
+        self._shm_prefix = shared.prefix_for(layout.output)
         self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, budget.limit // BLOCK_SHARE))
 
     async def ingest(self, file: DropFile, digest: str) -> Streamed | Failure | str:
@@ -212,20 +223,23 @@ class Streamer:
                     if index == 0 and data.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
                         self._let_go(slots)
                         return Failure("TooLarge", _UTF16)
+                    segment = await self._into_shared(data)
                     block = Block(
-                        file.rel, digest, index, data, first_line, progress.schema,
-                        self.config.features, self.config.output.compression,
+                        file.rel, digest, index, b"" if segment else data, first_line,
+                        progress.schema, self.config.features, self.config.output.compression,
                         self.config.pipeline.task_timeout_s, spec,
                         # Block 0: the table's pinned dialect; later blocks: block 0's.
                         progress.dialect if progress.dialect is not None else spec.dialect,
                         spec.csv,
                         str(self._temp(index)) if self.compute.shares_disk else None,
+                        segment.name if segment else None, len(data),
                     )
+                    del data
                     if index == 0:
                         # Alone: block 0's column types are every later block's.
-                        await self._block(block, progress, slots)
+                        await self._block(block, progress, slots, segment)
                     else:
-                        task = asyncio.create_task(self._block(block, progress, slots))
+                        task = asyncio.create_task(self._block(block, progress, slots, segment))
                         running.add(task)
                         task.add_done_callback(running.discard)
                     index += 1
@@ -250,7 +264,31 @@ class Streamer:
         slots.release()
         self.budget.release(self.block_bytes)
 
-    async def _block(self, block: Block, progress: _Progress, slots: asyncio.Semaphore) -> None:
+    async def _into_shared(self, data: bytes) -> SharedMemory | None:
+        """The block copied into a segment, for a local worker; None: it takes the pipe
+        (a cluster's worker, or /dev/shm full). Pickled, a block is copied twice more in
+        this process and written through the pipe, holding the GIL."""
+        if self._idle is None:
+            return None
+        segment = self._idle.take(len(data))
+        if segment is None:
+            segment = await asyncio.to_thread(shared.create, self._shm_prefix, len(data))
+        if segment is not None:
+            await asyncio.to_thread(_copy, data, segment)
+        return segment
+
+    def _let_go_of(self, segment: SharedMemory | None) -> None:
+        if segment is None or self._idle is None:
+            return
+        if self.draining():
+            self._idle.remove(segment)
+        else:
+            self._idle.keep(segment)
+
+    async def _block(
+        self, block: Block, progress: _Progress, slots: asyncio.Semaphore,
+        segment: SharedMemory | None = None,
+    ) -> None:
         """Run one block and stage its part. Every way it can fail ends up in `progress`:
         a file is never committed with a block missing."""
         try:
@@ -258,6 +296,7 @@ class Streamer:
                 result = await self._run_block(block)
             finally:
                 slots.release()  # the worker is free: the next block goes while this one is staged
+                self._let_go_of(segment)  # its worker has read it, or is gone
             if result.failure is not None and result.failure.error == STAGING_FAILED:
                 failed = result.failure.message
                 raise StagingFailed(f"could not stage block {block.index}: {failed}")

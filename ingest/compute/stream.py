@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import conform
+from .. import conform, shared
 from ..blocks import (
     STAGING_FAILED,
     Block,
@@ -65,7 +65,9 @@ def process_block(block: Block) -> BlockResult:
             first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
             # A gzip'd file's blocks arrive inflated: they are read as what the file holds.
             table, dialect = decode_block(
-                inner_name(block.source_file), block.data, first, block.dialect, block.csv
+                inner_name(block.source_file),
+                shared.take(block.shared, 0, block.size) if block.shared else block.data,
+                first, block.dialect, block.csv,
             )
             table = check_columns(table)
             spec = block.spec
