@@ -1,0 +1,95 @@
+"""The main process's CPU, user and system apart, of two checkouts of ingest, interleaved.
+
+    python -m bench.main_ab --shape tiny --pairs 3 --old /tmp/old --new .
+
+Each checkout is a folder holding the `ingest` package (`git archive <rev> ingest | tar -x
+-C /tmp/old` makes one), put first on PYTHONPATH for `python -m ingest once` over the
+cached corpus of `--shape`. Runs alternate old/new, the order swapped each pair, each
+in a fresh output folder. Per run: wall time and the main process's own CPU as user
+and system time (the whole tree's is `bench.run`'s to measure), read from
+`/proc/<pid>/stat` once it has exited and before it is reaped (as `bench.measure`
+does); then medians per checkout, with the main process's CPU per file and per MB.
+On a shared machine these CPU figures, not the wall times, are the ones to compare.
+Called in the parent process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from . import corpus, ingest_job
+
+SCRATCH = Path(__file__).resolve().parent / ".scratch" / "main_ab"
+CLOCK = os.sysconf("SC_CLK_TCK")
+
+
+@dataclass(frozen=True)
+class Run:
+    wall_s: float
+    user_s: float
+    system_s: float
+
+
+def _once(checkout: Path, drop: Path, state: Path, extra: dict[str, dict[str, str]]) -> Run:
+    shutil.rmtree(state, ignore_errors=True)
+    state.mkdir(parents=True)
+    config = ingest_job.write_config(state / "config.toml", drop, state, extra)
+    env = dict(os.environ, PYTHONPATH=str(checkout.resolve()))
+    started = time.perf_counter()
+    with open(state / "log.txt", "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "ingest", "once", "--config", str(config)],
+            stdout=log, stderr=subprocess.STDOUT, env=env, cwd=state,
+        )
+        os.waitid(os.P_PID, process.pid, os.WEXITED | os.WNOWAIT)
+        wall = time.perf_counter() - started
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        process.wait()
+    if process.returncode != 0:
+        raise SystemExit(f"ingest exited {process.returncode}: see {state / 'log.txt'}")
+    return Run(wall, int(fields[11]) / CLOCK, int(fields[12]) / CLOCK)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    p = argparse.ArgumentParser(prog="python -m bench.main_ab", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--shape", default="tiny")
+    p.add_argument("--scale", type=float, default=1.0)
+    p.add_argument("--pairs", type=int, default=3)
+    p.add_argument("--old", type=Path, required=True)
+    p.add_argument("--new", type=Path, required=True)
+    p.add_argument("--send", choices=("bytes", "paths"), default="bytes")
+    p.add_argument("--corpus-dir", type=Path, default=corpus.DEFAULT_ROOT)
+    args = p.parse_args(argv)
+    data = corpus.generate(args.shape, args.scale, root=args.corpus_dir)
+    extra = {"pipeline": {"send": args.send}}
+    runs: dict[str, list[Run]] = {"old": [], "new": []}
+    for pair in range(args.pairs):
+        for who in ("old", "new") if pair % 2 == 0 else ("new", "old"):
+            run = _once(getattr(args, who), data.path, SCRATCH / who, extra)
+            runs[who].append(run)
+            print(f"{who}: wall {run.wall_s:.2f} s, main user {run.user_s:.2f} s,"
+                  f" system {run.system_s:.2f} s", flush=True)
+    mb = data.bytes / 1e6
+    for who, done in runs.items():
+        main_cpu = statistics.median(r.user_s + r.system_s for r in done)
+        print(
+            f"{who} median: main {main_cpu:.2f} s"
+            f" (user {statistics.median(r.user_s for r in done):.2f},"
+            f" system {statistics.median(r.system_s for r in done):.2f}),"
+            f" {main_cpu / data.files * 1e6:.0f} µs per file, {main_cpu / mb * 1e3:.2f} ms per MB;"
+            f" wall {statistics.median(r.wall_s for r in done):.2f} s"
+        )
+
+
+if __name__ == "__main__":
+    main()
