@@ -76,17 +76,18 @@ def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
 COLUMNWISE_VALUES = 1 << 20
 
 
-def _moments(block: np.ndarray) -> tuple[np.ndarray, ...]:
-    """count, mean, variance (ddof 1) and rms of every column, NaN as null."""
-    rows = block.shape[0]
+def moments(block: np.ndarray, axis: int = 0) -> tuple[np.ndarray, ...]:
+    """count, mean, variance (ddof 1) and rms of every column, NaN as null; the rows
+    run along `axis` (1: a stack of files' blocks, `summaries.py`)."""
+    rows = block.shape[axis]
     missing = np.isnan(block)
-    count = rows - missing.sum(axis=0)
+    count = rows - missing.sum(axis=axis)
     zeroed = np.where(missing, 0.0, block)
     safe = np.maximum(count, 1)
-    mean = zeroed.sum(axis=0) / safe
-    deviation = np.where(missing, 0.0, block - mean)
-    variance = (deviation * deviation).sum(axis=0) / np.maximum(count - 1, 1)
-    rms = np.sqrt((zeroed * zeroed).sum(axis=0) / safe)
+    mean = zeroed.sum(axis=axis) / safe
+    deviation = np.where(missing, 0.0, block - np.expand_dims(mean, axis))
+    variance = (deviation * deviation).sum(axis=axis) / np.maximum(count - 1, 1)
+    rms = np.sqrt((zeroed * zeroed).sum(axis=axis) / safe)
     return count, mean, variance, rms
 
 
@@ -116,7 +117,7 @@ def summary_block(
     """
     rows, width = block.shape
     by_column = block.size > columnwise_above
-    count, mean, variance, rms = (_moments_by_column if by_column else _moments)(block)
+    count, mean, variance, rms = (_moments_by_column if by_column else moments)(block)
     ordered = np.sort(block, axis=0)  # NaN sorts last, so each column's values lead
     columns = np.arange(width)
     last = np.maximum(count - 1, 0)

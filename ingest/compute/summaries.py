@@ -18,7 +18,15 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .features import IDENTITY_FIELDS, QUANTILES, SUMMARY_FIELDS, as_float64, lerp, numeric_columns
+from .features import (
+    IDENTITY_FIELDS,
+    QUANTILES,
+    SUMMARY_FIELDS,
+    as_float64,
+    lerp,
+    moments,
+    numeric_columns,
+)
 
 Source = tuple[str, str, int]  # (source_file, sha256, rows)
 SCHEMA = pa.schema([pa.field(name, kind) for name, kind in IDENTITY_FIELDS + SUMMARY_FIELDS])
@@ -28,14 +36,7 @@ def _stacked(block: np.ndarray) -> dict[str, np.ndarray]:
     """`summary_block`'s statistics for a (files, rows, columns) block: each (files,
     columns); NaN is null."""
     rows = block.shape[1]
-    missing = np.isnan(block)
-    count = rows - missing.sum(axis=1)
-    zeroed = np.where(missing, 0.0, block)
-    safe = np.maximum(count, 1)
-    mean = zeroed.sum(axis=1) / safe
-    deviation = np.where(missing, 0.0, block - mean[:, None, :])
-    variance = (deviation * deviation).sum(axis=1) / np.maximum(count - 1, 1)
-    rms = np.sqrt((zeroed * zeroed).sum(axis=1) / safe)
+    count, mean, variance, rms = moments(block, axis=1)
     ordered = np.sort(block, axis=1)  # NaN sorts last, so each column's values lead
     last = np.maximum(count - 1, 0)
 
