@@ -8,6 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 FeatureValue = float | int | None
+HUNG_MARK = "INGEST_TEST_HUNG_MARK"  # an environment variable: see hang_on_sentinel
 
 
 def spread(values: np.ndarray) -> dict[str, FeatureValue]:
@@ -48,10 +49,15 @@ def segfault_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
 
 
 def hang_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
-    """Never return, as a feature function stuck in a loop would."""
+    """Never return, as a feature function stuck in a loop would. With HUNG_MARK set,
+    touch that path first: a test then knows a worker is stuck, without guessing when."""
     if HANG_VALUE in values:
+        import os
         import time
+        from pathlib import Path
 
+        if mark := os.environ.get(HUNG_MARK):
+            Path(mark).touch()
         while True:
             time.sleep(0.1)
     return {}

@@ -14,6 +14,7 @@ import pytest
 
 from ..conftest import ROOT, Folder, wait_for, write_csv
 from ..invariants import check_exactly_once
+from ..plugin_sets import HUNG_MARK
 
 Start = Callable[[Folder], "subprocess.Popen[str]"]
 
@@ -86,8 +87,10 @@ def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_on
 
 @pytest.mark.serial  # a bound on how long shutdown takes
 def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
-    folder: Folder, start: Start
+    folder: Folder, start: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    hung = folder.root / "hung"
+    monkeypatch.setenv(HUNG_MARK, str(hung))
     folder.write_config(
         watch={"settle_ms": 0},
         pipeline={"workers": 2, "drain_s": 1, "task_timeout_s": 600},
@@ -97,7 +100,8 @@ def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
     with (folder.drop / "stuck.csv").open("a") as fh:
         fh.write("1700000999000,777.0,1.0,1.0\n")
     proc = start(folder)
-    time.sleep(3)  # the stuck file goes to a worker in a task of its own
+    # The stuck file goes to a worker in a task of its own, before the others arrive.
+    wait_for(hung.exists, 60, "a worker to be stuck in stuck.csv")
     expected = _backlog(folder, 4)
     wait_for(lambda: len(list(folder.drop.glob("f*.csv"))) == 0, 60, "the good files")
 
