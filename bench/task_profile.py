@@ -1,6 +1,7 @@
 """Where a worker's time goes: one task of a corpus's files, run in this process, profiled.
 
     python -m bench.task_profile --shape small --files 97 --tasks 10
+    python -m bench.task_profile --shape jsonl --files 25 --tasks 4
 
 Reads the cached corpus (see bench.corpus), makes tasks the way the service
 does (the files' bytes, which the worker hashes), runs `ingest.compute.task.process` on each
@@ -23,7 +24,7 @@ from ingest.compute.task import process, pyarrow_without_pandas, warm
 from ingest.config import Features
 from ingest.jobs import Job, Task
 
-from .corpus import DEFAULT_ROOT, DEFAULT_SEED, corpus_name
+from .corpus import DEFAULT_ROOT, DEFAULT_SEED, SHAPES, corpus_name
 
 
 def main() -> None:
@@ -37,7 +38,8 @@ def main() -> None:
     args = parser.parse_args()
 
     folder = DEFAULT_ROOT / corpus_name(args.shape, args.scale, args.seed)
-    paths = sorted(folder.glob("*.csv"))[: args.files * args.tasks]
+    suffix = SHAPES[args.shape].suffix if args.shape in SHAPES else ".csv"
+    paths = sorted(folder.glob(f"*{suffix}"))[: args.files * args.tasks]
     if not paths:
         raise SystemExit(f"no corpus at {folder}: run python -m bench.corpus --shapes {args.shape}")
     memory.reuse_large_buffers()  # as `init_worker` does in each worker of the pool
