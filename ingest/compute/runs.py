@@ -1,7 +1,8 @@
-"""Runs of small CSVs parsed together, fitted to their table and featurised as one.
+"""Runs of files parsed up front, fitted to their table and featurised as one.
 
 Runs in a worker process. `together.py` parses a task's small plain CSVs in
-one call; taken apart again, each file would then be fitted to its table and
+one call, and `jsonlines.py` its JSON Lines files one by one, grouped by
+schema; taken apart again, each file would then be fitted to its table and
 featurised alone, a few hundred microseconds of Arrow and numpy calls for ten
 rows. A run is a stretch of the task's jobs, next to each other both in the
 task and in their group's joint table, routed to one records table. Its files
@@ -26,6 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import conform
+from ..dialect import PLAIN, Dialect
 from ..jobs import Job, Task
 from .encode import Featurised, Source
 from .names import check_columns
@@ -39,6 +41,7 @@ class Run:
 
     table: pa.Table  # their group's joint table
     members: tuple[tuple[int, int, int], ...]  # (job index, first row, rows), in order
+    dialect: Dialect | None = PLAIN  # what each file was read with (None: not a CSV)
 
 
 def runs(groups: Sequence[Group], jobs: Sequence[Job]) -> dict[int, Run]:
@@ -52,11 +55,11 @@ def runs(groups: Sequence[Group], jobs: Sequence[Job]) -> dict[int, Run]:
                 index == run[-1][0] + 1 and start == run[-1][1] + run[-1][2]
                 and jobs[index].table == jobs[run[0][0]].table
             ):
-                found[run[0][0]] = Run(group.table, tuple(run))
+                found[run[0][0]] = Run(group.table, tuple(run), group.dialect)
                 run = []
             run.append(member)
         if run:
-            found[run[0][0]] = Run(group.table, tuple(run))
+            found[run[0][0]] = Run(group.table, tuple(run), group.dialect)
     return found
 
 

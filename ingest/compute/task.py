@@ -26,6 +26,7 @@ from .bounded import bounded, decode_bounded
 from .decode import DecodeError, decode_file
 from .encode import Featurised, encode
 from .inputs import message, with_bytes
+from .jsonlines import parse_jsonl
 from .names import RESERVED_COLUMNS as RESERVED_COLUMNS
 from .names import check_columns as check_columns
 from .runs import Run, batchable, featurise_run, runs
@@ -49,13 +50,14 @@ def table_schema(spec: TableSpec) -> pa.Schema | None:
 
 def featurise(
     job: Job, task: Task, parsed: pa.Table | None = None,
-    targets: conform.Targets | None = None,
+    targets: conform.Targets | None = None, parsed_as: Dialect | None = PLAIN,
 ) -> tuple[Featurised, Dialect | None]:
-    """Decode (unless already parsed with others, in the plain dialect), fit the file to
-    its table's schema with the identity columns, compute features; raise on bad input.
-    Also the dialect a CSV was read with."""
+    """Decode (unless already parsed, in the dialect `parsed_as`: with others, in the plain
+    dialect, or a JSON Lines file up front), fit the file to its table's schema with the
+    identity columns, compute features; raise on bad input. Also the dialect a CSV was
+    read with."""
     spec = task.spec(job.table)
-    dialect: Dialect | None = PLAIN
+    dialect: Dialect | None = parsed_as
     if parsed is not None:
         table = parsed
     elif bounded(job):
@@ -101,11 +103,12 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 
 def _featurise_one(
-    job: Job, task: Task, table: pa.Table | None, targets: conform.Targets
+    job: Job, task: Task, table: pa.Table | None, targets: conform.Targets,
+    parsed_as: Dialect | None = PLAIN,
 ) -> tuple[Featurised, Dialect | None] | Failure:
     try:
         with time_limit(task.timeout_s):
-            return featurise(job, task, table, targets)
+            return featurise(job, task, table, targets, parsed_as)
     except DecodeError as exc:
         return Failure(type(exc).__name__, message(exc), line=exc.line, offset=exc.offset)
     except BaseException as exc:  # a plugin feature set may raise anything at all
@@ -174,16 +177,20 @@ def _process(task: Task) -> TaskResult:
     return TaskResult(tuple(outcomes), tuple(parts))
 
 
-def _parse_groups(jobs: tuple[Job, ...], task: Task) -> list[Group]:
-    """The groups of files parsed together, with job indices into `jobs`: files of tables
-    that pin nothing but the plain dialect may be."""
-    joinable = [i for i, job in enumerate(jobs) if _plain_table(task.spec(job.table))]
+def _parse_groups(jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]) -> list[Group]:
+    """The groups of files parsed up front, with job indices into `jobs`: CSVs parsed
+    together (of tables that pin nothing but the plain dialect), and JSON Lines files
+    parsed one by one, grouped by schema."""
+    found = parse_jsonl(jobs, lost, lambda: time_limit(task.timeout_s))
+    joinable = [
+        i for i, job in enumerate(jobs) if i not in lost and _plain_table(task.spec(job.table))
+    ]
     try:
         with time_limit(task.timeout_s):
             groups = parse_groups(tuple(jobs[i] for i in joinable))
     except TaskTimeout:
-        return []
-    return [
+        return found
+    return found + [
         Group(g.table, tuple((joinable[k], start, rows) for k, start, rows in g.members))
         for g in groups
     ]
@@ -194,9 +201,11 @@ def _featurise_all(
 ) -> tuple[list[Outcome], list[Featurised]]:
     """Each job's outcome and the tables of those that succeed, in job order: a run of
     files parsed together at once where it can be, every other file alone."""
-    groups = _parse_groups(jobs, task)
+    groups = _parse_groups(jobs, task, lost)
     # Where each file's rows are in its group's table, sliced only for a file taken alone.
-    parsed = {i: (g.table, start, rows) for g in groups for i, start, rows in g.members}
+    parsed = {
+        i: (g.table, start, rows, g.dialect) for g in groups for i, start, rows in g.members
+    }
     run_at = runs(groups, jobs) if batchable(task) else {}
     targets = conform.Targets()
     outcomes: list[Outcome] = []
@@ -209,15 +218,15 @@ def _featurise_all(
         if run is not None and together is not None:
             done.extend(together)
             outcomes.extend(
-                Outcome(name, sha256, rows, None, PLAIN)
+                Outcome(name, sha256, rows, None, run.dialect)
                 for item in together for name, sha256, rows in item.sources
             )
             index += len(run.members)
             continue
         job = jobs[index]
-        table, start, rows = parsed.get(index, (None, 0, 0))
+        table, start, rows, parsed_as = parsed.get(index, (None, 0, 0, PLAIN))
         own = table.slice(start, rows) if table is not None else None
-        result = lost.get(index) or _featurise_one(job, task, own, targets)
+        result = lost.get(index) or _featurise_one(job, task, own, targets, parsed_as)
         if isinstance(result, Failure):
             outcomes.append(Outcome(job.source_file, job.sha256, failure=result))
         else:

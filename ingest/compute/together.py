@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from ..dialect import PLAIN, Dialect
 from ..jobs import Job
 from .sniff import plain, plain_like
 
@@ -83,6 +84,7 @@ class Group:
 
     table: pa.Table
     members: tuple[tuple[int, int, int], ...]
+    dialect: Dialect | None = PLAIN  # what each member was read with (None: not a CSV)
 
 
 # Every text that Arrow's cast to float64 accepts matches this (and more does): a value
