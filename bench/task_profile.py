@@ -23,6 +23,7 @@ import time
 from pathlib import Path
 
 from ingest import memory
+from ingest.compute.startup import one_blas_thread
 from ingest.compute.task import process, pyarrow_without_pandas, warm
 from ingest.config import Features
 from ingest.jobs import Job, Task
@@ -50,6 +51,7 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"no corpus at {folder}: run python -m bench.corpus --shapes {args.shape}")
     memory.reuse_large_buffers()  # as `init_worker` does in each worker of the pool
+    one_blas_thread()
     pyarrow_without_pandas()
     warm()
     with tempfile.TemporaryDirectory() as scratch:

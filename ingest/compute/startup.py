@@ -1,5 +1,5 @@
-"""How a worker process starts: signals, niceness, pyarrow without pandas, and an exit
-when the service is gone.
+"""How a worker process starts: signals, niceness, one BLAS thread, pyarrow without pandas,
+and an exit when the service is gone.
 
 Called when the worker process starts (`init_worker`, the pool's initializer).
 """
@@ -18,6 +18,7 @@ from importlib.machinery import ModuleSpec
 from types import ModuleType
 
 import pyarrow as pa
+from threadpoolctl import threadpool_limits
 
 from .. import memory
 
@@ -38,11 +39,20 @@ def init_worker(service_pid: int, plugins: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
     memory.reuse_large_buffers()
+    one_blas_thread()
     if not plugins:
         pyarrow_without_pandas()
     threading.Thread(
         target=_exit_when_gone, args=(service_pid,), name="ingest-service-watch", daemon=True
     ).start()
+
+
+def one_blas_thread() -> None:
+    """numpy's BLAS (OpenBLAS) takes a dot product of more than 10,000 values (a large
+    file's sums of squares, and each block's) on a thread per core, and its threads then
+    spin, waiting for more: on `big` that doubled the CPU of each block's statistics, and
+    took it from the other workers. The pool owns the cores; one thread each is enough."""
+    threadpool_limits(limits=1, user_api="blas")
 
 
 class _NoPandas(importlib.abc.MetaPathFinder):
