@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from ..dialect import PLAIN, CsvOptions, Dialect
-from . import csvread, sniff
+from . import bytescan, csvread, sniff
 from .csvread import CSV_BLOCK_BYTES
 from .failures import FIXED_TYPES, DecodeError
 
@@ -153,7 +153,7 @@ def _parse_csv(data: bytes, dialect: Dialect, first: pa.Schema | None = None) ->
     # rest of the file into one field; a strict reading finds where it opened.
     quote = dialect.quote.encode()
     doubled = not (dialect.escape and dialect.escape != dialect.quote)
-    if quote and doubled and body.data.count(quote, body.start) % 2:
+    if quote and doubled and bytescan.count(body.data, quote, body.start) % 2:
         opened = _unclosed_quote_line(body.text, quote)
         raise DecodeError(
             "a quoted field is never closed",

@@ -22,7 +22,7 @@ from dataclasses import replace
 from typing import Any
 
 from ..dialect import PLAIN, CsvOptions, Dialect
-from . import newlines
+from . import bytescan
 
 # The head of a file the sniffer sees; DuckDB itself samples about 20,000 rows.
 SAMPLE_BYTES = 1 << 20
@@ -90,7 +90,7 @@ def plain_like(data: bytes, header_end: int) -> bool:
     """For a file whose header line is one `plain` already accepted: is the rest plain
     too? No quotes of either kind, no blank line (the reader skips it, and the joint
     parse's row count with it), and no date in its first row that needs a format."""
-    if b"'" in data or b'"' in data or newlines.blank_line(data):
+    if b"'" in data or b'"' in data or bytescan.blank_line(data):
         return False
     row_end = data.find(b"\n", header_end)
     return not _FOREIGN_DATE.search(data[header_end: row_end if row_end >= 0 else None])

@@ -31,7 +31,7 @@ import pyarrow.csv as pa_csv
 
 from ..dialect import PLAIN, Dialect
 from ..jobs import Job
-from . import newlines
+from . import bytescan
 from .sniff import plain, plain_like
 
 # Larger files parse well enough alone, and keep their own inferred types.
@@ -101,7 +101,7 @@ def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None
     if not _typable(first.schema):
         return None
     joined = _read(b"".join([header, *bodies]), first.schema)
-    counts = [newlines.count(data, start) for _, data, start in members]
+    counts = [bytescan.count(data, start=start) for _, data, start in members]
     if joined.num_rows != sum(counts):
         return None
     # By position: a header may repeat a name (each file is then refused on its own).
