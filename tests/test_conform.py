@@ -182,3 +182,32 @@ def test_the_verdicts_of_files_taken_together_are_those_each_gets_alone(
         alone.append(tuple(conform._numbers_in_text(part.column(name)) for name in ("device", "v")))
         start += count
     assert together == alone
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(
+    st.tuples(st.integers(conform._SMALL + 1, 1300), st.integers(0, 1300), st.booleans(),
+              st.sampled_from(["1", "2.5", "", "x", "nan"])),
+    min_size=1, max_size=5,
+))
+def test_long_files_without_nulls_are_judged_by_their_own_sample_as_alone(
+    files: list[tuple[int, int, bool, str]],
+) -> None:
+    """Files over `_SMALL` rows, in a column without nulls: a file whose first
+    `_SAMPLE` values are mostly words is text, whatever its later values, as alone."""
+    cells: list[str] = []
+    counts = []
+    for rows, words, floats, other in files:
+        words = min(words, rows)
+        number = "3.5" if floats else "7"
+        cells += ["w"] * words + [number if i % 3 else other for i in range(rows - words)]
+        counts.append(rows)
+    data = pa.table({"v": pa.array(cells, pa.string())})
+
+    together = conform.text_verdicts(data, {}, counts)
+
+    alone, start = [], 0
+    for count in counts:
+        alone.append((conform._numbers_in_text(data.column("v").slice(start, count)),))
+        start += count
+    assert together == alone
