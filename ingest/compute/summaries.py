@@ -66,12 +66,19 @@ def _by_length(columns: list[np.ndarray], counts: np.ndarray) -> dict[str, np.nd
     stats["count"] = np.zeros(shape, dtype=np.int64)
     for length in np.unique(counts):
         which = np.flatnonzero(counts == length)
-        rows = starts[which][:, None] + np.arange(length)  # (files, length)
+        files, first = len(which), int(starts[which[0]])
+        # Files next to each other, of one length: their rows follow one another, and are
+        # copied as one slice rather than gathered row by row.
+        together = int(which[-1] - which[0]) + 1 == files
+        rows = None if together else starts[which][:, None] + np.arange(length)
         # (files, columns, length), viewed as (files, length, columns): each file's column
         # contiguous, as in the Fortran-ordered block of the file alone.
-        stack = np.empty((len(which), len(columns), int(length)))
+        stack = np.empty((files, len(columns), int(length)))
         for j, values in enumerate(columns):
-            stack[:, j, :] = values[rows]
+            stack[:, j, :] = (
+                values[rows] if rows is not None
+                else values[first:first + files * int(length)].reshape(files, int(length))
+            )
         for name, found in _stacked(stack.transpose(0, 2, 1)).items():
             stats[name][which] = found
     return stats
