@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import importlib
 import pstats
 import statistics
 import tempfile
@@ -23,12 +24,18 @@ import time
 from pathlib import Path
 
 from ingest import memory
-from ingest.compute.startup import one_blas_thread
 from ingest.compute.task import process, pyarrow_without_pandas, warm
 from ingest.config import Features
 from ingest.jobs import Job, Task
 
 from .corpus import DEFAULT_ROOT, DEFAULT_SEED, SHAPES, corpus_name
+
+
+def worker_threads() -> None:
+    """One BLAS thread, as `init_worker` sets it, where the package under test does."""
+    startup = importlib.import_module("ingest.compute.startup")
+    if hasattr(startup, "one_blas_thread"):  # a package from before it runs as it did
+        startup.one_blas_thread()
 
 
 def main() -> None:
@@ -51,7 +58,7 @@ def main() -> None:
     if not paths:
         raise SystemExit(f"no corpus at {folder}: run python -m bench.corpus --shapes {args.shape}")
     memory.reuse_large_buffers()  # as `init_worker` does in each worker of the pool
-    one_blas_thread()
+    worker_threads()
     pyarrow_without_pandas()
     warm()
     with tempfile.TemporaryDirectory() as scratch:
