@@ -153,7 +153,10 @@ def _parse_csv(data: bytes, dialect: Dialect, first: pa.Schema | None = None) ->
     # rest of the file into one field; a strict reading finds where it opened.
     quote = dialect.quote.encode()
     doubled = not (dialect.escape and dialect.escape != dialect.quote)
-    if quote and doubled and bytescan.count(body.data, quote, body.start) % 2:
+    if (
+        quote and doubled and body.data.find(quote, body.start) >= 0  # most files have none
+        and bytescan.count(body.data, quote, body.start) % 2
+    ):
         opened = _unclosed_quote_line(body.text, quote)
         raise DecodeError(
             "a quoted field is never closed",
