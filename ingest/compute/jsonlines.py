@@ -32,17 +32,18 @@ def is_jsonl(job: Job) -> bool:
 
 
 def parse_jsonl(
-    jobs: Sequence[Job], skip: Collection[int], limit: Callable[[], AbstractContextManager[None]]
+    jobs: Sequence[Job], skip: Collection[int], step: Callable[[], AbstractContextManager[None]]
 ) -> list[Group]:
     """The JSON Lines jobs (by index into `jobs`, except those in `skip`) parsed one by
-    one, each within `limit()`, in groups of one schema, in job order."""
+    one, each within `step()` (the worker's beat and time limit for one file), in groups
+    of one schema, in job order."""
     # By schema, compared with `equals`: a schema's hash costs tens of microseconds.
     tables: list[tuple[pa.Schema, list[tuple[int, pa.Table]]]] = []
     for index, job in enumerate(jobs):
         if index in skip or not is_jsonl(job):
             continue
         try:
-            with limit():
+            with step():
                 table = decode(job.source_file, job.data)
         except Exception:  # anything at all: the file is taken alone again, to its verdict
             continue

@@ -102,6 +102,15 @@ def time_limit(seconds: float) -> Iterator[None]:
         signal.signal(signal.SIGALRM, previous)
 
 
+@contextlib.contextmanager
+def _file_step(task: Task) -> Iterator[None]:
+    """One file's step of the task: a beat for the service's backstop, then the file's
+    own time limit."""
+    beacon.beat(task.beacon)
+    with time_limit(task.timeout_s):
+        yield
+
+
 def _featurise_one(
     job: Job, task: Task, table: pa.Table | None, targets: conform.Targets,
     parsed_as: Dialect | None = PLAIN,
@@ -181,7 +190,7 @@ def _parse_groups(jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]) -
     """The groups of files parsed up front, with job indices into `jobs`: CSVs parsed
     together (of tables that pin nothing but the plain dialect), and JSON Lines files
     parsed one by one, grouped by schema."""
-    found = parse_jsonl(jobs, lost, lambda: time_limit(task.timeout_s))
+    found = parse_jsonl(jobs, lost, lambda: _file_step(task))
     joinable = [
         i for i, job in enumerate(jobs) if i not in lost and _plain_table(task.spec(job.table))
     ]

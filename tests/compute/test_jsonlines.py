@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections.abc import Iterator
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -128,3 +129,21 @@ def test_a_reserved_column_fails_every_file_of_a_run_on_its_own() -> None:
     result = process(Task(jobs, Features()))
     assert [o.failure.error if o.failure else None for o in result.outcomes] == ["DecodeError"] * 3
     assert_as_alone(Task(jobs, Features()))
+
+
+def test_each_file_is_parsed_in_a_step_of_its_own() -> None:
+    """Each file's parse has its own beat and time limit, as its features have."""
+    steps: list[int] = []
+
+    @contextlib.contextmanager
+    def step() -> Iterator[None]:
+        steps.append(len(steps))
+        yield
+
+    jobs = (
+        job("a.jsonl", b'{"v":1}\n'), job("b.csv", b"v\n1\n"), job("lost.ndjson", b""),
+        job("bad.jsonl", b"{\n"), job("c.ndjson", b'{"v":2}\n'),
+    )
+    groups = parse_jsonl(jobs, {2}, step)
+    assert len(steps) == 3  # a, bad and c: b is a CSV, and lost is skipped
+    assert [[index for index, _, _ in g.members] for g in groups] == [[0, 4]]
