@@ -25,7 +25,6 @@ from multiprocessing.shared_memory import SharedMemory
 
 from .. import shared
 from ..config import Config
-from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import Failure, Job
 from ..shared import SHARED_MIN_BYTES
@@ -37,8 +36,8 @@ from ..store.parts import Accepted
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Queued
 from .inflight import InFlight, Spawn
-from .read import read_bytes, read_files, read_files_into, read_into, sha256_of_file
-from .sizing import BLOCKS, REFUSED, plain_whole, plan
+from .read import read_bytes, read_files, read_files_into, read_into
+from .sizing import BLOCKS, REFUSED, plan
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 
 # The intake's lines keep the logger name they have always had: filters on it still match.
@@ -104,13 +103,11 @@ class Intake:
         if state is not None:
             await self._finish_known(file, state)
             return
-        how = plain_whole(file, self.in_flight.budget.limit)
-        if how is None:
-            try:
-                how = await plan(self.config, file, self.in_flight.budget.limit)
-            except OSError as exc:
-                await self._unreadable(file, exc)
-                return
+        try:
+            how = await plan(self.config, file, self.in_flight.budget.limit)
+        except OSError as exc:
+            await self._unreadable(file, exc)
+            return
         if how.how == BLOCKS:
             self.in_flight.hold(file.rel, 0)  # its blocks take from the budget as they are read
             self._spawn(self._stream(file, how.in_memory))
@@ -263,7 +260,8 @@ class Intake:
         """The sha256 of a file too big to hold, read in chunks; None once it is resolved
         as vanished, unreadable or changed."""
         try:
-            digest, length = await self._hash_pass(file)
+            workers_see_it = self._shares_disk or self._send_paths
+            digest, length = await self.streamer.hash_pass(file, workers_see_it)
         except OSError as exc:
             await self._unreadable(file, exc)
             return None
@@ -271,20 +269,6 @@ class Intake:
             self.in_flight.resolved(file, "changed", {})
             return None
         return digest
-
-    async def _hash_pass(self, file: DropFile) -> tuple[str, int]:
-        """By a worker, if the workers see the drop folder: a gigabyte hashed here cost the
-        main process about 1.5 s of CPU, reading and hashing, which no worker could share."""
-        if self._shares_disk or self._send_paths:
-            compute = self.streamer.compute
-            try:
-                return await self.streamer.dispatcher.retrying(
-                    lambda: compute.sha256_of(file.path, file.size)
-                )
-            except (WorkerCrashed, TaskTimeout) as exc:
-                log.warning("%s: its hash pass failed in a worker (%s); hashing it here",
-                            file.rel, exc)
-        return await sha256_of_file(file.path)
 
     async def _segment(self, file: DropFile) -> SharedMemory | None:
         """Shared memory to read a large file into, for a local worker; freed by InFlight."""

@@ -29,14 +29,6 @@ class Plan:
     reason: str = ""  # why it is REFUSED (quarantined as TooLarge)
 
 
-def plain_whole(file: DropFile, limit: int) -> Plan | None:
-    """The plan of a file that is what it is on disk and small enough to hold whole, with
-    no await: most files, on the way of each of which `plan` cost a coroutine."""
-    if file.size <= limit // STREAM_SHARE and not measured(file.rel):
-        return Plan(WHOLE, file.size)
-    return None
-
-
 async def plan(config: Config, file: DropFile, limit: int) -> Plan:
     """Raises OSError if a compressed file cannot be read to measure it."""
     why_not = why_not_streamed(config, file.rel)

@@ -1,6 +1,6 @@
 """Files too big to hold in memory: read in blocks, staged as they finish, committed as one.
 
-    hash pass (read.sha256_of_file) -> block 0 (its column types fix the rest)
+    hash pass (a worker's, or read.sha256_of_file) -> block 0 (its column types fix the rest)
       -> blocks 1..n, one per worker at a time -> each staged under _ingest/tmp
       -> the digest of what the blocks read must equal the hash pass's
       -> parts rewritten to one schema, if a column empty in block 0 differed
@@ -46,6 +46,7 @@ from ..store.parts import StagedPart, write_temp
 from .block_reader import BlockReader
 from .budget import ByteBudget
 from .dispatch import Dispatcher
+from .read import sha256_of_file
 from .segments import IdleSegments
 from .to_compute import Compute
 
@@ -190,6 +191,19 @@ class Streamer:
         finally:
             if not isinstance(outcome, Streamed):
                 await asyncio.to_thread(_remove, progress.temps())
+
+    async def hash_pass(self, file: DropFile, by_worker: bool) -> tuple[str, int]:
+        """The file's sha256 and length, before any block: by a worker, if the workers see
+        the drop folder (a gigabyte hashed here cost the main process about 1.5 s of CPU,
+        reading and hashing, which no worker could share); else here, in chunks.
+        Raises OSError if the file cannot be read."""
+        if by_worker:
+            try:
+                return await self._retrying(lambda: self.compute.sha256_of(file.path, file.size))
+            except (WorkerCrashed, TaskTimeout) as exc:
+                log.warning("%s: its hash pass failed in a worker (%s); hashing it here",
+                            file.rel, exc)
+        return await sha256_of_file(file.path)
 
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         return await self.dispatcher.retrying(call)
