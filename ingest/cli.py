@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__, logs, memory
+from . import __version__, blas, logs, memory
 from .config import Config, load, override
 from .errors import ConfigError, LedgerError, OutputLocked
 from .folders import check_distinct, check_usable
@@ -202,6 +202,7 @@ def main(*args: str) -> int:
     early: list[int] = []
     previous = _hold_signals(early)
     memory.limit_arenas()  # before any thread starts
+    blas.one_thread()  # before numpy is imported
     try:
         parsed = _parser().parse_args(args)
         listener = logs.configure(parsed.log_format, parsed.log_level, _per_file_lines(parsed))
