@@ -18,6 +18,10 @@ from .config import Features
 from .dialect import CsvOptions, Dialect
 from .jobs import Failure, TableSpec
 
+# Formats whose records are lines, so that a file can be cut into blocks between records
+# (`compute/decode.py` has a block reader for each).
+LINE_FORMATS = (".csv", ".jsonl", ".ndjson")
+
 
 @dataclass(frozen=True)
 class Block:

@@ -30,8 +30,17 @@ from typing import TypeVar
 import aiofiles
 
 from .. import shared
-from ..blocks import STAGING_FAILED, Block, BlockResult, Finish, Narrow, Scan, ScanResult, Selection
-from ..compute.decode import BLOCK_DECODERS
+from ..blocks import (
+    LINE_FORMATS,
+    STAGING_FAILED,
+    Block,
+    BlockResult,
+    Finish,
+    Narrow,
+    Scan,
+    ScanResult,
+    Selection,
+)
 from ..config import Config
 from ..cut import RecordTooLong
 from ..dialect import Dialect
@@ -64,7 +73,7 @@ MIN_BLOCK_BYTES = 64 << 10
 # A file is streamed once it would take more than this share of memory_mb.
 STREAM_SHARE = 4
 # A gzip'd file's blocks are inflated one at a time (see block_reader.py).
-STREAMABLE = (*BLOCK_DECODERS, *(f"{suffix}.gz" for suffix in BLOCK_DECODERS))
+STREAMABLE = (*LINE_FORMATS, *(f"{suffix}.gz" for suffix in LINE_FORMATS))
 DEFERRED = "deferred"
 CHANGED = "changed"
 

@@ -29,8 +29,8 @@ from typing import Any, TypeVar
 
 from .. import beacon
 from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
-from ..compute import inputs, stream
-from ..compute.task import init_worker, process, warm
+from ..compute import calls
+from ..compute.calls import init_worker, process, warm
 from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
 from ..jobs import Task, TaskResult
 
@@ -205,35 +205,35 @@ class Compute:
         file). Raises OSError if it cannot be read; its timeout grows with the file."""
         per_timeout = 1 + size // HASHED_PER_TIMEOUT
         return await self.call(
-            inputs.sha256_of_path, str(path), f"the hash pass of {path.name}", per_timeout
+            calls.sha256_of_path, str(path), f"the hash pass of {path.name}", per_timeout
         )
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.
 
     async def block(self, block: Block) -> BlockResult:
         return await self.call(
-            stream.process_block, block, f"block {block.index} of {block.source_file}"
+            calls.process_block, block, f"block {block.index} of {block.source_file}"
         )
 
     async def unify(
         self, schemas: tuple[bytes, ...], what: str
     ) -> tuple[bytes, tuple[int, ...], str]:
-        return await self.call(stream.unify, schemas, what)
+        return await self.call(calls.unify, schemas, what)
 
     async def select(
         self, partials: tuple[tuple[int, tuple[ColumnPartial, ...]], ...], schema: bytes,
         collect_limit: int, what: str,
     ) -> Selection:
-        return await self.call(stream.select, (partials, schema, collect_limit), what)
+        return await self.call(calls.select, (partials, schema, collect_limit), what)
 
     async def scan(self, scan: Scan, what: str) -> ScanResult:
-        return await self.call(stream.scan, scan, what)
+        return await self.call(calls.scan, scan, what)
 
     async def narrow(self, narrow: Narrow, what: str) -> Selection:
-        return await self.call(stream.narrow, narrow, what)
+        return await self.call(calls.narrow, narrow, what)
 
     async def finish(self, finish: Finish) -> bytes:
-        return await self.call(stream.finish, finish, f"the features of {finish.source_file}")
+        return await self.call(calls.finish, finish, f"the features of {finish.source_file}")
 
     async def _submit(
         self, function: Callable[[A], R], arg: A

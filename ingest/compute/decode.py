@@ -176,7 +176,7 @@ DECODERS: dict[str, Callable[[bytes], pa.Table]] = {
 }
 
 
-# Formats whose records are lines, so a file can be cut into blocks between records.
+# A reader for each of `blocks.LINE_FORMATS`, the formats whose records are lines.
 BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
     ".csv": lambda data, first: read_block(data, None, first),
     ".jsonl": _jsonl,

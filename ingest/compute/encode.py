@@ -19,7 +19,6 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..conform import fit
 from ..jobs import EncodedPart, WrittenPart
 from ..widen import merge_schemas
 from . import features
@@ -128,6 +127,10 @@ def _part(
 def _joined(records: list[pa.Table]) -> pa.Table:
     """One table of files fitted to the same table schema; one that widened it (a new
     column, a wider type) makes the others fit the widened schema."""
+    from ..conform import (
+        fit,  # with pyarrow.compute: the service's process loads it only to rewrite a part
+    )
+
     schema = records[0].schema
     for other in records[1:]:
         if not other.schema.equals(schema, check_metadata=True):

@@ -24,7 +24,6 @@ from ..compute.encode import (
     ROW_GROUP_ROWS,
     writer_options,
 )
-from ..conform import fit
 
 # A row group is written once this many bytes are buffered, even with fewer rows.
 BUFFER_BYTES = 64 * 1024 * 1024
@@ -65,6 +64,10 @@ def merge(
     schema: pa.Schema | None = None, schema_version: int | None = None,
 ) -> list[Source]:
     """Write the rows of `parts`, in order, to `out` (fsynced); return the inputs it holds."""
+    from ..conform import (
+        fit,  # with pyarrow.compute: the service's process loads it only to rewrite a part
+    )
+
     footers = [footer_of(path) for path in parts]
     target = schema if schema is not None else pq.read_schema(parts[0]).remove_metadata()
     meta = merged_footer(footers, schema_version)

@@ -14,7 +14,6 @@ import json
 from collections.abc import Sequence
 
 import pyarrow as pa
-import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from ..compute.encode import FOOTER_SOURCES, to_parquet
@@ -42,6 +41,8 @@ def without(parts: Sequence[Part], dropped: set[str], compression: str) -> list[
 
 
 def _rewritten(part: Part, dropped: set[str], rest: tuple[str, ...], compression: str) -> Part:
+    import pyarrow.compute as pc  # the service's process loads it only to rewrite a part
+
     source = part.temp if isinstance(part, StagedPart) else pa.BufferReader(part.data)
     table = pq.read_table(source)
     footer = dict(table.schema.metadata or {})
