@@ -11,6 +11,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from . import bytescan
+
 QUOTE = ord('"')
 
 
@@ -53,7 +55,7 @@ class Cutter:
         # does: `in` stops at the first quote, where a count reads every byte.
         if not self.quoted or (not odd and QUOTE not in chunk):
             return newline + 1
-        odd ^= chunk.count(QUOTE) % 2  # quotes before the chunk's end
+        odd ^= bytescan.count(chunk, b'"') % 2  # quotes before the chunk's end
         tail = len(chunk)
         while newline >= 0:
             odd ^= chunk.count(QUOTE, newline, tail) % 2
@@ -90,7 +92,7 @@ class Cutter:
             data = chunk if end == len(chunk) else chunk[:end]
         self._carry = chunk[end:]
         piece = Piece(data, self._line)
-        self._line += data.count(b"\n")
+        self._line += bytescan.count(data)
         return piece
 
 
@@ -103,7 +105,7 @@ def split_rows(
     rows would take forty times its size. `rows`: the newlines in `data`, if counted
     already (a count is a pass over the bytes)."""
     if rows is None:
-        rows = data.count(b"\n")
+        rows = bytescan.count(data)
     if rows <= max_rows:
         return [Piece(data, first_line)]
     step = max(1, len(data) * max_rows // rows)

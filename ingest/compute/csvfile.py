@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING
 
 import pyarrow as pa
 
+from .. import bytescan
 from ..dialect import PLAIN, CsvOptions, Dialect
-from . import bytescan, csvread, sniff
+from . import csvread, sniff
 from .csvread import CSV_BLOCK_BYTES
 from .failures import FIXED_TYPES, DecodeError
 

@@ -21,8 +21,8 @@ import threading
 from dataclasses import replace
 from typing import Any
 
+from .. import bytescan
 from ..dialect import PLAIN, CsvOptions, Dialect
-from . import bytescan
 
 # The head of a file the sniffer sees; DuckDB itself samples about 20,000 rows.
 SAMPLE_BYTES = 1 << 20

@@ -29,9 +29,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from .. import bytescan
 from ..dialect import PLAIN, Dialect
 from ..jobs import Job
-from . import bytescan
 from .sniff import plain, plain_like
 
 # Larger files parse well enough alone, and keep their own inferred types.

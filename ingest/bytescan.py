@@ -1,12 +1,14 @@
 """Bytes of one kind counted, and blank lines found, in a file's bytes, with numpy.
 
-Runs in a worker process, on every CSV: its newlines and blank lines
-(`sniff.plain_like`, `together.py`), and its quotes (`csvfile.py`).
+Plain synchronous code, for both sides: a worker counts every CSV's newlines
+and blank lines (`sniff.plain_like`, `together.py`) and its quotes
+(`csvfile.py`); the service's thread that cuts a streamed file into blocks
+counts each block's newlines, for line numbers, and quotes (`cut.py`).
 Python's own `bytes.count(b"\\n")` walks the bytes one at a time, and its
 search for `b"\\n\\n"` is slower still, since both bytes recur on every line:
 for a 175 KB file they cost 65 and 150 µs, numpy's compare and count about
-15 and 25 µs; a count of a 16 MB block's quotes went from 12 ms to 2. The
-answers are the same.
+15 and 25 µs; a count of a 16 MB block's quotes went from 12 ms to 2, of its
+newlines from 6.4 ms to 1.9. The answers are the same.
 """
 
 from __future__ import annotations

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ingest.compute import bytescan
+from ingest import bytescan
 
 _BYTES = st.lists(st.sampled_from([b"\n", b"\r", b"a", b",", b"1", b"\xff"]), max_size=40).map(
     b"".join
