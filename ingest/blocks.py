@@ -130,10 +130,12 @@ class Selection:
 
 @dataclass(frozen=True)
 class Scan:
-    """One staged part's bytes, and the probes to run over its values."""
+    """One staged part, and the probes to run over its values: its bytes, or, for a worker
+    that sees the service's files, its path (the worker reads only the probed columns)."""
 
     data: bytes
     probes: tuple[Probe, ...]
+    path: str | None = None
 
 
 @dataclass(frozen=True)

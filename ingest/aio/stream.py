@@ -427,17 +427,22 @@ class Streamer:
     async def _scan(
         self, staged: list[StagedPart], selection: Selection, what: str
     ) -> tuple[ScanResult, ...]:
-        """One pass over the staged parts, one per worker at a time."""
-        slots = asyncio.Semaphore(self.compute.workers)
+        """One pass over the staged parts. A local worker reads each part itself, and two
+        scans per worker are in flight, so that one waits in the pool while the other runs.
+        A cluster's worker gets the bytes, one part per worker at a time."""
+        by_path = self.compute.shares_disk
+        slots = asyncio.Semaphore(self.compute.workers * (2 if by_path else 1))
 
         async def one(part: StagedPart) -> ScanResult:
             async with slots:
                 size = part.temp.stat().st_size
                 await self.budget.acquire(min(size, self.budget.limit))
                 try:
-                    async with aiofiles.open(part.temp, "rb") as fh:
-                        data = await fh.read()
-                    scan = Scan(data, selection.probes)
+                    if by_path:
+                        scan = Scan(b"", selection.probes, str(part.temp))
+                    else:
+                        async with aiofiles.open(part.temp, "rb") as fh:
+                            scan = Scan(await fh.read(), selection.probes)
                     return await self._retrying(lambda: self.compute.scan(scan, what))
                 finally:
                     self.budget.release(min(size, self.budget.limit))

@@ -160,7 +160,7 @@ def select(args: tuple[Blocks, bytes, int]) -> Selection:
 def scan(task: Scan) -> ScanResult:
     """Run the probes over one staged records part. A block's part may lack a column, or
     hold it untyped, where the block had no value for it: it has no values to probe."""
-    parquet = pq.ParquetFile(io.BytesIO(task.data))
+    parquet = pq.ParquetFile(task.path if task.path is not None else io.BytesIO(task.data))
     numeric = set(features.numeric_columns(parquet.schema_arrow, ""))
     wanted = sorted({probe.column for probe in task.probes})
     table = parquet.read(columns=[c for c in wanted if c in numeric], use_threads=False)

@@ -3,13 +3,17 @@ is split into pieces and however few values a pass may collect."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ingest.blocks import ColumnPartial
-from ingest.compute import radix
+from ingest.blocks import ColumnPartial, Scan
+from ingest.compute import radix, stream
 
 finite = st.floats(allow_nan=False, allow_infinity=True, width=64)
 
@@ -56,3 +60,20 @@ def test_order_keys_sort_like_the_floats_and_round_trip() -> None:
     assert (np.diff(keys.astype(object)) >= 0).all()
     assert [radix.value_of(int(k)) for k in keys] == list(values)
     assert (radix.order_values(keys) == values).all()
+
+
+def test_a_staged_part_scans_the_same_from_its_path_as_from_its_bytes(tmp_path: Path) -> None:
+    """A local worker reads a staged part by its path, a cluster's gets its bytes."""
+    rng = np.random.default_rng(3)
+    values = rng.normal(size=5_000)
+    values[::7] = np.nan
+    table = pa.table({"c": values, "name": ["x"] * values.size, "n": np.arange(values.size)})
+    part = tmp_path / "part.parquet"
+    pq.write_table(table, part)
+    finite = values[~np.isnan(values)]
+    histograms = {"c": [radix.digit_counts(radix.order_keys(finite))]}
+    column = ColumnPartial("c", finite.size, 0, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+    selection = radix.start((column,), histograms, (0.05, 0.5, 0.95), 16)
+    by_path = stream.scan(Scan(b"", selection.probes, str(part)))
+    by_bytes = stream.scan(Scan(part.read_bytes(), selection.probes))
+    assert by_path == by_bytes == radix.scan({"c": finite}, selection.probes)
