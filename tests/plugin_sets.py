@@ -9,6 +9,7 @@ import numpy as np
 
 FeatureValue = float | int | None
 HUNG_MARK = "INGEST_TEST_HUNG_MARK"  # an environment variable: see hang_on_sentinel
+SLOW_MARK = "INGEST_TEST_SLOW_MARK"  # an environment variable: see slow
 
 
 def spread(values: np.ndarray) -> dict[str, FeatureValue]:
@@ -84,9 +85,14 @@ def return_unpicklable(values: np.ndarray) -> dict[str, FeatureValue]:
 
 
 def slow(values: np.ndarray) -> dict[str, FeatureValue]:
-    """Take a while, so that files are still in flight when a test strikes."""
+    """Take a while, so that files are still in flight when a test strikes. With SLOW_MARK
+    set, touch that path first: a test then knows a worker is busy, without guessing when."""
+    import os
     import time
+    from pathlib import Path
 
+    if mark := os.environ.get(SLOW_MARK):
+        Path(mark).touch()
     time.sleep(0.05)
     return {}
 

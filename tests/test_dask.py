@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -19,7 +18,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from .conftest import ROOT, Folder, wait_for, write_csv
+from .conftest import ROOT, Folder, free_port, wait_for, write_csv
 from .corpus import check_corpus_once, write_corpus
 from .invariants import check_exactly_once
 
@@ -63,18 +62,11 @@ class Cluster:
         return int(busy[0]) if busy else None
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[Cluster]:
     """One scheduler, two single-threaded workers (each under its nanny, which restarts
     it if it dies), started as the `dask` CLI starts them, and killed at teardown."""
-    port = _free_port()
+    port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     # The workers import ingest, and the test feature sets by name, as a user's package.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -5,12 +5,11 @@ from __future__ import annotations
 import os
 import pty
 import signal
-import socket
 import subprocess
 import sys
 import urllib.request
 
-from .conftest import Folder, Service, wait_for, write_csv
+from .conftest import Folder, Service, free_port, wait_for, write_csv
 
 
 def test_once_on_a_terminal_shows_a_progress_bar_and_off_it_only_lines(folder: Folder) -> None:
@@ -45,16 +44,10 @@ def test_once_on_a_terminal_shows_a_progress_bar_and_off_it_only_lines(folder: F
     assert "━" not in plain.stderr
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def test_metrics_endpoint_exports_loop_lag_and_file_outcomes(
     folder: Folder, service: type[Service]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     folder.write_config(
         watch={"settle_ms": 0}, pipeline={"workers": 1}, metrics={"port": port},
     )

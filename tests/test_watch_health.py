@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import shutil
 import signal
-import socket
 import subprocess
 import urllib.error
 import urllib.request
@@ -14,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from .conftest import Folder, Service, wait_for, write_csv
+from .conftest import Folder, Service, free_port, wait_for, write_csv
 from .invariants import check_exactly_once
 
 # Each file must be committed within DEADLINE_S of its drop, which other tests' processes
@@ -26,12 +25,6 @@ RESCAN_S = 60
 DEADLINE_S = 15
 
 
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _healthz(port: int) -> tuple[int, str]:
@@ -114,7 +107,7 @@ def test_a_drop_folder_unmounted_and_mounted_again_is_watched_again_each_time(
 def test_healthz_is_503_while_the_drop_folder_is_missing_and_200_once_it_is_back(
     folder: Folder, service: Callable[..., Service]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     _config(folder, port=port)
     svc = service()
     svc.wait_ready()
@@ -138,7 +131,7 @@ def test_healthz_is_503_while_the_drop_folder_is_missing_and_200_once_it_is_back
 def test_status_and_metrics_show_the_watch_mode_of_the_running_service(
     folder: Folder, service: Callable[..., Service]
 ) -> None:
-    port = _free_port()
+    port = free_port()
     _config(folder, port=port)
     assert json.loads(folder.ingest("status", "--json").stdout)["watcher"] is None
     svc = service()

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import socket
 import time
 import urllib.error
 import urllib.request
@@ -22,13 +21,8 @@ from ingest.config import Config, Metrics, Output, Paths, Pipeline, Watch
 from ingest.metrics import Metrics as Registry
 from ingest.store import status
 
+from ..conftest import free_port
 from .watchers import deaf
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _get(port: int, path: str) -> tuple[int, str]:
@@ -41,7 +35,7 @@ def _get(port: int, path: str) -> tuple[int, str]:
 
 @pytest.mark.serial  # the loop lag it reads must be its own
 def test_healthz_is_503_while_the_loop_is_blocked_and_200_when_it_runs(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     registry = Registry()
     probe = LagProbe(registry)
     registry.serve(port, "127.0.0.1", Health(tmp_path, registry, probe).problem)
@@ -71,7 +65,7 @@ def test_healthz_is_503_while_the_loop_is_blocked_and_200_when_it_runs(tmp_path:
 def test_a_service_whose_watcher_hears_nothing_polls_commits_and_stays_healthy(
     tmp_path: Path,
 ) -> None:
-    port = _free_port()
+    port = free_port()
     config = Config(
         paths=Paths(tmp_path / "drop", tmp_path / "out", tmp_path / "q", tmp_path / "arch"),
         watch=Watch(settle_ms=50, rescan_s=3600, canary_wait_s=1),  # deaf is found out sooner

@@ -9,13 +9,22 @@ import hashlib
 import json
 import os
 import sqlite3
-import time
 from collections.abc import Callable
 
 import pytest
 
-from ..conftest import ROOT, Folder, Service, drop_by_rename, wait_for, write_csv
+from ..conftest import (
+    ROOT,
+    Folder,
+    Service,
+    drop_by_rename,
+    free_port,
+    metric,
+    wait_for,
+    write_csv,
+)
 from ..corpus import check_corpus_once, write_corpus
+from ..plugin_sets import SLOW_MARK
 
 
 def test_send_paths_with_the_local_pool_ingests_a_mixed_folder_exactly_once(
@@ -50,16 +59,22 @@ def test_files_changed_after_they_were_queued_are_read_as_they_are_when_the_work
         pipeline={"workers": 1, "send": "paths"},
         features={"sets": ["summary", "tests.plugin_sets:slow"]},  # 0.05 s per column
         output={"flush_s": 0.1},
+        metrics={"port": (port := free_port())},
     )
     monkeypatch.setenv("PYTHONPATH", str(ROOT))  # workers import the test feature sets
+    busy = folder.root / "busy"
+    monkeypatch.setenv(SLOW_MARK, str(busy))
     proc = service()
     proc.wait_ready()
     write_csv(folder.root / "blocker.csv", 5, 1, columns=60)  # 3 s in the worker
     os.replace(folder.root / "blocker.csv", folder.drop / "blocker.csv")
-    time.sleep(0.5)  # the worker has it
+    wait_for(busy.exists, 30, "the worker to have the blocker")
     for name in ("grown.csv", "rewritten.csv", "gone.csv"):
         drop_by_rename(folder, name, _readings(1.5))
-    time.sleep(1.0)  # settled and queued: their task waits for the busy worker
+    # Settled and admitted (each holds its size in the byte budget until it is resolved):
+    # their task waits for the busy worker.
+    held = (folder.drop / "blocker.csv").stat().st_size + 3 * len(_readings(1.5))
+    wait_for(lambda: (metric(port, "ingest_bytes_held") or 0) >= held, 30, "the files queued")
     with (folder.drop / "grown.csv").open("ab") as fh:
         fh.write(b"40,2.5\n")
     rewritten = folder.drop / "rewritten.csv"
