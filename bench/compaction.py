@@ -25,9 +25,9 @@ import numpy as np
 import polars as pl
 import pyarrow as pa
 
-from ingest.compute.encode import footer, to_parquet
 from ingest.files import DropFile
 from ingest.jobs import EncodedPart
+from ingest.partfile import footer, to_parquet
 from ingest.store.compact import compact_partition, rewrite_table
 from ingest.store.crashpoints import CrashPlan
 from ingest.store.layout import Layout, today

@@ -1,17 +1,13 @@
-"""A file's columns made to fit its table's schema, values that do not fit rescued.
+"""The schema a file's records are written with: its table's, widened by the file.
 
-Runs in a worker process, on each decoded file; and in the committer's thread,
-for a part that was encoded against a schema the table has since widened. Pure
-pyarrow, no I/O. The type rules are `ingest.widen`'s.
-
-A value that does not fit its column's type (text in a numeric column, a number
-too large for float64, a value outside a hinted type) reads null in its column,
-and its raw text is kept in `_rescued_data`, a JSON object of column -> text.
+Runs in a worker process, on each decoded file. Pure pyarrow, no I/O. The type
+rules are `ingest.widen`'s; a text column that mostly holds numbers is read as
+numbers (the rest is rescued by `ingest.fitting`). The files of a task are
+judged together (`text_verdicts`), each as it would be alone.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections.abc import Mapping, Sequence
 
@@ -19,19 +15,14 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .widen import HINTS, IDENTITY, RESCUED, is_untyped, merge_schemas, normalise, schema_of
+from .fitting import FLOAT_PATTERN, INT_PATTERN
+from .widen import HINTS, IDENTITY, merge_schemas, normalise, schema_of
 
-_INT = r"^[+-]?[0-9]+$"
-_FLOAT = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(inf|nan)$"
 _SAMPLE = 1000
 # The same patterns for Python's `re`, where "$" would also match before a final newline.
-_INT_TEXT = re.compile(_INT.replace("$", r"\Z"))
-_FLOAT_TEXT = re.compile(_FLOAT.replace("$", r"\Z"))
+_INT_TEXT = re.compile(INT_PATTERN.replace("$", r"\Z"))
+_FLOAT_TEXT = re.compile(FLOAT_PATTERN.replace("$", r"\Z"))
 _SMALL = 256  # a column this short is checked in plain Python
-# Integers beyond this lose their value as float64; such values are rescued instead.
-_EXACT = 2**53
-
-Rescued = dict[int, dict[str, str]]  # row -> column -> raw text
 Verdicts = tuple[pa.DataType | None, ...]  # `_numbers_in_text` of each of `text_columns`
 
 
@@ -59,13 +50,12 @@ def _numbers_in_text(column: pa.ChunkedArray) -> pa.DataType | None:
 def _numbers_in_long_text(column: pa.ChunkedArray) -> pa.DataType | None:
     sample = column.drop_null().slice(0, _SAMPLE).cast(pa.string())
     sample = sample.filter(pc.not_equal(sample, ""))  # empty cells are missing values
-    if len(sample) == 0 or pc.sum(pc.match_substring_regex(sample, _FLOAT)).as_py() * 2 < len(
-        sample
-    ):
+    numbers = pc.sum(pc.match_substring_regex(sample, FLOAT_PATTERN)).as_py() if len(sample) else 0
+    if len(sample) == 0 or numbers * 2 < len(sample):
         return None
     values = column.cast(pa.string())
-    floats = pc.match_substring_regex(values, _FLOAT)
-    ints = pc.match_substring_regex(values, _INT)
+    floats = pc.match_substring_regex(values, FLOAT_PATTERN)
+    ints = pc.match_substring_regex(values, INT_PATTERN)
     empty = pc.sum(pc.equal(values, "")).as_py() or 0  # missing values, as in `_cast`
     if pc.sum(floats).as_py() * 2 < len(values) - values.null_count - empty:
         return None
@@ -188,7 +178,7 @@ def _text_by_sample(column: pa.ChunkedArray, starts: np.ndarray, ends: np.ndarra
     at = np.concatenate(([0], np.cumsum(lengths)))
     numbers, filled = (
         np.concatenate(([0], np.cumsum(flags.to_numpy(zero_copy_only=False), dtype=np.int64)))
-        for flags in (pc.match_substring_regex(sample, _FLOAT), pc.not_equal(sample, ""))
+        for flags in (pc.match_substring_regex(sample, FLOAT_PATTERN), pc.not_equal(sample, ""))
     )
     numbers, filled = numbers[at[1:]] - numbers[at[:-1]], filled[at[1:]] - filled[at[:-1]]
     text: list[bool] = ((filled == 0) | (numbers * 2 < filled)).tolist()
@@ -198,133 +188,9 @@ def _text_by_sample(column: pa.ChunkedArray, starts: np.ndarray, ends: np.ndarra
 def _tallies(column: pa.ChunkedArray) -> list[np.ndarray]:
     """Running counts, from 0, of a text column's values that are numbers, that are
     filled, and that match one of the int and float patterns but not the other."""
-    floats = pc.match_substring_regex(column, _FLOAT)
-    ints = pc.match_substring_regex(column, _INT)
+    floats = pc.match_substring_regex(column, FLOAT_PATTERN)
+    ints = pc.match_substring_regex(column, INT_PATTERN)
     return [
         np.concatenate(([0], np.cumsum(flags.fill_null(False).to_numpy(), dtype=np.int64)))
         for flags in (floats, pc.not_equal(column, ""), pc.not_equal(floats, ints))
     ]
-
-
-def fit_file(data: pa.Table, source_file: str, sha256: str, schema: pa.Schema) -> pa.Table:
-    """A file's records: its columns and where each row came from, fitted to `schema`."""
-    rows = data.num_rows
-    columns = [
-        *data.columns,
-        pa.repeat(pa.scalar(source_file, pa.string()), rows),
-        pa.repeat(pa.scalar(sha256, pa.string()), rows),
-    ]
-    if fits_as_is(data.schema, schema):
-        # The common case, a file just like its table: one new table, nothing to cast.
-        return pa.Table.from_arrays([*columns, pa.nulls(rows, pa.string())], schema=schema)
-    return fit(pa.Table.from_arrays(columns, names=[*data.column_names, *IDENTITY[:2]]), schema)
-
-
-def fits_as_is(have: pa.Schema, want: pa.Schema) -> bool:
-    """Is `want` a file's own columns, `have`, then the identity columns?"""
-    return (
-        len(want) == len(have) + len(IDENTITY) and tuple(want.names[-len(IDENTITY):]) == IDENTITY
-        and all(a.name == b.name and a.type == b.type for a, b in zip(have, want, strict=False))
-    )
-
-
-def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
-    """`data` with exactly `schema`: columns in its order, missing ones null, each cast;
-    values that do not fit are rescued into `_rescued_data` (when the schema has it)."""
-    rows = data.num_rows
-    rescued: Rescued = {}
-    names = set(data.column_names)
-    columns: list[pa.ChunkedArray | pa.Array | None] = []
-    for field in schema:
-        if field.name == RESCUED:
-            columns.append(None)  # filled in once every column has been cast
-        elif field.name not in names:
-            columns.append(pa.nulls(rows, field.type))
-        else:
-            columns.append(_cast(data.column(field.name), field, rescued))
-    if RESCUED in schema.names:
-        at = schema.get_field_index(RESCUED)
-        previous = data.column(RESCUED) if RESCUED in names else None
-        columns[at] = _rescued_column(rows, rescued, previous)
-    return pa.Table.from_arrays(columns, schema=schema)
-
-
-def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
-    kind = field.type
-    if column.type == kind:
-        return column
-    if pa.types.is_null(column.type) or (is_untyped(field) and column.null_count == len(column)):
-        return pa.chunked_array([pa.nulls(len(column), kind)])
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    try:
-        return column.cast(kind)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    if pa.types.is_string(column.type):
-        # An empty cell of a text column is a missing value, not text to rescue: the CSV
-        # reader gives "" where the cell is empty once the column holds any text.
-        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
-        try:
-            return column.cast(kind)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
-    keep = _fits(column, kind)
-    bad = pc.and_(pc.invert(keep), pc.is_valid(column))
-    for row in pc.indices_nonzero(bad).to_pylist():
-        rescued.setdefault(row, {})[field.name] = _text(column[row])
-    kept = pc.if_else(keep, column, pa.scalar(None, column.type))
-    try:
-        return kept.cast(kind)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _cast_each(kept, field, rescued)
-
-
-def _fits(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
-    """Which values can become `kind` (a fast guess; `_cast_each` settles the rest)."""
-    if pa.types.is_string(column.type) and pa.types.is_integer(kind):
-        return pc.match_substring_regex(column, _INT)
-    if pa.types.is_string(column.type) and pa.types.is_floating(kind):
-        return pc.match_substring_regex(column, _FLOAT)
-    if pa.types.is_integer(column.type) and pa.types.is_floating(kind):
-        return pc.less_equal(pc.abs(column), _EXACT)
-    return pc.is_valid(column)
-
-
-def _cast_each(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
-    """Value by value: slow, and only for the values a vectorised cast refused."""
-    values = []
-    for row, value in enumerate(column):
-        try:
-            values.append(value.cast(field.type).as_py() if value.is_valid else None)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            rescued.setdefault(row, {})[field.name] = _text(value)
-            values.append(None)
-    return pa.chunked_array([pa.array(values, field.type)])
-
-
-def _text(value: pa.Scalar) -> str:
-    raw = value.as_py()
-    if isinstance(raw, str):
-        return raw
-    try:
-        return json.dumps(raw, default=str)
-    except (TypeError, ValueError):
-        return str(raw)
-
-
-def _rescued_column(
-    rows: int, rescued: Rescued, previous: pa.ChunkedArray | None
-) -> pa.ChunkedArray:
-    if not rescued:
-        if previous is not None:
-            return previous.cast(pa.string())
-        return pa.chunked_array([pa.nulls(rows, pa.string())])
-    values: list[str | None] = (
-        previous.cast(pa.string()).to_pylist() if previous is not None else [None] * rows
-    )
-    for row, found in rescued.items():
-        raw = values[row]
-        earlier = json.loads(raw) if raw else {}
-        values[row] = json.dumps({**earlier, **found}, ensure_ascii=False)
-    return pa.chunked_array([pa.array(values, pa.string())])

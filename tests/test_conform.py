@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest import conform
+from ingest import conform, fitting
 from ingest.widen import is_untyped, merge, merge_schemas, normalise
 
 
@@ -51,7 +51,7 @@ def test_a_hinted_column_keeps_its_type_and_rescues_what_does_not_fit() -> None:
     data = pa.table({"station": [1, 2], "temp": ["20.5", "warm"]})
     schema = conform.target(data, None, {"station": "string", "temp": "float64"})
     assert schema.field("station").type == pa.string()
-    fitted = conform.fit(data, schema)
+    fitted = fitting.fit(data, schema)
     assert fitted["station"].to_pylist() == ["1", "2"]
     assert fitted["temp"].to_pylist() == [20.5, None]
     assert fitted["_rescued_data"].to_pylist() == [None, '{"temp": "warm"}']
@@ -65,14 +65,14 @@ def test_an_all_null_column_is_untyped_until_a_file_gives_it_values() -> None:
     second = conform.target(pa.table({"e": [1, 2]}), first, {})
     assert second.field("e").type == pa.int64() and not is_untyped(second.field("e"))
     # The earlier part, fitted to the new schema, reads null.
-    old = conform.fit(pa.table({"e": pa.nulls(2, pa.string())}), second)
+    old = fitting.fit(pa.table({"e": pa.nulls(2, pa.string())}), second)
     assert old["e"].type == pa.int64() and old["e"].null_count == 2
 
 
 def test_an_integer_beyond_two_to_the_53_is_rescued_in_a_float_column() -> None:
     big = 2**53 + 1
     table = pa.schema([("v", pa.float64()), ("_rescued_data", pa.string())])
-    fitted = conform.fit(pa.table({"v": [1, big]}), table)
+    fitted = fitting.fit(pa.table({"v": [1, big]}), table)
     assert fitted["v"].to_pylist() == [1.0, None]
     assert json.loads(fitted["_rescued_data"][1].as_py()) == {"v": str(big)}
 
@@ -87,7 +87,7 @@ def test_a_text_column_of_mostly_numbers_is_numeric() -> None:
 
 def test_an_empty_cell_in_a_numeric_column_is_missing_not_text_to_rescue() -> None:
     table = pa.schema([("level", pa.float64()), ("_rescued_data", pa.string())])
-    fitted = conform.fit(pa.table({"level": ["n/a", "2.5", "", "low"]}), table)
+    fitted = fitting.fit(pa.table({"level": ["n/a", "2.5", "", "low"]}), table)
     assert fitted["level"].to_pylist() == [None, 2.5, None, None]
     assert fitted["_rescued_data"].to_pylist() == [
         '{"level": "n/a"}', None, None, '{"level": "low"}'
@@ -106,7 +106,7 @@ def test_every_value_is_kept_in_its_column_or_in_rescued_data(values: list[objec
     raw = [None if v is None else str(v) for v in values]
     data = pa.table({"c": pa.array(raw, pa.string())})
     schema = conform.target(data, None, {})
-    fitted = conform.fit(data, schema)
+    fitted = fitting.fit(data, schema)
     textual = schema.field("c").type == pa.string()
     for text, kept, rescued in zip(
         raw, fitted["c"].to_pylist(), fitted["_rescued_data"].to_pylist(), strict=True

@@ -12,7 +12,8 @@ from ingest.compute.decode import BLOCK_DECODERS
 
 WORKERS_ONLY = (
     "pyarrow.compute", "pyarrow.csv", "pyarrow.json", "pyarrow.dataset",
-    "ingest.conform", "ingest.compute.task", "ingest.compute.stream", "ingest.compute.decode",
+    "ingest.conform", "ingest.fitting", "ingest.compute.task", "ingest.compute.stream",
+    "ingest.compute.decode", "ingest.compute.encode",
 )
 
 

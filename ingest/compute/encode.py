@@ -1,14 +1,12 @@
 """Arrow tables to Parquet, in the worker: part files staged for the service, or their bytes.
 
-Runs in a worker process. Parquet is written for every common reader:
-microsecond timestamps (Spark rejects nanoseconds), row groups sized for
-scans, and footer metadata naming the source files and the package version.
+Runs in a worker process: a task's files become one records part per table and one
+features part, each written as `ingest.partfile` writes every part.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import time
 from collections import defaultdict
@@ -16,22 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from .. import __version__
+from ..fitting import fit
 from ..jobs import EncodedPart, WrittenPart
+from ..partfile import Source, footer, to_parquet, write
 from ..widen import merge_schemas
 from . import features
-
-# Row groups of about a million rows: large enough for scans to skip by statistics,
-# small enough that a reader's memory per column chunk stays modest.
-ROW_GROUP_ROWS = 1 << 20
-FOOTER_SOURCES = b"ingest.sources"
-FOOTER_VERSION = b"ingest.version"
-FOOTER_SCHEMA_VERSION = b"ingest.schema_version"
-
-
-Source = tuple[str, str, int]  # (source_file, sha256, rows)
 
 
 @dataclass
@@ -46,61 +34,10 @@ class Featurised:
     table: str = "records"  # the records table it is routed to
 
 
-def _dictionary_columns(schema: pa.Schema) -> list[str]:
-    """Strings repeat (names, codes, our own source columns): dictionary-encode them.
-    Measurements repeat rarely: trying a dictionary on them first only costs time and space."""
-    return [
-        f.name for f in schema
-        if pa.types.is_string(f.type) or pa.types.is_large_string(f.type)
-        or pa.types.is_binary(f.type) or pa.types.is_dictionary(f.type)
-    ]
-
-
-def writer_options(schema: pa.Schema, compression: str) -> dict[str, object]:
-    """How every part file is written, for `pq.write_table` and `pq.ParquetWriter`."""
-    return {
-        "compression": None if compression == "none" else compression,
-        "use_dictionary": _dictionary_columns(schema),
-        "coerce_timestamps": "us",
-        "allow_truncated_timestamps": True,
-    }
-
-
-def to_parquet(table: pa.Table, compression: str, footer: dict[bytes, bytes]) -> bytes:
-    sink = pa.BufferOutputStream()
-    _write(table, sink, compression, footer)
-    data: bytes = sink.getvalue().to_pybytes()
-    return data
-
-
-def _write(
-    table: pa.Table, sink: str | pa.NativeFile, compression: str, footer: dict[bytes, bytes]
-) -> None:
-    pq.write_table(
-        table.replace_schema_metadata(footer),
-        sink,
-        compression=None if compression == "none" else compression,
-        use_dictionary=_dictionary_columns(table.schema),
-        row_group_size=ROW_GROUP_ROWS,
-        coerce_timestamps="us",
-        allow_truncated_timestamps=True,
-    )
-
-
 def stamped(table: pa.Table) -> pa.Table:
     """Features rows with the time they were made."""
     stamp = pa.scalar(int(time.time() * 1_000_000), pa.timestamp("us", tz="UTC"))
     return table.append_column("ingested_at", pa.repeat(stamp, table.num_rows))
-
-
-def footer(sources: list[tuple[str, str, int]], schema_version: int = 1) -> dict[bytes, bytes]:
-    """The part's inputs as (source_file, sha256, rows), which `ingest ledger rebuild` reads,
-    and the version of its table's schema it was written with."""
-    return {
-        FOOTER_VERSION: __version__.encode(),
-        FOOTER_SOURCES: json.dumps([list(s) for s in sources]).encode(),
-        FOOTER_SCHEMA_VERSION: str(schema_version).encode(),
-    }
 
 
 def _part(
@@ -114,7 +51,7 @@ def _part(
     if stage is not None:
         path = f"{stage}-{index}.parquet"
         try:
-            _write(data, path, compression, meta)
+            write(data, path, compression, meta)
             return WrittenPart(table_name, path, sources, schema)
         except OSError:
             # A full disk, say. The bytes go back instead: the service's own write meets
@@ -127,10 +64,6 @@ def _part(
 def _joined(records: list[pa.Table]) -> pa.Table:
     """One table of files fitted to the same table schema; one that widened it (a new
     column, a wider type) makes the others fit the widened schema."""
-    from ..conform import (
-        fit,  # with pyarrow.compute: the service's process loads it only to rewrite a part
-    )
-
     schema = records[0].schema
     for other in records[1:]:
         if not other.schema.equals(schema, check_metadata=True):

@@ -26,10 +26,11 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .. import conform
+from .. import conform, fitting
 from ..dialect import PLAIN, Dialect
 from ..jobs import Job, Task
-from .encode import Featurised, Source
+from ..partfile import Source
+from .encode import Featurised
 from .names import check_columns
 from .summaries import summary_table
 from .together import Group
@@ -105,11 +106,11 @@ def featurise_run(
 
 
 def fit_run(data: pa.Table, sources: Sequence[Source], schema: pa.Schema) -> pa.Table:
-    """`conform.fit_file` of each file whose rows, in order, make `data`, as one table."""
-    if not conform.fits_as_is(data.schema, schema):
+    """`fitting.fit_file` of each file whose rows, in order, make `data`, as one table."""
+    if not fitting.fits_as_is(data.schema, schema):
         pieces, offset = [], 0
         for source_file, sha256, rows in sources:
-            pieces.append(conform.fit_file(data.slice(offset, rows), source_file, sha256, schema))
+            pieces.append(fitting.fit_file(data.slice(offset, rows), source_file, sha256, schema))
             offset += rows
         return pa.concat_tables(pieces)
     which = pa.array(np.repeat(np.arange(len(sources)), [rows for _, _, rows in sources]))

@@ -21,7 +21,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .. import conform, shared
+from .. import conform, fitting, shared
 from ..blocks import (
     STAGING_FAILED,
     Block,
@@ -35,10 +35,11 @@ from ..blocks import (
 )
 from ..inflate import inner_name
 from ..jobs import Failure
+from ..partfile import footer, to_parquet
 from ..widen import merge_schemas
 from . import features, radix
 from .decode import DecodeError, decode_block
-from .encode import footer, stamped, to_parquet
+from .encode import stamped
 from .inputs import message
 from .names import check_columns
 from .task import table_schema, time_limit
@@ -72,7 +73,7 @@ def process_block(block: Block) -> BlockResult:
             table = check_columns(table)
             spec = block.spec
             schema = conform.target(table, table_schema(spec), dict(spec.hints))
-            records = conform.fit_file(table, block.source_file, block.sha256, schema)
+            records = fitting.fit_file(table, block.source_file, block.sha256, schema)
             part = to_parquet(
                 records, block.compression,
                 footer([(block.source_file, block.sha256, table.num_rows)]),

@@ -16,7 +16,7 @@ from dataclasses import replace
 
 import pyarrow as pa
 
-from .. import beacon, conform
+from .. import beacon, conform, fitting
 from ..config import Features
 from ..dialect import PLAIN, Dialect
 from ..errors import TaskTimeout
@@ -67,7 +67,7 @@ def featurise(
     table = check_columns(table)
     targets = targets or conform.Targets()
     schema = targets.of(table, spec.name, spec.schema, dict(spec.hints))
-    records = conform.fit_file(table, job.source_file, job.sha256, schema)
+    records = fitting.fit_file(table, job.source_file, job.sha256, schema)
     feature_table = None
     if "features" in task.tables:
         wanted = task.features

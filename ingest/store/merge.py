@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .. import __version__
-from ..compute.encode import (
+from ..partfile import (
     FOOTER_SCHEMA_VERSION,
     FOOTER_SOURCES,
     FOOTER_VERSION,
@@ -64,9 +64,7 @@ def merge(
     schema: pa.Schema | None = None, schema_version: int | None = None,
 ) -> list[Source]:
     """Write the rows of `parts`, in order, to `out` (fsynced); return the inputs it holds."""
-    from ..conform import (
-        fit,  # with pyarrow.compute: the service's process loads it only to rewrite a part
-    )
+    from ..fitting import fit  # pyarrow.compute: the service's process loads it only here
 
     footers = [footer_of(path) for path in parts]
     target = schema if schema is not None else pq.read_schema(parts[0]).remove_metadata()

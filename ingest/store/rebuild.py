@@ -26,7 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
-from ..compute.encode import FOOTER_SOURCES
+from ..partfile import FOOTER_SOURCES
 from .layout import Layout
 from .ledger import FileRecord, Ledger
 

@@ -26,6 +26,7 @@ from ..config import Config
 from ..dialect import Dialect, dialect_from_json, dialect_to_json
 from ..jobs import EncodedPart, TableSpec
 from ..logs import shown
+from ..partfile import FOOTER_SCHEMA_VERSION, to_parquet
 from ..widen import IDENTITY, merge_schemas
 from .crashpoints import CrashPlan
 from .layout import Layout
@@ -214,10 +215,7 @@ def _schema_of(part: Part) -> pa.Schema:
 
 def _refit(part: Part, schema: pa.Schema, version: int, compression: str) -> Part:
     """A part encoded against an older schema of its table, rewritten to the current one."""
-    from ..compute.encode import FOOTER_SCHEMA_VERSION, to_parquet
-    from ..conform import (
-        fit,  # with pyarrow.compute: the service's process loads it only to rewrite a part
-    )
+    from ..fitting import fit  # pyarrow.compute: the service's process loads it only here
 
     source = part.temp if isinstance(part, StagedPart) else pa.py_buffer(part.data)
     table = pq.read_table(source)

@@ -16,8 +16,8 @@ from collections.abc import Sequence
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from ..compute.encode import FOOTER_SOURCES, to_parquet
 from ..jobs import EncodedPart
+from ..partfile import FOOTER_SOURCES, to_parquet
 from .merge import sources_of
 from .parts import StagedPart
 

@@ -14,7 +14,7 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.parquet as pq
 import pytest
 
-from ingest import conform
+from ingest import conform, fitting
 from ingest.compute.decode import DecodeError, decode
 
 CSV = (
@@ -230,7 +230,7 @@ def test_a_value_of_another_kind_deep_in_json_lines_is_rescued_not_fatal() -> No
     assert table.num_rows == 100_000
     schema = conform.target(table, None, {})
     assert schema.field("b").type == pa.float64()
-    fitted = conform.fit(table, schema)
+    fitted = fitting.fit(table, schema)
     assert fitted["b"][80_000].as_py() is None
     assert fitted["b"][79_999].as_py() == 1.5
     assert json.loads(fitted["_rescued_data"][80_000].as_py()) == {"b": "oops"}

@@ -18,10 +18,10 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from ingest.compute.encode import to_parquet
 from ingest.compute.task import RESERVED_COLUMNS, process
 from ingest.config import Features
 from ingest.jobs import EncodedPart, Failure, Job, Task, WrittenPart
+from ingest.partfile import to_parquet
 
 ROOT = Path(__file__).resolve().parents[2]
 CSV = b"timestamp,temperature,humidity\n1,20.5,40.0\n2,,41.5\n3,21.0,42.0\n"

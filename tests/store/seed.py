@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pyarrow as pa
 
-from ingest.compute.encode import footer, to_parquet
 from ingest.config import load
 from ingest.files import DropFile
 from ingest.jobs import EncodedPart
+from ingest.partfile import footer, to_parquet
 from ingest.store.crashpoints import CrashPlan
 from ingest.store.layout import Layout
 from ingest.store.ledger import Ledger

@@ -35,7 +35,7 @@ import pytest
 
 deltalake = pytest.importorskip("deltalake")
 
-from ingest.compute.encode import ROW_GROUP_ROWS  # noqa: E402
+from ingest.partfile import ROW_GROUP_ROWS  # noqa: E402
 
 from ..conftest import ROOT, SAMPLE_DATA, Folder  # noqa: E402
 from ..invariants import check_one_schema  # noqa: E402

@@ -1,0 +1,151 @@
+"""A table made to fit its table's schema, values that do not fit rescued.
+
+Runs in a worker process, on each decoded file (`fit_file`); and in the committer's
+thread, for a part that was encoded against a schema the table has since widened,
+and in compaction (`fit`). Pure pyarrow, no I/O.
+
+A value that does not fit its column's type (text in a numeric column, a number
+too large for float64, a value outside a hinted type) reads null in its column,
+and its raw text is kept in `_rescued_data`, a JSON object of column -> text.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .widen import IDENTITY, RESCUED, is_untyped
+
+# Text that reads as an integer, and as a float (Arrow's regular expressions).
+INT_PATTERN = r"^[+-]?[0-9]+$"
+FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(inf|nan)$"
+# Integers beyond this lose their value as float64; such values are rescued instead.
+_EXACT = 2**53
+
+Rescued = dict[int, dict[str, str]]  # row -> column -> raw text
+
+
+def fit_file(data: pa.Table, source_file: str, sha256: str, schema: pa.Schema) -> pa.Table:
+    """A file's records: its columns and where each row came from, fitted to `schema`."""
+    rows = data.num_rows
+    columns = [
+        *data.columns,
+        pa.repeat(pa.scalar(source_file, pa.string()), rows),
+        pa.repeat(pa.scalar(sha256, pa.string()), rows),
+    ]
+    if fits_as_is(data.schema, schema):
+        # The common case, a file just like its table: one new table, nothing to cast.
+        return pa.Table.from_arrays([*columns, pa.nulls(rows, pa.string())], schema=schema)
+    return fit(pa.Table.from_arrays(columns, names=[*data.column_names, *IDENTITY[:2]]), schema)
+
+
+def fits_as_is(have: pa.Schema, want: pa.Schema) -> bool:
+    """Is `want` a file's own columns, `have`, then the identity columns?"""
+    return (
+        len(want) == len(have) + len(IDENTITY) and tuple(want.names[-len(IDENTITY):]) == IDENTITY
+        and all(a.name == b.name and a.type == b.type for a, b in zip(have, want, strict=False))
+    )
+
+
+def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
+    """`data` with exactly `schema`: columns in its order, missing ones null, each cast;
+    values that do not fit are rescued into `_rescued_data` (when the schema has it)."""
+    rows = data.num_rows
+    rescued: Rescued = {}
+    names = set(data.column_names)
+    columns: list[pa.ChunkedArray | pa.Array | None] = []
+    for field in schema:
+        if field.name == RESCUED:
+            columns.append(None)  # filled in once every column has been cast
+        elif field.name not in names:
+            columns.append(pa.nulls(rows, field.type))
+        else:
+            columns.append(_cast(data.column(field.name), field, rescued))
+    if RESCUED in schema.names:
+        at = schema.get_field_index(RESCUED)
+        previous = data.column(RESCUED) if RESCUED in names else None
+        columns[at] = _rescued_column(rows, rescued, previous)
+    return pa.Table.from_arrays(columns, schema=schema)
+
+
+def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    kind = field.type
+    if column.type == kind:
+        return column
+    if pa.types.is_null(column.type) or (is_untyped(field) and column.null_count == len(column)):
+        return pa.chunked_array([pa.nulls(len(column), kind)])
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    try:
+        return column.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        pass
+    if pa.types.is_string(column.type):
+        # An empty cell of a text column is a missing value, not text to rescue: the CSV
+        # reader gives "" where the cell is empty once the column holds any text.
+        column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
+        try:
+            return column.cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    keep = _fits(column, kind)
+    bad = pc.and_(pc.invert(keep), pc.is_valid(column))
+    for row in pc.indices_nonzero(bad).to_pylist():
+        rescued.setdefault(row, {})[field.name] = _text(column[row])
+    kept = pc.if_else(keep, column, pa.scalar(None, column.type))
+    try:
+        return kept.cast(kind)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return _cast_each(kept, field, rescued)
+
+
+def _fits(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """Which values can become `kind` (a fast guess; `_cast_each` settles the rest)."""
+    if pa.types.is_string(column.type) and pa.types.is_integer(kind):
+        return pc.match_substring_regex(column, INT_PATTERN)
+    if pa.types.is_string(column.type) and pa.types.is_floating(kind):
+        return pc.match_substring_regex(column, FLOAT_PATTERN)
+    if pa.types.is_integer(column.type) and pa.types.is_floating(kind):
+        return pc.less_equal(pc.abs(column), _EXACT)
+    return pc.is_valid(column)
+
+
+def _cast_each(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    """Value by value: slow, and only for the values a vectorised cast refused."""
+    values = []
+    for row, value in enumerate(column):
+        try:
+            values.append(value.cast(field.type).as_py() if value.is_valid else None)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
+            rescued.setdefault(row, {})[field.name] = _text(value)
+            values.append(None)
+    return pa.chunked_array([pa.array(values, field.type)])
+
+
+def _text(value: pa.Scalar) -> str:
+    raw = value.as_py()
+    if isinstance(raw, str):
+        return raw
+    try:
+        return json.dumps(raw, default=str)
+    except (TypeError, ValueError):
+        return str(raw)
+
+
+def _rescued_column(
+    rows: int, rescued: Rescued, previous: pa.ChunkedArray | None
+) -> pa.ChunkedArray:
+    if not rescued:
+        if previous is not None:
+            return previous.cast(pa.string())
+        return pa.chunked_array([pa.nulls(rows, pa.string())])
+    values: list[str | None] = (
+        previous.cast(pa.string()).to_pylist() if previous is not None else [None] * rows
+    )
+    for row, found in rescued.items():
+        raw = values[row]
+        earlier = json.loads(raw) if raw else {}
+        values[row] = json.dumps({**earlier, **found}, ensure_ascii=False)
+    return pa.chunked_array([pa.array(values, pa.string())])
