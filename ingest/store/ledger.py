@@ -236,19 +236,14 @@ class Ledger:
     ) -> None:
         """Mark a part committed and record its inputs (and any others) in one transaction.
 
-        `holds` says which inputs each of the part's files holds; by default, each input
-        recorded here with this part is taken to be in every one of its files. Vanished
+        `holds` says which inputs each of the part's files holds; a file it does not name
+        (by default, every one) holds each input recorded here with this part. Vanished
         files go to a table of their own, which nothing that skips known files reads."""
         files = list(files)
         gone = [f for f in files if f.state == vanished.STATE]
         files = [f for f in files if f.state != vanished.STATE]
         with self._transaction() as db:
-            if part_id is not None:
-                db.execute("UPDATE parts SET state = 'committed' WHERE id = ?", (part_id,))
-                if holds is None:
-                    mine = [(f.path, f.sha256) for f in files if f.part == part_id]
-                    holds = {path: mine for path in catalog.paths_of(db, part_id)}
-                catalog.commit_files(db, part_id, holds)
+            (last,) = db.execute("SELECT coalesce(max(id), 0) FROM files").fetchone()
             db.executemany(
                 f"INSERT INTO files ({_FILE_COLUMNS}) VALUES ({', '.join('?' * 15)})",
                 [
@@ -263,6 +258,12 @@ class Ledger:
             vanished.add(
                 db, [(f.path, f.size, f.mtime_ns, f.sha256, f.seen_at, f.done_at) for f in gone]
             )
+            if part_id is not None:
+                db.execute("UPDATE parts SET state = 'committed' WHERE id = ?", (part_id,))
+                holds = holds or {}
+                catalog.commit_files(db, part_id, holds)
+                every = [path for path in catalog.paths_of(db, part_id) if path not in holds]
+                catalog.hold_recorded(db, part_id, every, last)
 
     def record(self, files: Iterable[FileRecord]) -> None:
         self.finish_part(None, files)

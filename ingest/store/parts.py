@@ -139,7 +139,7 @@ def publish(
             write_temp(part.data, temp, crash)
         rels = [layout.relative_output(final) for _, final in planned]
         records = [e.record(part_id) for e in accepted] + also
-        holds = _holds(rels, parts, accepted)
+        holds = _holds(rels, parts, accepted, every=layout.delta)
         logs = DeltaStep.plan(ledger, layout, rels, records, holds)
         ledger.begin_part(
             part_id, rels, [temp.stat().st_size for temp, _ in planned],
@@ -164,13 +164,20 @@ def publish(
 
 
 def _holds(
-    rels: list[str], parts: Sequence[EncodedPart | StagedPart], accepted: list[Accepted]
+    rels: list[str], parts: Sequence[EncodedPart | StagedPart], accepted: list[Accepted],
+    every: bool,
 ) -> dict[str, list[tuple[str, str]]]:
-    """Which inputs each part file holds, for the ledger's catalog."""
+    """Which inputs each part file holds, for the ledger's catalog: the files that hold only
+    some of the accepted inputs, and (`every`, for a Delta intent) those that hold them
+    all. The ledger fills in the files left out from its own rows (`Ledger.finish_part`)."""
     sha_of = {entry.file.rel: entry.sha256 for entry in accepted}
     holds: dict[str, list[tuple[str, str]]] = {}
     for rel, part in zip(rels, parts, strict=True):
-        names = sha_of if part.sources is None else part.sources
+        # A features file holds them all, as does a records file when they go to one table.
+        whole = part.sources is None or sha_of.keys() <= set(part.sources)
+        if whole and not every:
+            continue
+        names = sha_of if whole or part.sources is None else part.sources
         holds[rel] = [(name, sha_of[name]) for name in names if name in sha_of]
     return holds
 
