@@ -45,7 +45,6 @@ CREATE TABLE IF NOT EXISTS files (
     done_at REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS files_key ON files (path, size, mtime_ns);
-CREATE INDEX IF NOT EXISTS files_sha ON files (sha256);
 CREATE INDEX IF NOT EXISTS files_state ON files (state);
 CREATE TABLE IF NOT EXISTS parts (
     id TEXT PRIMARY KEY,
@@ -70,9 +69,12 @@ CREATE TABLE IF NOT EXISTS dialects (
 """
 # The ledger's page cache (a fixed part of the overhead over `memory_mb`), and how
 # many WAL pages (4 KB each) a commit may leave before it copies them into the database.
-CACHE_KB = 16 * 1024
-CHECKPOINT_PAGES = 4000
+PAGE_CACHE_KB = 16 * 1024
+WAL_CHECKPOINT_PAGES = 4000
 
+# Indexes an older ledger has that nothing reads: each cost every commit a write per input
+# at a random place (`files_sha`: dedupe reads the sha256s once, at start-up, in `known`).
+DROPPED_INDEXES = ("files_sha",)
 # Columns added after the first release, with what an older ledger's rows hold.
 MIGRATIONS = (
     ("files", "table_name", "TEXT NOT NULL DEFAULT 'records'"),
@@ -140,8 +142,8 @@ class Ledger:
             # input: with SQLite's 2 MB cache it spills pages into the WAL mid-transaction,
             # then writes them again; and a checkpoint every 1,000 pages copies the same
             # index pages back over and over. Both cost the committer's thread kernel time.
-            self._db.execute(f"PRAGMA cache_size=-{CACHE_KB}")
-            self._db.execute(f"PRAGMA wal_autocheckpoint={CHECKPOINT_PAGES}")
+            self._db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KB}")
+            self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
             self._db.executescript(SCHEMA + catalog.SCHEMA + vanished.SCHEMA)
             self._migrate()
             with self._transaction() as db:
@@ -157,6 +159,8 @@ class Ledger:
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
+        for index in DROPPED_INDEXES:
+            self._db.execute(f"DROP INDEX IF EXISTS {index}")
 
     def close(self) -> None:
         self._db.close()

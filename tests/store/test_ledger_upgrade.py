@@ -1,0 +1,52 @@
+"""A ledger written by an earlier release: opened, upgraded in place, its inputs still known."""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+from ingest.store.ledger import PAGE_CACHE_KB, WAL_CHECKPOINT_PAGES, Ledger
+
+from ..conftest import Folder, write_csv
+
+
+def _indexes(ledger: Path) -> set[str]:
+    with sqlite3.connect(ledger) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    return {name for (name,) in rows}
+
+
+def test_an_index_nothing_reads_is_dropped_and_the_inputs_stay_known(folder: Folder) -> None:
+    folder.write_config(watch={"settle_ms": 0, "on_success": "keep"}, pipeline={"workers": 1})
+    for i in range(3):
+        write_csv(folder.drop / f"a{i}.csv", rows=5, seed=i)
+    assert folder.ingest("once").returncode == 0
+    ledger = folder.output / "_ingest" / "ledger.sqlite"
+    assert "files_sha" not in _indexes(ledger)
+    with sqlite3.connect(ledger) as db:  # as the release before this one left it
+        db.execute("CREATE INDEX files_sha ON files (sha256)")
+
+    (folder.drop / "copy.csv").write_bytes((folder.drop / "a0.csv").read_bytes())
+    write_csv(folder.drop / "b.csv", rows=5, seed=9)
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    assert "files_sha" not in _indexes(ledger)
+    assert {"files_key", "files_state", "part_inputs_source"} <= _indexes(ledger)
+    with sqlite3.connect(ledger) as db:
+        states = dict(db.execute("SELECT path, state FROM files").fetchall())
+    assert states == {"a0.csv": "ingested", "a1.csv": "ingested", "a2.csv": "ingested",
+                      "copy.csv": "duplicate", "b.csv": "ingested"}
+    assert folder.rows_per_file() == {"a0.csv": 5, "a1.csv": 5, "a2.csv": 5, "b.csv": 5}
+
+
+def test_the_writer_keeps_a_larger_page_cache_and_checkpoints_less_often(folder: Folder) -> None:
+    folder.output.mkdir(parents=True, exist_ok=True)
+    ledger = Ledger(folder.output / "ledger.sqlite")
+    try:
+        assert ledger._db.execute("PRAGMA cache_size").fetchone() == (-PAGE_CACHE_KB,)
+        assert ledger._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (
+            WAL_CHECKPOINT_PAGES,
+        )
+    finally:
+        ledger.close()
