@@ -108,6 +108,7 @@ class Dispatcher:
         self._assembling = asyncio.Lock()
         self._isolation = aiorwlock.RWLock()  # shared: tasks; exclusive: a suspect alone
         self._described: dict[Dialect, str] = {}
+        self._last_described: tuple[Dialect, str] | None = None
 
     async def run(self) -> None:
         while True:
@@ -115,13 +116,18 @@ class Dispatcher:
             if items:
                 await self._run(items)
 
-    async def _take(self, timeout: float | None) -> Queued | None:
+    def _take_now(self) -> Queued | None:
+        """A file waiting in the queue, if any: no coroutine for it, as this runs per file."""
         try:
-            if timeout is None:
-                item = self.queue.get_nowait()
-            else:
-                item = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0))
-        except (asyncio.QueueEmpty, TimeoutError):
+            item = self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            return None
+        return item if self.upstream.taken(item) else None
+
+    async def _take(self, timeout: float) -> Queued | None:
+        try:
+            item = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0))
+        except TimeoutError:
             return None
         return item if self.upstream.taken(item) else None
 
@@ -139,7 +145,7 @@ class Dispatcher:
                 fair_share = -(-(len(items) + known) // self.compute.workers)
                 if known and len(items) >= fair_share:
                     break  # the rest is for the other workers
-                item = await self._take(None)
+                item = self._take_now()
                 if item is None and (known or self.upstream.more_coming()):
                     item = await self._take(deadline - time.monotonic())
                 if item is None:
@@ -277,12 +283,18 @@ class Dispatcher:
 
     def _describe(self, dialect: Dialect | None) -> str | None:
         """A dialect's text for the ledger, made once per dialect: a task's files share a
-        handful of them, and this runs on the event loop for every file."""
+        handful of them, and this runs on the event loop for every file. A task's result
+        most often holds one object for the files of one dialect (pickle keeps them one):
+        that object is checked first, as hashing a dialect is itself most of the cost."""
         if dialect is None:
             return None
+        last = self._last_described
+        if last is not None and last[0] is dialect:
+            return last[1]
         text = self._described.get(dialect)
         if text is None:
             text = self._described[dialect] = dialect.describe()
+        self._last_described = (dialect, text)
         return text
 
     async def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
