@@ -1,10 +1,17 @@
 """Settle: a file is read only once it is complete.
 
-A file is settled when a second look finds the same size and mtime, and either
-its mtime is at least `settle_ms` old (a file renamed in, or copied with its
-time preserved) or we have watched it stay unchanged for `settle_ms`. An mtime
-in the future (clock skew, `cp -p` from a fast clock) is ignored in favour of
-watching, so it never stalls a file.
+A file is settled when its mtime is at least `settle_ms` old (a file renamed in, or
+copied with its time preserved: nothing has written to it since), or when we have
+watched it stay unchanged for `settle_ms` and a second look finds the same size and
+mtime. An mtime in the future (clock skew, `cp -p` from a fast clock) is ignored in
+favour of watching, so it never stalls a file.
+
+A file whose mtime is old enough when it is found is handed out on that one look,
+with no second stat a moment later: a backlog of small files was stat'ed three times
+each. What the second look would have caught, a write after the first, is caught
+as surely later: the read must return exactly the size seen, and the commit checks
+the size and mtime once more (`store.parts.unchanged`); either way the file is
+resolved as changed and looked at again.
 """
 
 from __future__ import annotations
@@ -30,6 +37,8 @@ class _Pending:
     stable_since: float  # monotonic time this (size, mtime) was first seen
     seen_at: float
     seen_mono: float
+    # Its mtime was settle_ms old at this look: it is handed out as this look saw it.
+    quiet: bool = False
 
     def file(self) -> DropFile:
         """The file as last seen."""
@@ -72,11 +81,13 @@ class Settler:
         entry = self._pending.get(rel)
         if entry is not None and (entry.size, entry.mtime_ns) == (st.st_size, st.st_mtime_ns):
             return
-        self._pending[rel] = _Pending(
+        wall = time.time()
+        fresh = self._pending[rel] = _Pending(
             path, rel, st.st_size, st.st_mtime_ns, now,
-            entry.seen_at if entry else time.time(), entry.seen_mono if entry else now,
+            entry.seen_at if entry else wall, entry.seen_mono if entry else now,
+            quiet=wall - st.st_mtime_ns / 1e9 >= self.settle_s,
         )
-        self._schedule(rel, self._due(self._pending[rel], now))
+        self._schedule(rel, now if fresh.quiet else self._due(fresh, now))
 
     def done(self, rel: str) -> bool:
         """The service resolved `rel`. True if it changed meanwhile and deserves another look."""
@@ -102,6 +113,10 @@ class Settler:
         entry = self._pending.get(rel)
         if entry is None:
             return
+        if entry.quiet:
+            del self._pending[rel]
+            self._hand_out(entry)
+            return
         due = self._due(entry, now)
         if due > now:
             self._schedule(rel, due)
@@ -120,7 +135,10 @@ class Settler:
             self._schedule(rel, self._due(entry, now))
             return
         del self._pending[rel]
-        self._busy.add(rel)
+        self._hand_out(entry)
+
+    def _hand_out(self, entry: _Pending) -> None:
+        self._busy.add(entry.rel)
         self.ready.put_nowait(entry.file())
 
     async def run(self) -> None:

@@ -1,0 +1,99 @@
+"""The settler: when a file found in the drop folder is complete. Real files, a real loop
+in debug mode."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+from ingest.aio.settle import Settler
+from ingest.files import DropFile
+
+SETTLE_MS = 300
+
+
+def _run(tmp_path: Path, body: Callable[[Settler, Path], Awaitable[None]]) -> list[DropFile]:
+    drop = tmp_path / "drop"
+    drop.mkdir()
+    gone: list[DropFile] = []
+
+    async def main() -> None:
+        settler = Settler(SETTLE_MS, lambda p: p.relative_to(drop).as_posix(), gone.append)
+        watching = asyncio.create_task(settler.run())
+        try:
+            await body(settler, drop)
+        finally:
+            watching.cancel()
+
+    asyncio.run(main(), debug=True)
+    return gone
+
+
+def _write(path: Path, data: bytes, age_s: float) -> os.stat_result:
+    path.write_bytes(data)
+    when = time.time() - age_s
+    os.utime(path, (when, when))
+    return os.stat(path)
+
+
+def test_a_file_last_written_settle_ms_ago_is_handed_out_as_that_one_look_saw_it(
+    tmp_path: Path,
+) -> None:
+    async def body(settler: Settler, drop: Path) -> None:
+        st = _write(drop / "old.csv", b"a\n1\n", age_s=60)
+        settler.offer(drop / "old.csv", st)
+        (drop / "old.csv").write_bytes(b"a\n1\n2\n")  # written again after that look
+        started = time.monotonic()
+        file = await asyncio.wait_for(settler.ready.get(), 5)
+        assert time.monotonic() - started < SETTLE_MS / 1000, "no wait for a quiet file"
+        # No second look: the read and the commit find the change (store.parts.unchanged).
+        assert (file.rel, file.size, file.mtime_ns) == ("old.csv", st.st_size, st.st_mtime_ns)
+        assert settler.busy == 1 and len(settler) == 0
+        # Offered again while handed out: looked at once more when it is resolved.
+        settler.offer(drop / "old.csv", os.stat(drop / "old.csv"))
+        assert settler.ready.empty()
+        assert settler.done("old.csv") is True
+
+    assert _run(tmp_path, body) == []
+
+
+def test_a_file_written_just_now_waits_settle_ms_and_a_second_look(tmp_path: Path) -> None:
+    async def body(settler: Settler, drop: Path) -> None:
+        path = drop / "new.csv"
+        settler.offer(path, _write(path, b"a\n1\n", age_s=0))
+        await asyncio.sleep(SETTLE_MS / 2000)
+        assert settler.ready.empty() and len(settler) == 1
+        path.write_bytes(b"a\n1\n2\n")  # still being written: the wait starts again
+        os.utime(path)
+        started = time.monotonic()
+        file = await asyncio.wait_for(settler.ready.get(), 5)
+        assert time.monotonic() - started >= SETTLE_MS / 2000
+        assert file.size == len(b"a\n1\n2\n")
+
+    assert _run(tmp_path, body) == []
+
+
+def test_a_file_with_an_mtime_in_the_future_is_watched_not_trusted(tmp_path: Path) -> None:
+    async def body(settler: Settler, drop: Path) -> None:
+        path = drop / "skewed.csv"
+        settler.offer(path, _write(path, b"a\n1\n", age_s=-3600))
+        assert settler.ready.empty()
+        started = time.monotonic()
+        await asyncio.wait_for(settler.ready.get(), 5)
+        assert time.monotonic() - started >= SETTLE_MS / 1000 * 0.9
+
+    assert _run(tmp_path, body) == []
+
+
+def test_a_file_gone_before_it_settled_is_reported_once(tmp_path: Path) -> None:
+    async def body(settler: Settler, drop: Path) -> None:
+        path = drop / "fleeting.csv"
+        settler.offer(path, _write(path, b"a\n1\n", age_s=0))
+        path.unlink()
+        await asyncio.sleep(SETTLE_MS / 1000 * 2)
+        assert settler.ready.empty() and len(settler) == 0
+
+    assert [file.rel for file in _run(tmp_path, body)] == ["fleeting.csv"]
