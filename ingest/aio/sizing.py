@@ -31,9 +31,15 @@ class Plan:
 
 async def plan(config: Config, file: DropFile, limit: int) -> Plan:
     """Raises OSError if a compressed file cannot be read to measure it."""
-    why_not = why_not_streamed(config, file.rel)
+    measure = measured(file.rel)
+    # Whether it could be read in blocks matters only to a file that may be too big to hold:
+    # most files are not, and this runs on the event loop for each.
+    why_not = (
+        why_not_streamed(config, file.rel)
+        if measure or file.size > limit // STREAM_SHARE else None
+    )
     in_memory, unbounded = file.size, ""
-    if measured(file.rel):
+    if measure:
         # Past this, the exact size does not matter: the file is streamed or refused.
         cap = limit // STREAM_SHARE if why_not is None else limit
         try:
