@@ -62,7 +62,7 @@ ONCE_POLL_S = 0.02
 # Allocations between the cycle collector's youngest passes while the service runs (700
 # by default). A backlog keeps tens of thousands of objects alive for a second or so (the
 # files settling, in flight and being told), and at 700 each was walked again and again:
-# 5 µs of the main process's CPU a file on `tiny`, against 1.5. What waits for a pass
+# 7 µs of the main process's CPU a file on `tiny`, against 2. What waits for a pass
 # is at most this many objects' worth of cycles, a megabyte or so.
 GC_YOUNG_THRESHOLD = 10_000
 
