@@ -141,6 +141,10 @@ def _emit(text: str) -> int:
 def _serve(config: Config, mode: str, early: list[int]) -> int:
     import asyncio
 
+    if config.pipeline.executor == "process":
+        from .aio import forkserver
+
+        forkserver.start()  # before the service's own imports
     from .aio.service import Service
 
     progress = None

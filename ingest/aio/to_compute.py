@@ -33,6 +33,7 @@ from ..compute import calls
 from ..compute.calls import init_worker, process, warm
 from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
 from ..jobs import Task, TaskResult
+from . import forkserver
 
 log = logging.getLogger("ingest.compute")
 
@@ -54,10 +55,7 @@ HASHED_PER_TIMEOUT = 256 << 20
 
 def _process_pool(workers: int, plugins: bool) -> ProcessPoolExecutor:
     """Blocking (it starts every worker): call it from a thread."""
-    # forkserver, not fork: the parent runs threads (aiofiles, watchfiles, commits),
-    # and forking a threaded process can copy a held lock into the child.
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["ingest.compute.task"])
+    context = forkserver.context()
     for attempt in range(1, POOL_START_ATTEMPTS + 1):
         pool = ProcessPoolExecutor(
             workers, mp_context=context, initializer=init_worker,
