@@ -92,7 +92,7 @@ class InFlight:
         self.known = known  # what the ledger holds: a file's bytes committed already
         self._set_aside = set_aside  # to the committer, which records it with the next flush
         self._files: dict[str, FileInFlight] = {}
-        self.idle = IdleSegments(budget, spawn)
+        self.idle = IdleSegments(budget, spawn, draining)
         self._claims: dict[str, str] = {}  # sha256 -> name of the file holding it
         self._segment_users: dict[str, int] = {}  # segment name -> files holding it
         self._waiting: dict[str, list[DropFile]] = collections.defaultdict(list)
@@ -153,8 +153,6 @@ class InFlight:
             users = self._segment_users.pop(segment.name) - 1
             if users:
                 self._segment_users[segment.name] = users
-            elif self.draining():
-                self.idle.remove(segment)
             else:
                 self.idle.keep(segment)  # to be filled again by a later read
 

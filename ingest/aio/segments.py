@@ -27,9 +27,11 @@ KEEP_SHARE = 4
 
 class IdleSegments:
     def __init__(
-        self, budget: ByteBudget, spawn: Callable[[Coroutine[Any, Any, None]], None]
+        self, budget: ByteBudget, spawn: Callable[[Coroutine[Any, Any, None]], None],
+        draining: Callable[[], bool] = lambda: False,
     ):
         self.budget = budget
+        self._draining = draining
         self.limit = budget.limit // KEEP_SHARE
         self.bytes = 0
         self._spawn = spawn
@@ -48,8 +50,12 @@ class IdleSegments:
         return best
 
     def keep(self, segment: SharedMemory) -> None:
-        """Keep a segment no file holds, if its bytes fit the budget now; else remove it."""
-        if self.bytes + segment.size <= self.limit and self.budget.take_now(segment.size):
+        """Keep a segment no file holds, if its bytes fit the budget now and the service is
+        not draining; else remove it."""
+        if (
+            not self._draining() and self.bytes + segment.size <= self.limit
+            and self.budget.take_now(segment.size)
+        ):
             self._idle.append(segment)
             self.bytes += segment.size
         else:

@@ -301,11 +301,7 @@ class Streamer:
         return segment
 
     def _let_go_of(self, segment: SharedMemory | None) -> None:
-        if segment is None or self._idle is None:
-            return
-        if self.draining():
-            self._idle.remove(segment)
-        else:
+        if segment is not None and self._idle is not None:
             self._idle.keep(segment)
 
     async def _block(

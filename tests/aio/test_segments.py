@@ -19,7 +19,8 @@ class Rig:
     def __init__(self, tmp_path: Path, limit: int):
         self.budget = ByteBudget(limit)
         self.spawned: list[asyncio.Task[None]] = []
-        self.idle = IdleSegments(self.budget, self.spawn)
+        self.draining = False
+        self.idle = IdleSegments(self.budget, self.spawn, lambda: self.draining)
         self.prefix = shared.prefix_for(tmp_path)
 
     def spawn(self, coroutine: Coroutine[Any, Any, None]) -> None:
@@ -102,5 +103,18 @@ def test_nothing_is_kept_while_a_request_waits(tmp_path: Path) -> None:
         assert rig.idle.bytes == 0 and rig.on_disk() == set()
         rig.budget.release(15 * MB)
         await asyncio.wait_for(waiter, 1.0)
+
+    asyncio.run(body())
+
+
+def test_nothing_is_kept_once_the_service_drains(tmp_path: Path) -> None:
+    async def body() -> None:
+        rig = Rig(tmp_path, 40 * MB)
+        rig.draining = True
+        segment = rig.new(2 * MB)
+        rig.idle.keep(segment)
+        await rig.settled()
+        assert rig.idle.bytes == 0 and rig.budget.used == 0
+        assert rig.on_disk() == set(), "removed, not kept"
 
     asyncio.run(body())
