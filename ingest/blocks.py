@@ -79,6 +79,10 @@ class ColumnPartial:
 STAGING_FAILED = "StagingFailed"
 
 
+# Each block's rows and partial statistics, in block order: what `select` merges.
+Blocks = tuple[tuple[int, tuple[ColumnPartial, ...]], ...]
+
+
 @dataclass(frozen=True)
 class BlockResult:
     rows: int

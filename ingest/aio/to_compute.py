@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import beacon
-from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResult, Selection
 from ..compute import calls
 from ..compute.calls import init_worker, process, warm
 from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
@@ -219,8 +219,7 @@ class Compute:
         return await self.call(calls.unify, schemas, what)
 
     async def select(
-        self, partials: tuple[tuple[int, tuple[ColumnPartial, ...]], ...], schema: bytes,
-        collect_limit: int, what: str,
+        self, partials: Blocks, schema: bytes, collect_limit: int, what: str
     ) -> Selection:
         return await self.call(calls.select, (partials, schema, collect_limit), what)
 

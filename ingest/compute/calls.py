@@ -10,10 +10,8 @@ start-up some 40 ms of CPU. Each does no more than call through.
 
 from __future__ import annotations
 
-from ..blocks import Block, BlockResult, ColumnPartial, Finish, Narrow, Scan, ScanResult, Selection
+from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResult, Selection
 from ..jobs import Task, TaskResult
-
-Blocks = tuple[tuple[int, tuple[ColumnPartial, ...]], ...]  # (rows, partials) per block
 
 
 def init_worker(service_pid: int, plugins: bool = False) -> None:

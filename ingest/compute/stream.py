@@ -26,6 +26,7 @@ from ..blocks import (
     STAGING_FAILED,
     Block,
     BlockResult,
+    Blocks,
     ColumnPartial,
     Finish,
     Narrow,
@@ -125,9 +126,6 @@ def merge(pieces: list[ColumnPartial]) -> ColumnPartial:
         name, count, nulls, mean, m2, sum(p.squares for p in valued),
         min(p.min for p in valued), max(p.max for p in valued), b"", b"",
     )
-
-
-Blocks = tuple[tuple[int, tuple[ColumnPartial, ...]], ...]  # (rows, partials) per block
 
 
 def select(args: tuple[Blocks, bytes, int]) -> Selection:

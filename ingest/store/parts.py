@@ -177,7 +177,7 @@ def _holds(
         whole = part.sources is None or sha_of.keys() <= set(part.sources)
         if whole and not every:
             continue
-        names = sha_of if whole or part.sources is None else part.sources
+        names = sha_of if part.sources is None else part.sources
         holds[rel] = [(name, sha_of[name]) for name in names if name in sha_of]
     return holds
 
