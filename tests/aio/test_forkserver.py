@@ -8,11 +8,23 @@ import subprocess
 import sys
 
 SCRIPT = """
-import json, os, sys
+import json, os, sys, time
 import psutil
 from ingest.aio import forkserver
 forkserver.start()
-started = [p for p in psutil.Process().children() if "forkserver" in " ".join(p.cmdline())]
+def forkservers():
+    found = []
+    for child in psutil.Process().children():
+        try:
+            # Split, so as not to match a child not yet exec'd, whose cmdline is this script.
+            if "from multiprocessing." + "forkserver import main" in " ".join(child.cmdline()):
+                found.append(child)
+        except psutil.Error:
+            pass  # not yet exec'd, or gone
+    return found
+deadline = time.monotonic() + 30  # the child may not have exec'd yet
+while not (started := forkservers()) and time.monotonic() < deadline:
+    time.sleep(0.01)
 loaded = "ingest.aio.service" in sys.modules or "pyarrow" in sys.modules
 from ingest.aio.to_compute import _process_pool
 pool = _process_pool(2, False)
