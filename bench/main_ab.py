@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import corpus, ingest_job
+from .compiled import byte_compile
 
 SCRATCH = Path(__file__).resolve().parent / ".scratch" / "main_ab"
 CLOCK = os.sysconf("SC_CLK_TCK")
@@ -71,6 +72,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--corpus-dir", type=Path, default=corpus.DEFAULT_ROOT)
     args = p.parse_args(argv)
     data = corpus.generate(args.shape, args.scale, root=args.corpus_dir)
+    byte_compile(args.old / "ingest", args.new / "ingest")
     extra = {"pipeline": {"send": args.send}}
     runs: dict[str, list[Run]] = {"old": [], "new": []}
     for pair in range(args.pairs):

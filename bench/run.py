@@ -22,6 +22,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from . import check, coordinator, corpus, ingest_job, report, service
+from .compiled import byte_compile
 from .measure import measure
 from .peers import PEERS
 from .peers import command as peer_command
@@ -221,6 +222,7 @@ def _select_tools(requested: list[str] | None) -> list[str]:
 def main(argv: Sequence[str] | None = None) -> None:
     args = parser().parse_args(argv)
     tools = _select_tools(args.peers)
+    byte_compile(Path(__file__).resolve().parent, ROOT / "ingest")
     entries: list[report.Entry] = []
     for shape in args.shapes:
         started = datetime.datetime.now()
