@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from . import __version__, blas, logs, memory
-from .config import Config, load, override
+from .config import BUILT_IN_SETS, Config, load, override
 from .errors import ConfigError, LedgerError, OutputLocked
 from .folders import check_distinct, check_usable
 from .store.layout import Layout
@@ -81,6 +81,8 @@ def _parser() -> argparse.ArgumentParser:
 
 def _check_feature_sets(config: Config) -> None:
     """A set that cannot be loaded is a config error, not a fault of every input file."""
+    if BUILT_IN_SETS.issuperset(config.features.sets):
+        return  # nothing to load, and numpy stays out of the service's process
     from .compute.features import load_set
 
     for name in config.features.sets:

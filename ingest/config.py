@@ -74,6 +74,10 @@ class Pipeline:
     send: str = "bytes"
 
 
+# The feature sets built in (`compute/features.py`'s BUILT_IN); any other is a plugin.
+BUILT_IN_SETS = frozenset({"summary"})
+
+
 @dataclass(frozen=True)
 class Features:
     time_column: str = "timestamp"

@@ -11,8 +11,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from . import bytescan
-
 QUOTE = ord('"')
 
 
@@ -55,6 +53,8 @@ class Cutter:
         # does: `in` stops at the first quote, where a count reads every byte.
         if not self.quoted or (not odd and QUOTE not in chunk):
             return newline + 1
+        from . import bytescan  # numpy: the service's process loads it once a file is streamed
+
         odd ^= bytescan.count(chunk, b'"') % 2  # quotes before the chunk's end
         tail = len(chunk)
         while newline >= 0:
@@ -92,6 +92,8 @@ class Cutter:
             data = chunk if end == len(chunk) else chunk[:end]
         self._carry = chunk[end:]
         piece = Piece(data, self._line)
+        from . import bytescan
+
         self._line += bytescan.count(data)
         return piece
 
@@ -105,6 +107,8 @@ def split_rows(
     rows would take forty times its size. `rows`: the newlines in `data`, if counted
     already (a count is a pass over the bytes)."""
     if rows is None:
+        from . import bytescan
+
         rows = bytescan.count(data)
     if rows <= max_rows:
         return [Piece(data, first_line)]

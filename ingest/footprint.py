@@ -28,14 +28,13 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING, BinaryIO
 
 from . import ipc_size
 from .inflate import plain_size
+
+if TYPE_CHECKING:
+    import pyarrow.parquet as pq
 
 # Deflate's densest coding gives about 1032 bytes for one (the zlib FAQ); with the
 # member's headers and the .npy header, a little more is allowed.
@@ -76,6 +75,10 @@ def of_bytes(name: str, data: bytes) -> Footprint:
 
 
 def _from_headers(source: BinaryIO, name: str, size: int) -> Footprint:
+    # Loaded for the first file that needs it: most inputs are text, and the service's
+    # process need not pay for pyarrow at start-up.
+    import pyarrow as pa
+
     lower = name.lower()
     try:
         if lower.endswith(".npz"):
@@ -131,6 +134,8 @@ def _npy_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> int:
     before it reads the data. Only the header is decompressed."""
     if not member.filename.endswith(".npy"):
         return 0
+    import numpy as np
+
     with archive.open(member) as fh:
         version = np.lib.format.read_magic(fh)
         if version == (1, 0):
@@ -144,6 +149,8 @@ def _parquet(source: BinaryIO) -> int:
     """The decoded columns: a run-length or dictionary encoding can make a column of
     a billion equal values a few bytes even before compression, so the footer's
     uncompressed sizes alone say too little."""
+    import pyarrow.parquet as pq
+
     metadata = pq.read_metadata(source)
     widths = [_width(metadata.schema.column(j)) for j in range(metadata.num_columns)]
     total = 0

@@ -118,6 +118,7 @@ class EncodedPart:
     data: bytes
     sources: tuple[str, ...]
     schema: bytes = b""  # its Arrow schema (IPC), so the committer need not read the file
+    settled: bool = False  # its schema is one a table of it alone holds (`widen.settled_alone`)
 
 
 @dataclass(frozen=True)
@@ -128,6 +129,7 @@ class WrittenPart:
     path: str
     sources: tuple[str, ...]
     schema: bytes = b""  # its Arrow schema (IPC)
+    settled: bool = False  # as EncodedPart's
 
 
 @dataclass(frozen=True)

@@ -102,6 +102,19 @@ def schema_of(file: pa.Schema) -> pa.Schema:
     ])
 
 
+def tail_of(table: str) -> tuple[str, ...]:
+    """The columns that end a table's schema: a records table's identity columns."""
+    return () if table == "features" else IDENTITY
+
+
+def settled_alone(schema: pa.Schema, table: str, hinted: frozenset[str]) -> bool:
+    """Is `schema` what a table first given it would hold, to the byte? Then its bytes
+    stand for it: the committer compares a part's with its table's without reading
+    either (`store/schema.py`)."""
+    alone = merge_schemas(schema, schema, hinted, tail_of(table)).remove_metadata()
+    return bool(alone.serialize().equals(schema.serialize()))
+
+
 def merge_schemas(
     table: pa.Schema, file: pa.Schema, hinted: frozenset[str] = frozenset(),
     tail: tuple[str, ...] = IDENTITY,

@@ -8,6 +8,7 @@ import subprocess
 import sys
 from collections.abc import Callable
 
+import numpy as np
 import psutil
 import pytest
 
@@ -16,7 +17,8 @@ from ingest import blas
 from .conftest import Folder, Service, wait_for, write_csv
 
 # Runs `ingest once` in a fresh interpreter, as the console script does, then reports the
-# thread count of each BLAS that numpy loaded in that same process.
+# thread count of each BLAS that numpy loaded in that same process. numpy is loaded there
+# only when needed: by an .npz file, whose members' headers are read before it is.
 REPORT = """
 import json, sys
 from ingest.cli import main
@@ -28,6 +30,10 @@ print(json.dumps([code, [i["num_threads"] for i in threadpool_info() if i["user_
 
 def _without_blas_settings() -> dict[str, str]:
     return {k: v for k, v in os.environ.items() if k not in blas.ONE_THREAD}
+
+
+def _write_npz(folder: Folder) -> None:
+    np.savez(folder.drop / "b.npz", values=np.arange(12.0))
 
 
 def _once_reports(folder: Folder, env: dict[str, str]) -> list[int]:
@@ -45,12 +51,14 @@ def _once_reports(folder: Folder, env: dict[str, str]) -> list[int]:
 def test_the_service_process_runs_blas_on_one_thread(folder: Folder) -> None:
     folder.write_config(watch={"settle_ms": 50})
     write_csv(folder.drop / "a.csv", rows=20, seed=1)
+    _write_npz(folder)
     assert _once_reports(folder, _without_blas_settings()) == [1]
 
 
 def test_a_thread_count_the_operator_set_is_kept(folder: Folder) -> None:
     folder.write_config(watch={"settle_ms": 50})
     write_csv(folder.drop / "a.csv", rows=20, seed=1)
+    _write_npz(folder)
     env = _without_blas_settings() | {"OPENBLAS_NUM_THREADS": "2"}
     assert _once_reports(folder, env) == [2]
 

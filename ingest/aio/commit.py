@@ -30,7 +30,6 @@ from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
 from ..store.parts import Accepted, Published, StagedPart, publish
 from ..store.schema import Schemas
-from ..store.strip import without
 from ..store.vanished import STATE as VANISHED
 
 log = logging.getLogger("ingest.commit")
@@ -269,6 +268,8 @@ class Committer:
             self.schemas.save_pins(self.ledger)
             for output in pending.outputs:
                 if output.dropped:
+                    from ..store.strip import without  # pyarrow: loaded only for a duplicate
+
                     output.parts = without(
                         output.parts, output.dropped, self.config.output.compression
                     )

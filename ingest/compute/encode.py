@@ -18,7 +18,7 @@ import pyarrow as pa
 from ..fitting import fit
 from ..jobs import EncodedPart, WrittenPart
 from ..partfile import Source, footer, to_parquet, write
-from ..widen import merge_schemas
+from ..widen import merge_schemas, settled_alone
 from . import features
 
 
@@ -42,23 +42,24 @@ def stamped(table: pa.Table) -> pa.Table:
 
 def _part(
     table_name: str, data: pa.Table, members: list[Featurised], compression: str,
-    stage: str | None, index: int, schema_version: int,
+    stage: str | None, index: int, schema_version: int, hinted: frozenset[str],
 ) -> EncodedPart | WrittenPart:
     inputs = [source for m in members for source in m.sources]
     meta = footer(inputs, schema_version)
     sources = tuple(source_file for source_file, _, _ in inputs)
     schema = data.schema.serialize().to_pybytes()
+    settled = settled_alone(data.schema, table_name, hinted)
     if stage is not None:
         path = f"{stage}-{index}.parquet"
         try:
             write(data, path, compression, meta)
-            return WrittenPart(table_name, path, sources, schema)
+            return WrittenPart(table_name, path, sources, schema, settled)
         except OSError:
             # A full disk, say. The bytes go back instead: the service's own write meets
             # the same error, keeps the inputs pending and retries, as for any commit.
             with contextlib.suppress(OSError):
                 os.unlink(path)
-    return EncodedPart(table_name, to_parquet(data, compression, meta), sources, schema)
+    return EncodedPart(table_name, to_parquet(data, compression, meta), sources, schema, settled)
 
 
 def _joined(records: list[pa.Table]) -> pa.Table:
@@ -75,17 +76,20 @@ def _joined(records: list[pa.Table]) -> pa.Table:
 
 def encode(
     done: list[Featurised], compression: str, sets: tuple[str, ...], stage: str | None = None,
-    versions: Mapping[str, int] | None = None,
+    versions: Mapping[str, int] | None = None, hinted: Mapping[str, frozenset[str]] | None = None,
 ) -> list[EncodedPart | WrittenPart]:
     """One records part per table, its files fitted to one schema, and one features part.
     With `stage`, each is written to a file named from it; if one fails, those already
-    written are removed."""
+    written are removed. `hinted`: each table's hinted columns."""
     parts: list[EncodedPart | WrittenPart] = []
     try:
         for index, (table_name, data, members) in enumerate(_tables(done, sets)):
             # A table with no schema yet gets its first version from this part.
             version = (versions or {}).get(table_name) or 1
-            parts.append(_part(table_name, data, members, compression, stage, index, version))
+            hints = (hinted or {}).get(table_name, frozenset())
+            parts.append(
+                _part(table_name, data, members, compression, stage, index, version, hints)
+            )
     except BaseException:
         for part in parts:
             if isinstance(part, WrittenPart):

@@ -176,7 +176,8 @@ def _process(task: Task) -> TaskResult:
     beacon.beat(task.beacon)
     try:
         versions = {spec.name: spec.version for spec in task.specs}
-        parts = encode(done, task.compression, task.features.sets, task.stage, versions)
+        hinted = {spec.name: frozenset(name for name, _ in spec.hints) for spec in task.specs}
+        parts = encode(done, task.compression, task.features.sets, task.stage, versions, hinted)
     except Exception as exc:  # not expected: every file was checked on its own above
         failure = Failure(type(exc).__name__, f"could not write the task's parts: {message(exc)}")
         return TaskResult(tuple(

@@ -19,7 +19,7 @@ it to `_ingest/orphans/`.
 
 Compaction and rewrites to a wider schema replace committed parts by swapping a
 staged folder with the live one; their own crash table is `compact.py`'s docstring,
-and start-up repairs them first (`compact.repair_swaps`, from `parts.reconcile`).
+and start-up repairs them first (`swap.repair_swaps`, from `parts.reconcile`).
 
 With `format = "delta"` every commit, compaction and rewrite is also one Delta commit
 per table, made after the rename (or the swap) and before the ledger's commit; its

@@ -14,11 +14,14 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from .compact import Outcome, compact_partition
 from .crashpoints import CrashPlan
 from .layout import Layout, today
 from .ledger import Ledger
+
+if TYPE_CHECKING:
+    from .compact import Outcome
 
 log = logging.getLogger("ingest.compact")
 
@@ -59,6 +62,8 @@ class Compactor:
         started = time.monotonic()
         done: list[Outcome] = []
         while time.monotonic() - started < PASS_S and (found := self.due(ledger)):
+            from .compact import compact_partition  # pyarrow: loaded once one is due
+
             table, day, count = found
             outcome = compact_partition(
                 ledger, self.layout, table, day, self.crash, self.target_bytes, self.compression

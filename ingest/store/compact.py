@@ -38,8 +38,8 @@ from .crashpoints import CrashPlan
 from .fsync import fsync_path
 from .layout import Layout, new_part_id
 from .ledger import Ledger
-from .merge import Source, footer_of, merge, sources_of
-from .swap import swap
+from .merge import Source, merge
+from .swap import repair_swaps, swap
 
 # A part at least this share of the target size is left as it is.
 BIG_ENOUGH = 0.5
@@ -186,34 +186,6 @@ def _to_delta(
     change = delta.Change(table, add=new, remove=old, data_change=schema is not None,
                           schema=schema)
     delta.commit(layout, change, crash)
-
-
-def repair_swaps(ledger: Ledger, layout: Layout) -> int:
-    """Start-up repair: finish each swap the exchange made visible, undo the others, and
-    remove staging folders no swap record names. Returns how many swaps it settled."""
-    settled = 0
-    for record in ledger.swaps():
-        root = layout.output / record.stage
-        live = layout.output / record.table
-        if record.day is not None:
-            live = live / f"ingest_date={record.day}"
-        if record.state == "staged":
-            if not live.exists() and (root / live.name).exists():
-                os.rename(root / live.name, live)  # the fallback's rename-in, interrupted
-            if record.new and (layout.output / record.new[0]).exists():
-                ledger.finish_swap(record.id, {
-                    rel: [(f, sha) for f, sha, _ in sources_of(footer_of(layout.output / rel))]
-                    for rel in record.new
-                })
-        shutil.rmtree(root, ignore_errors=True)
-        ledger.drop_swap(record.id)
-        settled += 1
-    named = {layout.output / record.stage for record in ledger.swaps()}
-    for root in layout.state.glob("swap-*"):
-        if root not in named:
-            shutil.rmtree(root, ignore_errors=True)
-            settled += 1
-    return settled
 
 
 def _link_all_but(live: Path, staged: Path, old: set[Path]) -> None:

@@ -71,6 +71,8 @@ CREATE TABLE IF NOT EXISTS dialects (
 # many WAL pages (4 KB each) a commit may leave before it copies them into the database.
 PAGE_CACHE_KB = 16 * 1024
 WAL_CHECKPOINT_PAGES = 4000
+# A `meta` key: the schemas recorded are those of the committed parts (`Ledger.schemas_checked`).
+SCHEMAS_CHECKED = "schemas_checked"
 
 # Indexes an older ledger has that nothing reads: each cost every commit a write per input
 # at a random place (`files_sha`: dedupe reads the sha256s once, at start-up, in `known`).
@@ -199,6 +201,19 @@ class Ledger:
                 "INSERT INTO schemas (table_name, version, schema, created) VALUES (?, ?, ?, ?)",
                 (table, version, schema, time.time()),
             )
+
+    def schemas_checked(self) -> bool:
+        """Whether `schemas` is known to match the committed parts on disk: set once they
+        were compared, cleared while a table's parts are rewritten to a wider schema."""
+        found = self._db.execute("SELECT 1 FROM meta WHERE key = ?", (SCHEMAS_CHECKED,))
+        return found.fetchone() is not None
+
+    def mark_schemas_checked(self, checked: bool) -> None:
+        with self._transaction() as db:
+            if checked:
+                db.execute("INSERT OR IGNORE INTO meta VALUES (?, '1')", (SCHEMAS_CHECKED,))
+            else:
+                db.execute("DELETE FROM meta WHERE key = ?", (SCHEMAS_CHECKED,))
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -16,12 +16,12 @@ from pathlib import Path
 
 from ..files import DropFile
 from ..jobs import EncodedPart, WrittenPart
-from .compact import repair_swaps
 from .crashpoints import CrashPlan
 from .delta_step import DeltaStep
 from .fsync import fsync_path
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
+from .swap import repair_swaps
 
 log = logging.getLogger("ingest.parts")
 
@@ -59,11 +59,13 @@ class StagedPart:
     durable: bool = True
     schema: bytes = b""  # its Arrow schema (IPC) when the writer said; else read from the file
     sources: tuple[str, ...] | None = None  # the inputs it holds; None: all of its batch
+    settled: bool = False  # as EncodedPart's
 
     @classmethod
     def written(cls, part: WrittenPart) -> StagedPart:
         return cls(
-            part.table, Path(part.path), durable=False, schema=part.schema, sources=part.sources
+            part.table, Path(part.path), durable=False, schema=part.schema, sources=part.sources,
+            settled=part.settled,
         )
 
 

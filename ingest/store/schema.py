@@ -18,24 +18,27 @@ import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from pathlib import Path
-
-import pyarrow as pa
-import pyarrow.parquet as pq
+from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..dialect import Dialect, dialect_from_json, dialect_to_json
 from ..jobs import EncodedPart, TableSpec
 from ..logs import shown
-from ..partfile import FOOTER_SCHEMA_VERSION, to_parquet
-from ..widen import IDENTITY, merge_schemas
 from .crashpoints import CrashPlan
 from .layout import Layout
 from .ledger import Ledger
 from .parts import StagedPart
 
+if TYPE_CHECKING:
+    import pyarrow as pa
+
 log = logging.getLogger("ingest.schema")
 
 Part = EncodedPart | StagedPart
+
+# pyarrow is loaded in the service's process only when a schema must be read: a table's
+# parts that bring the schema it has (by their bytes, `Schemas.as_they_are`), or a new
+# table's first, need none of it, and most commits are those.
 
 
 def to_bytes(schema: pa.Schema) -> bytes:
@@ -44,6 +47,8 @@ def to_bytes(schema: pa.Schema) -> bytes:
 
 
 def from_bytes(data: bytes) -> pa.Schema:
+    import pyarrow as pa
+
     return pa.ipc.read_schema(pa.py_buffer(data))
 
 
@@ -112,6 +117,8 @@ class Schemas:
         """Called in the committer's thread before `publish`: widen each table the parts
         need widened, once, then fit every part to its table's schema. `files`: the inputs
         of the parts, named in the log when they widen a table."""
+        if self.as_they_are(ledger, parts):
+            return list(parts)
         incoming = [_schema_of(part) for part in parts]
         settled: dict[str, pa.Schema] = {}
         for table in dict.fromkeys(part.table for part in parts):
@@ -127,17 +134,39 @@ class Schemas:
             for part, schema in zip(parts, incoming, strict=True)
         ]
 
+    def as_they_are(self, ledger: Ledger, parts: Sequence[Part]) -> bool:
+        """Whether every part has its table's schema as it is, or, for a table with none
+        yet, the one its first part gives it, found by the schema's bytes alone: then
+        `settle` would change nothing but record a new table's schema, which this does.
+
+        A part's `settled`, from its worker, says its schema is what a table of it alone
+        would hold; for such parts, equal bytes are equal schemas, and `_settle_table`
+        makes the same schema of them."""
+        found: dict[str, bytes] = {}
+        for part in parts:
+            if not (part.settled and part.schema):
+                return False
+            if found.setdefault(part.table, part.schema) != part.schema:
+                return False
+        if any(t in self._current and self._current[t][1] != b for t, b in found.items()):
+            return False
+        for table, schema in found.items():
+            if table not in self._current:
+                self._record_bytes(ledger, table, schema)
+        return True
+
     def _settle_table(
         self, ledger: Ledger, layout: Layout, table: str, incoming: list[pa.Schema],
         crash: CrashPlan, files: list[str],
     ) -> pa.Schema:
         """The table's schema once it holds parts of these schemas, widened if need be."""
+        from ..widen import merge_schemas, tail_of
+
         hinted = frozenset(name for name, _ in self.config.table(table).columns)
-        tail = () if table == "features" else IDENTITY
         current = self.schema(table)
         merged = current if current is not None else incoming[0]
         for schema in incoming:
-            merged = merge_schemas(merged, schema, hinted, tail)
+            merged = merge_schemas(merged, schema, hinted, tail_of(table))
         if current is None:
             self._record(ledger, table, merged)
         elif not same(merged, current):
@@ -145,8 +174,10 @@ class Schemas:
         return merged
 
     def _record(self, ledger: Ledger, table: str, schema: pa.Schema) -> int:
+        return self._record_bytes(ledger, table, to_bytes(schema.remove_metadata()))
+
+    def _record_bytes(self, ledger: Ledger, table: str, data: bytes) -> int:
         version = self.version(table) + 1
-        data = to_bytes(schema.remove_metadata())
         ledger.add_schema(table, version, data)
         self._current[table] = (version, data)
         return version
@@ -163,11 +194,15 @@ class Schemas:
         for line in changes(old, new):
             log.warning("table %s schema v%d: %s, by %s", table, version, line, by)
         output = self.config.output
+        # Until the new schema is recorded, the parts may hold it while the ledger does
+        # not: a crash in between has start-up compare them (`adopt`).
+        ledger.mark_schemas_checked(False)
         rewrite_table(
             ledger, layout, table, new, crash, target_bytes=output.target_file_mb << 20,
             compression=output.compression, schema_version=version,
         )
         self._record(ledger, table, new)
+        ledger.mark_schemas_checked(True)
 
 
 
@@ -175,7 +210,15 @@ def adopt(ledger: Ledger, layout: Layout) -> None:
     """Called at start-up, in a thread: the parts on disk are the truth for each table's
     schema. A crash may have come between a rewrite and the ledger's record of its
     schema, or the ledger may have been rebuilt: the schema of a committed part is
-    then recorded as the table's next version."""
+    then recorded as the table's next version. A ledger that says its schemas were
+    checked since (`Ledger.schemas_checked`) is not checked again."""
+    if ledger.schemas_checked():
+        return
+    _compare(ledger, layout)
+    ledger.mark_schemas_checked(True)
+
+
+def _compare(ledger: Ledger, layout: Layout) -> None:
     current = ledger.schemas()
     committed = ledger.committed_paths()
     for folder in (layout.output / name for name in layout.tables()):
@@ -186,6 +229,8 @@ def adopt(ledger: Ledger, layout: Layout) -> None:
         )
         if part is None:
             continue
+        import pyarrow.parquet as pq
+
         schema = pq.read_schema(part).remove_metadata()
         version, known = current.get(folder.name, (0, b""))
         if not known or not same(from_bytes(known), schema):
@@ -194,6 +239,8 @@ def adopt(ledger: Ledger, layout: Layout) -> None:
 
 def changes(old: pa.Schema, new: pa.Schema) -> list[str]:
     """One line per column that a widening adds or retypes."""
+    import pyarrow as pa
+
     lines = []
     before = {f.name: f for f in old}
     for field in new:
@@ -206,6 +253,9 @@ def changes(old: pa.Schema, new: pa.Schema) -> list[str]:
 
 
 def _schema_of(part: Part) -> pa.Schema:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     if part.schema:
         return from_bytes(part.schema)
     if isinstance(part, StagedPart):
@@ -215,7 +265,11 @@ def _schema_of(part: Part) -> pa.Schema:
 
 def _refit(part: Part, schema: pa.Schema, version: int, compression: str) -> Part:
     """A part encoded against an older schema of its table, rewritten to the current one."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
     from ..fitting import fit  # pyarrow.compute: the service's process loads it only here
+    from ..partfile import FOOTER_SCHEMA_VERSION, to_parquet
 
     source = part.temp if isinstance(part, StagedPart) else pa.py_buffer(part.data)
     table = pq.read_table(source)

@@ -56,8 +56,8 @@ def _rewritten(part: Part, dropped: set[str], rest: tuple[str, ...], compression
         table = table.cast(pa.ipc.read_schema(pa.py_buffer(part.schema)))
     data = to_parquet(table, compression, footer)
     if isinstance(part, EncodedPart):
-        return EncodedPart(part.table, data, rest, part.schema)
+        return EncodedPart(part.table, data, rest, part.schema, part.settled)
     temp = part.temp.with_name(part.temp.name + ".kept")
     temp.write_bytes(data)
     temp.replace(part.temp)  # not durable yet: the commit fsyncs it, as any worker's part
-    return StagedPart(part.table, part.temp, False, part.schema, rest)
+    return StagedPart(part.table, part.temp, False, part.schema, rest, part.settled)

@@ -11,7 +11,7 @@ Where the exchange is missing (another kernel, or a filesystem without it, such 
 some network or FUSE mounts), the swap falls back to two renames: the live folder
 is renamed aside, then the staged one in. For that instant the folder is missing, and
 a reader listing it then sees neither set (an error, or no rows from that folder);
-never both. A crash between the two renames is finished at start-up (`compact.py`).
+never both. A crash between the two renames is finished at start-up (`repair_swaps`).
 """
 
 from __future__ import annotations
@@ -21,8 +21,14 @@ import errno
 import logging
 import os
 import platform
+import shutil
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .layout import Layout
+    from .ledger import Ledger
 
 log = logging.getLogger("ingest.swap")
 
@@ -74,3 +80,33 @@ def swap(live: Path, staged: Path, aside: Path) -> None:
     log.warning("%s: RENAME_EXCHANGE is not available here; renaming aside, then in", live)
     os.rename(live, aside)
     os.rename(staged, live)
+
+
+def repair_swaps(ledger: Ledger, layout: Layout) -> int:
+    """Start-up repair: finish each swap the exchange made visible, undo the others, and
+    remove staging folders no swap record names. Returns how many swaps it settled."""
+    settled = 0
+    for record in ledger.swaps():
+        root = layout.output / record.stage
+        live = layout.output / record.table
+        if record.day is not None:
+            live = live / f"ingest_date={record.day}"
+        if record.state == "staged":
+            from .merge import footer_of, sources_of  # pyarrow: only for a swap cut short
+
+            if not live.exists() and (root / live.name).exists():
+                os.rename(root / live.name, live)  # the fallback's rename-in, interrupted
+            if record.new and (layout.output / record.new[0]).exists():
+                ledger.finish_swap(record.id, {
+                    rel: [(f, sha) for f, sha, _ in sources_of(footer_of(layout.output / rel))]
+                    for rel in record.new
+                })
+        shutil.rmtree(root, ignore_errors=True)
+        ledger.drop_swap(record.id)
+        settled += 1
+    named = {layout.output / record.stage for record in ledger.swaps()}
+    for root in layout.state.glob("swap-*"):
+        if root not in named:
+            shutil.rmtree(root, ignore_errors=True)
+            settled += 1
+    return settled

@@ -10,6 +10,7 @@ import sys
 import time
 
 import psutil
+import pyarrow.parquet as pq
 import pytest
 
 from ingest.store.crashpoints import COMMIT_POINTS, COMPACT_POINTS
@@ -183,3 +184,46 @@ def _catalog_matches_the_files(folder: Folder) -> None:
 
 def expected_names(folder: Folder) -> list[str]:
     return [name for (name,) in folder.query("SELECT DISTINCT source_file FROM records")]
+
+
+@pytest.mark.parametrize("point", ["compact-swapped", "compact-committed", "compact-removed"])
+def test_kill_9_in_a_widenings_rewrite_then_restart_records_the_parts_schema(
+    folder: Folder, point: str
+) -> None:
+    """A wider column set rewrites the table's committed parts before the ledger records
+    the new schema. Killed in between, the ledger no longer says its schemas were checked
+    against the parts, so start-up compares them: a narrow file's part, which the ledger's
+    old schema would take by its bytes, is fitted to the parts' wider one."""
+    from ingest.store.ledger import Ledger
+
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 2}, output={"flush_s": 0})
+    write_csv(folder.drop / "narrow.csv", rows=20, seed=1, columns=2)
+    assert folder.ingest("once").returncode == 0
+    write_csv(folder.drop / "wide.csv", rows=30, seed=2, columns=4)
+    killed = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "INGEST_CRASH_AT": point}, capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    ledger_path = folder.output / "_ingest" / "ledger.sqlite"
+    ledger = Ledger(ledger_path, read_only=True)
+    try:
+        assert not ledger.schemas_checked()
+    finally:
+        ledger.close()
+
+    (folder.drop / "wide.csv").unlink()  # never committed; its writer took it back
+    write_csv(folder.drop / "narrow2.csv", rows=25, seed=3, columns=2)
+
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, {"narrow.csv": 20, "narrow2.csv": 25}, set())
+    assert folder.query("SELECT count(ch3) FROM records") == [(0,)]
+    ledger = Ledger(ledger_path, read_only=True)
+    try:
+        assert ledger.schemas_checked()
+        recorded = ledger.schemas()["records"][1]
+    finally:
+        ledger.close()
+    for part in folder.parts("records"):
+        assert pq.read_schema(part).remove_metadata().serialize().to_pybytes() == recorded

@@ -152,7 +152,7 @@ def test_a_failure_between_the_fallback_renames_is_finished_not_lost(
             compact_partition(ledger, layout, "records", today(), CrashPlan(), 1 << 20)
         monkeypatch.setattr(swap.os, "rename", real_rename)
         assert not (folder.output / "records" / f"ingest_date={today()}").exists()
-        from ingest.store.compact import repair_swaps
+        from ingest.store.swap import repair_swaps
 
         assert repair_swaps(ledger, layout) == 1  # as start-up does
         assert ledger.committed_paths() == {
