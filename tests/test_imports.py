@@ -35,12 +35,13 @@ def test_the_service_imports_none_of_the_workers_modules() -> None:
 
 
 def _once_loading(folder: Folder) -> list[str]:
-    """`ingest once` in a process of its own; which of pyarrow and numpy it loaded."""
+    """`ingest once` in a process of its own; which of pyarrow, numpy and prometheus_client
+    (needed only with a metrics port) it loaded."""
     seen = folder.root / "loaded.json"
     code = (
         "import atexit, json, sys\n"
         "atexit.register(lambda: open(sys.argv[1], 'w').write(json.dumps(sorted(\n"
-        "    m for m in ('pyarrow', 'numpy') if m in sys.modules))))\n"
+        "    m for m in ('pyarrow', 'numpy', 'prometheus_client') if m in sys.modules))))\n"
         "from ingest.cli import main\n"
         "sys.exit(main('once', '--config', sys.argv[2]))\n"
     )

@@ -109,7 +109,7 @@ class Service:
         self.mode = mode
         self.layout = Layout.of(config)
         self.progress = progress
-        self.metrics = Metrics()
+        self.metrics = Metrics(served=bool(config.metrics.port))
         self.summary = Summary()
         self.compute = Compute(
             config.pipeline.executor, config.workers, config.pipeline.task_timeout_s,
