@@ -20,7 +20,6 @@ import ctypes
 import errno
 import logging
 import os
-import platform
 import shutil
 from collections.abc import Callable
 from pathlib import Path
@@ -49,7 +48,7 @@ def _renameat2() -> Callable[..., int] | None:
                              ctypes.c_uint)
         wrapper: Callable[..., int] = function
         return wrapper
-    number = SYSCALL.get(platform.machine())
+    number = SYSCALL.get(os.uname().machine)
     if number is None or not hasattr(libc, "syscall"):
         return None
 
@@ -61,7 +60,7 @@ def _renameat2() -> Callable[..., int] | None:
 
 def exchange(live: Path, staged: Path) -> bool:
     """Swap two existing folders in one step; False if this system cannot."""
-    function = _renameat2() if platform.system() == "Linux" else None
+    function = _renameat2() if os.uname().sysname == "Linux" else None
     if function is None:
         return False
     if function(AT_FDCWD, os.fsencode(live), AT_FDCWD, os.fsencode(staged), RENAME_EXCHANGE) == 0:
