@@ -200,7 +200,7 @@ class Intake:
 
     async def _read_group_piped(self, group: list[tuple[DropFile, int]]) -> None:
         """A group whose bytes go to the workers in their tasks, through the pool's pipe."""
-        read = await read_files([file.path for file, _ in group])
+        read = await read_files([file.path for file, _ in group], [f.size for f, _ in group])
         for (file, in_memory), data in zip(group, read, strict=True):
             length = 0 if isinstance(data, OSError) else len(data)
             await self._queue(file, in_memory, data, length)
