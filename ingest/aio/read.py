@@ -39,21 +39,26 @@ def _read_all(paths: Sequence[Path], sizes: Sequence[int]) -> list[bytes | OSErr
     read: list[bytes | OSError] = []
     for path, size in zip(paths, sizes, strict=True):
         try:
-            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                chunks: list[bytes] = []
-                wanted = size + 1
-                while wanted > 0:
-                    chunks.append(got := os.read(fd, wanted))
-                    if len(got) < wanted:  # short of what was asked: the end
-                        break
-                    wanted -= len(got)
-                read.append(b"".join(chunks))
-            finally:
-                os.close(fd)
+            read.append(_whole(path, size))
         except OSError as exc:
-            read.append(exc)
+            read.append(exc.with_traceback(None))
     return read
+
+
+def _whole(path: Path, size: int) -> bytes:
+    """The file's bytes, up to `size` + 1."""
+    chunks: list[bytes] = []
+    total = 0
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        while got := os.read(fd, size + 1 - total):
+            chunks.append(got)
+            total += len(got)
+            if total >= size:  # as settled (a read short of the byte more: the end), or grown
+                break
+    finally:
+        os.close(fd)
+    return b"".join(chunks)
 
 
 # Many small files in one hop to aiofiles' thread, not three hops (open, read, close) each.
@@ -72,7 +77,9 @@ def _read_all_into(
         try:
             read.append(_fill(path, buffer[offset:offset + size]))
         except OSError as exc:
-            read.append(exc)
+            # Without its frames: they hold views of the shared segment, which could not
+            # be closed while the error lives.
+            read.append(exc.with_traceback(None))
         offset += size
     return read
 
@@ -81,18 +88,16 @@ def _fill(path: Path, piece: memoryview) -> int:
     """Read the file into `piece`: the bytes read, or len(piece) + 1 if the file is longer
     (that byte is not kept)."""
     spare = memoryview(bytearray(1))
+    length = 0
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        length = 0
-        while length <= len(piece):
-            wanted = [piece[length:], spare] if length < len(piece) else [spare]
-            got = os.readv(fd, wanted)
+        while got := os.readv(fd, [piece[length:], spare]):
             length += got
-            if got < sum(len(b) for b in wanted):  # short of what was asked: the end
+            if length >= len(piece):  # as settled (a read short of the byte more: the end)
                 break
-        return length
     finally:
         os.close(fd)
+    return length
 
 
 read_files_into = aiofiles.os.wrap(_read_all_into)

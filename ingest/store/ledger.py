@@ -203,17 +203,35 @@ class Ledger:
             )
 
     def schemas_checked(self) -> bool:
-        """Whether `schemas` is known to match the committed parts on disk: set once they
-        were compared, cleared while a table's parts are rewritten to a wider schema."""
-        found = self._db.execute("SELECT 1 FROM meta WHERE key = ?", (SCHEMAS_CHECKED,))
-        return found.fetchone() is not None
+        """Whether `schemas` is known to match the committed parts on disk: they were
+        compared (`mark_schemas_checked`), and no table's oldest committed part has
+        changed since. A rewrite to a wider schema gives every part of its table a new
+        name, by this release or any other; this one also clears the mark meanwhile."""
+        found = self._db.execute("SELECT value FROM meta WHERE key = ?", (SCHEMAS_CHECKED,))
+        row = found.fetchone()
+        return row is not None and row[0] == self._oldest_parts()
 
     def mark_schemas_checked(self, checked: bool) -> None:
         with self._transaction() as db:
+            db.execute("DELETE FROM meta WHERE key = ?", (SCHEMAS_CHECKED,))
             if checked:
-                db.execute("INSERT OR IGNORE INTO meta VALUES (?, '1')", (SCHEMAS_CHECKED,))
-            else:
-                db.execute("DELETE FROM meta WHERE key = ?", (SCHEMAS_CHECKED,))
+                oldest = self._oldest_parts()
+                db.execute("INSERT INTO meta VALUES (?, ?)", (SCHEMAS_CHECKED, oldest))
+
+    def keep_schemas_checked(self) -> None:
+        """At a clean stop: what was committed or compacted since the mark has the schemas
+        recorded, so the mark follows it; a mark a widening left cleared stays cleared."""
+        with self._transaction() as db:
+            db.execute(
+                "UPDATE meta SET value = ? WHERE key = ?", (self._oldest_parts(), SCHEMAS_CHECKED)
+            )
+
+    def _oldest_parts(self) -> str:
+        rows = self._db.execute(
+            "SELECT table_name, MIN(path) FROM part_files WHERE state = 'committed'"
+            " GROUP BY table_name ORDER BY table_name"
+        ).fetchall()
+        return json.dumps(rows)
 
     @contextmanager
     def _transaction(self) -> Iterator[sqlite3.Connection]:

@@ -357,3 +357,11 @@ def test_summary_of_a_block_equals_summary_of_each_column(
 def test_an_integer_beyond_2_to_the_53_gets_features_of_its_nearest_float() -> None:
     column = pa.chunked_array([pa.array([9_007_199_254_740_993, -42], pa.int64())])
     assert features.as_float64(column).tolist() == [9_007_199_254_740_992.0, -42.0]
+
+
+def test_the_config_knows_every_built_in_set_by_name() -> None:
+    """The command line checks a set's name against the config's list, without loading
+    the workers' modules: the two lists are one."""
+    from ingest.config import BUILT_IN_SETS
+
+    assert frozenset(features.BUILT_IN) == BUILT_IN_SETS

@@ -10,6 +10,7 @@ import sys
 import time
 
 import psutil
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
@@ -227,3 +228,39 @@ def test_kill_9_in_a_widenings_rewrite_then_restart_records_the_parts_schema(
         ledger.close()
     for part in folder.parts("records"):
         assert pq.read_schema(part).remove_metadata().serialize().to_pybytes() == recorded
+
+
+def test_a_rewrite_the_ledgers_mark_does_not_know_of_has_start_up_compare_the_schemas(
+    folder: Folder,
+) -> None:
+    """As a widening by an older release leaves the output when killed between its rewrite
+    and its record of the new schema: the parts wider than the ledger says, and the mark
+    this release left saying they were compared. Start-up sees the table's parts renamed
+    by the rewrite and compares them again."""
+    from ingest.config import load
+    from ingest.store.compact import rewrite_table
+    from ingest.store.crashpoints import CrashPlan
+    from ingest.store.layout import Layout
+    from ingest.store.ledger import Ledger
+    from ingest.widen import merge_schemas
+
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 2}, output={"flush_s": 0})
+    write_csv(folder.drop / "narrow.csv", rows=20, seed=1, columns=2)
+    assert folder.ingest("once").returncode == 0
+    ledger = Ledger(folder.output / "_ingest" / "ledger.sqlite")
+    try:
+        assert ledger.schemas_checked()
+        narrow = pq.read_schema(folder.parts("records")[0]).remove_metadata()
+        wide = merge_schemas(narrow, pa.schema([("ch2", pa.float64()), ("ch3", pa.float64())]))
+        rewrite_table(
+            ledger, Layout.of(load(folder.config)), "records", wide, CrashPlan(),
+            target_bytes=128 << 20, compression="zstd", schema_version=2,
+        )
+    finally:
+        ledger.close()
+    write_csv(folder.drop / "narrow2.csv", rows=25, seed=3, columns=2)
+
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, {"narrow.csv": 20, "narrow2.csv": 25}, set())
+    assert folder.query("SELECT count(ch3) FROM records") == [(0,)]
