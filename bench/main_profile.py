@@ -37,6 +37,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from . import corpus, ingest_job
+from .compiled import byte_compile
 
 DEFAULT_SCRATCH = Path(__file__).resolve().parent / ".scratch" / "main_profile"
 # `thread (123): MainThread;frame;frame 42`: the thread, its name, the stack, the count.
@@ -203,6 +204,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--raw", type=Path, help="summarise this py-spy raw file; run nothing")
     args = parser.parse_args(argv)
     data = corpus.generate(args.shape[0], args.scale, args.seed, args.corpus_dir)
+    byte_compile(Path(__file__).resolve().parent.parent / "ingest")
     mode = [flag for flag, on in (("--idle", args.idle), ("--gil", args.gil)) if on]
     raw = args.raw or record(data, args.scratch, args.rate, mode)
     with open(raw) as lines:
