@@ -14,6 +14,12 @@ from dataclasses import dataclass
 QUOTE = ord('"')
 
 
+def _count(data: bytes, byte: bytes = b"\n") -> int:
+    from . import bytescan  # numpy: the service's process loads it once a file is streamed
+
+    return bytescan.count(data, byte)
+
+
 class RecordTooLong(ValueError):
     """No record ends within the limit: a missing newline, or a quote that never closes."""
 
@@ -53,9 +59,7 @@ class Cutter:
         # does: `in` stops at the first quote, where a count reads every byte.
         if not self.quoted or (not odd and QUOTE not in chunk):
             return newline + 1
-        from . import bytescan  # numpy: the service's process loads it once a file is streamed
-
-        odd ^= bytescan.count(chunk, b'"') % 2  # quotes before the chunk's end
+        odd ^= _count(chunk, b'"') % 2  # quotes before the chunk's end
         tail = len(chunk)
         while newline >= 0:
             odd ^= chunk.count(QUOTE, newline, tail) % 2
@@ -92,9 +96,7 @@ class Cutter:
             data = chunk if end == len(chunk) else chunk[:end]
         self._carry = chunk[end:]
         piece = Piece(data, self._line)
-        from . import bytescan
-
-        self._line += bytescan.count(data)
+        self._line += _count(data)
         return piece
 
 
@@ -107,9 +109,7 @@ def split_rows(
     rows would take forty times its size. `rows`: the newlines in `data`, if counted
     already (a count is a pass over the bytes)."""
     if rows is None:
-        from . import bytescan
-
-        rows = bytescan.count(data)
+        rows = _count(data)
     if rows <= max_rows:
         return [Piece(data, first_line)]
     step = max(1, len(data) * max_rows // rows)

@@ -4,7 +4,6 @@ CPU, which every file and every MB of a run pays a share of."""
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 
@@ -47,7 +46,7 @@ def _once_loading(folder: Folder) -> list[str]:
     )
     done = subprocess.run(
         [sys.executable, "-c", code, str(seen), str(folder.config)], cwd=folder.root,
-        capture_output=True, text=True, timeout=120, env=dict(os.environ),
+        capture_output=True, text=True, timeout=120,
     )
     assert done.returncode == 0, done.stderr
     loaded: list[str] = json.loads(seen.read_text())

@@ -294,7 +294,7 @@ class Service:
         for segment in self.in_flight.segments():  # files left for the next run
             shared.remove(segment)
         with contextlib.suppress(sqlite3.Error):  # then the next start compares them again
-            self.ledger.keep_schemas_checked()
+            await asyncio.to_thread(self.ledger.keep_schemas_checked)
         self.ledger.close()
         self.summary.lag_p99_ms = self.lag.quantile(0.99) * 1000
         if self.progress is not None:
