@@ -159,9 +159,11 @@ def peak_tree_rss(folder: Folder) -> tuple[int, subprocess.CompletedProcess[str]
 
 
 def _libraries_rss() -> int:
-    """What loading pyarrow (with numpy) adds to an interpreter's RSS."""
+    """What loading pyarrow (with numpy), and the two modules of ours that the service's
+    process then uses for a file read in blocks, adds to an interpreter's RSS."""
     code = (
         "import psutil; before = psutil.Process().memory_info().rss; import pyarrow.parquet;"
+        " import ingest.bytescan, ingest.widen;"
         " print(psutil.Process().memory_info().rss - before)"
     )
     done = subprocess.run(
@@ -174,18 +176,22 @@ def fixed_cost_and_bomb_folder(tmp_path: Path) -> tuple[int, Folder]:
     """The tree's peak over one tiny file, with what pyarrow and numpy weigh loaded, and an
     empty folder of the same config. The service's process loads them for a file read in
     blocks (numpy cuts it, pyarrow reads its parts' schema), not for a tiny CSV: they are
-    a fixed cost, not the data's."""
+    a fixed cost, not the data's. The peak is the larger of two runs: a short run on busy
+    cores can end between two of the sampler's looks at its peak."""
     config: dict[str, dict[str, object]] = {
         "pipeline": {"workers": 2, "memory_mb": BOMB_MB}, "watch": {"settle_ms": 0},
         "output": {"flush_s": 0.05},
     }
-    tiny = Folder(tmp_path / "tiny")
-    tiny.drop.mkdir(parents=True)
-    tiny.write_config(**config)
-    write_csv(tiny.drop / "tiny.csv", rows=10, seed=1)
-    fixed, result = peak_tree_rss(tiny)
-    assert result.returncode == 0, result.stderr
-    fixed += _libraries_rss()
+    peaks = []
+    for run in range(2):
+        tiny = Folder(tmp_path / f"tiny{run}")
+        tiny.drop.mkdir(parents=True)
+        tiny.write_config(**config)
+        write_csv(tiny.drop / "tiny.csv", rows=10, seed=1)
+        peak, result = peak_tree_rss(tiny)
+        assert result.returncode == 0, result.stderr
+        peaks.append(peak)
+    fixed = max(peaks) + _libraries_rss()
     bombs = Folder(tmp_path / "bombs")
     bombs.drop.mkdir(parents=True)
     bombs.write_config(**config)
