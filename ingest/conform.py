@@ -34,7 +34,7 @@ def own_schema(data: pa.Table, hints: Mapping[str, str]) -> pa.Schema:
         if name in IDENTITY:
             continue
         kind = HINTS[hints[name]] if name in hints else normalise(column.type)
-        if pa.types.is_string(kind) and name not in hints:
+        if pa.types.is_string(kind) and name not in hints and _textual(column.type):
             kind = _numbers_in_text(column) or kind
         fields.append(pa.field(name, kind))
     return schema_of(pa.schema(fields))

@@ -16,7 +16,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from .widen import IDENTITY, RESCUED, is_untyped
+from .widen import IDENTITY, RESCUED, is_untyped, matching
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
 INT_PATTERN = r"^[+-]?[0-9]+$"
@@ -55,14 +55,16 @@ def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
     rows = data.num_rows
     rescued: Rescued = {}
     names = set(data.column_names)
+    matched = matching(schema.names, data.column_names)  # a file's `temp` is a table's `Temp`
     columns: list[pa.ChunkedArray | pa.Array | None] = []
     for field in schema:
+        name = matched.get(field.name)
         if field.name == RESCUED:
             columns.append(None)  # filled in once every column has been cast
-        elif field.name not in names:
+        elif name is None:
             columns.append(pa.nulls(rows, field.type))
         else:
-            columns.append(_cast(data.column(field.name), field, rescued))
+            columns.append(_cast(data.column(name), field, rescued))
     if RESCUED in schema.names:
         at = schema.get_field_index(RESCUED)
         previous = data.column(RESCUED) if RESCUED in names else None
@@ -78,6 +80,7 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         return pa.chunked_array([pa.nulls(len(column), kind)])
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
+    column = _to_microseconds(column, kind)
     try:
         return column.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -99,6 +102,21 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         return kept.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return _cast_each(kept, field, rescued)
+
+
+def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+    """Nanoseconds cut to the microseconds a table holds (the part's precision, by the
+    contract), as Arrow's Parquet writer would: a timestamp floored, a duration truncated."""
+    have = column.type
+    if not (
+        (pa.types.is_timestamp(have) and pa.types.is_timestamp(kind))
+        or (pa.types.is_duration(have) and pa.types.is_duration(kind))
+    ) or have.unit != "ns" or kind.unit == "ns":
+        return column
+    if pa.types.is_timestamp(have):
+        column = pc.floor_temporal(column, unit="microsecond")
+    return column.cast(pa.duration("us") if pa.types.is_duration(have)
+                       else pa.timestamp("us", have.tz), safe=False)
 
 
 def _fits(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
@@ -125,13 +143,18 @@ def _cast_each(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa
 
 
 def _text(value: pa.Scalar) -> str:
-    raw = value.as_py()
+    try:
+        raw = value.as_py()
+    except (ValueError, OverflowError):  # no Python value holds it (nanoseconds, say)
+        return str(value.cast(pa.string()).as_py())
     if isinstance(raw, str):
         return raw
-    try:
-        return json.dumps(raw, default=str)
-    except (TypeError, ValueError):
-        return str(raw)
+    if raw is None or isinstance(raw, bool | int | float | list | dict):
+        try:
+            return json.dumps(raw, default=str)
+        except (TypeError, ValueError):
+            return str(raw)
+    return str(raw)  # a date or a decimal as its text, not as a JSON string in quotes
 
 
 def _rescued_column(

@@ -10,7 +10,9 @@ The rules, from the interface contract:
 - a column that is all null takes the other side's type;
 - text never widens a numeric, boolean or time column: such values are rescued;
 - a text column stays text: numbers that reach it are written as text;
-- hinted columns never change type.
+- hinted columns never change type;
+- a time of day is text ("12:30:00"): Spark opens no Parquet TIME column; a duration is
+  in microseconds, like a timestamp.
 """
 
 from __future__ import annotations
@@ -45,6 +47,10 @@ def normalise(kind: pa.DataType) -> pa.DataType:
         return pa.timestamp("us", tz="UTC" if kind.tz else None)
     if pa.types.is_date(kind):
         return pa.date32()
+    if pa.types.is_time(kind):
+        return pa.string()
+    if pa.types.is_duration(kind):
+        return pa.duration("us")
     return kind
 
 
@@ -115,19 +121,34 @@ def settled_alone(schema: pa.Schema, table: str, hinted: frozenset[str]) -> bool
     return bool(alone.serialize().equals(schema.serialize()))
 
 
+def matching(table: list[str], file: list[str]) -> dict[str, str]:
+    """Which of a file's columns is each of its table's: the one of the same name, else
+    the one of the same name in another case (DuckDB and Spark take names without regard
+    to case: `Temp` and `temp` in one table would be renamed or refused). Each of the
+    file's columns is matched once, an exact name first."""
+    matched = {name: name for name in table if name in set(file)}
+    left = {name.casefold(): name for name in reversed(file) if name not in matched}
+    for name in table:
+        if name not in matched and (found := left.pop(name.casefold(), None)) is not None:
+            matched[name] = found
+    return matched
+
+
 def merge_schemas(
     table: pa.Schema, file: pa.Schema, hinted: frozenset[str] = frozenset(),
     tail: tuple[str, ...] = IDENTITY,
 ) -> pa.Schema:
     """The table's schema after a file: its columns in order, widened, then the file's new
     columns appended before the `tail` columns (a records table's identity columns), which
-    always come last."""
-    own = {f.name: f for f in file}
+    always come last. A file's column is the table's of the same name in any case
+    (`matching`), and keeps the table's spelling."""
+    matched = matching(table.names, file.names)
     fields = [
-        merge_field(f, own[f.name], f.name in hinted) if f.name in own else f for f in table
+        merge_field(f, file.field(matched[f.name]), f.name in hinted) if f.name in matched else f
+        for f in table
     ]
-    known = set(table.names)
-    new = [f for f in schema_of(file) if f.name not in known]
+    known = {name.casefold() for name in table.names}
+    new = [f for f in schema_of(file) if f.name.casefold() not in known]
     head = [f for f in fields + new if f.name not in tail]
     ends = {f.name: f for f in fields + new if f.name in tail}
     return pa.schema(head + [ends[name] for name in tail if name in ends])

@@ -10,7 +10,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest import conform, fitting
-from ingest.widen import is_untyped, merge, merge_schemas, normalise
+from ingest.widen import is_untyped, matching, merge, merge_schemas, normalise
 
 
 @pytest.mark.parametrize(
@@ -37,6 +37,46 @@ def test_narrow_types_are_normalised_to_one_width_per_family() -> None:
     assert normalise(pa.float32()) == pa.float64()
     assert normalise(pa.timestamp("ns", tz="Europe/Berlin")) == pa.timestamp("us", tz="UTC")
     assert normalise(pa.dictionary(pa.int32(), pa.string())) == pa.string()
+    assert normalise(pa.time32("s")) == pa.string()  # Spark opens no Parquet TIME column
+    assert normalise(pa.time64("ns")) == pa.string()
+    assert normalise(pa.duration("ns")) == pa.duration("us")
+
+
+def test_nanoseconds_are_floored_to_microseconds_and_a_duration_truncated() -> None:
+    data = pa.table({
+        "ts": pa.array([-1, 1_999, None], pa.timestamp("ns")),
+        "took": pa.array([-1_500, 1_999, None], pa.duration("ns")),
+        "clock": pa.array([1, 2, None], pa.time64("ns")),
+    })
+    schema = conform.target(data, None, {})
+    fitted = fitting.fit(data, schema)
+    assert fitted["ts"].cast(pa.int64()).to_pylist() == [-1, 1, None]
+    assert fitted["took"].cast(pa.int64()).to_pylist() == [-1, 1, None]
+    assert fitted["clock"].to_pylist() == ["00:00:00.000000001", "00:00:00.000000002", None]
+    assert fitted["_rescued_data"].null_count == 3
+
+
+def test_a_value_python_cannot_hold_is_rescued_as_arrow_writes_it() -> None:
+    data = pa.table({"on": pa.array([1_001], pa.timestamp("ns"))})
+    fitted = fitting.fit(data, conform.target(data, None, {"on": "bool"}))
+    assert fitted["on"].to_pylist() == [None]
+    assert fitted["_rescued_data"].to_pylist() == ['{"on": "1970-01-01 00:00:00.000001001"}']
+
+
+def test_a_column_is_the_tables_of_the_same_name_in_any_case() -> None:
+    table = pa.schema([("Temp", pa.int64()), ("v", pa.int64()), ("source_file", pa.string()),
+                       ("source_sha256", pa.string()), ("_rescued_data", pa.string())])
+    data = pa.table({"TEMP": [1.5], "V": [2], "new": ["x"]})
+    merged = merge_schemas(table, conform.own_schema(data, {}))
+    assert merged.names == ["Temp", "v", "new", "source_file", "source_sha256", "_rescued_data"]
+    assert merged.field("Temp").type == pa.float64()
+    fitted = fitting.fit(data, merged)
+    assert fitted.select(["Temp", "v", "new"]).to_pylist() == [{"Temp": 1.5, "v": 2, "new": "x"}]
+
+
+def test_an_exact_name_is_matched_before_one_in_another_case() -> None:
+    assert matching(["temp", "Temp", "x"], ["TEMP", "temp"]) == {"temp": "temp", "Temp": "TEMP"}
+    assert matching(["Temp"], ["temp", "TEMP"]) == {"Temp": "temp"}  # the file's first
 
 
 def test_a_new_column_is_appended_before_the_identity_columns() -> None:

@@ -5,10 +5,14 @@ Slow (a JVM starts), so it runs in `make test-slow`, which installs the `spark` 
 
 from __future__ import annotations
 
+import datetime as dt
+import decimal
 import os
 import shutil
 
+import pyarrow as pa
 import pyarrow.dataset as ds
+import pyarrow.parquet as pq
 import pytest
 
 from .conftest import ROOT, SAMPLE_DATA, Folder
@@ -50,3 +54,69 @@ def test_spark_reads_every_table_of_the_samples_as_pyarrow_does(folder: Folder) 
         assert got == want
     finally:
         spark.stop()
+
+
+def _plain(value: object) -> object:
+    """A value as both Spark and pyarrow give it: UTC timestamps without their zone, a
+    duration as its microseconds (Spark reads the integer), a map as a dict."""
+    if isinstance(value, dt.datetime) and value.tzinfo is not None:
+        return value.astimezone(dt.UTC).replace(tzinfo=None)
+    if isinstance(value, dt.timedelta):
+        return value // dt.timedelta(microseconds=1)
+    if isinstance(value, list) and value and all(isinstance(v, tuple) for v in value):
+        return {k: _plain(v) for k, v in value}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+def test_spark_reads_every_type_a_file_can_bring_with_the_values_pyarrow_reads(
+    folder: Folder,
+) -> None:
+    """Times of day, nanoseconds, durations, unsigned and small ints, decimals, nested
+    columns, names that differ only in case, a widening: Spark opens the table with no
+    options and reads every value pyarrow does."""
+    os.environ.setdefault("TZ", "UTC")
+    from pyspark.sql import SparkSession
+
+    (folder.drop / "a.csv").write_bytes(b"id,Temp,temp,clock\n1,10,11,12:30:00\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    pq.write_table(pa.table({
+        "ID": pa.array([2], pa.uint32()),
+        "TEMP": pa.array([20.5], pa.float16()),
+        "clock": pa.array([1], pa.time64("ns")),
+        "ts": pa.array([1_001], pa.timestamp("ns", tz="Europe/Paris")),
+        "took": pa.array([1_500], pa.duration("ns")),
+        "price": pa.array([decimal.Decimal("1.10")], pa.decimal128(10, 2)),
+        "tags": pa.array([["x", "y"]], pa.list_(pa.string())),
+        "where": pa.array([{"lat": 1.5, "lon": 2.5}]),
+        "extra": pa.array([[("k", 1)]], pa.map_(pa.string(), pa.int64())),
+        "small": pa.array([-3], pa.int8()),
+    }), folder.drop / "b.parquet")
+    done = folder.ingest("once")  # widens the table: new columns, int to float
+    assert done.returncode == 0, done.stderr
+    schema = check_one_schema(folder.output)["records"]
+
+    spark = (
+        SparkSession.builder.master("local[1]")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+    try:
+        frame = spark.read.parquet(str(folder.output / "records")).drop("ingest_date")
+        assert frame.columns == schema.names
+        got = sorted(
+            (tuple(_plain(v) for v in row.asDict(recursive=True).values())
+             for row in frame.collect()), key=lambda r: r[0],
+        )
+    finally:
+        spark.stop()
+    arrow = ds.dataset(folder.output / "records").to_table().to_pylist()
+    want = sorted((tuple(_plain(v) for v in r.values()) for r in arrow), key=lambda r: r[0])
+    assert got == want
+    assert [r[:4] for r in want] == [(1, 10.0, 11, "12:30:00"), (2, 20.5, None,
+                                                                  "00:00:00.000000001")]

@@ -6,6 +6,7 @@ Each case runs real `ingest once` processes and reads the output back with DuckD
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import shutil
 from pathlib import Path
@@ -20,6 +21,8 @@ import pytest
 
 from .conftest import ROOT, SAMPLE_DATA, Folder
 from .invariants import check_one_schema
+
+RESCUED = "_rescued_data"
 
 Row = tuple[object, ...]
 
@@ -108,6 +111,60 @@ def test_a_json_lines_column_of_numbers_and_text_stays_numeric(folder: Folder) -
         f" FROM read_parquet('{folder.output}/features/*/*.parquet')"
     ).fetchall()
     assert features == [("records", "v", 2, 1)]
+
+
+def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
+    folder: Folder,
+) -> None:
+    """A CSV's `12:30:00` is a time of day to Arrow, a Parquet TIME column Spark refuses:
+    it is kept as text. Nanoseconds are cut to the table's microseconds, floored, not
+    refused; a duration is in microseconds."""
+    (folder.drop / "a.csv").write_bytes(
+        b"id,clock,ts\n1,12:30:00,2024-01-02 12:00:00.123456789\n"
+        b"2,07:05:09,1969-12-31 23:59:59.9999995\n"
+    )
+    pq.write_table(pa.table({
+        "id": pa.array([3], pa.int64()),
+        "clock": pa.array([45_296_000_001], pa.time64("us")),  # 12:34:56.000001
+        "ts": pa.array([1_001], pa.timestamp("ns")),
+        "took": pa.array([1_500_000], pa.duration("ns")),
+    }), folder.drop / "b.parquet")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    schema = check_one_schema(folder.output)["records"]
+    assert [str(schema.field(c).type) for c in ("clock", "ts", "took")] == [
+        "string", "timestamp[us]", "duration[us]"
+    ]
+    want_ts = [
+        dt.datetime(2024, 1, 2, 12, 0, 0, 123456), dt.datetime(1969, 12, 31, 23, 59, 59, 999999),
+        dt.datetime(1970, 1, 1, 0, 0, 0, 1),
+    ]
+    for reader, rows in readers(folder.output, "records", ["id", "clock", "ts"]).items():
+        assert rows == [
+            (1, "12:30:00", want_ts[0]), (2, "07:05:09", want_ts[1]),
+            (3, "12:34:56.000001", want_ts[2]),
+        ], reader
+    took = ds.dataset(folder.output / "records").to_table(filter=ds.field("id") == 3)["took"]
+    assert took.to_pylist() == [dt.timedelta(milliseconds=1, microseconds=500)]
+
+
+def test_column_names_in_other_cases_are_one_column_in_every_reader(folder: Folder) -> None:
+    """DuckDB renames the second of `Temp` and `temp` (or of `Source_File` and ours), and
+    Spark refuses the table: within a file the second is `temp_1`, as DuckDB names it;
+    across files a column is the table's of the same name in any case."""
+    (folder.drop / "a.csv").write_bytes(b"id,Temp,temp\n1,10,11\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    (folder.drop / "b.csv").write_bytes(b"ID,TEMP\n2,20\n")
+    (folder.drop / "c.jsonl").write_bytes(b'{"Id": 3, "tEMP": 30, "TEMP_1": 31}\n')
+    (folder.drop / "d.csv").write_bytes(b"id,Source_File\n4,x\n")
+    done = folder.ingest("once")
+    assert done.returncode == 3, done.stderr
+    assert "column 'Source_File' is reserved" in done.stderr
+    schema = check_one_schema(folder.output)["records"]
+    assert schema.names == ["id", "Temp", "temp_1", "source_file", "source_sha256", RESCUED]
+    for reader, rows in readers(folder.output, "records", ["id", "Temp", "temp_1"]).items():
+        assert rows == [(1, 10, 11), (2, 20, None), (3, 30, 31)], reader
 
 
 def test_files_are_routed_to_the_first_table_whose_patterns_match(folder: Folder) -> None:

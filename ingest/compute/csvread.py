@@ -47,16 +47,18 @@ class Body:
 
 
 def unique_names(names: list[str]) -> list[str]:
-    """DuckDB's names: an empty one is `column<i>` (its position), a repeat gets `_1`, `_2`."""
+    """DuckDB's names: an empty one is `column<i>` (its position), a repeat gets `_1`, `_2`.
+    A repeat in another case is one too (`Temp`, `temp_1`): DuckDB and Spark take names
+    without regard to case, and would rename or refuse the second."""
     seen: set[str] = set()
     unique: list[str] = []
     for index, name in enumerate(names):
         base = name.strip() or f"column{index}"
         candidate, count = base, 0
-        while candidate in seen:
+        while candidate.casefold() in seen:
             count += 1
             candidate = f"{base}_{count}"
-        seen.add(candidate)
+        seen.add(candidate.casefold())
         unique.append(candidate)
     return unique
 

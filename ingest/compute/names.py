@@ -15,9 +15,9 @@ RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date", "_rescued_dat
 
 def check_columns(table: pa.Table) -> pa.Table:
     """The table with unique column names (`a`, `a_1`; an empty one is `column<i>`);
-    raises if a column takes a name ingest adds itself."""
+    raises if a column takes a name ingest adds itself, in any case."""
     names = table.column_names
-    clash = [name for name in names if name in RESERVED_COLUMNS]
+    clash = [name for name in names if name.casefold() in RESERVED_COLUMNS]
     if clash:
         raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
     unique = unique_names(names)
