@@ -105,18 +105,31 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
 
 
 def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
-    """Nanoseconds cut to the microseconds a table holds (the part's precision, by the
-    contract), as Arrow's Parquet writer would: a timestamp floored, a duration truncated."""
+    """Times in the microseconds a table holds (`widen.normalise`), at any depth: a
+    timestamp's nanoseconds floored, as Arrow's Parquet writer would cut them; a
+    duration in microseconds, so that it becomes their count, not its own unit's."""
     have = column.type
-    if not (
-        (pa.types.is_timestamp(have) and pa.types.is_timestamp(kind))
-        or (pa.types.is_duration(have) and pa.types.is_duration(kind))
-    ) or have.unit != "ns" or kind.unit == "ns":
-        return column
-    if pa.types.is_timestamp(have):
+    if pa.types.is_timestamp(have) and have.unit == "ns" and pa.types.is_timestamp(kind):
         column = pc.floor_temporal(column, unit="microsecond")
-    return column.cast(pa.duration("us") if pa.types.is_duration(have)
-                       else pa.timestamp("us", have.tz), safe=False)
+    micro = _micro(have)
+    # Unsafe only for the units: nanoseconds cut (floored above where it matters).
+    return column if micro == have else column.cast(micro, safe=False)
+
+
+def _micro(kind: pa.DataType) -> pa.DataType:
+    if pa.types.is_timestamp(kind) and kind.unit == "ns":
+        return pa.timestamp("us", kind.tz)
+    if pa.types.is_duration(kind) and kind.unit != "us":
+        return pa.duration("us")
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_micro(kind.value_type)))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_micro(kind.value_type)))
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_micro(f.type)) for f in kind])
+    if pa.types.is_map(kind):
+        return pa.map_(_micro(kind.key_type), _micro(kind.item_type))
+    return kind
 
 
 def _fits(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:

@@ -12,7 +12,7 @@ The rules, from the interface contract:
 - a text column stays text: numbers that reach it are written as text;
 - hinted columns never change type;
 - a time of day is text ("12:30:00"): Spark opens no Parquet TIME column; a duration is
-  in microseconds, like a timestamp.
+  its whole microseconds, int64: Delta holds none.
 """
 
 from __future__ import annotations
@@ -32,26 +32,43 @@ IDENTITY = ("source_file", "source_sha256", RESCUED)
 
 
 def normalise(kind: pa.DataType) -> pa.DataType:
-    """The type a file's column has in a table: one width per family, microseconds."""
+    """The type a file's column has in a table: one width per family, microseconds, and
+    only types that DuckDB, Polars, pandas, pyarrow, Spark and Delta all hold. A duration
+    is its whole microseconds (int64: Delta holds no duration, and DuckDB and Spark read
+    Parquet's as the bare integer); a type none of them shares is text."""
+    return _normal(kind, nested=False)
+
+
+def _normal(kind: pa.DataType, nested: bool) -> pa.DataType:
+    if pa.types.is_null(kind):
+        return pa.string() if nested else kind  # a top-level one is `untyped` (schema_of)
+    if pa.types.is_boolean(kind):
+        return kind
     if pa.types.is_dictionary(kind):
-        return normalise(kind.value_type)
-    if pa.types.is_integer(kind):
+        return _normal(kind.value_type, nested)
+    if pa.types.is_integer(kind) or pa.types.is_duration(kind):
         return pa.int64()
     if pa.types.is_floating(kind):
         return pa.float64()
-    if pa.types.is_large_string(kind) or pa.types.is_string(kind):
+    if pa.types.is_string(kind) or pa.types.is_large_string(kind) or pa.types.is_string_view(kind):
         return pa.string()
-    if pa.types.is_large_binary(kind):
+    if (pa.types.is_binary(kind) or pa.types.is_large_binary(kind)
+            or pa.types.is_fixed_size_binary(kind) or pa.types.is_binary_view(kind)):
         return pa.binary()
     if pa.types.is_timestamp(kind):
         return pa.timestamp("us", tz="UTC" if kind.tz else None)
     if pa.types.is_date(kind):
         return pa.date32()
-    if pa.types.is_time(kind):
-        return pa.string()
-    if pa.types.is_duration(kind):
-        return pa.duration("us")
-    return kind
+    if pa.types.is_decimal(kind):
+        return pa.decimal128(kind.precision, kind.scale) if kind.precision <= 38 else pa.string()
+    if (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
+            or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)):
+        return pa.list_(pa.field("element", _normal(kind.value_type, nested=True)))
+    if pa.types.is_map(kind):
+        return pa.map_(_normal(kind.key_type, nested=True), _normal(kind.item_type, nested=True))
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_normal(f.type, nested=True)) for f in kind])
+    return pa.string()  # a time of day, an interval, a union: as text
 
 
 def _numeric(kind: pa.DataType) -> bool:

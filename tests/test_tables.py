@@ -133,7 +133,7 @@ def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
     assert done.returncode == 0, done.stderr
     schema = check_one_schema(folder.output)["records"]
     assert [str(schema.field(c).type) for c in ("clock", "ts", "took")] == [
-        "string", "timestamp[us]", "duration[us]"
+        "string", "timestamp[us]", "int64"
     ]
     want_ts = [
         dt.datetime(2024, 1, 2, 12, 0, 0, 123456), dt.datetime(1969, 12, 31, 23, 59, 59, 999999),
@@ -145,7 +145,7 @@ def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
             (3, "12:34:56.000001", want_ts[2]),
         ], reader
     took = ds.dataset(folder.output / "records").to_table(filter=ds.field("id") == 3)["took"]
-    assert took.to_pylist() == [dt.timedelta(milliseconds=1, microseconds=500)]
+    assert took.to_pylist() == [1_500]  # microseconds
 
 
 def test_column_names_in_other_cases_are_one_column_in_every_reader(folder: Folder) -> None:

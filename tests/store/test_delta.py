@@ -3,6 +3,7 @@ with the same rows as the plain-Parquet glob, through drift, compaction and time
 
 from __future__ import annotations
 
+import decimal
 import json
 import shutil
 import sqlite3
@@ -103,6 +104,43 @@ def test_drift_is_a_schema_change_in_the_rewrite_commit(folder: Folder) -> None:
     first = deltalake.DeltaTable(path, version=0)
     assert pa.schema(first.schema().to_arrow()).field("x").type == pa.int64()
     assert table.version() == 2 and table.transaction_version("ingest") == 3
+
+
+def test_every_type_a_file_can_bring_is_one_a_delta_table_holds(folder: Folder) -> None:
+    """A Parquet input's durations, times of day, half floats, wide decimals, fixed-width
+    binary and nested columns: the table takes each as a type Delta holds, and the log reads the
+    values the part files hold (a commit Delta refused would be retried for ever)."""
+    folder.write_config(**DELTA)
+    pq.write_table(pa.table({
+        "id": pa.array([1, 2], pa.uint8()),
+        "took": pa.array([1_500_000, None], pa.duration("ns")),
+        "clock": pa.array([45_296, 0], pa.time32("s")),
+        "half": pa.array([1.5, None], pa.float16()),
+        "wide": pa.array([decimal.Decimal("1.50"), None], pa.decimal256(40, 2)),
+        "code": pa.array([b"ab", b"cd"], pa.binary(2)),
+        "laps": pa.array([[1_000], []], pa.list_(pa.duration("ms"))),
+        "at": pa.array([{"t": 1}, None], pa.struct([("t", pa.time64("us"))])),
+    }), folder.drop / "a.parquet")
+    done = folder.ingest("once", timeout=60)
+    assert done.returncode == 0, done.stderr
+    path = str(folder.output / "records")
+    rows = read_delta(path).sort_by("id").drop_columns(["source_sha256", "ingest_date"])
+    rows = rows.to_pylist()
+    assert rows == [
+        # Parquet holds seconds as milliseconds; a duration is microseconds.
+        {"id": 1, "took": 1_500, "clock": "12:34:56.000", "half": 1.5, "wide": "1.50",
+         "code": b"ab", "laps": [1_000_000], "at": {"t": "00:00:00.000001"},
+         "source_file": "a.parquet", "_rescued_data": None},
+        {"id": 2, "took": None, "clock": "00:00:00.000", "half": None, "wide": None,
+         "code": b"cd", "laps": [], "at": None, "source_file": "a.parquet",
+         "_rescued_data": None},
+    ]
+    assert rows == folder_rows(folder)
+
+
+def folder_rows(folder: Folder) -> list[dict[str, object]]:
+    table = pq.read_table(folder.parts("records"), partitioning=None).sort_by("id")
+    return table.drop_columns(["source_sha256"]).to_pylist()
 
 
 def test_compaction_is_one_commit_without_data_change(folder: Folder) -> None:
