@@ -81,16 +81,21 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     column = _to_microseconds(column, kind)
-    try:
-        return column.cast(kind)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        pass
-    if pa.types.is_string(column.type):
+    text = pa.types.is_string(column.type)
+    # A cast of text to float64 would round an integer beyond 2**53: those are rescued.
+    rounds = text and pa.types.is_floating(kind) and pc.any(inexact_integers(column)).as_py()
+    if not rounds:
+        try:
+            return column.cast(kind)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            pass
+    if text:
         # An empty cell of a text column is a missing value, not text to rescue: the CSV
         # reader gives "" where the cell is empty once the column holds any text.
         column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
         try:
-            return column.cast(kind)
+            if not rounds:
+                return column.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
     keep = _fits(column, kind)
@@ -137,10 +142,20 @@ def _fits(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
     if pa.types.is_string(column.type) and pa.types.is_integer(kind):
         return pc.match_substring_regex(column, INT_PATTERN)
     if pa.types.is_string(column.type) and pa.types.is_floating(kind):
-        return pc.match_substring_regex(column, FLOAT_PATTERN)
+        floats = pc.match_substring_regex(column, FLOAT_PATTERN)
+        return pc.and_(floats, pc.invert(inexact_integers(column)))
     if pa.types.is_integer(column.type) and pa.types.is_floating(kind):
         return pc.less_equal(pc.abs(column), _EXACT)
     return pc.is_valid(column)
+
+
+def inexact_integers(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """Which texts are integers that float64 cannot hold (beyond 2**53): kept as text."""
+    long = pc.and_(
+        pc.greater(pc.utf8_length(column), 15), pc.match_substring_regex(column, INT_PATTERN)
+    )
+    values = pc.cast(pc.if_else(long, column, "0"), pa.float64())
+    return pc.fill_null(pc.greater_equal(pc.abs(values), float(_EXACT)), False)
 
 
 def _cast_each(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:

@@ -257,3 +257,13 @@ def test_long_files_without_nulls_are_judged_by_their_own_sample_as_alone(
         alone.append((conform._numbers_in_text(data.column("v").slice(start, count)),))
         start += count
     assert together == alone
+
+
+def test_text_integers_float64_would_round_are_rescued_and_empty_cells_stay_missing() -> None:
+    data = pa.table({"x": ["1.5", "", "12345678901234567890", None, "9007199254740993", "1e300"]})
+    schema = pa.schema([("x", pa.float64()), ("_rescued_data", pa.string())])
+    fitted = fitting.fit(data, schema)
+    assert fitted["x"].to_pylist() == [1.5, None, None, None, None, 1e300]
+    assert fitted["_rescued_data"].to_pylist() == [
+        None, None, '{"x": "12345678901234567890"}', None, '{"x": "9007199254740993"}', None,
+    ]

@@ -148,6 +148,31 @@ def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
     assert took.to_pylist() == [1_500]  # microseconds
 
 
+def test_integers_float64_would_round_keep_their_text(folder: Folder) -> None:
+    """Arrow reads a CSV column of 20-digit IDs as float64, rounded to 16 digits: the
+    integers float64 cannot hold are rescued as their text, as a wider int's are."""
+    folder.write_config(**{"pipeline": {"workers": 1}})
+    (folder.drop / "ids.csv").write_bytes(b"id,sim\n1,89014103211118510720\n2,7\n")
+    (folder.drop / "mixed.csv").write_bytes(
+        b"id,sim\n3,1.5\n4,9007199254740993\n5,1e300\n"
+    )
+    for i, name in enumerate("abc"):  # small files of one header, read together in a task
+        (folder.drop / f"{name}.csv").write_bytes(b"id,sim,n\n%d,2.5,1\n" % (6 + i))
+    (folder.drop / "d.csv").write_bytes(b"id,sim,n\n9,12345678901234567890,1\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    rows = duckdb.sql(
+        f"SELECT id, sim, _rescued_data FROM read_parquet('{folder.output}/records/*/*.parquet')"
+        " ORDER BY id, source_file"
+    ).fetchall()
+    assert rows == [
+        (1, None, '{"sim": "89014103211118510720"}'), (2, 7.0, None), (3, 1.5, None),
+        (4, None, '{"sim": "9007199254740993"}'), (5, 1e300, None),
+        (6, 2.5, None), (7, 2.5, None), (8, 2.5, None),
+        (9, None, '{"sim": "12345678901234567890"}'),
+    ]
+
+
 def test_column_names_in_other_cases_are_one_column_in_every_reader(folder: Folder) -> None:
     """DuckDB renames the second of `Temp` and `temp` (or of `Source_File` and ours), and
     Spark refuses the table: within a file the second is `temp_1`, as DuckDB names it;

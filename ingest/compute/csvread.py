@@ -20,6 +20,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from ..dialect import Dialect
+from ..fitting import inexact_integers
 
 # The largest row Arrow will parse: a guard against a file with no newlines,
 # which would otherwise be held whole in one field.
@@ -173,7 +174,34 @@ def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Tab
         pa.BufferReader(records), read_options=read_options, parse_options=parse,
         convert_options=convert,
     )
+    wide = inexact_columns(table) if types is None else []
+    if wide:
+        # Those columns again as text: where one holds an integer that float64 rounds, the
+        # text is kept, for `conform` to read as numbers and `fitting` to rescue that one.
+        convert.column_types = {**convert.column_types, **dict.fromkeys(wide, pa.string())}
+        convert.include_columns = wide
+        texts = pa_csv.read_csv(
+            pa.BufferReader(records), read_options=read_options, parse_options=parse,
+            convert_options=convert,
+        )
+        for name, text in zip(texts.column_names, texts.columns, strict=True):
+            if pc.any(inexact_integers(text)).as_py():
+                table = table.set_column(table.column_names.index(name), name, text)
     return with_formats(table, dialect, types)
+
+
+def inexact_columns(table: pa.Table) -> list[str]:
+    """The float columns Arrow read from text that may hold an integer float64 cannot
+    (beyond 2**53: an ID of 20 digits, say), which Arrow would have rounded. Rare: such
+    columns are read again as text, for `fitting` to keep those integers' text."""
+    found = []
+    for name, column in zip(table.column_names, table.columns, strict=True):
+        if pa.types.is_floating(column.type):
+            finite = pc.if_else(pc.is_finite(column), column, 0.0)
+            top = pc.max(pc.abs(finite)).as_py()
+            if top is not None and top >= 2.0**53:
+                found.append(name)
+    return found
 
 
 def with_formats(table: pa.Table, dialect: Dialect, types: pa.Schema | None) -> pa.Table:

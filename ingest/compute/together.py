@@ -32,6 +32,7 @@ import pyarrow.csv as pa_csv
 from .. import bytescan
 from ..dialect import PLAIN, Dialect
 from ..jobs import Job
+from .csvread import inexact_columns
 from .sniff import plain, plain_like
 
 # Larger files parse well enough alone, and keep their own inferred types.
@@ -98,9 +99,11 @@ def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None
     # Views of the bodies, not copies: a task's worth of them is tens of MB.
     bodies = [memoryview(data)[start:] for _, data, start in members]
     first = _read(b"".join([header, bodies[0]]))
-    if not _typable(first.schema):
+    if not _typable(first.schema) or inexact_columns(first):
         return None
     joined = _read(b"".join([header, *bodies]), first.schema)
+    if inexact_columns(joined):
+        return None  # each file alone reads such a column as text (`csvread.read`)
     counts = [bytescan.count(data, start=start) for _, data, start in members]
     if joined.num_rows != sum(counts):
         return None

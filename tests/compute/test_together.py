@@ -165,3 +165,16 @@ def test_files_of_a_group_with_words_in_a_text_column_are_kept_and_one_of_number
     (group,) = parse_groups(jobs)
     assert [index for index, _, _ in group.members] == [0, 3]
     assert [(start, rows) for _, start, rows in group.members] == [(0, 1), (4, 2)]
+
+
+def test_a_file_with_an_integer_float64_would_round_sends_the_group_back_alone() -> None:
+    """Read as float64 with the first file's types, a 20-digit ID would be rounded; alone,
+    its column is read as text and the integer kept (`csvread.inexact_columns`)."""
+    jobs = (
+        job("a.csv", HEADER + b"1,2.5,3\n"),
+        job("b.csv", HEADER + b"2,12345678901234567890,4\n"),
+    )
+    assert parse_together(jobs) == {}
+    assert parse_together(tuple(reversed(jobs))) == {}
+    alone = decode("b.csv", jobs[1].data)
+    assert alone.column("a").to_pylist() == ["12345678901234567890"]
