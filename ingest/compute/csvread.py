@@ -197,10 +197,12 @@ def inexact_columns(table: pa.Table) -> list[str]:
     found = []
     for name, column in zip(table.column_names, table.columns, strict=True):
         if pa.types.is_floating(column.type):
-            finite = pc.if_else(pc.is_finite(column), column, 0.0)
-            top = pc.max(pc.abs(finite)).as_py()
-            if top is not None and top >= 2.0**53:
-                found.append(name)
+            low, high = pc.min_max(column).values()  # one call for the common column
+            if low.is_valid and max(-low.as_py(), high.as_py()) >= 2.0**53:
+                finite = pc.if_else(pc.is_finite(column), column, 0.0)  # not inf alone
+                top = pc.max(pc.abs(finite)).as_py()
+                if top is not None and top >= 2.0**53:
+                    found.append(name)
     return found
 
 
