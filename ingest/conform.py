@@ -16,7 +16,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .fitting import FLOAT_PATTERN, INT_PATTERN
-from .widen import HINTS, IDENTITY, merge_schemas, normalise, schema_of
+from .widen import HINTS, IDENTITY, folded, merge_schemas, normalise, schema_of
 
 _SAMPLE = 1000
 # The same patterns for Python's `re`, where "$" would also match before a final newline.
@@ -30,14 +30,21 @@ def own_schema(data: pa.Table, hints: Mapping[str, str]) -> pa.Schema:
     """The schema a file's data columns would give a new table: normalised types, hints
     applied, and a text column that mostly holds numbers read as numbers."""
     fields = []
+    hinted = _by_folded_name(hints)
     for name, column in zip(data.column_names, data.columns, strict=True):
         if name in IDENTITY:
             continue
-        kind = HINTS[hints[name]] if name in hints else normalise(column.type)
-        if pa.types.is_string(kind) and name not in hints and _textual(column.type):
+        hint = hinted.get(folded(name))
+        kind = HINTS[hint] if hint is not None else normalise(column.type)
+        if pa.types.is_string(kind) and hint is None and _textual(column.type):
             kind = _numbers_in_text(column) or kind
         fields.append(pa.field(name, kind))
     return schema_of(pa.schema(fields))
+
+
+def _by_folded_name(hints: Mapping[str, str]) -> dict[str, str]:
+    """A hint names its column in any case, as a file's columns match their table's."""
+    return {folded(name): kind for name, kind in hints.items()}
 
 
 def _numbers_in_text(column: pa.ChunkedArray) -> pa.DataType | None:
@@ -122,9 +129,10 @@ def _textual(kind: pa.DataType) -> bool:
 def text_columns(data: pa.Table, hints: Mapping[str, str]) -> list[int]:
     """Where the columns are whose values decide their type in the file's target: text
     that is not hinted, and so is read as numbers if most of it is numbers."""
+    hinted = _by_folded_name(hints)
     return [
         i for i, (name, column) in enumerate(zip(data.column_names, data.columns, strict=True))
-        if _textual(column.type) and name not in hints and name not in IDENTITY
+        if _textual(column.type) and folded(name) not in hinted and name not in IDENTITY
         and pa.types.is_string(normalise(column.type))
     ]
 

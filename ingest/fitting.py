@@ -83,7 +83,8 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
     column = _to_microseconds(column, kind)
     text = pa.types.is_string(column.type)
     # A cast of text to float64 would round an integer beyond 2**53: those are rescued.
-    rounds = text and pa.types.is_floating(kind) and pc.any(inexact_integers(column)).as_py()
+    inexact = inexact_integers(column) if text and pa.types.is_floating(kind) else None
+    rounds = inexact is not None and bool(pc.any(inexact).as_py())
     if not rounds:
         try:
             return column.cast(kind)
@@ -98,7 +99,7 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
                 return column.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
-    keep = _fits(column, kind)
+    keep = _fits(column, kind, inexact)
     bad = pc.and_(pc.invert(keep), pc.is_valid(column))
     for row in pc.indices_nonzero(bad).to_pylist():
         rescued.setdefault(row, {})[field.name] = _text(column[row])
@@ -137,13 +138,22 @@ def _micro(kind: pa.DataType) -> pa.DataType:
     return kind
 
 
-def _fits(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
-    """Which values can become `kind` (a fast guess; `_cast_each` settles the rest)."""
+def _fits(
+    column: pa.ChunkedArray, kind: pa.DataType, inexact: pa.ChunkedArray | None = None
+) -> pa.ChunkedArray:
+    """Which values can become `kind` (a fast guess; `_cast_each` settles the rest).
+    `inexact`: `inexact_integers` of a text column bound for float64."""
     if pa.types.is_string(column.type) and pa.types.is_integer(kind):
-        return pc.match_substring_regex(column, INT_PATTERN)
+        ints = pc.match_substring_regex(column, INT_PATTERN)
+        # Beyond int64 (a 20-digit ID) is rescued here, not value by value: 18 characters
+        # always fit, and a longer one below 9.2e18 (the last 0.3% below 2**63 is rescued).
+        short = pc.less_equal(pc.utf8_length(column), 18)
+        values = pc.cast(pc.if_else(pc.and_(ints, pc.invert(short)), column, "0"), pa.float64())
+        return pc.and_(ints, pc.or_(short, pc.less(pc.abs(values), 9.2e18)))
     if pa.types.is_string(column.type) and pa.types.is_floating(kind):
         floats = pc.match_substring_regex(column, FLOAT_PATTERN)
-        return pc.and_(floats, pc.invert(inexact_integers(column)))
+        found = inexact if inexact is not None else inexact_integers(column)
+        return pc.and_(floats, pc.invert(found))
     if pa.types.is_integer(column.type) and pa.types.is_floating(kind):
         return pc.less_equal(pc.abs(column), _EXACT)
     return pc.is_valid(column)
@@ -173,8 +183,11 @@ def _cast_each(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa
 def _text(value: pa.Scalar) -> str:
     try:
         raw = value.as_py()
-    except (ValueError, OverflowError):  # no Python value holds it (nanoseconds, say)
-        return str(value.cast(pa.string()).as_py())
+    except (ValueError, OverflowError):  # no Python value holds it (year 10000, say)
+        try:
+            return str(value.cast(pa.string()).as_py())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested: Arrow's own print
+            return str(pa.repeat(value, 1).to_string(top_level_indent=0, window=1 << 20))
     if isinstance(raw, str):
         return raw
     if raw is None or isinstance(raw, bool | int | float | list | dict):

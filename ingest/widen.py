@@ -138,15 +138,21 @@ def settled_alone(schema: pa.Schema, table: str, hinted: frozenset[str]) -> bool
     return bool(alone.serialize().equals(schema.serialize()))
 
 
+def folded(name: str) -> str:
+    """A column's name as readers compare it: DuckDB and Spark take names without regard to
+    case (`Temp` and `temp` in one table would be renamed or refused), by lower case."""
+    return name.lower()
+
+
 def matching(table: list[str], file: list[str]) -> dict[str, str]:
     """Which of a file's columns is each of its table's: the one of the same name, else
-    the one of the same name in another case (DuckDB and Spark take names without regard
-    to case: `Temp` and `temp` in one table would be renamed or refused). Each of the
-    file's columns is matched once, an exact name first."""
-    matched = {name: name for name in table if name in set(file)}
-    left = {name.casefold(): name for name in reversed(file) if name not in matched}
+    the one of the same name in another case (`folded`). Each of the file's columns is
+    matched once, an exact name first."""
+    mine = set(file)
+    matched = {name: name for name in table if name in mine}
+    left = {folded(name): name for name in reversed(file) if name not in matched}
     for name in table:
-        if name not in matched and (found := left.pop(name.casefold(), None)) is not None:
+        if name not in matched and (found := left.pop(folded(name), None)) is not None:
             matched[name] = found
     return matched
 
@@ -160,12 +166,15 @@ def merge_schemas(
     always come last. A file's column is the table's of the same name in any case
     (`matching`), and keeps the table's spelling."""
     matched = matching(table.names, file.names)
+    own = {f.name: f for f in file}
+    hints = {folded(name) for name in hinted}
     fields = [
-        merge_field(f, file.field(matched[f.name]), f.name in hinted) if f.name in matched else f
+        merge_field(f, own[matched[f.name]], folded(f.name) in hints) if f.name in matched
+        else f
         for f in table
     ]
-    known = {name.casefold() for name in table.names}
-    new = [f for f in schema_of(file) if f.name.casefold() not in known]
+    known = {folded(name) for name in table.names}
+    new = [f for f in schema_of(file) if folded(f.name) not in known]
     head = [f for f in fields + new if f.name not in tail]
     ends = {f.name: f for f in fields + new if f.name in tail}
     return pa.schema(head + [ends[name] for name in tail if name in ends])

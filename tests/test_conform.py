@@ -267,3 +267,19 @@ def test_text_integers_float64_would_round_are_rescued_and_empty_cells_stay_miss
     assert fitted["_rescued_data"].to_pylist() == [
         None, None, '{"x": "12345678901234567890"}', None, '{"x": "9007199254740993"}', None,
     ]
+
+
+def test_a_hint_names_its_column_in_any_case() -> None:
+    data = pa.table({"temp": [1, 2]})
+    schema = conform.target(data, None, {"Temp": "string"})
+    assert schema.field("temp").type == pa.string()
+    later = conform.target(pa.table({"TEMP": ["warm"]}), schema, {"Temp": "string"})
+    assert later.names == schema.names and later.field("temp").type == pa.string()
+
+
+def test_a_cast_of_text_to_int64_rescues_what_int64_cannot_hold_at_once() -> None:
+    data = pa.table({"id": ["12", "", "89014103211118510720", "-9000000000000000001"]})
+    fitted = fitting.fit(data, pa.schema([("id", pa.int64()), ("_rescued_data", pa.string())]))
+    assert fitted["id"].to_pylist() == [12, None, None, -9000000000000000001]
+    assert fitted["_rescued_data"].to_pylist() == [None, None, '{"id": "89014103211118510720"}',
+                                                   None]

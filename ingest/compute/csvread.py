@@ -15,12 +15,14 @@ import io
 import re
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from ..dialect import Dialect
 from ..fitting import inexact_integers
+from ..widen import folded
 
 # The largest row Arrow will parse: a guard against a file with no newlines,
 # which would otherwise be held whole in one field.
@@ -56,10 +58,10 @@ def unique_names(names: list[str]) -> list[str]:
     for index, name in enumerate(names):
         base = name.strip() or f"column{index}"
         candidate, count = base, 0
-        while candidate.casefold() in seen:
+        while folded(candidate) in seen:
             count += 1
             candidate = f"{base}_{count}"
-        seen.add(candidate.casefold())
+        seen.add(folded(candidate))
         unique.append(candidate)
     return unique
 
@@ -174,12 +176,15 @@ def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Tab
         pa.BufferReader(records), read_options=read_options, parse_options=parse,
         convert_options=convert,
     )
-    wide = inexact_columns(table) if types is None else []
+    # (A decimal comma's numbers are not text `fitting` reads: such a file is left as read.)
+    wide = inexact_columns(table) if types is None and dialect.decimal == "." else []
     if wide:
         # Those columns again as text: where one holds an integer that float64 rounds, the
-        # text is kept, for `conform` to read as numbers and `fitting` to rescue that one.
+        # text is kept, for `conform` to read as numbers and `fitting` to rescue that one;
+        # null markers ("NA", "nan") stay null, as in the numbers read.
         convert.column_types = {**convert.column_types, **dict.fromkeys(wide, pa.string())}
         convert.include_columns = wide
+        convert.strings_can_be_null = True
         texts = pa_csv.read_csv(
             pa.BufferReader(records), read_options=read_options, parse_options=parse,
             convert_options=convert,
@@ -194,16 +199,35 @@ def inexact_columns(table: pa.Table) -> list[str]:
     """The float columns Arrow read from text that may hold an integer float64 cannot
     (beyond 2**53: an ID of 20 digits, say), which Arrow would have rounded. Rare: such
     columns are read again as text, for `fitting` to keep those integers' text."""
-    found = []
-    for name, column in zip(table.column_names, table.columns, strict=True):
-        if pa.types.is_floating(column.type):
-            low, high = pc.min_max(column).values()  # one call for the common column
-            if low.is_valid and max(-low.as_py(), high.as_py()) >= 2.0**53:
-                finite = pc.if_else(pc.is_finite(column), column, 0.0)  # not inf alone
-                top = pc.max(pc.abs(finite)).as_py()
-                if top is not None and top >= 2.0**53:
-                    found.append(name)
-    return found
+    return [
+        name for name, column in zip(table.column_names, table.columns, strict=True)
+        if pa.types.is_floating(column.type) and _beyond_2_53(column)
+    ]
+
+
+def _beyond_2_53(column: pa.ChunkedArray) -> bool:
+    for chunk in column.chunks:
+        if not len(chunk):
+            continue
+        if pa.types.is_float64(chunk.type):
+            # The values' buffer as it is, null slots too: numpy's min and max take a tenth
+            # of Arrow's time. Only a value past the bound (in a slot that may be null) is
+            # looked at closely.
+            values = np.frombuffer(chunk.buffers()[1], np.float64, len(chunk) + chunk.offset)
+            values = values[chunk.offset:]
+            if values.min() > -_BOUND and values.max() < _BOUND:
+                continue
+            values = values[np.isfinite(values)]  # NaN or inf in the chunk
+            if not values.size or (values.min() > -_BOUND and values.max() < _BOUND):
+                continue
+        finite = pc.if_else(pc.is_finite(chunk), chunk, 0.0)
+        top = pc.max(pc.abs(finite)).as_py()
+        if top is not None and top >= _BOUND:
+            return True
+    return False
+
+
+_BOUND = 2.0**53
 
 
 def with_formats(table: pa.Table, dialect: Dialect, types: pa.Schema | None) -> pa.Table:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ..widen import folded
 from .csvread import unique_names
 from .failures import DecodeError
 
@@ -17,8 +18,9 @@ def check_columns(table: pa.Table) -> pa.Table:
     """The table with unique column names (`a`, `a_1`; an empty one is `column<i>`);
     raises if a column takes a name ingest adds itself, in any case."""
     names = table.column_names
-    clash = [name for name in names if name.casefold() in RESERVED_COLUMNS]
+    unique = unique_names(names)  # stripped: " Source_File" is taken as "Source_File"
+    clash = [name for name, was in zip(unique, names, strict=True)
+             if folded(name) in RESERVED_COLUMNS or folded(was) in RESERVED_COLUMNS]
     if clash:
         raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
-    unique = unique_names(names)
     return table if unique == names else table.rename_columns(unique)

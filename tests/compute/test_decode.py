@@ -16,6 +16,7 @@ import pytest
 
 from ingest import conform, fitting
 from ingest.compute.decode import DecodeError, decode
+from ingest.compute.names import check_columns
 
 CSV = (
     b"timestamp,temperature,count,label\n"
@@ -354,3 +355,19 @@ def test_bad_arrow_ipc_is_a_decode_error(data: bytes) -> None:
 def test_unknown_extension_is_a_decode_error_naming_the_file(name: str) -> None:
     error = _decode_error(name, b"a,b\n1,2\n")
     assert repr(name) in str(error)
+
+
+def test_a_column_of_ids_beyond_2_53_is_read_as_their_text_with_null_markers_still_null() -> None:
+    data = b"id,v\n1,1.5\n2,NA\n3,12345678901234567890\n4,\n"
+    table = decode("a.csv", data)
+    assert table.column("v").to_pylist() == ["1.5", None, "12345678901234567890", None]
+    # Large floats alone, or a decimal comma's numbers, are read as numbers as before.
+    assert decode("b.csv", b"v\n6.02e23\n1.5\n").column("v").to_pylist() == [6.02e23, 1.5]
+    comma = decode("c.csv", b"id;v\n1;1,5\n2;12345678901234567890\n3;2,5\n")
+    assert pa.types.is_floating(comma.column("v").type)
+
+
+def test_a_column_named_as_one_of_ingests_own_after_trimming_is_refused() -> None:
+    with pytest.raises(DecodeError, match="reserved"):
+        check_columns(decode("a.jsonl", b'{" Source_File": "mine", "x": 1}\n'))
+    assert check_columns(decode("b.jsonl", b'{" x": 1, "X": 2}\n')).column_names == ["x", "X_1"]
