@@ -9,6 +9,7 @@ import datetime as dt
 import decimal
 import os
 import shutil
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.dataset as ds
@@ -21,22 +22,27 @@ from .invariants import check_one_schema
 pytestmark = pytest.mark.slow
 
 
-def test_spark_reads_every_table_of_the_samples_as_pyarrow_does(folder: Folder) -> None:
+def _session() -> Any:
+    """A local Spark on one core, in UTC (a JVM starts: seconds)."""
     os.environ.setdefault("TZ", "UTC")
     from pyspark.sql import SparkSession
 
+    return (
+        SparkSession.builder.master("local[1]")
+        .config("spark.sql.session.timeZone", "UTC")
+        .config("spark.ui.enabled", "false")
+        .getOrCreate()
+    )
+
+
+def test_spark_reads_every_table_of_the_samples_as_pyarrow_does(folder: Folder) -> None:
     shutil.copy(ROOT / "config.toml", folder.config)
     for sample in SAMPLE_DATA.iterdir():
         shutil.copy(sample, folder.drop / sample.name)
     assert folder.ingest("once").returncode == 3  # the malformed sample is quarantined
     tables = check_one_schema(folder.output)
 
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = _session()
     try:
         for name, schema in tables.items():
             frame = spark.read.parquet(str(folder.output / name)).drop("ingest_date")
@@ -76,9 +82,6 @@ def test_spark_reads_every_type_a_file_can_bring_with_the_values_pyarrow_reads(
     """Times of day, nanoseconds, durations, unsigned and small ints, decimals, nested
     columns, names that differ only in case, a widening: Spark opens the table with no
     options and reads every value pyarrow does."""
-    os.environ.setdefault("TZ", "UTC")
-    from pyspark.sql import SparkSession
-
     (folder.drop / "a.csv").write_bytes(b"id,Temp,temp,clock\n1,10,11,12:30:00\n")
     done = folder.ingest("once")
     assert done.returncode == 0, done.stderr
@@ -98,12 +101,7 @@ def test_spark_reads_every_type_a_file_can_bring_with_the_values_pyarrow_reads(
     assert done.returncode == 0, done.stderr
     schema = check_one_schema(folder.output)["records"]
 
-    spark = (
-        SparkSession.builder.master("local[1]")
-        .config("spark.sql.session.timeZone", "UTC")
-        .config("spark.ui.enabled", "false")
-        .getOrCreate()
-    )
+    spark = _session()
     try:
         frame = spark.read.parquet(str(folder.output / "records")).drop("ingest_date")
         assert frame.columns == schema.names
