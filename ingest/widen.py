@@ -36,16 +36,10 @@ def normalise(kind: pa.DataType) -> pa.DataType:
     only types that DuckDB, Polars, pandas, pyarrow, Spark and Delta all hold. A duration
     is its whole microseconds (int64: Delta holds no duration, and DuckDB and Spark read
     Parquet's as the bare integer); a type none of them shares is text."""
-    return _normal(kind, nested=False)
-
-
-def _normal(kind: pa.DataType, nested: bool) -> pa.DataType:
-    if pa.types.is_null(kind):
-        return pa.string() if nested else kind  # a top-level one is `untyped` (schema_of)
-    if pa.types.is_boolean(kind):
-        return kind
+    if pa.types.is_null(kind) or pa.types.is_boolean(kind):
+        return kind  # a null: top-level, `untyped` (schema_of); nested, `_filled` by `merge`
     if pa.types.is_dictionary(kind):
-        return _normal(kind.value_type, nested)
+        return normalise(kind.value_type)
     if pa.types.is_integer(kind) or pa.types.is_duration(kind):
         return pa.int64()
     if pa.types.is_floating(kind):
@@ -63,11 +57,11 @@ def _normal(kind: pa.DataType, nested: bool) -> pa.DataType:
         return pa.decimal128(kind.precision, kind.scale) if kind.precision <= 38 else pa.string()
     if (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
             or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)):
-        return pa.list_(pa.field("element", _normal(kind.value_type, nested=True)))
+        return pa.list_(pa.field("element", normalise(kind.value_type)))
     if pa.types.is_map(kind):
-        return pa.map_(_normal(kind.key_type, nested=True), _normal(kind.item_type, nested=True))
+        return pa.map_(normalise(kind.key_type), normalise(kind.item_type))
     if pa.types.is_struct(kind):
-        return pa.struct([f.with_type(_normal(f.type, nested=True)) for f in kind])
+        return pa.struct([f.with_type(normalise(f.type)) for f in kind])
     return pa.string()  # a time of day, an interval, a union: as text
 
 
@@ -104,7 +98,31 @@ def merge(table: pa.DataType, file: pa.DataType) -> pa.DataType:
         return pa.timestamp("us", tz="UTC")
     if pa.types.is_date(table) and pa.types.is_timestamp(file):
         return file
-    return table
+    return _filled(table, file) or table
+
+
+def _filled(table: pa.DataType, file: pa.DataType) -> pa.DataType | None:
+    """A nested type that held no value yet (`[]`, `{"x": null}`: null inside) takes the
+    file's types where the file's has them, as a top-level column of nulls does; None if
+    the two are not of one shape."""
+    if table == file or pa.types.is_null(file):
+        return table
+    if pa.types.is_null(table):
+        return file
+    if pa.types.is_list(table) and pa.types.is_list(file):
+        value = _filled(table.value_type, file.value_type)
+        return None if value is None else pa.list_(table.value_field.with_type(value))
+    if pa.types.is_map(table) and pa.types.is_map(file):
+        key, item = _filled(table.key_type, file.key_type), _filled(table.item_type, file.item_type)
+        return None if key is None or item is None else pa.map_(key, item)
+    if pa.types.is_struct(table) and pa.types.is_struct(file):
+        if [f.name for f in table] != [f.name for f in file]:
+            return None
+        kinds = [_filled(a.type, b.type) for a, b in zip(table, file, strict=True)]
+        if any(k is None for k in kinds):
+            return None
+        return pa.struct([f.with_type(k) for f, k in zip(table, kinds, strict=True)])
+    return None
 
 
 def merge_field(table: pa.Field, file: pa.Field, hinted: bool) -> pa.Field:

@@ -283,3 +283,16 @@ def test_a_cast_of_text_to_int64_rescues_what_int64_cannot_hold_at_once() -> Non
     assert fitted["id"].to_pylist() == [12, None, None, -9000000000000000001]
     assert fitted["_rescued_data"].to_pylist() == [None, None, '{"id": "89014103211118510720"}',
                                                    None]
+
+
+def test_a_nested_type_of_nulls_takes_a_files_types_of_the_same_shape() -> None:
+    empty = pa.list_(pa.field("element", pa.null()))
+    assert merge(empty, pa.list_(pa.field("element", pa.int64()))) == pa.list_(
+        pa.field("element", pa.int64()))
+    assert merge(pa.struct([("x", pa.null()), ("y", pa.string())]),
+                 pa.struct([("x", pa.float64()), ("y", pa.string())])) == pa.struct(
+        [("x", pa.float64()), ("y", pa.string())])
+    # Not one shape: the table's type stays, and the file's values are rescued.
+    assert merge(empty, pa.int64()) == empty
+    assert merge(pa.struct([("x", pa.null())]), pa.struct([("z", pa.int64())])) == pa.struct(
+        [("x", pa.null())])

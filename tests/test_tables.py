@@ -173,6 +173,34 @@ def test_integers_float64_would_round_keep_their_text(folder: Folder) -> None:
     ]
 
 
+def test_an_empty_list_or_struct_of_nulls_takes_the_types_a_later_file_brings(
+    folder: Folder,
+) -> None:
+    """`[]` and `{"x": null}` say nothing of their values' type: a later file's `[1, 2]`
+    and `{"x": 5}` widen them, as a column of nulls takes its first values' type."""
+    (folder.drop / "a.jsonl").write_bytes(b'{"id": 1, "tags": [], "m": {"x": null}}\n')
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    (folder.drop / "b.jsonl").write_bytes(b'{"id": 2, "tags": [1, 2], "m": {"x": 5}}\n')
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    schema = check_one_schema(folder.output)["records"]
+    assert str(schema.field("tags").type) == "list<element: int64>"
+    assert str(schema.field("m").type) == "struct<x: int64>"
+    arrow = ds.dataset(folder.output / "records").to_table().sort_by("id")
+    assert arrow.select(["id", "tags", "m", RESCUED]).to_pylist() == [
+        {"id": 1, "tags": [], "m": {"x": None}, RESCUED: None},
+        {"id": 2, "tags": [1, 2], "m": {"x": 5}, RESCUED: None},
+    ]
+    glob = f"{folder.output}/records/*/*.parquet"
+    assert duckdb.sql(f"SELECT id, tags, m FROM read_parquet('{glob}') ORDER BY id").fetchall() == [
+        (1, [], {"x": None}), (2, [1, 2], {"x": 5}),
+    ]
+    assert pl.scan_parquet(glob).select("id", "tags").sort("id").collect().rows() == [
+        (1, []), (2, [1, 2]),
+    ]
+
+
 def test_column_names_in_other_cases_are_one_column_in_every_reader(folder: Folder) -> None:
     """DuckDB renames the second of `Temp` and `temp` (or of `Source_File` and ours), and
     Spark refuses the table: within a file the second is `temp_1`, as DuckDB names it;
