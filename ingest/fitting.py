@@ -78,6 +78,8 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         return column
     if pa.types.is_null(column.type) or (is_untyped(field) and column.null_count == len(column)):
         return pa.chunked_array([pa.nulls(len(column), kind)])
+    if pa.types.is_struct(column.type) and not column.type.num_fields:  # `{}`: no value
+        return pa.chunked_array([pa.nulls(len(column), kind)])
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     column = _to_microseconds(column, kind)

@@ -37,7 +37,7 @@ def normalise(kind: pa.DataType) -> pa.DataType:
     is its whole microseconds (int64: Delta holds no duration, and DuckDB and Spark read
     Parquet's as the bare integer); a type none of them shares is text."""
     if pa.types.is_null(kind) or pa.types.is_boolean(kind):
-        return kind  # a null: top-level, `untyped` (schema_of); nested, `_filled` by `merge`
+        return kind  # a top-level null is `untyped` (schema_of); a nested one, `_inner`
     if pa.types.is_dictionary(kind):
         return normalise(kind.value_type)
     if pa.types.is_integer(kind) or pa.types.is_duration(kind):
@@ -57,12 +57,22 @@ def normalise(kind: pa.DataType) -> pa.DataType:
         return pa.decimal128(kind.precision, kind.scale) if kind.precision <= 38 else pa.string()
     if (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
             or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)):
-        return pa.list_(pa.field("element", normalise(kind.value_type)))
+        return pa.list_(_inner(kind.value_field).with_name("element"))
     if pa.types.is_map(kind):
-        return pa.map_(normalise(kind.key_type), normalise(kind.item_type))
+        return pa.map_(normalise(kind.key_type), _inner(kind.item_field))
     if pa.types.is_struct(kind):
-        return pa.struct([f.with_type(normalise(f.type)) for f in kind])
+        # `{}` says no more than null does, and Parquet holds no struct without fields.
+        return pa.struct([_inner(f) for f in kind]) if kind.num_fields else pa.null()
     return pa.string()  # a time of day, an interval, a union: as text
+
+
+def _inner(field: pa.Field) -> pa.Field:
+    """A nested field as a table holds it: a null one (`[]`, `{"x": null}`) is untyped
+    text, as a top-level column of nulls is, for a later file's values to type."""
+    kind = normalise(field.type)
+    if pa.types.is_null(kind):
+        return pa.field(field.name, pa.string(), metadata=UNTYPED)
+    return pa.field(field.name, kind)
 
 
 def _numeric(kind: pa.DataType) -> bool:
@@ -87,46 +97,46 @@ def merge(table: pa.DataType, file: pa.DataType) -> pa.DataType:
     """The table's type for a column after a file whose values have type `file`.
 
     Both are normalised. Where the file's values do not fit (text in a numeric
-    column, say) the table's type wins and those values are rescued."""
-    if table == file or pa.types.is_null(file):
+    column, say) the table's type wins and those values are rescued. Nested types
+    merge field by field, by the same rules (`_nested`)."""
+    if pa.types.is_null(file):
         return table
     if pa.types.is_null(table):
         return file
+    nested = _nested(table, file)
+    if nested is not None:
+        return nested
+    if table == file:
+        return table
     if _numeric(table) and _numeric(file):
         return pa.float64()
     if pa.types.is_timestamp(table) and pa.types.is_timestamp(file):
         return pa.timestamp("us", tz="UTC")
     if pa.types.is_date(table) and pa.types.is_timestamp(file):
         return file
-    return _filled(table, file) or table
+    return table
 
 
-def _filled(table: pa.DataType, file: pa.DataType) -> pa.DataType | None:
-    """A nested type that held no value yet (`[]`, `{"x": null}`: null inside) takes the
-    file's types where the file's has them, as a top-level column of nulls does; None if
-    the two are not of one shape."""
-    if table == file or pa.types.is_null(file):
-        return table
-    if pa.types.is_null(table):
-        return file
+def _nested(table: pa.DataType, file: pa.DataType) -> pa.DataType | None:
+    """Two lists, maps or structs merged inside: an untyped field takes the file's type,
+    types widen, a struct's new fields are appended (matched by name, in any order);
+    None if the two are not nested alike."""
     if pa.types.is_list(table) and pa.types.is_list(file):
-        value = _filled(table.value_type, file.value_type)
-        return None if value is None else pa.list_(table.value_field.with_type(value))
+        return pa.list_(merge_field(table.value_field, file.value_field, hinted=False))
     if pa.types.is_map(table) and pa.types.is_map(file):
-        key, item = _filled(table.key_type, file.key_type), _filled(table.item_type, file.item_type)
-        return None if key is None or item is None else pa.map_(key, item)
+        item = merge_field(table.item_field, file.item_field, hinted=False)
+        return pa.map_(merge(table.key_type, file.key_type), item)
     if pa.types.is_struct(table) and pa.types.is_struct(file):
-        if [f.name for f in table] != [f.name for f in file]:
-            return None
-        kinds = [_filled(a.type, b.type) for a, b in zip(table, file, strict=True)]
-        if any(k is None for k in kinds):
-            return None
-        return pa.struct([f.with_type(k) for f, k in zip(table, kinds, strict=True)])
+        own = {f.name: f for f in file}
+        fields = [merge_field(f, own[f.name], hinted=False) if f.name in own else f
+                  for f in table]
+        known = {f.name for f in table}
+        return pa.struct(fields + [f for f in file if f.name not in known])
     return None
 
 
 def merge_field(table: pa.Field, file: pa.Field, hinted: bool) -> pa.Field:
-    """A table's column after a file's column of the same name."""
+    """A table's column (or a nested field) after a file's of the same name."""
     if hinted or pa.types.is_null(file.type) or is_untyped(file):
         return table
     if is_untyped(table):

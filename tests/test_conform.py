@@ -285,14 +285,32 @@ def test_a_cast_of_text_to_int64_rescues_what_int64_cannot_hold_at_once() -> Non
                                                    None]
 
 
-def test_a_nested_type_of_nulls_takes_a_files_types_of_the_same_shape() -> None:
-    empty = pa.list_(pa.field("element", pa.null()))
-    assert merge(empty, pa.list_(pa.field("element", pa.int64()))) == pa.list_(
-        pa.field("element", pa.int64()))
-    assert merge(pa.struct([("x", pa.null()), ("y", pa.string())]),
-                 pa.struct([("x", pa.float64()), ("y", pa.string())])) == pa.struct(
-        [("x", pa.float64()), ("y", pa.string())])
-    # Not one shape: the table's type stays, and the file's values are rescued.
-    assert merge(empty, pa.int64()) == empty
-    assert merge(pa.struct([("x", pa.null())]), pa.struct([("z", pa.int64())])) == pa.struct(
-        [("x", pa.null())])
+def test_nested_types_merge_inside_by_the_rules_of_columns() -> None:
+    def field(name: str, kind: pa.DataType) -> pa.Field:
+        return pa.field(name, kind)
+
+    # `[]` and `{"x": null}` as a table first holds them: untyped text inside.
+    empty = normalise(pa.list_(pa.null()))
+    assert empty == pa.list_(field("element", pa.string()))
+    assert is_untyped(empty.value_field)
+    assert merge(empty, normalise(pa.list_(pa.int64()))) == pa.list_(field("element", pa.int64()))
+    nulls = normalise(pa.struct([("x", pa.null()), ("y", pa.string())]))
+    # A struct's fields by name, in any order; new ones appended; types widen inside.
+    assert merge(nulls, pa.struct([("y", pa.string()), ("x", pa.float64()), ("z", pa.int64())])) \
+        == pa.struct([("x", pa.float64()), ("y", pa.string()), ("z", pa.int64())])
+    assert merge(pa.list_(field("element", pa.int64())), pa.list_(field("element", pa.float64()))) \
+        == pa.list_(field("element", pa.float64()))
+    # Text never widens a number inside either; a list and a number are not alike.
+    ints = pa.list_(field("element", pa.int64()))
+    assert merge(ints, pa.list_(field("element", pa.string()))) == ints
+    assert merge(ints, pa.int64()) == ints
+    assert normalise(pa.struct([])) == pa.null()  # `{}`: no more than null, and Parquet has none
+
+
+def test_a_struct_cast_to_its_tables_wider_struct_keeps_every_value() -> None:
+    data = pa.table({"m": pa.array([{"y": 2, "x": 3}], pa.struct([("y", pa.int64()),
+                                                                 ("x", pa.int64())]))})
+    table = pa.schema([("m", pa.struct([("x", pa.float64()), ("y", pa.int64()),
+                                        ("z", pa.string())])), ("_rescued_data", pa.string())])
+    fitted = fitting.fit(data, table)
+    assert fitted.to_pylist() == [{"m": {"x": 3.0, "y": 2, "z": None}, "_rescued_data": None}]

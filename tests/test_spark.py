@@ -116,3 +116,22 @@ def test_spark_reads_every_type_a_file_can_bring_with_the_values_pyarrow_reads(
     assert got == want
     assert [r[:4] for r in want] == [(1, 10.0, 11, "12:30:00"), (2, 20.5, None,
                                                                   "00:00:00.000000001")]
+
+
+def test_spark_reads_nested_columns_widened_from_empty_ones(folder: Folder) -> None:
+    (folder.drop / "a.jsonl").write_bytes(b'{"id": 1, "tags": [], "m": {"x": null}, "e": {}}\n')
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.jsonl").write_bytes(
+        b'{"id": 2, "tags": [1.5], "m": {"y": "b", "x": 3}, "e": {"a": 1}}\n'
+    )
+    assert folder.ingest("once").returncode == 0
+    spark = _session()
+    try:
+        rows = spark.read.parquet(str(folder.output / "records")).select(
+            "id", "tags", "m", "e").orderBy("id").collect()
+        got = [tuple(_plain(v) for v in r.asDict(recursive=True).values()) for r in rows]
+    finally:
+        spark.stop()
+    assert got == [
+        (1, [], {"x": None, "y": None}, None), (2, [1.5], {"x": 3, "y": "b"}, {"a": 1}),
+    ]

@@ -169,6 +169,30 @@ def test_a_column_empty_throughout_the_first_block_takes_its_type_from_later_blo
     assert total == later.sum()
 
 
+def test_a_column_of_ids_beyond_2_53_reads_its_null_markers_as_nulls_in_every_block(
+    folder: Folder,
+) -> None:
+    """Block 0 holds a 20-digit ID, so the column is read as text: every later block reads
+    it as text too, and its "NA", "nan" and empty cells stay nulls, as in block 0."""
+    folder.write_config(**STREAMING)
+    rows = 60_000
+    with (folder.drop / "ids.csv").open("w") as fh:
+        fh.write("timestamp,v\n0,12345678901234567890\n")
+        for i in range(1, rows):
+            fh.write(f"{i},{('NA', 'nan', '', ' 2.5')[i % 4]}\n")
+    assert (folder.drop / "ids.csv").stat().st_size > 256 << 10  # streamed: over 256 KB
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    counts = folder.query(
+        "SELECT count(*), count(v), count(_rescued_data), min(v), max(v) FROM records"
+    )
+    assert counts == [(rows, rows // 4, 1, 2.5, 2.5)]
+    ((rescued,),) = folder.query("SELECT _rescued_data FROM records WHERE timestamp = 0")
+    assert rescued == '{"v": "12345678901234567890"}'
+
+
 def test_a_bad_value_deep_in_a_streamed_file_quarantines_it_with_its_line(
     folder: Folder,
 ) -> None:

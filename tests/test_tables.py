@@ -176,29 +176,41 @@ def test_integers_float64_would_round_keep_their_text(folder: Folder) -> None:
 def test_an_empty_list_or_struct_of_nulls_takes_the_types_a_later_file_brings(
     folder: Folder,
 ) -> None:
-    """`[]` and `{"x": null}` say nothing of their values' type: a later file's `[1, 2]`
-    and `{"x": 5}` widen them, as a column of nulls takes its first values' type."""
-    (folder.drop / "a.jsonl").write_bytes(b'{"id": 1, "tags": [], "m": {"x": null}}\n')
+    """`[]`, `{"x": null}` and `{}` say nothing of their values' type: a later file's
+    `[1, 2]`, `{"y": 2, "x": 3, "z": "new"}` (another order, a new field) and `{"a": 1}`
+    widen them, as a column of nulls takes its first values' type."""
+    (folder.drop / "a.jsonl").write_bytes(
+        b'{"id": 1, "tags": [], "m": {"x": null, "y": 1}, "mp": {}}\n'
+    )
     done = folder.ingest("once")
     assert done.returncode == 0, done.stderr
-    (folder.drop / "b.jsonl").write_bytes(b'{"id": 2, "tags": [1, 2], "m": {"x": 5}}\n')
+    (folder.drop / "b.jsonl").write_bytes(
+        b'{"id": 2, "tags": [1, 2], "m": {"y": 2, "x": 3, "z": "new"}, "mp": {"a": 1}}\n'
+        b'{"id": 3, "tags": [1.5], "m": {"x": 4}}\n'
+    )
     done = folder.ingest("once")
     assert done.returncode == 0, done.stderr
     schema = check_one_schema(folder.output)["records"]
-    assert str(schema.field("tags").type) == "list<element: int64>"
-    assert str(schema.field("m").type) == "struct<x: int64>"
-    arrow = ds.dataset(folder.output / "records").to_table().sort_by("id")
-    assert arrow.select(["id", "tags", "m", RESCUED]).to_pylist() == [
-        {"id": 1, "tags": [], "m": {"x": None}, RESCUED: None},
-        {"id": 2, "tags": [1, 2], "m": {"x": 5}, RESCUED: None},
+    assert str(schema.field("tags").type) == "list<element: double>"
+    assert str(schema.field("m").type) == "struct<x: int64, y: int64, z: string>"
+    assert str(schema.field("mp").type) == "struct<a: int64>"
+    want = [
+        (1, [], {"x": None, "y": 1, "z": None}, None),
+        (2, [1.0, 2.0], {"x": 3, "y": 2, "z": "new"}, {"a": 1}),
+        (3, [1.5], {"x": 4, "y": None, "z": None}, None),
     ]
     glob = f"{folder.output}/records/*/*.parquet"
-    assert duckdb.sql(f"SELECT id, tags, m FROM read_parquet('{glob}') ORDER BY id").fetchall() == [
-        (1, [], {"x": None}), (2, [1, 2], {"x": 5}),
-    ]
-    assert pl.scan_parquet(glob).select("id", "tags").sort("id").collect().rows() == [
-        (1, []), (2, [1, 2]),
-    ]
+    got = {
+        "duckdb": duckdb.sql(f"SELECT id, tags, m, mp FROM read_parquet('{glob}') ORDER BY id")
+        .fetchall(),
+        "polars": pl.scan_parquet(glob).select("id", "tags", "m", "mp").sort("id").collect()
+        .rows(),
+        "pyarrow": [tuple(r.values()) for r in ds.dataset(folder.output / "records").to_table(
+            columns=["id", "tags", "m", "mp"]).sort_by("id").to_pylist()],
+    }
+    for reader, rows in got.items():
+        assert rows == want, reader
+    assert ds.dataset(folder.output / "records").to_table()[RESCUED].null_count == 3
 
 
 def test_column_names_in_other_cases_are_one_column_in_every_reader(folder: Folder) -> None:

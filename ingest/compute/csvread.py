@@ -190,9 +190,28 @@ def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Tab
             convert_options=convert,
         )
         for name, text in zip(texts.column_names, texts.columns, strict=True):
+            text = pc.utf8_trim_whitespace(text)  # as Arrow's number parser takes " 1.5"
             if pc.any(inexact_integers(text)).as_py():
-                table = table.set_column(table.column_names.index(name), name, text)
+                field = pa.field(name, pa.string(), metadata=NUMBERS_AS_TEXT)
+                table = table.set_column(table.column_names.index(name), field, text)
+    elif types is not None:
+        table = _later_block_nulls(table, types, convert.null_values)
     return with_formats(table, dialect, types)
+
+
+# On a column read again as text (`inexact_columns`): a streamed file's later blocks read
+# it as text too, given block 0's schema, and take its null markers as nulls, as it did.
+NUMBERS_AS_TEXT = {b"ingest.numbers_as_text": b"1"}
+
+
+def _later_block_nulls(table: pa.Table, first: pa.Schema, markers: list[str]) -> pa.Table:
+    for field in first:
+        if field.metadata == NUMBERS_AS_TEXT and field.name in table.column_names:
+            at = table.column_names.index(field.name)
+            text = pc.utf8_trim_whitespace(table.column(at))
+            missing = pc.is_in(text, value_set=pa.array(markers, pa.string()))
+            table = table.set_column(at, field, pc.if_else(missing, None, text))
+    return table
 
 
 def inexact_columns(table: pa.Table) -> list[str]:
