@@ -19,8 +19,10 @@ import pyarrow.compute as pc
 from .widen import IDENTITY, RESCUED, is_untyped, matching
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
-INT_PATTERN = r"^[+-]?[0-9]+$"
-FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(inf|nan)$"
+# Arrow's cast takes "-5" but not "+5" as an int64 (as a float64, both); it takes "inf",
+# "Infinity" and "NaN" in any case as floats.
+INT_PATTERN = r"^-?[0-9]+$"
+FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:inf|infinity|nan)$"
 # Integers beyond this lose their value as float64; such values are rescued instead.
 _EXACT = 2**53
 

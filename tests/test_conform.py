@@ -314,3 +314,14 @@ def test_a_struct_cast_to_its_tables_wider_struct_keeps_every_value() -> None:
                                         ("z", pa.string())])), ("_rescued_data", pa.string())])
     fitted = fitting.fit(data, table)
     assert fitted.to_pylist() == [{"m": {"x": 3.0, "y": 2, "z": None}, "_rescued_data": None}]
+
+
+def test_text_is_read_as_numbers_as_arrow_casts_it() -> None:
+    """Arrow's cast takes "+5" as a float, not an int, and "Infinity" or "NaN" in any case."""
+    data = pa.table({"a": ["+5", "6"], "b": ["Infinity", "1.5"], "c": ["-INF", "NaN"]})
+    schema = conform.target(data, None, {})
+    assert [schema.field(n).type for n in "abc"] == [pa.float64()] * 3
+    fitted = fitting.fit(data, schema).to_pydict()
+    assert fitted["a"] == [5.0, 6.0] and fitted["b"] == [float("inf"), 1.5]
+    assert fitted["c"][0] == float("-inf") and fitted["c"][1] != fitted["c"][1]  # NaN
+    assert fitted["_rescued_data"] == [None, None]
