@@ -279,11 +279,17 @@ def _table(name: str, body: object, prefix: str) -> Table:
     columns = body.get("columns", {})
     if not isinstance(columns, Mapping):
         raise ConfigError(f"{prefix}[tables.{name}.columns] must be a table of column = type")
+    seen: dict[str, str] = {}
     for column, kind in columns.items():
         if kind not in HINT_TYPES:
             raise ConfigError(
                 f"{prefix}[tables.{name}.columns] {column} must be one of"
                 f" {', '.join(HINT_TYPES)}, got {_describe(kind)}"
+            )
+        # Readers take names without regard to case, and so do hints.
+        if (other := seen.setdefault(column.lower(), column)) != column:
+            raise ConfigError(
+                f"{prefix}[tables.{name}.columns] {other} and {column} name one column"
             )
     csv = body.get("csv")
     if csv is not None and not isinstance(csv, Mapping):

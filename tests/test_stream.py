@@ -131,6 +131,27 @@ def test_json_lines_larger_than_memory_mb_are_ingested_in_blocks(folder: Folder)
     assert_features_exact(features_of(folder), whole)
 
 
+def test_json_lines_whose_first_block_holds_only_empty_lists_type_them_later(
+    folder: Folder,
+) -> None:
+    """Block 0 reads `[]` as a list of nulls; a later block's `[3]` gives the list its type
+    (not "Failed to convert JSON to null")."""
+    folder.write_config(**STREAMING)
+    path = folder.drop / "tags.jsonl"
+    rows = 40_000
+    with path.open("w") as fh:
+        for i in range(rows):
+            fh.write(json.dumps({"timestamp": i, "tags": [] if i < rows // 2 else [i]}) + "\n")
+    assert path.stat().st_size > 256 << 10  # streamed
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert len(folder.parts("records")) >= 2
+    tags = records_of(folder).sort_by("timestamp")["tags"].to_pylist()
+    assert tags == [[] if i < rows // 2 else [i] for i in range(rows)]
+
+
 def test_features_only_output_streams_without_publishing_the_staged_records(
     folder: Folder,
 ) -> None:

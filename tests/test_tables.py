@@ -309,6 +309,8 @@ def test_every_table_of_the_samples_opens_in_every_reader_and_they_agree(folder:
         ("tables._hidden", {"patterns": ["*.csv"]}, "[tables._hidden]"),
         ("tables.sensors", {"patterns": ["*.csv"], "colour": "red"}, "'colour'"),
         ("tables.records.columns", {"temp": "float32"}, "[tables.records.columns] temp"),
+        ("tables.records.columns", {"Temp": "int64", "temp": "string"},
+         "[tables.records.columns] Temp and temp name one column"),
     ],
 )
 def test_a_bad_table_in_the_config_exits_2_naming_it(

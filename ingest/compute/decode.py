@@ -67,10 +67,17 @@ def _bad_json_line(data: bytes) -> int | None:
 
 def _typed(first: pa.Schema | None) -> pa.Schema | None:
     """The first block's column types, for a later block; except where it read a column as
-    null (empty throughout the first block): each block types that one for itself."""
+    null, at any depth (empty throughout the first block, or `[]`): each block types that
+    one for itself."""
     if first is None:
         return None
-    return pa.schema([f for f in first if not pa.types.is_null(f.type)])
+    return pa.schema([f for f in first if not _holds_null(f.type)])
+
+
+def _holds_null(kind: pa.DataType) -> bool:
+    if pa.types.is_null(kind):
+        return True
+    return any(_holds_null(kind.field(i).type) for i in range(kind.num_fields))
 
 
 def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
