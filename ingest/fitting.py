@@ -85,6 +85,8 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
     column = _to_microseconds(column, kind)
+    if _is_nested(kind) and column.type != kind:
+        column = pa.chunked_array([_shaped(chunk, kind) for chunk in column.chunks])
     text = pa.types.is_string(column.type)
     # A cast of text to float64 would round an integer beyond 2**53: those are rescued.
     inexact = inexact_integers(column) if text and pa.types.is_floating(kind) else None
@@ -124,6 +126,42 @@ def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedAr
     micro = _micro(have)
     # Unsafe only for the units: nanoseconds cut (floored above where it matters).
     return column if micro == have else column.cast(micro, safe=False)
+
+
+def _is_nested(kind: pa.DataType) -> bool:
+    return bool(pa.types.is_struct(kind) or pa.types.is_list(kind) or pa.types.is_map(kind))
+
+
+def _shaped(array: pa.Array, kind: pa.DataType) -> pa.Array:
+    """A nested array that Arrow's cast can take to `kind`: a struct's fields matched by
+    name in any case (`widen.matching`, the table's spelling), and a part that holds no
+    value (all null, or `{}`: an untyped field a later file typed) made nulls of its type."""
+    have = array.type
+    if have == kind:
+        return array
+    if array.null_count == len(array) or (pa.types.is_struct(have) and not have.num_fields):
+        return pa.nulls(len(array), kind)
+    if pa.types.is_struct(have) and pa.types.is_struct(kind):
+        names = [have.field(i).name for i in range(have.num_fields)]
+        matched = matching([f.name for f in kind], names)
+        children = dict(zip(names, array.flatten(), strict=True))
+        shaped = [
+            _shaped(children[matched[f.name]], f.type) if f.name in matched
+            else pa.nulls(len(array), f.type)
+            for f in kind
+        ]
+        fields = [f.with_type(a.type) for f, a in zip(kind, shaped, strict=True)]
+        return pa.StructArray.from_arrays(shaped, fields=fields, mask=array.is_null())
+    if pa.types.is_list(have) and pa.types.is_list(kind):
+        values = _shaped(array.values, kind.value_type)
+        return pa.ListArray.from_arrays(
+            array.offsets, values, type=pa.list_(kind.value_field.with_type(values.type)),
+            mask=array.is_null(),
+        )
+    if pa.types.is_map(have) and pa.types.is_map(kind):
+        items = _shaped(array.items, kind.item_type)
+        return pa.MapArray.from_arrays(array.offsets, array.keys, items, mask=array.is_null())
+    return array
 
 
 def _micro(kind: pa.DataType) -> pa.DataType:

@@ -55,14 +55,21 @@ def normalise(kind: pa.DataType) -> pa.DataType:
         return pa.date32()
     if pa.types.is_decimal(kind):
         return pa.decimal128(kind.precision, kind.scale) if kind.precision <= 38 else pa.string()
+    return _nested_normal(kind)
+
+
+def _nested_normal(kind: pa.DataType) -> pa.DataType:
     if (pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(kind)
             or pa.types.is_list_view(kind) or pa.types.is_large_list_view(kind)):
         return pa.list_(_inner(kind.value_field).with_name("element"))
     if pa.types.is_map(kind):
         return pa.map_(normalise(kind.key_type), _inner(kind.item_field))
     if pa.types.is_struct(kind):
-        # `{}` says no more than null does, and Parquet holds no struct without fields.
-        return pa.struct([_inner(f) for f in kind]) if kind.num_fields else pa.null()
+        if not kind.num_fields:  # `{}` says no more than null, and Parquet holds no such
+            return pa.null()
+        if len({folded(f.name) for f in kind}) < kind.num_fields:
+            return pa.string()  # `{"x": 1, "X": 2}`: one name to readers; kept as text
+        return pa.struct([_inner(f) for f in kind])
     return pa.string()  # a time of day, an interval, a union: as text
 
 
@@ -128,10 +135,11 @@ def _nested(table: pa.DataType, file: pa.DataType) -> pa.DataType | None:
         return pa.map_(merge(table.key_type, file.key_type), item)
     if pa.types.is_struct(table) and pa.types.is_struct(file):
         own = {f.name: f for f in file}
-        fields = [merge_field(f, own[f.name], hinted=False) if f.name in own else f
-                  for f in table]
-        known = {f.name for f in table}
-        return pa.struct(fields + [f for f in file if f.name not in known])
+        matched = matching([f.name for f in table], list(own))
+        fields = [merge_field(f, own[matched[f.name]], hinted=False) if f.name in matched
+                  else f for f in table]
+        known = {folded(f.name) for f in table}
+        return pa.struct(fields + [f for f in file if folded(f.name) not in known])
     return None
 
 

@@ -325,3 +325,20 @@ def test_text_is_read_as_numbers_as_arrow_casts_it() -> None:
     assert fitted["a"] == [5.0, 6.0] and fitted["b"] == [float("inf"), 1.5]
     assert fitted["c"][0] == float("-inf") and fitted["c"][1] != fitted["c"][1]  # NaN
     assert fitted["_rescued_data"] == [None, None]
+
+
+def test_an_old_part_fits_a_table_whose_untyped_nested_field_a_file_has_typed() -> None:
+    """A part written while `z` held only nulls (untyped text) keeps its other values when
+    the table's `z` becomes a list; a field named in another case is the table's."""
+    old = pa.table({"s": pa.array([{"x": "keep", "z": None}],
+                                  pa.struct([("x", pa.string()), ("z", pa.string())]))})
+    table = pa.schema([("s", pa.struct([("x", pa.string()), ("z", pa.list_(pa.int64()))])),
+                       ("_rescued_data", pa.string())])
+    assert fitting.fit(old, table).to_pylist() == [
+        {"s": {"x": "keep", "z": None}, "_rescued_data": None}]
+    other_case = pa.table({"s": pa.array([{"X": "b", "t": {}}],
+                                         pa.struct([("X", pa.string()), ("t", pa.struct([]))]))})
+    assert fitting.fit(other_case, table).to_pylist() == [
+        {"s": {"x": "b", "z": None}, "_rescued_data": None}]
+    assert merge(table.field("s").type, pa.struct([("X", pa.string())])) == table.field("s").type
+    assert normalise(pa.struct([("x", pa.int64()), ("X", pa.int64())])) == pa.string()

@@ -138,6 +138,23 @@ def test_every_type_a_file_can_bring_is_one_a_delta_table_holds(folder: Folder) 
     assert rows == folder_rows(folder)
 
 
+def test_nested_fields_named_in_another_case_are_one_field_a_delta_table_holds(
+    folder: Folder,
+) -> None:
+    """`{"m": {"x": 1}}` then `{"m": {"X": 2}}`: Delta refuses two fields whose names
+    differ only in case, so the second file's `X` is the table's `x`."""
+    folder.write_config(**DELTA)
+    (folder.drop / "a.jsonl").write_bytes(b'{"id": 1, "m": {"x": 1, "z": null}}\n')
+    assert folder.ingest("once", timeout=60).returncode == 0
+    (folder.drop / "b.jsonl").write_bytes(b'{"id": 2, "m": {"X": 2, "z": [3]}}\n')
+    done = folder.ingest("once", timeout=60)
+    assert done.returncode == 0, done.stderr
+    rows = read_delta(str(folder.output / "records")).sort_by("id").select(["id", "m"])
+    assert rows.to_pylist() == [
+        {"id": 1, "m": {"x": 1, "z": None}}, {"id": 2, "m": {"x": 2, "z": [3]}},
+    ]
+
+
 def folder_rows(folder: Folder) -> list[dict[str, object]]:
     table = pq.read_table(folder.parts("records"), partitioning=None).sort_by("id")
     return table.drop_columns(["source_sha256"]).to_pylist()
