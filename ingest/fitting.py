@@ -86,7 +86,9 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         column = column.cast(column.type.value_type)
     column = _to_microseconds(column, kind)
     if _is_nested(kind) and column.type != kind:
-        column = pa.chunked_array([_shaped(chunk, kind) for chunk in column.chunks])
+        # One array: the chunks of a part read back (131,072 rows each) may differ in
+        # which parts of them hold values, and so in how they are shaped.
+        column = pa.chunked_array([_shaped(column.combine_chunks(), kind)])
     text = pa.types.is_string(column.type)
     # A cast of text to float64 would round an integer beyond 2**53: those are rescued.
     inexact = inexact_integers(column) if text and pa.types.is_floating(kind) else None
@@ -141,6 +143,11 @@ def _shaped(array: pa.Array, kind: pa.DataType) -> pa.Array:
         return array
     if array.null_count == len(array) or (pa.types.is_struct(have) and not have.num_fields):
         return pa.nulls(len(array), kind)
+    if (pa.types.is_large_list(have) or pa.types.is_fixed_size_list(have)
+            or pa.types.is_list_view(have) or pa.types.is_large_list_view(have)):
+        array, have = array.cast(pa.list_(have.value_field)), pa.list_(have.value_field)
+    if (pa.types.is_list(have) or pa.types.is_map(have)) and array.offset:
+        array = pa.concat_arrays([array])  # offsets from 0: Arrow builds no sliced list
     if pa.types.is_struct(have) and pa.types.is_struct(kind):
         names = [have.field(i).name for i in range(have.num_fields)]
         matched = matching([f.name for f in kind], names)

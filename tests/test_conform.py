@@ -342,3 +342,23 @@ def test_an_old_part_fits_a_table_whose_untyped_nested_field_a_file_has_typed() 
         {"s": {"x": "b", "z": None}, "_rescued_data": None}]
     assert merge(table.field("s").type, pa.struct([("X", pa.string())])) == table.field("s").type
     assert normalise(pa.struct([("x", pa.int64()), ("X", pa.int64())])) == pa.string()
+
+
+def test_nested_columns_fit_when_sliced_chunked_or_large() -> None:
+    """A file of a group is a slice of the group's table, and a part read back comes in
+    chunks of 131,072 rows: both must fit as the whole would."""
+    rescued = ("_rescued_data", pa.string())
+    lists = pa.table({"l": pa.array([[1], [2]], pa.list_(pa.int64()))}).slice(1)
+    assert fitting.fit(lists, pa.schema([("l", pa.list_(pa.float64())), rescued]))[
+        "l"].to_pylist() == [[2.0]]
+    maps = pa.table({"m": pa.array([[("a", 1)], [("b", 2)]], pa.map_(pa.string(), pa.int32()))})
+    assert fitting.fit(maps.slice(1), pa.schema([("m", pa.map_(pa.string(), pa.int64())),
+                                                 rescued]))["m"].to_pylist() == [[("b", 2)]]
+    kind = pa.struct([("a", pa.int64())])
+    chunks = pa.table({"s": pa.chunked_array([
+        pa.array([{"a": None}] * 3, kind), pa.array([{"a": 1}], kind)])})
+    assert fitting.fit(chunks, pa.schema([("s", pa.struct([("a", pa.float64())])), rescued]))[
+        "s"].to_pylist() == [{"a": None}] * 3 + [{"a": 1.0}]
+    large = pa.table({"l": pa.array([[{"X": 1}]], pa.large_list(pa.struct([("X", pa.int64())])))})
+    assert fitting.fit(large, pa.schema([("l", pa.list_(pa.struct([("x", pa.int64())]))),
+                                         rescued]))["l"].to_pylist() == [[{"x": 1}]]
