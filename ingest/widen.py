@@ -100,6 +100,21 @@ def is_untyped(field: pa.Field) -> bool:
     return bool(field.metadata) and field.metadata.get(b"ingest.untyped") == b"1"
 
 
+def described(field: pa.Field) -> str:
+    """A field's type as a log line says it: what no file has typed yet is `untyped`, not
+    the text it is stored as."""
+    kind = field.type
+    if is_untyped(field):
+        return "untyped"
+    if pa.types.is_list(kind):
+        return f"list<{described(kind.value_field)}>"
+    if pa.types.is_map(kind):
+        return f"map<{kind.key_type}, {described(kind.item_field)}>"
+    if pa.types.is_struct(kind):
+        return "struct<" + ", ".join(f"{f.name}: {described(f)}" for f in kind) + ">"
+    return str(kind)
+
+
 def merge(table: pa.DataType, file: pa.DataType) -> pa.DataType:
     """The table's type for a column after a file whose values have type `file`.
 

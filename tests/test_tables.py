@@ -190,6 +190,8 @@ def test_an_empty_list_or_struct_of_nulls_takes_the_types_a_later_file_brings(
     )
     done = folder.ingest("once")
     assert done.returncode == 0, done.stderr
+    assert "column 'tags' widened from list<untyped> to list<double>" in done.stderr
+    assert "column 'mp' widened from untyped to struct<a: int64>" in done.stderr
     schema = check_one_schema(folder.output)["records"]
     assert str(schema.field("tags").type) == "list<element: double>"
     assert str(schema.field("m").type) == "struct<x: int64, y: int64, z: string>"

@@ -241,14 +241,16 @@ def changes(old: pa.Schema, new: pa.Schema) -> list[str]:
     """One line per column that a widening adds or retypes."""
     import pyarrow as pa
 
+    from ..widen import described
+
     lines = []
     before = {f.name: f for f in old}
     for field in new:
         if field.name not in before:
-            lines.append(f"column {field.name!r} added as {field.type}")
+            lines.append(f"column {field.name!r} added as {described(field)}")
         elif not same(pa.schema([before[field.name]]), pa.schema([field])):
-            was = before[field.name].type
-            lines.append(f"column {field.name!r} widened from {was} to {field.type}")
+            was = described(before[field.name])
+            lines.append(f"column {field.name!r} widened from {was} to {described(field)}")
     return lines
 
 
