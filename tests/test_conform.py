@@ -362,3 +362,22 @@ def test_nested_columns_fit_when_sliced_chunked_or_large() -> None:
     large = pa.table({"l": pa.array([[{"X": 1}]], pa.large_list(pa.struct([("X", pa.int64())])))})
     assert fitting.fit(large, pa.schema([("l", pa.list_(pa.struct([("x", pa.int64())]))),
                                          rescued]))["l"].to_pylist() == [[{"x": 1}]]
+
+
+def test_a_schema_read_back_from_a_part_is_the_same_though_its_map_is_renamed() -> None:
+    """Arrow names a map's entries after its column when it reads Parquet back."""
+    import pyarrow.parquet as pq
+
+    from ingest.partfile import write
+    from ingest.store.schema import same
+
+    marked = pa.field("element", pa.string(), metadata={b"ingest.untyped": b"1"})
+    data = pa.table({"m": pa.array([[("a", 1)]], pa.map_(pa.string(), pa.int64())),
+                     "l": pa.array([[None]], pa.list_(marked))})
+    sink = pa.BufferOutputStream()
+    write(data, sink, "zstd", {})
+    back = pq.read_schema(pa.BufferReader(sink.getvalue()))
+    assert str(back.field("m").type) != str(data.schema.field("m").type)
+    assert same(data.schema, back)
+    typed = pa.schema([("m", data.schema.field("m").type), ("l", pa.list_(pa.string()))])
+    assert not same(data.schema, typed)  # the untyped mark is a difference
