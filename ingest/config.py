@@ -286,7 +286,8 @@ def _table(name: str, body: object, prefix: str) -> Table:
                 f"{prefix}[tables.{name}.columns] {column} must be one of"
                 f" {', '.join(HINT_TYPES)}, got {_describe(kind)}"
             )
-        # Readers take names without regard to case, and so do hints.
+        # Readers take names without regard to case, and so do hints (`widen.folded`, which
+        # this module does not import: it loads pyarrow).
         if (other := seen.setdefault(column.lower(), column)) != column:
             raise ConfigError(
                 f"{prefix}[tables.{name}.columns] {other} and {column} name one column"

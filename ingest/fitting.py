@@ -78,9 +78,10 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
     kind = field.type
     if column.type == kind:
         return column
-    if pa.types.is_null(column.type) or (is_untyped(field) and column.null_count == len(column)):
-        return pa.chunked_array([pa.nulls(len(column), kind)])
-    if pa.types.is_struct(column.type) and not column.type.num_fields:  # `{}`: no value
+    empty = pa.types.is_struct(column.type) and not column.type.num_fields  # `{}`: no value
+    if pa.types.is_null(column.type) or empty or (
+        is_untyped(field) and column.null_count == len(column)
+    ):
         return pa.chunked_array([pa.nulls(len(column), kind)])
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
@@ -102,11 +103,11 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         # An empty cell of a text column is a missing value, not text to rescue: the CSV
         # reader gives "" where the cell is empty once the column holds any text.
         column = pc.if_else(pc.equal(column, ""), pa.scalar(None, column.type), column)
-        try:
-            if not rounds:
+        if not rounds:
+            try:
                 return column.cast(kind)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            pass
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+                pass
     keep = _fits(column, kind, inexact)
     bad = pc.and_(pc.invert(keep), pc.is_valid(column))
     for row in pc.indices_nonzero(bad).to_pylist():

@@ -234,10 +234,7 @@ def _beyond_2_53(column: pa.ChunkedArray) -> bool:
             # looked at closely.
             values = np.frombuffer(chunk.buffers()[1], np.float64, len(chunk) + chunk.offset)
             values = values[chunk.offset:]
-            if values.min() > -_BOUND and values.max() < _BOUND:
-                continue
-            values = values[np.isfinite(values)]  # NaN or inf in the chunk
-            if not values.size or (values.min() > -_BOUND and values.max() < _BOUND):
+            if _within(values) or _within(values[np.isfinite(values)]):  # NaN, inf aside
                 continue
         finite = pc.if_else(pc.is_finite(chunk), chunk, 0.0)
         top = pc.max(pc.abs(finite)).as_py()
@@ -247,6 +244,10 @@ def _beyond_2_53(column: pa.ChunkedArray) -> bool:
 
 
 _BOUND = 2.0**53
+
+
+def _within(values: np.ndarray) -> bool:
+    return not values.size or bool(values.min() > -_BOUND and values.max() < _BOUND)
 
 
 def with_formats(table: pa.Table, dialect: Dialect, types: pa.Schema | None) -> pa.Table:
