@@ -164,6 +164,10 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
     if summary.failed is not None:
         log.error("ingest stopped on an internal failure: %s", summary.failed)
         return FAILED
+    if mode == "once" and summary.outcomes["uncommitted"]:
+        log.error("%d files failed to commit; they stay in the drop folder for the next run",
+                  summary.outcomes["uncommitted"])
+        return FAILED
     if mode == "once" and summary.outcomes["quarantined"]:
         return QUARANTINED
     return OK

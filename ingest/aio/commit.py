@@ -26,6 +26,7 @@ from ..jobs import EncodedPart, Failure
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine, sha256_of
+from ..store.lasting import LASTING_AFTER, halves, remove, the_machines
 from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
 from ..store.parts import Accepted, Published, StagedPart, publish
@@ -80,6 +81,14 @@ class TaskOutput:
     # Files whose rows the parts hold but which are not to be committed: their bytes were
     # committed already, or are held by another file in flight. Taken out at commit.
     dropped: set[str] = field(default_factory=set)
+    failures: int = 0  # commits of it that failed for a reason of its own (`store/lasting.py`)
+    failing_since: int = 0  # the committer's count of commits at its first such failure
+
+    def named(self) -> str:
+        first = self.accepted[0].file.rel if self.accepted else "a task"
+        if len(self.accepted) < 2:
+            return first
+        return f"the task of {first} and {len(self.accepted) - 1} other files"
 
 
 @dataclass
@@ -104,7 +113,10 @@ class Committed:
 
     published: list[Published] = field(default_factory=list)
     aside_done: bool = False
-    error: Exception | None = None
+    error: Exception | None = None  # the machine's: the flush stopped there
+    untried: list[TaskOutput] = field(default_factory=list)  # ... and these wait for the retry
+    # Outputs whose commit failed for a reason of their own; the flush went on past them.
+    failed: list[tuple[TaskOutput, Exception]] = field(default_factory=list)
 
 
 # Files of one fate and their fields, told once committed (`InFlight.resolved_all`).
@@ -135,6 +147,8 @@ class Committer:
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
         self._backoff = 0.0
+        # Parts committed: when one batch keeps failing, the proof that others do not.
+        self._commits = 0
         self._closed = False  # drained: the ledger is about to close
 
     async def read_ledger(self, query: Callable[..., T], *args: object) -> T:
@@ -204,20 +218,93 @@ class Committer:
             if not pending:
                 return True
             done = await asyncio.to_thread(self._commit, pending)
+            before = self._commits
             for published in done.published:
+                self._commits += published.part_id is not None
                 await self._report_published(published)
             if done.aside_done:
                 await self._report_aside(pending.aside)
-            if done.error is None:
+            if done.error is None and not done.failed:
                 self._backoff = 0.0
                 return True
             self._restore(pending, done)
-            self._backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
-            log.error(
-                "commit failed: %s; inputs stay pending, retrying in %.1fs",
-                done.error, self._backoff,
-            )
+            backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
+            isolated = False
+            for output, error in done.failed:
+                isolated |= await self._failed(output, error, before, backoff)
+            if done.error is not None:
+                log.error(
+                    "commit failed: %s; inputs stay pending, retrying in %.1fs",
+                    done.error, backoff,
+                )
+            elif isolated:
+                return True  # its halves, or the rest, are tried at once
+            self._backoff = backoff
             return False
+
+    async def _failed(
+        self, output: TaskOutput, error: Exception, before: int, backoff: float
+    ) -> bool:
+        """An output whose commit failed for a reason of its own: retried, or, failing for
+        the LASTING_AFTER-th time, split, quarantined or given up. True for the last three."""
+        output.failures += 1
+        if output.failures == 1:
+            output.failing_since = before
+        lasting = output.failures >= LASTING_AFTER
+        if lasting and (len(output.accepted) > 1 or self._commits > output.failing_since):
+            log.error("commit of %s failed %d times: %s", output.named(), output.failures, error)
+            await self._isolate(output, error)
+            return True
+        if lasting and self.nothing_coming():
+            log.error("commit of %s failed %d times: %s", output.named(), output.failures, error)
+            await self._give_up(output, error)
+            return True
+        log.error(
+            "commit of %s failed: %s; inputs stay pending, retrying in %.1fs",
+            output.named(), error, backoff,
+        )
+        return False
+
+    async def _give_up(self, output: TaskOutput, error: Exception) -> None:
+        """`once`, with nothing else to commit: a file that keeps failing alone cannot show
+        that the fault is its own, so it is not quarantined; it is left in the drop folder,
+        unrecorded, for the next run, and the run exits 1."""
+        self._pending.outputs.remove(output)
+        await asyncio.to_thread(remove, output.parts)
+        reason = (
+            f"its commit failed {output.failures} times, and no other file's commit went"
+            f" through to show the fault is its own: {error}"
+        )
+        await self._report("uncommitted", [
+            (entry.file, {"sha256": entry.sha256, "error": type(error).__name__,
+                          "reason": reason})
+            for entry in output.accepted
+        ])
+
+    async def _isolate(self, output: TaskOutput, error: Exception) -> None:
+        """An output that keeps failing: commit it in halves, or, while others commit,
+        quarantine its one file with the error."""
+        self._pending.outputs.remove(output)
+        if len(output.accepted) > 1:
+            log.warning("committing %s in two halves, to find what fails", output.named())
+            batches = await asyncio.to_thread(
+                halves, output.accepted, output.parts, self.config.output.compression
+            )
+            self._pending.outputs[:0] = [
+                TaskOutput(accepted, parts, set(output.dropped), output.failures - 1,
+                           output.failing_since)
+                for accepted, parts in batches
+            ]
+            return
+        await asyncio.to_thread(remove, output.parts)
+        failure = Failure(type(error).__name__, (
+            f"its commit failed {output.failures} times while other files committed: {error}"
+        ))
+        for entry in output.accepted:
+            self.set_aside(Aside(
+                entry.file, entry.sha256, "quarantined", failure=failure,
+                attempts=entry.attempts, table=entry.table,
+            ))
 
     async def _compact(self) -> bool:
         """One compaction pass in a thread, holding the ledger; True if it compacted."""
@@ -253,8 +340,10 @@ class Committer:
         return sum(len(o.accepted) for o in pending.outputs) + len(pending.aside)
 
     def _restore(self, pending: Pending, done: Committed) -> None:
-        # What failed goes back in front, keeping its age, so the retry includes it.
-        self._pending.outputs[:0] = pending.outputs[len(done.published):]
+        # What failed goes back in front, in its order and keeping its age, so the retry
+        # includes it.
+        again = {id(output) for output, _ in done.failed} | {id(o) for o in done.untried}
+        self._pending.outputs[:0] = [o for o in pending.outputs if id(o) in again]
         if not done.aside_done:
             self._pending.aside[:0] = pending.aside
             self._pending.vanished[:0] = pending.vanished
@@ -264,26 +353,18 @@ class Committer:
         """Called in a thread: publish, then dispose of the inputs (after the ledger commit)."""
         done = Committed()
         on_success = self.config.watch.on_success
+        outputs = pending.outputs
         try:
             self.schemas.save_pins(self.ledger)
-            for output in pending.outputs:
-                if output.dropped:
-                    from ..store.strip import without  # pyarrow: loaded only for a duplicate
-
-                    output.parts = without(
-                        output.parts, output.dropped, self.config.output.compression
-                    )
-                    output.dropped = set()
-                if not output.accepted:
-                    done.published.append(Published(None))
+            for index, output in enumerate(outputs):
+                try:
+                    published = self._publish(output)
+                except Exception as exc:
+                    if the_machines(exc):
+                        done.untried = outputs[index:]
+                        raise
+                    done.failed.append((output, exc))
                     continue
-                output.parts = self.schemas.settle(
-                    self.ledger, self.layout, output.parts, self.crash,
-                    [entry.file.rel for entry in output.accepted],
-                )
-                published = publish(
-                    self.ledger, self.layout, output.accepted, output.parts, [], self.crash
-                )
                 done.published.append(published)
                 for entry in published.committed:
                     after_success(self.layout, entry.file, entry.sha256, on_success)
@@ -297,7 +378,24 @@ class Committer:
                 self._dispose_aside(pending.aside)
         except Exception as exc:
             done.error = exc
+            if not done.untried and len(done.published) + len(done.failed) < len(outputs):
+                done.untried = outputs[len(done.published) + len(done.failed):]
         return done
+
+    def _publish(self, output: TaskOutput) -> Published:
+        """One task's parts, committed with its files."""
+        if output.dropped:
+            from ..store.strip import without  # pyarrow: loaded only for a duplicate
+
+            output.parts = without(output.parts, output.dropped, self.config.output.compression)
+            output.dropped = set()
+        if not output.accepted:
+            return Published(None)
+        output.parts = self.schemas.settle(
+            self.ledger, self.layout, output.parts, self.crash,
+            [entry.file.rel for entry in output.accepted],
+        )
+        return publish(self.ledger, self.layout, output.accepted, output.parts, [], self.crash)
 
     def _dispose_aside(self, aside: list[Aside]) -> None:
         keep = self.config.watch.on_success == "keep"

@@ -37,10 +37,12 @@ class Summary:
 
     def line(self) -> str:
         o = self.outcomes
+        # Said only when it happened: a commit that kept failing for one file's sake.
+        failing = f", {o['uncommitted']} failing to commit" if o["uncommitted"] else ""
         return (
             f"ingested {o['ingested']} files ({self.rows} rows), {o['duplicate']} duplicates,"
             f" {o['quarantined']} quarantined, {o['skipped']} already known,"
-            f" {o['vanished']} vanished, {o['deferred']} left for the next run"
+            f" {o['vanished']} vanished, {o['deferred']} left for the next run{failing}"
             f" in {time.monotonic() - self.started:.1f}s"
             f" (loop lag p99 {self.lag_p99_ms:.1f} ms)"
         )

@@ -9,13 +9,16 @@ tests of what a bug or a passing fault does: in an internal task (`intake`) it m
 stop the service with exit 1; at the ledger's commit of a part (`ledger-commit`) the
 commit is undone, its Delta log entry included, and retried; in a worker
 (`worker:<file>`, checked in ingest/compute/task.py) the task's files are retried
-alone and the named one quarantined.
+alone and the named one quarantined. `ledger-commit:<file>` raises at every commit
+that holds the named file, as a bug brought out by that file's values would: the
+commit is undone each time, and the committer must find the file and set it aside.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 COMMIT_POINTS = (
@@ -59,16 +62,17 @@ class CrashPlan:
     point: str = ""
     countdown: int = 1
     fail: str = ""
+    fail_file: str = ""  # raise at `fail` whenever a commit holds this file, not just once
 
     @classmethod
     def from_env(cls) -> CrashPlan:
         name, _, nth = os.environ.get("INGEST_CRASH_AT", "").partition(":")
         if name and name not in POINTS:
             raise ValueError(f"INGEST_CRASH_AT={name!r} is not one of {', '.join(POINTS)}")
-        fail = os.environ.get("INGEST_FAIL_AT", "").partition(":")[0]
+        fail, _, fail_file = os.environ.get("INGEST_FAIL_AT", "").partition(":")
         if fail and fail not in FAIL_POINTS:
             raise ValueError(f"INGEST_FAIL_AT={fail!r} is not one of {', '.join(FAIL_POINTS)}")
-        return cls(name, int(nth or 1), fail)
+        return cls(name, int(nth or 1), fail, fail_file)
 
     def reached(self, point: str) -> None:
         """Die here if this is the planned point."""
@@ -77,8 +81,14 @@ class CrashPlan:
             if self.countdown <= 0:
                 os.kill(os.getpid(), signal.SIGKILL)
 
-    def fail_here(self, point: str) -> None:
-        """Raise here the first time the planned point is reached."""
-        if self.fail and point == self.fail:
-            self.fail = ""
-            raise InjectedFailure(f"INGEST_FAIL_AT={point}")
+    def fail_here(self, point: str, holding: Iterable[str] = ()) -> None:
+        """Raise here the first time the planned point is reached; with a file named, every
+        time it is reached `holding` that file."""
+        if not self.fail or point != self.fail:
+            return
+        if self.fail_file:
+            if self.fail_file in holding:
+                raise InjectedFailure(f"INGEST_FAIL_AT={point}:{self.fail_file}")
+            return
+        self.fail = ""
+        raise InjectedFailure(f"INGEST_FAIL_AT={point}")

@@ -152,7 +152,7 @@ def publish(
         _rename_into_place(planned, crash)
         if logs:
             logs.commit(crash)
-        crash.fail_here("ledger-commit")
+        crash.fail_here("ledger-commit", (entry.file.rel for entry in accepted))
         ledger.finish_part(part_id, records, holds)
     except BaseException:
         if logs and not logs.revert():

@@ -5,13 +5,15 @@ duplicate (its bytes committed already, or held by another file in flight) is
 known only once its task's result is back, with its rows already in the part
 files beside the other files'. Those parts are written again without them,
 footer and all; a part that holds nothing else is dropped. Duplicates are rare:
-the cost is paid only for the parts that hold one.
+the cost is paid only for the parts that hold one. A batch whose commit keeps
+failing is split in two the same way (`split`, `store/lasting.py`).
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -40,7 +42,37 @@ def without(parts: Sequence[Part], dropped: set[str], compression: str) -> list[
     return kept
 
 
-def _rewritten(part: Part, dropped: set[str], rest: tuple[str, ...], compression: str) -> Part:
+def split(
+    parts: Sequence[Part], first: set[str], compression: str
+) -> tuple[list[Part], list[Part]]:
+    """The parts as two sets, one holding the rows of the inputs named in `first`, the other
+    the rest's: a batch whose commit keeps failing is committed in halves. A part with
+    rows of one side only goes to that side as it is."""
+    ones: list[Part] = []
+    others: list[Part] = []
+    for part in parts:
+        if part.sources is None:
+            raise ValueError(f"a part of {part.table} does not say whose rows it holds")
+        mine = tuple(name for name in part.sources if name in first)
+        theirs = tuple(name for name in part.sources if name not in first)
+        if not theirs:
+            ones.append(part)
+        elif not mine:
+            others.append(part)
+        else:
+            aside = part.temp.with_name(part.temp.name + ".a") if isinstance(part, StagedPart) \
+                else None
+            ones.append(_rewritten(part, set(theirs), mine, compression, aside))
+            others.append(_rewritten(part, set(mine), theirs, compression))
+    return ones, others
+
+
+def _rewritten(
+    part: Part, dropped: set[str], rest: tuple[str, ...], compression: str,
+    into: Path | None = None,
+) -> Part:
+    """The part without the rows of `dropped`; a staged one is written over its temp file,
+    or to `into`."""
     import pyarrow.compute as pc  # the service's process loads it only to rewrite a part
 
     source = part.temp if isinstance(part, StagedPart) else pa.BufferReader(part.data)
@@ -57,7 +89,8 @@ def _rewritten(part: Part, dropped: set[str], rest: tuple[str, ...], compression
     data = to_parquet(table, compression, footer)
     if isinstance(part, EncodedPart):
         return EncodedPart(part.table, data, rest, part.schema, part.settled)
-    temp = part.temp.with_name(part.temp.name + ".kept")
+    target = into or part.temp
+    temp = target.with_name(target.name + ".kept")
     temp.write_bytes(data)
-    temp.replace(part.temp)  # not durable yet: the commit fsyncs it, as any worker's part
-    return StagedPart(part.table, part.temp, False, part.schema, rest, part.settled)
+    temp.replace(target)  # not durable yet: the commit fsyncs it, as any worker's part
+    return StagedPart(part.table, target, False, part.schema, rest, part.settled)

@@ -13,7 +13,7 @@ from ingest.compute.task import process
 from ingest.config import Features
 from ingest.jobs import EncodedPart, Job, Task, WrittenPart
 from ingest.store.parts import StagedPart
-from ingest.store.strip import without
+from ingest.store.strip import split, without
 
 A = b"timestamp,temp,station\n1,20.5,x\n2,,y\n3,21.0,x\n"
 B = b"timestamp,temp,station\n4,19.5,z\n5,18.0,z\n"
@@ -69,3 +69,35 @@ def test_parts_without_a_copy_are_left_as_they_are(tmp_path: Path) -> None:
 
     assert without(parts, {"elsewhere.csv"}, "zstd") == parts
     assert [p.temp.stat().st_mtime_ns for p in parts if isinstance(p, StagedPart)] == stamps
+
+
+@pytest.mark.parametrize("staged", [False, True], ids=["bytes", "staged"])
+def test_a_split_puts_each_input_s_rows_on_its_side_and_loses_none(
+    tmp_path: Path, staged: bool
+) -> None:
+    parts = _parts(tmp_path, staged)
+    before = {p.table: _read(p) for p in parts}
+
+    ones, others = split(parts, {"a.csv"}, "zstd")
+
+    assert [p.table for p in ones] == [p.table for p in others] == [p.table for p in parts]
+    for side, names in ((ones, ["a.csv"]), (others, ["copy.csv", "b.csv"])):
+        for part in side:
+            table = _read(part)
+            assert part.sources == tuple(names)
+            assert table.to_pylist() == [
+                row for row in before[part.table].to_pylist() if row["source_file"] in names
+            ]
+            footer = json.loads((table.schema.metadata or {})[b"ingest.sources"])
+            assert [name for name, _, _ in footer] == names
+    if staged:
+        temps = [p.temp for p in ones + others if isinstance(p, StagedPart)]
+        assert len(set(temps)) == len(temps) == 2 * len(parts), "each half has its own file"
+        assert sorted(tmp_path.iterdir()) == sorted(temps)
+
+
+def test_a_part_of_one_side_only_goes_to_it_as_it_is(tmp_path: Path) -> None:
+    parts = _parts(tmp_path, staged=True)
+    ones, others = split(parts, {"a.csv", "copy.csv", "b.csv"}, "zstd")
+    assert ones == parts
+    assert others == []

@@ -1,0 +1,99 @@
+"""A commit that keeps failing for one file's sake: the rest commit, that file is set aside.
+
+`INGEST_FAIL_AT=ledger-commit:<file>` makes every commit holding the named file raise
+at the ledger's commit, after its part files are renamed into place (and its Delta
+log entry written), as a bug that the file's values bring out would: each time the
+commit is undone. A full disk, the machine's fault, is retried instead
+(tests/faults/test_disk_full.py).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+
+from ..conftest import Folder, write_csv
+from ..invariants import check_delta, check_exactly_once
+
+
+def _once(folder: Folder, fail_at: str | None) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ)
+    if fail_at:
+        env["INGEST_FAIL_AT"] = fail_at
+    return subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=180, env=env,
+    )
+
+
+def _committed(folder: Folder) -> set[str]:
+    return {str(name) for (name,) in folder.query("SELECT DISTINCT source_file FROM records")}
+
+
+@pytest.mark.parametrize("output_format", ["parquet", "delta"])
+def test_a_batch_failing_for_one_file_commits_the_others_and_quarantines_that_one(
+    folder: Folder, output_format: str,
+) -> None:
+    if output_format == "delta":
+        pytest.importorskip("deltalake")
+    # One worker: the eleven small files are read, and committed, as one task.
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 1, "drain_s": 60},
+        output={"flush_s": 0.2, "format": output_format},
+    )
+    expected = {
+        f"good{i:02d}.csv": len(write_csv(folder.drop / f"good{i:02d}.csv", 20 + i, i))
+        for i in range(10)
+    }
+    write_csv(folder.drop / "poison.csv", 20, 99)
+    shutil.copy(folder.drop / "good03.csv", folder.drop / "copy.csv")  # its duplicate
+
+    done = _once(folder, "ledger-commit:poison.csv")
+
+    assert done.returncode == 3, done.stderr  # a file was quarantined
+    assert "in two halves, to find what fails" in done.stderr
+    # Of two files with the same bytes, the one claimed first is committed.
+    if "copy.csv" in _committed(folder):
+        expected["copy.csv"] = expected.pop("good03.csv")
+        check_exactly_once(folder, expected, {"poison.csv"}, {"good03.csv"})
+    else:
+        check_exactly_once(folder, expected, {"poison.csv"}, {"copy.csv"})
+    report = json.loads((folder.quarantine / "poison.csv.error.json").read_text())
+    assert report["error"] == "InjectedFailure"
+    assert "INGEST_FAIL_AT=ledger-commit:poison.csv" in str(report["message"])
+    assert "failed 3 times" in str(report["message"])
+    assert (folder.quarantine / "poison.csv").exists()
+    assert not list(folder.drop.iterdir())
+    assert not list((folder.output / "_ingest" / "tmp").iterdir()), "a half's part was left"
+    if output_format == "delta":
+        check_delta(folder)
+
+
+def test_a_file_whose_commit_fails_while_no_other_commits_waits_for_the_next_run(
+    folder: Folder,
+) -> None:
+    """Alone, the file cannot show that the fault is its own and not the service's: it
+    is not quarantined, but left in the drop folder, and the next run ingests it."""
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 1, "drain_s": 6},
+        output={"flush_s": 0.2},
+    )
+    rows = len(write_csv(folder.drop / "poison.csv", 20, 99))
+
+    failed = _once(folder, "ledger-commit:poison.csv")
+
+    assert failed.returncode == 1, failed.stderr
+    assert "uncommitted poison.csv" in failed.stderr
+    assert "1 failing to commit" in failed.stderr
+    assert (folder.drop / "poison.csv").exists()
+    assert not (folder.quarantine / "poison.csv").exists()
+
+    again = _once(folder, None)
+
+    assert again.returncode == 0, again.stderr
+    check_exactly_once(folder, {"poison.csv": rows}, set())
