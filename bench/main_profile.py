@@ -53,7 +53,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
         ("_find_and_load", "Compute.start", "open_ledger"),
     ),
     ("log line per file (loop + log thread)", ("ingest/logs.py", "_monitor", "QueueListener")),
-    ("read: aiofiles open/read/close", ("read_bytes (", "read_into (", "aiofiles/")),
+    ("read: aiofiles open/read/close", ("read_bytes (", "read_into_segment (", "aiofiles/")),
     ("hash: sha256", ("_sha256 (", "sha256_of_file (")),
     ("commit: parts, fsync, ledger", ("Committer._commit", "ingest/store/")),
     ("report: per-file outcome, metrics", ("Committer._report", "InFlight.resolved", "prometheus")),

@@ -41,7 +41,7 @@ def create(prefix: str, size: int) -> SharedMemory | None:
         segment = SharedMemory(prefix + secrets.token_hex(8), create=True, size=max(size, 1))
     except OSError:
         return None
-    fd = getattr(segment, "_fd", -1)  # the segment's file descriptor, on POSIX
+    fd = descriptor(segment)
     if fd >= 0:
         try:
             os.posix_fallocate(fd, 0, max(size, 1))
@@ -49,6 +49,12 @@ def create(prefix: str, size: int) -> SharedMemory | None:
             remove(segment)
             return None
     return segment
+
+
+def descriptor(segment: SharedMemory) -> int:
+    """The segment's file descriptor, on POSIX; -1 where it has none."""
+    fd: int = getattr(segment, "_fd", -1)
+    return fd
 
 
 def view(segment: SharedMemory) -> memoryview:

@@ -36,7 +36,7 @@ from ..store.parts import Accepted
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Queued
 from .inflight import InFlight, Spawn
-from .read import read_bytes, read_files, read_files_into, read_into
+from .read import read_bytes, read_files, read_into_segment
 from .sizing import BLOCKS, REFUSED, plan
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 
@@ -162,11 +162,12 @@ class Intake:
         # full, reading stops, rather than holding up to memory_mb of files that wait for
         # a place in it.
         try:
-            data: bytes | memoryview | OSError
+            data: bytes | OSError
             try:
-                if segment := await self._segment(file):
-                    data = shared.view(segment)[:file.size]  # a kept segment may be larger
-                    length = await read_into(file.path, data)
+                if placed := await self._segment(file):
+                    segment, fresh = placed
+                    [got] = await read_into_segment([file.path], segment, [file.size], fresh)
+                    data, length = (got, 0) if isinstance(got, OSError) else (b"", got)
                 else:
                     data = await read_bytes(file.path)
                     length = len(data)
@@ -210,14 +211,15 @@ class Intake:
         each file's place in it cross the pool's pipe, not the bytes, which the pickling
         would copy twice more in this process."""
         sizes = [file.size for file, _ in group]
-        segment = await self._new_segment(sum(sizes))
-        if segment is None:  # /dev/shm is full: the bytes take the pipe
+        placed = await self._new_segment(sum(sizes))
+        if placed is None:  # /dev/shm is full: the bytes take the pipe
             await self._read_group_piped(group)
             return
+        segment, fresh = placed
         for file, _ in group:
             self.in_flight.keep_segment(file.rel, segment)
-        buffer = shared.view(segment)
-        lengths = await read_files_into([file.path for file, _ in group], buffer, sizes)
+        paths = [file.path for file, _ in group]
+        lengths = await read_into_segment(paths, segment, sizes, fresh)
         offset = 0
         for (file, in_memory), got in zip(group, lengths, strict=True):
             if isinstance(got, OSError):
@@ -270,21 +272,23 @@ class Intake:
             return None
         return digest
 
-    async def _segment(self, file: DropFile) -> SharedMemory | None:
-        """Shared memory to read a large file into, for a local worker; freed by InFlight."""
+    async def _segment(self, file: DropFile) -> tuple[SharedMemory, bool] | None:
+        """Shared memory to read a large file into, for a local worker, and whether it is
+        new; freed by InFlight."""
         if not self._shares_disk or file.size < shared.SHARED_MIN_BYTES:
             return None
-        segment = await self._new_segment(file.size)
-        if segment is not None:
-            self.in_flight.keep_segment(file.rel, segment)
-        return segment
+        placed = await self._new_segment(file.size)
+        if placed is not None:
+            self.in_flight.keep_segment(file.rel, placed[0])
+        return placed
 
-    async def _new_segment(self, size: int) -> SharedMemory | None:
-        """A kept segment that fits, or a new one; None if /dev/shm is full."""
+    async def _new_segment(self, size: int) -> tuple[SharedMemory, bool] | None:
+        """A kept segment that fits, or a new one (True); None if /dev/shm is full."""
         kept = self.in_flight.idle.take(size)
         if kept is not None:
-            return kept
-        return await asyncio.to_thread(shared.create, self._shm_prefix, size)
+            return kept, False
+        segment = await asyncio.to_thread(shared.create, self._shm_prefix, size)
+        return None if segment is None else (segment, True)
 
     async def _unreadable(self, file: DropFile, exc: OSError, digest: str = "") -> None:
         if isinstance(exc, FileNotFoundError):

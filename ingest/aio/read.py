@@ -11,26 +11,19 @@ import asyncio
 import hashlib
 import os
 from collections.abc import Sequence
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
 import aiofiles
 import aiofiles.os
+
+from .. import shared
 
 
 async def read_bytes(path: Path) -> bytes:
     """The whole file. Raises FileNotFoundError if it vanished since it was seen."""
     async with aiofiles.open(path, "rb") as fh:
         return await fh.read()
-
-
-async def read_into(path: Path, buffer: memoryview) -> int:
-    """Fill `buffer` from the file. Returns the file's length, or len(buffer) + 1 if it
-    is longer. Raises FileNotFoundError if it vanished since it was seen."""
-    async with aiofiles.open(path, "rb") as fh:
-        length = await fh.readinto(buffer) or 0
-        if length == len(buffer) and await fh.read(1):
-            length += 1
-    return length
 
 
 def _read_all(paths: Sequence[Path], sizes: Sequence[int]) -> list[bytes | OSError]:
@@ -101,6 +94,51 @@ def _fill(path: Path, piece: memoryview) -> int:
 
 
 read_files_into = aiofiles.os.wrap(_read_all_into)
+
+
+def _send_all(paths: Sequence[Path], out: int, sizes: Sequence[int]) -> list[int | OSError]:
+    """As `_read_all_into`, into the file `out` (a new shared segment's) with sendfile."""
+    read: list[int | OSError] = []
+    offset = 0
+    for path, size in zip(paths, sizes, strict=True):
+        try:
+            read.append(_send(path, out, offset, size))
+        except OSError as exc:
+            read.append(exc.with_traceback(None))
+        offset += size
+    return read
+
+
+def _send(path: Path, out: int, offset: int, size: int) -> int:
+    """Copy the file into `out` at `offset`, in the kernel: its length, or `size` + 1 if
+    it is longer (that byte is not copied)."""
+    length = 0
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        os.lseek(out, offset, os.SEEK_SET)
+        while length < size and (sent := os.sendfile(out, fd, length, size - length)):
+            length += sent
+        if length == size and os.pread(fd, 1, size):
+            length += 1
+    finally:
+        os.close(fd)
+    return length
+
+
+# A new segment's pages are not yet in the service's page tables: read() into its mapping
+# faults each one in (0.46 ms of CPU a MB of `large`, 0.62 of `small`'s groups), sendfile
+# into its file does not (0.37 and 0.34). A kept segment's pages are mapped already, and
+# read() into them is the cheaper (0.17 and 0.13, against 0.29 and 0.17).
+send_files_into = aiofiles.os.wrap(_send_all)
+
+
+async def read_into_segment(
+    paths: Sequence[Path], segment: SharedMemory, sizes: Sequence[int], fresh: bool
+) -> list[int | OSError]:
+    """Each file into its place in the segment, one after the other (`_read_all_into`)."""
+    if fresh:
+        return await send_files_into(paths, shared.descriptor(segment), sizes)
+    return await read_files_into(paths, shared.view(segment), sizes)
 
 
 HASH_CHUNK_BYTES = 8 * 1024 * 1024

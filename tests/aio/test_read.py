@@ -8,7 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from ingest.aio.read import read_files, read_files_into
+from ingest import shared
+from ingest.aio.read import read_files, read_files_into, read_into_segment
 
 # (what the file holds, the size it settled at)
 CASES = [
@@ -67,3 +68,30 @@ def test_a_file_that_grew_from_its_settled_size_is_one_byte_longer(
     buffer = bytearray(size)
     (length,) = asyncio.run(read_files_into([path], memoryview(buffer), [size]))
     assert length == size + 1 and buffer == b"y" * size
+
+
+@pytest.mark.parametrize("fresh", [True, False], ids=["new segment", "kept segment"])
+def test_files_read_into_a_shared_segment_give_their_lengths_and_bytes(
+    tmp_path: Path, fresh: bool
+) -> None:
+    """A new segment is filled with sendfile, a kept one through its mapping: the same
+    lengths and bytes either way, and nothing written past a file's place."""
+    paths, sizes = _write(tmp_path)
+    segment = shared.create("ingest-test-" + tmp_path.name[-8:] + "-", sum(sizes) + 1)
+    assert segment is not None
+    try:
+        view = shared.view(segment)
+        view[:] = b"?" * len(view)
+        lengths = asyncio.run(read_into_segment(paths, segment, sizes, fresh))
+        assert lengths[:-1] == [min(len(content), size + 1) for content, size in CASES]
+        assert isinstance(lengths[-1], FileNotFoundError)
+        offset = 0
+        for content, size in CASES:
+            kept = min(len(content), size)
+            assert bytes(view[offset:offset + kept]) == content[:kept]
+            assert bytes(view[offset + kept:offset + size]) == b"?" * (size - kept)
+            offset += size
+        assert bytes(view[-6:]) == b"?" * 6
+        view.release()
+    finally:
+        shared.remove(segment)
