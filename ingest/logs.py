@@ -163,4 +163,7 @@ def outcomes(event: str, files: Batch) -> None:
 
 def _level(event: str) -> int:
     # What a user must act on is a warning, shown even where per-file lines are not.
-    return logging.WARNING if event in ("quarantined", "vanished", "unreadable") else logging.INFO
+    return (
+        logging.WARNING if event in ("quarantined", "vanished", "unreadable", "uncommitted")
+        else logging.INFO
+    )

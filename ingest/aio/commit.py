@@ -26,10 +26,10 @@ from ..jobs import EncodedPart, Failure
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine, sha256_of
-from ..store.lasting import LASTING_AFTER, halves, remove, the_machines
+from ..store.lasting import LASTING_AFTER, halves, the_machines
 from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
-from ..store.parts import Accepted, Published, StagedPart, publish
+from ..store.parts import Accepted, Published, StagedPart, publish, remove_staged
 from ..store.schema import Schemas
 from ..store.vanished import STATE as VANISHED
 
@@ -98,6 +98,10 @@ class Pending:
     vanished: list[FileRecord] = field(default_factory=list)  # recorded with the aside
     oldest_aside: float | None = None
 
+    def files(self) -> int:
+        """The files it holds, to be committed or recorded."""
+        return sum(len(output.accepted) for output in self.outputs) + len(self.aside)
+
     @property
     def records_only(self) -> bool:
         """Something to record that has no part files: it may wait for company."""
@@ -132,6 +136,7 @@ class Committer:
         on_resolved: Resolved,
         nothing_coming: Callable[[], bool],
         crash: CrashPlan,
+        only_these_left: Callable[[int], bool] = lambda waiting: False,
         schemas: Schemas | None = None,
         compactor: Compactor | None = None,
     ):
@@ -143,6 +148,7 @@ class Committer:
         self.on_resolved = on_resolved
         self.nothing_coming = nothing_coming  # files set aside need not wait for company
         self.crash = crash
+        self.only_these_left = only_these_left  # `once`: no other commit is coming
         self._pending = Pending()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
@@ -229,36 +235,41 @@ class Committer:
                 return True
             self._restore(pending, done)
             backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
-            isolated = False
-            for output, error in done.failed:
-                isolated |= await self._failed(output, error, before, backoff)
+            # Nothing is split or set aside while the machine fails too (a full disk).
+            settle = done.error is None
+            retried = [
+                output for output, error in done.failed
+                if not await self._failed(output, error, before, backoff, settle)
+            ]
             if done.error is not None:
                 log.error(
                     "commit failed: %s; inputs stay pending, retrying in %.1fs",
                     done.error, backoff,
                 )
-            elif isolated:
-                return True  # its halves, or the rest, are tried at once
+            elif not retried:
+                return True  # each was split or set aside: its halves are tried at once
             self._backoff = backoff
             return False
 
     async def _failed(
-        self, output: TaskOutput, error: Exception, before: int, backoff: float
+        self, output: TaskOutput, error: Exception, before: int, backoff: float, settle: bool
     ) -> bool:
         """An output whose commit failed for a reason of its own: retried, or, failing for
         the LASTING_AFTER-th time, split, quarantined or given up. True for the last three."""
         output.failures += 1
         if output.failures == 1:
             output.failing_since = before
-        lasting = output.failures >= LASTING_AFTER
-        if lasting and (len(output.accepted) > 1 or self._commits > output.failing_since):
-            log.error("commit of %s failed %d times: %s", output.named(), output.failures, error)
-            await self._isolate(output, error)
-            return True
-        if lasting and self.nothing_coming():
-            log.error("commit of %s failed %d times: %s", output.named(), output.failures, error)
-            await self._give_up(output, error)
-            return True
+        if settle and output.failures >= LASTING_AFTER:
+            if len(output.accepted) > 1 or self._commits > output.failing_since:
+                log.error("commit of %s failed %d times: %s",
+                          output.named(), output.failures, error)
+                if await self._isolate(output, error):
+                    return True
+            elif self.only_these_left(self._pending.files()):
+                log.error("commit of %s failed %d times: %s",
+                          output.named(), output.failures, error)
+                await self._give_up(output, error)
+                return True
         log.error(
             "commit of %s failed: %s; inputs stay pending, retrying in %.1fs",
             output.named(), error, backoff,
@@ -270,7 +281,7 @@ class Committer:
         that the fault is its own, so it is not quarantined; it is left in the drop folder,
         unrecorded, for the next run, and the run exits 1."""
         self._pending.outputs.remove(output)
-        await asyncio.to_thread(remove, output.parts)
+        await asyncio.to_thread(remove_staged, output.parts)
         reason = (
             f"its commit failed {output.failures} times, and no other file's commit went"
             f" through to show the fault is its own: {error}"
@@ -281,22 +292,29 @@ class Committer:
             for entry in output.accepted
         ])
 
-    async def _isolate(self, output: TaskOutput, error: Exception) -> None:
+    async def _isolate(self, output: TaskOutput, error: Exception) -> bool:
         """An output that keeps failing: commit it in halves, or, while others commit,
-        quarantine its one file with the error."""
-        self._pending.outputs.remove(output)
+        quarantine its one file with the error. False if it could not be split: it stays
+        pending as it was."""
+        outputs = self._pending.outputs
         if len(output.accepted) > 1:
             log.warning("committing %s in two halves, to find what fails", output.named())
-            batches = await asyncio.to_thread(
-                halves, output.accepted, output.parts, self.config.output.compression
-            )
-            self._pending.outputs[:0] = [
+            try:
+                batches = await asyncio.to_thread(
+                    halves, output.accepted, output.parts, self.config.output.compression
+                )
+            except Exception as exc:
+                log.error("%s could not be split: %s; retrying it whole", output.named(), exc)
+                return False
+            at = next(i for i, pending in enumerate(outputs) if pending is output)
+            outputs[at:at + 1] = [
                 TaskOutput(accepted, parts, set(output.dropped), output.failures - 1,
                            output.failing_since)
                 for accepted, parts in batches
             ]
-            return
-        await asyncio.to_thread(remove, output.parts)
+            return True
+        outputs.remove(output)
+        await asyncio.to_thread(remove_staged, output.parts)
         failure = Failure(type(error).__name__, (
             f"its commit failed {output.failures} times while other files committed: {error}"
         ))
@@ -305,6 +323,7 @@ class Committer:
                 entry.file, entry.sha256, "quarantined", failure=failure,
                 attempts=entry.attempts, table=entry.table,
             ))
+        return True
 
     async def _compact(self) -> bool:
         """One compaction pass in a thread, holding the ledger; True if it compacted."""

@@ -245,6 +245,14 @@ class InFlight:
         return not (self.once and not self._upstream and not len(self.settler)
                     and self.settler.ready.empty())
 
+    def only_these_left(self, waiting: int) -> bool:
+        """`once`, not draining, with nothing left to settle or read and no file in flight
+        but the `waiting` ones the committer holds (and files waiting for their claims):
+        no other commit is coming."""
+        waiters = sum(len(files) for files in self._waiting.values())
+        return (self.once and not self.draining() and not self.more_coming()
+                and len(self._files) - waiters <= waiting)
+
     def nothing_coming(self) -> bool:
         """For the committer: files set aside are recorded at once, not after flush_s."""
         return not self.more_coming()

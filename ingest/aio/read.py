@@ -8,6 +8,7 @@ more (an fstat, a last empty read) and a few microseconds a file.
 from __future__ import annotations
 
 import asyncio
+import errno
 import hashlib
 import os
 from collections.abc import Sequence
@@ -97,15 +98,20 @@ read_files_into = aiofiles.os.wrap(_read_all_into)
 
 
 def _send_all(paths: Sequence[Path], out: int, sizes: Sequence[int]) -> list[int | OSError]:
-    """As `_read_all_into`, into the file `out` (a new shared segment's) with sendfile."""
+    """As `_read_all_into`, into the file `out` (a new shared segment's) with sendfile.
+    Closes `out`, a descriptor of its own: a read cancelled at shutdown runs on in its
+    thread, and must not write to whatever file reuses the segment's number."""
     read: list[int | OSError] = []
     offset = 0
-    for path, size in zip(paths, sizes, strict=True):
-        try:
-            read.append(_send(path, out, offset, size))
-        except OSError as exc:
-            read.append(exc.with_traceback(None))
-        offset += size
+    try:
+        for path, size in zip(paths, sizes, strict=True):
+            try:
+                read.append(_send(path, out, offset, size))
+            except OSError as exc:
+                read.append(exc.with_traceback(None))
+            offset += size
+    finally:
+        os.close(out)
     return read
 
 
@@ -116,13 +122,25 @@ def _send(path: Path, out: int, offset: int, size: int) -> int:
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
         os.lseek(out, offset, os.SEEK_SET)
-        while length < size and (sent := os.sendfile(out, fd, length, size - length)):
+        while length < size and (sent := _copy(fd, out, offset, length, size - length)):
             length += sent
         if length == size and os.pread(fd, 1, size):
             length += 1
     finally:
         os.close(fd)
     return length
+
+
+def _copy(fd: int, out: int, offset: int, at: int, count: int) -> int:
+    """Up to `count` bytes of `fd` from `at`, to `out` at `offset` + `at`: with sendfile, or
+    where the drop folder's file system cannot splice (some FUSE mounts), a read and a
+    write."""
+    try:
+        return os.sendfile(out, fd, at, count)
+    except OSError as exc:
+        if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+            raise
+    return os.pwrite(out, os.pread(fd, min(count, COPY_CHUNK_BYTES), at), offset + at)
 
 
 # A new segment's pages are not yet in the service's page tables: read() into its mapping
@@ -136,12 +154,14 @@ async def read_into_segment(
     paths: Sequence[Path], segment: SharedMemory, sizes: Sequence[int], fresh: bool
 ) -> list[int | OSError]:
     """Each file into its place in the segment, one after the other (`_read_all_into`)."""
-    if fresh:
-        return await send_files_into(paths, shared.descriptor(segment), sizes)
+    fd = shared.descriptor(segment)
+    if fresh and fd >= 0:
+        return await send_files_into(paths, os.dup(fd), sizes)
     return await read_files_into(paths, shared.view(segment), sizes)
 
 
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
+COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 async def sha256_of_file(path: Path) -> tuple[str, int]:

@@ -175,7 +175,7 @@ class Service:
         )
         self.committer = Committer(
             self.ledger, self.layout, config, self.in_flight.resolved_all,
-            self.in_flight.nothing_coming, self.crash,
+            self.in_flight.nothing_coming, self.crash, self.in_flight.only_these_left,
             schemas=Schemas(config, self.known.schemas, self.known.dialects),
             compactor=Compactor(
                 self.layout, self.crash, config.output.target_file_mb * 1024 * 1024,

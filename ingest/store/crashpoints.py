@@ -52,6 +52,9 @@ FAIL_POINTS = (
     "worker",  # a worker, as it starts a task holding the named file
 )
 
+# ... and those that take `:<file>`: raise for that file's task or commit.
+FILE_POINTS = ("ledger-commit", "worker")
+
 
 class InjectedFailure(RuntimeError):
     """Raised at an INGEST_FAIL_AT point: a stand-in for a bug in the service."""
@@ -72,6 +75,9 @@ class CrashPlan:
         fail, _, fail_file = os.environ.get("INGEST_FAIL_AT", "").partition(":")
         if fail and fail not in FAIL_POINTS:
             raise ValueError(f"INGEST_FAIL_AT={fail!r} is not one of {', '.join(FAIL_POINTS)}")
+        if fail_file and fail not in FILE_POINTS:
+            raise ValueError(f"INGEST_FAIL_AT={fail}: names no file; only"
+                             f" {' and '.join(FILE_POINTS)} do")
         return cls(name, int(nth or 1), fail, fail_file)
 
     def reached(self, point: str) -> None:

@@ -18,7 +18,9 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Sequence
 
+from ..errors import LedgerError
 from ..jobs import EncodedPart
+from .delta_step import Unsettled
 from .parts import Accepted, StagedPart
 
 LASTING_AFTER = 3
@@ -27,13 +29,27 @@ RUST_OS_ERROR = "(os error "
 
 
 def the_machines(exc: BaseException) -> bool:
-    """True if the error, or one it came from, is the machine's rather than the batch's."""
-    seen: BaseException | None = exc
-    while seen is not None:
-        if isinstance(seen, OSError | sqlite3.OperationalError) or RUST_OS_ERROR in str(seen):
+    """True if the error, or one it came from, is the machine's or the service's state's
+    (a full disk, a damaged ledger, a Delta log left half committed), which any batch
+    would meet alike, rather than the batch's own."""
+    seen: set[int] = set()
+    error: BaseException | None = exc
+    while error is not None and id(error) not in seen:
+        seen.add(id(error))
+        if _the_machines(error):
             return True
-        seen = seen.__cause__ or seen.__context__
+        error = error.__cause__ or (None if error.__suppress_context__ else error.__context__)
     return False
+
+
+def _the_machines(error: BaseException) -> bool:
+    if isinstance(error, OSError | MemoryError | LedgerError | Unsettled):
+        return True
+    if isinstance(error, sqlite3.OperationalError | sqlite3.InternalError):
+        return True  # a full disk, a locked database
+    if type(error) is sqlite3.DatabaseError:
+        return True  # "database disk image is malformed"; an IntegrityError is a bug's
+    return RUST_OS_ERROR in str(error)
 
 
 Part = EncodedPart | StagedPart
@@ -49,9 +65,3 @@ def halves(accepted: Sequence[Accepted], parts: Sequence[Part], compression: str
     ones, others = split(parts, {entry.file.rel for entry in first}, compression)
     return [(first, ones), (second, others)]
 
-
-def remove(parts: Sequence[Part]) -> None:
-    """Let go of a batch's parts: those staged under `_ingest/tmp` are deleted."""
-    for part in parts:
-        if isinstance(part, StagedPart):
-            part.temp.unlink(missing_ok=True)

@@ -17,7 +17,7 @@ from pathlib import Path
 from ..files import DropFile
 from ..jobs import EncodedPart, WrittenPart
 from .crashpoints import CrashPlan
-from .delta_step import DeltaStep
+from .delta_step import DeltaStep, Unsettled
 from .fsync import fsync_path
 from .layout import Layout, new_part_id, today
 from .ledger import FileRecord, Ledger
@@ -67,6 +67,13 @@ class StagedPart:
             part.table, Path(part.path), durable=False, schema=part.schema, sources=part.sources,
             settled=part.settled,
         )
+
+
+def remove_staged(parts: Sequence[EncodedPart | StagedPart]) -> None:
+    """Delete the parts staged under `_ingest/tmp`; those held as bytes need nothing."""
+    for part in parts:
+        if isinstance(part, StagedPart):
+            part.temp.unlink(missing_ok=True)
 
 
 @dataclass
@@ -154,9 +161,13 @@ def publish(
             logs.commit(crash)
         crash.fail_here("ledger-commit", (entry.file.rel for entry in accepted))
         ledger.finish_part(part_id, records, holds)
-    except BaseException:
+    except BaseException as exc:
         if logs and not logs.revert():
-            raise  # the log has the part: start-up finishes it in the ledger
+            # The log has the part: start-up finishes it in the ledger. Until then no
+            # commit may start, and this one is not its batch's fault (store/lasting.py).
+            if isinstance(exc, Exception):
+                raise Unsettled(f"a commit is half in a Delta log: {exc}") from exc
+            raise
         _undo(ledger, part_id if begun else None, planned, written)
         raise
     crash.reached("ledger-committed")

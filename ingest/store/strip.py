@@ -21,7 +21,7 @@ import pyarrow.parquet as pq
 from ..jobs import EncodedPart
 from ..partfile import FOOTER_SOURCES, to_parquet
 from .merge import sources_of
-from .parts import StagedPart
+from .parts import StagedPart, remove_staged
 
 Part = EncodedPart | StagedPart
 
@@ -47,23 +47,33 @@ def split(
 ) -> tuple[list[Part], list[Part]]:
     """The parts as two sets, one holding the rows of the inputs named in `first`, the other
     the rest's: a batch whose commit keeps failing is committed in halves. A part with
-    rows of one side only goes to that side as it is."""
+    rows of one side only goes to that side as it is. The parts are left as they were
+    until both halves are written, so a split that fails can be retried whole."""
     ones: list[Part] = []
     others: list[Part] = []
-    for part in parts:
-        if part.sources is None:
-            raise ValueError(f"a part of {part.table} does not say whose rows it holds")
-        mine = tuple(name for name in part.sources if name in first)
-        theirs = tuple(name for name in part.sources if name not in first)
-        if not theirs:
-            ones.append(part)
-        elif not mine:
-            others.append(part)
-        else:
-            aside = part.temp.with_name(part.temp.name + ".a") if isinstance(part, StagedPart) \
-                else None
-            ones.append(_rewritten(part, set(theirs), mine, compression, aside))
-            others.append(_rewritten(part, set(mine), theirs, compression))
+    written: list[Part] = []
+    try:
+        for part in parts:
+            if part.sources is None:
+                raise ValueError(f"a part of {part.table} does not say whose rows it holds")
+            mine = tuple(name for name in part.sources if name in first)
+            theirs = tuple(name for name in part.sources if name not in first)
+            if not theirs:
+                ones.append(part)
+            elif not mine:
+                others.append(part)
+            else:
+                for side, keep, drop, suffix in ((ones, mine, theirs, ".a"),
+                                                 (others, theirs, mine, ".b")):
+                    into = part.temp.with_name(part.temp.name + suffix) \
+                        if isinstance(part, StagedPart) else None
+                    written.append(_rewritten(part, set(drop), keep, compression, into))
+                    side.append(written[-1])
+    except BaseException:
+        remove_staged(written)
+        raise
+    kept = {id(part) for part in ones + others}
+    remove_staged([part for part in parts if id(part) not in kept])
     return ones, others
 
 
@@ -91,6 +101,10 @@ def _rewritten(
         return EncodedPart(part.table, data, rest, part.schema, part.settled)
     target = into or part.temp
     temp = target.with_name(target.name + ".kept")
-    temp.write_bytes(data)
-    temp.replace(target)  # not durable yet: the commit fsyncs it, as any worker's part
+    try:
+        temp.write_bytes(data)
+        temp.replace(target)  # not durable yet: the commit fsyncs it, as any worker's part
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
     return StagedPart(part.table, target, False, part.schema, rest, part.settled)

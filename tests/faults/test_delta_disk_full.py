@@ -73,9 +73,11 @@ def test_a_full_disk_at_the_log_entry_undoes_the_commit_and_retries(
     for i in range(20):
         expected[f"f{i:02d}.csv"] = len(write_csv(folder.drop / f"f{i:02d}.csv", 100, i))
     svc = service()
-    # More failures than a batch's own fault is given before it is split (store/lasting.py).
-    wait_for(lambda: svc.text().count("retrying in") > LASTING_AFTER, 60,
+    # More failures than a batch's own fault is given before it is split (store/lasting.py),
+    # each told as the machine's: "commit failed: ...", not "commit of <files> failed: ...".
+    wait_for(lambda: svc.text().count("commit failed: ") > LASTING_AFTER, 60,
              "commits to fail at the log")
+    assert "commit of " not in svc.text(), "a full disk is not the batch's fault"
     assert "two halves" not in svc.text(), "a full disk is not the batch's fault"
     assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
     assert list(folder.drop.glob("f*.csv")), "uncommitted inputs stay in the drop folder"

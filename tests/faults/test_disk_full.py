@@ -70,9 +70,11 @@ def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
     folder: Folder, small_disk: Path, service: type[Service]
 ) -> None:
     svc, expected = _until_commits_fail(folder, service)
-    # More failures than a batch's own fault is given before it is split (store/lasting.py).
-    wait_for(lambda: svc.text().count("retrying in") > LASTING_AFTER, 60, "commits to fail")
+    # More failures than a batch's own fault is given before it is split (store/lasting.py),
+    # each told as the machine's: "commit failed: ...", not "commit of <files> failed: ...".
+    wait_for(lambda: svc.text().count("commit failed: ") > LASTING_AFTER, 60, "commits to fail")
 
+    assert "commit of " not in svc.text(), "a full disk is not the batch's fault"
     assert "two halves" not in svc.text(), "a full disk is not the batch's fault"
     assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
     assert list(folder.drop.glob("*.csv")), "uncommitted inputs stay in the drop folder"

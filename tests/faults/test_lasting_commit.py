@@ -14,10 +14,13 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from ..conftest import Folder, write_csv
+from ingest.store.lasting import LASTING_AFTER
+
+from ..conftest import Folder, Service, wait_for, write_csv
 from ..invariants import check_delta, check_exactly_once
 
 
@@ -97,3 +100,27 @@ def test_a_file_whose_commit_fails_while_no_other_commits_waits_for_the_next_run
 
     assert again.returncode == 0, again.stderr
     check_exactly_once(folder, {"poison.csv": rows}, set())
+
+
+def test_a_service_keeps_retrying_a_lone_failing_file_until_another_commits(
+    folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ingest run`: with no other commit to show that the fault is the file's own, the
+    file is neither quarantined nor given up; once another file commits, it is
+    quarantined, and the service goes on."""
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 1},
+                        output={"flush_s": 0.2})
+    monkeypatch.setenv("INGEST_FAIL_AT", "ledger-commit:poison.csv")
+    write_csv(folder.drop / "poison.csv", 20, 99)
+    svc = service()
+    failed = "commit of poison.csv failed"
+    wait_for(lambda: svc.text().count(failed) > LASTING_AFTER, 60, "its commits to fail")
+    assert (folder.drop / "poison.csv").exists()
+    assert not list(folder.quarantine.iterdir())
+    assert "uncommitted" not in svc.text()
+
+    rows = len(write_csv(folder.drop / "good.csv", 30, 1))
+    wait_for(lambda: (folder.quarantine / "poison.csv").exists(), 60, "poison.csv quarantined")
+    wait_for(lambda: not (folder.drop / "good.csv").exists(), 60, "good.csv committed")
+    assert svc.stop() == 0
+    check_exactly_once(folder, {"good.csv": rows}, {"poison.csv"})

@@ -101,3 +101,16 @@ def test_a_part_of_one_side_only_goes_to_it_as_it_is(tmp_path: Path) -> None:
     ones, others = split(parts, {"a.csv", "copy.csv", "b.csv"}, "zstd")
     assert ones == parts
     assert others == []
+
+
+def test_a_split_that_fails_leaves_the_parts_as_they_were(tmp_path: Path) -> None:
+    parts = _parts(tmp_path, staged=True)
+    before = {p.temp: p.temp.read_bytes() for p in parts if isinstance(p, StagedPart)}
+    last = parts[-1]
+    assert isinstance(last, StagedPart)
+    broken = StagedPart(last.table, tmp_path / "gone.parquet", False, last.schema, last.sources)
+
+    with pytest.raises(FileNotFoundError):
+        split([*parts[:-1], broken], {"a.csv"}, "zstd")
+
+    assert {p: p.read_bytes() for p in tmp_path.iterdir()} == before, "nothing written is left"
