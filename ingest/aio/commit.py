@@ -260,23 +260,23 @@ class Committer:
         if output.failures == 1:
             output.failing_since = before
         if settle and output.failures >= LASTING_AFTER:
+            act = None
             if len(output.accepted) > 1 or self._commits > output.failing_since:
-                log.error("commit of %s failed %d times: %s",
-                          output.named(), output.failures, error)
-                if await self._isolate(output, error):
-                    return True
+                act = self._isolate
             elif self.only_these_left(self._pending.files()):
+                act = self._give_up
+            if act is not None:
                 log.error("commit of %s failed %d times: %s",
                           output.named(), output.failures, error)
-                await self._give_up(output, error)
-                return True
+                if await act(output, error):
+                    return True
         log.error(
             "commit of %s failed: %s; inputs stay pending, retrying in %.1fs",
             output.named(), error, backoff,
         )
         return False
 
-    async def _give_up(self, output: TaskOutput, error: Exception) -> None:
+    async def _give_up(self, output: TaskOutput, error: Exception) -> bool:
         """`once`, with nothing else to commit: a file that keeps failing alone cannot show
         that the fault is its own, so it is not quarantined; it is left in the drop folder,
         unrecorded, for the next run, and the run exits 1."""
@@ -291,6 +291,7 @@ class Committer:
                           "reason": reason})
             for entry in output.accepted
         ])
+        return True
 
     async def _isolate(self, output: TaskOutput, error: Exception) -> bool:
         """An output that keeps failing: commit it in halves, or, while others commit,
@@ -375,12 +376,11 @@ class Committer:
         outputs = pending.outputs
         try:
             self.schemas.save_pins(self.ledger)
-            for index, output in enumerate(outputs):
+            for output in outputs:
                 try:
                     published = self._publish(output)
                 except Exception as exc:
                     if the_machines(exc):
-                        done.untried = outputs[index:]
                         raise
                     done.failed.append((output, exc))
                     continue
@@ -397,8 +397,8 @@ class Committer:
                 self._dispose_aside(pending.aside)
         except Exception as exc:
             done.error = exc
-            if not done.untried and len(done.published) + len(done.failed) < len(outputs):
-                done.untried = outputs[len(done.published) + len(done.failed):]
+            # Each output before the one that stopped the flush was published or failed.
+            done.untried = outputs[len(done.published) + len(done.failed):]
         return done
 
     def _publish(self, output: TaskOutput) -> Published:

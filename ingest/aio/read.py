@@ -2,7 +2,9 @@
 
 A group of small files is read in one hop to aiofiles' thread, each with plain system
 calls, three a file (open, a read to the end, close): a Python file object costs two
-more (an fstat, a last empty read) and a few microseconds a file.
+more (an fstat, a last empty read) and a few microseconds a file. Files bound for local
+workers go into a shared segment, a new one with sendfile, a kept one through its
+mapping (`read_into_segment`).
 """
 
 from __future__ import annotations
@@ -131,6 +133,9 @@ def _send(path: Path, out: int, offset: int, size: int) -> int:
     return length
 
 
+COPY_CHUNK_BYTES = 8 * 1024 * 1024
+
+
 def _copy(fd: int, out: int, offset: int, at: int, count: int) -> int:
     """Up to `count` bytes of `fd` from `at`, to `out` at `offset` + `at`: with sendfile, or
     where the drop folder's file system cannot splice (some FUSE mounts), a read and a
@@ -161,7 +166,6 @@ async def read_into_segment(
 
 
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
-COPY_CHUNK_BYTES = 8 * 1024 * 1024
 
 
 async def sha256_of_file(path: Path) -> tuple[str, int]:

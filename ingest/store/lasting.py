@@ -64,4 +64,3 @@ def halves(accepted: Sequence[Accepted], parts: Sequence[Part], compression: str
     first, second = list(accepted[:middle]), list(accepted[middle:])
     ones, others = split(parts, {entry.file.rel for entry in first}, compression)
     return [(first, ones), (second, others)]
-
