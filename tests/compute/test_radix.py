@@ -54,6 +54,20 @@ def test_a_bucket_of_equal_values_is_the_answer_after_one_pass() -> None:
     assert passes == 1
 
 
+def test_buckets_at_the_infinities_and_either_zero_are_searched_by_their_keys() -> None:
+    """A bucket's values are picked by comparing floats, then keys: -0.0 equals 0.0 as a
+    float, and the keys past each infinity are NaN, so both ends need the keys' word."""
+    for middle in (-0.0, 0.0, np.inf, -np.inf):
+        values = np.concatenate([
+            np.full(40, -np.inf), np.full(30, -0.0), np.full(31, 0.0), np.full(40, np.inf),
+            np.full(9, middle), -np.logspace(-320, -300, 25), np.logspace(-320, -300, 25),
+        ])
+        found, _ = _search(values, 3, limit=1)
+        ordered = np.sort(values)
+        for rank, value in found.items():
+            assert value == ordered[rank]
+
+
 def test_order_keys_sort_like_the_floats_and_round_trip() -> None:
     values = np.array([-np.inf, -1e300, -1.0, -5e-324, -0.0, 0.0, 5e-324, 1.0, 1e300, np.inf])
     keys = radix.order_keys(values)
