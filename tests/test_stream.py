@@ -7,6 +7,7 @@ quantile passes, in well under a second each.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -395,3 +396,49 @@ def test_a_semicolon_file_with_notes_and_a_decimal_comma_is_streamed_in_its_dial
     (folder.drop / "later.csv").write_text("Datum;Stelle;Wert\n01.03.2024;st-1;7,5\n")
     assert folder.ingest("once").returncode == 0
     assert 7.5 in records_of(folder)["Wert"].to_pylist()
+
+
+def test_a_file_rewritten_while_its_blocks_are_read_is_read_again_not_committed_torn(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """The blocks are a second read of the file: if its bytes change after the hash pass,
+    no row of the new bytes may be committed under the old sha256. The service is
+    stopped once blocks are staged, the file's last rows are rewritten in place (same
+    size and mtime), and it resumes: the file is read again, its new bytes committed once."""
+    folder.write_config(
+        pipeline={"workers": 1, "memory_mb": 1}, watch={"settle_ms": 0, "rescan_s": 1},
+        output={"flush_s": 0.05},
+    )
+    svc = service()
+    svc.wait_ready()
+    big_csv(folder.root / "big.csv", rows=400_000)  # about 15 MB: over a hundred blocks
+    original = (folder.root / "big.csv").read_bytes()
+    os.replace(folder.root / "big.csv", folder.drop / "big.csv")
+    tmp = folder.output / "_ingest" / "tmp"
+    wait_for(lambda: any(tmp.iterdir()), 60, "the first staged block")
+
+    os.kill(svc.proc.pid, signal.SIGSTOP)
+    try:
+        before = os.stat(folder.drop / "big.csv")
+        with open(folder.drop / "big.csv", "r+b") as fh:
+            fh.seek(len(original) - 200_000)
+            tail = fh.read()
+            fh.seek(len(original) - 200_000)
+            fh.write(tail.replace(b",dev-0,", b",dev-7,"))
+        # Its mtime put back, as `rsync --inplace -t` does, or as a file system whose
+        # clock ticks by the second shows it: only the bytes tell.
+        os.utime(folder.drop / "big.csv", ns=(before.st_atime_ns, before.st_mtime_ns))
+    finally:
+        os.kill(svc.proc.pid, signal.SIGCONT)
+    rewritten = (folder.drop / "big.csv").read_bytes()
+    assert len(rewritten) == len(original) and rewritten != original
+
+    wait_for(lambda: "ingested big.csv" in svc.text(), 120, "big.csv ingested")
+    assert svc.stop(signal.SIGTERM, timeout=30) == 0
+    old = hashlib.sha256(original).hexdigest()
+    assert "changed big.csv" in svc.text() and f"sha256={old}" in svc.text()
+    check_exactly_once(folder, {"big.csv": 400_000}, set())
+    (sha,) = {s for (s,) in folder.query("SELECT DISTINCT source_sha256 FROM records")}
+    assert sha == hashlib.sha256(rewritten).hexdigest()
+    devices = dict(folder.query("SELECT device, count(*) FROM records GROUP BY 1"))
+    assert devices["dev-7"] == rewritten.count(b",dev-7,") > 0
