@@ -212,6 +212,7 @@ def main(*args: str) -> int:
     early: list[int] = []
     previous = _hold_signals(early)
     memory.limit_arenas()  # before any thread starts
+    memory.reuse_block_buffers()
     blas.one_thread()  # before numpy is imported
     try:
         parsed = _parser().parse_args(args)
