@@ -22,9 +22,9 @@ WORKER_MMAP_THRESHOLD = 256 << 20
 WORKER_TRIM_THRESHOLD = 512 << 20
 # The service's own largest buffers are a big file's blocks as they are read and cut (16 MB,
 # with at most a 16 MB record carried over). glibc maps each afresh, since the block freed
-# before it was trimmed off the top of the heap: reading a gigabyte faulted in about 250,000
-# pages, 1.2 of its 3.6 s of CPU (bench/README.md). Served from the heap, and up to 64 MB
-# of freed heap kept for the next block, they are faulted in once.
+# before it was trimmed off the top of the heap, and each page is faulted in on first touch:
+# a gigabyte read in blocks cost 1.2 to 1.6 s of system time, 0.5 to 0.7 s once they are
+# served from the heap, up to 64 MB of freed heap kept for the next block (bench/README.md).
 SERVICE_MMAP_THRESHOLD = 32 << 20
 SERVICE_TRIM_THRESHOLD = 64 << 20
 _M_TRIM_THRESHOLD = -1  # from malloc.h
