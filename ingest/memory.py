@@ -25,6 +25,7 @@ WORKER_TRIM_THRESHOLD = 512 << 20
 # before it was trimmed off the top of the heap, and each page is faulted in on first touch:
 # a gigabyte read in blocks cost 1.2 to 1.6 s of system time, 0.5 to 0.7 s once they are
 # served from the heap, up to 64 MB of freed heap kept for the next block (bench/README.md).
+# Those 64 MB are outside memory_mb's budget, as the ledger's page cache is.
 SERVICE_MMAP_THRESHOLD = 32 << 20
 SERVICE_TRIM_THRESHOLD = 64 << 20
 _M_TRIM_THRESHOLD = -1  # from malloc.h

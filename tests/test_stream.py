@@ -411,7 +411,7 @@ def test_a_file_rewritten_while_its_blocks_are_read_is_read_again_not_committed_
     )
     svc = service()
     svc.wait_ready()
-    big_csv(folder.root / "big.csv", rows=400_000)  # about 15 MB: over a hundred blocks
+    big_csv(folder.root / "big.csv", rows=400_000)  # about 18 MB: hundreds of blocks
     original = (folder.root / "big.csv").read_bytes()
     os.replace(folder.root / "big.csv", folder.drop / "big.csv")
     tmp = folder.output / "_ingest" / "tmp"

@@ -79,8 +79,9 @@ def digit_counts(keys: np.ndarray, bits: int = 0) -> tuple[bytes, bytes]:
     digits = keys >> np.uint64(KEY_BITS - bits - width)
     if bits:
         digits &= np.uint64((1 << width) - 1)
-    # Each digit is below 2**16: read as signed in place, where a cast would copy.
-    counts = np.bincount(digits.view(np.int64), minlength=1 << width)
+    # Each digit is below 2**16: read as signed in place, where a cast would copy (it
+    # still does where intp is narrower than 64 bits).
+    counts = np.bincount(digits.view(np.int64).astype(np.intp, copy=False), minlength=1 << width)
     present = np.flatnonzero(counts)
     return present.astype(np.uint16).tobytes(), counts[present].astype(np.int64).tobytes()
 
