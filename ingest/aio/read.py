@@ -123,7 +123,6 @@ def _send(path: Path, out: int, offset: int, size: int) -> int:
     length = 0
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
     try:
-        os.lseek(out, offset, os.SEEK_SET)
         while length < size and (sent := _copy(fd, out, offset, length, size - length)):
             length += sent
         if length == size and os.pread(fd, 1, size):
@@ -139,8 +138,9 @@ COPY_CHUNK_BYTES = 8 * 1024 * 1024
 def _copy(fd: int, out: int, offset: int, at: int, count: int) -> int:
     """Up to `count` bytes of `fd` from `at`, to `out` at `offset` + `at`: with sendfile, or
     where the drop folder's file system cannot splice (some FUSE mounts), a read and a
-    write."""
+    write. sendfile writes at `out`'s own offset, which the write leaves where it was."""
     try:
+        os.lseek(out, offset + at, os.SEEK_SET)
         return os.sendfile(out, fd, at, count)
     except OSError as exc:
         if exc.errno not in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):

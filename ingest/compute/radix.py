@@ -166,8 +166,6 @@ def _in_bucket(values: np.ndarray, bits: int, prefix: int) -> np.ndarray:
     """The keys of the values whose keys start with `prefix`. The values are compared
     first, since a bucket holds few of them; -0.0 equals 0.0 there, so the keys of
     those few are checked too."""
-    if bits == 0:
-        return order_keys(values)
     low, high = _bounds(bits, prefix)
     return _under(order_keys(values[(values >= low) & (values <= high)]), bits, prefix)
 

@@ -4,11 +4,14 @@ the size it settled at when it grew, or a shorter read when it shrank, or its er
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from pathlib import Path
 
 import pytest
 
 from ingest import shared
+from ingest.aio import read
 from ingest.aio.read import read_files, read_files_into, read_into_segment
 
 # (what the file holds, the size it settled at)
@@ -70,12 +73,36 @@ def test_a_file_that_grew_from_its_settled_size_is_one_byte_longer(
     assert length == size + 1 and buffer == b"y" * size
 
 
-@pytest.mark.parametrize("fresh", [True, False], ids=["new segment", "kept segment"])
+def _splicing_now_and_then(monkeypatch: pytest.MonkeyPatch) -> None:
+    """sendfile as a file system that splices some calls and refuses others (EINVAL), so
+    that the copy alternates it with a read and a write of 4 KB; only the file system is
+    stood in for, since none here refuses to splice."""
+    real = os.sendfile
+    calls = 0
+
+    def sendfile(out: int, fd: int, at: int, count: int) -> int:
+        nonlocal calls
+        calls += 1
+        if calls % 2 == 0:
+            raise OSError(errno.EINVAL, "Invalid argument")
+        return real(out, fd, at, min(count, 1000))
+
+    monkeypatch.setattr(os, "sendfile", sendfile)
+    monkeypatch.setattr(read, "COPY_CHUNK_BYTES", 4096)
+
+
+@pytest.mark.parametrize(
+    ("fresh", "splices"), [(True, True), (True, False), (False, True)],
+    ids=["new segment", "new segment, splicing now and then", "kept segment"],
+)
 def test_files_read_into_a_shared_segment_give_their_lengths_and_bytes(
-    tmp_path: Path, fresh: bool
+    tmp_path: Path, fresh: bool, splices: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A new segment is filled with sendfile, a kept one through its mapping: the same
-    lengths and bytes either way, and nothing written past a file's place."""
+    """A new segment is filled with sendfile (or, where the file system refuses it, a read
+    and a write), a kept one through its mapping: the same lengths and bytes each way, and
+    nothing written past a file's place."""
+    if not splices:
+        _splicing_now_and_then(monkeypatch)
     paths, sizes = _write(tmp_path)
     segment = shared.create("ingest-test-" + tmp_path.name[-8:] + "-", sum(sizes) + 1)
     assert segment is not None
