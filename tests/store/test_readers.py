@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -93,6 +94,24 @@ def test_a_reader_never_counts_wrong_while_ingest_compact_rewrites_many_parts(
     print(tally)
 
 
+@dataclass
+class ReadAtEachStep(CrashPlan):
+    """At each step of a swap, wait until the readers have counted the table a few times
+    more: on a busy machine they would otherwise see only some of the steps, or none."""
+
+    tally: Tally = field(default_factory=Tally)
+    rows: int = 0
+    reads: int = 3
+    steps: list[str] = field(default_factory=list)
+
+    def reached(self, point: str) -> None:
+        self.steps.append(point)
+        enough = self.tally.counts[self.rows] + self.reads
+        deadline = time.monotonic() + 20
+        while self.tally.counts[self.rows] < enough and time.monotonic() < deadline:
+            time.sleep(0.005)
+
+
 def test_rewrite_to_a_wider_schema_never_shows_two_schemas(folder: Folder) -> None:
     rows = sum(seed_parts(folder, parts=200, rows=100).values())
     layout = layout_of(folder)
@@ -100,14 +119,16 @@ def test_rewrite_to_a_wider_schema_never_shows_two_schemas(folder: Folder) -> No
                        ("source_sha256", pa.string()), ("note", pa.string())])
     stop = threading.Event()
     tally, thread = _readers(folder, "records", stop)
+    plan = ReadAtEachStep(tally=tally, rows=rows)
     ledger = Ledger(layout.ledger)
     try:
-        outcome = rewrite_table(ledger, layout, "records", wider, CrashPlan(), target_bytes=1 << 20)
+        outcome = rewrite_table(ledger, layout, "records", wider, plan, target_bytes=1 << 20)
     finally:
         stop.set()
         thread.join()
         ledger.close()
     assert outcome is not None and outcome.before == 200
+    assert plan.steps == list(COMPACT_POINTS)
     _check(tally, rows)
     for part in folder.parts("records"):
         assert pq.read_schema(part).remove_metadata() == wider
