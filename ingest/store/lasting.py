@@ -46,7 +46,10 @@ def _the_machines(error: BaseException) -> bool:
     if isinstance(error, OSError | MemoryError | LedgerError | Unsettled):
         return True
     if isinstance(error, sqlite3.OperationalError | sqlite3.InternalError):
-        return True  # a full disk, a locked database
+        # A full disk, a locked database; but SQLITE_ERROR is an SQL statement's own ("no
+        # such column"), which no retry mends: told as the machine's, every commit would
+        # wait on it for ever.
+        return getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_ERROR
     if type(error) is sqlite3.DatabaseError:
         return True  # "database disk image is malformed"; an IntegrityError is a bug's
     return RUST_OS_ERROR in str(error)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import errno
 import sqlite3
+from pathlib import Path
 
 import pytest
 
@@ -33,6 +34,36 @@ def _raised_from(cause: BaseException) -> BaseException:
 ])
 def test_the_machine_s_faults_are_told_apart(error: BaseException) -> None:
     assert the_machines(error)
+
+
+def _sqlite_error(tmp_path: Path, statement: str, *, lock: bool = False) -> sqlite3.Error:
+    path = tmp_path / "ledger.sqlite"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE IF NOT EXISTS files (path TEXT)")
+    if lock:
+        holder.execute("BEGIN IMMEDIATE")
+    db = sqlite3.connect(path, timeout=0, isolation_level=None)
+    try:
+        db.execute(statement)
+    except sqlite3.Error as exc:
+        return exc
+    finally:
+        db.close()
+        holder.close()
+    raise AssertionError(f"{statement!r} did not fail")
+
+
+def test_sqlite_s_own_codes_tell_a_locked_ledger_from_a_statement_s_bug(tmp_path: Path) -> None:
+    locked = _sqlite_error(tmp_path, "INSERT INTO files VALUES ('a')", lock=True)
+    assert isinstance(locked, sqlite3.OperationalError)
+    assert "locked" in str(locked)
+    assert the_machines(locked)
+    # A statement's own error fails every commit alike, and no retry mends it.
+    for statement in ("SELECT sha256 FROM files", "INSERT INTO nowhere VALUES (1)"):
+        bug = _sqlite_error(tmp_path, statement)
+        assert isinstance(bug, sqlite3.OperationalError)
+        assert not the_machines(bug), bug
+        assert not the_machines(_raised_from(bug))
 
 
 @pytest.mark.parametrize("error", [
