@@ -43,6 +43,9 @@ class Run:
 def _once(checkout: Path, drop: Path, state: Path, extra: dict[str, dict[str, str]]) -> Run:
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
+    if extra["watch"]["on_success"] != "keep":
+        # Hard links: the run moves its inputs away, and the corpus keeps its own.
+        drop = Path(shutil.copytree(drop, state / "drop", copy_function=os.link))
     config = ingest_job.write_config(state / "config.toml", drop, state, extra)
     env = dict(os.environ, PYTHONPATH=str(checkout.resolve()))
     started = time.perf_counter()
@@ -69,11 +72,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--old", type=Path, required=True)
     p.add_argument("--new", type=Path, required=True)
     p.add_argument("--send", choices=("bytes", "paths"), default="bytes")
+    p.add_argument("--on-success", choices=("keep", "archive", "delete"), default="keep",
+                   help="archive and delete run over hard links to the corpus")
     p.add_argument("--corpus-dir", type=Path, default=corpus.DEFAULT_ROOT)
     args = p.parse_args(argv)
     data = corpus.generate(args.shape, args.scale, root=args.corpus_dir)
     byte_compile(args.old / "ingest", args.new / "ingest")
-    extra = {"pipeline": {"send": args.send}}
+    extra = {"pipeline": {"send": args.send}, "watch": {"on_success": args.on_success}}
     runs: dict[str, list[Run]] = {"old": [], "new": []}
     for pair in range(args.pairs):
         for who in ("old", "new") if pair % 2 == 0 else ("new", "old"):

@@ -373,6 +373,7 @@ class Committer:
         """Called in a thread: publish, then dispose of the inputs (after the ledger commit)."""
         done = Committed()
         on_success = self.config.watch.on_success
+        made: set[str] = set()  # the archive's folders, made once a flush
         outputs = pending.outputs
         try:
             self.schemas.save_pins(self.ledger)
@@ -386,7 +387,7 @@ class Committer:
                     continue
                 done.published.append(published)
                 for entry in published.committed:
-                    after_success(self.layout, entry.file, entry.sha256, on_success)
+                    after_success(self.layout, entry.file, entry.sha256, on_success, made)
                     self.crash.reached("input-disposed")
             if pending.records_only:
                 for item in pending.aside:

@@ -7,6 +7,7 @@ next start-up finishes the step instead of ingesting it again.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
@@ -39,8 +40,7 @@ def _free_name(path: Path, tag: str, reserve: int = 0) -> Path:
     where the name (plus `reserve` bytes that will be appended) would be too long."""
     stem, dot, rest = path.name.partition(".")
     rest = dot + rest
-    plain = path.with_name(_named(stem, "", rest, reserve))
-    if plain.name == path.name and not path.exists() and not path.is_symlink():
+    if _named(stem, "", rest, reserve) == path.name and not _taken(path):
         return path
     for n in range(1, 10_000):
         suffix = f"-{tag}" if n == 1 else f"-{tag}-{n}"
@@ -50,23 +50,55 @@ def _free_name(path: Path, tag: str, reserve: int = 0) -> Path:
     raise FileExistsError(path)
 
 
-def _move(source: Path, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
-    # shutil.move falls back to copy-and-delete when the folders are on different devices.
-    shutil.move(source, target)
+def _taken(path: str | Path) -> bool:
+    """Whether a name is taken, by a file, a folder or a symlink (even a broken one)."""
+    try:
+        os.lstat(path)
+    except FileNotFoundError:
+        return False
+    return True
 
 
-def _is_version(path: Path, file: DropFile) -> bool:
+def _archive_name(layout: Layout, file: DropFile, tag: str) -> str:
+    """Where an input goes in the archive: its path below the day's folder, or a free name
+    beside it. Made as text: two pathlib joins a file cost more than the move itself."""
+    path = f"{layout.archive}/{today()}/{file.rel}"
+    if len(os.path.basename(path).encode()) <= NAME_MAX and not _taken(path):
+        return path
+    return str(_free_name(Path(path), tag))
+
+
+def _move(source: str | Path, target: str | Path, made: set[str] | None = None) -> None:
+    """Move `source` to `target`, a free name; `made`: folders known to exist, which a
+    batch's moves share, so that each is made once, not once per file."""
+    folder = os.path.dirname(target)
+    if made is None or folder not in made:
+        os.makedirs(folder, exist_ok=True)
+        if made is not None:
+            made.add(folder)
+    try:
+        os.rename(source, target)
+    except OSError as exc:
+        if exc.errno != errno.EXDEV:
+            raise
+        # On another device: shutil.move copies, then deletes.
+        shutil.move(source, target)
+
+
+def _is_version(path: str | Path, file: DropFile) -> bool:
     """`path` still holds the version of `file` that was read (same size and mtime)."""
     st = os.stat(path)
     return (st.st_size, st.st_mtime_ns) == (file.size, file.mtime_ns)
 
 
-def after_success(layout: Layout, file: DropFile, sha256: str, on_success: str) -> None:
+def after_success(
+    layout: Layout, file: DropFile, sha256: str, on_success: str, made: set[str] | None = None
+) -> None:
     """Archive, delete or keep an input whose rows are committed (or a duplicate's).
 
     Only the version that was read is disposed of: a file appended to, or replaced
     by a new version, since it was read stays in the drop folder to be read again.
+    `made`: the archive's folders this caller has made, shared over a batch.
     """
     if on_success == "keep":
         return
@@ -77,8 +109,8 @@ def after_success(layout: Layout, file: DropFile, sha256: str, on_success: str) 
         if on_success == "delete":
             file.path.unlink()
             return
-        target = _free_name(layout.archive / today() / file.rel, sha256[:8])
-        _move(file.path, target)
+        target = _archive_name(layout, file, sha256[:8])
+        _move(file.path, target, made)
         if not _is_version(target, file):
             # It changed between the look and the move: give the new version back.
             back = _free_name(file.path, "changed")

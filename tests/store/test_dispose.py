@@ -1,0 +1,95 @@
+"""An input's move into the archive once its rows are committed."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+
+from ingest.files import DropFile
+from ingest.store.dispose import NAME_MAX, after_success
+from ingest.store.layout import Layout, today
+
+SHA = "abcdef0123456789" * 4
+
+
+def _layout(tmp_path: Path, archive: Path | None = None) -> Layout:
+    return Layout(tmp_path / "drop", tmp_path / "output", tmp_path / "quarantine",
+                  archive or tmp_path / "archive")
+
+
+def _dropped(layout: Layout, rel: str, body: bytes = b"a\n1\n") -> DropFile:
+    path = layout.drop / rel
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(body)
+    st = path.stat()
+    return DropFile(path, rel, st.st_size, st.st_mtime_ns, time.time(), time.monotonic())
+
+
+def test_inputs_move_below_the_day_folder_keeping_their_own_folders(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    files = [_dropped(layout, rel) for rel in ("a.csv", "sub/b.csv", "sub/deeper/c.csv")]
+    made: set[str] = set()
+    for file in files:
+        after_success(layout, file, SHA, "archive", made)
+    day = layout.archive / today()
+    for file in files:
+        assert not file.path.exists()
+        assert (day / file.rel).read_bytes() == b"a\n1\n"
+    assert made == {str(day), str(day / "sub"), str(day / "sub/deeper")}
+
+
+def test_a_name_taken_in_the_archive_gets_the_inputs_hash_before_its_suffixes(
+    tmp_path: Path,
+) -> None:
+    layout = _layout(tmp_path)
+    day = layout.archive / today()
+    day.mkdir(parents=True)
+    (day / "a.csv.gz").write_bytes(b"older")
+    os.symlink(day / "nowhere", day / "b.csv")  # a broken symlink takes its name too
+    made: set[str] = set()
+    for rel in ("a.csv.gz", "b.csv"):
+        after_success(layout, _dropped(layout, rel), SHA, "archive", made)
+    assert (day / "a.csv.gz").read_bytes() == b"older"
+    assert (day / f"a-{SHA[:8]}.csv.gz").read_bytes() == b"a\n1\n"
+    assert (day / "b.csv").is_symlink()
+    assert (day / f"b-{SHA[:8]}.csv").read_bytes() == b"a\n1\n"
+
+
+def test_a_255_byte_name_taken_in_the_archive_is_cut_to_fit_its_tag(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    name = "n" * (NAME_MAX - 4) + ".csv"
+    for body in (b"first\n", b"second\n"):
+        after_success(layout, _dropped(layout, name, body), SHA, "archive", set())
+    archived = {p.name: p.read_bytes() for p in (layout.archive / today()).iterdir()}
+    assert archived[name] == b"first\n"
+    [tagged] = [n for n in archived if n != name]
+    assert len(tagged.encode()) == NAME_MAX
+    assert tagged.endswith(f"-{SHA[:8]}.csv")
+    assert archived[tagged] == b"second\n"
+
+
+def test_a_file_changed_since_it_was_read_stays_in_the_drop_folder(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    file = _dropped(layout, "a.csv")
+    file.path.write_bytes(b"a\n1\n2\n")
+    after_success(layout, file, SHA, "archive", set())
+    assert file.path.read_bytes() == b"a\n1\n2\n"
+    assert not (layout.archive / today() / "a.csv").exists()
+
+
+@pytest.mark.skipif(not Path("/dev/shm").is_dir(), reason="needs a second file system")
+def test_an_archive_on_another_file_system_is_copied_then_the_input_removed(
+    tmp_path: Path,
+) -> None:
+    with tempfile.TemporaryDirectory(dir="/dev/shm") as elsewhere:
+        if os.stat(elsewhere).st_dev == os.stat(tmp_path).st_dev:
+            pytest.skip("/dev/shm is on the same file system here")
+        layout = _layout(tmp_path, Path(elsewhere) / "archive")
+        file = _dropped(layout, "sub/a.csv")
+        after_success(layout, file, SHA, "archive", set())
+        assert not file.path.exists()
+        assert (layout.archive / today() / "sub/a.csv").read_bytes() == b"a\n1\n"
