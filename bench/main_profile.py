@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import os
 import re
 import shutil
 import subprocess
@@ -174,13 +175,21 @@ def summarise(stacks: Sequence[Stack], rate: float, files: int, top: int) -> Non
     _table("Inclusive, per ingest function", inclusive, rate, files, top)
 
 
-def record(data: corpus.Corpus, scratch: Path, rate: float, mode: list[str]) -> Path:
+def record(
+    data: corpus.Corpus, scratch: Path, rate: float, mode: list[str], on_success: str = "keep"
+) -> Path:
     """Run `ingest once` over the corpus under py-spy; the raw samples' path."""
     py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
     if py_spy is None:
         sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
     ingest_job.reset(scratch)
-    config = ingest_job.write_config(scratch / "config.toml", data.path, scratch)
+    drop = data.path
+    if on_success != "keep":
+        # Hard links: the run moves its inputs away, and the corpus keeps its own.
+        drop = Path(shutil.copytree(drop, scratch / "drop", copy_function=os.link))
+    config = ingest_job.write_config(
+        scratch / "config.toml", drop, scratch, {"watch": {"on_success": on_success}}
+    )
     raw = scratch / "raw.txt"
     flags = ["--threads", "--format", "raw", "--rate", f"{rate:g}", "--output", str(raw)]
     command = [py_spy, "record", *flags, *mode]
@@ -202,11 +211,13 @@ def main(argv: Sequence[str] | None = None) -> None:
     parser.add_argument("--gil", action="store_true", help="only the thread holding the GIL")
     parser.add_argument("--top", type=int, default=25)
     parser.add_argument("--raw", type=Path, help="summarise this py-spy raw file; run nothing")
+    parser.add_argument("--on-success", choices=("keep", "archive", "delete"), default="keep",
+                        help="archive and delete run over hard links to the corpus")
     args = parser.parse_args(argv)
     data = corpus.generate(args.shape[0], args.scale, args.seed, args.corpus_dir)
     byte_compile(Path(__file__).resolve().parent.parent / "ingest")
     mode = [flag for flag, on in (("--idle", args.idle), ("--gil", args.gil)) if on]
-    raw = args.raw or record(data, args.scratch, args.rate, mode)
+    raw = args.raw or record(data, args.scratch, args.rate, mode, args.on_success)
     with open(raw) as lines:
         summarise(parse(lines), args.rate, data.files, args.top)
 
