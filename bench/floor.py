@@ -39,6 +39,7 @@ from ingest.store.parts import Accepted, unchanged
 
 from . import corpus as corpora
 
+SCRATCH = Path(__file__).resolve().parent / ".scratch"
 # Files per ledger transaction and per log record: about what a commit of `tiny` holds.
 BATCH = 1000
 
@@ -132,8 +133,9 @@ def main() -> None:
     args = parser.parse_args()
     corpus = corpora.generate(args.shape).path
     runs = []
+    SCRATCH.mkdir(parents=True, exist_ok=True)
     for _ in range(args.repeat):
-        with tempfile.TemporaryDirectory(dir=Path(__file__).parent / ".scratch") as scratch:
+        with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
             runs.append(measure(corpus, Path(scratch)))
     print(f"{args.shape}: the main process's least CPU per file, median of {args.repeat}\n")
     print("| step | user µs | system µs | total µs |")

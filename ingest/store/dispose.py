@@ -45,7 +45,7 @@ def _free_name(path: Path, tag: str, reserve: int = 0) -> Path:
     for n in range(1, 10_000):
         suffix = f"-{tag}" if n == 1 else f"-{tag}-{n}"
         candidate = path.with_name(_named(stem, suffix, rest, reserve))
-        if not candidate.exists():
+        if not _taken(candidate):
             return candidate
     raise FileExistsError(path)
 
@@ -76,6 +76,18 @@ def _move(source: str | Path, target: str | Path, made: set[str] | None = None) 
         os.makedirs(folder, exist_ok=True)
         if made is not None:
             made.add(folder)
+    try:
+        _rename(source, target)
+    except FileNotFoundError:
+        if made is None or not os.path.lexists(source):
+            raise
+        # The folder was removed since this flush made it (a sync job tidying the archive).
+        made.discard(folder)
+        os.makedirs(folder, exist_ok=True)
+        _rename(source, target)
+
+
+def _rename(source: str | Path, target: str | Path) -> None:
     try:
         os.rename(source, target)
     except OSError as exc:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -93,3 +94,26 @@ def test_an_archive_on_another_file_system_is_copied_then_the_input_removed(
         after_success(layout, file, SHA, "archive", set())
         assert not file.path.exists()
         assert (layout.archive / today() / "sub/a.csv").read_bytes() == b"a\n1\n"
+
+
+def test_a_folder_removed_after_the_flush_made_it_is_made_again(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    made: set[str] = set()
+    first, second = _dropped(layout, "sub/a.csv"), _dropped(layout, "sub/b.csv")
+    after_success(layout, first, SHA, "archive", made)
+    day = layout.archive / today()
+    shutil.rmtree(day)  # a job that moves the archive elsewhere, between two files
+    after_success(layout, second, SHA, "archive", made)
+    assert not second.path.exists()
+    assert (day / "sub/b.csv").read_bytes() == b"a\n1\n"
+
+
+def test_a_tagged_name_taken_by_a_broken_symlink_is_not_replaced(tmp_path: Path) -> None:
+    layout = _layout(tmp_path)
+    day = layout.archive / today()
+    day.mkdir(parents=True)
+    (day / "a.csv").write_bytes(b"older")
+    os.symlink(day / "nowhere", day / f"a-{SHA[:8]}.csv")
+    after_success(layout, _dropped(layout, "a.csv"), SHA, "archive", set())
+    assert (day / f"a-{SHA[:8]}.csv").is_symlink()
+    assert (day / f"a-{SHA[:8]}-2.csv").read_bytes() == b"a\n1\n"

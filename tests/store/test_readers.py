@@ -103,12 +103,16 @@ class ReadAtEachStep(CrashPlan):
     rows: int = 0
     reads: int = 3
     steps: list[str] = field(default_factory=list)
+    unread: list[str] = field(default_factory=list)  # steps the readers never got past
 
     def reached(self, point: str) -> None:
         self.steps.append(point)
         enough = self.tally.counts[self.rows] + self.reads
         deadline = time.monotonic() + 20
-        while self.tally.counts[self.rows] < enough and time.monotonic() < deadline:
+        while self.tally.counts[self.rows] < enough:
+            if time.monotonic() > deadline:
+                self.unread.append(point)
+                return
             time.sleep(0.005)
 
 
@@ -129,6 +133,7 @@ def test_rewrite_to_a_wider_schema_never_shows_two_schemas(folder: Folder) -> No
         ledger.close()
     assert outcome is not None and outcome.before == 200
     assert plan.steps == list(COMPACT_POINTS)
+    assert not plan.unread, f"no right count read at {plan.unread}: {tally}"
     _check(tally, rows)
     for part in folder.parts("records"):
         assert pq.read_schema(part).remove_metadata() == wider
