@@ -8,6 +8,7 @@ read-only by `on_success = "keep"`.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -50,6 +51,14 @@ def write_config(path: Path, drop: Path, state: Path, overrides: Sections | None
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines))
     return path
+
+
+def drop_for(corpus: Path, state: Path, on_success: str) -> Path:
+    """The drop folder of a run: the corpus itself when it is kept; else hard links to it
+    under `state`, which the run archives or deletes while the corpus keeps its own."""
+    if on_success == "keep":
+        return corpus
+    return Path(shutil.copytree(corpus, state / "drop", copy_function=os.link))
 
 
 def command(*args: str) -> list[str]:

@@ -43,9 +43,7 @@ class Run:
 def _once(checkout: Path, drop: Path, state: Path, extra: dict[str, dict[str, str]]) -> Run:
     shutil.rmtree(state, ignore_errors=True)
     state.mkdir(parents=True)
-    if extra["watch"]["on_success"] != "keep":
-        # Hard links: the run moves its inputs away, and the corpus keeps its own.
-        drop = Path(shutil.copytree(drop, state / "drop", copy_function=os.link))
+    drop = ingest_job.drop_for(drop, state, extra["watch"]["on_success"])
     config = ingest_job.write_config(state / "config.toml", drop, state, extra)
     env = dict(os.environ, PYTHONPATH=str(checkout.resolve()))
     started = time.perf_counter()

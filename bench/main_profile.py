@@ -28,7 +28,6 @@ from __future__ import annotations
 
 import argparse
 import collections
-import os
 import re
 import shutil
 import subprocess
@@ -183,10 +182,7 @@ def record(
     if py_spy is None:
         sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
     ingest_job.reset(scratch)
-    drop = data.path
-    if on_success != "keep":
-        # Hard links: the run moves its inputs away, and the corpus keeps its own.
-        drop = Path(shutil.copytree(drop, scratch / "drop", copy_function=os.link))
+    drop = ingest_job.drop_for(data.path, scratch, on_success)
     config = ingest_job.write_config(
         scratch / "config.toml", drop, scratch, {"watch": {"on_success": on_success}}
     )

@@ -395,7 +395,7 @@ class Committer:
                         item.sha256, item.hash_on_commit = sha256_of(item.file.path), False
                 self.ledger.record([a.record() for a in pending.aside] + pending.vanished)
                 done.aside_done = True
-                self._dispose_aside(pending.aside)
+                self._dispose_aside(pending.aside, made)
         except Exception as exc:
             done.error = exc
             # Each output before the one that stopped the flush was published or failed.
@@ -417,14 +417,16 @@ class Committer:
         )
         return publish(self.ledger, self.layout, output.accepted, output.parts, [], self.crash)
 
-    def _dispose_aside(self, aside: list[Aside]) -> None:
+    def _dispose_aside(self, aside: list[Aside], made: set[str]) -> None:
         keep = self.config.watch.on_success == "keep"
         for item in aside:
             if item.failure is not None:
                 self.crash.reached("quarantine-recorded")
                 quarantine(self.layout, item.file, item.sha256, item.failure, item.attempts, keep)
             else:
-                after_success(self.layout, item.file, item.sha256, self.config.watch.on_success)
+                after_success(
+                    self.layout, item.file, item.sha256, self.config.watch.on_success, made
+                )
 
     async def _report_published(self, published: Published) -> None:
         committed = [
