@@ -44,6 +44,10 @@ TICK_MS = 1000
 # How often the drop folder is checked to be the one being watched (one stat, in a thread).
 FOLDER_CHECK_S = 1.0
 POLL_DELAY_MS = 100
+# watchfiles' error for an event naming a file whose name is not UTF-8 (a Latin-1 name):
+# the batch of events it was in is lost, the watcher itself is sound. A new one, and a
+# scan, which reads such names as they are, find every file of that batch.
+UNDECODABLE = "Unable to decode path"
 
 Changes = set[tuple[watchfiles.Change, str]]
 # The shape of watchfiles.awatch: a stand-in (a test's deaf watcher) can take its place.
@@ -56,7 +60,7 @@ class Ended(enum.Enum):
 
     STOPPED = "stopped"  # the service is stopping
     GONE = "gone"  # the drop folder was removed or replaced
-    RETRY = "retry"  # the canary was missed once: a new watcher
+    RETRY = "retry"  # the canary was missed once, or a name was not UTF-8: a new watcher
     UNHEARD = "unheard"  # events cannot start or never come: poll
     FAILED = "failed"  # polling failed: try again
 
@@ -133,7 +137,16 @@ class Follower:
                     self._spawn_scan()
                 asyncio.get_running_loop().call_soon(self.armed.set)
                 return await self._hear(changes, identity, polling)
-        except (OSError, RuntimeError) as exc:  # WatchfilesRustInternalError is a RuntimeError
+        except (OSError, RuntimeError, ExceptionGroup) as caught:
+            # WatchfilesRustInternalError is a RuntimeError; one raised while watching comes
+            # out of an anyio task group, wrapped.
+            exc = _unwrapped(caught)
+            if not isinstance(exc, OSError | RuntimeError):
+                raise
+            if UNDECODABLE in str(exc):
+                log.warning("the file watcher cannot report a name that is not UTF-8 (%s):"
+                            " starting a new watcher and scanning the folder", exc)
+                return Ended.RETRY
             if isinstance(exc, FileNotFoundError) or await self._identity() != identity:
                 return Ended.GONE
             return await self._failed(exc, polling)
@@ -261,3 +274,10 @@ def _limits() -> str:
         + ": sysctl -w fs.inotify.max_user_watches=524288 fs.inotify.max_user_instances=1024,"
         " and the same in /etc/sysctl.d/ to keep them"
     )
+
+
+def _unwrapped(exc: BaseException) -> BaseException:
+    """The one error inside `exc`, however many groups of one it is wrapped in."""
+    while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
+        exc = exc.exceptions[0]
+    return exc

@@ -27,7 +27,7 @@ from typing import Any
 from ..config import Config
 from ..selection import matches
 from .dispose import REPORT_SUFFIX
-from .layout import Layout
+from .layout import Layout, shown
 from .ledger import FileRecord, Ledger
 from .vanished import STATE as VANISHED
 
@@ -42,7 +42,7 @@ def _iso(stamp: float | None) -> str | None:
 def _inside(layout: Layout, path: Path) -> str | None:
     for candidate in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
         if candidate.is_relative_to(layout.drop):
-            return candidate.relative_to(layout.drop).as_posix()
+            return shown(candidate.relative_to(layout.drop).as_posix())
     return None
 
 
@@ -55,7 +55,7 @@ def names(layout: Layout, given: str) -> list[str]:
         rel = _inside(layout, path)
         return [rel] if rel is not None else []
     found: list[str] = []
-    rel = posixpath.normpath(path.as_posix())
+    rel = shown(posixpath.normpath(path.as_posix()))
     if rel != "." and rel != ".." and not rel.startswith("../"):
         found.append(rel)
     rel_cwd = _inside(layout, path)

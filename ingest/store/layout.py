@@ -6,6 +6,7 @@ Plain paths and names; no I/O beyond creating folders.
 from __future__ import annotations
 
 import functools
+import os
 import secrets
 import time
 from collections.abc import Iterable
@@ -16,6 +17,22 @@ from typing import Any
 from ..config import Config
 
 STATE_DIR = "_ingest"
+
+
+def shown(name: str) -> str:
+    """A file name as text that every table, the ledger, the logs and JSON can hold.
+
+    Linux names are bytes; Python carries those that are not UTF-8 (a Latin-1 name from
+    an old Windows share) as lone surrogates, which SQLite, Arrow and UTF-8 files refuse:
+    one such name held up every commit. Each of those bytes is written as \\xNN instead;
+    a name that is UTF-8 is unchanged. The file is still opened, archived and
+    quarantined by its own path; the archive and the quarantine name it as shown.
+    """
+    try:
+        name.encode()
+    except UnicodeEncodeError:
+        return os.fsencode(name).decode(errors="backslashreplace")
+    return name
 
 
 @dataclass(frozen=True)
@@ -51,13 +68,16 @@ class Layout:
         return self.state / "ledger.sqlite"
 
     def relative(self, path: Path) -> str:
-        """The name a file has in the dataset: its path below the drop folder, "/"-separated."""
+        """The name a file has in the dataset: its path below the drop folder, "/"-separated,
+        each byte of it that is not UTF-8 written as \\xNN (see `shown`)."""
         # Sliced off the text, not `relative_to`: called for every event and every file
         # a scan finds, where two pathlib parses cost 30 us a file.
         text, prefix = str(path), self._drop_prefix
         if text.startswith(prefix):
-            return text[len(prefix):]
-        return path.relative_to(self.drop).as_posix()
+            rel = text[len(prefix):]
+        else:
+            rel = path.relative_to(self.drop).as_posix()
+        return rel if rel.isascii() else shown(rel)
 
     @functools.cached_property
     def _drop_prefix(self) -> str:

@@ -648,6 +648,64 @@ def test_names_with_spaces_unicode_newlines_and_255_bytes_are_ingested_under_the
     assert not list(folder.drop.iterdir())
 
 
+# Latin-1 names, as an old Windows share or an FTP client writes them: bytes that are not
+# UTF-8. On disk they are what they are; in every table, the ledger, the logs and the
+# archive they are the same bytes with each one that is not UTF-8 written as \xNN.
+LATIN1 = os.fsdecode(b"Messdaten_M\xe4rz.csv")
+LATIN1_SHOWN = "Messdaten_M\\xe4rz.csv"
+LATIN1_BAD = os.fsdecode(b"kaputt_\xe9.csv")
+LATIN1_BAD_SHOWN = "kaputt_\\xe9.csv"
+
+
+def test_names_that_are_not_utf8_are_ingested_or_quarantined_under_escaped_names(
+    folder: Folder,
+) -> None:
+    (folder.drop / LATIN1).write_bytes(csv_bytes(7, seed=60))
+    (folder.drop / LATIN1_BAD).write_bytes(b"a,b\n1,2\n3,4,5\n")
+    expected = {"fine.csv": good(folder, "fine.csv", seed=61), LATIN1_SHOWN: 7}
+
+    result = once(folder)
+
+    assert result.returncode == 3, result.stderr  # one quarantined, nothing stuck
+    assert records(folder) == expected
+    assert f"ingested {LATIN1_SHOWN}" in result.stderr
+    assert not list(folder.drop.iterdir())
+    archived = {p.name for p in folder.archive.rglob("*.csv")}
+    assert archived == {"fine.csv", LATIN1_SHOWN}
+    report = json.loads((folder.quarantine / f"{LATIN1_BAD_SHOWN}.error.json").read_text())
+    assert report["file"] == LATIN1_BAD_SHOWN and report["error"] == "DecodeError"
+    assert (folder.quarantine / LATIN1_BAD_SHOWN).read_bytes() == b"a,b\n1,2\n3,4,5\n"
+    status = json.loads(folder.ingest("status", "--json").stdout)
+    assert status["counts"] == {"ingested": 2, "duplicate": 0, "quarantined": 1}
+    assert output_rows_of(folder, LATIN1_BAD_SHOWN) == 0
+    # `ingest explain` knows it by either name: as the shell passes it, or as shown.
+    for given in (LATIN1, LATIN1_SHOWN):
+        explained = folder.ingest("explain", given, "--json", timeout=60)
+        assert explained.returncode == 0, explained.stderr
+        [version] = json.loads(explained.stdout)["versions"]
+        assert (version["state"], version["rows"], version["disposal"]) == (
+            "ingested", 7, "archived",
+        )
+
+
+def test_a_name_that_is_not_utf8_dropped_into_ingest_run_is_ingested_once(
+    folder: Folder, service: Callable[..., Service],
+) -> None:
+    folder.write_config(**LIVE)
+    svc = service()
+    wait_for(lambda: "watching" in svc.text(), 60, "the service")
+    (folder.root / LATIN1).write_bytes(csv_bytes(9, seed=62))
+    os.replace(folder.root / LATIN1, folder.drop / LATIN1)
+    wait_for(lambda: not (folder.drop / LATIN1).exists(), 30, "the file to be archived")
+    drop_by_rename(folder, "after.csv", csv_bytes(4, seed=63))
+    wait_for(lambda: "after.csv" in records(folder), 30, "a good file dropped afterwards")
+    assert svc.stop() == 0, svc.text()
+    assert records(folder) == {LATIN1_SHOWN: 9, "after.csv": 4}
+    assert svc.text().count(f"ingested {LATIN1_SHOWN}") == 1
+    assert "commit failed" not in svc.text()
+    assert "polling" not in svc.text(), "the watcher's events still work"
+
+
 def test_a_newline_in_a_name_cannot_split_the_outcome_log_line(folder: Folder) -> None:
     name = "report\n2000-01-01T00:00:00 ERROR   forged.csv"
     (folder.drop / name).write_bytes(csv_bytes(3, seed=50))
