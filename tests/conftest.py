@@ -154,6 +154,18 @@ def write_csv(path: Path, rows: int, seed: int, columns: int = 3) -> np.ndarray:
     return values
 
 
+def drop_csv(folder: Folder, name: str, rows: int, seed: int) -> np.ndarray:
+    """`write_csv` into a running service's drop folder, as a careful writer delivers: under
+    a hidden temp name, then renamed into place. Written in place, a file may be read (with
+    settle_ms = 0, or after a stall of the writer) before its bytes are all there, and
+    that version quarantined: right of the service, and a second ledger row for the name."""
+    target = folder.drop / name
+    temp = target.with_name(f".{target.name}.tmp")
+    values = write_csv(temp, rows, seed)
+    os.replace(temp, target)
+    return values
+
+
 def drop_by_rename(folder: Folder, name: str, content: bytes) -> Path:
     """How a careful writer delivers: write a hidden temp name, then rename into place."""
     temp = folder.drop / f".{name}.tmp"

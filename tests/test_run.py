@@ -43,8 +43,8 @@ def test_a_file_written_slowly_in_chunks_is_ingested_once_and_complete(
     svc = service()
     svc.wait_ready()
 
-    # Ten chunks over about a second: each pause is longer than settle_ms (50 ms),
-    # so only the mtime, not the size, can say the file is still being written.
+    # Ten chunks 30 ms apart, each pause shorter than settle_ms (50 ms): the file looks
+    # unsettled until its last byte, and is read once, whole.
     target = folder.drop / "slow.csv"
     chunk = len(data) // 10 + 1
     with target.open("wb") as fh:

@@ -13,7 +13,7 @@ from collections.abc import Callable
 
 import pytest
 
-from .conftest import Folder, Service, free_port, wait_for, write_csv
+from .conftest import Folder, Service, drop_csv, free_port, wait_for, write_csv
 from .invariants import check_exactly_once
 
 # Each file must be committed within DEADLINE_S of its drop, which other tests' processes
@@ -49,7 +49,7 @@ def test_a_replaced_drop_folder_is_watched_again_and_its_files_are_committed_at_
     _config(folder)
     svc = service()
     svc.wait_ready()
-    write_csv(folder.drop / "before.csv", rows=20, seed=1)
+    drop_csv(folder, "before.csv", rows=20, seed=1)
     wait_for(lambda: "before.csv" in folder.rows_per_file(), DEADLINE_S, "the first file")
 
     if how.startswith("rm"):
@@ -57,11 +57,11 @@ def test_a_replaced_drop_folder_is_watched_again_and_its_files_are_committed_at_
     else:
         folder.drop.rename(folder.root / "old_drop")
     folder.drop.mkdir()
-    write_csv(folder.drop / "after.csv", rows=30, seed=2)
+    drop_csv(folder, "after.csv", rows=30, seed=2)
 
     wait_for(lambda: "after.csv" in folder.rows_per_file(), DEADLINE_S, "a file in the new folder")
     assert "was removed or replaced" in svc.text()
-    write_csv(folder.drop / "later.csv", rows=40, seed=3)  # heard by the new watcher
+    drop_csv(folder, "later.csv", rows=40, seed=3)  # heard by the new watcher
     wait_for(lambda: "later.csv" in folder.rows_per_file(), DEADLINE_S, "a later file")
     assert svc.stop() == 0
     check_exactly_once(folder, {"before.csv": 20, "after.csv": 30, "later.csv": 40}, set())
@@ -85,15 +85,15 @@ def test_a_drop_folder_unmounted_and_mounted_again_is_watched_again_each_time(
     try:
         svc = service()
         svc.wait_ready()
-        write_csv(folder.drop / "mounted.csv", rows=10, seed=6)
+        drop_csv(folder, "mounted.csv", rows=10, seed=6)
         wait_for(lambda: "mounted.csv" in folder.rows_per_file(), DEADLINE_S, "a file on the mount")
 
         subprocess.run(["umount", str(folder.drop)], check=True)
-        write_csv(folder.drop / "unmounted.csv", rows=20, seed=7)  # in the bare mount point
+        drop_csv(folder, "unmounted.csv", rows=20, seed=7)  # in the bare mount point
         wait_for(lambda: "unmounted.csv" in folder.rows_per_file(), DEADLINE_S, "a file, unmounted")
 
         _mount_tmpfs(folder)
-        write_csv(folder.drop / "remounted.csv", rows=30, seed=8)
+        drop_csv(folder, "remounted.csv", rows=30, seed=8)
         wait_for(lambda: "remounted.csv" in folder.rows_per_file(), DEADLINE_S, "a file, remounted")
         assert svc.stop() == 0
     finally:

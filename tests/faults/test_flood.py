@@ -22,14 +22,21 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 TINY = "timestamp,v\n1700000000000,{v}\n1700000000010,{w}\n"
 
 
-def _tiny_files(drop: Path, start: int, count: int, per_folder: int = 5000) -> dict[str, int]:
+def _tiny_files(
+    drop: Path, start: int, count: int, per_folder: int = 5000, renamed: bool = False,
+) -> dict[str, int]:
+    """`renamed`: each written under a hidden name, then renamed in, for a running service
+    with settle_ms = 0, which could otherwise read one before its bytes are there."""
     expected = {}
     for i in range(start, start + count):
         rel = f"batch{i // per_folder:03d}/t{i:06d}.csv"
         path = drop / rel
         if i % per_folder == 0 or not path.parent.exists():
             path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(TINY.format(v=i, w=i + 0.5))
+        written = path.with_name(f".{path.name}.tmp") if renamed else path
+        written.write_text(TINY.format(v=i, w=i + 0.5))
+        if renamed:
+            os.replace(written, path)
         expected[rel] = 2
     return expected
 
@@ -118,7 +125,7 @@ def test_100k_tiny_files_arriving_while_running_are_all_committed_once(folder: F
     )
     try:
         # Fast enough to overflow an inotify queue: the rescans must catch what it drops.
-        expected |= _tiny_files(folder.drop, 50_000, 50_000)
+        expected |= _tiny_files(folder.drop, 50_000, 50_000, renamed=True)
         wait_for(
             lambda: not any(folder.drop.rglob("*.csv")), 1200, "the drop folder to empty"
         )

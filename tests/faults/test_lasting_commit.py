@@ -20,7 +20,7 @@ import pytest
 
 from ingest.store.lasting import LASTING_AFTER
 
-from ..conftest import Folder, Service, wait_for, write_csv
+from ..conftest import Folder, Service, drop_csv, wait_for, write_csv
 from ..invariants import check_delta, check_exactly_once
 
 
@@ -119,10 +119,7 @@ def test_a_service_keeps_retrying_a_lone_failing_file_until_another_commits(
     assert not list(folder.quarantine.iterdir())
     assert "uncommitted" not in svc.text()
 
-    # Written whole, then renamed in: with settle_ms = 0 a half-written file would be
-    # read (and quarantined) as it stands.
-    rows = len(write_csv(folder.root / "good.csv", 30, 1))
-    os.replace(folder.root / "good.csv", folder.drop / "good.csv")
+    rows = len(drop_csv(folder, "good.csv", 30, 1))
     wait_for(lambda: (folder.quarantine / "poison.csv").exists(), 60, "poison.csv quarantined")
     wait_for(lambda: not (folder.drop / "good.csv").exists(), 60, "good.csv committed")
     assert svc.stop() == 0
