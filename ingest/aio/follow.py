@@ -44,10 +44,15 @@ TICK_MS = 1000
 # How often the drop folder is checked to be the one being watched (one stat, in a thread).
 FOLDER_CHECK_S = 1.0
 POLL_DELAY_MS = 100
-# watchfiles' error for an event naming a file whose name is not UTF-8 (a Latin-1 name):
-# the batch of events it was in is lost, the watcher itself is sound. A new one, and a
-# scan, which reads such names as they are, find every file of that batch.
+# watchfiles' error for an event naming a file whose name is not UTF-8 (a Latin-1 name),
+# in events and polling alike: the batch of events it was in is lost. A new watcher, and
+# a scan, which reads such names as they are, find every file of that batch. A folder so
+# named fails each new events watcher at once, so the restarts back off, to one every
+# UNDECODABLE_MAX_S (a scan each: files are still found), until a watcher lasts
+# UNDECODABLE_RESET_S.
 UNDECODABLE = "Unable to decode path"
+UNDECODABLE_MAX_S = 30.0
+UNDECODABLE_RESET_S = 60.0
 
 Changes = set[tuple[watchfiles.Change, str]]
 # The shape of watchfiles.awatch: a stand-in (a test's deaf watcher) can take its place.
@@ -82,6 +87,7 @@ class Follower:
         self._poll_reason: str | None = None
         self._scans: set[asyncio.Task[int]] = set()
         self.armed = asyncio.Event()  # set once the first watcher hears the folder
+        self._undecodable = 0  # watchers ended in a row by a name that is not UTF-8
 
     def _filter(self, change: watchfiles.Change, path: str) -> bool:
         # A deleted input needs nothing; a deleted drop folder needs a new watcher.
@@ -124,6 +130,7 @@ class Follower:
             await self._set_mode(WatchMode("events"))
             self.canary.arm()
         source = watchfiles.awatch if polling else self.events
+        started = time.monotonic()
         changes = source(
             self.drop, watch_filter=self._filter, debounce=DEBOUNCE_MS, step=STEP_MS,
             stop_event=stop, force_polling=polling, poll_delay_ms=POLL_DELAY_MS, recursive=True,
@@ -144,12 +151,26 @@ class Follower:
             if not isinstance(exc, OSError | RuntimeError):
                 raise
             if UNDECODABLE in str(exc):
-                log.warning("the file watcher cannot report a name that is not UTF-8 (%s):"
-                            " starting a new watcher and scanning the folder", exc)
+                await self._undecodable_name(exc, time.monotonic() - started, stop)
                 return Ended.RETRY
             if isinstance(exc, FileNotFoundError) or await self._identity() != identity:
                 return Ended.GONE
             return await self._failed(exc, polling)
+
+    async def _undecodable_name(self, exc: Exception, lasted: float, stop: asyncio.Event) -> None:
+        """Wait before the next watcher: at once the first time, longer each time in a row."""
+        if lasted >= UNDECODABLE_RESET_S:
+            self._undecodable = 0
+        self._undecodable += 1
+        delay = _undecodable_delay(self._undecodable)
+        if self._undecodable == 1:
+            log.warning("the file watcher cannot report a name that is not UTF-8 (%s):"
+                        " starting a new watcher and scanning the folder", exc)
+        elif delay == UNDECODABLE_MAX_S > _undecodable_delay(self._undecodable - 1):
+            log.warning("every new file watcher fails on a name that is not UTF-8 (%s), as a"
+                        " folder so named makes it: the drop folder is scanned every %g s"
+                        " instead, until that name is gone", exc, delay)
+        await _sleep_unless(stop, delay)
 
     def _spawn_scan(self) -> None:
         task = asyncio.create_task(self.watcher.scan())
@@ -281,3 +302,7 @@ def _unwrapped(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and len(exc.exceptions) == 1:
         exc = exc.exceptions[0]
     return exc
+
+
+def _undecodable_delay(in_a_row: int) -> float:
+    return 0.0 if in_a_row <= 1 else min(UNDECODABLE_MAX_S, 0.25 * 2**in_a_row)

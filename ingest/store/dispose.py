@@ -18,7 +18,7 @@ from pathlib import Path
 
 from ..files import DropFile
 from ..jobs import Failure
-from .layout import Layout, today
+from .layout import Layout, shown, today
 
 log = logging.getLogger("ingest.dispose")
 
@@ -29,9 +29,12 @@ REPORT_SUFFIX = ".error.json"
 
 def _named(stem: str, suffix: str, rest: str, reserve: int) -> str:
     """stem + suffix + rest, the stem cut short if the whole (plus `reserve`) would not fit."""
-    room = NAME_MAX - reserve - len(f"{suffix}{rest}".encode())
-    if len(stem.encode()) > room:
-        stem = stem.encode()[: max(room, 1)].decode(errors="ignore")
+    room = NAME_MAX - reserve - len(os.fsencode(f"{suffix}{rest}"))
+    raw = os.fsencode(stem)
+    if len(raw) > room:
+        cut = raw[: max(room, 1)]
+        # A UTF-8 name loses the character cut in two; one that is not UTF-8 keeps its bytes.
+        stem = cut.decode(errors="ignore") if shown(stem) == stem else os.fsdecode(cut)
     return f"{stem}{suffix}{rest}"
 
 
@@ -62,8 +65,8 @@ def _taken(path: str | Path) -> bool:
 def _archive_name(layout: Layout, file: DropFile, tag: str) -> str:
     """Where an input goes in the archive: its path below the day's folder, or a free name
     beside it. Made as text: two pathlib joins a file cost more than the move itself."""
-    path = f"{layout.archive}/{today()}/{file.rel}"
-    if len(os.path.basename(path).encode()) <= NAME_MAX and not _taken(path):
+    path = f"{layout.archive}/{today()}/{layout.below_drop(file.path)}"
+    if len(os.fsencode(os.path.basename(path))) <= NAME_MAX and not _taken(path):
         return path
     return str(_free_name(Path(path), tag))
 
@@ -171,7 +174,8 @@ def quarantine(
     """
     try:
         target = _free_name(
-            layout.quarantine / file.rel, sha256[:8] or "nohash", len(REPORT_SUFFIX + ".tmp")
+            layout.quarantine / layout.below_drop(file.path), sha256[:8] or "nohash",
+            len(REPORT_SUFFIX + ".tmp"),
         )
         target.parent.mkdir(parents=True, exist_ok=True)
         report = target.with_name(target.name + REPORT_SUFFIX)

@@ -27,7 +27,7 @@ from typing import Any
 from ..config import Config
 from ..selection import matches
 from .dispose import REPORT_SUFFIX
-from .layout import Layout, shown
+from .layout import Layout, on_disk, shown
 from .ledger import FileRecord, Ledger
 from .vanished import STATE as VANISHED
 
@@ -92,15 +92,18 @@ def _archived(layout: Layout, record: FileRecord) -> Path | None:
     if not layout.archive.is_dir():
         return None
     for day in sorted(layout.archive.iterdir()):
-        for path in _candidates(day, record.path):
-            if _same_version(path, record):
-                return path
+        for name in on_disk(record.path):
+            for path in _candidates(day, name):
+                if _same_version(path, record):
+                    return path
     return None
 
 
 def _quarantined(layout: Layout, record: FileRecord) -> tuple[Path | None, Path | None]:
     """The quarantined copy and its `.error.json`, matched by the report's file and sha256."""
-    for report in _candidates(layout.quarantine, record.path, REPORT_SUFFIX):
+    reports = (r for name in on_disk(record.path) for r in _candidates(
+        layout.quarantine, name, REPORT_SUFFIX))
+    for report in reports:
         try:
             data = json.loads(report.read_text())
         except (OSError, ValueError):
@@ -122,7 +125,7 @@ def _disposal(config: Config, layout: Layout, record: FileRecord) -> dict[str, A
     archived = _archived(layout, record)
     if archived is not None:
         return {"disposal": "archived", "disposed_to": str(archived), "error_json": None}
-    if _same_version(layout.drop / record.path, record):
+    if any(_same_version(layout.drop / name, record) for name in on_disk(record.path)):
         return {"disposal": "kept", "disposed_to": None, "error_json": None}
     deleted = config.watch.on_success == "delete"
     return {"disposal": "deleted" if deleted else None, "disposed_to": None, "error_json": None}
@@ -154,8 +157,14 @@ def _version(
 
 def _pending(config: Config, layout: Layout, rel: str, known: set[tuple[int, int]]) -> Any:
     """The version in the drop folder, if the ledger has not recorded it yet."""
-    path = layout.drop / rel
-    if not matches(path.name, config.watch.patterns) or not path.is_file():
+    for name in on_disk(rel):
+        path = layout.drop / name
+        try:
+            if matches(path.name, config.watch.patterns) and path.is_file():
+                break
+        except OSError:  # a name too long once shown, say
+            continue
+    else:
         return None
     st = path.stat()
     if (st.st_size, st.st_mtime_ns) in known:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import secrets
 import time
 from collections.abc import Iterable
@@ -25,14 +26,27 @@ def shown(name: str) -> str:
     Linux names are bytes; Python carries those that are not UTF-8 (a Latin-1 name from
     an old Windows share) as lone surrogates, which SQLite, Arrow and UTF-8 files refuse:
     one such name held up every commit. Each of those bytes is written as \\xNN instead;
-    a name that is UTF-8 is unchanged. The file is still opened, archived and
-    quarantined by its own path; the archive and the quarantine name it as shown.
+    a name that is UTF-8 is unchanged. On disk the file keeps its own name: it is opened,
+    archived and quarantined by it (`on_disk` gives it back from the text).
     """
     try:
         name.encode()
     except UnicodeEncodeError:
         return os.fsencode(name).decode(errors="backslashreplace")
     return name
+
+
+_ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
+
+
+def on_disk(name: str) -> list[str]:
+    """The names on disk that `shown` gives as `name`: itself, and, if it holds a \\xNN,
+    the name with those bytes put back (a real name may hold a backslash)."""
+    if "\\x" not in name:
+        return [name]
+    raw = _ESCAPED_BYTE.sub(lambda m: bytes([int(m[1], 16)]), name.encode())
+    back = os.fsdecode(raw)
+    return [name] if back == name or shown(back) != name else [name, back]
 
 
 @dataclass(frozen=True)
@@ -70,14 +84,17 @@ class Layout:
     def relative(self, path: Path) -> str:
         """The name a file has in the dataset: its path below the drop folder, "/"-separated,
         each byte of it that is not UTF-8 written as \\xNN (see `shown`)."""
+        rel = self.below_drop(path)
+        return rel if rel.isascii() else shown(rel)
+
+    def below_drop(self, path: str | Path) -> str:
+        """A file's path below the drop folder, "/"-separated, as it is on disk."""
         # Sliced off the text, not `relative_to`: called for every event and every file
         # a scan finds, where two pathlib parses cost 30 us a file.
         text, prefix = str(path), self._drop_prefix
         if text.startswith(prefix):
-            rel = text[len(prefix):]
-        else:
-            rel = path.relative_to(self.drop).as_posix()
-        return rel if rel.isascii() else shown(rel)
+            return text[len(prefix):]
+        return Path(path).relative_to(self.drop).as_posix()
 
     @functools.cached_property
     def _drop_prefix(self) -> str:

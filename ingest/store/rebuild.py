@@ -27,7 +27,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 
 from ..partfile import FOOTER_SOURCES
-from .layout import Layout
+from .layout import Layout, on_disk
 from .ledger import FileRecord, Ledger
 
 log = logging.getLogger("ingest.rebuild")
@@ -115,7 +115,9 @@ def _holds(rels: list[str], paths: list[Path]) -> dict[str, list[tuple[str, str]
 def _in_drop(layout: Layout, record: FileRecord) -> FileRecord:
     """The record with the size and mtime of its input, if that is still in the drop folder
     with the same content; else as it was (-1: matched by content alone)."""
-    path = layout.drop / record.path
+    # The name on disk: the ledger holds a name that is not UTF-8 as shown (`layout.shown`).
+    names = on_disk(record.path)
+    path = layout.drop / next((n for n in names if os.path.exists(layout.drop / n)), names[0])
     try:
         before = os.stat(path)
         if not stat.S_ISREG(before.st_mode):

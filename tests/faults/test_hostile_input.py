@@ -649,8 +649,8 @@ def test_names_with_spaces_unicode_newlines_and_255_bytes_are_ingested_under_the
 
 
 # Latin-1 names, as an old Windows share or an FTP client writes them: bytes that are not
-# UTF-8. On disk they are what they are; in every table, the ledger, the logs and the
-# archive they are the same bytes with each one that is not UTF-8 written as \xNN.
+# UTF-8. On disk (the drop folder, the archive, the quarantine) they keep their bytes; in
+# every table, the ledger, the logs and the reports each byte that is not UTF-8 is \xNN.
 LATIN1 = os.fsdecode(b"Messdaten_M\xe4rz.csv")
 LATIN1_SHOWN = "Messdaten_M\\xe4rz.csv"
 LATIN1_BAD = os.fsdecode(b"kaputt_\xe9.csv")
@@ -671,10 +671,10 @@ def test_names_that_are_not_utf8_are_ingested_or_quarantined_under_escaped_names
     assert f"ingested {LATIN1_SHOWN}" in result.stderr
     assert not list(folder.drop.iterdir())
     archived = {p.name for p in folder.archive.rglob("*.csv")}
-    assert archived == {"fine.csv", LATIN1_SHOWN}
-    report = json.loads((folder.quarantine / f"{LATIN1_BAD_SHOWN}.error.json").read_text())
+    assert archived == {"fine.csv", LATIN1}
+    report = json.loads((folder.quarantine / f"{LATIN1_BAD}.error.json").read_text())
     assert report["file"] == LATIN1_BAD_SHOWN and report["error"] == "DecodeError"
-    assert (folder.quarantine / LATIN1_BAD_SHOWN).read_bytes() == b"a,b\n1,2\n3,4,5\n"
+    assert (folder.quarantine / LATIN1_BAD).read_bytes() == b"a,b\n1,2\n3,4,5\n"
     status = json.loads(folder.ingest("status", "--json").stdout)
     assert status["counts"] == {"ingested": 2, "duplicate": 0, "quarantined": 1}
     assert output_rows_of(folder, LATIN1_BAD_SHOWN) == 0
@@ -686,6 +686,49 @@ def test_names_that_are_not_utf8_are_ingested_or_quarantined_under_escaped_names
         assert (version["state"], version["rows"], version["disposal"]) == (
             "ingested", 7, "archived",
         )
+
+
+def test_a_name_not_utf8_kept_in_the_drop_folder_is_known_after_a_ledger_rebuild(
+    folder: Folder,
+) -> None:
+    (folder.drop / LATIN1).write_bytes(csv_bytes(5, seed=64))
+    assert once(folder, watch={"settle_ms": 0, "on_success": "keep"}).returncode == 0
+    ledger = folder.output / "_ingest" / "ledger.sqlite"
+    ledger.rename(ledger.with_suffix(".old"))
+    rebuilt = folder.ingest("ledger", "rebuild", timeout=60)
+    assert rebuilt.returncode == 0, rebuilt.stderr
+
+    again = folder.ingest("once", timeout=60)
+
+    assert again.returncode == 0, again.stderr
+    assert "ingested 0 files (0 rows), 0 duplicates" in again.stderr, "known, not read again"
+    assert records(folder) == {LATIN1_SHOWN: 5}
+    [version] = json.loads(folder.ingest("explain", LATIN1_SHOWN, "--json").stdout)["versions"]
+    assert (version["state"], version["disposal"]) == ("ingested", "kept")
+
+
+def test_a_folder_named_not_utf8_leaves_ingest_run_watching_and_finding_files(
+    folder: Folder, service: Callable[..., Service],
+) -> None:
+    """Every new events watcher fails at once on such a folder: the service backs off
+    between watchers, and scans, rather than stopping or restarting them in a loop."""
+    folder.write_config(**LIVE)
+    inner = folder.drop / os.fsdecode(b"Ordner_\xe4")
+    inner.mkdir()
+    svc = service()
+    wait_for(lambda: "watching" in svc.text(), 60, "the service")
+    (inner / f".{LATIN1}.tmp").write_bytes(csv_bytes(6, seed=65))
+    os.replace(inner / f".{LATIN1}.tmp", inner / LATIN1)
+    drop_by_rename(folder, "plain.csv", csv_bytes(3, seed=66))
+    shown = f"Ordner_\\xe4/{LATIN1_SHOWN}"
+    wait_for(lambda: records(folder).keys() == {shown, "plain.csv"}, 30, "both files")
+    time.sleep(3)  # restarts in a loop would run thousands of times meanwhile
+    assert svc.stop() == 0, svc.text()
+    assert records(folder) == {shown: 6, "plain.csv": 3}
+    assert svc.text().count("starting a new watcher") + svc.text().count("every new file") < 20
+    # archive/<day>/<the path below the drop folder, as it is on disk>
+    archived = {p.relative_to(folder.archive).parts[1:] for p in folder.archive.rglob("*.csv")}
+    assert archived == {(inner.name, LATIN1), ("plain.csv",)}
 
 
 def test_a_name_that_is_not_utf8_dropped_into_ingest_run_is_ingested_once(
