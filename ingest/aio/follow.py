@@ -20,6 +20,7 @@ import contextlib
 import enum
 import logging
 import os
+import re
 import stat
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
@@ -46,10 +47,10 @@ FOLDER_CHECK_S = 1.0
 POLL_DELAY_MS = 100
 # watchfiles' error for an event naming a file whose name is not UTF-8 (a Latin-1 name),
 # in events and polling alike: the batch of events it was in is lost. A new watcher, and
-# a scan, which reads such names as they are, find every file of that batch. A folder so
-# named fails each new events watcher at once, so the restarts back off, to one every
-# UNDECODABLE_MAX_S (a scan each: files are still found), until a watcher lasts
-# UNDECODABLE_RESET_S.
+# a scan, which reads such names as they are, find every file of that batch; restarts in
+# a row back off, to one every UNDECODABLE_MAX_S, until a watcher lasts
+# UNDECODABLE_RESET_S. A folder so named fails each new events watcher as it starts,
+# naming the folder: the drop folder is polled instead, which starts.
 UNDECODABLE = "Unable to decode path"
 UNDECODABLE_MAX_S = 30.0
 UNDECODABLE_RESET_S = 60.0
@@ -151,14 +152,25 @@ class Follower:
             if not isinstance(exc, OSError | RuntimeError):
                 raise
             if UNDECODABLE in str(exc):
-                await self._undecodable_name(exc, time.monotonic() - started, stop)
-                return Ended.RETRY
+                return await self._undecodable_name(exc, time.monotonic() - started, polling, stop)
             if isinstance(exc, FileNotFoundError) or await self._identity() != identity:
                 return Ended.GONE
             return await self._failed(exc, polling)
 
-    async def _undecodable_name(self, exc: Exception, lasted: float, stop: asyncio.Event) -> None:
-        """Wait before the next watcher: at once the first time, longer each time in a row."""
+    async def _undecodable_name(
+        self, exc: Exception, lasted: float, polling: bool, stop: asyncio.Event
+    ) -> Ended:
+        """Poll if it names a folder (events watchers cannot start); else wait before the
+        next watcher: at once the first time, longer each time in a row."""
+        named = _named_path(str(exc))
+        if not polling and named and await asyncio.to_thread(os.path.isdir, named):
+            self._poll_reason = (
+                f"the file watcher fails as it starts, on a name that is not UTF-8 ({exc})"
+            )
+            log.warning("the file watcher fails as it starts, on a name that is not UTF-8 (%s),"
+                        " as a folder so named makes it: polling %s every %d ms instead",
+                        exc, self.drop, POLL_DELAY_MS)
+            return Ended.UNHEARD
         if lasted >= UNDECODABLE_RESET_S:
             self._undecodable = 0
         self._undecodable += 1
@@ -167,10 +179,10 @@ class Follower:
             log.warning("the file watcher cannot report a name that is not UTF-8 (%s):"
                         " starting a new watcher and scanning the folder", exc)
         elif delay == UNDECODABLE_MAX_S > _undecodable_delay(self._undecodable - 1):
-            log.warning("every new file watcher fails on a name that is not UTF-8 (%s), as a"
-                        " folder so named makes it: the drop folder is scanned every %g s"
-                        " instead, until that name is gone", exc, delay)
+            log.warning("the file watcher keeps failing on names that are not UTF-8 (%s): a"
+                        " new one, and a scan, every %g s while it does", exc, delay)
         await _sleep_unless(stop, delay)
+        return Ended.RETRY
 
     def _spawn_scan(self) -> None:
         task = asyncio.create_task(self.watcher.scan())
@@ -306,3 +318,28 @@ def _unwrapped(exc: BaseException) -> BaseException:
 
 def _undecodable_delay(in_a_row: int) -> float:
     return 0.0 if in_a_row <= 1 else min(UNDECODABLE_MAX_S, 0.25 * 2**in_a_row)
+
+
+_RUST_PATH = re.compile(UNDECODABLE + r' "(.*)" to string')
+_RUST_ESCAPE = re.compile(r"\\(x[0-9A-Fa-f]{2}|u\{[0-9A-Fa-f]+\}|.)")
+_RUST_SIMPLE = {"n": "\n", "r": "\r", "t": "\t", "0": "\0"}
+
+
+def _named_path(message: str) -> str | None:
+    """The path in watchfiles' undecodable-name error, back from Rust's debug quoting."""
+    found = _RUST_PATH.search(message)
+    if found is None:
+        return None
+    raw, text, last = bytearray(), found[1], 0
+    for escape in _RUST_ESCAPE.finditer(text):
+        raw += text[last:escape.start()].encode()
+        code = escape[1]
+        if code[0] == "x" and len(code) == 3:
+            raw.append(int(code[1:], 16))
+        elif code[0] == "u" and len(code) > 1:
+            raw += chr(int(code[2:-1], 16)).encode()
+        else:
+            raw += _RUST_SIMPLE.get(code, code).encode()
+        last = escape.end()
+    raw += text[last:].encode()
+    return os.fsdecode(bytes(raw))

@@ -119,12 +119,12 @@ def _disposal(config: Config, layout: Layout, record: FileRecord) -> dict[str, A
     if record.state == "quarantined":
         copy, report = _quarantined(layout, record)
         return {
-            "disposal": "quarantined", "disposed_to": str(copy) if copy else None,
-            "error_json": str(report) if report else None,
+            "disposal": "quarantined", "disposed_to": shown(str(copy)) if copy else None,
+            "error_json": shown(str(report)) if report else None,
         }
     archived = _archived(layout, record)
     if archived is not None:
-        return {"disposal": "archived", "disposed_to": str(archived), "error_json": None}
+        return {"disposal": "archived", "disposed_to": shown(str(archived)), "error_json": None}
     if any(_same_version(layout.drop / name, record) for name in on_disk(record.path)):
         return {"disposal": "kept", "disposed_to": None, "error_json": None}
     deleted = config.watch.on_success == "delete"
