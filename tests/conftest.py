@@ -160,7 +160,7 @@ def drop_csv(folder: Folder, name: str, rows: int, seed: int) -> np.ndarray:
     settle_ms = 0, or after a stall of the writer) before its bytes are all there, and
     that version quarantined: right of the service, and a second ledger row for the name."""
     target = folder.drop / name
-    temp = target.with_name(f".{target.name}.tmp")
+    temp = _hidden(target)
     values = write_csv(temp, rows, seed)
     os.replace(temp, target)
     return values
@@ -168,11 +168,16 @@ def drop_csv(folder: Folder, name: str, rows: int, seed: int) -> np.ndarray:
 
 def drop_by_rename(folder: Folder, name: str, content: bytes) -> Path:
     """How a careful writer delivers: write a hidden temp name, then rename into place."""
-    temp = folder.drop / f".{name}.tmp"
-    temp.write_bytes(content)
     target = folder.drop / name
+    temp = _hidden(target)
+    temp.write_bytes(content)
     os.replace(temp, target)
     return target
+
+
+def _hidden(target: Path) -> Path:
+    """A temp name beside `target` (in its own folder) that the service never reads."""
+    return target.with_name(f".{target.name}.tmp")
 
 
 def free_port() -> int:
