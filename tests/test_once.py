@@ -8,6 +8,8 @@ import shutil
 import numpy as np
 import pyarrow.parquet as pq
 
+from ingest.aio.canary import NAME as CANARY
+
 from .conftest import SAMPLE_DATA, Folder, write_csv
 
 FEATURES = ("count", "null_count", "mean", "std", "min", "max", "p05", "p50", "p95", "rms")
@@ -120,6 +122,23 @@ def test_second_once_in_keep_mode_ingests_nothing_and_exits_0(folder: Folder) ->
     assert "ingested 0 files" in second.stderr
     assert len(list(folder.drop.iterdir())) == 31, "keep mode never touches the drop folder"
     assert (folder.quarantine / "bad.csv").exists(), "keep mode copies bad files to quarantine"
+
+
+def test_once_removes_the_canary_a_killed_run_left_and_keep_mode_leaves_it(folder: Folder) -> None:
+    # `ingest run` killed with SIGKILL in the milliseconds a canary lives leaves it behind;
+    # a scheduled `once` after it must still leave an archiving drop folder empty.
+    (folder.drop / CANARY).write_text("12345\n")
+    write_csv(folder.drop / "a.csv", rows=10, seed=1)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert not list(folder.drop.iterdir()), "the input archived, the canary removed"
+
+    folder.write_config(watch={"settle_ms": 50, "on_success": "keep"}, pipeline={"workers": 2})
+    (folder.drop / CANARY).write_text("12345\n")
+    assert folder.ingest("once").returncode == 0
+    assert (folder.drop / CANARY).exists(), "keep mode never touches the drop folder"
 
 
 def test_same_content_under_two_names_is_ingested_once(folder: Folder) -> None:

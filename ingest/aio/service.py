@@ -210,6 +210,8 @@ class Service:
             self._spawn(self.follower.run(self.stop))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.follower.armed.wait(), ARM_WAIT_S)
+        else:
+            await self.follower.canary.remove()  # one a killed `ingest run` left behind
         found = await self.watcher.scan()
         log.info("%d files in %s at start-up", found, self.layout.drop)
         if self.progress is not None:
