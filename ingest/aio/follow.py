@@ -89,6 +89,7 @@ class Follower:
         self._scans: set[asyncio.Task[int]] = set()
         self.armed = asyncio.Event()  # set once the first watcher hears the folder
         self._undecodable = 0  # watchers ended in a row by a name that is not UTF-8
+        self._delivered = False  # the watcher now armed has delivered a batch: it started
 
     def _filter(self, change: watchfiles.Change, path: str) -> bool:
         # A deleted input needs nothing; a deleted drop folder needs a new watcher.
@@ -132,6 +133,7 @@ class Follower:
             self.canary.arm()
         source = watchfiles.awatch if polling else self.events
         started = time.monotonic()
+        self._delivered = False
         changes = source(
             self.drop, watch_filter=self._filter, debounce=DEBOUNCE_MS, step=STEP_MS,
             stop_event=stop, force_polling=polling, poll_delay_ms=POLL_DELAY_MS, recursive=True,
@@ -202,6 +204,7 @@ class Follower:
     ) -> Ended:
         check_at = 0.0
         async for batch in changes:
+            self._delivered = True
             now = time.monotonic()
             itself = await self._offer_all(batch)
             if itself is not None:
@@ -261,9 +264,12 @@ class Follower:
         if polling:
             log.warning("polling the drop folder %s failed (%s): starting again", self.drop, exc)
             return Ended.FAILED
-        self._poll_reason = f"the file watcher cannot start: {exc}"
-        log.warning("the file watcher cannot start (%s): polling %s every %d ms instead. %s",
-                    exc, self.drop, POLL_DELAY_MS, await asyncio.to_thread(_limits))
+        # A watcher that ran and then failed most often met inotify's watch limit on a new
+        # subfolder (a recursive watcher adds a watch for each).
+        what = "stopped" if self._delivered else "cannot start"
+        self._poll_reason = f"the file watcher {what}: {exc}"
+        log.warning("the file watcher %s (%s): polling %s every %d ms instead. %s",
+                    what, exc, self.drop, POLL_DELAY_MS, await asyncio.to_thread(_limits))
         return Ended.UNHEARD
 
     async def _await_folder(self, polling: bool, stop: asyncio.Event) -> None:

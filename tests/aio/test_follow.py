@@ -25,7 +25,7 @@ from ingest.config import Watch
 from ingest.files import DropFile
 from ingest.store.watch_mode import WatchMode
 
-from .watchers import deaf, refused
+from .watchers import deaf, fails_while_watching, refused
 
 T = TypeVar("T")
 # [watch] canary_wait_s here: far above the milliseconds an event takes, and short, since a
@@ -158,6 +158,22 @@ def test_real_events_hear_the_canary_which_lives_only_until_heard(tmp_path: Path
 
     assert modes == [WatchMode("events")]
     assert not (tmp_path / "drop" / CANARY).exists()
+
+
+def test_a_watcher_that_fails_while_watching_polls_and_says_it_stopped(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    async def body(run: Run) -> DropFile:
+        await _until(lambda: bool(run.modes) and run.modes[-1].mode == "polling", 5)
+        (run.drop / "a.csv").write_text("a,b\n1,2\n")
+        return await run.settled(5)
+
+    found = follow(tmp_path, body, events=fails_while_watching)
+
+    assert found.rel == "a.csv"
+    assert "the file watcher stopped (" in caplog.text
+    assert "cannot start" not in caplog.text, "it did start"
+    assert "fs.inotify.max_user_watches" in caplog.text
 
 
 def test_a_canary_a_killed_service_left_is_removed(tmp_path: Path) -> None:

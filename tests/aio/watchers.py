@@ -26,3 +26,12 @@ async def refused(*paths: Path, **_: Any) -> AsyncGenerator[set[tuple[Any, str]]
     """A watcher that cannot start: inotify's watch limit, as watchfiles reports it."""
     raise OSError(errno.ENOSPC, "OS file watch limit reached")
     yield set()  # an async generator, like watchfiles.awatch
+
+
+async def fails_while_watching(
+    *paths: Path, stop_event: asyncio.Event, rust_timeout: int, **_: Any
+) -> AsyncGenerator[set[tuple[Any, str]], None]:
+    """A watcher that starts, then fails: inotify's watch limit met on a new subfolder."""
+    await asyncio.sleep(rust_timeout / 1000)
+    yield set()
+    raise OSError(errno.ENOSPC, "OS file watch limit reached")
