@@ -28,7 +28,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         batch: Batch | None = getattr(record, "files", None)
         if batch is None:
-            return _with_fields(super().format(record), getattr(record, "fields", {}))
+            return _utf8_text(_with_fields(super().format(record), getattr(record, "fields", {})))
         # A line per file of the batch, each as `outcome` would have made it.
         record.asctime = self.formatTime(record, self.datefmt)
         event = record.fields["event"]  # type: ignore[attr-defined]
@@ -36,7 +36,7 @@ class TextFormatter(logging.Formatter):
         for file, fields in batch:
             record.message = f"{event} {shown(file)}"
             lines.append(_with_fields(self.formatMessage(record), fields))
-        return "\n".join(lines)
+        return _utf8_text("\n".join(lines))
 
 
 def _with_fields(line: str, fields: dict[str, Any]) -> str:
@@ -51,11 +51,33 @@ def _text(value: object) -> str:
     if isinstance(value, float):
         return f"{value:.1f}"
     text = str(value)
-    return json.dumps(text) if (" " in text or not text or not text.isprintable()) else text
+    return json.dumps(utf8(text)) if (" " in text or not text or not text.isprintable()) else text
+
+
+def utf8(text: str) -> str:
+    """`text` as any UTF-8 reader takes it. Python carries each byte of a file name that is
+    not UTF-8 (a Latin-1 name from an old Windows share) as a lone surrogate, which SQLite,
+    Arrow and strict readers of a log refuse; each is written as \\xNN instead."""
+    try:
+        text.encode()
+    except UnicodeEncodeError:
+        try:
+            raw = text.encode(errors="surrogateescape")
+        except UnicodeEncodeError:  # a surrogate no file name holds
+            return text.encode(errors="backslashreplace").decode()
+        return raw.decode(errors="backslashreplace")
+    return text
+
+
+def _utf8_text(line: str) -> str:
+    return line if line.isascii() else utf8(line)
 
 
 def shown(name: str) -> str:
     """A file name as a log line shows it: quoted if it could break or forge a line."""
+    if name.isprintable() and name.strip() == name:
+        return name
+    name = utf8(name)  # a byte that is not UTF-8 is printable as \xNN
     return name if name.isprintable() and name.strip() == name else json.dumps(name)
 
 
@@ -71,16 +93,26 @@ class JsonFormatter(logging.Formatter):
         if batch is not None:
             event = record.fields["event"]  # type: ignore[attr-defined]
             return "\n".join(
-                json.dumps({
+                _dumps({
                     **head, "message": f"{event} {shown(file)}", "event": event, "file": file,
                     **fields,
-                }, default=str)
+                })
                 for file, fields in batch
             )
         entry = {**head, "message": record.getMessage(), **getattr(record, "fields", {})}
         if record.exc_info:
             entry["traceback"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _dumps(entry)
+
+
+def _dumps(entry: dict[str, Any]) -> str:
+    line = json.dumps(entry, default=str)
+    if "\\ud" in line:  # a lone surrogate (or a character beyond the BMP, as a pair)
+        line = json.dumps(
+            {key: utf8(value) if isinstance(value, str) else value for key, value in entry.items()},
+            default=str,
+        )
+    return line
 
 
 class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]

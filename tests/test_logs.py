@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import logging
 import re
 import sqlite3
@@ -90,3 +91,30 @@ def test_without_per_file_lines_a_batch_of_warnings_is_still_written() -> None:
     )
     assert not logs._not_per_file(per_file)
     assert logs._not_per_file(warned)
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_a_name_that_is_not_utf8_is_logged_as_the_tables_show_it(fmt: str) -> None:
+    # How Python carries the Latin-1 name b"caf\xe9.csv" that an old Windows share writes.
+    name = b"caf\xe9.csv".decode(errors="surrogateescape")
+    out = io.StringIO()
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
+    logger = logging.getLogger("ingest")
+    logger.addHandler(handler)
+    try:
+        logger.warning("%s could not be read: it was put back as %s", name, name + ".1")
+        logs.outcome("vanished", name, reason=f"{name} is gone")
+    finally:
+        logger.removeHandler(handler)
+
+    text = out.getvalue()
+    text.encode()  # strict UTF-8, as a log shipper reads it
+    assert "\\udc" not in text, "not as a surrogate's escape either"
+    if fmt == "json":
+        values = [str(v) for line in text.splitlines() for v in json.loads(line).values()]
+        # The warning's two names; the outcome's message, file and reason.
+        assert " ".join(values).count("caf\\xe9.csv") == 5, text
+    else:
+        assert text.count("caf\\xe9.csv") == 3, text  # the warning's two, the outcome's
+        assert 'reason="caf\\\\xe9.csv is gone"' in text, "a quoted value, JSON-quoted"

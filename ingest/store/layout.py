@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..logs import utf8
 
 STATE_DIR = "_ingest"
 
@@ -29,11 +30,7 @@ def shown(name: str) -> str:
     a name that is UTF-8 is unchanged. On disk the file keeps its own name: it is opened,
     archived and quarantined by it (`on_disk` gives it back from the text).
     """
-    try:
-        name.encode()
-    except UnicodeEncodeError:
-        return os.fsencode(name).decode(errors="backslashreplace")
-    return name
+    return utf8(name)
 
 
 _ESCAPED_BYTE = re.compile(rb"\\x([0-9a-f]{2})")
