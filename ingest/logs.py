@@ -10,6 +10,7 @@ import json
 import logging
 import logging.handlers
 import queue
+import re
 import sys
 import time
 from collections.abc import Sequence
@@ -61,12 +62,18 @@ def utf8(text: str) -> str:
     try:
         text.encode()
     except UnicodeEncodeError:
-        try:
-            raw = text.encode(errors="surrogateescape")
-        except UnicodeEncodeError:  # a surrogate no file name holds
-            return text.encode(errors="backslashreplace").decode()
-        return raw.decode(errors="backslashreplace")
+        # Each on its own: two names side by side must not make one character between them.
+        return _SURROGATE.sub(_escaped, text)
     return text
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _escaped(found: re.Match[str]) -> str:
+    code = ord(found[0])
+    # U+DC80-U+DCFF carry the bytes 0x80-0xFF of a name; any other is no name's.
+    return f"\\x{code - 0xDC00:02x}" if 0xDC80 <= code <= 0xDCFF else f"\\u{code:04x}"
 
 
 def _utf8_text(line: str) -> str:
@@ -110,7 +117,7 @@ def _dumps(entry: dict[str, Any]) -> str:
     if "\\ud" in line:  # a lone surrogate (or a character beyond the BMP, as a pair)
         line = json.dumps(
             {key: utf8(value) if isinstance(value, str) else value for key, value in entry.items()},
-            default=str,
+            default=lambda value: utf8(str(value)),
         )
     return line
 

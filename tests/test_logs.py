@@ -102,11 +102,14 @@ def test_a_name_that_is_not_utf8_is_logged_as_the_tables_show_it(fmt: str) -> No
     handler.setFormatter(logs.JsonFormatter() if fmt == "json" else logs.TextFormatter())
     logger = logging.getLogger("ingest")
     logger.addHandler(handler)
+    # Only here: pytest's own capture of the raw lines could not send them between processes.
+    logger.propagate = False
     try:
         logger.warning("%s could not be read: it was put back as %s", name, name + ".1")
         logs.outcome("vanished", name, reason=f"{name} is gone")
     finally:
         logger.removeHandler(handler)
+        logger.propagate = True
 
     text = out.getvalue()
     text.encode()  # strict UTF-8, as a log shipper reads it
@@ -118,3 +121,10 @@ def test_a_name_that_is_not_utf8_is_logged_as_the_tables_show_it(fmt: str) -> No
     else:
         assert text.count("caf\\xe9.csv") == 3, text  # the warning's two, the outcome's
         assert 'reason="caf\\\\xe9.csv is gone"' in text, "a quoted value, JSON-quoted"
+
+
+def test_each_byte_of_a_name_is_escaped_on_its_own() -> None:
+    # Two names' bytes side by side (b"caf\xc3" then b"\xa9.csv") are not one character.
+    assert logs.utf8("caf\udcc3" + "\udca9.csv") == "caf\\xc3\\xa9.csv"
+    assert logs.utf8("a\ud800b\udce9") == "a\\ud800b\\xe9", "a surrogate no name holds"
+    assert logs.utf8("Messdaten_März.csv") == "Messdaten_März.csv"

@@ -7,7 +7,7 @@ path it reports to the `Watcher`. It notices when it goes deaf, and says so
 - the drop folder removed, replaced or unmounted: it waits for a folder to be
   there again, arms a new watcher on it (inotify watches an inode, not a name)
   and scans it at once;
-- events that cannot start (inotify's limits) or never come (the canary's
+- events that cannot start or stop (inotify's limits) or never come (the canary's
   event is missing): it polls instead.
 
 Runs on the event loop; stats and writes run in threads.
@@ -89,7 +89,9 @@ class Follower:
         self._scans: set[asyncio.Task[int]] = set()
         self.armed = asyncio.Event()  # set once the first watcher hears the folder
         self._undecodable = 0  # watchers ended in a row by a name that is not UTF-8
-        self._delivered = False  # the watcher now armed has delivered a batch: it started
+        # The watcher now armed has delivered a batch (an event, or its first quiet tick,
+        # TICK_MS in): it started, and a failure from then on is one while watching.
+        self._delivered = False
 
     def _filter(self, change: watchfiles.Change, path: str) -> bool:
         # A deleted input needs nothing; a deleted drop folder needs a new watcher.

@@ -163,8 +163,11 @@ def test_real_events_hear_the_canary_which_lives_only_until_heard(tmp_path: Path
 def test_a_watcher_that_fails_while_watching_polls_and_says_it_stopped(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
+    modes: list[WatchMode] = []
+
     async def body(run: Run) -> DropFile:
         await _until(lambda: bool(run.modes) and run.modes[-1].mode == "polling", 5)
+        modes.extend(run.modes)
         (run.drop / "a.csv").write_text("a,b\n1,2\n")
         return await run.settled(5)
 
@@ -172,6 +175,7 @@ def test_a_watcher_that_fails_while_watching_polls_and_says_it_stopped(
 
     assert found.rel == "a.csv"
     assert "the file watcher stopped (" in caplog.text
+    assert (modes[-1].reason or "").startswith("the file watcher stopped:"), "as status says"
     assert "cannot start" not in caplog.text, "it did start"
     assert "fs.inotify.max_user_watches" in caplog.text
 
