@@ -25,7 +25,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
-from ..files import DropFile
+from ..files import DropFile, mtime_ns
 
 
 @dataclass
@@ -79,11 +79,12 @@ class Settler:
             return
         now = time.monotonic()
         entry = self._pending.get(rel)
-        if entry is not None and (entry.size, entry.mtime_ns) == (st.st_size, st.st_mtime_ns):
+        mtime = mtime_ns(st)
+        if entry is not None and (entry.size, entry.mtime_ns) == (st.st_size, mtime):
             return
         wall = time.time()
         fresh = self._pending[rel] = _Pending(
-            path, rel, st.st_size, st.st_mtime_ns, now,
+            path, rel, st.st_size, mtime, now,
             entry.seen_at if entry else wall, entry.seen_mono if entry else now,
             quiet=wall - st.st_mtime_ns / 1e9 >= self.settle_s,
         )
@@ -130,8 +131,8 @@ class Settler:
         except OSError:
             del self._pending[rel]  # unreadable before it settled; a rescan tries again
             return
-        if (st.st_size, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
-            entry.size, entry.mtime_ns, entry.stable_since = st.st_size, st.st_mtime_ns, now
+        if (st.st_size, mtime_ns(st)) != (entry.size, entry.mtime_ns):
+            entry.size, entry.mtime_ns, entry.stable_since = st.st_size, mtime_ns(st), now
             self._schedule(rel, self._due(entry, now))
             return
         del self._pending[rel]

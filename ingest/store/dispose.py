@@ -16,7 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
-from ..files import DropFile
+from ..files import DropFile, mtime_ns
 from ..jobs import Failure
 from .layout import Layout, shown, today
 
@@ -103,7 +103,7 @@ def _rename(source: str | Path, target: str | Path) -> None:
 def _is_version(path: str | Path, file: DropFile) -> bool:
     """`path` still holds the version of `file` that was read (same size and mtime)."""
     st = os.stat(path)
-    return (st.st_size, st.st_mtime_ns) == (file.size, file.mtime_ns)
+    return (st.st_size, mtime_ns(st)) == (file.size, file.mtime_ns)
 
 
 def after_success(

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from ..config import Config
+from ..files import mtime_ns
 from ..selection import matches
 from .dispose import REPORT_SUFFIX
 from .layout import Layout, on_disk, shown
@@ -81,7 +82,7 @@ def _same_version(path: Path, record: FileRecord) -> bool:
     except OSError:
         return False
     if record.size >= 0 and record.mtime_ns >= 0:
-        return (st.st_size, st.st_mtime_ns) == (record.size, record.mtime_ns)
+        return (st.st_size, mtime_ns(st)) == (record.size, record.mtime_ns)
     # A rebuilt ledger knows no size or mtime: the content decides.
     with path.open("rb") as fh:
         return hashlib.file_digest(fh, "sha256").hexdigest() == record.sha256
@@ -167,7 +168,7 @@ def _pending(config: Config, layout: Layout, rel: str, known: set[tuple[int, int
     else:
         return None
     st = path.stat()
-    if (st.st_size, st.st_mtime_ns) in known:
+    if (st.st_size, mtime_ns(st)) in known:
         return None
     with path.open("rb") as fh:
         digest = hashlib.file_digest(fh, "sha256").hexdigest()

@@ -14,7 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..files import DropFile
+from ..files import DropFile, mtime_ns
 from ..jobs import EncodedPart, WrittenPart
 from .crashpoints import CrashPlan
 from .delta_step import DeltaStep, Unsettled
@@ -90,7 +90,7 @@ def unchanged(file: DropFile) -> bool:
         st = os.stat(file.path)
     except FileNotFoundError:
         return True  # removed after a complete, hashed read; what we hold is whole
-    return st.st_size == file.size and st.st_mtime_ns == file.mtime_ns
+    return st.st_size == file.size and mtime_ns(st) == file.mtime_ns
 
 
 def write_temp(data: bytes, path: Path, crash: CrashPlan) -> None:

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from ..files import mtime_ns
 from ..partfile import FOOTER_SOURCES
 from .layout import Layout, on_disk
 from .ledger import FileRecord, Ledger
@@ -127,10 +128,10 @@ def _in_drop(layout: Layout, record: FileRecord) -> FileRecord:
         after = os.stat(path)
     except OSError:
         return record
-    same = (before.st_size, before.st_mtime_ns) == (after.st_size, after.st_mtime_ns)
+    same = (before.st_size, mtime_ns(before)) == (after.st_size, mtime_ns(after))
     if digest != record.sha256 or not same:
         return record
-    return replace(record, size=after.st_size, mtime_ns=after.st_mtime_ns)
+    return replace(record, size=after.st_size, mtime_ns=mtime_ns(after))
 
 
 def _quarantined(layout: Layout) -> list[FileRecord]:
@@ -143,11 +144,11 @@ def _quarantined(layout: Layout) -> list[FileRecord]:
         # The quarantined copy keeps the input's mtime (moved, or copied with copy2), so
         # the input, if still in the drop folder, is known again by its (path, size, mtime).
         copy = report.with_name(report.name.removesuffix(".error.json"))
-        size, mtime_ns = int(data.get("size", -1)), -1
+        size, mtime = int(data.get("size", -1)), -1
         if copy.exists():
-            size, mtime_ns = copy.stat().st_size, copy.stat().st_mtime_ns
+            size, mtime = copy.stat().st_size, mtime_ns(copy.stat())
         records.append(FileRecord(
-            str(data.get("file")), size, mtime_ns, str(data.get("sha256", "")),
+            str(data.get("file")), size, mtime, str(data.get("sha256", "")),
             "quarantined", error=str(data.get("error")), message=str(data.get("message")),
             attempts=int(data.get("attempts", 1)), done_at=report.stat().st_mtime,
         ))

@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import Config
+from ..files import mtime_ns
 from ..selection import scan
 from . import watch_mode
 from .layout import Layout
@@ -43,7 +44,7 @@ def collect(config: Config) -> dict[str, Any]:
     backlog = 0
     if layout.drop.exists():
         for path, st in scan(layout.drop, config.watch.patterns):
-            if (layout.relative(path), st.st_size, st.st_mtime_ns) not in keys:
+            if (layout.relative(path), st.st_size, mtime_ns(st)) not in keys:
                 backlog += 1
     return {
         "drop": str(layout.drop),

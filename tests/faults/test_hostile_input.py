@@ -595,6 +595,28 @@ def test_file_with_an_mtime_a_day_ahead_is_ingested_promptly_and_once(
     assert svc.text().count("ingested future.csv") == 1
 
 
+def test_a_file_whose_mtime_is_past_2262_is_ingested_once_and_known_again(folder: Folder) -> None:
+    # ext4 holds mtimes up to 2446, past what SQLite's 64-bit integer holds in nanoseconds
+    # (2262): such a file was never committed, and in `run`, its quarantine record held up
+    # every later flush.
+    far = folder.drop / "far.csv"
+    far.write_bytes(csv_bytes(7, seed=40))
+    os.utime(far, ns=(far.stat().st_atime_ns, 15_032_385_535 * 10**9))  # 2446-05-10
+    assert far.stat().st_mtime_ns >= 2**63, "the file system holds it"
+    good(folder, "near.csv", seed=41, rows=5)
+
+    first = once(folder, watch={"on_success": "keep"})
+
+    assert first.returncode == 0, first.stderr
+    assert records(folder) == {"far.csv": 7, "near.csv": 5}
+    second = folder.ingest("once", timeout=60)
+    assert second.returncode == 0, second.stderr
+    assert "ingested 0 files (0 rows), 0 duplicates" in second.stderr, "known, not read again"
+    [version] = json.loads(folder.ingest("explain", "far.csv", "--json").stdout)["versions"]
+    assert (version["state"], version["disposal"]) == ("ingested", "kept")
+    assert json.loads(folder.ingest("status", "--json").stdout)["backlog"] == 0
+
+
 # ---- 12. a column whose type changes between files: one schema per table ---------
 
 
