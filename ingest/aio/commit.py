@@ -117,6 +117,13 @@ class Committed:
 
     published: list[Published] = field(default_factory=list)
     aside_done: bool = False
+    # Files set aside that are recorded (each batch, or each alone after a batch failed
+    # for a reason of its own), and those whose record failed alone: they stay unrecorded.
+    aside_recorded: list[Aside] = field(default_factory=list)
+    aside_left: list[tuple[Aside, Exception]] = field(default_factory=list)
+    vanished_done: bool = False
+    recorded_alone: bool = False  # some record went through alone: the ledger can record
+    left_told: bool = False  # ... and so those in `aside_left` were told as uncommitted
     error: Exception | None = None  # the machine's: the flush stopped there
     untried: list[TaskOutput] = field(default_factory=list)  # ... and these wait for the retry
     # Outputs whose commit failed for a reason of their own; the flush went on past them.
@@ -228,13 +235,13 @@ class Committer:
             for published in done.published:
                 self._commits += published.part_id is not None
                 await self._report_published(published)
-            if done.aside_done:
-                await self._report_aside(pending.aside)
-            if done.error is None and not done.failed:
+            await self._report_aside(done.aside_recorded)
+            backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
+            records_failed = await self._unrecorded(done, backoff)
+            if done.error is None and not done.failed and not records_failed:
                 self._backoff = 0.0
                 return True
             self._restore(pending, done)
-            backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
             # Nothing is split or set aside while the machine fails too (a full disk).
             settle = done.error is None
             retried = [
@@ -246,7 +253,7 @@ class Committer:
                     "commit failed: %s; inputs stay pending, retrying in %.1fs",
                     done.error, backoff,
                 )
-            elif not retried:
+            elif not retried and not records_failed:
                 return True  # each was split or set aside: its halves are tried at once
             self._backoff = backoff
             return False
@@ -364,9 +371,13 @@ class Committer:
         # includes it.
         again = {id(output) for output, _ in done.failed} | {id(o) for o in done.untried}
         self._pending.outputs[:0] = [o for o in pending.outputs if id(o) in again]
-        if not done.aside_done:
-            self._pending.aside[:0] = pending.aside
-            self._pending.vanished[:0] = pending.vanished
+        if not done.aside_done or (done.aside_left and not done.left_told):
+            settled = {id(a) for a in done.aside_recorded}
+            if done.left_told:
+                settled |= {id(a) for a, _ in done.aside_left}
+            self._pending.aside[:0] = [a for a in pending.aside if id(a) not in settled]
+            if not done.vanished_done:
+                self._pending.vanished[:0] = pending.vanished
             self._pending.oldest_aside = pending.oldest_aside
 
     def _commit(self, pending: Pending) -> Committed:
@@ -393,9 +404,11 @@ class Committer:
                 for item in pending.aside:
                     if item.hash_on_commit:
                         item.sha256, item.hash_on_commit = sha256_of(item.file.path), False
-                self.ledger.record([a.record() for a in pending.aside] + pending.vanished)
+                try:
+                    self._record_aside(pending, done)
+                finally:
+                    self._dispose_aside(done.aside_recorded, made)
                 done.aside_done = True
-                self._dispose_aside(pending.aside, made)
         except Exception as exc:
             done.error = exc
             # Each output before the one that stopped the flush was published or failed.
@@ -416,6 +429,71 @@ class Committer:
             [entry.file.rel for entry in output.accepted],
         )
         return publish(self.ledger, self.layout, output.accepted, output.parts, [], self.crash)
+
+    def _record_aside(self, pending: Pending, done: Committed) -> None:
+        """Record the files set aside and those that vanished, in one transaction. If that
+        fails for a reason of its own (a bug that one file's values bring out), each is
+        recorded alone, and one that fails alone is left unrecorded, its file in the drop
+        folder: retried as a batch, it would fail every flush after it. The machine's
+        failures (a full disk) are raised, and what is not yet recorded is retried."""
+        aside = pending.aside
+        try:
+            self.crash.fail_here("aside-recorded", (item.file.rel for item in aside))
+            self.ledger.record([item.record() for item in aside] + pending.vanished)
+        except Exception as exc:
+            if the_machines(exc):
+                raise
+            log.error("recording %d files set aside failed: %s; recording each alone",
+                      len(aside) + len(pending.vanished), exc)
+        else:
+            done.aside_recorded, done.vanished_done = list(aside), True
+            return
+        for record in pending.vanished:
+            try:
+                self.ledger.record([record])
+            except Exception as exc:
+                if the_machines(exc):
+                    raise
+                log.error("%s, gone before it was read, could not be recorded: %s",
+                          record.path, exc)
+            else:
+                done.recorded_alone = True
+        done.vanished_done = True
+        for item in aside:
+            try:
+                self.crash.fail_here("aside-recorded", (item.file.rel,))
+                self.ledger.record([item.record()])
+            except Exception as exc:
+                if the_machines(exc):
+                    raise
+                done.aside_left.append((item, exc))
+            else:
+                done.aside_recorded.append(item)
+                done.recorded_alone = True
+
+    async def _unrecorded(self, done: Committed, backoff: float) -> bool:
+        """Files whose record failed alone. Once a record or a commit of this flush went
+        through, the fault is theirs: they stay in the drop folder, unrecorded, for the next
+        run (or a rescan) to look at again. Until then it may be the service's: they are
+        retried after `backoff` (True), as a failing commit is; `once`, with nothing else
+        coming, leaves them as well."""
+        left = done.aside_left
+        if not left:
+            return False
+        proof = done.recorded_alone or any(p.part_id is not None for p in done.published)
+        if not proof and not self.only_these_left(self._pending.files() + len(left)):
+            for item, exc in left:
+                log.error("recording %s as %s failed: %s; retrying in %.1fs",
+                          item.file.rel, item.state, exc, backoff)
+            return True
+        await self._report("uncommitted", [
+            (item.file, {"sha256": item.sha256, "error": type(exc).__name__, "reason": (
+                f"it was to be recorded as {item.state}, and its record failed: {exc}"
+            )})
+            for item, exc in left
+        ])
+        done.left_told = True
+        return False
 
     def _dispose_aside(self, aside: list[Aside], made: set[str]) -> None:
         keep = self.config.watch.on_success == "keep"

@@ -12,6 +12,8 @@ commit is undone, its Delta log entry included, and retried; in a worker
 alone and the named one quarantined. `ledger-commit:<file>` raises at every commit
 that holds the named file, as a bug brought out by that file's values would: the
 commit is undone each time, and the committer must find the file and set it aside.
+`aside-recorded:<file>` raises at every record of files set aside that holds the named
+file: the others are recorded, and that one is left in the drop folder, unrecorded.
 """
 
 from __future__ import annotations
@@ -49,11 +51,12 @@ POINTS = COMMIT_POINTS + COMPACT_POINTS + DELTA_POINTS
 FAIL_POINTS = (
     "intake",  # the intake task, as it takes a settled file
     "ledger-commit",  # the ledger's commit of a part, after its Delta commit if any
+    "aside-recorded",  # the ledger's record of files set aside (duplicates, quarantined)
     "worker",  # a worker, as it starts a task holding the named file
 )
 
 # ... and those that take `:<file>`: raise for that file's task or commit.
-FILE_POINTS = ("ledger-commit", "worker")
+FILE_POINTS = ("ledger-commit", "aside-recorded", "worker")
 
 
 class InjectedFailure(RuntimeError):

@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import sqlite3
 import subprocess
 import sys
 from collections.abc import Callable
@@ -20,7 +21,7 @@ import pytest
 
 from ingest.store.lasting import LASTING_AFTER
 
-from ..conftest import Folder, Service, drop_csv, wait_for, write_csv
+from ..conftest import Folder, Service, drop_by_rename, drop_csv, wait_for, write_csv
 from ..invariants import check_delta, check_exactly_once
 
 
@@ -124,3 +125,77 @@ def test_a_service_keeps_retrying_a_lone_failing_file_until_another_commits(
     wait_for(lambda: not (folder.drop / "good.csv").exists(), 60, "good.csv committed")
     assert svc.stop() == 0
     check_exactly_once(folder, {"good.csv": rows}, {"poison.csv"})
+
+
+def _ledger_states(folder: Folder) -> dict[str, str]:
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        return dict(db.execute("SELECT path, state FROM files"))
+
+
+def test_a_file_whose_record_fails_alone_is_left_and_the_files_set_aside_with_it_are_not(
+    folder: Folder,
+) -> None:
+    """`aside-recorded:bad.csv` raises at every record of files set aside that holds
+    bad.csv, as a bug its values bring out would: retried together, the files set aside
+    with it would wait as long; each alone, the others are recorded, which shows the
+    ledger can record, and bad.csv is left, unrecorded, for the next run."""
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 1, "drain_s": 6},
+                        output={"flush_s": 0.2})
+    expected = {
+        f"good{i}.csv": len(write_csv(folder.drop / f"good{i}.csv", 20, i)) for i in range(4)
+    }
+    assert _once(folder, None).returncode == 0
+    # Set aside in one task, and so recorded in one flush: a duplicate and two bad files.
+    shutil.copy(folder.archive / _archived(folder, "good1.csv"), folder.drop / "copy.csv")
+    (folder.drop / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
+    (folder.drop / "bad2.csv").write_text("x,y\n1,2\n3,4,5\n")
+
+    failed = _once(folder, "aside-recorded:bad.csv")
+
+    assert failed.returncode == 1, failed.stderr
+    assert "recording 3 files set aside failed" in failed.stderr
+    assert "uncommitted bad.csv" in failed.stderr
+    assert "its record failed: INGEST_FAIL_AT=aside-recorded:bad.csv" in failed.stderr
+    recorded = {**dict.fromkeys(expected, "ingested"), "copy.csv": "duplicate",
+                "bad2.csv": "quarantined"}
+    assert _ledger_states(folder) == recorded, "all but bad.csv"
+    assert [p.name for p in folder.drop.iterdir()] == ["bad.csv"]
+    assert not (folder.quarantine / "bad.csv").exists()
+
+    again = _once(folder, None)
+
+    assert again.returncode == 3, again.stderr
+    check_exactly_once(folder, expected, {"bad.csv", "bad2.csv"}, {"copy.csv"})
+
+
+def _archived(folder: Folder, name: str) -> str:
+    [path] = folder.archive.rglob(name)
+    return str(path.relative_to(folder.archive))
+
+
+def test_a_service_goes_on_committing_past_a_file_whose_record_fails(
+    folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """`ingest run`: a record that fails alone is retried, with backoff, until a commit of
+    the same flush goes through, which shows the fault is the file's own; then it is
+    left, and the files after it commit without waiting on it."""
+    folder.write_config(watch={"settle_ms": 0, "rescan_s": 3600}, pipeline={"workers": 1},
+                        output={"flush_s": 0.2})
+    monkeypatch.setenv("INGEST_FAIL_AT", "aside-recorded:bad.csv")
+    svc = service()
+    svc.wait_ready()
+    drop_by_rename(folder, "bad.csv", b"a,b\n1,2\n3,4,5\n")
+    wait_for(lambda: "recording bad.csv as quarantined failed" in svc.text(), 30, "a retry")
+    assert "uncommitted" not in svc.text(), "alone, nothing shows the fault is its own"
+    rows = {"good0.csv": len(drop_csv(folder, "good0.csv", 20, 0))}
+    wait_for(lambda: "uncommitted bad.csv" in svc.text(), 60, "bad.csv left")
+    retries = svc.text().count("recording bad.csv as quarantined failed")
+    for i in range(1, 4):
+        name = f"good{i}.csv"
+        rows[name] = len(drop_csv(folder, name, 20, i))
+        wait_for(lambda path=folder.drop / name: not path.exists(), 10, f"{name} committed")
+    assert svc.stop() == 0, svc.text()
+    assert svc.text().count("recording bad.csv as quarantined failed") == retries, "left"
+    assert (folder.drop / "bad.csv").exists(), "left, unrecorded, for a later look"
+    assert folder.rows_per_file() == rows
+    assert _ledger_states(folder) == dict.fromkeys(rows, "ingested")
