@@ -7,15 +7,18 @@ from dataclasses import dataclass
 from pathlib import Path
 
 # The ledger holds an mtime as SQLite's 64-bit integer, nanoseconds from 1677 to 2262; a
-# file system may hold one beyond (ext4 up to 2446, a clock set wrong). Such an mtime is
-# taken as the nearest end, for the ledger and for every comparison with a stat alike.
-_NS_MIN, _NS_MAX = -(1 << 63), (1 << 63) - 1
+# file system may hold one beyond (ext4 up to 2446: a clock set wrong, an archive restored
+# with its dates). Such an mtime is wrapped into those 64 bits, as two's complement does, for
+# the ledger and for every comparison with a stat alike: two of them still differ (a file
+# rewritten at the same size is still seen to change), and read as dates before 1970.
+_BITS = 1 << 64
+_HALF = 1 << 63
 
 
 def mtime_ns(st: os.stat_result) -> int:
     """The file's mtime in nanoseconds, as the service keeps and compares it."""
     ns = st.st_mtime_ns
-    return ns if _NS_MIN <= ns <= _NS_MAX else min(max(ns, _NS_MIN), _NS_MAX)
+    return ns if -_HALF <= ns < _HALF else (ns + _HALF) % _BITS - _HALF
 
 
 @dataclass(frozen=True)
