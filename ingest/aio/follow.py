@@ -87,6 +87,7 @@ class Follower:
         self.mode: WatchMode | None = None
         self._poll_reason: str | None = None
         self._scans: set[asyncio.Task[int]] = set()
+        self._scan_again = False  # a scan was asked for while one walked the folder
         self.armed = asyncio.Event()  # set once the first watcher hears the folder
         self._undecodable = 0  # watchers ended in a row by a name that is not UTF-8
         # The watcher now armed has delivered a batch (an event, or its first quiet tick,
@@ -119,6 +120,7 @@ class Follower:
                 elif ended is Ended.FAILED:
                     await _sleep_unless(stop, FOLDER_CHECK_S)
         finally:
+            self._scan_again = False
             for task in list(self._scans):
                 task.cancel()
             await self.canary.remove()
@@ -189,17 +191,28 @@ class Follower:
         return Ended.RETRY
 
     def _spawn_scan(self) -> None:
+        if self._scans:
+            # Watchers started in a row (each restart asks for a scan) would otherwise walk
+            # a large folder side by side. One more walk after this one finds what the
+            # newest watcher was armed too late to hear.
+            self._scan_again = True
+            return
         task = asyncio.create_task(self.watcher.scan())
         self._scans.add(task)
         task.add_done_callback(self._scanned)
 
     def _scanned(self, task: asyncio.Task[int]) -> None:
         self._scans.discard(task)
-        if not task.cancelled() and task.exception() is not None:
+        if task.cancelled():
+            return
+        if task.exception() is not None:
             # Not fatal: the next rescan walks the folder again.
             log.error("scanning %s failed", self.drop, exc_info=task.exception())
-        elif not task.cancelled():
+        else:
             log.info("scanned %s: %d inputs", self.drop, task.result())
+        if self._scan_again:
+            self._scan_again = False
+            self._spawn_scan()
 
     async def _hear(
         self, changes: AsyncGenerator[Changes, None], identity: tuple[int, int], polling: bool

@@ -253,3 +253,24 @@ def test_a_watcher_that_hears_other_files_is_not_deaf_though_the_canary_is_lost(
         return run.modes
 
     assert follow(tmp_path, body, events=loses_the_canary) == [WatchMode("events")]
+
+
+def test_scans_asked_for_while_one_walks_the_folder_are_one_more_walk_after_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Watchers restarted in a row each ask for a scan: a large folder is walked once more
+    after the walk under way, not once per restart side by side."""
+    caplog.set_level(logging.INFO, "ingest.watch")
+    (tmp_path / "drop").mkdir()
+    for i in range(3000):
+        (tmp_path / "drop" / f"f{i:04d}.csv").write_text("a,b\n1,2\n")
+
+    async def body(run: Run) -> None:
+        for _ in range(5):
+            run.follower._spawn_scan()
+        await _until(lambda: caplog.text.count("scanned ") == 2, 20)
+        await asyncio.sleep(0.5)  # no third walk follows
+
+    follow(tmp_path, body)
+
+    assert caplog.text.count("scanned ") == 2
