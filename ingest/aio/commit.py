@@ -116,12 +116,11 @@ class Committed:
     """What one flush achieved before it finished or failed."""
 
     published: list[Published] = field(default_factory=list)
-    aside_done: bool = False
     # Files set aside that are recorded (each batch, or each alone after a batch failed
     # for a reason of its own), and those whose record failed alone: they stay unrecorded.
     aside_recorded: list[Aside] = field(default_factory=list)
     aside_left: list[tuple[Aside, Exception]] = field(default_factory=list)
-    vanished_done: bool = False
+    vanished_left: list[FileRecord] | None = None  # not yet recorded; None: none tried
     recorded_alone: bool = False  # some record went through alone: the ledger can record
     left_told: bool = False  # ... and so those in `aside_left` were told as uncommitted
     error: Exception | None = None  # the machine's: the flush stopped there
@@ -371,13 +370,14 @@ class Committer:
         # includes it.
         again = {id(output) for output, _ in done.failed} | {id(o) for o in done.untried}
         self._pending.outputs[:0] = [o for o in pending.outputs if id(o) in again]
-        if not done.aside_done or (done.aside_left and not done.left_told):
-            settled = {id(a) for a in done.aside_recorded}
-            if done.left_told:
-                settled |= {id(a) for a, _ in done.aside_left}
-            self._pending.aside[:0] = [a for a in pending.aside if id(a) not in settled]
-            if not done.vanished_done:
-                self._pending.vanished[:0] = pending.vanished
+        settled = {id(a) for a in done.aside_recorded}
+        if done.left_told:
+            settled |= {id(a) for a, _ in done.aside_left}
+        aside = [a for a in pending.aside if id(a) not in settled]
+        vanished = pending.vanished if done.vanished_left is None else done.vanished_left
+        if aside or vanished:
+            self._pending.aside[:0] = aside
+            self._pending.vanished[:0] = vanished
             self._pending.oldest_aside = pending.oldest_aside
 
     def _commit(self, pending: Pending) -> Committed:
@@ -408,7 +408,6 @@ class Committer:
                     self._record_aside(pending, done)
                 finally:
                     self._dispose_aside(done.aside_recorded, made)
-                done.aside_done = True
         except Exception as exc:
             done.error = exc
             # Each output before the one that stopped the flush was published or failed.
@@ -436,7 +435,7 @@ class Committer:
         recorded alone, and one that fails alone is left unrecorded, its file in the drop
         folder: retried as a batch, it would fail every flush after it. The machine's
         failures (a full disk) are raised, and what is not yet recorded is retried."""
-        aside = pending.aside
+        aside, done.vanished_left = pending.aside, list(pending.vanished)
         try:
             self.crash.fail_here("aside-recorded", (item.file.rel for item in aside))
             self.ledger.record([item.record() for item in aside] + pending.vanished)
@@ -446,9 +445,9 @@ class Committer:
             log.error("recording %d files set aside failed: %s; recording each alone",
                       len(aside) + len(pending.vanished), exc)
         else:
-            done.aside_recorded, done.vanished_done = list(aside), True
+            done.aside_recorded, done.vanished_left = list(aside), []
             return
-        for record in pending.vanished:
+        for at, record in enumerate(pending.vanished):
             try:
                 self.ledger.record([record])
             except Exception as exc:
@@ -458,7 +457,7 @@ class Committer:
                           record.path, exc)
             else:
                 done.recorded_alone = True
-        done.vanished_done = True
+            done.vanished_left = pending.vanished[at + 1:]
         for item in aside:
             try:
                 self.crash.fail_here("aside-recorded", (item.file.rel,))

@@ -131,8 +131,9 @@ class Settler:
         except OSError:
             del self._pending[rel]  # unreadable before it settled; a rescan tries again
             return
-        if (st.st_size, mtime_ns(st)) != (entry.size, entry.mtime_ns):
-            entry.size, entry.mtime_ns, entry.stable_since = st.st_size, mtime_ns(st), now
+        mtime = mtime_ns(st)
+        if (st.st_size, mtime) != (entry.size, entry.mtime_ns):
+            entry.size, entry.mtime_ns, entry.stable_since = st.st_size, mtime, now
             self._schedule(rel, self._due(entry, now))
             return
         del self._pending[rel]

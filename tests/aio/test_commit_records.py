@@ -108,3 +108,32 @@ def test_a_record_failing_alone_with_nothing_to_show_the_fault_is_its_own_is_ret
     assert committer.told == []  # type: ignore[attr-defined]
     assert [a.file.rel for a in committer._pending.aside] == ["x.csv"]
     assert _rows(layout) == []
+
+
+def test_a_full_disk_midway_through_vanished_records_made_alone_records_none_twice(
+    tmp_path: Path,
+) -> None:
+    committer, aside, layout = _setup(tmp_path, ["x.csv"])
+    committer.set_aside(aside[0])
+    for name in ("gone1.csv", "y.csv", "gone2.csv"):  # y.csv: the disk fills at its record
+        committer.vanished(DropFile(layout.drop / name, name, 5, 1, time.time(), 0.0))
+
+    assert not asyncio.run(committer.flush())
+
+    assert _vanished(layout) == ["gone1.csv"]
+    assert [r.path for r in committer._pending.vanished] == ["y.csv", "gone2.csv"]
+    assert [a.file.rel for a in committer._pending.aside] == ["x.csv"], "not yet tried alone"
+
+    FaultyLedger.full = False
+    try:
+        asyncio.run(committer.flush())
+    finally:
+        FaultyLedger.full = True
+
+    assert _vanished(layout) == ["gone1.csv", "gone2.csv", "y.csv"], "each once"
+    assert committer.told == [("uncommitted", "x.csv")]  # type: ignore[attr-defined]
+
+
+def _vanished(layout: Layout) -> list[str]:
+    with sqlite3.connect(layout.ledger) as db:
+        return sorted(path for (path,) in db.execute("SELECT path FROM vanished"))
