@@ -17,6 +17,7 @@ from typing import Any
 
 from .dialect import CsvOptions, parse_csv_options
 from .errors import ConfigError
+from .store.known import KNOWN_FILES
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -72,6 +73,9 @@ class Pipeline:
     task_timeout_s: float = 600
     drain_s: float = 30
     send: str = "bytes"
+    # Past inputs memory remembers (to skip a file recorded already, to dedupe by
+    # content); older ones are asked of the ledger (`store/known.py`).
+    known_files: int = KNOWN_FILES
 
 
 # The feature sets built in (`compute/features.py`'s BUILT_IN); any other is a plugin.
@@ -171,6 +175,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "pipeline.task_timeout_s": (lambda v: v > 0, "a number > 0"),
     "pipeline.drain_s": (lambda v: v >= 0, "a number >= 0"),
     "pipeline.send": (lambda v: v in SEND, "one of " + ", ".join(SEND)),
+    "pipeline.known_files": (lambda v: v >= 0, "an integer >= 0"),
     "features.window": (lambda v: v >= 0, "an integer >= 0"),
     "features.sets": (lambda v: len(v) > 0, "a non-empty list of strings"),
     "output.tables": (

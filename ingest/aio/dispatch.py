@@ -21,7 +21,7 @@ import contextlib
 import logging
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol, TypeVar
@@ -77,7 +77,11 @@ class Upstream(Protocol):
     def free_shared_memory(self, item: Queued) -> None:
         """The file's result is final: the shared memory its worker read can go."""
 
-    def claim(self, rel: str, digest: str) -> bool:
+    async def originals(self, digests: Iterable[str]) -> Mapping[str, str]:
+        """For `claim`: the path first ingested with each digest the ledger holds and
+        memory does not (empty, at once, while memory holds every one)."""
+
+    def claim(self, rel: str, digest: str, originals: Mapping[str, str]) -> bool:
         """The worker hashed the file: True if it is to be committed; False if the same
         bytes are committed already (set aside as a duplicate) or held by a file in flight
         (it waits for that one). Its rows are then taken out of the task's parts."""
@@ -300,6 +304,9 @@ class Dispatcher:
     async def _deliver(self, items: list[Queued], result: TaskResult, attempts: int) -> None:
         accepted: list[Accepted] = []
         dropped: set[str] = set()  # files whose rows are in the parts but not to be committed
+        originals = await self.upstream.originals(
+            o.sha256 for o in result.outcomes if o.failure is None
+        )
         for item, outcome in zip(items, result.outcomes, strict=True):
             self.upstream.free_shared_memory(item)
             dialect = outcome.dialect
@@ -315,7 +322,7 @@ class Dispatcher:
             if failure is not None:
                 self._quarantine(item, failure, attempts, outcome.sha256)
                 continue
-            if not self.upstream.claim(item.file.rel, outcome.sha256):
+            if not self.upstream.claim(item.file.rel, outcome.sha256, originals):
                 dropped.add(item.file.rel)
                 continue
             table = item.job.table

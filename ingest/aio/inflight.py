@@ -32,7 +32,7 @@ the settler reports the first (told and recorded as vanished), the intake lets t
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -42,11 +42,12 @@ from ..files import DropFile
 from ..jobs import NOT_AS_SEEN, Failure
 from ..metrics import Metrics
 from ..selection import regular_file
-from ..store.ledger import Known
+from ..store.known import Known
 from .budget import ByteBudget
 from .commit import Aside
 from .dispatch import Queued
 from .outcomes import Outcomes
+from .recall import Recall
 from .segments import IdleSegments
 from .settle import Settler
 
@@ -79,6 +80,7 @@ class InFlight:
         draining: Callable[[], bool],
         spawn: Spawn,
         known: Known,
+        recall: Recall,
         set_aside: Callable[[Aside], None],
     ):
         self.budget = budget
@@ -90,6 +92,7 @@ class InFlight:
         self.draining = draining
         self._spawn = spawn
         self.known = known  # what the ledger holds: a file's bytes committed already
+        self.recall = recall
         self._set_aside = set_aside  # to the committer, which records it with the next flush
         self._files: dict[str, FileInFlight] = {}
         self.idle = IdleSegments(budget, spawn, draining)
@@ -169,7 +172,12 @@ class InFlight:
         if size:
             self.budget.release(size)
 
-    def claim(self, rel: str, digest: str) -> bool:
+    async def originals(self, digests: Iterable[str]) -> Mapping[str, str]:
+        """What the ledger holds of `digests` that memory has let go of (`aio/recall.py`),
+        for `claim`: nothing to ask, and no wait, while memory holds it all."""
+        return await self.recall.originals(digests)
+
+    def claim(self, rel: str, digest: str, originals: Mapping[str, str]) -> bool:
         """True if the file now holds the claim on its bytes, and is to be committed.
 
         False if it is not: a file with the same bytes is committed already (this one
@@ -178,6 +186,8 @@ class InFlight:
         """
         record = self._files[rel]
         original = self.known.ingested.get(digest)
+        if original is None:
+            original = originals.get(digest)
         if original is not None:
             self._set_aside(Aside(record.file, digest, "duplicate", duplicate_of=original))
             self.let_go(rel)

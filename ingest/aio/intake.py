@@ -30,13 +30,14 @@ from ..jobs import Failure, Job
 from ..shared import SHARED_MIN_BYTES
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine
+from ..store.known import Key, Known
 from ..store.layout import Layout
-from ..store.ledger import Known
 from ..store.parts import Accepted
 from .commit import Aside, Committer, TaskOutput
 from .dispatch import Queued
 from .inflight import InFlight, Spawn
 from .read import read_bytes, read_files, read_into_segment
+from .recall import Recall
 from .sizing import BLOCKS, REFUSED, plan
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 
@@ -53,6 +54,8 @@ READ_CONCURRENCY = 16
 GROUP_READ_BYTES = SHARED_MIN_BYTES
 GROUP_FILES = 64
 GROUP_BYTES = 16 << 20
+# Files settled behind one that memory holds no answer for, asked of the ledger with it.
+RECALL_AHEAD = 255
 
 
 class Intake:
@@ -61,6 +64,7 @@ class Intake:
         config: Config,
         layout: Layout,
         known: Known,
+        recall: Recall,
         in_flight: InFlight,
         queue: asyncio.Queue[Queued],
         committer: Committer,
@@ -72,6 +76,9 @@ class Intake:
         self.config = config
         self.layout = layout
         self.known = known
+        self.recall = recall
+        # The ledger's answers for files settled and not yet admitted (None: unknown to it).
+        self._recalled: dict[Key, str | None] = {}
         self.in_flight = in_flight
         self.queue = queue
         self.committer = committer
@@ -94,12 +101,15 @@ class Intake:
             self.crash.fail_here("intake")
             if self.in_flight.draining():
                 settler.done(file.rel)  # never in flight: nothing else to let go of
+                self._recalled.pop(file.key, None)
                 continue
             await self._admit(file)
 
     async def _admit(self, file: DropFile) -> None:
         self.in_flight.admit(file)
         state = self.known.keys.get(file.key)
+        if not self.known.whole:
+            state = await self._recall(file, state)
         if state is not None:
             await self._finish_known(file, state)
             return
@@ -142,6 +152,20 @@ class Intake:
             self.in_flight.defer(file)
             return
         self._spawn(self._read(file, how.in_memory))
+
+    async def _recall(self, file: DropFile, held: str | None) -> str | None:
+        """The file's state: `held`, memory's, or else the ledger's, asked together with
+        the files settled behind it, whose answers wait here for their turn."""
+        if held is None and file.key not in self._recalled:
+            behind = self.in_flight.settler.ready.upcoming(RECALL_AHEAD)
+            keys = [file.key, *(
+                f.key for f in behind if f.key not in self.known.keys
+                and f.key not in self._recalled
+            )]
+            found = await self.recall.states(keys)
+            self._recalled.update((key, found.get(key)) for key in keys)
+        recalled = self._recalled.pop(file.key, None)
+        return held if held is not None else recalled
 
     async def _finish_known(self, file: DropFile, state: str) -> None:
         """A file the ledger already holds: finish its disposal if a crash cut it short."""
@@ -303,7 +327,10 @@ class Intake:
         async with self._streams:
             async with self._read_slots:
                 digest = await self._digest(file)
-            if digest is None or not self.in_flight.claim(file.rel, digest):
+            if digest is None:
+                return
+            originals = await self.in_flight.originals([digest])
+            if not self.in_flight.claim(file.rel, digest, originals):
                 return
             self.in_flight.hand_over(file.rel)  # not bound for the queue: tasks need not wait
             size = f"{file.size / 1e6:.1f} MB"

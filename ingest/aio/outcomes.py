@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 from .. import logs
 from ..files import DropFile
 from ..metrics import Metrics
-from ..store.ledger import Known
+from ..store.known import Known
 
 if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
     from ..progress import Progress
@@ -56,7 +56,7 @@ class Outcomes:
     ):
         self.summary = summary
         self.metrics = metrics
-        self.known = known  # what the ledger holds: a file recorded now is known from now on
+        self.known = known  # what the ledger holds: a file recorded now is remembered
         self.progress = progress
         self._counters: dict[str, Any] = {}
 
@@ -88,6 +88,14 @@ class Outcomes:
                 latency_s = now - file.seen_mono
                 self.metrics.latency.observe(latency_s)
                 lines.append((file.rel, {"latency_ms": latency_s * 1000, **fields}))
+        if recorded:
+            whole = self.known.whole
+            self.known.trim()
+            if whole and not self.known.whole:
+                log.info(
+                    "memory now holds the newest %d inputs the ledger knows (known_files);"
+                    " older ones are asked of the ledger", self.known.capacity,
+                )
         self.summary.outcomes[event] += len(files)
         self._counter(event).inc(len(files))
         if rows:

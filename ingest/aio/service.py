@@ -32,8 +32,9 @@ from ..files import DropFile
 from ..metrics import Metrics
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
+from ..store.known import Known
 from ..store.layout import Layout
-from ..store.ledger import Known, Ledger
+from ..store.ledger import Ledger
 from ..store.parts import reconcile
 from ..store.schema import Schemas, adopt
 from .budget import ByteBudget
@@ -45,6 +46,7 @@ from .inflight import InFlight
 from .intake import Intake
 from .lag import LagProbe
 from .outcomes import Outcomes, Summary
+from .recall import Recall
 from .settle import Settler
 from .stream import Streamer
 from .to_compute import Compute
@@ -67,7 +69,7 @@ ONCE_POLL_S = 0.02
 GC_YOUNG_THRESHOLD = 10_000
 
 
-def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
+def open_ledger(layout: Layout, known_files: int) -> tuple[Ledger, Known]:
     """Called in a thread at start-up: open the ledger, repair, and load what it knows."""
     layout.make_dirs()
     if not layout.ledger.exists():
@@ -87,7 +89,7 @@ def open_ledger(layout: Layout) -> tuple[Ledger, Known]:
     try:
         reconcile(ledger, layout)
         adopt(ledger, layout)
-        return ledger, ledger.known()
+        return ledger, ledger.known(known_files)
     except sqlite3.DatabaseError as exc:
         ledger.close()
         raise LedgerError(
@@ -139,7 +141,14 @@ class Service:
             gc.set_threshold(*thresholds)
 
     async def _serve(self) -> Summary:
-        self.ledger, self.known = await asyncio.to_thread(open_ledger, self.layout)
+        self.ledger, self.known = await asyncio.to_thread(
+            open_ledger, self.layout, self.config.pipeline.known_files
+        )
+        if not self.known.whole:
+            log.info(
+                "the ledger knows more inputs than known_files = %d: memory holds the newest,"
+                " older ones are asked of the ledger", self.known.capacity,
+            )
         self._assemble()
         if self.config.metrics.port:
             self.metrics.serve(
@@ -168,10 +177,15 @@ class Service:
         self.settler = Settler(config.watch.settle_ms, self.layout.relative, self._vanished)
         self.watcher = Watcher(self.layout.drop, config.watch, self.settler)
         self.follower = Follower(self.watcher, self.health.watching, self._events)
+        # The committer is made next, and never replaced.
+        self.recall = Recall(
+            self.known, self.layout.ledger,
+            lambda: self.committer.read_ledger(self.ledger.index_digests),
+        )
         self.in_flight = InFlight(
             self.budget, self.settler, outcomes, self.metrics, self.layout.drop,
-            self.mode == "once", self._is_draining, self._spawn, self.known,
-            lambda aside: self.committer.set_aside(aside),  # made next, and never replaced
+            self.mode == "once", self._is_draining, self._spawn, self.known, self.recall,
+            lambda aside: self.committer.set_aside(aside),
         )
         self.committer = Committer(
             self.ledger, self.layout, config, self.in_flight.resolved_all,
@@ -190,7 +204,8 @@ class Service:
             self._is_draining, self.in_flight.idle,
         )
         self.intake = Intake(
-            config, self.layout, self.known, self.in_flight, self.queue, self.committer,
+            config, self.layout, self.known, self.recall, self.in_flight, self.queue,
+            self.committer,
             self.streamer, self.crash, self._spawn, self.compute.shares_disk,
         )
 
@@ -297,6 +312,7 @@ class Service:
             shared.remove(segment)
         with contextlib.suppress(sqlite3.Error):  # then the next start compares them again
             await asyncio.to_thread(self.ledger.keep_schemas_checked)
+        await self.recall.close()
         self.ledger.close()
         self.summary.lag_p99_ms = self.lag.quantile(0.99) * 1000
         if self.progress is not None:

@@ -17,8 +17,10 @@ resolved as changed and looked at again.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import heapq
+import itertools
 import os
 import time
 from collections.abc import Callable
@@ -45,6 +47,18 @@ class _Pending:
         return DropFile(self.path, self.rel, self.size, self.mtime_ns, self.seen_at, self.seen_mono)
 
 
+class Ready(asyncio.Queue[DropFile]):
+    """Settled files, in the order they settled; the intake may look at those behind
+    the first (to ask the ledger about many in one hop)."""
+
+    def _init(self, maxsize: int) -> None:
+        # asyncio.Queue's own storage (its subclasses' documented hook), typed here.
+        self._queue: collections.deque[DropFile] = collections.deque()
+
+    def upcoming(self, limit: int) -> list[DropFile]:
+        return list(itertools.islice(self._queue, limit))
+
+
 class Settler:
     """Holds files until they settle, then hands them to `ready` one by one."""
 
@@ -57,7 +71,7 @@ class Settler:
         self.settle_s = settle_ms / 1000
         self.relative = relative
         self.vanished = vanished  # a file gone before it settled, as last seen
-        self.ready: asyncio.Queue[DropFile] = asyncio.Queue()
+        self.ready = Ready()
         self._pending: dict[str, _Pending] = {}
         self._heap: list[tuple[float, str]] = []
         self._busy: set[str] = set()  # handed out, not yet resolved

@@ -20,12 +20,13 @@ import sqlite3
 import time
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from ..errors import LedgerError
 from . import catalog, vanished
 from .catalog import Holds, PartFile, Swap
+from .known import KNOWN_FILES, Key, Known
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -74,9 +75,11 @@ WAL_CHECKPOINT_PAGES = 4000
 # A `meta` key: the schemas recorded are those of the committed parts (`Ledger.schemas_checked`).
 SCHEMAS_CHECKED = "schemas_checked"
 
-# Indexes an older ledger has that nothing reads: each cost every commit a write per input
-# at a random place (`files_sha`: dedupe reads the sha256s once, at start-up, in `known`).
-DROPPED_INDEXES = ("files_sha",)
+# The index dedupe by content reads once memory no longer holds every sha256 ingested
+# (`known.py`). Made only then: it costs every commit a write per input at a random place.
+SHA_INDEX = "CREATE INDEX IF NOT EXISTS files_sha ON files (sha256)"
+# Inputs asked of the ledger in one query.
+LOOKUP_BATCH = 500
 # Columns added after the first release, with what an older ledger's rows hold.
 MIGRATIONS = (
     ("files", "table_name", "TEXT NOT NULL DEFAULT 'records'"),
@@ -111,16 +114,6 @@ _FILE_COLUMNS = (
     "path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error, message,"
     " attempts, seen_at, done_at, table_name, dialect"
 )
-
-
-@dataclass(frozen=True)
-class Known:
-    """What the ledger knows, loaded once at start-up for O(1) checks on the loop."""
-
-    keys: dict[tuple[str, int, int], str]  # (path, size, mtime_ns) -> state
-    ingested: dict[str, str]  # sha256 -> the path first ingested with it
-    schemas: dict[str, tuple[int, bytes]] = field(default_factory=dict)  # see `schemas()`
-    dialects: dict[str, str] = field(default_factory=dict)  # see `dialects()`
 
 
 class Ledger:
@@ -161,8 +154,6 @@ class Ledger:
             have = {row[1] for row in self._db.execute(f"PRAGMA table_info({table})")}
             if column not in have:
                 self._db.execute(f"ALTER TABLE {table} ADD COLUMN {column} {declaration}")
-        for index in DROPPED_INDEXES:
-            self._db.execute(f"DROP INDEX IF EXISTS {index}")
 
     def close(self) -> None:
         self._db.close()
@@ -355,16 +346,69 @@ class Ledger:
         with self._transaction() as db:
             catalog.drop_swap(db, swap_id)
 
-    def known(self) -> Known:
-        keys: dict[tuple[str, int, int], str] = {}
+    def known(self, capacity: int = KNOWN_FILES) -> Known:
+        """The newest `capacity` inputs' answers, and whether that is all of them. Past
+        the bound, lookups will read the sha256 index: it is made now. Within it, nothing
+        reads the index, and every commit would pay for it: it is dropped. Either may fail
+        on a full disk; the lookups are right without the index, only slower."""
+        (count,) = self._db.execute("SELECT count(*) FROM files").fetchone()
+        whole = count <= capacity
+        indexed = False
+        with suppress(sqlite3.OperationalError):
+            if whole:
+                self._db.execute("DROP INDEX IF EXISTS files_sha")
+            else:
+                self.index_digests()
+                indexed = True
+        keys: dict[Key, str] = {}
         ingested: dict[str, str] = {}
         for path, size, mtime_ns, sha256, state in self._db.execute(
-            "SELECT path, size, mtime_ns, sha256, state FROM files ORDER BY id"
+            "SELECT path, size, mtime_ns, sha256, state FROM"
+            " (SELECT * FROM files ORDER BY id DESC LIMIT ?) ORDER BY id",
+            (capacity,),
         ):
             keys[(path, size, mtime_ns)] = state
             if state == "ingested":
                 ingested.setdefault(sha256, path)
-        return Known(keys, ingested, self.schemas(), self.dialects())
+        return Known(
+            keys, ingested, self.schemas(), self.dialects(), whole, indexed, capacity
+        )
+
+    def index_digests(self) -> None:
+        """Make the sha256 index `originals` reads (a second or so per million inputs)."""
+        self._db.execute(SHA_INDEX)
+
+    def states(self, keys: Iterable[Key]) -> dict[Key, str]:
+        """The latest state of each of `keys` the ledger holds; one it lacks is left out."""
+        wanted = set(keys)
+        paths = sorted({path for path, _, _ in wanted})
+        found: dict[Key, tuple[int, str]] = {}
+        for start in range(0, len(paths), LOOKUP_BATCH):
+            chunk = paths[start:start + LOOKUP_BATCH]
+            for row_id, path, size, mtime_ns, state in self._db.execute(
+                "SELECT id, path, size, mtime_ns, state FROM files"
+                f" WHERE path IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ):
+                key = (path, size, mtime_ns)
+                if key in wanted and (key not in found or found[key][0] < row_id):
+                    found[key] = (row_id, state)
+        return {key: state for key, (_, state) in found.items()}
+
+    def originals(self, digests: Iterable[str]) -> dict[str, str]:
+        """The path first ingested with each of `digests`; one never ingested is left out."""
+        unique = sorted(set(digests))
+        found: dict[str, str] = {}
+        for start in range(0, len(unique), LOOKUP_BATCH):
+            chunk = unique[start:start + LOOKUP_BATCH]
+            # `+state`: the state index matches most rows; the planner must take files_sha.
+            for sha256, path in self._db.execute(
+                f"SELECT sha256, path FROM files WHERE sha256 IN ({', '.join('?' * len(chunk))})"
+                " AND +state = 'ingested' ORDER BY id",
+                chunk,
+            ):
+                found.setdefault(sha256, path)
+        return found
 
     def lookup(self, path: str, size: int, mtime_ns: int) -> FileRecord | None:
         row = self._db.execute(

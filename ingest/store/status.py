@@ -13,6 +13,7 @@ from ..config import Config
 from ..files import mtime_ns
 from ..selection import scan
 from . import watch_mode
+from .known import Key
 from .layout import Layout
 from .ledger import Ledger
 
@@ -23,8 +24,15 @@ def collect(config: Config) -> dict[str, Any]:
     vanished = 0
     last: float | None = None
     quarantined: list[dict[str, Any]] = []
-    keys: set[tuple[str, int, int]] = set()
     tables: dict[str, dict[str, int]] = {}
+    # Every input in the drop folder the ledger does not hold is the backlog.
+    waiting: list[Key] = []
+    if layout.drop.exists():
+        waiting = [
+            (layout.relative(path), st.st_size, mtime_ns(st))
+            for path, st in scan(layout.drop, config.watch.patterns)
+        ]
+    backlog = len(waiting)
     if layout.ledger.exists():
         ledger = Ledger(layout.ledger, read_only=True)
         try:
@@ -35,17 +43,12 @@ def collect(config: Config) -> dict[str, Any]:
                 {"file": r.path, "error": r.error, "message": r.message, "attempts": r.attempts}
                 for r in ledger.quarantined()
             ]
-            keys = set(ledger.known().keys)
+            backlog -= len(ledger.states(waiting))
             tables = _tables(ledger)
         finally:
             ledger.close()
     if layout.delta:
         _add_delta_versions(layout, tables)
-    backlog = 0
-    if layout.drop.exists():
-        for path, st in scan(layout.drop, config.watch.patterns):
-            if (layout.relative(path), st.st_size, mtime_ns(st)) not in keys:
-                backlog += 1
     return {
         "drop": str(layout.drop),
         "output": str(layout.output),

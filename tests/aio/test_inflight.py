@@ -18,13 +18,19 @@ from ingest.aio.commit import Aside
 from ingest.aio.dispatch import Queued
 from ingest.aio.inflight import InFlight
 from ingest.aio.outcomes import Outcomes, Summary
+from ingest.aio.recall import Recall
 from ingest.aio.settle import Settler
 from ingest.files import DropFile
 from ingest.jobs import Job
 from ingest.metrics import Metrics
-from ingest.store.ledger import Known
+from ingest.store.known import Known
 
 SETTLED_S = 5.0
+
+
+async def no_index() -> None:
+    """Memory holds every answer here: the ledger is never asked, nor indexed."""
+    raise AssertionError("the ledger was asked")
 
 
 @dataclass
@@ -50,7 +56,7 @@ class Rig:
         file = await self.settled(name)
         self.in_flight.admit(file)
         await self.in_flight.charge(file.rel, size)
-        assert self.in_flight.claim(file.rel, digest)
+        assert self.in_flight.claim(file.rel, digest, {})
         return file
 
     async def offered_again(self) -> str | None:
@@ -87,7 +93,8 @@ def run(tmp_path: Path, body: Callable[[Rig], Awaitable[None]], once: bool = Fal
 
         in_flight = InFlight(
             budget, settler, Outcomes(summary, metrics, known, None), metrics, drop, once,
-            lambda: draining[0], spawn, known, set_aside.append,
+            lambda: draining[0], spawn, known, Recall(known, tmp_path / "ledger", no_index),
+            set_aside.append,
         )
         rig = Rig(drop, settler, budget, summary, known, in_flight, draining, spawned, set_aside)
         settling = asyncio.create_task(settler.run())
@@ -123,7 +130,7 @@ def test_a_resolved_file_lets_go_of_its_bytes_segment_place_and_claim(tmp_path: 
         assert rig.known.ingested == {"d1": "a.csv"}
         other = await rig.settled("b.csv")
         rig.in_flight.admit(other)
-        assert not rig.in_flight.claim(other.rel, "d1"), "its bytes are committed"
+        assert not rig.in_flight.claim(other.rel, "d1", {}), "its bytes are committed"
         assert [(a.file.rel, a.state, a.duplicate_of) for a in rig.set_aside] == [
             ("b.csv", "duplicate", "a.csv")
         ]
@@ -142,7 +149,7 @@ def test_same_bytes_in_flight_wait_and_go_again_once_the_first_is_finished(
         rig.in_flight.admit(second)
         await rig.in_flight.charge(second.rel, 2000)
 
-        assert not rig.in_flight.claim(second.rel, "same")
+        assert not rig.in_flight.claim(second.rel, "same", {})
         assert (rig.budget.used, rig.in_flight.holding, rig.in_flight.backlog()) == (1000, 1, 1)
         assert rig.settler.busy == 2, "the waiting file is not handed out again meanwhile"
 
@@ -200,7 +207,7 @@ def test_a_file_taken_off_the_queue_in_a_drain_is_deferred_and_frees_its_claim(
         assert rig.settler.busy == 1
         third = await rig.settled("c.csv")
         rig.in_flight.admit(third)
-        assert rig.in_flight.claim(third.rel, "d2"), "the claim was given back"
+        assert rig.in_flight.claim(third.rel, "d2", {}), "the claim was given back"
 
     run(tmp_path, body)
 

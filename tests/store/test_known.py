@@ -1,0 +1,96 @@
+"""What the service keeps in memory of past inputs: the newest, up to a bound; the rest
+asked of the ledger, which must answer as memory would have."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ingest.store.known import Known
+from ingest.store.ledger import LOOKUP_BATCH, FileRecord, Ledger
+
+
+def _record(path: str, sha256: str, state: str = "ingested", size: int = 10) -> FileRecord:
+    return FileRecord(path, size, 1_000, sha256, state, done_at=1.0)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> Iterator[Ledger]:
+    opened = Ledger(tmp_path / "ledger.sqlite")
+    yield opened
+    opened.close()
+
+
+def _indexes(ledger: Ledger) -> set[str]:
+    with sqlite3.connect(ledger.path) as db:
+        rows = db.execute("SELECT name FROM sqlite_master WHERE type = 'index'").fetchall()
+    return {name for (name,) in rows}
+
+
+def test_memory_keeps_the_newest_answers_and_says_it_no_longer_holds_them_all() -> None:
+    known = Known({}, {}, capacity=8)
+    for i in range(9):  # within the slack of an eighth: nothing let go yet
+        known.keys[(f"f{i}", 1, 1)] = "ingested"
+        known.ingested[f"sha{i}"] = f"f{i}"
+        known.trim()
+    assert known.whole and known.trimmed == 0 and len(known.keys) == 9
+
+    known.keys[("f9", 1, 1)] = "ingested"
+    known.trim()
+    assert not known.whole and known.trimmed == 1
+    assert list(known.keys) == [(f"f{i}", 1, 1) for i in range(2, 10)], "the newest eight"
+    assert len(known.ingested) == 9, "each map is trimmed on its own"
+
+    for i in range(10_000):  # never more than capacity and its slack, however many come
+        known.keys[(f"g{i}", 1, 1)] = "duplicate"
+        known.trim()
+        assert len(known.keys) <= 9
+    assert ("g9999", 1, 1) in known.keys
+
+
+def test_a_ledger_within_the_bound_is_held_whole_and_has_no_sha_index(ledger: Ledger) -> None:
+    ledger.record([_record(f"a{i}.csv", f"s{i}") for i in range(5)])
+    ledger.index_digests()  # as a run past the bound left it
+    known = ledger.known(capacity=5)
+    assert known.whole and len(known.keys) == 5 and len(known.ingested) == 5
+    assert "files_sha" not in _indexes(ledger), "every commit would pay for it, for nothing"
+
+
+def test_a_ledger_past_the_bound_loads_its_newest_inputs_and_is_indexed(ledger: Ledger) -> None:
+    ledger.record([_record(f"a{i}.csv", f"s{i}") for i in range(5)])
+    ledger.record([_record("b.csv", "s0", state="duplicate")])
+    known = ledger.known(capacity=3)
+    assert not known.whole
+    assert list(known.keys) == [("a3.csv", 10, 1_000), ("a4.csv", 10, 1_000),
+                                ("b.csv", 10, 1_000)]
+    assert known.ingested == {"s3": "a3.csv", "s4": "a4.csv"}
+    assert "files_sha" in _indexes(ledger)
+
+
+def test_the_ledger_answers_as_memory_would_have(ledger: Ledger) -> None:
+    ledger.record([_record("a.csv", "s1"), _record("b.csv", "s2", state="quarantined")])
+    ledger.record([_record("copy.csv", "s1", state="duplicate")])
+    ledger.record([_record("a.csv", "s3", state="quarantined")])  # the same key, later
+    ledger.record([_record("c.csv", "s1", size=11)])  # the same bytes ingested again
+    whole = ledger.known()
+    asked = [("a.csv", 10, 1_000), ("b.csv", 10, 1_000), ("a.csv", 11, 1_000),
+             ("copy.csv", 10, 1_000), ("new.csv", 10, 1_000)]
+
+    assert ledger.states(asked) == {k: v for k, v in whole.keys.items() if k in asked}
+    assert ledger.states(asked) == {("a.csv", 10, 1_000): "quarantined",
+                                    ("b.csv", 10, 1_000): "quarantined",
+                                    ("copy.csv", 10, 1_000): "duplicate"}
+    assert ledger.originals(["s1", "s2", "s3", "nope"]) == {"s1": "a.csv"}
+    assert ledger.originals(["s1"]) == {"s1": whole.ingested["s1"]}
+
+
+def test_lookups_of_more_than_one_batch_find_every_input(ledger: Ledger) -> None:
+    count = LOOKUP_BATCH * 2 + 7
+    ledger.record([_record(f"f{i:05}.csv", f"s{i}") for i in range(count)])
+    keys = [(f"f{i:05}.csv", 10, 1_000) for i in range(count)]
+    assert len(ledger.states([*keys, ("missing", 1, 1)])) == count
+    found = ledger.originals([f"s{i}" for i in range(count)])
+    assert found == {f"s{i}": f"f{i:05}.csv" for i in range(count)}

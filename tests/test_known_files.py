@@ -1,0 +1,109 @@
+"""A ledger of more inputs than memory holds (`pipeline.known_files`): a file already
+recorded is still skipped, and the same bytes under a new name are still a duplicate,
+through `ingest once` and a running `ingest run`, from answers only the ledger has."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Callable
+from pathlib import Path
+
+from .conftest import Folder, Service, drop_by_rename, wait_for, write_csv
+
+FILES = 6
+
+
+def _ledger(folder: Folder) -> Path:
+    return folder.output / "_ingest" / "ledger.sqlite"
+
+
+def _states(folder: Folder) -> dict[str, tuple[str, str | None]]:
+    with sqlite3.connect(_ledger(folder)) as db:
+        rows = db.execute("SELECT path, state, duplicate_of FROM files").fetchall()
+    return {path: (state, original) for path, state, original in rows}
+
+
+def _csv(folder: Folder, name: str, seed: int) -> bytes:
+    """The bytes of a CSV made from `seed`: the same seed, the same bytes."""
+    path = folder.root / "made" / name
+    write_csv(path, rows=20, seed=seed)
+    return path.read_bytes()
+
+
+def test_once_finds_copies_of_inputs_memory_let_go_of(folder: Folder) -> None:
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 2, "known_files": 2})
+    for i in range(FILES):
+        (folder.drop / f"a{i}.csv").write_bytes(_csv(folder, f"a{i}.csv", i))
+    first = folder.ingest("once")
+    assert first.returncode == 0, first.stderr
+    assert f"ingested {FILES} files" in first.stderr
+
+    # The same bytes again under new names (the first run archived the originals), and
+    # one new file: only the newest two inputs are in memory at start-up.
+    for i in range(FILES):
+        (folder.drop / f"b{i}.csv").write_bytes(_csv(folder, f"b{i}.csv", i))
+    (folder.drop / "c.csv").write_bytes(_csv(folder, "c.csv", 100))
+    second = folder.ingest("once")
+
+    assert second.returncode == 0, second.stderr
+    assert f"ingested 1 files (20 rows), {FILES} duplicates" in second.stderr
+    assert "knows more inputs than known_files = 2" in second.stderr
+    states = _states(folder)
+    assert {f"b{i}.csv": states[f"b{i}.csv"] for i in range(FILES)} == {
+        f"b{i}.csv": ("duplicate", f"a{i}.csv") for i in range(FILES)
+    }
+    assert folder.rows_per_file() == {**{f"a{i}.csv": 20 for i in range(FILES)}, "c.csv": 20}
+
+
+def test_once_in_keep_mode_skips_every_input_the_ledger_holds(folder: Folder) -> None:
+    folder.write_config(
+        watch={"settle_ms": 0, "on_success": "keep"}, pipeline={"workers": 2, "known_files": 2}
+    )
+    for i in range(FILES):
+        write_csv(folder.drop / f"a{i}.csv", rows=20, seed=i)
+    assert folder.ingest("once").returncode == 0
+
+    write_csv(folder.drop / "new.csv", rows=20, seed=100)
+    again = folder.ingest("once")
+
+    assert again.returncode == 0, again.stderr
+    assert "ingested 1 files (20 rows)" in again.stderr
+    assert f"{FILES} already known" in again.stderr
+    assert len(_states(folder)) == FILES + 1, "nothing recorded twice"
+    status = json.loads(folder.ingest("status", "--json").stdout)
+    assert status["backlog"] == 0
+    assert status["counts"]["ingested"] == FILES + 1
+
+
+def test_a_running_service_past_its_bound_still_finds_old_copies(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """Memory outgrows its bound while the service runs: the answers it lets go of are
+    then asked of the ledger, which is given the sha256 index it needs."""
+    folder.write_config(
+        watch={"settle_ms": 20, "rescan_s": 60},
+        pipeline={"workers": 2, "known_files": 3},
+        output={"flush_s": 0},
+    )
+    running = service()
+    running.wait_ready()
+    for i in range(FILES):
+        drop_by_rename(folder, f"a{i}.csv", _csv(folder, f"a{i}.csv", i))
+        wait_for(lambda i=i: f"a{i}.csv" in folder.rows_per_file(), what=f"a{i}.csv")
+
+    for i in range(FILES):
+        drop_by_rename(folder, f"b{i}.csv", _csv(folder, f"b{i}.csv", i))
+    wait_for(lambda: all(f"b{i}.csv" in _states(folder) for i in range(FILES)),
+             what="the copies recorded")
+
+    assert running.stop() == 0, running.text()
+    assert "memory now holds the newest 3 inputs the ledger knows" in running.text()
+    states = _states(folder)
+    assert {f"b{i}.csv": states[f"b{i}.csv"] for i in range(FILES)} == {
+        f"b{i}.csv": ("duplicate", f"a{i}.csv") for i in range(FILES)
+    }
+    assert folder.rows_per_file() == {f"a{i}.csv": 20 for i in range(FILES)}
+    with sqlite3.connect(_ledger(folder)) as db:
+        indexes = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+    assert "files_sha" in indexes
