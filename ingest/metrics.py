@@ -48,13 +48,15 @@ class Metrics:
         self.loop_lag: Histogram | Unserved
         self.queued: Gauge | Unserved
         self.bytes_held: Gauge | Unserved
+        self.known: Gauge | Unserved
         self.breakages: Counter | Unserved
         self.watch_mode: Gauge | Unserved
         self.watch_deaf: Gauge | Unserved
         if not served:
             self.files = self.rows = self.breakages = Unserved()
             self.latency = self.loop_lag = Unserved()
-            self.queued = self.bytes_held = self.watch_mode = self.watch_deaf = Unserved()
+            self.queued = self.bytes_held = self.known = Unserved()
+            self.watch_mode = self.watch_deaf = Unserved()
             return
         from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
@@ -70,6 +72,10 @@ class Metrics:
         )
         self.queued = Gauge("ingest_queue_files", "Files waiting for a worker", registry=r)
         self.bytes_held = Gauge("ingest_bytes_held", "Input bytes read, not resolved", registry=r)
+        self.known = Gauge(
+            "ingest_known_inputs", "Past inputs remembered in memory (at most known_files"
+            " and an eighth)", registry=r,
+        )
         self.breakages = Counter("ingest_pool_breakages", "Worker deaths", registry=r)
         self.watch_mode = Gauge(
             "ingest_watch_mode", "How the watcher hears the drop folder: 1 for the mode in use",

@@ -9,7 +9,7 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
-from .conftest import Folder, Service, drop_by_rename, wait_for, write_csv
+from .conftest import Folder, Service, drop_by_rename, free_port, metric, wait_for, write_csv
 
 FILES = 6
 
@@ -81,16 +81,23 @@ def test_a_running_service_past_its_bound_still_finds_old_copies(
 ) -> None:
     """Memory outgrows its bound while the service runs: the answers it lets go of are
     then asked of the ledger, which is given the sha256 index it needs."""
+    port = free_port()
     folder.write_config(
         watch={"settle_ms": 20, "rescan_s": 60},
         pipeline={"workers": 2, "known_files": 3},
         output={"flush_s": 0},
+        metrics={"port": port},
     )
     running = service()
     running.wait_ready()
     for i in range(FILES):
         drop_by_rename(folder, f"a{i}.csv", _csv(folder, f"a{i}.csv", i))
-        wait_for(lambda i=i: f"a{i}.csv" in folder.rows_per_file(), what=f"a{i}.csv")
+        # Memory remembers each input recorded, up to known_files (and its slack, none here).
+        wait_for(
+            lambda i=i: f"a{i}.csv" in _states(folder)
+            and metric(port, "ingest_known_inputs") == min(i + 1, 3),
+            what=f"a{i}.csv recorded, and at most 3 inputs remembered",
+        )
 
     for i in range(FILES):
         drop_by_rename(folder, f"b{i}.csv", _csv(folder, f"b{i}.csv", i))

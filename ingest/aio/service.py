@@ -173,6 +173,7 @@ class Service:
         # Input bytes held by files in flight: not those of segments kept for reuse.
         self.metrics.bytes_held.set_function(lambda: self.budget.used - self.in_flight.idle.bytes)
         self.metrics.queued.set_function(self.queue.qsize)
+        self.metrics.known.set_function(lambda: len(self.known.keys))
         self.outcomes = outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
         self.settler = Settler(config.watch.settle_ms, self.layout.relative, self._vanished)
         self.watcher = Watcher(self.layout.drop, config.watch, self.settler)
