@@ -116,12 +116,12 @@ class Committed:
     """What one flush achieved before it finished or failed."""
 
     published: list[Published] = field(default_factory=list)
-    # Files set aside that are recorded (each batch, or each alone after a batch failed
+    # Files set aside that are recorded (as a batch, or in halves after a batch failed
     # for a reason of its own), and those whose record failed alone: they stay unrecorded.
     aside_recorded: list[Aside] = field(default_factory=list)
     aside_left: list[tuple[Aside, Exception]] = field(default_factory=list)
     vanished_left: list[FileRecord] | None = None  # not yet recorded; None: none tried
-    recorded_alone: bool = False  # some record went through alone: the ledger can record
+    recorded_alone: bool = False  # a record went through after a batch failed: the ledger can
     left_told: bool = False  # ... and so those in `aside_left` were told as uncommitted
     error: Exception | None = None  # the machine's: the flush stopped there
     untried: list[TaskOutput] = field(default_factory=list)  # ... and these wait for the retry
@@ -431,19 +431,22 @@ class Committer:
 
     def _record_aside(self, pending: Pending, done: Committed) -> None:
         """Record the files set aside and those that vanished, in one transaction. If that
-        fails for a reason of its own (a bug that one file's values bring out), each is
-        recorded alone, and one that fails alone is left unrecorded, its file in the drop
-        folder: retried as a batch, it would fail every flush after it. The machine's
+        fails for a reason of its own (a bug that one file's values bring out), the files
+        set aside are recorded in halves, down to one alone, and one that fails alone is
+        left unrecorded, its file in the drop folder: retried as a batch, it would fail
+        every flush after it. Vanished files are recorded each alone. The machine's
         failures (a full disk) are raised, and what is not yet recorded is retried."""
         aside, done.vanished_left = pending.aside, list(pending.vanished)
+        failed: Exception | None
         try:
             self.crash.fail_here("aside-recorded", (item.file.rel for item in aside))
             self.ledger.record([item.record() for item in aside] + pending.vanished)
         except Exception as exc:
             if the_machines(exc):
                 raise
-            log.error("recording %d files set aside failed: %s; recording each alone",
+            log.error("recording %d files set aside failed: %s; recording them apart",
                       len(aside) + len(pending.vanished), exc)
+            failed = exc
         else:
             done.aside_recorded, done.vanished_left = list(aside), []
             return
@@ -458,17 +461,38 @@ class Committer:
             else:
                 done.recorded_alone = True
             done.vanished_left = pending.vanished[at + 1:]
-        for item in aside:
-            try:
-                self.crash.fail_here("aside-recorded", (item.file.rel,))
-                self.ledger.record([item.record()])
-            except Exception as exc:
-                if the_machines(exc):
-                    raise
-                done.aside_left.append((item, exc))
-            else:
-                done.aside_recorded.append(item)
-                done.recorded_alone = True
+        if not aside:
+            return
+        if pending.vanished:  # the fault may have been a vanished file's
+            failed = self._try_record(aside, done)
+        if failed is not None:
+            self._record_halves(aside, failed, done)
+
+    def _record_halves(self, aside: list[Aside], failed: Exception, done: Committed) -> None:
+        """`aside` failed as one batch for a reason of its own: record each half, and split
+        a half that fails again, down to a file alone, which is left unrecorded. One bad
+        record among a thousand costs about twenty transactions, not a thousand."""
+        if len(aside) == 1:
+            done.aside_left.append((aside[0], failed))
+            return
+        middle = len(aside) // 2
+        for half in (aside[:middle], aside[middle:]):
+            again = self._try_record(half, done)
+            if again is not None:
+                self._record_halves(half, again, done)
+
+    def _try_record(self, aside: list[Aside], done: Committed) -> Exception | None:
+        """Record `aside` in one transaction; the error if it failed for its own reason."""
+        try:
+            self.crash.fail_here("aside-recorded", (item.file.rel for item in aside))
+            self.ledger.record([item.record() for item in aside])
+        except Exception as exc:
+            if the_machines(exc):
+                raise
+            return exc
+        done.aside_recorded.extend(aside)
+        done.recorded_alone = True
+        return None
 
     async def _unrecorded(self, done: Committed, backoff: float) -> bool:
         """Files whose record failed alone. Once a record or a commit of this flush went

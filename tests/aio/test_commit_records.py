@@ -137,3 +137,27 @@ def test_a_full_disk_midway_through_vanished_records_made_alone_records_none_twi
 def _vanished(layout: Layout) -> list[str]:
     with sqlite3.connect(layout.ledger) as db:
         return sorted(path for (path,) in db.execute("SELECT path FROM vanished"))
+
+
+class CountingLedger(FaultyLedger):
+    calls = 0
+
+    def record(self, files: Iterable[FileRecord]) -> None:
+        CountingLedger.calls += 1
+        super().record(files)
+
+
+def test_one_bad_record_among_many_is_found_in_halves_not_one_by_one(tmp_path: Path) -> None:
+    names = [f"f{i:04}.csv" for i in range(1000)]
+    names[617] = "x.csv"  # its record fails for a reason of its own
+    committer, aside, layout = _setup(tmp_path, names)
+    committer.ledger.close()
+    committer.ledger = CountingLedger(layout.ledger)
+    for item in aside:
+        committer.set_aside(item)
+
+    asyncio.run(committer.flush())
+
+    assert _rows(layout) == sorted((n, "quarantined") for n in names if n != "x.csv")
+    assert committer.told[-1] == ("uncommitted", "x.csv")  # type: ignore[attr-defined]
+    assert CountingLedger.calls <= 2 * 10 + 1, "the batch, then two halves a level"
