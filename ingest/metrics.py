@@ -73,8 +73,8 @@ class Metrics:
         self.queued = Gauge("ingest_queue_files", "Files waiting for a worker", registry=r)
         self.bytes_held = Gauge("ingest_bytes_held", "Input bytes read, not resolved", registry=r)
         self.known = Gauge(
-            "ingest_known_inputs", "Past inputs remembered in memory (at most known_files"
-            " and an eighth)", registry=r,
+            "ingest_known_inputs", "Past inputs remembered in memory (at most known_files)",
+            registry=r,
         )
         self.breakages = Counter("ingest_pool_breakages", "Worker deaths", registry=r)
         self.watch_mode = Gauge(

@@ -92,7 +92,7 @@ def test_a_running_service_past_its_bound_still_finds_old_copies(
     running.wait_ready()
     for i in range(FILES):
         drop_by_rename(folder, f"a{i}.csv", _csv(folder, f"a{i}.csv", i))
-        # Memory remembers each input recorded, up to known_files (and its slack, none here).
+        # Memory remembers each input recorded, up to known_files.
         wait_for(
             lambda i=i: f"a{i}.csv" in _states(folder)
             and metric(port, "ingest_known_inputs") == min(i + 1, 3),

@@ -67,11 +67,13 @@ class Recall:
         await self._indexed()
         async with self._lock:
             while True:
-                trimmed = self.known.trimmed
+                # Memory's sha256s are numbered as they came, and leave in that order: one
+                # recorded after the query began is numbered `since` or more.
+                since = len(self.known.ingested) + self.known.evicted
                 found.update(await self._ask(Ledger.originals, missing))
-                # A file with these bytes recorded after the query began is in memory now,
-                # unless a trim let it go meanwhile: then the ledger has it for a second query.
-                if self.known.trimmed == trimmed:
+                # Such a file is in memory now, unless so many have left since that it has
+                # too: then the ledger has it for a second query.
+                if self.known.evicted <= since:
                     return found
 
     async def _indexed(self) -> None:

@@ -18,6 +18,7 @@ import heapq
 import json
 import sqlite3
 import time
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
@@ -360,8 +361,8 @@ class Ledger:
             else:
                 self.index_digests()
                 indexed = True
-        keys: dict[Key, str] = {}
-        ingested: dict[str, str] = {}
+        keys: OrderedDict[Key, str] = OrderedDict()
+        ingested: OrderedDict[str, str] = OrderedDict()
         for path, size, mtime_ns, sha256, state in self._db.execute(
             "SELECT path, size, mtime_ns, sha256, state FROM"
             " (SELECT * FROM files ORDER BY id DESC LIMIT ?) ORDER BY id",

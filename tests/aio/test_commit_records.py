@@ -69,13 +69,16 @@ def _rows(layout: Layout) -> list[tuple[str, str]]:
         return sorted(db.execute("SELECT path, state FROM files"))
 
 
-def test_a_full_disk_midway_through_records_alone_records_nothing_twice(tmp_path: Path) -> None:
+def test_a_full_disk_midway_through_records_made_apart_records_nothing_twice(
+    tmp_path: Path,
+) -> None:
     committer, aside, layout = _setup(tmp_path, ["a.csv", "x.csv", "y.csv", "b.csv"])
     for item in aside:
         committer.set_aside(item)
 
-    # The batch fails for x.csv's own fault; alone, a.csv is recorded, x.csv fails for its
-    # own, and the disk is full at y.csv: the flush fails there.
+    # The batch fails for x.csv's own fault; in halves, [a, x] fails again and is split:
+    # a.csv is recorded, x.csv fails alone, and the disk is full at [y, b]: the flush
+    # fails there.
     assert not asyncio.run(committer.flush())
 
     assert _rows(layout) == [("a.csv", "quarantined")]
@@ -140,10 +143,12 @@ def _vanished(layout: Layout) -> list[str]:
 
 
 class CountingLedger(FaultyLedger):
-    calls = 0
+    def __init__(self, path: Path):
+        super().__init__(path)
+        self.calls = 0
 
     def record(self, files: Iterable[FileRecord]) -> None:
-        CountingLedger.calls += 1
+        self.calls += 1
         super().record(files)
 
 
@@ -152,7 +157,7 @@ def test_one_bad_record_among_many_is_found_in_halves_not_one_by_one(tmp_path: P
     names[617] = "x.csv"  # its record fails for a reason of its own
     committer, aside, layout = _setup(tmp_path, names)
     committer.ledger.close()
-    committer.ledger = CountingLedger(layout.ledger)
+    committer.ledger = counting = CountingLedger(layout.ledger)
     for item in aside:
         committer.set_aside(item)
 
@@ -160,4 +165,4 @@ def test_one_bad_record_among_many_is_found_in_halves_not_one_by_one(tmp_path: P
 
     assert _rows(layout) == sorted((n, "quarantined") for n in names if n != "x.csv")
     assert committer.told[-1] == ("uncommitted", "x.csv")  # type: ignore[attr-defined]
-    assert CountingLedger.calls <= 2 * 10 + 1, "the batch, then two halves a level"
+    assert counting.calls <= 2 * 10 + 1, "the batch, then two halves a level"

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -82,7 +83,7 @@ def run(tmp_path: Path, body: Callable[[Rig], Awaitable[None]], once: bool = Fal
         settler = Settler(0, lambda p: p.relative_to(drop).as_posix(), lambda file: None)
         budget = ByteBudget(1 << 20)
         summary = Summary()
-        known = Known({}, {})
+        known = Known(OrderedDict(), OrderedDict())
         metrics = Metrics()
         draining = [False]
         spawned: list[asyncio.Task[None]] = []

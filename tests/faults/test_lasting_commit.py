@@ -137,8 +137,8 @@ def test_a_file_whose_record_fails_alone_is_left_and_the_files_set_aside_with_it
 ) -> None:
     """`aside-recorded:bad.csv` raises at every record of files set aside that holds
     bad.csv, as a bug its values bring out would: retried together, the files set aside
-    with it would wait as long; each alone, the others are recorded, which shows the
-    ledger can record, and bad.csv is left, unrecorded, for the next run."""
+    with it would wait as long; recorded in halves, the others are recorded, which shows
+    the ledger can record, and bad.csv, failing alone, is left unrecorded for the next run."""
     folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 1, "drain_s": 6},
                         output={"flush_s": 0.2})
     expected = {

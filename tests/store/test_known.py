@@ -4,6 +4,7 @@ asked of the ledger, which must answer as memory would have."""
 from __future__ import annotations
 
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -31,24 +32,26 @@ def _indexes(ledger: Ledger) -> set[str]:
 
 
 def test_memory_keeps_the_newest_answers_and_says_it_no_longer_holds_them_all() -> None:
-    known = Known({}, {}, capacity=8)
-    for i in range(9):  # within the slack of an eighth: nothing let go yet
+    known = Known(OrderedDict(), OrderedDict(), capacity=8)
+    for i in range(8):
         known.keys[(f"f{i}", 1, 1)] = "ingested"
         known.ingested[f"sha{i}"] = f"f{i}"
         known.trim()
-    assert known.whole and known.trimmed == 0 and len(known.keys) == 9
+    assert known.whole and known.evicted == 0
 
-    known.keys[("f9", 1, 1)] = "ingested"
+    known.keys[("f8", 1, 1)] = "ingested"
     known.trim()
-    assert not known.whole and known.trimmed == 1
-    assert list(known.keys) == [(f"f{i}", 1, 1) for i in range(2, 10)], "the newest eight"
-    assert len(known.ingested) == 9, "each map is trimmed on its own"
+    assert not known.whole
+    assert list(known.keys) == [(f"f{i}", 1, 1) for i in range(1, 9)], "the newest eight"
+    assert known.evicted == 0 and len(known.ingested) == 8, "each map is bounded on its own"
 
-    for i in range(10_000):  # never more than capacity and its slack, however many come
+    for i in range(10_000):  # never more than capacity after a batch, however many come
         known.keys[(f"g{i}", 1, 1)] = "duplicate"
+        known.ingested[f"g{i}"] = f"g{i}"
         known.trim()
-        assert len(known.keys) <= 9
-    assert ("g9999", 1, 1) in known.keys
+        assert len(known.keys) == len(known.ingested) == 8
+    assert list(known.ingested)[-1] == "g9999"
+    assert known.evicted == 10_000, "each sha256 let go of is counted, oldest first"
 
 
 def test_a_ledger_within_the_bound_is_held_whole_and_has_no_sha_index(ledger: Ledger) -> None:
