@@ -2,7 +2,7 @@
 
 The loop asks two things of every file: is this name, size and mtime recorded already
 (`keys`), and were these bytes ingested already (`ingested`). Held whole, the answers
-grow with every input ever recorded, about 500 bytes each: a service left for a year
+grow with every input ever recorded, about 600 bytes each: a service left for a year
 would hold gigabytes of them. So memory holds the newest `capacity` of each, and says
 whether that is all the ledger knows (`whole`):
 
@@ -10,8 +10,8 @@ whether that is all the ledger knows (`whole`):
     not whole   an answer memory lacks is asked of the ledger, in batches, from a thread
                 (`aio/recall.py`); the sha256 index that makes it cheap is made then
 
-Entries leave oldest first, a few after each batch of outcomes, never many at once: a
-trim of a hundred thousand at a time held the loop for 60 ms. `evicted` counts the
+Entries leave oldest first, a few after each batch of outcomes, never many at once:
+letting 12,500 go at once from dicts of 100,000 held the loop for 60 ms. `evicted` counts the
 sha256s let go of: as they leave in the order they came, a lookup in the ledger knows
 whether one recorded while it ran has left memory since (`Recall.originals`).
 """
