@@ -9,6 +9,8 @@ import sqlite3
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
+
 from .conftest import Folder, Service, drop_by_rename, free_port, metric, wait_for, write_csv
 
 FILES = 6
@@ -114,3 +116,40 @@ def test_a_running_service_past_its_bound_still_finds_old_copies(
     with sqlite3.connect(_ledger(folder)) as db:
         indexes = {n for (n,) in db.execute("SELECT name FROM sqlite_master WHERE type='index'")}
     assert "files_sha" in indexes
+
+
+@pytest.mark.slow
+def test_twenty_thousand_inputs_past_a_bound_of_two_thousand_are_told_apart_by_the_ledger(
+    folder: Folder,
+) -> None:
+    """At scale: a restart over 20,000 kept inputs, 18,000 of them no longer in memory,
+    reads none again; 3,000 copies of the oldest, under new names, are duplicates."""
+    folder.write_config(
+        watch={"settle_ms": 0, "on_success": "keep"},
+        pipeline={"workers": 2, "known_files": 2000},
+    )
+    tiny = "timestamp,v\n1700000000000,{v}\n"
+    for i in range(20_000):
+        path = folder.drop / f"batch{i // 5000}" / f"t{i:05d}.csv"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(tiny.format(v=i))
+    first = folder.ingest("once", timeout=600)
+    assert first.returncode == 0 and "ingested 20000 files" in first.stderr, first.stderr[-2000:]
+
+    again = folder.ingest("once", timeout=600)
+    assert again.returncode == 0, again.stderr[-2000:]
+    assert "ingested 0 files" in again.stderr and "20000 already known" in again.stderr
+
+    (folder.drop / "copies").mkdir()
+    for i in range(3000):
+        (folder.drop / "copies" / f"c{i:05d}.csv").write_text(tiny.format(v=i))
+    copies = folder.ingest("once", timeout=600)
+    assert copies.returncode == 0, copies.stderr[-2000:]
+    assert "ingested 0 files (0 rows), 3000 duplicates" in copies.stderr
+    assert "20000 already known" in copies.stderr
+    states = _states(folder)
+    assert len(states) == 23_000, "each input recorded once"
+    assert all(
+        states[f"copies/c{i:05d}.csv"] == ("duplicate", f"batch{i // 5000}/t{i:05d}.csv")
+        for i in range(3000)
+    )
