@@ -37,6 +37,14 @@ log = logging.getLogger("ingest.commit")
 
 T = TypeVar("T")
 MAX_BACKOFF_S = 30.0
+
+
+def backoff_after(previous: float) -> float:
+    """The pause before the next try of something the machine keeps failing: half a
+    second, doubled each time, up to MAX_BACKOFF_S."""
+    return min(MAX_BACKOFF_S, max(0.5, previous * 2))
+
+
 PRESSURE_POLL_S = 0.05
 # Files reported between returns to the event loop: a task of 2,000 tiny files reported
 # at once held it for 55 ms.
@@ -237,7 +245,7 @@ class Committer:
                 self._commits += published.part_id is not None
                 await self._report_published(published)
             await self._report_aside(done.aside_recorded)
-            backoff = min(MAX_BACKOFF_S, max(0.5, self._backoff * 2))
+            backoff = backoff_after(self._backoff)
             records_failed = await self._unrecorded(done, backoff)
             if done.error is None and not done.failed and not records_failed:
                 self._backoff = 0.0

@@ -86,7 +86,7 @@ class Follower:
         )
         self.mode: WatchMode | None = None
         self._poll_reason: str | None = None
-        self._scans: set[asyncio.Task[int]] = set()
+        self._scan: asyncio.Task[int] | None = None  # the one walk of the folder running
         self._scan_again = False  # a scan was asked for while one walked the folder
         self.armed = asyncio.Event()  # set once the first watcher hears the folder
         self._undecodable = 0  # watchers ended in a row by a name that is not UTF-8
@@ -121,8 +121,8 @@ class Follower:
                     await _sleep_unless(stop, FOLDER_CHECK_S)
         finally:
             self._scan_again = False
-            for task in list(self._scans):
-                task.cancel()
+            if self._scan is not None:
+                self._scan.cancel()
             await self.canary.remove()
 
     async def _listen(
@@ -191,18 +191,17 @@ class Follower:
         return Ended.RETRY
 
     def _spawn_scan(self) -> None:
-        if self._scans:
+        if self._scan is not None:
             # Watchers started in a row (each restart asks for a scan) would otherwise walk
             # a large folder side by side. One more walk after this one finds what the
             # newest watcher was armed too late to hear.
             self._scan_again = True
             return
-        task = asyncio.create_task(self.watcher.scan())
-        self._scans.add(task)
-        task.add_done_callback(self._scanned)
+        self._scan = asyncio.create_task(self.watcher.scan())
+        self._scan.add_done_callback(self._scanned)
 
     def _scanned(self, task: asyncio.Task[int]) -> None:
-        self._scans.discard(task)
+        self._scan = None
         if task.cancelled():
             return
         if task.exception() is not None:

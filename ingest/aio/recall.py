@@ -25,13 +25,13 @@ from typing import TypeVar
 from ..errors import LedgerError
 from ..store.known import Key, Known
 from ..store.ledger import Ledger
+from .commit import backoff_after
 
 log = logging.getLogger("ingest.service")
 
 T = TypeVar("T")
 Item = TypeVar("Item")
 
-MAX_BACKOFF_S = 30.0
 # A sha256 index the committer could not make (a full disk) is tried again after this.
 INDEX_RETRY_S = 60.0
 
@@ -101,7 +101,7 @@ class Recall:
                 await asyncio.wait([work])
                 raise
             except (sqlite3.Error, LedgerError) as exc:
-                backoff = min(MAX_BACKOFF_S, max(0.5, backoff * 2))
+                backoff = backoff_after(backoff)
                 log.warning("the ledger could not be read (%s); asking again in %.1f s",
                             exc, backoff)
                 self._close()
