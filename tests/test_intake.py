@@ -118,12 +118,11 @@ def test_a_file_with_an_mtime_in_the_future_is_not_held_forever(folder: Folder) 
     future = time.time() + 3600
     os.utime(path, (future, future))
 
-    started = time.monotonic()
+    # Held until its mtime came, the run would outlast the timeout, which raises.
     result = folder.ingest("once", timeout=60)
 
     assert result.returncode == 0, result.stderr
     assert folder.query("SELECT count(*) FROM records") == [(10,)]
-    assert time.monotonic() - started < 30
 
 
 def test_json_log_format_gives_one_json_object_per_line_with_each_outcome(folder: Folder) -> None:

@@ -183,18 +183,18 @@ def test_a_task_that_fails_unexpectedly_is_retried_file_by_file_and_the_run_goes
     # Test-only fault point: the worker's own code raises for any task holding poison.csv,
     # as a bug would (the joint CSV parse once did, on a header that repeats a text column;
     # tests/compute/test_together.py keeps that input). One worker: one task for them all.
-    _configure(folder, "slow", workers=1, drain_s=60)
+    # A run that lost track of a file would wait out drain_s before it exits: far past the
+    # timeout, which raises.
+    _configure(folder, "slow", workers=1, drain_s=3600)
     expected = _good_and_poison(folder, 6, 0.0)
 
-    started = time.monotonic()
     result = subprocess.run(
         [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
-        cwd=folder.root, capture_output=True, text=True, timeout=180,
+        cwd=folder.root, capture_output=True, text=True, timeout=100,
         env={**_env(), "INGEST_FAIL_AT": "worker:poison.csv"},
     )
 
     assert result.returncode == 3, result.stderr
-    assert time.monotonic() - started < 50, "nothing waited on the drain for lost files"
     assert "retrying each of its files alone" in result.stderr
     report = _quarantined(folder, "poison.csv")
     assert report["error"] == "RuntimeError"
