@@ -26,7 +26,7 @@ from ..jobs import EncodedPart, Failure
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine, sha256_of
-from ..store.lasting import LASTING_AFTER, halves, the_machines
+from ..store.lasting import LASTING_AFTER, backoff_after, halves, the_machines
 from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
 from ..store.parts import Accepted, Published, StagedPart, publish, remove_staged
@@ -36,15 +36,6 @@ from ..store.vanished import STATE as VANISHED
 log = logging.getLogger("ingest.commit")
 
 T = TypeVar("T")
-MAX_BACKOFF_S = 30.0
-
-
-def backoff_after(previous: float) -> float:
-    """The pause before the next try of something the machine keeps failing: half a
-    second, doubled each time, up to MAX_BACKOFF_S."""
-    return min(MAX_BACKOFF_S, max(0.5, previous * 2))
-
-
 PRESSURE_POLL_S = 0.05
 # Files reported between returns to the event loop: a task of 2,000 tiny files reported
 # at once held it for 55 ms.

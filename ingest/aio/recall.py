@@ -24,8 +24,8 @@ from typing import TypeVar
 
 from ..errors import LedgerError
 from ..store.known import Key, Known
+from ..store.lasting import backoff_after
 from ..store.ledger import Ledger
-from .commit import backoff_after
 
 log = logging.getLogger("ingest.service")
 

@@ -24,8 +24,15 @@ from .delta_step import Unsettled
 from .parts import Accepted, StagedPart
 
 LASTING_AFTER = 3
+MAX_BACKOFF_S = 30.0
 # How a Rust io::Error ends its text, as deltalake raises a full disk: "(os error 28)".
 RUST_OS_ERROR = "(os error "
+
+
+def backoff_after(previous: float) -> float:
+    """The pause before the next try of what the machine keeps failing (a commit, a read
+    of the ledger): half a second, doubled each time, up to MAX_BACKOFF_S."""
+    return min(MAX_BACKOFF_S, max(0.5, previous * 2))
 
 
 def the_machines(exc: BaseException) -> bool:
