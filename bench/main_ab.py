@@ -45,6 +45,15 @@ def _once(checkout: Path, drop: Path, state: Path, extra: dict[str, dict[str, st
     state.mkdir(parents=True)
     drop = ingest_job.drop_for(drop, state, extra["watch"]["on_success"])
     config = ingest_job.write_config(state / "config.toml", drop, state, extra)
+    returncode, run = once(checkout, config, state)
+    if returncode != 0:
+        raise SystemExit(f"ingest exited {returncode}: see {state / 'log.txt'}")
+    return run
+
+
+def once(checkout: Path, config: Path, state: Path) -> tuple[int, Run]:
+    """`ingest once` of `checkout`, logging to `state`/log.txt: its exit code, its wall time
+    and its main process's CPU, read before it is reaped."""
     env = dict(os.environ, PYTHONPATH=str(checkout.resolve()))
     started = time.perf_counter()
     with open(state / "log.txt", "wb") as log:
@@ -56,9 +65,7 @@ def _once(checkout: Path, drop: Path, state: Path, extra: dict[str, dict[str, st
         wall = time.perf_counter() - started
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         process.wait()
-    if process.returncode != 0:
-        raise SystemExit(f"ingest exited {process.returncode}: see {state / 'log.txt'}")
-    return Run(wall, int(fields[11]) / CLOCK, int(fields[12]) / CLOCK)
+    return process.returncode, Run(wall, int(fields[11]) / CLOCK, int(fields[12]) / CLOCK)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

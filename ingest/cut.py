@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 QUOTE = ord('"')
+# Newlines looked at one by one from a chunk's end before the rest is searched at once.
+WALKED_LINES = 8
 
 
 def _count(data: bytes, byte: bytes = b"\n") -> int:
@@ -43,7 +45,12 @@ class Cutter:
     def __init__(self, quoted: bool, max_record: int, first_line: int = 1):
         self.quoted = quoted
         self.max_record = max_record
-        self._carry = b""
+        # A record not yet ended, as the chunks it came in: joined once, when it ends. A
+        # record that runs on (a quote never closed) would otherwise be copied, and its
+        # quotes counted, once a chunk: quadratic in its length, in the service's process.
+        self._carry: list[bytes] = []
+        self._carried = 0  # its length
+        self._odd = 0  # the parity of its quotes
         self._line = first_line
 
     @property
@@ -61,13 +68,19 @@ class Cutter:
             return newline + 1
         odd ^= _count(chunk, b'"') % 2  # quotes before the chunk's end
         tail = len(chunk)
-        while newline >= 0:
+        # Most cuts are within a line or two of the end; past a few, as inside a quoted
+        # field that runs on, the rest is searched with numpy, not line by line.
+        for _ in range(WALKED_LINES):
+            if newline < 0:
+                return 0
             odd ^= chunk.count(QUOTE, newline, tail) % 2
             if not odd:
                 return newline + 1
             tail = newline
             newline = chunk.rfind(b"\n", 0, newline)
-        return 0
+        from . import bytescan
+
+        return bytescan.last_unquoted_newline(chunk, tail, odd) + 1  # `odd`: before `tail`
 
     def feed(self, chunk: bytes, final: bool = False) -> Piece:
         """The whole records completed by `chunk`; with `final`, everything left.
@@ -75,26 +88,32 @@ class Cutter:
         Megabytes are copied once, into the piece: a copy holds the GIL, and with it
         the event loop of the thread that called this one.
         """
-        carry = self._carry
         if final:
             # Everything left is the last record, newline or not (an empty last chunk, too).
-            chunk, carry, self._carry = carry + chunk, b"", b""
             end = len(chunk)
         else:
-            end = self._cut(chunk, carry.count(QUOTE) % 2 if self.quoted else 0)
-            if len(carry) + len(chunk) - end > self.max_record:
+            end = self._cut(chunk, self._odd)
+            if self._carried + len(chunk) - end > self.max_record:
                 line = self._line  # where the carried record starts, or the one after the cut
                 if end:
-                    line += carry.count(b"\n") + chunk.count(b"\n", 0, end)
+                    line += sum(c.count(b"\n") for c in self._carry)
+                    line += chunk.count(b"\n", 0, end)
                 raise RecordTooLong(line, self.max_record)
-        if end == 0 and not final:
-            self._carry = carry + chunk
-            return Piece(b"", self._line)
-        if carry:
-            data = b"".join((carry, memoryview(chunk)[:end]))
+            if end == 0:
+                self._carry.append(chunk)
+                self._carried += len(chunk)
+                if self.quoted:
+                    self._odd ^= _count(chunk, b'"') % 2
+                return Piece(b"", self._line)
+        if self._carry:
+            data = b"".join((*self._carry, memoryview(chunk)[:end]))
         else:
             data = chunk if end == len(chunk) else chunk[:end]
-        self._carry = chunk[end:]
+        rest = chunk[end:]
+        self._carry = [rest] if rest else []
+        self._carried = len(rest)
+        # The cut is outside a quoted field: the quotes before it are even.
+        self._odd = _count(rest, b'"') % 2 if self.quoted and rest else 0
         piece = Piece(data, self._line)
         self._line += _count(data)
         return piece

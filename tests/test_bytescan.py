@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
@@ -26,3 +27,27 @@ def test_the_edges() -> None:
     assert bytescan.count(b"") == 0 and not bytescan.blank_line(b"")
     assert not bytescan.blank_line(b"\n") and bytescan.blank_line(b"\n\n")
     assert bytescan.count(b"a\nb\n", start=2) == 1 and bytescan.count(b"a\n", start=2) == 0
+
+
+def _last_unquoted_newline(data: bytes, end: int, odd: int) -> int:
+    """Newline by newline from the start, as the definition reads."""
+    found, quotes = -1, odd ^ data[:end].count(b'"') % 2  # back to the quotes before `data`
+    for index, byte in enumerate(data[:end]):
+        if byte == ord("\n") and quotes % 2 == 0:
+            found = index
+        quotes += byte == ord('"')
+    return found
+
+
+_QUOTED = st.lists(st.sampled_from([b"\n", b'"', b"a", b","]), max_size=60).map(b"".join)
+
+
+@pytest.mark.parametrize("window", [1, 3, 1 << 20])
+@given(data=_QUOTED, end=st.integers(0, 60), odd=st.integers(0, 1))
+def test_the_last_newline_outside_quotes_is_the_one_a_walk_from_the_start_finds(
+    window: int, data: bytes, end: int, odd: int
+) -> None:
+    end = min(end, len(data))
+    assert bytescan.last_unquoted_newline(data, end, odd, window) == _last_unquoted_newline(
+        data, end, odd
+    )

@@ -22,7 +22,7 @@ def _csv(table: list[list[str]]) -> bytes:
 
 
 @settings(max_examples=200, deadline=None)
-@given(rows, st.integers(1, 64), st.booleans())
+@given(rows, st.one_of(st.integers(1, 64), st.integers(65, 1000)), st.booleans())
 def test_blocks_are_whole_records_in_order_with_their_first_line(
     table: list[list[str]], chunk: int, trailing_newline: bool
 ) -> None:
