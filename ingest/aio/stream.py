@@ -20,6 +20,7 @@ import asyncio
 import codecs
 import dataclasses
 import logging
+import os
 import secrets
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -86,8 +87,18 @@ class StagingFailed(Exception):
     """A staged part could not be written (a full disk, say): the file waits for a later run."""
 
 
-def _copy(data: bytes, segment: SharedMemory) -> None:
-    shared.view(segment)[:len(data)] = data
+def _copy(data: bytes, segment: SharedMemory, fresh: bool) -> None:
+    """A kept segment's pages are mapped: a copy through the mapping is the cheaper. A new
+    one's would be faulted in while the copy holds the GIL (some 20 ms for a 16 MB
+    block, all of it the event loop's lag): its file is written, which lets go of it."""
+    fd = shared.descriptor(segment)
+    if not fresh or fd < 0:
+        shared.view(segment)[:len(data)] = data
+        return
+    written = 0
+    with memoryview(data) as view:
+        while written < len(data):
+            written += os.pwrite(fd, view[written:], written)
 
 
 async def _stage(data: bytes, temp: Path, crash: CrashPlan) -> None:
@@ -294,10 +305,11 @@ class Streamer:
         if self._idle is None:
             return None
         segment = self._idle.take(len(data))
+        fresh = segment is None
         if segment is None:
             segment = await asyncio.to_thread(shared.create, self._shm_prefix, len(data))
         if segment is not None:
-            await asyncio.to_thread(_copy, data, segment)
+            await asyncio.to_thread(_copy, data, segment, fresh)
         return segment
 
     def _let_go_of(self, segment: SharedMemory | None) -> None:
