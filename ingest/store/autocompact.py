@@ -6,7 +6,9 @@ commits), never on the event loop; a pass is short (`PASS_S`), so commits wait l
 A partition is due when it holds more files than its bytes need (one per
 `target_file_mb`), plus a slack for today's partition, which is still growing: a
 trickle of a file a second leaves a handful of parts in it, and a closed partition
-(a past ingest_date) ends as one target-sized file, or a few.
+(a past ingest_date) ends as one target-sized file, or a few. In today's partition a
+merge takes its smallest files (`compact.plan`), so that its biggest is not rewritten
+for every few new parts.
 """
 
 from __future__ import annotations
@@ -66,7 +68,8 @@ class Compactor:
 
             table, day, count = found
             outcome = compact_partition(
-                ledger, self.layout, table, day, self.crash, self.target_bytes, self.compression
+                ledger, self.layout, table, day, self.crash, self.target_bytes, self.compression,
+                growing=day >= today(),
             )
             if outcome is None:
                 self._settled[(table, day)] = count

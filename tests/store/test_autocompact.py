@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import datetime
 import time
+from pathlib import Path
 
+import pyarrow.parquet as pq
 import pytest
 
 from ingest.store import autocompact
@@ -82,4 +84,34 @@ def test_a_closed_partition_ends_as_one_file(
     finally:
         ledger.close()
     assert len(folder.parts("records")) == 1
+    assert dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")) == expected
+
+
+def _rows(folder: Folder) -> dict[Path, int]:
+    return {p: pq.ParquetFile(p).metadata.num_rows for p in folder.parts("records")}
+
+
+def test_a_growing_partition_rewrites_each_row_a_few_times_not_once_a_pass(
+    folder: Folder,
+) -> None:
+    """A pass after each commit of a trickle, as `ingest run` makes them: merging every small
+    part each time rewrote the partition's biggest file for every few new parts."""
+    layout = layout_of(folder)
+    compactor = Compactor(layout, CrashPlan(), target_bytes=128 << 20)
+    expected: dict[str, int] = {}
+    rewritten = 0
+    for i in range(200):
+        expected |= seed_parts(folder, parts=1, rows=40, start=i)
+        seeded = _rows(folder)
+        ledger = Ledger(layout.ledger)
+        try:
+            compactor.step(ledger)
+        finally:
+            ledger.close()
+        now = _rows(folder)
+        rewritten += sum(rows for path, rows in now.items() if path not in seeded)
+        assert len(now) <= OPEN_SLACK + 1
+
+    times = rewritten / sum(expected.values())
+    assert times <= 6, f"each row was rewritten {times:.1f} times"
     assert dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")) == expected
