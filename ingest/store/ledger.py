@@ -380,19 +380,25 @@ class Ledger:
         self._db.execute(SHA_INDEX)
 
     def states(self, keys: Iterable[Key]) -> dict[Key, str]:
-        """The latest state of each of `keys` the ledger holds; one it lacks is left out."""
-        wanted = set(keys)
-        paths = sorted({path for path, _, _ in wanted})
+        """The latest state of each of `keys` the ledger holds; one it lacks is left out.
+
+        Each key is looked up whole in the `files_key` index: by its path alone, a name
+        dropped again and again (a device's `readings.csv`) would bring every past
+        version of it back with each lookup."""
+        wanted = sorted(set(keys))
         found: dict[Key, tuple[int, str]] = {}
-        for start in range(0, len(paths), LOOKUP_BATCH):
-            chunk = paths[start:start + LOOKUP_BATCH]
+        for start in range(0, len(wanted), LOOKUP_BATCH):
+            chunk = wanted[start:start + LOOKUP_BATCH]
             for row_id, path, size, mtime_ns, state in self._db.execute(
-                "SELECT id, path, size, mtime_ns, state FROM files"
-                f" WHERE path IN ({', '.join('?' * len(chunk))})",
-                chunk,
+                "WITH wanted (path, size, mtime_ns) AS"
+                f" (VALUES {', '.join(['(?, ?, ?)'] * len(chunk))})"
+                " SELECT f.id, f.path, f.size, f.mtime_ns, f.state FROM wanted w"
+                " JOIN files f ON f.path = w.path AND f.size = w.size"
+                " AND f.mtime_ns = w.mtime_ns",
+                [value for key in chunk for value in key],
             ):
                 key = (path, size, mtime_ns)
-                if key in wanted and (key not in found or found[key][0] < row_id):
+                if key not in found or found[key][0] < row_id:
                     found[key] = (row_id, state)
         return {key: state for key, (_, state) in found.items()}
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from ingest.store.known import Known
+from ingest.store.known import Key, Known
 from ingest.store.ledger import LOOKUP_BATCH, FileRecord, Ledger
 
 
@@ -97,3 +97,38 @@ def test_lookups_of_more_than_one_batch_find_every_input(ledger: Ledger) -> None
     assert len(ledger.states([*keys, ("missing", 1, 1)])) == count
     found = ledger.originals([f"s{i}" for i in range(count)])
     assert found == {f"s{i}": f"f{i:05}.csv" for i in range(count)}
+
+
+def _work(ledger: Ledger, keys: list[Key]) -> tuple[dict[Key, str], int]:
+    """What `states` answers, and the work SQLite did for it: its virtual machine's steps,
+    in hundreds (a count no machine's speed changes)."""
+    steps = 0
+
+    def count() -> int:
+        nonlocal steps
+        steps += 1
+        return 0  # go on
+
+    ledger._db.set_progress_handler(count, 100)
+    try:
+        return ledger.states(keys), steps
+    finally:
+        ledger._db.set_progress_handler(None, 0)
+
+
+def test_a_name_dropped_again_and_again_is_looked_up_by_its_whole_key(ledger: Ledger) -> None:
+    """A device's `readings.csv`, rewritten every minute for weeks: a lookup of its newest
+    version must not read every one before it."""
+    versions = 20_000
+    ledger.record([
+        FileRecord("dev/readings.csv", 10, mtime, f"s{mtime}", "ingested", done_at=1.0)
+        for mtime in range(versions)
+    ])
+    ledger.record([_record("once.csv", "t")])
+
+    newest, work = _work(ledger, [("dev/readings.csv", 10, versions - 1)])
+    alone, work_alone = _work(ledger, [("once.csv", 10, 1_000)])
+
+    assert newest == {("dev/readings.csv", 10, versions - 1): "ingested"}
+    assert alone == {("once.csv", 10, 1_000): "ingested"}
+    assert work <= 2 * work_alone + 10, f"{work} against {work_alone} for a name seen once"
