@@ -54,13 +54,19 @@ def unique_names(names: list[str]) -> list[str]:
     A repeat in another case is one too (`Temp`, `temp_1`): DuckDB and Spark take names
     without regard to case, and would rename or refuse the second."""
     seen: set[str] = set()
+    # The last suffix tried for each name: counting up from `_1` for every repeat took
+    # a header of thousands of one name quadratic time.
+    tried: dict[str, int] = {}
     unique: list[str] = []
     for index, name in enumerate(names):
         base = name.strip() or f"column{index}"
-        candidate, count = base, 0
+        candidate, count = base, tried.get(folded(base), 0)
+        if count:
+            candidate = f"{base}_{count}"
         while folded(candidate) in seen:
             count += 1
             candidate = f"{base}_{count}"
+        tried[folded(base)] = count
         seen.add(folded(candidate))
         unique.append(candidate)
     return unique
