@@ -35,12 +35,22 @@ def inner_name(name: str) -> str:
     return name[:-3] if name.lower().endswith(".gz") else name
 
 
+# Compressed bytes handed to zlib at a call, at first in a member: zlib copies what it
+# does not use (at a member's end, or when the piece asked for is full), so a window as
+# big as the input made a file of many small members quadratic (the rest of the input
+# copied at each member's end). Doubled while a member goes on, up to RAW_BYTES: what is
+# copied is then at most about twice what was used.
+FIRST_WINDOW = 256
+
+
 class Inflater:
     """A gzip stream fed in chunks of compressed bytes, read in pieces of plain ones."""
 
     def __init__(self) -> None:
         self._zlib = zlib.decompressobj(GZIP_WBITS)
-        self._input = b""  # fed and not yet decompressed
+        self._input = b""  # fed; decompressed up to `_at`
+        self._at = 0
+        self._window = FIRST_WINDOW
         self._member = False  # a member has begun and has not ended
         self.consumed = 0  # compressed bytes decompressed so far: where an error is
         self._error: GzipError | None = None  # raised once the bytes before it are read
@@ -48,10 +58,17 @@ class Inflater:
     @property
     def hungry(self) -> bool:
         """True when everything fed has been decompressed: more input is wanted."""
-        return not self._input
+        return self._at >= len(self._input)
 
     def feed(self, data: bytes) -> None:
-        self._input = self._input + data if self._input else data
+        rest = self._input[self._at:]
+        self._input, self._at = (rest + data if rest else data), 0
+
+    def _skip_padding(self) -> None:
+        """Past the zero bytes between members, as gzip.decompress skips them."""
+        while self._at < len(self._input) and self._input[self._at] == 0:
+            window = self._input[self._at:self._at + RAW_BYTES]
+            self._at += len(window) - len(window.lstrip(b"\0"))
 
     def read(self, size: int) -> bytes:
         """Up to `size` plain bytes from what was fed; fewer only once it is all read.
@@ -60,39 +77,45 @@ class Inflater:
             raise self._error
         pieces: list[bytes] = []
         left = size
-        while left > 0:
-            if not self._member:
-                self._input = self._input.lstrip(b"\0")  # as gzip.decompress, between members
-                if not self._input:
-                    break
-            given = self._input
-            try:
-                piece = self._zlib.decompress(given, left)
-            except zlib.error as exc:
-                self._error = GzipError(f"not a complete gzip stream: {exc}", self.consumed)
-                if pieces:
-                    break
-                raise self._error from None
-            self._member = True
-            if self._zlib.eof:
-                self._input = self._zlib.unused_data
-                self._zlib = zlib.decompressobj(GZIP_WBITS)
-                self._member = False
-            else:
-                self._input = self._zlib.unconsumed_tail
-            self.consumed += len(given) - len(self._input)
-            if piece:
-                pieces.append(piece)
-                left -= len(piece)
-            elif not self._input and self._member:
-                break  # zlib waits for more input
+        with memoryview(self._input) as fed:
+            while left > 0:
+                if not self._member:
+                    self._skip_padding()
+                    if self.hungry:
+                        break
+                given = fed[self._at:self._at + self._window]
+                try:
+                    piece = self._zlib.decompress(given, left)
+                except zlib.error as exc:
+                    self._error = GzipError(f"not a complete gzip stream: {exc}", self.consumed)
+                    if pieces:
+                        break
+                    raise self._error from None
+                self._member = True
+                if self._zlib.eof:
+                    used = len(given) - len(self._zlib.unused_data)
+                    self._zlib = zlib.decompressobj(GZIP_WBITS)
+                    self._member = False
+                    self._window = FIRST_WINDOW
+                else:
+                    used = len(given) - len(self._zlib.unconsumed_tail)
+                    if used == len(given):
+                        self._window = min(2 * self._window, RAW_BYTES)
+                given.release()
+                self._at += used
+                self.consumed += used
+                if piece:
+                    pieces.append(piece)
+                    left -= len(piece)
+                elif self.hungry and self._member:
+                    break  # zlib waits for more input
         return pieces[0] if len(pieces) == 1 else b"".join(pieces)
 
     def close(self) -> None:
         """At the end of the input. Raises GzipError if the last member is cut short."""
         if self._error is not None:
             raise self._error
-        if self._member or self._input.lstrip(b"\0"):
+        if self._member or self._input[self._at:].strip(b"\0"):
             raise GzipError(
                 "not a complete gzip stream: it ends inside a member (a truncated file?)",
                 self.consumed,

@@ -41,6 +41,21 @@ def test_members_fed_in_any_chunks_read_as_gzip_decompress_reads_them(
     assert largest <= piece
 
 
+@pytest.mark.parametrize(("feed", "piece"), [(1, 3), (37, 100), (1 << 20, 1 << 20)])
+def test_many_tiny_members_with_padding_between_read_as_gzip_decompress_reads_them(
+    feed: int, piece: int
+) -> None:
+    # A writer that opens the file in append mode for every record makes a member of each.
+    members = [gzip.compress(b"%d,%d\n" % (i, i * i)) for i in range(3_000)]
+    members[100:100] = [b"\0" * 5, gzip.compress(b""), b"\0"]
+    data = b"".join(members)
+
+    plain, largest = inflate_all(data, feed, piece)
+
+    assert plain == gzip.decompress(data)
+    assert largest <= piece
+
+
 def test_a_thousandfold_expansion_comes_out_no_larger_than_asked() -> None:
     data = gzip.compress(b"0" * (64 << 20), compresslevel=9)
     assert len(data) < (64 << 10)
