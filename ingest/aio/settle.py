@@ -29,6 +29,9 @@ from pathlib import Path
 
 from ..files import DropFile, mtime_ns
 
+# Due files looked at between returns to the event loop.
+LOOK_BATCH = 256
+
 
 @dataclass
 class _Pending:
@@ -124,33 +127,37 @@ class Settler:
         heapq.heappush(self._heap, (due, rel))
         self._wake.set()
 
-    def _check(self, rel: str, now: float) -> None:
+    def _due_now(self, rel: str, now: float) -> _Pending | None:
+        """A file whose time has come: handed out if it was quiet, put back if its time
+        moved on, or returned for its second look."""
         entry = self._pending.get(rel)
         if entry is None:
-            return
+            return None
         if entry.quiet:
             del self._pending[rel]
             self._hand_out(entry)
-            return
+            return None
         due = self._due(entry, now)
         if due > now:
             self._schedule(rel, due)
-            return
-        try:
-            st = os.stat(entry.path)
-        except FileNotFoundError:
-            del self._pending[rel]
+            return None
+        return entry
+
+    def _looked(self, entry: _Pending, st: os.stat_result | OSError, now: float) -> None:
+        """The second look at `entry`: settled if it is as it was, else watched again."""
+        if isinstance(st, FileNotFoundError):
+            del self._pending[entry.rel]
             self.vanished(entry.file())
             return
-        except OSError:
-            del self._pending[rel]  # unreadable before it settled; a rescan tries again
+        if isinstance(st, OSError):
+            del self._pending[entry.rel]  # unreadable before it settled; a rescan tries again
             return
         mtime = mtime_ns(st)
         if (st.st_size, mtime) != (entry.size, entry.mtime_ns):
             entry.size, entry.mtime_ns, entry.stable_since = st.st_size, mtime, now
-            self._schedule(rel, self._due(entry, now))
+            self._schedule(entry.rel, self._due(entry, now))
             return
-        del self._pending[rel]
+        del self._pending[entry.rel]
         self._hand_out(entry)
 
     def _hand_out(self, entry: _Pending) -> None:
@@ -158,13 +165,39 @@ class Settler:
         self.ready.put_nowait(entry.file())
 
     async def run(self) -> None:
-        """Forever: sleep until the next file is due, then look at it again."""
+        """Forever: sleep until the next files are due, then look at them again, a batch at
+        a time, their stats in a thread: 20,000 files copied in at once held the loop for
+        their 20,000 stats in one pass."""
         while True:
             now = time.monotonic()
-            while self._heap and self._heap[0][0] <= now:
+            looks: list[_Pending] = []
+            handled = 0
+            while self._heap and self._heap[0][0] <= now and handled < LOOK_BATCH:
                 _, rel = heapq.heappop(self._heap)
-                self._check(rel, now)
+                handled += 1
+                if (entry := self._due_now(rel, now)) is not None:
+                    looks.append(entry)
+            if looks:
+                stats = await asyncio.to_thread(_stat_all, [entry.path for entry in looks])
+                now = time.monotonic()
+                for entry, st in zip(looks, stats, strict=True):
+                    # Offered anew while it was looked at: that entry stands, this look not.
+                    if self._pending.get(entry.rel) is entry:
+                        self._looked(entry, st, now)
+            if handled:
+                await asyncio.sleep(0)
+                continue
             self._wake.clear()
             timeout = self._heap[0][0] - now if self._heap else None
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._wake.wait(), timeout)
+
+
+def _stat_all(paths: list[Path]) -> list[os.stat_result | OSError]:
+    found: list[os.stat_result | OSError] = []
+    for path in paths:
+        try:
+            found.append(os.stat(path))
+        except OSError as exc:
+            found.append(exc.with_traceback(None))
+    return found

@@ -98,3 +98,30 @@ def test_a_file_gone_before_it_settled_is_reported_once(tmp_path: Path) -> None:
         assert settler.ready.empty() and len(settler) == 0
 
     assert [file.rel for file in _run(tmp_path, body)] == ["fleeting.csv"]
+
+
+def test_files_due_at_once_are_looked_at_in_batches_with_the_loop_running_between(
+    tmp_path: Path,
+) -> None:
+    """2,000 files copied in at once come due together; their second looks must not hold
+    the event loop for one pass over all of them."""
+    count = 2_000
+    seen: list[int] = []
+
+    async def body(settler: Settler, drop: Path) -> None:
+        for i in range(count):
+            path = drop / f"f{i:04d}.csv"
+            settler.offer(path, _write(path, b"a\n1\n", age_s=0))
+        time.sleep(0.2)  # the loop held past settle_ms: every file is due at its next pass
+
+        async def probe() -> None:
+            while settler.ready.qsize() < count:
+                seen.append(settler.ready.qsize())
+                await asyncio.sleep(0)
+
+        await asyncio.wait_for(probe(), 30)
+        assert len(settler) == 0
+
+    assert _run(tmp_path, body, settle_ms=50) == []
+    between = [n for n in seen if 0 < n < count]
+    assert between, "every file was handed out in one pass of the loop"
