@@ -170,17 +170,20 @@ class Settler:
         their 20,000 stats in one pass."""
         while True:
             now = time.monotonic()
-            looks: list[_Pending] = []
+            # By name: a file offered again as it grew is in the heap more than once, and
+            # two looks at it with one stat would take the second for a quiet second look.
+            looks: dict[str, _Pending] = {}
             handled = 0
             while self._heap and self._heap[0][0] <= now and handled < LOOK_BATCH:
                 _, rel = heapq.heappop(self._heap)
                 handled += 1
-                if (entry := self._due_now(rel, now)) is not None:
-                    looks.append(entry)
+                if rel not in looks and (entry := self._due_now(rel, now)) is not None:
+                    looks[rel] = entry
             if looks:
-                stats = await asyncio.to_thread(_stat_all, [entry.path for entry in looks])
+                due = list(looks.values())
+                stats = await asyncio.to_thread(_stat_all, [entry.path for entry in due])
                 now = time.monotonic()
-                for entry, st in zip(looks, stats, strict=True):
+                for entry, st in zip(due, stats, strict=True):
                     # Offered anew while it was looked at: that entry stands, this look not.
                     if self._pending.get(entry.rel) is entry:
                         self._looked(entry, st, now)

@@ -125,3 +125,25 @@ def test_files_due_at_once_are_looked_at_in_batches_with_the_loop_running_betwee
     assert _run(tmp_path, body, settle_ms=50) == []
     between = [n for n in seen if 0 < n < count]
     assert between, "every file was handed out in one pass of the loop"
+
+
+def test_a_file_offered_twice_and_written_again_unseen_waits_settle_ms_after_that_write(
+    tmp_path: Path,
+) -> None:
+    """Offered as it grew, a file is due twice; both come due in one pass. The first look
+    finds it written again (no event said so): the second must not take that for a quiet
+    look."""
+
+    async def body(settler: Settler, drop: Path) -> None:
+        path = drop / "grown.csv"
+        settler.offer(path, _write(path, b"a\n1\n", age_s=0))
+        time.sleep(0.05)
+        settler.offer(path, _write(path, b"a\n1\n2\n", age_s=0))
+        time.sleep(SETTLE_MS / 1000 + 0.1)  # the loop held: both looks are due at its next pass
+        path.write_bytes(b"a\n1\n2\n3\n")
+        written = time.monotonic()
+        file = await asyncio.wait_for(settler.ready.get(), 5)
+        assert time.monotonic() - written >= SETTLE_MS / 1000, "handed out without settling"
+        assert file.size == len(b"a\n1\n2\n3\n")
+
+    assert _run(tmp_path, body) == []
