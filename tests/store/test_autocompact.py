@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime
+import random
 import time
 from pathlib import Path
 
@@ -11,6 +12,7 @@ import pytest
 
 from ingest.store import autocompact
 from ingest.store.autocompact import OPEN_SLACK, Compactor
+from ingest.store.compact import BIG_ENOUGH, bins_of, smallest
 from ingest.store.crashpoints import CrashPlan
 from ingest.store.ledger import Ledger
 
@@ -91,16 +93,16 @@ def _rows(folder: Folder) -> dict[Path, int]:
     return {p: pq.ParquetFile(p).metadata.num_rows for p in folder.parts("records")}
 
 
-def test_a_growing_partition_rewrites_each_row_a_few_times_not_once_a_pass(
+def test_a_growing_partition_does_not_rewrite_its_big_file_for_each_few_small_parts(
     folder: Folder,
 ) -> None:
-    """A pass after each commit of a trickle, as `ingest run` makes them: merging every small
-    part each time rewrote the partition's biggest file for every few new parts."""
+    """A pass after each commit of a trickle, as `ingest run` makes them, beside a file of
+    200,000 rows: merging every small part each time rewrote that file every nine or so."""
     layout = layout_of(folder)
     compactor = Compactor(layout, CrashPlan(), target_bytes=128 << 20)
-    expected: dict[str, int] = {}
+    expected = seed_parts(folder, parts=1, rows=200_000)
     rewritten = 0
-    for i in range(200):
+    for i in range(1, 81):
         expected |= seed_parts(folder, parts=1, rows=40, start=i)
         seeded = _rows(folder)
         ledger = Ledger(layout.ledger)
@@ -112,6 +114,36 @@ def test_a_growing_partition_rewrites_each_row_a_few_times_not_once_a_pass(
         rewritten += sum(rows for path, rows in now.items() if path not in seeded)
         assert len(now) <= OPEN_SLACK + 1
 
-    times = rewritten / sum(expected.values())
-    assert times <= 6, f"each row was rewritten {times:.1f} times"
+    assert 0 < rewritten < 200_000, f"{rewritten} rows rewritten for 3,200 committed"
     assert dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")) == expected
+
+
+@pytest.mark.parametrize(("part_kb", "total_gb"), [(2, 0.3), (170, 3)])
+def test_a_days_trickle_is_written_a_few_times_over_not_once_for_every_few_parts(
+    part_kb: int, total_gb: float
+) -> None:
+    """The rule alone, on sizes (merged files as big as their parts), over a day's parts
+    committed one at a time, with a pass after each while the partition is due."""
+    rng = random.Random(1)
+    target = 128 << 20
+    sizes: dict[Path, int] = {}
+    committed = written = 0
+    most = 0
+    while committed < total_gb * 1e9:
+        part = Path(f"p{len(sizes)}-{committed}")
+        sizes[part] = int(part_kb * 1000 * rng.uniform(0.5, 1.5))
+        committed += sizes[part]
+        while len(sizes) - max(1, -(-sum(sizes.values()) // target)) > OPEN_SLACK:
+            small = [p for p in sizes if sizes[p] < target * BIG_ENOUGH]
+            bins = [b for b in bins_of(smallest(small, sizes), sizes, target) if len(b) > 1]
+            if not bins:
+                break
+            for merged in bins:
+                size = sum(sizes.pop(p) for p in merged)
+                sizes[Path(f"m{written}-{size}")] = size
+                written += size
+        most = max(most, sum(1 for p in sizes if sizes[p] < target * BIG_ENOUGH))
+
+    # Merging every small file each time: 118 times for 2 GB of 170 KB parts.
+    assert written / committed <= 15, f"each byte was written {written / committed:.1f} times"
+    assert most <= OPEN_SLACK + 4, f"{most} files under half the target"
