@@ -87,18 +87,30 @@ class StagingFailed(Exception):
     """A staged part could not be written (a full disk, say): the file waits for a later run."""
 
 
-def _copy(data: bytes, segment: SharedMemory, fresh: bool) -> None:
-    """A kept segment's pages are mapped: a copy through the mapping is the cheaper. A new
-    one's would be faulted in while the copy holds the GIL (some 20 ms for a 16 MB
-    block, all of it the event loop's lag): its file is written, which lets go of it."""
-    fd = shared.descriptor(segment)
-    if not fresh or fd < 0:
-        shared.view(segment)[:len(data)] = data
+# A copy through a segment's mapping holds the GIL; a megabyte at a time, the event loop
+# waits for one megabyte's page faults and copy at most, not a 16 MB block's (~20 ms).
+COPY_PIECE_BYTES = 1 << 20
+
+
+def _copy(data: bytes, segment: SharedMemory, out: int) -> None:
+    """Copy the block into its segment. A new segment (`out`, a descriptor of its own,
+    closed here, as `read._send_all` does) is written through its file, which lets go of
+    the GIL and leaves its pages unmapped here; a kept one (`out` < 0), whose pages are
+    mapped, through the mapping, the cheaper, a piece at a time."""
+    if out < 0:
+        with memoryview(data) as source:
+            target = shared.view(segment)
+            for start in range(0, len(data), COPY_PIECE_BYTES):
+                end = min(start + COPY_PIECE_BYTES, len(data))
+                target[start:end] = source[start:end]
         return
-    written = 0
-    with memoryview(data) as view:
-        while written < len(data):
-            written += os.pwrite(fd, view[written:], written)
+    try:
+        written = 0
+        with memoryview(data) as view:
+            while written < len(data):
+                written += os.pwrite(out, view[written:], written)
+    finally:
+        os.close(out)
 
 
 async def _stage(data: bytes, temp: Path, crash: CrashPlan) -> None:
@@ -305,11 +317,13 @@ class Streamer:
         if self._idle is None:
             return None
         segment = self._idle.take(len(data))
-        fresh = segment is None
+        out = -1
         if segment is None:
             segment = await asyncio.to_thread(shared.create, self._shm_prefix, len(data))
+            fd = shared.descriptor(segment) if segment is not None else -1
+            out = os.dup(fd) if fd >= 0 else -1
         if segment is not None:
-            await asyncio.to_thread(_copy, data, segment, fresh)
+            await asyncio.to_thread(_copy, data, segment, out)
         return segment
 
     def _let_go_of(self, segment: SharedMemory | None) -> None:
