@@ -11,6 +11,7 @@ decompressing, and no call here produces more than it is asked for.
 
 from __future__ import annotations
 
+import re
 import zlib
 from pathlib import Path
 
@@ -41,6 +42,7 @@ def inner_name(name: str) -> str:
 # copied at each member's end). Doubled while a member goes on, up to RAW_BYTES: what is
 # copied is then at most about twice what was used.
 FIRST_WINDOW = 256
+_NOT_ZERO = re.compile(rb"[^\0]")
 
 
 class Inflater:
@@ -65,10 +67,14 @@ class Inflater:
         self._input, self._at = (rest + data if rest else data), 0
 
     def _skip_padding(self) -> None:
-        """Past the zero bytes between members, as gzip.decompress skips them."""
-        while self._at < len(self._input) and self._input[self._at] == 0:
-            window = self._input[self._at:self._at + RAW_BYTES]
-            self._at += len(window) - len(window.lstrip(b"\0"))
+        """Past the zero bytes between members, as gzip.decompress skips them, searched for
+        in place (a copy of what follows, at each member, is what made many members slow);
+        they count as decompressed, so an error's offset is where its bytes are."""
+        if self._at < len(self._input) and self._input[self._at] == 0:
+            found = _NOT_ZERO.search(self._input, self._at)
+            end = found.start() if found else len(self._input)
+            self.consumed += end - self._at
+            self._at = end
 
     def read(self, size: int) -> bytes:
         """Up to `size` plain bytes from what was fed; fewer only once it is all read.

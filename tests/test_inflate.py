@@ -105,3 +105,14 @@ def test_plain_size_stops_at_bytes_that_are_not_gzip(tmp_path: Path) -> None:
 def test_inner_name_is_what_the_file_holds() -> None:
     assert inner_name("a/b.CSV.GZ") == "a/b.CSV"
     assert inner_name("b.csv") == "b.csv"
+
+
+def test_bytes_that_are_not_gzip_after_padding_are_reported_where_they_are() -> None:
+    member = gzip.compress(b"a,b\n1,2\n")
+    data = member + b"\0" * 100 + b"not gzip"
+    inflater = Inflater()
+    inflater.feed(data)
+    assert inflater.read(1 << 10) == b"a,b\n1,2\n"
+    with pytest.raises(GzipError) as caught:
+        inflater.read(1 << 10)
+    assert caught.value.offset == len(member) + 100
