@@ -58,29 +58,31 @@ class Cutter:
         """The line number the next piece starts on."""
         return self._line
 
-    def _cut(self, chunk: bytes, odd: int) -> int:
-        """The end of the last whole record in `chunk`, or 0 if none ends there; `odd` is
-        the parity of the quotes carried over from the chunk before."""
+    def _cut(self, chunk: bytes, odd: int) -> tuple[int, int]:
+        """The end of the last whole record in `chunk`, or 0 if none ends there, and the
+        parity of the chunk's own quotes; `odd` is the parity of those carried over."""
         newline = chunk.rfind(b"\n")
         # A chunk with no quote at all, outside a quoted field, ends where its last line
         # does: `in` stops at the first quote, where a count reads every byte.
         if not self.quoted or (not odd and QUOTE not in chunk):
-            return newline + 1
-        odd ^= _count(chunk, b'"') % 2  # quotes before the chunk's end
+            return newline + 1, 0
+        own = _count(chunk, b'"') % 2
+        odd ^= own  # quotes before the chunk's end
         tail = len(chunk)
         # Most cuts are within a line or two of the end; past a few, as inside a quoted
         # field that runs on, the rest is searched with numpy, not line by line.
         for _ in range(WALKED_LINES):
             if newline < 0:
-                return 0
+                return 0, own
             odd ^= chunk.count(QUOTE, newline, tail) % 2
             if not odd:
-                return newline + 1
+                return newline + 1, own
             tail = newline
             newline = chunk.rfind(b"\n", 0, newline)
         from . import bytescan
 
-        return bytescan.last_unquoted_newline(chunk, tail, odd) + 1  # `odd`: before `tail`
+        # `odd`: the parity of the quotes before `tail`.
+        return bytescan.last_unquoted_newline(chunk, tail, odd) + 1, own
 
     def feed(self, chunk: bytes, final: bool = False) -> Piece:
         """The whole records completed by `chunk`; with `final`, everything left.
@@ -92,7 +94,7 @@ class Cutter:
             # Everything left is the last record, newline or not (an empty last chunk, too).
             end = len(chunk)
         else:
-            end = self._cut(chunk, self._odd)
+            end, own = self._cut(chunk, self._odd)
             if self._carried + len(chunk) - end > self.max_record:
                 line = self._line  # where the carried record starts, or the one after the cut
                 if end:
@@ -102,8 +104,7 @@ class Cutter:
             if end == 0:
                 self._carry.append(chunk)
                 self._carried += len(chunk)
-                if self.quoted:
-                    self._odd ^= _count(chunk, b'"') % 2
+                self._odd ^= own
                 return Piece(b"", self._line)
         if self._carry:
             data = b"".join((*self._carry, memoryview(chunk)[:end]))

@@ -43,6 +43,25 @@ def test_blocks_are_whole_records_in_order_with_their_first_line(
     assert parsed == [["a", "b"], *table]
 
 
+@pytest.mark.parametrize("chunk", [7, 64, 300, 1500])
+def test_a_quoted_field_of_many_lines_is_cut_around_not_inside(chunk: int) -> None:
+    # More lines inside a quoted field than the cutter walks back one by one (WALKED_LINES):
+    # where its last record ends is then searched for in the rest of the chunk.
+    note = "\n".join(f"line {i}" for i in range(40))
+    table = [[str(i), note if i % 3 == 0 else f"x{i}"] for i in range(30)]
+    data = _csv(table)
+    cutter = Cutter(quoted=True, max_record=1 << 20)
+    pieces = [cutter.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
+    pieces.append(cutter.feed(b"", final=True))
+
+    assert b"".join(p.data for p in pieces) == data
+    parsed: list[list[str]] = []
+    for piece in pieces:
+        parsed += list(csv.reader(io.StringIO(piece.data.decode(), newline="")))
+    assert parsed == [["a", "b"], *table]
+    assert sum(1 for p in pieces if p.data) > 2
+
+
 def test_a_last_record_without_a_newline_survives_an_empty_final_chunk() -> None:
     # The reader's last full-size chunk is not known to be the last: EOF comes as b"".
     cutter = Cutter(quoted=True, max_record=1 << 20)
