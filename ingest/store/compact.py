@@ -99,31 +99,35 @@ def bins_of(group: list[Path], sizes: dict[Path, int], target_bytes: int) -> lis
             current, size = [], 0
         current.append(path)
         size += sizes[path]
-    bins.append(current)
+    if current:
+        bins.append(current)
     return bins
 
 
 def smallest(group: list[Path], sizes: dict[Path, int]) -> list[Path]:
-    """The files a merge in a growing partition takes: the smallest, then each next bigger
-    one while it is at most GROWTH times those taken together; none unless two are taken.
+    """The files a merge in a growing partition takes: in order of size, the first run of
+    two or more in which each next file is at most GROWTH times those before it in the
+    run; none if there is no such run. A file too small or too big to pair with its
+    neighbours waits, without holding the others back.
 
     Merging every small file each time rewrote the partition's biggest file for a few new
     parts, again and again until it was big enough to be left. Taken this way, a file joins
     a merge only with smaller files that add up to a third of its size or more, as in a
     size-tiered LSM tree. For a day's trickle of 170 KB parts (14 GB,
     `bench/compaction_model.py`), the bytes compaction writes are 7.4 times those
-    committed, against 186 that way; the partition's files under half of
-    `target_file_mb` stay at 9 or fewer."""
-    taken: set[Path] = set()
-    total = 0
-    for path in sorted(group, key=lambda p: sizes[p]):
-        if taken and sizes[path] > GROWTH * total:
-            break
-        taken.add(path)
-        total += sizes[path]
-    if len(taken) < 2:
-        return []
-    return [path for path in group if path in taken]  # in their order: rows stay in it
+    committed, against 186 that way."""
+    ordered = sorted(group, key=lambda p: sizes[p])
+    for first in range(len(ordered) - 1):
+        taken = {ordered[first]}
+        total = sizes[ordered[first]]
+        for path in ordered[first + 1:]:
+            if sizes[path] > GROWTH * total:
+                break
+            taken.add(path)
+            total += sizes[path]
+        if len(taken) >= 2:
+            return [path for path in group if path in taken]  # in their order: rows stay in it
+    return []
 
 
 def compact_partition(

@@ -118,9 +118,17 @@ def test_a_growing_partition_does_not_rewrite_its_big_file_for_each_few_small_pa
     assert dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1")) == expected
 
 
-@pytest.mark.parametrize(("part_kb", "total_gb"), [(2, 0.3), (170, 3)])
+@pytest.mark.parametrize(
+    ("part_kb", "total_gb", "spread", "first_kb"),
+    [
+        (2, 0.3, 0.5, 0),
+        (170, 3, 0.5, 0),
+        (170, 1, 0.05, 0),  # parts of sizes far apart
+        (170, 1, 0.5, 0.5),  # a file of a few rows among them: too small to pair with any
+    ],
+)
 def test_a_days_trickle_is_written_a_few_times_over_not_once_for_every_few_parts(
-    part_kb: int, total_gb: float
+    part_kb: int, total_gb: float, spread: float, first_kb: float
 ) -> None:
     """The rule alone, on sizes (merged files as big as their parts), over a day's parts
     committed one at a time, with a pass after each while the partition is due."""
@@ -131,7 +139,8 @@ def test_a_days_trickle_is_written_a_few_times_over_not_once_for_every_few_parts
     most = 0
     while committed < total_gb * 1e9:
         part = Path(f"p{len(sizes)}-{committed}")
-        sizes[part] = int(part_kb * 1000 * rng.uniform(0.5, 1.5))
+        drawn = part_kb * 1000 * rng.uniform(spread, 2 - spread)
+        sizes[part] = int(first_kb * 1000 if first_kb and not committed else drawn)
         committed += sizes[part]
         while len(sizes) - max(1, -(-sum(sizes.values()) // target)) > OPEN_SLACK:
             small = [p for p in sizes if sizes[p] < target * BIG_ENOUGH]
