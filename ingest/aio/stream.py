@@ -87,16 +87,19 @@ class StagingFailed(Exception):
     """A staged part could not be written (a full disk, say): the file waits for a later run."""
 
 
-# A copy through a segment's mapping holds the GIL; a megabyte at a time, the event loop
-# waits for one megabyte's page faults and copy at most, not a 16 MB block's (~20 ms).
+# A copy through a segment's mapping holds the GIL. A thread waiting for it asks after
+# the interpreter's switch interval (5 ms) and gets it at the next piece: a megabyte at a
+# time, the event loop waits that long plus a megabyte's copy (and page faults, the first
+# time), not a 16 MB block's (~20 ms; `bench/copy_pause.py`).
 COPY_PIECE_BYTES = 1 << 20
 
 
 def _copy(data: bytes, segment: SharedMemory, out: int) -> None:
     """Copy the block into its segment. A new segment (`out`, a descriptor of its own,
     closed here, as `read._send_all` does) is written through its file, which lets go of
-    the GIL and leaves its pages unmapped here; a kept one (`out` < 0), whose pages are
-    mapped, through the mapping, the cheaper, a piece at a time."""
+    the GIL and leaves its pages unmapped here; a kept one (`out` < 0) through the mapping,
+    a piece at a time: the first time its pages are faulted in, and each reuse after that
+    is the cheaper copy."""
     if out < 0:
         with memoryview(data) as source:
             target = shared.view(segment)
