@@ -7,8 +7,8 @@ A partition is due when it holds more files than its bytes need (one per
 `target_file_mb`), plus a slack for today's partition, which is still growing: a
 trickle of a file a second leaves a handful of parts in it, and a closed partition
 (a past ingest_date) ends as one target-sized file, or a few. In today's partition a
-merge takes its smallest files (`compact.plan`), so that its biggest is not rewritten
-for every few new parts.
+merge takes files of about one size (`compact.smallest`), so that its biggest is not
+rewritten for every few new parts.
 """
 
 from __future__ import annotations

@@ -74,8 +74,8 @@ def plan(
 ) -> list[list[Path]]:
     """Bins of files to merge, each up to `target_bytes`, files of one schema together.
     A file left alone is in no bin; with `everything`, every file is in one. With
-    `growing` (a partition still being written to), only the smallest files of a schema
-    are merged (`smallest`)."""
+    `growing` (a partition still being written to; never with `everything`), only a run of
+    files of about one size, per schema, is merged (`smallest`)."""
     by_schema: dict[pa.Schema, list[Path]] = {}
     sizes: dict[Path, int] = {}
     for path in paths:
