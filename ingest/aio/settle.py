@@ -31,6 +31,9 @@ from ..files import DropFile, mtime_ns
 
 # Due files looked at between returns to the event loop.
 LOOK_BATCH = 256
+# Second looks made on the loop itself, a few stats of some µs each: a hop to a thread
+# costs the service ~200 µs of CPU, which a trickle of files would pay one by one.
+INLINE_LOOKS = 32
 
 
 @dataclass
@@ -166,8 +169,8 @@ class Settler:
 
     async def run(self) -> None:
         """Forever: sleep until the next files are due, then look at them again, a batch at
-        a time, their stats in a thread: 20,000 files copied in at once held the loop for
-        their 20,000 stats in one pass."""
+        a time, the stats of more than a few in a thread: 20,000 files copied in at once
+        held the loop for their 20,000 stats in one pass."""
         while True:
             now = time.monotonic()
             # By name: a file offered again as it grew is in the heap more than once, and
@@ -181,7 +184,11 @@ class Settler:
                     looks[rel] = entry
             if looks:
                 due = list(looks.values())
-                stats = await asyncio.to_thread(_stat_all, [entry.path for entry in due])
+                paths = [entry.path for entry in due]
+                if len(due) <= INLINE_LOOKS:
+                    stats = _stat_all(paths)
+                else:
+                    stats = await asyncio.to_thread(_stat_all, paths)
                 now = time.monotonic()
                 for entry, st in zip(due, stats, strict=True):
                     # Offered anew while it was looked at: that entry stands, this look not.
