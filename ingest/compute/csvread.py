@@ -61,8 +61,6 @@ def unique_names(names: list[str]) -> list[str]:
     for index, name in enumerate(names):
         base = name.strip() or f"column{index}"
         candidate, count = base, tried.get(folded(base), 0)
-        if count:
-            candidate = f"{base}_{count}"
         while folded(candidate) in seen:
             count += 1
             candidate = f"{base}_{count}"
