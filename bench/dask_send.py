@@ -5,7 +5,7 @@
 Starts a `dask scheduler` and two `dask worker` processes (`--nworkers 1
 --nthreads 1` each) with the CLI, on 127.0.0.1 and a free port, as an
 operator would, and keeps them for the whole run. The workers share this
-machine's disk, which is what `send = "paths"` asks for. Each mode runs
+machine's disk, which is what `send = "paths"` and `shared_output` ask for. Each mode runs
 `ingest once` `--repeat` times in a fresh output folder, round-robin, the
 order rotated each round. Printed: each run, then per mode the median wall
 time, its ratio to the local pool, the median CPU of ingest's own process
@@ -35,7 +35,9 @@ from .measure import Sample, measure
 
 ROOT = Path(__file__).resolve().parent.parent
 SCRATCH = Path(__file__).resolve().parent / ".scratch" / "dask_send"
-MODES = ("pool", "dask bytes", "dask paths")
+# "dask paths+output": sent paths, and the workers write their own part files
+# (`shared_output = true`), as the local pool's do.
+MODES = ("pool", "dask bytes", "dask paths", "dask paths+output")
 WORKERS = 2
 START_TIMEOUT_S = 60
 
@@ -97,7 +99,9 @@ def _cpu(processes: Sequence[psutil.Process]) -> float:
 def _overrides(mode: str, address: str) -> dict[str, dict[str, ingest_job.TomlValue]]:
     pipeline: dict[str, ingest_job.TomlValue] = {"workers": WORKERS}
     if mode != "pool":
-        pipeline |= {"executor": f"dask://{address}", "send": mode.removeprefix("dask ")}
+        send, _, output = mode.removeprefix("dask ").partition("+")
+        pipeline |= {"executor": f"dask://{address}", "send": send,
+                     "shared_output": output == "output"}
     return {"pipeline": pipeline}
 
 
@@ -124,7 +128,7 @@ def run(data: corpus.Corpus, repeat: int) -> list[str]:
                                  cwd=ROOT)
                 dask_cpu = _cpu(dask_processes) - dask_before
                 samples[mode].append((sample, dask_cpu))
-                print(f"  round {round_ + 1}/{repeat} {mode:10s} {sample.wall_s:6.2f} s"
+                print(f"  round {round_ + 1}/{repeat} {mode:17s} {sample.wall_s:6.2f} s"
                       f"  ingest CPU {sample.cpu_s:6.2f} s (main {sample.main_cpu_s:5.2f})"
                       f"  dask CPU {dask_cpu:6.2f} s  exit {sample.returncode}", flush=True)
                 if mode not in checks and sample.returncode == 0:

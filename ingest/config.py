@@ -73,6 +73,9 @@ class Pipeline:
     task_timeout_s: float = 600
     drain_s: float = 30
     send: str = "bytes"
+    # A cluster's workers see the output folder at the same path (a shared mount): they
+    # write their part files there, as the local pool's do, rather than return their bytes.
+    shared_output: bool = False
     # Past inputs memory remembers (to skip a file recorded already, to dedupe by
     # content); older ones are asked of the ledger (`store/known.py`).
     known_files: int = KNOWN_FILES

@@ -224,6 +224,7 @@ BAD_VALUES = [
     ("watch", "patterns", ["*.csv", 3]),
     ("watch", "force_polling", "yes"),
     ("watch", "force_polling", 1),
+    ("pipeline", "shared_output", "true"),
     ("features", "sets", "summary"),
     ("features", "time_column", 5),
     ("paths", "drop", 3),
@@ -278,6 +279,11 @@ def test_bad_value_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> None:
     assert str(caught.value) == (
         f'{config_file}: [watch] on_success must be one of archive, delete, keep, got "move"'
     )
+
+
+def test_shared_output_is_off_unless_said() -> None:
+    assert Config().pipeline.shared_output is False
+    assert parse({"pipeline": {"shared_output": True}}).pipeline.shared_output is True
 
 
 @pytest.mark.parametrize("send", ["bytes", "paths"])

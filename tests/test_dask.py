@@ -1,19 +1,21 @@
 """A real dask cluster: a `dask scheduler` and two `dask worker` processes started with the
 CLI on 127.0.0.1, shared by this module's tests, and `ingest` sending them bytes or paths.
 
-The workers share this machine's disk, so send = "paths" applies.
+The workers share this machine's disk, so send = "paths" and shared_output apply.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import sqlite3
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import pytest
@@ -25,6 +27,8 @@ from .invariants import check_exactly_once
 pytest.importorskip("distributed")
 
 START_TIMEOUT_S = 60
+WORKER_UMASK = 0o077
+SERVICE_UMASK = 0o022
 
 
 @dataclass
@@ -62,10 +66,11 @@ class Cluster:
         return int(busy[0]) if busy else None
 
 
-@pytest.fixture(scope="module")
-def cluster() -> Iterator[Cluster]:
-    """One scheduler, two single-threaded workers (each under its nanny, which restarts
-    it if it dies), started as the `dask` CLI starts them, and killed at teardown."""
+@contextmanager
+def _cluster(workers: list[list[str]]) -> Iterator[Cluster]:
+    """A scheduler, and a single-threaded worker (under its nanny, which restarts it if it
+    dies) started by each of `workers`, a command put before the `dask worker` CLI's own
+    (or none), all killed at the end."""
     port = free_port()
     address = f"tcp://127.0.0.1:{port}"
     # The workers import ingest, and the test feature sets by name, as a user's package.
@@ -76,15 +81,16 @@ def cluster() -> Iterator[Cluster]:
          "--port", str(port), "--no-dashboard"],
         start_new_session=True, **quiet,  # type: ignore[call-overload]
     )]
-    for _ in range(2):
+    for before in workers:
         processes.append(subprocess.Popen(
-            [sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
+            [*before, sys.executable, "-m", "distributed.cli.dask_worker", address, "--host",
              "127.0.0.1", "--nworkers", "1", "--nthreads", "1", "--no-dashboard"],
             start_new_session=True, **quiet,  # type: ignore[call-overload]
+            umask=WORKER_UMASK,  # files they create show who wrote them
         ))
     running = Cluster(address, processes)
     try:
-        running.ask(f"client.wait_for_workers(2, timeout={START_TIMEOUT_S}) or 0")
+        running.ask(f"client.wait_for_workers({len(workers)}, timeout={START_TIMEOUT_S}) or 0")
         yield running
     finally:
         for proc in processes:
@@ -93,10 +99,21 @@ def cluster() -> Iterator[Cluster]:
             proc.wait(10)
 
 
-def _configure(folder: Folder, cluster: Cluster, send: str, **features: object) -> None:
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[Cluster]:
+    """Two workers, started as the `dask` CLI starts them, shared by the module's tests."""
+    with _cluster([[], []]) as running:
+        yield running
+
+
+def _configure(
+    folder: Folder, cluster: Cluster, send: str, shared_output: bool = False,
+    **features: object,
+) -> None:
     folder.write_config(
         watch={"settle_ms": 0},
-        pipeline={"workers": 2, "executor": f"dask://{cluster.address}", "send": send},
+        pipeline={"workers": 2, "executor": f"dask://{cluster.address}", "send": send,
+                  "shared_output": shared_output},
         output={"flush_s": 0.2},
         **({"features": features} if features else {}),
     )
@@ -114,6 +131,71 @@ def test_a_mixed_folder_is_ingested_exactly_once_on_a_dask_cluster(
 
     assert result.returncode == 0, result.stderr
     check_corpus_once(folder, corpus)
+    # Every worker was tuned as the local pool's are (`compute/on_cluster.py`).
+    plugins = cluster.ask(
+        "list(client.run(lambda dask_worker: list(dask_worker.plugins)).values())"
+    )
+    assert isinstance(plugins, list) and len(plugins) == 2
+    assert all("ingest-tuned" in names for names in plugins)
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("shared_output", [True, False])
+def test_workers_that_see_the_output_folder_write_their_own_part_files(
+    folder: Folder, cluster: Cluster, shared_output: bool
+) -> None:
+    """The workers create files under a umask of their own: a part file's mode says
+    whether a worker wrote it, or the service wrote the bytes a worker returned."""
+    _configure(folder, cluster, "paths", shared_output=shared_output)
+    expected = {f"f{i:02d}.csv": len(write_csv(folder.drop / f"f{i:02d}.csv", 300, i))
+                for i in range(12)}
+
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=170,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, umask=SERVICE_UMASK,
+    )
+
+    assert result.returncode == 0, result.stderr
+    check_exactly_once(folder, expected, set())
+    parts = folder.parts("records") + folder.parts("features")
+    writer_umask = WORKER_UMASK if shared_output else SERVICE_UMASK
+    assert {p.stat().st_mode & 0o777 for p in parts} == {0o666 & ~writer_umask}
+    assert not list((folder.output / "_ingest" / "tmp").iterdir())
+
+
+def _mounts_hide_folders() -> bool:
+    """Whether a process here may have a mount namespace of its own (root in most CI
+    containers), to hide a folder from a worker behind an empty tmpfs."""
+    probe = subprocess.run(
+        ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+         "mount -t tmpfs none /mnt"], capture_output=True, timeout=30,
+    ) if shutil.which("unshare") else None
+    return probe is not None and probe.returncode == 0
+
+
+@pytest.mark.timeout(180)
+def test_shared_output_on_a_worker_that_does_not_see_the_output_is_a_one_line_error(
+    folder: Folder,
+) -> None:
+    """One worker sees the output folder; the other, in a mount namespace of its own, sees
+    an empty folder at its path, where it could write parts the service would never find."""
+    if not _mounts_hide_folders():
+        pytest.skip("no mount namespaces here")
+    folder.output.mkdir(parents=True, exist_ok=True)
+    hidden = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+              f'mount -t tmpfs none "{folder.output}" && exec "$0" "$@"']
+    expected = {f"f{i}.csv": len(write_csv(folder.drop / f"f{i}.csv", 50, i)) for i in range(3)}
+    with _cluster([[], hidden]) as blind:
+        _configure(folder, blind, "paths", shared_output=True)
+        result = folder.ingest("once", timeout=170)
+
+    assert result.returncode == 2, result.stderr
+    error = result.stderr.strip().splitlines()[-1]
+    assert error.startswith("ingest: [pipeline] shared_output = true, but dask worker tcp://")
+    assert f"does not see {folder.output} at that path" in error
+    assert sorted(p.name for p in folder.drop.iterdir()) == sorted(expected)
+    assert not folder.parts("records")
 
 
 def _ingested(folder: Folder) -> int:

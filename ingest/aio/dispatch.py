@@ -107,8 +107,11 @@ class Dispatcher:
         self.committer = committer
         self.metrics = metrics
         self.upstream = upstream
-        # Workers on this machine write their part files where the committer renames them.
-        self._stage_dir = Layout.of(config).tmp if compute.shares_disk else None
+        # Workers that see the output folder write their part files where the committer
+        # renames them; the others return the parts' bytes, which the committer writes.
+        self._stage_dir = Layout.of(config).tmp if compute.sees_output else None
+        # A local worker says which it is, for the backstop to kill it alone if it hangs.
+        self._beacons = compute.shares_memory
         self._assembling = asyncio.Lock()
         self._isolation = aiorwlock.RWLock()  # shared: tasks; exclusive: a suspect alone
         self._described: dict[Dialect, str] = {}
@@ -162,7 +165,8 @@ class Dispatcher:
         stage = beacon = None
         if self._stage_dir is not None:
             stage = str(self._stage_dir / f"task-{secrets.token_hex(8)}")
-            beacon = f"{stage}-worker"  # removed with the stage's parts if the task fails
+            if self._beacons:
+                beacon = f"{stage}-worker"  # removed with the stage's parts if the task fails
         return Task(
             tuple(i.job for i in items), self.config.features, self.config.output.tables,
             self.config.output.compression, self.config.pipeline.task_timeout_s, stage,

@@ -71,7 +71,7 @@ class Intake:
         streamer: Streamer,
         crash: CrashPlan,
         spawn: Spawn,
-        shares_disk: bool,
+        shares_memory: bool,
     ):
         self.config = config
         self.layout = layout
@@ -85,7 +85,7 @@ class Intake:
         self.streamer = streamer
         self.crash = crash
         self._spawn = spawn
-        self._shares_disk = shares_disk  # workers read shared memory: local ones
+        self._shares_memory = shares_memory  # workers read shared memory: local ones
         self._send_paths = config.pipeline.send == "paths"  # workers read the files themselves
         self._shm_prefix = shared.prefix_for(layout.output)
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
@@ -216,7 +216,7 @@ class Intake:
                         for file, _ in group:
                             self.in_flight.defer(file)
                         continue
-                    if self._shares_disk and sum(f.size for f, _ in group) >= SHARED_MIN_BYTES:
+                    if self._shares_memory and sum(f.size for f, _ in group) >= SHARED_MIN_BYTES:
                         await self._read_group_shared(group)
                     else:
                         await self._read_group_piped(group)
@@ -286,7 +286,7 @@ class Intake:
         """The sha256 of a file too big to hold, read in chunks; None once it is resolved
         as vanished, unreadable or changed."""
         try:
-            workers_see_it = self._shares_disk or self._send_paths
+            workers_see_it = self._shares_memory or self._send_paths
             digest, length = await self.streamer.hash_pass(file, workers_see_it)
         except OSError as exc:
             await self._unreadable(file, exc)
@@ -299,7 +299,7 @@ class Intake:
     async def _segment(self, file: DropFile) -> tuple[SharedMemory, bool] | None:
         """Shared memory to read a large file into, for a local worker, and whether it is
         new; freed by InFlight."""
-        if not self._shares_disk or file.size < shared.SHARED_MIN_BYTES:
+        if not self._shares_memory or file.size < shared.SHARED_MIN_BYTES:
             return None
         placed = await self._new_segment(file.size)
         if placed is not None:

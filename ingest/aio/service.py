@@ -116,6 +116,7 @@ class Service:
         self.compute = Compute(
             config.pipeline.executor, config.workers, config.pipeline.task_timeout_s,
             plugins=config.features.plugins,
+            shared_output=self.layout.tmp if config.pipeline.shared_output else None,
         )
         self.lag = LagProbe(self.metrics)
         self.health = Health(self.layout.state, self.metrics, self.lag)
@@ -207,7 +208,7 @@ class Service:
         self.intake = Intake(
             config, self.layout, self.known, self.recall, self.in_flight, self.queue,
             self.committer,
-            self.streamer, self.crash, self._spawn, self.compute.shares_disk,
+            self.streamer, self.crash, self._spawn, self.compute.shares_memory,
         )
 
     def _is_draining(self) -> bool:

@@ -203,7 +203,7 @@ class Streamer:
         self.crash = crash
         self.draining = draining
         # Local workers get each block in shared memory, a segment kept and filled again.
-        self._idle = idle if compute.shares_disk else None
+        self._idle = idle if compute.shares_memory else None
         self._shm_prefix = shared.prefix_for(layout.output)
         self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, budget.limit // BLOCK_SHARE))
 
@@ -280,7 +280,7 @@ class Streamer:
                         # Block 0: the table's pinned dialect; later blocks: block 0's.
                         progress.dialect if progress.dialect is not None else spec.dialect,
                         spec.csv,
-                        str(self._temp(index)) if self.compute.shares_disk else None,
+                        str(self._temp(index)) if self.compute.sees_output else None,
                         segment.name if segment else None, len(data),
                     )
                     del data
@@ -452,10 +452,10 @@ class Streamer:
     async def _scan(
         self, staged: list[StagedPart], selection: Selection, what: str
     ) -> tuple[ScanResult, ...]:
-        """One pass over the staged parts. A local worker reads each part itself, and two
-        scans per worker are in flight, so that one waits in the pool while the other runs.
-        A cluster's worker gets the bytes, one part per worker at a time."""
-        by_path = self.compute.shares_disk
+        """One pass over the staged parts. A worker that sees the output folder reads each
+        part itself, and two scans per worker are in flight, so that one waits in the pool
+        while the other runs. Any other worker gets the bytes, one part per worker at a time."""
+        by_path = self.compute.sees_output
         slots = asyncio.Semaphore(self.compute.workers * (2 if by_path else 1))
 
         async def one(part: StagedPart) -> ScanResult:

@@ -19,6 +19,7 @@ import contextlib
 import logging
 import multiprocessing
 import os
+import secrets
 import time
 import weakref
 from collections.abc import Callable
@@ -96,9 +97,13 @@ def _start_every_worker(pool: ProcessPoolExecutor, workers: int) -> None:
         adjust()
 
 
-def _dask_executor(address: str, workers: int) -> tuple[Executor, Any]:
+def _dask_executor(
+    address: str, workers: int, plugins: bool, shared_output: Path | None
+) -> tuple[Executor, Any]:
     try:
         from distributed import Client, LocalCluster
+
+        from ..compute.on_cluster import Tuned
     except ImportError:
         raise ConfigError(
             f'[pipeline] executor = "dask://{address}" needs the dask extra:'
@@ -113,17 +118,50 @@ def _dask_executor(address: str, workers: int) -> tuple[Executor, Any]:
         client = Client(cluster)
     else:
         client = Client(address, timeout=10)
+    client.register_plugin(Tuned(plugins))
+    if shared_output is not None:
+        try:
+            _check_workers_see(client, shared_output)
+        except BaseException:
+            client.close()
+            raise
     return client.get_executor(pure=False), client
+
+
+def _check_workers_see(client: Any, folder: Path) -> None:
+    """Raise ConfigError unless every worker connected reads a file just written to
+    `folder`, at the service's path (`[pipeline] shared_output`)."""
+    from ..compute.on_cluster import read_probe
+
+    token = secrets.token_hex(8)
+    probe = folder / f"probe-{token}"
+    probe.write_text(token, encoding="utf-8")
+    try:
+        seen = client.run(read_probe, str(probe))
+    finally:
+        probe.unlink(missing_ok=True)
+    blind = sorted(worker for worker, text in seen.items() if text != token)
+    if blind:
+        raise ConfigError(
+            f"[pipeline] shared_output = true, but dask worker {', '.join(blind)} does not"
+            f" see {folder.parent.parent} at that path: mount it there, or set"
+            " shared_output = false"
+        )
 
 
 class Compute:
     """The application's executor, and the calls made through it."""
 
-    def __init__(self, executor: str, workers: int, timeout_s: float, plugins: bool = False):
+    def __init__(
+        self, executor: str, workers: int, timeout_s: float, plugins: bool = False,
+        shared_output: Path | None = None,
+    ):
         self.spec = executor
         self.workers = workers
         self.timeout_s = timeout_s
         self.plugins = plugins  # feature sets beyond the built-in ones
+        # With `[pipeline] shared_output`: the folder where a cluster's workers stage parts.
+        self._shared_output = shared_output
         self.breakages = 0
         self._executor: Executor | None = None
         self._client: Any = None
@@ -134,9 +172,16 @@ class Compute:
         self._stopped: weakref.WeakSet[Executor] = weakref.WeakSet()
 
     @property
-    def shares_disk(self) -> bool:
-        """Whether the workers see the service's files: the local pool's do, a cluster's may not."""
+    def shares_memory(self) -> bool:
+        """Whether the workers can attach to this machine's shared memory: the local pool's."""
         return self.spec == "process"
+
+    @property
+    def sees_output(self) -> bool:
+        """Whether the workers see the output folder at the service's path, and so write
+        their part files there themselves: the local pool's, a `dask://local` cluster's,
+        and a cluster's said to by `[pipeline] shared_output`."""
+        return self.spec in ("process", "dask://local") or self._shared_output is not None
 
     def start_soon(self) -> asyncio.Future[None]:
         """Start the executor in a thread; calls wait for it. Workers take a few hundred ms
@@ -150,7 +195,8 @@ class Compute:
             self._executor = _process_pool(self.workers, self.plugins)
         else:
             self._executor, self._client = _dask_executor(
-                self.spec.removeprefix("dask://"), self.workers
+                self.spec.removeprefix("dask://"), self.workers, self.plugins,
+                self._shared_output,
             )
 
     def shutdown(self, wait: bool = True) -> None:

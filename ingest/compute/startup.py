@@ -1,7 +1,8 @@
 """How a worker process starts: signals, niceness, one BLAS thread, pyarrow without pandas,
 and an exit when the service is gone.
 
-Called when the worker process starts (`init_worker`, the pool's initializer).
+Called when the worker process starts (`init_worker`, the pool's initializer); a dask
+worker is only tuned (`tune`, from `compute/on_cluster.py`), as it is not ours to signal.
 """
 
 from __future__ import annotations
@@ -38,13 +39,19 @@ def init_worker(service_pid: int, plugins: bool = False) -> None:
     """
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
+    tune(plugins)
+    threading.Thread(
+        target=_exit_when_gone, args=(service_pid,), name="ingest-service-watch", daemon=True
+    ).start()
+
+
+def tune(plugins: bool = False) -> None:
+    """What any process that runs ingest's tasks needs, a pool's worker or a cluster's:
+    large buffers kept for reuse, one BLAS thread, pyarrow without pandas."""
     memory.reuse_large_buffers()
     one_blas_thread()
     if not plugins:
         pyarrow_without_pandas()
-    threading.Thread(
-        target=_exit_when_gone, args=(service_pid,), name="ingest-service-watch", daemon=True
-    ).start()
 
 
 def one_blas_thread() -> None:
