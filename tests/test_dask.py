@@ -179,12 +179,14 @@ def test_shared_output_on_a_worker_that_does_not_see_the_output_is_a_one_line_er
     folder: Folder,
 ) -> None:
     """One worker sees the output folder; the other, in a mount namespace of its own, sees
-    an empty folder at its path, where it could write parts the service would never find."""
+    another folder at its path, with an `_ingest/tmp` of its own, where it would write
+    parts the service never finds."""
     if not _mounts_hide_folders():
         pytest.skip("no mount namespaces here")
     folder.output.mkdir(parents=True, exist_ok=True)
     hidden = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
-              f'mount -t tmpfs none "{folder.output}" && exec "$0" "$@"']
+              f'mount -t tmpfs none "{folder.output}" && mkdir -p "{folder.output}/_ingest/tmp"'
+              ' && exec "$0" "$@"']
     expected = {f"f{i}.csv": len(write_csv(folder.drop / f"f{i}.csv", 50, i)) for i in range(3)}
     with _cluster([[], hidden]) as blind:
         _configure(folder, blind, "paths", shared_output=True)

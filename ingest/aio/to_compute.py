@@ -52,6 +52,8 @@ WARM_TIMEOUT_S = 60.0
 # A hash pass may take task_timeout_s for each of these many bytes: even a slow disk
 # reads them well within it, and a file of any size is hashed in one call.
 HASHED_PER_TIMEOUT = 256 << 20
+# How long `shared_output`'s start-up check waits for a first dask worker to ask.
+WORKER_WAIT_S = 60.0
 
 
 def _process_pool(workers: int, plugins: bool) -> ProcessPoolExecutor:
@@ -118,35 +120,64 @@ def _dask_executor(
         client = Client(cluster)
     else:
         client = Client(address, timeout=10)
-    client.register_plugin(Tuned(plugins))
-    if shared_output is not None:
-        try:
+    try:
+        client.register_plugin(Tuned(plugins))
+        if shared_output is not None:
             _check_workers_see(client, shared_output)
-        except BaseException:
-            client.close()
-            raise
+    except BaseException:
+        client.close()
+        raise
     return client.get_executor(pure=False), client
 
 
 def _check_workers_see(client: Any, folder: Path) -> None:
     """Raise ConfigError unless every worker connected reads a file just written to
-    `folder`, at the service's path (`[pipeline] shared_output`)."""
-    from ..compute.on_cluster import read_probe
+    `folder`, at the service's path, and writes one there that this process reads
+    (`[pipeline] shared_output`). Waits for a first worker, if none has connected yet."""
+    from ..compute.on_cluster import answer_probe
 
+    try:
+        client.wait_for_workers(1, timeout=WORKER_WAIT_S)
+    except TimeoutError:
+        raise ConfigError(
+            f"[pipeline] shared_output = true: no dask worker connected within"
+            f" {WORKER_WAIT_S:g} s to check that the workers see {folder.parent.parent}"
+        ) from None
     token = secrets.token_hex(8)
     probe = folder / f"probe-{token}"
     probe.write_text(token, encoding="utf-8")
     try:
-        seen = client.run(read_probe, str(probe))
+        answers: dict[str, str | None] = client.run(answer_probe, str(probe))
     finally:
         probe.unlink(missing_ok=True)
-    blind = sorted(worker for worker, text in seen.items() if text != token)
+    blind = sorted(
+        worker for worker, answer in answers.items() if not _read_back(answer, probe, token)
+    )
     if blind:
         raise ConfigError(
-            f"[pipeline] shared_output = true, but dask worker {', '.join(blind)} does not"
-            f" see {folder.parent.parent} at that path: mount it there, or set"
+            f"[pipeline] shared_output = true, but dask {_plural(len(blind), 'worker')}"
+            f" {', '.join(blind)} {'does' if len(blind) == 1 else 'do'} not see"
+            f" {folder.parent.parent} at that path: mount it there, or set"
             " shared_output = false"
         )
+
+
+def _read_back(answer: str | None, probe: Path, token: str) -> bool:
+    """Whether a worker's answer to the probe is here, beside it, with the token in it;
+    the answer is removed."""
+    if answer is None or not answer.startswith(f"{probe}-"):
+        return False
+    path = Path(answer)
+    try:
+        return path.read_text(encoding="utf-8") == token
+    except (OSError, UnicodeDecodeError):
+        return False
+    finally:
+        path.unlink(missing_ok=True)
+
+
+def _plural(count: int, word: str) -> str:
+    return word if count == 1 else word + "s"
 
 
 class Compute:

@@ -7,12 +7,15 @@ the worker spends that in system time. The plugin gives the worker the local poo
 settings (`startup.tune`), on every worker, those that join later included.
 
 With `[pipeline] shared_output`, each worker is asked at start-up to read a file
-the service has just written in the output folder (`read_probe`): one that cannot
-would write its part files where the service never finds them.
+the service has just written in the output folder, and to write one beside it for
+the service to read (`answer_probe`): one that cannot would write its part files
+where the service never finds them, or could not write them at all.
 """
 
 from __future__ import annotations
 
+import os
+import socket
 from typing import Any
 
 from distributed import WorkerPlugin
@@ -30,10 +33,15 @@ class Tuned(WorkerPlugin):
         tune(self.plugins)
 
 
-def read_probe(path: str) -> str | None:
-    """The text of the file at `path`, as this worker sees it; None if it cannot read it."""
+def answer_probe(path: str) -> str | None:
+    """Read the token in the file at `path` and write it to a file beside it, whose path
+    is returned: None if this worker cannot do both, as it must to stage part files there."""
+    answer = f"{path}-{socket.gethostname()}-{os.getpid()}"
     try:
         with open(path, encoding="utf-8") as fh:
-            return fh.read()
+            token = fh.read()
+        with open(answer, "w", encoding="utf-8") as fh:
+            fh.write(token)
     except (OSError, UnicodeDecodeError):
         return None
+    return answer
