@@ -51,6 +51,10 @@ from .recall import Recall
 from .segments import IdleSegments
 from .settle import Settler
 
+# Fates the ledger holds, after which the file is disposed of as on_success says (with
+# "keep", left where it is): the settler need not offer it again until it changes.
+RECORDED_FATES = frozenset({"ingested", "duplicate", "quarantined", "skipped"})
+
 Spawn = Callable[[Coroutine[Any, Any, None]], None]
 
 
@@ -200,9 +204,10 @@ class InFlight:
         record.claim = digest
         return True
 
-    def finish(self, file: DropFile, offer_again: bool | None) -> None:
+    def finish(self, file: DropFile, offer_again: bool | None, stays: bool = False) -> None:
         """Let go of everything the file holds, and of the file. `offer_again`: True, look
-        at it again (it changed); None, if it changed while in flight; False, never."""
+        at it again (it changed); None, if it changed while in flight; False, never.
+        `stays`: its fate is recorded and leaves it in the drop folder, if nothing moves it."""
         self.let_go(file.rel)
         record = self._files.pop(file.rel, None)
         if record is not None and record.claim is not None:
@@ -210,10 +215,10 @@ class InFlight:
             for waiter in self._waiting.pop(record.claim, []):
                 self._files.pop(waiter.rel, None)
                 self._end(waiter, offer_again=True)
-        self._end(file, offer_again)
+        self._end(file, offer_again, stays)
 
-    def _end(self, file: DropFile, offer_again: bool | None) -> None:
-        changed = self.settler.done(file.rel)
+    def _end(self, file: DropFile, offer_again: bool | None, stays: bool = False) -> None:
+        changed = self.settler.done(file.rel, file if stays else None)
         if (offer_again or (offer_again is None and changed)) and not self.draining():
             st = regular_file(file.path, self.drop)
             if st is not None:
@@ -226,8 +231,9 @@ class InFlight:
     def resolved_all(self, event: str, files: Sequence[tuple[DropFile, dict[str, object]]]) -> None:
         """Files of one fate, committed together: told as one batch (`Outcomes`)."""
         offer_again = True if event == "changed" else None
+        stays = event in RECORDED_FATES
         for file, _ in files:
-            self.finish(file, offer_again)
+            self.finish(file, offer_again, stays)
         self.outcomes.resolved_all(event, files)
 
     def defer(self, file: DropFile) -> None:

@@ -176,7 +176,10 @@ class Service:
         self.metrics.queued.set_function(self.queue.qsize)
         self.metrics.known.set_function(lambda: len(self.known.keys))
         self.outcomes = outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
-        self.settler = Settler(config.watch.settle_ms, self.layout.relative, self._vanished)
+        self.settler = Settler(
+            config.watch.settle_ms, self.layout.relative, self._vanished,
+            remember=config.watch.on_success == "keep",
+        )
         self.watcher = Watcher(self.layout.drop, config.watch, self.settler)
         self.follower = Follower(self.watcher, self.health.watching, self._events)
         # The committer is made next, and never replaced.

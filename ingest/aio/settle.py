@@ -73,6 +73,7 @@ class Settler:
         settle_ms: int,
         relative: Callable[[Path], str],
         vanished: Callable[[DropFile], None],
+        remember: bool = False,
     ):
         self.settle_s = settle_ms / 1000
         self.relative = relative
@@ -80,9 +81,18 @@ class Settler:
         self.ready = Ready()
         self._pending: dict[str, _Pending] = {}
         self._heap: list[tuple[float, str]] = []
-        self._busy: set[str] = set()  # handed out, not yet resolved
+        # Handed out, not yet resolved: the (size, mtime) each was handed out at.
+        self._busy: dict[str, tuple[int, int]] = {}
         self._dirty: set[str] = set()  # seen again while busy: look once more when resolved
         self._wake = asyncio.Event()
+        # With on_success = "keep" a resolved file stays where it is, and every rescan
+        # finds it again: remembered as resolved (size, mtime), it is not offered again
+        # until it changes. Those no full scan finds any more are forgotten.
+        self._remember = remember
+        self._resolved: dict[str, tuple[int, int]] = {}
+        self._scans = 0  # full scans under way
+        self._found: set[str] = set()  # resolved files found again since the first began
+        self._cut_short = False  # one of those scans did not finish
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -94,12 +104,22 @@ class Settler:
     def offer(self, path: Path, st: os.stat_result) -> None:
         """A hint that `path` exists and may be new. Cheap; safe to call for every event."""
         rel = self.relative(path)
-        if rel in self._busy:
-            self._dirty.add(rel)
+        mtime = mtime_ns(st)
+        busy = self._busy.get(rel)
+        if busy is not None:
+            # Found as it was handed out (a rescan), it has not changed: no second look.
+            if busy != (st.st_size, mtime):
+                self._dirty.add(rel)
             return
+        resolved = self._resolved.get(rel)
+        if resolved is not None:
+            if resolved == (st.st_size, mtime):
+                if self._scans:
+                    self._found.add(rel)
+                return
+            del self._resolved[rel]
         now = time.monotonic()
         entry = self._pending.get(rel)
-        mtime = mtime_ns(st)
         if entry is not None and (entry.size, entry.mtime_ns) == (st.st_size, mtime):
             return
         wall = time.time()
@@ -110,13 +130,33 @@ class Settler:
         )
         self._schedule(rel, now if fresh.quiet else self._due(fresh, now))
 
-    def done(self, rel: str) -> bool:
-        """The service resolved `rel`. True if it changed meanwhile and deserves another look."""
-        self._busy.discard(rel)
+    def done(self, rel: str, stays: DropFile | None = None) -> bool:
+        """The service resolved `rel`. True if it changed meanwhile and deserves another look.
+        `stays`: the file as resolved, if its fate leaves it in the drop folder as it is."""
+        self._busy.pop(rel, None)
         if rel in self._dirty:
             self._dirty.discard(rel)
             return True
+        if stays is not None and self._remember:
+            self._resolved[rel] = (stays.size, stays.mtime_ns)
+            if self._scans:
+                self._found.add(rel)
         return False
+
+    def scan_began(self) -> None:
+        self._scans += 1
+
+    def scan_ended(self, whole: bool) -> None:
+        """Forget the resolved files that no scan since the first of those under way found
+        (nor were resolved meanwhile): they are gone from the drop folder. `whole`: this
+        scan offered every file it found; after one that did not, nothing is forgotten."""
+        self._scans -= 1
+        self._cut_short |= not whole
+        if self._scans == 0:
+            if not self._cut_short and len(self._found) < len(self._resolved):
+                self._resolved = {r: k for r, k in self._resolved.items() if r in self._found}
+            self._found = set()
+            self._cut_short = False
 
     def _due(self, entry: _Pending, now: float) -> float:
         """When `entry` may be settled, as a monotonic time."""
@@ -164,7 +204,7 @@ class Settler:
         self._hand_out(entry)
 
     def _hand_out(self, entry: _Pending) -> None:
-        self._busy.add(entry.rel)
+        self._busy[entry.rel] = (entry.size, entry.mtime_ns)
         self.ready.put_nowait(entry.file())
 
     async def run(self) -> None:

@@ -50,13 +50,19 @@ class Watcher:
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""
-        found = await asyncio.to_thread(
-            lambda: list(scan(self.drop, self.watch.patterns, self._skipped))
-        )
-        for count, (path, st) in enumerate(found, 1):
-            self.settler.offer(path, st)
-            if count % OFFER_BATCH == 0:
-                await asyncio.sleep(0)
+        self.settler.scan_began()
+        whole = False
+        try:
+            found = await asyncio.to_thread(
+                lambda: list(scan(self.drop, self.watch.patterns, self._skipped))
+            )
+            for count, (path, st) in enumerate(found, 1):
+                self.settler.offer(path, st)
+                if count % OFFER_BATCH == 0:
+                    await asyncio.sleep(0)
+            whole = True
+        finally:
+            self.settler.scan_ended(whole)
         return len(found)
 
     async def rescans(self) -> None:
