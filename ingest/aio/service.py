@@ -178,7 +178,7 @@ class Service:
         self.outcomes = outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
         self.settler = Settler(
             config.watch.settle_ms, self.layout.relative, self._vanished,
-            remember=config.watch.on_success == "keep",
+            remember=config.pipeline.known_files if config.watch.on_success == "keep" else 0,
         )
         self.watcher = Watcher(self.layout.drop, config.watch, self.settler)
         self.follower = Follower(self.watcher, self.health.watching, self._events)

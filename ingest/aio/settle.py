@@ -73,7 +73,7 @@ class Settler:
         settle_ms: int,
         relative: Callable[[Path], str],
         vanished: Callable[[DropFile], None],
-        remember: bool = False,
+        remember: int = 0,
     ):
         self.settle_s = settle_ms / 1000
         self.relative = relative
@@ -87,7 +87,8 @@ class Settler:
         self._wake = asyncio.Event()
         # With on_success = "keep" a resolved file stays where it is, and every rescan
         # finds it again: remembered as resolved (size, mtime), it is not offered again
-        # until it changes. Those no full scan finds any more are forgotten.
+        # until it changes. Those no full scan finds any more are forgotten. At most
+        # `remember` (known_files) are: past that, a file is asked of the ledger again.
         self._remember = remember
         self._resolved: dict[str, tuple[int, int]] = {}
         self._scans = 0  # full scans under way
@@ -101,14 +102,17 @@ class Settler:
     def busy(self) -> int:
         return len(self._busy)
 
-    def offer(self, path: Path, st: os.stat_result) -> None:
-        """A hint that `path` exists and may be new. Cheap; safe to call for every event."""
+    def offer(self, path: Path, st: os.stat_result, scanned: bool = False) -> None:
+        """A hint that `path` exists and may be new. Cheap; safe to call for every event.
+        `scanned`: found by a full scan, not named by an event."""
         rel = self.relative(path)
         mtime = mtime_ns(st)
         busy = self._busy.get(rel)
         if busy is not None:
-            # Found as it was handed out (a rescan), it has not changed: no second look.
-            if busy != (st.st_size, mtime):
+            # An event says something touched it (a write, a chmod that makes it readable,
+            # a move away and back): look again once it is resolved. A scan only finds it,
+            # and it deserves another look only if it is not as it was handed out.
+            if not scanned or busy != (st.st_size, mtime):
                 self._dirty.add(rel)
             return
         resolved = self._resolved.get(rel)
@@ -137,7 +141,7 @@ class Settler:
         if rel in self._dirty:
             self._dirty.discard(rel)
             return True
-        if stays is not None and self._remember:
+        if stays is not None and len(self._resolved) < self._remember:
             self._resolved[rel] = (stays.size, stays.mtime_ns)
             if self._scans:
                 self._found.add(rel)
@@ -153,8 +157,10 @@ class Settler:
         self._scans -= 1
         self._cut_short |= not whole
         if self._scans == 0:
-            if not self._cut_short and len(self._found) < len(self._resolved):
-                self._resolved = {r: k for r, k in self._resolved.items() if r in self._found}
+            if not self._cut_short:
+                found = {r: k for r, k in self._resolved.items() if r in self._found}
+                if len(found) < len(self._resolved):
+                    self._resolved = found
             self._found = set()
             self._cut_short = False
 

@@ -57,7 +57,7 @@ class Watcher:
                 lambda: list(scan(self.drop, self.watch.patterns, self._skipped))
             )
             for count, (path, st) in enumerate(found, 1):
-                self.settler.offer(path, st)
+                self.settler.offer(path, st, scanned=True)
                 if count % OFFER_BATCH == 0:
                     await asyncio.sleep(0)
             whole = True

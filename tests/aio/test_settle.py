@@ -16,14 +16,17 @@ SETTLE_MS = 300
 
 
 def _run(
-    tmp_path: Path, body: Callable[[Settler, Path], Awaitable[None]], settle_ms: int = SETTLE_MS
+    tmp_path: Path, body: Callable[[Settler, Path], Awaitable[None]], settle_ms: int = SETTLE_MS,
+    remember: int = 0,
 ) -> list[DropFile]:
     drop = tmp_path / "drop"
     drop.mkdir()
     gone: list[DropFile] = []
 
     async def main() -> None:
-        settler = Settler(settle_ms, lambda p: p.relative_to(drop).as_posix(), gone.append)
+        settler = Settler(
+            settle_ms, lambda p: p.relative_to(drop).as_posix(), gone.append, remember
+        )
         watching = asyncio.create_task(settler.run())
         try:
             await body(settler, drop)
@@ -148,3 +151,75 @@ def test_a_file_offered_twice_and_written_again_unseen_waits_settle_ms_after_tha
         assert file.size == len(b"a\n1\n2\n3\n")
 
     assert _run(tmp_path, body) == []
+
+
+def test_a_file_in_flight_found_by_a_scan_as_it_was_gets_no_second_look(
+    tmp_path: Path,
+) -> None:
+    async def body(settler: Settler, drop: Path) -> None:
+        path = drop / "a.csv"
+        st = _write(path, b"a\n1\n", age_s=3600)
+        settler.offer(path, st)
+        await asyncio.wait_for(settler.ready.get(), 5)
+        settler.offer(path, os.stat(path), scanned=True)  # a rescan, nothing changed
+        assert settler.done("a.csv") is False
+
+        settler.offer(path, os.stat(path))
+        await asyncio.wait_for(settler.ready.get(), 5)
+        settler.offer(path, os.stat(path))  # an event: something touched it
+        assert settler.done("a.csv") is True
+
+        settler.offer(path, os.stat(path))
+        await asyncio.wait_for(settler.ready.get(), 5)
+        _write(path, b"a\n2\n", age_s=60)  # same size, another mtime
+        settler.offer(path, os.stat(path), scanned=True)
+        assert settler.done("a.csv") is True
+
+    assert _run(tmp_path, body, settle_ms=60_000) == []
+
+
+async def _resolve(settler: Settler, stays: bool = True) -> DropFile:
+    """The next file handed out, resolved; `stays`: as one whose fate leaves it as it is."""
+    file = await asyncio.wait_for(settler.ready.get(), 5)
+    assert settler.done(file.rel, file if stays else None) is False
+    return file
+
+
+async def _nothing_handed_out(settler: Settler) -> None:
+    await asyncio.sleep(0.1)  # time for the settler to hand out what it would
+    assert settler.ready.empty()
+
+
+def test_files_resolved_in_keep_mode_are_passed_over_until_they_change_or_go(
+    tmp_path: Path,
+) -> None:
+    async def body(settler: Settler, drop: Path) -> None:
+        paths = [drop / f"{name}.csv" for name in "abc"]
+        for path in paths:
+            settler.offer(path, _write(path, b"a\n1\n", age_s=3600))
+        resolved = [await _resolve(settler) for _ in paths]
+        # At most `remember` (2) files are remembered: the third is offered again.
+        for path in paths:
+            settler.offer(path, os.stat(path), scanned=True)
+        assert (await _resolve(settler, stays=False)).rel == resolved[2].rel
+        await _nothing_handed_out(settler)
+
+        # Changed: offered again, and no longer remembered.
+        settler.offer(paths[0], _write(paths[0], b"a\n2\n", age_s=60))
+        assert (await _resolve(settler, stays=False)).rel == "a.csv"
+        settler.offer(paths[0], os.stat(paths[0]), scanned=True)
+        assert (await _resolve(settler, stays=False)).rel == "a.csv"
+
+        # Gone: a scan cut short forgets nothing; a whole scan that does not find it does.
+        st = os.stat(paths[1])
+        paths[1].unlink()
+        settler.scan_began()
+        settler.scan_ended(whole=False)
+        settler.offer(paths[1], st, scanned=True)
+        await _nothing_handed_out(settler)
+        settler.scan_began()
+        settler.scan_ended(whole=True)
+        settler.offer(paths[1], st, scanned=True)
+        assert (await asyncio.wait_for(settler.ready.get(), 5)).rel == "b.csv"
+
+    assert _run(tmp_path, body, settle_ms=60_000, remember=2) == []
