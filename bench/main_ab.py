@@ -8,7 +8,8 @@ cached corpus of `--shape`. Runs alternate old/new, the order swapped each pair,
 in a fresh output folder. Per run: wall time and the main process's own CPU as user
 and system time (the whole tree's is `bench.run`'s to measure), read from
 `/proc/<pid>/stat` once it has exited and before it is reaped (as `bench.measure`
-does); then medians per checkout, with the main process's CPU per file and per MB.
+does), and the loop lag p99 its exit line reports; then medians per checkout, with the
+main process's CPU per file and per MB.
 On a shared machine these CPU figures, not the wall times, are the ones to compare.
 Called in the parent process.
 """
@@ -17,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import statistics
 import subprocess
@@ -31,6 +33,7 @@ from .compiled import byte_compile
 
 SCRATCH = Path(__file__).resolve().parent / ".scratch" / "main_ab"
 CLOCK = os.sysconf("SC_CLK_TCK")
+LAG = re.compile(r"loop lag p99 ([0-9.]+) ms")
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,7 @@ class Run:
     wall_s: float
     user_s: float
     system_s: float
+    lag_p99_ms: float = float("nan")  # the event loop's, as the exit line reports it
 
 
 def _once(checkout: Path, drop: Path, state: Path, extra: dict[str, dict[str, str]]) -> Run:
@@ -65,7 +69,11 @@ def once(checkout: Path, config: Path, state: Path) -> tuple[int, Run]:
         wall = time.perf_counter() - started
         fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
         process.wait()
-    return process.returncode, Run(wall, int(fields[11]) / CLOCK, int(fields[12]) / CLOCK)
+    lag = LAG.search((state / "log.txt").read_text(errors="replace"))
+    return process.returncode, Run(
+        wall, int(fields[11]) / CLOCK, int(fields[12]) / CLOCK,
+        float(lag.group(1)) if lag else float("nan"),
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> None:
@@ -90,7 +98,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             run = _once(getattr(args, who), data.path, SCRATCH / who, extra)
             runs[who].append(run)
             print(f"{who}: wall {run.wall_s:.2f} s, main user {run.user_s:.2f} s,"
-                  f" system {run.system_s:.2f} s", flush=True)
+                  f" system {run.system_s:.2f} s, loop lag p99 {run.lag_p99_ms:.1f} ms",
+                  flush=True)
     mb = data.bytes / 1e6
     for who, done in runs.items():
         main_cpu = statistics.median(r.user_s + r.system_s for r in done)
@@ -99,7 +108,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f" (user {statistics.median(r.user_s for r in done):.2f},"
             f" system {statistics.median(r.system_s for r in done):.2f}),"
             f" {main_cpu / data.files * 1e6:.0f} µs per file, {main_cpu / mb * 1e3:.2f} ms per MB;"
-            f" wall {statistics.median(r.wall_s for r in done):.2f} s"
+            f" wall {statistics.median(r.wall_s for r in done):.2f} s;"
+            f" loop lag p99 {statistics.median(r.lag_p99_ms for r in done):.1f} ms"
         )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import logging
 from multiprocessing.shared_memory import SharedMemory
 
@@ -56,6 +57,9 @@ GROUP_FILES = 64
 GROUP_BYTES = 16 << 20
 # Files settled behind one that memory holds no answer for, asked of the ledger with it.
 RECALL_AHEAD = 255
+# Files admitted between returns to the event loop: a queue of settled files is otherwise
+# admitted in one step, 256 of them in 5 to 20 ms.
+ADMIT_BATCH = 64
 
 
 class Intake:
@@ -96,7 +100,7 @@ class Intake:
     async def run(self) -> None:
         """Forever: admit each settled file, one at a time (the budget holds the next back)."""
         settler = self.in_flight.settler
-        while True:
+        for count in itertools.count(1):
             file = await settler.ready.get()
             self.crash.fail_here("intake")
             if self.in_flight.draining():
@@ -104,6 +108,8 @@ class Intake:
                 self._recalled.pop(file.key, None)
                 continue
             await self._admit(file)
+            if count % ADMIT_BATCH == 0:
+                await asyncio.sleep(0)
 
     async def _admit(self, file: DropFile) -> None:
         self.in_flight.admit(file)
