@@ -136,12 +136,13 @@ def _check_workers_see(client: Any, folder: Path) -> None:
     (`[pipeline] shared_output`). Waits for a first worker, if none has connected yet."""
     from ..compute.on_cluster import answer_probe
 
+    output = folder.parent.parent  # `folder` is its `_ingest/tmp`
     try:
         client.wait_for_workers(1, timeout=WORKER_WAIT_S)
     except TimeoutError:
         raise ConfigError(
             f"[pipeline] shared_output = true: no dask worker connected within"
-            f" {WORKER_WAIT_S:g} s to check that the workers see {folder.parent.parent}"
+            f" {WORKER_WAIT_S:g} s to check that the workers see {output}"
         ) from None
     token = secrets.token_hex(8)
     probe = folder / f"probe-{token}"
@@ -157,7 +158,7 @@ def _check_workers_see(client: Any, folder: Path) -> None:
         raise ConfigError(
             f"[pipeline] shared_output = true, but dask {_plural(len(blind), 'worker')}"
             f" {', '.join(blind)} {'does' if len(blind) == 1 else 'do'} not see"
-            f" {folder.parent.parent} at that path: mount it there, or set"
+            f" {output} at that path: mount it there, or set"
             " shared_output = false"
         )
 

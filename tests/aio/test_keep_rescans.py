@@ -16,7 +16,7 @@ RESCAN_S = 0.1
 RESCANS = 20  # rescan periods waited while the service runs
 
 
-def _run_until_idle(folder: Folder, service: Callable[..., Service], ingested: int) -> str:
+def _run_until_idle(service: Callable[..., Service], ingested: int) -> str:
     """Run the service until it has ingested `ingested` files and `RESCANS` rescan periods
     have passed; its exit line."""
     running = service()
@@ -37,7 +37,7 @@ def test_rescans_in_keep_mode_pass_over_resolved_files_and_a_changed_one_is_read
     for i in range(FILES):
         write_csv(folder.drop / f"f{i:02d}.csv", rows=10, seed=i)
 
-    first = _run_until_idle(folder, service, FILES)
+    first = _run_until_idle(service, FILES)
     assert f"ingested {FILES} files" in first, first
     assert ", 0 already known," in first, first
 
@@ -49,6 +49,6 @@ def test_rescans_in_keep_mode_pass_over_resolved_files_and_a_changed_one_is_read
     data[last_digit] = ord("1") if data[last_digit] != ord("1") else ord("2")
     changed.write_bytes(bytes(data))
 
-    second = _run_until_idle(folder, service, 1)
+    second = _run_until_idle(service, 1)
     assert "ingested 1 files" in second, second
     assert f", {FILES - 1} already known," in second, second
