@@ -178,24 +178,24 @@ def configure(
     return listener
 
 
-def outcome(event: str, file: str, **fields: object) -> None:
-    """The one line that says what happened to a file."""
+def outcome(event: str, file: str, level: int | None = None, **fields: object) -> None:
+    """The one line that says what happened to a file; at `level`, else the event's own."""
     log.log(
-        _level(event), "%s %s", event, shown(file),
+        _level(event) if level is None else level, "%s %s", event, shown(file),
         extra={"fields": {"event": event, "file": file, **fields}},
     )
 
 
-def outcomes(event: str, files: Batch) -> None:
+def outcomes(event: str, files: Batch, level: int | None = None) -> None:
     """The line of each of many files of one fate, as `outcome` makes it, in one record:
     one record per commit, not per file, on the event loop (a record costs it more than
     the line's formatting, which the log thread does)."""
     if len(files) == 1:
         file, fields = files[0]
-        outcome(event, file, **fields)
+        outcome(event, file, level, **fields)
     elif files:
         log.log(
-            _level(event), "%s %d files", event, len(files),
+            _level(event) if level is None else level, "%s %d files", event, len(files),
             extra={"fields": {"event": event}, "files": files},
         )
 

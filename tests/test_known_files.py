@@ -5,6 +5,7 @@ through `ingest once` and a running `ingest run`, from answers only the ledger h
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
@@ -72,10 +73,41 @@ def test_once_in_keep_mode_skips_every_input_the_ledger_holds(folder: Folder) ->
     assert again.returncode == 0, again.stderr
     assert "ingested 1 files (20 rows)" in again.stderr
     assert f"{FILES} already known" in again.stderr
+    # Every run finds them again: their lines are DEBUG, not INFO.
+    assert "skipped a" not in again.stderr
     assert len(_states(folder)) == FILES + 1, "nothing recorded twice"
     status = json.loads(folder.ingest("status", "--json").stdout)
     assert status["backlog"] == 0
     assert status["counts"]["ingested"] == FILES + 1
+
+    debug = folder.ingest("once", "--log-level", "DEBUG")
+    assert debug.returncode == 0, debug.stderr
+    skipped = sorted(line.split(" skipped ", 1)[1] for line in debug.stderr.splitlines()
+                     if " skipped " in line)
+    assert skipped == sorted([f"a{i}.csv state=ingested" for i in range(FILES)]
+                             + ["new.csv state=ingested"])
+
+
+def test_a_file_found_again_after_its_commit_has_a_line_saying_so(folder: Folder) -> None:
+    """A file the ledger holds, found again under its name, size and mtime (put back by
+    hand, or left by a crash between the commit and the archive's move): skipped, and its
+    own line says so."""
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 1})
+    content = _csv(folder, "a.csv", 1)
+    (folder.drop / "a.csv").write_bytes(content)
+    assert folder.ingest("once").returncode == 0
+    [archived] = folder.archive.rglob("a*.csv")
+    back = folder.drop / "a.csv"
+    back.write_bytes(content)
+    os.utime(back, ns=(archived.stat().st_atime_ns, archived.stat().st_mtime_ns))
+
+    again = folder.ingest("once")
+
+    assert again.returncode == 0, again.stderr
+    assert "1 already known" in again.stderr
+    [line] = [line for line in again.stderr.splitlines() if " skipped " in line]
+    assert "INFO" in line and line.endswith("skipped a.csv state=ingested"), line
+    assert not back.exists(), "the archive's move is finished"
 
 
 def test_a_running_service_past_its_bound_still_finds_old_copies(

@@ -52,9 +52,13 @@ class Outcomes:
     """Counts, logs and remembers each file's fate."""
 
     def __init__(
-        self, summary: Summary, metrics: Metrics, known: Known, progress: Progress | None
+        self, summary: Summary, metrics: Metrics, known: Known, progress: Progress | None,
+        keep: bool = False,
     ):
         self.summary = summary
+        # With on_success = "keep", every run finds every file it ingested before: their
+        # lines would be most of the log, so they are DEBUG, not INFO.
+        self._skips_level = logging.DEBUG if keep else logging.INFO
         self.metrics = metrics
         self.known = known  # what the ledger holds: a file recorded now is remembered
         self.progress = progress
@@ -84,7 +88,9 @@ class Outcomes:
                 if event == "ingested" and isinstance(digest, str):
                     self.known.ingested.setdefault(digest, file.rel)
             rows += int(fields.get("rows", 0))  # type: ignore[call-overload]
-            if event != "skipped":
+            if event == "skipped":
+                lines.append((file.rel, fields))
+            else:
                 latency_s = now - file.seen_mono
                 self.metrics.latency.observe(latency_s)
                 lines.append((file.rel, {"latency_ms": latency_s * 1000, **fields}))
@@ -101,7 +107,7 @@ class Outcomes:
         if rows:
             self.summary.rows += rows
             self.metrics.rows.inc(rows)
-        logs.outcomes(event, lines)
+        logs.outcomes(event, lines, self._skips_level if event == "skipped" else None)
         if self.progress is not None:
             self.progress.advance(event, len(files))
 

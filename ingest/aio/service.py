@@ -175,7 +175,10 @@ class Service:
         self.metrics.bytes_held.set_function(lambda: self.budget.used - self.in_flight.idle.bytes)
         self.metrics.queued.set_function(self.queue.qsize)
         self.metrics.known.set_function(lambda: len(self.known.keys))
-        self.outcomes = outcomes = Outcomes(self.summary, self.metrics, self.known, self.progress)
+        self.outcomes = outcomes = Outcomes(
+            self.summary, self.metrics, self.known, self.progress,
+            keep=config.watch.on_success == "keep",
+        )
         self.settler = Settler(
             config.watch.settle_ms, self.layout.relative, self._vanished,
             remember=config.pipeline.known_files if config.watch.on_success == "keep" else 0,
