@@ -1,6 +1,7 @@
-"""The least CPU the main process spends on each file, with no pipeline around it.
+"""The least CPU the main process spends on each file and each MB, with no pipeline around it.
 
     python -m bench.floor --shape tiny
+    python -m bench.floor --shape large
 
 What the service's process must do for every input whatever its event loop, queues
 and tasks cost, each step run alone over a copy of a cached corpus, with the
@@ -10,6 +11,16 @@ the per-file log line (formatted and written by the log thread, to /dev/null), a
 the move into the archive. The workers' share (parse, features, Parquet) and
 everything between the steps are left out, so the sum is a floor under the
 `tiny` figure that `bench.main_ab` measures, not an estimate of it.
+
+Per MB, the copy that hands a file's bytes to a local worker: the files read into
+shared segments as the intake reads them (one a file of a MB or more, else groups
+of up to 64 files and 16 MB), first into new segments (with sendfile, as for a
+segment made for them), then twice again into those segments (through their
+mapping, as for a segment kept for reuse: the first time its pages are mapped into
+this process, then they are mapped already), then the segments removed. Each row
+is one way a MB is handed over, not a step of one: they are not summed. And once per
+run, whatever the corpus: `ingest once` over an empty drop folder (start-up, the
+workers' start, exit), the main process's CPU read as `bench.main_ab` reads it.
 
 CPU is `getrusage(RUSAGE_SELF)`, every thread of this process, user and system
 apart. Called in the parent process.
@@ -25,10 +36,12 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
 
-from ingest import logs
-from ingest.aio.read import _read_all
+from ingest import logs, shared
+from ingest.aio.intake import GROUP_BYTES, GROUP_FILES
+from ingest.aio.read import _read_all, _read_all_into, _send_all
 from ingest.config import Config
 from ingest.files import DropFile
 from ingest.selection import scan
@@ -38,6 +51,7 @@ from ingest.store.ledger import Ledger
 from ingest.store.parts import Accepted, unchanged
 
 from . import corpus as corpora
+from . import ingest_job, main_ab
 
 SCRATCH = Path(__file__).resolve().parent / ".scratch"
 # Files per ledger transaction and per log record: about what a commit of `tiny` holds.
@@ -58,6 +72,65 @@ def _timed(name: str, files: int, step: Callable[[], object]) -> tuple[str, floa
 
 def _batches(items: list[DropFile]) -> list[list[DropFile]]:
     return [items[i:i + BATCH] for i in range(0, len(items), BATCH)]
+
+
+def _segment_groups(files: list[DropFile]) -> list[list[DropFile]]:
+    """The files as the intake puts them in segments: alone from a MB, else grouped."""
+    groups: list[list[DropFile]] = []
+    group: list[DropFile] = []
+    for file in files:
+        if file.size >= shared.SHARED_MIN_BYTES:
+            groups.append([file])
+            continue
+        group.append(file)
+        if len(group) >= GROUP_FILES or sum(f.size for f in group) >= GROUP_BYTES:
+            groups.append(group)
+            group = []
+    return groups + ([group] if group else [])
+
+
+def per_mb(files: list[DropFile], prefix: str) -> list[tuple[str, float, float]]:
+    """The copy into shared segments, new then kept, and their removal: CPU per MB."""
+    groups = _segment_groups(files)
+    mb = sum(f.size for f in files) / 1e6
+    segments: list[SharedMemory] = []
+
+    def new() -> None:
+        for group in groups:
+            sizes = [f.size for f in group]
+            segment = shared.create(prefix, sum(sizes))
+            assert segment is not None, "/dev/shm is full"
+            segments.append(segment)
+            _send_all([f.path for f in group], os.dup(shared.descriptor(segment)), sizes)
+
+    def kept() -> None:
+        for group, segment in zip(groups, segments, strict=True):
+            _read_all_into([f.path for f in group], shared.view(segment), [f.size for f in group])
+
+    def remove() -> None:
+        for segment in segments:
+            shared.remove(segment)
+
+    rows = [
+        _timed("copy into new segments (sendfile)", 1, new),
+        _timed("again, kept: the first reuse maps their pages", 1, kept),
+        _timed("again, kept: pages mapped", 1, kept),
+        _timed("remove the segments", 1, remove),
+    ]
+    # _timed's figures are µs per its count (1): µs over MB, then ms.
+    return [(name, user / mb / 1e3, system / mb / 1e3) for name, user, system in rows]
+
+
+def start_up(scratch: Path) -> tuple[float, float]:
+    """`ingest once` over an empty drop folder: its main process's CPU, user and system."""
+    state = scratch / "empty"
+    state.mkdir()
+    (state / "drop").mkdir()
+    config = ingest_job.write_config(state / "config.toml", state / "drop", state)
+    returncode, run = main_ab.once(Path(ingest_job.__file__).resolve().parents[1], config, state)
+    if returncode != 0:
+        raise SystemExit(f"ingest exited {returncode}: see {state / 'log.txt'}")
+    return run.user_s, run.system_s
 
 
 def measure(corpus: Path, scratch: Path) -> list[tuple[str, float, float]]:
@@ -126,28 +199,57 @@ def measure(corpus: Path, scratch: Path) -> list[tuple[str, float, float]]:
     return rows
 
 
+def _median(values: list[float]) -> float:
+    return sorted(values)[len(values) // 2]
+
+
+def _table(
+    title: str, unit: str, runs: list[list[tuple[str, float, float]]], summed: bool = True
+) -> None:
+    print(f"{title}\n")
+    print(f"| step | user {unit} | system {unit} | total {unit} |")
+    print("|---|---|---|---|")
+    total = [0.0, 0.0]
+    for index, (name, _, _) in enumerate(runs[0]):
+        user = _median([run[index][1] for run in runs])
+        system = _median([run[index][2] for run in runs])
+        total[0] += user
+        total[1] += system
+        print(f"| {name} | {user:.2f} | {system:.2f} | {user + system:.2f} |")
+    if summed:
+        print(f"| **sum** | {total[0]:.2f} | {total[1]:.2f} | **{sum(total):.2f}** |")
+    print()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--shape", default="tiny", choices=sorted(corpora.SHAPES))
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    corpus = corpora.generate(args.shape).path
-    runs = []
+    generated = corpora.generate(args.shape)
+    runs, copies, starts = [], [], []
     SCRATCH.mkdir(parents=True, exist_ok=True)
+    prefix = f"ingest-floor-{os.getpid()}-"
     for _ in range(args.repeat):
         with tempfile.TemporaryDirectory(dir=SCRATCH) as scratch:
-            runs.append(measure(corpus, Path(scratch)))
-    print(f"{args.shape}: the main process's least CPU per file, median of {args.repeat}\n")
-    print("| step | user µs | system µs | total µs |")
-    print("|---|---|---|---|")
-    total = [0.0, 0.0]
-    for index, (name, _, _) in enumerate(runs[0]):
-        user = sorted(run[index][1] for run in runs)[len(runs) // 2]
-        system = sorted(run[index][2] for run in runs)[len(runs) // 2]
-        total[0] += user
-        total[1] += system
-        print(f"| {name} | {user:.1f} | {system:.1f} | {user + system:.1f} |")
-    print(f"| **sum** | {total[0]:.1f} | {total[1]:.1f} | **{sum(total):.1f}** |")
+            found = [
+                DropFile(path, path.name, st.st_size, st.st_mtime_ns, 0.0, 0.0)
+                for path, st in scan(generated.path, Config().watch.patterns)
+            ]
+            copies.append(per_mb(found, prefix))
+            runs.append(measure(generated.path, Path(scratch)))
+            starts.append(start_up(Path(scratch)))
+    mb = generated.bytes / 1e6
+    _table(f"{args.shape}: the main process's least CPU per file, median of {args.repeat}",
+           "µs", runs)
+    _table(f"{args.shape}: a local worker's bytes handed over, CPU per MB ({mb:.0f} MB),"
+           f" median of {args.repeat}", "ms", copies, summed=False)
+    user = _median([u for u, _ in starts])
+    system = _median([s for _, s in starts])
+    print(f"`ingest once` over an empty drop folder: {user + system:.3f} s of the main process's"
+          f" CPU (user {user:.3f}, system {system:.3f}); over this corpus"
+          f" {(user + system) / generated.files * 1e6:.0f} µs per file,"
+          f" {(user + system) / mb * 1e3:.2f} ms per MB")
 
 
 if __name__ == "__main__":
