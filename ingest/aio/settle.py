@@ -47,6 +47,8 @@ class _Pending:
     seen_mono: float
     # Its mtime was settle_ms old at this look: it is handed out as this look saw it.
     quiet: bool = False
+    # When its one live entry in the settler's heap comes due; older entries are stale.
+    due: float = 0.0
 
     def file(self) -> DropFile:
         """The file as last seen."""
@@ -132,7 +134,7 @@ class Settler:
             entry.seen_at if entry else wall, entry.seen_mono if entry else now,
             quiet=wall - st.st_mtime_ns / 1e9 >= self.settle_s,
         )
-        self._schedule(rel, now if fresh.quiet else self._due(fresh, now))
+        self._schedule(fresh, now if fresh.quiet else self._due(fresh, now))
 
     def done(self, rel: str, stays: DropFile | None = None) -> bool:
         """The service resolved `rel`. True if it changed meanwhile and deserves another look.
@@ -172,15 +174,19 @@ class Settler:
             return min(watched, now + max(0.0, self.settle_s - age))
         return watched
 
-    def _schedule(self, rel: str, due: float) -> None:
-        heapq.heappush(self._heap, (due, rel))
+    def _schedule(self, entry: _Pending, due: float) -> None:
+        entry.due = due
+        heapq.heappush(self._heap, (due, entry.rel))
         self._wake.set()
 
-    def _due_now(self, rel: str, now: float) -> _Pending | None:
+    def _due_now(self, rel: str, due: float, now: float) -> _Pending | None:
         """A file whose time has come: handed out if it was quiet, put back if its time
-        moved on, or returned for its second look."""
+        moved on, or returned for its second look. An entry the file was offered again
+        since (it changed) is dropped: put back, each change of a file that never settles
+        would stay in the heap, and all of them be popped and pushed again every
+        settle_ms."""
         entry = self._pending.get(rel)
-        if entry is None:
+        if entry is None or entry.due != due:
             return None
         if entry.quiet:
             del self._pending[rel]
@@ -188,7 +194,7 @@ class Settler:
             return None
         due = self._due(entry, now)
         if due > now:
-            self._schedule(rel, due)
+            self._schedule(entry, due)
             return None
         return entry
 
@@ -204,7 +210,7 @@ class Settler:
         mtime = mtime_ns(st)
         if (st.st_size, mtime) != (entry.size, entry.mtime_ns):
             entry.size, entry.mtime_ns, entry.stable_since = st.st_size, mtime, now
-            self._schedule(entry.rel, self._due(entry, now))
+            self._schedule(entry, self._due(entry, now))
             return
         del self._pending[entry.rel]
         self._hand_out(entry)
@@ -224,9 +230,9 @@ class Settler:
             looks: dict[str, _Pending] = {}
             handled = 0
             while self._heap and self._heap[0][0] <= now and handled < LOOK_BATCH:
-                _, rel = heapq.heappop(self._heap)
+                due_at, rel = heapq.heappop(self._heap)
                 handled += 1
-                if rel not in looks and (entry := self._due_now(rel, now)) is not None:
+                if rel not in looks and (entry := self._due_now(rel, due_at, now)) is not None:
                     looks[rel] = entry
             if looks:
                 due = list(looks.values())

@@ -223,3 +223,26 @@ def test_files_resolved_in_keep_mode_are_passed_over_until_they_change_or_go(
         assert (await asyncio.wait_for(settler.ready.get(), 5)).rel == "b.csv"
 
     assert _run(tmp_path, body, settle_ms=60_000, remember=2) == []
+
+
+def test_a_file_that_never_settles_holds_a_few_heap_entries_not_one_a_change(
+    tmp_path: Path,
+) -> None:
+    """Each change of a file offers it anew. The entries of its older versions are dropped
+    as they come due, not put back: a file written every second for a day held 86,400,
+    all popped and pushed again every settle_ms."""
+    changes = 200
+
+    async def body(settler: Settler, drop: Path) -> None:
+        path = drop / "growing.csv"
+        for i in range(changes):
+            settler.offer(path, _write(path, b"a\n" + b"1\n" * i, age_s=0))
+            await asyncio.sleep(0.01)
+        assert settler.ready.empty(), "changed faster than settle_ms: not settled"
+        # Left: those offered within the last settle_ms, not yet due (about ten).
+        assert len(settler._heap) < changes // 5, len(settler._heap)
+        file = await asyncio.wait_for(settler.ready.get(), 5)  # it stopped changing
+        assert file.size == len(b"a\n" + b"1\n" * (changes - 1))
+        assert not settler._heap
+
+    assert _run(tmp_path, body, settle_ms=100) == []
