@@ -12,6 +12,7 @@ import logging.handlers
 import queue
 import re
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from typing import Any
@@ -136,14 +137,87 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
         pass  # always sys.stderr, as it is when the line is written
 
 
+# Lines waiting for the log thread, at most. While stderr is not read (a log shipper
+# stuck, a pipe nobody drains), the lines past these are dropped and counted, and a
+# line says how many once stderr is read again: held, a day of them could fill memory.
+# The ledger still holds every file's fate (`ingest explain`).
+QUEUE_LINES = 50_000
+
+
+def _lines(record: logging.LogRecord) -> int:
+    files: Batch | None = getattr(record, "files", None)
+    return 1 if files is None else max(1, len(files))
+
+
+class Backlog:
+    """The lines queued for the log thread, and those dropped since one was last written.
+    Shared by the threads that log and the one that writes."""
+
+    def __init__(self, limit: int):
+        self.limit = limit
+        self.queued = 0
+        self.dropped = 0
+        self._lock = threading.Lock()
+
+    def admit(self, record: logging.LogRecord) -> bool:
+        """Whether the record may be queued: it fits, or nothing is queued (a batch
+        larger than the limit still goes when the writer has caught up)."""
+        lines = _lines(record)
+        with self._lock:
+            if self.queued and self.queued + lines > self.limit:
+                self.dropped += lines
+                return False
+            self.queued += lines
+            return True
+
+    def written(self, record: logging.LogRecord) -> int:
+        """The record left the queue: the lines dropped since the last one did."""
+        with self._lock:
+            self.queued -= _lines(record)
+            dropped, self.dropped = self.dropped, 0
+            return dropped
+
+
 class LoopSideHandler(logging.handlers.QueueHandler):
     """Puts a record on the queue with its message made, nothing more: the standard
     handler also formats it and copies it on the calling thread (the event loop), to
-    guard against a process boundary this queue does not cross."""
+    guard against a process boundary this queue does not cross. Past the backlog's
+    limit, the record is dropped and counted."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord], backlog: Backlog):
+        super().__init__(records)
+        self.backlog = backlog
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         record.msg, record.args = record.getMessage(), None  # the values as they are now
         return record
+
+    def enqueue(self, record: logging.LogRecord) -> None:
+        if self.backlog.admit(record):
+            self.queue.put_nowait(record)
+
+
+class Writer(logging.handlers.QueueListener):
+    """The log thread: writes each record, then says how many lines were dropped while it
+    could not write."""
+
+    def __init__(
+        self, records: queue.SimpleQueue[logging.LogRecord], handler: logging.Handler,
+        backlog: Backlog,
+    ):
+        super().__init__(records, handler)
+        self.backlog = backlog
+
+    def handle(self, record: logging.LogRecord) -> None:
+        super().handle(record)
+        dropped = self.backlog.written(record)
+        if dropped:
+            super().handle(logging.makeLogRecord({
+                "name": "ingest.logs", "levelno": logging.WARNING, "levelname": "WARNING",
+                "msg": f"{dropped} log lines were dropped: stderr was not read while more"
+                       f" than {self.backlog.limit} waited (the ledger holds every file's"
+                       " fate: ingest explain)",
+            }))
 
 
 def _not_per_file(record: logging.LogRecord) -> bool:
@@ -152,21 +226,24 @@ def _not_per_file(record: logging.LogRecord) -> bool:
 
 
 def configure(
-    fmt: str = "text", level: str = "INFO", per_file: bool = True
+    fmt: str = "text", level: str = "INFO", per_file: bool = True,
+    queue_lines: int = QUEUE_LINES,
 ) -> logging.handlers.QueueListener:
     """Log through a queue: a thread writes the lines, so a slow reader of stderr (a full
-    pipe, a busy journal) can never stall the event loop. Stop the returned listener at
-    exit to flush it. Without `per_file`, a file's INFO outcome line is left out (a
-    progress bar counts those); its warnings are still written."""
+    pipe, a busy journal) can never stall the event loop; at most `queue_lines` wait.
+    Stop the returned listener at exit to flush it. Without `per_file`, a file's INFO
+    outcome line is left out (a progress bar counts those); its warnings are still
+    written."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
     if not per_file:
         handler.addFilter(_not_per_file)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
-    listener = logging.handlers.QueueListener(records, handler)
+    backlog = Backlog(queue_lines)
+    listener = Writer(records, handler, backlog)
     listener.start()
     root = logging.getLogger()
-    root.handlers[:] = [LoopSideHandler(records)]
+    root.handlers[:] = [LoopSideHandler(records, backlog)]
     root.setLevel(level.upper())
     # No line shows where it was logged from, or in which thread or process: not looking
     # those up halves a record's cost on the event loop (the logging HOWTO's optimisations).

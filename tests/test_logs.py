@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import logging
+import os
 import re
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -128,3 +131,54 @@ def test_each_byte_of_a_name_is_escaped_on_its_own() -> None:
     assert logs.utf8("caf\udcc3" + "\udca9.csv") == "caf\\xc3\\xa9.csv"
     assert logs.utf8("a\ud800b\udce9") == "a\\ud800b\\xe9", "a surrogate no name holds"
     assert logs.utf8("Messdaten_März.csv") == "Messdaten_März.csv"
+
+
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_while_stderr_is_not_read_lines_past_the_bound_are_dropped_and_counted(
+    fmt: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reader of stderr that stops (a stuck log shipper) holds the log thread in its
+    write; lines waiting past the bound are dropped, not held, and a line says how many
+    once stderr is read again."""
+    bound, logged = 10, 300
+    read_end, write_end = os.pipe()
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):  # a full pipe: the next write waits
+        while True:
+            os.write(write_end, b"." * 4096)
+    os.set_blocking(write_end, True)
+    monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w", buffering=1))
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    listener = logs.configure(fmt, "INFO", queue_lines=bound)
+    backlog = root.handlers[0].backlog  # type: ignore[attr-defined]
+    try:
+        for i in range(logged):
+            logging.getLogger("ingest.test").info("line %d", i)
+            assert backlog.queued <= bound
+        read: list[bytes] = []
+        reader = threading.Thread(target=lambda: read.append(_drain(read_end)))
+        reader.start()  # stderr is read again
+        wait_for(lambda: backlog.queued == 0, 10, "the log thread to catch up")
+        logs.outcomes("ingested", [(f"f{i}.csv", {"rows": 1}) for i in range(3)])
+        listener.stop()  # every queued line written
+        sys.stderr.close()
+        reader.join(10)
+    finally:
+        root.handlers[:], root.level = handlers, level
+        os.close(read_end)
+
+    text = read[0].lstrip(b".").decode()
+    written = re.findall(r"line (\d+)", text)
+    dropped = [int(n) for n in re.findall(r"(\d+) log lines were dropped", text)]
+    assert len(written) <= bound + 1, "the bound, and the one line held in the write"
+    assert len(written) + sum(dropped) == logged, text
+    assert [int(n) for n in written] == sorted(int(n) for n in written), "in order"
+    assert all(f"f{i}.csv" in text for i in range(3)), "queued once the writer caught up"
+
+
+def _drain(fd: int) -> bytes:
+    chunks = []
+    while chunk := os.read(fd, 65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
