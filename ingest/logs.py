@@ -209,8 +209,10 @@ class Writer(logging.handlers.QueueListener):
         self.backlog = backlog
 
     def handle(self, record: logging.LogRecord) -> None:
-        super().handle(record)
-        dropped = self.backlog.written(record)
+        try:
+            super().handle(record)
+        finally:  # a write that failed still leaves the queue
+            dropped = self.backlog.written(record)
         if dropped:
             super().handle(logging.makeLogRecord({
                 "name": "ingest.logs", "levelno": logging.WARNING, "levelname": "WARNING",
@@ -236,14 +238,15 @@ def configure(
     written."""
     handler = StderrHandler()
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
-    if not per_file:
-        handler.addFilter(_not_per_file)
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     backlog = Backlog(queue_lines)
     listener = Writer(records, handler, backlog)
     listener.start()
+    queued = LoopSideHandler(records, backlog)
+    if not per_file:  # left out before the queue: not held, nor counted as dropped
+        queued.addFilter(_not_per_file)
     root = logging.getLogger()
-    root.handlers[:] = [LoopSideHandler(records, backlog)]
+    root.handlers[:] = [queued]
     root.setLevel(level.upper())
     # No line shows where it was logged from, or in which thread or process: not looking
     # those up halves a record's cost on the event loop (the logging HOWTO's optimisations).
@@ -255,7 +258,7 @@ def configure(
     return listener
 
 
-def outcome(event: str, file: str, level: int | None = None, **fields: object) -> None:
+def outcome(event: str, file: str, level: int | None = None, /, **fields: object) -> None:
     """The one line that says what happened to a file; at `level`, else the event's own."""
     log.log(
         _level(event) if level is None else level, "%s %s", event, shown(file),

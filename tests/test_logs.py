@@ -12,7 +12,7 @@ import sqlite3
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 
 import pytest
 
@@ -133,6 +133,50 @@ def test_each_byte_of_a_name_is_escaped_on_its_own() -> None:
     assert logs.utf8("Messdaten_März.csv") == "Messdaten_März.csv"
 
 
+class _Unread:
+    """stderr as a pipe already full, so that the log thread's first write waits until
+    `read_again` drains it; `text` is all that was written after the filler."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch):
+        self._read_end, write_end = os.pipe()
+        os.set_blocking(write_end, False)
+        with contextlib.suppress(BlockingIOError):
+            while True:
+                os.write(write_end, b"." * 4096)
+        os.set_blocking(write_end, True)
+        monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w", buffering=1))
+        self._read: list[bytes] = []
+        self._reader = threading.Thread(
+            target=lambda: self._read.append(_drain(self._read_end)), daemon=True
+        )
+
+    def read_again(self) -> None:
+        if not self._reader.is_alive() and not self._read:
+            self._reader.start()
+
+    def text(self) -> str:
+        """Once the log thread has stopped: everything it wrote."""
+        sys.stderr.close()
+        self._reader.join(10)
+        os.close(self._read_end)
+        return self._read[0].lstrip(b".").decode()
+
+
+@contextlib.contextmanager
+def _configured(
+    stderr: _Unread, fmt: str, per_file: bool, bound: int
+) -> Iterator[logs.Backlog]:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    listener = logs.configure(fmt, "INFO", per_file, queue_lines=bound)
+    try:
+        yield root.handlers[0].backlog  # type: ignore[attr-defined]
+    finally:
+        stderr.read_again()  # else a failed assertion leaves the log thread in its write
+        listener.stop()  # every queued line written
+        root.handlers[:], root.level = handlers, level
+
+
 @pytest.mark.parametrize("fmt", ["text", "json"])
 def test_while_stderr_is_not_read_lines_past_the_bound_are_dropped_and_counted(
     fmt: str, monkeypatch: pytest.MonkeyPatch
@@ -141,40 +185,40 @@ def test_while_stderr_is_not_read_lines_past_the_bound_are_dropped_and_counted(
     write; lines waiting past the bound are dropped, not held, and a line says how many
     once stderr is read again."""
     bound, logged = 10, 300
-    read_end, write_end = os.pipe()
-    os.set_blocking(write_end, False)
-    with contextlib.suppress(BlockingIOError):  # a full pipe: the next write waits
-        while True:
-            os.write(write_end, b"." * 4096)
-    os.set_blocking(write_end, True)
-    monkeypatch.setattr(sys, "stderr", os.fdopen(write_end, "w", buffering=1))
-    root = logging.getLogger()
-    handlers, level = root.handlers[:], root.level
-    listener = logs.configure(fmt, "INFO", queue_lines=bound)
-    backlog = root.handlers[0].backlog  # type: ignore[attr-defined]
-    try:
+    stderr = _Unread(monkeypatch)
+    with _configured(stderr, fmt, True, bound) as backlog:
         for i in range(logged):
             logging.getLogger("ingest.test").info("line %d", i)
             assert backlog.queued <= bound
-        read: list[bytes] = []
-        reader = threading.Thread(target=lambda: read.append(_drain(read_end)))
-        reader.start()  # stderr is read again
+        stderr.read_again()
         wait_for(lambda: backlog.queued == 0, 10, "the log thread to catch up")
         logs.outcomes("ingested", [(f"f{i}.csv", {"rows": 1}) for i in range(3)])
-        listener.stop()  # every queued line written
-        sys.stderr.close()
-        reader.join(10)
-    finally:
-        root.handlers[:], root.level = handlers, level
-        os.close(read_end)
+    text = stderr.text()
 
-    text = read[0].lstrip(b".").decode()
     written = re.findall(r"line (\d+)", text)
     dropped = [int(n) for n in re.findall(r"(\d+) log lines were dropped", text)]
     assert len(written) <= bound + 1, "the bound, and the one line held in the write"
     assert len(written) + sum(dropped) == logged, text
     assert [int(n) for n in written] == sorted(int(n) for n in written), "in order"
     assert all(f"f{i}.csv" in text for i in range(3)), "queued once the writer caught up"
+
+
+def test_lines_left_out_on_a_terminal_take_no_place_in_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without per-file lines (`ingest once` on a terminal), a file's INFO outcome is left
+    out before the queue: a paused terminal fills it only with what it would show."""
+    stderr = _Unread(monkeypatch)
+    with _configured(stderr, "text", False, 10) as backlog:
+        for i in range(100):
+            logs.outcome("ingested", f"f{i}.csv", rows=1)
+        logs.outcome("quarantined", "bad.csv", error="DecodeError")
+        assert backlog.dropped == 0
+        stderr.read_again()
+    text = stderr.text()
+
+    assert "quarantined bad.csv" in text and "ingested" not in text
+    assert "dropped" not in text
 
 
 def _drain(fd: int) -> bytes:

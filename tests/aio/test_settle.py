@@ -230,7 +230,8 @@ def test_a_file_that_never_settles_holds_a_few_heap_entries_not_one_a_change(
 ) -> None:
     """Each change of a file offers it anew. The entries of its older versions are dropped
     as they come due, not put back: a file written every second for a day held 86,400,
-    all popped and pushed again every settle_ms."""
+    all popped and pushed again every settle_ms. (settle_ms is fifty changes long: a
+    loaded machine's pause between two does not settle the file.)"""
     changes = 200
 
     async def body(settler: Settler, drop: Path) -> None:
@@ -239,10 +240,10 @@ def test_a_file_that_never_settles_holds_a_few_heap_entries_not_one_a_change(
             settler.offer(path, _write(path, b"a\n" + b"1\n" * i, age_s=0))
             await asyncio.sleep(0.01)
         assert settler.ready.empty(), "changed faster than settle_ms: not settled"
-        # Left: those offered within the last settle_ms, not yet due (about ten).
-        assert len(settler._heap) < changes // 5, len(settler._heap)
+        # Left: those offered within the last settle_ms, not yet due (about fifty).
+        assert len(settler._heap) < changes // 2, len(settler._heap)
         file = await asyncio.wait_for(settler.ready.get(), 5)  # it stopped changing
         assert file.size == len(b"a\n" + b"1\n" * (changes - 1))
         assert not settler._heap
 
-    assert _run(tmp_path, body, settle_ms=100) == []
+    assert _run(tmp_path, body, settle_ms=500) == []
