@@ -8,7 +8,9 @@ links of one small Parquet file, since delta-rs never opens them), and every
 `--compact-every` commits one compaction commit that removes those parts and adds one,
 as `ingest run` does. Checkpoints come every `CHECKPOINT_EVERY` commits. Then it
 times, best of five, a fresh `DeltaTable(path)` with its version and file list, a
-Polars `read_delta` of the table, and the opening of the oldest version still in the log.
+Polars `read_delta` of the table, and the opening of the oldest version still in the log,
+and says what the last checkpoint holds: its removed parts are those younger than the
+table's `delta.deletedFileRetentionDuration`, all of them in a run of minutes.
 """
 
 from __future__ import annotations
@@ -89,6 +91,12 @@ def main() -> None:
         print(f"table version         {table.version()}, txn {table.transaction_version('ingest')}")
         print(f"log entries           {len(list(log.glob('*.json')))} JSON,"
               f" {len(list(log.glob('*.checkpoint*.parquet')))} checkpoints")
+        checkpoint = max(log.glob("*.checkpoint.parquet"), default=None)
+        if checkpoint is not None:
+            actions = pq.read_table(checkpoint)
+            tombstones = actions.num_rows - actions.column("remove").null_count
+            print(f"last checkpoint       {checkpoint.stat().st_size} bytes, {actions.num_rows}"
+                  f" actions, {tombstones} of them removed parts (tombstones)")
         print(f"open + files          {_best(open_table) * 1000:.1f} ms")
         print(f"polars read_delta     {_best(lambda: pl.read_delta(path)) * 1000:.1f} ms")
         print(f"open version {oldest:<8} "

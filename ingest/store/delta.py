@@ -57,13 +57,19 @@ PARTITION = "ingest_date"
 # A checkpoint every this many commits: opening the table reads the last checkpoint and
 # at most this many JSON entries after it. More: fewer checkpoint writes; fewer: faster opens.
 CHECKPOINT_EVERY = 100
-# How long the log keeps entries, and how long a Delta `vacuum` leaves a removed file
-# (ours are removed by compaction itself: see above).
+# How long the log keeps entries.
 RETENTION = "interval 7 days"
+# How long a removed part's tombstone stays in the log's state. Every checkpoint carries
+# each tombstone still this young, and a Delta `vacuum` leaves a removed file this long.
+# Ours are deleted by the compaction that removes them (see above), so a tombstone
+# protects nothing once its commit is read: at 7 days, a trickle of a file a second
+# made each checkpoint (one every 100 commits, each kept for RETENTION) carry about
+# 600,000 tombstones, some 40 MB.
+TOMBSTONE_RETENTION = "interval 1 hour"
 CONFIGURATION: dict[str, str | None] = {
     "delta.checkpointInterval": str(CHECKPOINT_EVERY),
     "delta.logRetentionDuration": RETENTION,
-    "delta.deletedFileRetentionDuration": RETENTION,
+    "delta.deletedFileRetentionDuration": TOMBSTONE_RETENTION,
     "delta.enableExpiredLogCleanup": "true",
 }
 
@@ -99,6 +105,24 @@ def open_table(layout: Layout, table: str, version: int | None = None) -> DeltaT
     if version is None:
         layout.logs[table] = found
     return found
+
+
+def configure(layout: Layout, table: str) -> dict[str, str]:
+    """Bring the table's properties to CONFIGURATION (a table made by an older release
+    keeps what it was made with): one Delta commit of its metadata, which carries no txn
+    and changes no part. The properties it changed, with their new values."""
+    found = open_table(layout, table)
+    if found is None:
+        return {}
+    have = found.metadata().configuration
+    changed = {k: v for k, v in CONFIGURATION.items() if v is not None and have.get(k) != v}
+    if changed:
+        try:
+            found.alter.set_table_properties(changed)
+        finally:
+            layout.logs.pop(table, None)  # opened afresh: this object's state is older
+        _fsync_log(layout, table, None)
+    return changed
 
 
 def txn_version(layout: Layout, table: str) -> int:

@@ -9,6 +9,8 @@ tables is first committed to the logs that lack it). A pending part the log lack
 rolled back by the caller, as without Delta. Then each table's log is brought to the
 ledger's committed part files in one commit (`sync`): what a crash between a
 compaction's swap and its Delta commit, or a switch from plain Parquet, left behind.
+A log made by an older release gets this one's table properties first
+(`delta.configure`).
 """
 
 from __future__ import annotations
@@ -56,6 +58,9 @@ def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
     """Bring each table's log to the ledger's committed part files; how many commits."""
     commits = 0
     for table in ledger.tables():
+        if changed := delta.configure(layout, table):
+            log.info("table %s: Delta log properties set: %s", table,
+                     ", ".join(f"{key} = {value}" for key, value in sorted(changed.items())))
         want = {part.path for part in ledger.part_files(table)}
         if not want:
             continue

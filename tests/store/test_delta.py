@@ -315,3 +315,34 @@ def test_after_a_compaction_history_reads_from_it_on_and_vacuum_finds_nothing(
     assert done.returncode == 0, done.stderr
     _check_readers(folder, {f"s{i}.csv": 10 + i for i in range(5)})
     check_delta(folder)
+
+
+def test_a_log_made_with_a_weeks_tombstones_is_given_an_hours_at_start_up(
+    folder: Folder,
+) -> None:
+    """A table made by a release that kept tombstones 7 days (every checkpoint carried a
+    week of compactions' removed parts) gets this release's properties at the next
+    start, in a commit of its own that leaves its txn, files and rows as they were."""
+    folder.write_config(**DELTA)
+    write_csv(folder.drop / "a.csv", rows=5, seed=1)
+    assert folder.ingest("once").returncode == 0
+    path = str(folder.output / "records")
+    deltalake.DeltaTable(path).alter.set_table_properties(
+        {"delta.deletedFileRetentionDuration": "interval 7 days"}
+    )
+    before = deltalake.DeltaTable(path)
+    txn, rows = before.transaction_version("ingest"), read_delta(path).num_rows
+
+    write_csv(folder.drop / "b.csv", rows=3, seed=2)
+    again = folder.ingest("once")
+
+    assert again.returncode == 0, again.stderr
+    assert ("table records: Delta log properties set:"
+            " delta.deletedFileRetentionDuration = interval 1 hour") in again.stderr
+    after = deltalake.DeltaTable(path)
+    assert after.metadata().configuration["delta.deletedFileRetentionDuration"] == (
+        "interval 1 hour"
+    )
+    assert after.transaction_version("ingest") == txn + 1, "b.csv's commit, nothing else"
+    assert read_delta(path).num_rows == rows + 3
+    check_delta(folder)

@@ -122,3 +122,34 @@ def test_a_row_group_without_a_bound_leaves_the_file_without_bounds(
     for column, value in [("k", 3), ("c", values[2]), ("c", values[0])]:
         if value == value:  # NaN equals nothing
             assert rows.to_table(filter=pc.field(column) == value).num_rows == 1, value
+
+
+def test_a_checkpoint_leaves_out_the_tombstones_past_the_tables_retention(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """What TOMBSTONE_RETENTION relies on: deltalake writes into a checkpoint only the
+    removed parts younger than the table's deletedFileRetentionDuration. Here none is
+    young enough; with the week an older release set, every compaction's are there."""
+    removed, tombstones = {}, 0
+    for retention in ("interval 0 seconds", "interval 7 days"):
+        monkeypatch.setitem(delta.CONFIGURATION, "delta.deletedFileRetentionDuration", retention)
+        layout, seed = _layout(tmp_path / retention.replace(" ", "-"))
+        live: list[str] = []
+        tombstones = 0
+        for n in range(delta.CHECKPOINT_EVERY):  # the checkpoint comes with the last
+            if len(live) < 10:
+                live.append(_part(layout, seed, n))
+                delta.commit(layout, delta.Change("t", add=[live[-1]]), CrashPlan())
+            else:  # a compaction: the ten parts out, one in
+                merged = _part(layout, seed, n)
+                delta.commit(layout, delta.Change("t", add=[merged], remove=live,
+                                                  data_change=False), CrashPlan())
+                tombstones += len(live)
+                live = [merged]
+        log = layout.output / "t" / "_delta_log"
+        [checkpoint] = log.glob("*.checkpoint.parquet")
+        actions = pq.read_table(checkpoint)
+        removed[retention] = actions.num_rows - actions.column("remove").null_count
+        assert deltalake.DeltaTable(str(layout.output / "t")).count() == 3 * len(live)
+    assert tombstones > 50
+    assert removed == {"interval 0 seconds": 0, "interval 7 days": tombstones}
