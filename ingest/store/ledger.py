@@ -288,7 +288,11 @@ class Ledger:
                 db, [(f.path, f.size, f.mtime_ns, f.sha256, f.seen_at, f.done_at) for f in gone]
             )
             if part_id is not None:
-                db.execute("UPDATE parts SET state = 'committed' WHERE id = ?", (part_id,))
+                # The intent finishes a part still pending at start-up; once committed it
+                # is read by nothing, and with Delta it holds every input's record again.
+                db.execute(
+                    "UPDATE parts SET state = 'committed', intent = NULL WHERE id = ?", (part_id,)
+                )
                 holds = holds or {}
                 catalog.commit_files(db, part_id, holds)
                 every = [path for path in catalog.paths_of(db, part_id) if path not in holds]

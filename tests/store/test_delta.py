@@ -346,3 +346,18 @@ def test_a_log_made_with_a_weeks_tombstones_is_given_an_hours_at_start_up(
     assert after.transaction_version("ingest") == txn + 1, "b.csv's commit, nothing else"
     assert read_delta(path).num_rows == rows + 3
     check_delta(folder)
+
+
+def test_a_committed_part_keeps_no_intent_in_the_ledger(folder: Folder) -> None:
+    """A part's Delta intent (its inputs' records, what finishes it if a crash leaves it
+    pending with the log holding it) is let go of once it is committed: kept, it doubled
+    what the ledger holds of every input, for ever."""
+    folder.write_config(**DELTA)
+    for i in range(3):
+        write_csv(folder.drop / f"f{i}.csv", rows=5, seed=i)
+    assert folder.ingest("once").returncode == 0
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        states = db.execute(
+            "SELECT state, intent IS NULL, count(*) FROM parts GROUP BY 1, 2"
+        ).fetchall()
+    assert states and all(state == "committed" and cleared for state, cleared, _ in states)
