@@ -64,7 +64,7 @@ RETENTION = "interval 7 days"
 # Ours are deleted by the compaction that removes them (see above), so a tombstone
 # protects nothing once its commit is read: at 7 days, a trickle of a file a second
 # made each checkpoint (one every 100 commits, each kept for RETENTION) carry about
-# 600,000 tombstones, some 40 MB.
+# 600,000 tombstones, some 36 MB (bench/README.md).
 TOMBSTONE_RETENTION = "interval 1 hour"
 CONFIGURATION: dict[str, str | None] = {
     "delta.checkpointInterval": str(CHECKPOINT_EVERY),
