@@ -34,6 +34,7 @@ import logging
 import os
 import resource
 import shutil
+import statistics
 import tempfile
 import time
 from collections.abc import Callable
@@ -205,10 +206,6 @@ def measure(corpus: Path, scratch: Path) -> list[tuple[str, float, float]]:
     return rows
 
 
-def _median(values: list[float]) -> float:
-    return sorted(values)[len(values) // 2]
-
-
 def _table(
     title: str, unit: str, runs: list[list[tuple[str, float, float]]], summed: bool = True
 ) -> None:
@@ -217,8 +214,8 @@ def _table(
     print("|---|---|---|---|")
     total = [0.0, 0.0]
     for index, (name, _, _) in enumerate(runs[0]):
-        user = _median([run[index][1] for run in runs])
-        system = _median([run[index][2] for run in runs])
+        user = statistics.median([run[index][1] for run in runs])
+        system = statistics.median([run[index][2] for run in runs])
         total[0] += user
         total[1] += system
         print(f"| {name} | {user:.2f} | {system:.2f} | {user + system:.2f} |")
@@ -250,8 +247,8 @@ def main() -> None:
            "µs", runs)
     _table(f"{args.shape}: a local worker's bytes handed over, CPU per MB ({mb:.0f} MB),"
            f" median of {args.repeat}", "ms", copies, summed=False)
-    user = _median([u for u, _ in starts])
-    system = _median([s for _, s in starts])
+    user = statistics.median([u for u, _ in starts])
+    system = statistics.median([s for _, s in starts])
     print(f"`ingest once` over an empty drop folder: {user + system:.3f} s of the main process's"
           f" CPU (user {user:.3f}, system {system:.3f}); over this corpus"
           f" {(user + system) / generated.files * 1e6:.0f} µs per file,"
