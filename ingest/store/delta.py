@@ -20,7 +20,8 @@ If the ledger then fails to commit (a full disk), a second Delta commit takes th
 out again and the batch is retried (`delta_step.py`): the log's history then shows them
 for one version. A compaction removes the parts it replaced from disk at once, since
 plain glob readers must not see them: time travel reads a version only while the parts
-it names are still there, that is since the last compaction of their partitions.
+it names are still there, that is since the last compaction of their partitions, and
+while the log still holds its entry (RETENTION).
 
 A DeltaTable object is stale after a commit made through it: `commit` refreshes the one
 it used (kept in `Layout.logs`), and a failed commit drops it, to be opened afresh.
@@ -57,8 +58,13 @@ PARTITION = "ingest_date"
 # A checkpoint every this many commits: opening the table reads the last checkpoint and
 # at most this many JSON entries after it. More: fewer checkpoint writes; fewer: faster opens.
 CHECKPOINT_EVERY = 100
-# How long the log keeps entries.
-RETENTION = "interval 7 days"
+# How long the log keeps entries: each commit deletes those older, up to the last
+# checkpoint (enableExpiredLogCleanup), a shortened retention's at once. Every
+# commit lists the whole `_delta_log` folder, as every reader's open does, on a local disk
+# at some 7 µs an entry: at 7 days, a trickle of a commit a second held 600,000 entries,
+# and a commit took seconds (bench/README.md). Time travel reaches no further back than
+# the last compaction of the partitions read in any case (below), so an hour is all it loses.
+RETENTION = "interval 1 hour"
 # How long a removed part's tombstone stays in the log's state. Every checkpoint carries
 # each tombstone still this young, and a Delta `vacuum` leaves a removed file this long.
 # Ours are deleted by the compaction that removes them (see above), so a tombstone

@@ -54,6 +54,9 @@ CREATE TABLE IF NOT EXISTS parts (
     paths TEXT NOT NULL,
     created REAL NOT NULL
 );
+-- The parts left pending, read at every start and, with Delta, at every commit: parts
+-- grows by a row a commit for ever, and this index holds only the pending ones.
+CREATE INDEX IF NOT EXISTS parts_pending ON parts (state) WHERE state = 'pending';
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS schemas (
     table_name TEXT NOT NULL,

@@ -348,6 +348,45 @@ def test_a_log_made_with_a_weeks_tombstones_is_given_an_hours_at_start_up(
     check_delta(folder)
 
 
+def test_a_log_kept_a_week_is_given_an_hour_at_start_up_and_its_old_entries_go(
+    folder: Folder,
+) -> None:
+    """A table made by a release that kept log entries 7 days (a week of a commit a second
+    is 600,000 entries, which every commit lists) is given an hour at the next start, and
+    the entries older than that, up to the last checkpoint, go with that commit."""
+    import os
+
+    folder.write_config(**DELTA)
+    for seed, name in enumerate(("a", "b")):
+        write_csv(folder.drop / f"{name}.csv", rows=5, seed=seed)
+        assert folder.ingest("once").returncode == 0
+    path = str(folder.output / "records")
+    log = folder.output / "records" / "_delta_log"
+    deltalake.DeltaTable(path).create_checkpoint()
+    for entry in log.iterdir():  # as if made two hours ago
+        then = entry.stat().st_mtime - 7200
+        os.utime(entry, (then, then))
+    deltalake.DeltaTable(path).alter.set_table_properties(
+        {"delta.logRetentionDuration": "interval 7 days"}
+    )
+    first = log / f"{0:020d}.json"
+    assert first.exists()
+    txn, rows = deltalake.DeltaTable(path).transaction_version("ingest"), read_delta(path).num_rows
+
+    write_csv(folder.drop / "c.csv", rows=3, seed=3)
+    again = folder.ingest("once")
+
+    assert again.returncode == 0, again.stderr
+    assert ("table records: Delta log properties set:"
+            " delta.logRetentionDuration = interval 1 hour") in again.stderr
+    assert not first.exists(), "older than an hour, before the checkpoint"
+    after = deltalake.DeltaTable(path)
+    assert after.metadata().configuration["delta.logRetentionDuration"] == "interval 1 hour"
+    assert after.transaction_version("ingest") == txn + 1
+    assert read_delta(path).num_rows == rows + 3
+    check_delta(folder)
+
+
 def test_a_committed_part_keeps_no_intent_in_the_ledger(folder: Folder) -> None:
     """A part's Delta intent (its inputs' records, what finishes it if a crash leaves it
     pending with the log holding it) is let go of once it is committed: kept, it doubled

@@ -153,3 +153,45 @@ def test_a_checkpoint_leaves_out_the_tombstones_past_the_tables_retention(
         assert deltalake.DeltaTable(str(layout.output / "t")).count() == 3 * len(live)
     assert tombstones > 50
     assert removed == {"interval 0 seconds": 0, "interval 7 days": tombstones}
+
+
+def _age(log: Path, seconds: float) -> list[str]:
+    """Every entry now in the log made `seconds` older; their names."""
+    names = sorted(p.name for p in log.iterdir() if p.name[0].isdigit())
+    for name in names:
+        then = (log / name).stat().st_mtime - seconds
+        os.utime(log / name, (then, then))
+    return names
+
+
+@pytest.mark.parametrize("retention", ["interval 1 hour", "interval 7 days"])
+def test_log_entries_past_the_retention_are_deleted_up_to_the_last_checkpoint(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retention: str
+) -> None:
+    """Each commit lists the whole log folder, so the log must not grow with every commit
+    ever made: a commit deletes the entries older than the table's logRetentionDuration
+    that the last checkpoint has made needless, and the table still reads every part,
+    with its txn."""
+    monkeypatch.setitem(delta.CONFIGURATION, "delta.logRetentionDuration", retention)
+    layout, seed = _layout(tmp_path)
+    every = delta.CHECKPOINT_EVERY
+    for n in range(every):
+        delta.commit(layout, delta.Change("t", add=[_part(layout, seed, n)]), CrashPlan())
+    log = layout.output / "t" / "_delta_log"
+    aged = _age(log, 2 * 3600)  # two hours ago: versions 0 to every - 1, a checkpoint
+    for n in range(every, 2 * every):
+        delta.commit(layout, delta.Change("t", add=[_part(layout, seed, n)]), CrashPlan())
+    left = {p.name for p in log.iterdir()}
+    if retention == "interval 7 days":
+        assert set(aged) <= left
+    else:
+        # What a reader of the latest version needs is the newest checkpoint (2 * every - 1)
+        # and the entries after it: every aged entry before the first checkpoint is gone.
+        assert not {name for name in aged if int(name.split(".")[0]) < every - 1} & left
+        assert f"{2 * every - 1:020d}.checkpoint.parquet" in left
+    assert len([name for name in left if name.endswith(".json")]) >= every
+    table = deltalake.DeltaTable(str(layout.output / "t"))
+    assert table.transaction_version(delta.APP_ID) == 2 * every
+    assert table.count() == 3 * 2 * every
+    path = layout.output / "t"
+    assert table.to_pyarrow_dataset(filesystem=local(path)).count_rows() == 3 * 2 * every

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ingest.store.ledger import PAGE_CACHE_KB, WAL_CHECKPOINT_PAGES, Ledger
+from ingest.store.ledger import PAGE_CACHE_KB, WAL_CHECKPOINT_PAGES, FileRecord, Ledger
 
 from ..conftest import Folder, write_csv
 
@@ -50,3 +50,38 @@ def test_the_writer_keeps_a_larger_page_cache_and_checkpoints_less_often(folder:
         )
     finally:
         ledger.close()
+
+
+def _plan(ledger: Ledger, query: str) -> str:
+    return " ".join(row[-1] for row in ledger._db.execute(f"EXPLAIN QUERY PLAN {query}"))
+
+
+def test_pending_parts_are_found_without_reading_every_part_ever_committed(
+    tmp_path: Path,
+) -> None:
+    """Every start, and with Delta every commit, asks for the pending parts; `parts` keeps
+    a row for each commit ever made (2.6 million after a month of a commit a second), so
+    the question is answered from an index of the pending ones, which a ledger made
+    before it gains when opened."""
+    path = tmp_path / "ledger.sqlite"
+    ledger = Ledger(path)
+    for n in range(3):
+        part = f"p{n}"
+        record = FileRecord(f"f{n}.csv", 1, 1, f"{n:064d}", "ingested", rows=1, part=part)
+        ledger.begin_part(part, [f"records/ingest_date=2026-01-01/part-{n}.parquet"])
+        if n < 2:
+            ledger.finish_part(part, [record])
+    assert [part for part, _ in ledger.pending_parts()] == ["p2"]
+    query = "SELECT id, paths FROM parts WHERE state = 'pending'"
+    assert "USING INDEX parts_pending" in _plan(ledger, query), _plan(ledger, query)
+    ledger.close()
+    with sqlite3.connect(path) as db:  # as an earlier release left it
+        db.execute("DROP INDEX parts_pending")
+    assert "parts_pending" not in _indexes(path)
+    reopened = Ledger(path)
+    try:
+        assert "parts_pending" in _indexes(path)
+        assert "USING INDEX parts_pending" in _plan(reopened, query)
+        assert [part for part, _ in reopened.pending_parts()] == ["p2"]
+    finally:
+        reopened.close()
