@@ -43,6 +43,14 @@ def fit_file(data: pa.Table, source_file: str, sha256: str, schema: pa.Schema) -
     return fit(pa.Table.from_arrays(columns, names=[*data.column_names, *IDENTITY[:2]]), schema)
 
 
+def own_columns(data: pa.Schema, schema: pa.Schema) -> frozenset[str]:
+    """The columns of `schema` that a file's own columns, `data`, fill. The others are its
+    table's, null in the file's records: a file has features for its own columns only,
+    whatever other files have added to its table before it, so that they never depend on
+    the order files are committed in."""
+    return frozenset(matching(schema.names, data.names))
+
+
 def fits_as_is(have: pa.Schema, want: pa.Schema) -> bool:
     """Is `want` a file's own columns, `have`, then the identity columns?"""
     return (

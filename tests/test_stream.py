@@ -112,6 +112,26 @@ def test_a_streamed_file_is_known_after_a_ledger_rebuild(folder: Folder) -> None
         assert db.execute("SELECT path, rows FROM files").fetchall() == [("big.csv", 20_000)]
 
 
+def test_a_streamed_file_has_features_for_its_own_columns_only(folder: Folder) -> None:
+    """The table already has a column the file lacks: the file's records read it null in
+    every block, and its features have no row for it."""
+    folder.write_config(**STREAMING)
+    (folder.drop / "a.csv").write_bytes(b"timestamp,ch0,extra\n1,1.5,7\n")
+    assert folder.ingest("once").returncode == 0
+    big_csv(folder.drop / "big.csv", rows=20_000)
+    whole = pa_csv.read_csv(folder.drop / "big.csv")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert len(folder.parts("records")) >= 3, "read in blocks"
+    assert_features_exact([f for f in features_of(folder) if f["source_file"] == "big.csv"],
+                          whole)
+    assert folder.query(
+        "SELECT count(*), count(extra) FROM records WHERE source_file = 'big.csv'"
+    ) == [(20_000, 0)]
+
+
 def test_json_lines_larger_than_memory_mb_are_ingested_in_blocks(folder: Folder) -> None:
     folder.write_config(**STREAMING)
     rng = np.random.default_rng(7)

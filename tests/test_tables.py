@@ -98,6 +98,39 @@ def test_files_drifting_in_type_and_columns_read_the_same_in_every_reader(folder
     assert humidity == [(5, 40)]
 
 
+def test_a_file_has_features_for_its_own_columns_only_whatever_its_table_holds(
+    folder: Folder,
+) -> None:
+    """A column that another file added to the table reads null in the records of a file
+    without it, but is not the file's: it gets no feature row, in whichever way the file
+    is read (parsed with others, alone, as JSON Lines), so a file's features never depend
+    on what was committed before it."""
+    import gzip
+
+    folder.write_config(
+        watch={"settle_ms": 0, "on_success": "keep"}, pipeline={"workers": 1},
+        output={"flush_s": 0},
+    )
+    (folder.drop / "a.csv").write_bytes(b"timestamp,ch0,extra\n1,1.5,7\n2,2.5,8\n")
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.csv").write_bytes(b"timestamp,ch0\n3,3.5\n")
+    (folder.drop / "c.csv.gz").write_bytes(gzip.compress(b"timestamp,CH0\n4,4.5\n"))
+    (folder.drop / "d.jsonl").write_bytes(b'{"timestamp": 5, "ch0": 5.5, "more": 1}\n')
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    features = folder.query(
+        "SELECT source_file, source_column, count, null_count FROM features ORDER BY 1, 2"
+    )
+    assert features == [
+        ("a.csv", "ch0", 2, 0), ("a.csv", "extra", 2, 0), ("b.csv", "ch0", 1, 0),
+        ("c.csv.gz", "ch0", 1, 0), ("d.jsonl", "ch0", 1, 0), ("d.jsonl", "more", 1, 0),
+    ]
+    records = folder.query("SELECT source_file, ch0, extra FROM records ORDER BY 1")
+    assert records == [("a.csv", 1.5, 7), ("a.csv", 2.5, 8), ("b.csv", 3.5, None),
+                       ("c.csv.gz", 4.5, None), ("d.jsonl", 5.5, None)]
+
+
 def test_a_json_lines_column_of_numbers_and_text_stays_numeric(folder: Folder) -> None:
     (folder.drop / "mixed.jsonl").write_bytes(b'{"v": 1}\n{"v": "x"}\n{"v": 2}\n')
     done = folder.ingest("once")

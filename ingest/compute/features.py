@@ -8,7 +8,7 @@ to value. `summary` is built in; any other set is named "package.module:function
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterator, Mapping
 
 import numpy as np
 import pyarrow as pa
@@ -166,13 +166,17 @@ def load_set(name: str) -> FeatureSet:
     return function
 
 
-def numeric_columns(schema: pa.Schema, time_column: str) -> list[str]:
-    """Integer and floating-point columns, except the time column."""
+def numeric_columns(
+    schema: pa.Schema, time_column: str, own: Collection[str] | None = None
+) -> list[str]:
+    """Integer and floating-point columns, except the time column; of a file's records,
+    only those it has (`own`, `fitting.own_columns`)."""
     return [
         f.name
         for f in schema
         if f.name != time_column
         and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
+        and (own is None or f.name in own)
     ]
 
 
@@ -195,12 +199,14 @@ def rows(
     sets: tuple[str, ...],
     window: int,
     source_table: str = "records",
+    own: Collection[str] | None = None,
 ) -> list[Row]:
-    """The feature rows of one file, as plain dicts: a task turns all its files' rows
-    into one table at once (`to_table`), which is far cheaper than a table per file."""
+    """The feature rows of one file (of its columns `own`, if given), as plain dicts: a
+    task turns all its files' rows into one table at once (`to_table`), which is far
+    cheaper than a table per file."""
     functions = [load_set(name) for name in sets]
     plugins = [f for f in functions if f is not summary]
-    names = numeric_columns(table.schema, time_column)
+    names = numeric_columns(table.schema, time_column, own)
     values = [as_float64(table[column]) for column in names]
     # Column-major blocks, so each column is contiguous for the sorts and sums down it:
     # one block of every column for a small table, a block per column for a large one.

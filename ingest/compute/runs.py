@@ -98,7 +98,8 @@ def featurise_run(
         feature_table = None
         if "features" in task.tables:
             feature_table = summary_table(
-                records, sources, task.features.time_column, first.table
+                records, sources, task.features.time_column, first.table,
+                fitting.own_columns(part.schema, schema),
             )
         kept = records if "records" in task.tables else None
         done.append(Featurised(sources, kept, feature_table, first.table))

@@ -79,7 +79,8 @@ def process_block(block: Block) -> BlockResult:
                 records, block.compression,
                 footer([(block.source_file, block.sha256, table.num_rows)]),
             )
-            names = features.numeric_columns(records.schema, block.features.time_column)
+            own = fitting.own_columns(table.schema, schema)
+            names = features.numeric_columns(records.schema, block.features.time_column, own)
             partials = tuple(column_partial(n, features.as_float64(records[n])) for n in names)
             if block.stage is not None:
                 try:

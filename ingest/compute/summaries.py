@@ -12,7 +12,7 @@ table, in the order `features.rows` and `features.to_table` give them.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -85,11 +85,13 @@ def _by_length(columns: list[np.ndarray], counts: np.ndarray) -> dict[str, np.nd
 
 
 def summary_table(
-    records: pa.Table, sources: Sequence[Source], time_column: str, source_table: str
+    records: pa.Table, sources: Sequence[Source], time_column: str, source_table: str,
+    own: Collection[str] | None = None,
 ) -> pa.Table:
     """The `summary` feature rows of files whose records, in `sources`' order, make
-    `records`: one per (file, numeric column), as `features.rows` gives each file's."""
-    names = numeric_columns(records.schema, time_column)
+    `records`: one per (file, numeric column of theirs, `own`), as `features.rows`
+    gives each file's."""
+    names = numeric_columns(records.schema, time_column, own)
     counts = np.array([rows for _, _, rows in sources], dtype=np.int64)
     stats = _by_length([as_float64(records[name]) for name in names], counts)
     width, files = len(names), len(sources)

@@ -73,7 +73,7 @@ def featurise(
         wanted = task.features
         feature_table = features.rows(
             records, job.source_file, job.sha256, wanted.time_column, wanted.sets, wanted.window,
-            source_table=job.table,
+            source_table=job.table, own=fitting.own_columns(table.schema, schema),
         )
     kept = records if "records" in task.tables else None
     featurised = Featurised(
