@@ -1,7 +1,7 @@
 """A Delta log after a week of a commit a second: how long the table takes to open.
 
     python -m bench.delta_log --commits 10000 --compact-every 100 --spacing 1
-    python -m bench.delta_log --commits 300 --filler 20000
+    python -m bench.delta_log --commits 40 --filler 600000
 
 Commits `--commits` times through `ingest.store.delta.commit` (one part file per
 commit, as a trickle of one small file a second makes them; the part files are hard

@@ -46,8 +46,7 @@ def fit_file(data: pa.Table, source_file: str, sha256: str, schema: pa.Schema) -
 def own_columns(data: pa.Schema, schema: pa.Schema) -> frozenset[str]:
     """The columns of `schema` that a file's own columns, `data`, fill. The others are its
     table's, null in the file's records: a file has features for its own columns only,
-    whatever other files have added to its table before it, so that they never depend on
-    the order files are committed in."""
+    never for one that other files added to its table before it."""
     return frozenset(matching(schema.names, data.names))
 
 

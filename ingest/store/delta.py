@@ -37,7 +37,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, Schema
+from deltalake import DeltaTable, PostCommitHookProperties, Schema
 from deltalake.transaction import (
     AddAction,
     CommitProperties,
@@ -58,12 +58,13 @@ PARTITION = "ingest_date"
 # A checkpoint every this many commits: opening the table reads the last checkpoint and
 # at most this many JSON entries after it. More: fewer checkpoint writes; fewer: faster opens.
 CHECKPOINT_EVERY = 100
-# How long the log keeps entries: each commit deletes those older, up to the last
-# checkpoint (enableExpiredLogCleanup), a shortened retention's at once. Every
-# commit lists the whole `_delta_log` folder, as every reader's open does, on a local disk
-# at some 7 µs an entry: at 7 days, a trickle of a commit a second held 600,000 entries,
-# and a commit took seconds (bench/README.md). Time travel reaches no further back than
-# the last compaction of the partitions read in any case (below), so an hour is all it loses.
+# How long the log keeps entries. Every commit lists the whole `_delta_log` folder, as
+# every reader's open does: at 7 days, a trickle of a commit a second held 600,000
+# entries, and a commit took 4.4 s, some 7 µs an entry (bench/README.md). Time travel
+# reaches no further back than the last compaction of the partitions read in any case
+# (above), so an hour of history is all it loses. Expired entries are deleted once a
+# new checkpoint is on disk (`_fsync_log`), deltalake keeping the checkpoint that the
+# oldest version of the hour is read from.
 RETENTION = "interval 1 hour"
 # How long a removed part's tombstone stays in the log's state. Every checkpoint carries
 # each tombstone still this young, and a Delta `vacuum` leaves a removed file this long.
@@ -78,6 +79,12 @@ CONFIGURATION: dict[str, str | None] = {
     "delta.deletedFileRetentionDuration": TOMBSTONE_RETENTION,
     "delta.enableExpiredLogCleanup": "true",
 }
+
+
+# deltalake would delete expired entries in the commit itself, before `_fsync_log` makes
+# its new checkpoint durable: after an idle hour, a power cut could then leave a log whose
+# only checkpoint was lost. They are deleted once it is on disk instead.
+NO_CLEANUP = PostCommitHookProperties(create_checkpoint=True, cleanup_expired_logs=False)
 
 
 class DeltaConflict(LedgerError):
@@ -199,6 +206,7 @@ def _write(
         found.create_write_transaction(
             [*adds, *removes], "overwrite" if change.schema is not None else "append",
             with_partition(schema), partition_by=[PARTITION], commit_properties=props,
+            post_commithook_properties=NO_CLEANUP,
         )
     _fsync_log(layout, table, found)
 
@@ -247,13 +255,16 @@ def _fsync_log(layout: Layout, table: str, used: DeltaTable | None) -> None:
         used.update_incremental()  # refresh, not the SQL UPDATE of `update()`
     version = used.version()
     names = [f"{version:020d}.json"]
-    if (version + 1) % CHECKPOINT_EVERY == 0:  # delta-rs checkpoints each N-th commit
+    checkpointed = (version + 1) % CHECKPOINT_EVERY == 0  # delta-rs checkpoints each N-th
+    if checkpointed:
         names += [p.name for p in log.glob(f"{version:020d}.checkpoint*")] + ["_last_checkpoint"]
     for name in names:
         if (log / name).exists():
             fsync_path(log / name)
     fsync_path(log)
     fsync_path(log.parent)
+    if checkpointed:
+        used.cleanup_metadata()  # entries past RETENTION, now that the checkpoint is durable
 
 
 def intent(versions: dict[str, int], records: list[dict[str, object]],

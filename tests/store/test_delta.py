@@ -353,7 +353,8 @@ def test_a_log_kept_a_week_is_given_an_hour_at_start_up_and_its_old_entries_go(
 ) -> None:
     """A table made by a release that kept log entries 7 days (a week of a commit a second
     is 600,000 entries, which every commit lists) is given an hour at the next start, and
-    the entries older than that, up to the last checkpoint, go with that commit."""
+    the entries older than that go with that commit, but for the checkpoint the oldest
+    version of the hour is read from."""
     import os
 
     folder.write_config(**DELTA)

@@ -165,13 +165,14 @@ def _age(log: Path, seconds: float) -> list[str]:
 
 
 @pytest.mark.parametrize("retention", ["interval 1 hour", "interval 7 days"])
-def test_log_entries_past_the_retention_are_deleted_up_to_the_last_checkpoint(
+def test_log_entries_past_the_retention_are_deleted_once_a_checkpoint_is_on_disk(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, retention: str
 ) -> None:
     """Each commit lists the whole log folder, so the log must not grow with every commit
-    ever made: a commit deletes the entries older than the table's logRetentionDuration
-    that the last checkpoint has made needless, and the table still reads every part,
-    with its txn."""
+    ever made: the entries older than the table's logRetentionDuration that a checkpoint
+    has made needless are deleted once the next checkpoint is on disk (not by the commits
+    before it, whose deletions could take a checkpoint still unsynced), and the table
+    still reads every part, with its txn."""
     monkeypatch.setitem(delta.CONFIGURATION, "delta.logRetentionDuration", retention)
     layout, seed = _layout(tmp_path)
     every = delta.CHECKPOINT_EVERY
@@ -181,6 +182,8 @@ def test_log_entries_past_the_retention_are_deleted_up_to_the_last_checkpoint(
     aged = _age(log, 2 * 3600)  # two hours ago: versions 0 to every - 1, a checkpoint
     for n in range(every, 2 * every):
         delta.commit(layout, delta.Change("t", add=[_part(layout, seed, n)]), CrashPlan())
+        if n == every:
+            assert set(aged) <= {p.name for p in log.iterdir()}, "not before a checkpoint"
     left = {p.name for p in log.iterdir()}
     if retention == "interval 7 days":
         assert set(aged) <= left
