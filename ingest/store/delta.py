@@ -60,11 +60,11 @@ PARTITION = "ingest_date"
 CHECKPOINT_EVERY = 100
 # How long the log keeps entries. Every commit lists the whole `_delta_log` folder, as
 # every reader's open does: at 7 days, a trickle of a commit a second held 600,000
-# entries, and a commit took 4.4 s, some 7 µs an entry (bench/README.md). Time travel
-# reaches no further back than the last compaction of the partitions read in any case
-# (above), so an hour of history is all it loses. Expired entries are deleted once a
-# new checkpoint is on disk (`_fsync_log`), deltalake keeping the checkpoint that the
-# oldest version of the hour is read from.
+# entries, and a commit took 1.5 s (bench/README.md). Time travel reaches no further
+# back than the last compaction of the partitions read in any case (above), so an hour
+# of history is all it loses. Expired entries are deleted once a new checkpoint is on
+# disk (`_fsync_log`), deltalake keeping the checkpoint that the oldest version of the
+# hour is read from.
 RETENTION = "interval 1 hour"
 # How long a removed part's tombstone stays in the log's state. Every checkpoint carries
 # each tombstone still this young, and a Delta `vacuum` leaves a removed file this long.
