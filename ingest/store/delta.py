@@ -30,6 +30,7 @@ it used (kept in `Layout.logs`), and a failed commit drops it, to be opened afre
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -52,6 +53,8 @@ from .crashpoints import CrashPlan
 from .delta_stats import stats_json
 from .fsync import fsync_path
 from .layout import Layout
+
+log = logging.getLogger("ingest.delta")
 
 APP_ID = "ingest"
 PARTITION = "ingest_date"
@@ -264,7 +267,18 @@ def _fsync_log(layout: Layout, table: str, used: DeltaTable | None) -> None:
     fsync_path(log)
     fsync_path(log.parent)
     if checkpointed:
-        used.cleanup_metadata()  # entries past RETENTION, now that the checkpoint is durable
+        _expire(used, table)
+
+
+def _expire(used: DeltaTable, table: str) -> None:
+    """Delete the log entries past RETENTION, now that the new checkpoint is durable. A
+    failure loses nothing (the next checkpoint tries again), so it never fails a commit
+    already in the log, which would be taken out and retried."""
+    try:
+        used.cleanup_metadata()
+    except Exception as exc:
+        log.warning("table %s: expired Delta log entries left for the next checkpoint: %s",
+                    table, exc)
 
 
 def intent(versions: dict[str, int], records: list[dict[str, object]],

@@ -198,3 +198,24 @@ def test_log_entries_past_the_retention_are_deleted_once_a_checkpoint_is_on_disk
     assert table.count() == 3 * 2 * every
     path = layout.output / "t"
     assert table.to_pyarrow_dataset(filesystem=local(path)).count_rows() == 3 * 2 * every
+
+
+def test_a_cleanup_that_fails_does_not_fail_the_commit_it_follows(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Deleting expired entries is housekeeping after a commit already in the log: if it
+    fails (a file that cannot be deleted, as root cannot be made here, so deltalake's call
+    is made to raise), the commit stands, and the next checkpoint tries again."""
+    layout, seed = _layout(tmp_path)
+
+    def refuse(self: object) -> None:
+        raise OSError(13, "Permission denied")
+
+    monkeypatch.setattr(deltalake.DeltaTable, "cleanup_metadata", refuse)
+    for n in range(delta.CHECKPOINT_EVERY + 1):
+        assert delta.commit(layout, delta.Change("t", add=[_part(layout, seed, n)]),
+                            CrashPlan()) == n + 1
+    table = deltalake.DeltaTable(str(layout.output / "t"))
+    assert table.transaction_version(delta.APP_ID) == delta.CHECKPOINT_EVERY + 1
+    assert table.count() == 3 * (delta.CHECKPOINT_EVERY + 1)
+    assert "expired Delta log entries left for the next checkpoint" in caplog.text
