@@ -341,7 +341,9 @@ class DropFolderMachine(RuleBasedStateMachine):
             if landed is not None:
                 old.must = False  # appended to: committed before the append, or never
                 self._add(Version(name, old.data + extra, old.rows + rows, True, must=landed))
-                return multiple()
+                # The bundle grows by one name either way: whether the file was still there
+                # is the service's doing, and hypothesis needs the same draws on a replay.
+                return multiple(name)
         # Nothing to append to: a writer that creates a file in place and then appends.
         first = self._new_good("w", rows)
         first.must = False  # the service may or may not read it before the append
