@@ -7,6 +7,7 @@ Each case runs real `ingest once` processes and reads the output back with DuckD
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import json
 import shutil
 from pathlib import Path
@@ -105,8 +106,6 @@ def test_a_file_has_features_for_its_own_columns_only_whatever_its_table_holds(
     without it, but is not the file's: it gets no feature row, in whichever way the file
     is read (parsed with others, alone, as JSON Lines), so a file's features never depend
     on what was committed before it."""
-    import gzip
-
     folder.write_config(
         watch={"settle_ms": 0, "on_success": "keep"}, pipeline={"workers": 1},
         output={"flush_s": 0},

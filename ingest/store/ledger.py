@@ -82,6 +82,8 @@ SCHEMAS_CHECKED = "schemas_checked"
 # The index dedupe by content reads once memory no longer holds every sha256 ingested
 # (`known.py`). Made only then: it costs every commit a write per input at a random place.
 SHA_INDEX = "CREATE INDEX IF NOT EXISTS files_sha ON files (sha256)"
+# The parts a crash left pending (answered from the index `parts_pending`).
+PENDING_PARTS = "SELECT id, paths FROM parts WHERE state = 'pending'"
 # Inputs asked of the ledger in one query.
 LOOKUP_BATCH = 500
 # Columns added after the first release, with what an older ledger's rows hold.
@@ -305,7 +307,7 @@ class Ledger:
         self.finish_part(None, files)
 
     def pending_parts(self) -> list[tuple[str, list[str]]]:
-        rows = self._db.execute("SELECT id, paths FROM parts WHERE state = 'pending'").fetchall()
+        rows = self._db.execute(PENDING_PARTS).fetchall()
         return [(part_id, json.loads(paths)) for part_id, paths in rows]
 
     def intent(self, part_id: str) -> str | None:

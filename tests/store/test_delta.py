@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import decimal
 import json
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -355,8 +356,6 @@ def test_a_log_kept_a_week_is_given_an_hour_at_start_up_and_its_old_entries_go(
     is 600,000 entries, which every commit lists) is given an hour at the next start, and
     the entries older than that go with that commit, but for the checkpoint the oldest
     version of the hour is read from."""
-    import os
-
     folder.write_config(**DELTA)
     for seed, name in enumerate(("a", "b")):
         write_csv(folder.drop / f"{name}.csv", rows=5, seed=seed)

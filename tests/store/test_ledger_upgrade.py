@@ -5,7 +5,13 @@ from __future__ import annotations
 import sqlite3
 from pathlib import Path
 
-from ingest.store.ledger import PAGE_CACHE_KB, WAL_CHECKPOINT_PAGES, FileRecord, Ledger
+from ingest.store.ledger import (
+    PAGE_CACHE_KB,
+    PENDING_PARTS,
+    WAL_CHECKPOINT_PAGES,
+    FileRecord,
+    Ledger,
+)
 
 from ..conftest import Folder, write_csv
 
@@ -72,7 +78,7 @@ def test_pending_parts_are_found_without_reading_every_part_ever_committed(
         if n < 2:
             ledger.finish_part(part, [record])
     assert [part for part, _ in ledger.pending_parts()] == ["p2"]
-    query = "SELECT id, paths FROM parts WHERE state = 'pending'"
+    query = PENDING_PARTS
     assert "USING INDEX parts_pending" in _plan(ledger, query), _plan(ledger, query)
     ledger.close()
     with sqlite3.connect(path) as db:  # as an earlier release left it
