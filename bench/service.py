@@ -1,6 +1,6 @@
 """Service figures: what a running `ingest` does for files as they arrive.
 
-    python -m bench.service --only latency,backlog,huge
+    python -m bench.service --only latency,backlog,huge,idle
 
 - latency: files renamed one at a time, `--interval-ms` apart, into the drop
   folder of a running `ingest run` (`settle_ms = 50`, `flush_s = 0`); the
@@ -11,11 +11,15 @@
   ingest reports at exit, with every worker saturated.
 - huge: `ingest once` over one ~3 GB CSV with `memory_mb = 512`: peak RSS,
   and the file must be ingested (in blocks), not quarantined.
+- idle: `ingest run` on an empty drop folder for `--idle-s`: the CPU its main
+  process (all threads) and its whole tree spend a second while nothing comes,
+  which an unattended service spends all day.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import os
 import re
@@ -28,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import psutil
 import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 
@@ -42,8 +47,10 @@ SMALL_CORPUS_MB = 348
 POLL_S = 0.002
 PARTS = ("records", "features")
 _LAG = re.compile(r"loop lag p99 ([0-9.]+) ms")
-FIGURES = ("latency", "backlog", "huge")
+FIGURES = ("latency", "backlog", "huge", "idle")
 FIRST_FILE_PAUSE_S = 1.0
+# Before the idle window: the pool's workers and the first tick's work have started.
+IDLE_SETTLE_S = 3.0
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,7 @@ class Options:
     backlog_gb: float = 2.0
     huge_scale: float = 1.0
     timeout_s: float = 1800.0
+    idle_s: float = 20.0
 
 
 @dataclass
@@ -212,6 +220,54 @@ def latency(opts: Options, figures: Figures) -> None:
     shutil.rmtree(state, ignore_errors=True)
 
 
+def _tree_cpu_s(root: psutil.Process) -> tuple[float, float]:
+    """CPU seconds of the root process (all threads) and of its whole tree, so far."""
+    own = sum(root.cpu_times()[:2])
+    tree = own
+    for child in root.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            tree += sum(child.cpu_times()[:2])
+    return own, tree
+
+
+def idle(opts: Options, figures: Figures) -> None:
+    """CPU a running `ingest run` spends a second while no file arrives."""
+    state = opts.scratch / "service-idle"
+    ingest_job.reset(state)
+    drop = state / "drop"
+    drop.mkdir()
+    config = ingest_job.write_config(state / "config.toml", drop, state, {})
+    log = opts.scratch / "service-idle.log"
+    with open(log, "wb") as out:
+        process = subprocess.Popen(
+            ingest_job.command("run", "--config", str(config)), stdout=out, stderr=out
+        )
+    try:
+        if not _wait_watching(log, time.perf_counter() + 120):
+            figures.notes.append(f"idle: the service never said it was watching; see {log}")
+            return
+        time.sleep(IDLE_SETTLE_S)
+        root = psutil.Process(process.pid)
+        own_before, tree_before = _tree_cpu_s(root)
+        started = time.perf_counter()
+        time.sleep(opts.idle_s)
+        own_after, tree_after = _tree_cpu_s(root)
+        elapsed = time.perf_counter() - started
+    finally:
+        code = _stop(process)
+    label = f"ingest run, empty drop folder, {elapsed:.0f} s"
+    for what, used in (
+        ("main process", own_after - own_before),
+        ("whole tree", tree_after - tree_before),
+    ):
+        figures.rows.append(
+            (f"{label}: CPU of its {what}", f"{used / elapsed * 1000:.1f} ms a second", "")
+        )
+    if code != 0:
+        figures.notes.append(f"idle: `ingest run` exited {code} on SIGINT; see {log}")
+    shutil.rmtree(state, ignore_errors=True)
+
+
 def _latency_rows(
     opts: Options, views: Sequence[Visibility], dropped: dict[str, float], figures: Figures
 ) -> None:
@@ -295,7 +351,7 @@ def run_all(opts: Options) -> Figures:
     if not ingest_job.available():
         figures.notes.append("ingest is not runnable; no service figures")
         return figures
-    steps = {"latency": latency, "backlog": backlog, "huge": huge}
+    steps = {"latency": latency, "backlog": backlog, "huge": huge, "idle": idle}
     for name in opts.only:
         print(f"service: {name}", flush=True)
         steps[name](opts, figures)
@@ -337,7 +393,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--only", type=_figures, default=FIGURES, help="latency,backlog,huge")
+    p.add_argument("--only", type=_figures, default=FIGURES, help="latency,backlog,huge,idle")
     p.add_argument("--latency-files", type=int, default=defaults.latency_files)
     p.add_argument("--interval-ms", type=float, default=defaults.interval_ms)
     p.add_argument("--settle-ms", type=int, default=defaults.settle_ms)
@@ -353,6 +409,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--corpus-dir", type=Path, default=defaults.corpus_dir)
     p.add_argument("--scratch", type=Path, default=defaults.scratch)
     p.add_argument("--timeout", type=float, default=defaults.timeout_s, help="seconds per run")
+    p.add_argument("--idle-s", type=float, default=defaults.idle_s, help="idle window, seconds")
     p.add_argument("--results", type=Path, default=DEFAULT_RESULTS)
     args = p.parse_args(argv)
     opts = Options(
@@ -367,6 +424,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         args.backlog_gb,
         args.huge_scale,
         args.timeout,
+        args.idle_s,
     )
     lines = report(run_all(opts))
     print("\n".join(lines))
