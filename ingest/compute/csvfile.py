@@ -86,6 +86,19 @@ def _record_line(data: bytes, number: int, dialect: Dialect) -> int | None:
     return None
 
 
+def _quotes_close(data: bytes, dialect: Dialect) -> bool:
+    """Error path only: does every quoted field close? An odd count of quote marks can be
+    one inside a field that does not open with a quote (`12" pipe`), which is a literal
+    there: Arrow, DuckDB and Python's csv module all read it so."""
+    reader = _reader(data, dialect, strict=True)
+    try:
+        for _ in reader:
+            pass
+    except csv.Error:
+        return False
+    return True
+
+
 def _unclosed_quote_line(data: bytes, quote: bytes) -> int | None:
     """Error path only: the line where the quote that never closes was opened."""
     opened, odd = None, False
@@ -129,6 +142,15 @@ def _utf8(data: bytes) -> bytes:
     return data.removeprefix(codecs.BOM_UTF8)
 
 
+def _line_feeds(data: bytes) -> bytes:
+    """A file whose lines end in a lone CR (classic Mac OS), with LF in their place: the
+    header's split, the sniffer and the error's line numbers count LFs. A CR within a
+    quoted field of such a file is a line break in it, and reads as LF too."""
+    if b"\n" in data or b"\r" not in data:  # the first test stops at a file's first line
+        return data
+    return data.replace(b"\r", b"\n")
+
+
 def _check_text(data: bytes, table: pa.Table) -> None:
     """Arrow reads text that is not UTF-8 as binary; we quarantine it rather than guess."""
     if any(pa.types.is_binary(f.type) or pa.types.is_large_binary(f.type) for f in table.schema):
@@ -150,13 +172,14 @@ def _parse_csv(data: bytes, dialect: Dialect, first: pa.Schema | None = None) ->
         table = csvread.read(body, dialect, first)
     except pa.ArrowInvalid as exc:
         raise _parse_error(body, dialect, exc, later=first is not None) from None
-    # An odd number of quotes means one never closed, and Arrow has swallowed the
-    # rest of the file into one field; a strict reading finds where it opened.
+    # An odd number of quotes may mean one never closed, and Arrow has swallowed the
+    # rest of the file into one field; a strict reading tells, and finds where it opened.
     quote = dialect.quote.encode()
     doubled = not (dialect.escape and dialect.escape != dialect.quote)
     if (
         quote and doubled and body.data.find(quote, body.start) >= 0  # most files have none
         and bytescan.count(body.data, quote, body.start) % 2
+        and not _quotes_close(body.text, dialect)
     ):
         opened = _unclosed_quote_line(body.text, quote)
         raise DecodeError(
@@ -227,7 +250,7 @@ def read_csv(
 ) -> tuple[pa.Table, Dialect]:
     """A whole CSV file, and the dialect it was read with: its own, detected with the
     table's pins applied, or `table`, the dialect its table's first file pinned."""
-    data = _utf8(data)
+    data = _line_feeds(_utf8(data))
     _check_record_size(data)
     if _BLANK.fullmatch(data):  # stops at the first character that is not white space
         raise DecodeError("Empty CSV file", line=1)

@@ -176,10 +176,13 @@ def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Tab
     if _NEWLINES.fullmatch(body.data, body.start):
         return pa.table({name: pa.nulls(0) for name in body.names})
     records = pa.py_buffer(body.data).slice(body.start)  # no copy
-    table = pa_csv.read_csv(
-        pa.BufferReader(records), read_options=read_options, parse_options=parse,
-        convert_options=convert,
-    )
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(records), read_options=read_options, parse_options=parse,
+            convert_options=convert,
+        )
+    except pa.ArrowInvalid as exc:
+        table = _trailing_delimiters(records, read_options, parse, convert, exc)
     # (A decimal comma's numbers are not text `fitting` reads: such a file is left as read.)
     wide = inexact_columns(table) if types is None and dialect.decimal == "." else []
     if wide:
@@ -200,7 +203,52 @@ def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Tab
                 table = table.set_column(table.column_names.index(name), field, text)
     elif types is not None:
         table = _later_block_nulls(table, types, convert.null_values)
+    if dialect.null_values is None:  # pinned markers say for themselves what is null
+        table = empty_as_null(table)
     return with_formats(table, dialect, types)
+
+
+def empty_as_null(table: pa.Table) -> pa.Table:
+    """An empty text cell, quoted or not, is a missing value, as DuckDB and Spark read it
+    (Arrow keeps it as "" in a text column, where it makes numbers' empty cells null)."""
+    for index, field in enumerate(table.schema):
+        if pa.types.is_string(field.type) or pa.types.is_large_string(field.type):
+            column = table.column(index)
+            empty = pc.equal(column, "")
+            if pc.any(empty).as_py():
+                column = pc.if_else(empty, pa.scalar(None, field.type), column)
+                table = table.set_column(index, field, column)
+    return table
+
+
+_WIDTH = re.compile(r"Expected (\d+) columns, got (\d+)")
+# The name of a row's empty last field, read to be dropped: no header can hold a NUL.
+_TRAILING = "\0trailing"
+
+
+def _trailing_delimiters(
+    records: pa.Buffer, read_options: pa_csv.ReadOptions, parse: pa_csv.ParseOptions,
+    convert: pa_csv.ConvertOptions, exc: pa.ArrowInvalid,
+) -> pa.Table:
+    """Rows that end with a delimiter their header does not (`a,b` over `1,2,`): read with
+    one more column, which is dropped if it is empty in every row, as DuckDB reads such a
+    file. `read_options` keeps the wider names, for a second read of some columns. Any
+    other difference in width is the parse error `exc`."""
+    found = _WIDTH.search(str(exc))
+    names = list(read_options.column_names)
+    if found is None or (int(found[1]), int(found[2])) != (len(names), len(names) + 1):
+        raise exc
+    read_options.column_names = [*names, _TRAILING]
+    try:
+        table = pa_csv.read_csv(
+            pa.BufferReader(records), read_options=read_options, parse_options=parse,
+            convert_options=convert,
+        )
+    except pa.ArrowInvalid:
+        raise exc from None
+    if not pa.types.is_null(table.schema.field(_TRAILING).type):
+        raise exc
+    return table.drop_columns([_TRAILING])
 
 
 # On a column read again as text (`inexact_columns`): a streamed file's later blocks read

@@ -26,6 +26,10 @@ from ..dialect import PLAIN, CsvOptions, Dialect
 
 # The head of a file the sniffer sees; DuckDB itself samples about 20,000 rows.
 SAMPLE_BYTES = 1 << 20
+# Where the sniffer finds no dialect in that head, it is asked again of a shorter one: it
+# fails on a file whose rows end with a delimiter its header does not once the sample
+# holds more than about 2,000 of them, and reads the first thousand.
+SHORT_SAMPLE_LINES = 1000
 # Lines of a file that `plain` looks at.
 PLAIN_LINES = 20
 PLAIN_BYTES = 64 << 10
@@ -106,11 +110,18 @@ def _connection(thread: int) -> Any:
     return duckdb.connect(config={"threads": 1})
 
 
-def _sample(data: bytes) -> bytes:
-    if len(data) <= SAMPLE_BYTES:
+def _sample(data: bytes, limit: int = SAMPLE_BYTES) -> bytes:
+    """The head of the file, cut after a whole record: a cut inside a quoted field (a
+    value with line breaks) leaves a quote open, and the sniffer then finds no dialect."""
+    if len(data) <= limit:
         return data
-    end = data.rfind(b"\n", 0, SAMPLE_BYTES)
-    return data[: end + 1] if end > 0 else data[:SAMPLE_BYTES]
+    odd = data.count(b'"', 0, limit) % 2
+    end = bytescan.last_unquoted_newline(data, limit, odd)
+    if end < limit // 2:
+        # Quotes balance nowhere near the cut: one that never closes, which the sniffer
+        # must see to call the file quoted (`_dialect`). Cut at a line.
+        end = data.rfind(b"\n", 0, limit)
+    return data[: end + 1] if end > 0 else data[:limit]
 
 
 def _quoted(value: str) -> str:
@@ -157,9 +168,11 @@ def _formats(found: dict[str, Any]) -> tuple[tuple[int, str], ...]:
 
 
 def _notes(skipped: list[bytes], delimiter: str, width: int) -> bool:
-    """Do the lines the sniffer skipped look like notes, rather than a ragged header?
-    Notes have few fields; a header narrower than its rows (`a,b,c` over `1,2,3,4`) is
-    a broken file, reported at its first bad row rather than silently read without it."""
+    """Do the lines the sniffer skipped, with no header after them, look like notes,
+    rather than a ragged header? Notes have few fields; a header narrower than its rows
+    (`a,b,c` over `1,2,3,4`) is a broken file, reported at its first bad row rather than
+    silently read without it. Lines skipped before a header it found are notes, whatever
+    their delimiters (`Report for Smith, John`), as DuckDB reads them."""
     mark = delimiter.encode()
     return all(2 * (line.count(mark) + 1) <= width for line in skipped if line.strip())
 
@@ -169,7 +182,7 @@ def _dialect(found: dict[str, Any], sample: bytes, decimal: str) -> Dialect:
     skip, header = int(found["SkipRows"]), bool(found["HasHeader"])
     head = sample.split(b"\n", skip + 1)[: skip + 1]
     width = len(found["Columns"])
-    if skip and not _notes(head[:skip], delimiter, width):
+    if skip and not header and not _notes(head[:skip], delimiter, width):
         skip, header = 0, True
     header_line = head[skip] if skip < len(head) else b""
     if width == 1 and delimiter.encode() not in header_line:
@@ -194,10 +207,30 @@ def _dialect(found: dict[str, Any], sample: bytes, decimal: str) -> Dialect:
 
 
 def sniff(data: bytes, pins: CsvOptions) -> Dialect:
-    """DuckDB's verdict on the head of the file; the plain dialect if it has none."""
+    """DuckDB's verdict on the head of the file, or on a shorter head if it has none on
+    that; the plain dialect if it has none on either."""
+    sample = _sample(data)
+    found = _sniff(sample, pins)
+    if found is None:
+        short = _sample(sample, _line_end(sample, SHORT_SAMPLE_LINES))
+        if len(short) < len(sample):
+            found = _sniff(short, pins)
+    return PLAIN if found is None else found
+
+
+def _line_end(data: bytes, lines: int) -> int:
+    """Where the first `lines` lines of `data` end (all of it, if it has fewer)."""
+    end = 0
+    for _ in range(lines):
+        end = data.find(b"\n", end) + 1
+        if not end:
+            return len(data)
+    return end
+
+
+def _sniff(sample: bytes, pins: CsvOptions) -> Dialect | None:
     import duckdb
 
-    sample = _sample(data)
     with tempfile.NamedTemporaryFile(prefix="ingest-sniff-", suffix=".csv") as fh:
         fh.write(sample)
         fh.flush()
@@ -216,7 +249,7 @@ def sniff(data: bytes, pins: CsvOptions) -> Dialect:
                 if _text_columns(comma) < _text_columns(found):
                     found, decimal = comma, ","
         except duckdb.Error:
-            return PLAIN  # not text the sniffer can read: the parser says what is wrong
+            return None  # not text the sniffer can read: the parser says what is wrong
     return _dialect(found, sample, decimal)
 
 

@@ -32,7 +32,7 @@ import pyarrow.csv as pa_csv
 from .. import bytescan
 from ..dialect import PLAIN, Dialect
 from ..jobs import Job
-from .csvread import inexact_columns
+from .csvread import empty_as_null, inexact_columns
 from .sniff import plain, plain_like
 
 # Larger files parse well enough alone, and keep their own inferred types.
@@ -120,7 +120,7 @@ def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None
         part = joined.slice(start, end - start) if unsure else None
         if part is None or not any(_numeric(part.column(i)) for i in unsure):
             kept.append((index, start, end - start))
-    return Group(joined, tuple(kept))
+    return Group(empty_as_null(joined), tuple(kept))
 
 
 def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:

@@ -35,6 +35,17 @@ def test_files_sharing_a_header_are_parsed_once_and_sliced_back_to_the_same_valu
         assert tables[index].to_pylist() == alone.to_pylist()
 
 
+def test_an_empty_text_cell_is_null_parsed_together_as_alone() -> None:
+    jobs = tuple(
+        job(f"f{i}.csv", b"timestamp,name\n%d,x\n%d,\n" % (i, i + 10)) for i in range(3)
+    )
+    tables = parse_together(jobs)
+    assert set(tables) == set(range(3))
+    for index, j in enumerate(jobs):
+        assert tables[index].column("name").to_pylist() == ["x", None]
+        assert decode(j.source_file, j.data).column("name").to_pylist() == ["x", None]
+
+
 def test_quoted_or_gzipped_or_lone_files_are_left_to_be_parsed_alone() -> None:
     jobs = (
         job("q.csv", HEADER + b'1,"2",3\n'),
