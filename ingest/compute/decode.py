@@ -109,6 +109,12 @@ def _json_row_line(data: bytes, row: int) -> int | None:
 
 
 def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:
+    # Arrow takes only native byte order; a big-endian array (FITS, MATLAB, HDF5 exports
+    # write them) is swapped, as numpy reads it.
+    columns = {
+        name: column if column.dtype.isnative else column.astype(column.dtype.newbyteorder("="))
+        for name, column in columns.items()
+    }
     try:
         return pa.table(columns)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
@@ -150,9 +156,17 @@ def _npz(data: bytes) -> pa.Table:
     return _arrow_table(columns)
 
 
+# INT96 timestamps (Spark, Hive and Impala wrote them) read as microseconds: as Arrow's
+# default nanoseconds, a date outside 1677-2262 (9999-12-31, an open end) wraps around.
+INT96_UNIT = "us"
+
+
 def _parquet(data: bytes) -> pa.Table:
     try:
-        return pq.read_table(pa.BufferReader(data), use_threads=False)
+        # ParquetFile, not read_table: the dataset reader refuses a repeated column name,
+        # which the file's table then takes apart as any other (`a`, `a_1`).
+        parquet = pq.ParquetFile(pa.BufferReader(data), coerce_int96_timestamp_unit=INT96_UNIT)
+        return parquet.read(use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DecodeError(f"not a valid Parquet file: {exc}", offset=0) from None
 

@@ -141,6 +141,22 @@ def configure(layout: Layout, table: str) -> dict[str, str]:
     return changed
 
 
+# Which statistics the parts' add actions carry: 2, each column's own. Before it, a
+# column after a nested one took another Parquet column's statistics (a nested column
+# has one per leaf), and readers skipped its rows or read them null. The ledger keeps
+# the version its tables' logs were last brought to (`delta_repair.sync`).
+STATS_VERSION = "2"
+
+
+def nested(layout: Layout, table: str) -> bool:
+    """Does the table's log hold a nested column (whose statistics an older release
+    shifted onto the columns after it)?"""
+    found = open_table(layout, table)
+    return found is not None and any(
+        pa.types.is_nested(field.type) for field in pa.schema(found.schema().to_arrow())
+    )
+
+
 def txn_version(layout: Layout, table: str) -> int:
     """Our last txn version in the table's log; 0 before the first commit."""
     found = open_table(layout, table)

@@ -27,6 +27,8 @@ from .layout import Layout
 from .ledger import FileRecord, Ledger
 
 log = logging.getLogger("ingest.delta")
+# The ledger's record of delta.STATS_VERSION, once every table's log has it.
+DELTA_STATISTICS = "delta_statistics"
 
 
 def finish_pending(ledger: Ledger, layout: Layout, part_id: str, paths: list[str]) -> bool:
@@ -57,7 +59,10 @@ def finish_pending(ledger: Ledger, layout: Layout, part_id: str, paths: list[str
 def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
     """Bring each table's log to the ledger's committed part files; how many commits."""
     commits = 0
+    restat = ledger.meta(DELTA_STATISTICS) != delta.STATS_VERSION
     for table in ledger.tables():
+        if restat and delta.nested(layout, table):
+            commits += _restat(ledger, layout, table, crash)
         if changed := delta.configure(layout, table):
             log.info("table %s: Delta log properties set: %s", table,
                      ", ".join(f"{key} = {value}" for key, value in sorted(changed.items())))
@@ -81,4 +86,21 @@ def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
             "start-up repair: %s's Delta log brought to the ledger (%d added, %d removed)",
             table, len(want - have), len(have - want),
         )
+    if restat:
+        ledger.set_meta(DELTA_STATISTICS, delta.STATS_VERSION)
     return commits
+
+
+def _restat(ledger: Ledger, layout: Layout, table: str, crash: CrashPlan) -> int:
+    """Add the table's parts again, in one commit, with statistics read from their
+    footers as this release reads them; how many commits (0 with no parts)."""
+    want = sorted(part.path for part in ledger.part_files(table))
+    if not want:
+        return 0
+    schema = pq.read_schema(layout.output / want[0]).remove_metadata()
+    delta.commit(layout, delta.Change(table, add=want, schema=schema, data_change=False), crash)
+    log.warning(
+        "start-up repair: %s's Delta statistics written again for its %d parts (a column"
+        " after a nested one had another column's)", table, len(want),
+    )
+    return 1

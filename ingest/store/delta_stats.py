@@ -26,8 +26,10 @@ def stats_json(path: Path) -> str:
     high: dict[str, Any] = {}
     nulls: dict[str, int] = {}
     bounded = True
-    for index, field in enumerate(schema):
-        found = _column(meta, index, field.type)
+    leaf = 0  # a nested column has a Parquet column for each of its leaves
+    for field in schema:
+        found = _column(meta, leaf, field)
+        leaf += _leaves(field.type)
         if found is None:
             bounded = False
             continue
@@ -48,15 +50,31 @@ def stats_json(path: Path) -> str:
     return json.dumps(stats | {"nullCount": nulls})
 
 
+def _leaves(kind: pa.DataType) -> int:
+    """How many Parquet columns hold a column of this type."""
+    if pa.types.is_map(kind):
+        return _leaves(kind.key_type) + _leaves(kind.item_type)
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return _leaves(kind.value_type)
+    if pa.types.is_struct(kind):
+        return sum(_leaves(kind.field(i).type) for i in range(kind.num_fields))
+    return 1
+
+
 def _column(
-    meta: pq.FileMetaData, index: int, kind: pa.DataType
+    meta: pq.FileMetaData, index: int, field: pa.Field
 ) -> tuple[int, Any, Any] | None:
-    """(null count, min, max) of one top-level column over its row groups; None when a
-    row group lacks statistics. The min (max) is None unless every row group holding a
-    value has one Delta can carry (not an infinity, nor binary; a row group of NaN only,
-    or with a string too long for its footer, has none): a bound taken from some row
-    groups only would let a reader skip the file for a value in the others."""
-    if pa.types.is_nested(kind) or index >= meta.num_columns:
+    """(null count, min, max) of one top-level column, the Parquet column `index`, over
+    its row groups; None when a row group lacks statistics. The min (max) is None unless
+    every row group holding a value has one Delta can carry (not an infinity, nor binary
+    or a decimal; a row group of NaN only, or with a string too long for its footer, has
+    none): a bound taken from some row groups only would let a reader skip the file for
+    a value in the others."""
+    kind = field.type
+    if (
+        pa.types.is_nested(kind) or index >= meta.num_columns
+        or meta.schema.column(index).path != field.name  # not the column we count to
+    ):
         return None
     count = 0
     lows: list[Any] = []
@@ -81,6 +99,10 @@ def _value(value: Any, kind: pa.DataType) -> Any:
     if pa.types.is_floating(kind) and not math.isfinite(value):
         return None  # JSON has no NaN or infinity
     if pa.types.is_binary(kind) or pa.types.is_large_binary(kind):
+        return None
+    if not isinstance(value, str | int | float | dt.date):
+        # A decimal, say: not JSON, and as a float a bound may miss its value by an ulp,
+        # which would let a reader skip the file that holds it.
         return None
     if pa.types.is_timestamp(kind) and isinstance(value, dt.datetime) and value.tzinfo is None:
         return value.replace(tzinfo=dt.UTC) if kind.tz else value

@@ -223,6 +223,15 @@ class Ledger:
                 "UPDATE meta SET value = ? WHERE key = ?", (self._oldest_parts(), SCHEMAS_CHECKED)
             )
 
+    def meta(self, key: str) -> str | None:
+        """A value the ledger keeps about itself and the output (`set_meta`)."""
+        row = self._db.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        with self._transaction() as db:
+            db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, value))
+
     def _oldest_parts(self) -> str:
         rows = self._db.execute(
             "SELECT table_name, MIN(path) FROM part_files WHERE state = 'committed'"

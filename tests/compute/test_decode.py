@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import gzip
 import io
 import json
@@ -135,6 +136,35 @@ def test_npy_structured_array_keeps_field_names_and_types() -> None:
     assert table.column_names == ["time", "volts", "amps"]
     assert [f.type for f in table.schema] == [pa.int64(), pa.float32(), pa.float64()]
     assert table.column("volts").to_pylist() == [1.0, 2.0, 3.0]
+
+
+def test_npy_big_endian_arrays_read_their_values() -> None:
+    assert decode("be.npy", _npy(np.array([1.5, -2.25], ">f8"))).to_pylist() == [
+        {"c0": 1.5}, {"c0": -2.25},
+    ]
+    array = np.array([(1, 2.5), (-3, 4.0)], dtype=[("n", ">i4"), ("x", ">f8")])
+    table = decode("be.npy", _npy(array))
+    assert [f.type for f in table.schema] == [pa.int32(), pa.float64()]
+    assert table.to_pylist() == [{"n": 1, "x": 2.5}, {"n": -3, "x": 4.0}]
+
+
+def test_parquet_int96_timestamps_outside_the_nanosecond_range_keep_their_dates() -> None:
+    stamps = [
+        datetime.datetime(1500, 1, 1), datetime.datetime(2024, 1, 1, 0, 0, 0, 1),
+        datetime.datetime(9999, 12, 31),
+    ]
+    sink = io.BytesIO()
+    table = pa.table({"ts": pa.array(stamps, pa.timestamp("us"))})
+    pq.write_table(table, sink, use_deprecated_int96_timestamps=True)
+    assert decode("legacy.parquet", sink.getvalue()).column("ts").to_pylist() == stamps
+
+
+def test_parquet_with_a_repeated_column_name_reads_both_columns() -> None:
+    sink = io.BytesIO()
+    pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array(["b"])], ["x", "x"]), sink)
+    assert check_columns(decode("dup.parquet", sink.getvalue())).to_pylist() == [
+        {"x": 1, "x_1": "b"},
+    ]
 
 
 @pytest.mark.parametrize("compressed", [False, True], ids=["stored", "deflated"])

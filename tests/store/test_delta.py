@@ -349,6 +349,42 @@ def test_a_log_made_with_a_weeks_tombstones_is_given_an_hours_at_start_up(
     check_delta(folder)
 
 
+def test_statistics_an_older_release_shifted_past_a_nested_column_are_written_again(
+    folder: Folder,
+) -> None:
+    """A release before delta.STATS_VERSION gave a column after a nested one another
+    Parquet column's statistics (here `t` took `o.b`'s null count): deltalake then read
+    `t` null. The next start adds every part again with its own, once."""
+    folder.write_config(**DELTA)
+    (folder.drop / "a.jsonl").write_bytes(b'{"o": {"a": 1, "b": null}, "t": 5}\n')
+    assert folder.ingest("once", timeout=60).returncode == 0
+    path = str(folder.output / "records")
+    entry = folder.output / "records" / "_delta_log" / f"{0:020d}.json"
+    actions = [json.loads(line) for line in entry.read_text().splitlines()]
+    for action in actions:
+        if "add" in action:
+            stats = json.loads(action["add"]["stats"])
+            stats["nullCount"]["t"] = 1
+            action["add"]["stats"] = json.dumps(stats)
+    entry.write_text("".join(json.dumps(action) + "\n" for action in actions))
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        db.execute("DELETE FROM meta WHERE key = 'delta_statistics'")
+    assert read_delta(path, columns=["t"]).column("t").to_pylist() == [None]
+
+    (folder.drop / "b.jsonl").write_bytes(b'{"o": {"a": 2, "b": 3}, "t": 6}\n')
+    again = folder.ingest("once", timeout=60)
+
+    assert again.returncode == 0, again.stderr
+    assert "records's Delta statistics written again for its 1 parts" in again.stderr
+    assert sorted(read_delta(path, columns=["t"]).column("t").to_pylist()) == [5, 6]
+    adds = pa.table(deltalake.DeltaTable(path).get_add_actions(flatten=True)).to_pydict()
+    assert adds["null_count.t"] == [0, 0]
+    check_delta(folder)
+    (folder.drop / "c.jsonl").write_bytes(b'{"o": {"a": 3, "b": 4}, "t": 7}\n')
+    last = folder.ingest("once", timeout=60)
+    assert last.returncode == 0 and "written again" not in last.stderr, last.stderr
+
+
 def test_a_log_kept_a_week_is_given_an_hour_at_start_up_and_its_old_entries_go(
     folder: Folder,
 ) -> None:

@@ -3,6 +3,7 @@ commit's txn version one above the last, and a version already in the log refuse
 
 from __future__ import annotations
 
+import decimal
 import json
 import math
 import os
@@ -122,6 +123,35 @@ def test_a_row_group_without_a_bound_leaves_the_file_without_bounds(
     for column, value in [("k", 3), ("c", values[2]), ("c", values[0])]:
         if value == value:  # NaN equals nothing
             assert rows.to_table(filter=pc.field(column) == value).num_rows == 1, value
+
+
+def test_a_column_after_nested_ones_has_its_own_statistics(tmp_path: Path) -> None:
+    # A struct, a list and a map take several Parquet columns (one per leaf): counted by
+    # top-level position, `t` took the null count of `o.b`, and deltalake read it null.
+    layout, _ = _layout(tmp_path)
+    table = pa.table({
+        "o": pa.array([{"a": 1, "b": None}, {"a": 2, "b": None}]),
+        "l": pa.array([[1, 2], None]),
+        "m": pa.array([[("k", 1)], [("j", None)]], pa.map_(pa.string(), pa.int64())),
+        "t": pa.array([5, None], pa.int64()),
+        "u": pa.array(["x", "y"], pa.string()),
+    })
+    # Nested columns have no bounds, so the file has none (see above).
+    assert _stats(layout, table) == {"numRecords": 2, "nullCount": {"t": 1, "u": 0}}
+    path = layout.output / "t"
+    read = deltalake.DeltaTable(str(path)).to_pyarrow_table()
+    assert read.select(["o", "t", "u"]).to_pylist() == table.select(["o", "t", "u"]).to_pylist()
+    rows = deltalake.DeltaTable(str(path)).to_pyarrow_dataset(filesystem=local(path))
+    assert rows.to_table(filter=pc.field("t") == 5).num_rows == 1
+
+
+def test_a_decimal_column_commits_without_bounds_and_reads_back(tmp_path: Path) -> None:
+    layout, _ = _layout(tmp_path)
+    prices = [decimal.Decimal("9.99"), decimal.Decimal("0.01")]
+    table = pa.table({"k": [1, 2], "price": pa.array(prices, pa.decimal128(10, 2))})
+    assert _stats(layout, table) == {"numRecords": 2, "nullCount": {"k": 0, "price": 0}}
+    read = deltalake.DeltaTable(str(layout.output / "t")).to_pyarrow_table()
+    assert read.column("price").to_pylist() == prices
 
 
 def test_a_checkpoint_leaves_out_the_tombstones_past_the_tables_retention(
