@@ -9,7 +9,7 @@ judged together (`text_verdicts`), each as it would be alone.
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 
 import numpy as np
 import pyarrow as pa
@@ -26,17 +26,43 @@ _SMALL = 256  # a column this short is checked in plain Python
 Verdicts = tuple[pa.DataType | None, ...]  # `_numbers_in_text` of each of `text_columns`
 
 
+# On a text column whose file said it is text: a JSON string, a Parquet, Arrow or numpy
+# string column. Its values keep their spelling (`"00123"`, `"1.10"`), as DuckDB reads
+# them: only text written without a type (a CSV's, a JSON column of strings and numbers)
+# is read as numbers where most of it is numbers.
+TYPED_TEXT = {b"ingest.typed_text": b"1"}
+
+
+def typed_text(table: pa.Table, untyped: Collection[str] = ()) -> pa.Table:
+    """The table with its text columns, but those named in `untyped`, marked TYPED_TEXT."""
+    fields = [
+        field.with_metadata(TYPED_TEXT)
+        if _textual(field.type) and field.name not in untyped else field
+        for field in table.schema
+    ]
+    schema = pa.schema(fields, table.schema.metadata)
+    return table if schema.equals(table.schema, check_metadata=True) else pa.Table.from_arrays(
+        table.columns, schema=schema
+    )
+
+
+def _judged(field: pa.Field) -> bool:
+    """Does the column's type follow from its values: text not marked TYPED_TEXT?"""
+    return _textual(field.type) and field.metadata != TYPED_TEXT
+
+
 def own_schema(data: pa.Table, hints: Mapping[str, str]) -> pa.Schema:
     """The schema a file's data columns would give a new table: normalised types, hints
     applied, and a text column that mostly holds numbers read as numbers."""
     fields = []
     hinted = _by_folded_name(hints)
-    for name, column in zip(data.column_names, data.columns, strict=True):
+    for field, column in zip(data.schema, data.columns, strict=True):
+        name = field.name
         if name in IDENTITY:
             continue
         hint = hinted.get(folded(name))
         kind = HINTS[hint] if hint is not None else normalise(column.type)
-        if pa.types.is_string(kind) and hint is None and _textual(column.type):
+        if pa.types.is_string(kind) and hint is None and _judged(field):
             kind = _numbers_in_text(column) or kind
         fields.append(pa.field(name, kind))
     return schema_of(pa.schema(fields))
@@ -131,9 +157,9 @@ def text_columns(data: pa.Table, hints: Mapping[str, str]) -> list[int]:
     that is not hinted, and so is read as numbers if most of it is numbers."""
     hinted = _by_folded_name(hints)
     return [
-        i for i, (name, column) in enumerate(zip(data.column_names, data.columns, strict=True))
-        if _textual(column.type) and folded(name) not in hinted and name not in IDENTITY
-        and pa.types.is_string(normalise(column.type))
+        i for i, field in enumerate(data.schema)
+        if _judged(field) and folded(field.name) not in hinted and field.name not in IDENTITY
+        and pa.types.is_string(normalise(field.type))
     ]
 
 

@@ -68,6 +68,12 @@ class TableSpec:
     csv: CsvOptions | None = None
     dialect: Dialect | None = None
 
+    @property
+    def text_columns(self) -> tuple[str, ...]:
+        """The columns hinted `string`: a CSV's are read as text from the start, so that
+        `01234` keeps its leading zero."""
+        return tuple(name for name, kind in self.hints if kind == "string")
+
 
 @dataclass(frozen=True)
 class Task:

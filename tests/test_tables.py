@@ -145,6 +145,57 @@ def test_a_json_lines_column_of_numbers_and_text_stays_numeric(folder: Folder) -
     assert features == [("records", "v", 2, 1)]
 
 
+def test_text_a_file_types_as_text_keeps_its_spelling_in_every_reader(folder: Folder) -> None:
+    # JSON strings and Parquet string columns that look like numbers: a ZIP code, a
+    # version, a code with leading zeros stay text, as DuckDB reads the inputs.
+    (folder.drop / "a.jsonl").write_bytes(
+        b'{"id": 1, "zip": "00123", "ver": "1.10"}\n{"id": 2, "zip": "02134", "ver": "2"}\n'
+    )
+    pq.write_table(
+        pa.table({"id": [3, 4], "zip": ["10001", "007"], "code": ["1e5", "NaN"]}),
+        folder.drop / "b.parquet",
+    )
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    expected = [
+        (1, "00123", "1.10", None, None), (2, "02134", "2", None, None),
+        (3, "10001", None, "1e5", None), (4, "007", None, "NaN", None),
+    ]
+    columns = ["id", "zip", "ver", "code", RESCUED]
+    for reader, rows in readers(folder.output, "records", columns).items():
+        assert rows == expected, reader
+
+
+def test_csv_columns_hinted_text_keep_their_spelling_alone_together_and_gzipped(
+    folder: Folder,
+) -> None:
+    # Two plain files (which would be parsed together) and a gzip'd one: `01234` keeps its
+    # leading zero, `1.50` its last.
+    folder.write_config(**{"tables.records.columns": {"zip": "string", "code": "string"}})
+    (folder.drop / "a.csv").write_bytes(b"id,zip,code\n1,01234,1.50\n2,00501,7\n")
+    (folder.drop / "b.csv").write_bytes(b"id,zip,code\n3,10001,007\n4,,8\n")
+    (folder.drop / "c.csv.gz").write_bytes(gzip.compress(b"id,zip,code\n5,00077,1e5\n"))
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    expected = [
+        (1, "01234", "1.50", None), (2, "00501", "7", None), (3, "10001", "007", None),
+        (4, None, "8", None), (5, "00077", "1e5", None),
+    ]
+    for reader, rows in readers(folder.output, "records", ["id", "zip", "code", RESCUED]).items():
+        assert rows == expected, reader
+
+
+def test_a_gzipped_csv_is_read_with_its_tables_pins(folder: Folder) -> None:
+    folder.write_config(**{"tables.records.csv": {"header": False, "delimiter": ";"}})
+    # All text: detected alone, its first line would be the header.
+    (folder.drop / "a.csv.gz").write_bytes(gzip.compress(b"a;x\nb;y\n"))
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    assert folder.query("SELECT column0, column1 FROM records ORDER BY 1") == [
+        ("a", "x"), ("b", "y"),
+    ]
+
+
 def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
     folder: Folder,
 ) -> None:

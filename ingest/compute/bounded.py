@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import pyarrow as pa
 
+from ..dialect import Dialect
 from ..footprint import measured, of_bytes
 from ..inflate import GzipError, Inflater, inner_name
-from ..jobs import Job
-from .decode import DecodeError, decode
+from ..jobs import Job, TableSpec
+from .decode import DecodeError, decode, decode_file
 
 _REWRITTEN = "was it rewritten in place?); drop it again to ingest it"
 
@@ -30,18 +31,21 @@ def bounded(job: Job) -> bool:
     return job.in_memory > 0 and measured(job.source_file)
 
 
-def decode_bounded(job: Job) -> pa.Table:
-    """Decode a measured job. Raises DecodeError, or TooLarge if it grew past its measure."""
+def decode_bounded(job: Job, spec: TableSpec) -> tuple[pa.Table, Dialect | None]:
+    """Decode a measured job of the table `spec`, and the dialect a CSV was read with, as
+    `decode_file` does. Raises DecodeError, or TooLarge if it grew past its measure."""
     name = job.source_file
     if name.lower().endswith(".gz"):
-        return decode(inner_name(name), plain_bytes(job))
+        return decode_file(
+            inner_name(name), plain_bytes(job), spec.csv, spec.dialect, spec.text_columns
+        )
     found = of_bytes(name, job.data)
     if found.unbounded or found.bytes > job.in_memory:
         raise TooLarge(
             f"its headers now say it takes {found.bytes} bytes in memory, more than the"
             f" {job.in_memory} it was measured at before it was read ({_REWRITTEN}"
         )
-    return decode(name, job.data)
+    return decode(name, job.data), None
 
 
 def plain_bytes(job: Job) -> bytes:

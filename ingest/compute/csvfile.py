@@ -12,7 +12,7 @@ import codecs
 import csv
 import io
 import re
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -164,12 +164,15 @@ def _check_text(data: bytes, table: pa.Table) -> None:
             ) from None
 
 
-def _parse_csv(data: bytes, dialect: Dialect, first: pa.Schema | None = None) -> pa.Table:
-    """A CSV file in `dialect`; or, given the first block's schema, a later block, which has
-    no header, no lines to skip, and the first block's column names and types."""
+def _parse_csv(
+    data: bytes, dialect: Dialect, first: pa.Schema | None = None, text: Collection[str] = ()
+) -> pa.Table:
+    """A CSV file in `dialect`, the columns named in `text` read as text; or, given the
+    first block's schema, a later block, which has no header, no lines to skip, and the
+    first block's column names and types."""
     body = csvread.split(data, dialect, first.names if first is not None else None)
     try:
-        table = csvread.read(body, dialect, first)
+        table = csvread.read(body, dialect, first, text)
     except pa.ArrowInvalid as exc:
         raise _parse_error(body, dialect, exc, later=first is not None) from None
     # An odd number of quotes may mean one never closed, and Arrow has swallowed the
@@ -210,7 +213,9 @@ def _parse_error(
     return DecodeError(message, line=None if line is None else line + body.lines_before)
 
 
-def _in_table_dialect(data: bytes, own: Dialect, table: Dialect) -> tuple[pa.Table, Dialect]:
+def _in_table_dialect(
+    data: bytes, own: Dialect, table: Dialect, text: Collection[str]
+) -> tuple[pa.Table, Dialect]:
     """Read a file with its table's dialect, which its own detection disagrees with.
 
     The table's delimiter and header hold. The lines before the header and the date
@@ -228,9 +233,9 @@ def _in_table_dialect(data: bytes, own: Dialect, table: Dialect) -> tuple[pa.Tab
     if table.decimal == ".":
         dialect = replace(dialect, decimal=own.decimal)
     if dialect == own:
-        return _parse_csv(data, own), own
+        return _parse_csv(data, own, text=text), own
     try:
-        result = _parse_csv(data, dialect)
+        result = _parse_csv(data, dialect, text=text)
     except DecodeError as exc:
         raise DecodeError(
             f"it does not parse in its table's dialect ({dialect.describe()}): {exc};"
@@ -246,21 +251,23 @@ def _in_table_dialect(data: bytes, own: Dialect, table: Dialect) -> tuple[pa.Tab
 
 
 def read_csv(
-    data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None
+    data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None,
+    text: Collection[str] = (),
 ) -> tuple[pa.Table, Dialect]:
     """A whole CSV file, and the dialect it was read with: its own, detected with the
-    table's pins applied, or `table`, the dialect its table's first file pinned."""
+    table's pins applied, or `table`, the dialect its table's first file pinned. The
+    columns named in `text` (hinted `string`) are read as text."""
     data = _line_feeds(_utf8(data))
     _check_record_size(data)
     if _BLANK.fullmatch(data):  # stops at the first character that is not white space
         raise DecodeError("Empty CSV file", line=1)
     if table is None:
         own = sniff.detect(data, pins)
-        return _parse_csv(data, own), own
+        return _parse_csv(data, own, text=text), own
     # The table's decimal separator, unless pinned otherwise, spares the sniffer a second look.
     if table.decimal != "." and (pins is None or pins.decimal is None):
         pins = replace(pins or CsvOptions(), decimal=table.decimal)
-    return _in_table_dialect(data, sniff.detect(data, pins), table)
+    return _in_table_dialect(data, sniff.detect(data, pins), table, text)
 
 
 def read_block(data: bytes, dialect: Dialect | None, first: pa.Schema) -> pa.Table:

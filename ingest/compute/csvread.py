@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -141,9 +142,11 @@ def split(data: bytes, dialect: Dialect, names: list[str] | None = None) -> Body
 
 
 def options(
-    dialect: Dialect, names: list[str], types: pa.Schema | None, quoted: bool
+    dialect: Dialect, names: list[str], types: pa.Schema | None, quoted: bool,
+    text: Collection[str] = (),
 ) -> tuple[pa_csv.ReadOptions, pa_csv.ParseOptions, pa_csv.ConvertOptions]:
-    """pyarrow's options for the body: `types` fixes column types (a later block's)."""
+    """pyarrow's options for the body: `types` fixes column types (a later block's), and
+    the columns named in `text` (in any case) are read as text."""
     escape = dialect.escape if dialect.escape and dialect.escape != dialect.quote else False
     # A column empty throughout the first block has no type to impose: each block types it.
     column_types: dict[str, pa.DataType] = {} if types is None else {
@@ -152,6 +155,9 @@ def options(
     for index, _ in dialect.formats:
         if index < len(names):  # parsed with its format afterwards
             column_types[names[index]] = pa.string()
+    if text:
+        wanted = {folded(name) for name in text}
+        column_types |= {name: pa.string() for name in names if folded(name) in wanted}
     convert = pa_csv.ConvertOptions(
         column_types=column_types, decimal_point=dialect.decimal,
         timestamp_parsers=list(dialect.timestamp_formats) or None,
@@ -169,10 +175,13 @@ def options(
     )
 
 
-def read(body: Body, dialect: Dialect, types: pa.Schema | None = None) -> pa.Table:
-    """Parse the body; raises pa.ArrowInvalid as pyarrow does."""
+def read(
+    body: Body, dialect: Dialect, types: pa.Schema | None = None, text: Collection[str] = ()
+) -> pa.Table:
+    """Parse the body, the columns named in `text` as text; raises pa.ArrowInvalid as
+    pyarrow does."""
     quoted = bool(dialect.quote) and body.data.find(dialect.quote.encode(), body.start) >= 0
-    read_options, parse, convert = options(dialect, body.names, types, quoted)
+    read_options, parse, convert = options(dialect, body.names, types, quoted, text)
     if _NEWLINES.fullmatch(body.data, body.start):
         return pa.table({name: pa.nulls(0) for name in body.names})
     records = pa.py_buffer(body.data).slice(body.start)  # no copy

@@ -12,7 +12,7 @@ import json
 import re
 import zipfile
 import zlib
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +20,7 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from ..conform import typed_text
 from ..dialect import CsvOptions, Dialect
 from .csvfile import read_block, read_csv
 from .failures import FIXED_TYPES, DecodeError
@@ -85,7 +86,8 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
     # One block for the whole buffer: Arrow numbers the rows of an error within its block.
     read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20))
     try:
-        return pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+        table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+        return typed_text(table)
     except pa.ArrowInvalid as exc:
         mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
         if mixed and (table := read_mixed(data)) is not None:
@@ -116,7 +118,7 @@ def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:
         for name, column in columns.items()
     }
     try:
-        return pa.table(columns)
+        return typed_text(pa.table(columns))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise DecodeError(f"array cannot become a table column: {exc}") from None
 
@@ -166,18 +168,18 @@ def _parquet(data: bytes) -> pa.Table:
         # ParquetFile, not read_table: the dataset reader refuses a repeated column name,
         # which the file's table then takes apart as any other (`a`, `a_1`).
         parquet = pq.ParquetFile(pa.BufferReader(data), coerce_int96_timestamp_unit=INT96_UNIT)
-        return parquet.read(use_threads=False)
+        return typed_text(parquet.read(use_threads=False))
     except (pa.ArrowInvalid, OSError) as exc:
         raise DecodeError(f"not a valid Parquet file: {exc}", offset=0) from None
 
 
 def _arrow(data: bytes) -> pa.Table:
     try:
-        return pa_ipc.open_file(pa.BufferReader(data)).read_all()
+        return typed_text(pa_ipc.open_file(pa.BufferReader(data)).read_all())
     except pa.ArrowInvalid:
         pass
     try:
-        return pa_ipc.open_stream(pa.BufferReader(data)).read_all()
+        return typed_text(pa_ipc.open_stream(pa.BufferReader(data)).read_all())
     except (pa.ArrowInvalid, OSError) as exc:
         raise DecodeError(f"not a valid Arrow IPC file or stream: {exc}", offset=0) from None
 
@@ -207,14 +209,14 @@ BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
 
 def decode_block(
     name: str, data: bytes, first: pa.Schema | None,
-    dialect: Dialect | None = None, pins: CsvOptions | None = None,
+    dialect: Dialect | None = None, pins: CsvOptions | None = None, text: Collection[str] = (),
 ) -> tuple[pa.Table, Dialect | None]:
     """One block of a streamed file, and the dialect it was read with. Block 0 (no `first`)
     is read like a whole file: `dialect` is its table's, if pinned. A later block is read
     with block 0's `dialect`, and `first`, block 0's schema, gives its names and types."""
     if name.lower().endswith(".csv"):
         if first is None:
-            return read_csv(data, pins, dialect)
+            return read_csv(data, pins, dialect, text)
         return read_block(data, dialect, first), dialect
     for suffix, decoder in BLOCK_DECODERS.items():
         if name.lower().endswith(suffix):
@@ -232,12 +234,14 @@ def decode(name: str, data: bytes) -> pa.Table:
 
 
 def decode_file(
-    name: str, data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None
+    name: str, data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None,
+    text: Collection[str] = (),
 ) -> tuple[pa.Table, Dialect | None]:
-    """Like `decode`, and for CSV also the dialect the file was read with (`read_csv`)."""
+    """Like `decode`, and for CSV also the dialect the file was read with (`read_csv`);
+    a CSV's columns named in `text` are read as text."""
     lower = name.lower()
     if lower.endswith(".csv"):
-        return read_csv(data, pins, table)
+        return read_csv(data, pins, table, text)
     if lower.endswith(".csv.gz"):
-        return read_csv(_gunzip(data), pins, table)
+        return read_csv(_gunzip(data), pins, table, text)
     return decode(name, data), None

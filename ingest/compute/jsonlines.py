@@ -37,7 +37,9 @@ def parse_jsonl(
     """The JSON Lines jobs (by index into `jobs`, except those in `skip`) parsed one by
     one, each within `step()` (the worker's beat and time limit for one file), in groups
     of one schema, in job order."""
-    # By schema, compared with `equals`: a schema's hash costs tens of microseconds.
+    # By schema, compared with `equals`: a schema's hash costs tens of microseconds. With
+    # its metadata: a column of strings is typed text, one of strings and numbers is not
+    # (`conform.TYPED_TEXT`), and a run's files must be judged alike.
     tables: list[tuple[pa.Schema, list[tuple[int, pa.Table]]]] = []
     for index, job in enumerate(jobs):
         if index in skip or not is_jsonl(job):
@@ -47,7 +49,11 @@ def parse_jsonl(
                 table = decode(job.source_file, job.data)
         except Exception:  # anything at all: the file is taken alone again, to its verdict
             continue
-        same = next((members for schema, members in tables if schema.equals(table.schema)), None)
+        same = next(
+            (members for schema, members in tables
+             if schema.equals(table.schema, check_metadata=True)),
+            None,
+        )
         if same is None:
             tables.append((table.schema, same := []))
         same.append((index, table))

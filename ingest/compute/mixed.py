@@ -13,6 +13,8 @@ import json
 
 import pyarrow as pa
 
+from ..conform import typed_text
+
 # Python's json gives these kinds; bool before int, since bool is an int to isinstance.
 _KINDS = (bool, int, float, str, list, dict)
 
@@ -52,4 +54,4 @@ def read_mixed(data: bytes) -> pa.Table | None:
         else pa.array([row.get(name) for row in rows])
         for name in kinds
     }
-    return pa.table(columns) if columns else pa.table({})
+    return typed_text(pa.table(columns), untyped=mixed) if columns else pa.table({})

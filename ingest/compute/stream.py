@@ -69,7 +69,7 @@ def process_block(block: Block) -> BlockResult:
             table, dialect = decode_block(
                 inner_name(block.source_file),
                 shared.take(block.shared, 0, block.size) if block.shared else block.data,
-                first, block.dialect, block.csv,
+                first, block.dialect, block.csv, block.spec.text_columns,
             )
             table = check_columns(table)
             spec = block.spec

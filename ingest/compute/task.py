@@ -61,9 +61,11 @@ def featurise(
     if parsed is not None:
         table = parsed
     elif bounded(job):
-        table, dialect = decode_bounded(job), None
+        table, dialect = decode_bounded(job, spec)
     else:
-        table, dialect = decode_file(job.source_file, job.data, spec.csv, spec.dialect)
+        table, dialect = decode_file(
+            job.source_file, job.data, spec.csv, spec.dialect, spec.text_columns
+        )
     table = check_columns(table)
     targets = targets or conform.Targets()
     schema = targets.of(table, spec.name, spec.schema, dict(spec.hints))
@@ -134,14 +136,17 @@ def _in_hand(job: Job, index: int, lost: dict[int, Failure]) -> Job:
 
 def _plain_table(spec: TableSpec) -> bool:
     """May a table's CSVs be parsed together? Only if nothing is pinned but the plain
-    dialect: the joint parse reads plain files (together.py checks each one)."""
+    dialect, and no column is hinted text: the joint parse reads plain files
+    (together.py checks each one)."""
     pins = spec.csv
     unpinned = pins is None or (
         pins.delimiter in (None, ",") and pins.header in (None, True) and not pins.skip_rows
         and pins.decimal in (None, ".") and pins.null_values is None
         and not pins.timestamp_formats
     )
-    return unpinned and spec.dialect in (None, PLAIN)
+    # A column hinted text must be read as text from the start (`01234`), not as the
+    # joint parse's numbers.
+    return unpinned and spec.dialect in (None, PLAIN) and not spec.text_columns
 
 
 def process(task: Task) -> TaskResult:
