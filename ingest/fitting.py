@@ -16,6 +16,7 @@ import json
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from . import isotime
 from .widen import IDENTITY, RESCUED, is_untyped, matching
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
@@ -115,6 +116,8 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
                 return column.cast(kind)
             except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
                 pass
+        if pa.types.is_timestamp(kind) and (found := _iso(column, field, rescued)) is not None:
+            return found
     keep = _fits(column, kind, inexact)
     bad = pc.and_(pc.invert(keep), pc.is_valid(column))
     for row in pc.indices_nonzero(bad).to_pylist():
@@ -124,6 +127,22 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         return kept.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return _cast_each(kept, field, rescued)
+
+
+def _iso(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray | None:
+    """Text to timestamps where Arrow's cast refuses some: ISO 8601 values zoned, or past
+    microseconds, at the instant each names (`isotime`); the others value by value. None
+    if an ISO 8601 one is not a time at all (a 13th month): all go value by value."""
+    iso = pc.fill_null(pc.match_substring_regex(column, isotime.TIMESTAMP), False)
+    none = pa.scalar(None, pa.string())
+    try:
+        parsed = isotime.parse(pc.if_else(iso, column, none)).cast(field.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    others = pc.if_else(iso, none, column)
+    if others.null_count == len(others):
+        return parsed
+    return pc.if_else(iso, parsed, _cast_each(others, field, rescued))
 
 
 def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:

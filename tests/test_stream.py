@@ -7,6 +7,7 @@ quantile passes, in well under a second each.
 
 from __future__ import annotations
 
+import datetime as dt
 import hashlib
 import json
 import os
@@ -402,6 +403,37 @@ def test_json_keys_first_seen_late_give_every_part_the_same_columns(folder: Fold
     records = records_of(folder)
     assert records.num_rows == 30_000
     assert records["late"].null_count == 20_000
+
+
+def test_json_timestamps_of_any_precision_and_zone_read_alike_in_every_block(
+    folder: Folder,
+) -> None:
+    # Whole seconds first (Arrow's reader types those), then milliseconds, offsets and
+    # nanoseconds (Go's RFC 3339), which it leaves as text, in later blocks.
+    folder.write_config(**STREAMING)
+    base = dt.datetime(2024, 1, 1)
+    expected = {}
+    with (folder.drop / "times.jsonl").open("w") as fh:
+        for i in range(30_000):
+            at = base + dt.timedelta(seconds=i)
+            text = at.strftime("%Y-%m-%dT%H:%M:%S")
+            if i < 10_000:
+                stamp, expected[i] = text + "Z", at
+            elif i < 20_000:
+                stamp, expected[i] = text + ".250Z", at + dt.timedelta(milliseconds=250)
+            elif i % 2:
+                stamp = (at + dt.timedelta(hours=5)).strftime("%Y-%m-%dT%H:%M:%S") + "+05:00"
+                expected[i] = at
+            else:  # nanoseconds are floored to microseconds
+                stamp, expected[i] = text + ".123456789Z", at + dt.timedelta(microseconds=123456)
+            fh.write(json.dumps({"i": i, "ts": stamp}) + "\n")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "blocks" in result.stderr
+    assert dict(folder.query("SELECT i, ts FROM records")) == expected
+    assert folder.query("SELECT count(*) FROM records WHERE _rescued_data IS NOT NULL") == [(0,)]
 
 
 def test_the_same_big_file_twice_is_ingested_once_and_the_other_is_a_duplicate(

@@ -196,6 +196,33 @@ def test_a_gzipped_csv_is_read_with_its_tables_pins(folder: Folder) -> None:
     ]
 
 
+def test_json_timestamps_with_fractions_and_zones_fill_a_timestamp_column_across_files(
+    folder: Folder,
+) -> None:
+    # The first file's whole seconds make the column a timestamp; later files' fractions,
+    # offsets and nanoseconds are the instants they name, and only text is rescued.
+    (folder.drop / "a.jsonl").write_bytes(b'{"id": 1, "ts": "2024-01-01T00:00:00Z"}\n')
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.jsonl").write_bytes(
+        b'{"id": 2, "ts": "2024-01-01T00:00:00.250Z"}\n'
+        b'{"id": 3, "ts": "2024-01-01T05:00:00+05:00"}\n'
+    )
+    (folder.drop / "c.jsonl").write_bytes(
+        b'{"id": 4, "ts": "2024-01-01T00:00:00.123456789"}\n{"id": 5, "ts": "soon"}\n'
+    )
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    at = dt.datetime(2024, 1, 1)
+    expected = [
+        (1, at, None), (2, at + dt.timedelta(milliseconds=250), None), (3, at, None),
+        (4, at + dt.timedelta(microseconds=123456), None), (5, None, '{"ts": "soon"}'),
+    ]
+    for reader, rows in readers(folder.output, "records", ["id", "ts", RESCUED]).items():
+        got = [(i, ts.to_pydatetime() if isinstance(ts, pd.Timestamp) else ts, r)
+               for i, ts, r in rows]
+        assert got == expected, reader
+
+
 def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
     folder: Folder,
 ) -> None:

@@ -22,6 +22,7 @@ import pyarrow.parquet as pq
 
 from ..conform import typed_text
 from ..dialect import CsvOptions, Dialect
+from ..isotime import timestamps_in_text
 from .csvfile import read_block, read_csv
 from .failures import FIXED_TYPES, DecodeError
 from .mixed import read_mixed
@@ -68,11 +69,14 @@ def _bad_json_line(data: bytes) -> int | None:
 
 def _typed(first: pa.Schema | None) -> pa.Schema | None:
     """The first block's column types, for a later block; except where it read a column as
-    null, at any depth (empty throughout the first block, or `[]`): each block types that
-    one for itself."""
+    null, at any depth (empty throughout the first block, or `[]`), and its timestamps,
+    which Arrow's reader would refuse past microseconds: each block types those itself
+    (`isotime`)."""
     if first is None:
         return None
-    return pa.schema([f for f in first if not _holds_null(f.type)])
+    return pa.schema([
+        f for f in first if not _holds_null(f.type) and not pa.types.is_timestamp(f.type)
+    ])
 
 
 def _holds_null(kind: pa.DataType) -> bool:
@@ -87,7 +91,7 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
     read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20))
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
-        return typed_text(table)
+        return typed_text(timestamps_in_text(table))
     except pa.ArrowInvalid as exc:
         mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
         if mixed and (table := read_mixed(data)) is not None:

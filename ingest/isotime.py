@@ -1,0 +1,53 @@
+"""Text of ISO 8601 timestamps as the timestamps a table holds.
+
+Arrow's JSON reader types only whole seconds as timestamps: `"2024-01-01T00:00:00Z"`
+is one, `"2024-01-01T00:00:00.250Z"` is text, and so is every timestamp an API writes
+with milliseconds (and Go's with nanoseconds). Arrow's cast of text takes a zoned value
+only to a zoned type, and more digits than the type's unit nowhere. These read them all
+as microseconds in UTC without a zone, which is what Arrow's JSON reader gives for the
+whole seconds it does type: a zoned value at its instant, the digits past microseconds
+floored (as every timestamp's nanoseconds are).
+"""
+
+from __future__ import annotations
+
+import re
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
+_TIMESTAMP = re.compile(TIMESTAMP.replace("$", r"\Z"))
+_ZONE = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
+_NANOS = r"(\.\d{6})\d+"
+UTC_MICROS = pa.timestamp("us")
+
+
+def parse(text: pa.ChunkedArray) -> pa.ChunkedArray:
+    """ISO 8601 text as timestamp[us]; raises pa.ArrowInvalid where a value is not one."""
+    text = pc.replace_substring_regex(text, _NANOS, r"\1")
+    zoned = pc.match_substring_regex(text, _ZONE)
+    none = pa.scalar(None, pa.string())
+    naive = pc.if_else(zoned, none, text).cast(UTC_MICROS)
+    instants = pc.if_else(zoned, text, none).cast(pa.timestamp("us", "UTC")).cast(UTC_MICROS)
+    return pc.if_else(zoned, instants, naive)
+
+
+def timestamps_in_text(table: pa.Table) -> pa.Table:
+    """The table with each text column whose every value is an ISO 8601 timestamp read as
+    timestamps. A column is looked at closely only if its first value is one."""
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_string(field.type):
+            continue
+        column = table.column(index)
+        values = column.drop_null()
+        if not len(values) or not _TIMESTAMP.match(values[0].as_py()):
+            continue
+        if not pc.all(pc.match_substring_regex(values, TIMESTAMP)).as_py():
+            continue
+        try:
+            parsed = parse(column)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            continue
+        table = table.set_column(index, field.with_type(UTC_MICROS), parsed)
+    return table
