@@ -123,16 +123,18 @@ class Targets:
 
     def __init__(self) -> None:
         self._tables: dict[bytes, pa.Schema] = {}
-        self._known: dict[tuple[str, pa.Schema, Verdicts], pa.Schema] = {}
+        self._known: dict[tuple[str, pa.Schema, tuple[int, ...], Verdicts], pa.Schema] = {}
 
     def of(
         self, data: pa.Table, table: str, schema: bytes | None, hints: Mapping[str, str],
         verdicts: Verdicts | None = None,
     ) -> pa.Schema:
         """The file's target; `verdicts`, if given, are `text_verdicts(data, hints)`."""
+        judged = tuple(text_columns(data, hints))
         if verdicts is None:
-            verdicts = tuple(_numbers_in_text(data.column(i)) for i in text_columns(data, hints))
-        key = (table, data.schema, verdicts)
+            verdicts = tuple(_numbers_in_text(data.column(i)) for i in judged)
+        # Which columns were judged, too: a schema's equality leaves out TYPED_TEXT.
+        key = (table, data.schema, judged, verdicts)
         found = self._known.get(key)
         if found is not None:
             return found

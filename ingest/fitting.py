@@ -93,7 +93,9 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         return pa.chunked_array([pa.nulls(len(column), kind)])
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    column = _to_microseconds(column, kind)
+    column, settled = _guard(_to_microseconds(column, kind), field, rescued)
+    if settled:
+        return column
     if _is_nested(kind) and column.type != kind:
         # One array: the chunks of a part read back (131,072 rows each) may differ in
         # which parts of them hold values, and so in how they are shaped.
@@ -143,6 +145,53 @@ def _iso(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chunk
     if others.null_count == len(others):
         return parsed
     return pc.if_else(iso, parsed, _cast_each(others, field, rescued))
+
+
+def _guard(
+    column: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+) -> tuple[pa.ChunkedArray, bool]:
+    """The values Arrow's cast would change rather than refuse, rescued: all of them
+    where a flag, a number and a moment meet (Arrow makes 5 true, and 1700000000 a moment
+    in 1970), and floats a decimal column cannot hold exactly. True if none is left."""
+    have, want = _kind_of(column.type), _kind_of(field.type)
+    if have is not None and want is not None and have != want:
+        return _rescue_all(column, field, rescued), True
+    if pa.types.is_decimal(field.type) and pa.types.is_floating(column.type):
+        return _exact_decimals(column, field, rescued), False
+    return column, False
+
+
+def _kind_of(kind: pa.DataType) -> str | None:
+    """Which of flag, number or moment a type is; None for any other (a duration is its
+    count of microseconds, a number, once `_to_microseconds` has made it one)."""
+    if pa.types.is_boolean(kind):
+        return "flag"
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
+        return "number"
+    if pa.types.is_timestamp(kind) or pa.types.is_date(kind):
+        return "moment"
+    return None
+
+
+def _rescue_all(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    for row in pc.indices_nonzero(pc.is_valid(column)).to_pylist():
+        rescued.setdefault(row, {})[field.name] = _text(column[row])
+    return pa.chunked_array([pa.nulls(len(column), field.type)])
+
+
+def _exact_decimals(
+    column: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+) -> pa.ChunkedArray:
+    """Floats bound for a decimal column, less those it cannot hold exactly (1.239 in a
+    decimal of two places, which Arrow would round): rescued instead."""
+    try:
+        back = column.cast(field.type, safe=False).cast(column.type)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return column  # the value-by-value path decides
+    inexact = pc.fill_null(pc.not_equal(back, column), False)
+    for row in pc.indices_nonzero(inexact).to_pylist():
+        rescued.setdefault(row, {})[field.name] = _text(column[row])
+    return pc.if_else(inexact, pa.scalar(None, column.type), column)
 
 
 def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import decimal
 import json
 
 import pyarrow as pa
@@ -10,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest import conform, fitting
-from ingest.widen import is_untyped, matching, merge, merge_schemas, normalise
+from ingest.compute.decode import decode
+from ingest.widen import RESCUED, is_untyped, matching, merge, merge_schemas, normalise
 
 
 @pytest.mark.parametrize(
@@ -381,3 +383,34 @@ def test_a_schema_read_back_from_a_part_is_the_same_though_its_map_is_renamed() 
     assert same(data.schema, back)
     typed = pa.schema([("m", data.schema.field("m").type), ("l", pa.list_(pa.string()))])
     assert not same(data.schema, typed)  # the untyped mark is a difference
+
+
+def test_a_files_target_is_its_own_after_another_of_the_same_types_but_other_typed_text() -> None:
+    # Both files hold a string and an int64 column read from JSON, but which column mixed
+    # strings and numbers (and so may be read as numbers) differs.
+    first = decode("a.jsonl", b'{"a": "x", "b": 1}\n{"a": "y", "b": "2"}\n')
+    second = decode("b.jsonl", b'{"a": 1, "b": "x"}\n{"a": "2", "b": "y"}\n')
+    assert first.schema.equals(second.schema)  # metadata aside
+    targets = conform.Targets()
+    targets.of(first, "t", None, {})
+    assert targets.of(second, "t", None, {}) == conform.Targets().of(second, "t", None, {})
+
+
+@pytest.mark.parametrize(("values", "kind", "kept"), [
+    ([5, 0], pa.bool_(), [None, None]),  # Arrow's cast: true, false
+    ([True, False], pa.int64(), [None, None]),  # 1, 0
+    ([True], pa.float64(), [None]),
+    ([1_700_000_000], pa.timestamp("us", "UTC"), [None]),  # a moment in 1970
+    ([5], pa.date32(), [None]),  # 1970-01-06
+    ([1.239, 0.001, 1.5], pa.decimal128(10, 2), [None, None, decimal.Decimal("1.50")]),
+])
+def test_a_value_arrows_cast_would_change_is_rescued_not_changed(
+    values: list[object], kind: pa.DataType, kept: list[object]
+) -> None:
+    schema = pa.schema([pa.field("v", kind), pa.field(RESCUED, pa.string())])
+    fitted = fitting.fit(pa.table({"v": values}), schema)
+    assert fitted.column("v").to_pylist() == kept
+    rescued = [json.loads(r) if r else None for r in fitted.column(RESCUED).to_pylist()]
+    assert rescued == [
+        None if k is not None else {"v": json.dumps(v)} for v, k in zip(values, kept, strict=True)
+    ]

@@ -185,6 +185,18 @@ def test_csv_columns_hinted_text_keep_their_spelling_alone_together_and_gzipped(
         assert rows == expected, reader
 
 
+def test_a_csv_column_hinted_text_keeps_a_date_as_written(folder: Folder) -> None:
+    folder.write_config(**{"tables.records.columns": {"d": "string"}})
+    (folder.drop / "a.csv").write_bytes(
+        b"id;d;e\n1;13/02/2024;13/02/2024\n2;25/12/2024;25/12/2024\n"
+    )
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    assert folder.query("SELECT id, d, e FROM records ORDER BY id") == [
+        (1, "13/02/2024", dt.date(2024, 2, 13)), (2, "25/12/2024", dt.date(2024, 12, 25)),
+    ]
+
+
 def test_a_gzipped_csv_is_read_with_its_tables_pins(folder: Folder) -> None:
     folder.write_config(**{"tables.records.csv": {"header": False, "delimiter": ";"}})
     # All text: detected alone, its first line would be the header.

@@ -176,12 +176,13 @@ def options(
 
 
 def read(
-    body: Body, dialect: Dialect, types: pa.Schema | None = None, text: Collection[str] = ()
+    body: Body, dialect: Dialect, types: pa.Schema | None = None,
+    as_text: Collection[str] = (),
 ) -> pa.Table:
-    """Parse the body, the columns named in `text` as text; raises pa.ArrowInvalid as
+    """Parse the body, the columns named in `as_text` as text; raises pa.ArrowInvalid as
     pyarrow does."""
     quoted = bool(dialect.quote) and body.data.find(dialect.quote.encode(), body.start) >= 0
-    read_options, parse, convert = options(dialect, body.names, types, quoted, text)
+    read_options, parse, convert = options(dialect, body.names, types, quoted, as_text)
     if _NEWLINES.fullmatch(body.data, body.start):
         return pa.table({name: pa.nulls(0) for name in body.names})
     records = pa.py_buffer(body.data).slice(body.start)  # no copy
@@ -214,7 +215,7 @@ def read(
         table = _later_block_nulls(table, types, convert.null_values)
     if dialect.null_values is None:  # pinned markers say for themselves what is null
         table = empty_as_null(table)
-    return with_formats(table, dialect, types)
+    return with_formats(table, dialect, types, as_text)
 
 
 def empty_as_null(table: pa.Table) -> pa.Table:
@@ -311,13 +312,19 @@ def _within(values: np.ndarray) -> bool:
     return not values.size or bool(values.min() > -_BOUND and values.max() < _BOUND)
 
 
-def with_formats(table: pa.Table, dialect: Dialect, types: pa.Schema | None) -> pa.Table:
-    """Parse the columns that have a date or timestamp format, where every value fits it;
-    a later block (`types`) must fit the first block's type, or fail as a conversion error."""
+def with_formats(
+    table: pa.Table, dialect: Dialect, types: pa.Schema | None, as_text: Collection[str] = ()
+) -> pa.Table:
+    """Parse the columns that have a date or timestamp format, where every value fits it,
+    but those named in `as_text` (hinted `string`: kept as written); a later block
+    (`types`) must fit the first block's type, or fail as a conversion error."""
+    kept = {folded(name) for name in as_text}
     for index, fmt in dialect.formats:
         if index >= table.num_columns or not pa.types.is_string(table.schema.types[index]):
             continue
         name = table.column_names[index]
+        if folded(name) in kept:
+            continue
         want = types.field(name).type if types is not None and name in types.names else None
         if want is not None and not (pa.types.is_timestamp(want) or pa.types.is_date(want)):
             continue  # the first block kept it as text

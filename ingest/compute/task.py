@@ -136,17 +136,14 @@ def _in_hand(job: Job, index: int, lost: dict[int, Failure]) -> Job:
 
 def _plain_table(spec: TableSpec) -> bool:
     """May a table's CSVs be parsed together? Only if nothing is pinned but the plain
-    dialect, and no column is hinted text: the joint parse reads plain files
-    (together.py checks each one)."""
+    dialect: the joint parse reads plain files (together.py checks each one)."""
     pins = spec.csv
     unpinned = pins is None or (
         pins.delimiter in (None, ",") and pins.header in (None, True) and not pins.skip_rows
         and pins.decimal in (None, ".") and pins.null_values is None
         and not pins.timestamp_formats
     )
-    # A column hinted text must be read as text from the start (`01234`), not as the
-    # joint parse's numbers.
-    return unpinned and spec.dialect in (None, PLAIN) and not spec.text_columns
+    return unpinned and spec.dialect in (None, PLAIN)
 
 
 def process(task: Task) -> TaskResult:
@@ -202,7 +199,9 @@ def _parse_groups(jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]) -
     ]
     try:
         with time_limit(task.timeout_s):
-            groups = parse_groups(tuple(jobs[i] for i in joinable))
+            groups = parse_groups(
+                tuple(jobs[i] for i in joinable), lambda job: task.spec(job.table).text_columns
+            )
     except TaskTimeout:
         return found
     return found + [

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import itertools
 from collections import defaultdict
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -32,6 +33,7 @@ import pyarrow.csv as pa_csv
 from .. import bytescan
 from ..dialect import PLAIN, Dialect
 from ..jobs import Job
+from ..widen import folded
 from .csvread import empty_as_null, inexact_columns
 from .sniff import plain, plain_like
 
@@ -64,7 +66,7 @@ def _split(job: Job, plain_headers: set[bytes]) -> tuple[bytes, int] | None:
     return header, end + 1
 
 
-def _read(data: bytes, types: pa.Schema | None = None) -> pa.Table:
+def _read(data: bytes, types: pa.Schema | dict[str, pa.DataType] | None = None) -> pa.Table:
     convert = pa_csv.ConvertOptions(column_types=types) if types is not None else None
     return pa_csv.read_csv(
         pa.BufferReader(data),
@@ -95,10 +97,17 @@ class Group:
 _MAYBE_FLOAT = r"(?is)^[+-]?(nan(\(.*\))?|inf(inity)?|[0-9]*\.?[0-9]*(e[+-]?[0-9]*)?)$"
 
 
-def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None:
+def _group(
+    members: list[tuple[int, bytes, int]], header: bytes, hinted: frozenset[str]
+) -> Group | None:
     # Views of the bodies, not copies: a task's worth of them is tens of MB.
     bodies = [memoryview(data)[start:] for _, data, start in members]
-    first = _read(b"".join([header, bodies[0]]))
+    names = header.decode("utf-8", errors="replace").rstrip("\r\n").split(",")
+    # The columns hinted `string` (`hinted`, folded) read as text, as each file alone is.
+    first = _read(
+        b"".join([header, bodies[0]]),
+        {name: pa.string() for name in names if folded(name.strip()) in hinted} or None,
+    )
     if not _typable(first.schema) or inexact_columns(first):
         return None
     joined = _read(b"".join([header, *bodies]), first.schema)
@@ -107,8 +116,12 @@ def _group(members: list[tuple[int, bytes, int]], header: bytes) -> Group | None
     counts = [bytescan.count(data, start=start) for _, data, start in members]
     if joined.num_rows != sum(counts):
         return None
-    # By position: a header may repeat a name (each file is then refused on its own).
-    text = [i for i, f in enumerate(first.schema) if pa.types.is_string(f.type)]
+    # By position: a header may repeat a name (each file is then refused on its own). A
+    # column hinted text is text in each file alone too: no file need be told apart.
+    text = [
+        i for i, f in enumerate(first.schema)
+        if pa.types.is_string(f.type) and folded(f.name.strip()) not in hinted
+    ]
     starts = [0, *itertools.accumulate(counts)]
     # A file whose first value in a text column is surely not a number reads that column
     # as text alone too: only the others need the cast that tells.
@@ -147,20 +160,24 @@ def _numeric(column: pa.ChunkedArray) -> bool:
     return True
 
 
-def parse_groups(jobs: tuple[Job, ...]) -> list[Group]:
-    """The groups of jobs that could be parsed together; the other jobs are in none."""
-    groups: dict[bytes, list[tuple[int, bytes, int]]] = defaultdict(list)
+def parse_groups(
+    jobs: tuple[Job, ...], text: Callable[[Job], Collection[str]] = lambda job: ()
+) -> list[Group]:
+    """The groups of jobs that could be parsed together; the other jobs are in none.
+    `text`: a job's columns hinted `string` (its table's), read as text."""
+    groups: dict[tuple[bytes, frozenset[str]], list[tuple[int, bytes, int]]] = defaultdict(list)
     plain_headers: set[bytes] = set()
     for index, job in enumerate(jobs):
         parts = _split(job, plain_headers)
         if parts is not None:
-            groups[parts[0]].append((index, job.data, parts[1]))
+            hinted = frozenset(folded(name) for name in text(job))
+            groups[parts[0], hinted].append((index, job.data, parts[1]))
     found: list[Group] = []
-    for header, members in groups.items():
+    for (header, hinted), members in groups.items():
         if len(members) < 2:
             continue
         try:
-            group = _group(members, header)
+            group = _group(members, header, hinted)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             continue  # each file is parsed alone, and gets its own verdict
         if group is not None:

@@ -62,7 +62,7 @@ def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
     restat = ledger.meta(DELTA_STATISTICS) != delta.STATS_VERSION
     for table in ledger.tables():
         if restat and delta.nested(layout, table):
-            commits += _restat(ledger, layout, table, crash)
+            commits += _restat(layout, table, crash)
         if changed := delta.configure(layout, table):
             log.info("table %s: Delta log properties set: %s", table,
                      ", ".join(f"{key} = {value}" for key, value in sorted(changed.items())))
@@ -91,14 +91,15 @@ def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
     return commits
 
 
-def _restat(ledger: Ledger, layout: Layout, table: str, crash: CrashPlan) -> int:
-    """Add the table's parts again, in one commit, with statistics read from their
-    footers as this release reads them; how many commits (0 with no parts)."""
-    want = sorted(part.path for part in ledger.part_files(table))
+def _restat(layout: Layout, table: str, crash: CrashPlan) -> int:
+    """Add the log's parts again, in one commit of adds alone (`dataChange = false`: the
+    protocol's way to change a file's metadata; a remove of the same path beside it
+    would leave readers to choose the order), with statistics read from their footers as
+    this release reads them; how many commits (0 with no parts)."""
+    want = sorted(delta.files(layout, table))
     if not want:
         return 0
-    schema = pq.read_schema(layout.output / want[0]).remove_metadata()
-    delta.commit(layout, delta.Change(table, add=want, schema=schema, data_change=False), crash)
+    delta.commit(layout, delta.Change(table, add=want, data_change=False), crash)
     log.warning(
         "start-up repair: %s's Delta statistics written again for its %d parts (a column"
         " after a nested one had another column's)", table, len(want),

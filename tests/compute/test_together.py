@@ -46,6 +46,15 @@ def test_an_empty_text_cell_is_null_parsed_together_as_alone() -> None:
         assert decode(j.source_file, j.data).column("name").to_pylist() == ["x", None]
 
 
+def test_columns_hinted_text_are_read_as_text_together_as_alone() -> None:
+    jobs = tuple(job(f"f{i}.csv", b"timestamp,zip\n%d,0%d\n%d,00%d\n" % (i, i, i, i))
+                 for i in range(3))
+    groups = parse_groups(jobs, lambda j: ("ZIP",))
+    assert [len(g.members) for g in groups] == [3]
+    assert groups[0].table.column("zip").to_pylist() == ["00", "000", "01", "001", "02", "002"]
+    assert parse_groups(jobs)[0].table.schema.field("zip").type == pa.int64()
+
+
 def test_quoted_or_gzipped_or_lone_files_are_left_to_be_parsed_alone() -> None:
     jobs = (
         job("q.csv", HEADER + b'1,"2",3\n'),

@@ -376,6 +376,12 @@ def test_statistics_an_older_release_shifted_past_a_nested_column_are_written_ag
 
     assert again.returncode == 0, again.stderr
     assert "records's Delta statistics written again for its 1 parts" in again.stderr
+    # The repair is adds alone, without a data change: a remove of the same path beside
+    # them would leave a reader to choose which comes first.
+    repaired = entry.with_name(f"{1:020d}.json").read_text()
+    repair = [json.loads(line) for line in repaired.splitlines()]
+    assert not [a for a in repair if "remove" in a]
+    assert [a["add"]["dataChange"] for a in repair if "add" in a] == [False]
     assert sorted(read_delta(path, columns=["t"]).column("t").to_pylist()) == [5, 6]
     adds = pa.table(deltalake.DeltaTable(path).get_add_actions(flatten=True)).to_pydict()
     assert adds["null_count.t"] == [0, 0]
