@@ -11,6 +11,7 @@ and its raw text is kept in `_rescued_data`, a JSON object of column -> text.
 
 from __future__ import annotations
 
+import decimal
 import json
 
 import pyarrow as pa
@@ -26,6 +27,10 @@ INT_PATTERN = r"^-?[0-9]+$"
 FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:inf|infinity|nan)$"
 # Integers beyond this lose their value as float64; such values are rescued instead.
 _EXACT = 2**53
+# int64's bounds, as decimals a text of up to 21 characters (a sign and 20 digits) casts to.
+_INT64_TEXT = pa.decimal128(21, 0)
+_INT64_MIN = pa.scalar(decimal.Decimal(-(2**63)), _INT64_TEXT)
+_INT64_MAX = pa.scalar(decimal.Decimal(2**63 - 1), _INT64_TEXT)
 
 Rescued = dict[int, dict[str, str]]  # row -> column -> raw text
 
@@ -271,10 +276,15 @@ def _fits(
     if pa.types.is_string(column.type) and pa.types.is_integer(kind):
         ints = pc.match_substring_regex(column, INT_PATTERN)
         # Beyond int64 (a 20-digit ID) is rescued here, not value by value: 18 characters
-        # always fit, and a longer one below 9.2e18 (the last 0.3% below 2**63 is rescued).
+        # always fit, and a longer one (up to 21, with a sign) is compared exactly.
         short = pc.less_equal(pc.utf8_length(column), 18)
-        values = pc.cast(pc.if_else(pc.and_(ints, pc.invert(short)), column, "0"), pa.float64())
-        return pc.and_(ints, pc.or_(short, pc.less(pc.abs(values), 9.2e18)))
+        long = pc.and_(ints, pc.invert(short))
+        if not pc.any(long).as_py():
+            return ints
+        fits = pc.less_equal(pc.utf8_length(column), 21)
+        values = pc.cast(pc.if_else(pc.and_(long, fits), column, "0"), _INT64_TEXT)
+        within = pc.and_(pc.greater_equal(values, _INT64_MIN), pc.less_equal(values, _INT64_MAX))
+        return pc.and_(ints, pc.or_(short, pc.and_(fits, within)))
     if pa.types.is_string(column.type) and pa.types.is_floating(kind):
         floats = pc.match_substring_regex(column, FLOAT_PATTERN)
         found = inexact if inexact is not None else inexact_integers(column)

@@ -414,3 +414,14 @@ def test_a_value_arrows_cast_would_change_is_rescued_not_changed(
     assert rescued == [
         None if k is not None else {"v": json.dumps(v)} for v, k in zip(values, kept, strict=True)
     ]
+
+
+def test_text_integers_at_int64s_bounds_are_kept_and_past_them_rescued() -> None:
+    values = ["9223372036854775807", "-9223372036854775808", "18446744073709551615",
+              "9223372036854775808", "-9223372036854775809", "009223372036854775807", "7"]
+    schema = pa.schema([pa.field("v", pa.int64()), pa.field(RESCUED, pa.string())])
+    fitted = fitting.fit(pa.table({"v": values}), schema)
+    assert fitted.column("v").to_pylist() == [
+        2**63 - 1, -(2**63), None, None, None, 2**63 - 1, 7,
+    ]
+    assert fitted.column(RESCUED).null_count == len(values) - 3
