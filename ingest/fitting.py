@@ -12,6 +12,7 @@ and its raw text is kept in `_rescued_data`, a JSON object of column -> text.
 from __future__ import annotations
 
 import decimal
+import functools
 import json
 
 import pyarrow as pa
@@ -27,10 +28,19 @@ INT_PATTERN = r"^-?[0-9]+$"
 FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:inf|infinity|nan)$"
 # Integers beyond this lose their value as float64; such values are rescued instead.
 _EXACT = 2**53
-# int64's bounds, as decimals a text of up to 21 characters (a sign and 20 digits) casts to.
+# A text of up to 21 characters (a sign and 20 digits) as a number compared exactly.
 _INT64_TEXT = pa.decimal128(21, 0)
-_INT64_MIN = pa.scalar(decimal.Decimal(-(2**63)), _INT64_TEXT)
-_INT64_MAX = pa.scalar(decimal.Decimal(2**63 - 1), _INT64_TEXT)
+
+
+@functools.cache
+def _int64_bounds() -> tuple[pa.Scalar, pa.Scalar]:
+    """int64's bounds as _INT64_TEXT. Made on first use, not at import: a worker imports
+    this module before it keeps pyarrow from importing pandas on its first conversion of
+    a Python value (`compute.startup`)."""
+    return (
+        pa.scalar(decimal.Decimal(-(2**63)), _INT64_TEXT),
+        pa.scalar(decimal.Decimal(2**63 - 1), _INT64_TEXT),
+    )
 
 Rescued = dict[int, dict[str, str]]  # row -> column -> raw text
 
@@ -167,8 +177,8 @@ def _guard(
 
 
 def _kind_of(kind: pa.DataType) -> str | None:
-    """Which of flag, number or moment a type is; None for any other (a duration is its
-    count of microseconds, a number, once `_to_microseconds` has made it one)."""
+    """Which of flag, number or moment a type is; None for any other (a duration among
+    them: the table holds it as its count of microseconds, which its cast gives)."""
     if pa.types.is_boolean(kind):
         return "flag"
     if pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind):
@@ -283,7 +293,8 @@ def _fits(
             return ints
         fits = pc.less_equal(pc.utf8_length(column), 21)
         values = pc.cast(pc.if_else(pc.and_(long, fits), column, "0"), _INT64_TEXT)
-        within = pc.and_(pc.greater_equal(values, _INT64_MIN), pc.less_equal(values, _INT64_MAX))
+        least, most = _int64_bounds()
+        within = pc.and_(pc.greater_equal(values, least), pc.less_equal(values, most))
         return pc.and_(ints, pc.or_(short, pc.and_(fits, within)))
     if pa.types.is_string(column.type) and pa.types.is_floating(kind):
         floats = pc.match_substring_regex(column, FLOAT_PATTERN)

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import re
+import uuid
 import zipfile
 import zlib
 from collections.abc import Callable, Collection, Iterator
@@ -172,18 +173,39 @@ def _parquet(data: bytes) -> pa.Table:
         # ParquetFile, not read_table: the dataset reader refuses a repeated column name,
         # which the file's table then takes apart as any other (`a`, `a_1`).
         parquet = pq.ParquetFile(pa.BufferReader(data), coerce_int96_timestamp_unit=INT96_UNIT)
-        return typed_text(parquet.read(use_threads=False))
+        return typed_text(_without_extensions(parquet.read(use_threads=False)))
     except (pa.ArrowInvalid, OSError) as exc:
         raise DecodeError(f"not a valid Parquet file: {exc}", offset=0) from None
 
 
+def _without_extensions(table: pa.Table) -> pa.Table:
+    """Top-level columns of an extension type as values every reader holds: a UUID as its
+    text (`f81d4fae-7dec-11d0-a765-00a0c91e6bf6`, as DuckDB shows the UUIDs it writes),
+    any other as the values it is stored as."""
+    for index, field in enumerate(table.schema):
+        kind = field.type
+        if not isinstance(kind, pa.BaseExtensionType):
+            continue
+        stored = pa.chunked_array(
+            [chunk.storage for chunk in table.column(index).chunks], kind.storage_type
+        )
+        if kind.extension_name == "arrow.uuid":
+            stored = pa.chunked_array([pa.array(
+                [None if raw is None else str(uuid.UUID(bytes=raw)) for raw in stored.to_pylist()],
+                pa.string(),
+            )])
+        table = table.set_column(index, pa.field(field.name, stored.type), stored)
+    return table
+
+
 def _arrow(data: bytes) -> pa.Table:
     try:
-        return typed_text(pa_ipc.open_file(pa.BufferReader(data)).read_all())
+        return typed_text(_without_extensions(pa_ipc.open_file(pa.BufferReader(data)).read_all()))
     except pa.ArrowInvalid:
         pass
     try:
-        return typed_text(pa_ipc.open_stream(pa.BufferReader(data)).read_all())
+        table = pa_ipc.open_stream(pa.BufferReader(data)).read_all()
+        return typed_text(_without_extensions(table))
     except (pa.ArrowInvalid, OSError) as exc:
         raise DecodeError(f"not a valid Arrow IPC file or stream: {exc}", offset=0) from None
 

@@ -8,7 +8,9 @@ import io
 import json
 import zipfile
 from collections.abc import Callable
+from pathlib import Path
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import pyarrow.ipc as pa_ipc
@@ -164,6 +166,19 @@ def test_parquet_with_a_repeated_column_name_reads_both_columns() -> None:
     pq.write_table(pa.Table.from_arrays([pa.array([1]), pa.array(["b"])], ["x", "x"]), sink)
     assert check_columns(decode("dup.parquet", sink.getvalue())).to_pylist() == [
         {"x": 1, "x_1": "b"},
+    ]
+
+
+def test_a_uuid_column_as_duckdb_writes_it_reads_as_its_text(tmp_path: Path) -> None:
+    path = tmp_path / "ids.parquet"
+    duckdb.sql(
+        "COPY (SELECT 1 AS k, 'f81d4fae-7dec-11d0-a765-00a0c91e6bf6'::UUID AS id"
+        f" UNION ALL SELECT 2, NULL) TO '{path.as_posix()}' (FORMAT parquet)"
+    )
+    table = decode("ids.parquet", path.read_bytes())
+    assert table.schema.field("id").type == pa.string()
+    assert table.sort_by("k").column("id").to_pylist() == [
+        "f81d4fae-7dec-11d0-a765-00a0c91e6bf6", None,
     ]
 
 
