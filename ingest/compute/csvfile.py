@@ -30,6 +30,8 @@ if TYPE_CHECKING:
 # Arrow reports "Row #N" when it reads single-threaded, which a worker does anyway.
 _ROW = re.compile(r"Row #(\d+)")
 _BLANK = re.compile(rb"\s*")
+# The bytes of a file's head looked at for NULs (`_check_not_utf16`).
+NUL_HEAD_BYTES = 4096
 
 
 def _lines(data: bytes) -> Iterator[str]:
@@ -140,6 +142,18 @@ def _utf8(data: bytes) -> bytes:
         except UnicodeDecodeError as exc:
             raise DecodeError(f"invalid UTF-16 at byte {exc.start}", offset=exc.start) from None
     return data.removeprefix(codecs.BOM_UTF8)
+
+
+def _check_not_utf16(data: bytes) -> None:
+    """A head of which a quarter is NUL bytes is UTF-16 without a byte-order mark (or not
+    text at all): said so, where the parser would report columns of `\x00`."""
+    head = data[:NUL_HEAD_BYTES]
+    if b"\x00" in head and 4 * head.count(b"\x00") >= len(head):
+        at = head.index(b"\x00")
+        raise DecodeError(
+            "NUL bytes throughout: UTF-16 text without a byte-order mark, or not text;"
+            " re-save the file as UTF-8", line=data.count(b"\n", 0, at) + 1, offset=at,
+        )
 
 
 def _line_feeds(data: bytes) -> bytes:
@@ -258,6 +272,7 @@ def read_csv(
     table's pins applied, or `table`, the dialect its table's first file pinned. The
     columns named in `text` (hinted `string`) are read as text."""
     data = _line_feeds(_utf8(data))
+    _check_not_utf16(data)
     _check_record_size(data)
     if _BLANK.fullmatch(data):  # stops at the first character that is not white space
         raise DecodeError("Empty CSV file", line=1)

@@ -416,3 +416,10 @@ def test_a_column_named_as_one_of_ingests_own_after_trimming_is_refused() -> Non
     with pytest.raises(DecodeError, match="reserved"):
         check_columns(decode("a.jsonl", b'{" Source_File": "mine", "x": 1}\n'))
     assert check_columns(decode("b.jsonl", b'{" x": 1, "X": 2}\n')).column_names == ["x", "X_1"]
+
+
+def test_utf16_without_a_byte_order_mark_is_refused_naming_the_encoding() -> None:
+    with pytest.raises(DecodeError, match="UTF-16 text without a byte-order mark") as caught:
+        decode("wide.csv", "a,b\n1,2\n3,4\n".encode("utf-16-le"))
+    assert caught.value.offset == 1  # the high byte of the first character
+    assert decode("marked.csv", "a,b\n1,2\n".encode("utf-16")).to_pylist() == [{"a": 1, "b": 2}]
