@@ -136,9 +136,7 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         if pa.types.is_timestamp(kind) and (found := _iso(column, field, rescued)) is not None:
             return found
     keep = _fits(column, kind, inexact)
-    bad = pc.and_(pc.invert(keep), pc.is_valid(column))
-    for row in pc.indices_nonzero(bad).to_pylist():
-        rescued.setdefault(row, {})[field.name] = _text(column[row])
+    _rescue(column, pc.and_(pc.invert(keep), pc.is_valid(column)), field, rescued)
     kept = pc.if_else(keep, column, pa.scalar(None, column.type))
     try:
         return kept.cast(kind)
@@ -188,9 +186,16 @@ def _kind_of(kind: pa.DataType) -> str | None:
     return None
 
 
-def _rescue_all(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
-    for row in pc.indices_nonzero(pc.is_valid(column)).to_pylist():
+def _rescue(
+    column: pa.ChunkedArray, where: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+) -> None:
+    """Keep the text of the column's values `where` is true, in their rows' rescued data."""
+    for row in pc.indices_nonzero(where).to_pylist():
         rescued.setdefault(row, {})[field.name] = _text(column[row])
+
+
+def _rescue_all(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    _rescue(column, pc.is_valid(column), field, rescued)
     return pa.chunked_array([pa.nulls(len(column), field.type)])
 
 
@@ -204,8 +209,7 @@ def _exact_decimals(
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return column  # the value-by-value path decides
     inexact = pc.fill_null(pc.not_equal(back, column), False)
-    for row in pc.indices_nonzero(inexact).to_pylist():
-        rescued.setdefault(row, {})[field.name] = _text(column[row])
+    _rescue(column, inexact, field, rescued)
     return pc.if_else(inexact, pa.scalar(None, column.type), column)
 
 
