@@ -23,9 +23,14 @@ from .widen import IDENTITY, RESCUED, is_untyped, matching
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
 # Arrow's cast takes "-5" but not "+5" as an int64 (as a float64, both); it takes "inf",
-# "Infinity" and "NaN" in any case as floats.
-INT_PATTERN = r"^-?[0-9]+$"
-FLOAT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:inf|infinity|nan)$"
+# "Infinity" and "NaN" in any case as floats. A number written with a leading zero
+# (`007`, `00.5`) is neither: it is text (`ZERO_PADDED`).
+INT_PATTERN = r"^-?(0|[1-9][0-9]*)$"
+FLOAT_PATTERN = (
+    r"^[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:inf|infinity|nan)$"
+)
+# A number written with a leading zero: text, not a number (DuckDB's sniffer agrees).
+ZERO_PADDED = r"^[+-]?0[0-9]"
 # Integers beyond this lose their value as float64; such values are rescued instead.
 _EXACT = 2**53
 # A text of up to 21 characters (a sign and 20 digits) as a number compared exactly.
@@ -116,6 +121,8 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
         # which parts of them hold values, and so in how they are shaped.
         column = pa.chunked_array([_shaped(column.combine_chunks(), kind)])
     text = pa.types.is_string(column.type)
+    if text and _kind_of(kind) == "number":
+        column = _zero_padded(column, field, rescued)
     # A cast of text to float64 would round an integer beyond 2**53: those are rescued.
     inexact = inexact_integers(column) if text and pa.types.is_floating(kind) else None
     rounds = inexact is not None and bool(pc.any(inexact).as_py())
@@ -172,6 +179,16 @@ def _guard(
     if pa.types.is_decimal(field.type) and pa.types.is_floating(column.type):
         return _exact_decimals(column, field, rescued), False
     return column, False
+
+
+def _zero_padded(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    """Text written with a leading zero (`01234`: a ZIP code, an account number) rescued
+    rather than cast, as a number would lose its spelling: it is text, as DuckDB reads it."""
+    padded = pc.fill_null(pc.match_substring_regex(column, ZERO_PADDED), False)
+    if not pc.any(padded).as_py():
+        return column
+    _rescue(column, padded, field, rescued)
+    return pc.if_else(padded, pa.scalar(None, column.type), column)
 
 
 def _kind_of(kind: pa.DataType) -> str | None:

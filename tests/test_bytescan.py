@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -51,3 +53,21 @@ def test_the_last_newline_outside_quotes_is_the_one_a_walk_from_the_start_finds(
     assert bytescan.last_unquoted_newline(data, end, odd, window) == _last_unquoted_newline(
         data, end, odd
     )
+
+
+_FIELDS = st.lists(st.sampled_from([b"0", b"1", b"9", b",", b"\n", b'"', b".", b"a"]), max_size=30)
+
+
+@given(_FIELDS.map(b"".join), st.integers(0, 32), st.integers(0, 34))
+def test_zero_padded_finds_a_field_that_starts_with_a_zero_and_a_digit(
+    data: bytes, start: int, end: int
+) -> None:
+    start = min(start, len(data))
+    expected = re.search(rb'(?:^|[,\n"])0[0-9]', data[start:end]) is not None
+    assert bytescan.zero_padded(data, b',\n"', start, end) == expected
+
+
+def test_zero_padded_edges() -> None:
+    assert bytescan.zero_padded(b"007", b",") and not bytescan.zero_padded(b"0", b",")
+    assert not bytescan.zero_padded(b"1,0.5\n0,2", b",\n")
+    assert bytescan.zero_padded(b"1;02", b";") and not bytescan.zero_padded(b"1,02", b";")

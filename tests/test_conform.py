@@ -421,7 +421,26 @@ def test_text_integers_at_int64s_bounds_are_kept_and_past_them_rescued() -> None
               "9223372036854775808", "-9223372036854775809", "009223372036854775807", "7"]
     schema = pa.schema([pa.field("v", pa.int64()), pa.field(RESCUED, pa.string())])
     fitted = fitting.fit(pa.table({"v": values}), schema)
+    # Written with leading zeros, the bound is text (`ZERO_PADDED`): rescued, as written.
     assert fitted.column("v").to_pylist() == [
-        2**63 - 1, -(2**63), None, None, None, 2**63 - 1, 7,
+        2**63 - 1, -(2**63), None, None, None, None, 7,
     ]
-    assert fitted.column(RESCUED).null_count == len(values) - 3
+    assert fitted.column(RESCUED).null_count == len(values) - 4
+    assert json.loads(fitted.column(RESCUED)[5].as_py()) == {"v": "009223372036854775807"}
+
+
+def test_text_of_numbers_written_with_leading_zeros_is_judged_text() -> None:
+    # A CSV column pyarrow reads as text (it holds a word): `01234` is not a number, so a
+    # column mostly of such values stays text, and one mostly of numbers rescues them.
+    padded = pa.table({"zip": ["01234", "02139", "n/a", "10001"] * 100})
+    numbers = pa.table({"v": ["1", "2", "3", "007", "x"] * 100})
+    # Files judged together, short and long, as each alone.
+    assert conform.text_verdicts(padded, {}, [8, 392]) == [(None,), (None,)]
+    assert conform.text_verdicts(numbers, {}, [5, 495]) == [(pa.int64(),), (pa.int64(),)]
+    assert conform.own_schema(padded, {}).field("zip").type == pa.string()
+    assert conform.own_schema(padded.slice(0, 8), {}).field("zip").type == pa.string()
+    assert conform.own_schema(numbers, {}).field("v").type == pa.int64()
+    schema = pa.schema([("v", pa.int64()), (RESCUED, pa.string())])
+    fitted = fitting.fit(numbers.slice(0, 5), schema)
+    assert fitted.column("v").to_pylist() == [1, 2, 3, None, None]
+    assert fitted.column(RESCUED).to_pylist()[3] == '{"v": "007"}'

@@ -237,6 +237,35 @@ def test_a_column_of_ids_beyond_2_53_reads_its_null_markers_as_nulls_in_every_bl
     assert rescued == '{"v": "12345678901234567890"}'
 
 
+def test_a_column_of_numbers_with_leading_zeros_stays_text_in_every_block(
+    folder: Folder,
+) -> None:
+    """Block 0 holds `07919`, so the column is text, as DuckDB reads it: later blocks keep
+    every value's spelling too, rather than reading the column as numbers as its values
+    mostly are, with those that have a leading zero rescued."""
+    folder.write_config(**STREAMING)
+    rows = 60_000
+    with (folder.drop / "zips.csv").open("w") as fh:
+        fh.write("timestamp,zip\n")
+        for i in range(rows):
+            fh.write(f"{i},{i * 7919 % 100000:05d}\n")  # one in ten with a leading zero
+    assert (folder.drop / "zips.csv").stat().st_size > 256 << 10  # streamed: over 256 KB
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert len(folder.parts("records")) >= 3, "read in blocks"
+    assert folder.query(
+        "SELECT count(*), count(_rescued_data), count(DISTINCT length(zip)) FROM records"
+    ) == [(rows, 0, 1)]
+    assert folder.query("SELECT timestamp, zip FROM records ORDER BY 1") == [
+        (i, f"{i * 7919 % 100000:05d}") for i in range(rows)
+    ]
+    assert folder.query(
+        "SELECT count(*) FROM features WHERE source_column = 'zip'"
+    ) == [(0,)], "text has no numeric features"
+
+
 def test_a_bad_value_deep_in_a_streamed_file_quarantines_it_with_its_line(
     folder: Folder,
 ) -> None:

@@ -185,6 +185,44 @@ def test_csv_columns_hinted_text_keep_their_spelling_alone_together_and_gzipped(
         assert rows == expected, reader
 
 
+def test_csv_numbers_written_with_leading_zeros_keep_their_spelling(folder: Folder) -> None:
+    # A ZIP code or an account number, unhinted: text, as DuckDB reads it, whether the file
+    # is read alone, with others of its header, gzip'd, or after files without a zero.
+    (folder.drop / "a.csv").write_bytes(b"id,zip,amount\n1,01234,1.5\n2,10001,2\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    (folder.drop / "b.csv").write_bytes(b"id,zip,amount\n3,20500,3\n")
+    (folder.drop / "c.csv").write_bytes(b"id,zip,amount\n4,00501,4\n")
+    (folder.drop / "d.csv.gz").write_bytes(gzip.compress(b"id,zip,amount\n5,02139,5\n"))
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    expected = [
+        (1, "01234", 1.5, None), (2, "10001", 2.0, None), (3, "20500", 3.0, None),
+        (4, "00501", 4.0, None), (5, "02139", 5.0, None),
+    ]
+    columns = ["id", "zip", "amount", RESCUED]
+    for reader, rows in readers(folder.output, "records", columns).items():
+        assert rows == expected, reader
+
+
+def test_a_number_with_a_leading_zero_in_a_numeric_column_is_rescued_as_written(
+    folder: Folder,
+) -> None:
+    # The table's column is a number (the first file's): `00501` would be 501, so it is
+    # rescued with its text, from a CSV and from a JSON string alike.
+    (folder.drop / "a.csv").write_bytes(b"id,zip\n1,10001\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    (folder.drop / "b.csv").write_bytes(b"id,zip\n2,00501\n3,20500\n")
+    (folder.drop / "c.jsonl").write_bytes(b'{"id": 4, "zip": "007"}\n')
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    assert folder.query(f"SELECT id, zip, {RESCUED} FROM records ORDER BY id") == [
+        (1, 10001, None), (2, None, '{"zip": "00501"}'), (3, 20500, None),
+        (4, None, '{"zip": "007"}'),
+    ]
+
+
 def test_a_csv_column_hinted_text_keeps_a_date_as_written(folder: Folder) -> None:
     folder.write_config(**{"tables.records.columns": {"d": "string"}})
     (folder.drop / "a.csv").write_bytes(

@@ -21,8 +21,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
+from .. import bytescan
+from ..conform import TYPED_TEXT
 from ..dialect import Dialect
-from ..fitting import inexact_integers
+from ..fitting import ZERO_PADDED, inexact_integers
 from ..widen import folded
 
 # The largest row Arrow will parse: a guard against a file with no newlines,
@@ -199,13 +201,7 @@ def read(
         # Those columns again as text: where one holds an integer that float64 rounds, the
         # text is kept, for `conform` to read as numbers and `fitting` to rescue that one;
         # null markers ("NA", "nan") stay null, as in the numbers read.
-        convert.column_types = {**convert.column_types, **dict.fromkeys(wide, pa.string())}
-        convert.include_columns = wide
-        convert.strings_can_be_null = True
-        texts = pa_csv.read_csv(
-            pa.BufferReader(records), read_options=read_options, parse_options=parse,
-            convert_options=convert,
-        )
+        texts = _as_text(wide, records, read_options, parse, convert)
         for name, text in zip(texts.column_names, texts.columns, strict=True):
             text = pc.utf8_trim_whitespace(text)  # as Arrow's number parser takes " 1.5"
             if pc.any(inexact_integers(text)).as_py():
@@ -213,9 +209,66 @@ def read(
                 table = table.set_column(table.column_names.index(name), field, text)
     elif types is not None:
         table = _later_block_nulls(table, types, convert.null_values)
+    if types is None:
+        table = _zero_padded_as_text(table, body, dialect, records, read_options, parse, convert)
+    else:
+        table = _typed_as_first(table, types)
     if dialect.null_values is None:  # pinned markers say for themselves what is null
         table = empty_as_null(table)
     return with_formats(table, dialect, types, as_text)
+
+
+def _as_text(
+    names: list[str], records: pa.Buffer, read_options: pa_csv.ReadOptions,
+    parse: pa_csv.ParseOptions, convert: pa_csv.ConvertOptions,
+) -> pa.Table:
+    """The columns `names` read again, alone, as text; null markers stay null."""
+    convert.column_types = {**convert.column_types, **dict.fromkeys(names, pa.string())}
+    convert.include_columns = names
+    convert.strings_can_be_null = True
+    return pa_csv.read_csv(
+        pa.BufferReader(records), read_options=read_options, parse_options=parse,
+        convert_options=convert,
+    )
+
+
+# How far into a file a number written with a leading zero is looked for: the head the
+# sniffer reads, as DuckDB's sniffer decides a column's type from its sample.
+ZERO_SAMPLE_BYTES = 1 << 20
+
+
+def _zero_padded_as_text(
+    table: pa.Table, body: Body, dialect: Dialect, records: pa.Buffer,
+    read_options: pa_csv.ReadOptions, parse: pa_csv.ParseOptions, convert: pa_csv.ConvertOptions,
+) -> pa.Table:
+    """Number columns where a value is written with a leading zero (`01234`, a ZIP code,
+    an account number) read again as text, marked TYPED_TEXT so that their spelling is
+    kept, as DuckDB reads them. Arrow would read `01234` as 1234."""
+    numbers = [
+        f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    ]
+    if not numbers:
+        return table
+    before = (dialect.delimiter + "\n" + dialect.quote).encode()
+    end = body.start + ZERO_SAMPLE_BYTES
+    if not bytescan.zero_padded(body.data, before, body.start, end):
+        return table
+    texts = _as_text(numbers, records, read_options, parse, convert)
+    for name, text in zip(texts.column_names, texts.columns, strict=True):
+        if pc.any(pc.match_substring_regex(text, ZERO_PADDED)).as_py():
+            field = pa.field(name, pa.string(), metadata=TYPED_TEXT)
+            table = table.set_column(table.column_names.index(name), field, text)
+    return table
+
+
+def _typed_as_first(table: pa.Table, first: pa.Schema) -> pa.Table:
+    """A later block's text columns that block 0 read as typed text, marked so too."""
+    for field in first:
+        if field.metadata == TYPED_TEXT and field.name in table.column_names:
+            at = table.column_names.index(field.name)
+            if pa.types.is_string(table.schema.types[at]):
+                table = table.set_column(at, field, table.column(at))
+    return table
 
 
 def empty_as_null(table: pa.Table) -> pa.Table:

@@ -16,7 +16,8 @@ own line numbers. A file parsed with others can get a
 wider type than it would alone (float64 where its own values are all
 integers); its values, and so its features, are the same. A file whose
 column would have been numbers alone, where the group reads text, is parsed
-alone, so that it keeps its features.
+alone, so that it keeps its features, as is a file with a number written
+with a leading zero (`01234`), which alone reads that column as text.
 """
 
 from __future__ import annotations
@@ -26,12 +27,14 @@ from collections import defaultdict
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
 from .. import bytescan
 from ..dialect import PLAIN, Dialect
+from ..fitting import ZERO_PADDED
 from ..jobs import Job
 from ..widen import folded
 from .csvread import empty_as_null, inexact_columns
@@ -102,6 +105,7 @@ def _group(
 ) -> Group | None:
     # Views of the bodies, not copies: a task's worth of them is tens of MB.
     bodies = [memoryview(data)[start:] for _, data, start in members]
+    whole = b"".join([header, *bodies])
     names = header.decode("utf-8", errors="replace").rstrip("\r\n").split(",")
     # The columns hinted `string` (`hinted`, folded) read as text, as each file alone is.
     first = _read(
@@ -110,7 +114,7 @@ def _group(
     )
     if not _typable(first.schema) or inexact_columns(first):
         return None
-    joined = _read(b"".join([header, *bodies]), first.schema)
+    joined = _read(whole, first.schema)
     if inexact_columns(joined):
         return None  # each file alone reads such a column as text (`csvread.read`)
     counts = [bytescan.count(data, start=start) for _, data, start in members]
@@ -123,6 +127,7 @@ def _group(
         if pa.types.is_string(f.type) and folded(f.name.strip()) not in hinted
     ]
     starts = [0, *itertools.accumulate(counts)]
+    padded = _zero_padded_rows(whole, len(header), joined.schema)
     # A file whose first value in a text column is surely not a number reads that column
     # as text alone too: only the others need the cast that tells.
     words = [_first_words(joined.column(i), starts) for i in text]
@@ -131,9 +136,32 @@ def _group(
         start, end = starts[k], starts[k + 1]
         unsure = [i for i, word in zip(text, words, strict=True) if not word[k]]
         part = joined.slice(start, end - start) if unsure else None
+        if padded is not None and padded[end] > padded[start]:
+            continue
         if part is None or not any(_numeric(part.column(i)) for i in unsure):
             kept.append((index, start, end - start))
     return Group(empty_as_null(joined), tuple(kept))
+
+
+def _zero_padded_rows(whole: bytes, start: int, schema: pa.Schema) -> np.ndarray | None:
+    """Running counts, from 0, of the rows with a number column's value written with a
+    leading zero (`01234`), which its file alone reads as text (`csvread`): such a file is
+    parsed alone. None where the bytes hold no such value, as nearly always."""
+    numbers = [
+        f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+    ]
+    if not numbers or not bytescan.zero_padded(whole, b",\n", start):
+        return None
+    texts = pa_csv.read_csv(
+        pa.BufferReader(whole), read_options=pa_csv.ReadOptions(use_threads=False),
+        convert_options=pa_csv.ConvertOptions(
+            column_types=dict.fromkeys(numbers, pa.string()), include_columns=numbers,
+        ),
+    )
+    rows = np.zeros(texts.num_rows, dtype=bool)
+    for column in texts.columns:
+        rows |= pc.match_substring_regex(column, ZERO_PADDED).fill_null(False).to_numpy()
+    return np.concatenate(([0], np.cumsum(rows, dtype=np.int64)))
 
 
 def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:

@@ -55,6 +55,21 @@ def test_columns_hinted_text_are_read_as_text_together_as_alone() -> None:
     assert parse_groups(jobs)[0].table.schema.field("zip").type == pa.int64()
 
 
+def test_a_file_with_a_leading_zero_in_a_number_column_is_parsed_alone() -> None:
+    jobs = (
+        job("a.csv", b"id,zip,v\n1,10001,0.5\n"),
+        job("b.csv", b"id,zip,v\n2,02139,0.25\n"),
+        job("c.csv", b"id,zip,v\n3,20500,0.75\n"),
+    )
+    tables = parse_together(jobs)
+    assert set(tables) == {0, 2}, "b.csv reads zip as text alone: it is left out"
+    for index in tables:
+        alone = decode(jobs[index].source_file, jobs[index].data)
+        assert tables[index].to_pylist() == alone.to_pylist()
+    alone = decode("b.csv", jobs[1].data)
+    assert alone.column("zip").to_pylist() == ["02139"] and alone.column("v").type == pa.float64()
+
+
 def test_quoted_or_gzipped_or_lone_files_are_left_to_be_parsed_alone() -> None:
     jobs = (
         job("q.csv", HEADER + b'1,"2",3\n'),
