@@ -77,23 +77,49 @@ def zero_padded(data: bytes, before: bytes, start: int = 0, end: int | None = No
     `00.5`)? A field starts at `start` and after any byte of `before` (the delimiter, the
     newline, the quote). Taken two bytes at a time, as 16-bit words at both alignments:
     half the compares of a byte-wise look, 0.5 ms a MB."""
+    return bool(_zero_padded_at(data, before, start, end, first=True).size)
+
+
+def zero_padded_columns(data: bytes, delimiter: bytes, start: int, end: int) -> list[int]:
+    """The columns (by position) of the fields in `data[start:end]` that start with a zero
+    and another digit, for records of one line each, with no quotes, from `start` on."""
+    at = _zero_padded_at(data, delimiter + NEWLINE, start, end)
+    if not at.size:
+        return []
+    whole = np.frombuffer(data, np.uint8, end - start, start)
+    delimiters = np.flatnonzero(whole == delimiter[0])
+    newlines = np.flatnonzero(whole == NEWLINE[0])
+    line = np.searchsorted(newlines, at) - 1
+    line_start = np.where(line >= 0, newlines[np.maximum(line, 0)] + 1, 0) if newlines.size \
+        else np.zeros_like(at)
+    columns = np.searchsorted(delimiters, at) - np.searchsorted(delimiters, line_start)
+    found: list[int] = np.unique(columns).tolist()
+    return found
+
+
+def _zero_padded_at(
+    data: bytes, before: bytes, start: int, end: int | None, first: bool = False
+) -> np.ndarray:
+    """Where (from `start`) the fields that `zero_padded` looks for start; with `first`,
+    only those of the first alignment that has any."""
     end = len(data) if end is None else min(end, len(data))
     if end - start < 2:
-        return False
+        return np.zeros(0, np.intp)
     whole = np.frombuffer(data, np.uint8, end - start, start)
-    if whole[0] == _DIGIT_ZERO and _is_digit(whole[1:2]).any():
-        return True
+    found = [np.zeros(1, np.intp)] if whole[0] == _DIGIT_ZERO and _is_digit(whole[1:2]).any() \
+        else []
     for align in (0, 1):
+        if first and any(f.size for f in found):
+            break
         words = np.frombuffer(data, "<u2", (end - start - align) // 2, start + align)
         # A byte of `before`, then "0" (the word's high byte: little-endian).
-        found = words == (before[0] | _DIGIT_ZERO << 8)
+        match = words == (before[0] | _DIGIT_ZERO << 8)
         for byte in before[1:]:
-            found |= words == (byte | _DIGIT_ZERO << 8)
-        after = np.flatnonzero(found) * 2 + align + 2  # the byte after the "0"
-        after = after[after < whole.size]
-        if after.size and _is_digit(whole[after]).any():
-            return True
-    return False
+            match |= words == (byte | _DIGIT_ZERO << 8)
+        zero = np.flatnonzero(match) * 2 + align + 1  # where the "0" is
+        zero = zero[zero + 1 < whole.size]
+        found.append(zero[_is_digit(whole[zero + 1])])
+    return np.concatenate(found) if found else np.zeros(0, np.intp)
 
 
 def _is_digit(values: np.ndarray) -> np.ndarray:

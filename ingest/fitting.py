@@ -23,14 +23,16 @@ from .widen import IDENTITY, RESCUED, is_untyped, matching
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
 # Arrow's cast takes "-5" but not "+5" as an int64 (as a float64, both); it takes "inf",
-# "Infinity" and "NaN" in any case as floats. A number written with a leading zero
-# (`007`, `00.5`) is neither: it is text (`ZERO_PADDED`).
-INT_PATTERN = r"^-?(0|[1-9][0-9]*)$"
+# "Infinity" and "NaN" in any case as floats. A number written with a leading zero and
+# no sign (`007`, `00.5`) is neither: it is text (`ZERO_PADDED`), as DuckDB reads it.
+INT_PATTERN = r"^(-[0-9]+|0|[1-9][0-9]*)$"
 FLOAT_PATTERN = (
-    r"^[+-]?((0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$|^[+-]?(?i:inf|infinity|nan)$"
+    r"^([+-]([0-9]+\.?[0-9]*|\.[0-9]+)|(0|[1-9][0-9]*)(\.[0-9]*)?|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+    r"|^[+-]?(?i:inf|infinity|nan)$"
 )
-# A number written with a leading zero: text, not a number (DuckDB's sniffer agrees).
-ZERO_PADDED = r"^[+-]?0[0-9]"
+# A number written with a leading zero and no sign: text, not a number, as DuckDB's
+# sniffer reads it (`-05` is a number to both).
+ZERO_PADDED = r"^0[0-9]"
 # Integers beyond this lose their value as float64; such values are rescued instead.
 _EXACT = 2**53
 # A text of up to 21 characters (a sign and 20 digits) as a number compared exactly.

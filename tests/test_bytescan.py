@@ -71,3 +71,12 @@ def test_zero_padded_edges() -> None:
     assert bytescan.zero_padded(b"007", b",") and not bytescan.zero_padded(b"0", b",")
     assert not bytescan.zero_padded(b"1,0.5\n0,2", b",\n")
     assert bytescan.zero_padded(b"1;02", b";") and not bytescan.zero_padded(b"1,02", b";")
+
+
+@given(st.lists(st.lists(st.sampled_from(["0", "01", "1", "007", "x0", "0.5", ""]), min_size=1,
+                         max_size=4), max_size=6))
+def test_zero_padded_columns_are_those_of_the_fields_found(lines: list[list[str]]) -> None:
+    data = b"h\n" + "\n".join(",".join(line) for line in lines).encode()
+    expected = sorted({i for line in lines for i, field in enumerate(line)
+                       if re.match(r"0[0-9]", field)})
+    assert bytescan.zero_padded_columns(data, b",", 2, len(data)) == expected

@@ -444,3 +444,13 @@ def test_text_of_numbers_written_with_leading_zeros_is_judged_text() -> None:
     fitted = fitting.fit(numbers.slice(0, 5), schema)
     assert fitted.column("v").to_pylist() == [1, 2, 3, None, None]
     assert fitted.column(RESCUED).to_pylist()[3] == '{"v": "007"}'
+
+
+def test_a_signed_number_with_a_leading_zero_is_a_number() -> None:
+    # As DuckDB reads `-05`: a temperature, an offset.
+    signed = pa.table({"v": ["-05", "-12", "-07", "x"]})
+    assert conform.own_schema(signed, {}).field("v").type == pa.int64()
+    schema = pa.schema([("v", pa.int64()), (RESCUED, pa.string())])
+    assert fitting.fit(pa.table({"v": ["-05", "05"]}), schema).to_pylist() == [
+        {"v": -5, RESCUED: None}, {"v": None, RESCUED: '{"v": "05"}'},
+    ]

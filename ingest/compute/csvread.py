@@ -212,7 +212,7 @@ def read(
     if types is None:
         table = _zero_padded_as_text(table, body, dialect, records, read_options, parse, convert)
     else:
-        table = _typed_as_first(table, types)
+        table = _typed_as_first(table, types, convert.null_values)
     if dialect.null_values is None:  # pinned markers say for themselves what is null
         table = empty_as_null(table)
     return with_formats(table, dialect, types, as_text)
@@ -232,8 +232,8 @@ def _as_text(
     )
 
 
-# How far into a file a number written with a leading zero is looked for: the head the
-# sniffer reads, as DuckDB's sniffer decides a column's type from its sample.
+# How far into a file a number written with a leading zero is looked for: about the
+# head the sniffer reads; DuckDB's sniffer, too, types a column by a sample of its rows.
 ZERO_SAMPLE_BYTES = 1 << 20
 
 
@@ -241,33 +241,69 @@ def _zero_padded_as_text(
     table: pa.Table, body: Body, dialect: Dialect, records: pa.Buffer,
     read_options: pa_csv.ReadOptions, parse: pa_csv.ParseOptions, convert: pa_csv.ConvertOptions,
 ) -> pa.Table:
-    """Number columns where a value is written with a leading zero (`01234`, a ZIP code,
-    an account number) read again as text, marked TYPED_TEXT so that their spelling is
-    kept, as DuckDB reads them. Arrow would read `01234` as 1234."""
+    """Number columns with a value written with a leading zero (`01234`, a ZIP code, an
+    account number) in the file's first MB, read again as text, marked TYPED_TEXT so that
+    their spelling is kept, as DuckDB reads them. Arrow would read `01234` as 1234."""
     numbers = [
         f.name for f in table.schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
     ]
     if not numbers:
         return table
+    data, start = body.data, body.start
+    end = _head_end(data, start, dialect.quote)
     before = (dialect.delimiter + "\n" + dialect.quote).encode()
-    end = body.start + ZERO_SAMPLE_BYTES
-    if not bytescan.zero_padded(body.data, before, body.start, end):
+    if not bytescan.zero_padded(data, before, start, end):
         return table
-    texts = _as_text(numbers, records, read_options, parse, convert)
-    for name, text in zip(texts.column_names, texts.columns, strict=True):
-        if pc.any(pc.match_substring_regex(text, ZERO_PADDED)).as_py():
-            field = pa.field(name, pa.string(), metadata=TYPED_TEXT)
-            table = table.set_column(table.column_names.index(name), field, text)
+    if not dialect.quote or data.find(dialect.quote.encode(), start, end) < 0:
+        # One record a line: only the columns where such a value was seen (a date or a
+        # time of day, `08:30`, starts with one too, and is no number column).
+        seen = bytescan.zero_padded_columns(data, dialect.delimiter.encode(), start, end)
+        names = read_options.column_names
+        numbers = [n for n in numbers if names.index(n) in seen]
+        if not numbers:
+            return table
+    try:
+        head = _as_text(numbers, records.slice(0, end - start), read_options, parse, convert)
+    except pa.ArrowInvalid:  # a quote inside an unquoted field put the cut in a record
+        end = len(data)
+        head = _as_text(numbers, records, read_options, parse, convert)
+    padded = [
+        name for name, text in zip(head.column_names, head.columns, strict=True)
+        if pc.any(pc.match_substring_regex(text, ZERO_PADDED)).as_py()
+    ]
+    if not padded:
+        return table
+    texts = _as_text(padded, records, read_options, parse, convert) if end < len(data) else head
+    for name in padded:
+        field = pa.field(name, pa.string(), metadata=TYPED_TEXT)
+        table = table.set_column(table.column_names.index(name), field, texts.column(name))
     return table
 
 
-def _typed_as_first(table: pa.Table, first: pa.Schema) -> pa.Table:
-    """A later block's text columns that block 0 read as typed text, marked so too."""
+def _head_end(data: bytes, start: int, quote: str) -> int:
+    """Where the records of the first ZERO_SAMPLE_BYTES after `start` end, after a whole
+    record (quotes balanced), or the end of `data`."""
+    end = start + ZERO_SAMPLE_BYTES
+    if end >= len(data):
+        return len(data)
+    if quote:
+        odd = data.count(quote.encode(), 0, end) % 2
+        cut = bytescan.last_unquoted_newline(data, end, odd) if quote == '"' else -1
+    else:
+        cut = data.rfind(b"\n", start, end)
+    return cut + 1 if cut >= start else len(data)
+
+
+def _typed_as_first(table: pa.Table, first: pa.Schema, markers: list[str]) -> pa.Table:
+    """A later block's text columns that block 0 read as typed text, marked so too, their
+    null markers ("NA", "nan") null, as block 0 read them."""
     for field in first:
         if field.metadata == TYPED_TEXT and field.name in table.column_names:
             at = table.column_names.index(field.name)
-            if pa.types.is_string(table.schema.types[at]):
-                table = table.set_column(at, field, table.column(at))
+            text = table.column(at)
+            if pa.types.is_string(text.type):
+                missing = pc.is_in(text, value_set=pa.array(markers, pa.string()))
+                table = table.set_column(at, field, pc.if_else(missing, None, text))
     return table
 
 

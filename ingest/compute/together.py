@@ -42,6 +42,8 @@ from .sniff import plain, plain_like
 
 # Larger files parse well enough alone, and keep their own inferred types.
 JOIN_MAX_BYTES = 256 * 1024
+# What Arrow reads as null in a file parsed alone ("NA", "nan", "", ...).
+NULL_MARKERS = tuple(pa_csv.ConvertOptions().null_values)
 
 
 def _split(job: Job, plain_headers: set[bytes]) -> tuple[bytes, int] | None:
@@ -147,10 +149,13 @@ def _zero_padded_rows(whole: bytes, start: int, schema: pa.Schema) -> np.ndarray
     """Running counts, from 0, of the rows with a number column's value written with a
     leading zero (`01234`), which its file alone reads as text (`csvread`): such a file is
     parsed alone. None where the bytes hold no such value, as nearly always."""
+    # Only the number columns where one was seen: a date or a time of day starts so too.
+    seen = bytescan.zero_padded_columns(whole, b",", start, len(whole))
     numbers = [
-        f.name for f in schema if pa.types.is_integer(f.type) or pa.types.is_floating(f.type)
+        f.name for i, f in enumerate(schema)
+        if i in seen and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
     ]
-    if not numbers or not bytescan.zero_padded(whole, b",\n", start):
+    if not numbers:
         return None
     texts = pa_csv.read_csv(
         pa.BufferReader(whole), read_options=pa_csv.ReadOptions(use_threads=False),
@@ -167,15 +172,20 @@ def _zero_padded_rows(whole: bytes, start: int, schema: pa.Schema) -> np.ndarray
 def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:
     """For each file (its rows from starts[k] to starts[k + 1]), is its first value one
     that `_MAYBE_FLOAT` rules out as a number?"""
-    firsts = [start for start, end in itertools.pairwise(starts) if end > start]
-    ruled_out = pc.invert(pc.match_substring_regex(column.take(firsts), _MAYBE_FLOAT))
+    firsts = column.take([start for start, end in itertools.pairwise(starts) if end > start])
+    # A null marker ("NA") is no word: alone, the file reads it as null, in a number column.
+    ruled_out = pc.invert(pc.or_(
+        pc.match_substring_regex(firsts, _MAYBE_FLOAT),
+        pc.is_in(firsts, value_set=pa.array(NULL_MARKERS, pa.string())),
+    ))
     found = iter(ruled_out.fill_null(False).to_pylist())
     return [end > start and next(found) for start, end in itertools.pairwise(starts)]
 
 
 def _numeric(column: pa.ChunkedArray) -> bool:
     """Would this file, alone, have read the column as numbers (and so get features for it)?"""
-    values = pc.drop_null(pc.if_else(pc.equal(column, ""), pa.scalar(None, pa.string()), column))
+    missing = pc.is_in(column, value_set=pa.array(NULL_MARKERS, pa.string()))
+    values = pc.drop_null(pc.if_else(missing, pa.scalar(None, pa.string()), column))
     if not len(values):
         return False
     try:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest import conform, fitting
-from ingest.compute.decode import DecodeError, decode
+from ingest.compute.decode import DecodeError, decode, decode_file
 from ingest.compute.names import check_columns
 
 CSV = (
@@ -423,3 +423,17 @@ def test_utf16_without_a_byte_order_mark_is_refused_naming_the_encoding() -> Non
         decode("wide.csv", "a,b\n1,2\n3,4\n".encode("utf-16-le"))
     assert caught.value.offset == 1  # the high byte of the first character
     assert decode("marked.csv", "a,b\n1,2\n".encode("utf-16")).to_pylist() == [{"a": 1, "b": 2}]
+
+
+def test_a_leading_zero_past_the_first_mb_leaves_a_number_column_as_it_is() -> None:
+    # A column is text where a value with a leading zero is in the file's first MB (the
+    # head DuckDB's sniffer, too, types columns by), whatever else starts with a zero.
+    rows = [b"01/02/2024,%d,%d" % (i, i) for i in range(120_000)]
+    late = b"day,n,m\n" + b"\n".join(rows) + b"\n01/02/2024,0042,0043\n"
+    early = b"day,n,m\n01/02/2024,0042,5\n" + b"\n".join(rows) + b"\n"
+    assert len(late) > 2 << 20
+    table, _ = decode_file("late.csv", late)
+    assert table.schema.field("n").type == pa.int64() and table.column("n")[-1].as_py() == 42
+    table, _ = decode_file("early.csv", early)
+    assert table.column("n").to_pylist()[:2] == ["0042", "0"]
+    assert table.schema.field("m").type == pa.int64()

@@ -70,6 +70,24 @@ def test_a_file_with_a_leading_zero_in_a_number_column_is_parsed_alone() -> None
     assert alone.column("zip").to_pylist() == ["02139"] and alone.column("v").type == pa.float64()
 
 
+def test_a_null_marker_is_no_word_to_the_group_check() -> None:
+    # Alone, b.csv reads "NA" as null and `id` as numbers, where the group reads text.
+    jobs = (
+        job("a.csv", b"id,v\nx,1\n"),
+        job("b.csv", b"id,v\nNA,2\n3,4\n"),
+        job("c.csv", b"id,v\ny,5\n"),
+    )
+    tables = parse_together(jobs)
+    assert set(tables) == {0, 2}
+    assert decode("b.csv", jobs[1].data).column("id").to_pylist() == [None, 3]
+
+
+def test_a_time_of_day_or_a_date_does_not_send_a_file_alone() -> None:
+    # `08:30` and `01/02/2024` start with a zero and a digit too, in columns of no number.
+    jobs = tuple(job(f"f{i}.csv", b"t,n\n08:3%d,1%d\n" % (i, i)) for i in range(3))
+    assert set(parse_together(jobs)) == {0, 1, 2}
+
+
 def test_quoted_or_gzipped_or_lone_files_are_left_to_be_parsed_alone() -> None:
     jobs = (
         job("q.csv", HEADER + b'1,"2",3\n'),
