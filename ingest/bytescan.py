@@ -125,3 +125,64 @@ def _zero_padded_at(
 def _is_digit(values: np.ndarray) -> np.ndarray:
     found: np.ndarray = (values >= _DIGIT_ZERO) & (values <= _DIGIT_ZERO + 9)
     return found
+
+
+# The bytes after which a quote opens a field, when quotes are read as pyarrow reads them
+# (`last_field_newline`): line ends and the delimiters a sniffer finds.
+FIELD_STARTS = np.frombuffer(b"\n\r,;\t|", np.uint8)
+
+
+def last_field_newline(
+    data: bytes, inside: bool, field_start: bool, lead: int = 0
+) -> tuple[int, bool, bool, int]:
+    """The index of the last newline in `data` outside a quoted field (-1 if none), and
+    what the next bytes need to go on: whether `data` ends inside a quoted field, whether
+    the next byte starts a field, and how many quotes end `data` (held back: a run of
+    quotes may go on in the next bytes). `inside`, `field_start` and `lead` are those
+    of the bytes before `data`.
+
+    Quotes read as pyarrow's CSV reader reads them, not counted: a quote opens a field
+    only where the field starts (after a delimiter or a line end), so one inside an
+    unquoted field (`12" pipe`) is a literal character; inside a quoted field two quotes
+    are one, and a lone one closes it. Runs of quotes of even length change nothing; a
+    run of odd length closes a quoted field, or opens one where a field starts."""
+    if not data:
+        return -1, inside, field_start, lead
+    whole = np.frombuffer(data, np.uint8)
+    quotes = np.flatnonzero(whole == QUOTE[0])
+    newlines = np.flatnonzero(whole == NEWLINE[0])
+    breaks = np.flatnonzero(np.diff(quotes) != 1) + 1
+    starts = quotes[np.concatenate(([0], breaks)).astype(np.intp)] if quotes.size else quotes
+    ends = quotes[np.concatenate((breaks - 1, [quotes.size - 1])).astype(np.intp)] + 1 \
+        if quotes.size else quotes
+    lengths = ends - starts
+    opens = np.isin(whole[np.maximum(starts - 1, 0)], FIELD_STARTS)
+    if starts.size and starts[0] == 0:
+        opens[0], lengths[0] = field_start, lengths[0] + lead  # the run held back goes on
+    elif lead:  # the run held back ended where `data` starts
+        starts = np.concatenate(([-1], starts))
+        lengths = np.concatenate(([lead], lengths))
+        opens = np.concatenate(([field_start], opens))
+    if whole[-1] == QUOTE[0]:  # the last run may go on in the next bytes: held back
+        trailing, next_start = int(lengths[-1]), bool(opens[-1])
+        starts, lengths, opens = starts[:-1], lengths[:-1], opens[:-1]
+    else:
+        trailing, next_start = 0, bool(whole[-1] in FIELD_STARTS)
+    odd = lengths % 2 == 1
+    runs, opens = starts[odd], opens[odd]
+    if not runs.size:
+        last = -1 if inside or not newlines.size else int(newlines[-1])
+        return last, inside, next_start, trailing
+    # After run i, inside = opens[i] and not inside before it: so, in a stretch of runs
+    # that could open, inside alternates, starting from the state before the stretch
+    # (outside, after a run that could not open; `inside`, at the start).
+    index = np.arange(runs.size)
+    last_closed = np.maximum.accumulate(np.where(opens, -1, index))
+    place = index - last_closed - 1  # where the run is in its stretch
+    flip = (last_closed < 0) & inside
+    after = opens & ((place % 2 == 0) != flip)
+    # The state at each newline: after the last odd run before it.
+    before = np.searchsorted(runs, newlines) - 1
+    at = np.where(before >= 0, after[np.maximum(before, 0)], inside)
+    outside = newlines[~at]
+    return (int(outside[-1]) if outside.size else -1), bool(after[-1]), next_start, trailing

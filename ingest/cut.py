@@ -5,6 +5,12 @@ scans megabytes. A block ends after a newline that is not inside a quoted
 field: for CSV, a newline with an even number of quote characters before it
 (RFC 4180 quotes are balanced, and an escaped quote is two), for JSON Lines,
 any newline (JSON strings hold no raw newline).
+
+A quote inside a field that does not open with one (`12" pipe`) is a
+character to the CSV reader, but upsets the count: from there, no newline
+has an even number before it. Where the count finds no record end within
+`max_record`, the file's quotes are read from its last cut as the reader
+reads them (`bytescan.last_field_newline`), and so on to its end.
 """
 
 from __future__ import annotations
@@ -42,9 +48,17 @@ class Piece:
 
 
 class Cutter:
-    def __init__(self, quoted: bool, max_record: int, first_line: int = 1):
+    def __init__(
+        self, quoted: bool, max_record: int, first_line: int = 1, literal_quotes: bool = False
+    ):
         self.quoted = quoted
         self.max_record = max_record
+        # Quotes read as the reader reads them, field by field, not counted: set once a
+        # count finds no record end (a quote inside an unquoted field).
+        self.literal_quotes = literal_quotes
+        self._inside = False  # with literal_quotes: the carried record ends in a quoted field
+        self._field_start = True  # with literal_quotes: the next byte starts a field
+        self._lead = 0  # with literal_quotes: the quotes that end it, a run not yet ended
         # A record not yet ended, as the chunks it came in: joined once, when it ends. A
         # record that runs on (a quote never closed) would otherwise be copied, and its
         # quotes counted, once a chunk: quadratic in its length, in the service's process.
@@ -61,6 +75,13 @@ class Cutter:
     def _cut(self, chunk: bytes, odd: int) -> tuple[int, int]:
         """The end of the last whole record in `chunk`, or 0 if none ends there, and the
         parity of the chunk's own quotes; `odd` is the parity of those carried over."""
+        if self.literal_quotes:
+            from . import bytescan
+
+            newline, self._inside, self._field_start, self._lead = bytescan.last_field_newline(
+                chunk, self._inside, self._field_start, self._lead
+            )
+            return newline + 1, 0
         newline = chunk.rfind(b"\n")
         # A chunk with no quote at all, outside a quoted field, ends where its last line
         # does: `in` stops at the first quote, where a count reads every byte.
@@ -95,6 +116,11 @@ class Cutter:
             end = len(chunk)
         else:
             end, own = self._cut(chunk, self._odd)
+            if self._carried + len(chunk) - end > self.max_record and self._to_literal():
+                # The carried record read again, field by field, from its start.
+                chunk = b"".join((*self._carry, chunk))
+                self._carry, self._carried = [], 0
+                end, own = self._cut(chunk, 0)
             if self._carried + len(chunk) - end > self.max_record:
                 line = self._line  # where the carried record starts, or the one after the cut
                 if end:
@@ -113,15 +139,26 @@ class Cutter:
         rest = chunk[end:]
         self._carry = [rest] if rest else []
         self._carried = len(rest)
-        # The cut is outside a quoted field: the quotes before it are even.
-        self._odd = _count(rest, b'"') % 2 if self.quoted and rest else 0
+        # The cut is outside a quoted field: the quotes before it are even. (Read field by
+        # field, the state at the chunk's end is the rest's: `_cut` keeps it.)
+        counted = self.quoted and not self.literal_quotes
+        self._odd = _count(rest, b'"') % 2 if counted and rest else 0
         piece = Piece(data, self._line)
         self._line += _count(data)
         return piece
 
+    def _to_literal(self) -> bool:
+        """Quotes read field by field from here on, if they were counted till now."""
+        if not self.quoted or self.literal_quotes:
+            return False
+        self.literal_quotes = True
+        self._inside, self._field_start, self._lead = False, True, 0  # the record's start
+        return True
+
 
 def split_rows(
-    data: bytes, first_line: int, quoted: bool, max_rows: int, rows: int | None = None
+    data: bytes, first_line: int, quoted: bool, max_rows: int, rows: int | None = None,
+    literal_quotes: bool = False,
 ) -> list[Piece]:
     """Whole records `data` as pieces of about `max_rows` records at most (lines, where
     a quoted field spans some). A block's cost in a worker grows with its rows as well
@@ -133,7 +170,7 @@ def split_rows(
     if rows <= max_rows:
         return [Piece(data, first_line)]
     step = max(1, len(data) * max_rows // rows)
-    cutter = Cutter(quoted, len(data), first_line)
+    cutter = Cutter(quoted, len(data), first_line, literal_quotes)
     pieces = []
     for start in range(0, len(data), step):
         piece = cutter.feed(data[start:start + step], final=start + step >= len(data))

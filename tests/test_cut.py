@@ -5,6 +5,8 @@ from __future__ import annotations
 import csv
 import io
 
+import pyarrow as pa
+import pyarrow.csv as pa_csv
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -41,6 +43,98 @@ def test_blocks_are_whole_records_in_order_with_their_first_line(
         offset += len(piece.data)
         parsed += list(csv.reader(io.StringIO(piece.data.decode(), newline="")))
     assert parsed == [["a", "b"], *table]
+
+
+@settings(max_examples=200, deadline=None)
+@given(rows, st.one_of(st.integers(1, 64), st.integers(65, 1000)))
+def test_quotes_read_field_by_field_cut_an_rfc_file_as_counted_quotes_do(
+    table: list[list[str]], chunk: int
+) -> None:
+    data = _csv(table)
+    counted = Cutter(quoted=True, max_record=1 << 20)
+    literal = Cutter(quoted=True, max_record=1 << 20, literal_quotes=True)
+    for start in range(0, len(data), chunk):
+        piece = data[start : start + chunk]
+        assert literal.feed(piece) == counted.feed(piece)
+
+
+def _pyarrow_rows(data: bytes) -> list[dict[str, object]]:
+    options = pa_csv.ParseOptions(newlines_in_values=True)
+    convert = pa_csv.ConvertOptions(column_types={"a": pa.string(), "b": pa.string()})
+    read = pa_csv.ReadOptions(column_names=["a", "b"])
+    return pa_csv.read_csv(
+        pa.BufferReader(data), read_options=read, parse_options=options, convert_options=convert
+    ).to_pylist()
+
+
+# Fields as a loose CSV writes them: a quote inside a field that does not open with one
+# (`12" pipe`) is a character, and a field that opens with one is quoted.
+literal_field = st.from_regex(r'[a-z0-9]{1,3}"[a-z0-9 "]{0,4}', fullmatch=True).map(str.encode)
+plain_field = st.text(alphabet="ab x1", max_size=5).map(str.encode)
+
+
+def _quoted_field(alphabet: str) -> st.SearchStrategy[bytes]:
+    return st.text(alphabet=alphabet, max_size=8).map(
+        lambda t: ('"' + t.replace('"', '""') + '"').encode()
+    )
+
+
+def _loose_csv(fields: st.SearchStrategy[bytes]) -> st.SearchStrategy[bytes]:
+    rows = st.lists(st.tuples(fields, fields), min_size=1, max_size=40)
+    return rows.map(lambda table: b"".join(a + b"," + b + b"\n" for a, b in table))
+
+
+def _cut_all(cutter: Cutter, data: bytes, chunk: int) -> list[Piece]:
+    pieces = [cutter.feed(data[i : i + chunk]) for i in range(0, len(data), chunk)]
+    pieces.append(cutter.feed(b"", final=True))
+    assert b"".join(p.data for p in pieces) == data
+    return pieces
+
+
+def _rows_of(pieces: list[Piece]) -> list[dict[str, object]]:
+    return [row for p in pieces if p.data for row in _pyarrow_rows(p.data)]
+
+
+@settings(max_examples=300, deadline=None)
+@given(_loose_csv(st.one_of(literal_field, plain_field, _quoted_field('ab,"x '))),
+       st.integers(1, 200), st.integers(40, 400))
+def test_a_quote_inside_an_unquoted_field_of_one_line_records_cuts_between_them(
+    data: bytes, chunk: int, max_record: int
+) -> None:
+    # Counted, such a quote leaves no newline with an even count after it: no record
+    # would end within the limit. The cutter then reads quotes field by field.
+    longest = max(len(line) + 1 for line in data.split(b"\n"))
+    if longest > max_record:
+        return
+    pieces = _cut_all(Cutter(quoted=True, max_record=max_record), data, chunk)
+    assert _rows_of(pieces) == _pyarrow_rows(data)
+
+
+@settings(max_examples=300, deadline=None)
+@given(_loose_csv(st.one_of(literal_field, plain_field, _quoted_field('ab,"\n x'))),
+       st.integers(1, 200))
+def test_quotes_read_field_by_field_cut_where_the_reader_ends_records(
+    data: bytes, chunk: int
+) -> None:
+    pieces = _cut_all(Cutter(quoted=True, max_record=1 << 20, literal_quotes=True), data, chunk)
+    assert _rows_of(pieces) == _pyarrow_rows(data)
+
+
+def test_a_literal_quote_then_fields_of_many_lines_are_read_as_the_reader_reads_them() -> None:
+    # The quote in `12" pipe` leaves every later newline with an odd count before it: no
+    # record would end within the limit, and the cutter reads quotes field by field from
+    # there, around the quoted fields of many lines that come after, too.
+    data = b'id,desc\n1,12" pipe\n' + b"".join(
+        b'%d,"a, b"\n' % i if i < 200 else b'%d,"note\nof lines"\n' % i if i % 7 == 0
+        else b"%d,plain\n" % i for i in range(2, 400)
+    )
+    cutter = Cutter(quoted=True, max_record=200)
+    pieces = _cut_all(cutter, data, 64)
+    assert cutter.literal_quotes
+    assert _rows_of(pieces) == _pyarrow_rows(data)
+    halves = split_rows(data, 1, True, 100, literal_quotes=True)
+    assert _rows_of(halves) == _pyarrow_rows(data)
+    assert len(halves) > 3
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 300, 1500])

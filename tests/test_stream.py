@@ -19,6 +19,7 @@ from pathlib import Path
 import duckdb
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 import pyarrow.dataset as ds
 import pyarrow.json as pa_json
@@ -299,6 +300,39 @@ def test_a_quote_that_never_closes_stops_the_stream_without_holding_the_file(
     assert report["error"] == "DecodeError"
     assert report["line"] == 2
     assert "quote" in report["message"]
+
+
+def test_a_quote_inside_an_unquoted_field_of_a_streamed_file_is_a_character(
+    folder: Folder,
+) -> None:
+    """`12" pipe` leaves every later newline with an odd count of quotes before it: cut by
+    that count, no record would end within 16 MiB, and the file was quarantined. Its quotes
+    are then read as the reader reads them, and quoted fields of many lines after that are
+    cut around."""
+    folder.write_config(pipeline={"workers": 2, "memory_mb": 64}, watch={"settle_ms": 0})
+    rows = 1_100_000
+    with (folder.drop / "pipes.csv").open("w") as fh:
+        fh.write('id,desc,amount\n1,12" pipe,2\n')
+        for i in range(2, rows):
+            # Fields of two lines past the first 16 MiB, where quotes are read field by field.
+            late = i > 1_050_000 and i % 10_000 == 0
+            desc = f'"note {i}\nof two lines"' if late else f'"a, {i % 7}"'
+            fh.write(f"{i},{desc},{i % 100}\n")
+    assert (folder.drop / "pipes.csv").stat().st_size > 17 << 20  # past the 16 MiB record bound
+    whole = pa_csv.read_csv(  # as the reader reads the file whole
+        folder.drop / "pipes.csv", parse_options=pa_csv.ParseOptions(newlines_in_values=True)
+    )
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "blocks" in result.stderr
+    assert folder.query("SELECT count(*), sum(amount) FROM records") == [
+        (whole.num_rows, pc.sum(whole.column("amount")).as_py())
+    ]
+    assert folder.query('SELECT "desc" FROM records WHERE id IN (1, 2, 1060000) ORDER BY id') == [
+        ('12" pipe',), ("a, 2",), ("note 1060000\nof two lines",),
+    ]
 
 
 def test_a_streamed_file_whose_rows_end_with_a_delimiter_reads_its_columns_and_empty_cells(

@@ -121,7 +121,9 @@ class BlockReader:
         """The block, or its first piece of at most block_bytes / ROW_BYTES rows; the
         others are handed out next."""
         max_rows = max(1, self.block_bytes // ROW_BYTES)
-        pieces = split_rows(data, first_line, self.quoted, max_rows, rows)
+        pieces = split_rows(
+            data, first_line, self.quoted, max_rows, rows, self.cutter.literal_quotes
+        )
         head = pieces[0].data
         if first and len(pieces) > 1 and len(head) == len(header(head, self.quoted)):
             # Block 0's column types fix the rest: it keeps records beside its header.
