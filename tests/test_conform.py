@@ -27,6 +27,16 @@ from ingest.widen import RESCUED, is_untyped, matching, merge, merge_schemas, no
         (pa.date32(), pa.timestamp("us"), pa.timestamp("us")),
         (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), pa.timestamp("us", tz="UTC")),
         (pa.bool_(), pa.int64(), pa.bool_()),
+        # Decimals widen to hold both exactly, as DuckDB unites them; past 38 digits the
+        # table's type stays, and what does not fit is rescued.
+        (pa.decimal128(10, 2), pa.decimal128(12, 4), pa.decimal128(12, 4)),
+        (pa.decimal128(12, 4), pa.decimal128(10, 1), pa.decimal128(13, 4)),
+        (pa.decimal128(10, 2), pa.int64(), pa.decimal128(21, 2)),
+        (pa.int64(), pa.decimal128(10, 2), pa.decimal128(21, 2)),
+        (pa.decimal128(38, 20), pa.int64(), pa.decimal128(38, 20)),
+        (pa.decimal128(38, 0), pa.decimal128(10, 2), pa.decimal128(38, 0)),
+        (pa.decimal128(10, 2), pa.float64(), pa.decimal128(10, 2)),
+        (pa.float64(), pa.decimal128(10, 2), pa.float64()),
     ],
 )
 def test_types_only_widen(table: pa.DataType, file: pa.DataType, result: pa.DataType) -> None:
