@@ -14,6 +14,8 @@ newlines from 6.4 ms to 1.9. The answers are the same.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 
 NEWLINE = b"\n"
@@ -127,28 +129,35 @@ def _is_digit(values: np.ndarray) -> np.ndarray:
     return found
 
 
-# The bytes after which a quote opens a field, when quotes are read as pyarrow reads them
-# (`last_field_newline`): line ends and the delimiters a sniffer finds.
-FIELD_STARTS = np.frombuffer(b"\n\r,;\t|", np.uint8)
+@dataclass(frozen=True)
+class Fields:
+    """Where a scan of CSV bytes, quotes read field by field (`field_newlines`), left off:
+    inside a quoted field or not, whether the next byte starts a field, and how many
+    quotes ended the bytes (a run that may go on in the next ones)."""
+
+    inside: bool = False
+    field_start: bool = True
+    lead: int = 0
 
 
-def last_field_newline(
-    data: bytes, inside: bool, field_start: bool, lead: int = 0
-) -> tuple[int, bool, bool, int]:
-    """The index of the last newline in `data` outside a quoted field (-1 if none), and
-    what the next bytes need to go on: whether `data` ends inside a quoted field, whether
-    the next byte starts a field, and how many quotes end `data` (held back: a run of
-    quotes may go on in the next bytes). `inside`, `field_start` and `lead` are those
-    of the bytes before `data`.
+RECORD_START = Fields()
+
+
+def field_newlines(
+    data: bytes, delimiter: bytes, state: Fields, start: int = 0, end: int | None = None
+) -> tuple[np.ndarray, Fields]:
+    """The newlines of `data[start:end]` outside quoted fields (their indexes in `data`),
+    and the state after those bytes; `state` is the state before them.
 
     Quotes read as pyarrow's CSV reader reads them, not counted: a quote opens a field
-    only where the field starts (after a delimiter or a line end), so one inside an
+    only where the field starts (after the delimiter or a line end), so one inside an
     unquoted field (`12" pipe`) is a literal character; inside a quoted field two quotes
     are one, and a lone one closes it. Runs of quotes of even length change nothing; a
     run of odd length closes a quoted field, or opens one where a field starts."""
-    if not data:
-        return -1, inside, field_start, lead
-    whole = np.frombuffer(data, np.uint8)
+    end = len(data) if end is None else min(end, len(data))
+    if end <= start:
+        return np.zeros(0, np.intp), state
+    whole = np.frombuffer(data, np.uint8, end - start, start)
     quotes = np.flatnonzero(whole == QUOTE[0])
     newlines = np.flatnonzero(whole == NEWLINE[0])
     breaks = np.flatnonzero(np.diff(quotes) != 1) + 1
@@ -156,33 +165,62 @@ def last_field_newline(
     ends = quotes[np.concatenate((breaks - 1, [quotes.size - 1])).astype(np.intp)] + 1 \
         if quotes.size else quotes
     lengths = ends - starts
-    opens = np.isin(whole[np.maximum(starts - 1, 0)], FIELD_STARTS)
+    prev = whole[np.maximum(starts - 1, 0)]
+    opens = (prev == NEWLINE[0]) | (prev == _CR) | (prev == delimiter[0])
     if starts.size and starts[0] == 0:
-        opens[0], lengths[0] = field_start, lengths[0] + lead  # the run held back goes on
-    elif lead:  # the run held back ended where `data` starts
+        opens[0], lengths[0] = state.field_start, lengths[0] + state.lead  # a run goes on
+    elif state.lead:  # the run held back ended where these bytes start
         starts = np.concatenate(([-1], starts))
-        lengths = np.concatenate(([lead], lengths))
-        opens = np.concatenate(([field_start], opens))
-    if whole[-1] == QUOTE[0]:  # the last run may go on in the next bytes: held back
-        trailing, next_start = int(lengths[-1]), bool(opens[-1])
+        lengths = np.concatenate(([state.lead], lengths))
+        opens = np.concatenate(([state.field_start], opens))
+    last = int(whole[-1])
+    if last == QUOTE[0]:  # the last run may go on in the next bytes: held back
+        lead, next_start = int(lengths[-1]), bool(opens[-1])
         starts, lengths, opens = starts[:-1], lengths[:-1], opens[:-1]
     else:
-        trailing, next_start = 0, bool(whole[-1] in FIELD_STARTS)
+        lead, next_start = 0, last in (NEWLINE[0], _CR, delimiter[0])
     odd = lengths % 2 == 1
     runs, opens = starts[odd], opens[odd]
     if not runs.size:
-        last = -1 if inside or not newlines.size else int(newlines[-1])
-        return last, inside, next_start, trailing
+        outside = newlines[:0] if state.inside else newlines
+        return outside + start, Fields(state.inside, next_start, lead)
     # After run i, inside = opens[i] and not inside before it: so, in a stretch of runs
     # that could open, inside alternates, starting from the state before the stretch
-    # (outside, after a run that could not open; `inside`, at the start).
+    # (outside, after a run that could not open; `state.inside`, at the start).
     index = np.arange(runs.size)
     last_closed = np.maximum.accumulate(np.where(opens, -1, index))
     place = index - last_closed - 1  # where the run is in its stretch
-    flip = (last_closed < 0) & inside
+    flip = (last_closed < 0) & state.inside
     after = opens & ((place % 2 == 0) != flip)
     # The state at each newline: after the last odd run before it.
     before = np.searchsorted(runs, newlines) - 1
-    at = np.where(before >= 0, after[np.maximum(before, 0)], inside)
-    outside = newlines[~at]
-    return (int(outside[-1]) if outside.size else -1), bool(after[-1]), next_start, trailing
+    at = np.where(before >= 0, after[np.maximum(before, 0)], state.inside)
+    return newlines[~at] + start, Fields(bool(after[-1]), next_start, lead)
+
+
+_CR = ord("\r")
+
+
+def last_field_newline(
+    data: bytes, delimiter: bytes, state: Fields, window_bytes: int = WINDOW_BYTES
+) -> tuple[int, Fields]:
+    """The index of the last newline in `data` outside quoted fields (-1 if none), and
+    the state after `data`: `field_newlines`, a window at a time, so that its arrays are a
+    few times a window's size, not the data's."""
+    found = -1
+    for start in range(0, len(data), window_bytes):
+        outside, state = field_newlines(data, delimiter, state, start, start + window_bytes)
+        if outside.size:
+            found = int(outside[-1])
+    return found, state
+
+
+def first_field_newline(data: bytes, delimiter: bytes, start: int = 0) -> int:
+    """The index of the first newline in `data` after `start` outside quoted fields, from
+    the start of a record; -1 if none."""
+    state = RECORD_START
+    for at in range(start, len(data), WINDOW_BYTES):
+        outside, state = field_newlines(data, delimiter, state, at, at + WINDOW_BYTES)
+        if outside.size:
+            return int(outside[0])
+    return -1

@@ -16,6 +16,10 @@ reads them (`bytescan.last_field_newline`), and so on to its end.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .bytescan import Fields
 
 QUOTE = ord('"')
 # Newlines looked at one by one from a chunk's end before the rest is searched at once.
@@ -49,16 +53,18 @@ class Piece:
 
 class Cutter:
     def __init__(
-        self, quoted: bool, max_record: int, first_line: int = 1, literal_quotes: bool = False
+        self, quoted: bool, max_record: int, first_line: int = 1, literal_quotes: bool = False,
+        delimiter: bytes | None = None,
     ):
         self.quoted = quoted
         self.max_record = max_record
         # Quotes read as the reader reads them, field by field, not counted: set once a
         # count finds no record end (a quote inside an unquoted field).
         self.literal_quotes = literal_quotes
-        self._inside = False  # with literal_quotes: the carried record ends in a quoted field
-        self._field_start = True  # with literal_quotes: the next byte starts a field
-        self._lead = 0  # with literal_quotes: the quotes that end it, a run not yet ended
+        # The file's delimiter, where known (pinned, or found in its first block); else,
+        # read field by field, the likeliest in its first line.
+        self.delimiter = delimiter
+        self._fields: Fields | None = None  # with literal_quotes: where the carry ends
         # A record not yet ended, as the chunks it came in: joined once, when it ends. A
         # record that runs on (a quote never closed) would otherwise be copied, and its
         # quotes counted, once a chunk: quadratic in its length, in the service's process.
@@ -75,11 +81,11 @@ class Cutter:
     def _cut(self, chunk: bytes, odd: int) -> tuple[int, int]:
         """The end of the last whole record in `chunk`, or 0 if none ends there, and the
         parity of the chunk's own quotes; `odd` is the parity of those carried over."""
-        if self.literal_quotes:
-            from . import bytescan
+        from . import bytescan
 
-            newline, self._inside, self._field_start, self._lead = bytescan.last_field_newline(
-                chunk, self._inside, self._field_start, self._lead
+        if self.literal_quotes:
+            newline, self._fields = bytescan.last_field_newline(
+                chunk, self.delimiter or b",", self._fields or bytescan.RECORD_START
             )
             return newline + 1, 0
         newline = chunk.rfind(b"\n")
@@ -100,8 +106,6 @@ class Cutter:
                 return newline + 1, own
             tail = newline
             newline = chunk.rfind(b"\n", 0, newline)
-        from . import bytescan
-
         # `odd`: the parity of the quotes before `tail`.
         return bytescan.last_unquoted_newline(chunk, tail, odd) + 1, own
 
@@ -116,7 +120,7 @@ class Cutter:
             end = len(chunk)
         else:
             end, own = self._cut(chunk, self._odd)
-            if self._carried + len(chunk) - end > self.max_record and self._to_literal():
+            if self._carried + len(chunk) - end > self.max_record and self._to_literal(chunk):
                 # The carried record read again, field by field, from its start.
                 chunk = b"".join((*self._carry, chunk))
                 self._carry, self._carried = [], 0
@@ -147,18 +151,32 @@ class Cutter:
         self._line += _count(data)
         return piece
 
-    def _to_literal(self) -> bool:
+    def _to_literal(self, chunk: bytes) -> bool:
         """Quotes read field by field from here on, if they were counted till now."""
         if not self.quoted or self.literal_quotes:
             return False
         self.literal_quotes = True
-        self._inside, self._field_start, self._lead = False, True, 0  # the record's start
+        self._fields = None  # where the carried record starts: a record's start
+        if self.delimiter is None:
+            self.delimiter = likeliest_delimiter(self._carry[0] if self._carry else chunk)
         return True
+
+
+# The delimiters a sniffer finds, in the order a tie is broken.
+DELIMITERS = (b",", b";", b"\t", b"|")
+HEAD_BYTES = 64 << 10
+
+
+def likeliest_delimiter(data: bytes) -> bytes:
+    """The delimiter that recurs most in the first line of `data` (a header, most often);
+    a comma where none does."""
+    line = data[:HEAD_BYTES].split(b"\n", 1)[0]
+    return max(DELIMITERS, key=line.count) if any(d in line for d in DELIMITERS) else b","
 
 
 def split_rows(
     data: bytes, first_line: int, quoted: bool, max_rows: int, rows: int | None = None,
-    literal_quotes: bool = False,
+    literal_quotes: bool = False, delimiter: bytes | None = None,
 ) -> list[Piece]:
     """Whole records `data` as pieces of about `max_rows` records at most (lines, where
     a quoted field spans some). A block's cost in a worker grows with its rows as well
@@ -170,7 +188,7 @@ def split_rows(
     if rows <= max_rows:
         return [Piece(data, first_line)]
     step = max(1, len(data) * max_rows // rows)
-    cutter = Cutter(quoted, len(data), first_line, literal_quotes)
+    cutter = Cutter(quoted, len(data), first_line, literal_quotes, delimiter)
     pieces = []
     for start in range(0, len(data), step):
         piece = cutter.feed(data[start:start + step], final=start + step >= len(data))
@@ -179,10 +197,16 @@ def split_rows(
     return pieces
 
 
-def header(first: bytes, quoted: bool) -> bytes:
-    """The first record of a CSV block (the column names); JSON Lines has none."""
+def header(first: bytes, quoted: bool, delimiter: bytes | None = None) -> bytes:
+    """The first record of a CSV block (the column names); JSON Lines has none. With a
+    `delimiter`, its quotes are read field by field (`Cutter.literal_quotes`), else counted."""
     if not quoted:
         return b""
+    if delimiter is not None:
+        from . import bytescan
+
+        end = bytescan.first_field_newline(first, delimiter)
+        return first[: end + 1] if end >= 0 else first
     odd, start = 0, 0
     while (newline := first.find(b"\n", start)) >= 0:
         odd ^= first.count(QUOTE, start, newline) % 2

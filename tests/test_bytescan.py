@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest import bytescan
@@ -80,3 +81,51 @@ def test_zero_padded_columns_are_those_of_the_fields_found(lines: list[list[str]
     expected = sorted({i for line in lines for i, field in enumerate(line)
                        if re.match(r"0[0-9]", field)})
     assert bytescan.zero_padded_columns(data, b",", 2, len(data)) == expected
+
+
+def _outside_newlines(data: bytes, delimiter: bytes) -> tuple[list[int], bool]:
+    """Byte by byte, as pyarrow's CSV reader reads quotes: the newlines outside quoted
+    fields, and whether the data ends inside one."""
+    inside, field_start, found, i = False, True, [], 0
+    while i < len(data):
+        byte = data[i : i + 1]
+        if inside:
+            if byte == b'"' and data[i + 1 : i + 2] == b'"':
+                i += 2
+                continue
+            if byte == b'"':
+                inside, field_start = False, False
+            i += 1
+            continue
+        if byte == b'"' and field_start:
+            inside, field_start = True, False
+        else:
+            if byte == b"\n":
+                found.append(i)
+            field_start = byte in (b"\n", b"\r", delimiter)
+        i += 1
+    return found, inside
+
+
+@settings(max_examples=500, deadline=None)
+@given(
+    st.lists(st.sampled_from([b'"', b'"', b"a", b",", b";", b"\n", b"\r", b" "]), max_size=24)
+    .map(b"".join),
+    st.sampled_from([b",", b";"]),
+    st.lists(st.integers(0, 24), max_size=4),
+    st.integers(1, 8),
+)
+def test_quotes_read_field_by_field_find_the_newlines_the_reader_ends_records_at(
+    data: bytes, delimiter: bytes, cuts: list[int], window: int
+) -> None:
+    # Fed in pieces (a run of quotes split between them), a window at a time.
+    state, last = bytescan.RECORD_START, -1
+    bounds = sorted({min(c, len(data)) for c in cuts} | {0, len(data)})
+    for start, end in itertools.pairwise(bounds):
+        found, state = bytescan.last_field_newline(data[start:end], delimiter, state, window)
+        if found >= 0:
+            last = start + found
+    _, state = bytescan.last_field_newline(b"x", delimiter, state)  # ends a held-back run
+    expected, inside = _outside_newlines(data + b"x", delimiter)
+    assert (last, state.inside) == (expected[-1] if expected else -1, inside)
+    assert bytescan.first_field_newline(data, delimiter) == (expected[0] if expected else -1)

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.cut import Cutter, Piece, RecordTooLong, header, split_rows
+from ingest.cut import Cutter, Piece, RecordTooLong, header, likeliest_delimiter, split_rows
 
 cells = st.text(alphabet='ab,"\n x', max_size=8)  # csv.writer leaves a lone CR unquoted
 rows = st.lists(st.lists(cells, min_size=2, max_size=2), min_size=1, max_size=40)
@@ -69,8 +69,10 @@ def _pyarrow_rows(data: bytes) -> list[dict[str, object]]:
 
 # Fields as a loose CSV writes them: a quote inside a field that does not open with one
 # (`12" pipe`) is a character, and a field that opens with one is quoted.
-literal_field = st.from_regex(r'[a-z0-9]{1,3}"[a-z0-9 "]{0,4}', fullmatch=True).map(str.encode)
-plain_field = st.text(alphabet="ab x1", max_size=5).map(str.encode)
+literal_field = st.from_regex(r'[a-z0-9;|]{1,3}"[a-z0-9 ";|]{0,4}', fullmatch=True).map(
+    str.encode
+)
+plain_field = st.text(alphabet="ab x1;|", max_size=5).map(str.encode)
 
 
 def _quoted_field(alphabet: str) -> st.SearchStrategy[bytes]:
@@ -116,7 +118,9 @@ def test_a_quote_inside_an_unquoted_field_of_one_line_records_cuts_between_them(
 def test_quotes_read_field_by_field_cut_where_the_reader_ends_records(
     data: bytes, chunk: int
 ) -> None:
-    pieces = _cut_all(Cutter(quoted=True, max_record=1 << 20, literal_quotes=True), data, chunk)
+    # `;` and `|` inside unquoted fields: a quote after one is a character in a comma file.
+    cutter = Cutter(quoted=True, max_record=1 << 20, literal_quotes=True, delimiter=b",")
+    pieces = _cut_all(cutter, data, chunk)
     assert _rows_of(pieces) == _pyarrow_rows(data)
 
 
@@ -135,6 +139,31 @@ def test_a_literal_quote_then_fields_of_many_lines_are_read_as_the_reader_reads_
     halves = split_rows(data, 1, True, 100, literal_quotes=True)
     assert _rows_of(halves) == _pyarrow_rows(data)
     assert len(halves) > 3
+
+
+def test_the_delimiter_read_field_by_field_is_the_files() -> None:
+    # In a comma file, `x;"y` holds a literal quote; read with `;` as a delimiter, the quote
+    # would open a field, and the next cut would fall inside `"multi ... B"`.
+    data = b'a,b\n1,12" pipe\n2,x;"y\n3,"multi\nA,B"\n4,z\n'
+    for chunk in (1, 5, 64):
+        pieces = _cut_all(Cutter(True, 1 << 20, literal_quotes=True, delimiter=b","), data, chunk)
+        assert _rows_of(pieces) == _pyarrow_rows(data)
+        assert all(p.data.count(b'"multi') == p.data.count(b'B"') for p in pieces)
+    assert likeliest_delimiter(b"a;b;c,d\n1;2;3\n") == b";"
+    assert likeliest_delimiter(b"a\tb\n") == b"\t" and likeliest_delimiter(b"ab\n") == b","
+    # Not known, it is guessed from the first line when quotes come to be read so.
+    semicolons = b'a;b\n1;12" pipe\n' + b"".join(b'%d;"x, y"\n' % i for i in range(50))
+    cutter = Cutter(quoted=True, max_record=100)
+    pieces = _cut_all(cutter, semicolons, 30)
+    assert cutter.literal_quotes and cutter.delimiter == b";"
+    assert all(p.data.endswith(b"\n") for p in pieces[:-1] if p.data)
+    assert sum(len(p.data.splitlines()) for p in pieces) == 52
+
+
+def test_a_header_with_a_literal_quote_is_one_record() -> None:
+    first = b'id,note 12"\n1,"a, b"\n'
+    assert header(first, quoted=True, delimiter=b",") == b'id,note 12"\n'
+    assert header(b'x,"two\nline"\n1,2\n', quoted=True, delimiter=b",") == b'x,"two\nline"\n'
 
 
 @pytest.mark.parametrize("chunk", [7, 64, 300, 1500])

@@ -335,6 +335,27 @@ def test_a_quote_inside_an_unquoted_field_of_a_streamed_file_is_a_character(
     ]
 
 
+def test_a_streamed_file_whose_header_holds_a_literal_quote_keeps_every_row(
+    folder: Folder,
+) -> None:
+    """`note 12"` in the header: its record ends at its line, where a count of quotes
+    never found its end (the file was quarantined, or its first rows taken for header)."""
+    folder.write_config(pipeline={"workers": 2, "memory_mb": 64}, watch={"settle_ms": 0})
+    rows = 1_100_000
+    with (folder.drop / "notes.csv").open("w") as fh:
+        fh.write('id;amount;note 12"\n')  # `;`: the delimiter is guessed from this line
+        for i in range(1, rows):
+            fh.write(f'{i};{i % 100};"a, {i % 7}"\n')
+    assert (folder.drop / "notes.csv").stat().st_size > 17 << 20  # past the 16 MiB record bound
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert folder.query("SELECT count(*), min(id), max(id), count(DISTINCT id) FROM records") \
+        == [(rows - 1, 1, rows - 1, rows - 1)]
+    assert folder.query('SELECT "note 12""" FROM records WHERE id = 8') == [("a, 1",)]
+
+
 def test_a_streamed_file_whose_rows_end_with_a_delimiter_reads_its_columns_and_empty_cells(
     folder: Folder,
 ) -> None:

@@ -38,11 +38,17 @@ ROW_BYTES = 64
 class BlockReader:
     """A file's blocks of whole records; only the first starts with the header."""
 
-    def __init__(self, fh: AsyncBufferedReader, name: str, block_bytes: int):
+    def __init__(
+        self, fh: AsyncBufferedReader, name: str, block_bytes: int, delimiter: str | None = None
+    ):
         self.fh = fh
         self.quoted = inner_name(name).lower().endswith(".csv")
         self.block_bytes = block_bytes
-        self.cutter = Cutter(self.quoted, MAX_RECORD_BYTES)
+        # A CSV's delimiter, where known: for its quotes, if they come to be read field by
+        # field (`Cutter.literal_quotes`).
+        self.cutter = Cutter(
+            self.quoted, MAX_RECORD_BYTES, delimiter=delimiter.encode() if delimiter else None
+        )
         self.inflater = Inflater() if name.lower().endswith(".gz") else None
         self._held = b""
         self._raw_eof = False
@@ -106,7 +112,7 @@ class BlockReader:
         piece = self.cutter.feed(chunk, self.eof)
         if self.first:
             data = self._held + piece.data
-            if len(data) == len(header(data, self.quoted)) and not self.eof:
+            if len(data) == len(self._header(data)) and not self.eof:
                 self._held = data  # block 0 sets the column types: it needs a record
                 return None
             self.first = False
@@ -115,6 +121,10 @@ class BlockReader:
             return None
         return self._split(piece.data, piece.first_line, rows=self.cutter.line - piece.first_line)
 
+    def _header(self, data: bytes) -> bytes:
+        literal = self.cutter.literal_quotes
+        return header(data, self.quoted, self.cutter.delimiter or b"," if literal else None)
+
     def _split(
         self, data: bytes, first_line: int, first: bool = False, rows: int | None = None
     ) -> tuple[bytes, int]:
@@ -122,10 +132,11 @@ class BlockReader:
         others are handed out next."""
         max_rows = max(1, self.block_bytes // ROW_BYTES)
         pieces = split_rows(
-            data, first_line, self.quoted, max_rows, rows, self.cutter.literal_quotes
+            data, first_line, self.quoted, max_rows, rows, self.cutter.literal_quotes,
+            self.cutter.delimiter,
         )
         head = pieces[0].data
-        if first and len(pieces) > 1 and len(head) == len(header(head, self.quoted)):
+        if first and len(pieces) > 1 and len(head) == len(self._header(head)):
             # Block 0's column types fix the rest: it keeps records beside its header.
             pieces[:2] = [Piece(head + pieces[1].data, first_line)]
         self._ready.extend((p.data, p.first_line) for p in pieces[1:])

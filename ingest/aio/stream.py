@@ -48,7 +48,7 @@ from ..dialect import Dialect
 from ..errors import TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..inflate import GzipError
-from ..jobs import Failure
+from ..jobs import Failure, TableSpec
 from ..logs import shown
 from ..store.crashpoints import CrashPlan
 from ..store.layout import Layout
@@ -254,7 +254,7 @@ class Streamer:
         index = 0
         try:
             async with aiofiles.open(file.path, "rb") as fh:
-                reader = BlockReader(fh, file.rel, self.block_bytes)
+                reader = BlockReader(fh, file.rel, self.block_bytes, _delimiter(spec))
                 while progress.failure is None:
                     if self.draining():
                         return DEFERRED
@@ -287,6 +287,8 @@ class Streamer:
                     if index == 0:
                         # Alone: block 0's column types are every later block's.
                         await self._block(block, progress, slots, segment)
+                        if progress.dialect is not None:  # and its delimiter
+                            reader.cutter.delimiter = progress.dialect.delimiter.encode()
                     else:
                         task = asyncio.create_task(self._block(block, progress, slots, segment))
                         running.add(task)
@@ -482,6 +484,13 @@ _UTF16 = (
     "a UTF-16 file is read whole, and this one is larger than memory_mb allows;"
     " re-save it as UTF-8, or raise [pipeline] memory_mb"
 )
+
+
+def _delimiter(spec: TableSpec) -> str | None:
+    """A table's CSV delimiter, where pinned, or where its first CSV pinned its dialect."""
+    if spec.csv is not None and spec.csv.delimiter is not None:
+        return spec.csv.delimiter
+    return spec.dialect.delimiter if spec.dialect is not None else None
 
 
 def _remove(staged: list[StagedPart]) -> None:

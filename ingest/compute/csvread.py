@@ -73,8 +73,13 @@ def unique_names(names: list[str]) -> list[str]:
     return unique
 
 
-def record_end(data: bytes, start: int, quote: str) -> int:
-    """Where the record that starts at `start` ends (after its newline), quotes balanced."""
+def record_end(data: bytes, start: int, quote: str, delimiter: str = ",") -> int:
+    """Where the record that starts at `start` ends (after its newline): for `"`, its
+    quotes read as the reader reads them (one inside an unquoted field, `12" pipe`, is a
+    character); for another quote, balanced."""
+    if quote == '"':
+        end = bytescan.first_field_newline(data, delimiter.encode(), start)
+        return end + 1 if end >= 0 else len(data)
     mark = quote.encode() if quote else b""
     odd, position = 0, start
     while (newline := data.find(b"\n", position)) >= 0:
@@ -135,7 +140,7 @@ def split(data: bytes, dialect: Dialect, names: list[str] | None = None) -> Body
     # Blank lines before the first record are not records (pyarrow skips them too).
     blank = _NEWLINES.match(data, start).end()  # type: ignore[union-attr]
     lines_before += data.count(b"\n", start, blank)
-    end = record_end(data, blank, dialect.quote)
+    end = record_end(data, blank, dialect.quote, dialect.delimiter)
     first = fields(data[blank:end], dialect)
     if dialect.header:
         lines_before += data.count(b"\n", blank, end)

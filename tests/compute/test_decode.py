@@ -437,3 +437,10 @@ def test_a_leading_zero_past_the_first_mb_leaves_a_number_column_as_it_is() -> N
     table, _ = decode_file("early.csv", early)
     assert table.column("n").to_pylist()[:2] == ["0042", "0"]
     assert table.schema.field("m").type == pa.int64()
+
+
+def test_a_header_with_a_literal_quote_is_one_line() -> None:
+    # Counted, its quotes never balanced: the whole file was taken for the header, 0 rows.
+    table, _ = decode_file("h.csv", b'id,note 12"\n1,"a, b"\n3,x\n')
+    assert table.column_names == ["id", 'note 12"']
+    assert table.to_pylist() == [{"id": 1, 'note 12"': "a, b"}, {"id": 3, 'note 12"': "x"}]
