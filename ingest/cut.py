@@ -120,12 +120,13 @@ class Cutter:
             end = len(chunk)
         else:
             end, own = self._cut(chunk, self._odd)
-            if self._carried + len(chunk) - end > self.max_record and self._to_literal(chunk):
-                # The carried record read again, field by field, from its start.
+            if self._carried + len(chunk) > self.max_record and self._to_literal(chunk):
+                # Counted, a record as long as the limit is a literal quote's mark, whether
+                # or not a late newline seems to end it: read again, field by field.
                 chunk = b"".join((*self._carry, chunk))
                 self._carry, self._carried = [], 0
                 end, own = self._cut(chunk, 0)
-            if self._carried + len(chunk) - end > self.max_record:
+            if self._too_long(chunk, end):
                 line = self._line  # where the carried record starts, or the one after the cut
                 if end:
                     line += sum(c.count(b"\n") for c in self._carry)
@@ -150,6 +151,12 @@ class Cutter:
         piece = Piece(data, self._line)
         self._line += _count(data)
         return piece
+
+    def _too_long(self, chunk: bytes, end: int) -> bool:
+        """Is the record not yet ended, after the cut at `end` (0: none), over the limit?
+        After a cut it starts there: the record the carry began has ended."""
+        pending = len(chunk) - end if end else self._carried + len(chunk)
+        return pending > self.max_record
 
     def _to_literal(self, chunk: bytes) -> bool:
         """Quotes read field by field from here on, if they were counted till now."""

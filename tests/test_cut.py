@@ -207,6 +207,18 @@ def test_a_record_longer_than_the_limit_is_refused_with_the_line_it_starts_on() 
     assert raised.value.line == 3
 
 
+def test_a_record_just_under_the_limit_then_a_full_chunk_is_no_record_too_long() -> None:
+    # The carried record ends in the next chunk: only what follows its end is carried on
+    # (its quotes are then read field by field, as a record this long hints at a literal
+    # quote, and the cut is the same).
+    for literal in (False, True):
+        cutter = Cutter(quoted=True, max_record=100, literal_quotes=literal)
+        assert cutter.feed(b'a,"' + b"x" * 90).data == b""
+        piece = cutter.feed(b'"\n' + b"1,2\n" * 20 + b"3," + b"y" * 9)  # 93 + 11 over 100
+        assert piece.data == b'a,"' + b"x" * 90 + b'"\n' + b"1,2\n" * 20
+        assert cutter.feed(b"\n4,5\n").data == b"3," + b"y" * 9 + b"\n4,5\n"
+
+
 def test_json_lines_cut_at_any_newline() -> None:
     cutter = Cutter(quoted=False, max_record=1 << 20)
     assert cutter.feed(b'{"a": "\\"q"}\n{"a": 2').data == b'{"a": "\\"q"}\n'
