@@ -142,22 +142,16 @@ def merge(table: pa.DataType, file: pa.DataType) -> pa.DataType:
     return table
 
 
-# The digits an int64 may need, left of a decimal column's point.
-_INT64_DIGITS = 19
-
-
 def _decimal(table: pa.DataType, file: pa.DataType) -> pa.DataType | None:
-    """Two decimals, or a decimal and an integer, as one decimal that holds both exactly
-    (`decimal(10,2)` and `decimal(12,4)`: `decimal(12,4)`), as DuckDB unites them; None
-    where that needs more than 38 digits, or for any other pair."""
-    kinds = (table, file)
-    if not all(pa.types.is_decimal(k) or pa.types.is_integer(k) for k in kinds):
+    """Two decimals as one that holds both exactly (`decimal(10,2)` and `decimal(12,4)`:
+    `decimal(12,4)`), as DuckDB unites them; None where that needs more than 38 digits or
+    a negative scale, or for any other pair. (A decimal and an integer are not united: an
+    integer column made a decimal would lose its features, and its unsigned files.)"""
+    if not (pa.types.is_decimal(table) and pa.types.is_decimal(file)):
         return None
-    if not any(pa.types.is_decimal(k) for k in kinds):
-        return None
-    scale = max(k.scale for k in kinds if pa.types.is_decimal(k))
-    whole = max(k.precision - k.scale if pa.types.is_decimal(k) else _INT64_DIGITS for k in kinds)
-    return pa.decimal128(whole + scale, scale) if whole + scale <= 38 else None
+    scale = max(table.scale, file.scale)
+    whole = max(table.precision - table.scale, file.precision - file.scale)
+    return pa.decimal128(whole + scale, scale) if scale >= 0 and whole + scale <= 38 else None
 
 
 def _nested(table: pa.DataType, file: pa.DataType) -> pa.DataType | None:

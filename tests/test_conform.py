@@ -27,14 +27,15 @@ from ingest.widen import RESCUED, is_untyped, matching, merge, merge_schemas, no
         (pa.date32(), pa.timestamp("us"), pa.timestamp("us")),
         (pa.timestamp("us"), pa.timestamp("us", tz="UTC"), pa.timestamp("us", tz="UTC")),
         (pa.bool_(), pa.int64(), pa.bool_()),
-        # Decimals widen to hold both exactly, as DuckDB unites them; past 38 digits the
-        # table's type stays, and what does not fit is rescued.
+        # Two decimals widen to hold both exactly, as DuckDB unites them; past 38 digits,
+        # or with a negative scale, the table's type stays. A decimal and an integer are
+        # not united: the table's type stays.
         (pa.decimal128(10, 2), pa.decimal128(12, 4), pa.decimal128(12, 4)),
         (pa.decimal128(12, 4), pa.decimal128(10, 1), pa.decimal128(13, 4)),
-        (pa.decimal128(10, 2), pa.int64(), pa.decimal128(21, 2)),
-        (pa.int64(), pa.decimal128(10, 2), pa.decimal128(21, 2)),
-        (pa.decimal128(38, 20), pa.int64(), pa.decimal128(38, 20)),
         (pa.decimal128(38, 0), pa.decimal128(10, 2), pa.decimal128(38, 0)),
+        (pa.decimal128(5, -2), pa.decimal128(7, -1), pa.decimal128(5, -2)),
+        (pa.decimal128(10, 2), pa.int64(), pa.decimal128(10, 2)),
+        (pa.int64(), pa.decimal128(10, 2), pa.int64()),
         (pa.decimal128(10, 2), pa.float64(), pa.decimal128(10, 2)),
         (pa.float64(), pa.decimal128(10, 2), pa.float64()),
     ],

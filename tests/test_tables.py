@@ -227,8 +227,8 @@ def test_a_number_with_a_leading_zero_in_a_numeric_column_is_rescued_as_written(
 def test_decimals_of_other_widths_widen_the_column_and_read_exactly_everywhere(
     folder: Folder,
 ) -> None:
-    # decimal(10,2), then decimal(12,4), then integers: each widens what is committed, as
-    # DuckDB unites them, where such values were rescued as text.
+    # decimal(10,2), then decimal(12,4), then decimal(23,4): each widens what is committed,
+    # as DuckDB unites them, where such values were rescued as text.
     def parquet(name: str, values: pa.Array) -> None:
         ids = pa.array(range(len(values)), pa.int64())
         pq.write_table(pa.table({"id": pa.compute.add(ids, 10 * len(name)), "v": values}),
@@ -238,14 +238,15 @@ def test_decimals_of_other_widths_widen_the_column_and_read_exactly_everywhere(
     assert folder.ingest("once").returncode == 0
     parquet("bb.parquet", pa.array([decimal.Decimal("-123.4567")], pa.decimal128(12, 4)))
     assert folder.ingest("once").returncode == 0
-    parquet("ccc.parquet", pa.array([9_007_199_254_740_993], pa.int64()))  # past 2**53
+    big = decimal.Decimal("9007199254740993.0001")  # past 2**53, as no float holds it
+    parquet("ccc.parquet", pa.array([big], pa.decimal128(23, 4)))
     done = folder.ingest("once")
     assert done.returncode == 0, done.stderr
     assert "widened from decimal128(12, 4) to decimal128(23, 4)" in done.stderr
     expected = [
         (10 * 9, decimal.Decimal("1.2500"), None),
         (10 * 10, decimal.Decimal("-123.4567"), None),
-        (10 * 11, decimal.Decimal("9007199254740993.0000"), None),
+        (10 * 11, decimal.Decimal("9007199254740993.0001"), None),
     ]
     for reader, rows in readers(folder.output, "records", ["id", "v", RESCUED]).items():
         assert [(i, decimal.Decimal(str(v)), r) for i, v, r in rows] == expected, reader
