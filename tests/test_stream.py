@@ -356,6 +356,31 @@ def test_a_streamed_file_whose_header_holds_a_literal_quote_keeps_every_row(
     assert folder.query('SELECT "note 12""" FROM records WHERE id = 8') == [("a, 1",)]
 
 
+def test_a_streamed_file_whose_lines_end_in_a_lone_cr_reads_every_row(folder: Folder) -> None:
+    """Classic Mac OS line ends: cut at LFs, such a file had no record end within 16 MiB
+    and was quarantined; it is read as a file read whole is, CR as LF."""
+    folder.write_config(**STREAMING)
+    rows = 40_000
+    body = "".join(f'{i},"x{i % 9}",{i * 0.5}\r' for i in range(rows))
+    (folder.drop / "mac.csv").write_bytes(("timestamp,name,v\r" + body).encode())
+    assert (folder.drop / "mac.csv").stat().st_size > 256 << 10  # streamed: over 256 KB
+    digest = hashlib.sha256((folder.drop / "mac.csv").read_bytes()).hexdigest()
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "blocks" in result.stderr
+    assert len(folder.parts("records")) >= 3, "read in blocks"
+    assert folder.query("SELECT count(*), count(DISTINCT timestamp), sum(v) FROM records") == [
+        (rows, rows, sum(i * 0.5 for i in range(rows)))
+    ]
+    assert folder.query("SELECT name FROM records WHERE timestamp = 10") == [("x1",)]
+    ledger = sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite")
+    assert ledger.execute("SELECT sha256 FROM files WHERE path = 'mac.csv'").fetchall() == [
+        (digest,)
+    ]
+
+
 def test_a_streamed_file_whose_rows_end_with_a_delimiter_reads_its_columns_and_empty_cells(
     folder: Folder,
 ) -> None:

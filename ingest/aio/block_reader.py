@@ -50,6 +50,7 @@ class BlockReader:
             self.quoted, MAX_RECORD_BYTES, delimiter=delimiter.encode() if delimiter else None
         )
         self.inflater = Inflater() if name.lower().endswith(".gz") else None
+        self._lone_cr: bool | None = None  # a CSV's lines end in CR alone: its first chunk says
         self._held = b""
         self._raw_eof = False
         self.digest = hashlib.sha256()
@@ -109,7 +110,7 @@ class BlockReader:
         """Called in a thread: it hashes, scans and copies megabytes."""
         if raw:
             self.digest.update(raw)
-        piece = self.cutter.feed(chunk, self.eof)
+        piece = self.cutter.feed(self._line_feeds(chunk), self.eof)
         if self.first:
             data = self._held + piece.data
             if len(data) == len(self._header(data)) and not self.eof:
@@ -120,6 +121,14 @@ class BlockReader:
         if not piece.data:
             return None
         return self._split(piece.data, piece.first_line, rows=self.cutter.line - piece.first_line)
+
+    def _line_feeds(self, chunk: bytes) -> bytes:
+        """A CSV whose lines end in a lone CR (classic Mac OS), with LF in their place, as
+        a file read whole is read (`csvfile._line_feeds`): blocks are cut at LFs, and line
+        numbers count them. The digest is of the bytes as they are."""
+        if self._lone_cr is None:
+            self._lone_cr = self.quoted and b"\n" not in chunk and b"\r" in chunk
+        return chunk.replace(b"\r", b"\n") if self._lone_cr else chunk
 
     def _header(self, data: bytes) -> bytes:
         literal = self.cutter.literal_quotes
