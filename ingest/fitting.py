@@ -144,9 +144,7 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
                 pass
         if pa.types.is_timestamp(kind) and (found := _iso(column, field, rescued)) is not None:
             return found
-    keep = _fits(column, kind, inexact)
-    _rescue(column, pc.and_(pc.invert(keep), pc.is_valid(column)), field, rescued)
-    kept = pc.if_else(keep, column, pa.scalar(None, column.type))
+    kept = _set_aside(column, pc.invert(_fits(column, kind, inexact)), field, rescued)
     try:
         return kept.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
@@ -187,10 +185,7 @@ def _zero_padded(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> 
     """Text written with a leading zero (`01234`: a ZIP code, an account number) rescued
     rather than cast, as a number would lose its spelling: it is text, as DuckDB reads it."""
     padded = pc.fill_null(pc.match_substring_regex(column, ZERO_PADDED), False)
-    if not pc.any(padded).as_py():
-        return column
-    _rescue(column, padded, field, rescued)
-    return pc.if_else(padded, pa.scalar(None, column.type), column)
+    return _set_aside(column, padded, field, rescued) if pc.any(padded).as_py() else column
 
 
 def _kind_of(kind: pa.DataType) -> str | None:
@@ -213,6 +208,14 @@ def _rescue(
         rescued.setdefault(row, {})[field.name] = _text(column[row])
 
 
+def _set_aside(
+    column: pa.ChunkedArray, where: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+) -> pa.ChunkedArray:
+    """The column with its values `where` is true null, their text rescued."""
+    _rescue(column, pc.and_(where, pc.is_valid(column)), field, rescued)
+    return pc.if_else(where, pa.scalar(None, column.type), column)
+
+
 def _rescue_all(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
     _rescue(column, pc.is_valid(column), field, rescued)
     return pa.chunked_array([pa.nulls(len(column), field.type)])
@@ -227,9 +230,7 @@ def _exact_decimals(
         back = column.cast(field.type, safe=False).cast(column.type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return column  # the value-by-value path decides
-    inexact = pc.fill_null(pc.not_equal(back, column), False)
-    _rescue(column, inexact, field, rescued)
-    return pc.if_else(inexact, pa.scalar(None, column.type), column)
+    return _set_aside(column, pc.fill_null(pc.not_equal(back, column), False), field, rescued)
 
 
 def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:

@@ -256,9 +256,6 @@ def _zero_padded_as_text(
         return table
     data, start = body.data, body.start
     end = _head_end(data, start, dialect.quote)
-    before = (dialect.delimiter + "\n" + dialect.quote).encode()
-    if not bytescan.zero_padded(data, before, start, end):
-        return table
     if not dialect.quote or data.find(dialect.quote.encode(), start, end) < 0:
         # One record a line: only the columns where such a value was seen (a date or a
         # time of day, `08:30`, starts with one too, and is no number column).
@@ -267,6 +264,9 @@ def _zero_padded_as_text(
         numbers = [n for n in numbers if names.index(n) in seen]
         if not numbers:
             return table
+    elif not bytescan.zero_padded(data, (dialect.delimiter + "\n" + dialect.quote).encode(),
+                                  start, end):
+        return table
     try:
         head = _as_text(numbers, records.slice(0, end - start), read_options, parse, convert)
     except pa.ArrowInvalid:  # a quote inside an unquoted field put the cut in a record
