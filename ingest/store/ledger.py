@@ -76,6 +76,11 @@ CREATE TABLE IF NOT EXISTS dialects (
 # many WAL pages (4 KB each) a commit may leave before it copies them into the database.
 PAGE_CACHE_KB = 16 * 1024
 WAL_CHECKPOINT_PAGES = 4000
+# A WAL file keeps the size of the largest transaction it ever held (a widening that
+# rewrites a table's catalog can leave a gigabyte), unless it is cut back once a
+# checkpoint has copied it: to this, four times what a run of commits fills between
+# checkpoints, so that the usual WAL is never cut and grown again.
+WAL_LIMIT_BYTES = 4 * WAL_CHECKPOINT_PAGES * 4096
 # A `meta` key: the schemas recorded are those of the committed parts (`Ledger.schemas_checked`).
 SCHEMAS_CHECKED = "schemas_checked"
 
@@ -145,6 +150,7 @@ class Ledger:
             # index pages back over and over. Both cost the committer's thread kernel time.
             self._db.execute(f"PRAGMA cache_size=-{PAGE_CACHE_KB}")
             self._db.execute(f"PRAGMA wal_autocheckpoint={WAL_CHECKPOINT_PAGES}")
+            self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self._db.executescript(SCHEMA + catalog.SCHEMA + vanished.SCHEMA)
             self._migrate()
             with self._transaction() as db:

@@ -9,6 +9,7 @@ from ingest.store.ledger import (
     PAGE_CACHE_KB,
     PENDING_PARTS,
     WAL_CHECKPOINT_PAGES,
+    WAL_LIMIT_BYTES,
     FileRecord,
     Ledger,
 )
@@ -54,6 +55,23 @@ def test_the_writer_keeps_a_larger_page_cache_and_checkpoints_less_often(folder:
         assert ledger._db.execute("PRAGMA wal_autocheckpoint").fetchone() == (
             WAL_CHECKPOINT_PAGES,
         )
+    finally:
+        ledger.close()
+
+
+def test_a_wal_grown_by_one_large_transaction_is_cut_back_by_the_next(tmp_path: Path) -> None:
+    """A service runs for months on one connection: a WAL file that one transaction grew
+    would otherwise stay that size on disk until it stops."""
+    path = tmp_path / "ledger.sqlite"
+    wal = tmp_path / "ledger.sqlite-wal"
+    ledger = Ledger(path)
+    try:
+        ledger.set_meta("large", "x" * (2 * WAL_LIMIT_BYTES))
+        assert wal.stat().st_size > 2 * WAL_LIMIT_BYTES
+        ledger.set_meta("small", "y")
+        assert wal.stat().st_size <= WAL_LIMIT_BYTES
+        assert ledger.meta("small") == "y"
+        assert ledger.meta("large") == "x" * (2 * WAL_LIMIT_BYTES)
     finally:
         ledger.close()
 
