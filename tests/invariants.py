@@ -72,9 +72,8 @@ def check_exactly_once(
             " AND table_name IN ('records', 'features')")}
         unplaced = db.execute(
             "SELECT f.path FROM files f WHERE f.state = 'ingested' AND f.rows > 0 AND NOT EXISTS"
-            " (SELECT 1 FROM part_inputs i JOIN part_files p ON p.path = i.path"
-            "  WHERE i.source_file = f.path AND i.sha256 = f.sha256"
-            "  AND p.state = 'committed' AND p.table_name = 'records')"
+            " (SELECT 1 FROM part_holds h JOIN part_files p ON p.id = h.part"
+            "  WHERE h.input = f.id AND p.state = 'committed' AND p.table_name = 'records')"
         ).fetchall()
     on_disk = {p.relative_to(folder.output).as_posix()
                for t in ("records", "features") for p in folder.parts(t)}

@@ -8,7 +8,7 @@ A part file is *pending* from before its rename until its commit, then *committe
 A compaction or a rewrite (`compact.py`) replaces committed files by new ones: it
 records a *swap* with the old and the new paths while the new ones are staged, and
 in one transaction, once the swap is done, drops the old files' rows and commits
-the new ones. Which part holds an input's rows (`part_inputs`) moves with it.
+the new ones. Which part holds an input's rows (`part_holds`) moves with it.
 """
 
 from __future__ import annotations
@@ -19,24 +19,29 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS part_files (
-    path TEXT PRIMARY KEY,          -- relative to the output folder, "/"-separated
+PART_FILES = (
+    """CREATE TABLE IF NOT EXISTS part_files (
+    id INTEGER PRIMARY KEY,         -- what part_holds names it by
+    path TEXT NOT NULL UNIQUE,      -- relative to the output folder, "/"-separated
     part_id TEXT NOT NULL,          -- the commit or the swap that made it
     table_name TEXT NOT NULL,
     day TEXT NOT NULL,              -- the ingest_date partition
     state TEXT NOT NULL CHECK (state IN ('pending', 'committed')),
     bytes INTEGER NOT NULL DEFAULT 0
-);
-CREATE INDEX IF NOT EXISTS part_files_partition ON part_files (table_name, day, state);
-CREATE INDEX IF NOT EXISTS part_files_part ON part_files (part_id);
-CREATE TABLE IF NOT EXISTS part_inputs (
-    path TEXT NOT NULL,
-    source_file TEXT NOT NULL,
-    sha256 TEXT NOT NULL,
-    PRIMARY KEY (path, source_file, sha256)
+)""",
+    "CREATE INDEX IF NOT EXISTS part_files_partition ON part_files (table_name, day, state)",
+    "CREATE INDEX IF NOT EXISTS part_files_part ON part_files (part_id)",
+)
+# Which part file holds which input, by their rows' ids: a row for each part file and
+# input, kept for ever, so it is two integers (about 40 bytes with its index, where the
+# paths and the sha256 took 400; `python -m bench.ledger_rows`).
+SCHEMA = ";\n".join(PART_FILES) + """;
+CREATE TABLE IF NOT EXISTS part_holds (
+    part INTEGER NOT NULL,          -- part_files.id
+    input INTEGER NOT NULL,         -- files.id: the input's row as ingested
+    PRIMARY KEY (part, input)
 ) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS part_inputs_source ON part_inputs (source_file, sha256);
+CREATE INDEX IF NOT EXISTS part_holds_input ON part_holds (input);
 CREATE TABLE IF NOT EXISTS swaps (
     id TEXT PRIMARY KEY,
     table_name TEXT NOT NULL,
@@ -49,6 +54,25 @@ CREATE TABLE IF NOT EXISTS swaps (
 );
 """
 MIGRATED = "catalog"
+# A part file holds an input, named by its path and sha256. `+state`: the state index
+# matches most rows, and the planner would take it over the path's.
+HOLD = (
+    "INSERT OR IGNORE INTO part_holds SELECT p.id, f.id FROM part_files p, files f"
+    " WHERE p.path = ? AND f.path = ? AND f.sha256 = ? AND +f.state = 'ingested'"
+)
+# A part file holds every input recorded with its part after a row of `files`.
+HOLD_RECORDED = (
+    "INSERT OR IGNORE INTO part_holds SELECT p.id, f.id FROM part_files p, files f"
+    " WHERE p.path = ? AND f.id > ? AND f.part = ?"
+)
+# What a part file holds, let go of as it is replaced.
+LET_GO = "DELETE FROM part_holds WHERE part = (SELECT id FROM part_files WHERE path = ?)"
+# The committed part files that hold an input, by its path and sha256.
+PARTS_OF = (
+    "SELECT DISTINCT p.path FROM files f JOIN part_holds h ON h.input = f.id"
+    " JOIN part_files p ON p.id = h.part"
+    " WHERE f.path = ? AND f.sha256 = ? AND p.state = 'committed' ORDER BY p.path"
+)
 
 Holds = Mapping[str, Iterable[tuple[str, str]]]  # part path -> its inputs (source_file, sha256)
 
@@ -81,53 +105,83 @@ def split(path: str) -> tuple[str, str]:
 
 
 def migrate(db: sqlite3.Connection) -> None:
-    """Fill the catalog of a ledger written before it existed, from its `parts` and `files`:
-    each input is taken to be in every file of its commit (a part's footer is exact; a
-    compaction reads footers, so it makes the catalog exact again)."""
+    """Bring a ledger written by an earlier release to this catalog: one from before the
+    catalog is filled from its `parts` and `files` (each input is taken to be in every
+    file of its commit: a part's footer is exact, and a compaction reads footers, so it
+    makes the catalog exact again); one whose catalog named part files and inputs by
+    their paths and sha256 (`part_inputs`) has them named by their rows' ids."""
+    _number_part_files(db)
+    _hold_by_ids(db)
     if db.execute("SELECT 1 FROM meta WHERE key = ?", (MIGRATED,)).fetchone():
         return
     rows = db.execute("SELECT id, state, paths FROM parts").fetchall()
-    paths_of = {part_id: json.loads(paths) for part_id, _, paths in rows}
-    add_files(db, [(part_id, path, state, 0) for part_id, state, _ in rows
-                   for path in paths_of[part_id]])
-    db.executemany(
-        "INSERT OR IGNORE INTO part_inputs VALUES (?, ?, ?)",
-        [
-            (path, source_file, sha256)
-            for part_id, source_file, sha256 in db.execute(
-                "SELECT part, path, sha256 FROM files WHERE state = 'ingested' AND part IS NOT NULL"
-            ).fetchall()
-            for path in paths_of.get(part_id, [])
-        ],
+    add_files(db, [(part_id, path, state, 0) for part_id, state, paths in rows
+                   for path in json.loads(paths)])
+    db.execute(
+        "INSERT OR IGNORE INTO part_holds SELECT p.id, f.id FROM files f"
+        " JOIN part_files p ON p.part_id = f.part"
+        " WHERE f.state = 'ingested' AND f.part IS NOT NULL"
     )
     db.execute("INSERT INTO meta (key, value) VALUES (?, '1')", (MIGRATED,))
 
 
+def _number_part_files(db: sqlite3.Connection) -> None:
+    """`part_files` keyed by its path alone, as it was made before `part_holds`, is made
+    again with an id for each file."""
+    columns = {row[1] for row in db.execute("PRAGMA table_info(part_files)")}
+    if "id" in columns:
+        return
+    db.execute("ALTER TABLE part_files RENAME TO part_files_by_path")
+    table, *indexes = PART_FILES
+    db.execute(table)
+    db.execute(
+        "INSERT INTO part_files (path, part_id, table_name, day, state, bytes)"
+        " SELECT path, part_id, table_name, day, state, bytes FROM part_files_by_path"
+    )
+    db.execute("DROP TABLE part_files_by_path")  # and its indexes, whose names are reused
+    for index in indexes:
+        db.execute(index)
+
+
+def _hold_by_ids(db: sqlite3.Connection) -> None:
+    """`part_inputs` (part path, input path, sha256), as earlier releases wrote it, into
+    `part_holds`; an input is its ingested row."""
+    if not _exists(db, "part_inputs"):
+        return
+    db.execute(
+        "INSERT OR IGNORE INTO part_holds SELECT p.id, f.id FROM part_inputs i"
+        " JOIN part_files p ON p.path = i.path"
+        " JOIN files f ON f.path = i.source_file AND f.sha256 = i.sha256"
+        " WHERE f.state = 'ingested'"
+    )
+    db.execute("DROP TABLE part_inputs")
+
+
 def add_files(db: sqlite3.Connection, rows: Iterable[tuple[str, str, str, int]]) -> None:
-    """Rows of (part_id, path, state, bytes)."""
+    """Rows of (part_id, path, state, bytes). A path recorded already keeps its id, and
+    with it the inputs it holds."""
     db.executemany(
-        "INSERT OR REPLACE INTO part_files (path, part_id, table_name, day, state, bytes)"
-        " VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO part_files (path, part_id, table_name, day, state, bytes)"
+        " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (path) DO UPDATE SET"
+        " part_id = excluded.part_id, table_name = excluded.table_name, day = excluded.day,"
+        " state = excluded.state, bytes = excluded.bytes",
         [(path, part_id, *split(path), state, size) for part_id, path, state, size in rows],
     )
 
 
 def commit_files(db: sqlite3.Connection, part_id: str, holds: Holds) -> None:
+    """Commit a part's files, and record that each file named in `holds` holds those
+    inputs (by path and sha256: each is found by its ingested row)."""
     db.execute("UPDATE part_files SET state = 'committed' WHERE part_id = ?", (part_id,))
     db.executemany(
-        "INSERT OR IGNORE INTO part_inputs VALUES (?, ?, ?)",
-        [(path, f, sha) for path, inputs in holds.items() for f, sha in inputs],
+        HOLD, [(path, f, sha) for path, inputs in holds.items() for f, sha in inputs]
     )
 
 
 def hold_recorded(db: sqlite3.Connection, part_id: str, paths: Iterable[str], last: int) -> None:
     """Each of `paths` holds every input recorded for `part_id` in rows of `files` after
     row `last`: copied inside SQLite, not bound row by row, for a part of two thousand."""
-    db.executemany(
-        "INSERT OR IGNORE INTO part_inputs SELECT ?, path, sha256 FROM files"
-        " WHERE id > ? AND part = ?",
-        [(path, last, part_id) for path in paths],
-    )
+    db.executemany(HOLD_RECORDED, [(path, last, part_id) for path in paths])
 
 
 def paths_of(db: sqlite3.Connection, part_id: str) -> list[str]:
@@ -148,8 +202,8 @@ def finish_swap(db: sqlite3.Connection, swap_id: str, holds: Holds) -> None:
     """The new files take the old ones' place, in the catalog as on disk."""
     (old,) = db.execute("SELECT old FROM swaps WHERE id = ?", (swap_id,)).fetchone()
     gone = [(path,) for path in json.loads(old)]
+    db.executemany(LET_GO, gone)
     db.executemany("DELETE FROM part_files WHERE path = ?", gone)
-    db.executemany("DELETE FROM part_inputs WHERE path = ?", gone)
     commit_files(db, swap_id, holds)
     db.execute("UPDATE swaps SET state = 'committed' WHERE id = ?", (swap_id,))
 
@@ -187,9 +241,18 @@ def partitions(db: sqlite3.Connection) -> list[tuple[str, str, int, int]]:
     )]
 
 
+def _exists(db: sqlite3.Connection, table: str) -> bool:
+    return bool(db.execute(
+        "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+    ).fetchone())
+
+
 def parts_of(db: sqlite3.Connection, source_file: str, sha256: str) -> list[str]:
-    return [p for (p,) in db.execute(
-        "SELECT i.path FROM part_inputs i JOIN part_files f ON f.path = i.path"
-        " WHERE i.source_file = ? AND i.sha256 = ? AND f.state = 'committed' ORDER BY i.path",
-        (source_file, sha256),
-    )]
+    if not _exists(db, "part_holds"):  # an earlier release's ledger, opened read-only
+        return [p for (p,) in db.execute(
+            "SELECT i.path FROM part_inputs i JOIN part_files f ON f.path = i.path"
+            " WHERE i.source_file = ? AND i.sha256 = ? AND f.state = 'committed'"
+            " ORDER BY i.path",
+            (source_file, sha256),
+        )]
+    return [p for (p,) in db.execute(PARTS_OF, (source_file, sha256))]

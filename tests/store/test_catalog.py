@@ -78,7 +78,7 @@ def test_a_part_file_not_named_in_holds_holds_every_input_of_its_part(tmp_path: 
         ])
         assert ledger.parts_of("c.csv", "c" * 64) == [f"features/{DAY}/part-p2-0.parquet"]
         with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
-            (held,) = db.execute("SELECT count(*) FROM part_inputs").fetchone()
+            (held,) = db.execute("SELECT count(*) FROM part_holds").fetchone()
         assert held == 5
     finally:
         ledger.close()

@@ -93,7 +93,7 @@ def test_a_ledger_without_the_catalog_is_migrated_and_old_outputs_still_compact(
     folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 2}, output={"flush_s": 0})
     expected = _drop_in_batches(folder, batches=2, per=5)
     with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
-        for table in ("part_files", "part_inputs", "swaps"):
+        for table in ("part_files", "part_holds", "swaps"):
             db.execute(f"DROP TABLE {table}")
         db.execute("DELETE FROM meta WHERE key = 'catalog'")
 
