@@ -21,7 +21,9 @@ from dataclasses import dataclass
 
 PART_FILES = (
     """CREATE TABLE IF NOT EXISTS part_files (
-    id INTEGER PRIMARY KEY,         -- what part_holds names it by
+    -- What part_holds names it by; never given again, so that no new file is taken to
+    -- hold what a removed one held.
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
     path TEXT NOT NULL UNIQUE,      -- relative to the output folder, "/"-separated
     part_id TEXT NOT NULL,          -- the commit or the swap that made it
     table_name TEXT NOT NULL,
@@ -54,11 +56,21 @@ CREATE TABLE IF NOT EXISTS swaps (
 );
 """
 MIGRATED = "catalog"
-# A part file holds an input, named by its path and sha256. `+state`: the state index
-# matches most rows, and the planner would take it over the path's.
+# A part file holds an input, named by its path and sha256, whose row id its caller does
+# not know. Found by its path, this reads every version of the name recorded (a device's
+# `readings.csv`, dropped again each minute), or by its sha256 once a ledger is large
+# enough to index them; `+state`: the state index matches most rows, and the planner
+# would take it over either.
 HOLD = (
     "INSERT OR IGNORE INTO part_holds SELECT p.id, f.id FROM part_files p, files f"
     " WHERE p.path = ? AND f.path = ? AND f.sha256 = ? AND +f.state = 'ingested'"
+)
+# The inputs recorded after a row of `files`, by path and sha256: a commit's own.
+RECORDED_SINCE = "SELECT path, sha256, id FROM files WHERE id > ? AND state = 'ingested'"
+# The inputs a part file holds, by path and sha256.
+HELD_BY = (
+    "SELECT f.path, f.sha256, f.id FROM part_files p JOIN part_holds h ON h.part = p.id"
+    " JOIN files f ON f.id = h.input WHERE p.path = ?"
 )
 # A part file holds every input recorded with its part after a row of `files`.
 HOLD_RECORDED = (
@@ -155,6 +167,9 @@ def _hold_by_ids(db: sqlite3.Connection) -> None:
         " WHERE f.state = 'ingested'"
     )
     db.execute("DROP TABLE part_inputs")
+    # An earlier release run on a ledger this one made removes part files' rows and not
+    # what they held: a row id freed so may be given to a new file.
+    db.execute("DELETE FROM part_holds WHERE part NOT IN (SELECT id FROM part_files)")
 
 
 def add_files(db: sqlite3.Connection, rows: Iterable[tuple[str, str, str, int]]) -> None:
@@ -169,13 +184,39 @@ def add_files(db: sqlite3.Connection, rows: Iterable[tuple[str, str, str, int]])
     )
 
 
-def commit_files(db: sqlite3.Connection, part_id: str, holds: Holds) -> None:
+Ids = Mapping[tuple[str, str], int]  # (source_file, sha256) -> its ingested row's id
+
+
+def recorded_since(db: sqlite3.Connection, last: int) -> dict[tuple[str, str], int]:
+    """The ids of the inputs recorded after row `last` (read by the rows' ids alone)."""
+    return {(path, sha): row for path, sha, row in db.execute(RECORDED_SINCE, (last,))}
+
+
+def commit_files(db: sqlite3.Connection, part_id: str, holds: Holds, ids: Ids) -> None:
     """Commit a part's files, and record that each file named in `holds` holds those
-    inputs (by path and sha256: each is found by its ingested row)."""
+    inputs: by the row ids in `ids`, where the caller knows them (a commit's own inputs,
+    a compaction's of the files it replaces); else each is looked for (`HOLD`)."""
     db.execute("UPDATE part_files SET state = 'committed' WHERE part_id = ?", (part_id,))
-    db.executemany(
-        HOLD, [(path, f, sha) for path, inputs in holds.items() for f, sha in inputs]
-    )
+    if not holds:
+        return
+    numbers = dict(db.execute("SELECT path, id FROM part_files WHERE part_id = ?", (part_id,)))
+    known: list[tuple[int, int]] = []
+    sought: list[tuple[str, str, str]] = []
+    for path, inputs in holds.items():
+        for f, sha in inputs:
+            row = ids.get((f, sha))
+            if row is not None and path in numbers:
+                known.append((numbers[path], row))
+            else:
+                sought.append((path, f, sha))
+    db.executemany("INSERT OR IGNORE INTO part_holds VALUES (?, ?)", known)
+    db.executemany(HOLD, sought)
+
+
+def hold(db: sqlite3.Connection, holds: Holds) -> None:
+    """Record that each file named in `holds` holds those inputs, each looked for by its
+    path and sha256 (`ingest ledger rebuild`, once every input is recorded)."""
+    db.executemany(HOLD, [(path, f, sha) for path, inputs in holds.items() for f, sha in inputs])
 
 
 def hold_recorded(db: sqlite3.Connection, part_id: str, paths: Iterable[str], last: int) -> None:
@@ -202,9 +243,11 @@ def finish_swap(db: sqlite3.Connection, swap_id: str, holds: Holds) -> None:
     """The new files take the old ones' place, in the catalog as on disk."""
     (old,) = db.execute("SELECT old FROM swaps WHERE id = ?", (swap_id,)).fetchone()
     gone = [(path,) for path in json.loads(old)]
+    # The new files hold the old ones' inputs, whose ids these rows already give.
+    ids = {(f, sha): row for (path,) in gone for f, sha, row in db.execute(HELD_BY, (path,))}
     db.executemany(LET_GO, gone)
     db.executemany("DELETE FROM part_files WHERE path = ?", gone)
-    commit_files(db, swap_id, holds)
+    commit_files(db, swap_id, holds, ids)
     db.execute("UPDATE swaps SET state = 'committed' WHERE id = ?", (swap_id,))
 
 
@@ -248,7 +291,9 @@ def _exists(db: sqlite3.Connection, table: str) -> bool:
 
 
 def parts_of(db: sqlite3.Connection, source_file: str, sha256: str) -> list[str]:
-    if not _exists(db, "part_holds"):  # an earlier release's ledger, opened read-only
+    # An earlier release's catalog, opened read only: before, while or after its move
+    # failed (which drops `part_inputs` as it commits), or written by that release again.
+    if _exists(db, "part_inputs"):
         return [p for (p,) in db.execute(
             "SELECT i.path FROM part_inputs i JOIN part_files f ON f.path = i.path"
             " WHERE i.source_file = ? AND i.sha256 = ? AND f.state = 'committed'"

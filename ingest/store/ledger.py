@@ -153,8 +153,15 @@ class Ledger:
             self._db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
             self._db.executescript(SCHEMA + catalog.SCHEMA + vanished.SCHEMA)
             self._migrate()
-            with self._transaction() as db:
-                catalog.migrate(db)
+            try:
+                with self._transaction() as db:
+                    catalog.migrate(db)
+            except sqlite3.OperationalError as exc:  # a full disk, say: nothing was changed
+                self._db.close()
+                raise LedgerError(
+                    f"{path}: the ledger could not be brought to this release's form ({exc});"
+                    " it is as it was: mend the cause and start again"
+                ) from None
         except sqlite3.DatabaseError as exc:
             raise LedgerError(
                 f"{path}: the ledger is unreadable ({exc}); move it aside and run "
@@ -314,7 +321,8 @@ class Ledger:
                     "UPDATE parts SET state = 'committed', intent = NULL WHERE id = ?", (part_id,)
                 )
                 holds = holds or {}
-                catalog.commit_files(db, part_id, holds)
+                ids = catalog.recorded_since(db, last) if holds else {}
+                catalog.commit_files(db, part_id, holds, ids)
                 every = [path for path in catalog.paths_of(db, part_id) if path not in holds]
                 catalog.hold_recorded(db, part_id, every, last)
 
@@ -362,6 +370,11 @@ class Ledger:
     def begin_swap(self, swap: Swap, sizes: Mapping[str, int]) -> None:
         with self._transaction() as db:
             catalog.begin_swap(db, swap, sizes)
+
+    def hold(self, holds: Holds) -> None:
+        """Record that each part file named holds those inputs, found by path and sha256."""
+        with self._transaction() as db:
+            catalog.hold(db, holds)
 
     def finish_swap(self, swap_id: str, holds: Holds) -> None:
         with self._transaction() as db:
