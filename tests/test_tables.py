@@ -302,6 +302,35 @@ def test_json_timestamps_with_fractions_and_zones_fill_a_timestamp_column_across
         assert got == expected, reader
 
 
+def test_json_dates_alone_are_dates_as_a_csvs_are_in_every_reader(folder: Folder) -> None:
+    """Arrow's JSON reader types `"2024-01-01"` as a timestamp; DuckDB's `read_json` and
+    Arrow's CSV reader read a date, and so does ingest: a JSON file and a CSV of the same
+    dates make one date column. A midnight written with its time stays a timestamp."""
+    source = folder.root / "source"
+    source.mkdir()
+    (source / "a.jsonl").write_bytes(
+        b'{"id": 1, "day": "2024-01-01", "at": "2024-01-01T00:00:00"}\n'
+        b'{"id": 2, "day": null, "at": "2024-01-02T00:00:00"}\n'
+        b'{"id": 3, "day": "2024-02-29", "at": null}\n'
+    )
+    (source / "b.csv").write_text("id,day,at\n4,2023-12-31,2024-01-03T00:00:00\n")
+    duck = duckdb.sql(f"SELECT day FROM read_json('{source / 'a.jsonl'}')")
+    assert duck.types == ["DATE"]
+    for name in ("a.jsonl", "b.csv"):
+        shutil.copy(source / name, folder.drop / name)
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    schema = check_one_schema(folder.output)["records"]
+    assert schema.field("day").type == pa.date32()
+    assert pa.types.is_timestamp(schema.field("at").type)
+    expected = [
+        (1, dt.date(2024, 1, 1)), (2, None), (3, dt.date(2024, 2, 29)), (4, dt.date(2023, 12, 31)),
+    ]
+    for reader, rows in readers(folder.output, "records", ["id", "day"]).items():
+        assert rows == expected, reader
+
+
 def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
     folder: Folder,
 ) -> None:

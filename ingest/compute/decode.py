@@ -26,6 +26,7 @@ from ..dialect import CsvOptions, Dialect
 from ..isotime import timestamps_in_text
 from .csvfile import read_block, read_csv
 from .failures import FIXED_TYPES, DecodeError
+from .json_dates import dates_as_written
 from .mixed import read_mixed
 
 __all__ = ["FIXED_TYPES", "DecodeError", "decode", "decode_block", "decode_file", "read_csv"]
@@ -70,13 +71,15 @@ def _bad_json_line(data: bytes) -> int | None:
 
 def _typed(first: pa.Schema | None) -> pa.Schema | None:
     """The first block's column types, for a later block; except where it read a column as
-    null, at any depth (empty throughout the first block, or `[]`), and its timestamps,
-    which Arrow's reader would refuse past microseconds: each block types those itself
-    (`isotime`)."""
+    null, at any depth (empty throughout the first block, or `[]`), its timestamps, which
+    Arrow's reader would refuse past microseconds, and its dates, which it reads only as
+    timestamps: each block types those itself (`isotime`, `json_dates`)."""
     if first is None:
         return None
     return pa.schema([
-        f for f in first if not _holds_null(f.type) and not pa.types.is_timestamp(f.type)
+        f for f in first
+        if not _holds_null(f.type) and not pa.types.is_timestamp(f.type)
+        and not pa.types.is_date(f.type)
     ])
 
 
@@ -92,7 +95,7 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
     read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20))
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
-        return typed_text(timestamps_in_text(table))
+        return typed_text(timestamps_in_text(dates_as_written(table, data, read)))
     except pa.ArrowInvalid as exc:
         mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
         if mixed and (table := read_mixed(data)) is not None:

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from ingest import conform, fitting
-from ingest.compute.decode import DecodeError, decode, decode_file
+from ingest.compute.decode import DecodeError, decode, decode_block, decode_file
 from ingest.compute.names import check_columns
 
 CSV = (
@@ -110,6 +110,33 @@ def test_json_lines_decode_with_typed_columns(name: str) -> None:
 
 def test_json_lines_without_a_final_newline_keep_the_last_row() -> None:
     assert decode("e.jsonl", b'{"a": 1}\n{"a": 2}').column("a").to_pylist() == [1, 2]
+
+
+def test_json_dates_alone_are_dates_and_midnights_with_a_time_are_timestamps() -> None:
+    data = (
+        b'{"day": "2024-01-01", "at": "2024-01-01T00:00:00", "both": "2024-01-01", "n": 1}\n'
+        b'{"day": null, "at": "2024-01-02 00:00:00", "both": "2024-01-02T00:00:00"}\n'
+        b'{"day": "2024-02-29", "n": 3, "deep": {"day": "2024-01-01"}}\n'
+    )
+    table = decode("e.jsonl", data)
+    assert table.schema.field("day").type == pa.date32()
+    days = [datetime.date(2024, 1, 1), None, datetime.date(2024, 2, 29)]
+    assert table.column("day").to_pylist() == days
+    for written_with_a_time in ("at", "both"):
+        assert pa.types.is_timestamp(table.schema.field(written_with_a_time).type)
+    assert table.column("n").to_pylist() == [1, None, 3]
+    # Written with a time, spelled with a JSON escape: read as Arrow reads it.
+    escaped = decode("e.jsonl", b'{"at": "2024-01-01\\u005400:00"}\n{"at": "2024-01-02"}\n')
+    assert pa.types.is_timestamp(escaped.schema.field("at").type)
+
+
+def test_json_dates_in_a_later_block_are_typed_by_the_block() -> None:
+    first, _ = decode_block("e.jsonl", b'{"day": "2024-01-01", "n": 1}\n', None)
+    assert first.schema.field("day").type == pa.date32()
+    later, _ = decode_block("e.jsonl", b'{"day": "2024-03-01", "n": 2}\n', first.schema)
+    assert later.column("day").to_pylist() == [datetime.date(2024, 3, 1)]
+    timed, _ = decode_block("e.jsonl", b'{"day": "2024-03-01T10:00:00", "n": 3}\n', first.schema)
+    assert timed.column("day").to_pylist() == [datetime.datetime(2024, 3, 1, 10)]
 
 
 def test_extension_match_ignores_case() -> None:
