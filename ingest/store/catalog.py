@@ -168,7 +168,7 @@ def _hold_by_ids(db: sqlite3.Connection) -> None:
     )
     db.execute("DROP TABLE part_inputs")
     # An earlier release run on a ledger this one made removes part files' rows and not
-    # what they held: a row id freed so may be given to a new file.
+    # what they held, which then names no file.
     db.execute("DELETE FROM part_holds WHERE part NOT IN (SELECT id FROM part_files)")
 
 

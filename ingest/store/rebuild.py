@@ -189,19 +189,22 @@ def rebuild(layout: Layout) -> dict[str, int]:
     try:
         # Commits first, then the files compaction made of features alone: an input is
         # recorded from its records part, where there is one.
-        held: dict[str, list[tuple[str, str]]] = {}
+        held: dict[str, list[tuple[str, str]]] = {}  # inputs not recorded when met
         for part_id, paths in sorted(parts.items(), key=_records_first):
             rels = [p.relative_to(layout.output).as_posix() for p in paths]
             ledger.begin_part(part_id, rels, [p.stat().st_size for p in paths])
             files = [_in_drop(layout, record) for record in _ingested(part_id, paths, seen)]
             holds = _holds(rels, paths)
             ledger.finish_part(part_id, files, holds)
-            held.update(holds)
             ingested += len(files)
-        # A part file may hold an input recorded from a later part (its records file, which
-        # a compaction of that table alone made anew): each is placed once all are recorded.
-        ledger.index_digests()
-        ledger.hold(held)
+            # A part file may hold an input recorded from a later part (its records file,
+            # which a compaction of that table alone made anew): placed once all are.
+            for rel, inputs in holds.items():
+                if later := [(f, sha) for f, sha in inputs if sha not in seen]:
+                    held[rel] = later
+        if held:
+            ledger.index_digests()
+            ledger.hold(held)
         quarantined = _quarantined(layout)
         ledger.record(quarantined)
     finally:
