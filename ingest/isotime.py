@@ -18,6 +18,7 @@ import pyarrow.compute as pc
 
 TIMESTAMP = r"^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)?)?$"
 _TIMESTAMP = re.compile(TIMESTAMP.replace("$", r"\Z"))
+DATE = r"^\d{4}-\d{2}-\d{2}$"
 _ZONE = r"\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}(:?\d{2})?)$"
 _NANOS = r"(\.\d{6})\d+"
 UTC_MICROS = pa.timestamp("us")
@@ -35,7 +36,9 @@ def parse(text: pa.ChunkedArray) -> pa.ChunkedArray:
 
 def timestamps_in_text(table: pa.Table) -> pa.Table:
     """The table with each text column whose every value is an ISO 8601 timestamp read as
-    timestamps. A column is looked at closely only if its first value is one."""
+    timestamps. A column is looked at closely only if its first value is one. A column of
+    dates alone stays text: where a file's first block reads it as text (`"unknown"`), a
+    later block's dates are not to widen the table to timestamps."""
     for index, field in enumerate(table.schema):
         if not pa.types.is_string(field.type):
             continue
@@ -44,6 +47,8 @@ def timestamps_in_text(table: pa.Table) -> pa.Table:
         if not len(values) or not _TIMESTAMP.match(values[0].as_py()):
             continue
         if not pc.all(pc.match_substring_regex(values, TIMESTAMP)).as_py():
+            continue
+        if pc.all(pc.match_substring_regex(values, DATE)).as_py():
             continue
         try:
             parsed = parse(column)

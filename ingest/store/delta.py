@@ -38,7 +38,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
-from deltalake import DeltaTable, PostCommitHookProperties, Schema
+from deltalake import DeltaTable, PostCommitHookProperties, Schema, TableFeatures
 from deltalake.transaction import (
     AddAction,
     CommitProperties,
@@ -220,6 +220,8 @@ def _write(
                          {PARTITION: split(rel)[1]})
             for rel in change.remove
         ]
+        if change.schema is not None:
+            _allow_naive_timestamps(layout, table, found, schema)
         # A new schema replaces every part: "overwrite" removes them all and writes
         # the schema in the same commit as the parts that need it.
         found.create_write_transaction(
@@ -227,6 +229,34 @@ def _write(
             with_partition(schema), partition_by=[PARTITION], commit_properties=props,
             post_commithook_properties=NO_CLEANUP,
         )
+    _fsync_log(layout, table, found)
+
+
+# The table feature a Delta table needs for a timestamp without a time zone.
+NAIVE_TIMESTAMPS = "timestampNtz"
+
+
+def _naive_timestamp(kind: pa.DataType) -> bool:
+    if pa.types.is_timestamp(kind):
+        return kind.tz is None
+    return any(_naive_timestamp(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _allow_naive_timestamps(
+    layout: Layout, table: str, found: DeltaTable, schema: pa.Schema
+) -> None:
+    """A table made with dates that a later file widens to timestamps is given the feature
+    first, in a commit of its own: deltalake writes the new schema without it, and no
+    reader opens a table whose schema needs a feature its protocol lacks. A table made
+    with timestamps has it from its first commit."""
+    if not any(_naive_timestamp(field.type) for field in schema):
+        return
+    if NAIVE_TIMESTAMPS in (found.protocol().reader_features or []):
+        return
+    found.alter.add_feature(
+        TableFeatures.TimestampWithoutTimezone, allow_protocol_versions_increase=True,
+        post_commithook_properties=NO_CLEANUP,
+    )
     _fsync_log(layout, table, found)
 
 

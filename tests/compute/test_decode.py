@@ -125,6 +125,11 @@ def test_json_dates_alone_are_dates_and_midnights_with_a_time_are_timestamps() -
     for written_with_a_time in ("at", "both"):
         assert pa.types.is_timestamp(table.schema.field(written_with_a_time).type)
     assert table.column("n").to_pylist() == [1, None, 3]
+    # A midnight in UTC written with an offset, beside dates alone: a timestamp.
+    zoned = decode("e.jsonl", b'{"at": "2024-01-01T05:00:00+05:00"}\n{"at": "2024-01-02"}\n')
+    assert zoned.column("at").to_pylist() == [
+        datetime.datetime(2024, 1, 1), datetime.datetime(2024, 1, 2)
+    ]
     # Written with a time, spelled with a JSON escape: read as Arrow reads it.
     escaped = decode("e.jsonl", b'{"at": "2024-01-01\\u005400:00"}\n{"at": "2024-01-02"}\n')
     assert pa.types.is_timestamp(escaped.schema.field("at").type)
@@ -137,6 +142,11 @@ def test_json_dates_in_a_later_block_are_typed_by_the_block() -> None:
     assert later.column("day").to_pylist() == [datetime.date(2024, 3, 1)]
     timed, _ = decode_block("e.jsonl", b'{"day": "2024-03-01T10:00:00", "n": 3}\n', first.schema)
     assert timed.column("day").to_pylist() == [datetime.datetime(2024, 3, 1, 10)]
+    # A first block that reads the column as text: a later block's dates stay text too.
+    words, _ = decode_block("e.jsonl", b'{"day": "unknown", "n": 1}\n', None)
+    dates, _ = decode_block("e.jsonl", b'{"day": "2024-03-01", "n": 2}\n', words.schema)
+    assert dates.column("day").type == pa.string()
+    assert dates.column("day").to_pylist() == ["2024-03-01"]
 
 
 def test_extension_match_ignores_case() -> None:

@@ -3,6 +3,7 @@ with the same rows as the plain-Parquet glob, through drift, compaction and time
 
 from __future__ import annotations
 
+import datetime as dt
 import decimal
 import json
 import os
@@ -105,6 +106,33 @@ def test_drift_is_a_schema_change_in_the_rewrite_commit(folder: Folder) -> None:
     first = deltalake.DeltaTable(path, version=0)
     assert pa.schema(first.schema().to_arrow()).field("x").type == pa.int64()
     assert table.version() == 2 and table.transaction_version("ingest") == 3
+
+
+def test_dates_widened_to_timestamps_make_a_table_every_reader_still_opens(
+    folder: Folder,
+) -> None:
+    """A naive timestamp is `timestamp_ntz` to Delta, which readers open only with the
+    table feature of that name: a table of dates that widens to timestamps gains it."""
+    folder.write_config(**DELTA)
+    (folder.drop / "a.csv").write_text("id,day\n1,2024-01-01\n")
+    assert folder.ingest("once").returncode == 0
+    path = str(folder.output / "records")
+    assert pa.schema(deltalake.DeltaTable(path).schema().to_arrow()).field("day").type == (
+        pa.date32()
+    )
+    (folder.drop / "b.jsonl").write_text('{"id": 2, "day": "2024-02-01T10:00:00"}\n')
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    table = deltalake.DeltaTable(path)
+    assert "timestampNtz" in (table.protocol().reader_features or [])
+    rows = read_delta(path).sort_by("id")
+    assert rows["day"].to_pylist() == [dt.datetime(2024, 1, 1), dt.datetime(2024, 2, 1, 10)]
+    assert pl.read_delta(path).height == 2
+    _check_readers(folder, {"a.csv": 1, "b.jsonl": 1})
+    (folder.drop / "c.csv").write_text("id,day\n3,2024-03-01 09:30:00\n")
+    again = folder.ingest("once")
+    assert again.returncode == 0, again.stderr
+    assert read_delta(path)["day"].to_pylist().count(dt.datetime(2024, 3, 1, 9, 30)) == 1
 
 
 def test_every_type_a_file_can_bring_is_one_a_delta_table_holds(folder: Folder) -> None:
