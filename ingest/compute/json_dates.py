@@ -3,10 +3,10 @@
 Runs in a worker process. Arrow's JSON reader types a string that is a date alone,
 `"2024-01-01"`, as a timestamp in seconds, where its CSV reader, DuckDB's `read_json`
 and the person who wrote it read a date. A top-level timestamp column it inferred whose
-every value falls at midnight may hold such dates. Where no string in the file has a
-date with a time after it that could be a midnight, every one was such a date; else
-those columns alone are read again as text, and each whose every value is written as a
-date alone becomes a date. Dates inside lists and structs stay timestamps.
+every value falls at midnight may hold such dates; it does if no value under its key in
+the file's bytes has a time after its date. Where the bytes cannot say (a key or a value
+spelled with JSON escapes), the column alone is read again as text. Dates inside lists
+and structs stay timestamps.
 """
 
 from __future__ import annotations
@@ -19,14 +19,19 @@ import pyarrow.json as pa_json
 
 from ..isotime import DATE
 
-# In a file's bytes, a date's day and a time after it that Arrow could read as a
-# midnight: at hour 00 (`2024-01-01T00:00`), or with an offset (`T05:00:00+05:00`);
-# `T10:30:00Z` is none. 0.2 ms a 200 KB file, where reading it again takes 1.
-_MIDNIGHT = re.compile(rb"-\d\d[T ](?:00|[0-9:.]*[+-]\d)")
-# A JSON escape of a character such a time is written with (`\u0054` is `T`).
-_ESCAPED = re.compile(rb"\\u00[2-5][0-9a-fA-F]")
+# A JSON escape of an ASCII character (`\u0054` is `T`): a value or a key so spelled is
+# not found by its spelling.
+_ESCAPED = re.compile(rb"\\u00[0-7][0-9a-fA-F]")
 # What Arrow's JSON reader makes of an ISO 8601 string it reads as a timestamp.
 INFERRED = pa.timestamp("s")
+
+
+def _timed(name: str) -> re.Pattern[bytes] | None:
+    """A value of key `name` written with a time after its date, in a file's bytes; None
+    for a name JSON may spell otherwise than as it reads (escaped: `\\"`, `\\/`)."""
+    if not name.isascii() or not name.isprintable() or any(c in name for c in '"\\/'):
+        return None
+    return re.compile(rb'"' + re.escape(name.encode()) + rb'"\s*:\s*"\d{4}-\d\d-\d\d[T ]')
 
 
 def _at_midnight(column: pa.ChunkedArray) -> bool:
@@ -45,14 +50,19 @@ def dates_as_written(table: pa.Table, data: bytes, read: pa_json.ReadOptions) ->
     ]
     if not found:
         return table
-    if _MIDNIGHT.search(data) is None and (
-        b"\\u00" not in data or _ESCAPED.search(data) is None
-    ):
-        for index, field in found:
+    escaped = data.find(b"\\") >= 0 and _ESCAPED.search(data) is not None
+    unsure = []
+    for index, field in found:
+        timed = None if escaped else _timed(field.name)
+        if timed is None:
+            unsure.append((index, field))
+        elif timed.search(data) is None:
             table = table.set_column(
                 index, field.with_type(pa.date32()), table.column(index).cast(pa.date32())
             )
+    if not unsure:
         return table
+    found = unsure
     parse = pa_json.ParseOptions(
         explicit_schema=pa.schema([(field.name, pa.string()) for _, field in found]),
         unexpected_field_behavior="ignore",

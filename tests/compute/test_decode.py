@@ -130,6 +130,11 @@ def test_json_dates_alone_are_dates_and_midnights_with_a_time_are_timestamps() -
     assert zoned.column("at").to_pylist() == [
         datetime.datetime(2024, 1, 1), datetime.datetime(2024, 1, 2)
     ]
+    # A key JSON spells otherwise than it reads: its values are read again to be sure.
+    quoted = decode("e.jsonl", b'{"a\\"b": "2024-01-01"}\n{"a\\"b": "2024-01-02T00:00"}\n')
+    assert pa.types.is_timestamp(quoted.schema.field('a"b').type)
+    quoted = decode("e.jsonl", b'{"a\\"b": "2024-01-01"}\n{"a\\"b": "2024-01-02"}\n')
+    assert quoted.schema.field('a"b').type == pa.date32()
     # Written with a time, spelled with a JSON escape: read as Arrow reads it.
     escaped = decode("e.jsonl", b'{"at": "2024-01-01\\u005400:00"}\n{"at": "2024-01-02"}\n')
     assert pa.types.is_timestamp(escaped.schema.field("at").type)
