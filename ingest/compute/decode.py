@@ -93,6 +93,7 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
     parse = pa_json.ParseOptions(explicit_schema=_typed(first), unexpected_field_behavior="infer")
     # One block for the whole buffer: Arrow numbers the rows of an error within its block.
     read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20))
+    _check_utf8(data)
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
         return typed_text(timestamps_in_text(dates_as_written(table, data, read)))
@@ -104,6 +105,21 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
         row = int(found.group(1)) if found else None
         line = _bad_json_line(data) or (_json_row_line(data, row) if row is not None else None)
         raise DecodeError(str(exc) + (FIXED_TYPES if first else ""), line=line) from None
+
+
+def _check_utf8(data: bytes) -> None:
+    """Arrow's JSON reader takes text that is not UTF-8 into its strings as it is, and
+    no reader opens a Parquet file that holds such a string: the file is refused."""
+    if data.isascii():
+        return
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise DecodeError(
+            f"not valid UTF-8 at byte {exc.start} (line {line}); re-save the file as UTF-8",
+            line=line, offset=exc.start,
+        ) from None
 
 
 def _json_row_line(data: bytes, row: int) -> int | None:
