@@ -331,16 +331,25 @@ def test_json_dates_alone_are_dates_as_a_csvs_are_in_every_reader(folder: Folder
         assert rows == expected, reader
 
 
-def test_json_lines_that_are_not_utf8_are_quarantined_and_the_table_opens_everywhere(
+def test_text_that_is_not_utf8_is_quarantined_and_the_table_opens_everywhere(
     folder: Folder,
 ) -> None:
-    """Arrow's JSON reader keeps such bytes in its strings; a Parquet file holding them
-    opens in no reader, and would take the whole table down with it."""
+    """Arrow's JSON, Parquet and IPC readers keep such bytes in their strings; a part
+    file holding them opens in no reader, and would take the whole table down with it."""
     (folder.drop / "good.jsonl").write_bytes(b'{"id": 1, "name": "caf\xc3\xa9"}\n')
     (folder.drop / "bad.jsonl").write_bytes(b'{"id": 2, "name": "x"}\n{"id": 3, "name": "x\xff"}\n')
+    bad = pa.table({
+        "id": [4, 5],
+        "name": pa.array([b"x", b"x\xff"], pa.binary()).view(pa.string()),
+    })
+    pq.write_table(bad, folder.drop / "bad.parquet")
+    with pa.ipc.new_file(folder.drop / "bad.arrow", bad.schema) as writer:
+        writer.write_table(bad)
     done = folder.ingest("once")
     assert done.returncode == 3, done.stderr
     assert "quarantined bad.jsonl" in done.stderr and "line=2" in done.stderr, done.stderr
+    for name in ("bad.parquet", "bad.arrow"):
+        assert f"quarantined {name}" in done.stderr and "UTF8" in done.stderr, done.stderr
     for reader, rows in readers(folder.output, "records", ["id", "name"]).items():
         assert rows == [(1, "caf\u00e9")], reader
 

@@ -192,9 +192,20 @@ def _parquet(data: bytes) -> pa.Table:
         # ParquetFile, not read_table: the dataset reader refuses a repeated column name,
         # which the file's table then takes apart as any other (`a`, `a_1`).
         parquet = pq.ParquetFile(pa.BufferReader(data), coerce_int96_timestamp_unit=INT96_UNIT)
-        return typed_text(_without_extensions(parquet.read(use_threads=False)))
+        table = parquet.read(use_threads=False)
     except (pa.ArrowInvalid, OSError) as exc:
         raise DecodeError(f"not a valid Parquet file: {exc}", offset=0) from None
+    return typed_text(_without_extensions(_valid(table)))
+
+
+def _valid(table: pa.Table) -> pa.Table:
+    """A table read from Parquet or Arrow IPC, whose readers take a string as its bytes
+    are: one that is not UTF-8 would make a part file no reader opens (0.15 ms a MB)."""
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid as exc:
+        raise DecodeError(f"holds values no reader would open ({exc})") from None
+    return table
 
 
 def _without_extensions(table: pa.Table) -> pa.Table:
@@ -219,14 +230,15 @@ def _without_extensions(table: pa.Table) -> pa.Table:
 
 def _arrow(data: bytes) -> pa.Table:
     try:
-        return typed_text(_without_extensions(pa_ipc.open_file(pa.BufferReader(data)).read_all()))
+        table = pa_ipc.open_file(pa.BufferReader(data)).read_all()
     except pa.ArrowInvalid:
-        pass
-    try:
-        table = pa_ipc.open_stream(pa.BufferReader(data)).read_all()
-        return typed_text(_without_extensions(table))
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise DecodeError(f"not a valid Arrow IPC file or stream: {exc}", offset=0) from None
+        try:
+            table = pa_ipc.open_stream(pa.BufferReader(data)).read_all()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise DecodeError(
+                f"not a valid Arrow IPC file or stream: {exc}", offset=0
+            ) from None
+    return typed_text(_without_extensions(_valid(table)))
 
 
 # Longest suffix first, so ".csv.gz" wins over a plain ".gz".
