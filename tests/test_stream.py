@@ -286,6 +286,23 @@ def test_a_bad_value_deep_in_a_streamed_file_quarantines_it_with_its_line(
     assert not list((folder.output / "_ingest" / "tmp").iterdir())
 
 
+def test_json_lines_not_utf8_deep_in_a_streamed_file_are_quarantined_at_their_line(
+    folder: Folder,
+) -> None:
+    folder.write_config(**STREAMING)
+    rows = [json.dumps({"timestamp": i, "name": f"dev-{i % 9}"}).encode() for i in range(40_000)]
+    rows[35_000 - 1] = b'{"timestamp": 1, "name": "x\xff"}'
+    (folder.drop / "big.jsonl").write_bytes(b"\n".join(rows) + b"\n")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 3, result.stderr
+    report = json.loads((folder.quarantine / "big.jsonl.error.json").read_text())
+    assert report["error"] == "DecodeError" and "UTF-8" in report["message"]
+    assert report["line"] == 35_000
+    assert not folder.parts("records") and not folder.parts("features")
+
+
 def test_a_quote_that_never_closes_stops_the_stream_without_holding_the_file(
     folder: Folder,
 ) -> None:

@@ -115,10 +115,10 @@ def _check_utf8(data: bytes) -> None:
     try:
         data.decode("utf-8")
     except UnicodeDecodeError as exc:
-        line = data.count(b"\n", 0, exc.start) + 1
+        # Where, in the error's line (a block's is its file's line); not in its text.
         raise DecodeError(
-            f"not valid UTF-8 at byte {exc.start} (line {line}); re-save the file as UTF-8",
-            line=line, offset=exc.start,
+            "not valid UTF-8; re-save the file as UTF-8",
+            line=data.count(b"\n", 0, exc.start) + 1, offset=exc.start,
         ) from None
 
 
