@@ -152,13 +152,15 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
 
 
 def _iso(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray | None:
-    """Text to timestamps where Arrow's cast refuses some: ISO 8601 values zoned, or past
-    microseconds, at the instant each names (`isotime`); the others value by value. None
-    if an ISO 8601 one is not a time at all (a 13th month): all go value by value."""
-    iso = pc.fill_null(pc.match_substring_regex(column, isotime.TIMESTAMP), False)
+    """Text to timestamps where Arrow's cast refuses some: ISO 8601 values zoned (`Z`,
+    `+02:00`, ` UTC`), or past microseconds, at the instant each names (`isotime`); the
+    others value by value. None if an ISO 8601 one is not a time at all (a 13th month):
+    all go value by value."""
+    written = isotime.with_utc_as_z(column)  # `... UTC`, as BigQuery writes a CSV's
+    iso = pc.fill_null(pc.match_substring_regex(written, isotime.TIMESTAMP), False)
     none = pa.scalar(None, pa.string())
     try:
-        parsed = isotime.parse(pc.if_else(iso, column, none)).cast(field.type)
+        parsed = isotime.parse(pc.if_else(iso, written, none)).cast(field.type)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return None
     others = pc.if_else(iso, none, column)

@@ -302,6 +302,37 @@ def test_json_timestamps_with_fractions_and_zones_fill_a_timestamp_column_across
         assert got == expected, reader
 
 
+def test_csv_timestamps_written_with_utc_are_timestamps_as_duckdb_reads_them(
+    folder: Folder,
+) -> None:
+    """BigQuery's CSV export writes `2024-01-01 10:00:00 UTC`: DuckDB reads a TIMESTAMP,
+    and so does ingest, in every reader; such text in a later JSON file fills the column
+    at the instant it names, and only text that is no time is rescued."""
+    source = folder.root / "source"
+    source.mkdir()
+    (source / "a.csv").write_text(
+        "id,ts\n1,2024-01-01 10:00:00 UTC\n2,\n3,2024-01-02 11:30:15.123456 UTC\n"
+    )
+    duck = duckdb.sql(f"SELECT id, ts FROM read_csv('{source / 'a.csv'}') ORDER BY id")
+    assert duck.types == ["BIGINT", "TIMESTAMP"]
+    shutil.copy(source / "a.csv", folder.drop / "a.csv")
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.jsonl").write_bytes(
+        b'{"id": 4, "ts": "2024-01-05 06:07:08.5 UTC"}\n{"id": 5, "ts": "soon UTC"}\n'
+    )
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    assert check_one_schema(folder.output)["records"].field("ts").type == pa.timestamp("us")
+    expected = [(i, ts, None) for i, ts in duck.fetchall()] + [
+        (4, dt.datetime(2024, 1, 5, 6, 7, 8, 500000), None), (5, None, '{"ts": "soon UTC"}'),
+    ]
+    for reader, rows in readers(folder.output, "records", ["id", "ts", RESCUED]).items():
+        got = [(i, ts.to_pydatetime() if isinstance(ts, pd.Timestamp) else ts, r)
+               for i, ts, r in rows]
+        assert got == expected, reader
+
+
 def test_json_dates_alone_are_dates_as_a_csvs_are_in_every_reader(folder: Folder) -> None:
     """Arrow's JSON reader types `"2024-01-01"` as a timestamp; DuckDB's `read_json` and
     Arrow's CSV reader read a date, and so does ingest: a JSON file and a CSV of the same

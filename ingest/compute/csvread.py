@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.csv as pa_csv
 
-from .. import bytescan
+from .. import bytescan, isotime
 from ..conform import TYPED_TEXT
 from ..dialect import Dialect
 from ..fitting import ZERO_PADDED, inexact_integers
@@ -162,6 +162,8 @@ def options(
     for index, _ in dialect.formats:
         if index < len(names):  # parsed with its format afterwards
             column_types[names[index]] = pa.string()
+    if types is not None:  # read as block 0 read them: as text, then as timestamps
+        column_types |= {f.name: pa.string() for f in types if f.metadata == UTC_TEXT}
     if text:
         wanted = {folded(name) for name in text}
         column_types |= {name: pa.string() for name in names if folded(name) in wanted}
@@ -220,7 +222,65 @@ def read(
         table = _typed_as_first(table, types, convert.null_values)
     if dialect.null_values is None:  # pinned markers say for themselves what is null
         table = empty_as_null(table)
+    if types is None:
+        table = _utc_worded(table, convert.null_values, as_text)
+    else:
+        table = _utc_worded_as_first(table, types, convert.null_values)
+        # A column empty throughout block 0 is typed by each block, as a whole read types it.
+        untyped = {f.name for f in types if pa.types.is_null(f.type)}
+        if untyped:
+            table = _utc_worded(table, convert.null_values, as_text, untyped)
     return with_formats(table, dialect, types, as_text)
+
+
+# On a column of timestamps written with the zone word UTC (`isotime.utc_worded`): a
+# streamed file's later blocks read it as text, and then as block 0 did.
+UTC_TEXT = {b"ingest.utc_text": b"1"}
+
+
+def _utc_worded(
+    table: pa.Table, null_values: list[str], as_text: Collection[str],
+    only: Collection[str] | None = None,
+) -> pa.Table:
+    """Text columns of timestamps written `2024-01-01 10:00:00 UTC` (BigQuery's CSV export)
+    as timestamps, as DuckDB reads them; but those named in `as_text` (hinted `string`).
+    `only`: the columns to look at, if not all."""
+    kept = {folded(name) for name in as_text}
+    for index, field in enumerate(table.schema):
+        if field.type != pa.string() or field.metadata or folded(field.name) in kept:
+            continue
+        if only is not None and field.name not in only:
+            continue
+        parsed = isotime.utc_worded(table.column(index), null_values)
+        if parsed is not None:
+            utc = pa.field(field.name, parsed.type, metadata=UTC_TEXT)
+            table = table.set_column(index, utc, parsed)
+    return table
+
+
+def _utc_worded_as_first(table: pa.Table, first: pa.Schema, null_values: list[str]) -> pa.Table:
+    """A later block's columns that block 0 read as `... UTC` timestamps, read so too; a
+    value that is not one fails the block, as any value that does not fit block 0's type."""
+    for field in first:
+        if field.metadata != UTC_TEXT or field.name not in table.column_names:
+            continue
+        at = table.column_names.index(field.name)
+        text = table.column(at)
+        parsed = isotime.utc_worded(text, null_values)
+        if parsed is None:
+            missing = isotime.absent(text, null_values)
+            if not pc.all(missing).as_py():
+                worded = pc.match_substring_regex(text, isotime.UTC_WORDED).fill_null(False)
+                row = pc.index(pc.invert(pc.or_(missing, worded)), True).as_py()
+                # Spelled as Arrow's own conversion errors, whose row the caller maps to a line.
+                raise pa.ArrowInvalid(
+                    f"In CSV column {field.name!r}: Row #{row + 1}: conversion error:"
+                    f" invalid value {text[row].as_py()!r}, not a timestamp written as"
+                    " `2024-01-01 10:00:00 UTC`, as in the first block"
+                )
+            parsed = pa.chunked_array([pa.nulls(len(text), field.type)])
+        table = table.set_column(at, field, parsed)
+    return table
 
 
 def _as_text(

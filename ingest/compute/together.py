@@ -17,7 +17,9 @@ wider type than it would alone (float64 where its own values are all
 integers); its values, and so its features, are the same. A file whose
 column would have been numbers alone, where the group reads text, is parsed
 alone, so that it keeps its features, as is a file with a number written
-with a leading zero (`01234`), which alone reads that column as text.
+with a leading zero (`01234`), which alone reads that column as text, and a
+file that may hold timestamps written `... UTC`, which alone reads them as
+timestamps.
 """
 
 from __future__ import annotations
@@ -130,6 +132,7 @@ def _group(
     ]
     starts = [0, *itertools.accumulate(counts)]
     padded = _zero_padded_rows(whole, len(header), joined.schema)
+    utc = _utc_worded_rows(joined, text)
     # A file whose first value in a text column is surely not a number reads that column
     # as text alone too: only the others need the cast that tells.
     words = [_first_words(joined.column(i), starts) for i in text]
@@ -139,6 +142,8 @@ def _group(
         unsure = [i for i, word in zip(text, words, strict=True) if not word[k]]
         part = joined.slice(start, end - start) if unsure else None
         if padded is not None and padded[end] > padded[start]:
+            continue
+        if utc is not None and utc[end] > utc[start]:
             continue
         if part is None or not any(_numeric(part.column(i)) for i in unsure):
             kept.append((index, start, end - start))
@@ -167,6 +172,19 @@ def _zero_padded_rows(whole: bytes, start: int, schema: pa.Schema) -> np.ndarray
     for column in texts.columns:
         rows |= pc.match_substring_regex(column, ZERO_PADDED).fill_null(False).to_numpy()
     return np.concatenate(([0], np.cumsum(rows, dtype=np.int64)))
+
+
+def _utc_worded_rows(table: pa.Table, text: list[int]) -> np.ndarray | None:
+    """Running counts, from 0, of the rows with a text value ending ` UTC`: alone, its file
+    may read that column as timestamps (`csvread`), and so is parsed alone. None where no
+    text column holds one, as nearly always."""
+    rows = None
+    for i in text:
+        found = pc.ends_with(table.column(i), pattern=" UTC")
+        if pc.any(found).as_py():
+            hits = found.fill_null(False).to_numpy()
+            rows = hits if rows is None else rows | hits
+    return None if rows is None else np.concatenate(([0], np.cumsum(rows, dtype=np.int64)))
 
 
 def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:

@@ -171,6 +171,53 @@ def test_json_dates_in_a_later_block_are_typed_by_the_block() -> None:
     assert dates.column("day").to_pylist() == ["2024-03-01"]
 
 
+def test_csv_timestamps_written_with_the_word_utc_are_timestamps_at_their_instants() -> None:
+    # BigQuery's CSV export; DuckDB reads such a column as TIMESTAMP (tests/data/csv has two).
+    table = decode("bq.csv", (
+        b"id,at,note\n1,,x\n2,NA,y\n3,2024-01-01 10:00:00 UTC,z\n"
+        b"4,2024-01-01T23:59:59.1234567 UTC,w\n5,2024-02-03 04:05 UTC,v\n"
+    ))
+    assert table.schema.field("at").type == pa.timestamp("us")
+    at = datetime.datetime
+    assert table.column("at").to_pylist() == [
+        None, None, at(2024, 1, 1, 10), at(2024, 1, 1, 23, 59, 59, 123456), at(2024, 2, 3, 4, 5),
+    ]
+
+
+@pytest.mark.parametrize("other", [b"2024-01-02 10:00:00", b"tomorrow", b"2024-13-01 10:00:00 UTC"])
+def test_a_csv_column_with_a_value_not_written_with_utc_stays_text(other: bytes) -> None:
+    table = decode("bq.csv", b"id,at\n1,2024-01-01 10:00:00 UTC\n2," + other + b"\n")
+    assert table.column("at").to_pylist() == ["2024-01-01 10:00:00 UTC", other.decode()]
+
+
+def test_a_csv_column_of_utc_timestamps_hinted_text_stays_text() -> None:
+    table, _ = decode_file("bq.csv", b"id,at\n1,2024-01-01 10:00:00 UTC\n", text=["AT"])
+    assert table.column("at").to_pylist() == ["2024-01-01 10:00:00 UTC"]
+
+
+def test_later_blocks_read_utc_timestamps_as_block_0_did_and_refuse_other_values() -> None:
+    first, dialect = decode_block("bq.csv", b"id,at\n1,2024-01-01 10:00:00 UTC\n", None)
+    body = b"2,2024-03-01 00:00:00.5 UTC\n3,NA\n4,\n"
+    later, _ = decode_block("bq.csv", body, first.schema, dialect)
+    assert later.schema.field("at").type == pa.timestamp("us")
+    at = datetime.datetime(2024, 3, 1, 0, 0, 0, 500000)
+    assert later.column("at").to_pylist() == [at, None, None]
+    blank, _ = decode_block("bq.csv", b"5,NA\n", first.schema, dialect)
+    assert blank.column("at").to_pylist() == [None]
+    with pytest.raises(DecodeError, match=r"invalid value '2024-03-01 00:00:00', not a ti") as bad:
+        decode_block("bq.csv", b"6,2024-03-01 00:00 UTC\n7,2024-03-01 00:00:00\n", first.schema,
+                     dialect)
+    assert bad.value.line == 2
+
+
+def test_a_later_block_types_utc_timestamps_in_a_column_block_0_left_empty() -> None:
+    first, dialect = decode_block("bq.csv", b"id,at\n1,\n", None)
+    later, _ = decode_block("bq.csv", b"2,2024-01-01 10:00:00 UTC\n", first.schema, dialect)
+    whole = decode("bq.csv", b"id,at\n1,\n2,2024-01-01 10:00:00 UTC\n")
+    assert later.schema.field("at").type == whole.schema.field("at").type == pa.timestamp("us")
+    assert later.column("at").to_pylist() == [datetime.datetime(2024, 1, 1, 10)]
+
+
 def test_extension_match_ignores_case() -> None:
     assert decode("SENSOR.CSV", CSV).num_rows == 3
 

@@ -70,6 +70,17 @@ def test_a_file_with_a_leading_zero_in_a_number_column_is_parsed_alone() -> None
     assert alone.column("zip").to_pylist() == ["02139"] and alone.column("v").type == pa.float64()
 
 
+def test_a_file_with_timestamps_written_utc_is_parsed_alone_and_reads_them_as_timestamps() -> None:
+    jobs = (
+        job("a.csv", b"id,at\n1,x\n"),
+        job("b.csv", b"id,at\n2,2024-01-01 10:00:00 UTC\n"),
+        job("c.csv", b"id,at\n3,y\n"),
+    )
+    tables = parse_together(jobs)
+    assert set(tables) == {0, 2}, "b.csv reads `at` as timestamps alone: it is left out"
+    assert decode("b.csv", jobs[1].data).column("at").type == pa.timestamp("us")
+
+
 def test_a_null_marker_is_no_word_to_the_group_check() -> None:
     # Alone, b.csv reads "NA" as null and `id` as numbers, where the group reads text.
     jobs = (
