@@ -2,7 +2,8 @@
 
 Runs in a worker process. The common file, comma-separated with a header of
 names over rows with numbers and no quotes, is recognised from its first lines
-in microseconds (`plain`), so thousands of tiny files pay nothing for the
+in microseconds (`plain`), and so is one as plain but for a `;`, tab or `|`
+delimiter (`plain_delimited`), so thousands of tiny files pay nothing for the
 check. Any other file is put to DuckDB's CSV sniffer, which reads as many
 dialects as any tool we measured (bench/README.md, "Dialect detection"): a
 sample of the file's head is written to a temporary file and `sniff_csv` reads
@@ -47,6 +48,30 @@ _EMPTY = "(empty)"
 def plain(data: bytes) -> bool:
     """Is this the common file: commas, a header of distinct names, rows with numbers,
     no quotes, the same width throughout its first lines?"""
+    return _plain_in(data, b",")
+
+
+def plain_delimited(data: bytes) -> Dialect | None:
+    """The dialect DuckDB's sniffer finds in a file as plain as `plain` asks but for its
+    delimiter, `;`, tab or `|` (a European spreadsheet's export, a database's dump), and
+    with no comma at all in its head (a decimal comma, or a comma in text, is the
+    sniffer's to read); None for any other file. A drop folder of thousands of small such
+    files would otherwise pay the sniffer's few milliseconds for each."""
+    head = data[:PLAIN_BYTES]
+    header = head[: head.find(b"\n")]
+    found = [d for d in _OTHER_DELIMITERS if d in header]
+    if len(found) != 1 or b"," in head:
+        return None
+    delimiter = found[0]
+    if not _plain_in(data, delimiter):
+        return None
+    return replace(PLAIN, delimiter=delimiter.decode(), quote="")
+
+
+_OTHER_DELIMITERS = (b";", b"\t", b"|")
+
+
+def _plain_in(data: bytes, delimiter: bytes) -> bool:
     head = data[:PLAIN_BYTES]
     pieces = head.split(b"\n", PLAIN_LINES + 1)
     if len(pieces) > PLAIN_LINES + 1 or len(head) < len(data):
@@ -54,9 +79,9 @@ def plain(data: bytes) -> bool:
     if not pieces:
         return False  # a first line longer than the head
     header = pieces[0].removesuffix(b"\r")
-    if header.startswith(b"#") or any(c in header for c in _NOT_PLAIN):
+    if header.startswith(b"#") or any(c in header for c in _NOT_PLAIN if c != delimiter):
         return False
-    names = header.split(b",")
+    names = header.split(delimiter)
     width = len(names)
     if width < 2 or len(set(names)) != width:
         return False
@@ -68,18 +93,23 @@ def plain(data: bytes) -> bool:
     if not rows:
         return False
     for row in rows:
-        if row.count(b",") != width - 1 or any(c in row for c in (b'"', b"'")) or not row:
+        if row.count(delimiter) != width - 1 or any(c in row for c in (b'"', b"'")) or not row:
             return False
-    if _FOREIGN_DATE.search(rows[0]):
+    if _foreign_date(delimiter).search(rows[0]):
         return False
-    return _typed_column(rows)
+    return _typed_column(rows, delimiter)
 
 
-def _typed_column(rows: list[bytes]) -> bool:
+@functools.cache
+def _foreign_date(delimiter: bytes) -> re.Pattern[bytes]:
+    return re.compile(_FOREIGN_DATE.pattern.replace(b",", re.escape(delimiter), 1))
+
+
+def _typed_column(rows: list[bytes], delimiter: bytes = b",") -> bool:
     """Does a column hold numbers in every row looked at, empty cells aside? Only then
     does the header stand out as DuckDB's sniffer tells it: a name its column's type
     cannot hold. A column of `1` and `x`, or of `1` and a date, is text, like its name."""
-    fields = [row.split(b",") for row in rows]
+    fields = [row.split(delimiter) for row in rows]
     candidates = [i for i, field in enumerate(fields[0]) if _WHOLE_NUMBER.match(field)]
     for row in fields[1:]:
         candidates = [
@@ -257,8 +287,10 @@ def detect(data: bytes, pins: CsvOptions | None = None) -> Dialect:
     """The dialect of a CSV file (UTF-8, without a BOM), with the table's pins applied."""
     pins = pins or CsvOptions()
     settled = pins.delimiter is None and pins.header is None and pins.skip_rows is None
-    found = PLAIN if settled and plain(data) else sniff(data, pins)
-    return pinned(found, pins)
+    found = None
+    if settled:
+        found = PLAIN if plain(data) else plain_delimited(data)
+    return pinned(found or sniff(data, pins), pins)
 
 
 def pinned(found: Dialect, pins: CsvOptions | None) -> Dialect:

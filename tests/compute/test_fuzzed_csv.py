@@ -8,12 +8,16 @@ UTF-8.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pyarrow as pa
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from ingest.compute.csvfile import _parse_csv
 from ingest.compute.decode import DecodeError, decode_file
-from ingest.compute.sniff import plain, sniff
+from ingest.compute.sniff import plain, plain_delimited, sniff
 from ingest.compute.task import check_columns
 from ingest.dialect import CsvOptions, Dialect
 
@@ -78,3 +82,47 @@ def test_the_plain_check_never_disagrees_with_duckdbs_sniffer(
         return
     found = sniff(data, CsvOptions())
     assert (found.delimiter, found.header, found.skip_rows) == (",", True, 0), data
+
+
+@settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    names, st.lists(st.lists(cells, min_size=5, max_size=5), min_size=1, max_size=8),
+    st.sampled_from([b";", b"\t", b"|"]),
+)
+def test_a_file_plain_but_for_its_delimiter_gets_the_dialect_duckdbs_sniffer_finds(
+    header: list[str], table: list[list[bytes]], delimiter: bytes
+) -> None:
+    width = len(header)
+    data = delimiter.join(name.encode() for name in header) + b"\n"
+    data += b"".join(delimiter.join(row[:width]) + b"\n" for row in table)
+    found = plain_delimited(data)
+    if found is None:
+        return
+    theirs = sniff(data, CsvOptions())
+    # The sniffer names a format for ISO 8601 dates too, which Arrow reads without one.
+    assert replace(found, formats=()) == replace(theirs, formats=()), data
+    assert _parse_csv(data, found).to_pylist() == _parse_csv(data, theirs).to_pylist(), data
+
+
+@pytest.mark.parametrize("data", [
+    b"id;v\n1;2.5\n", b"id\tname\n1\tx\n", b"a|b|c\n1|2|\n3||x\n",
+])
+def test_a_plain_file_in_another_delimiter_is_recognised(data: bytes) -> None:
+    delimiter = next(d for d in ";\t|" if d.encode() in data)
+    expected = Dialect(delimiter=delimiter, quote="")
+    assert plain_delimited(data) == expected == sniff(data, CsvOptions())
+
+
+@pytest.mark.parametrize("data", [
+    b"id;v\n1;2,5\n",  # a decimal comma: the sniffer's to find
+    b"id;name\n1;Smith, John\n",  # a comma in text
+    b'id;name\n1;"x"\n',  # a quote
+    b"id;v|w\n1;2|3\n",  # two delimiters in the header
+    b"id;2024\n1;2\n",  # a header name that is a number
+    b"id,v\n1,2\n",  # the comma: `plain`'s
+    b"#id;v\n1;2\n",  # a comment mark
+    b"id;v\n1;2\n3\n",  # ragged
+    b"id;v\n03/04/2024;2\n",  # a date that needs a format
+])
+def test_a_file_not_plain_in_another_delimiter_is_left_to_the_sniffer(data: bytes) -> None:
+    assert plain_delimited(data) is None
