@@ -69,6 +69,10 @@ def plain_delimited(data: bytes) -> Dialect | None:
 
 
 _OTHER_DELIMITERS = (b";", b"\t", b"|")
+# Every dialect `plain` and `plain_delimited` find.
+PLAIN_DIALECTS = frozenset(
+    {PLAIN, *(replace(PLAIN, delimiter=d.decode(), quote="") for d in _OTHER_DELIMITERS)}
+)
 
 
 def _plain_in(data: bytes, delimiter: bytes) -> bool:

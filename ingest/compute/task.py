@@ -30,6 +30,7 @@ from .jsonlines import parse_jsonl
 from .names import RESERVED_COLUMNS as RESERVED_COLUMNS
 from .names import check_columns as check_columns
 from .runs import Run, batchable, featurise_run, runs
+from .sniff import PLAIN_DIALECTS
 from .startup import init_worker as init_worker
 from .startup import pyarrow_without_pandas as pyarrow_without_pandas
 from .together import Group, parse_groups
@@ -134,16 +135,20 @@ def _in_hand(job: Job, index: int, lost: dict[int, Failure]) -> Job:
     return found
 
 
-def _plain_table(spec: TableSpec) -> bool:
-    """May a table's CSVs be parsed together? Only if nothing is pinned but the plain
-    dialect: the joint parse reads plain files (together.py checks each one)."""
+def _joinable(spec: TableSpec) -> frozenset[Dialect]:
+    """The dialects in which a table's CSVs may be parsed together: the plain ones (the
+    joint parse reads plain files, together.py checks each one), but those a pin or the
+    dialect the table's first file pinned rules out."""
     pins = spec.csv
     unpinned = pins is None or (
         pins.delimiter in (None, ",") and pins.header in (None, True) and not pins.skip_rows
         and pins.decimal in (None, ".") and pins.null_values is None
         and not pins.timestamp_formats
     )
-    return unpinned and spec.dialect in (None, PLAIN)
+    if not unpinned:
+        return frozenset()
+    found = frozenset({PLAIN}) if pins is not None and pins.delimiter == "," else PLAIN_DIALECTS
+    return found if spec.dialect is None else found & {spec.dialect}
 
 
 def process(task: Task) -> TaskResult:
@@ -191,21 +196,28 @@ def _process(task: Task) -> TaskResult:
 
 def _parse_groups(jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]) -> list[Group]:
     """The groups of files parsed up front, with job indices into `jobs`: CSVs parsed
-    together (of tables that pin nothing but the plain dialect), and JSON Lines files
+    together (of tables that pin nothing but a plain dialect), and JSON Lines files
     parsed one by one, grouped by schema."""
     found = parse_jsonl(jobs, lost, lambda: _file_step(task))
-    joinable = [
-        i for i, job in enumerate(jobs) if i not in lost and _plain_table(task.spec(job.table))
-    ]
+    by_table: dict[str, frozenset[Dialect]] = {}
+
+    def dialects(job: Job) -> frozenset[Dialect]:
+        found = by_table.get(job.table)
+        if found is None:
+            found = by_table[job.table] = _joinable(task.spec(job.table))
+        return found
+
+    joinable = [i for i, job in enumerate(jobs) if i not in lost and dialects(job)]
     try:
         with time_limit(task.timeout_s):
             groups = parse_groups(
-                tuple(jobs[i] for i in joinable), lambda job: task.spec(job.table).text_columns
+                tuple(jobs[i] for i in joinable), lambda job: task.spec(job.table).text_columns,
+                dialects,
             )
     except TaskTimeout:
         return found
     return found + [
-        Group(g.table, tuple((joinable[k], start, rows) for k, start, rows in g.members))
+        replace(g, members=tuple((joinable[k], start, rows) for k, start, rows in g.members))
         for g in groups
     ]
 

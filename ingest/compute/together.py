@@ -7,8 +7,10 @@ a header line are joined and parsed once, with the column types the first of
 them infers, then sliced back apart.
 
 Only plain files take this path (`sniff.plain`: commas, a header of distinct
-names, no quotes, so no quoted newline to break the row count), with no
-carriage returns and a final newline. Anything the joint parse
+names, no quotes, so no quoted newline to break the row count; or as plain
+but for a `;`, tab or `|` delimiter, `sniff.plain_delimited`, in a table
+whose first file did not pin another dialect), with no carriage returns and
+a final newline. Anything the joint parse
 cannot take (a type that does not fit, a ragged row, a blank line, which the
 reader skips and so the row count gives away) sends the whole group back to
 being parsed file by file, so each file still gets its own verdict and its
@@ -40,7 +42,7 @@ from ..fitting import ZERO_PADDED
 from ..jobs import Job
 from ..widen import folded
 from .csvread import empty_as_null, inexact_columns
-from .sniff import plain, plain_like
+from .sniff import PLAIN_DIALECTS, plain, plain_delimited, plain_like
 
 # Larger files parse well enough alone, and keep their own inferred types.
 JOIN_MAX_BYTES = 256 * 1024
@@ -48,10 +50,10 @@ JOIN_MAX_BYTES = 256 * 1024
 NULL_MARKERS = tuple(pa_csv.ConvertOptions().null_values)
 
 
-def _split(job: Job, plain_headers: set[bytes]) -> tuple[bytes, int] | None:
-    """(header line, where the body starts) of a plain CSV fit to be parsed with others,
-    else None. A header already found plain (in `plain_headers`) needs only the rest of
-    its file checked: most files of a task share theirs."""
+def _split(job: Job, plain_headers: dict[bytes, Dialect]) -> tuple[bytes, int, Dialect] | None:
+    """(header line, where the body starts, dialect) of a plain CSV fit to be parsed with
+    others, else None. A comma header already found plain (in `plain_headers`) needs only
+    the rest of its file checked: most files of a task share theirs."""
     data = job.data
     if (
         len(data) > JOIN_MAX_BYTES
@@ -65,19 +67,27 @@ def _split(job: Job, plain_headers: set[bytes]) -> tuple[bytes, int] | None:
     if end < 0 or end + 1 == len(data) or not data.endswith(b"\n"):
         return None
     header = data[: end + 1]
-    if header in plain_headers:
-        return (header, end + 1) if plain_like(data, end + 1) else None
-    if not plain(data):
+    known = plain_headers.get(header)
+    if known is PLAIN:
+        return (header, end + 1, known) if plain_like(data, end + 1) else None
+    if known is None:
+        found = PLAIN if plain(data) else plain_delimited(data)
+    else:  # another delimiter: each file's head is looked at whole, as it is alone
+        found = plain_delimited(data)
+    if found is None:
         return None
-    plain_headers.add(header)
-    return header, end + 1
+    plain_headers[header] = found
+    return header, end + 1, found
 
 
-def _read(data: bytes, types: pa.Schema | dict[str, pa.DataType] | None = None) -> pa.Table:
+def _read(
+    data: bytes, delimiter: str, types: pa.Schema | dict[str, pa.DataType] | None = None
+) -> pa.Table:
     convert = pa_csv.ConvertOptions(column_types=types) if types is not None else None
     return pa_csv.read_csv(
         pa.BufferReader(data),
         read_options=pa_csv.ReadOptions(use_threads=False),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter),
         convert_options=convert,
     )
 
@@ -105,20 +115,21 @@ _MAYBE_FLOAT = r"(?is)^[+-]?(nan(\(.*\))?|inf(inity)?|[0-9]*\.?[0-9]*(e[+-]?[0-9
 
 
 def _group(
-    members: list[tuple[int, bytes, int]], header: bytes, hinted: frozenset[str]
+    members: list[tuple[int, bytes, int]], header: bytes, hinted: frozenset[str],
+    dialect: Dialect,
 ) -> Group | None:
     # Views of the bodies, not copies: a task's worth of them is tens of MB.
     bodies = [memoryview(data)[start:] for _, data, start in members]
     whole = b"".join([header, *bodies])
-    names = header.decode("utf-8", errors="replace").rstrip("\r\n").split(",")
+    names = header.decode("utf-8", errors="replace").rstrip("\r\n").split(dialect.delimiter)
     # The columns hinted `string` (`hinted`, folded) read as text, as each file alone is.
     first = _read(
-        b"".join([header, bodies[0]]),
+        b"".join([header, bodies[0]]), dialect.delimiter,
         {name: pa.string() for name in names if folded(name.strip()) in hinted} or None,
     )
     if not _typable(first.schema) or inexact_columns(first):
         return None
-    joined = _read(whole, first.schema)
+    joined = _read(whole, dialect.delimiter, first.schema)
     if inexact_columns(joined):
         return None  # each file alone reads such a column as text (`csvread.read`)
     counts = [bytescan.count(data, start=start) for _, data, start in members]
@@ -131,7 +142,7 @@ def _group(
         if pa.types.is_string(f.type) and folded(f.name.strip()) not in hinted
     ]
     starts = [0, *itertools.accumulate(counts)]
-    padded = _zero_padded_rows(whole, len(header), joined.schema)
+    padded = _zero_padded_rows(whole, len(header), joined.schema, dialect.delimiter)
     utc = _utc_worded_rows(joined, text)
     # A file whose first value in a text column is surely not a number reads that column
     # as text alone too: only the others need the cast that tells.
@@ -147,15 +158,17 @@ def _group(
             continue
         if part is None or not any(_numeric(part.column(i)) for i in unsure):
             kept.append((index, start, end - start))
-    return Group(empty_as_null(joined), tuple(kept))
+    return Group(empty_as_null(joined), tuple(kept), dialect)
 
 
-def _zero_padded_rows(whole: bytes, start: int, schema: pa.Schema) -> np.ndarray | None:
+def _zero_padded_rows(
+    whole: bytes, start: int, schema: pa.Schema, delimiter: str
+) -> np.ndarray | None:
     """Running counts, from 0, of the rows with a number column's value written with a
     leading zero (`01234`), which its file alone reads as text (`csvread`): such a file is
     parsed alone. None where the bytes hold no such value, as nearly always."""
     # Only the number columns where one was seen: a date or a time of day starts so too.
-    seen = bytescan.zero_padded_columns(whole, b",", start, len(whole))
+    seen = bytescan.zero_padded_columns(whole, delimiter.encode(), start, len(whole))
     numbers = [
         f.name for i, f in enumerate(schema)
         if i in seen and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
@@ -164,6 +177,7 @@ def _zero_padded_rows(whole: bytes, start: int, schema: pa.Schema) -> np.ndarray
         return None
     texts = pa_csv.read_csv(
         pa.BufferReader(whole), read_options=pa_csv.ReadOptions(use_threads=False),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter),
         convert_options=pa_csv.ConvertOptions(
             column_types=dict.fromkeys(numbers, pa.string()), include_columns=numbers,
         ),
@@ -217,23 +231,27 @@ def _numeric(column: pa.ChunkedArray) -> bool:
 
 
 def parse_groups(
-    jobs: tuple[Job, ...], text: Callable[[Job], Collection[str]] = lambda job: ()
+    jobs: tuple[Job, ...], text: Callable[[Job], Collection[str]] = lambda job: (),
+    dialects: Callable[[Job], Collection[Dialect]] = lambda job: PLAIN_DIALECTS,
 ) -> list[Group]:
     """The groups of jobs that could be parsed together; the other jobs are in none.
-    `text`: a job's columns hinted `string` (its table's), read as text."""
-    groups: dict[tuple[bytes, frozenset[str]], list[tuple[int, bytes, int]]] = defaultdict(list)
-    plain_headers: set[bytes] = set()
+    `text`: a job's columns hinted `string` (its table's), read as text; `dialects`: those
+    its table takes a file in as it is (a table reads each file in the dialect its first
+    file pinned)."""
+    Key = tuple[bytes, frozenset[str], Dialect]
+    groups: dict[Key, list[tuple[int, bytes, int]]] = defaultdict(list)
+    plain_headers: dict[bytes, Dialect] = {}
     for index, job in enumerate(jobs):
         parts = _split(job, plain_headers)
-        if parts is not None:
+        if parts is not None and parts[2] in dialects(job):
             hinted = frozenset(folded(name) for name in text(job))
-            groups[parts[0], hinted].append((index, job.data, parts[1]))
+            groups[parts[0], hinted, parts[2]].append((index, job.data, parts[1]))
     found: list[Group] = []
-    for (header, hinted), members in groups.items():
+    for (header, hinted, dialect), members in groups.items():
         if len(members) < 2:
             continue
         try:
-            group = _group(members, header, hinted)
+            group = _group(members, header, hinted, dialect)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
             continue  # each file is parsed alone, and gets its own verdict
         if group is not None:

@@ -16,8 +16,9 @@ from ingest import conform
 from ingest.compute.encode import Featurised, encode
 from ingest.compute.runs import runs
 from ingest.compute.task import _featurise_one, process
-from ingest.compute.together import parse_groups, parse_together
+from ingest.compute.together import parse_groups
 from ingest.config import Features
+from ingest.dialect import PLAIN
 from ingest.jobs import EncodedPart, Failure, Job, Outcome, TableSpec, Task, TaskResult
 
 
@@ -28,12 +29,16 @@ def job(name: str, data: bytes, table: str = "records") -> Job:
 def one_by_one(task: Task) -> TaskResult:
     """The task as every file alone would make it: parsed together where it can be, then
     fitted and featurised file by file."""
-    parsed = parse_together(task.jobs)
+    parsed = {
+        index: (group.table.slice(start, rows), group.dialect)
+        for group in parse_groups(task.jobs) for index, start, rows in group.members
+    }
     targets = conform.Targets()
     outcomes: list[Outcome] = []
     done: list[Featurised] = []
     for index, j in enumerate(task.jobs):
-        result = _featurise_one(j, task, parsed.get(index), targets)
+        table, dialect = parsed.get(index, (None, PLAIN))
+        result = _featurise_one(j, task, table, targets, dialect)
         if isinstance(result, Failure):
             outcomes.append(Outcome(j.source_file, j.sha256, failure=result))
         else:
@@ -79,7 +84,7 @@ _HEADERS = [b"timestamp,device,v\n", b"timestamp,v,w,v\n", b"a,b\n"]
 def _tasks(draw: st.DrawFn) -> Task:
     """Files of a few headers (so their columns differ), one-row files, files whose text
     column holds words or numbers, ragged and header-only files, files routed to two
-    tables, in any order."""
+    tables, files delimited by commas, `;` or tabs, in any order."""
     jobs = []
     for i in range(draw(st.integers(1, 12))):
         header = draw(st.sampled_from(_HEADERS))
@@ -87,7 +92,9 @@ def _tasks(draw: st.DrawFn) -> Task:
         rows = draw(st.lists(st.lists(_CELL, min_size=width, max_size=width), max_size=5))
         if rows and draw(st.booleans()) and draw(st.booleans()):
             rows[-1] = rows[-1][:-1]  # ragged
-        body = b"".join(",".join(row).encode() + b"\n" for row in rows)
+        delimiter = draw(st.sampled_from([",", ",", ";", "\t"]))
+        header = header.replace(b",", delimiter.encode())
+        body = b"".join(delimiter.join(row).encode() + b"\n" for row in rows)
         table = draw(st.sampled_from(["records", "records", "sensors"]))
         jobs.append(job(f"f{i}.csv", header + body, table))
     specs = (TableSpec("records"), TableSpec("sensors", hints=(("w", "float64"),)))

@@ -3,20 +3,26 @@
 from __future__ import annotations
 
 import hashlib
+import math
 
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from ingest.compute.decode import decode
+from ingest.compute.decode import decode, decode_file
 from ingest.compute.task import process
 from ingest.compute.together import _MAYBE_FLOAT, parse_groups, parse_together
 from ingest.config import Features
-from ingest.jobs import Job, Task
+from ingest.dialect import PLAIN, Dialect
+from ingest.jobs import Job, TableSpec, Task
+
+from .test_runs import _tasks
 
 HEADER = b"timestamp,a,b\n"
+SEMICOLON = Dialect(delimiter=";", quote="")
 
 
 def job(name: str, data: bytes) -> Job:
@@ -33,6 +39,57 @@ def test_files_sharing_a_header_are_parsed_once_and_sliced_back_to_the_same_valu
     for index, j in enumerate(jobs):
         alone = decode(j.source_file, j.data)
         assert tables[index].to_pylist() == alone.to_pylist()
+
+
+@pytest.mark.parametrize("delimiter", [b";", b"\t", b"|"])
+def test_files_plain_but_for_their_delimiter_are_parsed_together_as_each_alone(
+    delimiter: bytes,
+) -> None:
+    jobs = tuple(
+        job(f"f{i}.csv", delimiter.join([b"ts", b"name", b"v"]) + b"\n" + b"".join(
+            delimiter.join([b"2024-01-0%d" % (r + 1), b"dev-%d" % i, b"%d.5" % r]) + b"\n"
+            for r in range(3)
+        ))
+        for i in range(4)
+    )
+    (group,) = parse_groups(jobs)
+    assert group.dialect == Dialect(delimiter=delimiter.decode(), quote="")
+    tables = parse_together(jobs)
+    assert set(tables) == set(range(4))
+    for index, j in enumerate(jobs):
+        alone, dialect = decode_file(j.source_file, j.data)
+        assert tables[index].to_pylist() == alone.to_pylist()
+        assert dialect == group.dialect
+
+
+def test_a_file_whose_head_holds_a_comma_is_left_out_of_a_semicolon_group() -> None:
+    # Alone, a comma sends a `;` file to the sniffer, which reads `2,5` as 2.5.
+    jobs = (
+        job("a.csv", b"id;v\n1;0.5\n"),
+        job("b.csv", b"id;v\n2;2,5\n"),
+        job("c.csv", b"id;v\n3;1.5\n"),
+    )
+    assert set(parse_together(jobs)) == {0, 2}
+    assert decode("b.csv", jobs[1].data).column("v").to_pylist() == [2.5]
+
+
+def test_a_table_takes_into_a_group_only_files_in_the_dialect_it_pinned() -> None:
+    comma = tuple(job(f"c{i}.csv", b"id,v\n%d,0.5\n" % i) for i in range(2))
+    semi = tuple(job(f"s{i}.csv", b"id;v\n%d;0.5\n" % i) for i in range(2))
+    groups = parse_groups((*comma, *semi), dialects=lambda j: {PLAIN})
+    assert [[index for index, _, _ in g.members] for g in groups] == [[0, 1]]
+
+
+@pytest.mark.parametrize(("pinned", "ingested"), [(PLAIN, 0), (SEMICOLON, 3), (None, 3)])
+def test_a_task_groups_a_tables_files_only_in_the_dialect_its_first_file_pinned(
+    pinned: Dialect | None, ingested: int,
+) -> None:
+    # In a comma table each `;` file is read alone in commas, and refused for its width.
+    jobs = tuple(job(f"s{i}.csv", b"id;v\n%d;0.5\n" % i) for i in range(3))
+    result = process(Task(jobs, Features(), specs=(TableSpec("records", dialect=pinned),)))
+    assert sum(o.failure is None for o in result.outcomes) == ingested
+    for outcome in result.outcomes:
+        assert outcome.failure is None or "its table's dialect" in outcome.failure.message
 
 
 def test_an_empty_text_cell_is_null_parsed_together_as_alone() -> None:
@@ -242,3 +299,20 @@ def test_a_file_with_an_integer_float64_would_round_sends_the_group_back_alone()
     assert parse_together(tuple(reversed(jobs))) == {}
     alone = decode("b.csv", jobs[1].data)
     assert alone.column("a").to_pylist() == ["12345678901234567890"]
+
+
+def _values(table: pa.Table) -> list[dict[str, object]]:
+    return [
+        {k: "nan" if isinstance(v, float) and math.isnan(v) else v for k, v in row.items()}
+        for row in table.to_pylist()
+    ]
+
+
+@settings(max_examples=150, deadline=None)
+@given(_tasks())
+def test_every_file_parsed_in_a_group_holds_the_values_it_holds_alone(task: Task) -> None:
+    for index, table in parse_together(task.jobs).items():
+        j = task.jobs[index]
+        alone, _ = decode_file(j.source_file, j.data)
+        assert table.column_names == alone.column_names
+        assert _values(table) == _values(alone), j.data
