@@ -37,9 +37,11 @@ PLAIN_BYTES = 64 << 10
 _NUMBER = re.compile(rb"\s*[-+]?(\d|\.\d)")
 _WHOLE_NUMBER = re.compile(rb"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _DECIMAL_COMMA = re.compile(rb"\d,\d")
-# A date that is not ISO 8601 (03/09/1997, 3.9.97, 1997/09/03): pyarrow needs its format.
+# A date that is not ISO 8601 (03/09/1997, 3.9.97, 1997/09/03, 2023-1-5, 31 12 2023):
+# pyarrow needs its format.
 _FOREIGN_DATE = re.compile(
-    rb"(?:^|,)\s*(?:\d{1,2}[/.\-]\d{1,2}[/.\-]\d{2,4}|\d{4}[/.]\d{1,2}[/.]\d{1,2})"
+    rb"(?:^|,)\s*(?:\d{1,2}[/.\- ]\d{1,2}[/.\- ]\d{2,4}|\d{4}[/.]\d{1,2}[/.]\d{1,2}"
+    rb"|\d{4}-(?:\d-\d{1,2}|\d{2}-\d)(?!\d))"
 )
 _NOT_PLAIN = (b'"', b"'", b";", b"\t", b"|")
 _EMPTY = "(empty)"
@@ -56,14 +58,17 @@ def plain_delimited(data: bytes) -> Dialect | None:
     delimiter, `;`, tab or `|` (a European spreadsheet's export, a database's dump), and
     with no comma at all in its head (a decimal comma, or a comma in text, is the
     sniffer's to read); None for any other file. A drop folder of thousands of small such
-    files would otherwise pay the sniffer's few milliseconds for each."""
-    head = data[:PLAIN_BYTES]
-    header = head[: head.find(b"\n")]
+    files would otherwise pay the sniffer's few milliseconds for each. Only a file seen
+    whole (at most PLAIN_LINES rows): a quote, a comment or a decimal comma further on
+    is what the sniffer, which reads a MB, would find."""
+    if len(data) > PLAIN_BYTES or data.count(b"\n", 0, -1) > PLAIN_LINES:
+        return None
+    header = data[: data.find(b"\n")]
     found = [d for d in _OTHER_DELIMITERS if d in header]
-    if len(found) != 1 or b"," in head:
+    if len(found) != 1 or b"," in data:
         return None
     delimiter = found[0]
-    if not _plain_in(data, delimiter):
+    if not _plain_in(data, delimiter, every_row=True):
         return None
     return replace(PLAIN, delimiter=delimiter.decode(), quote="")
 
@@ -75,7 +80,9 @@ PLAIN_DIALECTS = frozenset(
 )
 
 
-def _plain_in(data: bytes, delimiter: bytes) -> bool:
+def _plain_in(data: bytes, delimiter: bytes, every_row: bool = False) -> bool:
+    """`plain`'s test in `delimiter`; dates that need a format looked for in the first
+    row, or in `every_row`."""
     head = data[:PLAIN_BYTES]
     pieces = head.split(b"\n", PLAIN_LINES + 1)
     if len(pieces) > PLAIN_LINES + 1 or len(head) < len(data):
@@ -99,7 +106,8 @@ def _plain_in(data: bytes, delimiter: bytes) -> bool:
     for row in rows:
         if row.count(delimiter) != width - 1 or any(c in row for c in (b'"', b"'")) or not row:
             return False
-    if _foreign_date(delimiter).search(rows[0]):
+    dates = _foreign_date(delimiter)
+    if any(dates.search(row) for row in (rows if every_row else rows[:1])):
         return False
     return _typed_column(rows, delimiter)
 

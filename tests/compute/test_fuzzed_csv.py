@@ -66,7 +66,8 @@ names = st.lists(
 )
 cells = st.sampled_from(
     [b"1", b"-2.5", b"3e2", b"", b"x", b"yes", b"2024-01-02", b"2024-01-02 12:30:00",
-     b"12:30:00", b"NA", b"0.1", b"true", b" 4"]
+     b"12:30:00", b"NA", b"0.1", b"true", b" 4", b"2023-1-5", b"31.12.2023", b"31 12 2023",
+     b"1,5"]
 )
 
 
@@ -113,7 +114,26 @@ def test_a_plain_file_in_another_delimiter_is_recognised(data: bytes) -> None:
     assert plain_delimited(data) == expected == sniff(data, CsvOptions())
 
 
+def test_excels_na_first_in_a_row_is_a_null_as_in_a_comma_file_not_a_comment() -> None:
+    # DuckDB's sniffer takes `#` for a comment mark here, and drops the row.
+    for delimiter in (b",", b";"):
+        data = b"price;qty\n#N/A;1\n2.5;2\n".replace(b";", delimiter)
+        table, dialect = decode_file("x.csv", data)
+        assert dialect.comment == ""
+        assert table.column("price").to_pylist() == [None, 2.5]
+
+
+ROWS = b"1;x\n" * 20
+
+
 @pytest.mark.parametrize("data", [
+    b"id;name\n" + ROWS + b'2;"a;b"\n',  # a quote past the rows looked at
+    b"id;name\n" + ROWS + b"2;'a'\n",
+    b"id;v\n" + b"1;2\n" * 20000 + b"3;10,50\n",  # a decimal comma past the head
+    b"a;b\n" + b"1;2\n" * 20 + b"# end\n",  # a comment
+    b"id;d\n1;\n2;31.12.2023\n",  # a date that needs a format, in a later row
+    b"id;d\n1;2023-1-5\n",
+    b"id;d\n1;31 12 2023\n",
     b"id;v\n1;2,5\n",  # a decimal comma: the sniffer's to find
     b"id;name\n1;Smith, John\n",  # a comma in text
     b'id;name\n1;"x"\n',  # a quote
