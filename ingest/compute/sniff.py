@@ -55,12 +55,12 @@ def plain(data: bytes) -> bool:
 
 def plain_delimited(data: bytes) -> Dialect | None:
     """The dialect DuckDB's sniffer finds in a file as plain as `plain` asks but for its
-    delimiter, `;`, tab or `|` (a European spreadsheet's export, a database's dump), and
-    with no comma at all in its head (a decimal comma, or a comma in text, is the
-    sniffer's to read); None for any other file. A drop folder of thousands of small such
-    files would otherwise pay the sniffer's few milliseconds for each. Only a file seen
-    whole (at most PLAIN_LINES rows): a quote, a comment or a decimal comma further on
-    is what the sniffer, which reads a MB, would find."""
+    delimiter, `;`, tab or `|` (a European spreadsheet's export, a database's dump), with
+    no comma at all (a decimal comma, or a comma in text, is the sniffer's to read) and
+    no date that needs a format in any row; None for any other file. A drop folder of
+    thousands of small such files would otherwise pay the sniffer's few milliseconds for
+    each. Only a file seen whole (at most PLAIN_LINES rows, PLAIN_BYTES): a quote, a
+    comment or a decimal comma further on is what the sniffer, which reads a MB, finds."""
     if len(data) > PLAIN_BYTES or data.count(b"\n", 0, -1) > PLAIN_LINES:
         return None
     header = data[: data.find(b"\n")]
@@ -298,11 +298,18 @@ def _sniff(sample: bytes, pins: CsvOptions) -> Dialect | None:
 def detect(data: bytes, pins: CsvOptions | None = None) -> Dialect:
     """The dialect of a CSV file (UTF-8, without a BOM), with the table's pins applied."""
     pins = pins or CsvOptions()
-    settled = pins.delimiter is None and pins.header is None and pins.skip_rows is None
-    found = None
-    if settled:
-        found = PLAIN if plain(data) else plain_delimited(data)
-    return pinned(found or sniff(data, pins), pins)
+    return pinned(plain_dialect(data, pins) or sniff(data, pins), pins)
+
+
+def plain_dialect(data: bytes, pins: CsvOptions) -> Dialect | None:
+    """The dialect `plain` or `plain_delimited` finds, where what the table pins agrees
+    with it (its delimiter, a header, no lines to skip); else None."""
+    if pins.header not in (None, True) or pins.skip_rows not in (None, 0):
+        return None
+    found = PLAIN if plain(data) else plain_delimited(data)
+    if found is None or pins.delimiter not in (None, found.delimiter):
+        return None
+    return found
 
 
 def pinned(found: Dialect, pins: CsvOptions | None) -> Dialect:

@@ -18,7 +18,7 @@ import pyarrow as pa
 
 from .. import beacon, conform, fitting
 from ..config import Features
-from ..dialect import PLAIN, Dialect
+from ..dialect import PLAIN, CsvOptions, Dialect
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
@@ -137,17 +137,17 @@ def _in_hand(job: Job, index: int, lost: dict[int, Failure]) -> Job:
 
 def _joinable(spec: TableSpec) -> frozenset[Dialect]:
     """The dialects in which a table's CSVs may be parsed together: the plain ones (the
-    joint parse reads plain files, together.py checks each one), but those a pin or the
-    dialect the table's first file pinned rules out."""
-    pins = spec.csv
-    unpinned = pins is None or (
-        pins.delimiter in (None, ",") and pins.header in (None, True) and not pins.skip_rows
-        and pins.decimal in (None, ".") and pins.null_values is None
-        and not pins.timestamp_formats
-    )
-    if not unpinned:
+    joint parse reads plain files, together.py checks each one, as `sniff.plain_dialect`
+    does a file alone), but those a pin or the dialect the table's first file pinned
+    rules out."""
+    pins = spec.csv or CsvOptions()
+    if (
+        pins.header not in (None, True) or pins.skip_rows not in (None, 0)
+        or pins.decimal not in (None, ".") or pins.null_values is not None
+        or pins.timestamp_formats
+    ):
         return frozenset()
-    found = frozenset({PLAIN}) if pins is not None and pins.delimiter == "," else PLAIN_DIALECTS
+    found = frozenset(d for d in PLAIN_DIALECTS if pins.delimiter in (None, d.delimiter))
     return found if spec.dialect is None else found & {spec.dialect}
 
 

@@ -156,9 +156,21 @@ def _group(
             continue
         if utc is not None and utc[end] > utc[start]:
             continue
-        if part is None or not any(_numeric(part.column(i)) for i in unsure):
+        if part is None or not any(
+            _numeric(part.column(i)) or _markers_only(part.column(i)) for i in unsure
+        ):
             kept.append((index, start, end - start))
     return Group(empty_as_null(joined), tuple(kept), dialect)
+
+
+def _markers_only(column: pa.ChunkedArray) -> bool:
+    """Does this file hold nothing but null markers in the column, a word among them ("NA",
+    "nan"), which alone it reads as a column of nulls, where the group keeps the words?"""
+    words = pa.array([marker for marker in NULL_MARKERS if marker], pa.string())
+    if not pc.any(pc.is_in(column, value_set=words)).as_py():
+        return False
+    markers = pa.array(NULL_MARKERS, pa.string())
+    return bool(pc.all(pc.or_(pc.is_null(column), pc.is_in(column, value_set=markers))).as_py())
 
 
 def _zero_padded_rows(

@@ -16,7 +16,7 @@ from ingest.compute.decode import decode, decode_file
 from ingest.compute.task import process
 from ingest.compute.together import _MAYBE_FLOAT, parse_groups, parse_together
 from ingest.config import Features
-from ingest.dialect import PLAIN, Dialect
+from ingest.dialect import PLAIN, CsvOptions, Dialect
 from ingest.jobs import Job, TableSpec, Task
 
 from .test_runs import _tasks
@@ -92,6 +92,27 @@ def test_a_task_groups_a_tables_files_only_in_the_dialect_its_first_file_pinned(
         assert outcome.failure is None or "its table's dialect" in outcome.failure.message
 
 
+@pytest.mark.parametrize("pins", [
+    None, CsvOptions(header=True), CsvOptions(skip_rows=0), CsvOptions(delimiter=";"),
+    CsvOptions(delimiter=","),
+])
+def test_a_file_in_a_group_gets_the_rows_and_dialect_it_gets_alone_whatever_agrees_is_pinned(
+    pins: CsvOptions | None,
+) -> None:
+    # Alone, DuckDB's sniffer would take Excel's `#N/A` for a comment mark and drop its row.
+    jobs = (
+        job("a.csv", b"price;qty\n#N/A;1\n2.5;2\n"), job("b.csv", b"price;qty\n1.5;3\n"),
+        job("c.csv", b"price,qty\n#N/A,1\n2.5,2\n"), job("d.csv", b"price,qty\n1.5,3\n"),
+    )
+    spec = TableSpec("records", csv=pins)
+    together = process(Task(jobs, Features(), specs=(spec,))).outcomes
+    alone = [process(Task((j,), Features(), specs=(spec,))).outcomes[0] for j in jobs]
+    assert [(o.rows, o.dialect, o.failure) for o in together] == [
+        (o.rows, o.dialect, o.failure) for o in alone
+    ]
+    assert [o.rows for o in together if o.failure is None][:1] == [2]
+
+
 def test_an_empty_text_cell_is_null_parsed_together_as_alone() -> None:
     jobs = tuple(
         job(f"f{i}.csv", b"timestamp,name\n%d,x\n%d,\n" % (i, i + 10)) for i in range(3)
@@ -148,6 +169,16 @@ def test_a_null_marker_is_no_word_to_the_group_check() -> None:
     tables = parse_together(jobs)
     assert set(tables) == {0, 2}
     assert decode("b.csv", jobs[1].data).column("id").to_pylist() == [None, 3]
+
+
+def test_a_file_whose_text_column_holds_only_null_markers_is_parsed_alone() -> None:
+    # Alone, its column is nulls; in the group, beside words, "NA" would stay a word.
+    jobs = (
+        job("a.csv", b"id,v\nx,1\n"), job("b.csv", b"id,v\nNA,1\n,2\n"),
+        job("c.csv", b"id,v\ny,3\n"),
+    )
+    assert set(parse_together(jobs)) == {0, 2}
+    assert decode("b.csv", jobs[1].data).column("id").to_pylist() == [None, None]
 
 
 def test_a_time_of_day_or_a_date_does_not_send_a_file_alone() -> None:
