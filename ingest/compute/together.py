@@ -108,10 +108,10 @@ class Group:
     dialect: Dialect | None = PLAIN  # what each member was read with (None: not a CSV)
 
 
-# Every text that Arrow's cast to float64 accepts matches this (and more does): a value
-# that does not is text, and its file reads the column as text alone too. A property
-# test holds it to Arrow's parser.
-_MAYBE_FLOAT = r"(?is)^[+-]?(nan(\(.*\))?|inf(inity)?|[0-9]*\.?[0-9]*(e[+-]?[0-9]*)?)$"
+# Every text that Arrow's cast to float64 accepts, with spaces around it as its CSV reader
+# takes it, matches this (and more does): a value that does not is text, and its file
+# reads the column as text alone too. A property test holds it to Arrow's parser.
+_MAYBE_FLOAT = r"(?is)^\s*[+-]?(nan(\(.*\))?|inf(inity)?|[0-9]*\.?[0-9]*(e[+-]?[0-9]*)?)\s*$"
 
 
 def _group(
@@ -232,6 +232,7 @@ def _numeric(column: pa.ChunkedArray) -> bool:
     values = pc.drop_null(pc.if_else(missing, pa.scalar(None, pa.string()), column))
     if not len(values):
         return False
+    values = pc.utf8_trim_whitespace(values)  # as Arrow's number parser takes " 5"
     try:
         # Text fails at its first value; a failed cast of a whole column costs as much as
         # a successful one (0.4 ms for 2,000 values), and most text columns are text.
