@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import hashlib
 import math
 
@@ -149,15 +150,25 @@ def test_a_file_with_a_leading_zero_in_a_number_column_is_parsed_alone() -> None
     assert alone.column("zip").to_pylist() == ["02139"] and alone.column("v").type == pa.float64()
 
 
-def test_a_file_with_timestamps_written_utc_is_parsed_alone_and_reads_them_as_timestamps() -> None:
-    jobs = (
-        job("a.csv", b"id,at\n1,x\n"),
-        job("b.csv", b"id,at\n2,2024-01-01 10:00:00 UTC\n"),
-        job("c.csv", b"id,at\n3,y\n"),
+@pytest.mark.parametrize(("header", "row", "alone"), [
+    # Timestamps written `... UTC`: alone, the column is timestamps.
+    (b"id,at", b"2,2024-01-01 10:00:00 UTC", [datetime.datetime(2024, 1, 1, 10)]),
+    # Only null markers: alone, the column is nulls; beside words, "NA" would stay a word.
+    (b"v,at", b"1,NA\n2,", [None, None]),
+    # Arrow's reader takes " 5" for 5: alone, the column is numbers, with features.
+    (b"id|at", b"2| 5", [5]),
+])
+def test_a_file_that_alone_reads_a_text_column_otherwise_is_parsed_alone(
+    header: bytes, row: bytes, alone: list[object],
+) -> None:
+    delimiter = b"|" if b"|" in header else b","
+    words = (b"1" + delimiter + b"x", b"3" + delimiter + b"y")
+    jobs = tuple(
+        job(f"{name}.csv", header + b"\n" + body + b"\n")
+        for name, body in (("a", words[0]), ("b", row), ("c", words[1]))
     )
-    tables = parse_together(jobs)
-    assert set(tables) == {0, 2}, "b.csv reads `at` as timestamps alone: it is left out"
-    assert decode("b.csv", jobs[1].data).column("at").type == pa.timestamp("us")
+    assert set(parse_together(jobs)) == {0, 2}, "b.csv reads the column otherwise alone"
+    assert decode("b.csv", jobs[1].data).column("at").to_pylist() == alone
 
 
 def test_a_null_marker_is_no_word_to_the_group_check() -> None:
@@ -170,25 +181,6 @@ def test_a_null_marker_is_no_word_to_the_group_check() -> None:
     tables = parse_together(jobs)
     assert set(tables) == {0, 2}
     assert decode("b.csv", jobs[1].data).column("id").to_pylist() == [None, 3]
-
-
-def test_a_file_whose_text_column_holds_only_null_markers_is_parsed_alone() -> None:
-    # Alone, its column is nulls; in the group, beside words, "NA" would stay a word.
-    jobs = (
-        job("a.csv", b"id,v\nx,1\n"), job("b.csv", b"id,v\nNA,1\n,2\n"),
-        job("c.csv", b"id,v\ny,3\n"),
-    )
-    assert set(parse_together(jobs)) == {0, 2}
-    assert decode("b.csv", jobs[1].data).column("id").to_pylist() == [None, None]
-
-
-def test_a_number_with_spaces_around_it_sends_its_file_alone_where_the_group_reads_text() -> None:
-    # Arrow's reader takes " 5" for 5: alone, b.csv's `v` is numbers, with features.
-    jobs = (
-        job("a.csv", b"id|v\n1| x\n"), job("b.csv", b"id|v\n2| 5\n"), job("c.csv", b"id|v\n3| y\n"),
-    )
-    assert set(parse_together(jobs)) == {0, 2}
-    assert decode("b.csv", jobs[1].data).column("v").to_pylist() == [5]
 
 
 def test_a_time_of_day_or_a_date_does_not_send_a_file_alone() -> None:
