@@ -84,14 +84,17 @@ def main(argv: Sequence[str] | None = None) -> None:
     p.add_argument("--pairs", type=int, default=3)
     p.add_argument("--old", type=Path, required=True)
     p.add_argument("--new", type=Path, required=True)
-    p.add_argument("--send", choices=("bytes", "paths"), default="bytes")
+    # auto: each side's own default (a release before `auto` sends bytes).
+    p.add_argument("--send", choices=("auto", "bytes", "paths"), default="auto")
     p.add_argument("--on-success", choices=("keep", "archive", "delete"), default="keep",
                    help="archive and delete run over hard links to the corpus")
     p.add_argument("--corpus-dir", type=Path, default=corpus.DEFAULT_ROOT)
     args = p.parse_args(argv)
     data = corpus.generate(args.shape, args.scale, root=args.corpus_dir)
     byte_compile(args.old / "ingest", args.new / "ingest")
-    extra = {"pipeline": {"send": args.send}, "watch": {"on_success": args.on_success}}
+    extra: dict[str, dict[str, object]] = {"watch": {"on_success": args.on_success}}
+    if args.send != "auto":
+        extra["pipeline"] = {"send": args.send}
     runs: dict[str, list[Run]] = {"old": [], "new": []}
     for pair in range(args.pairs):
         for who in ("old", "new") if pair % 2 == 0 else ("new", "old"):

@@ -41,10 +41,10 @@ def _tools(text: str) -> list[str]:
     return corpus.parse_choices(text, list(TOOLS), "tool")
 
 
-def _command(tool: str, data: corpus.Corpus, out: Path, send: str = "bytes") -> list[str]:
+def _command(tool: str, data: corpus.Corpus, out: Path, send: str = "auto") -> list[str]:
     if tool != "ingest":
         return peer_command(sys.executable, tool, str(data.path), str(out))
-    overrides = {"pipeline": {"send": send}} if send != "bytes" else None
+    overrides = {"pipeline": {"send": send}} if send != "auto" else None
     config = ingest_job.write_config(out / "config.toml", data.path, out, overrides)
     return ingest_job.command("once", "--config", str(config))
 
@@ -195,8 +195,9 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-huge", action="store_true", help="keep the huge corpus afterwards")
     p.add_argument(
-        "--send", choices=("bytes", "paths"), default="bytes",
-        help='ingest\'s [pipeline] send: "paths" has its workers read the files (default bytes)',
+        "--send", choices=("auto", "bytes", "paths"), default="auto",
+        help='ingest\'s [pipeline] send: "bytes" puts each file in shared memory for its worker,'
+        ' "paths" has the worker read it; the default, auto, is paths on the local pool',
     )
     p.add_argument(
         "--service",

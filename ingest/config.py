@@ -39,8 +39,9 @@ FORMATS = ("parquet", "delta")
 TABLES = ("records", "features")
 COMPRESSIONS = ("zstd", "snappy", "gzip", "lz4", "brotli", "none")
 # What a task carries of each file: its bytes (workers need no shared filesystem), or its
-# path (workers that see the service's files read them themselves, sparing the coordinator).
-SEND = ("bytes", "paths")
+# path (workers that see the service's files read them themselves, sparing the coordinator);
+# "auto" sends paths to workers that are this machine's processes, bytes to a cluster's.
+SEND = ("auto", "bytes", "paths")
 
 
 @dataclass(frozen=True)
@@ -72,13 +73,22 @@ class Pipeline:
     retries: int = 2
     task_timeout_s: float = 600
     drain_s: float = 30
-    send: str = "bytes"
+    send: str = "auto"
     # A cluster's workers see the output folder at the same path (a shared mount): they
     # write their part files there, as the local pool's do, rather than return their bytes.
     shared_output: bool = False
     # Past inputs memory remembers (to skip a file recorded already, to dedupe by
     # content); older ones are asked of the ledger (`store/known.py`).
     known_files: int = KNOWN_FILES
+
+    @property
+    def sends_paths(self) -> bool:
+        """Whether a task carries each file's path for its worker to read, not its bytes.
+        The local pool's and `dask://local`'s workers see the drop folder, and reading a
+        file there spares the service a copy of every byte (into shared memory)."""
+        if self.send == "auto":
+            return self.executor in ("process", "dask://local")
+        return self.send == "paths"
 
 
 # The feature sets built in (`compute/features.py`'s BUILT_IN); any other is a plugin.

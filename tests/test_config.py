@@ -286,10 +286,27 @@ def test_shared_output_is_off_unless_said() -> None:
     assert parse({"pipeline": {"shared_output": True}}).pipeline.shared_output is True
 
 
-@pytest.mark.parametrize("send", ["bytes", "paths"])
-def test_send_accepts_bytes_or_paths(send: str) -> None:
-    assert Config().pipeline.send == "bytes"
+@pytest.mark.parametrize("send", ["auto", "bytes", "paths"])
+def test_send_accepts_auto_bytes_or_paths(send: str) -> None:
+    assert Config().pipeline.send == "auto"
     assert parse({"pipeline": {"send": send}}).pipeline.send == send
+
+
+@pytest.mark.parametrize(
+    ("executor", "send", "paths"),
+    [
+        ("process", "auto", True),
+        ("dask://local", "auto", True),
+        ("dask://scheduler:8786", "auto", False),
+        ("process", "bytes", False),
+        ("dask://scheduler:8786", "paths", True),
+    ],
+)
+def test_auto_sends_paths_to_workers_of_this_machine_only(
+    executor: str, send: str, paths: bool
+) -> None:
+    pipeline = parse({"pipeline": {"executor": executor, "send": send}}).pipeline
+    assert pipeline.sends_paths is paths
 
 
 @pytest.mark.parametrize("executor", ["process", "dask://scheduler:8786", "dask://local"])

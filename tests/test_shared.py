@@ -1,4 +1,9 @@
-"""Large inputs reach local workers through shared memory, and no segment outlives its file."""
+"""Large inputs reach local workers through shared memory, and no segment outlives its file.
+
+A file sent whole goes through shared memory with `send = "bytes"`; by default the local
+pool's workers read such files themselves (`send = "auto"`), and only a streamed file's
+blocks take shared memory.
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,7 @@ import pytest
 
 from ingest import shared
 
-from .conftest import Folder, write_csv
+from .conftest import FAST, Folder, write_csv
 from .test_stream import big_csv
 
 pytestmark = pytest.mark.skipif(not shared.SHM_DIR.is_dir(), reason="no /dev/shm")
@@ -85,6 +90,7 @@ def test_sweep_removes_only_the_segments_of_its_own_output_folder(tmp_path: Path
 def test_large_files_are_ingested_through_shared_memory_exactly_once(folder: Folder) -> None:
     """Two copies of a large file, another large one and a small one: every row once,
     the copy a duplicate, and no segment left once `ingest once` has exited."""
+    folder.write_config(**{**FAST, "pipeline": {"workers": 2, "send": "bytes"}})
     big = write_csv(folder.drop / "big.csv", rows=40_000, seed=1)
     assert (folder.drop / "big.csv").stat().st_size >= shared.SHARED_MIN_BYTES
     (folder.drop / "big_copy.csv").write_bytes((folder.drop / "big.csv").read_bytes())
@@ -110,13 +116,31 @@ def test_large_files_are_ingested_through_shared_memory_exactly_once(folder: Fol
     assert segments_of(folder.output) == []
 
 
+def test_by_default_local_workers_read_whole_files_themselves(folder: Folder) -> None:
+    """`send = "auto"` with the local pool: a large file, its copy and a small file are
+    read by their workers, not put in shared memory; every row once, the copy a duplicate."""
+    big = write_csv(folder.drop / "big.csv", rows=40_000, seed=1)
+    assert (folder.drop / "big.csv").stat().st_size >= shared.SHARED_MIN_BYTES
+    (folder.drop / "big_copy.csv").write_bytes((folder.drop / "big.csv").read_bytes())
+    small = write_csv(folder.drop / "small.csv", rows=10, seed=3)
+
+    result, seen = once_watching_segments(folder)
+
+    assert result.returncode == 0, result.stderr
+    assert seen == set()
+    rows = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    (first,) = {"big.csv", "big_copy.csv"} & set(rows)
+    assert rows == {first: len(big), "small.csv": len(small)}
+    assert "duplicate" in result.stderr
+
+
 def test_small_files_read_together_share_a_segment_and_each_gets_its_own_bytes(
     folder: Folder,
 ) -> None:
     """Files under the group size, a megabyte and more of them, read into one segment per
     group: each file's rows are its own, a copy among them is a duplicate, an empty file
     is quarantined on its own, and no segment is left once `ingest once` has exited."""
-    folder.write_config(pipeline={"workers": 2}, watch={"settle_ms": 0})
+    folder.write_config(pipeline={"workers": 2, "send": "bytes"}, watch={"settle_ms": 0})
     expected = {}
     for i in range(24):
         expected[f"f{i:02d}.csv"] = write_csv(folder.drop / f"f{i:02d}.csv", rows=1_600, seed=i)
@@ -143,7 +167,7 @@ def test_small_files_read_together_share_a_segment_and_each_gets_its_own_bytes(
 def test_files_under_a_megabyte_are_read_as_a_group_into_one_segment(folder: Folder) -> None:
     """Files of a few hundred KB, too small for a segment each, are read together: their
     bytes reach the workers through shared memory, not through the pool's pipe."""
-    folder.write_config(pipeline={"workers": 2}, watch={"settle_ms": 0})
+    folder.write_config(pipeline={"workers": 2, "send": "bytes"}, watch={"settle_ms": 0})
     expected = {
         f"m{i}.csv": write_csv(folder.drop / f"m{i}.csv", rows=12_000, seed=i) for i in range(6)
     }

@@ -90,7 +90,7 @@ class Intake:
         self.crash = crash
         self._spawn = spawn
         self._shares_memory = shares_memory  # workers read shared memory: local ones
-        self._send_paths = config.pipeline.send == "paths"  # workers read the files themselves
+        self._send_paths = config.pipeline.sends_paths  # workers read the files themselves
         self._shm_prefix = shared.prefix_for(layout.output)
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         self._streams = asyncio.Semaphore(1)
