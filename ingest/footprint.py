@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, BinaryIO
 
-from . import ipc_size
+from . import ipc_size, regular
 from .inflate import plain_size
 
 if TYPE_CHECKING:
@@ -65,7 +65,7 @@ def footprint(path: Path, name: str, size: int, cap: int) -> Footprint:
         return Footprint(size + plain_size(path, max(cap - size, 0)))
     if not measured(name):
         return Footprint(size)
-    with path.open("rb") as fh:
+    with open(path, "rb", opener=regular.opener) as fh:
         return _from_headers(fh, name, size)
 
 

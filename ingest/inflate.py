@@ -15,6 +15,8 @@ import re
 import zlib
 from pathlib import Path
 
+from . import regular
+
 GZIP_WBITS = 16 + zlib.MAX_WBITS
 # Compressed bytes read at a time: at deflate's densest (about 1032:1, the zlib FAQ) a
 # megabyte is a gigabyte of text, which `Inflater.read` hands out in pieces of its caller's size.
@@ -135,7 +137,7 @@ def plain_size(path: Path, cap: int) -> int:
     Raises OSError if the file cannot be read."""
     inflater = Inflater()
     total, eof = 0, False
-    with path.open("rb") as fh:
+    with open(path, "rb", opener=regular.opener) as fh:
         while total <= cap:
             if inflater.hungry and not eof:
                 raw = fh.read(RAW_BYTES)

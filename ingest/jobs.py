@@ -1,8 +1,8 @@
 """The plain data that crosses the process boundary.
 
 A `Task` carries a batch of files' bytes to a worker, so a worker needs no
-shared filesystem; with `[pipeline] send = "paths"` it carries their paths
-instead, and a worker that sees the service's files reads them itself. A
+shared filesystem; with `[pipeline] send = "paths"` (the default of local
+workers) it carries their paths instead, and the worker reads them itself. A
 `TaskResult` comes back with each file's `Outcome` and the batch's part files,
 already encoded as Parquet: the encoding, the costliest step, runs where the
 cores are. A worker that shares the service's disk (the local pool) writes them
@@ -52,6 +52,20 @@ NOT_AS_SEEN = {
     "InputVanished": "vanished",
     "InputUnreadable": "unreadable",
 }
+
+
+@dataclass(frozen=True)
+class Unread:
+    """Why a worker could not read a file to hash it: the OSError, as data. dask raises a
+    worker's own exception as it was, and a lost connection is an OSError too: one that
+    crossed as an exception could not be told from a worker lost."""
+
+    errno: int | None
+    strerror: str | None
+
+    def error(self, path: str) -> OSError:
+        """The OSError again, FileNotFoundError for a file gone."""
+        return OSError(self.errno, self.strerror, path)
 
 
 @dataclass(frozen=True)

@@ -71,7 +71,11 @@ class Metrics:
             registry=r,
         )
         self.queued = Gauge("ingest_queue_files", "Files waiting for a worker", registry=r)
-        self.bytes_held = Gauge("ingest_bytes_held", "Input bytes read, not resolved", registry=r)
+        self.bytes_held = Gauge(
+            "ingest_bytes_held",
+            "Input bytes admitted (read, or charged for a worker to read), not resolved",
+            registry=r,
+        )
         self.known = Gauge(
             "ingest_known_inputs", "Past inputs remembered in memory (at most known_files)",
             registry=r,

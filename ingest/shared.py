@@ -1,4 +1,6 @@
-"""Inputs handed to a local worker through shared memory, not through the pool's pipe.
+"""Inputs handed to a local worker through shared memory, not through the pool's pipe:
+the blocks of a streamed file, and with `[pipeline] send = "bytes"` a file sent whole
+(by default a local worker reads such a file itself).
 
 Pickled into the pipe, a file's bytes are copied twice more, and the pickling
 holds the GIL: 30 to 45 ms for an 87 MB file, during which the event loop

@@ -31,7 +31,8 @@ def write_corpus(folder: Folder, csvs: int = 12, rows: int = 50) -> Corpus:
     counts["z.csv.gz"] = len(write_csv(plain, rows, 100))
     (folder.drop / "z.csv.gz").write_bytes(gzip.compress(plain.read_bytes()))
     plain.unlink()
-    # Over shared.SHARED_MIN_BYTES: the local pool would get it through shared memory.
+    # Over shared.SHARED_MIN_BYTES: with send = "bytes", the local pool gets it through
+    # shared memory.
     counts["big.csv"] = len(write_csv(folder.drop / "big.csv", 40_000, 101))
     copies = [("s00.csv", "copy_of_s00.csv"), ("e1.jsonl", "sub/copy_of_e1.jsonl")]
     (folder.drop / "sub").mkdir()

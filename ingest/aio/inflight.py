@@ -5,7 +5,7 @@ While in flight, a file may hold:
 
     bytes of the memory budget    taken before it is read (a streamed file: 0, its blocks
                                   take their own); a drain waits for the files holding some
-    a shared-memory segment       a large file's bytes, for a local worker to read
+    a shared-memory segment       its bytes, for a local worker to read (send = "bytes")
     a place upstream              on its way to the queue or in it, in no task yet: the
                                   backlog a dispatcher shares out, and `once`'s "more coming"
     the claim on its sha256       a file with the same bytes waits until this one is done;

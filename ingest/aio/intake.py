@@ -1,13 +1,14 @@
-"""The intake: a settled file becomes bytes in the queue, or a stream of blocks.
+"""The intake: a settled file becomes a job in the queue, or a stream of blocks.
 
     settler.ready -> admit -> plan (sizing) -> whole:   budget -> read -> queue
                                                         (files under GROUP_READ_BYTES read
                                                         many to a hop; each hashed by its
                                                         worker, claimed when its result
                                                         comes back)
-                                               paths:   budget -> queue (send = "paths": the
-                                                        worker reads the file, checks its
-                                                        size and hashes it)
+                                               paths:   budget -> queue (send = "paths", and
+                                                        local workers' default: the worker
+                                                        reads the file, checks its size
+                                                        and hashes it)
                                                blocks:  hash -> claim -> Streamer -> committer
                                                refused: committer (quarantined as TooLarge)
     a file the ledger holds, or the same bytes as one: resolved or set aside, never read twice
@@ -282,8 +283,9 @@ class Intake:
         await self.queue.put(Queued(file, job, in_memory))
 
     async def _queue_path(self, file: DropFile, in_memory: int) -> None:
-        """send = "paths": queue the file's path and the size it settled at. The worker
-        reads it, checks the size and hashes it: nothing of it is read here."""
+        """send = "paths" (local workers' default): queue the file's path and the size it
+        settled at. The worker reads it, checks the size and hashes it: nothing of it is
+        read here."""
         job = Job(file.rel, "", b"", table=self.config.route(file.rel), in_memory=in_memory,
                   path=str(file.path), size=file.size)
         await self.queue.put(Queued(file, job, in_memory))

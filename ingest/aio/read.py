@@ -1,10 +1,11 @@
 """Reading inputs with aiofiles, and hashing them off the loop.
 
 A group of small files is read in one hop to aiofiles' thread, each with plain system
-calls, three a file (open, a read to the end, close): a Python file object costs two
-more (an fstat, a last empty read) and a few microseconds a file. Files bound for local
-workers go into a shared segment, a new one with sendfile, a kept one through its
-mapping (`read_into_segment`).
+calls, four a file (open, an fstat that it is still a regular file, a read to the end,
+close): a Python file object costs one more (a last empty read) and a few microseconds
+a file. Files bound for local workers (`send = "bytes"`; by default they read their
+files themselves) go into a shared segment, a new one with sendfile, a kept one
+through its mapping (`read_into_segment`).
 """
 
 from __future__ import annotations
@@ -20,12 +21,12 @@ from pathlib import Path
 import aiofiles
 import aiofiles.os
 
-from .. import shared
+from .. import regular, shared
 
 
 async def read_bytes(path: Path) -> bytes:
     """The whole file. Raises FileNotFoundError if it vanished since it was seen."""
-    async with aiofiles.open(path, "rb") as fh:
+    async with aiofiles.open(path, "rb", opener=regular.opener) as fh:
         return await fh.read()
 
 
@@ -45,7 +46,7 @@ def _whole(path: Path, size: int) -> bytes:
     """The file's bytes, up to `size` + 1."""
     chunks: list[bytes] = []
     total = 0
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = regular.open_fd(path)
     try:
         while got := os.read(fd, size + 1 - total):
             chunks.append(got)
@@ -85,7 +86,7 @@ def _fill(path: Path, piece: memoryview) -> int:
     (that byte is not kept)."""
     spare = memoryview(bytearray(1))
     length = 0
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = regular.open_fd(path)
     try:
         while got := os.readv(fd, [piece[length:], spare]):
             length += got
@@ -121,7 +122,7 @@ def _send(path: Path, out: int, offset: int, size: int) -> int:
     """Copy the file into `out` at `offset`, in the kernel: its length, or `size` + 1 if
     it is longer (that byte is not copied)."""
     length = 0
-    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    fd = regular.open_fd(path)
     try:
         while length < size and (sent := _copy(fd, out, offset, length, size - length)):
             length += sent
@@ -172,7 +173,7 @@ async def sha256_of_file(path: Path) -> tuple[str, int]:
     """The digest and length of a file too big to hold, read in chunks; a thread hashes each."""
     digest = hashlib.sha256()
     length = 0
-    async with aiofiles.open(path, "rb") as fh:
+    async with aiofiles.open(path, "rb", opener=regular.opener) as fh:
         while chunk := await fh.read(HASH_CHUNK_BYTES):
             length += len(chunk)
             await asyncio.to_thread(digest.update, chunk)

@@ -30,7 +30,7 @@ from typing import TypeVar
 
 import aiofiles
 
-from .. import shared
+from .. import regular, shared
 from ..blocks import (
     LINE_FORMATS,
     STAGING_FAILED,
@@ -253,7 +253,7 @@ class Streamer:
         running: set[asyncio.Task[None]] = set()
         index = 0
         try:
-            async with aiofiles.open(file.path, "rb") as fh:
+            async with aiofiles.open(file.path, "rb", opener=regular.opener) as fh:
                 reader = BlockReader(fh, file.rel, self.block_bytes, _delimiter(spec))
                 while progress.failure is None:
                     if self.draining():

@@ -33,7 +33,7 @@ from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResul
 from ..compute import calls
 from ..compute.calls import init_worker, process, warm
 from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
-from ..jobs import Task, TaskResult
+from ..jobs import Task, TaskResult, Unread
 from . import forkserver
 
 log = logging.getLogger("ingest.compute")
@@ -280,9 +280,12 @@ class Compute:
         """A file's sha256 and length, read and hashed by a worker (one that sees the
         file). Raises OSError if it cannot be read; its timeout grows with the file."""
         per_timeout = 1 + size // HASHED_PER_TIMEOUT
-        return await self.call(
+        got = await self.call(
             calls.sha256_of_path, str(path), f"the hash pass of {path.name}", per_timeout
         )
+        if isinstance(got, Unread):
+            raise got.error(str(path))
+        return got
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.
 

@@ -3,15 +3,15 @@ from the file's path.
 
 Runs in a worker process. The service leaves a whole file's sha256 to the worker,
 which touches every byte anyway; the claim on those bytes is taken when the result
-comes back. With `[pipeline] send = "paths"` the service does not read the file
-either: it sends the path and the size the file had when it settled, and the
-worker reads it. What the worker reads must be the file the service saw: one that
-grew or shrank by then, or is gone (or whose bytes do not match a sha256 the job
-carries), is not decoded. It comes back as a `Failure` named in
-`jobs.NOT_AS_SEEN`, which the service resolves as it would its own finding
-(changed, vanished, unreadable) for that file alone, never as a quarantine; the
-commit's own check (size and mtime) would otherwise find it changed with its whole
-task.
+comes back. With `[pipeline] send = "paths"` (the default of local workers) the
+service does not read the file either: it sends the path and the size the file had
+when it settled, and the worker reads it, if it is still a regular file. What the
+worker reads must be the file the service saw: one that grew or shrank by then, or
+is gone (or whose bytes do not match a sha256 the job carries), is not decoded. It
+comes back as a `Failure` named in `jobs.NOT_AS_SEEN`, which the service resolves as
+it would its own finding (changed, vanished, unreadable) for that file alone, never
+as a quarantine; the commit's own check (size and mtime) would otherwise find it
+changed with its whole task.
 """
 
 from __future__ import annotations
@@ -19,8 +19,8 @@ from __future__ import annotations
 import hashlib
 from dataclasses import replace
 
-from .. import shared
-from ..jobs import Failure, Job
+from .. import regular, shared
+from ..jobs import Failure, Job, Unread
 
 
 def message(exc: BaseException) -> str:
@@ -55,7 +55,7 @@ def _read_path(job: Job, path: str) -> Job | Failure:
     try:
         # One byte past the expected size tells a grown file from a complete one without
         # reading all of a file appended to without end.
-        with open(path, "rb") as fh:
+        with open(path, "rb", opener=regular.opener) as fh:
             data = fh.read(job.size + 1)
     except FileNotFoundError:
         return Failure("InputVanished", f"{path} was gone when a worker went to read it")
@@ -80,16 +80,19 @@ def _read_path(job: Job, path: str) -> Job | Failure:
 HASH_CHUNK_BYTES = 8 << 20
 
 
-def sha256_of_path(path: str) -> tuple[str, int]:
+def sha256_of_path(path: str) -> tuple[str, int] | Unread:
     """The sha256 and length of a file too big to hold, read from its path: the hash pass
     of a streamed file, done by a worker that sees the drop folder, so that the service's
-    own process does not hash every byte. Raises OSError as `open` and `read` do."""
+    own process does not hash every byte. Why it could not be read, if it could not."""
     digest = hashlib.sha256()
     length = 0
-    with open(path, "rb", buffering=0) as fh:
-        buffer = bytearray(HASH_CHUNK_BYTES)
-        view = memoryview(buffer)
-        while got := fh.readinto(buffer):
-            digest.update(view[:got])
-            length += got
+    try:
+        with open(path, "rb", buffering=0, opener=regular.opener) as fh:
+            buffer = bytearray(HASH_CHUNK_BYTES)
+            view = memoryview(buffer)
+            while got := fh.readinto(buffer):
+                digest.update(view[:got])
+                length += got
+    except OSError as exc:
+        return Unread(exc.errno, exc.strerror or message(exc))
     return digest.hexdigest(), length

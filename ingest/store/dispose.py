@@ -16,6 +16,7 @@ import shutil
 import time
 from pathlib import Path
 
+from .. import regular
 from ..files import DropFile, mtime_ns
 from ..jobs import Failure
 from .layout import Layout, shown, today
@@ -141,7 +142,7 @@ def sha256_of(path: Path) -> str:
     """The sha256 of an input no worker returned one for (it killed or hung the worker);
     "" if it is gone or unreadable by now."""
     try:
-        with path.open("rb") as fh:
+        with open(path, "rb", opener=regular.opener) as fh:
             return hashlib.file_digest(fh, "sha256").hexdigest()
     except OSError:
         return ""

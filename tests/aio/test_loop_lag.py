@@ -80,8 +80,14 @@ def heavy(tmp_path_factory: pytest.TempPathFactory) -> Config:
     return _config(root)
 
 
-def test_loop_lag_p99_stays_low_while_the_pool_is_saturated(heavy: Config) -> None:
-    p99, ingested = _lag_p99(heavy, inline=False)
+@pytest.mark.parametrize("send", ["auto", "bytes"])  # bytes: read into shared memory here
+def test_loop_lag_p99_stays_low_while_the_pool_is_saturated(heavy: Config, send: str) -> None:
+    config = dataclasses.replace(
+        heavy,
+        paths=dataclasses.replace(heavy.paths, output=heavy.paths.output.with_name(f"out-{send}")),
+        pipeline=dataclasses.replace(heavy.pipeline, send=send),
+    )
+    p99, ingested = _lag_p99(config, inline=False)
     assert ingested == 12
     assert p99 < BOUND_S, f"loop lag p99 {p99 * 1000:.1f} ms"
 

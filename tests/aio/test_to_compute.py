@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from pathlib import Path
 
 import pytest
 
@@ -103,3 +104,31 @@ def test_calls_made_while_the_pool_is_replaced_run_on_the_new_pool() -> None:
     innocent, breakages = asyncio.run(main(), debug=True)
     assert innocent == list(range(8))
     assert breakages == 1
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.parametrize("executor", ["process", "dask://local"])
+def test_a_hash_pass_that_cannot_read_its_file_raises_the_error_and_breaks_no_worker(
+    executor: str, tmp_path: Path
+) -> None:
+    """dask raises a worker's OSError as it was, and its own lost connections are OSErrors
+    too: the error crosses as data, and the service raises it again as the file's."""
+    os.mkfifo(tmp_path / "swapped.csv")
+
+    async def main() -> tuple[list[BaseException | tuple[str, int]], int]:
+        compute = Compute(executor, 2, 60)
+        await asyncio.to_thread(compute.start)
+        try:
+            got = await asyncio.gather(
+                compute.sha256_of(tmp_path / "gone.csv", 10),
+                compute.sha256_of(tmp_path / "swapped.csv", 10),
+                return_exceptions=True,
+            )
+            return got, compute.breakages
+        finally:
+            compute.shutdown()
+
+    (gone, swapped), breakages = asyncio.run(main())
+    assert isinstance(gone, FileNotFoundError), gone
+    assert isinstance(swapped, OSError) and swapped.strerror == "not a regular file", swapped
+    assert breakages == 0

@@ -18,7 +18,7 @@ import pytest
 from ingest.compute import inputs
 from ingest.compute.task import process
 from ingest.config import Features
-from ingest.jobs import NOT_AS_SEEN, EncodedPart, Job, Task, TaskResult
+from ingest.jobs import NOT_AS_SEEN, EncodedPart, Job, Task, TaskResult, Unread
 
 CSV = b"timestamp,temperature\n1,20.5\n2,21.5\n3,22.5\n"
 
@@ -68,8 +68,10 @@ def test_a_worker_reads_the_file_at_the_path_it_is_sent_and_hashes_it(tmp_path: 
         (lambda p: p.write_bytes(CSV[:-7]), "InputChanged"),
         (lambda p: p.unlink(), "InputVanished"),
         (lambda p: (p.unlink(), p.mkdir()), "InputUnreadable"),
+        # Opened to read, a FIFO would wait for a writer for ever.
+        (lambda p: (p.unlink(), os.mkfifo(p)), "InputUnreadable"),
     ],
-    ids=["rewritten-same-size", "appended", "truncated", "deleted", "not-a-file"],
+    ids=["rewritten-same-size", "appended", "truncated", "deleted", "not-a-file", "fifo"],
 )
 def test_a_file_that_is_not_what_was_claimed_is_refused_and_never_encoded(
     tmp_path: Path, change: object, error: str
@@ -102,5 +104,12 @@ def test_the_hash_pass_of_a_path_gives_its_sha256_and_length(tmp_path: Path) -> 
     )
     (tmp_path / "empty.csv").write_bytes(b"")
     assert inputs.sha256_of_path(str(tmp_path / "empty.csv")) == (hashlib.sha256().hexdigest(), 0)
+    # An OSError comes back as data (dask raises a worker's OSError as its own lost
+    # connections), and is raised again by the service as it was.
+    gone = inputs.sha256_of_path(str(tmp_path / "gone.csv"))
+    assert isinstance(gone, Unread)
     with pytest.raises(FileNotFoundError):
-        inputs.sha256_of_path(str(tmp_path / "gone.csv"))
+        raise gone.error(str(tmp_path / "gone.csv"))
+    os.mkfifo(tmp_path / "fifo.csv")  # opened to read, it would wait for a writer for ever
+    fifo = inputs.sha256_of_path(str(tmp_path / "fifo.csv"))
+    assert isinstance(fifo, Unread) and fifo.strerror == "not a regular file"

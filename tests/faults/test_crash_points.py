@@ -97,12 +97,18 @@ def test_kill_9_at_each_commit_point_then_restart_is_exactly_once(
 
 
 @pytest.mark.parametrize(
-    "rounds",
-    [pytest.param(4, id="4-rounds"), pytest.param(20, id="20-rounds", marks=pytest.mark.slow)],
+    ("rounds", "send"),
+    [
+        pytest.param(4, "auto", id="4-rounds"),
+        pytest.param(4, "bytes", id="4-rounds-bytes"),  # files in shared memory at the kill
+        pytest.param(20, "auto", id="20-rounds", marks=pytest.mark.slow),
+    ],
 )
-def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder, rounds: int) -> None:
+def test_kill_9_at_random_moments_over_a_growing_drop_folder(
+    folder: Folder, rounds: int, send: str
+) -> None:
     folder.write_config(
-        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2},
+        watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, "send": send},
         output={"flush_s": 0.1},
     )
     rng = random.Random(1234)
@@ -111,7 +117,7 @@ def test_kill_9_at_random_moments_over_a_growing_drop_folder(folder: Folder, rou
     for round_ in range(rounds):
         good, worse = _populate(folder, round_ * 40, 40, bad=1 if round_ % 5 == 0 else 0)
         expected.update(good)
-        # and a file large enough to reach its worker through shared memory
+        # and a file large enough to reach its worker through shared memory (send = "bytes")
         big = folder.drop / f"big{round_:04d}.csv"
         expected[big.name] = len(write_csv(big, rows=40_000, seed=10_000 + round_))
         bad |= worse

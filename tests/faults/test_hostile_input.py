@@ -356,6 +356,45 @@ def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_r
     assert version["size"] == len(b"x\n" + b"1.23456\n" * 80_000)
 
 
+@pytest.mark.parametrize("send", ["bytes", "paths"])
+def test_file_replaced_by_a_fifo_while_waiting_to_be_read_is_logged_unreadable(
+    folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch, send: str
+) -> None:
+    """Held back by the byte budget, a file is replaced by a FIFO before its reader (the
+    service with `bytes`, a worker with `paths`) opens it: an open to read would wait for
+    a writer for ever, and every file after it with it."""
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    folder.write_config(
+        watch={"settle_ms": 50, "rescan_s": 1},
+        pipeline={"workers": 1, "memory_mb": 1, "send": send},
+        features={"sets": ["summary", "tests.plugin_sets:slow"]},
+        output={"flush_s": 0.2},
+    )
+    svc = service()
+    svc.wait_ready()
+    width = 60
+    blocker = ",".join(f"c{i}" for i in range(width)) + "\n" + "".join(
+        ",".join(f"{r}.{c:04d}" for c in range(width)) + "\n" for r in range(1300)
+    )
+    drop_aged(folder, "blocker.csv", blocker.encode())
+    time.sleep(0.5)
+    swapped = drop_aged(folder, "swapped.csv", b"x\n" + b"1.23456\n" * 80_000)
+    time.sleep(0.7)
+    assert "swapped.csv" not in svc.text(), "the budget should still hold swapped.csv back"
+    swapped.unlink()
+    os.mkfifo(swapped)
+
+    wait_for(lambda: "unreadable swapped.csv" in svc.text(), 30, "swapped.csv to be unreadable")
+    assert "not a regular file" in svc.text()
+    drop_by_rename(folder, "after.csv", csv_bytes(10, seed=3))
+    wait_for(lambda: "after.csv" in records(folder), 30, "a good file dropped afterwards")
+
+    assert svc.stop() == 0, svc.text()
+    assert set(records(folder)) == {"blocker.csv", "after.csv"}
+    assert _listing(folder) == []
+    assert svc.text().count("unreadable swapped.csv") == 1  # a FIFO is not read again
+
+
 def test_file_deleted_before_it_settles_is_logged_vanished(
     folder: Folder, service: Callable[..., Service]
 ) -> None:

@@ -59,11 +59,13 @@ def _backlog(folder: Folder, count: int, rows: int = 20) -> dict[str, int]:
     }
 
 
+@pytest.mark.parametrize("send", ["auto", "bytes"])  # bytes: groups read into shared memory
 def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_once(
-    folder: Folder, start: Start
+    folder: Folder, start: Start, send: str
 ) -> None:
     folder.write_config(
-        watch={"settle_ms": 0}, pipeline={"workers": 2, "queue_files": 16, "drain_s": 30},
+        watch={"settle_ms": 0},
+        pipeline={"workers": 2, "queue_files": 16, "drain_s": 30, "send": send},
         features={"sets": ["summary", "tests.plugin_sets:slow"]},
         output={"flush_s": 0.2, "target_file_mb": 1},
     )

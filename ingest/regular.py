@@ -1,0 +1,38 @@
+"""Opening an input only while it is a regular file.
+
+A file is found to be a regular file when it settles, and opened later, by the service
+or by a worker: by then a FIFO or a device may stand at its path. Opening a FIFO to
+read waits for a writer, for ever (a commit's thread, or a worker, with it); a device's
+bytes may never end. These open without waiting (O_NONBLOCK, which reads of a regular
+file ignore) and refuse whatever is not a regular file, as an OSError.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+from pathlib import Path
+
+
+class NotRegular(OSError):
+    """What stands at an input's path is not a regular file (any more)."""
+
+
+def opener(path: str, flags: int) -> int:
+    """For `open(path, mode, opener=opener)`: a descriptor of the regular file at `path`."""
+    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
+    try:
+        regular = stat.S_ISREG(os.fstat(fd).st_mode)
+    except BaseException:
+        os.close(fd)
+        raise
+    if not regular:
+        os.close(fd)
+        raise NotRegular(errno.EINVAL, "not a regular file", path)
+    return fd
+
+
+def open_fd(path: str | Path) -> int:
+    """A descriptor to read the regular file at `path`. Raises OSError (NotRegular)."""
+    return opener(os.fspath(path), os.O_RDONLY)

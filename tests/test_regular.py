@@ -1,0 +1,72 @@
+"""Every reader of an input refuses what is no longer a regular file, at once.
+
+A file is a regular file when it settles and is opened later; a FIFO put in its place
+would make an open to read wait for a writer for ever (the commit's thread with it),
+a device would give bytes without end. Real FIFOs and devices in tmp_path and /dev.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+
+from ingest import regular
+from ingest.aio import read
+from ingest.footprint import footprint
+from ingest.inflate import plain_size
+from ingest.store.dispose import sha256_of
+
+
+@pytest.fixture
+def fifo(tmp_path: Path) -> Path:
+    path = tmp_path / "swapped.csv"
+    os.mkfifo(path)
+    return path
+
+
+@pytest.mark.timeout(20)
+def test_the_service_readers_refuse_a_fifo_without_waiting_for_a_writer(
+    fifo: Path, tmp_path: Path
+) -> None:
+    [got] = read._read_all([fifo], [10])
+    assert isinstance(got, regular.NotRegular) and got.strerror == "not a regular file"
+    buffer = memoryview(bytearray(10))
+    [got] = read._read_all_into([fifo], buffer, [10])
+    assert isinstance(got, regular.NotRegular)
+    out = os.open(tmp_path / "segment", os.O_RDWR | os.O_CREAT)
+    [got] = read._send_all([fifo], out, [10])
+    assert isinstance(got, regular.NotRegular)
+    with pytest.raises(regular.NotRegular):
+        asyncio.run(read.read_bytes(fifo))
+    with pytest.raises(regular.NotRegular):
+        asyncio.run(read.sha256_of_file(fifo))
+    # Sizing a compressed file, and the commit's hash of a file no worker hashed.
+    with pytest.raises(regular.NotRegular):
+        plain_size(fifo, 100)
+    with pytest.raises(regular.NotRegular):
+        footprint(fifo, "swapped.npz", 10, 100)
+    assert sha256_of(fifo) == ""
+
+
+@pytest.mark.parametrize("where", ["/dev/zero", "directory"])
+def test_a_device_or_a_directory_is_not_a_regular_file(where: str, tmp_path: Path) -> None:
+    path = tmp_path if where == "directory" else Path(where)
+    with pytest.raises(regular.NotRegular):
+        regular.open_fd(path)
+
+
+def test_a_regular_file_opens_and_reads_as_it_is(tmp_path: Path) -> None:
+    path = tmp_path / "a.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    fd = regular.open_fd(path)
+    try:
+        assert os.read(fd, 100) == b"a,b\n1,2\n"
+    finally:
+        os.close(fd)
+    with open(path, "rb", opener=regular.opener) as fh:
+        assert fh.read() == b"a,b\n1,2\n"
+    with pytest.raises(FileNotFoundError):
+        regular.open_fd(tmp_path / "gone.csv")
