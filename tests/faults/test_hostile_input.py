@@ -311,15 +311,15 @@ def test_enormous_line_within_memory_mb_is_quarantined_by_a_record_size_guard(
 # ---- 6. deleted between the event and the read --------------------------------------
 
 
-def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_retried(
-    folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # The byte budget holds `doomed.csv` between settling and reading while a slow file
-    # (60 columns x 50 ms of plugin time) occupies it; the test deletes it in that window.
-    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+def _held_back(
+    folder: Folder, service: Callable[..., Service], name: str, **pipeline: object
+) -> tuple[Service, Path]:
+    """A service whose byte budget holds `name` between settling and reading while a slow
+    file (60 columns x 50 ms of plugin time) occupies the one worker: the window for the
+    test to take the file away. Needs PYTHONPATH to hold the test feature sets."""
     folder.write_config(
         watch={"settle_ms": 50, "rescan_s": 1},
-        pipeline={"workers": 1, "memory_mb": 1},
+        pipeline={"workers": 1, "memory_mb": 1, **pipeline},
         features={"sets": ["summary", "tests.plugin_sets:slow"]},
         output={"flush_s": 0.2},
     )
@@ -332,9 +332,17 @@ def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_r
     assert 600_000 < len(blocker) < 1 << 20
     drop_aged(folder, "blocker.csv", blocker.encode())
     time.sleep(0.5)
-    doomed = drop_aged(folder, "doomed.csv", b"x\n" + b"1.23456\n" * 80_000)
+    held = drop_aged(folder, name, b"x\n" + b"1.23456\n" * 80_000)
     time.sleep(0.7)
-    assert "doomed.csv" not in svc.text(), "the budget should still hold doomed.csv back"
+    assert name not in svc.text(), f"the budget should still hold {name} back"
+    return svc, held
+
+
+def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_retried(
+    folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))
+    svc, doomed = _held_back(folder, service, "doomed.csv")
     doomed.unlink()
 
     wait_for(lambda: "vanished doomed.csv" in svc.text(), 30, "doomed.csv to be logged vanished")
@@ -364,23 +372,7 @@ def test_file_replaced_by_a_fifo_while_waiting_to_be_read_is_logged_unreadable(
     service with `bytes`, a worker with `paths`) opens it: an open to read would wait for
     a writer for ever, and every file after it with it."""
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    folder.write_config(
-        watch={"settle_ms": 50, "rescan_s": 1},
-        pipeline={"workers": 1, "memory_mb": 1, "send": send},
-        features={"sets": ["summary", "tests.plugin_sets:slow"]},
-        output={"flush_s": 0.2},
-    )
-    svc = service()
-    svc.wait_ready()
-    width = 60
-    blocker = ",".join(f"c{i}" for i in range(width)) + "\n" + "".join(
-        ",".join(f"{r}.{c:04d}" for c in range(width)) + "\n" for r in range(1300)
-    )
-    drop_aged(folder, "blocker.csv", blocker.encode())
-    time.sleep(0.5)
-    swapped = drop_aged(folder, "swapped.csv", b"x\n" + b"1.23456\n" * 80_000)
-    time.sleep(0.7)
-    assert "swapped.csv" not in svc.text(), "the budget should still hold swapped.csv back"
+    svc, swapped = _held_back(folder, service, "swapped.csv", send=send)
     swapped.unlink()
     os.mkfifo(swapped)
 
