@@ -287,7 +287,7 @@ class Intake:
         settled at. The worker reads it, checks the size and hashes it: nothing of it is
         read here."""
         job = Job(file.rel, "", b"", table=self.config.route(file.rel), in_memory=in_memory,
-                  path=str(file.path), size=file.size)
+                  path=str(file.path), size=file.size, mtime_ns=file.mtime_ns)
         await self.queue.put(Queued(file, job, in_memory))
 
     async def _digest(self, file: DropFile) -> str | None:

@@ -17,9 +17,11 @@ changed with its whole task.
 from __future__ import annotations
 
 import hashlib
+import os
 from dataclasses import replace
 
 from .. import regular, shared
+from ..files import mtime_ns
 from ..jobs import Failure, Job, Unread
 
 
@@ -57,6 +59,7 @@ def _read_path(job: Job, path: str) -> Job | Failure:
         # reading all of a file appended to without end.
         with open(path, "rb", opener=regular.opener) as fh:
             data = fh.read(job.size + 1)
+            written = mtime_ns(os.fstat(fh.fileno()))  # after the read: a write during it too
     except FileNotFoundError:
         return Failure("InputVanished", f"{path} was gone when a worker went to read it")
     except OSError as exc:
@@ -69,6 +72,10 @@ def _read_path(job: Job, path: str) -> Job | Failure:
     if len(data) < job.size:
         return Failure(
             "InputChanged", f"a worker found {len(data)} bytes where it settled at {job.size}"
+        )
+    if job.mtime_ns is not None and written != job.mtime_ns:
+        return Failure(
+            "InputChanged", "it was written again after it settled, before a worker read it"
         )
     digest = hashlib.sha256(data).hexdigest()
     if job.sha256 and digest != job.sha256:

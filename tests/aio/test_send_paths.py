@@ -51,9 +51,10 @@ def _readings(value: float) -> bytes:
 def test_files_changed_after_they_were_queued_are_read_as_they_are_when_the_worker_reads_them(
     folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Three files wait in the queue for the one worker, busy with a slow file: one grows,
+    """Four files wait in the queue for the one worker, busy with a slow file: one grows,
     one is rewritten in place (same size, its mtime put back, which the commit's own
-    check cannot see), one is deleted. None is committed with bytes it no longer holds."""
+    check cannot see), one is written again at its size, one is deleted. None is
+    committed with bytes it no longer holds."""
     folder.write_config(
         watch={"settle_ms": 0, "rescan_s": 2},
         pipeline={"workers": 1, "send": "paths"},
@@ -69,11 +70,11 @@ def test_files_changed_after_they_were_queued_are_read_as_they_are_when_the_work
     write_csv(folder.root / "blocker.csv", 5, 1, columns=60)  # 3 s in the worker
     os.replace(folder.root / "blocker.csv", folder.drop / "blocker.csv")
     wait_for(busy.exists, 30, "the worker to have the blocker")
-    for name in ("grown.csv", "rewritten.csv", "gone.csv"):
+    for name in ("grown.csv", "rewritten.csv", "touched.csv", "gone.csv"):
         drop_by_rename(folder, name, _readings(1.5))
     # Settled and admitted (each holds its size in the byte budget until it is resolved):
     # their task waits for the busy worker.
-    held = (folder.drop / "blocker.csv").stat().st_size + 3 * len(_readings(1.5))
+    held = (folder.drop / "blocker.csv").stat().st_size + 4 * len(_readings(1.5))
     wait_for(lambda: (metric(port, "ingest_bytes_held") or 0) >= held, 30, "the files queued")
     with (folder.drop / "grown.csv").open("ab") as fh:
         fh.write(b"40,2.5\n")
@@ -81,25 +82,33 @@ def test_files_changed_after_they_were_queued_are_read_as_they_are_when_the_work
     before = rewritten.stat()
     rewritten.write_bytes(_readings(2.5))  # in place: the same size
     os.utime(rewritten, ns=(before.st_atime_ns, before.st_mtime_ns))
+    touched = folder.drop / "touched.csv"
+    before = touched.stat()
+    touched.write_bytes(_readings(3.5))
+    os.utime(touched, ns=(before.st_atime_ns, before.st_mtime_ns + 2_000_000_000))
     (folder.drop / "gone.csv").unlink()
 
     wait_for(lambda: not list(folder.drop.glob("*.csv")), 60, "the drop folder to empty")
     assert proc.stop() == 0, proc.text()
 
-    assert folder.rows_per_file() == {"blocker.csv": 5, "grown.csv": 41, "rewritten.csv": 40}
-    for name in ("grown.csv", "rewritten.csv"):
+    assert folder.rows_per_file() == {
+        "blocker.csv": 5, "grown.csv": 41, "rewritten.csv": 40, "touched.csv": 40
+    }
+    for name in ("grown.csv", "rewritten.csv", "touched.csv"):
         content = (folder.archive.glob(f"*/{name}").__next__()).read_bytes()
         assert folder.query(
             f"SELECT DISTINCT source_sha256 FROM records WHERE source_file = '{name}'"
         ) == [(hashlib.sha256(content).hexdigest(),)], name
-    assert folder.query(
-        "SELECT DISTINCT v FROM records WHERE source_file = 'rewritten.csv'"
-    ) == [(2.5,)]
+    for name, value in (("rewritten.csv", 2.5), ("touched.csv", 3.5)):
+        assert folder.query(
+            f"SELECT DISTINCT v FROM records WHERE source_file = '{name}'"
+        ) == [(value,)], name
     assert not list(folder.quarantine.iterdir())
     # Found by the worker, for that file alone, not by the commit for its whole task.
     log = proc.text()
     assert "changed grown.csv " in log and "grew past the 282 bytes" in log, log
     assert "vanished gone.csv " in log and "gone when a worker went to read it" in log, log
+    assert "changed touched.csv " in log and "written again after it settled" in log, log
     with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
         assert db.execute("SELECT count(*) FROM files WHERE path = 'gone.csv'").fetchone() == (0,)
     # Gone before its worker read it: `explain` tells it as a vanished version, as it does

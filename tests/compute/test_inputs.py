@@ -18,6 +18,7 @@ import pytest
 from ingest.compute import inputs
 from ingest.compute.task import process
 from ingest.config import Features
+from ingest.files import mtime_ns
 from ingest.jobs import NOT_AS_SEEN, EncodedPart, Job, Task, TaskResult, Unread
 
 CSV = b"timestamp,temperature\n1,20.5\n2,21.5\n3,22.5\n"
@@ -113,3 +114,35 @@ def test_the_hash_pass_of_a_path_gives_its_sha256_and_length(tmp_path: Path) -> 
     os.mkfifo(tmp_path / "fifo.csv")  # opened to read, it would wait for a writer for ever
     fifo = inputs.sha256_of_path(str(tmp_path / "fifo.csv"))
     assert isinstance(fifo, Unread) and fifo.strerror == "not a regular file"
+
+
+@pytest.mark.parametrize("mtime_put_back", [False, True])
+def test_a_file_written_again_at_its_size_before_its_worker_read_it(
+    tmp_path: Path, mtime_put_back: bool
+) -> None:
+    """As the service sends a job: no sha256, the size and mtime it settled at. Written
+    again at the same size, the file is refused for itself, as changed, rather than found
+    changed at commit with every file of its task; with its mtime put back nothing can
+    tell, and it is read as it is (README: a file rewritten in place)."""
+    good, victim = tmp_path / "good.csv", tmp_path / "victim.csv"
+    good.write_bytes(CSV)
+    victim.write_bytes(CSV)
+    settled = victim.stat()
+    sent = [
+        Job(p.name, "", b"", path=str(p), size=p.stat().st_size, mtime_ns=mtime_ns(p.stat()))
+        for p in (good, victim)
+    ]
+    victim.write_bytes(CSV.replace(b"20.5", b"99.9"))
+    later = settled.st_mtime_ns + (0 if mtime_put_back else 2_000_000_000)
+    os.utime(victim, ns=(settled.st_atime_ns, later))
+
+    ok, written = _run(*sent).outcomes
+
+    assert ok.failure is None and ok.rows == 3
+    if mtime_put_back:
+        assert written.failure is None and written.rows == 3
+        assert written.sha256 == hashlib.sha256(victim.read_bytes()).hexdigest()
+    else:
+        assert written.failure is not None and written.failure.error == "InputChanged"
+        assert "written again" in written.failure.message
+        assert written.rows == 0
