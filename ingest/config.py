@@ -82,12 +82,18 @@ class Pipeline:
     known_files: int = KNOWN_FILES
 
     @property
+    def local_workers(self) -> bool:
+        """Whether the workers are this machine's processes (the local pool's, and
+        `dask://local`'s): they see the drop folder, and its files' mtimes, as it is."""
+        return self.executor in ("process", "dask://local")
+
+    @property
     def sends_paths(self) -> bool:
         """Whether a task carries each file's path for its worker to read, not its bytes.
-        The local pool's and `dask://local`'s workers see the drop folder, and reading a
-        file there spares the service a copy of every byte (into shared memory)."""
+        A local worker sees the drop folder, and reading a file there spares the service
+        a copy of every byte (into shared memory)."""
         if self.send == "auto":
-            return self.executor in ("process", "dask://local")
+            return self.local_workers
         return self.send == "paths"
 
 

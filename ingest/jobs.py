@@ -37,9 +37,10 @@ class Job:
     # (and its sha256, if one is given) before it decodes it (ingest/compute/inputs.py).
     path: str | None = None
     size: int = 0
-    # send = "paths": the mtime the file settled at (`files.mtime_ns`). A file written
-    # again before its worker read it is refused for itself, rather than found changed
-    # at commit with every file of its task.
+    # send = "paths" to a local worker: the mtime the file settled at (`files.mtime_ns`).
+    # A file written again before its worker read it is refused for itself, rather than
+    # found changed at commit with every file of its task. None for another machine's
+    # worker, whose mount may keep mtimes coarser.
     mtime_ns: int | None = None
     # Where in `shared` the bytes start (small files read together share one segment);
     # `size` bytes of it are the file's.

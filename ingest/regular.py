@@ -3,8 +3,8 @@
 A file is found to be a regular file when it settles, and opened later, by the service
 or by a worker: by then a FIFO or a device may stand at its path. Opening a FIFO to
 read waits for a writer, for ever (a commit's thread, or a worker, with it); a device's
-bytes may never end. These open without waiting (O_NONBLOCK, which reads of a regular
-file ignore) and refuse whatever is not a regular file, as an OSError.
+bytes may never end. These open without waiting (O_NONBLOCK), refuse whatever is not a
+regular file, as an OSError, and give back a descriptor that blocks as any other.
 """
 
 from __future__ import annotations
@@ -21,9 +21,22 @@ class NotRegular(OSError):
 
 def opener(path: str, flags: int) -> int:
     """For `open(path, mode, opener=opener)`: a descriptor of the regular file at `path`."""
-    fd = os.open(path, flags | os.O_NONBLOCK | os.O_CLOEXEC)
+    flags |= os.O_CLOEXEC | os.O_NOCTTY
+    try:
+        fd = os.open(path, flags | os.O_NONBLOCK)
+    except BlockingIOError:
+        # A regular file under another process's lease (a Samba oplock, an NFS
+        # delegation): opened without O_NONBLOCK, the open waits for the lease to be let
+        # go, as it did before. A FIFO opened to read never answers so.
+        if not stat.S_ISREG(os.stat(path).st_mode):
+            raise NotRegular(errno.EINVAL, "not a regular file", path) from None
+        fd = os.open(path, flags)
     try:
         regular = stat.S_ISREG(os.fstat(fd).st_mode)
+        if regular:
+            # Reads of a regular file ignore O_NONBLOCK on a local disk; a FUSE mount's
+            # daemon is told of it, and could answer EAGAIN, which no reader here expects.
+            os.set_blocking(fd, True)
     except BaseException:
         os.close(fd)
         raise

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -18,6 +20,8 @@ from ingest.aio import read
 from ingest.footprint import footprint
 from ingest.inflate import plain_size
 from ingest.store.dispose import sha256_of
+from ingest.store.explain import _same_version
+from ingest.store.ledger import FileRecord
 
 
 @pytest.fixture
@@ -70,3 +74,59 @@ def test_a_regular_file_opens_and_reads_as_it_is(tmp_path: Path) -> None:
         assert fh.read() == b"a,b\n1,2\n"
     with pytest.raises(FileNotFoundError):
         regular.open_fd(tmp_path / "gone.csv")
+
+
+@pytest.mark.timeout(20)
+def test_explain_compares_a_version_known_by_content_alone_without_opening_a_fifo(
+    fifo: Path, tmp_path: Path
+) -> None:
+    """A rebuilt ledger knows no size or mtime: `ingest explain` hashes what stands at the
+    path to tell the version, and a FIFO or a folder there is simply not it."""
+    record = FileRecord(fifo.name, size=-1, mtime_ns=-1, sha256="0" * 64, state="ingested")
+    assert _same_version(fifo, record) is False
+    assert _same_version(tmp_path, record) is False  # a folder: not a traceback
+
+
+def _hold_a_lease(path: Path) -> subprocess.Popen[str]:
+    """A process holding a write lease on `path` (as Samba's oplocks and NFS delegations
+    do), which lets go a moment after another process opens the file."""
+    code = (
+        "import fcntl, os, signal, sys, time\n"
+        f"fd = os.open({str(path)!r}, os.O_RDWR)\n"
+        "def let_go(*_):\n"
+        "    time.sleep(0.3)\n"
+        "    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)\n"
+        "    sys.exit(0)\n"
+        "signal.signal(signal.SIGIO, let_go)\n"
+        "try:\n"
+        "    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_WRLCK)\n"
+        "except OSError as exc:\n"
+        "    print('no lease', exc, flush=True)\n"
+        "    sys.exit(0)\n"
+        "print('held', flush=True)\n"
+        "time.sleep(30)\n"
+    )
+    return subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+
+
+@pytest.mark.timeout(60)
+def test_a_file_under_another_process_lease_is_opened_once_the_lease_is_let_go(
+    tmp_path: Path,
+) -> None:
+    """Opened without waiting, a file under a lease is refused at once (EWOULDBLOCK); it is
+    opened as a plain open would, once the holder lets go."""
+    path = tmp_path / "leased.csv"
+    path.write_bytes(b"a,b\n1,2\n")
+    with _hold_a_lease(path) as holder:
+        assert holder.stdout is not None
+        said = holder.stdout.readline().strip()
+        if said != "held":
+            holder.wait(10)
+            pytest.skip(f"this file system gives no lease: {said}")
+
+        fd = regular.open_fd(path)
+        try:
+            assert os.read(fd, 100) == b"a,b\n1,2\n"
+        finally:
+            os.close(fd)
+        assert holder.wait(10) == 0

@@ -92,6 +92,7 @@ class Intake:
         self._spawn = spawn
         self._shares_memory = shares_memory  # workers read shared memory: local ones
         self._send_paths = config.pipeline.sends_paths  # workers read the files themselves
+        self._check_mtime = config.pipeline.local_workers
         self._shm_prefix = shared.prefix_for(layout.output)
         self._read_slots = asyncio.Semaphore(READ_CONCURRENCY)
         self._streams = asyncio.Semaphore(1)
@@ -286,8 +287,7 @@ class Intake:
         """send = "paths" (local workers' default): queue the file's path and the size it
         settled at. The worker reads it, checks the size and hashes it: nothing of it is
         read here."""
-        job = Job(file.rel, "", b"", table=self.config.route(file.rel), in_memory=in_memory,
-                  path=str(file.path), size=file.size, mtime_ns=file.mtime_ns)
+        job = path_job(file, self.config.route(file.rel), in_memory, self._check_mtime)
         await self.queue.put(Queued(file, job, in_memory))
 
     async def _digest(self, file: DropFile) -> str | None:
@@ -369,3 +369,12 @@ class Intake:
             log.debug("%s: %d rows in %d blocks, staged", file.rel, outcome.rows, outcome.blocks)
             accepted = Accepted(file, digest, outcome.rows, table=self.config.route(file.rel))
             self.committer.add(TaskOutput([accepted], outcome.parts))
+
+
+def path_job(file: DropFile, table: str, in_memory: int, local: bool) -> Job:
+    """send = "paths": the job that carries the file's path and the size it settled at,
+    and, for a `local` worker, its mtime. Another machine's mount may keep mtimes coarser
+    than this one's (sshfs, a CIFS share): its worker, asked to check one, would find
+    every file written again, for ever."""
+    return Job(file.rel, "", b"", table=table, in_memory=in_memory, path=str(file.path),
+               size=file.size, mtime_ns=file.mtime_ns if local else None)

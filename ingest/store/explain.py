@@ -24,6 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from .. import regular
 from ..config import Config
 from ..files import mtime_ns
 from ..selection import matches
@@ -84,8 +85,11 @@ def _same_version(path: Path, record: FileRecord) -> bool:
     if record.size >= 0 and record.mtime_ns >= 0:
         return (st.st_size, mtime_ns(st)) == (record.size, record.mtime_ns)
     # A rebuilt ledger knows no size or mtime: the content decides.
-    with path.open("rb") as fh:
-        return hashlib.file_digest(fh, "sha256").hexdigest() == record.sha256
+    try:
+        with open(path, "rb", opener=regular.opener) as fh:
+            return hashlib.file_digest(fh, "sha256").hexdigest() == record.sha256
+    except OSError:  # gone, not a regular file any more, or not readable
+        return False
 
 
 def _archived(layout: Layout, record: FileRecord) -> Path | None:
@@ -167,11 +171,14 @@ def _pending(config: Config, layout: Layout, rel: str, known: set[tuple[int, int
             continue
     else:
         return None
-    st = path.stat()
-    if (st.st_size, mtime_ns(st)) in known:
+    try:
+        st = path.stat()
+        if (st.st_size, mtime_ns(st)) in known:
+            return None
+        with open(path, "rb", opener=regular.opener) as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
+    except OSError:  # gone since, not a regular file any more, or not readable
         return None
-    with path.open("rb") as fh:
-        digest = hashlib.file_digest(fh, "sha256").hexdigest()
     return {
         "sha256": digest, "state": "pending", "rows": None, "table": None, "reason": None,
         "error": None, "parts": [], "duplicate_of": None, "size": st.st_size,

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from .. import regular
 from ..files import mtime_ns
 from ..partfile import FOOTER_SOURCES
 from .layout import Layout, on_disk
@@ -123,7 +124,7 @@ def _in_drop(layout: Layout, record: FileRecord) -> FileRecord:
         before = os.stat(path)
         if not stat.S_ISREG(before.st_mode):
             return record  # never open a FIFO or a device
-        with path.open("rb") as fh:
+        with open(path, "rb", opener=regular.opener) as fh:
             digest = hashlib.file_digest(fh, "sha256").hexdigest()
         after = os.stat(path)
     except OSError:

@@ -15,10 +15,11 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import pytest
 
+from ingest.aio.intake import path_job
 from ingest.compute import inputs
 from ingest.compute.task import process
-from ingest.config import Features
-from ingest.files import mtime_ns
+from ingest.config import Features, parse
+from ingest.files import DropFile, mtime_ns
 from ingest.jobs import NOT_AS_SEEN, EncodedPart, Job, Task, TaskResult, Unread
 
 CSV = b"timestamp,temperature\n1,20.5\n2,21.5\n3,22.5\n"
@@ -146,3 +147,28 @@ def test_a_file_written_again_at_its_size_before_its_worker_read_it(
         assert written.failure is not None and written.failure.error == "InputChanged"
         assert "written again" in written.failure.message
         assert written.rows == 0
+
+
+@pytest.mark.parametrize(
+    ("executor", "refused"),
+    [("process", True), ("dask://local", True), ("dask://scheduler:8786", False)],
+)
+def test_only_a_local_worker_is_asked_to_check_the_mtime(
+    tmp_path: Path, executor: str, refused: bool
+) -> None:
+    """Another machine's mount may keep mtimes coarser than the service's (sshfs, a CIFS
+    share): its worker, asked to check one, would refuse every file as written again, and
+    the service would offer it again, for ever. Such a job carries no mtime."""
+    local = parse({"pipeline": {"executor": executor, "send": "paths"}}).pipeline.local_workers
+    path = tmp_path / "a.csv"
+    path.write_bytes(CSV)
+    st = path.stat()
+    file = DropFile(path, path.name, st.st_size, mtime_ns(st), 0.0, 0.0)
+    job = path_job(file, "records", st.st_size, local)
+    # As such a mount shows it: the same bytes, another mtime.
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns + 1_000))
+
+    [outcome] = _run(job).outcomes
+
+    assert (outcome.failure is not None) is refused
+    assert outcome.rows == (0 if refused else 3)
