@@ -62,14 +62,20 @@ def test_a_device_or_a_directory_is_not_a_regular_file(where: str, tmp_path: Pat
         regular.open_fd(path)
 
 
+def _read_whole(path: Path) -> bytes:
+    """The file through `open_fd`, whose descriptor blocks as any other."""
+    fd = regular.open_fd(path)
+    try:
+        assert os.get_blocking(fd)
+        return os.read(fd, 1 << 20)
+    finally:
+        os.close(fd)
+
+
 def test_a_regular_file_opens_and_reads_as_it_is(tmp_path: Path) -> None:
     path = tmp_path / "a.csv"
     path.write_bytes(b"a,b\n1,2\n")
-    fd = regular.open_fd(path)
-    try:
-        assert os.read(fd, 100) == b"a,b\n1,2\n"
-    finally:
-        os.close(fd)
+    assert _read_whole(path) == b"a,b\n1,2\n"
     with open(path, "rb", opener=regular.opener) as fh:
         assert fh.read() == b"a,b\n1,2\n"
     with pytest.raises(FileNotFoundError):
@@ -124,9 +130,5 @@ def test_a_file_under_another_process_lease_is_opened_once_the_lease_is_let_go(
             holder.wait(10)
             pytest.skip(f"this file system gives no lease: {said}")
 
-        fd = regular.open_fd(path)
-        try:
-            assert os.read(fd, 100) == b"a,b\n1,2\n"
-        finally:
-            os.close(fd)
+        assert _read_whole(path) == b"a,b\n1,2\n"
         assert holder.wait(10) == 0
