@@ -1,11 +1,11 @@
 """Reading inputs with aiofiles, and hashing them off the loop.
 
 A group of small files is read in one hop to aiofiles' thread, each with plain system
-calls, four a file (open, an fstat that it is still a regular file, a read to the end,
-close): a Python file object costs one more (a last empty read) and a few microseconds
-a file. Files bound for local workers (`send = "bytes"`; by default they read their
-files themselves) go into a shared segment, a new one with sendfile, a kept one
-through its mapping (`read_into_segment`).
+calls (open, an fstat that it is still a regular file, two fcntl to make the descriptor
+block again, a read to the end, close): a Python file object costs one more (a last
+empty read) and a few microseconds a file. Files bound for local workers (`send =
+"bytes"`; by default they read their files themselves) go into a shared segment, a new
+one with sendfile, a kept one through its mapping (`read_into_segment`).
 """
 
 from __future__ import annotations
