@@ -112,6 +112,10 @@ class Group:
 # takes it, matches this (and more does): a value that does not is text, and its file
 # reads the column as text alone too. A property test holds it to Arrow's parser.
 _MAYBE_FLOAT = r"(?is)^\s*[+-]?(nan(\(.*\))?|inf(inity)?|[0-9]*\.?[0-9]*(e[+-]?[0-9]*)?)\s*$"
+# A value a file alone may read as a date, a time of day, a timestamp or a boolean: what
+# starts with a digit and holds only what such values are written with, and the words of
+# true and false. A file whose every value of a text column is so written is parsed alone.
+_MAYBE_TYPED = r"(?i)^\s*(true|false|[0-9][0-9:.T +\-/Z]*)\s*$"
 
 
 def _group(
@@ -157,7 +161,8 @@ def _group(
         if utc is not None and utc[end] > utc[start]:
             continue
         if part is None or not any(
-            _numeric(part.column(i)) or _markers_only(part.column(i)) for i in unsure
+            _numeric(part.column(i)) or _markers_only(part.column(i))
+            or _maybe_typed(part.column(i)) for i in unsure
         ):
             kept.append((index, start, end - start))
     return Group(empty_as_null(joined), tuple(kept), dialect)
@@ -215,21 +220,38 @@ def _utc_worded_rows(table: pa.Table, text: list[int]) -> np.ndarray | None:
 
 def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:
     """For each file (its rows from starts[k] to starts[k + 1]), is its first value one
-    that `_MAYBE_FLOAT` rules out as a number?"""
+    that `_MAYBE_FLOAT` and `_MAYBE_TYPED` rule out as a number, a date or the like?"""
     firsts = column.take([start for start, end in itertools.pairwise(starts) if end > start])
     # A null marker ("NA") is no word: alone, the file reads it as null, in a number column.
     ruled_out = pc.invert(pc.or_(
-        pc.match_substring_regex(firsts, _MAYBE_FLOAT),
+        pc.or_(
+            pc.match_substring_regex(firsts, _MAYBE_FLOAT),
+            pc.match_substring_regex(firsts, _MAYBE_TYPED),
+        ),
         pc.is_in(firsts, value_set=pa.array(NULL_MARKERS, pa.string())),
     ))
     found = iter(ruled_out.fill_null(False).to_pylist())
     return [end > start and next(found) for start, end in itertools.pairwise(starts)]
 
 
+def _present(column: pa.ChunkedArray) -> pa.ChunkedArray:
+    """The file's values in the column, nulls and null markers left out."""
+    missing = pc.is_in(column, value_set=pa.array(NULL_MARKERS, pa.string()))
+    return pc.drop_null(pc.if_else(missing, pa.scalar(None, pa.string()), column))
+
+
+def _maybe_typed(column: pa.ChunkedArray) -> bool:
+    """Might this file, alone, read the column as dates, times, timestamps or booleans?
+    Only if every value it holds (null markers aside) is written as one may be."""
+    values = _present(column)
+    return bool(len(values)) and bool(
+        pc.all(pc.match_substring_regex(values, _MAYBE_TYPED)).as_py()
+    )
+
+
 def _numeric(column: pa.ChunkedArray) -> bool:
     """Would this file, alone, have read the column as numbers (and so get features for it)?"""
-    missing = pc.is_in(column, value_set=pa.array(NULL_MARKERS, pa.string()))
-    values = pc.drop_null(pc.if_else(missing, pa.scalar(None, pa.string()), column))
+    values = _present(column)
     if not len(values):
         return False
     values = pc.utf8_trim_whitespace(values)  # as Arrow's number parser takes " 5"

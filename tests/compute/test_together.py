@@ -157,6 +157,11 @@ def test_a_file_with_a_leading_zero_in_a_number_column_is_parsed_alone() -> None
     (b"v,at", b"1,NA\n2,", [None, None]),
     # Arrow's reader takes " 5" for 5: alone, the column is numbers, with features.
     (b"id|at", b"2| 5", [5]),
+    # Dates, times of day, timestamps and booleans: alone, the column is so typed.
+    (b"id,at", b"2,2026-01-02", [datetime.date(2026, 1, 2)]),
+    (b"id,at", b"2,12:30:00", [datetime.time(12, 30)]),
+    (b"id,at", b"2,2026-01-02T12:30:00", [datetime.datetime(2026, 1, 2, 12, 30)]),
+    (b"id,at", b"2,true\n3,FALSE", [True, False]),
 ])
 def test_a_file_that_alone_reads_a_text_column_otherwise_is_parsed_alone(
     header: bytes, row: bytes, alone: list[object],
