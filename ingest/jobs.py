@@ -60,20 +60,6 @@ NOT_AS_SEEN = {
 
 
 @dataclass(frozen=True)
-class Unread:
-    """Why a worker could not read a file to hash it: the OSError, as data. dask raises a
-    worker's own exception as it was, and a lost connection is an OSError too: one that
-    crossed as an exception could not be told from a worker lost."""
-
-    errno: int | None
-    strerror: str | None
-
-    def error(self, path: str) -> OSError:
-        """The OSError again, FileNotFoundError for a file gone."""
-        return OSError(self.errno, self.strerror, path)
-
-
-@dataclass(frozen=True)
 class TableSpec:
     """A records table as a worker needs it: its column hints, and its schema as the
     service last knew it (Arrow IPC bytes; None for a table with no part yet)."""

@@ -33,7 +33,7 @@ from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResul
 from ..compute import calls
 from ..compute.calls import init_worker, process, warm
 from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
-from ..jobs import Task, TaskResult, Unread
+from ..jobs import Task, TaskResult
 from . import forkserver
 
 log = logging.getLogger("ingest.compute")
@@ -280,12 +280,9 @@ class Compute:
         """A file's sha256 and length, read and hashed by a worker (one that sees the
         file). Raises OSError if it cannot be read; its timeout grows with the file."""
         per_timeout = 1 + size // HASHED_PER_TIMEOUT
-        got = await self.call(
+        return await self.call(
             calls.sha256_of_path, str(path), f"the hash pass of {path.name}", per_timeout
         )
-        if isinstance(got, Unread):
-            raise got.error(str(path))
-        return got
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.
 
@@ -392,8 +389,18 @@ class Compute:
 
 
 def _raised_in_worker(exc: BaseException) -> bool:
-    """concurrent.futures chains an exception raised by the function to its remote traceback."""
-    return type(exc.__cause__).__name__ == "_RemoteTraceback"
+    """Whether the function raised `exc` in its worker, rather than the executor, about a
+    worker lost. concurrent.futures chains the function's exception to its remote
+    traceback; dask raises it with the worker's traceback, whose frames run through
+    `calls`, the workers' entry points (its own lost connections are OSErrors too)."""
+    if type(exc.__cause__).__name__ == "_RemoteTraceback":
+        return True
+    tb = exc.__traceback__
+    while tb is not None:
+        if tb.tb_frame.f_globals.get("__name__") == calls.__name__:
+            return True
+        tb = tb.tb_next
+    return False
 
 
 def _describe(task: Task) -> str:

@@ -11,7 +11,7 @@ start-up some 40 ms of CPU. Each does no more than call through.
 from __future__ import annotations
 
 from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResult, Selection
-from ..jobs import Task, TaskResult, Unread
+from ..jobs import Task, TaskResult
 
 
 def init_worker(service_pid: int, plugins: bool = False) -> None:
@@ -32,7 +32,7 @@ def process(task: Task) -> TaskResult:
     return run(task)
 
 
-def sha256_of_path(path: str) -> tuple[str, int] | Unread:
+def sha256_of_path(path: str) -> tuple[str, int]:
     from .inputs import sha256_of_path as run
 
     return run(path)

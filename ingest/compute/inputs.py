@@ -22,7 +22,7 @@ from dataclasses import replace
 
 from .. import regular, shared
 from ..files import mtime_ns
-from ..jobs import Failure, Job, Unread
+from ..jobs import Failure, Job
 
 
 def message(exc: BaseException) -> str:
@@ -87,19 +87,16 @@ def _read_path(job: Job, path: str) -> Job | Failure:
 HASH_CHUNK_BYTES = 8 << 20
 
 
-def sha256_of_path(path: str) -> tuple[str, int] | Unread:
+def sha256_of_path(path: str) -> tuple[str, int]:
     """The sha256 and length of a file too big to hold, read from its path: the hash pass
     of a streamed file, done by a worker that sees the drop folder, so that the service's
-    own process does not hash every byte. Why it could not be read, if it could not."""
+    own process does not hash every byte. Raises OSError as `open` and `read` do."""
     digest = hashlib.sha256()
     length = 0
-    try:
-        with open(path, "rb", buffering=0, opener=regular.opener) as fh:
-            buffer = bytearray(HASH_CHUNK_BYTES)
-            view = memoryview(buffer)
-            while got := fh.readinto(buffer):
-                digest.update(view[:got])
-                length += got
-    except OSError as exc:
-        return Unread(exc.errno, exc.strerror or message(exc))
+    with open(path, "rb", buffering=0, opener=regular.opener) as fh:
+        buffer = bytearray(HASH_CHUNK_BYTES)
+        view = memoryview(buffer)
+        while got := fh.readinto(buffer):
+            digest.update(view[:got])
+            length += got
     return digest.hexdigest(), length

@@ -112,7 +112,7 @@ def test_a_hash_pass_that_cannot_read_its_file_raises_the_error_and_breaks_no_wo
     executor: str, tmp_path: Path
 ) -> None:
     """dask raises a worker's OSError as it was, and its own lost connections are OSErrors
-    too: the error crosses as data, and the service raises it again as the file's."""
+    too: one raised by the function, through `calls`, is the file's, not a worker lost."""
     os.mkfifo(tmp_path / "swapped.csv")
 
     async def main() -> tuple[list[BaseException | tuple[str, int]], int]:
