@@ -101,6 +101,14 @@ def _rename(source: str | Path, target: str | Path) -> None:
         shutil.move(source, target)
 
 
+def _copy_input(source: Path, target: Path) -> None:
+    """Copy an input, with its times, only while it is a regular file: a device put in
+    its place (a symlink to /dev/zero) would be copied until the disk is full."""
+    with open(source, "rb", opener=regular.opener) as src, open(target, "wb") as dst:
+        shutil.copyfileobj(src, dst)
+    shutil.copystat(source, target)
+
+
 def _is_version(path: str | Path, file: DropFile) -> bool:
     """`path` still holds the version of `file` that was read (same size and mtime)."""
     st = os.stat(path)
@@ -186,7 +194,7 @@ def quarantine(
         )
         os.replace(temp, report)
         if keep:
-            shutil.copy2(file.path, target)
+            _copy_input(file.path, target)
         elif _is_version(file.path, file):
             _move(file.path, target)
         else:

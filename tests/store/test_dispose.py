@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 from ingest.files import DropFile
-from ingest.store.dispose import NAME_MAX, after_success
+from ingest.jobs import Failure
+from ingest.store.dispose import NAME_MAX, after_success, quarantine
 from ingest.store.layout import Layout, today
 
 SHA = "abcdef0123456789" * 4
@@ -117,3 +118,25 @@ def test_a_tagged_name_taken_by_a_broken_symlink_is_not_replaced(tmp_path: Path)
     after_success(layout, _dropped(layout, "a.csv"), SHA, "archive", set())
     assert (day / f"a-{SHA[:8]}.csv").is_symlink()
     assert (day / f"a-{SHA[:8]}-2.csv").read_bytes() == b"a\n1\n"
+
+
+@pytest.mark.timeout(20)
+def test_keep_mode_copies_a_quarantined_input_only_while_it_is_a_regular_file(
+    tmp_path: Path,
+) -> None:
+    """In keep mode a bad input is copied to quarantine/, with its times; a symlink to a
+    device put in its place is not copied (it would be, until the disk is full)."""
+    layout = _layout(tmp_path)
+    kept = _dropped(layout, "bad.csv", b"a\nx\n")
+    os.utime(kept.path, ns=(1_000_000_000, 2_000_000_000))
+    copied = quarantine(layout, kept, SHA, Failure("DecodeError", "bad"), 1, keep=True)
+    assert copied is not None and copied.read_bytes() == b"a\nx\n"
+    assert copied.stat().st_mtime_ns == 2_000_000_000
+    assert kept.path.exists()
+
+    swapped = _dropped(layout, "swapped.csv")
+    swapped.path.unlink()
+    swapped.path.symlink_to("/dev/zero")
+    assert quarantine(layout, swapped, SHA, Failure("DecodeError", "bad"), 1, keep=True) is None
+    assert not [p for p in layout.quarantine.iterdir() if p.name.startswith("swapped")
+                and not p.name.endswith(".json")]
