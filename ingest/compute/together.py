@@ -26,6 +26,7 @@ timestamps.
 
 from __future__ import annotations
 
+import functools
 import itertools
 from collections import defaultdict
 from collections.abc import Callable, Collection
@@ -171,11 +172,17 @@ def _group(
 def _markers_only(column: pa.ChunkedArray) -> bool:
     """Does this file hold nothing but null markers in the column, a word among them ("NA",
     "nan"), which alone it reads as a column of nulls, where the group keeps the words?"""
-    words = pa.array([marker for marker in NULL_MARKERS if marker], pa.string())
-    if not pc.any(pc.is_in(column, value_set=words)).as_py():
+    if not pc.any(pc.is_in(column, value_set=_markers(words_only=True))).as_py():
         return False
-    markers = pa.array(NULL_MARKERS, pa.string())
+    markers = _markers()
     return bool(pc.all(pc.or_(pc.is_null(column), pc.is_in(column, value_set=markers))).as_py())
+
+
+@functools.cache
+def _markers(words_only: bool = False) -> pa.Array:
+    """The null markers as an array, made once per worker (not at import: an array made
+    there loads pandas into every worker); `words_only`: without the empty one."""
+    return pa.array([m for m in NULL_MARKERS if m or not words_only], pa.string())
 
 
 def _zero_padded_rows(
@@ -228,7 +235,7 @@ def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:
             pc.match_substring_regex(firsts, _MAYBE_FLOAT),
             pc.match_substring_regex(firsts, _MAYBE_TYPED),
         ),
-        pc.is_in(firsts, value_set=pa.array(NULL_MARKERS, pa.string())),
+        pc.is_in(firsts, value_set=_markers()),
     ))
     found = iter(ruled_out.fill_null(False).to_pylist())
     return [end > start and next(found) for start, end in itertools.pairwise(starts)]
@@ -236,7 +243,7 @@ def _first_words(column: pa.ChunkedArray, starts: list[int]) -> list[bool]:
 
 def _present(column: pa.ChunkedArray) -> pa.ChunkedArray:
     """The file's values in the column, nulls and null markers left out."""
-    missing = pc.is_in(column, value_set=pa.array(NULL_MARKERS, pa.string()))
+    missing = pc.is_in(column, value_set=_markers())
     return pc.drop_null(pc.if_else(missing, pa.scalar(None, pa.string()), column))
 
 
