@@ -173,13 +173,13 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
     return OK
 
 
-def _compact(config: Config) -> int:
+def _compact(config: Config, early: list[int]) -> int:
     import time
 
     from .store.compact_all import compact_all
 
     started = time.monotonic()
-    outcomes = compact_all(config)
+    outcomes = compact_all(config, stop=lambda: bool(early))
     log.info(
         "compacted %d partitions: parts %d -> %d, %.1f MB -> %.1f MB in %.1fs",
         len(outcomes), sum(o.before for o in outcomes), sum(o.after for o in outcomes),
@@ -190,13 +190,61 @@ def _compact(config: Config) -> int:
 
 
 def _hold_signals(early: list[int]) -> dict[int, object]:
-    """Until the event loop takes over, remember SIGINT/SIGTERM instead of dying of them:
-    a stop requested during start-up still means "drain and exit 0". Returns the handlers
-    it replaced."""
+    """Until the command knows what a signal means to it, remember SIGINT/SIGTERM instead
+    of dying of them: for the service, a stop requested during start-up still means "drain
+    and exit 0" once the event loop takes over. Returns the handlers it replaced."""
     previous: dict[int, object] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
         previous[signum] = signal.signal(signum, lambda received, frame: early.append(received))
     return previous
+
+
+class Interrupted(BaseException):
+    """SIGINT or SIGTERM ended a command where it was (`_interrupt_on_signals`)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+def _interrupt_on_signals(early: list[int]) -> None:
+    """`status`, `explain` and `ledger rebuild` end where they are on SIGINT or SIGTERM:
+    the first two only read, and a rebuild puts its new ledger in place only once whole."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise Interrupted(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, interrupt)
+    if early:
+        raise Interrupted(early[0])
+
+
+def _stop_between_partitions(early: list[int]) -> None:
+    """`compact`: the first SIGINT or SIGTERM ends it after the partition under way (it
+    asks `early` before each); a second exits at once, as safely as a kill -9 would (each
+    step of a compaction is repaired or finished by the next command)."""
+
+    def stop(signum: int, frame: object) -> None:
+        if early:
+            print(
+                f"ingest: a second signal ({signal.Signals(signum).name}): exiting now; the"
+                " next command finishes or undoes the partition under way",
+                file=sys.stderr, flush=True,
+            )
+            os._exit(128 + signum)
+        early.append(signum)
+
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, stop)
+
+
+def _on_signals(command: str, early: list[int]) -> None:
+    """What SIGINT and SIGTERM do from here on; the service sets its own once it runs."""
+    if command in ("status", "explain", "ledger"):
+        _interrupt_on_signals(early)
+    elif command == "compact":
+        _stop_between_partitions(early)
 
 
 def _per_file_lines(parsed: argparse.Namespace) -> bool:
@@ -218,8 +266,13 @@ def main(*args: str) -> int:
         parsed = _parser().parse_args(args)
         listener = logs.configure(parsed.log_format, parsed.log_level, _per_file_lines(parsed))
         try:
+            _on_signals(parsed.command, early)
             return _run(parsed, early)
+        except Interrupted as exc:
+            print(f"ingest: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+            return 128 + exc.signum
         finally:
+            _hold_signals(early)  # the last lines are written whatever comes now
             listener.stop()
     finally:
         for signum, handler in previous.items():
@@ -246,7 +299,7 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
             if parsed.command == "ledger":
                 return _rebuild(config)
             if parsed.command == "compact":
-                return _compact(config)
+                return _compact(config, early)
             return _serve(config, parsed.command, early)
     except OutputLocked as exc:
         print(f"ingest: {exc}", file=sys.stderr)

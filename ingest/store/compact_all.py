@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import sys
+from collections.abc import Callable
 
 import rich.progress
 
@@ -21,8 +22,9 @@ from .parts import reconcile
 log = logging.getLogger("ingest.compact")
 
 
-def compact_all(config: Config) -> list[Outcome]:
-    """Repair what a crash left, then compact each partition; log each one compacted."""
+def compact_all(config: Config, stop: Callable[[], bool] = lambda: False) -> list[Outcome]:
+    """Repair what a crash left, then compact each partition; log each one compacted.
+    `stop`: asked before each partition; once true, the rest are left for the next run."""
     layout = Layout.of(config)
     if not layout.ledger.exists():
         if any(p.is_dir() for t in layout.tables() for p in (layout.output / t).iterdir()):
@@ -44,7 +46,13 @@ def compact_all(config: Config) -> list[Outcome]:
             transient=True, disable=not sys.stderr.isatty(),
         ) as bar:
             task = bar.add_task("", total=len(partitions))
-            for table, day in partitions:
+            for done, (table, day) in enumerate(partitions):
+                if stop():
+                    log.warning(
+                        "stopped by a signal after %d of %d partitions; the other %d wait for"
+                        " the next `ingest compact`", done, len(partitions), len(partitions) - done,
+                    )
+                    break
                 bar.update(task, description=f"{table}/ingest_date={day}")
                 outcome = compact_partition(
                     ledger, layout, table, day, crash, target, config.output.compression

@@ -177,6 +177,12 @@ class Ledger:
     def close(self) -> None:
         self._db.close()
 
+    def seal(self) -> None:
+        """Fold the write-ahead log into the file and close: the file alone is then the
+        whole ledger, to be renamed into place (`rebuild.py`)."""
+        self._db.execute("PRAGMA journal_mode=DELETE")
+        self._db.close()
+
     def schemas(self) -> dict[str, tuple[int, bytes]]:
         """Each table's latest schema: name -> (version, Arrow IPC bytes)."""
         try:

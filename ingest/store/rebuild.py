@@ -8,6 +8,10 @@ Inputs still in the drop folder are then recognised by content (sha256) and
 known again: an input still in the drop folder with the content a part names
 is recorded with its size and mtime, as the lost ledger had it, so the next run
 skips it unread. The old ledger, if any, is kept beside the new one.
+
+The new ledger is written beside the old one and put in its place only when whole, so a
+rebuild stopped at any moment (Ctrl-C, SIGTERM, kill -9) leaves the old ledger as it was:
+a ledger half rebuilt would have the next run ingest again every input it has not reached.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import stat
 import time
 from collections import defaultdict
@@ -29,6 +34,7 @@ import pyarrow.parquet as pq
 from .. import regular
 from ..files import mtime_ns
 from ..partfile import FOOTER_SOURCES
+from .fsync import fsync_path
 from .layout import Layout, on_disk
 from .ledger import FileRecord, Ledger
 
@@ -46,6 +52,26 @@ def _set_aside(layout: Layout) -> Path | None:
         source = Path(f"{layout.ledger}{suffix}")
         if source.exists():
             shutil.move(source, f"{kept}{suffix}")
+    return kept
+
+
+def _remove(ledger: Path) -> None:
+    for suffix in ("", "-wal", "-shm"):
+        Path(f"{ledger}{suffix}").unlink(missing_ok=True)
+
+
+def _put_in_place(layout: Layout, built: Path) -> Path | None:
+    """The old ledger aside, the new one in its place; returns where the old one is kept.
+    Between the two renames there is no ledger, and a run would refuse to start (its
+    output holds parts); SIGINT and SIGTERM wait until both are done."""
+    held = {signal.SIGINT, signal.SIGTERM}
+    signal.pthread_sigmask(signal.SIG_BLOCK, held)
+    try:
+        kept = _set_aside(layout)
+        os.replace(built, layout.ledger)
+        fsync_path(layout.state)
+    finally:
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
     return kept
 
 
@@ -176,15 +202,16 @@ def _not_in_delta_logs(layout: Layout, parts: dict[str, list[Path]]) -> list[Pat
 
 def rebuild(layout: Layout) -> dict[str, int]:
     """Write a fresh ledger; return what it now holds."""
-    kept = _set_aside(layout)
     layout.make_dirs()
+    built = layout.ledger.with_name(f"{layout.ledger.name}.rebuilding")
+    _remove(built)  # what a rebuild stopped before left
     parts, broken = _parts(layout)
     if layout.delta:
         broken += _not_in_delta_logs(layout, parts)
     for path in broken:
         layout.orphans.mkdir(parents=True, exist_ok=True)
         shutil.move(path, layout.orphans / f"{path.parent.parent.name}-{path.name}")
-    ledger = Ledger(layout.ledger)
+    ledger = Ledger(built)
     seen: set[str] = set()
     ingested = 0
     try:
@@ -208,8 +235,13 @@ def rebuild(layout: Layout) -> dict[str, int]:
             ledger.hold(held)
         quarantined = _quarantined(layout)
         ledger.record(quarantined)
-    finally:
+        ledger.seal()
+    except BaseException:  # a signal's exception too: nothing of it may stay
         ledger.close()
+        _remove(built)
+        raise
+    fsync_path(built)
+    kept = _put_in_place(layout, built)
     if kept is not None:
         log.info("the previous ledger is kept as %s", kept)
     return {

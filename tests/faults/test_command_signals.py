@@ -1,0 +1,178 @@
+"""SIGINT and SIGTERM to the commands other than the service: status, explain, ledger
+rebuild and compact stop when asked, and leave the output as exactly once as they found it."""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from ..conftest import ROOT, Folder, write_csv
+from ..store.seed import seed_parts
+
+
+def _start(folder: Folder, *args: str, config: Path | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "ingest", *args, "--config", str(config or folder.config)],
+        cwd=folder.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
+    )
+
+
+def _writer_of(fifo: Path, proc: subprocess.Popen[str]) -> int:
+    """Open the FIFO's other end once the command has opened it to read its config:
+    the command is then past its start and reading, where a signal must stop it."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the command never opened its config"
+        time.sleep(0.01)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+@pytest.mark.parametrize("command", [("status",), ("explain", "a.csv"), ("ledger", "rebuild")])
+def test_a_reading_command_stops_on_a_signal(
+    folder: Folder, command: tuple[str, ...], sig: signal.Signals
+) -> None:
+    folder.write_config(watch={"settle_ms": 0, "on_success": "keep"})
+    write_csv(folder.drop / "a.csv", 10, 1)
+    assert folder.ingest("once").returncode == 0
+    ledger = folder.output / "_ingest" / "ledger.sqlite"
+    before = ledger.read_bytes()
+    # The config comes through a FIFO (as from `--config <(...)`): the command waits
+    # in its read for as long as the test likes.
+    fifo = folder.root / "config.fifo"
+    os.mkfifo(fifo)
+    proc = _start(folder, *command, config=fifo)
+    writer = _writer_of(fifo, proc)
+    try:
+        proc.send_signal(sig)
+        try:
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:  # it held the signal: let it finish, and fail
+            os.write(writer, folder.config.read_bytes())
+            os.close(writer)
+            writer = -1
+            code = proc.wait(60)
+        _, err = proc.communicate()
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert code == 128 + sig, err
+    assert err.strip().splitlines()[-1] == f"ingest: stopped by {sig.name}", err
+    assert "Traceback" not in err
+    assert ledger.read_bytes() == before
+    assert not list(ledger.parent.glob("ledger.sqlite.*")), "a rebuild left its files"
+
+
+def test_a_ledger_rebuild_killed_at_any_moment_leaves_the_output_whole(folder: Folder) -> None:
+    """The inputs are gone (archived): a ledger that knew only some of the parts would have
+    the next run set the others aside as unknown, and their rows leave the tables."""
+    expected = seed_parts(folder, 600, 5)
+    started = time.monotonic()
+    assert folder.ingest("ledger", "rebuild").returncode == 0
+    whole = time.monotonic() - started
+    rng = random.Random(11)
+    for round_ in range(4):
+        proc = _start(folder, "ledger", "rebuild")
+        time.sleep(whole * rng.uniform(0.4, 0.95))
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        assert proc.returncode in (-signal.SIGKILL, 0), f"round {round_}: {proc.returncode}"
+    again = folder.ingest("once")
+    if again.returncode == 2:  # killed between its two renames: no ledger, and it says so
+        assert "ingest ledger rebuild" in again.stderr, again.stderr
+        assert folder.ingest("ledger", "rebuild").returncode == 0
+        again = folder.ingest("once")
+    assert again.returncode == 0, again.stderr
+    assert "unknown parts moved" not in again.stderr, again.stderr
+    assert folder.rows_per_file() == expected
+    status = folder.ingest("status", "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["counts"]["ingested"] == len(expected)
+
+
+def _many_partitions(folder: Folder, tables: int) -> dict[str, dict[str, int]]:
+    """`tables` tables of three small parts each: a partition each to compact."""
+    return {f"t{t:02d}": seed_parts(folder, 3, 20, table=f"t{t:02d}", start=t * 3)
+            for t in range(tables)}
+
+
+def _compacted(text: str) -> int:
+    return sum(1 for line in text.splitlines() if "compacted t" in line)
+
+
+def _compacting(folder: Folder) -> tuple[subprocess.Popen[str], str]:
+    """`ingest compact` started, once it has compacted a first partition; and its log so far."""
+    proc = _start(folder, "compact")
+    assert proc.stderr is not None
+    seen = ""
+    while not _compacted(seen):
+        line = proc.stderr.readline()
+        assert line, f"it ended before a first partition was compacted: {seen}"
+        seen += line
+    return proc, seen
+
+
+def _check_rows(folder: Folder, expected: dict[str, dict[str, int]]) -> None:
+    for table, rows in expected.items():
+        assert folder.rows_per_file(table) == rows, table
+
+
+def _compact_again(folder: Folder, expected: dict[str, dict[str, int]]) -> str:
+    """The next `ingest compact` finishes the job: every row once, one part a partition."""
+    again = folder.ingest("compact")
+    assert again.returncode == 0, again.stderr
+    _check_rows(folder, expected)
+    for table in expected:
+        assert len(folder.parts(table)) == 1, table
+    return again.stderr
+
+
+def test_compact_stops_after_the_partition_under_way_and_a_second_run_finishes(
+    folder: Folder,
+) -> None:
+    expected = _many_partitions(folder, 40)
+    proc, seen = _compacting(folder)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    err = seen + err
+    assert proc.returncode == 0, err
+    assert "stopped by a signal after" in err and "wait for the next `ingest compact`" in err, err
+    first = _compacted(err)
+    assert 1 <= first < 40, err
+    _check_rows(folder, expected)
+    assert first + _compacted(_compact_again(folder, expected)) == 40
+
+
+def test_a_second_signal_ends_compact_at_once_and_the_next_command_repairs(
+    folder: Folder,
+) -> None:
+    expected = _many_partitions(folder, 40)
+    proc, _ = _compacting(folder)
+    # Stopped, it gets both signals at once on waking, wherever it was: SIGINT's handler
+    # runs first, then SIGTERM's.
+    proc.send_signal(signal.SIGSTOP)
+    proc.send_signal(signal.SIGINT)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGCONT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "a second signal (SIGTERM): exiting now" in err, err
+    _compact_again(folder, expected)
