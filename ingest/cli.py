@@ -24,7 +24,7 @@ from pathlib import Path
 from . import __version__, blas, logs, memory
 from .config import BUILT_IN_SETS, Config, load, override
 from .errors import ConfigError, LedgerError, OutputLocked
-from .folders import check_distinct, check_usable
+from .folders import check_distinct, check_usable, holds_anything
 from .store.layout import Layout
 
 OK = 0  # every file ingested, or skipped as already ingested
@@ -143,7 +143,8 @@ def _emit(text: str) -> int:
 def _serve(config: Config, mode: str, early: list[int]) -> int:
     import asyncio
 
-    if config.pipeline.executor == "process":
+    idle = mode == "once" and not holds_anything(config.paths.drop)  # no worker is started
+    if config.pipeline.executor == "process" and not idle:
         from .aio import forkserver
 
         forkserver.start()  # before the service's own imports

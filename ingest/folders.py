@@ -56,3 +56,13 @@ def check_usable(config: Config) -> None:
         if not os.access(folder, mode):
             need = "read and write" if write else "read"
             raise ConfigError(f"[paths] {key} = {str(folder)!r}: no {need} permission")
+
+
+def holds_anything(folder: Path) -> bool:
+    """Whether `folder` has an entry of any kind; it reads the first one only. A folder that
+    cannot be read is said to hold something: the scan reports what is wrong with it."""
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return True

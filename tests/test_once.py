@@ -124,6 +124,20 @@ def test_second_once_in_keep_mode_ingests_nothing_and_exits_0(folder: Folder) ->
     assert (folder.quarantine / "bad.csv").exists(), "keep mode copies bad files to quarantine"
 
 
+def test_once_over_an_empty_drop_folder_starts_no_worker(folder: Folder) -> None:
+    """A scheduled run finds nothing most of the time: it has nothing to compute."""
+    empty = folder.ingest("once", "--log-level", "DEBUG")
+    assert empty.returncode == 0, empty.stderr
+    assert "ingested 0 files" in empty.stderr
+    assert "workers ready" not in empty.stderr, empty.stderr
+
+    expected = len(write_csv(folder.drop / "a.csv", 10, 1))
+    one = folder.ingest("once", "--log-level", "DEBUG")
+    assert one.returncode == 0, one.stderr
+    assert "2 workers ready (process)" in one.stderr, one.stderr
+    assert folder.rows_per_file() == {"a.csv": expected}
+
+
 def test_once_removes_the_canary_a_killed_run_left_and_keep_mode_leaves_it(folder: Folder) -> None:
     # `ingest run` killed with SIGKILL in the milliseconds a canary lives leaves it behind;
     # a scheduled `once` after it must still leave an archiving drop folder empty.

@@ -29,6 +29,7 @@ from .. import shared
 from ..config import Config
 from ..errors import LedgerError
 from ..files import DropFile
+from ..folders import holds_anything
 from ..metrics import Metrics
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
@@ -155,7 +156,10 @@ class Service:
             self.metrics.serve(
                 self.config.metrics.port, self.config.metrics.host, health=self.health.problem
             )
-        starting = self.compute.start_soon()
+        # `once` over an empty drop folder, a scheduled run's most common, has nothing to
+        # compute: its workers start only if the scan finds a file after all.
+        eager = self.mode != "once" or holds_anything(self.layout.drop)
+        starting = self.compute.start_soon() if eager else None
         try:
             self._spawn(self.lag.run(), self.settler.run(), self.committer.run(), self.intake.run())
             for _ in range(self.config.workers * 2):
@@ -226,7 +230,7 @@ class Service:
         self.outcomes.vanished(file)
         self.committer.vanished(file)
 
-    async def _ingest(self, starting: asyncio.Future[None]) -> None:
+    async def _ingest(self, starting: asyncio.Future[None] | None) -> None:
         if self.mode != "once":
             # Armed before the start-up scan, so that a file dropped meanwhile is heard
             # or found, not left to the next rescan.
@@ -239,7 +243,10 @@ class Service:
         log.info("%d files in %s at start-up", found, self.layout.drop)
         if self.progress is not None:
             self.progress.start(found)
-        await starting  # a pool that cannot start is a failure to report, not to wait on
+        if starting is None and found:
+            starting = self.compute.start_soon()
+        if starting is not None:
+            await starting  # a pool that cannot start is a failure to report, not to wait on
         if self.mode == "once":
             await self._until_idle()
         else:

@@ -223,6 +223,7 @@ class Compute:
 
     def start(self) -> None:
         """Called once, at start-up, in the main process, from a thread (it blocks)."""
+        started = time.monotonic()
         if self.spec == "process":
             self._executor = _process_pool(self.workers, self.plugins)
         else:
@@ -230,6 +231,8 @@ class Compute:
                 self.spec.removeprefix("dask://"), self.workers, self.plugins,
                 self._shared_output,
             )
+        log.debug("%d workers ready (%s) in %.2fs", self.workers, self.spec,
+                  time.monotonic() - started)
 
     def shutdown(self, wait: bool = True) -> None:
         """Stop the executor. `wait=False` abandons running tasks: their workers are killed,
