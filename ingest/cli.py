@@ -213,7 +213,9 @@ def _interrupt_on_signals(early: list[int]) -> None:
     the first two only read, and a rebuild puts its new ledger in place only once whole."""
 
     def interrupt(signum: int, frame: object) -> None:
-        raise Interrupted(signum)
+        early.append(signum)
+        if len(early) == 1:  # once: the cleanup an Interrupted sets off is not cut short
+            raise Interrupted(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, interrupt)
@@ -240,12 +242,23 @@ def _stop_between_partitions(early: list[int]) -> None:
         signal.signal(signum, stop)
 
 
+# The commands that set what SIGINT and SIGTERM do (`_on_signals`); the service sets its own.
+INTERRUPTIBLE = ("status", "explain", "ledger")
+OWN_SIGNALS = (*INTERRUPTIBLE, "compact")
+
+
 def _on_signals(command: str, early: list[int]) -> None:
-    """What SIGINT and SIGTERM do from here on; the service sets its own once it runs."""
-    if command in ("status", "explain", "ledger"):
+    """What SIGINT and SIGTERM do from here on."""
+    if command in INTERRUPTIBLE:
         _interrupt_on_signals(early)
     elif command == "compact":
         _stop_between_partitions(early)
+
+
+def _exit_on_signals() -> None:
+    """Once the command is done, a signal while its last lines are written exits at once."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, lambda received, frame: os._exit(128 + received))
 
 
 def _per_file_lines(parsed: argparse.Namespace) -> bool:
@@ -266,15 +279,19 @@ def main(*args: str) -> int:
     try:
         parsed = _parser().parse_args(args)
         listener = logs.configure(parsed.log_format, parsed.log_level, _per_file_lines(parsed))
+        stopped_by: int | None = None
         try:
             _on_signals(parsed.command, early)
             return _run(parsed, early)
         except Interrupted as exc:
-            print(f"ingest: stopped by {signal.Signals(exc.signum).name}", file=sys.stderr)
+            stopped_by = exc.signum
             return 128 + exc.signum
         finally:
-            _hold_signals(early)  # the last lines are written whatever comes now
+            if parsed.command in OWN_SIGNALS:
+                _exit_on_signals()
             listener.stop()
+            if stopped_by is not None:  # the last line, after those logged before it
+                print(f"ingest: stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
@@ -325,11 +342,15 @@ def _explain(config: Config, path: str, as_json: bool) -> int:
 
     report = explain.collect(config, path)
     if report is None:
-        print(
-            f"ingest: {path}: unknown input; the ledger has no record of it and it is not"
-            f" in the drop folder {config.paths.drop}",
-            file=sys.stderr,
-        )
+        kind = explain.not_regular(config, path)
+        where = {
+            None: f"it is not in the drop folder {config.paths.drop}",
+            "a folder": f"in the drop folder {config.paths.drop} it is a folder, whose files"
+            " are inputs each under its own path",
+        }.get(kind, f"in the drop folder {config.paths.drop} it is {kind}, which ingest passes"
+                    " by: it reads regular files only")
+        print(f"ingest: {path}: unknown input; the ledger has no record of it and {where}",
+              file=sys.stderr)
         return FAILED
     return _emit(explain.render(report, as_json))
 

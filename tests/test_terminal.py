@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import sqlite3
 import subprocess
 import sys
 
@@ -23,11 +24,14 @@ def _populate(folder: Folder) -> None:
     (folder.drop / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
 
 
-def _on_a_terminal(folder: Folder, *args: str) -> tuple[int, str]:
-    """Run `ingest once` with stdout and stderr on a pseudo-terminal; return what it showed."""
+def _on_a_terminal(
+    folder: Folder, *args: str, command: tuple[str, ...] = ("once",)
+) -> tuple[int, str]:
+    """Run `ingest once` (or `command`) with stdout and stderr on a pseudo-terminal; return
+    what it showed."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config), *args],
+        [sys.executable, "-m", "ingest", *command, "--config", str(folder.config), *args],
         cwd=folder.root, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "200", "TERM": "xterm"},
     )
@@ -84,3 +88,21 @@ def test_off_a_terminal_every_file_has_its_line_and_there_is_no_bar(folder: Fold
     assert result.returncode == 3, result.stderr
     assert len(PER_FILE.findall(result.stderr)) == FILES
     assert "━" not in result.stderr
+
+
+def test_on_a_terminal_a_ledger_rebuild_counts_the_parts_it_reads(folder: Folder) -> None:
+    for batch in range(3):  # a commit or more each
+        for i in range(5):
+            write_csv(folder.drop / f"b{batch}_{i}.csv", rows=10, seed=batch * 10 + i)
+        assert folder.ingest("once").returncode == 0
+    with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
+        commits = db.execute("SELECT count(*) FROM parts").fetchone()[0]
+    assert commits >= 3
+
+    code, shown = _on_a_terminal(folder, command=("ledger", "rebuild"))
+
+    assert code == 0, shown
+    plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
+    assert "━" in plain, shown
+    assert f"{commits}/{commits} parts" in plain, shown
+    assert f"rebuilt the ledger: {commits} parts" in plain, shown

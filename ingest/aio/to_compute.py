@@ -114,8 +114,11 @@ def _dask_executor(
     # distributed installs its own INFO-level handler on import; its warnings still show.
     logging.getLogger("distributed").setLevel(logging.WARNING)
     if address == "local":
+        # No dashboard; the scheduler still serves its HTTP routes (metrics), by default on
+        # port 8787, and moves with a warning where another cluster holds that: any free port.
         cluster = LocalCluster(
-            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None
+            n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": ":0"},
         )
         client = Client(cluster)
     else:
@@ -319,8 +322,8 @@ class Compute:
         """Hand a call to the executor. A pool being replaced takes no new work: the call
         waits for the new one. A pool that refuses it broke before the call reached it, so
         nothing of it ran: the pool is replaced and the call handed over again, uncharged."""
-        if self._starting is not None:
-            await self._starting
+        # Not started: `once` found its drop folder empty, and then a file after all.
+        await (self._starting or self.start_soon())
         loop = asyncio.get_running_loop()
         while True:
             async with self._replacing:

@@ -20,6 +20,7 @@ import hashlib
 import json
 import os
 import posixpath
+import stat
 import time
 from pathlib import Path
 from typing import Any
@@ -185,6 +186,27 @@ def _pending(config: Config, layout: Layout, rel: str, known: set[tuple[int, int
         "first_seen": None, "committed_at": None, "disposal": None, "disposed_to": None,
         "error_json": None,
     }
+
+
+def not_regular(config: Config, given: str) -> str | None:
+    """What the input's name is in the drop folder when that is not a regular file (the
+    service reads regular files only, and passes such an entry by): "a FIFO", say."""
+    layout = Layout.of(config)
+    for rel in names(layout, given):
+        for name in on_disk(rel):
+            try:
+                mode = os.stat(layout.drop / name).st_mode
+            except (OSError, ValueError):
+                continue
+            if not stat.S_ISREG(mode):
+                return _KINDS.get(stat.S_IFMT(mode), "not a file")
+    return None
+
+
+_KINDS = {
+    stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
+    stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",
+}
 
 
 def collect(config: Config, given: str) -> dict[str, Any] | None:

@@ -180,8 +180,10 @@ class Ledger:
     def seal(self) -> None:
         """Fold the write-ahead log into the file and close: the file alone is then the
         whole ledger, to be renamed into place (`rebuild.py`)."""
-        self._db.execute("PRAGMA journal_mode=DELETE")
+        mode = self._db.execute("PRAGMA journal_mode=DELETE").fetchone()[0]
         self._db.close()
+        if mode != "delete" or Path(f"{self.path}-wal").exists():
+            raise LedgerError(f"{self.path}: its write-ahead log could not be folded into it")
 
     def schemas(self) -> dict[str, tuple[int, bytes]]:
         """Each table's latest schema: name -> (version, Arrow IPC bytes)."""

@@ -9,9 +9,10 @@ known again: an input still in the drop folder with the content a part names
 is recorded with its size and mtime, as the lost ledger had it, so the next run
 skips it unread. The old ledger, if any, is kept beside the new one.
 
-The new ledger is written beside the old one and put in its place only when whole, so a
-rebuild stopped at any moment (Ctrl-C, SIGTERM, kill -9) leaves the old ledger as it was:
-a ledger half rebuilt would have the next run ingest again every input it has not reached.
+The new ledger is written beside the old one and put in its place only when whole, by
+one rename (`_put_in_place`), so a rebuild stopped at any moment (Ctrl-C, SIGTERM,
+kill -9) leaves the old ledger or the new one: a ledger half rebuilt would have the next
+run set aside, as unknown, every part it had not reached.
 """
 
 from __future__ import annotations
@@ -22,14 +23,16 @@ import logging
 import os
 import re
 import shutil
-import signal
+import sqlite3
 import stat
+import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
+import rich.progress
 
 from .. import regular
 from ..files import mtime_ns
@@ -43,36 +46,59 @@ log = logging.getLogger("ingest.rebuild")
 PART_NAME = re.compile(r"^part-(?P<id>.+)-(?P<index>\d+)\.parquet$")
 
 
-def _set_aside(layout: Layout) -> Path | None:
-    if not layout.ledger.exists():
-        return None
+# A ledger is its file and, while in WAL mode, its write-ahead log and that log's index.
+SUFFIXES = ("", "-wal", "-shm")
+
+
+def _checkpoint(ledger: Path) -> None:
+    """Fold the old ledger's write-ahead log into its file, if it opens: a run killed
+    with kill -9 leaves commits in the log that the file alone lacks."""
+    if not ledger.exists():
+        return
+    try:
+        db = sqlite3.connect(ledger)
+        try:
+            db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        finally:
+            db.close()
+    except sqlite3.DatabaseError:
+        pass  # damaged, which may be why it is rebuilt: its log is kept aside with it
+
+
+def _kept_name(layout: Layout) -> Path:
     stamp = time.strftime("%Y%m%dT%H%M%S", time.gmtime())
-    kept = layout.ledger.with_name(f"ledger.sqlite.before-rebuild-{stamp}")
-    for suffix in ("", "-wal", "-shm"):
-        source = Path(f"{layout.ledger}{suffix}")
-        if source.exists():
-            shutil.move(source, f"{kept}{suffix}")
+    kept = layout.ledger.with_name(f"{layout.ledger.name}.before-rebuild-{stamp}")
+    n = 1
+    while any(Path(f"{kept}{suffix}").exists() for suffix in SUFFIXES):
+        n += 1
+        kept = kept.with_name(f"{layout.ledger.name}.before-rebuild-{stamp}-{n}")
     return kept
 
 
 def _remove(ledger: Path) -> None:
-    for suffix in ("", "-wal", "-shm"):
+    for suffix in SUFFIXES:
         Path(f"{ledger}{suffix}").unlink(missing_ok=True)
 
 
 def _put_in_place(layout: Layout, built: Path) -> Path | None:
-    """The old ledger aside, the new one in its place; returns where the old one is kept.
-    Between the two renames there is no ledger, and a run would refuse to start (its
-    output holds parts); SIGINT and SIGTERM wait until both are done."""
-    held = {signal.SIGINT, signal.SIGTERM}
-    signal.pthread_sigmask(signal.SIG_BLOCK, held)
-    try:
-        kept = _set_aside(layout)
-        os.replace(built, layout.ledger)
-        fsync_path(layout.state)
-    finally:
-        signal.pthread_sigmask(signal.SIG_UNBLOCK, held)
-    return kept
+    """The new ledger in place of the old one, which is kept under another name; returns
+    that name. The old files are linked to it first and the old log removed (its commits
+    are in the file since `_checkpoint`), so that the one rename that follows leaves, at
+    every instant, one ledger or the other whole: never none, and never the new file
+    beside the old file's log, which SQLite would read into it."""
+    old = [suffix for suffix in SUFFIXES if Path(f"{layout.ledger}{suffix}").exists()]
+    kept = _kept_name(layout) if old else None
+    for suffix in old:
+        source, target = Path(f"{layout.ledger}{suffix}"), Path(f"{kept}{suffix}")
+        try:
+            os.link(source, target)
+        except OSError:  # a filesystem without hard links
+            shutil.copy2(source, target)
+    for suffix in SUFFIXES[1:]:
+        Path(f"{layout.ledger}{suffix}").unlink(missing_ok=True)
+    os.replace(built, layout.ledger)
+    fsync_path(layout.state)
+    return kept if "" in old else None
 
 
 def _parts(layout: Layout) -> tuple[dict[str, list[Path]], list[Path]]:
@@ -95,7 +121,22 @@ def _parts(layout: Layout) -> tuple[dict[str, list[Path]], list[Path]]:
     return parts, broken
 
 
-def _ingested(part_id: str, paths: list[Path], seen: set[str]) -> list[FileRecord]:
+Sources = dict[Path, list[tuple[str, str, int]]]
+
+
+def _sources(paths: list[Path]) -> Sources:
+    """The inputs each part file names in its footer: (path, sha256, rows)."""
+    found: Sources = {}
+    for path in paths:
+        footer = pq.read_metadata(path).metadata or {}
+        named = json.loads(footer.get(FOOTER_SOURCES, b"[]"))
+        found[path] = [(str(rel), str(sha), int(rows)) for rel, sha, rows in named]
+    return found
+
+
+def _ingested(
+    part_id: str, paths: list[Path], sources: Sources, seen: set[str]
+) -> list[FileRecord]:
     # Records parts name every input; a features-only dataset names them in features parts.
     # A file read in blocks has several records parts in one commit, each naming its rows.
     tables = {p.parents[1].name for p in paths}
@@ -107,9 +148,8 @@ def _ingested(part_id: str, paths: list[Path], seen: set[str]) -> list[FileRecor
         table = path.parents[1].name
         if table not in records_tables:
             continue
-        footer = pq.read_metadata(path).metadata or {}
         done = max(done, path.stat().st_mtime)
-        for rel, sha256, rows in json.loads(footer.get(FOOTER_SOURCES, b"[]")):
+        for rel, sha256, rows in sources[path]:
             rows_of[(rel, sha256)] += rows
             table_of[(rel, sha256)] = "records" if table == "features" else table
     records: list[FileRecord] = []
@@ -131,13 +171,12 @@ def _records_first(item: tuple[str, list[Path]]) -> tuple[bool, str]:
     return all(p.parents[1].name == "features" for p in paths), part_id
 
 
-def _holds(rels: list[str], paths: list[Path]) -> dict[str, list[tuple[str, str]]]:
+def _holds(
+    rels: list[str], paths: list[Path], sources: Sources
+) -> dict[str, list[tuple[str, str]]]:
     """The inputs each part file holds, from its footer, for the ledger's catalog."""
-    holds: dict[str, list[tuple[str, str]]] = {}
-    for rel, path in zip(rels, paths, strict=True):
-        footer = pq.read_metadata(path).metadata or {}
-        holds[rel] = [(f, sha) for f, sha, _ in json.loads(footer.get(FOOTER_SOURCES, b"[]"))]
-    return holds
+    return {rel: [(f, sha) for f, sha, _ in sources[path]]
+            for rel, path in zip(rels, paths, strict=True)}
 
 
 def _in_drop(layout: Layout, record: FileRecord) -> FileRecord:
@@ -200,36 +239,53 @@ def _not_in_delta_logs(layout: Layout, parts: dict[str, list[Path]]) -> list[Pat
     return dropped
 
 
+def _bar() -> rich.progress.Progress:
+    """The parts read so far (a commit's files), on a terminal: each reads its footers and
+    hashes its inputs still in the drop folder, and a large output has tens of thousands."""
+    return rich.progress.Progress(
+        rich.progress.TextColumn("rebuild"), rich.progress.BarColumn(),
+        rich.progress.MofNCompleteColumn(), rich.progress.TextColumn("parts"),
+        transient=True, disable=not sys.stderr.isatty(),
+    )
+
+
 def rebuild(layout: Layout) -> dict[str, int]:
     """Write a fresh ledger; return what it now holds."""
     layout.make_dirs()
     built = layout.ledger.with_name(f"{layout.ledger.name}.rebuilding")
     _remove(built)  # what a rebuild stopped before left
+    _checkpoint(layout.ledger)
     parts, broken = _parts(layout)
     if layout.delta:
         broken += _not_in_delta_logs(layout, parts)
     for path in broken:
         layout.orphans.mkdir(parents=True, exist_ok=True)
         shutil.move(path, layout.orphans / f"{path.parent.parent.name}-{path.name}")
-    ledger = Ledger(built)
+    ledger: Ledger | None = None
     seen: set[str] = set()
     ingested = 0
     try:
+        ledger = Ledger(built)
         # Commits first, then the files compaction made of features alone: an input is
         # recorded from its records part, where there is one.
         held: dict[str, list[tuple[str, str]]] = {}  # inputs not recorded when met
-        for part_id, paths in sorted(parts.items(), key=_records_first):
-            rels = [p.relative_to(layout.output).as_posix() for p in paths]
-            ledger.begin_part(part_id, rels, [p.stat().st_size for p in paths])
-            files = [_in_drop(layout, record) for record in _ingested(part_id, paths, seen)]
-            holds = _holds(rels, paths)
-            ledger.finish_part(part_id, files, holds)
-            ingested += len(files)
-            # A part file may hold an input recorded from a later part (its records file,
-            # which a compaction of that table alone made anew): placed once all are.
-            for rel, inputs in holds.items():
-                if later := [(f, sha) for f, sha in inputs if sha not in seen]:
-                    held[rel] = later
+        with _bar() as bar:
+            for part_id, paths in bar.track(
+                sorted(parts.items(), key=_records_first), total=len(parts)
+            ):
+                rels = [p.relative_to(layout.output).as_posix() for p in paths]
+                sources = _sources(paths)
+                ledger.begin_part(part_id, rels, [p.stat().st_size for p in paths])
+                files = [_in_drop(layout, record)
+                         for record in _ingested(part_id, paths, sources, seen)]
+                holds = _holds(rels, paths, sources)
+                ledger.finish_part(part_id, files, holds)
+                ingested += len(files)
+                # A part file may hold an input recorded from a later part (its records
+                # file, which a compaction of that table alone made anew): placed once all are.
+                for rel, inputs in holds.items():
+                    if later := [(f, sha) for f, sha in inputs if sha not in seen]:
+                        held[rel] = later
         if held:
             ledger.index_digests()
             ledger.hold(held)
@@ -237,7 +293,8 @@ def rebuild(layout: Layout) -> dict[str, int]:
         ledger.record(quarantined)
         ledger.seal()
     except BaseException:  # a signal's exception too: nothing of it may stay
-        ledger.close()
+        if ledger is not None:
+            ledger.close()
         _remove(built)
         raise
     fsync_path(built)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,32 @@ def test_calls_made_while_the_pool_is_replaced_run_on_the_new_pool() -> None:
     innocent, breakages = asyncio.run(main(), debug=True)
     assert innocent == list(range(8))
     assert breakages == 1
+
+
+@pytest.mark.timeout(180)
+def test_a_local_dask_cluster_starts_quietly_where_another_holds_port_8787() -> None:
+    """The scheduler's HTTP routes take any free port, not dask's default: another cluster
+    on the machine (a notebook's, a second service's) made it warn and move (the suite
+    runs with warnings as errors)."""
+    held = socket.socket()
+    try:
+        held.bind(("", 8787))
+        held.listen()
+    except OSError:
+        pass  # already held by another: the same for this test
+
+    async def main() -> int:
+        compute = Compute("dask://local", 1, 60)
+        await asyncio.to_thread(compute.start)
+        try:
+            return await compute.call(abs, -3, "a call")
+        finally:
+            compute.shutdown()
+
+    try:
+        assert asyncio.run(main()) == 3
+    finally:
+        held.close()
 
 
 @pytest.mark.timeout(180)

@@ -187,6 +187,24 @@ def test_an_unknown_input_says_so_and_exits_1(folder: Folder) -> None:
         assert path in result.stderr
 
 
+def test_an_entry_of_the_drop_folder_that_is_not_a_regular_file_is_named_for_what_it_is(
+    folder: Folder,
+) -> None:
+    os.mkfifo(folder.drop / "pipe.csv")
+    (folder.drop / "dir.csv").mkdir()
+    assert folder.ingest("once").returncode == 0
+    for name, kind in (
+        ("pipe.csv", "a FIFO, which ingest passes by: it reads regular files only"),
+        ("dir.csv", "a folder, whose files are inputs each under its own path"),
+    ):
+        result = folder.ingest("explain", name, timeout=60)
+        assert result.returncode == 1, result.stderr
+        assert result.stderr.count("\n") == 1, result.stderr
+        assert "unknown input; the ledger has no record of it and in the drop folder" in (
+            result.stderr
+        ) and result.stderr.rstrip().endswith(f"it is {kind}"), result.stderr
+
+
 def test_the_table_comes_from_the_ledger_once_it_records_one(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     ledger = Ledger(path)
