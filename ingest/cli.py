@@ -1,7 +1,7 @@
 """The `ingest` command. Synchronous shell: parse, load config, `asyncio.run` once.
 
 Exit codes are named below. `ingest once` uses the first five; a writing command (`run`,
-`once`, `ledger rebuild`) exits BUSY when another process holds the output folder.
+`once`, `compact`, `ledger rebuild`) exits BUSY when another process holds the output folder.
 
 Each command imports what it needs when it runs. This module is imported again
 in every worker process (multiprocessing re-runs the parent's main script
