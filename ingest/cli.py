@@ -235,6 +235,8 @@ def _stop_between_partitions(early: list[int]) -> None:
                 " next command finishes or undoes the partition under way",
                 file=sys.stderr, flush=True,
             )
+            if os.isatty(2):  # the bar hid the cursor, and will not be there to show it
+                os.write(2, b"\x1b[?25h")
             os._exit(128 + signum)
         early.append(signum)
 

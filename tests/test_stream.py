@@ -9,10 +9,13 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import itertools
 import json
 import os
 import signal
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -606,6 +609,72 @@ def test_a_semicolon_file_with_notes_and_a_decimal_comma_is_streamed_in_its_dial
     (folder.drop / "later.csv").write_text("Datum;Stelle;Wert\n01.03.2024;st-1;7,5\n")
     assert folder.ingest("once").returncode == 0
     assert 7.5 in records_of(folder)["Wert"].to_pylist()
+
+
+# Rewrites one row's note, `plain`, with a new number each time and the file's mtime put
+# back, until a file named by the second argument exists; then writes `plain` back.
+REWRITER = """
+import os, sys, time
+path, stop, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
+st = os.stat(path)
+with open(path, "r+b") as fh:
+    fh.seek(at)
+    at += fh.read(1 << 16).index(b",plain,") + 1
+    turn = 0
+    while not os.path.exists(stop):
+        turn += 1
+        fh.seek(at)
+        fh.write(b"%05d" % (turn % 100_000))
+        fh.flush()
+        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        time.sleep(0.003)
+    fh.seek(at)
+    fh.write(b"plain")
+os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+"""
+
+
+def test_a_file_found_changed_time_after_time_is_looked_at_again_after_longer_pauses(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """Rewritten in place with its mtime put back, again and again: each read finds it
+    changed (its hash pass and its blocks read other bytes), and it is read again after a
+    pause that doubles each time, not at once."""
+    folder.write_config(
+        pipeline={"workers": 1, "memory_mb": 1}, watch={"settle_ms": 0, "rescan_s": 1},
+        output={"flush_s": 0.05},
+    )
+    big_csv(folder.root / "big.csv", rows=8_000)  # 360 KB: read in blocks, in a moment
+    original = (folder.root / "big.csv").read_bytes()
+    stop = folder.root / "stop-rewriting"
+    os.replace(folder.root / "big.csv", folder.drop / "big.csv")
+    rewriter = subprocess.Popen(
+        [sys.executable, "-c", REWRITER, str(folder.drop / "big.csv"), str(stop),
+         str(len(original) // 2)]
+    )
+    try:
+        svc = service("--log-format", "json")
+        changed: list[float] = []
+
+        def times_changed() -> int:
+            changed[:] = [
+                dt.datetime.fromisoformat(line["time"]).timestamp()
+                for line in map(json.loads, svc.text().splitlines())
+                if line.get("event") == "changed" and line.get("file") == "big.csv"
+            ]
+            return len(changed)
+
+        wait_for(lambda: times_changed() >= 6, 60, "big.csv found changed six times")
+    finally:
+        stop.touch()
+        rewriter.wait(30)
+    gaps = [later - earlier for earlier, later in itertools.pairwise(changed[:6])]
+    pauses = [0.1 * 2**n for n in range(5)]  # settle_ms = 0: from CHANGED_PAUSE_S's first
+    assert all(gap >= pause - 0.002 for gap, pause in zip(gaps, pauses, strict=True)), gaps
+
+    wait_for(lambda: '"ingested big.csv"' in svc.text(), 120, "big.csv ingested")
+    assert svc.stop(signal.SIGTERM, timeout=30) == 0
+    check_exactly_once(folder, {"big.csv": 8_000}, set())
 
 
 def test_a_file_rewritten_while_its_blocks_are_read_is_read_again_not_committed_torn(

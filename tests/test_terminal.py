@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import pty
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -13,6 +14,7 @@ import sys
 import pytest
 
 from .conftest import Folder, write_csv
+from .store.seed import seed_parts
 
 FILES = 30
 PER_FILE = re.compile(r"INFO\s+ingested f\d+\.csv")
@@ -24,18 +26,19 @@ def _populate(folder: Folder) -> None:
     (folder.drop / "bad.csv").write_text("a,b\n1,2\n3,4,5\n")
 
 
-def _on_a_terminal(
-    folder: Folder, *args: str, command: tuple[str, ...] = ("once",)
-) -> tuple[int, str]:
-    """Run `ingest once` (or `command`) with stdout and stderr on a pseudo-terminal; return
-    what it showed."""
+def _start_on_a_terminal(folder: Folder, *args: str) -> tuple[subprocess.Popen[bytes], int]:
+    """`ingest <args>` with stdout and stderr on a pseudo-terminal; the terminal's other end."""
     leader, follower = pty.openpty()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "ingest", *command, "--config", str(folder.config), *args],
+        [sys.executable, "-m", "ingest", *args, "--config", str(folder.config)],
         cwd=folder.root, stdout=follower, stderr=follower, stdin=subprocess.DEVNULL,
         env={**os.environ, "COLUMNS": "200", "TERM": "xterm"},
     )
     os.close(follower)
+    return proc, leader
+
+
+def _shown_to_the_end(proc: subprocess.Popen[bytes], leader: int) -> tuple[int, str]:
     chunks = []
     while True:
         try:
@@ -48,6 +51,11 @@ def _on_a_terminal(
     code = proc.wait(60)
     os.close(leader)
     return code, b"".join(chunks).decode(errors="replace")
+
+
+def _on_a_terminal(folder: Folder, *args: str) -> tuple[int, str]:
+    """Run `ingest <args>` (`once`, if none) on a pseudo-terminal; return what it showed."""
+    return _shown_to_the_end(*_start_on_a_terminal(folder, *(args or ("once",))))
 
 
 def test_on_a_terminal_once_shows_the_bar_warnings_and_summary_not_a_line_per_file(
@@ -71,7 +79,7 @@ def test_on_a_terminal_json_and_debug_keep_a_line_per_file(
 ) -> None:
     _populate(folder)
 
-    code, shown = _on_a_terminal(folder, *args)
+    code, shown = _on_a_terminal(folder, "once", *args)
 
     assert code == 3, shown
     if args[1] == "json":
@@ -99,10 +107,31 @@ def test_on_a_terminal_a_ledger_rebuild_counts_the_parts_it_reads(folder: Folder
         commits = db.execute("SELECT count(*) FROM parts").fetchone()[0]
     assert commits >= 3
 
-    code, shown = _on_a_terminal(folder, command=("ledger", "rebuild"))
+    code, shown = _on_a_terminal(folder, "ledger", "rebuild")
 
     assert code == 0, shown
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
     assert "━" in plain, shown
     assert f"{commits}/{commits} parts" in plain, shown
     assert f"rebuilt the ledger: {commits} parts" in plain, shown
+
+
+def test_on_a_terminal_compact_ended_by_a_second_signal_shows_the_cursor_again(
+    folder: Folder,
+) -> None:
+    """The bar hides the cursor while it runs; an exit at once must not leave it hidden."""
+    for t in range(60):
+        seed_parts(folder, 3, 20, table=f"t{t:02d}", start=t * 3)
+    proc, leader = _start_on_a_terminal(folder, "compact")
+    shown = b""
+    while b"compacted t" not in shown:  # in its loop, the bar drawn
+        chunk = os.read(leader, 65536)
+        assert chunk, shown
+        shown += chunk
+    for sig in (signal.SIGSTOP, signal.SIGINT, signal.SIGTERM, signal.SIGCONT):
+        proc.send_signal(sig)  # both at once on waking: the second exits at once
+    code, rest = _shown_to_the_end(proc, leader)
+    text = shown.decode(errors="replace") + rest
+    assert code in (128 + signal.SIGINT, 128 + signal.SIGTERM), text  # either may come second
+    assert "\x1b[?25l" in text, "rich hides the cursor while its bar is live"
+    assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l"), text

@@ -215,14 +215,23 @@ class InFlight:
             for waiter in self._waiting.pop(record.claim, []):
                 self._files.pop(waiter.rel, None)
                 self._end(waiter, offer_again=True)
-        self._end(file, offer_again, stays)
+        self._end(file, offer_again, stays, found_changed=offer_again is True)
 
-    def _end(self, file: DropFile, offer_again: bool | None, stays: bool = False) -> None:
+    def _end(
+        self, file: DropFile, offer_again: bool | None, stays: bool = False,
+        found_changed: bool = False,
+    ) -> None:
+        """`found_changed`: resolved as changed, it is looked at again after a pause."""
         changed = self.settler.done(file.rel, file if stays else None)
+        if found_changed:
+            self.settler.changed(file.rel)
         if (offer_again or (offer_again is None and changed)) and not self.draining():
             st = regular_file(file.path, self.drop)
             if st is not None:
                 self.settler.offer(file.path, st)
+                if found_changed:
+                    return
+        self.settler.forget_changes(file.rel)
 
     def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
         """Called on the loop once a file's fate is committed (or needs no commit)."""

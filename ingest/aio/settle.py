@@ -31,6 +31,11 @@ from ..files import DropFile, mtime_ns
 
 # Due files looked at between returns to the event loop.
 LOOK_BATCH = 256
+# A file resolved as changed is looked at again after a pause, which doubles each time
+# in a row from settle_ms (at least the first of these) up to the second. The service saw
+# it unchanged and a worker did not: a shared mount whose cache shows the worker another
+# size, a file rewritten in place with its mtime put back. Each look reads it whole.
+CHANGED_PAUSE_S = (0.1, 60.0)
 # Second looks made on the loop itself, a few stats of some µs each: a hop to a thread
 # costs the service ~200 µs of CPU, which a trickle of files would pay one by one.
 INLINE_LOOKS = 32
@@ -92,6 +97,9 @@ class Settler:
         # until it changes. Those no full scan finds any more are forgotten. At most
         # `remember` (known_files) are: past that, a file is asked of the ledger again.
         self._remember = remember
+        # Files resolved as changed: how many times in a row, and the monotonic time before
+        # which they are not handed out again, however they are offered (`changed`).
+        self._changes: dict[str, tuple[int, float]] = {}
         self._resolved: dict[str, tuple[int, int]] = {}
         self._scans = 0  # full scans under way
         self._found: set[str] = set()  # resolved files found again since the first began
@@ -103,6 +111,17 @@ class Settler:
     @property
     def busy(self) -> int:
         return len(self._busy)
+
+    def changed(self, rel: str) -> None:
+        """`rel` was resolved as changed: it is not handed out again before a pause."""
+        times, _ = self._changes.get(rel, (0, 0.0))
+        shortest, longest = CHANGED_PAUSE_S
+        pause = min(max(self.settle_s, shortest) * (1 << min(times, 32)), longest)
+        self._changes[rel] = (times + 1, time.monotonic() + pause)
+
+    def forget_changes(self, rel: str) -> None:
+        """`rel` was resolved otherwise, or is gone: its next change pauses from the start."""
+        self._changes.pop(rel, None)
 
     def offer(self, path: Path, st: os.stat_result, scanned: bool = False) -> None:
         """A hint that `path` exists and may be new. Cheap; safe to call for every event.
@@ -129,12 +148,15 @@ class Settler:
         if entry is not None and (entry.size, entry.mtime_ns) == (st.st_size, mtime):
             return
         wall = time.time()
+        paused_until = self._changes[rel][1] if rel in self._changes else 0.0
         fresh = self._pending[rel] = _Pending(
             path, rel, st.st_size, mtime, now,
             entry.seen_at if entry else wall, entry.seen_mono if entry else now,
-            quiet=wall - st.st_mtime_ns / 1e9 >= self.settle_s,
+            # Found changed before: never handed out on this look alone.
+            quiet=not paused_until and wall - st.st_mtime_ns / 1e9 >= self.settle_s,
         )
-        self._schedule(fresh, now if fresh.quiet else self._due(fresh, now))
+        due = now if fresh.quiet else self._due(fresh, now)
+        self._schedule(fresh, max(due, paused_until))
 
     def done(self, rel: str, stays: DropFile | None = None) -> bool:
         """The service resolved `rel`. True if it changed meanwhile and deserves another look.
@@ -202,6 +224,7 @@ class Settler:
         """The second look at `entry`: settled if it is as it was, else watched again."""
         if isinstance(st, FileNotFoundError):
             del self._pending[entry.rel]
+            self._changes.pop(entry.rel, None)
             self.vanished(entry.file())
             return
         if isinstance(st, OSError):

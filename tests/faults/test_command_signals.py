@@ -233,13 +233,14 @@ def test_a_second_signal_ends_compact_at_once_and_the_next_command_repairs(
 ) -> None:
     expected = _many_partitions(folder, PARTITIONS)
     proc, _ = _compacting(folder)
-    # Stopped, it gets both signals at once on waking, wherever it was: SIGINT's handler
-    # runs first, then SIGTERM's.
+    # Stopped, it gets both signals at once on waking, wherever it was; which of the two
+    # its handlers see first depends on the threads the kernel gives them to.
     proc.send_signal(signal.SIGSTOP)
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
     _, err = proc.communicate(timeout=60)
-    assert proc.returncode == 128 + signal.SIGTERM, err
-    assert "a second signal (SIGTERM): exiting now" in err, err
+    assert proc.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM), err
+    second = signal.Signals(proc.returncode - 128).name
+    assert f"a second signal ({second}): exiting now" in err, err
     _compact_again(folder, expected)
