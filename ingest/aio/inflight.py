@@ -19,7 +19,8 @@ settler entry keeps `once` from ending; a place upstream left behind makes every
 wait flush_s for a file that is not coming; a claim left behind holds its waiters forever):
 
     resolved (committed, or needs no commit)  finish; offered again if it changed meanwhile
-                                              (or a worker found it so: not_as_seen)
+                                              (or a worker found it so: not_as_seen, and
+                                              then handed out after a pause, `Settler.changed`)
     deferred (a drain, staging failed)        finish; not offered again
     duplicate of a committed file             let_go; resolved once the committer records it
     same bytes as a file in flight            let_go; finished (offered again) with that file
@@ -225,13 +226,14 @@ class InFlight:
         changed = self.settler.done(file.rel, file if stays else None)
         if found_changed:
             self.settler.changed(file.rel)
+        else:
+            self.settler.forget_changes(file.rel)
         if (offer_again or (offer_again is None and changed)) and not self.draining():
             st = regular_file(file.path, self.drop)
             if st is not None:
                 self.settler.offer(file.path, st)
-                if found_changed:
-                    return
-        self.settler.forget_changes(file.rel)
+                return
+        self.settler.forget_changes(file.rel)  # not looked at again: nothing to pause
 
     def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
         """Called on the loop once a file's fate is committed (or needs no commit)."""

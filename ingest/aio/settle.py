@@ -11,7 +11,8 @@ with no second stat a moment later: a backlog of small files was stat'ed three t
 each. What the second look would have caught, a write after the first, is caught
 as surely later: the read must return exactly the size seen, and the commit checks
 the size and mtime once more (`store.parts.unchanged`); either way the file is
-resolved as changed and looked at again.
+resolved as changed and looked at again: after a pause that doubles each time it is so
+resolved in a row (`changed`), and never on one look.
 """
 
 from __future__ import annotations
@@ -229,6 +230,7 @@ class Settler:
             return
         if isinstance(st, OSError):
             del self._pending[entry.rel]  # unreadable before it settled; a rescan tries again
+            self._changes.pop(entry.rel, None)
             return
         mtime = mtime_ns(st)
         if (st.st_size, mtime) != (entry.size, entry.mtime_ns):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -187,6 +188,38 @@ def test_a_file_is_offered_again_only_if_it_changed_and_was_not_deferred(
         rig.assert_holds_nothing()
         assert rig.summary.outcomes[way_out] == 1
         assert await rig.offered_again() == ("a.csv" if offered_again else None)
+
+    run(tmp_path, body)
+
+
+def test_a_file_found_changed_in_a_row_waits_twice_as_long_each_time_then_starts_over(
+    tmp_path: Path,
+) -> None:
+    """Settle_ms is 0 here: the pauses are 0.1, 0.2, 0.4 s, and once the file is resolved
+    otherwise its next change pauses 0.1 s again. A file seen again meanwhile (an event,
+    a scan) is not handed out before its pause is over."""
+
+    async def body(rig: Rig) -> None:
+        digest = "d1"
+        file = await rig.admitted("a.csv", 1000, digest)
+        waited: list[float] = []
+        for way_out in ("changed", "changed", "changed", "ingested", "changed"):
+            resolved = time.monotonic()
+            rig.in_flight.resolved(file, way_out, {"sha256": digest})
+            if way_out != "changed":
+                digest = "d2"
+                file = await rig.admitted("a.csv", 1000, digest)  # a new version, at once
+                continue
+            rig.settler.offer(file.path, os.stat(file.path))  # an event during the pause
+            file = await asyncio.wait_for(rig.settler.ready.get(), 5)
+            waited.append(time.monotonic() - resolved)
+            rig.in_flight.admit(file)
+            await rig.in_flight.charge(file.rel, 1000)
+            assert rig.in_flight.claim(file.rel, digest, {})
+        assert all(w >= pause for w, pause in zip(waited, (0.1, 0.2, 0.4, 0.1), strict=True)), (
+            waited
+        )
+        assert waited[3] < 0.4, f"the run of changes started over after `ingested`: {waited}"
 
     run(tmp_path, body)
 
