@@ -1,9 +1,22 @@
-"""Progress for `ingest once`: a bar on a terminal, nothing otherwise."""
+"""Progress for `ingest once`, `compact` and `ledger rebuild`: a bar on a terminal,
+nothing otherwise."""
 
 from __future__ import annotations
 
+import sys
+
 import rich.console
 import rich.progress
+
+
+def command_bar(label: str, detail: str = "{task.description}") -> rich.progress.Progress:
+    """A bar over a command's steps (`compact`'s partitions, `ledger rebuild`'s parts),
+    drawn only on a terminal and gone when it ends."""
+    return rich.progress.Progress(
+        rich.progress.TextColumn(label), rich.progress.BarColumn(),
+        rich.progress.MofNCompleteColumn(), rich.progress.TextColumn(detail),
+        transient=True, disable=not sys.stderr.isatty(),
+    )
 
 
 class Progress:

@@ -233,7 +233,8 @@ class InFlight:
             if st is not None:
                 self.settler.offer(file.path, st)
                 return
-        self.settler.forget_changes(file.rel)  # not looked at again: nothing to pause
+        if found_changed:  # not looked at again: nothing to pause
+            self.settler.forget_changes(file.rel)
 
     def resolved(self, file: DropFile, event: str, fields: dict[str, object]) -> None:
         """Called on the loop once a file's fate is committed (or needs no commit)."""

@@ -122,7 +122,8 @@ class Settler:
 
     def forget_changes(self, rel: str) -> None:
         """`rel` was resolved otherwise, or is gone: its next change pauses from the start."""
-        self._changes.pop(rel, None)
+        if self._changes:  # called for every file resolved; nearly always empty
+            self._changes.pop(rel, None)
 
     def offer(self, path: Path, st: os.stat_result, scanned: bool = False) -> None:
         """A hint that `path` exists and may be new. Cheap; safe to call for every event.

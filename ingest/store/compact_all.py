@@ -6,13 +6,11 @@ Runs in the command's main thread: it is the output folder's only writer while i
 from __future__ import annotations
 
 import logging
-import sys
 from collections.abc import Callable
-
-import rich.progress
 
 from ..config import Config
 from ..errors import LedgerError
+from ..progress import command_bar
 from .compact import Outcome, compact_partition
 from .crashpoints import CrashPlan
 from .layout import Layout
@@ -40,11 +38,7 @@ def compact_all(config: Config, stop: Callable[[], bool] = lambda: False) -> lis
         partitions = [(table, day) for table, day, _, _ in ledger.partitions()]
         target = config.output.target_file_mb * 1024 * 1024
         outcomes: list[Outcome] = []
-        with rich.progress.Progress(
-            rich.progress.TextColumn("compact"), rich.progress.BarColumn(),
-            rich.progress.MofNCompleteColumn(), rich.progress.TextColumn("{task.description}"),
-            transient=True, disable=not sys.stderr.isatty(),
-        ) as bar:
+        with command_bar("compact") as bar:
             task = bar.add_task("", total=len(partitions))
             for done, (table, day) in enumerate(partitions):
                 if stop():

@@ -25,18 +25,17 @@ import re
 import shutil
 import sqlite3
 import stat
-import sys
 import time
 from collections import defaultdict
 from dataclasses import replace
 from pathlib import Path
 
 import pyarrow.parquet as pq
-import rich.progress
 
 from .. import regular
 from ..files import mtime_ns
 from ..partfile import FOOTER_SOURCES
+from ..progress import command_bar
 from .fsync import fsync_path
 from .layout import Layout, on_disk
 from .ledger import FileRecord, Ledger
@@ -239,16 +238,6 @@ def _not_in_delta_logs(layout: Layout, parts: dict[str, list[Path]]) -> list[Pat
     return dropped
 
 
-def _bar() -> rich.progress.Progress:
-    """The parts read so far (a commit's files), on a terminal: each reads its footers and
-    hashes its inputs still in the drop folder, and a large output has tens of thousands."""
-    return rich.progress.Progress(
-        rich.progress.TextColumn("rebuild"), rich.progress.BarColumn(),
-        rich.progress.MofNCompleteColumn(), rich.progress.TextColumn("parts"),
-        transient=True, disable=not sys.stderr.isatty(),
-    )
-
-
 def rebuild(layout: Layout) -> dict[str, int]:
     """Write a fresh ledger; return what it now holds."""
     layout.make_dirs()
@@ -269,7 +258,9 @@ def rebuild(layout: Layout) -> dict[str, int]:
         # Commits first, then the files compaction made of features alone: an input is
         # recorded from its records part, where there is one.
         held: dict[str, list[tuple[str, str]]] = {}  # inputs not recorded when met
-        with _bar() as bar:
+        # A part reads its footers and hashes its inputs still in the drop folder, and a
+        # large output has tens of thousands.
+        with command_bar("rebuild", "parts") as bar:
             for part_id, paths in bar.track(
                 sorted(parts.items(), key=_records_first), total=len(parts)
             ):
