@@ -62,6 +62,10 @@ class Watch:
     # A canary file's event must arrive within this, or the watcher is taken for deaf.
     # Events arrive in milliseconds; the margin is for a loop busy with a flood of files.
     canary_wait_s: float = 5
+    # `ingest once`, with nothing else left to do, waits this long for files still being
+    # written; then it leaves them for the next run, and ends. A file appended to for ever
+    # (a device's log) kept it running, and holding the lock against every later run.
+    once_unsettled_s: float = 60
 
 
 @dataclass(frozen=True)
@@ -181,6 +185,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "watch.settle_ms": (lambda v: v >= 0, "an integer >= 0"),
     "watch.rescan_s": (lambda v: v > 0, "a number > 0"),
     "watch.canary_wait_s": (lambda v: v > 0, "a number > 0"),
+    "watch.once_unsettled_s": (lambda v: v > 0, "a number > 0"),
     "watch.on_success": (lambda v: v in ON_SUCCESS, "one of " + ", ".join(ON_SUCCESS)),
     "watch.patterns": (lambda v: len(v) > 0, "a non-empty list of strings"),
     "pipeline.workers": (lambda v: v >= 0, "an integer >= 0"),

@@ -237,6 +237,7 @@ BAD_VALUES = [
     ("watch", "settle_ms", True),
     ("watch", "rescan_s", True),
     ("watch", "canary_wait_s", True),
+    ("watch", "once_unsettled_s", True),
     ("output", "flush_s", False),
     ("features", "window", True),
     # bad enum values
@@ -251,6 +252,8 @@ BAD_VALUES = [
     ("watch", "rescan_s", 0),
     ("watch", "canary_wait_s", 0),
     ("watch", "canary_wait_s", -1),
+    ("watch", "once_unsettled_s", 0),
+    ("watch", "once_unsettled_s", "60"),
     ("features", "window", -5),
     ("output", "target_file_mb", 0),
     ("output", "flush_s", -0.5),

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import json
+import re
 import shutil
+import threading
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -230,3 +233,47 @@ def test_delete_mode_removes_inputs_and_status_reports(folder: Folder) -> None:
     assert data["backlog"] == 0
     assert data["quarantined"][0]["file"] == "bad.jsonl"
     assert data["last_ingest"]
+
+
+def test_once_leaves_a_file_still_being_written_for_the_next_run_and_ends(
+    folder: Folder,
+) -> None:
+    """A file appended to for ever (a device's log) kept `once` running, and holding the
+    output's lock against every later run. Once every other file is done, it waits
+    once_unsettled_s for such a file, then leaves it in the drop folder and ends."""
+    folder.write_config(watch={"settle_ms": 100, "once_unsettled_s": 1})
+    write_csv(folder.drop / "done.csv", rows=5, seed=1)
+    growing = folder.drop / "growing.csv"
+    growing.write_text("timestamp,v\n")
+    stop = threading.Event()
+
+    def append() -> None:
+        with growing.open("a") as out:
+            for i in itertools.count():
+                if stop.wait(0.02):
+                    return
+                out.write(f"{i},{i}.5\n")
+                out.flush()
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    try:
+        result = folder.ingest("once", timeout=60)
+    finally:
+        stop.set()
+        writer.join()
+
+    assert result.returncode == 0, result.stderr
+    assert folder.rows_per_file() == {"done.csv": 5}
+    assert re.search(
+        r"WARNING +deferred growing\.csv reason=\"still being written 1 s after every other"
+        r" file was done; left for the next run\"", result.stderr,
+    ), result.stderr
+    assert "1 left for the next run" in result.stderr, result.stderr
+    assert growing.exists()
+
+    rows = growing.read_text().count("\n") - 1
+    again = folder.ingest("once")  # it has stopped growing: the next run takes it whole
+    assert again.returncode == 0, again.stderr
+    assert folder.rows_per_file() == {"done.csv": 5, "growing.csv": rows}
+    assert "0 left for the next run" in again.stderr, again.stderr

@@ -117,6 +117,21 @@ class Outcomes:
         self._counter("vanished").inc()
         logs.outcome("vanished", file.rel, latency_ms=(time.monotonic() - file.seen_mono) * 1000)
 
+    def unsettled(self, files: Sequence[DropFile], waited_s: float) -> None:
+        """`once` ends with files still being written: each stays in the drop folder for the
+        next run, and is a warning, shown beside a progress bar too: one written for ever
+        is never taken by `once`."""
+        if not files:
+            return
+        reason = (
+            f"still being written {waited_s:g} s after every other file was done;"
+            " left for the next run"
+        )
+        self.summary.outcomes["deferred"] += len(files)
+        logs.outcomes("deferred", [(f.rel, {"reason": reason}) for f in files], logging.WARNING)
+        if self.progress is not None:
+            self.progress.advance("deferred", len(files))
+
     def deferred(self, rel: str) -> None:
         """A file let go unrecorded: it stays in the drop folder for the next run."""
         self.summary.outcomes["deferred"] += 1

@@ -292,8 +292,20 @@ class Service:
         self.draining = True
 
     async def _until_idle(self) -> None:
+        """`once`: until every file found is resolved; or, once only files still being
+        written are left, for once_unsettled_s (never less than twice settle_ms: a file
+        must have been watched to be found changing), then those are left for the next run."""
+        wait_s = max(self.config.watch.once_unsettled_s, 2 * self.settler.settle_s)
+        only_unsettled_since: float | None = None
         while not self.stop.is_set():
-            if not len(self.settler) and not self.settler.busy and self.settler.ready.empty():
+            if self.settler.busy or not self.settler.ready.empty():
+                only_unsettled_since = None
+            elif not len(self.settler):
+                return
+            elif only_unsettled_since is None:
+                only_unsettled_since = time.monotonic()
+            elif time.monotonic() - only_unsettled_since >= wait_s:
+                self.outcomes.unsettled(self.settler.leave_unsettled(), wait_s)
                 return
             await asyncio.sleep(ONCE_POLL_S)
 

@@ -173,6 +173,13 @@ class Settler:
                 self._found.add(rel)
         return False
 
+    def leave_unsettled(self) -> list[DropFile]:
+        """`ingest once` ends with these files not yet settled: each as last seen, let go
+        of here. They stay in the drop folder for the next run."""
+        left = [entry.file() for entry in self._pending.values()]
+        self._pending.clear()  # their heap entries are stale now, and dropped when due
+        return left
+
     def scan_began(self) -> None:
         self._scans += 1
 
