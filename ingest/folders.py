@@ -59,10 +59,12 @@ def check_usable(config: Config) -> None:
 
 
 def holds_anything(folder: Path) -> bool:
-    """Whether `folder` has an entry of any kind; it reads the first one only. A folder that
-    cannot be read is said to hold something: the scan reports what is wrong with it."""
+    """Whether `folder` has an entry whose name is not hidden; it reads up to the first such.
+    A hidden name is never an input, nor a hidden folder entered: a canary file a killed
+    `ingest run` left, `.DS_Store`, an uploader's `.part` folder. A folder that cannot be
+    read is said to hold something: the scan reports what is wrong with it."""
     try:
         with os.scandir(folder) as entries:
-            return next(entries, None) is not None
+            return any(not entry.name.startswith(".") for entry in entries)
     except OSError:
         return True

@@ -128,7 +128,11 @@ def test_second_once_in_keep_mode_ingests_nothing_and_exits_0(folder: Folder) ->
 
 
 def test_once_over_an_empty_drop_folder_starts_no_worker(folder: Folder) -> None:
-    """A scheduled run finds nothing most of the time: it has nothing to compute."""
+    """A scheduled run finds nothing most of the time: it has nothing to compute. Nor in
+    hidden names, which are never inputs (a canary file a killed `ingest run` left)."""
+    (folder.drop / CANARY).write_text("12345\n")
+    (folder.drop / ".upload").mkdir()
+    write_csv(folder.drop / ".upload" / "a.csv", 10, 1)
     empty = folder.ingest("once", "--log-level", "DEBUG")
     assert empty.returncode == 0, empty.stderr
     assert "ingested 0 files" in empty.stderr

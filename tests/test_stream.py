@@ -720,6 +720,7 @@ def test_a_file_rewritten_while_its_blocks_are_read_is_read_again_not_committed_
     assert svc.stop(signal.SIGTERM, timeout=30) == 0
     old = hashlib.sha256(original).hexdigest()
     assert "changed big.csv" in svc.text() and f"sha256={old}" in svc.text()
+    assert 'reason="its bytes changed while it was read in blocks"' in svc.text()
     check_exactly_once(folder, {"big.csv": 400_000}, set())
     (sha,) = {s for (s,) in folder.query("SELECT DISTINCT source_sha256 FROM records")}
     assert sha == hashlib.sha256(rewritten).hexdigest()

@@ -43,6 +43,9 @@ REPORT_BATCH = 64
 # How often an idle committer looks for a partition to compact; after a commit, or a pass
 # that compacted one, it looks again at once. A look is one ledger query in a thread.
 COMPACT_CHECK_S = 1.0
+# Why a file found other than it was read, as its parts were about to be committed, is read
+# again (`store.parts.unchanged`).
+CHANGED_AT_COMMIT = "its size or mtime changed after it was read, before its commit"
 
 
 @dataclass
@@ -537,7 +540,9 @@ class Committer:
             for entry in published.committed
         ]
         await self._report("ingested", committed)
-        await self._report("changed", [(e.file, {"sha256": e.sha256}) for e in published.changed])
+        await self._report("changed", [
+            (e.file, {"sha256": e.sha256, "reason": CHANGED_AT_COMMIT}) for e in published.changed
+        ])
 
     async def _report_aside(self, aside: list[Aside]) -> None:
         by_state: dict[str, list[tuple[DropFile, dict[str, object]]]] = {}

@@ -271,7 +271,7 @@ class Intake:
             await self._unreadable(file, data)
             return
         if length != file.size:
-            self.in_flight.resolved(file, "changed", {})
+            self.in_flight.resolved(file, "changed", {"reason": _not_as_settled(length, file)})
             return
         segment = self.in_flight.segment(file.rel)
         table = self.config.route(file.rel)
@@ -300,7 +300,7 @@ class Intake:
             await self._unreadable(file, exc)
             return None
         if length != file.size:
-            self.in_flight.resolved(file, "changed", {})
+            self.in_flight.resolved(file, "changed", {"reason": _not_as_settled(length, file)})
             return None
         return digest
 
@@ -325,9 +325,11 @@ class Intake:
     async def _unreadable(self, file: DropFile, exc: OSError, digest: str = "") -> None:
         if isinstance(exc, FileNotFoundError):
             self.committer.vanished(file, digest)  # a fact for `ingest explain`
-            self.in_flight.resolved(file, "vanished", {})
+            self.in_flight.resolved(file, "vanished", {"reason": "it was gone when it was read"})
         else:
-            self.in_flight.resolved(file, "unreadable", {"reason": exc.strerror})
+            self.in_flight.resolved(
+                file, "unreadable", {"reason": f"it could not be read: {exc.strerror}"}
+            )
 
     async def _stream(self, file: DropFile, in_memory: int) -> None:
         """A file too big to hold: hashed in one pass, then read and processed in blocks.
@@ -362,13 +364,23 @@ class Intake:
         if outcome == DEFERRED:
             self.in_flight.defer(file)
         elif outcome == CHANGED:
-            self.in_flight.resolved(file, "changed", {"sha256": digest})
+            self.in_flight.resolved(file, "changed", {
+                "sha256": digest, "reason": "its bytes changed while it was read in blocks",
+            })
         elif isinstance(outcome, Failure):
             self.committer.set_aside(Aside(file, digest, "quarantined", failure=outcome))
         elif isinstance(outcome, Streamed):
             log.debug("%s: %d rows in %d blocks, staged", file.rel, outcome.rows, outcome.blocks)
             accepted = Accepted(file, digest, outcome.rows, table=self.config.route(file.rel))
             self.committer.add(TaskOutput([accepted], outcome.parts))
+
+
+def _not_as_settled(length: int, file: DropFile) -> str:
+    """Why a file read at another size than it settled at is resolved as changed; in the
+    words a worker that reads it uses (`compute/inputs.py`)."""
+    if length > file.size:
+        return f"it grew past the {file.size} bytes it settled at before it was read"
+    return f"{length} bytes were read where it settled at {file.size}"
 
 
 def path_job(file: DropFile, table: str, in_memory: int, local: bool) -> Job:

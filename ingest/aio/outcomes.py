@@ -115,7 +115,10 @@ class Outcomes:
         """A file deleted before it settled: said once, never retried. It was never in flight."""
         self.summary.outcomes["vanished"] += 1
         self._counter("vanished").inc()
-        logs.outcome("vanished", file.rel, latency_ms=(time.monotonic() - file.seen_mono) * 1000)
+        logs.outcome(
+            "vanished", file.rel, latency_ms=(time.monotonic() - file.seen_mono) * 1000,
+            reason="it was gone before it settled",
+        )
 
     def unsettled(self, files: Sequence[DropFile], waited_s: float) -> None:
         """`once` ends with files still being written: each stays in the drop folder for the

@@ -338,11 +338,16 @@ def _held_back(
     return svc, held
 
 
+@pytest.mark.parametrize(("send", "reason"), [
+    ("auto", "was gone when a worker went to read it"),  # the worker reads it
+    ("bytes", "it was gone when it was read"),  # the service reads it
+])
 def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_retried(
-    folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch
+    folder: Folder, service: Callable[..., Service], monkeypatch: pytest.MonkeyPatch,
+    send: str, reason: str,
 ) -> None:
     monkeypatch.setenv("PYTHONPATH", str(ROOT))
-    svc, doomed = _held_back(folder, service, "doomed.csv")
+    svc, doomed = _held_back(folder, service, "doomed.csv", send=send)
     doomed.unlink()
 
     wait_for(lambda: "vanished doomed.csv" in svc.text(), 30, "doomed.csv to be logged vanished")
@@ -354,6 +359,8 @@ def test_file_deleted_while_waiting_to_be_read_is_logged_vanished_once_and_not_r
     assert svc.stop() == 0, svc.text()
     log = svc.text()
     assert log.count("vanished doomed.csv") == 1, log
+    (line,) = [line for line in log.splitlines() if "vanished doomed.csv" in line]
+    assert reason in line, line
     assert "doomed.csv" not in records(folder)
     assert _listing(folder) == []
     # Settled, admitted, gone before it was read: `explain` tells it as a vanished version.
@@ -403,6 +410,8 @@ def test_file_deleted_before_it_settles_is_logged_vanished(
 
     assert svc.stop() == 0, svc.text()
     assert svc.text().count("vanished fleeting.csv") == 1, svc.text()
+    assert 'vanished fleeting.csv latency_ms=' in svc.text()
+    assert 'reason="it was gone before it settled"' in svc.text(), svc.text()
 
 
 # ---- 7. appended to after the read, before the commit ----------------------------------
@@ -432,7 +441,9 @@ def test_file_appended_after_read_is_reprocessed_as_the_complete_new_version(
 
     assert svc.stop() == 0, svc.text()
     log = svc.text()
-    assert "changed growing.csv" in log, "the append was not detected at commit"
+    changed = [line for line in log.splitlines() if "changed growing.csv" in line]
+    assert changed, "the append was not detected"
+    assert all(' reason="' in line for line in changed), changed
     assert log.count("ingested growing.csv") == 1, log
     assert records(folder) == {"growing.csv": 80, "after.csv": 10}
     assert folder.query(
