@@ -245,7 +245,8 @@ def test_once_leaves_a_file_still_being_written_for_the_next_run_and_ends(
     """A file appended to for ever (a device's log) kept `once` running, and holding the
     output's lock against every later run. Once every other file is done, it waits
     once_unsettled_s for such a file, then leaves it in the drop folder and ends."""
-    folder.write_config(watch={"settle_ms": 100, "once_unsettled_s": 1})
+    # Waited for twice settle_ms: the writer appends every 20 ms, far inside it.
+    folder.write_config(watch={"settle_ms": 1000, "once_unsettled_s": 1})
     write_csv(folder.drop / "done.csv", rows=5, seed=1)
     growing = folder.drop / "growing.csv"
     growing.write_text("timestamp,v\n")
@@ -270,7 +271,7 @@ def test_once_leaves_a_file_still_being_written_for_the_next_run_and_ends(
     assert result.returncode == 0, result.stderr
     assert folder.rows_per_file() == {"done.csv": 5}
     assert re.search(
-        r"WARNING +deferred growing\.csv reason=\"still being written 1 s after every other"
+        r"WARNING +deferred growing\.csv reason=\"still changing 2 s after every other"
         r" file was done; left for the next run\"", result.stderr,
     ), result.stderr
     assert "1 left for the next run" in result.stderr, result.stderr

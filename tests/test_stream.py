@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import os
+import re
 import signal
 import sqlite3
 import subprocess
@@ -679,6 +680,42 @@ def test_a_file_found_changed_time_after_time_is_looked_at_again_after_longer_pa
     wait_for(lambda: '"ingested big.csv"' in svc.text(), 120, "big.csv ingested")
     assert svc.stop(signal.SIGTERM, timeout=30) == 0
     check_exactly_once(folder, {"big.csv": 8_000}, set())
+
+
+def test_once_leaves_a_file_found_changed_again_and_again_for_the_next_run(
+    folder: Folder,
+) -> None:
+    """Rewritten in place for ever with its mtime put back, a file settles each time it is
+    looked at and is found changed each time it is read: `once` waits once_unsettled_s
+    for it after the other files, then leaves it to the next run, and ends."""
+    folder.write_config(
+        pipeline={"workers": 1, "memory_mb": 1},
+        watch={"settle_ms": 0, "once_unsettled_s": 2}, output={"flush_s": 0.05},
+    )
+    big_csv(folder.root / "big.csv", rows=8_000)  # 360 KB: read in blocks, in a moment
+    original = (folder.root / "big.csv").read_bytes()
+    stop = folder.root / "stop-rewriting"
+    os.replace(folder.root / "big.csv", folder.drop / "big.csv")
+    (folder.drop / "other.csv").write_text("timestamp,v\n1,1.5\n")
+    rewriter = subprocess.Popen(
+        [sys.executable, "-c", REWRITER, str(folder.drop / "big.csv"), str(stop),
+         str(len(original) // 2)]
+    )
+    try:
+        result = folder.ingest("once", timeout=90)
+    finally:
+        stop.touch()
+        rewriter.wait(30)
+    assert result.returncode == 0, result.stderr
+    assert "changed big.csv" in result.stderr, result.stderr
+    assert re.search(
+        r"WARNING +deferred big\.csv reason=\"still changing 2 s after", result.stderr
+    ), result.stderr
+    assert folder.rows_per_file() == {"other.csv": 1}
+
+    again = folder.ingest("once", timeout=90)
+    assert again.returncode == 0, again.stderr
+    check_exactly_once(folder, {"big.csv": 8_000, "other.csv": 1}, set())
 
 
 def test_a_file_rewritten_while_its_blocks_are_read_is_read_again_not_committed_torn(

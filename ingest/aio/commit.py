@@ -44,8 +44,9 @@ REPORT_BATCH = 64
 # that compacted one, it looks again at once. A look is one ledger query in a thread.
 COMPACT_CHECK_S = 1.0
 # Why a file found other than it was read, as its parts were about to be committed, is read
-# again (`store.parts.unchanged`).
+# again (`store.parts.unchanged`); and why the other files of its parts are.
 CHANGED_AT_COMMIT = "its size or mtime changed after it was read, before its commit"
+BESIDE_A_CHANGED = "a file whose rows share its part files changed before their commit"
 
 
 @dataclass
@@ -541,7 +542,11 @@ class Committer:
         ]
         await self._report("ingested", committed)
         await self._report("changed", [
-            (e.file, {"sha256": e.sha256, "reason": CHANGED_AT_COMMIT}) for e in published.changed
+            (e.file, {
+                "sha256": e.sha256,
+                "reason": CHANGED_AT_COMMIT if e.file.rel in published.moved else BESIDE_A_CHANGED,
+            })
+            for e in published.changed
         ])
 
     async def _report_aside(self, aside: list[Aside]) -> None:

@@ -328,7 +328,7 @@ class Intake:
             self.in_flight.resolved(file, "vanished", {"reason": "it was gone when it was read"})
         else:
             self.in_flight.resolved(
-                file, "unreadable", {"reason": f"it could not be read: {exc.strerror}"}
+                file, "unreadable", {"reason": f"it could not be read: {exc.strerror or exc}"}
             )
 
     async def _stream(self, file: DropFile, in_memory: int) -> None:

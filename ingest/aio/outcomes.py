@@ -121,13 +121,13 @@ class Outcomes:
         )
 
     def unsettled(self, files: Sequence[DropFile], waited_s: float) -> None:
-        """`once` ends with files still being written: each stays in the drop folder for the
-        next run, and is a warning, shown beside a progress bar too: one written for ever
-        is never taken by `once`."""
+        """`once` ends with files still changing (being written, or found changed again and
+        again): each stays in the drop folder for the next run, and is a warning, shown
+        beside a progress bar too: one written for ever is never taken by `once`."""
         if not files:
             return
         reason = (
-            f"still being written {waited_s:g} s after every other file was done;"
+            f"still changing {waited_s:g} s after every other file was done;"
             " left for the next run"
         )
         self.summary.outcomes["deferred"] += len(files)

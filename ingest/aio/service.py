@@ -292,19 +292,21 @@ class Service:
         self.draining = True
 
     async def _until_idle(self) -> None:
-        """`once`: until every file found is resolved; or, once only files still being
-        written are left, for once_unsettled_s (never less than twice settle_ms: a file
-        must have been watched to be found changing), then those are left for the next run."""
+        """`once`: until every file found is resolved; or, once only files still changing
+        are left (settling, or found changed and paused or looked at again), for
+        once_unsettled_s (never less than twice settle_ms: a file must have been watched
+        to be found changing): then those settling are left for the next run."""
         wait_s = max(self.config.watch.once_unsettled_s, 2 * self.settler.settle_s)
-        only_unsettled_since: float | None = None
+        only_changing_since: float | None = None
         while not self.stop.is_set():
-            if self.settler.busy or not self.settler.ready.empty():
-                only_unsettled_since = None
-            elif not len(self.settler):
+            if not self.settler.ready.empty() or self.settler.busy_settled():
+                only_changing_since = None
+            elif not len(self.settler) and not self.settler.busy:
                 return
-            elif only_unsettled_since is None:
-                only_unsettled_since = time.monotonic()
-            elif time.monotonic() - only_unsettled_since >= wait_s:
+            elif only_changing_since is None:
+                only_changing_since = time.monotonic()
+            # A file looked at again is let finish: found changed again, it waits here.
+            elif time.monotonic() - only_changing_since >= wait_s and not self.settler.busy:
                 self.outcomes.unsettled(self.settler.leave_unsettled(), wait_s)
                 return
             await asyncio.sleep(ONCE_POLL_S)

@@ -113,6 +113,11 @@ class Settler:
     def busy(self) -> int:
         return len(self._busy)
 
+    def busy_settled(self) -> bool:
+        """Whether a file handed out is at work that is not a look again at one found
+        changed (those are still changing, as far as `once` can tell)."""
+        return any(rel not in self._changes for rel in self._busy)
+
     def changed(self, rel: str) -> None:
         """`rel` was resolved as changed: it is not handed out again before a pause."""
         times, _ = self._changes.get(rel, (0, 0.0))

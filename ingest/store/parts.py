@@ -80,7 +80,8 @@ def remove_staged(parts: Sequence[EncodedPart | StagedPart]) -> None:
 class Published:
     part_id: str | None
     committed: list[Accepted] = field(default_factory=list)
-    changed: list[Accepted] = field(default_factory=list)
+    changed: list[Accepted] = field(default_factory=list)  # every file of the task, if one did
+    moved: set[str] = field(default_factory=set)  # those of them found changed themselves
     paths: list[Path] = field(default_factory=list)
 
 
@@ -117,12 +118,13 @@ def publish(
     and all are read again. On an error (a full disk, say) everything this
     call made is removed again, so the caller can retry the same batch later.
     """
-    if not all(unchanged(entry.file) for entry in accepted):
+    moved = {entry.file.rel for entry in accepted if not unchanged(entry.file)}
+    if moved:
         ledger.record(also)
         for part in parts:
             if isinstance(part, StagedPart):
                 part.temp.unlink(missing_ok=True)
-        return Published(None, changed=accepted)
+        return Published(None, changed=accepted, moved=moved)
     result = Published(None, committed=accepted)
     if not parts:
         ledger.record(also)
