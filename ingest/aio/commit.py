@@ -16,9 +16,9 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Protocol, TypeVar
 
 from ..config import Config
 from ..files import DropFile
@@ -134,8 +134,15 @@ class Committed:
     failed: list[tuple[TaskOutput, Exception]] = field(default_factory=list)
 
 
-# Files of one fate and their fields, told once committed (`InFlight.resolved_all`).
-Resolved = Callable[[str, Sequence[tuple[DropFile, dict[str, object]]]], None]
+class Resolved(Protocol):
+    """Files of one fate and their fields, told once committed (`InFlight.resolved_all`).
+    `unpaused`: files resolved as changed that did not change themselves (another file of
+    their parts did): they are looked at again without the changed-file pause."""
+
+    def __call__(
+        self, event: str, files: Sequence[tuple[DropFile, dict[str, object]]],
+        unpaused: Collection[str] = (),
+    ) -> None: ...
 
 
 class Committer:
@@ -547,7 +554,7 @@ class Committer:
                 "reason": CHANGED_AT_COMMIT if e.file.rel in published.moved else BESIDE_A_CHANGED,
             })
             for e in published.changed
-        ])
+        ], unpaused={e.file.rel for e in published.changed} - published.moved)
 
     async def _report_aside(self, aside: list[Aside]) -> None:
         by_state: dict[str, list[tuple[DropFile, dict[str, object]]]] = {}
@@ -564,9 +571,12 @@ class Committer:
         for state, files in by_state.items():
             await self._report(state, files)
 
-    async def _report(self, event: str, files: list[tuple[DropFile, dict[str, object]]]) -> None:
+    async def _report(
+        self, event: str, files: list[tuple[DropFile, dict[str, object]]],
+        unpaused: Collection[str] = (),
+    ) -> None:
         """Tell the files' fate, REPORT_BATCH at a time, with the loop let go in between."""
         for start in range(0, len(files), REPORT_BATCH):
             if start:
                 await asyncio.sleep(0)
-            self.on_resolved(event, files[start:start + REPORT_BATCH])
+            self.on_resolved(event, files[start:start + REPORT_BATCH], unpaused)

@@ -33,7 +33,7 @@ the settler reports the first (told and recorded as vanished), the intake lets t
 from __future__ import annotations
 
 import collections
-from collections.abc import Callable, Coroutine, Iterable, Mapping, Sequence
+from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
 from pathlib import Path
@@ -205,10 +205,13 @@ class InFlight:
         record.claim = digest
         return True
 
-    def finish(self, file: DropFile, offer_again: bool | None, stays: bool = False) -> None:
+    def finish(
+        self, file: DropFile, offer_again: bool | None, stays: bool = False, paused: bool = True,
+    ) -> None:
         """Let go of everything the file holds, and of the file. `offer_again`: True, look
-        at it again (it changed); None, if it changed while in flight; False, never.
-        `stays`: its fate is recorded and leaves it in the drop folder, if nothing moves it."""
+        at it again (it changed; after a pause, if `paused`); None, if it changed while in
+        flight; False, never. `stays`: its fate is recorded and leaves it in the drop
+        folder, if nothing moves it."""
         self.let_go(file.rel)
         record = self._files.pop(file.rel, None)
         if record is not None and record.claim is not None:
@@ -216,7 +219,7 @@ class InFlight:
             for waiter in self._waiting.pop(record.claim, []):
                 self._files.pop(waiter.rel, None)
                 self._end(waiter, offer_again=True)
-        self._end(file, offer_again, stays, found_changed=offer_again is True)
+        self._end(file, offer_again, stays, found_changed=offer_again is True and paused)
 
     def _end(
         self, file: DropFile, offer_again: bool | None, stays: bool = False,
@@ -240,12 +243,16 @@ class InFlight:
         """Called on the loop once a file's fate is committed (or needs no commit)."""
         self.resolved_all(event, [(file, fields)])
 
-    def resolved_all(self, event: str, files: Sequence[tuple[DropFile, dict[str, object]]]) -> None:
-        """Files of one fate, committed together: told as one batch (`Outcomes`)."""
+    def resolved_all(
+        self, event: str, files: Sequence[tuple[DropFile, dict[str, object]]],
+        unpaused: Collection[str] = (),
+    ) -> None:
+        """Files of one fate, committed together: told as one batch (`Outcomes`).
+        `unpaused`: of files resolved as changed, those looked at again at once (`Resolved`)."""
         offer_again = True if event == "changed" else None
         stays = event in RECORDED_FATES
         for file, _ in files:
-            self.finish(file, offer_again, stays)
+            self.finish(file, offer_again, stays, paused=file.rel not in unpaused)
         self.outcomes.resolved_all(event, files)
 
     def defer(self, file: DropFile) -> None:
@@ -264,13 +271,16 @@ class InFlight:
         return True
 
     def backlog(self) -> int:
-        return self._upstream + len(self.settler) + self.settler.ready.qsize()
+        """Files on their way to the queue: a task waits for these, up to flush_s. Not
+        those still changing, which may never settle (`Settler.settling`)."""
+        return self._upstream + self.settler.settling() + self.settler.ready.qsize()
 
     def more_coming(self) -> bool:
         if self.draining() or self.budget.waiting:
             return False
-        # `once` with nothing left upstream: no more files are coming for this task.
-        return not (self.once and not self._upstream and not len(self.settler)
+        # `once` with nothing left upstream: no more files are coming for this task. Files
+        # still changing may never settle: neither a task nor a failing commit waits on them.
+        return not (self.once and not self._upstream and not self.settler.settling()
                     and self.settler.ready.empty())
 
     def only_these_left(self, waiting: int) -> bool:

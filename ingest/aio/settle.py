@@ -88,6 +88,9 @@ class Settler:
         self.vanished = vanished  # a file gone before it settled, as last seen
         self.ready = Ready()
         self._pending: dict[str, _Pending] = {}
+        # Those of them seen to change since they were found, or paused after `changed`:
+        # not expected to settle soon (`settling`).
+        self._changing: set[str] = set()
         self._heap: list[tuple[float, str]] = []
         # Handed out, not yet resolved: the (size, mtime) each was handed out at.
         self._busy: dict[str, tuple[int, int]] = {}
@@ -108,6 +111,11 @@ class Settler:
 
     def __len__(self) -> int:
         return len(self._pending)
+
+    def settling(self) -> int:
+        """The files held that may settle soon: not seen to change since they were found.
+        `once` holds its tasks and retries for these, not for files still changing."""
+        return len(self._pending) - len(self._changing)
 
     @property
     def busy(self) -> int:
@@ -162,6 +170,8 @@ class Settler:
             # Found changed before: never handed out on this look alone.
             quiet=not paused_until and wall - st.st_mtime_ns / 1e9 >= self.settle_s,
         )
+        if paused_until or entry is not None:
+            self._changing.add(rel)
         due = now if fresh.quiet else self._due(fresh, now)
         self._schedule(fresh, max(due, paused_until))
 
@@ -183,6 +193,7 @@ class Settler:
         of here. They stay in the drop folder for the next run."""
         left = [entry.file() for entry in self._pending.values()]
         self._pending.clear()  # their heap entries are stale now, and dropped when due
+        self._changing.clear()
         return left
 
     def scan_began(self) -> None:
@@ -225,7 +236,7 @@ class Settler:
         if entry is None or entry.due != due:
             return None
         if entry.quiet:
-            del self._pending[rel]
+            self._forget(rel)
             self._hand_out(entry)
             return None
         due = self._due(entry, now)
@@ -237,21 +248,26 @@ class Settler:
     def _looked(self, entry: _Pending, st: os.stat_result | OSError, now: float) -> None:
         """The second look at `entry`: settled if it is as it was, else watched again."""
         if isinstance(st, FileNotFoundError):
-            del self._pending[entry.rel]
+            self._forget(entry.rel)
             self._changes.pop(entry.rel, None)
             self.vanished(entry.file())
             return
         if isinstance(st, OSError):
-            del self._pending[entry.rel]  # unreadable before it settled; a rescan tries again
+            self._forget(entry.rel)  # unreadable before it settled; a rescan tries again
             self._changes.pop(entry.rel, None)
             return
         mtime = mtime_ns(st)
         if (st.st_size, mtime) != (entry.size, entry.mtime_ns):
             entry.size, entry.mtime_ns, entry.stable_since = st.st_size, mtime, now
+            self._changing.add(entry.rel)
             self._schedule(entry, self._due(entry, now))
             return
-        del self._pending[entry.rel]
+        self._forget(entry.rel)
         self._hand_out(entry)
+
+    def _forget(self, rel: str) -> None:
+        del self._pending[rel]
+        self._changing.discard(rel)
 
     def _hand_out(self, entry: _Pending) -> None:
         self._busy[entry.rel] = (entry.size, entry.mtime_ns)

@@ -9,7 +9,7 @@ import asyncio
 import errno
 import sqlite3
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from pathlib import Path
 
 from ingest.aio.commit import Aside, Committer
@@ -48,7 +48,10 @@ def _setup(tmp_path: Path, names: Sequence[str]) -> tuple[Committer, list[Aside]
     ledger = FaultyLedger(layout.ledger)
     told: list[tuple[str, str]] = []
 
-    def resolved(event: str, files: Sequence[tuple[DropFile, dict[str, object]]]) -> None:
+    def resolved(
+        event: str, files: Sequence[tuple[DropFile, dict[str, object]]],
+        unpaused: Collection[str] = (),
+    ) -> None:
         told.extend((event, file.rel) for file, _ in files)
 
     committer = Committer(ledger, layout, config, resolved, lambda: True, CrashPlan(),

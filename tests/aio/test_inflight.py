@@ -71,7 +71,7 @@ class Rig:
     def assert_holds_nothing(self) -> None:
         assert self.budget.used == 0
         assert self.in_flight.holding == 0
-        upstream = self.in_flight.backlog() - len(self.settler) - self.settler.ready.qsize()
+        upstream = self.in_flight.backlog() - self.settler.settling() - self.settler.ready.qsize()
         assert upstream == 0, "no place upstream left behind"
         assert self.settler.busy == 0
 
@@ -220,6 +220,36 @@ def test_a_file_found_changed_in_a_row_waits_twice_as_long_each_time_then_starts
             waited
         )
         assert waited[3] < 0.4, f"the run of changes started over after `ingested`: {waited}"
+
+    run(tmp_path, body)
+
+
+def test_a_file_read_again_for_another_file_of_its_parts_is_not_paused(tmp_path: Path) -> None:
+    """A task's parts are committed whole: when one of its files changed, every file of it
+    is read again, and only the one that changed waits its pause (and counts as changing
+    for `once`); the others are handed out again at once."""
+
+    async def body(rig: Rig) -> None:
+        moved = await rig.admitted("moved.csv", 1000, "d1")
+        beside = await rig.admitted("beside.csv", 1000, "d2")
+        resolved = time.monotonic()
+        rig.in_flight.resolved_all(
+            "changed", [(moved, {"sha256": "d1"}), (beside, {"sha256": "d2"})],
+            unpaused={"beside.csv"},
+        )
+        assert (len(rig.settler), rig.settler.settling()) == (2, 1), "moved.csv is changing"
+        assert rig.in_flight.backlog() == 1, "a task waits for beside.csv, not for moved.csv"
+        first = await asyncio.wait_for(rig.settler.ready.get(), 5)
+        assert first.rel == "beside.csv", "handed out before moved.csv's pause is over"
+        assert rig.settler.busy_settled(), "beside.csv is at work, not changing"
+        rig.in_flight.admit(first)
+        await rig.in_flight.charge(first.rel, 1000)
+        assert rig.in_flight.claim(first.rel, "d2", {})
+        rig.in_flight.resolved(first, "ingested", {"sha256": "d2"})
+        second = await asyncio.wait_for(rig.settler.ready.get(), 5)
+        assert second.rel == "moved.csv" and time.monotonic() - resolved >= 0.1
+        assert not rig.settler.busy_settled(), "only moved.csv is busy: looked at again"
+        assert rig.summary.outcomes["changed"] == 2
 
     run(tmp_path, body)
 

@@ -247,3 +247,29 @@ def test_a_file_that_never_settles_holds_a_few_heap_entries_not_one_a_change(
         assert not settler._heap
 
     assert _run(tmp_path, body, settle_ms=500) == []
+
+
+def test_a_file_seen_to_change_is_not_counted_as_settling_soon(tmp_path: Path) -> None:
+    """A task waits for files that may settle soon, and `once` holds a failing commit for
+    them, not for one still changing (`InFlight.backlog`, `more_coming`); `once` leaves
+    those at its end."""
+
+    async def body(settler: Settler, drop: Path) -> None:
+        fresh = drop / "fresh.csv"
+        settler.offer(fresh, _write(fresh, b"a\n1\n", age_s=0))
+        assert (len(settler), settler.settling()) == (1, 1), "found just now: may settle"
+        settler.offer(fresh, _write(fresh, b"a\n1\n2\n", age_s=0))  # an event: it grew
+        assert (len(settler), settler.settling()) == (1, 0)
+        looked = drop / "looked.csv"
+        settler.offer(looked, _write(looked, b"a\n1\n", age_s=0))
+        assert settler.settling() == 1
+        for rows in range(2, 14):  # unseen, for twice settle_ms: the second looks find it
+            for path in (fresh, looked):
+                path.write_bytes(b"a\n" + b"1\n" * rows)
+            await asyncio.sleep(SETTLE_MS / 1000 / 6)
+        assert (len(settler), settler.settling()) == (2, 0)
+        assert sorted(f.rel for f in settler.leave_unsettled()) == ["fresh.csv", "looked.csv"]
+        assert (len(settler), settler.settling()) == (0, 0)
+        assert settler.ready.empty()
+
+    _run(tmp_path, body)

@@ -9,12 +9,14 @@ commit is undone. A full disk, the machine's fault, is retried instead
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Callable
 
 import pytest
@@ -101,6 +103,45 @@ def test_a_file_whose_commit_fails_while_no_other_commits_waits_for_the_next_run
 
     assert again.returncode == 0, again.stderr
     check_exactly_once(folder, {"poison.csv": rows}, set())
+
+
+def test_once_gives_up_a_failing_commit_beside_a_file_still_being_written(
+    folder: Folder,
+) -> None:
+    """A file appended to for ever is no other commit to wait for: the failing file is
+    given up as when it is alone, the other left for the next run, and `once` ends."""
+    folder.write_config(
+        watch={"settle_ms": 1000, "once_unsettled_s": 1}, pipeline={"workers": 1},
+        output={"flush_s": 0.2},
+    )
+    rows = len(write_csv(folder.drop / "poison.csv", 20, 99))
+    growing = folder.drop / "growing.csv"
+    growing.write_text("timestamp,v\n")
+    stop = threading.Event()
+
+    def append() -> None:
+        with growing.open("a") as out:
+            for i in itertools.count():
+                if stop.wait(0.02):
+                    return
+                out.write(f"{i},{i}.5\n")
+                out.flush()
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    try:
+        failed = _once(folder, "ledger-commit:poison.csv")
+    finally:
+        stop.set()
+        writer.join()
+
+    assert failed.returncode == 1, failed.stderr
+    assert "uncommitted poison.csv" in failed.stderr, failed.stderr
+    assert "deferred growing.csv" in failed.stderr, failed.stderr
+    appended = growing.read_text().count("\n") - 1
+    again = _once(folder, None)
+    assert again.returncode == 0, again.stderr
+    check_exactly_once(folder, {"poison.csv": rows, "growing.csv": appended}, set())
 
 
 def test_a_service_keeps_retrying_a_lone_failing_file_until_another_commits(
