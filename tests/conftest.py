@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -156,6 +159,30 @@ def write_csv(path: Path, rows: int, seed: int, columns: int = 3) -> np.ndarray:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text("\n".join(lines) + "\n")
     return values
+
+
+@contextlib.contextmanager
+def appended_to(path: Path, every_s: float = 0.02) -> Iterator[None]:
+    """A CSV (`timestamp,v`) that a thread appends a row to every `every_s` while the block
+    runs, as a device writes its log: a file that never settles."""
+    path.write_text("timestamp,v\n")
+    stop = threading.Event()
+
+    def append() -> None:
+        with path.open("a") as out:
+            for i in itertools.count():
+                if stop.wait(every_s):
+                    return
+                out.write(f"{i},{i}.5\n")
+                out.flush()
+
+    writer = threading.Thread(target=append, daemon=True)
+    writer.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        writer.join()
 
 
 def drop_csv(folder: Folder, name: str, rows: int, seed: int) -> np.ndarray:

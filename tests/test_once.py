@@ -2,18 +2,16 @@
 
 from __future__ import annotations
 
-import itertools
 import json
 import re
 import shutil
-import threading
 
 import numpy as np
 import pyarrow.parquet as pq
 
 from ingest.aio.canary import NAME as CANARY
 
-from .conftest import SAMPLE_DATA, Folder, write_csv
+from .conftest import SAMPLE_DATA, Folder, appended_to, write_csv
 
 FEATURES = ("count", "null_count", "mean", "std", "min", "max", "p05", "p50", "p95", "rms")
 
@@ -249,24 +247,8 @@ def test_once_leaves_a_file_still_being_written_for_the_next_run_and_ends(
     folder.write_config(watch={"settle_ms": 1000, "once_unsettled_s": 1})
     write_csv(folder.drop / "done.csv", rows=5, seed=1)
     growing = folder.drop / "growing.csv"
-    growing.write_text("timestamp,v\n")
-    stop = threading.Event()
-
-    def append() -> None:
-        with growing.open("a") as out:
-            for i in itertools.count():
-                if stop.wait(0.02):
-                    return
-                out.write(f"{i},{i}.5\n")
-                out.flush()
-
-    writer = threading.Thread(target=append, daemon=True)
-    writer.start()
-    try:
+    with appended_to(growing):
         result = folder.ingest("once", timeout=60)
-    finally:
-        stop.set()
-        writer.join()
 
     assert result.returncode == 0, result.stderr
     assert folder.rows_per_file() == {"done.csv": 5}

@@ -9,21 +9,27 @@ commit is undone. A full disk, the machine's fault, is retried instead
 
 from __future__ import annotations
 
-import itertools
 import json
 import os
 import shutil
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Callable
 
 import pytest
 
 from ingest.store.lasting import LASTING_AFTER
 
-from ..conftest import Folder, Service, drop_by_rename, drop_csv, wait_for, write_csv
+from ..conftest import (
+    Folder,
+    Service,
+    appended_to,
+    drop_by_rename,
+    drop_csv,
+    wait_for,
+    write_csv,
+)
 from ..invariants import check_delta, check_exactly_once
 
 
@@ -116,24 +122,8 @@ def test_once_gives_up_a_failing_commit_beside_a_file_still_being_written(
     )
     rows = len(write_csv(folder.drop / "poison.csv", 20, 99))
     growing = folder.drop / "growing.csv"
-    growing.write_text("timestamp,v\n")
-    stop = threading.Event()
-
-    def append() -> None:
-        with growing.open("a") as out:
-            for i in itertools.count():
-                if stop.wait(0.02):
-                    return
-                out.write(f"{i},{i}.5\n")
-                out.flush()
-
-    writer = threading.Thread(target=append, daemon=True)
-    writer.start()
-    try:
+    with appended_to(growing):
         failed = _once(folder, "ledger-commit:poison.csv")
-    finally:
-        stop.set()
-        writer.join()
 
     assert failed.returncode == 1, failed.stderr
     assert "uncommitted poison.csv" in failed.stderr, failed.stderr
