@@ -62,9 +62,9 @@ class Watch:
     # A canary file's event must arrive within this, or the watcher is taken for deaf.
     # Events arrive in milliseconds; the margin is for a loop busy with a flood of files.
     canary_wait_s: float = 5
-    # `ingest once`, with nothing else left to do, waits this long for files still being
-    # written; then it leaves them for the next run, and ends. A file appended to for ever
-    # (a device's log) kept it running, and holding the lock against every later run.
+    # `ingest once`, with nothing else left to do, waits this long for files still changing
+    # (being written); then it leaves them for the next run, and ends. A file appended to
+    # for ever (a device's log) kept it running, and holding the lock against every later run.
     once_unsettled_s: float = 60
 
 

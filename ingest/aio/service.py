@@ -295,7 +295,7 @@ class Service:
         """`once`: until every file found is resolved; or, once only files still changing
         are left (settling, or found changed and paused or looked at again), for
         once_unsettled_s (never less than twice settle_ms: a file must have been watched
-        to be found changing): then those settling are left for the next run."""
+        to be found changing): then the files not yet settled are left for the next run."""
         wait_s = max(self.config.watch.once_unsettled_s, 2 * self.settler.settle_s)
         only_changing_since: float | None = None
         while not self.stop.is_set():

@@ -114,7 +114,8 @@ class Settler:
 
     def settling(self) -> int:
         """The files held that may settle soon: not seen to change since they were found.
-        `once` holds its tasks and retries for these, not for files still changing."""
+        A task waits for these (`InFlight.backlog`), and `once` its failing commits; not for
+        files still changing."""
         return len(self._pending) - len(self._changing)
 
     @property
