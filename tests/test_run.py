@@ -11,7 +11,7 @@ from collections.abc import Callable
 import psutil
 import pyarrow.parquet as pq
 
-from .conftest import Folder, Service, drop_by_rename, wait_for, write_csv
+from .conftest import Folder, Service, appended_to, drop_by_rename, wait_for, write_csv
 
 
 def test_backlog_then_files_dropped_by_rename_appear_in_the_output(
@@ -83,6 +83,21 @@ def test_sigterm_exits_0_leaving_no_temp_files_and_readable_parquet(
     restarted = folder.ingest("once")
     assert restarted.returncode == 0, restarted.stderr
     assert folder.rows_per_file() == {f"f{i:03d}.csv": 50 for i in range(200)}
+
+
+def test_sigterm_counts_a_file_still_settling_as_left_for_the_next_run(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    folder.write_config(watch={"settle_ms": 1000})
+    write_csv(folder.drop / "done.csv", rows=5, seed=1)
+    with appended_to(folder.drop / "growing.csv"):
+        svc = service()
+        svc.wait_ready()
+        wait_for(lambda: "ingested done.csv" in svc.text(), 30, "done.csv ingested")
+        assert svc.stop(signal.SIGTERM) == 0, svc.text()
+    summary = svc.text().strip().splitlines()[-1]
+    assert "ingested 1 files" in summary and "1 left for the next run" in summary, summary
+    assert (folder.drop / "growing.csv").exists()
 
 
 def test_sigint_stops_cleanly_and_leaves_no_worker_behind(

@@ -108,6 +108,7 @@ class Intake:
             if self.in_flight.draining():
                 settler.done(file.rel)  # never in flight: nothing else to let go of
                 self._recalled.pop(file.key, None)
+                self.in_flight.outcomes.deferred(file.rel)
                 continue
             await self._admit(file)
             if count % ADMIT_BATCH == 0:

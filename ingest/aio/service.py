@@ -254,6 +254,19 @@ class Service:
             log.info("watching %s (Ctrl-C to stop)", self.layout.drop)
             await self.stop.wait()
         await self._drain()
+        self._count_left()
+
+    def _count_left(self) -> None:
+        """Files the settler still holds at the end (a signal, while they settled or waited
+        to be admitted): never read, they stay in the drop folder, counted as left for the
+        next run."""
+        ready = self.settler.ready
+        while not ready.empty():
+            file = ready.get_nowait()
+            self.settler.done(file.rel)
+            self.outcomes.deferred(file.rel)
+        for file in self.settler.leave_unsettled():
+            self.outcomes.deferred(file.rel)
 
     def _spawn(self, *coroutines: Coroutine[Any, Any, None]) -> None:
         for coroutine in coroutines:
