@@ -190,8 +190,9 @@ class Settler:
         return False
 
     def leave_unsettled(self) -> list[DropFile]:
-        """`ingest once` ends with these files not yet settled: each as last seen, let go
-        of here. They stay in the drop folder for the next run."""
+        """The service ends (`once` done waiting, or a signal) with these files not yet
+        settled: each as last seen, let go of here. They stay in the drop folder for the
+        next run."""
         left = [entry.file() for entry in self._pending.values()]
         self._pending.clear()  # their heap entries are stale now, and dropped when due
         self._changing.clear()
@@ -250,12 +251,12 @@ class Settler:
         """The second look at `entry`: settled if it is as it was, else watched again."""
         if isinstance(st, FileNotFoundError):
             self._forget(entry.rel)
-            self._changes.pop(entry.rel, None)
+            self.forget_changes(entry.rel)
             self.vanished(entry.file())
             return
         if isinstance(st, OSError):
             self._forget(entry.rel)  # unreadable before it settled; a rescan tries again
-            self._changes.pop(entry.rel, None)
+            self.forget_changes(entry.rel)
             return
         mtime = mtime_ns(st)
         if (st.st_size, mtime) != (entry.size, entry.mtime_ns):
