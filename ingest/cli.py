@@ -160,7 +160,14 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
     # no longer walks it in every full collection, each of which holds the event loop:
     # with 20,000 files in flight the longest went from 66 to 28 ms.
     gc.freeze()
-    summary = asyncio.run(service.serve())
+    try:
+        summary = asyncio.run(service.serve())
+    except KeyboardInterrupt:  # a SIGINT between the loop's handlers and the next ones
+        os._exit(128 + signal.SIGINT)
+    finally:
+        # The loop's signal handlers closed with it; a signal from here on (its last lines
+        # waiting on a stderr nobody reads, say) ends the process at once.
+        _exit_on_signals()
     log.info(summary.line())
     if summary.failed is not None:
         log.error("ingest stopped on an internal failure: %s", summary.failed)
@@ -193,10 +200,17 @@ def _compact(config: Config, early: list[int]) -> int:
 def _hold_signals(early: list[int]) -> dict[int, object]:
     """Until the command knows what a signal means to it, remember SIGINT/SIGTERM instead
     of dying of them: for the service, a stop requested during start-up still means "drain
-    and exit 0" once the event loop takes over. Returns the handlers it replaced."""
+    and exit 0" once the event loop takes over. A second exits at once, as it would once
+    the command runs. Returns the handlers it replaced."""
+
+    def hold(signum: int, frame: object) -> None:
+        early.append(signum)
+        if len(early) > 1:  # asked twice: at once, as safe this early as a kill -9
+            logs.exit_now(f"ingest: {signal.Signals(signum).name} again: exiting now", 128 + signum)
+
     previous: dict[int, object] = {}
     for signum in (signal.SIGINT, signal.SIGTERM):
-        previous[signum] = signal.signal(signum, lambda received, frame: early.append(received))
+        previous[signum] = signal.signal(signum, hold)
     return previous
 
 
@@ -230,23 +244,19 @@ def _stop_between_partitions(early: list[int]) -> None:
 
     def stop(signum: int, frame: object) -> None:
         if early:
-            print(
+            logs.exit_now(
                 f"ingest: a second signal ({signal.Signals(signum).name}): exiting now; the"
-                " next command finishes or undoes the partition under way",
-                file=sys.stderr, flush=True,
+                " next command finishes or undoes the partition under way", 128 + signum,
             )
-            if os.isatty(2):  # the bar hid the cursor, and will not be there to show it
-                os.write(2, b"\x1b[?25h")
-            os._exit(128 + signum)
         early.append(signum)
 
     for signum in (signal.SIGINT, signal.SIGTERM):
         signal.signal(signum, stop)
 
 
-# The commands that set what SIGINT and SIGTERM do (`_on_signals`); the service sets its own.
+# The commands that end where they are on SIGINT or SIGTERM (`_on_signals`); `compact`
+# ends between partitions, and the service sets its own.
 INTERRUPTIBLE = ("status", "explain", "ledger")
-OWN_SIGNALS = (*INTERRUPTIBLE, "compact")
 
 
 def _on_signals(command: str, early: list[int]) -> None:
@@ -272,7 +282,9 @@ def _per_file_lines(parsed: argparse.Namespace) -> bool:
 
 
 def main(*args: str) -> int:
-    """Run the command in `args` and return its exit code (tests call this directly)."""
+    """Run the command in `args` and return its exit code. SIGINT and SIGTERM keep the
+    meaning they have for the command (a second ends the process at once) until it returns,
+    when the handlers before it are put back."""
     early: list[int] = []
     previous = _hold_signals(early)
     memory.limit_arenas()  # before any thread starts
@@ -289,8 +301,7 @@ def main(*args: str) -> int:
             stopped_by = exc.signum
             return 128 + exc.signum
         finally:
-            if parsed.command in OWN_SIGNALS:
-                _exit_on_signals()
+            _exit_on_signals()
             listener.stop()
             if stopped_by is not None:  # the last line, after those logged before it
                 print(f"ingest: stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
@@ -359,4 +370,6 @@ def _explain(config: Config, path: str, as_json: bool) -> int:
 
 def cli(*args: str) -> None:
     """The console script: `ingest ...`."""
-    sys.exit(main(*(args or sys.argv[1:])))
+    code = main(*(args or sys.argv[1:]))
+    _exit_on_signals()  # while the interpreter flushes and ends: no traceback to a stuck pipe
+    sys.exit(code)

@@ -6,16 +6,18 @@ the same facts: the text form appends them as key=value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import logging.handlers
+import os
 import queue
 import re
 import sys
 import threading
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
 log = logging.getLogger("ingest")
 
@@ -135,6 +137,34 @@ class StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
     @stream.setter
     def stream(self, value: Any) -> None:
         pass  # always sys.stderr, as it is when the line is written
+
+
+# On a terminal, before a last line: the cursor shown again (a progress bar hid it, and
+# will not be there to show it), then the bar's line cleared for the line to take.
+ON_A_TERMINAL = b"\x1b[?25h\r\x1b[2K"
+
+
+def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
+    """End the process at once (`os._exit`), as safely as a kill -9, after `line` if stderr
+    takes it within `wait_s`. The line goes straight to stderr's descriptor, from a thread:
+    not through `sys.stderr`, whose buffer a signal handler may have interrupted mid-write,
+    nor the log thread, which may not run again; and not waited for longer, since a pipe
+    nobody reads, or a stalled terminal, must not hold an exit asked to be at once."""
+    try:
+        if sys.__stderr__ is not None:  # else fd 2 may be another file's now: say nothing
+            data = (line + "\n").encode("utf-8", "replace")
+            if os.isatty(2) and os.environ.get("TERM") != "dumb":
+                data = ON_A_TERMINAL + data
+            writer = threading.Thread(target=_write_stderr, args=(data,), daemon=True)
+            writer.start()
+            writer.join(wait_s)
+    finally:
+        os._exit(code)
+
+
+def _write_stderr(data: bytes) -> None:
+    with contextlib.suppress(OSError):  # closed under us, or no reader: nothing to tell
+        os.write(2, data)
 
 
 # Lines waiting for the log thread, at most. While stderr is not read (a log shipper

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import errno
+import fcntl
 import itertools
 import os
 import re
@@ -209,6 +211,54 @@ def drop_by_rename(folder: Folder, name: str, content: bytes) -> Path:
 def _hidden(target: Path) -> Path:
     """A temp name beside `target` (in its own folder) that the service never reads."""
     return target.with_name(f".{target.name}.tmp")
+
+
+def fifo_writer(fifo: Path, proc: subprocess.Popen[str]) -> int:
+    """Open the FIFO's other end once the command has opened it to read its config:
+    the command is then past its start and reading, where a signal must stop it."""
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
+        except OSError as exc:
+            if exc.errno != errno.ENXIO:
+                raise
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the command never opened its config"
+        time.sleep(0.01)
+
+
+def full_pipe() -> tuple[int, int]:
+    """A pipe of one page (4 KiB), filled: its writer's next write waits until the pipe is
+    read, as a stderr does whose reader is stuck. Its two ends, read and write."""
+    read_end, write_end = os.pipe()
+    fcntl.fcntl(write_end, fcntl.F_SETPIPE_SZ, 4096)
+    os.set_blocking(write_end, False)
+    with contextlib.suppress(BlockingIOError):
+        while True:
+            os.write(write_end, b"x" * 512)
+    os.set_blocking(write_end, True)
+    return read_end, write_end
+
+
+@contextlib.contextmanager
+def stderr_stuck(folder: Folder, command: str) -> Iterator[subprocess.Popen[bytes]]:
+    """`ingest <command>` whose stderr is a full pipe nobody reads (a log shipper stuck);
+    killed with its process group if it still runs when the block ends."""
+    read_end, write_end = full_pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", command, "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=write_end, start_new_session=True,
+    )
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(timeout=10)
+        os.close(write_end)
+        os.close(read_end)
 
 
 def free_port() -> int:

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import io
 import json
 import logging
 import os
 import re
+import signal
 import sqlite3
 import subprocess
 import sys
@@ -18,7 +20,7 @@ import pytest
 
 from ingest import logs
 
-from .conftest import Folder, wait_for, write_csv
+from .conftest import Folder, full_pipe, stderr_stuck, wait_for, write_csv
 
 
 def _committed(folder: Folder) -> int:
@@ -226,3 +228,65 @@ def _drain(fd: int) -> bytes:
     while chunk := os.read(fd, 65536):
         chunks.append(chunk)
     return b"".join(chunks)
+
+
+_SAY = """if True:
+    from ingest import logs
+    print("about to exit", flush=True)
+    logs.exit_now("ingest: exiting now", 3)
+"""
+
+
+def test_exit_now_says_its_line_to_a_pipe_with_room() -> None:
+    said = subprocess.run(
+        [sys.executable, "-c", _SAY], capture_output=True, text=True, timeout=60,
+    )
+    assert said.returncode == 3
+    assert said.stdout == "about to exit\n"
+    assert said.stderr == "ingest: exiting now\n"
+
+
+def test_exit_now_leaves_its_line_out_when_stderr_is_a_full_pipe_nobody_reads() -> None:
+    # A full pipe takes nothing more until it is read: a plain write would wait for ever.
+    read_end, write_end = full_pipe()
+    try:
+        said = subprocess.run(
+            [sys.executable, "-c", _SAY], stdout=subprocess.PIPE, stderr=write_end,
+            text=True, timeout=60,
+        )
+    finally:
+        os.close(write_end)
+    with os.fdopen(read_end, "rb") as pipe:
+        held = pipe.read()
+    assert said.returncode == 3
+    assert said.stdout == "about to exit\n"
+    assert held == b"x" * len(held)
+
+
+def _writer_lock_free(folder: Folder) -> bool:
+    fd = os.open(folder.output / "_ingest" / "writer.lock", os.O_RDWR)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)  # and with it the lock, if it was taken
+    return True
+
+
+def test_once_done_but_for_its_lines_to_a_full_pipe_exits_at_once_on_a_signal(
+    folder: Folder,
+) -> None:
+    # Its work committed, `once` waits to write the lines its stderr has not taken: a
+    # signal then ends it at once (no traceback, which could not be written either).
+    for i in range(20):
+        write_csv(folder.drop / f"f{i:02d}.csv", rows=3, seed=i)
+    with stderr_stuck(folder, "once") as proc:
+        wait_for(lambda: _committed(folder) == 20, 120, "every file to be committed")
+        # The writer lock is let go once the service has ended, before the lines are.
+        wait_for(lambda: _writer_lock_free(folder), 60, "the service to end")
+        assert proc.poll() is None, "its last lines cannot all be written"
+        proc.send_signal(signal.SIGINT)
+        code = proc.wait(timeout=30)
+    assert code == 128 + signal.SIGINT
+    assert not list(folder.drop.iterdir()), "every file was ingested before the signal"

@@ -10,10 +10,12 @@ import signal
 import sqlite3
 import subprocess
 import sys
+from collections.abc import Callable
 
 import pytest
 
-from .conftest import Folder, write_csv
+from .conftest import ROOT, Folder, write_csv
+from .plugin_sets import SLOW_MARK
 from .store.seed import seed_parts
 
 FILES = 30
@@ -116,6 +118,22 @@ def test_on_a_terminal_a_ledger_rebuild_counts_the_parts_it_reads(folder: Folder
     assert f"rebuilt the ledger: {commits} parts" in plain, shown
 
 
+def _signalled_twice(
+    proc: subprocess.Popen[bytes], leader: int, ready: Callable[[bytes], bool]
+) -> tuple[int, str]:
+    """Once what the terminal shows is `ready`, SIGINT and SIGTERM, delivered together;
+    the exit code and all that was shown."""
+    shown = b""
+    while not ready(shown):
+        chunk = os.read(leader, 65536)
+        assert chunk, shown
+        shown += chunk
+    for sig in (signal.SIGSTOP, signal.SIGINT, signal.SIGTERM, signal.SIGCONT):
+        proc.send_signal(sig)  # both at once on waking: the second exits at once
+    code, rest = _shown_to_the_end(proc, leader)
+    return code, shown.decode(errors="replace") + rest
+
+
 def test_on_a_terminal_compact_ended_by_a_second_signal_shows_the_cursor_again(
     folder: Folder,
 ) -> None:
@@ -123,15 +141,31 @@ def test_on_a_terminal_compact_ended_by_a_second_signal_shows_the_cursor_again(
     for t in range(60):
         seed_parts(folder, 3, 20, table=f"t{t:02d}", start=t * 3)
     proc, leader = _start_on_a_terminal(folder, "compact")
-    shown = b""
-    while b"compacted t" not in shown:  # in its loop, the bar drawn
-        chunk = os.read(leader, 65536)
-        assert chunk, shown
-        shown += chunk
-    for sig in (signal.SIGSTOP, signal.SIGINT, signal.SIGTERM, signal.SIGCONT):
-        proc.send_signal(sig)  # both at once on waking: the second exits at once
-    code, rest = _shown_to_the_end(proc, leader)
-    text = shown.decode(errors="replace") + rest
+
+    code, text = _signalled_twice(proc, leader, lambda shown: b"compacted t" in shown)
+
     assert code in (128 + signal.SIGINT, 128 + signal.SIGTERM), text  # either may come second
     assert "\x1b[?25l" in text, "rich hides the cursor while its bar is live"
+    assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l"), text
+
+
+def test_on_a_terminal_once_ended_by_a_second_signal_shows_the_cursor_again(
+    folder: Folder, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    busy = folder.root / "busy"
+    monkeypatch.setenv(SLOW_MARK, str(busy))
+    monkeypatch.setenv("PYTHONPATH", str(ROOT))  # for the feature set of the tests
+    folder.write_config(
+        watch={"settle_ms": 0}, features={"sets": ["summary", "tests.plugin_sets:slow"]},
+    )
+    for i in range(100):
+        write_csv(folder.drop / f"f{i:03d}.csv", rows=10, seed=i)
+    proc, leader = _start_on_a_terminal(folder, "once")
+
+    code, text = _signalled_twice(  # the bar drawn, a worker busy
+        proc, leader, lambda shown: b"\x1b[?25l" in shown and busy.exists()
+    )
+
+    assert code in (128 + signal.SIGINT, 128 + signal.SIGTERM), text
+    assert "exiting now" in text
     assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l"), text

@@ -17,15 +17,13 @@ import contextlib
 import gc
 import logging
 import multiprocessing
-import os
 import signal
 import sqlite3
-import sys
 import time
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any
 
-from .. import shared
+from .. import logs, shared
 from ..config import Config
 from ..errors import LedgerError
 from ..files import DropFile
@@ -293,13 +291,12 @@ class Service:
         if self.stop.is_set() or self.draining:
             # Safe at any instant: a commit is atomic through the ledger, like a kill -9.
             # Written directly: the log thread may not get to run again before _exit.
-            print(
-                f"ingest: {name} again: exiting now; uncommitted files will be read on restart",
-                file=sys.stderr, flush=True,
-            )
             for child in multiprocessing.active_children():
                 child.kill()
-            os._exit(128 + signum)
+            logs.exit_now(
+                f"ingest: {name} again: exiting now; uncommitted files will be read on restart",
+                128 + signum,
+            )
         log.info("%s: stopping intake and draining in-flight files (again to exit now)", name)
         self.stop.set()
         self.draining = True

@@ -3,7 +3,6 @@ rebuild and compact stop when asked, and leave the output as exactly once as the
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import random
@@ -16,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from ..conftest import ROOT, Folder, write_csv
+from ..conftest import ROOT, Folder, fifo_writer, write_csv
 from ..store.seed import seed_parts
 
 
@@ -26,21 +25,6 @@ def _start(folder: Folder, *args: str, config: Path | None = None) -> subprocess
         cwd=folder.root, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         env={**os.environ, "PYTHONPATH": str(ROOT)}, start_new_session=True,
     )
-
-
-def _writer_of(fifo: Path, proc: subprocess.Popen[str]) -> int:
-    """Open the FIFO's other end once the command has opened it to read its config:
-    the command is then past its start and reading, where a signal must stop it."""
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            return os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)
-        except OSError as exc:
-            if exc.errno != errno.ENXIO:
-                raise
-        assert proc.poll() is None, proc.communicate()
-        assert time.monotonic() < deadline, "the command never opened its config"
-        time.sleep(0.01)
 
 
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
@@ -58,7 +42,7 @@ def test_a_reading_command_stops_on_a_signal(
     fifo = folder.root / "config.fifo"
     os.mkfifo(fifo)
     proc = _start(folder, *command, config=fifo)
-    writer = _writer_of(fifo, proc)
+    writer = fifo_writer(fifo, proc)
     try:
         proc.send_signal(sig)
         try:

@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from ..conftest import ROOT, Folder, wait_for, write_csv
+from ..conftest import ROOT, Folder, fifo_writer, stderr_stuck, wait_for, write_csv
 from ..invariants import check_exactly_once
 from ..plugin_sets import HUNG_MARK
 
@@ -142,4 +142,68 @@ def test_a_second_signal_exits_at_once_without_a_traceback_and_restart_is_exactl
     _nothing_left_running_in(folder)
     restarted = folder.ingest("once")
     assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, expected, set())
+
+
+def test_a_second_signal_exits_at_once_though_stderr_is_a_full_pipe_nobody_reads(
+    folder: Folder,
+) -> None:
+    # A supervisor whose log shipper is stuck: the service's stderr takes nothing more.
+    # Its lines wait in memory (the log thread is stuck in its write), and a second
+    # signal must still end it at once; its last line cannot be written, and is left out.
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 2},
+        features={"sets": ["summary", "tests.plugin_sets:slow"]}, output={"flush_s": 0.2},
+    )
+    expected = _backlog(folder, 100)
+    with stderr_stuck(folder, "run") as proc:
+        wait_for(lambda: bool(folder.parts("records")), 60, "the first commit")
+        for sig in (signal.SIGSTOP, signal.SIGTERM, signal.SIGINT, signal.SIGCONT):
+            proc.send_signal(sig)  # both at once on waking, while files are in flight
+        returncode = proc.wait(timeout=30)
+
+    assert returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM)  # either comes second
+    _nothing_left_running_in(folder)
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, expected, set())
+
+
+@pytest.mark.parametrize("command", ["run", "once"])
+def test_two_signals_during_start_up_exit_at_once(folder: Folder, command: str) -> None:
+    # The config comes through a FIFO (as from `--config <(...)`): the service is held in
+    # its start-up, where a first signal is kept for the event loop, for as long as the
+    # test likes. A second must not wait for the loop: it exits there and then.
+    expected = _backlog(folder, 3)
+    fifo = folder.root / "config.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", command, "--config", str(fifo)],
+        cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    writer = fifo_writer(fifo, proc)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGINT)
+        try:
+            code = proc.wait(10)
+        except subprocess.TimeoutExpired:  # it held both: let it go on, and fail
+            os.write(writer, folder.config.read_bytes())
+            os.close(writer)
+            writer = -1
+            code = proc.wait(60)
+    finally:
+        if writer >= 0:
+            os.close(writer)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=10)
+
+    assert code in (128 + signal.SIGINT, 128 + signal.SIGTERM), stderr  # either comes second
+    second = signal.Signals(code - 128).name
+    assert stderr.strip().splitlines()[-1] == f"ingest: {second} again: exiting now", stderr
+    assert "Traceback" not in stderr
+    assert {p.name for p in folder.drop.iterdir()} == set(expected), "nothing was touched"
+    assert folder.ingest("once").returncode == 0
     check_exactly_once(folder, expected, set())
