@@ -169,3 +169,25 @@ def test_on_a_terminal_once_ended_by_a_second_signal_shows_the_cursor_again(
     assert code in (128 + signal.SIGINT, 128 + signal.SIGTERM), text
     assert "exiting now" in text
     assert text.rfind("\x1b[?25h") > text.rfind("\x1b[?25l"), text
+
+
+def test_on_a_terminal_a_file_gone_before_it_settles_is_counted_by_the_bar(
+    folder: Folder,
+) -> None:
+    folder.write_config(watch={"settle_ms": 3000})
+    for seed, name in enumerate(("a.csv", "b.csv", "gone.csv")):
+        write_csv(folder.drop / name, rows=10, seed=seed)
+    proc, leader = _start_on_a_terminal(folder, "once")
+    shown = b""
+    while b"0/3" not in shown:  # the bar drawn over the three files found at start-up
+        chunk = os.read(leader, 65536)
+        assert chunk, shown
+        shown += chunk
+    (folder.drop / "gone.csv").unlink()  # while it settles
+    code, rest = _shown_to_the_end(proc, leader)
+    text = shown.decode(errors="replace") + rest
+
+    assert code == 0, text
+    assert "WARNING vanished gone.csv" in text
+    assert "3/3" in text, text
+    assert "ingested=2 vanished=1" in text, text

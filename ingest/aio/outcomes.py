@@ -119,6 +119,8 @@ class Outcomes:
             "vanished", file.rel, latency_ms=(time.monotonic() - file.seen_mono) * 1000,
             reason="it was gone before it settled",
         )
+        if self.progress is not None:  # it may have been found at start-up, and counted
+            self.progress.advance("vanished")
 
     def unsettled(self, files: Sequence[DropFile], waited_s: float) -> None:
         """`once` ends with files still changing (being written, or found changed again and

@@ -123,6 +123,7 @@ class Service:
         self.crash = CrashPlan.from_env()
         self.stop = asyncio.Event()
         self.draining = False
+        self._signalled = False
         self._tasks: set[asyncio.Task[None]] = set()
         self._early_signals = early_signals if early_signals is not None else []
 
@@ -291,12 +292,15 @@ class Service:
         if self.stop.is_set() or self.draining:
             # Safe at any instant: a commit is atomic through the ledger, like a kill -9.
             # Written directly: the log thread may not get to run again before _exit.
+            # The first signal, too, once `once` drains at its end or a failure stops it.
+            when = "again" if self._signalled else "while stopping"
             for child in multiprocessing.active_children():
                 child.kill()
             logs.exit_now(
-                f"ingest: {name} again: exiting now; uncommitted files will be read on restart",
+                f"ingest: {name} {when}: exiting now; uncommitted files will be read on restart",
                 128 + signum,
             )
+        self._signalled = True
         log.info("%s: stopping intake and draining in-flight files (again to exit now)", name)
         self.stop.set()
         self.draining = True
