@@ -291,7 +291,6 @@ class Service:
         name = signal.Signals(signum).name
         if self.stop.is_set() or self.draining:
             # Safe at any instant: a commit is atomic through the ledger, like a kill -9.
-            # Written directly: the log thread may not get to run again before _exit.
             # The first signal, too, once `once` drains at its end or a failure stops it.
             when = "again" if self._signalled else "while stopping"
             for child in multiprocessing.active_children():
