@@ -260,6 +260,12 @@ class InFlight:
         self.finish(file, offer_again=False)
         self.outcomes.deferred(file.rel)
 
+    def defer_settled(self, file: DropFile) -> None:
+        """Let go of a file settled and never admitted (a drain, the end of the service):
+        it holds nothing yet but its place in the settler; it stays in the drop folder."""
+        self.settler.done(file.rel)
+        self.outcomes.deferred(file.rel)
+
     # ---- what the dispatcher and the committer ask (dispatch.Upstream) --
 
     def taken(self, item: Queued) -> bool:

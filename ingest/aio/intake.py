@@ -106,9 +106,8 @@ class Intake:
             file = await settler.ready.get()
             self.crash.fail_here("intake")
             if self.in_flight.draining():
-                settler.done(file.rel)  # never in flight: nothing else to let go of
+                self.in_flight.defer_settled(file)
                 self._recalled.pop(file.key, None)
-                self.in_flight.outcomes.deferred(file.rel)
                 continue
             await self._admit(file)
             if count % ADMIT_BATCH == 0:

@@ -261,9 +261,7 @@ class Service:
         next run."""
         ready = self.settler.ready
         while not ready.empty():
-            file = ready.get_nowait()
-            self.settler.done(file.rel)
-            self.outcomes.deferred(file.rel)
+            self.in_flight.defer_settled(ready.get_nowait())
         for file in self.settler.leave_unsettled():
             self.outcomes.deferred(file.rel)
 
