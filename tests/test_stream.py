@@ -639,47 +639,65 @@ def test_a_file_found_changed_time_after_time_is_looked_at_again_after_longer_pa
 ) -> None:
     """Rewritten in place with its mtime put back, again and again: each read finds it
     changed (its hash pass and its blocks read other bytes), and it is read again after a
-    pause that doubles each time, not at once."""
+    pause that doubles each time, not at once.
+
+    On a starved machine the rewriter may not run between two reads, which then agree:
+    the file is rightly ingested, and the pauses are looked at on another file."""
     folder.write_config(
         pipeline={"workers": 1, "memory_mb": 1}, watch={"settle_ms": 0, "rescan_s": 1},
         output={"flush_s": 0.05},
     )
-    big_csv(folder.root / "big.csv", rows=8_000)  # 360 KB: read in blocks, in a moment
-    original = (folder.root / "big.csv").read_bytes()
-    stop = folder.root / "stop-rewriting"
-    os.replace(folder.root / "big.csv", folder.drop / "big.csv")
-    rewriter = subprocess.Popen(
-        [sys.executable, "-c", REWRITER, str(folder.drop / "big.csv"), str(stop),
-         str(len(original) // 2)]
-    )
-    try:
-        svc = service("--log-format", "json")
-        changed: list[float] = []
-
-        def times_changed() -> int:
-            """The latency of each `changed` line so far: from its offer to its outcome."""
-            whole = svc.text().rpartition("\n")[0].splitlines()  # a line being written: later
-            lines = [json.loads(line) for line in whole if line.startswith("{")]
-            changed[:] = [
-                line["latency_ms"] / 1000 for line in lines
-                if line.get("event") == "changed" and line.get("file") == "big.csv"
-            ]
-            return len(changed)
-
-        wait_for(lambda: times_changed() >= 6 or "ingested big.csv" in svc.text(), 60,
-                 "big.csv found changed six times")
-        assert times_changed() >= 6, f"ingested while rewritten (two reads agreed): {changed}"
-    finally:
-        stop.touch()
-        rewriter.wait(30)
+    svc = service("--log-format", "json")
+    ingested: dict[str, int] = {}
+    for attempt in range(3):
+        name = f"big-{attempt}.csv"
+        changed = _changed_while_rewritten(folder, svc, name, seed=attempt)
+        ingested[name] = 8_000
+        if len(changed) >= 6:
+            break
+    else:
+        raise AssertionError("ingested while rewritten (two reads agreed), three times")
     # After each change, the next offer waits its pause before the file is read again.
     pauses = [0.1 * 2**n for n in range(5)]  # settle_ms = 0: from CHANGED_PAUSE_S's first
     waited = changed[1:6]
     assert all(w >= pause - 0.002 for w, pause in zip(waited, pauses, strict=True)), waited
 
-    wait_for(lambda: '"ingested big.csv"' in svc.text(), 120, "big.csv ingested")
+    wait_for(lambda: f'"ingested {name}"' in svc.text(), 120, f"{name} ingested")
     assert svc.stop(signal.SIGTERM, timeout=30) == 0
-    check_exactly_once(folder, {"big.csv": 8_000}, set())
+    check_exactly_once(folder, ingested, set())
+
+
+def _changed_while_rewritten(folder: Folder, svc: Service, name: str, seed: int) -> list[float]:
+    """Drop `name` (8,000 rows) and rewrite it in place until the service has found it
+    changed six times, or ingested it; the latency of each `changed` line, in seconds."""
+    big_csv(folder.root / name, rows=8_000, seed=seed)  # 360 KB: read in blocks, in a moment
+    original = (folder.root / name).read_bytes()
+    stop = folder.root / f"stop-rewriting-{name}"
+    os.replace(folder.root / name, folder.drop / name)
+    rewriter = subprocess.Popen(
+        [sys.executable, "-c", REWRITER, str(folder.drop / name), str(stop),
+         str(len(original) // 2)]
+    )
+    changed: list[float] = []
+
+    def times_changed() -> int:
+        """The latency of each `changed` line so far: from its offer to its outcome."""
+        whole = svc.text().rpartition("\n")[0].splitlines()  # a line being written: later
+        lines = [json.loads(line) for line in whole if line.startswith("{")]
+        changed[:] = [
+            line["latency_ms"] / 1000 for line in lines
+            if line.get("event") == "changed" and line.get("file") == name
+        ]
+        return len(changed)
+
+    try:
+        wait_for(lambda: times_changed() >= 6 or f"ingested {name}" in svc.text(), 60,
+                 f"{name} found changed six times")
+        times_changed()
+    finally:
+        stop.touch()
+        rewriter.wait(30)
+    return changed
 
 
 def test_once_leaves_a_file_found_changed_again_and_again_for_the_next_run(

@@ -791,11 +791,11 @@ def _crashed(proc: subprocess.Popen[bytes], log: Path) -> str | None:
 
 
 def _kill_a_worker_as_soon_as_there_is_one(
-    proc: subprocess.Popen[bytes], spare: AbstractSet[int] = frozenset()
+    proc: subprocess.Popen[bytes], log: Path, spare: AbstractSet[int] = frozenset()
 ) -> int:
     """SIGKILL the first pool worker (not in `spare`) to appear; return its pid."""
     top = psutil.Process(proc.pid)
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 60
     while time.monotonic() < deadline and proc.poll() is None:
         with contextlib.suppress(psutil.NoSuchProcess):
             for child in top.children(recursive=True):
@@ -803,7 +803,11 @@ def _kill_a_worker_as_soon_as_there_is_one(
                     child.kill()
                     return int(child.pid)
         time.sleep(0.001)
-    raise AssertionError("no pool worker appeared")
+    tree = {p.pid: p.ppid() for p in top.children(recursive=True)} if proc.poll() is None else {}
+    raise AssertionError(
+        f"no pool worker appeared (exit {proc.poll()}; processes {tree}; spared {set(spare)}):"
+        f"\n{log.read_text(errors='replace')[-3000:]}"
+    )
 
 
 def test_sigterm_during_start_up_drains_and_exits_0(tmp_path: Path) -> None:
@@ -854,19 +858,19 @@ def test_a_worker_killed_while_its_pool_starts_does_not_stop_the_service(
 def _kill_a_worker_while_the_pool_starts(folder: Folder, log: Path, when: str) -> None:
     with _serving(folder, log) as proc:
         if when == "start-up":
-            _kill_a_worker_as_soon_as_there_is_one(proc)
+            _kill_a_worker_as_soon_as_there_is_one(proc, log)
         wait_for(
             lambda: _crashed(proc, log) is not None or " watching " in log.read_text(),
             60, "the service to start watching",
         )
         if when == "rebuild":
             # Break the pool, give it a file so that it is rebuilt, kill a new worker.
-            spare = {_kill_a_worker_as_soon_as_there_is_one(proc)}
+            spare = {_kill_a_worker_as_soon_as_there_is_one(proc, log)}
             spare |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
             # Content unique to this attempt: a duplicate would need no worker at all.
             unique = 10_000 * (1 + sum(map(ord, log.stem)))
             _deliver(folder.drop, f"first-{log.stem}.csv", HEADER + _rows(unique, 3))
-            _kill_a_worker_as_soon_as_there_is_one(proc, spare)
+            _kill_a_worker_as_soon_as_there_is_one(proc, log, spare)
         _deliver(folder.drop, f"then-{log.stem}.csv", HEADER + _rows(1000 + len(log.stem), 3))
         wait_for(
             lambda: _crashed(proc, log) is not None or not list(folder.drop.glob("*.csv")),
