@@ -74,6 +74,23 @@ def last_unquoted_newline(
     return -1
 
 
+def first_unquoted_newline(
+    data: bytes, start: int, end: int, odd: int, window_bytes: int = WINDOW_BYTES
+) -> int:
+    """The index of the first newline in `data[start:end]` with an even number of quotes
+    before it (with any before `start`), given `odd`, the parity of those before `start`;
+    -1 if there is none. `last_unquoted_newline`'s search, from the other end."""
+    while start < end:
+        stop = min(end, start + window_bytes)
+        window = np.frombuffer(data, np.uint8, stop - start, start)
+        parity = np.bitwise_xor.accumulate((window == QUOTE[0]).view(np.uint8)) ^ odd
+        found = np.flatnonzero((window == NEWLINE[0]) & (parity == 0))
+        if found.size:
+            return start + int(found[0])
+        odd, start = int(parity[-1]), stop
+    return -1
+
+
 _DIGIT_ZERO = ord("0")
 
 

@@ -120,9 +120,10 @@ class Cutter:
             end = len(chunk)
         else:
             end, own = self._cut(chunk, self._odd)
-            if self._carried + len(chunk) > self.max_record and self._to_literal(chunk):
-                # Counted, a record as long as the limit is a literal quote's mark, whether
-                # or not a late newline seems to end it: read again, field by field.
+            if self._runs_past_limit(chunk, end):
+                self._to_literal(chunk)
+                # Counted, a record longer than the limit is a literal quote's mark, whether
+                # or not a newline past the limit seems to end it: read again, field by field.
                 chunk = b"".join((*self._carry, chunk))
                 self._carry, self._carried = [], 0
                 end, own = self._cut(chunk, 0)
@@ -158,15 +159,35 @@ class Cutter:
         pending = len(chunk) - end if end else self._carried + len(chunk)
         return pending > self.max_record
 
-    def _to_literal(self, chunk: bytes) -> bool:
-        """Quotes read field by field from here on, if they were counted till now."""
-        if not self.quoted or self.literal_quotes:
-            return False
+    def _runs_past_limit(self, chunk: bytes, end: int) -> bool:
+        """Does the record carried over run past max_record, by the count? It ends at the
+        first newline of `chunk` with an even count of quotes before it, the carry's too;
+        `end`, the chunk's last such newline, says whether there is one."""
+        room = self.max_record - self._carried  # what of `chunk` the record may take
+        if len(chunk) <= room or not self.quoted or self.literal_quotes:
+            return False  # (an unquoted file's records are cut at any newline)
+        if not end:
+            return True
+        odd, start = self._odd, 0
+        # Most records end within a line or two; past a few, the rest is searched at once.
+        for _ in range(WALKED_LINES):
+            newline = chunk.find(b"\n", start, room)
+            if newline < 0:
+                return True
+            odd ^= chunk.count(QUOTE, start, newline) % 2
+            if not odd:
+                return False
+            start = newline + 1
+        from . import bytescan
+
+        return bytescan.first_unquoted_newline(chunk, start, room, odd) < 0
+
+    def _to_literal(self, chunk: bytes) -> None:
+        """Quotes read field by field from here on: they were counted till now."""
         self.literal_quotes = True
         self._fields = None  # where the carried record starts: a record's start
         if self.delimiter is None:
             self.delimiter = likeliest_delimiter(self._carry[0] if self._carry else chunk)
-        return True
 
 
 # The delimiters a sniffer finds, in the order a tie is broken.

@@ -56,6 +56,27 @@ def test_the_last_newline_outside_quotes_is_the_one_a_walk_from_the_start_finds(
     )
 
 
+
+def _first_unquoted_newline(data: bytes, start: int, end: int, odd: int) -> int:
+    """Byte by byte from `start`, as the definition reads."""
+    quotes = odd
+    for index in range(start, min(end, len(data))):
+        if data[index] == ord("\n") and quotes % 2 == 0:
+            return index
+        quotes += data[index] == ord('"')
+    return -1
+
+
+@pytest.mark.parametrize("window", [1, 3, 1 << 20])
+@given(data=_QUOTED, start=st.integers(0, 60), end=st.integers(0, 60), odd=st.integers(0, 1))
+def test_the_first_newline_outside_quotes_is_the_one_a_walk_from_the_start_finds(
+    window: int, data: bytes, start: int, end: int, odd: int
+) -> None:
+    start, end = min(start, len(data)), min(end, len(data))
+    assert bytescan.first_unquoted_newline(data, start, end, odd, window) == (
+        _first_unquoted_newline(data, start, end, odd)
+    )
+
 _FIELDS = st.lists(st.sampled_from([b"0", b"1", b"9", b",", b"\n", b'"', b".", b"a"]), max_size=30)
 
 

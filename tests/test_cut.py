@@ -209,14 +209,46 @@ def test_a_record_longer_than_the_limit_is_refused_with_the_line_it_starts_on() 
 
 def test_a_record_just_under_the_limit_then_a_full_chunk_is_no_record_too_long() -> None:
     # The carried record ends in the next chunk: only what follows its end is carried on
-    # (its quotes are then read field by field, as a record this long hints at a literal
-    # quote, and the cut is the same).
+    # (counted, or read field by field: the cut is the same).
     for literal in (False, True):
         cutter = Cutter(quoted=True, max_record=100, literal_quotes=literal)
         assert cutter.feed(b'a,"' + b"x" * 90).data == b""
         piece = cutter.feed(b'"\n' + b"1,2\n" * 20 + b"3," + b"y" * 9)  # 93 + 11 over 100
         assert piece.data == b'a,"' + b"x" * 90 + b'"\n' + b"1,2\n" * 20
         assert cutter.feed(b"\n4,5\n").data == b"3," + b"y" * 9 + b"\n4,5\n"
+
+
+@pytest.mark.parametrize(
+    "line",
+    [
+        b"1700000000000,dev-00000,2.06672,12.7033\n",  # no quote at all
+        b'1700000000000,"dev-00000","a, b",12.7033\n',  # quoted fields, one line each
+        b'1700000000000,"dev 0\nof\nten\nlines\nin\nall\nwith\nthese\nones\nhere",1\n',
+    ],
+)
+def test_chunks_as_long_as_the_limit_keep_counting_quotes(line: bytes) -> None:
+    # A service reading in blocks of max_record carries a line's start from each chunk to
+    # the next: the carried record ends within the limit, so quotes are still counted (a
+    # reading field by field costs the service's process several times the count).
+    data = b"timestamp,device,note,v\n" + line * 2_000
+    chunk = 4_096 + 7
+    cutter = Cutter(quoted=True, max_record=chunk)
+    pieces = _cut_all(cutter, data, chunk)
+    assert not cutter.literal_quotes
+    assert b"".join(p.data for p in pieces) == data
+    assert all(p.data.endswith(b"\n") for p in pieces if p.data)
+    parsed = [row for p in pieces for row in csv.reader(io.StringIO(p.data.decode(), newline=""))]
+    assert parsed == list(csv.reader(io.StringIO(data.decode(), newline="")))
+
+
+def test_a_record_that_ends_past_the_limit_by_the_count_turns_to_field_by_field() -> None:
+    # A literal quote, then another a record later: the count sees one record running
+    # from the first to a newline past the limit, though a newline seems to end it.
+    data = b'a,b\n1,12" pipe\n' + b"2,x\n" * 40 + b'3,13" pipe\n' + b"4,y\n" * 40
+    cutter = Cutter(quoted=True, max_record=100)
+    pieces = _cut_all(cutter, data, 100)
+    assert cutter.literal_quotes
+    assert _rows_of(pieces) == _pyarrow_rows(data)
 
 
 def test_json_lines_cut_at_any_newline() -> None:
