@@ -13,6 +13,7 @@ import logging.handlers
 import os
 import queue
 import re
+import signal
 import sys
 import threading
 import time
@@ -149,8 +150,12 @@ def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
     takes it within `wait_s`. The line goes straight to stderr's descriptor, from a thread:
     not through `sys.stderr`, whose buffer a signal handler may have interrupted mid-write,
     nor the log thread, which may not run again; and not waited for longer, since a pipe
-    nobody reads, or a stalled terminal, must not hold an exit asked to be at once."""
+    nobody reads, or a stalled terminal, must not hold an exit asked to be at once. A
+    signal after this one is ignored: its handler would say the line again while it waits."""
     try:
+        with contextlib.suppress(ValueError):  # not the main thread: no handler runs here
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                signal.signal(signum, signal.SIG_IGN)
         if sys.__stderr__ is not None:  # else fd 2 may be another file's now: say nothing
             data = (line + "\n").encode("utf-8", "replace")
             if os.isatty(2) and os.environ.get("TERM") != "dumb":

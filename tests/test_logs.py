@@ -263,6 +263,54 @@ def test_exit_now_leaves_its_line_out_when_stderr_is_a_full_pipe_nobody_reads() 
     assert held == b"x" * len(held)
 
 
+_SIGNALLED = """if True:
+    import signal
+    from ingest import logs
+    def on_signal(signum, frame):
+        logs.exit_now(f"ingest: {signal.Signals(signum).name}: exiting now", 128 + signum, 60)
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, on_signal)
+    print("ready", flush=True)
+    while True:
+        signal.pause()
+"""
+
+
+def _ignored(pid: int) -> int:
+    """The signals `pid` ignores, as a mask (bit n - 1 for signal n)."""
+    with open(f"/proc/{pid}/status") as status:
+        line = next(line for line in status if line.startswith("SigIgn:"))
+    return int(line.split()[1], 16)
+
+
+def test_a_signal_while_exit_now_waits_on_stderr_is_ignored_not_said_again() -> None:
+    # The line waits on a full pipe; a SIGINT meanwhile would run the handler again and
+    # say a second line (and exit 130) once the pipe is read.
+    read_end, write_end = full_pipe()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _SIGNALLED], stdout=subprocess.PIPE, stderr=write_end,
+    )
+    os.close(write_end)
+    try:
+        assert proc.stdout is not None and proc.stdout.readline() == b"ready\n"
+        proc.send_signal(signal.SIGTERM)
+        # The writer's thread has started: exit_now is past its first step.
+        wait_for(lambda: len(os.listdir(f"/proc/{proc.pid}/task")) > 1, 30, "the writer")
+        both = 1 << (signal.SIGINT - 1) | 1 << (signal.SIGTERM - 1)
+        assert _ignored(proc.pid) & both == both
+        proc.send_signal(signal.SIGINT)
+        with os.fdopen(read_end, "rb") as pipe:
+            said = pipe.read()  # to the end: the process has exited
+        assert proc.wait(30) == 128 + signal.SIGTERM
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        assert proc.stdout is not None
+        proc.stdout.close()
+    assert said.lstrip(b"x") == b"ingest: SIGTERM: exiting now\n"
+
+
 def _writer_lock_free(folder: Folder) -> bool:
     fd = os.open(folder.output / "_ingest" / "writer.lock", os.O_RDWR)
     try:
