@@ -91,6 +91,38 @@ def first_unquoted_newline(
     return -1
 
 
+# The bytes a field may start after (a line's end, or a quote: two make one inside a
+# quoted field), besides the delimiter.
+_CR_LF_QUOTE = (ord("\r"), NEWLINE[0], QUOTE[0])
+
+
+def literal_quote(
+    data: bytes, odd: int, delimiters: bytes, before: int = NEWLINE[0],
+    window_bytes: int = WINDOW_BYTES,
+) -> int:
+    """The index of the first quote in `data` that a count of quotes takes to open a field
+    (an even number before it, given `odd`, the parity of those before `data`) where no
+    field starts: after a byte other than a delimiter (any of `delimiters`), a line end or
+    another quote. The CSV reader reads such a quote as a character (`12" pipe`), and the
+    count goes wrong from there; -1 if there is none. `before`: the byte before `data` (a
+    newline: a record starts there)."""
+    starts = np.zeros(256, np.bool_)
+    starts[[*delimiters, *_CR_LF_QUOTE]] = True
+    for start in range(0, len(data), window_bytes):
+        window = np.frombuffer(data, np.uint8, min(window_bytes, len(data) - start), start)
+        at = np.flatnonzero(window == QUOTE[0])
+        opening = at[odd::2]  # an even count before each
+        if opening.size:
+            previous = window[opening - 1]  # the first's, at -1, is set just below
+            if opening[0] == 0:
+                previous[0] = before
+            inside = ~starts[previous]
+            if inside.any():
+                return start + int(opening[np.argmax(inside)])
+        odd ^= at.size & 1
+        before = int(window[-1])
+    return -1
+
 _DIGIT_ZERO = ord("0")
 
 

@@ -7,10 +7,13 @@ field: for CSV, a newline with an even number of quote characters before it
 any newline (JSON strings hold no raw newline).
 
 A quote inside a field that does not open with one (`12" pipe`) is a
-character to the CSV reader, but upsets the count: from there, no newline
-has an even number before it. Where the count finds no record end within
-`max_record`, the file's quotes are read from its last cut as the reader
-reads them (`bytescan.last_field_newline`), and so on to its end.
+character to the CSV reader, but upsets the count: from there, every newline
+outside a quoted field has an odd number before it, and every newline inside
+the next quoted field an even one. So each chunk is looked at for such a quote
+first (`bytescan.literal_quote`: a quote the count takes to open a field, after
+a byte where no field starts); where there is one, or where the count finds no
+record end within `max_record`, the file's quotes are read from its last cut
+as the reader reads them (`bytescan.last_field_newline`), and so on to its end.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ if TYPE_CHECKING:
     from .bytescan import Fields
 
 QUOTE = ord('"')
+NEWLINE = ord("\n")
 # Newlines looked at one by one from a chunk's end before the rest is searched at once.
 WALKED_LINES = 8
 
@@ -59,11 +63,13 @@ class Cutter:
         self.quoted = quoted
         self.max_record = max_record
         # Quotes read as the reader reads them, field by field, not counted: set once a
-        # count finds no record end (a quote inside an unquoted field).
+        # quote is found where no field starts (inside an unquoted field), or a count
+        # finds no record end.
         self.literal_quotes = literal_quotes
-        # The file's delimiter, where known (pinned, or found in its first block); else,
-        # read field by field, the likeliest in its first line.
+        # The file's delimiter, where known (pinned, or found in its first block); else
+        # the likeliest in its first line (`_head`).
         self.delimiter = delimiter
+        self._head = b""  # the data's first line, once whole, or its first HEAD_BYTES
         self._fields: Fields | None = None  # with literal_quotes: where the carry ends
         # A record not yet ended, as the chunks it came in: joined once, when it ends. A
         # record that runs on (a quote never closed) would otherwise be copied, and its
@@ -119,11 +125,13 @@ class Cutter:
             # Everything left is the last record, newline or not (an empty last chunk, too).
             end = len(chunk)
         else:
+            self._keep_head(chunk)
             end, own = self._cut(chunk, self._odd)
-            if self._runs_past_limit(chunk, end):
-                self._to_literal(chunk)
-                # Counted, a record longer than the limit is a literal quote's mark, whether
-                # or not a newline past the limit seems to end it: read again, field by field.
+            if self._literal_quote(chunk) or self._runs_past_limit(chunk, end):
+                self._to_literal()
+                # The count went wrong at the quote, or, counted, a record runs past the
+                # limit: a literal quote's mark too, whether or not a newline past the limit
+                # seems to end it. From the carry's start, a record's, field by field.
                 chunk = b"".join((*self._carry, chunk))
                 self._carry, self._carried = [], 0
                 end, own = self._cut(chunk, 0)
@@ -159,15 +167,35 @@ class Cutter:
         pending = len(chunk) - end if end else self._carried + len(chunk)
         return pending > self.max_record
 
+    def _keep_head(self, chunk: bytes) -> None:
+        wanted = self.delimiter is None and self.quoted and not self.literal_quotes
+        if wanted and b"\n" not in self._head and len(self._head) < HEAD_BYTES:
+            self._head += chunk[: HEAD_BYTES - len(self._head)]
+
+    def _delimiter(self) -> bytes:
+        return self.delimiter or likeliest_delimiter(self._head)
+
+    def _literal_quote(self, chunk: bytes) -> bool:
+        """Is there a quote in `chunk` that the reader reads as a character, where the
+        count would take it to open a field? Before it, the count was right. Looked for
+        only once the delimiter is known (pinned, or the file's first block read): read
+        with a wrong one, every quoted field would look like such a quote's mark."""
+        if not self.quoted or self.literal_quotes or not self.delimiter or QUOTE not in chunk:
+            return False
+        from . import bytescan
+
+        before = self._carry[-1][-1] if self._carry else NEWLINE
+        return bytescan.literal_quote(chunk, self._odd, self.delimiter, before) >= 0
+
     def _runs_past_limit(self, chunk: bytes, end: int) -> bool:
         """Does the record carried over run past max_record, by the count? It ends at the
         first newline of `chunk` with an even count of quotes before it, the carry's too;
-        `end`, the chunk's last such newline, says whether there is one."""
+        `end` (just past the chunk's last such newline, 0 if none) says if there is one."""
         room = self.max_record - self._carried  # what of `chunk` the record may take
         if len(chunk) <= room or not self.quoted or self.literal_quotes:
             return False  # (an unquoted file's records are cut at any newline)
-        if not end:
-            return True
+        if not end or len(chunk) - end > self.max_record:
+            return True  # (or the one after the count's last cut runs past it already)
         odd, start = self._odd, 0
         # Most records end within a line or two; past a few, the rest is searched at once.
         for _ in range(WALKED_LINES):
@@ -182,12 +210,11 @@ class Cutter:
 
         return bytescan.first_unquoted_newline(chunk, start, room, odd) < 0
 
-    def _to_literal(self, chunk: bytes) -> None:
+    def _to_literal(self) -> None:
         """Quotes read field by field from here on: they were counted till now."""
         self.literal_quotes = True
         self._fields = None  # where the carried record starts: a record's start
-        if self.delimiter is None:
-            self.delimiter = likeliest_delimiter(self._carry[0] if self._carry else chunk)
+        self.delimiter = self._delimiter()
 
 
 # The delimiters a sniffer finds, in the order a tie is broken.

@@ -56,7 +56,6 @@ def test_the_last_newline_outside_quotes_is_the_one_a_walk_from_the_start_finds(
     )
 
 
-
 def _first_unquoted_newline(data: bytes, start: int, end: int, odd: int) -> int:
     """Byte by byte from `start`, as the definition reads."""
     quotes = odd
@@ -76,6 +75,29 @@ def test_the_first_newline_outside_quotes_is_the_one_a_walk_from_the_start_finds
     assert bytescan.first_unquoted_newline(data, start, end, odd, window) == (
         _first_unquoted_newline(data, start, end, odd)
     )
+
+
+def _literal_quote(data: bytes, odd: int, delimiters: bytes, before: int) -> int:
+    """Byte by byte, as the definition reads."""
+    quotes = odd
+    for index, byte in enumerate(data):
+        if byte == ord('"'):
+            previous = data[index - 1] if index else before
+            if quotes % 2 == 0 and previous not in (*delimiters, *b'\r\n"'):
+                return index
+            quotes += 1
+    return -1
+
+
+@pytest.mark.parametrize("window", [1, 3, 1 << 20])
+@given(data=st.lists(st.sampled_from([b"\n", b'"', b"a", b",", b";", b"\r"]), max_size=60).map(
+    b"".join), odd=st.integers(0, 1), before=st.sampled_from(b'\na,"'))
+def test_a_literal_quote_is_the_one_a_walk_from_the_start_finds(
+    window: int, data: bytes, odd: int, before: int
+) -> None:
+    found = bytescan.literal_quote(data, odd, b",", before, window)
+    assert found == _literal_quote(data, odd, b",", before)
+
 
 _FIELDS = st.lists(st.sampled_from([b"0", b"1", b"9", b",", b"\n", b'"', b".", b"a"]), max_size=30)
 

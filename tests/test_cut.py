@@ -242,12 +242,44 @@ def test_chunks_as_long_as_the_limit_keep_counting_quotes(line: bytes) -> None:
 
 
 def test_a_record_that_ends_past_the_limit_by_the_count_turns_to_field_by_field() -> None:
-    # A literal quote, then another a record later: the count sees one record running
-    # from the first to a newline past the limit, though a newline seems to end it.
+    # A literal quote, then another forty records later (no delimiter known, so no quote is
+    # judged by where it stands): the count sees one record running from the first to a
+    # newline past the limit, though a newline seems to end it.
     data = b'a,b\n1,12" pipe\n' + b"2,x\n" * 40 + b'3,13" pipe\n' + b"4,y\n" * 40
     cutter = Cutter(quoted=True, max_record=100)
     pieces = _cut_all(cutter, data, 100)
     assert cutter.literal_quotes
+    assert _rows_of(pieces) == _pyarrow_rows(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b'0",0"0\n,11111\n0",0"0\n0","aaaaaaa\n"\n',
+        # A literal quote, then a quoted field of two lines: counted, the newline inside
+        # that field has an even number before it, and the record seems short.
+        b'a,b\n' + b"1,x\n" * 30 + b'2,12" pipe\n3,"a\nb"\n' + b"4,y\n" * 30,
+    ],
+)
+def test_a_literal_quote_is_found_where_it_stands_before_the_count_cuts(data: bytes) -> None:
+    # With the delimiter known, a quote the count would take to open a field, after a
+    # byte where no field starts, turns the cut to field by field at once.
+    for chunk in (7, 20, 64):
+        cutter = Cutter(quoted=True, max_record=64, delimiter=b",")
+        pieces = _cut_all(cutter, data, chunk)
+        assert cutter.literal_quotes
+        assert _rows_of(pieces) == _pyarrow_rows(data), chunk
+
+
+@settings(max_examples=300, deadline=None)
+@given(_loose_csv(st.one_of(literal_field, plain_field, _quoted_field('ab,"\n x'))),
+       st.integers(1, 400), st.integers(45, 400))
+def test_with_the_delimiter_known_literal_quotes_and_fields_of_lines_cut_as_the_reader_reads(
+    data: bytes, chunk: int, max_record: int
+) -> None:
+    # Every record here is under 45 bytes: none is too long, whatever its quotes.
+    cutter = Cutter(quoted=True, max_record=max_record, delimiter=b",")
+    pieces = _cut_all(cutter, data, chunk)
     assert _rows_of(pieces) == _pyarrow_rows(data)
 
 

@@ -355,6 +355,41 @@ def test_a_quote_inside_an_unquoted_field_of_a_streamed_file_is_a_character(
     ]
 
 
+def test_a_literal_quote_then_a_field_of_two_lines_in_a_later_block_keeps_every_row(
+    folder: Folder,
+) -> None:
+    """`12" pipe`, then a quoted field of two lines a few rows on, both past block 0: the
+    count of quotes, inverted from the literal quote, finds the newline inside that field
+    a record's end, and a block was cut inside it. The literal quote is found where it
+    stands, and the cut goes field by field from there."""
+    folder.write_config(**STREAMING)  # blocks of 100 KB
+    rows = 60_000
+    with (folder.drop / "pipes.csv").open("w") as fh:
+        fh.write("id,desc,amount\n")
+        for i in range(1, rows):
+            desc = (
+                '12" pipe' if i % 20_000 == 15_000  # the first at 240 KB, past block 0
+                else f'"note {i}\nof two lines"' if i % 20_000 == 15_003
+                else f'"a, {i % 7}"'
+            )
+            fh.write(f"{i},{desc},{i % 100}\n")
+    whole = pa_csv.read_csv(
+        folder.drop / "pipes.csv", parse_options=pa_csv.ParseOptions(newlines_in_values=True)
+    )
+    assert whole.num_rows == rows - 1
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "blocks" in result.stderr
+    assert folder.query("SELECT count(*), sum(amount), count(DISTINCT id) FROM records") == [
+        (rows - 1, pc.sum(whole.column("amount")).as_py(), rows - 1)
+    ]
+    assert folder.query(
+        'SELECT "desc" FROM records WHERE id IN (15000, 15003, 15004) ORDER BY id'
+    ) == [('12" pipe',), ("note 15003\nof two lines",), ("a, 3",)]
+
+
 def test_a_streamed_file_whose_header_holds_a_literal_quote_keeps_every_row(
     folder: Folder,
 ) -> None:
