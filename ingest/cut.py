@@ -7,17 +7,20 @@ field: for CSV, a newline with an even number of quote characters before it
 any newline (JSON strings hold no raw newline).
 
 A quote inside a field that does not open with one (`12" pipe`) is a
-character to the CSV reader, but upsets the count: from there, every newline
-outside a quoted field has an odd number before it, and every newline inside
-the next quoted field an even one. So each chunk is looked at for such a quote
-first (`bytescan.literal_quote`: a quote the count takes to open a field, after
-a byte where no field starts); where there is one, or where the count finds no
-record end within `max_record`, the file's quotes are read from its last cut
-as the reader reads them (`bytescan.last_field_newline`), and so on to its end.
+character to the CSV reader, but upsets the count: from there till another
+such quote, every newline outside a quoted field has an odd number before it,
+and every newline inside one an even number. So, once the delimiter is known
+(pinned, or found in the file's first block), each chunk is looked at for such
+a quote (`bytescan.literal_quote`: a quote the count takes to open a field,
+after a byte where no field starts), and the carry too, the first time. Where
+there is one, or where the count finds no record end within `max_record`, the
+file's quotes are read from its last cut as the reader reads them
+(`bytescan.last_field_newline`), and so on to its end.
 """
 
 from __future__ import annotations
 
+import codecs
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -26,6 +29,7 @@ if TYPE_CHECKING:
 
 QUOTE = ord('"')
 NEWLINE = ord("\n")
+BOM = codecs.BOM_UTF8
 # Newlines looked at one by one from a chunk's end before the rest is searched at once.
 WALKED_LINES = 8
 
@@ -77,6 +81,10 @@ class Cutter:
         self._carry: list[bytes] = []
         self._carried = 0  # its length
         self._odd = 0  # the parity of its quotes
+        # The delimiter the carry was looked at with for a literal quote (None: not looked
+        # at, as before the delimiter was known), and the bytes handed out before it.
+        self._looked: bytes | None = None
+        self._handed_out = 0
         self._line = first_line
 
     @property
@@ -142,7 +150,8 @@ class Cutter:
                     line += chunk.count(b"\n", 0, end)
                 raise RecordTooLong(line, self.max_record)
             if end == 0:
-                self._carry.append(chunk)
+                if chunk:
+                    self._carry.append(chunk)
                 self._carried += len(chunk)
                 self._odd ^= own
                 return Piece(b"", self._line)
@@ -159,6 +168,7 @@ class Cutter:
         self._odd = _count(rest, b'"') % 2 if counted and rest else 0
         piece = Piece(data, self._line)
         self._line += _count(data)
+        self._handed_out += len(data)
         return piece
 
     def _too_long(self, chunk: bytes, end: int) -> bool:
@@ -176,16 +186,27 @@ class Cutter:
         return self.delimiter or likeliest_delimiter(self._head)
 
     def _literal_quote(self, chunk: bytes) -> bool:
-        """Is there a quote in `chunk` that the reader reads as a character, where the
-        count would take it to open a field? Before it, the count was right. Looked for
+        """Is there a quote in `chunk`, or in the carry not yet looked at, that the reader
+        reads as a character, where the count would take it to open a field? Looked for
         only once the delimiter is known (pinned, or the file's first block read): read
-        with a wrong one, every quoted field would look like such a quote's mark."""
-        if not self.quoted or self.literal_quotes or not self.delimiter or QUOTE not in chunk:
+        with a wrong one, every quoted field would look like such a quote's mark. (So the
+        cut that ends the first block, made before, may be wrong: a literal quote there
+        and a quoted field of lines after it, both in that block.)"""
+        if not self.quoted or self.literal_quotes or not self.delimiter:
             return False
         from . import bytescan
 
-        before = self._carry[-1][-1] if self._carry else NEWLINE
-        return bytescan.literal_quote(chunk, self._odd, self.delimiter, before) >= 0
+        data = chunk
+        odd, before = self._odd, self._carry[-1][-1] if self._carry else NEWLINE
+        at_start = not self._handed_out  # the carry starts where the data does
+        if self._looked != self.delimiter or at_start:
+            # From the carry's start, a record's: a quote in it was counted, not looked at
+            # (or the data's first bytes are a byte order mark, in pieces).
+            data, odd, before = b"".join((*self._carry, chunk)), 0, NEWLINE
+            self._looked = self.delimiter
+            if at_start and data.startswith(BOM):
+                data = data[len(BOM):]  # the reader skips it: a field starts after it
+        return QUOTE in data and bytescan.literal_quote(data, odd, self.delimiter, before) >= 0
 
     def _runs_past_limit(self, chunk: bytes, end: int) -> bool:
         """Does the record carried over run past max_record, by the count? It ends at the

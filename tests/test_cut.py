@@ -103,8 +103,9 @@ def _rows_of(pieces: list[Piece]) -> list[dict[str, object]]:
 def test_a_quote_inside_an_unquoted_field_of_one_line_records_cuts_between_them(
     data: bytes, chunk: int, max_record: int
 ) -> None:
-    # Counted, such a quote leaves no newline with an even count after it: no record
-    # would end within the limit. The cutter then reads quotes field by field.
+    # Counted, such a quote leaves no newline with an even count after it (till another
+    # such quote): no record would end within the limit. The cutter then reads quotes
+    # field by field. (No delimiter is known: no quote is judged by where it stands.)
     longest = max(len(line) + 1 for line in data.split(b"\n"))
     if longest > max_record:
         return
@@ -125,9 +126,9 @@ def test_quotes_read_field_by_field_cut_where_the_reader_ends_records(
 
 
 def test_a_literal_quote_then_fields_of_many_lines_are_read_as_the_reader_reads_them() -> None:
-    # The quote in `12" pipe` leaves every later newline with an odd count before it: no
-    # record would end within the limit, and the cutter reads quotes field by field from
-    # there, around the quoted fields of many lines that come after, too.
+    # The quote in `12" pipe` leaves every later newline outside quotes with an odd count
+    # before it: no record would end within the limit, and the cutter reads quotes field
+    # by field from there, around the quoted fields of many lines that come after, too.
     data = b'id,desc\n1,12" pipe\n' + b"".join(
         b'%d,"a, b"\n' % i if i < 200 else b'%d,"note\nof lines"\n' % i if i % 7 == 0
         else b"%d,plain\n" % i for i in range(2, 400)
@@ -269,6 +270,58 @@ def test_a_literal_quote_is_found_where_it_stands_before_the_count_cuts(data: by
         pieces = _cut_all(cutter, data, chunk)
         assert cutter.literal_quotes
         assert _rows_of(pieces) == _pyarrow_rows(data), chunk
+
+
+def _rows_with(data: bytes, delimiter: str) -> list[dict[str, object]]:
+    return pa_csv.read_csv(
+        pa.BufferReader(data), read_options=pa_csv.ReadOptions(column_names=["a", "b"]),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(column_types={"a": pa.string(), "b": pa.string()}),
+    ).to_pylist()
+
+
+@pytest.mark.parametrize(
+    ("data", "chunk", "pinned", "known_after_first", "literal"),
+    [
+        # The literal quote in the first chunk, counted while the delimiter was not known,
+        # is carried: the carry is looked at from its start once the delimiter is known.
+        (b'a,b\n1,12" x\n2,"p\nq,"\n3,y\n', 16, None, b",", True),
+        # Looked at with the carry's count: the quote before `12"` closes a field.
+        (b'a,b\n2,"p\nq,"\n3,12" x\n4,"a\nb"\n5,y\n', 10, b",", None, True),
+        # The reader skips a byte order mark: a field starts after it.
+        (b'\xef\xbb\xbf"a\nb",c\n1,2\n', 8, b",", None, False),
+        (b'\xef\xbb\xbf"a\nb",c\n1,2\n', 2, b",", None, False),  # the mark in two chunks
+        ('\ufeff"id","desc"\n1,"x\ny"\n'.encode(), 5, b",", None, False),
+    ],
+)
+def test_a_literal_quote_is_looked_for_in_every_byte_once_the_delimiter_is_known(
+    data: bytes, chunk: int, pinned: bytes | None, known_after_first: bytes | None,
+    literal: bool,
+) -> None:
+    # As the service does: a table's delimiter pinned, or set once the first block is read.
+    cutter = Cutter(quoted=True, max_record=16, delimiter=pinned)
+    pieces = []
+    for start in range(0, len(data), chunk):
+        pieces.append(cutter.feed(data[start : start + chunk]))
+        cutter.delimiter = cutter.delimiter or known_after_first
+    pieces.append(cutter.feed(b"", final=True))
+    assert b"".join(p.data for p in pieces) == data
+    assert cutter.literal_quotes == literal
+    assert _rows_of(pieces) == _pyarrow_rows(data)
+
+
+def test_the_delimiter_to_read_fields_by_is_guessed_from_the_first_line() -> None:
+    # The record carried when quotes come to be read field by field has more commas than
+    # semicolons; the file's first line says `;`.
+    data = (
+        b'a;b\n1;12" pipe, a, b, c\n' + b'2;"x, y"\n' * 20 + b'3;"p\nq"\n' + b"4;z\n" * 20
+    )
+    cutter = Cutter(quoted=True, max_record=60)
+    pieces = _cut_all(cutter, data, 30)
+    assert cutter.literal_quotes and cutter.delimiter == b";"
+    assert [row for p in pieces if p.data for row in _rows_with(p.data, ";")] == _rows_with(
+        data, ";"
+    )
 
 
 @settings(max_examples=300, deadline=None)

@@ -362,13 +362,13 @@ def test_a_literal_quote_then_a_field_of_two_lines_in_a_later_block_keeps_every_
     count of quotes, inverted from the literal quote, finds the newline inside that field
     a record's end, and a block was cut inside it. The literal quote is found where it
     stands, and the cut goes field by field from there."""
-    folder.write_config(**STREAMING)  # blocks of 100 KB
+    folder.write_config(**STREAMING)  # blocks of 64 KiB
     rows = 60_000
     with (folder.drop / "pipes.csv").open("w") as fh:
         fh.write("id,desc,amount\n")
         for i in range(1, rows):
             desc = (
-                '12" pipe' if i % 20_000 == 15_000  # the first at 240 KB, past block 0
+                '12" pipe' if i % 20_000 == 15_000  # the first at 227 KB, past block 0
                 else f'"note {i}\nof two lines"' if i % 20_000 == 15_003
                 else f'"a, {i % 7}"'
             )
