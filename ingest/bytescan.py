@@ -123,6 +123,7 @@ def literal_quote(
         before = int(window[-1])
     return -1
 
+
 _DIGIT_ZERO = ord("0")
 
 
