@@ -181,6 +181,16 @@ def _compacting(folder: Folder) -> tuple[subprocess.Popen[str], str]:
     return proc, seen
 
 
+def _rest_of_stderr(proc: subprocess.Popen[str]) -> str:
+    """What the command writes to stderr till it exits, read through the file object that
+    `_compacting` read its first lines with: `communicate()` reads the pipe itself, and
+    misses the lines that object read ahead (a partition or more compacted, untold)."""
+    assert proc.stderr is not None
+    rest = proc.stderr.read()
+    proc.communicate(timeout=60)
+    return rest
+
+
 def _check_rows(folder: Folder, expected: dict[str, dict[str, int]]) -> None:
     for table, rows in expected.items():
         assert folder.rows_per_file(table) == rows, table
@@ -202,8 +212,7 @@ def test_compact_stops_after_the_partition_under_way_and_a_second_run_finishes(
     expected = _many_partitions(folder, PARTITIONS)
     proc, seen = _compacting(folder)
     proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=60)
-    err = seen + err
+    err = seen + _rest_of_stderr(proc)
     assert proc.returncode == 0, err
     assert "stopped by a signal after" in err and "wait for the next `ingest compact`" in err, err
     first = _compacted(err)
@@ -223,7 +232,7 @@ def test_a_second_signal_ends_compact_at_once_and_the_next_command_repairs(
     proc.send_signal(signal.SIGINT)
     proc.send_signal(signal.SIGTERM)
     proc.send_signal(signal.SIGCONT)
-    _, err = proc.communicate(timeout=60)
+    err = _rest_of_stderr(proc)
     assert proc.returncode in (128 + signal.SIGINT, 128 + signal.SIGTERM), err
     second = signal.Signals(proc.returncode - 128).name
     assert f"a second signal ({second}): exiting now" in err, err
