@@ -648,11 +648,13 @@ def test_a_semicolon_file_with_notes_and_a_decimal_comma_is_streamed_in_its_dial
 
 # Rewrites one row's note, `plain`, with a new number each time and the file's mtime put
 # back, until a file named by the second argument exists; then writes `plain` back.
+# Rewrites a file in place, its mtime put back, through its descriptor: the file may be
+# renamed meanwhile (into the drop folder). Says "ready" once it has rewritten it once.
 REWRITER = """
 import os, sys, time
 path, stop, at = sys.argv[1], sys.argv[2], int(sys.argv[3])
-st = os.stat(path)
 with open(path, "r+b") as fh:
+    st = os.fstat(fh.fileno())
     fh.seek(at)
     at += fh.read(1 << 16).index(b",plain,") + 1
     turn = 0
@@ -661,11 +663,14 @@ with open(path, "r+b") as fh:
         fh.seek(at)
         fh.write(b"%05d" % (turn % 100_000))
         fh.flush()
-        os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+        os.utime(fh.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
+        if turn == 1:
+            print("ready", flush=True)
         time.sleep(0.003)
     fh.seek(at)
     fh.write(b"plain")
-os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns))
+    fh.flush()
+    os.utime(fh.fileno(), ns=(st.st_atime_ns, st.st_mtime_ns))
 """
 
 
@@ -708,11 +713,14 @@ def _changed_while_rewritten(folder: Folder, svc: Service, name: str, seed: int)
     big_csv(folder.root / name, rows=8_000, seed=seed)  # 360 KB: read in blocks, in a moment
     original = (folder.root / name).read_bytes()
     stop = folder.root / f"stop-rewriting-{name}"
-    os.replace(folder.root / name, folder.drop / name)
     rewriter = subprocess.Popen(
-        [sys.executable, "-c", REWRITER, str(folder.drop / name), str(stop),
-         str(len(original) // 2)]
+        [sys.executable, "-c", REWRITER, str(folder.root / name), str(stop),
+         str(len(original) // 2)], stdout=subprocess.PIPE,
     )
+    assert rewriter.stdout is not None
+    assert rewriter.stdout.readline() == b"ready\n"  # rewritten from before it is found
+    rewriter.stdout.close()
+    os.replace(folder.root / name, folder.drop / name)
     changed: list[float] = []
 
     def times_changed() -> int:
