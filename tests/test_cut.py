@@ -58,12 +58,12 @@ def test_quotes_read_field_by_field_cut_an_rfc_file_as_counted_quotes_do(
         assert literal.feed(piece) == counted.feed(piece)
 
 
-def _pyarrow_rows(data: bytes) -> list[dict[str, object]]:
-    options = pa_csv.ParseOptions(newlines_in_values=True)
-    convert = pa_csv.ConvertOptions(column_types={"a": pa.string(), "b": pa.string()})
-    read = pa_csv.ReadOptions(column_names=["a", "b"])
+def _pyarrow_rows(data: bytes, delimiter: str = ",") -> list[dict[str, object]]:
+    """The rows of two text columns, as pyarrow reads `data` whole."""
     return pa_csv.read_csv(
-        pa.BufferReader(data), read_options=read, parse_options=options, convert_options=convert
+        pa.BufferReader(data), read_options=pa_csv.ReadOptions(column_names=["a", "b"]),
+        parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
+        convert_options=pa_csv.ConvertOptions(column_types={"a": pa.string(), "b": pa.string()}),
     ).to_pylist()
 
 
@@ -272,14 +272,6 @@ def test_a_literal_quote_is_found_where_it_stands_before_the_count_cuts(data: by
         assert _rows_of(pieces) == _pyarrow_rows(data), chunk
 
 
-def _rows_with(data: bytes, delimiter: str) -> list[dict[str, object]]:
-    return pa_csv.read_csv(
-        pa.BufferReader(data), read_options=pa_csv.ReadOptions(column_names=["a", "b"]),
-        parse_options=pa_csv.ParseOptions(delimiter=delimiter, newlines_in_values=True),
-        convert_options=pa_csv.ConvertOptions(column_types={"a": pa.string(), "b": pa.string()}),
-    ).to_pylist()
-
-
 @pytest.mark.parametrize(
     ("data", "chunk", "pinned", "known_after_first", "literal"),
     [
@@ -319,8 +311,8 @@ def test_the_delimiter_to_read_fields_by_is_guessed_from_the_first_line() -> Non
     cutter = Cutter(quoted=True, max_record=60)
     pieces = _cut_all(cutter, data, 30)
     assert cutter.literal_quotes and cutter.delimiter == b";"
-    assert [row for p in pieces if p.data for row in _rows_with(p.data, ";")] == _rows_with(
-        data, ";"
+    assert [row for p in pieces if p.data for row in _pyarrow_rows(p.data, ";")] == (
+        _pyarrow_rows(data, ";")
     )
 
 
