@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from . import __version__, blas, logs, memory
+from . import __version__, blas, logs, memory, stacks
 from .config import BUILT_IN_SETS, Config, load, override
 from .errors import ConfigError, LedgerError, OutputLocked
 from .folders import check_distinct, check_usable, holds_anything
@@ -287,6 +287,7 @@ def main(*args: str) -> int:
     when the handlers before it are put back."""
     early: list[int] = []
     previous = _hold_signals(early)
+    previous[signal.SIGUSR1] = stacks.install()
     memory.limit_arenas()  # before any thread starts
     memory.reuse_block_buffers()
     blas.one_thread()  # before numpy is imported

@@ -24,6 +24,8 @@ import duckdb
 import numpy as np
 import pytest
 
+from ingest import stacks
+
 ROOT = Path(__file__).resolve().parents[1]
 SAMPLE_DATA = ROOT / "sample_data"
 
@@ -312,9 +314,22 @@ class Service:
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
         self.proc.send_signal(sig)
-        code = self.proc.wait(timeout)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(
+                f"{signal.Signals(sig).name} did not end the service within {timeout} s;"
+                f" the end of its log, and its stacks:\n{self.stacks()[-20_000:]}"
+            ) from None
         self._log_fh.close()
         return code
+
+    def stacks(self, timeout: float = 10) -> str:
+        """The log once the service has written its stacks to it (SIGUSR1)."""
+        self.proc.send_signal(signal.SIGUSR1)
+        with contextlib.suppress(AssertionError):
+            wait_for(lambda: stacks.END in self.text(), timeout, "the stacks")
+        return self.text()
 
     def kill(self) -> None:
         if self.proc.poll() is None:

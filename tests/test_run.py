@@ -11,6 +11,8 @@ from collections.abc import Callable
 import psutil
 import pyarrow.parquet as pq
 
+from ingest import stacks
+
 from .conftest import Folder, Service, appended_to, drop_by_rename, wait_for, write_csv
 
 
@@ -160,3 +162,22 @@ def test_files_dropped_while_the_service_starts_are_heard_or_found_at_once(
     wait_for(lambda: len(folder.rows_per_file()) == len(expected), 60, "every dropped file")
     assert svc.stop() == 0
     assert folder.rows_per_file() == expected
+
+
+def test_sigusr1_writes_every_stack_to_the_log_and_the_service_goes_on(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    svc = service()
+    svc.wait_ready()
+    text = svc.stacks()
+    assert stacks.END in text, text
+    dump = text[text.index("asked by SIGUSR1"):]
+    assert "--- thread MainThread" in dump, dump
+    # The loop's tasks, each down to where it awaits: the intake on the settler's queue.
+    assert "--- task " in dump, dump
+    assert "in run\n    file = await settler.ready.get()\n" in dump, dump
+    assert "asyncio/queues.py" in dump, dump
+
+    write_csv(folder.drop / "after.csv", rows=7, seed=4)
+    wait_for(lambda: folder.rows_per_file() == {"after.csv": 7}, 30, "a file after the stacks")
+    assert svc.stop() == 0, svc.text()
