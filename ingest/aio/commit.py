@@ -13,7 +13,6 @@ short pass over a partition or a few, after each flush and, when idle, every
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 from collections.abc import Callable, Collection, Sequence
@@ -32,6 +31,7 @@ from ..store.ledger import FileRecord, Ledger
 from ..store.parts import Accepted, Published, StagedPart, publish, remove_staged
 from ..store.schema import Schemas
 from ..store.vanished import STATE as VANISHED
+from .waiting import wait_set
 
 log = logging.getLogger("ingest.commit")
 
@@ -230,8 +230,7 @@ class Committer:
             if due <= 0:
                 continue
             self._wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), min(due, PRESSURE_POLL_S))
+            await wait_set(self._wake, min(due, PRESSURE_POLL_S))
 
     async def flush(self) -> bool:
         """Commit what is pending; False if that failed and it is pending again."""

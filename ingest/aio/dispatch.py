@@ -39,6 +39,7 @@ from ..store.layout import Layout
 from ..store.parts import Accepted, StagedPart
 from .commit import Aside, Committer, TaskOutput
 from .to_compute import Compute
+from .waiting import get_within
 
 log = logging.getLogger("ingest.dispatch")
 
@@ -132,11 +133,8 @@ class Dispatcher:
         return item if self.upstream.taken(item) else None
 
     async def _take(self, timeout: float) -> Queued | None:
-        try:
-            item = await asyncio.wait_for(self.queue.get(), max(timeout, 0.0))
-        except TimeoutError:
-            return None
-        return item if self.upstream.taken(item) else None
+        item = await get_within(self.queue, timeout)
+        return item if item is not None and self.upstream.taken(item) else None
 
     async def _assemble(self) -> list[Queued]:
         """The next task: the files waiting now, or within flush_s of the first one."""

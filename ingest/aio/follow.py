@@ -30,6 +30,7 @@ import watchfiles
 
 from ..store.watch_mode import WatchMode
 from .canary import MISSES, Canary
+from .waiting import wait_set
 from .watch import OFFER_BATCH, Watcher
 
 log = logging.getLogger("ingest.watch")
@@ -314,8 +315,7 @@ class Follower:
 
 
 async def _sleep_unless(stop: asyncio.Event, seconds: float) -> None:
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), seconds)
+    await wait_set(stop, seconds)
 
 
 def _limits() -> str:

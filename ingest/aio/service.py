@@ -49,6 +49,7 @@ from .recall import Recall
 from .settle import Settler
 from .stream import Streamer
 from .to_compute import Compute
+from .waiting import wait_set
 from .watch import Watcher
 
 if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
@@ -234,8 +235,7 @@ class Service:
             # Armed before the start-up scan, so that a file dropped meanwhile is heard
             # or found, not left to the next rescan.
             self._spawn(self.follower.run(self.stop))
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.follower.armed.wait(), ARM_WAIT_S)
+            await wait_set(self.follower.armed, ARM_WAIT_S)
         else:
             await self.follower.canary.remove()  # one a killed `ingest run` left behind
         found = await self.watcher.scan()

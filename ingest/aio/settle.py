@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import heapq
 import itertools
 import os
@@ -29,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from ..files import DropFile, mtime_ns
+from .waiting import wait_set
 
 # Due files looked at between returns to the event loop.
 LOOK_BATCH = 256
@@ -306,9 +306,7 @@ class Settler:
                 await asyncio.sleep(0)
                 continue
             self._wake.clear()
-            timeout = self._heap[0][0] - now if self._heap else None
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
+            await wait_set(self._wake, self._heap[0][0] - now if self._heap else None)
 
 
 def _stat_all(paths: list[Path]) -> list[os.stat_result | OSError]:
