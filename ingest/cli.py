@@ -287,7 +287,7 @@ def main(*args: str) -> int:
     when the handlers before it are put back."""
     early: list[int] = []
     previous = _hold_signals(early)
-    previous[signal.SIGUSR1] = stacks.install()
+    previous[signal.SIGUSR1] = stacks.install()  # `cli` keeps it installed until the exit
     memory.limit_arenas()  # before any thread starts
     memory.reuse_block_buffers()
     blas.one_thread()  # before numpy is imported
@@ -371,6 +371,7 @@ def _explain(config: Config, path: str, as_json: bool) -> int:
 
 def cli(*args: str) -> None:
     """The console script: `ingest ...`."""
+    stacks.install()  # through the exit too, where a process may hang as well
     code = main(*(args or sys.argv[1:]))
     _exit_on_signals()  # while the interpreter flushes and ends: no traceback to a stuck pipe
     sys.exit(code)

@@ -21,29 +21,38 @@ END = "ingest: end of stacks"
 
 
 def install() -> object:
-    """Dump the stacks on SIGUSR1 from now on; returns the handler it replaces."""
-    return signal.signal(signal.SIGUSR1, _dump)
+    """Dump the stacks on SIGUSR1 from now on; returns the handler it replaces. A system
+    call the signal lands in is restarted, as for the event loop's own signals."""
+    previous = signal.signal(signal.SIGUSR1, _dump)
+    signal.siginterrupt(signal.SIGUSR1, False)
+    return previous
 
 
 def _dump(signum: int, frame: FrameType | None) -> None:
-    text = describe()
-    # Written from a thread: stderr may be a pipe nobody reads, which must not hold the
-    # thread the handler interrupted (the event loop's, as a rule).
-    threading.Thread(target=_write, args=(text.encode("utf-8", "replace"),), daemon=True).start()
+    # The handler runs between any two bytecodes of the main thread: whatever fails here
+    # must not be raised into them.
+    with contextlib.suppress(Exception):
+        text = describe()
+        # Written from a thread: stderr may be a pipe nobody reads, which must not hold the
+        # thread the handler interrupted (the event loop's, as a rule).
+        data = text.encode("utf-8", "replace")
+        threading.Thread(target=_write, args=(data,), daemon=True).start()
 
 
 def describe() -> str:
     """The stacks, as text: each thread's, then each task's of the loop running here."""
-    import asyncio  # not at import: `status` and `explain` never load it
-
     out = io.StringIO()
     out.write(f"ingest: stacks of pid {os.getpid()}, asked by SIGUSR1\n")
     names = {thread.ident: thread.name for thread in threading.enumerate()}
     for ident, top in sys._current_frames().items():
         out.write(f"--- thread {names.get(ident, '?')} ({ident})\n")
         out.writelines(traceback.format_stack(top))
-    with contextlib.suppress(RuntimeError):  # no loop runs in this thread
-        for task in asyncio.all_tasks(asyncio.get_running_loop()):
+    # Not imported here: `status` and `explain` never load it, and the main thread may be
+    # importing it as the signal comes (the module is then only partly there).
+    asyncio = sys.modules.get("asyncio")
+    # RuntimeError: no loop runs in this thread; AttributeError: asyncio partly imported.
+    with contextlib.suppress(RuntimeError, AttributeError):
+        for task in asyncio.all_tasks(asyncio.get_running_loop()):  # type: ignore[union-attr]
             out.write(f"--- task {task.get_name()}\n")
             out.writelines(traceback.format_list(_awaiting(task.get_coro())))
     out.write(END + "\n")

@@ -169,8 +169,18 @@ def test_sigusr1_writes_every_stack_to_the_log_and_the_service_goes_on(
 ) -> None:
     svc = service()
     svc.wait_ready()
-    text = svc.stacks()
-    assert stacks.END in text, text
+    forkservers = [p for p in psutil.Process(svc.proc.pid).children()
+                   if "from multiprocessing.forkserver import main" in " ".join(p.cmdline())]
+    workers = [worker for forkserver in forkservers for worker in forkserver.children()]
+    assert len(workers) == 2, "the pool's workers"
+    # To the whole group, as `systemctl kill -s USR1` sends it: the forkserver and the
+    # workers do not die of it (the forkserver's death would break the pool).
+    os.killpg(svc.proc.pid, signal.SIGUSR1)
+    wait_for(lambda: stacks.END in svc.text(), 10, "the stacks")
+    text = svc.text()
+    kept = forkservers + workers
+    gone, _ = psutil.wait_procs(kept, timeout=1)  # a killed one is reaped, or a zombie
+    assert not gone and all(p.status() != psutil.STATUS_ZOMBIE for p in kept), text
     dump = text[text.index("asked by SIGUSR1"):]
     assert "--- thread MainThread" in dump, dump
     # The loop's tasks, each down to where it awaits: the intake on the settler's queue.
@@ -181,3 +191,4 @@ def test_sigusr1_writes_every_stack_to_the_log_and_the_service_goes_on(
     write_csv(folder.drop / "after.csv", rows=7, seed=4)
     wait_for(lambda: folder.rows_per_file() == {"after.csv": 7}, 30, "a file after the stacks")
     assert svc.stop() == 0, svc.text()
+    assert "replacing the process pool" not in svc.text()

@@ -60,6 +60,7 @@ def _process_pool(workers: int, plugins: bool) -> ProcessPoolExecutor:
     """Blocking (it starts every worker): call it from a thread."""
     context = forkserver.context()
     for attempt in range(1, POOL_START_ATTEMPTS + 1):
+        forkserver.start()
         pool = ProcessPoolExecutor(
             workers, mp_context=context, initializer=init_worker,
             initargs=(os.getpid(), plugins),
