@@ -255,13 +255,14 @@ _CR = ord("\r")
 
 
 def last_field_newline(
-    data: bytes, delimiter: bytes, state: Fields, window_bytes: int = WINDOW_BYTES
+    data: bytes, delimiter: bytes, state: Fields, window_bytes: int = WINDOW_BYTES,
+    begin: int = 0,
 ) -> tuple[int, Fields]:
-    """The index of the last newline in `data` outside quoted fields (-1 if none), and
-    the state after `data`: `field_newlines`, a window at a time, so that its arrays are a
-    few times a window's size, not the data's."""
+    """The index of the last newline in `data` after `begin` outside quoted fields (-1 if
+    none), and the state after `data`: `field_newlines`, a window at a time, so that its
+    arrays are a few times a window's size, not the data's."""
     found = -1
-    for start in range(0, len(data), window_bytes):
+    for start in range(begin, len(data), window_bytes):
         outside, state = field_newlines(data, delimiter, state, start, start + window_bytes)
         if outside.size:
             found = int(outside[-1])

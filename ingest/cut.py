@@ -98,8 +98,11 @@ class Cutter:
         from . import bytescan
 
         if self.literal_quotes:
+            # At the data's start, after a byte order mark: the reader skips it.
+            at_start = self._fields is None and not self._handed_out
             newline, self._fields = bytescan.last_field_newline(
-                chunk, self.delimiter or b",", self._fields or bytescan.RECORD_START
+                chunk, self.delimiter or b",", self._fields or bytescan.RECORD_START,
+                begin=_past_mark(chunk) if at_start else 0,
             )
             return newline + 1, 0
         newline = chunk.rfind(b"\n")
@@ -204,8 +207,8 @@ class Cutter:
             # (or the data's first bytes are a byte order mark, in pieces).
             data, odd, before = b"".join((*self._carry, chunk)), 0, NEWLINE
             self._looked = self.delimiter
-            if at_start and data.startswith(BOM):
-                data = data[len(BOM):]  # the reader skips it: a field starts after it
+            if at_start:
+                data = data[_past_mark(data):]  # the reader skips it: a field starts after it
         return QUOTE in data and bytescan.literal_quote(data, odd, self.delimiter, before) >= 0
 
     def _runs_past_limit(self, chunk: bytes, end: int) -> bool:
@@ -241,6 +244,12 @@ class Cutter:
 # The delimiters a sniffer finds, in the order a tie is broken.
 DELIMITERS = (b",", b";", b"\t", b"|")
 HEAD_BYTES = 64 << 10
+
+
+def _past_mark(data: bytes) -> int:
+    """Where the first field of data that starts a file starts: past a UTF-8 byte order
+    mark, which the reader skips."""
+    return len(BOM) if data.startswith(BOM) else 0
 
 
 def likeliest_delimiter(data: bytes) -> bytes:
@@ -281,7 +290,7 @@ def header(first: bytes, quoted: bool, delimiter: bytes | None = None) -> bytes:
     if delimiter is not None:
         from . import bytescan
 
-        end = bytescan.first_field_newline(first, delimiter)
+        end = bytescan.first_field_newline(first, delimiter, _past_mark(first))
         return first[: end + 1] if end >= 0 else first
     odd, start = 0, 0
     while (newline := first.find(b"\n", start)) >= 0:

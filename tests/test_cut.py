@@ -361,3 +361,15 @@ def test_a_row_count_given_to_split_rows_is_the_one_it_would_have_counted() -> N
     rows = cutter.line - piece.first_line
     assert rows == csv.count(b"\n")
     assert split_rows(piece.data, 4, True, 50, rows) == split_rows(piece.data, 4, True, 50)
+
+
+def test_quotes_read_field_by_field_from_the_first_byte_skip_a_byte_order_mark() -> None:
+    # The reader skips the mark, then reads a quoted field of two lines: no record ends
+    # inside it, wherever a chunk ends.
+    data = b'\xef\xbb\xbf"a\nb",c\n1,2\n'
+    cutter = Cutter(True, 1 << 20, literal_quotes=True, delimiter=b",")
+    assert cutter.feed(data[:9]).data == b""
+    assert cutter.feed(data[9:], final=True).data == data
+    assert header(data, quoted=True, delimiter=b",") == b'\xef\xbb\xbf"a\nb",c\n'
+    assert _rows_of(_cut_all(Cutter(True, 1 << 20, literal_quotes=True, delimiter=b","),
+                             data, 9)) == _pyarrow_rows(data)
