@@ -193,8 +193,10 @@ class Cutter:
         reads as a character, where the count would take it to open a field? Looked for
         only once the delimiter is known (pinned, or the file's first block read): read
         with a wrong one, every quoted field would look like such a quote's mark. (So the
-        cut that ends the first block, made before, may be wrong: a literal quote there
-        and a quoted field of lines after it, both in that block.)"""
+        cuts of the first block, made before, may be wrong: a literal quote there and a
+        quoted field of lines after it, both in that block. The stream looks at that
+        block once it is read, and reads the file again if so:
+        `BlockReader.misread_first_block`.)"""
         if not self.quoted or self.literal_quotes or not self.delimiter:
             return False
         from . import bytescan
@@ -244,6 +246,17 @@ class Cutter:
 # The delimiters a sniffer finds, in the order a tie is broken.
 DELIMITERS = (b",", b";", b"\t", b"|")
 HEAD_BYTES = 64 << 10
+
+
+def counted_wrong(data: bytes, delimiter: bytes) -> bool:
+    """Might a count of quotes have cut `data`, the start of a file, in the wrong places:
+    does it hold a quote the count takes to open a field where no field starts (`12"
+    pipe`), read with `delimiter`?"""
+    if QUOTE not in data:
+        return False
+    from . import bytescan
+
+    return bytescan.literal_quote(data[_past_mark(data):], 0, delimiter) >= 0
 
 
 def _past_mark(data: bytes) -> int:

@@ -24,7 +24,7 @@ import hashlib
 
 from aiofiles.threadpool.binary import AsyncBufferedReader
 
-from ..cut import Cutter, Piece, header, split_rows
+from ..cut import Cutter, Piece, counted_wrong, header, likeliest_delimiter, split_rows
 from ..inflate import RAW_BYTES, Inflater, inner_name
 
 # The longest record a block may carry over; the decoder's own record-size guard.
@@ -39,16 +39,21 @@ class BlockReader:
     """A file's blocks of whole records; only the first starts with the header."""
 
     def __init__(
-        self, fh: AsyncBufferedReader, name: str, block_bytes: int, delimiter: str | None = None
+        self, fh: AsyncBufferedReader, name: str, block_bytes: int, delimiter: str | None = None,
+        literal_quotes: bool = False,
     ):
         self.fh = fh
         self.quoted = inner_name(name).lower().endswith(".csv")
         self.block_bytes = block_bytes
         # A CSV's delimiter, where known: for its quotes, if they come to be read field by
-        # field (`Cutter.literal_quotes`).
+        # field (`Cutter.literal_quotes`; from the first byte, if asked).
         self.cutter = Cutter(
-            self.quoted, MAX_RECORD_BYTES, delimiter=delimiter.encode() if delimiter else None
+            self.quoted, MAX_RECORD_BYTES, literal_quotes=literal_quotes,
+            delimiter=delimiter.encode() if delimiter else None,
         )
+        # Block 0, cut by a count of quotes before the delimiter was known: kept until it is
+        # looked at with the one it was read with (`misread_first_block`).
+        self._first: bytes | None = None
         self.inflater = Inflater() if name.lower().endswith(".gz") else None
         self._lone_cr: bool | None = None  # a CSV's lines end in CR alone: its first chunk says
         self._held = b""
@@ -117,10 +122,25 @@ class BlockReader:
                 self._held = data  # block 0 sets the column types: it needs a record
                 return None
             self.first = False
+            cutter = self.cutter
+            if self.quoted and cutter.delimiter is None and not cutter.literal_quotes:
+                self._first = data
             return self._split(data, 1, first=True)
         if not piece.data:
             return None
         return self._split(piece.data, piece.first_line, rows=self.cutter.line - piece.first_line)
+
+    def misread_first_block(self, delimiter: bytes | None) -> bytes | None:
+        """Block 0 of a CSV, cut before its delimiter was known, by the count of quotes
+        alone: does it hold a quote that upsets the count (`12" pipe`), read with
+        `delimiter` (None: the likeliest in its first line)? Then its cuts, and its rows,
+        may be wrong: the delimiter to read the file again with, field by field; else None.
+        Called in a thread, once; block 0's bytes are let go of here."""
+        first, self._first = self._first, None
+        if first is None:
+            return None
+        delimiter = delimiter or likeliest_delimiter(first)
+        return delimiter if counted_wrong(first, delimiter) else None
 
     def _line_feeds(self, chunk: bytes) -> bytes:
         """A CSV whose lines end in a lone CR (classic Mac OS), with LF in their place, as

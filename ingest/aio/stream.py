@@ -125,6 +125,14 @@ async def _stage(data: bytes, temp: Path, crash: CrashPlan) -> None:
 
 
 @dataclass
+class _ReadAgain:
+    """Block 0 was cut by a count of quotes that a quote inside a field upset: the file is
+    read again from its start, its quotes read field by field with `delimiter`."""
+
+    delimiter: bytes
+
+
+@dataclass
 class Streamed:
     rows: int
     parts: list[StagedPart]
@@ -212,9 +220,19 @@ class Streamer:
         Otherwise the file's Failure, DEFERRED (a drain began) or CHANGED.
         Raises OSError if the input cannot be read, StagingFailed if a part cannot be written."""
         progress = _Progress()
-        outcome: Streamed | Failure | str | None = None
+        outcome: Streamed | Failure | str | _ReadAgain | None = None
         try:
             outcome = await self._blocks(file, digest, progress)
+            if isinstance(outcome, _ReadAgain):
+                log.info(
+                    "%s: a quote inside a field in block 0, which was cut before its delimiter"
+                    " (%r) was known: reading it again, its quotes field by field",
+                    file.rel, outcome.delimiter.decode(),
+                )
+                await asyncio.to_thread(_remove, progress.temps())
+                progress = _Progress()
+                outcome = await self._blocks(file, digest, progress, outcome.delimiter)
+                assert not isinstance(outcome, _ReadAgain)  # read field by field: no count
             if outcome is None:
                 outcome = await self._conform(file, progress)
             if outcome is None:
@@ -244,8 +262,10 @@ class Streamer:
         return await self.dispatcher.retrying(call)
 
     async def _blocks(
-        self, file: DropFile, digest: str, progress: _Progress
-    ) -> Failure | str | None:
+        self, file: DropFile, digest: str, progress: _Progress, literal: bytes | None = None
+    ) -> Failure | str | _ReadAgain | None:
+        """Read, process and stage every block. `literal`: the delimiter to read the quotes
+        with field by field from the first byte (a second pass, asked by `_ReadAgain`)."""
         # As many blocks as workers: reading and cutting the next takes far less than a block.
         slots = asyncio.Semaphore(self.compute.workers)
         table = self.config.route(file.rel)
@@ -254,7 +274,10 @@ class Streamer:
         index = 0
         try:
             async with aiofiles.open(file.path, "rb", opener=regular.opener) as fh:
-                reader = BlockReader(fh, file.rel, self.block_bytes, _delimiter(spec))
+                reader = BlockReader(
+                    fh, file.rel, self.block_bytes,
+                    literal.decode() if literal else _delimiter(spec), literal is not None,
+                )
                 while progress.failure is None:
                     if self.draining():
                         return DEFERRED
@@ -287,8 +310,8 @@ class Streamer:
                     if index == 0:
                         # Alone: block 0's column types are every later block's.
                         await self._block(block, progress, slots, segment)
-                        if progress.dialect is not None:  # and its delimiter
-                            reader.cutter.delimiter = progress.dialect.delimiter.encode()
+                        if again := await _after_block_0(reader, progress):
+                            return again
                     else:
                         task = asyncio.create_task(self._block(block, progress, slots, segment))
                         running.add(task)
@@ -484,6 +507,24 @@ _UTF16 = (
     "a UTF-16 file is read whole, and this one is larger than memory_mb allows;"
     " re-save it as UTF-8, or raise [pipeline] memory_mb"
 )
+
+
+async def _after_block_0(reader: BlockReader, progress: _Progress) -> _ReadAgain | None:
+    """Block 0 is read: its delimiter is the cutter's from now on. If block 0 was cut by
+    a count of quotes that a quote inside a field upset, the file is to be read again:
+    with the delimiter block 0 was read with; or, if block 0 could not be read (cut
+    inside a quoted field, as such a count cuts), the likeliest in its first line."""
+    read_with = progress.dialect
+    failed = progress.failure is not None and progress.failure[1].error == "DecodeError"
+    if read_with is None and not failed:
+        return None
+    delimiter = read_with.delimiter.encode() if read_with is not None else None
+    again = await asyncio.to_thread(reader.misread_first_block, delimiter)
+    if again is not None:
+        return _ReadAgain(again)
+    if delimiter is not None:
+        reader.cutter.delimiter = delimiter
+    return None
 
 
 def _delimiter(spec: TableSpec) -> str | None:
