@@ -266,9 +266,9 @@ def _past_mark(data: bytes) -> int:
 
 
 def likeliest_delimiter(data: bytes) -> bytes:
-    """The delimiter that recurs most in the first line of `data` (a header, most often);
-    a comma where none does."""
-    line = data[:HEAD_BYTES].split(b"\n", 1)[0]
+    """The delimiter that recurs most in the first line of `data` (a header, most often),
+    outside quoted fields (`"id, n";"amount, EUR"`); a comma where none does."""
+    line = b"".join(data[:HEAD_BYTES].split(b"\n", 1)[0].split(b'"')[::2])
     return max(DELIMITERS, key=line.count) if any(d in line for d in DELIMITERS) else b","
 
 

@@ -355,47 +355,61 @@ def test_a_quote_inside_an_unquoted_field_of_a_streamed_file_is_a_character(
     ]
 
 
-@pytest.mark.parametrize(("at", "last"), [(15_000, False), (100, False), (100, True)])
+@pytest.mark.parametrize(("at", "last", "delimiter"), [
+    (15_000, False, ","), (100, False, ","), (100, True, ","), (100, False, ";"),
+    (100, True, "\t"),
+])
 def test_a_literal_quote_then_a_field_of_two_lines_keeps_every_row(
-    folder: Folder, at: int, last: bool
+    folder: Folder, at: int, last: bool, delimiter: str
 ) -> None:
-    """`12" pipe`, then a quoted field of two lines a few rows on: the count of quotes,
-    inverted from the literal quote, finds the newline inside that field a record's end,
-    and a block was cut inside it.
+    """`12" pipe`, then quoted fields of two lines, one row in five: the count of quotes,
+    inverted from the literal quote, finds the newline inside such a field a record's
+    end, and a block was cut inside it.
 
     - Past block 0 (`at` 15,000, 227 KB in): the literal quote is found where it stands,
       and the cut goes field by field from there.
     - In block 0 of a table's first file, cut before its delimiter is known: in the middle
       column, block 0 failed to parse; in the last (`last`), its last row was misread
       without an error (pyarrow reads a quoted field left open at the end), and block 1
-      failed. Once block 0 is read, or has failed, it is looked at for such a quote, and
-      the file read again, its quotes field by field."""
+      failed; a `;` or tab file's block 0 was even taken for one column, with no error.
+      Once block 0 is read, or has failed, it is looked at for such a quote with the
+      likeliest delimiter of its header (`;` here, though its quoted names hold more
+      commas), and the file read again, its quotes field by field, its dialect sniffed
+      anew."""
     folder.write_config(**STREAMING)  # blocks of 64 KiB
     rows = 60_000
+    names = ['"id, n"', '"desc, text"', '"amount, EUR"'] if delimiter == ";" else [
+        "id", "desc", "amount"]
+    order = [0, 2, 1] if last else [0, 1, 2]
     with (folder.drop / "pipes.csv").open("w") as fh:
-        fh.write("id,amount,desc\n" if last else "id,desc,amount\n")
+        fh.write(delimiter.join(names[c] for c in order) + "\n")
         for i in range(1, rows):
             desc = (
                 '12" pipe' if i % 20_000 == at
-                else f'"note {i}\nof two lines"' if i % 20_000 == at + 3
+                else f'"note {i}\nof two lines"' if i % 20_000 > at and i % 5 == 3
                 else f'"a, {i % 7}"'
             )
-            fh.write(f"{i},{i % 100},{desc}\n" if last else f"{i},{desc},{i % 100}\n")
+            fields = [str(i), desc, str(i % 100)]
+            fh.write(delimiter.join(fields[c] for c in order) + "\n")
     whole = pa_csv.read_csv(
-        folder.drop / "pipes.csv", parse_options=pa_csv.ParseOptions(newlines_in_values=True)
+        folder.drop / "pipes.csv", parse_options=pa_csv.ParseOptions(
+            delimiter=delimiter, newlines_in_values=True,
+        ),
     )
     assert whole.num_rows == rows - 1
+    id_, desc_, amount = (name.strip('"') for name in names)
 
     result = folder.ingest("once")
 
     assert result.returncode == 0, result.stderr
     assert "blocks" in result.stderr
     assert ("reading it again" in result.stderr) == (at == 100)
-    assert folder.query("SELECT count(*), sum(amount), count(DISTINCT id) FROM records") == [
-        (rows - 1, pc.sum(whole.column("amount")).as_py(), rows - 1)
-    ]
     assert folder.query(
-        f'SELECT "desc" FROM records WHERE id IN ({at}, {at + 3}, {at + 4}) ORDER BY id'
+        f'SELECT count(*), sum("{amount}"), count(DISTINCT "{id_}") FROM records'
+    ) == [(rows - 1, pc.sum(whole.column(amount)).as_py(), rows - 1)]
+    assert folder.query(
+        f'SELECT "{desc_}" FROM records WHERE "{id_}" IN ({at}, {at + 3}, {at + 4})'
+        f' ORDER BY "{id_}"'
     ) == [('12" pipe',), (f"note {at + 3}\nof two lines",), (f"a, {(at + 4) % 7}",)]
 
 

@@ -130,17 +130,24 @@ class BlockReader:
             return None
         return self._split(piece.data, piece.first_line, rows=self.cutter.line - piece.first_line)
 
-    def misread_first_block(self, delimiter: bytes | None) -> bytes | None:
+    def misread_first_block(self, sniffed: bytes | None) -> bytes | None:
         """Block 0 of a CSV, cut before its delimiter was known, by the count of quotes
-        alone: does it hold a quote that upsets the count (`12" pipe`), read with
-        `delimiter` (None: the likeliest in its first line)? Then its cuts, and its rows,
-        may be wrong: the delimiter to read the file again with, field by field; else None.
-        Called in a thread, once; block 0's bytes are let go of here."""
+        alone: does it hold a quote that upsets the count (`12" pipe`)? Then its cuts, and
+        its rows, may be wrong: the delimiter to read the file again with, field by field;
+        else None. Looked at with the likeliest delimiter of its first line: the one block
+        0 was read with (`sniffed`; None if it failed to parse) was found in bytes such a
+        cut may have left half a quoted field in. Where the two differ, both must find
+        such a quote: a header that misleads the guess makes every quoted field look like
+        one. Called in a thread, once; block 0's bytes are let go of here."""
         first, self._first = self._first, None
         if first is None:
             return None
-        delimiter = delimiter or likeliest_delimiter(first)
-        return delimiter if counted_wrong(first, delimiter) else None
+        guess = likeliest_delimiter(first)
+        if not counted_wrong(first, guess):
+            return None
+        if sniffed is not None and sniffed != guess and not counted_wrong(first, sniffed):
+            return None
+        return guess
 
     def _line_feeds(self, chunk: bytes) -> bytes:
         """A CSV whose lines end in a lone CR (classic Mac OS), with LF in their place, as

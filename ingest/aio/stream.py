@@ -310,7 +310,7 @@ class Streamer:
                     if index == 0:
                         # Alone: block 0's column types are every later block's.
                         await self._block(block, progress, slots, segment)
-                        if again := await _after_block_0(reader, progress):
+                        if again := await self._after_block_0(reader, progress, block):
                             return again
                     else:
                         task = asyncio.create_task(self._block(block, progress, slots, segment))
@@ -333,6 +333,26 @@ class Streamer:
         # The rows came from a second read: they must be the bytes the digest was taken of.
         same = reader.length == file.size and reader.digest.hexdigest() == digest
         return None if same else CHANGED
+
+    async def _after_block_0(
+        self, reader: BlockReader, progress: _Progress, block: Block
+    ) -> _ReadAgain | None:
+        """Block 0 is read: its dialect is the table's, if it has none yet, and its delimiter
+        the cutter's. Unless block 0, cut by a count of quotes before the delimiter was
+        known, holds a quote that upsets the count (read, or failed to parse, as such a cut
+        leaves it): then nothing is pinned, and the file is to be read again."""
+        read_with = progress.dialect
+        failed = progress.failure is not None and progress.failure[1].error != "DecodeError"
+        if progress.staging is None and not failed:
+            sniffed = read_with.delimiter.encode() if read_with is not None else None
+            delimiter = await asyncio.to_thread(reader.misread_first_block, sniffed)
+            if delimiter is not None:
+                return _ReadAgain(delimiter)
+        if read_with is not None:
+            # A table's first CSV pins its dialect, streamed or not.
+            self.dispatcher.committer.schemas.pin(block.spec.name, read_with, block.source_file)
+            reader.cutter.delimiter = read_with.delimiter.encode()
+        return None
 
     def _let_go(self, slots: asyncio.Semaphore) -> None:
         slots.release()
@@ -379,10 +399,6 @@ class Streamer:
             progress.results[block.index] = dataclasses.replace(result, part=b"")
             if block.index == 0 and result.dialect is not None:
                 log.debug("%s: read as %s", shown(block.source_file), result.dialect.describe())
-                # A table's first CSV pins its dialect, streamed or not.
-                self.dispatcher.committer.schemas.pin(
-                    block.spec.name, result.dialect, block.source_file
-                )
             if result.written:
                 assert block.stage is not None
                 # Fsynced by the commit, as any part a worker writes.
@@ -507,24 +523,6 @@ _UTF16 = (
     "a UTF-16 file is read whole, and this one is larger than memory_mb allows;"
     " re-save it as UTF-8, or raise [pipeline] memory_mb"
 )
-
-
-async def _after_block_0(reader: BlockReader, progress: _Progress) -> _ReadAgain | None:
-    """Block 0 is read: its delimiter is the cutter's from now on. If block 0 was cut by
-    a count of quotes that a quote inside a field upset, the file is to be read again:
-    with the delimiter block 0 was read with; or, if block 0 could not be read (cut
-    inside a quoted field, as such a count cuts), the likeliest in its first line."""
-    read_with = progress.dialect
-    failed = progress.failure is not None and progress.failure[1].error == "DecodeError"
-    if read_with is None and not failed:
-        return None
-    delimiter = read_with.delimiter.encode() if read_with is not None else None
-    again = await asyncio.to_thread(reader.misread_first_block, delimiter)
-    if again is not None:
-        return _ReadAgain(again)
-    if delimiter is not None:
-        reader.cutter.delimiter = delimiter
-    return None
 
 
 def _delimiter(spec: TableSpec) -> str | None:
