@@ -134,11 +134,12 @@ class BlockReader:
         """Block 0 of a CSV, cut before its delimiter was known, by the count of quotes
         alone: does it hold a quote that upsets the count (`12" pipe`)? Then its cuts, and
         its rows, may be wrong: the delimiter to read the file again with, field by field;
-        else None. Looked at with the likeliest delimiter of its first line: the one block
-        0 was read with (`sniffed`; None if it failed to parse) was found in bytes such a
-        cut may have left half a quoted field in. Where the two differ, both must find
-        such a quote: a header that misleads the guess makes every quoted field look like
-        one. Called in a thread, once; block 0's bytes are let go of here."""
+        else None. Looked at with the likeliest delimiter of its first line, not only the
+        one block 0 was read with (`sniffed`; None if it failed to parse), which was
+        sniffed in bytes such a cut may have ended inside a quoted field. Where the two
+        differ, both must find such a quote: a header that misleads the guess makes every
+        quoted field look like one. Called in a thread, once; block 0's bytes are let go
+        of here."""
         first, self._first = self._first, None
         if first is None:
             return None
