@@ -52,12 +52,12 @@ def test_the_settler_cancelled_as_a_file_is_offered_ends(tmp_path: Path) -> None
         settler.offer(path, path.stat())
 
     async def main() -> None:
-        # Waiting for the file's second look, a second away, when it grows again.
+        # Waiting for the file's second look, a minute away, when it grows again.
         settler.offer(path, path.stat())
         task = asyncio.create_task(settler.run())
         await _cancelled_as_woken(task, grown)
 
-    settler = Settler(1000, lambda p: p.name, lambda file: None)
+    settler = Settler(60_000, lambda p: p.name, lambda file: None)
 
     _run(main)
 
