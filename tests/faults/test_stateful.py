@@ -810,6 +810,18 @@ def _kill_a_worker_as_soon_as_there_is_one(
     )
 
 
+def _pool_workers(proc: subprocess.Popen[bytes]) -> list[int]:
+    """The service's pool workers alive: its descendants that are not its own children
+    (the forkserver, the resource tracker)."""
+    found = []
+    with contextlib.suppress(psutil.NoSuchProcess):
+        for child in psutil.Process(proc.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                if child.ppid() != proc.pid and child.status() != psutil.STATUS_ZOMBIE:
+                    found.append(child.pid)
+    return found
+
+
 def test_sigterm_during_start_up_drains_and_exits_0(tmp_path: Path) -> None:
     """Hypothesis reduced it to this, when the teardown did not wait for "watching":
 
@@ -864,8 +876,12 @@ def _kill_a_worker_while_the_pool_starts(folder: Folder, log: Path, when: str) -
             60, "the service to start watching",
         )
         if when == "rebuild":
-            # Break the pool, give it a file so that it is rebuilt, kill a new worker.
+            # Break the pool, give it a file so that it is rebuilt, kill a new worker. The
+            # pool is broken once its manager has heard of the death and ended the other
+            # worker: a file given to it before then (the forkserver tells of a worker's
+            # death in its own time) is processed by the other one, and no rebuild comes.
             spare = {_kill_a_worker_as_soon_as_there_is_one(proc, log)}
+            wait_for(lambda: not _pool_workers(proc), 60, "the broken pool's workers to end")
             spare |= {p.pid for p in psutil.Process(proc.pid).children(recursive=True)}
             # Content unique to this attempt: a duplicate would need no worker at all.
             unique = 10_000 * (1 + sum(map(ord, log.stem)))
