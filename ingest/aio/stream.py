@@ -342,8 +342,11 @@ class Streamer:
         known, holds a quote that upsets the count (read, or failed to parse, as such a cut
         leaves it): then nothing is pinned, and the file is to be read again."""
         read_with = progress.dialect
-        failed = progress.failure is not None and progress.failure[1].error != "DecodeError"
-        if progress.staging is None and not failed:
+        # A block 0 that failed otherwise than to parse (a crash, a full disk): not read again.
+        other_failure = (
+            progress.failure is not None and progress.failure[1].error != "DecodeError"
+        )
+        if progress.staging is None and not other_failure:
             sniffed = read_with.delimiter.encode() if read_with is not None else None
             delimiter = await asyncio.to_thread(reader.misread_first_block, sniffed)
             if delimiter is not None:
