@@ -18,6 +18,7 @@ from ..footprint import measured, of_bytes
 from ..inflate import GzipError, Inflater, inner_name
 from ..jobs import Job, TableSpec
 from .decode import DecodeError, decode, decode_file
+from .names import known_columns
 
 _REWRITTEN = "was it rewritten in place?); drop it again to ingest it"
 
@@ -37,7 +38,8 @@ def decode_bounded(job: Job, spec: TableSpec) -> tuple[pa.Table, Dialect | None]
     name = job.source_file
     if name.lower().endswith(".gz"):
         return decode_file(
-            inner_name(name), plain_bytes(job), spec.csv, spec.dialect, spec.text_columns
+            inner_name(name), plain_bytes(job), spec.csv, spec.dialect, spec.text_columns,
+            known_columns(spec.schema),
         )
     found = of_bytes(name, job.data)
     if found.unbounded or found.bytes > job.in_memory:

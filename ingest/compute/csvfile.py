@@ -20,6 +20,7 @@ import pyarrow as pa
 
 from .. import bytescan
 from ..dialect import PLAIN, CsvOptions, Dialect
+from ..widen import folded
 from . import csvread, sniff
 from .csvread import CSV_BLOCK_BYTES
 from .failures import FIXED_TYPES, DecodeError
@@ -228,18 +229,22 @@ def _parse_error(
 
 
 def _in_table_dialect(
-    data: bytes, own: Dialect, table: Dialect, text: Collection[str]
+    data: bytes, own: Dialect, table: Dialect, text: Collection[str], columns: Collection[str]
 ) -> tuple[pa.Table, Dialect]:
     """Read a file with its table's dialect, which its own detection disagrees with.
 
-    The table's delimiter and header hold. The lines before the header and the date
-    formats of the columns are the file's own, and so are what the table's first file
-    could not show: quoting and comments where it had none, a decimal comma where it
-    had only decimal points (or none). It fails with a reason that names both
-    dialects when the result does not parse the file, or reads another number of
-    columns from it.
+    The table's delimiter and header hold, but for a file whose first row its own
+    detection reads as data (typed as the rows below it, DuckDB's verdict) and that
+    does not name the table's `columns`: read with a header, that row would be lost
+    to column names. The lines before the header and the date formats of the columns
+    are the file's own, and so are what the table's first file could not show:
+    quoting and comments where it had none, a decimal comma where it had only decimal
+    points (or none). It fails with a reason that names both dialects when the result
+    does not parse the file, or reads another number of columns from it.
     """
     dialect = replace(table, skip_rows=own.skip_rows, formats=own.formats)
+    if table.header and not own.header and not _names_columns(data, dialect, columns):
+        dialect = replace(dialect, header=False)
     if not table.quote:
         dialect = replace(dialect, quote=own.quote, escape=own.escape)
     if not table.comment:
@@ -264,13 +269,25 @@ def _in_table_dialect(
     return result, dialect
 
 
+def _names_columns(data: bytes, dialect: Dialect, columns: Collection[str]) -> bool:
+    """Does the file's first row, read as a header, name only columns of its table
+    (`2023,2024`, a header its detection takes for data)?"""
+    known = {folded(name) for name in columns}
+    try:
+        names = csvread.split(data, replace(dialect, header=True)).names
+    except csv.Error:
+        return False
+    return bool(known) and all(folded(name) in known for name in names)
+
+
 def read_csv(
     data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None,
-    text: Collection[str] = (),
+    text: Collection[str] = (), columns: Collection[str] = (),
 ) -> tuple[pa.Table, Dialect]:
     """A whole CSV file, and the dialect it was read with: its own, detected with the
-    table's pins applied, or `table`, the dialect its table's first file pinned. The
-    columns named in `text` (hinted `string`) are read as text."""
+    table's pins applied, or `table`, the dialect its table's first file pinned, whose
+    `columns` the service knows. The columns named in `text` (hinted `string`) are read
+    as text."""
     data = _line_feeds(_utf8(data))
     _check_not_utf16(data)
     _check_record_size(data)
@@ -282,7 +299,7 @@ def read_csv(
     # The table's decimal separator, unless pinned otherwise, spares the sniffer a second look.
     if table.decimal != "." and (pins is None or pins.decimal is None):
         pins = replace(pins or CsvOptions(), decimal=table.decimal)
-    return _in_table_dialect(data, sniff.detect(data, pins), table, text)
+    return _in_table_dialect(data, sniff.detect(data, pins), table, text, columns)
 
 
 def read_block(data: bytes, dialect: Dialect | None, first: pa.Schema) -> pa.Table:

@@ -267,13 +267,14 @@ BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
 def decode_block(
     name: str, data: bytes, first: pa.Schema | None,
     dialect: Dialect | None = None, pins: CsvOptions | None = None, text: Collection[str] = (),
+    columns: Collection[str] = (),
 ) -> tuple[pa.Table, Dialect | None]:
     """One block of a streamed file, and the dialect it was read with. Block 0 (no `first`)
     is read like a whole file: `dialect` is its table's, if pinned. A later block is read
     with block 0's `dialect`, and `first`, block 0's schema, gives its names and types."""
     if name.lower().endswith(".csv"):
         if first is None:
-            return read_csv(data, pins, dialect, text)
+            return read_csv(data, pins, dialect, text, columns)
         return read_block(data, dialect, first), dialect
     for suffix, decoder in BLOCK_DECODERS.items():
         if name.lower().endswith(suffix):
@@ -292,13 +293,13 @@ def decode(name: str, data: bytes) -> pa.Table:
 
 def decode_file(
     name: str, data: bytes, pins: CsvOptions | None = None, table: Dialect | None = None,
-    text: Collection[str] = (),
+    text: Collection[str] = (), columns: Collection[str] = (),
 ) -> tuple[pa.Table, Dialect | None]:
     """Like `decode`, and for CSV also the dialect the file was read with (`read_csv`);
     a CSV's columns named in `text` are read as text."""
     lower = name.lower()
     if lower.endswith(".csv"):
-        return read_csv(data, pins, table, text)
+        return read_csv(data, pins, table, text, columns)
     if lower.endswith(".csv.gz"):
-        return read_csv(_gunzip(data), pins, table, text)
+        return read_csv(_gunzip(data), pins, table, text, columns)
     return decode(name, data), None

@@ -5,6 +5,8 @@ Runs in a worker process, on each decoded file or run of files.
 
 from __future__ import annotations
 
+import functools
+
 import pyarrow as pa
 
 from ..widen import folded
@@ -24,3 +26,9 @@ def check_columns(table: pa.Table) -> pa.Table:
     if clash:
         raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
     return table if unique == names else table.rename_columns(unique)
+
+
+@functools.lru_cache(maxsize=64)
+def known_columns(schema: bytes | None) -> tuple[str, ...]:
+    """The columns of a table as the service last knew it (`TableSpec.schema`)."""
+    return () if schema is None else tuple(pa.ipc.read_schema(pa.py_buffer(schema)).names)

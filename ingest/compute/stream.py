@@ -42,7 +42,7 @@ from . import features, radix
 from .decode import DecodeError, decode_block
 from .encode import stamped
 from .inputs import message
-from .names import check_columns
+from .names import check_columns, known_columns
 from .task import table_schema, time_limit
 
 
@@ -70,6 +70,7 @@ def process_block(block: Block) -> BlockResult:
                 inner_name(block.source_file),
                 shared.take(block.shared, 0, block.size) if block.shared else block.data,
                 first, block.dialect, block.csv, block.spec.text_columns,
+                known_columns(block.spec.schema),
             )
             table = check_columns(table)
             spec = block.spec

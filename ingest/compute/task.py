@@ -29,6 +29,7 @@ from .inputs import message, with_bytes
 from .jsonlines import parse_jsonl
 from .names import RESERVED_COLUMNS as RESERVED_COLUMNS
 from .names import check_columns as check_columns
+from .names import known_columns
 from .runs import Run, batchable, featurise_run, runs
 from .sniff import PLAIN_DIALECTS
 from .startup import init_worker as init_worker
@@ -65,7 +66,8 @@ def featurise(
         table, dialect = decode_bounded(job, spec)
     else:
         table, dialect = decode_file(
-            job.source_file, job.data, spec.csv, spec.dialect, spec.text_columns
+            job.source_file, job.data, spec.csv, spec.dialect, spec.text_columns,
+            known_columns(spec.schema),
         )
     table = check_columns(table)
     targets = targets or conform.Targets()

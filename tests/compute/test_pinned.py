@@ -127,3 +127,39 @@ def test_a_tables_delimiter_holds_where_the_file_alone_would_guess_another() -> 
     result = process(pinned((job("short.csv", data),), dialect=table))
     assert only(result).failure is None
     assert rows_of(result, "short.csv") == [{"column0": 1, "column1": "2,5"}]
+
+
+def schema_of(**columns: pa.DataType) -> bytes:
+    """A table's committed schema: its columns, then those ingest adds."""
+    added = [("source_file", pa.string()), ("source_sha256", pa.string()),
+             ("_rescued_data", pa.string())]
+    return pa.schema([*columns.items(), *added]).serialize().to_pybytes()
+
+
+def test_a_later_files_first_row_of_data_is_not_taken_for_its_tables_header() -> None:
+    # The table's first file had a header; this one has none. Read with one, its first
+    # row would become two column names, and its values be lost.
+    known = schema_of(station=pa.string(), temp=pa.float64())
+    jobs = (job("b.csv", b"y,2.5\nz,3.5\nw,4.5\n"), job("c.csv", b"3,4\n5,6\n"))
+    result = process(pinned(jobs, dialect=PLAIN, schema=known))
+    assert [o.failure for o in result.outcomes] == [None, None]
+    none = {"station": None, "temp": None}
+    assert rows_of(result, "b.csv") == [
+        {**none, "column0": "y", "column1": 2.5}, {**none, "column0": "z", "column1": 3.5},
+        {**none, "column0": "w", "column1": 4.5},
+    ]
+    # column0 is text in this task (b.csv's), column1 a double: c.csv's values, so typed.
+    assert [(r["column0"], r["column1"]) for r in rows_of(result, "c.csv")] == [
+        ("3", 4.0), ("5", 6.0),
+    ]
+    assert [o.rows for o in result.outcomes] == [3, 2]
+    assert all(o.dialect is not None and not o.dialect.header for o in result.outcomes)
+
+
+def test_a_first_row_that_names_the_tables_columns_stays_its_header() -> None:
+    # Alone, `2023` over numbers reads as data; its table knows it as a column name.
+    known = schema_of(site=pa.string(), **{"2023": pa.float64()})
+    result = process(pinned((job("later.csv", b"site,2023\nx,1.5\n"),), dialect=PLAIN,
+                            schema=known))
+    assert only(result).failure is None
+    assert rows_of(result, "later.csv") == [{"site": "x", "2023": 1.5}]
