@@ -49,6 +49,10 @@ from .sniff import PLAIN_DIALECTS, plain, plain_delimited, plain_like
 JOIN_MAX_BYTES = 256 * 1024
 # What Arrow reads as null in a file parsed alone ("NA", "nan", "", ...).
 NULL_MARKERS = tuple(pa_csv.ConvertOptions().null_values)
+# The words a column the first file typed as flags takes from the others: Arrow's reader
+# also takes `1` and `0` for flags, which a file alone reads as numbers, and which the
+# table's flag column then rescues. A file that holds one sends the group back alone.
+FLAG_WORDS = {True: ["true", "True", "TRUE"], False: ["false", "False", "FALSE"]}
 
 
 def _split(job: Job, plain_headers: dict[bytes, Dialect]) -> tuple[bytes, int, Dialect] | None:
@@ -82,9 +86,13 @@ def _split(job: Job, plain_headers: dict[bytes, Dialect]) -> tuple[bytes, int, D
 
 
 def _read(
-    data: bytes, delimiter: str, types: pa.Schema | dict[str, pa.DataType] | None = None
+    data: bytes, delimiter: str, types: pa.Schema | dict[str, pa.DataType] | None = None,
+    flags: bool = False,
 ) -> pa.Table:
-    convert = pa_csv.ConvertOptions(column_types=types) if types is not None else None
+    """`flags`: a column typed as flags takes only their words (`FLAG_WORDS`)."""
+    convert = None if types is None else pa_csv.ConvertOptions(column_types=types)
+    if convert is not None and flags:
+        convert.true_values, convert.false_values = FLAG_WORDS[True], FLAG_WORDS[False]
     return pa_csv.read_csv(
         pa.BufferReader(data),
         read_options=pa_csv.ReadOptions(use_threads=False),
@@ -134,7 +142,7 @@ def _group(
     )
     if not _typable(first.schema) or inexact_columns(first):
         return None
-    joined = _read(whole, dialect.delimiter, first.schema)
+    joined = _read(whole, dialect.delimiter, first.schema, flags=True)
     if inexact_columns(joined):
         return None  # each file alone reads such a column as text (`csvread.read`)
     counts = [bytescan.count(data, start=start) for _, data, start in members]

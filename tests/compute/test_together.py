@@ -358,3 +358,25 @@ def test_every_file_parsed_in_a_group_holds_the_values_it_holds_alone(task: Task
         alone, _ = decode_file(j.source_file, j.data)
         assert table.column_names == alone.column_names
         assert _values(table) == _values(alone), j.data
+
+
+def test_a_number_in_a_column_the_first_file_read_as_flags_sends_the_group_back_alone() -> None:
+    # Arrow's reader takes `1` for true; alone, the second file reads its column as
+    # numbers, which the table's flag column rescues. Together it must do the same.
+    jobs = (job("a.csv", b"id,flag\n1,true\n"), job("b.csv", b"id,flag\n2,1\n3,0\n"))
+    assert parse_together(jobs) == {}
+    result = process(Task(jobs, Features()))
+    (records,) = [p for p in result.parts if p.table == "records"]
+    table = pq.read_table(pa.BufferReader(records.data))
+    assert table.schema.field("flag").type == pa.bool_()
+    assert table.column("flag").to_pylist() == [True, None, None]
+    assert table.column("_rescued_data").to_pylist() == [
+        None, '{"flag": "1"}', '{"flag": "0"}',
+    ]
+
+
+def test_files_of_flag_words_are_still_parsed_together() -> None:
+    jobs = tuple(job(f"f{i}.csv", b"id,flag\n%d,true\n%d,False\n" % (i, i)) for i in range(3))
+    tables = parse_together(jobs)
+    assert set(tables) == {0, 1, 2}
+    assert all(t.column("flag").to_pylist() == [True, False] for t in tables.values())
