@@ -174,10 +174,17 @@ def _guard(
 ) -> tuple[pa.ChunkedArray, bool]:
     """The values Arrow's cast would change rather than refuse, rescued: all of them
     where a flag, a number and a moment meet (Arrow makes 5 true, and 1700000000 a moment
-    in 1970), and floats a decimal column cannot hold exactly. True if none is left."""
+    in 1970), times of day bound for a date column, and floats a decimal column cannot
+    hold exactly. True if none is left."""
     have, want = _kind_of(column.type), _kind_of(field.type)
     if have is not None and want is not None and have != want:
         return _rescue_all(column, field, rescued), True
+    if pa.types.is_date(field.type) and pa.types.is_timestamp(column.type):
+        # Arrow's cast to a date drops a time of day: such a value is rescued.
+        timed = pc.fill_null(pc.not_equal(pc.floor_temporal(column, unit="day"), column), False)
+        if pc.any(timed).as_py():
+            return _set_aside(column, timed, field, rescued), False
+        return column, False
     if pa.types.is_decimal(field.type) and pa.types.is_floating(column.type):
         return _exact_decimals(column, field, rescued), False
     return column, False

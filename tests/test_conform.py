@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import json
 import math
@@ -468,3 +469,18 @@ def test_a_signed_number_with_a_leading_zero_is_a_number() -> None:
     assert fitting.fit(pa.table({"v": ["-05", "05"]}), schema).to_pylist() == [
         {"v": -5, RESCUED: None}, {"v": None, RESCUED: '{"v": "05"}'},
     ]
+
+
+@pytest.mark.parametrize("zone", [None, "UTC"])
+def test_a_time_of_day_bound_for_a_date_column_is_rescued_and_midnight_kept(
+    zone: str | None,
+) -> None:
+    moments = pa.array([
+        datetime.datetime(2024, 1, 2, 10, 30), datetime.datetime(2024, 1, 3), None,
+    ], pa.timestamp("us", zone))
+    schema = pa.schema([pa.field("d", pa.date32()), pa.field(RESCUED, pa.string())])
+    fitted = fitting.fit(pa.table({"d": moments}), schema)
+    assert fitted.column("d").to_pylist() == [None, datetime.date(2024, 1, 3), None]
+    rescued = fitted.column(RESCUED).to_pylist()
+    assert rescued[1:] == [None, None]
+    assert rescued[0] is not None and "10:30" in json.loads(rescued[0])["d"]
