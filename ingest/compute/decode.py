@@ -96,6 +96,11 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
     _check_utf8(data)
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+        if not _whole(table):
+            relisted = read_mixed(data)
+            if relisted is None:
+                raise DecodeError("a list Arrow's JSON reader could not read")
+            return relisted
         return typed_text(timestamps_in_text(dates_as_written(table, data, read)))
     except pa.ArrowInvalid as exc:
         mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
@@ -105,6 +110,26 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
         row = int(found.group(1)) if found else None
         line = _bad_json_line(data) or (_json_row_line(data, row) if row is not None else None)
         raise DecodeError(str(exc) + (FIXED_TYPES if first else ""), line=line) from None
+
+
+def _whole(table: pa.Table) -> bool:
+    """Is Arrow's reading of a JSON Lines file whole? Its reader (as of pyarrow 26) makes
+    a list whose first value is null (`[null, 1]`) one value short, an array no reader
+    opens; such a file is read line by line instead (`read_mixed`). Only a table that
+    holds a list is checked: the check reads every offset."""
+    if not any(_holds_list(f.type) for f in table.schema):
+        return True
+    try:
+        table.validate(full=True)
+    except pa.ArrowInvalid:
+        return False
+    return True
+
+
+def _holds_list(kind: pa.DataType) -> bool:
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
+        return True
+    return any(_holds_list(kind.field(i).type) for i in range(kind.num_fields))
 
 
 def _check_utf8(data: bytes) -> None:

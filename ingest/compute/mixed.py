@@ -49,9 +49,15 @@ def read_mixed(data: bytes) -> pa.Table | None:
         for name, value in row.items():
             kinds.setdefault(name, set()).add(_kind(value))
     mixed = {name for name, found in kinds.items() if len(found - {"null"}) > 1}
-    columns = {
-        name: pa.array([_text(row.get(name)) for row in rows], pa.string()) if name in mixed
-        else pa.array([row.get(name) for row in rows])
-        for name in kinds
-    }
+    columns = {}
+    for name in kinds:
+        values = [row.get(name) for row in rows]
+        if name not in mixed:
+            try:
+                columns[name] = pa.array(values)
+                continue
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                # Kinds mixed inside a list or an object (`[1, "a"]`): as a mixed column.
+                mixed.add(name)
+        columns[name] = pa.array([_text(value) for value in values], pa.string())
     return typed_text(pa.table(columns), untyped=mixed) if columns else pa.table({})

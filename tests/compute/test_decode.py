@@ -389,6 +389,36 @@ def test_a_value_of_another_kind_deep_in_json_lines_is_rescued_not_fatal() -> No
     assert fitted["_rescued_data"].null_count == 99_999
 
 
+@pytest.mark.parametrize(("data", "expected"), [
+    (b'{"l": [null, 1]}\n{"l": [2]}\n', [[None, 1], [2]]),
+    (b'{"s": {"l": [null, "a"]}}\n', [{"l": [None, "a"]}]),
+    (b'{"l": [[null, 1]]}\n', [[[None, 1]]]),
+])
+def test_a_json_list_that_starts_with_null_keeps_every_value(
+    data: bytes, expected: list[object]
+) -> None:
+    table = decode("a.jsonl", data)
+    table.validate(full=True)
+    assert [row for (row,) in (r.values() for r in table.to_pylist())] == expected
+    # Every reader opens what is written of it.
+    fitted = fitting.fit(table, conform.target(table, None, {}))
+    buffer = io.BytesIO()
+    pq.write_table(fitted, buffer)
+    assert pq.read_table(pa.BufferReader(buffer.getvalue())).column(0).to_pylist() == expected
+
+
+@pytest.mark.parametrize("data", [
+    b'{"s": {"a": 1}}\n{"s": {"a": "x"}}\n',
+    b'{"l": [1, "a"]}\n',
+])
+def test_kinds_mixed_inside_a_json_value_make_a_column_of_its_text(data: bytes) -> None:
+    table = decode("a.jsonl", data)
+    column = table.column(0).to_pylist()
+    assert [json.loads(value) for value in column] == [
+        next(iter(json.loads(line).values())) for line in data.splitlines()
+    ]
+
+
 def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
     assert _decode_error("bad.jsonl", b'{"a": 1}\n\n{"a": 2}\n{x\n').line == 4
 
