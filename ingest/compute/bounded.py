@@ -18,7 +18,7 @@ from ..footprint import measured, of_bytes
 from ..inflate import GzipError, Inflater, inner_name
 from ..jobs import Job, TableSpec
 from .decode import DecodeError, decode, decode_file
-from .names import known_columns
+from .names import known_columns, read_as_text
 
 _REWRITTEN = "was it rewritten in place?); drop it again to ingest it"
 
@@ -38,7 +38,7 @@ def decode_bounded(job: Job, spec: TableSpec) -> tuple[pa.Table, Dialect | None]
     name = job.source_file
     if name.lower().endswith(".gz"):
         return decode_file(
-            inner_name(name), plain_bytes(job), spec.csv, spec.dialect, spec.text_columns,
+            inner_name(name), plain_bytes(job), spec.csv, spec.dialect, read_as_text(spec),
             known_columns(spec.schema),
         )
     found = of_bytes(name, job.data)

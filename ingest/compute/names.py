@@ -9,6 +9,7 @@ import functools
 
 import pyarrow as pa
 
+from ..jobs import TableSpec
 from ..widen import folded
 from .csvread import unique_names
 from .failures import DecodeError
@@ -32,3 +33,20 @@ def check_columns(table: pa.Table) -> pa.Table:
 def known_columns(schema: bytes | None) -> tuple[str, ...]:
     """The columns of a table as the service last knew it (`TableSpec.schema`)."""
     return () if schema is None else tuple(pa.ipc.read_schema(pa.py_buffer(schema)).names)
+
+
+def read_as_text(spec: TableSpec) -> tuple[str, ...]:
+    """A CSV's columns read as text from the start, each value as written: those hinted
+    `string`, and those its table already holds as text, where a value read as a number,
+    a flag or a time and then cast to text would be spelled anew (`1.10` as `1.1`)."""
+    return spec.text_columns + _text_columns(spec.schema)
+
+
+@functools.lru_cache(maxsize=64)
+def _text_columns(schema: bytes | None) -> tuple[str, ...]:
+    if schema is None:
+        return ()
+    return tuple(
+        field.name for field in pa.ipc.read_schema(pa.py_buffer(schema))
+        if pa.types.is_string(field.type) and field.name not in RESERVED_COLUMNS
+    )

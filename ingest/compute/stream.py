@@ -42,7 +42,7 @@ from . import features, radix
 from .decode import DecodeError, decode_block
 from .encode import stamped
 from .inputs import message
-from .names import check_columns, known_columns
+from .names import check_columns, known_columns, read_as_text
 from .task import table_schema, time_limit
 
 
@@ -69,7 +69,7 @@ def process_block(block: Block) -> BlockResult:
             table, dialect = decode_block(
                 inner_name(block.source_file),
                 shared.take(block.shared, 0, block.size) if block.shared else block.data,
-                first, block.dialect, block.csv, block.spec.text_columns,
+                first, block.dialect, block.csv, read_as_text(block.spec),
                 known_columns(block.spec.schema),
             )
             table = check_columns(table)

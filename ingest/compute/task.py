@@ -29,7 +29,7 @@ from .inputs import message, with_bytes
 from .jsonlines import parse_jsonl
 from .names import RESERVED_COLUMNS as RESERVED_COLUMNS
 from .names import check_columns as check_columns
-from .names import known_columns
+from .names import known_columns, read_as_text
 from .runs import Run, batchable, featurise_run, runs
 from .sniff import PLAIN_DIALECTS
 from .startup import init_worker as init_worker
@@ -66,7 +66,7 @@ def featurise(
         table, dialect = decode_bounded(job, spec)
     else:
         table, dialect = decode_file(
-            job.source_file, job.data, spec.csv, spec.dialect, spec.text_columns,
+            job.source_file, job.data, spec.csv, spec.dialect, read_as_text(spec),
             known_columns(spec.schema),
         )
     table = check_columns(table)
@@ -213,7 +213,7 @@ def _parse_groups(jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]) -
     try:
         with time_limit(task.timeout_s):
             groups = parse_groups(
-                tuple(jobs[i] for i in joinable), lambda job: task.spec(job.table).text_columns,
+                tuple(jobs[i] for i in joinable), lambda job: read_as_text(task.spec(job.table)),
                 dialects,
             )
     except TaskTimeout:

@@ -20,7 +20,7 @@ import pytest
 
 from ingest.compute.task import RESERVED_COLUMNS, process
 from ingest.config import Features
-from ingest.jobs import EncodedPart, Failure, Job, Task, WrittenPart
+from ingest.jobs import EncodedPart, Failure, Job, TableSpec, Task, WrittenPart
 from ingest.partfile import to_parquet
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -425,3 +425,29 @@ def test_a_header_only_file_in_a_task_does_not_fail_the_files_beside_it() -> Non
     ]
     (records,) = [p for p in result.parts if p.table == "records"]
     assert records.sources == ("empty.csv", "full.csv")
+
+
+@pytest.mark.parametrize("written", [
+    "1.10", "1e3", "TRUE", "10:30", "2024-01-01T10:00:00", "2024-01-01T10:00:00Z",
+    "2024-01-01 10:00:00", "31.12.2024",
+])
+def test_a_csv_value_bound_for_a_column_its_table_holds_as_text_is_kept_as_written(
+    written: str,
+) -> None:
+    # Read as a number, a flag or a time and cast back to text, it would be spelled anew.
+    schema = pa.schema([
+        ("id", pa.int64()), ("code", pa.string()), ("source_file", pa.string()),
+        ("source_sha256", pa.string()), ("_rescued_data", pa.string()),
+    ]).serialize().to_pybytes()
+    data = f"id,code\n1,{written}\n2,{written}\n".encode()
+    one = Job("b.csv", hashlib.sha256(data).hexdigest(), data)
+    result = process(Task((one,), Features(), specs=(TableSpec("records", schema=schema),)))
+    [outcome] = result.outcomes
+    assert outcome.failure is None
+    [part] = [p for p in result.parts if p.table == "records"]
+    records = pq.read_table(pa.BufferReader(part.data))  # type: ignore[arg-type]
+    assert records.column("code").to_pylist() == [written, written]
+    assert records.column("_rescued_data").to_pylist() == [None, None]
+    [features] = [p for p in result.parts if p.table == "features"]
+    table = pq.read_table(pa.BufferReader(features.data))  # type: ignore[arg-type]
+    assert "code" not in table.column("source_column").to_pylist()
