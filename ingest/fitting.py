@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import isotime
-from .widen import IDENTITY, RESCUED, is_untyped, matching
+from .widen import IDENTITY, RESCUED, folded, is_untyped, matching
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
 # Arrow's cast takes "-5" but not "+5" as an int64 (as a float64, both); it takes "inf",
@@ -106,18 +106,10 @@ def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
     kind = field.type
-    if column.type == kind:
-        return column
-    empty = pa.types.is_struct(column.type) and not column.type.num_fields  # `{}`: no value
-    if pa.types.is_null(column.type) or empty or (
-        is_untyped(field) and column.null_count == len(column)
-    ):
-        return pa.chunked_array([pa.nulls(len(column), kind)])
-    if pa.types.is_dictionary(column.type):
-        column = column.cast(column.type.value_type)
-    column, settled = _guard(_to_microseconds(column, kind), field, rescued)
+    column, settled = _settled(column, field, rescued)
     if settled:
         return column
+    written = column  # the values as the file holds them, for the text of those rescued
     if _is_nested(kind) and column.type != kind:
         # One array: the chunks of a part read back (131,072 rows each) may differ in
         # which parts of them hold values, and so in how they are shaped.
@@ -133,6 +125,12 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
             return column.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
+    if pa.types.is_string(kind) and not text:
+        # A type Arrow does not cast to text (a union, an interval, a struct whose fields
+        # differ only by case), which a table holds as text (`widen.normalise`).
+        return pa.chunked_array([
+            pa.array([_text(value) if value.is_valid else None for value in column], kind)
+        ])
     if text:
         # An empty cell of a text column is a missing value, not text to rescue: the CSV
         # reader gives "" where the cell is empty once the column holds any text.
@@ -144,11 +142,34 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
                 pass
         if pa.types.is_timestamp(kind) and (found := _iso(column, field, rescued)) is not None:
             return found
-    kept = _set_aside(column, pc.invert(_fits(column, kind, inexact)), field, rescued)
+    kept = _set_aside(column, pc.invert(_fits(column, kind, inexact)), field, rescued, written)
     try:
         return kept.cast(kind)
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return _cast_each(kept, field, rescued)
+        return _cast_each(kept, field, rescued, written)
+
+
+def _settled(
+    column: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+) -> tuple[pa.ChunkedArray, bool]:
+    """What needs no cast: the column as it is, nulls, or every value rescued (True); else
+    the column to cast, its dictionary decoded and its times in microseconds (False)."""
+    kind = field.type
+    if column.type == kind:
+        return column, True
+    empty = pa.types.is_struct(column.type) and not column.type.num_fields  # `{}`: no value
+    if pa.types.is_null(column.type) or empty or (
+        is_untyped(field) and column.null_count == len(column)
+    ):
+        return pa.chunked_array([pa.nulls(len(column), kind)]), True
+    if pa.types.is_dictionary(column.type):
+        column = column.cast(column.type.value_type)
+    column, settled = _guard(_to_microseconds(column, kind), field, rescued)
+    if not settled and _is_nested(kind) and _case_clash(column.type):
+        # A struct whose fields differ only by case (`{"a": 5, "A": 6}`) is one field to
+        # readers, and the table's struct holds one: the whole value is rescued.
+        return _rescue_all(column, field, rescued), True
+    return column, settled
 
 
 def _iso(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray | None:
@@ -218,10 +239,13 @@ def _rescue(
 
 
 def _set_aside(
-    column: pa.ChunkedArray, where: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+    column: pa.ChunkedArray, where: pa.ChunkedArray, field: pa.Field, rescued: Rescued,
+    written: pa.ChunkedArray | None = None,
 ) -> pa.ChunkedArray:
-    """The column with its values `where` is true null, their text rescued."""
-    _rescue(column, pc.and_(where, pc.is_valid(column)), field, rescued)
+    """The column with its values `where` is true null, their text rescued: that of
+    `written`, the values as the file held them, if given."""
+    _rescue(column if written is None else written, pc.and_(where, pc.is_valid(column)),
+            field, rescued)
     return pc.if_else(where, pa.scalar(None, column.type), column)
 
 
@@ -252,6 +276,13 @@ def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedAr
     micro = _micro(have)
     # Unsafe only for the units: nanoseconds cut (floored above where it matters).
     return column if micro == have else column.cast(micro, safe=False)
+
+
+def _case_clash(kind: pa.DataType) -> bool:
+    """Does the type hold, at any depth, a struct with two fields of one name but for case?"""
+    if pa.types.is_struct(kind) and len({folded(f.name) for f in kind}) < kind.num_fields:
+        return True
+    return any(_case_clash(kind.field(i).type) for i in range(kind.num_fields))
 
 
 def _is_nested(kind: pa.DataType) -> bool:
@@ -347,14 +378,20 @@ def inexact_integers(column: pa.ChunkedArray) -> pa.ChunkedArray:
     return pc.fill_null(pc.greater_equal(pc.abs(values), float(_EXACT)), False)
 
 
-def _cast_each(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
-    """Value by value: slow, and only for the values a vectorised cast refused."""
+def _cast_each(
+    column: pa.ChunkedArray, field: pa.Field, rescued: Rescued,
+    written: pa.ChunkedArray | None = None,
+) -> pa.ChunkedArray:
+    """Value by value: slow, and only for the values a vectorised cast refused; the text
+    of one refused is that of `written`, the value as the file held it, if given."""
     values = []
     for row, value in enumerate(column):
         try:
             values.append(value.cast(field.type).as_py() if value.is_valid else None)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError):
-            rescued.setdefault(row, {})[field.name] = _text(value)
+            rescued.setdefault(row, {})[field.name] = _text(
+                value if written is None else written[row]
+            )
             values.append(None)
     return pa.chunked_array([pa.array(values, field.type)])
 

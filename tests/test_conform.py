@@ -484,3 +484,45 @@ def test_a_time_of_day_bound_for_a_date_column_is_rescued_and_midnight_kept(
     rescued = fitted.column(RESCUED).to_pylist()
     assert rescued[1:] == [None, None]
     assert rescued[0] is not None and "10:30" in json.loads(rescued[0])["d"]
+
+
+def test_a_union_and_an_interval_are_held_as_the_text_of_each_value() -> None:
+    union = pa.UnionArray.from_sparse(
+        pa.array([0, 1, 0], pa.int8()),
+        [pa.array([1, 2, 3]), pa.array(["a", "b", "c"])],
+    )
+    interval = pa.array([pa.MonthDayNano([1, 2, 3]), None, pa.MonthDayNano([0, 0, 5])])
+    data = pa.table({"u": union, "i": interval})
+    schema = conform.target(data, None, {})
+    assert [schema.field(c).type for c in ("u", "i")] == [pa.string(), pa.string()]
+    fitted = fitting.fit(data, schema)
+    assert fitted.column("u").to_pylist() == ["1", "b", "3"]
+    first, missing, last = fitted.column("i").to_pylist()
+    assert missing is None
+    assert first is not None and "months=1" in first and "nanoseconds=3" in first
+    assert last is not None and "nanoseconds=5" in last
+    assert fitted.column(RESCUED).to_pylist() == [None, None, None]
+
+
+def test_a_struct_whose_fields_differ_only_by_case_is_rescued_whole_in_a_struct_column() -> None:
+    table_struct = pa.struct([("a", pa.int64())])
+    schema = pa.schema([pa.field("s", table_struct), pa.field(RESCUED, pa.string())])
+    data = pa.table({"s": pa.array([{"a": 5, "A": 6}, None],
+                                   pa.struct([("a", pa.int64()), ("A", pa.int64())]))})
+    fitted = fitting.fit(data, schema)
+    assert fitted.column("s").to_pylist() == [None, None]
+    rescued = fitted.column(RESCUED).to_pylist()
+    assert json.loads(json.loads(rescued[0])["s"]) == {"a": 5, "A": 6}
+    assert rescued[1] is None
+
+
+def test_a_nested_value_rescued_keeps_the_fields_the_table_lacks_in_its_text() -> None:
+    # The table's list of structs holds `a` as int64; the file's `a` is 1.5, and `b` is
+    # a field the table does not have: the rescued text is the value as the file held it.
+    kind = pa.list_(pa.field("element", pa.struct([("a", pa.int64())])))
+    schema = pa.schema([pa.field("l", kind), pa.field(RESCUED, pa.string())])
+    data = pa.table({"l": pa.array([[{"a": 1.5, "b": "x"}], [{"a": 2.0, "b": None}]])})
+    fitted = fitting.fit(data, schema)
+    rescued = [json.loads(r)["l"] if r else None for r in fitted.column(RESCUED).to_pylist()]
+    assert fitted.column("l").to_pylist()[0] is None
+    assert json.loads(rescued[0]) == [{"a": 1.5, "b": "x"}]
