@@ -191,7 +191,16 @@ def _parse_csv(
     except pa.ArrowInvalid as exc:
         raise _parse_error(body, dialect, exc, later=first is not None) from None
     # An odd number of quotes may mean one never closed, and Arrow has swallowed the
-    # rest of the file into one field; a strict reading tells, and finds where it opened.
+    # rest of the file into one field.
+    unclosed = _never_closed(body, dialect)
+    if unclosed is not None:
+        raise unclosed
+    _check_text(data, table)
+    return table
+
+
+def _never_closed(body: csvread.Body, dialect: Dialect) -> DecodeError | None:
+    """A quote that never closes, found by a strict reading, with the line it opens on."""
     quote = dialect.quote.encode()
     doubled = not (dialect.escape and dialect.escape != dialect.quote)
     if (
@@ -200,17 +209,21 @@ def _parse_csv(
         and not _quotes_close(body.text, dialect)
     ):
         opened = _unclosed_quote_line(body.text, quote)
-        raise DecodeError(
+        return DecodeError(
             "a quoted field is never closed",
             line=None if opened is None else opened + body.lines_before,
         )
-    _check_text(data, table)
-    return table
+    return None
 
 
 def _parse_error(
     body: csvread.Body, dialect: Dialect, exc: pa.ArrowInvalid, later: bool
 ) -> DecodeError:
+    # A quote that never closes took the rest of the file into its field, and Arrow
+    # counts the fields of that record: the quote is the error, where it opens.
+    unclosed = _never_closed(body, dialect)
+    if unclosed is not None:
+        return unclosed
     found = _ROW.search(str(exc))
     line = _bad_csv_line(body.text, len(body.names), dialect) or (
         _record_line(body.text, int(found.group(1)), dialect) if found else None

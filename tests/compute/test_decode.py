@@ -346,6 +346,16 @@ def test_ragged_csv_row_after_a_blank_line_reports_its_physical_line() -> None:
     assert _decode_error("bad.csv", b"a,b\n1,2\n\n3,4\n5\n").line == 5
 
 
+@pytest.mark.parametrize("after", [0, 1, 10])
+def test_a_quote_that_never_closes_is_named_at_the_line_it_opens_on(after: int) -> None:
+    # With more fields after it than the header has, Arrow counts the fields of the
+    # record the quote swallowed the file into: the quote is the error, not the count.
+    rest = b"".join(b"%d,ok,4\n" % i for i in range(after))
+    error = _decode_error("open.csv", b'id,text,v\n1,"abc,3\n' + rest)
+    assert error.line == 2
+    assert "never closed" in str(error)
+
+
 def test_ragged_csv_row_in_gzipped_csv_reports_its_line() -> None:
     assert _decode_error("bad.csv.gz", gzip.compress(b"a,b\n1,2\n3\n")).line == 3
 
