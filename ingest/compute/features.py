@@ -45,6 +45,13 @@ def summary(values: np.ndarray) -> dict[str, FeatureValue]:
     if count == 0:
         return {**EMPTY, "count": 0, "null_count": int(values.size)}
     p05, p50, p95 = np.percentile(valid, (5.0, 50.0, 95.0), method="linear")
+    if np.isnan(p50) or np.isnan(p05) or np.isnan(p95):
+        # Infinities, which numpy's interpolation meets with inf * 0 or inf - inf.
+        position = np.array([q for _, q in QUANTILES]) * (count - 1)
+        low = np.floor(position).astype(np.int64)
+        high = np.minimum(low + 1, count - 1)
+        ranked = np.partition(valid, np.unique(np.concatenate((low, high))))
+        p05, p50, p95 = lerp(ranked[low], ranked[high], position - low)
     mean = float(valid.mean())
     return {
         "count": count,
@@ -64,10 +71,21 @@ QUANTILES = (("p05", 0.05), ("p50", 0.50), ("p95", 0.95))
 
 
 def lerp(a: np.ndarray, b: np.ndarray, t: np.ndarray) -> np.ndarray:
-    # numpy's own form for method="linear", so results agree to the last bit or so.
-    diff = b - a
-    result: np.ndarray = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
-    return result
+    """Between the ranks `a` <= `b`, at `t` from 0 to 1: numpy's own form for
+    method="linear", so finite results agree to the last bit; but where an end is
+    infinite, where numpy's form gives NaN (inf * 0, inf - inf), the quantile of the
+    values it stands for: `a` at a rank itself (t = 0, as DuckDB's quantile_cont gives),
+    and an infinite end otherwise."""
+    with np.errstate(invalid="ignore"):
+        diff = b - a
+        result: np.ndarray = np.where(t >= 0.5, b - diff * (1 - t), a + diff * t)
+    finite = np.isfinite(diff)
+    if finite.all():
+        return result
+    ends = np.where(np.isneginf(a) & ~np.isposinf(b) & (t < 1), a, result)
+    ends = np.where(np.isposinf(b) & ~np.isneginf(a) & (t > 0), b, ends)
+    ends = np.where((t == 0) | (a == b), a, ends)
+    return np.where(finite, result, ends)
 
 
 # Above this many values, a block's moments are taken column by column. Temporaries the size
@@ -191,6 +209,13 @@ def _windows(length: int, window: int) -> Iterator[tuple[int | None, slice]]:
 Row = dict[str, object]
 
 
+# Infinities among a column's values (a sensor's `inf`) make inf - inf and the like in
+# the moments: NaN is the answer there, as DuckDB's, and numpy's warning is no news.
+# Each function that computes features from values runs under this.
+quiet = np.errstate(invalid="ignore", over="ignore")
+
+
+@quiet
 def rows(
     table: pa.Table,
     source_file: str,

@@ -46,6 +46,7 @@ from .names import check_columns, known_columns, read_as_text
 from .task import table_schema, time_limit
 
 
+@features.quiet
 def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
     valid = values[~np.isnan(values)]
     if valid.size == 0:
@@ -114,6 +115,7 @@ def unify(schemas: tuple[bytes, ...]) -> tuple[bytes, tuple[int, ...], str]:
     return unified.serialize().to_pybytes(), (), ""
 
 
+@features.quiet
 def merge(pieces: list[ColumnPartial]) -> ColumnPartial:
     """One column's partials from every block, as one; Chan et al. for mean and variance."""
     valued = [p for p in pieces if p.count]
@@ -179,6 +181,7 @@ def narrow(task: Narrow) -> Selection:
     return radix.narrow(task.selection, task.results)
 
 
+@features.quiet
 def _summary(column: ColumnPartial, selection: Selection) -> dict[str, features.FeatureValue]:
     if column.count == 0:
         return {**features.EMPTY, "count": 0, "null_count": column.nulls}

@@ -26,6 +26,7 @@ from .features import (
     lerp,
     moments,
     numeric_columns,
+    quiet,
 )
 
 Source = tuple[str, str, int]  # (source_file, sha256, rows)
@@ -84,6 +85,7 @@ def _by_length(columns: list[np.ndarray], counts: np.ndarray) -> dict[str, np.nd
     return stats
 
 
+@quiet
 def summary_table(
     records: pa.Table, sources: Sequence[Source], time_column: str, source_table: str,
     own: Collection[str] | None = None,

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import hashlib
 import math
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -15,6 +17,9 @@ from hypothesis.extra.numpy import arrays
 
 from ingest.compute import features
 from ingest.compute.features import summary
+from ingest.compute.task import process
+from ingest.config import Features
+from ingest.jobs import Job, Task
 
 ROOT = Path(__file__).resolve().parents[2]
 SUMMARY = ("count", "null_count", "mean", "std", "min", "max", "p05", "p50", "p95", "rms")
@@ -365,3 +370,19 @@ def test_the_config_knows_every_built_in_set_by_name() -> None:
     from ingest.config import BUILT_IN_SETS
 
     assert frozenset(features.BUILT_IN) == BUILT_IN_SETS
+
+
+@pytest.mark.parametrize("files", [1, 3], ids=["alone", "in-a-run"])
+def test_quantiles_of_a_column_with_infinities_are_those_values_not_nan(files: int) -> None:
+    # numpy's interpolation gives NaN for the median of [1, 2, inf] (inf * 0).
+    data = [b"t,v,w\n%d,1,-inf\n%d,2,1\n%d,inf,inf\n%d,,2\n" % (i, i, i, i) for i in range(files)]
+    jobs = tuple(Job(f"f{i}.csv", hashlib.sha256(d).hexdigest(), d) for i, d in enumerate(data))
+    result = process(Task(jobs, Features()))
+    assert all(o.failure is None for o in result.outcomes)
+    [part] = [p for p in result.parts if p.table == "features"]
+    rows = pq.read_table(pa.BufferReader(part.data)).to_pylist()  # type: ignore[arg-type]
+    by_column = {(r["source_file"], r["source_column"]): r for r in rows}
+    for i in range(files):
+        v, w = by_column[f"f{i}.csv", "v"], by_column[f"f{i}.csv", "w"]
+        assert (v["p05"], v["p50"], v["p95"]) == (pytest.approx(1.1), 2.0, math.inf)
+        assert (w["p05"], w["p50"], w["p95"]) == (-math.inf, 1.5, math.inf)
