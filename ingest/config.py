@@ -196,7 +196,8 @@ _RULES: dict[str, tuple[Any, str]] = {
     "pipeline.queue_files": (lambda v: v >= 1, "an integer >= 1"),
     "pipeline.memory_mb": (lambda v: v >= 1, "an integer >= 1"),
     "pipeline.retries": (lambda v: v >= 0, "an integer >= 0"),
-    "pipeline.task_timeout_s": (lambda v: v > 0, "a number > 0"),
+    # The worker's alarm (setitimer) takes up to about 3 years; a larger limit is no limit.
+    "pipeline.task_timeout_s": (lambda v: 0 < v <= 1e8, "a number > 0 and at most 1e8"),
     "pipeline.drain_s": (lambda v: v >= 0, "a number >= 0"),
     "pipeline.send": (lambda v: v in SEND, "one of " + ", ".join(SEND)),
     "pipeline.known_files": (lambda v: v >= 0, "an integer >= 0"),
@@ -364,6 +365,11 @@ def load(path: Path | None = None) -> Config:
         return resolve_paths(Config(), Path.cwd())
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        raise ConfigError(
+            f"{path}: line {line} is not UTF-8 (byte {exc.start}); save the file as UTF-8"
+        ) from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read config: {exc.strerror}") from None
     return resolve_paths(parse(data, source=str(path)), path.resolve().parent)

@@ -41,13 +41,15 @@ def check_usable(config: Config) -> None:
     """Fail early, naming the key, if a folder cannot be made or used."""
     p = config.paths
     writable = config.watch.on_success != "keep"
-    for key, folder, write in (
-        ("drop", p.drop, writable),
-        ("output", p.output, True),
-        ("quarantine", p.quarantine, True),
-    ):
+    folders = [("drop", p.drop, writable), ("output", p.output, True),
+               ("quarantine", p.quarantine, True)]
+    if config.watch.on_success == "archive":  # else every ingested file stays, unarchived
+        folders.append(("archive", p.archive, True))
+    for key, folder, write in folders:
         try:
             folder.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:
+            raise ConfigError(f"[paths] {key} = {str(folder)!r}: not a folder") from None
         except OSError as exc:
             raise ConfigError(
                 f"[paths] {key} = {str(folder)!r}: cannot create: {exc.strerror}"

@@ -11,6 +11,8 @@ from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from prometheus_client import CollectorRegistry, make_wsgi_app
 
+from .errors import ConfigError
+
 
 def serve(
     registry: CollectorRegistry, port: int, host: str, health: Callable[[], str | None]
@@ -28,14 +30,20 @@ def serve(
         start_response(status, [("Content-Type", "text/plain; charset=utf-8")])
         return [body]
 
-    family, _, _, _, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
-    )[0]
+    try:
+        family, _, _, _, address = socket.getaddrinfo(
+            host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+        )[0]
 
-    class Server(_Server):
-        address_family = family  # an IPv6 host needs an IPv6 socket
+        class Server(_Server):
+            address_family = family  # an IPv6 host needs an IPv6 socket
 
-    server = make_server(str(address[0]), port, app, Server, handler_class=_Quiet)
+        server = make_server(str(address[0]), port, app, Server, handler_class=_Quiet)
+    except OSError as exc:  # a port in use, a host unknown or not this machine's
+        raise ConfigError(
+            f"[metrics] port {port} on host {host!r}: cannot serve there:"
+            f" {exc.strerror or exc}"
+        ) from None
     threading.Thread(target=server.serve_forever, name="metrics", daemon=True).start()
 
 

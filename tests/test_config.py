@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import socket
 import subprocess
 import sys
 import tomllib
@@ -172,6 +173,13 @@ def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
         load(_write(tmp_path / "config.toml", "[pipeline\nworkers = 2\n"))
 
 
+def test_a_config_file_not_in_utf8_is_a_config_error_naming_its_line(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"[pipeline]\nworkers = 1\n# Messdaten f\xfcr M\xe4rz\n")
+    with pytest.raises(ConfigError, match=r"config\.toml: line 3 is not UTF-8"):
+        load(path)
+
+
 # --- validation -------------------------------------------------------------------------
 
 
@@ -260,6 +268,8 @@ BAD_VALUES = [
     ("watch", "patterns", []),
     ("features", "sets", []),
     ("output", "tables", []),
+    ("pipeline", "task_timeout_s", float("inf")),  # past what the worker's alarm takes
+    ("pipeline", "task_timeout_s", 1e12),
 ]
 
 
@@ -415,3 +425,25 @@ def test_once_with_negative_workers_flag_exits_2_naming_the_flag(tmp_path: Path)
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "--workers" in lines[0]
     assert not (tmp_path / "output").exists()
+
+
+def test_a_metrics_port_in_use_exits_2_with_one_line_naming_it(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        _write(tmp_path / "config.toml", f"[pipeline]\nworkers = 1\n[metrics]\nport = {port}\n")
+        result = _ingest(tmp_path, "once", "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and f"[metrics] port {port}" in lines[0], result.stderr
+
+
+def test_an_archive_path_that_is_a_file_exits_2_naming_it(tmp_path: Path) -> None:
+    (tmp_path / "archive").write_text("not a folder")
+    _write(tmp_path / "config.toml", "[pipeline]\nworkers = 1\n")
+    result = _ingest(tmp_path, "once", "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"ingest: [paths] archive = {str(tmp_path / 'archive')!r}: not a folder"
+    ]
