@@ -305,7 +305,7 @@ def main(*args: str) -> int:
             _exit_on_signals()
             listener.stop()
             if stopped_by is not None:  # the last line, after those logged before it
-                print(f"ingest: stopped by {signal.Signals(stopped_by).name}", file=sys.stderr)
+                _say(parsed.log_format, f"stopped by {signal.Signals(stopped_by).name}", last=True)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
@@ -334,14 +334,27 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
                 return _compact(config, early)
             return _serve(config, parsed.command, early)
     except OutputLocked as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
+        _say(parsed.log_format, str(exc))
         return BUSY
     except (ConfigError, LedgerError) as exc:
-        print(f"ingest: {exc}", file=sys.stderr)
+        _say(parsed.log_format, str(exc))
         return USAGE
     except Exception:
         log.exception("ingest failed")
         return FAILED
+
+
+def _say(log_format: str, message: str, last: bool = False) -> None:
+    """Why a command stops: `ingest: <message>`, or with `--log-format json` a log line
+    like every other, for a log file a scheduled run appends its stderr to. `last`: the
+    log's thread has stopped, and the line is written here, after its lines."""
+    if log_format != "json":
+        print(f"ingest: {message}", file=sys.stderr)
+    elif last:
+        record = logging.LogRecord("ingest", logging.INFO, __file__, 0, message, None, None)
+        print(logs.JsonFormatter().format(record), file=sys.stderr)
+    else:
+        log.error(message)
 
 
 def _rebuild(config: Config) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import pickle
 import socket
@@ -447,3 +448,13 @@ def test_an_archive_path_that_is_a_file_exits_2_naming_it(tmp_path: Path) -> Non
     assert result.stderr.strip().splitlines() == [
         f"ingest: [paths] archive = {str(tmp_path / 'archive')!r}: not a folder"
     ]
+
+
+def test_with_json_logs_a_bad_config_is_one_json_line_naming_the_key(tmp_path: Path) -> None:
+    # A scheduled run appends stderr to a log of JSON lines: its last word is one too.
+    _write(tmp_path / "config.toml", "[watch]\nsettle_mss = 5\n")
+    result = _ingest(tmp_path, "once", "--config", "config.toml", "--log-format", "json")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "error" and "settle_mss" in entry["message"]
