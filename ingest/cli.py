@@ -374,6 +374,8 @@ def _explain(config: Config, path: str, as_json: bool) -> int:
             None: f"it is not in the drop folder {config.paths.drop}",
             "a folder": f"in the drop folder {config.paths.drop} it is a folder, whose files"
             " are inputs each under its own path",
+            explain.OUTSIDE: f"in the drop folder {config.paths.drop} it is {explain.OUTSIDE},"
+            " which ingest passes by: it reads only what is inside the drop folder",
         }.get(kind, f"in the drop folder {config.paths.drop} it is {kind}, which ingest passes"
                     " by: it reads regular files only")
         print(f"ingest: {path}: unknown input; the ledger has no record of it and {where}",

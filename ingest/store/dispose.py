@@ -134,6 +134,9 @@ def after_success(
             file.path.unlink()
             return
         target = _archive_name(layout, file, sha256[:8])
+        if file.path.is_symlink():
+            _archive_link(file.path, target)
+            return
         _move(file.path, target, made)
         if not _is_version(target, file):
             # It changed between the look and the move: give the new version back.
@@ -144,6 +147,18 @@ def after_success(
         pass  # already disposed of, by us before a crash or by someone else
     except OSError as exc:
         log.error("could not %s %s: %s", on_success, file.rel, exc)
+
+
+def _archive_link(link: Path, target: str) -> None:
+    """An input that is a symlink (to a file in the drop folder): its bytes are what was
+    ingested, and the link, moved to the archive, would point nowhere from there. The
+    file it names is copied there (through a temporary name), and the link removed."""
+    folder, name = os.path.split(target)
+    os.makedirs(folder, exist_ok=True)
+    part = os.path.join(folder, f".{name}.part")
+    shutil.copy2(link, part)
+    os.rename(part, target)
+    link.unlink()
 
 
 def sha256_of(path: Path) -> str:

@@ -28,7 +28,7 @@ from typing import Any
 from .. import regular
 from ..config import Config
 from ..files import mtime_ns
-from ..selection import matches
+from ..selection import matches, regular_file
 from .dispose import REPORT_SUFFIX
 from .layout import Layout, on_disk, shown
 from .ledger import FileRecord, Ledger
@@ -166,7 +166,9 @@ def _pending(config: Config, layout: Layout, rel: str, known: set[tuple[int, int
     for name in on_disk(rel):
         path = layout.drop / name
         try:
-            if matches(path.name, config.watch.patterns) and path.is_file():
+            if matches(path.name, config.watch.patterns) and regular_file(
+                path, layout.drop
+            ) is not None:
                 break
         except OSError:  # a name too long once shown, say
             continue
@@ -200,9 +202,12 @@ def not_regular(config: Config, given: str) -> str | None:
                 continue
             if not stat.S_ISREG(mode):
                 return _KINDS.get(stat.S_IFMT(mode), "not a file")
+            if regular_file(layout.drop / name, layout.drop) is None:
+                return OUTSIDE
     return None
 
 
+OUTSIDE = "a symlink to a file outside the drop folder"
 _KINDS = {
     stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
     stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",

@@ -140,3 +140,20 @@ def test_keep_mode_copies_a_quarantined_input_only_while_it_is_a_regular_file(
     assert quarantine(layout, swapped, SHA, Failure("DecodeError", "bad"), 1, keep=True) is None
     assert not [p for p in layout.quarantine.iterdir() if p.name.startswith("swapped")
                 and not p.name.endswith(".json")]
+
+
+def test_an_input_that_is_a_symlink_is_archived_as_the_bytes_it_names(tmp_path: Path) -> None:
+    # Moved as it is, a relative link would point nowhere from the archive.
+    layout = _layout(tmp_path)
+    real = layout.drop / "sub" / "real.dat"
+    real.parent.mkdir(parents=True)
+    real.write_bytes(b"a,b\n2,2\n")
+    link = layout.drop / "sub" / "in.csv"
+    link.symlink_to("real.dat")
+    st = link.stat()
+    file = DropFile(link, "sub/in.csv", st.st_size, st.st_mtime_ns, time.time(), time.monotonic())
+    after_success(layout, file, SHA, "archive")
+    archived = layout.archive / today() / "sub" / "in.csv"
+    assert not archived.is_symlink() and archived.read_bytes() == b"a,b\n2,2\n"
+    assert not os.path.lexists(link) and real.exists()
+    assert [p.name for p in archived.parent.iterdir()] == ["in.csv"]

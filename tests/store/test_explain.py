@@ -192,10 +192,14 @@ def test_an_entry_of_the_drop_folder_that_is_not_a_regular_file_is_named_for_wha
 ) -> None:
     os.mkfifo(folder.drop / "pipe.csv")
     (folder.drop / "dir.csv").mkdir()
+    (folder.root / "outside.csv").write_text("a,b\n1,2\n")
+    (folder.drop / "ext.csv").symlink_to(folder.root / "outside.csv")
     assert folder.ingest("once").returncode == 0
     for name, kind in (
         ("pipe.csv", "a FIFO, which ingest passes by: it reads regular files only"),
         ("dir.csv", "a folder, whose files are inputs each under its own path"),
+        ("ext.csv", "a symlink to a file outside the drop folder, which ingest passes by:"
+                    " it reads only what is inside the drop folder"),
     ):
         result = folder.ingest("explain", name, timeout=60)
         assert result.returncode == 1, result.stderr
