@@ -20,6 +20,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NoReturn
 
 from . import __version__, blas, logs, memory, stacks
 from .config import BUILT_IN_SETS, Config, load, override
@@ -37,20 +38,27 @@ STDOUT_CLOSED = 128 + signal.SIGPIPE  # the reader of stdout went away, as a she
 log = logging.getLogger("ingest")
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage error is one line, naming the flag, as a config error is; exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)
     common.add_argument("--config", type=Path, help="config file (default ./config.toml)")
     common.add_argument("--drop", type=Path, help="override [paths] drop")
     common.add_argument("--output", type=Path, help="override [paths] output")
     common.add_argument("--workers", type=int, help="override [pipeline] workers (0 = all cores)")
     common.add_argument("--log-format", choices=("text", "json"), default="text")
     common.add_argument("--log-level", default="INFO", choices=("DEBUG", "INFO", "WARNING"))
-    writer = argparse.ArgumentParser(add_help=False)
+    writer = _Parser(add_help=False)
     writer.add_argument(
         "--wait", action="store_true",
         help="if another ingest process writes to the output folder, wait for it (else exit 4)",
     )
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="ingest", description="Turn files dropped into a folder into Parquet, exactly once."
     )
     parser.add_argument("--version", action="version", version=f"ingest {__version__}")
@@ -168,7 +176,7 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
         # The loop's signal handlers closed with it; a signal from here on (its last lines
         # waiting on a stderr nobody reads, say) ends the process at once.
         _exit_on_signals()
-    log.info(summary.line())
+    logs.summary(summary.line())
     if summary.failed is not None:
         log.error("ingest stopped on an internal failure: %s", summary.failed)
         return FAILED

@@ -290,7 +290,17 @@ def configure(
     # distributed and asyncio are chatty at INFO; their warnings still show.
     for name in ("distributed", "asyncio", "watchfiles"):
         logging.getLogger(name).setLevel(logging.WARNING)
+    _summary.setLevel(logging.INFO)
     return listener
+
+
+# A run's summary line is written whatever --log-level: its logger keeps INFO.
+_summary = logging.getLogger("ingest.summary")
+
+
+def summary(line: str) -> None:
+    """The line that says what a run did, in all."""
+    _summary.info(line)
 
 
 def outcome(event: str, file: str, level: int | None = None, /, **fields: object) -> None:

@@ -458,3 +458,28 @@ def test_with_json_logs_a_bad_config_is_one_json_line_naming_the_key(tmp_path: P
     [line] = result.stderr.strip().splitlines()
     entry = json.loads(line)
     assert entry["level"] == "error" and "settle_mss" in entry["message"]
+
+
+@pytest.mark.parametrize(("args", "named"), [
+    (("once", "--workers", "abc"), "--workers"),
+    (("once", "--log-level", "TRACE"), "--log-level"),
+    (("explain",), "path"),
+    (("frob",), "frob"),
+])
+def test_a_usage_error_exits_2_with_one_line_naming_the_flag(
+    tmp_path: Path, args: tuple[str, ...], named: str
+) -> None:
+    result = _ingest(tmp_path, *args)
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ingest") and named in line and "--help" in line
+
+
+def test_the_summary_line_is_written_at_any_log_level(tmp_path: Path) -> None:
+    _write(tmp_path / "config.toml", "[pipeline]\nworkers = 1\n")
+    (tmp_path / "drop").mkdir()
+    (tmp_path / "drop" / "a.csv").write_text("a,b\n1,2\n")
+    result = _ingest(tmp_path, "once", "--config", "config.toml", "--log-level", "WARNING")
+    assert result.returncode == 0, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "ingested 1 files (1 rows)" in line
