@@ -16,7 +16,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from .dialect import CsvOptions, parse_csv_options
-from .errors import ConfigError
+from .errors import ConfigError, config_value
 from .store.known import KNOWN_FILES
 
 DEFAULT_CONFIG = Path("config.toml")
@@ -224,17 +224,13 @@ _SECTIONS: dict[str, type[Any]] = {
 }
 
 
-def _describe(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
 def _coerce(where: str, section: str, key: str, kind: type[Any], value: object) -> object:
     """Check `value` against the field's type; return it in the dataclass's form."""
 
     raw = value
 
     def bad(expected: str) -> ConfigError:
-        return ConfigError(f"{where} {key} must be {expected}, got {_describe(raw)}")
+        return ConfigError(f"{where} {key} must be {expected}, got {config_value(raw)}")
 
     rule = _RULES.get(f"{section}.{key}")
     expected = rule[1] if rule else kind.__name__
@@ -314,7 +310,7 @@ def _table(name: str, body: object, prefix: str) -> Table:
         if kind not in HINT_TYPES:
             raise ConfigError(
                 f"{prefix}[tables.{name}.columns] {column} must be one of"
-                f" {', '.join(HINT_TYPES)}, got {_describe(kind)}"
+                f" {', '.join(HINT_TYPES)}, got {config_value(kind)}"
             )
         # Readers take names without regard to case, and so do hints (`widen.folded`, which
         # this module does not import: it loads pyarrow).

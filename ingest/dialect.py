@@ -14,7 +14,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import ConfigError
+from .errors import ConfigError, config_value
 
 DELIMITER_NAMES = {"\\t": "\t", "tab": "\t"}
 DECIMALS = (".", ",")
@@ -96,13 +96,9 @@ def dialect_from_json(text: str) -> Dialect:
     })
 
 
-def _describe(value: object) -> str:
-    return f'"{value}"' if isinstance(value, str) else repr(value)
-
-
 def _strings(where: str, key: str, value: object) -> tuple[str, ...]:
     if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
-        raise ConfigError(f"{where} {key} must be a list of strings, got {_describe(value)}")
+        raise ConfigError(f"{where} {key} must be a list of strings, got {config_value(value)}")
     return tuple(value)
 
 
@@ -110,7 +106,7 @@ def _delimiter(where: str, value: object) -> str:
     if isinstance(value, str):
         value = DELIMITER_NAMES.get(value, value)
     if not isinstance(value, str) or len(value) != 1:
-        raise ConfigError(f"{where} delimiter must be one character, got {_describe(value)}")
+        raise ConfigError(f"{where} delimiter must be one character, got {config_value(value)}")
     if value in "\r\n\"'":
         raise ConfigError(
             f"{where} delimiter must be one character, not a quote or a newline, got {value!r}"
@@ -124,7 +120,7 @@ def _timestamp_formats(where: str, value: object) -> tuple[str, ...]:
         if "%" not in fmt:
             raise ConfigError(
                 f"{where} timestamp_formats must hold strftime formats such as"
-                f' "%d.%m.%Y %H:%M:%S", got {_describe(fmt)}'
+                f' "%d.%m.%Y %H:%M:%S", got {config_value(fmt)}'
             )
     return formats
 
@@ -138,17 +134,19 @@ def parse_csv_options(where: str, table: Mapping[str, object]) -> CsvOptions:
             values[key] = _delimiter(where, value)
         elif key == "header":
             if not isinstance(value, bool):
-                raise ConfigError(f"{where} header must be true or false, got {_describe(value)}")
+                raise ConfigError(
+                    f"{where} header must be true or false, got {config_value(value)}"
+                )
             values[key] = value
         elif key == "skip_rows":
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ConfigError(
-                    f"{where} skip_rows must be an integer >= 0, got {_describe(value)}"
+                    f"{where} skip_rows must be an integer >= 0, got {config_value(value)}"
                 )
             values[key] = value
         elif key == "decimal":
             if value not in DECIMALS:
-                raise ConfigError(f'{where} decimal must be "." or ",", got {_describe(value)}')
+                raise ConfigError(f'{where} decimal must be "." or ",", got {config_value(value)}')
             values[key] = value
         elif key == "null_values":
             values[key] = _strings(where, key, value)

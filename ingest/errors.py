@@ -6,6 +6,7 @@ exceptions, so that nothing unpicklable ever has to be sent back from a worker.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 
@@ -15,6 +16,12 @@ class IngestError(Exception):
 
 class ConfigError(IngestError):
     """Raised when config.toml or a command-line flag is invalid; the message names the key."""
+
+
+def config_value(value: object) -> str:
+    """A config value as a ConfigError's message shows it: a string as TOML writes one,
+    so that a line break in it stays in the message's one line."""
+    return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
 
 
 class LedgerError(IngestError):

@@ -251,6 +251,7 @@ BAD_VALUES = [
     ("features", "window", True),
     # bad enum values
     ("watch", "on_success", "move"),
+    ("watch", "on_success", "arch\nive"),  # a line break stays in the message's one line
     ("pipeline", "executor", "thread"),
     ("output", "compression", "lzma"),
     ("output", "tables", ["records", "rows"]),
