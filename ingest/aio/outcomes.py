@@ -37,8 +37,11 @@ class Summary:
 
     def line(self) -> str:
         o = self.outcomes
-        # Said only when it happened: a commit that kept failing for one file's sake.
+        # Said only when it happened: a commit that kept failing for one file's sake, and
+        # files that could not be read (no permission, say), left in the drop folder.
         failing = f", {o['uncommitted']} failing to commit" if o["uncommitted"] else ""
+        if o["unreadable"]:
+            failing += f", {o['unreadable']} unreadable"
         return (
             f"ingested {o['ingested']} files ({self.rows} rows), {o['duplicate']} duplicates,"
             f" {o['quarantined']} quarantined, {o['skipped']} already known,"

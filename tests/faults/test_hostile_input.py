@@ -875,3 +875,26 @@ def test_mtimes_past_2262_are_kept_apart_in_the_ledger_s_64_bits() -> None:
     for ns in (far, farther, -(2**64) + 5, 1_764_000_000 * 10**9, -(10**18)):
         assert -(2**63) <= mtime_ns(stat(ns)) < 2**63
     assert mtime_ns(stat(1_764_000_000 * 10**9)) == 1_764_000_000 * 10**9, "2025, as it is"
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs util-linux setpriv"
+)
+def test_once_counts_a_file_it_cannot_read_in_its_summary_and_leaves_it(folder: Folder) -> None:
+    folder.write_config(**LIVE)
+    locked = folder.drop / "locked.csv"
+    write_csv(locked, rows=5, seed=3)
+    locked.chmod(0o000)
+    good(folder, "fine.csv", seed=4)
+    prefix = DROP_ROOT_POWERS if os.geteuid() == 0 else []
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+            cwd=folder.root, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        locked.chmod(0o644)
+    assert result.returncode == 0, result.stderr
+    summary = result.stderr.strip().splitlines()[-1]
+    assert "ingested 1 files" in summary and ", 1 unreadable" in summary, summary
+    assert locked.exists() and records(folder) == {"fine.csv": 20}
