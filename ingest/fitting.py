@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import isotime
-from .widen import IDENTITY, RESCUED, folded, is_untyped, matching
+from .widen import IDENTITY, RESCUED, folded, is_untyped, matching, normalise
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
 # Arrow's cast takes "-5" but not "+5" as an int64 (as a float64, both); it takes "inf",
@@ -125,7 +125,7 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
             return column.cast(kind)
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
             pass
-    if pa.types.is_string(kind) and not text:
+    if pa.types.is_string(kind) and not text and normalise(column.type) == kind:
         # A type Arrow does not cast to text (a union, an interval, a struct whose fields
         # differ only by case), which a table holds as text (`widen.normalise`).
         return pa.chunked_array([

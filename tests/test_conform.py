@@ -526,3 +526,11 @@ def test_a_nested_value_rescued_keeps_the_fields_the_table_lacks_in_its_text() -
     rescued = [json.loads(r)["l"] if r else None for r in fitted.column(RESCUED).to_pylist()]
     assert fitted.column("l").to_pylist()[0] is None
     assert json.loads(rescued[0]) == [{"a": 1.5, "b": "x"}]
+
+
+def test_bytes_that_are_not_utf8_bound_for_a_text_column_are_rescued_not_held_as_text() -> None:
+    # Only a type the table holds as text is written as text value by value.
+    schema = pa.schema([pa.field("v", pa.string()), pa.field(RESCUED, pa.string())])
+    fitted = fitting.fit(pa.table({"v": pa.array([b"ok", b"\xff"], pa.binary())}), schema)
+    assert fitted.column("v").to_pylist() == ["ok", None]
+    assert fitted.column(RESCUED).to_pylist()[0] is None
