@@ -15,7 +15,9 @@ page cache first:
 - `duckdb`: one `read_json` / `read_csv` over the files, as the benchmark's DuckDB
   peer reads its folder, with every column consumed by an aggregate so that none is skipped;
 - for JSON Lines, the standard library's `json.loads` a line at a time, the rows then
-  made an Arrow table (`Table.from_pylist`): a parser that returns Python objects.
+  made an Arrow table (`Table.from_pylist`): a parser that returns Python objects;
+- for JSON Lines, `pyarrow.json.read_json` once over all the files joined: what parsing
+  a task's files together, as its small CSVs are, could save at most.
 
 The figures are CPU time (`RUSAGE_SELF`), the median of `--repeat` passes, per file
 and per MB of input. They bound what any pipeline built on the reader can do: a
@@ -86,9 +88,16 @@ def _readers(paths: list[Path], folder: Path, suffix: str) -> dict[str, Callable
         for _, data in datas:
             pa.Table.from_pylist([json.loads(line) for line in data.splitlines()])
 
+    joined_data = b"".join(data for _, data in datas)
+    one_thread = pa_json.ReadOptions(use_threads=False)  # blocks of Arrow's 1 MB
+
+    def joined() -> None:
+        pa_json.read_json(pa.BufferReader(joined_data), read_options=one_thread)
+
     readers = {"ingest": ingest, "pyarrow": pyarrow, "polars": polars, "duckdb": duck}
     if is_json:
         readers["json.loads, then Arrow"] = objects
+        readers["pyarrow, the files joined, one call"] = joined
     return readers
 
 
