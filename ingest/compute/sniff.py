@@ -16,9 +16,12 @@ rest is detected around it, and overrides whatever was detected.
 from __future__ import annotations
 
 import functools
+import glob
+import os
 import re
 import tempfile
 import threading
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -27,6 +30,9 @@ from ..dialect import PLAIN, CsvOptions, Dialect
 
 # The head of a file the sniffer sees; DuckDB itself samples about 20,000 rows.
 SAMPLE_BYTES = 1 << 20
+# DuckDB's sniffer reads a path: each sample is written to a temporary file so named.
+SAMPLE_PREFIX = "ingest-sniff-"
+STALE_SAMPLE_S = 3600
 # Where the sniffer finds no dialect in that head, it is asked again of a shorter one: it
 # fails on a file whose rows end with a delimiter its header does not once the sample
 # holds more than about 2,000 of them, and reads the first thousand.
@@ -270,10 +276,26 @@ def _line_end(data: bytes, lines: int) -> int:
     return end
 
 
+def sweep_samples(older_than_s: float = STALE_SAMPLE_S) -> int:
+    """Remove the sample files that workers killed mid-sniff left behind (SIGKILL, a hung
+    worker killed by the service, the OOM killer): a sniff takes milliseconds, so one
+    older than `older_than_s` is no one's. Called as a worker starts. How many went."""
+    cutoff = time.time() - older_than_s
+    removed = 0
+    for path in glob.glob(os.path.join(tempfile.gettempdir(), f"{SAMPLE_PREFIX}*.csv")):
+        try:
+            if os.lstat(path).st_mtime < cutoff:
+                os.unlink(path)
+                removed += 1
+        except OSError:
+            continue  # gone already, or not ours to remove
+    return removed
+
+
 def _sniff(sample: bytes, pins: CsvOptions) -> Dialect | None:
     import duckdb
 
-    with tempfile.NamedTemporaryFile(prefix="ingest-sniff-", suffix=".csv") as fh:
+    with tempfile.NamedTemporaryFile(prefix=SAMPLE_PREFIX, suffix=".csv") as fh:
         fh.write(sample)
         fh.flush()
         try:

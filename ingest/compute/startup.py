@@ -22,6 +22,7 @@ import pyarrow as pa
 from threadpoolctl import threadpool_limits
 
 from .. import memory
+from .sniff import sweep_samples
 
 # Enough for the scheduler to favour the parent's event loop, not so much that
 # other work on the machine starves the workers.
@@ -40,6 +41,7 @@ def init_worker(service_pid: int, plugins: bool = False) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     os.nice(WORKER_NICENESS)
     tune(plugins)
+    sweep_samples()  # what a worker killed before this one left in the temp folder
     threading.Thread(
         target=_exit_when_gone, args=(service_pid,), name="ingest-service-watch", daemon=True
     ).start()
