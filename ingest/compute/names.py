@@ -30,23 +30,23 @@ def check_columns(table: pa.Table) -> pa.Table:
 
 
 @functools.lru_cache(maxsize=64)
+def _table_schema(schema: bytes) -> pa.Schema:
+    """A table's schema as the service last knew it (`TableSpec.schema`), read once."""
+    return pa.ipc.read_schema(pa.py_buffer(schema))
+
+
 def known_columns(schema: bytes | None) -> tuple[str, ...]:
-    """The columns of a table as the service last knew it (`TableSpec.schema`)."""
-    return () if schema is None else tuple(pa.ipc.read_schema(pa.py_buffer(schema)).names)
+    """The columns of a table as the service last knew it."""
+    return () if schema is None else tuple(_table_schema(schema).names)
 
 
 def read_as_text(spec: TableSpec) -> tuple[str, ...]:
     """A CSV's columns read as text from the start, each value as written: those hinted
     `string`, and those its table already holds as text, where a value read as a number,
     a flag or a time and then cast to text would be spelled anew (`1.10` as `1.1`)."""
-    return spec.text_columns + _text_columns(spec.schema)
-
-
-@functools.lru_cache(maxsize=64)
-def _text_columns(schema: bytes | None) -> tuple[str, ...]:
-    if schema is None:
-        return ()
-    return tuple(
-        field.name for field in pa.ipc.read_schema(pa.py_buffer(schema))
+    if spec.schema is None:
+        return spec.text_columns
+    return spec.text_columns + tuple(
+        field.name for field in _table_schema(spec.schema)
         if pa.types.is_string(field.type) and field.name not in RESERVED_COLUMNS
     )

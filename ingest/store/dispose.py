@@ -135,7 +135,7 @@ def after_success(
             return
         target = _archive_name(layout, file, sha256[:8])
         if file.path.is_symlink():
-            _archive_link(file.path, target)
+            _archive_link(file, target)
             return
         _move(file.path, target, made)
         if not _is_version(target, file):
@@ -149,16 +149,21 @@ def after_success(
         log.error("could not %s %s: %s", on_success, file.rel, exc)
 
 
-def _archive_link(link: Path, target: str) -> None:
+def _archive_link(file: DropFile, target: str) -> None:
     """An input that is a symlink (to a file in the drop folder): its bytes are what was
     ingested, and the link, moved to the archive, would point nowhere from there. The
-    file it names is copied there (through a temporary name), and the link removed."""
+    file it names is copied there (through a temporary name), and the link removed; but
+    a copy that is not the version read is dropped, and the link stays to be read again."""
     folder, name = os.path.split(target)
     os.makedirs(folder, exist_ok=True)
     part = os.path.join(folder, f".{name}.part")
-    shutil.copy2(link, part)
+    shutil.copy2(file.path, part)  # its mtime too, for the check
+    if not _is_version(part, file):
+        os.unlink(part)
+        log.info("%s changed since it was read; its new version stays", file.rel)
+        return
     os.rename(part, target)
-    link.unlink()
+    file.path.unlink()
 
 
 def sha256_of(path: Path) -> str:
