@@ -57,6 +57,9 @@ NOT_AS_SEEN = {
     "InputVanished": "vanished",
     "InputUnreadable": "unreadable",
 }
+# Resolutions after which a file is looked at again at once, as a new version: found
+# changed, or to be read again as its table now reads it.
+LOOKED_AT_AGAIN = frozenset({"changed", "reread"})
 
 
 @dataclass(frozen=True)

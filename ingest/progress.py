@@ -8,6 +8,8 @@ import sys
 import rich.console
 import rich.progress
 
+from .jobs import LOOKED_AT_AGAIN
+
 
 def command_bar(label: str, detail: str = "{task.description}") -> rich.progress.Progress:
     """A bar over a command's steps (`compact`'s partitions, `ledger rebuild`'s parts),
@@ -42,7 +44,7 @@ class Progress:
         self._task = self._bar.add_task("files", total=total, detail="")
 
     def advance(self, event: str, files: int = 1) -> None:
-        if self._task is None or event == "changed":
+        if self._task is None or event in LOOKED_AT_AGAIN:
             return
         self._counts[event] = self._counts.get(event, 0) + files
         detail = " ".join(f"{k}={v}" for k, v in sorted(self._counts.items()))

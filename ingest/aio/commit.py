@@ -47,6 +47,11 @@ COMPACT_CHECK_S = 1.0
 # again (`store.parts.unchanged`); and why the other files of its parts are.
 CHANGED_AT_COMMIT = "its size or mtime changed after it was read, before its commit"
 BESIDE_A_CHANGED = "a file whose rows share its part files changed before their commit"
+# Why a CSV is read again rather than committed (`Schemas.typed_where_text`).
+READ_AS_TEXT = (
+    "its table holds as text a column it was read as numbers, flags or times in (another"
+    " file made it text first): read again, its values as written"
+)
 
 
 @dataclass
@@ -132,6 +137,8 @@ class Committed:
     untried: list[TaskOutput] = field(default_factory=list)  # ... and these wait for the retry
     # Outputs whose commit failed for a reason of their own; the flush went on past them.
     failed: list[tuple[TaskOutput, Exception]] = field(default_factory=list)
+    # CSVs taken out of their parts, to be read again as their table now reads them.
+    reread: list[Accepted] = field(default_factory=list)
 
 
 class Resolved(Protocol):
@@ -174,6 +181,9 @@ class Committer:
         # Parts committed: when one batch keeps failing, the proof that others do not.
         self._commits = 0
         self._closed = False  # drained: the ledger is about to close
+        # Files taken out of their parts to be read again (`_read_again`), as they were
+        # then: a version read again once is committed the next time, whatever it holds.
+        self._read_again_once: set[tuple[str, int, int]] = set()
 
     async def read_ledger(self, query: Callable[..., T], *args: object) -> T:
         """Run a ledger query in a thread, never at the same time as a commit:
@@ -244,7 +254,15 @@ class Committer:
             before = self._commits
             for published in done.published:
                 self._commits += published.part_id is not None
+                if self._read_again_once:
+                    self._read_again_once.difference_update(
+                        entry.file.key for entry in published.committed
+                    )
                 await self._report_published(published)
+            await self._report("reread", [
+                (entry.file, {"sha256": entry.sha256, "reason": READ_AS_TEXT})
+                for entry in done.reread
+            ], unpaused={entry.file.rel for entry in done.reread})
             await self._report_aside(done.aside_recorded)
             backoff = backoff_after(self._backoff)
             records_failed = await self._unrecorded(done, backoff)
@@ -401,7 +419,7 @@ class Committer:
             self.schemas.save_pins(self.ledger)
             for output in outputs:
                 try:
-                    published = self._publish(output)
+                    published = self._publish(output, done)
                 except Exception as exc:
                     if the_machines(exc):
                         raise
@@ -425,8 +443,14 @@ class Committer:
             done.untried = outputs[len(done.published) + len(done.failed):]
         return done
 
-    def _publish(self, output: TaskOutput) -> Published:
+    def _publish(self, output: TaskOutput, done: Committed) -> Published:
         """One task's parts, committed with its files."""
+        again = self._read_again(output)
+        if again:
+            names = {entry.file.rel for entry in again}
+            output.accepted = [e for e in output.accepted if e.file.rel not in names]
+            output.dropped |= names
+            done.reread.extend(again)
         if output.dropped:
             from ..store.strip import without  # pyarrow: loaded only for a duplicate
 
@@ -439,6 +463,21 @@ class Committer:
             [entry.file.rel for entry in output.accepted],
         )
         return publish(self.ledger, self.layout, output.accepted, output.parts, [], self.crash)
+
+    def _read_again(self, output: TaskOutput) -> list[Accepted]:
+        """The CSVs of the output whose table holds as text a column their part holds as
+        numbers, flags or times, by a file committed since their task left (or before it
+        in this flush). Each is taken out of its parts and read again, once per version."""
+        tables = self.schemas.typed_where_text(output.parts)
+        if not tables:
+            return []
+        once = self._read_again_once
+        again = [
+            entry for entry in output.accepted
+            if entry.table in tables and entry.dialect is not None and entry.file.key not in once
+        ]
+        once.update(entry.file.key for entry in again)
+        return again
 
     def _record_aside(self, pending: Pending, done: Committed) -> None:
         """Record the files set aside and those that vanished, in one transaction. If that

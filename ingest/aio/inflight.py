@@ -40,7 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from ..files import DropFile
-from ..jobs import NOT_AS_SEEN, Failure
+from ..jobs import LOOKED_AT_AGAIN, NOT_AS_SEEN, Failure
 from ..metrics import Metrics
 from ..selection import regular_file
 from ..store.known import Known
@@ -249,7 +249,7 @@ class InFlight:
     ) -> None:
         """Files of one fate, committed together: told as one batch (`Outcomes`).
         `unpaused`: of files resolved as changed, those looked at again at once (`Resolved`)."""
-        offer_again = True if event == "changed" else None
+        offer_again = True if event in LOOKED_AT_AGAIN else None
         stays = event in RECORDED_FATES
         for file, _ in files:
             self.finish(file, offer_again, stays, paused=file.rel not in unpaused)

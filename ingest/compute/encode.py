@@ -10,7 +10,7 @@ import contextlib
 import os
 import time
 from collections import defaultdict
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
@@ -62,13 +62,19 @@ def _part(
     return EncodedPart(table_name, to_parquet(data, compression, meta), sources, schema, settled)
 
 
+def joint_schema(schemas: Sequence[pa.Schema]) -> pa.Schema:
+    """The one schema of files fitted to the same table schema, in their order: one that
+    widened it (a new column, a wider type) makes the others fit the widened schema."""
+    schema = schemas[0]
+    for other in schemas[1:]:
+        if not other.equals(schema, check_metadata=True):
+            schema = merge_schemas(schema, other)
+    return schema
+
+
 def _joined(records: list[pa.Table]) -> pa.Table:
-    """One table of files fitted to the same table schema; one that widened it (a new
-    column, a wider type) makes the others fit the widened schema."""
-    schema = records[0].schema
-    for other in records[1:]:
-        if not other.schema.equals(schema, check_metadata=True):
-            schema = merge_schemas(schema, other.schema)
+    """One table of files fitted to the same table schema (`joint_schema`)."""
+    schema = joint_schema([r.schema for r in records])
     return pa.concat_tables([
         r if r.schema.equals(schema, check_metadata=True) else fit(r, schema) for r in records
     ])

@@ -22,6 +22,7 @@ from ..dialect import PLAIN, CsvOptions, Dialect
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
+from .as_written import as_written
 from .bounded import bounded, decode_bounded
 from .decode import DecodeError, decode_file
 from .encode import Featurised, encode
@@ -129,6 +130,13 @@ def _featurise_one(
         return Failure(type(exc).__name__, message(exc))
 
 
+def read_again(job: Job, task: Task) -> Featurised | Failure:
+    """A file of the task featurised once more, alone (`as_written`)."""
+    beacon.beat(task.beacon)
+    result = _featurise_one(job, task, None, conform.Targets())
+    return result if isinstance(result, Failure) else result[0]
+
+
 def _in_hand(job: Job, index: int, lost: dict[int, Failure]) -> Job:
     found = with_bytes(job)
     if isinstance(found, Failure):
@@ -182,6 +190,7 @@ def _process(task: Task) -> TaskResult:
     lost: dict[int, Failure] = {}
     jobs = tuple(_in_hand(job, index, lost) for index, job in enumerate(task.jobs))
     outcomes, done = _featurise_all(jobs, task, lost)
+    done = as_written(done, outcomes, jobs, task, read_again)
     beacon.beat(task.beacon)
     try:
         versions = {spec.name: spec.version for spec in task.specs}

@@ -156,6 +156,30 @@ class Schemas:
             for part, schema in zip(parts, incoming, strict=True)
         ]
 
+    def typed_where_text(self, parts: Sequence[Part]) -> set[str]:
+        """The tables of `parts` that hold as text a column one of their parts holds as
+        numbers, flags or times: cast to text, its values would be spelled anew (`1.10`
+        as `1.1`). A part with its table's schema as it is needs no look."""
+        found: set[str] = set()
+        for part in parts:
+            current = self._current.get(part.table)
+            if current is None or part.table in found or part.schema == current[1]:
+                continue
+            import pyarrow as pa
+
+            from ..widen import folded
+
+            text = {
+                folded(f.name) for f in from_bytes(current[1]) if pa.types.is_string(f.type)
+            }
+            if any(
+                folded(f.name) in text and not pa.types.is_string(f.type)
+                and not pa.types.is_null(f.type)
+                for f in _schema_of(part)
+            ):
+                found.add(part.table)
+        return found
+
     def as_they_are(self, ledger: Ledger, parts: Sequence[Part]) -> bool:
         """Whether every part has its table's schema as it is, or, for a table with none
         yet, the one its first part gives it, found by the schema's bytes alone: then

@@ -13,9 +13,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest import conform
+from ingest.compute.as_written import as_written
 from ingest.compute.encode import Featurised, encode
 from ingest.compute.runs import runs
-from ingest.compute.task import _featurise_one, process
+from ingest.compute.task import _featurise_one, process, read_again
 from ingest.compute.together import parse_groups
 from ingest.config import Features
 from ingest.dialect import PLAIN
@@ -28,7 +29,7 @@ def job(name: str, data: bytes, table: str = "records") -> Job:
 
 def one_by_one(task: Task) -> TaskResult:
     """The task as every file alone would make it: parsed together where it can be, then
-    fitted and featurised file by file."""
+    fitted and featurised file by file, and read again where `as_written` says."""
     parsed = {
         index: (group.table.slice(start, rows), group.dialect)
         for group in parse_groups(task.jobs) for index, start, rows in group.members
@@ -46,6 +47,8 @@ def one_by_one(task: Task) -> TaskResult:
             ((_, _, rows),) = featurised.sources
             outcomes.append(Outcome(j.source_file, j.sha256, rows, None, dialect))
             done.append(featurised)
+    # As a task does: a CSV that an earlier file made text in a column is read again.
+    done = as_written(done, outcomes, task.jobs, task, read_again)
     versions = {spec.name: spec.version for spec in task.specs}
     parts = encode(done, task.compression, task.features.sets, None, versions)
     return TaskResult(tuple(outcomes), tuple(parts))
