@@ -28,7 +28,7 @@ from ..store.dispose import after_success, quarantine, sha256_of
 from ..store.lasting import LASTING_AFTER, backoff_after, halves, the_machines
 from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
-from ..store.parts import Accepted, Published, StagedPart, publish, remove_staged
+from ..store.parts import Accepted, Published, StagedPart, as_read, publish, remove_staged
 from ..store.schema import Schemas
 from ..store.vanished import STATE as VANISHED
 from .waiting import wait_set
@@ -449,8 +449,12 @@ class Committer:
         if again:
             names = {entry.file.rel for entry in again}
             output.accepted = [e for e in output.accepted if e.file.rel not in names]
-            output.dropped |= names
             done.reread.extend(again)
+            if output.accepted:
+                output.dropped |= names
+            else:  # a streamed file's parts, which name no sources, go with it
+                remove_staged(output.parts)
+                output.parts, output.dropped = [], set()
         if output.dropped:
             from ..store.strip import without  # pyarrow: loaded only for a duplicate
 
@@ -468,14 +472,12 @@ class Committer:
         """The CSVs of the output whose table holds as text a column their part holds as
         numbers, flags or times, by a file committed since their task left (or before it
         in this flush). Each is taken out of its parts and read again, once per version."""
-        tables = self.schemas.typed_where_text(output.parts)
-        if not tables:
-            return []
         once = self._read_again_once
-        again = [
-            entry for entry in output.accepted
-            if entry.table in tables and entry.dialect is not None and entry.file.key not in once
-        ]
+        csv = [e for e in output.accepted if e.dialect is not None and e.file.key not in once]
+        tables = self.schemas.typed_where_text(output.parts) if csv else set()
+        # A file gone (or changed) since it was read is committed as read: its rows are
+        # whole (`store.parts.unchanged`), and it could not be read again.
+        again = [entry for entry in csv if entry.table in tables and as_read(entry.file)]
         once.update(entry.file.key for entry in again)
         return again
 

@@ -231,10 +231,14 @@ class InFlight:
             self.settler.changed(file.rel)
         else:
             self.settler.forget_changes(file.rel)
-        if (offer_again or (offer_again is None and changed)) and not self.draining():
+        if offer_again and self.draining():
+            self.outcomes.deferred(file.rel)  # to be looked at again: by the next run
+        elif (offer_again or (offer_again is None and changed)) and not self.draining():
             st = regular_file(file.path, self.drop)
             if st is not None:
-                self.settler.offer(file.path, st)
+                # Not changed itself (read again, or beside one that changed): the same
+                # version, first seen when it was.
+                self.settler.offer(file.path, st, seen=None if found_changed else file)
                 return
         if found_changed:  # not looked at again: nothing to pause
             self.settler.forget_changes(file.rel)

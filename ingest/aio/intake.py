@@ -371,7 +371,10 @@ class Intake:
             self.committer.set_aside(Aside(file, digest, "quarantined", failure=outcome))
         elif isinstance(outcome, Streamed):
             log.debug("%s: %d rows in %d blocks, staged", file.rel, outcome.rows, outcome.blocks)
-            accepted = Accepted(file, digest, outcome.rows, table=self.config.route(file.rel))
+            accepted = Accepted(
+                file, digest, outcome.rows, table=self.config.route(file.rel),
+                dialect=outcome.dialect.describe() if outcome.dialect is not None else None,
+            )
             self.committer.add(TaskOutput([accepted], outcome.parts))
 
 

@@ -139,9 +139,12 @@ class Settler:
         if self._changes:  # called for every file resolved; nearly always empty
             self._changes.pop(rel, None)
 
-    def offer(self, path: Path, st: os.stat_result, scanned: bool = False) -> None:
+    def offer(
+        self, path: Path, st: os.stat_result, scanned: bool = False, seen: DropFile | None = None
+    ) -> None:
         """A hint that `path` exists and may be new. Cheap; safe to call for every event.
-        `scanned`: found by a full scan, not named by an event."""
+        `scanned`: found by a full scan, not named by an event. `seen`: the file as the
+        service saw it first, if this is that version offered again."""
         rel = self.relative(path)
         mtime = mtime_ns(st)
         busy = self._busy.get(rel)
@@ -165,9 +168,10 @@ class Settler:
             return
         wall = time.time()
         paused_until = self._changes[rel][1] if rel in self._changes else 0.0
+        first = entry or seen
         fresh = self._pending[rel] = _Pending(
             path, rel, st.st_size, mtime, now,
-            entry.seen_at if entry else wall, entry.seen_mono if entry else now,
+            first.seen_at if first else wall, first.seen_mono if first else now,
             # Found changed before: never handed out on this look alone.
             quiet=not paused_until and wall - st.st_mtime_ns / 1e9 >= self.settle_s,
         )

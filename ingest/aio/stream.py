@@ -137,6 +137,7 @@ class Streamed:
     rows: int
     parts: list[StagedPart]
     blocks: int
+    dialect: Dialect | None = None  # what a CSV was read with
 
 
 @dataclass
@@ -464,7 +465,7 @@ class Streamer:
             await asyncio.to_thread(_remove, staged)  # they served the quantile passes
             staged = []
         extra = [progress.features] if progress.features else []
-        return Streamed(progress.rows, staged + extra, len(progress.parts))
+        return Streamed(progress.rows, staged + extra, len(progress.parts), progress.dialect)
 
     async def _feature_part(
         self, file: DropFile, digest: str, progress: _Progress, staged: list[StagedPart]

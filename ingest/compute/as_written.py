@@ -20,6 +20,7 @@ from dataclasses import replace
 import pyarrow as pa
 
 from ..jobs import Failure, Job, Outcome, Task
+from ..widen import folded
 from .encode import Featurised, joint_schema
 
 FeaturiseAlone = Callable[[Job, Task], Featurised | Failure]
@@ -31,7 +32,8 @@ def as_written(
 ) -> list[Featurised]:
     """`done`, with each CSV whose records would be cast to text in the task's part
     read again as `alone` reads a file with its table's schema as the task makes it.
-    A file that fails that way (it did not the first time) keeps its first reading."""
+    A file that fails that way (it did not the first time), or reads other rows, keeps
+    its first reading."""
     schemas: dict[str, list[pa.Schema]] = defaultdict(list)
     for item in done:
         if item.records is not None:
@@ -56,10 +58,12 @@ def as_written(
             task, specs=(*(s for s in task.specs if s.name != spec.name), wider)
         )
         again = [alone(by_source[source], again_task) for source in sources]
-        if any(isinstance(result, Failure) for result in again):
+        read = [result for result in again if isinstance(result, Featurised)]
+        rows = [source for result in read for source in result.sources]
+        if len(read) == len(again) and rows == list(item.sources):
+            found.extend(read)
+        else:  # a failure, or other rows than the first reading's (which the ledger counts)
             found.append(item)
-        else:
-            found.extend(result for result in again if isinstance(result, Featurised))
     return found
 
 
@@ -68,9 +72,10 @@ def _cast_to_text(records: pa.Schema, joint: pa.Schema) -> bool:
     nulls) become text in the `joint` schema?"""
     if records.equals(joint):  # most files of a task: one look, in Arrow
         return False
-    own = {field.name: field.type for field in records}
+    # A file's `v` is its table's `V`: the joint schema keeps the first file's spelling.
+    own = {folded(field.name): field.type for field in records}
     return any(
-        pa.types.is_string(field.type) and (kind := own.get(field.name)) is not None
+        pa.types.is_string(field.type) and (kind := own.get(folded(field.name))) is not None
         and not pa.types.is_string(kind) and not pa.types.is_null(kind)
         for field in joint
     )

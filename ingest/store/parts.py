@@ -94,6 +94,15 @@ def unchanged(file: DropFile) -> bool:
     return st.st_size == file.size and mtime_ns(st) == file.mtime_ns
 
 
+def as_read(file: DropFile) -> bool:
+    """The file is in the drop folder as it was read: it can be read again."""
+    try:
+        st = os.stat(file.path)
+    except OSError:
+        return False
+    return st.st_size == file.size and mtime_ns(st) == file.mtime_ns
+
+
 def write_temp(data: bytes, path: Path, crash: CrashPlan) -> None:
     with path.open("wb") as fh:
         fh.write(data)

@@ -254,6 +254,32 @@ def test_a_file_read_again_for_another_file_of_its_parts_is_not_paused(tmp_path:
     run(tmp_path, body)
 
 
+def test_a_file_read_again_keeps_the_time_it_was_first_seen_and_a_drain_defers_it(
+    tmp_path: Path,
+) -> None:
+    """A file resolved as `reread` (its table made a column text since its task left) is
+    the same version: handed out again at once, its latency counted from its first sight.
+    In a drain it is not: it is left for the next run, and counted so."""
+
+    async def body(rig: Rig) -> None:
+        first = await rig.admitted("a.csv", 1000, "d1")
+        rig.in_flight.resolved_all("reread", [(first, {"sha256": "d1"})], unpaused={"a.csv"})
+        again = await asyncio.wait_for(rig.settler.ready.get(), 5)
+        assert again.rel == "a.csv"
+        assert (again.seen_at, again.seen_mono) == (first.seen_at, first.seen_mono)
+        assert rig.summary.outcomes["deferred"] == 0
+        rig.in_flight.admit(again)
+        await rig.in_flight.charge(again.rel, 1000)
+        assert rig.in_flight.claim(again.rel, "d1", {})
+        rig.draining[0] = True
+        rig.in_flight.resolved_all("reread", [(again, {"sha256": "d1"})], unpaused={"a.csv"})
+        assert await rig.offered_again() is None
+        assert rig.summary.outcomes["deferred"] == 1, "left in the drop folder: said so"
+        rig.assert_holds_nothing()
+
+    run(tmp_path, body)
+
+
 def test_a_file_taken_off_the_queue_in_a_drain_is_deferred_and_frees_its_claim(
     tmp_path: Path,
 ) -> None:

@@ -86,3 +86,13 @@ def test_a_json_lines_file_keeps_its_numbers_spelled_as_json_in_a_text_column() 
         (job("text.csv", TEXT), job("typed.jsonl", b'{"id": 4, "v": 1.10}\n')), Features()
     ))
     assert [r["v"] for r in _part(result, "records")] == ["abc", "1.1"]
+
+
+def test_a_column_named_in_another_case_is_kept_as_written_too() -> None:
+    # The table's `V` is the typed file's `v`.
+    result = process(Task(
+        (job("text.csv", b"id,V\n0,abc\n"), job("typed.csv", b"id,v\n1,1.10\n2,2.50\n")),
+        Features(),
+    ))
+    assert [r["V"] for r in _part(result, "records")] == ["abc", "1.10", "2.50"]
+    assert _described(result, "typed.csv") == {"id"}
