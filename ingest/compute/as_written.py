@@ -33,7 +33,8 @@ def as_written(
     """`done`, with each CSV whose records would be cast to text in the task's part
     read again as `alone` reads a file with its table's schema as the task makes it.
     A file that fails that way (it did not the first time), or reads other rows, keeps
-    its first reading."""
+    its first reading. Changed in place: each first reading is let go of as its file is
+    read again, so that a task never holds two readings of more than one file."""
     schemas: dict[str, list[pa.Schema]] = defaultdict(list)
     for item in done:
         if item.records is not None:
@@ -43,14 +44,13 @@ def as_written(
         return done
     csv = {(o.source_file, o.sha256) for o in outcomes if o.dialect is not None}
     by_source = {(job.source_file, job.sha256): job for job in jobs}
-    found: list[Featurised] = []
-    for item in done:
+    for index in reversed(range(len(done))):  # from the end: a splice moves no item ahead
+        item = done[index]
         sources = [(name, sha256) for name, sha256, _ in item.sources]
         if (
             item.records is None or not _cast_to_text(item.records.schema, joint[item.table])
             or not all(source in csv for source in sources)
         ):
-            found.append(item)
             continue
         spec = task.spec(item.table)
         wider = replace(spec, schema=joint[item.table].serialize().to_pybytes())
@@ -60,11 +60,11 @@ def as_written(
         again = [alone(by_source[source], again_task) for source in sources]
         read = [result for result in again if isinstance(result, Featurised)]
         rows = [source for result in read for source in result.sources]
+        # A failure, or other rows than the first reading's (which the ledger counts),
+        # keeps the first reading.
         if len(read) == len(again) and rows == list(item.sources):
-            found.extend(read)
-        else:  # a failure, or other rows than the first reading's (which the ledger counts)
-            found.append(item)
-    return found
+            done[index:index + 1] = read
+    return done
 
 
 def _cast_to_text(records: pa.Schema, joint: pa.Schema) -> bool:
