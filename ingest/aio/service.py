@@ -49,7 +49,7 @@ from .recall import Recall
 from .settle import Settler
 from .stream import Streamer
 from .to_compute import Compute
-from .waiting import wait_set
+from .waiting import wait_either
 from .watch import Watcher
 
 if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
@@ -235,7 +235,12 @@ class Service:
             # Armed before the start-up scan, so that a file dropped meanwhile is heard
             # or found, not left to the next rescan.
             self._spawn(self.follower.run(self.stop))
-            await wait_set(self.follower.armed, ARM_WAIT_S)
+            # A signal meanwhile ends the wait: a watcher is never armed once it came.
+            await wait_either(self.follower.armed, self.stop, ARM_WAIT_S)
+            if self.stop.is_set():
+                await self._drain()
+                self._count_left()
+                return
         else:
             await self.follower.canary.remove()  # one a killed `ingest run` left behind
         found = await self.watcher.scan()

@@ -25,6 +25,19 @@ async def wait_set(event: asyncio.Event, timeout: float | None) -> bool:
     return True
 
 
+async def wait_either(first: asyncio.Event, second: asyncio.Event, timeout: float) -> None:
+    """Wait until either event is set, at most `timeout` seconds."""
+    waits = [asyncio.ensure_future(event.wait()) for event in (first, second)]
+    try:
+        async with asyncio.timeout(timeout):
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+    except TimeoutError:
+        pass
+    finally:
+        for wait in waits:
+            wait.cancel()
+
+
 async def get_within(queue: asyncio.Queue[T], timeout: float) -> T | None:
     """The queue's next item, if one comes within `timeout` seconds; else None. An item
     that arrives as the time runs out stays in the queue."""

@@ -207,3 +207,37 @@ def test_two_signals_during_start_up_exit_at_once(folder: Folder, command: str) 
     assert {p.name for p in folder.drop.iterdir()} == set(expected), "nothing was touched"
     assert folder.ingest("once").returncode == 0
     check_exactly_once(folder, expected, set())
+
+
+def test_a_signal_during_start_up_stops_run_before_it_scans_or_watches(folder: Folder) -> None:
+    # Held in its start-up by a config read from a FIFO, `run` keeps a first SIGTERM for
+    # its event loop; once it starts, it neither waits for a watcher (none is armed once
+    # the signal came), nor scans the drop folder, nor says it is watching: it stops.
+    expected = _backlog(folder, 3)
+    fifo = folder.root / "config.fifo"
+    os.mkfifo(fifo)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--config", str(fifo)],
+        cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )
+    writer = fifo_writer(fifo, proc)
+    try:
+        proc.send_signal(signal.SIGTERM)
+        os.write(writer, folder.config.read_bytes())
+    finally:
+        os.close(writer)
+    try:
+        code = proc.wait(60)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        _, stderr = proc.communicate(timeout=10)
+
+    assert code == 0, stderr
+    assert "SIGTERM: stopping intake" in stderr
+    assert "at start-up" not in stderr and "watching" not in stderr, stderr
+    assert "ingested 0 files" in stderr.splitlines()[-1]
+    assert {p.name for p in folder.drop.iterdir()} == set(expected), "nothing was touched"
+    assert folder.ingest("once").returncode == 0
+    check_exactly_once(folder, expected, set())
