@@ -192,3 +192,42 @@ def test_sigusr1_writes_every_stack_to_the_log_and_the_service_goes_on(
     wait_for(lambda: folder.rows_per_file() == {"after.csv": 7}, 30, "a file after the stacks")
     assert svc.stop() == 0, svc.text()
     assert "replacing the process pool" not in svc.text()
+
+
+def test_a_folder_moved_in_is_ingested_without_waiting_for_a_rescan(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    # Its files send no event of their own as it is moved in: only the folder does.
+    folder.write_config(watch={"settle_ms": 50, "rescan_s": 3600}, output={"flush_s": 0})
+    svc = service()
+    svc.wait_ready()
+    staged = folder.root / "stage" / "day"
+    staged.mkdir(parents=True)
+    expected = {f"day/m{i}.csv": len(write_csv(staged / f"m{i}.csv", 10 + i, i)) for i in range(3)}
+    (staged / "inner").mkdir()
+    expected["day/inner/n.csv"] = len(write_csv(staged / "inner" / "n.csv", 5, 9))
+    staged.rename(folder.drop / "day")
+    wait_for(lambda: folder.rows_per_file() == expected, 30, "the moved-in folder's files")
+    assert svc.stop() == 0
+
+
+def test_a_file_in_a_hidden_folder_is_not_read_until_it_is_moved_out(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    # An uploader's staging folder inside the drop folder: no scan enters it, and no
+    # event from it makes an input either.
+    folder.write_config(watch={"settle_ms": 50, "rescan_s": 1}, output={"flush_s": 0})
+    svc = service()
+    svc.wait_ready()
+    hidden = folder.drop / ".staging"
+    hidden.mkdir()
+    # Once a file made after it is ingested, the hidden folder is watched as well.
+    write_csv(folder.drop / "marker.csv", 3, 2)
+    wait_for(lambda: "marker.csv" in folder.rows_per_file(), 30, "a file beside it")
+    rows = len(write_csv(hidden / "s.csv", 20, 1))
+    time.sleep(1.5)  # a rescan, and the events of the hidden file's writes
+    assert "s.csv" not in svc.text()
+    (hidden / "s.csv").rename(folder.drop / "s.csv")
+    wait_for(lambda: folder.rows_per_file().get("s.csv") == rows, 30, "the file moved out")
+    assert svc.stop() == 0
+    assert folder.rows_per_file() == {"marker.csv": 3, "s.csv": rows}

@@ -266,15 +266,18 @@ class Follower:
             # inotify queue overflowing in a flood of files lost.
             await self.canary.heard()
         itself = None
+        folders = False
         for count, (change, name) in enumerate(batch, 1):
             if name == self.canary.name:
                 continue
             if name == str(self.drop):
                 itself = change if itself is None else max(itself, change)  # deleted outranks
             else:
-                self.watcher.offer(Path(name))
+                folders |= self.watcher.offer(Path(name))
             if count % OFFER_BATCH == 0:
                 await asyncio.sleep(0)
+        if folders:
+            self._spawn_scan()  # a folder made or moved in: its files send no event
         return itself
 
     async def _failed(self, exc: Exception, polling: bool) -> Ended:

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import stat
 from pathlib import Path
 
 from ..config import Watch
@@ -39,14 +41,28 @@ class Watcher:
             self._warned.add((path, reason))
             log.warning("skip %s: %s", path, reason)
 
-    def offer(self, path: Path) -> None:
-        """A path an event named: offered to the settler if it is an input."""
+    def offer(self, path: Path) -> bool:
+        """A path an event named: offered to the settler if it is an input. True if it is
+        a folder, made or moved in: the files a folder held as it was moved in, or that
+        were written before its own watch began, send no event, and a scan finds them."""
+        try:
+            folders = path.relative_to(self.drop).parts[:-1]
+        except ValueError:
+            folders = ()
+        if any(name.startswith(".") for name in folders):
+            # Inside a hidden folder (an uploader's staging area): never an input, as no
+            # scan enters one. It becomes one when it is moved out, as that names it.
+            log.debug("skip %s: inside a hidden folder", path)
+            return False
         if not matches(path.name, self.watch.patterns):
+            if not path.name.startswith(".") and _is_folder(path):
+                return True
             log.debug("skip %s: name does not match the patterns", path)
-            return
+            return False
         st = regular_file(path, self.drop, self._skipped)
         if st is not None:
             self.settler.offer(path, st)
+        return False
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""
@@ -70,3 +86,11 @@ class Watcher:
             await asyncio.sleep(self.watch.rescan_s)
             count = await self.scan()
             log.debug("rescan found %d inputs", count)
+
+
+def _is_folder(path: Path) -> bool:
+    """A folder, not a symlink to one: a scan enters neither a hidden nor a linked one."""
+    try:
+        return stat.S_ISDIR(os.lstat(path).st_mode)
+    except OSError:
+        return False
