@@ -23,6 +23,8 @@ if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
 
 # The intake's lines keep the logger name they have always had: filters on it still match.
 log = logging.getLogger("ingest.service")
+# Why a file a drain let go of is not done.
+LEFT = "the service stopped first; it stays in the drop folder for the next run"
 
 
 @dataclass
@@ -140,7 +142,8 @@ class Outcomes:
         if self.progress is not None:
             self.progress.advance("deferred", len(files))
 
-    def deferred(self, rel: str) -> None:
-        """A file let go unrecorded: it stays in the drop folder for the next run."""
-        self.summary.outcomes["deferred"] += 1
-        log.debug("deferred %s to the next run", rel)
+    def deferred(self, *rels: str) -> None:
+        """Files let go unrecorded (a signal came first): each stays in the drop folder for
+        the next run, and is told so, as the summary counts it."""
+        self.summary.outcomes["deferred"] += len(rels)
+        logs.outcomes("deferred", [(rel, {"reason": LEFT}) for rel in rels])

@@ -267,8 +267,7 @@ class Service:
         ready = self.settler.ready
         while not ready.empty():
             self.in_flight.defer_settled(ready.get_nowait())
-        for file in self.settler.leave_unsettled():
-            self.outcomes.deferred(file.rel)
+        self.outcomes.deferred(*(file.rel for file in self.settler.leave_unsettled()))
 
     def _spawn(self, *coroutines: Coroutine[Any, Any, None]) -> None:
         for coroutine in coroutines:

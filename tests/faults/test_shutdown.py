@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from ..conftest import ROOT, Folder, fifo_writer, stderr_stuck, wait_for, write_csv
+from ..conftest import ROOT, Folder, Service, fifo_writer, stderr_stuck, wait_for, write_csv
 from ..invariants import check_exactly_once
 from ..plugin_sets import HUNG_MARK
 
@@ -239,5 +239,22 @@ def test_a_signal_during_start_up_stops_run_before_it_scans_or_watches(folder: F
     assert "at start-up" not in stderr and "watching" not in stderr, stderr
     assert "ingested 0 files" in stderr.splitlines()[-1]
     assert {p.name for p in folder.drop.iterdir()} == set(expected), "nothing was touched"
+    assert folder.ingest("once").returncode == 0
+    check_exactly_once(folder, expected, set())
+
+
+def test_each_file_a_stop_leaves_for_the_next_run_is_named(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    folder.write_config(watch={"settle_ms": 5000}, output={"flush_s": 0})
+    svc = service()
+    svc.wait_ready()
+    expected = _backlog(folder, 2)  # written now: settled 5 s from now
+    time.sleep(1.5)  # heard, and settling
+    assert svc.stop() == 0
+    log = svc.text()
+    for name in expected:
+        assert f"deferred {name} reason=" in log, log
+    assert "2 left for the next run" in log.splitlines()[-1]
     assert folder.ingest("once").returncode == 0
     check_exactly_once(folder, expected, set())
