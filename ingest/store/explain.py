@@ -106,9 +106,12 @@ def _archived(layout: Layout, record: FileRecord) -> Path | None:
 
 
 def _quarantined(layout: Layout, record: FileRecord) -> tuple[Path | None, Path | None]:
-    """The quarantined copy and its `.error.json`, matched by the report's file and sha256."""
+    """The quarantined copy and its `.error.json`, matched by the report's file and sha256;
+    of two versions with the same bytes, the one whose copy has the version's size and
+    mtime (a move keeps it)."""
     reports = (r for name in on_disk(record.path) for r in _candidates(
         layout.quarantine, name, REPORT_SUFFIX))
+    found: tuple[Path | None, Path | None] = (None, None)
     for report in reports:
         try:
             data = json.loads(report.read_text())
@@ -116,8 +119,11 @@ def _quarantined(layout: Layout, record: FileRecord) -> tuple[Path | None, Path 
             continue
         if data.get("file") == record.path and data.get("sha256", "") == record.sha256:
             copy = report.with_name(report.name.removesuffix(REPORT_SUFFIX))
-            return (copy if copy.exists() else None), report
-    return None, None
+            if copy.exists() and _same_version(copy, record):
+                return copy, report
+            if found == (None, None):
+                found = (copy if copy.exists() else None), report
+    return found
 
 
 def _disposal(config: Config, layout: Layout, record: FileRecord) -> dict[str, Any]:

@@ -507,7 +507,7 @@ class Ledger:
         rows = self._db.execute(
             "SELECT path, size, mtime_ns, sha256, state, rows, part, duplicate_of, error,"
             f" message, attempts, seen_at, done_at, {table}, {dialect} FROM files"
-            " WHERE path = ? ORDER BY id",
+            " WHERE path = ? ORDER BY done_at, id",
             (path,),
         ).fetchall()
         recorded = [(FileRecord(*row), str(row[-2])) for row in rows]

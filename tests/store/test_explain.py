@@ -132,6 +132,25 @@ def test_a_quarantined_input_gives_its_reason_and_error_report(folder: Folder) -
     assert Path(version["disposed_to"]).read_text() == BAD
 
 
+def test_two_quarantined_versions_with_the_same_bytes_each_name_their_own_copy(
+    folder: Folder,
+) -> None:
+    # The same bad bytes dropped twice under one name: two versions, two copies, two
+    # reports that name the same file and sha256; each version's copy has its mtime.
+    for when in (1_700_000_000, 1_700_000_100):
+        target = folder.drop / "bad.csv"
+        target.write_text(BAD)
+        os.utime(target, (when, when))
+        assert folder.ingest("once").returncode == 3
+    versions = _explain(folder, "bad.csv")["versions"]
+    assert len(versions) == 2
+    copies = [Path(v["disposed_to"]) for v in versions]
+    assert [c.stat().st_mtime for c in copies] == [1_700_000_000, 1_700_000_100]
+    assert len(set(copies)) == 2
+    for version, copy in zip(versions, copies, strict=True):
+        assert Path(version["error_json"]) == copy.with_name(copy.name + ".error.json")
+
+
 def test_every_version_of_a_name_oldest_first_then_the_one_not_yet_ingested(
     folder: Folder,
 ) -> None:
@@ -331,3 +350,25 @@ def test_a_ledger_from_before_vanished_versions_reads_as_having_none(tmp_path: P
     assert [r.state for r, _ in reader.history("a.csv")] == ["ingested"]
     assert reader.vanished_count() == 0
     reader.close()
+
+
+def test_versions_stay_oldest_first_after_a_ledger_rebuild(folder: Folder) -> None:
+    folder.write_config(watch={"settle_ms": 0, "on_success": "keep"})
+    target = folder.drop / "a.csv"
+    shas = []
+    for seed in (1, 2, 3):
+        write_csv(target, rows=10, seed=seed)
+        shas.append(_sha(target))
+        assert folder.ingest("once").returncode == 0
+        time.sleep(0.05)  # each version committed at its own time
+    (folder.drop / "bad.csv").write_text(BAD)
+    assert folder.ingest("once").returncode == 3
+    (folder.drop / "bad.csv").write_text(BAD + "6,7,8,9\n")
+    assert folder.ingest("once").returncode == 3
+    before = [v["sha256"] for v in _explain(folder, "bad.csv")["versions"]]
+    (folder.output / "_ingest" / "ledger.sqlite").unlink()
+    rebuilt = folder.ingest("ledger", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+
+    assert [v["sha256"] for v in _explain(folder, "a.csv")["versions"]] == shas
+    assert [v["sha256"] for v in _explain(folder, "bad.csv")["versions"]] == before
