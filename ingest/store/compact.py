@@ -23,6 +23,7 @@ ledger's catalog says which file holds each input's rows (`Ledger.parts_of`).
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -40,6 +41,8 @@ from .layout import Layout, new_part_id
 from .ledger import Ledger
 from .merge import Source, merge
 from .swap import repair_swaps, swap
+
+log = logging.getLogger("ingest.compact")
 
 # A part at least this share of the target size is left as it is.
 BIG_ENOUGH = 0.5
@@ -79,7 +82,15 @@ def plan(
     by_schema: dict[pa.Schema, list[Path]] = {}
     sizes: dict[Path, int] = {}
     for path in paths:
-        size = sizes[path] = path.stat().st_size
+        try:
+            size = sizes[path] = path.stat().st_size
+        except FileNotFoundError:
+            # Removed by hand: the rest of the partition is still compacted, and widened.
+            log.warning(
+                "%s is in the ledger but not on disk: left out; its rows are gone from the"
+                " table (`ingest ledger rebuild` makes the ledger agree with the output)", path,
+            )
+            continue
         if everything or size < target_bytes * BIG_ENOUGH:
             by_schema.setdefault(pq.read_schema(path).remove_metadata(), []).append(path)
     bins: list[list[Path]] = []

@@ -158,3 +158,22 @@ def _sha(name: str) -> str:
     import hashlib
 
     return hashlib.sha256(name.encode()).hexdigest()
+
+
+def test_a_part_removed_by_hand_is_left_out_and_the_rest_is_compacted(folder: Folder) -> None:
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 2}, output={"flush_s": 0})
+    expected = _drop_in_batches(folder, batches=3, per=4)
+    parts = folder.parts("records")
+    assert len(parts) >= 3
+    gone = parts[0]
+    lost = _footer_sources(gone)
+    gone.unlink()
+
+    result = folder.ingest("compact")
+
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    assert f"{gone} is in the ledger but not on disk" in result.stderr
+    (merged,) = folder.parts("records")
+    assert _footer_sources(merged) == set(expected) - lost
+    assert folder.rows_per_file() == {k: v for k, v in expected.items() if k not in lost}
