@@ -33,6 +33,7 @@ the settler reports the first (told and recorded as vanished), the intake lets t
 from __future__ import annotations
 
 import collections
+import os
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from multiprocessing.shared_memory import SharedMemory
@@ -240,6 +241,8 @@ class InFlight:
                 # version, first seen when it was.
                 self.settler.offer(file.path, st, seen=None if found_changed else file)
                 return
+            if offer_again and not os.path.lexists(file.path):
+                self.settler.vanished(file)  # gone before it could be looked at again
         if found_changed:  # not looked at again: nothing to pause
             self.settler.forget_changes(file.rel)
 

@@ -46,6 +46,7 @@ class Rig:
     draining: list[bool] = field(default_factory=lambda: [False])
     spawned: list[asyncio.Task[None]] = field(default_factory=list)
     set_aside: list[Aside] = field(default_factory=list)  # what went to the committer
+    vanished: list[str] = field(default_factory=list)  # what the settler reported gone
 
     async def settled(self, name: str, content: bytes = b"a\n1\n") -> DropFile:
         path = self.drop / name
@@ -81,7 +82,10 @@ def run(tmp_path: Path, body: Callable[[Rig], Awaitable[None]], once: bool = Fal
     drop.mkdir()
 
     async def main() -> None:
-        settler = Settler(0, lambda p: p.relative_to(drop).as_posix(), lambda file: None)
+        vanished: list[str] = []
+        settler = Settler(
+            0, lambda p: p.relative_to(drop).as_posix(), lambda file: vanished.append(file.rel)
+        )
         budget = ByteBudget(1 << 20)
         summary = Summary()
         known = Known(OrderedDict(), OrderedDict())
@@ -98,7 +102,10 @@ def run(tmp_path: Path, body: Callable[[Rig], Awaitable[None]], once: bool = Fal
             lambda: draining[0], spawn, known, Recall(known, tmp_path / "ledger", no_index),
             set_aside.append,
         )
-        rig = Rig(drop, settler, budget, summary, known, in_flight, draining, spawned, set_aside)
+        rig = Rig(
+            drop, settler, budget, summary, known, in_flight, draining, spawned, set_aside,
+            vanished,
+        )
         settling = asyncio.create_task(settler.run())
         try:
             await body(rig)
@@ -276,6 +283,22 @@ def test_a_file_read_again_keeps_the_time_it_was_first_seen_and_a_drain_defers_i
         assert await rig.offered_again() is None
         assert rig.summary.outcomes["deferred"] == 1, "left in the drop folder: said so"
         rig.assert_holds_nothing()
+
+    run(tmp_path, body)
+
+
+def test_a_file_gone_before_it_is_looked_at_again_is_told_as_vanished(tmp_path: Path) -> None:
+    async def body(rig: Rig) -> None:
+        first = await rig.admitted("a.csv", 1000, "d1")
+        beside = await rig.admitted("b.csv", 1000, "d2")
+        first.path.unlink()
+        rig.in_flight.resolved_all(
+            "reread", [(first, {"sha256": "d1"}), (beside, {"sha256": "d2"})],
+            unpaused={"a.csv", "b.csv"},
+        )
+        assert rig.vanished == ["a.csv"]
+        assert await rig.offered_again() == "b.csv"
+        assert await rig.offered_again() is None
 
     run(tmp_path, body)
 
