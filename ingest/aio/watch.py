@@ -34,6 +34,7 @@ class Watcher:
         self.watch = watch
         self.settler = settler
         self._warned: set[tuple[Path, str]] = set()
+        self._prefix = str(drop).rstrip("/") + "/"
 
     def _skipped(self, path: Path, reason: str) -> None:
         """Say once, not at every rescan, why a file named like an input is not read."""
@@ -45,11 +46,11 @@ class Watcher:
         """A path an event named: offered to the settler if it is an input. True if it is
         a folder, made or moved in: the files a folder held as it was moved in, or that
         were written before its own watch began, send no event, and a scan finds them."""
-        try:
-            folders = path.relative_to(self.drop).parts[:-1]
-        except ValueError:
-            folders = ()
-        if any(name.startswith(".") for name in folders):
+        # Its folders below the drop folder, from the text: this runs for every event.
+        text = str(path)
+        below = text[len(self._prefix):] if text.startswith(self._prefix) else ""
+        folders = below.rpartition("/")[0]
+        if folders.startswith(".") or "/." in folders:
             # Inside a hidden folder (an uploader's staging area): never an input, as no
             # scan enters one. It becomes one when it is moved out, as that names it.
             log.debug("skip %s: inside a hidden folder", path)
