@@ -472,12 +472,17 @@ class Committer:
         """The CSVs of the output whose table holds as text a column their part holds as
         numbers, flags or times, by a file committed since their task left (or before it
         in this flush). Each is taken out of its parts and read again, once per version."""
+        tables = self.schemas.typed_where_text(output.parts)  # most often none, at once
+        if not tables:
+            return []
         once = self._read_again_once
-        csv = [e for e in output.accepted if e.dialect is not None and e.file.key not in once]
-        tables = self.schemas.typed_where_text(output.parts) if csv else set()
         # A file gone (or changed) since it was read is committed as read: its rows are
         # whole (`store.parts.unchanged`), and it could not be read again.
-        again = [entry for entry in csv if entry.table in tables and as_read(entry.file)]
+        again = [
+            entry for entry in output.accepted
+            if entry.table in tables and entry.dialect is not None
+            and entry.file.key not in once and as_read(entry.file)
+        ]
         once.update(entry.file.key for entry in again)
         return again
 
