@@ -335,6 +335,8 @@ def _micro(kind: pa.DataType) -> pa.DataType:
         return pa.list_(kind.value_field.with_type(_micro(kind.value_type)))
     if pa.types.is_large_list(kind):
         return pa.large_list(kind.value_field.with_type(_micro(kind.value_type)))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_micro(kind.value_type)), kind.list_size)
     if pa.types.is_struct(kind):
         return pa.struct([f.with_type(_micro(f.type)) for f in kind])
     if pa.types.is_map(kind):

@@ -71,6 +71,23 @@ def test_nanoseconds_are_floored_to_microseconds_and_a_duration_truncated() -> N
     assert fitted["_rescued_data"].null_count == 3
 
 
+def test_times_inside_a_fixed_size_list_are_microseconds_too() -> None:
+    data = pa.table({
+        "took": pa.array([[1, 2], None], pa.list_(pa.duration("s"), 2)),
+        "at": pa.array([[1_500, 3_000], [None, 0]], pa.list_(pa.timestamp("ns"), 2)),
+        "inner": pa.array(
+            [{"f": [5, 6]}, None], pa.struct([("f", pa.list_(pa.duration("ms"), 2))])
+        ),
+    })
+    fitted = fitting.fit(data, conform.target(data, None, {}))
+    assert fitted["took"].to_pylist() == [[1_000_000, 2_000_000], None]
+    assert [[v and v.microsecond for v in row] for row in fitted["at"].to_pylist()] == [
+        [1, 3], [None, 0]
+    ]
+    assert fitted["inner"].to_pylist() == [{"f": [5_000, 6_000]}, None]
+    assert fitted["_rescued_data"].null_count == 2
+
+
 def test_a_value_python_cannot_hold_is_rescued_as_arrow_writes_it() -> None:
     data = pa.table({"on": pa.array([3_000_000], pa.date32())})  # beyond Python's year 9999
     fitted = fitting.fit(data, conform.target(data, None, {"on": "bool"}))
