@@ -14,11 +14,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import pyarrow as pa
+import pyarrow.compute as pc
 
 from ..fitting import fit
 from ..jobs import EncodedPart, WrittenPart
 from ..partfile import Source, footer, to_parquet, write
-from ..widen import merge_schemas, settled_alone
+from ..widen import folded, merge_schemas, settled_alone
 from . import features
 
 
@@ -119,9 +120,29 @@ def _tables(
         tables.append((name, _joined(records), members))
     with_features = [d for d in done if d.features is not None]
     if with_features:
-        data = stamped(_features_table(with_features, sets))
-        tables.append(("features", data, with_features))
+        data = _spelled(_features_table(with_features, sets), tables)
+        tables.append(("features", stamped(data), with_features))
     return tables
+
+
+def _spelled(features: pa.Table, tables: list[tuple[str, pa.Table, list[Featurised]]]) -> pa.Table:
+    """Each features row names its column as the task's part does: a file's `v` is the
+    `V` that a file before it in the task gave the table (`widen.matching`)."""
+    column = features.column("source_column")
+    names = {name for _, data, _ in tables for name in data.column_names}
+    if all(value in names for value in pc.unique(column).to_pylist()):
+        return features  # most tasks: every file spells its columns as the table does
+    spelling = {
+        (table, folded(name)): name for table, data, _ in tables for name in data.column_names
+    }
+    named = [
+        spelling.get((table, folded(value)), value) if value is not None else None
+        for table, value in zip(
+            features.column("source_table").to_pylist(), column.to_pylist(), strict=True
+        )
+    ]
+    at = features.schema.get_field_index("source_column")
+    return features.set_column(at, features.schema.field(at), pa.array(named, column.type))
 
 
 def _features_table(done: list[Featurised], sets: tuple[str, ...]) -> pa.Table:

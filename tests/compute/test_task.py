@@ -451,3 +451,22 @@ def test_a_csv_value_bound_for_a_column_its_table_holds_as_text_is_kept_as_writt
     [features] = [p for p in result.parts if p.table == "features"]
     table = pq.read_table(pa.BufferReader(features.data))  # type: ignore[arg-type]
     assert "code" not in table.column("source_column").to_pylist()
+
+
+@pytest.mark.parametrize("second", [b"id,v\n2,2.5\n", b"id,v,w\n2,2.5,x\n3,3.5,y\n"])
+def test_a_features_row_names_its_column_as_the_tasks_part_does(second: bytes) -> None:
+    # The first file gives the table `V`; the second's `v` fills it, and its features
+    # row names `V`, as a second run's would: a query on `V` finds both files.
+    jobs = tuple(
+        Job(name, hashlib.sha256(data).hexdigest(), data)
+        for name, data in (("a.csv", b"id,V\n1,1.5\n"), ("b.csv", second))
+    )
+    result = process(Task(jobs, Features()))
+    (records,) = [p for p in result.parts if p.table == "records"]
+    (features,) = [p for p in result.parts if p.table == "features"]
+    assert isinstance(records, EncodedPart) and isinstance(features, EncodedPart)
+    assert "v" not in pq.read_schema(pa.BufferReader(records.data)).names
+    rows = pq.read_table(pa.BufferReader(features.data)).to_pylist()
+    assert {(r["source_file"], r["source_column"]) for r in rows} == {
+        ("a.csv", "id"), ("a.csv", "V"), ("b.csv", "id"), ("b.csv", "V"),
+    }
