@@ -13,6 +13,8 @@ from collections.abc import Callable, Collection, Iterator, Mapping
 import numpy as np
 import pyarrow as pa
 
+from ..widen import folded
+
 FeatureValue = float | int | None
 FeatureSet = Callable[[np.ndarray], Mapping[str, FeatureValue]]
 
@@ -187,12 +189,14 @@ def load_set(name: str) -> FeatureSet:
 def numeric_columns(
     schema: pa.Schema, time_column: str, own: Collection[str] | None = None
 ) -> list[str]:
-    """Integer and floating-point columns, except the time column; of a file's records,
-    only those it has (`own`, `fitting.own_columns`)."""
+    """Integer and floating-point columns, except the time column (named in any case, as
+    every column is matched); of a file's records, only those it has (`own`,
+    `fitting.own_columns`)."""
+    time_name = folded(time_column)
     return [
         f.name
         for f in schema
-        if f.name != time_column
+        if folded(f.name) != time_name
         and (pa.types.is_integer(f.type) or pa.types.is_floating(f.type))
         and (own is None or f.name in own)
     ]

@@ -193,6 +193,13 @@ def test_output_schema_has_identity_and_summary_columns_with_spec_types() -> Non
     assert row["window"] is None  # whole file
 
 
+@pytest.mark.parametrize("name", ["Timestamp", "TIMESTAMP"])
+def test_the_time_column_is_excluded_whatever_its_case(name: str) -> None:
+    # Columns match their table's in any case, and hints their columns: so does this.
+    result = _compute(pa.table({name: pa.array([1, 2, 3], pa.int64()), "v": [1.0, 2.0, 3.0]}))
+    assert set(rows_by_column(result)) == {"v"}
+
+
 def test_table_without_numeric_columns_gives_no_rows_but_the_full_schema() -> None:
     result = _compute(pa.table({"timestamp": [1, 2], "label": ["a", "b"]}))
     assert result.num_rows == 0
