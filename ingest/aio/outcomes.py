@@ -23,8 +23,9 @@ if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
 
 # The intake's lines keep the logger name they have always had: filters on it still match.
 log = logging.getLogger("ingest.service")
-# Why a file a drain let go of is not done.
-LEFT = "the service stopped first; it stays in the drop folder for the next run"
+# Why a file let go of unrecorded is not done: a stop came first, or its blocks could not
+# be staged (that error has its own line).
+LEFT = "not done when it was let go; it stays in the drop folder for the next run"
 
 
 @dataclass
@@ -143,7 +144,7 @@ class Outcomes:
             self.progress.advance("deferred", len(files))
 
     def deferred(self, *rels: str) -> None:
-        """Files let go unrecorded (a signal came first): each stays in the drop folder for
-        the next run, and is told so, as the summary counts it."""
+        """Files let go unrecorded (a signal came first, or staging failed): each stays in
+        the drop folder for the next run, and is told so, as the summary counts it."""
         self.summary.outcomes["deferred"] += len(rels)
         logs.outcomes("deferred", [(rel, {"reason": LEFT}) for rel in rels])
