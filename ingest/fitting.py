@@ -15,6 +15,7 @@ import decimal
 import functools
 import json
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
@@ -274,8 +275,42 @@ def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedAr
     if pa.types.is_timestamp(have) and have.unit == "ns" and pa.types.is_timestamp(kind):
         column = pc.floor_temporal(column, unit="microsecond")
     micro = _micro(have)
+    if micro != have and have.num_fields and _nanoseconds_inside(have):
+        column = pa.chunked_array([_floored(chunk) for chunk in column.chunks], have)
     # Unsafe only for the units: nanoseconds cut (floored above where it matters).
     return column if micro == have else column.cast(micro, safe=False)
+
+
+def _nanoseconds_inside(kind: pa.DataType) -> bool:
+    if pa.types.is_timestamp(kind):
+        return bool(kind.unit == "ns")
+    return any(_nanoseconds_inside(kind.field(i).type) for i in range(kind.num_fields))
+
+
+def _floored(array: pa.Array) -> pa.Array:
+    """A nested array's nanosecond timestamps floored to microseconds, as a column's are:
+    Arrow's cast, which the nested ones get, cuts toward zero (-1 ns to 1970, not 1969)."""
+    have = array.type
+    if pa.types.is_timestamp(have):
+        return pc.floor_temporal(array, unit="microsecond") if have.unit == "ns" else array
+    if not _nanoseconds_inside(have):
+        return array
+    array = pa.concat_arrays([array])  # from offset 0, each child as long as it says
+    mask = array.is_null()
+    if pa.types.is_struct(have):
+        children = [_floored(child) for child in array.flatten()]
+        return pa.StructArray.from_arrays(children, fields=list(have), mask=mask)
+    if pa.types.is_map(have):
+        return pa.MapArray.from_arrays(
+            array.offsets, _floored(array.keys), _floored(array.items), type=have, mask=mask
+        )
+    if pa.types.is_fixed_size_list(have):
+        return pa.FixedSizeListArray.from_arrays(_floored(array.values), type=have, mask=mask)
+    if pa.types.is_list(have) or pa.types.is_large_list(have):
+        return type(array).from_arrays(
+            array.offsets, _floored(array.values), type=have, mask=mask
+        )
+    return array  # a list view: cut toward zero by the cast, as before
 
 
 def _case_clash(kind: pa.DataType) -> bool:
@@ -402,6 +437,10 @@ def _text(value: pa.Scalar) -> str:
     try:
         raw = value.as_py()
     except (ValueError, OverflowError):  # no Python value holds it (year 10000, say)
+        if pa.types.is_timestamp(value.type):
+            # Arrow's text of one past its calendar's years is "<value out of range: N>".
+            spelled = str(np.datetime64(value.value, value.type.unit)).replace("T", " ")
+            return spelled + ("Z" if value.type.tz else "")
         try:
             return str(value.cast(pa.string()).as_py())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested: Arrow's own print

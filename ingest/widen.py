@@ -54,7 +54,10 @@ def normalise(kind: pa.DataType) -> pa.DataType:
     if pa.types.is_date(kind):
         return pa.date32()
     if pa.types.is_decimal(kind):
-        return pa.decimal128(kind.precision, kind.scale) if kind.precision <= 38 else pa.string()
+        # A negative scale (`decimal(5, -2)`: hundreds) is one Parquet cannot hold; the
+        # same values as whole numbers are `decimal(7, 0)`.
+        precision, scale = kind.precision - min(kind.scale, 0), max(kind.scale, 0)
+        return pa.decimal128(precision, scale) if precision <= 38 else pa.string()
     return _nested_normal(kind)
 
 

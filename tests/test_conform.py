@@ -7,7 +7,9 @@ import decimal
 import json
 import math
 
+import numpy as np
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -86,6 +88,54 @@ def test_times_inside_a_fixed_size_list_are_microseconds_too() -> None:
     ]
     assert fitted["inner"].to_pylist() == [{"f": [5_000, 6_000]}, None]
     assert fitted["_rescued_data"].null_count == 2
+
+
+def test_a_nanosecond_before_1970_is_floored_at_any_depth_as_in_a_column() -> None:
+    data = pa.table({
+        "at": pa.array([-1, 1_500], pa.timestamp("ns")),
+        "listed": pa.array([[-1, 1_500], None], pa.large_list(pa.timestamp("ns"))),
+        "fixed": pa.array([[-1, 1_500], None], pa.list_(pa.timestamp("ns"), 2)),
+        "inner": pa.array(
+            [{"t": -1, "k": 5}, None],
+            pa.struct([("t", pa.timestamp("ns")), ("k", pa.duration("s"))]),
+        ),
+        "keyed": pa.array([[("a", -1)], None], pa.map_(pa.string(), pa.timestamp("ns"))),
+    })
+    fitted = fitting.fit(data, conform.target(data, None, {}))
+    before = datetime.datetime(1969, 12, 31, 23, 59, 59, 999999)
+    after = datetime.datetime(1970, 1, 1, 0, 0, 0, 1)
+    assert fitted["at"].to_pylist() == [before, after]
+    assert fitted["listed"].to_pylist() == [[before, after], None]
+    assert fitted["fixed"].to_pylist() == [[before, after], None]
+    assert fitted["inner"].to_pylist() == [{"t": before, "k": 5_000_000}, None]
+    assert fitted["keyed"].to_pylist() == [[("a", before)], None]
+
+
+def test_a_decimal_of_negative_scale_is_held_as_the_same_whole_numbers() -> None:
+    # Parquet holds no negative scale: `decimal(5, -2)` counts hundreds, `decimal(7, 0)` ones.
+    data = pa.table({
+        "hundreds": pa.array([decimal.Decimal("123E2"), None], pa.decimal128(5, -2)),
+        "vast": pa.array([decimal.Decimal("1E+10")], pa.decimal128(36, -5)).take([0, 0]),
+    })
+    schema = conform.target(data, None, {})
+    assert schema.field("hundreds").type == pa.decimal128(7, 0)
+    assert schema.field("vast").type == pa.string()  # 41 digits: more than a decimal128
+    fitted = fitting.fit(data, schema)
+    sink = pa.BufferOutputStream()
+    pq.write_table(fitted, sink)
+    back = pq.read_table(pa.BufferReader(sink.getvalue()))
+    assert back["hundreds"].to_pylist() == [decimal.Decimal(12300), None]
+    assert [decimal.Decimal(v) for v in back["vast"].to_pylist()] == [decimal.Decimal(10**10)] * 2
+
+
+def test_a_timestamp_past_arrows_calendar_is_rescued_as_its_date_not_a_count() -> None:
+    far = np.array(["300000-01-01T00:00:00", "2024-01-01T00:00:00"], dtype="datetime64[s]")
+    data = pa.table({"at": pa.array(far), "zoned": pa.array(far).cast(pa.timestamp("s", "UTC"))})
+    fitted = fitting.fit(data, conform.target(data, None, {}))
+    assert fitted["at"].to_pylist() == [None, datetime.datetime(2024, 1, 1)]
+    assert json.loads(fitted["_rescued_data"][0].as_py()) == {
+        "at": "300000-01-01 00:00:00", "zoned": "300000-01-01 00:00:00Z"
+    }
 
 
 def test_a_value_python_cannot_hold_is_rescued_as_arrow_writes_it() -> None:
