@@ -196,12 +196,14 @@ class Committer:
         self._wake.set()
 
     def set_aside(self, aside: Aside) -> None:
+        self._read_again_once.discard(aside.file.key)  # its version is done with
         self._pending.aside.append(aside)
         self._records_waiting()
 
     def vanished(self, file: DropFile, sha256: str = "") -> None:
         """Record that `file` was gone before it was read, for `ingest explain`. Its outcome
         was told when it was found gone; nothing is reported back once it is recorded."""
+        self._read_again_once.discard(file.key)
         self._pending.vanished.append(FileRecord(
             path=file.rel, size=file.size, mtime_ns=file.mtime_ns, sha256=sha256,
             state=VANISHED, seen_at=file.seen_at, done_at=time.time(),

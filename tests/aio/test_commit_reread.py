@@ -14,7 +14,7 @@ from pathlib import Path
 
 import duckdb
 
-from ingest.aio.commit import Committer, TaskOutput
+from ingest.aio.commit import Aside, Committer, TaskOutput
 from ingest.compute.task import process
 from ingest.config import Config, Features, Paths
 from ingest.files import DropFile, mtime_ns
@@ -42,7 +42,7 @@ def _output(layout: Layout, name: str, data: bytes) -> TaskOutput:
     return TaskOutput([accepted], list(result.parts))
 
 
-def _commit(tmp_path: Path, delete_typed: bool) -> tuple[list[tuple[str, str]], Layout]:
+def _committer(tmp_path: Path) -> tuple[Committer, Ledger, Layout, list[tuple[str, str]]]:
     config = Config(paths=Paths(tmp_path / "drop", tmp_path / "out", tmp_path / "q"))
     layout = Layout.of(config)
     layout.drop.mkdir()
@@ -57,6 +57,11 @@ def _commit(tmp_path: Path, delete_typed: bool) -> tuple[list[tuple[str, str]], 
 
     ledger = Ledger(layout.ledger)
     committer = Committer(ledger, layout, config, resolved, lambda: True, CrashPlan())
+    return committer, ledger, layout, told
+
+
+def _commit(tmp_path: Path, delete_typed: bool) -> tuple[list[tuple[str, str]], Layout]:
+    committer, ledger, layout, told = _committer(tmp_path)
     committer.add(_output(layout, "a.csv", TEXT))
     committer.add(_output(layout, "b.csv", TYPED))
     if delete_typed:
@@ -93,3 +98,22 @@ def test_a_csv_gone_since_it_was_read_is_committed_as_read(tmp_path: Path) -> No
     assert told == [("ingested", "a.csv"), ("ingested", "b.csv")]
     assert [row[:2] for row in _table(layout)] == [("a.csv", 0), ("b.csv", 1), ("b.csv", 2)]
     assert _ledger(layout) == [("a.csv", "ingested"), ("b.csv", "ingested")]
+
+
+def test_a_version_read_again_that_ends_set_aside_or_gone_is_not_remembered(
+    tmp_path: Path,
+) -> None:
+    committer, ledger, layout, told = _committer(tmp_path)
+    committer.add(_output(layout, "a.csv", TEXT))
+    typed = [_output(layout, name, TYPED) for name in ("b.csv", "c.csv")]
+    b, c = (output.accepted[0] for output in typed)
+    for output in typed:
+        committer.add(output)
+    assert asyncio.run(committer.flush())
+    assert told == [("ingested", "a.csv"), ("reread", "b.csv"), ("reread", "c.csv")]
+    # Read again, b is a duplicate of a file committed meanwhile; c is gone.
+    committer.set_aside(Aside(b.file, b.sha256, "duplicate", duplicate_of="z.csv"))
+    committer.vanished(c.file)
+    assert asyncio.run(committer.flush())
+    ledger.close()
+    assert not committer._read_again_once  # a long run keeps nothing of either
