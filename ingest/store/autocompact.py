@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from .crashpoints import CrashPlan
@@ -43,6 +44,8 @@ class Compactor:
     compression: str = "zstd"
     # Partitions found with nothing to merge, by their file count then: skipped until it changes.
     _settled: dict[tuple[str, str], int] = field(default_factory=dict)
+    # Parts in the ledger found gone from disk (removed by hand): warned of once.
+    _missing: set[Path] = field(default_factory=set)
 
     def due(self, ledger: Ledger) -> tuple[str, str, int] | None:
         """The partition most over its due, with its file count; None if none is due."""
@@ -69,7 +72,7 @@ class Compactor:
             table, day, count = found
             outcome = compact_partition(
                 ledger, self.layout, table, day, self.crash, self.target_bytes, self.compression,
-                growing=day >= today(),
+                growing=day >= today(), missing=self._missing,
             )
             if outcome is None:
                 self._settled[(table, day)] = count

@@ -73,12 +73,14 @@ class Outcome:
 
 
 def plan(
-    paths: Sequence[Path], target_bytes: int, everything: bool, growing: bool = False
+    paths: Sequence[Path], target_bytes: int, everything: bool, growing: bool = False,
+    missing: set[Path] | None = None,
 ) -> list[list[Path]]:
     """Bins of files to merge, each up to `target_bytes`, files of one schema together.
     A file left alone is in no bin; with `everything`, every file is in one. With
     `growing` (a partition still being written to; never with `everything`), only a run of
-    files of about one size, per schema, is merged (`smallest`)."""
+    files of about one size, per schema, is merged (`smallest`). `missing`: the parts found
+    gone before, not warned of again (a running service looks at a partition often)."""
     by_schema: dict[pa.Schema, list[Path]] = {}
     sizes: dict[Path, int] = {}
     for path in paths:
@@ -86,10 +88,14 @@ def plan(
             size = sizes[path] = path.stat().st_size
         except FileNotFoundError:
             # Removed by hand: the rest of the partition is still compacted, and widened.
-            log.warning(
-                "%s is in the ledger but not on disk: left out; its rows are gone from the"
-                " table (`ingest ledger rebuild` makes the ledger agree with the output)", path,
-            )
+            if missing is None or path not in missing:
+                log.warning(
+                    "%s is in the ledger but not on disk: left out; its rows are gone from"
+                    " the table (`ingest ledger rebuild` makes the ledger agree with the"
+                    " output)", path,
+                )
+            if missing is not None:
+                missing.add(path)
             continue
         if everything or size < target_bytes * BIG_ENOUGH:
             by_schema.setdefault(pq.read_schema(path).remove_metadata(), []).append(path)
@@ -144,12 +150,13 @@ def smallest(group: list[Path], sizes: dict[Path, int]) -> list[Path]:
 def compact_partition(
     ledger: Ledger, layout: Layout, table: str, day: str, crash: CrashPlan,
     target_bytes: int, compression: str = "zstd", growing: bool = False,
+    missing: set[Path] | None = None,
 ) -> Outcome | None:
     """Merge the small committed parts of one partition; None if there is nothing to merge.
-    `growing`: the partition is still being written to (`plan`)."""
+    `growing`, `missing`: as for `plan`."""
     live = layout.output / table / f"ingest_date={day}"
     paths = [layout.output / p.path for p in ledger.part_files(table, day)]
-    bins = plan(paths, target_bytes, everything=False, growing=growing)
+    bins = plan(paths, target_bytes, everything=False, growing=growing, missing=missing)
     if not bins:
         return None
     return _swap(ledger, layout, table, day, live, bins, crash, compression, None, None)

@@ -156,3 +156,27 @@ def test_a_days_trickle_is_written_a_few_times_over_not_once_for_every_few_parts
     # Merging every small file each time: 118 times for 2 GB of 170 KB parts.
     assert written / committed <= 15, f"each byte was written {written / committed:.1f} times"
     assert most <= OPEN_SLACK + 4, f"{most} files under half the target"
+
+
+def test_a_part_removed_by_hand_is_warned_of_once_not_at_every_pass(
+    folder: Folder, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    expected = seed_parts(folder, parts=3, rows=20)
+    gone = folder.parts("records")[0]
+    gone.unlink()
+    layout = layout_of(folder)
+    compactor = Compactor(layout, CrashPlan(), target_bytes=128 << 20)
+    tomorrow = (datetime.datetime.now(datetime.UTC) + datetime.timedelta(days=1))
+    monkeypatch.setattr(autocompact, "today", lambda: tomorrow.strftime("%Y-%m-%d"))
+    for start in range(3, 6):  # a commit between passes: the partition is looked at again
+        expected |= seed_parts(folder, parts=1, rows=20, start=start)
+        ledger = Ledger(layout.ledger)
+        try:
+            compactor.step(ledger)
+        finally:
+            ledger.close()
+    warned = [r for r in caplog.records if "is in the ledger but not on disk" in r.getMessage()]
+    assert len(warned) == 1 and str(gone) in warned[0].getMessage()
+    assert len(folder.parts("records")) == 1
+    left = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
+    assert len(left) == len(expected) - 1 and left.items() < expected.items()
