@@ -17,6 +17,9 @@ from .known import Key
 from .layout import Layout
 from .ledger import Ledger
 
+# The quarantined files the text shows, the newest: a screen, not a service's lifetime.
+QUARANTINED_SHOWN = 20
+
 
 def collect(config: Config) -> dict[str, Any]:
     layout = Layout.of(config)
@@ -119,7 +122,13 @@ def render(status: dict[str, Any], as_json: bool) -> str:
             f"table {name}: schema v{t['schema_version']}, {t['columns']} columns,"
             f" {t['files']} files{delta}"
         )
-    for q in status["quarantined"]:
+    quarantined = status["quarantined"]
+    if len(quarantined) > QUARANTINED_SHOWN:
+        lines.append(
+            f"  ... {len(quarantined) - QUARANTINED_SHOWN} quarantined before these:"
+            " `ingest status --json` lists every one"
+        )
+    for q in quarantined[-QUARANTINED_SHOWN:]:
         lines.append(f"  {q['file']}: {q['error']}: {q['message']}")
     return "\n".join(lines)
 
