@@ -184,6 +184,12 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
         log.error("%d files failed to commit; they stay in the drop folder for the next run",
                   summary.outcomes["uncommitted"])
         return FAILED
+    if mode == "once" and summary.outcomes["unreadable"]:
+        # Not ingested, and no run reads it while it stays so (no permission, say): a
+        # scheduler must hear of it, as of a quarantine.
+        log.error("%d files could not be read; they stay in the drop folder for the next run",
+                  summary.outcomes["unreadable"])
+        return FAILED
     if mode == "once" and summary.outcomes["quarantined"]:
         return QUARANTINED
     return OK

@@ -880,7 +880,7 @@ def test_mtimes_past_2262_are_kept_apart_in_the_ledger_s_64_bits() -> None:
 @pytest.mark.skipif(
     os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs util-linux setpriv"
 )
-def test_once_counts_a_file_it_cannot_read_in_its_summary_and_leaves_it(folder: Folder) -> None:
+def test_once_counts_a_file_it_cannot_read_leaves_it_and_exits_1(folder: Folder) -> None:
     folder.write_config(**LIVE)
     locked = folder.drop / "locked.csv"
     write_csv(locked, rows=5, seed=3)
@@ -894,7 +894,10 @@ def test_once_counts_a_file_it_cannot_read_in_its_summary_and_leaves_it(folder: 
         )
     finally:
         locked.chmod(0o644)
-    assert result.returncode == 0, result.stderr
-    summary = result.stderr.strip().splitlines()[-1]
+    assert result.returncode == 1, result.stderr  # not ingested: a scheduler must hear of it
+    *_, summary, last = result.stderr.strip().splitlines()
     assert "ingested 1 files" in summary and ", 1 unreadable" in summary, summary
+    assert last.endswith(
+        "ERROR   1 files could not be read; they stay in the drop folder for the next run"
+    ), last
     assert locked.exists() and records(folder) == {"fine.csv": 20}
