@@ -5,12 +5,18 @@ or by a worker: by then a FIFO or a device may stand at its path. Opening a FIFO
 read waits for a writer, for ever (a commit's thread, or a worker, with it); a device's
 bytes may never end. These open without waiting (O_NONBLOCK), refuse whatever is not a
 regular file, as an OSError, and give back a descriptor that blocks as any other.
+
+A file that looks settled may still be open in its writer, silent for longer than
+`settle_ms`: `settled_opener` refuses one (`BeingWritten`) where Linux can tell, for
+the reads that ingest it, and the archive's move asks the same (`being_written`).
 """
 
 from __future__ import annotations
 
 import errno
+import fcntl
 import os
+import signal
 import stat
 from pathlib import Path
 
@@ -49,3 +55,44 @@ def opener(path: str, flags: int) -> int:
 def open_fd(path: str | Path) -> int:
     """A descriptor to read the regular file at `path`. Raises OSError (NotRegular)."""
     return opener(os.fspath(path), os.O_RDONLY)
+
+
+class BeingWritten(OSError):
+    """Another process holds the input open for writing: a writer that pauses longer
+    than `settle_ms` between writes. Its file is looked at again later (`changed`)."""
+
+
+BEING_WRITTEN = "it is open for writing by another process"
+
+
+def settled_opener(path: str, flags: int) -> int:
+    """`opener`, refusing (BeingWritten) a file another process holds open for writing."""
+    fd = opener(path, flags)
+    try:
+        if being_written(fd):
+            raise BeingWritten(errno.EBUSY, BEING_WRITTEN, path)
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def open_settled(path: str | Path) -> int:
+    """`open_fd`, refusing (BeingWritten) a file another process holds open for writing."""
+    return settled_opener(os.fspath(path), os.O_RDONLY)
+
+
+def being_written(fd: int) -> bool:
+    """Does another process hold the file open for writing? Linux refuses a read lease
+    on such a file (EAGAIN); the lease, when given, is let go at once. False where that
+    cannot be told: a file of another owner without CAP_LEASE (root has it), a file
+    system without leases (NFS), not Linux. Settling by time covers those alone."""
+    try:
+        # A writer's open while the lease is held signals the holder: SIGIO by default,
+        # which ends a process; SIGURG is ignored unless handled.
+        fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
+    except (OSError, AttributeError) as exc:  # AttributeError: no leases on this platform
+        return isinstance(exc, OSError) and exc.errno == errno.EAGAIN
+    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    return False

@@ -264,3 +264,29 @@ def test_once_leaves_a_file_still_being_written_for_the_next_run_and_ends(
     assert again.returncode == 0, again.stderr
     assert folder.rows_per_file() == {"done.csv": 5, "growing.csv": rows}
     assert "0 left for the next run" in again.stderr, again.stderr
+
+
+def test_once_leaves_a_file_its_writer_holds_open_unread_though_it_looks_settled(
+    folder: Folder,
+) -> None:
+    """A writer that wrote some rows and holds its file open, silent for longer than
+    settle_ms: the file looks settled, but more may come. `once` does not read it, waits
+    once_unsettled_s for it, and leaves it; the next run, after the writer closed it,
+    reads it whole."""
+    folder.write_config(watch={"once_unsettled_s": 1})
+    write_csv(folder.drop / "done.csv", rows=5, seed=1)
+    held = folder.drop / "held.csv"
+    with held.open("w") as writer:
+        writer.write("timestamp,v\n" + "".join(f"{i},{i}.5\n" for i in range(10)))
+        writer.flush()
+        result = folder.ingest("once", timeout=60)
+        writer.write("".join(f"{i},{i}.5\n" for i in range(10, 30)))
+
+    assert result.returncode == 0, result.stderr
+    assert folder.rows_per_file() == {"done.csv": 5}
+    assert "changed held.csv" in result.stderr and "open for writing" in result.stderr
+    assert re.search(r"WARNING +deferred held\.csv reason=\"still changing", result.stderr)
+
+    again = folder.ingest("once")
+    assert again.returncode == 0, again.stderr
+    assert folder.rows_per_file() == {"done.csv": 5, "held.csv": 30}

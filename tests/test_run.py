@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import psutil
 import pyarrow.parquet as pq
+import pytest
 
 from ingest import stacks
 
@@ -60,6 +61,34 @@ def test_a_file_written_slowly_in_chunks_is_ingested_once_and_complete(
     assert svc.stop() == 0
     assert folder.rows_per_file() == {"slow.csv": 2000}
     assert svc.text().count("ingested slow.csv") == 1
+
+
+@pytest.mark.parametrize("send", ["paths", "bytes"])
+def test_a_file_whose_writer_pauses_past_settle_ms_is_read_once_it_is_closed_whole(
+    folder: Folder, service: Callable[..., Service], send: str
+) -> None:
+    """A writer that keeps its file open and pauses longer than settle_ms: the file looks
+    settled at each pause. Read then, its first rows were committed and the file archived,
+    and what the writer wrote next went on into the archived file, in no table."""
+    folder.write_config(pipeline={"workers": 2, "send": send}, output={"flush_s": 0})
+    svc = service()
+    svc.wait_ready()
+    target = folder.drop / "paused.csv"
+    with target.open("w") as fh:
+        fh.write("timestamp,v\n")
+        for chunk in range(5):
+            fh.writelines(f"{chunk * 10 + i},{i}.5\n" for i in range(10))
+            fh.flush()
+            time.sleep(0.3)  # six times settle_ms (50)
+    wait_for(lambda: "ingested paused.csv" in svc.text(), 30, "paused.csv ingested")
+    time.sleep(0.5)  # room for a wrong second ingest to show up
+    assert svc.stop() == 0, svc.text()
+
+    assert folder.rows_per_file() == {"paused.csv": 50}
+    assert svc.text().count("ingested paused.csv") == 1
+    assert "changed paused.csv" in svc.text() and "open for writing" in svc.text()
+    (archived,) = folder.archive.rglob("paused.csv")
+    assert archived.read_text().count("\n") == 51
 
 
 def test_sigterm_exits_0_leaving_no_temp_files_and_readable_parquet(

@@ -29,6 +29,7 @@ from .. import shared
 from ..config import Config
 from ..files import DropFile
 from ..jobs import Failure, Job
+from ..regular import BEING_WRITTEN, BeingWritten
 from ..shared import SHARED_MIN_BYTES
 from ..store.crashpoints import CrashPlan
 from ..store.dispose import after_success, quarantine
@@ -323,7 +324,11 @@ class Intake:
         return None if segment is None else (segment, True)
 
     async def _unreadable(self, file: DropFile, exc: OSError, digest: str = "") -> None:
-        if isinstance(exc, FileNotFoundError):
+        if isinstance(exc, BeingWritten):  # a writer's pause outlasted settle_ms
+            fields: dict[str, object] = {"sha256": digest} if digest else {}
+            fields["reason"] = f"{BEING_WRITTEN}, though it settled"
+            self.in_flight.resolved(file, "changed", fields)
+        elif isinstance(exc, FileNotFoundError):
             self.committer.vanished(file, digest)  # a fact for `ingest explain`
             self.in_flight.resolved(file, "vanished", {"reason": "it was gone when it was read"})
         else:

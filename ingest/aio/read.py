@@ -26,7 +26,7 @@ from .. import regular, shared
 
 async def read_bytes(path: Path) -> bytes:
     """The whole file. Raises FileNotFoundError if it vanished since it was seen."""
-    async with aiofiles.open(path, "rb", opener=regular.opener) as fh:
+    async with aiofiles.open(path, "rb", opener=regular.settled_opener) as fh:
         return await fh.read()
 
 
@@ -46,7 +46,7 @@ def _whole(path: Path, size: int) -> bytes:
     """The file's bytes, up to `size` + 1."""
     chunks: list[bytes] = []
     total = 0
-    fd = regular.open_fd(path)
+    fd = regular.open_settled(path)
     try:
         while got := os.read(fd, size + 1 - total):
             chunks.append(got)
@@ -86,7 +86,7 @@ def _fill(path: Path, piece: memoryview) -> int:
     (that byte is not kept)."""
     spare = memoryview(bytearray(1))
     length = 0
-    fd = regular.open_fd(path)
+    fd = regular.open_settled(path)
     try:
         while got := os.readv(fd, [piece[length:], spare]):
             length += got
@@ -122,7 +122,7 @@ def _send(path: Path, out: int, offset: int, size: int) -> int:
     """Copy the file into `out` at `offset`, in the kernel: its length, or `size` + 1 if
     it is longer (that byte is not copied)."""
     length = 0
-    fd = regular.open_fd(path)
+    fd = regular.open_settled(path)
     try:
         while length < size and (sent := _copy(fd, out, offset, length, size - length)):
             length += sent
@@ -173,7 +173,7 @@ async def sha256_of_file(path: Path) -> tuple[str, int]:
     """The digest and length of a file too big to hold, read in chunks; a thread hashes each."""
     digest = hashlib.sha256()
     length = 0
-    async with aiofiles.open(path, "rb", opener=regular.opener) as fh:
+    async with aiofiles.open(path, "rb", opener=regular.settled_opener) as fh:
         while chunk := await fh.read(HASH_CHUNK_BYTES):
             length += len(chunk)
             await asyncio.to_thread(digest.update, chunk)

@@ -274,7 +274,7 @@ class Streamer:
         running: set[asyncio.Task[None]] = set()
         index = 0
         try:
-            async with aiofiles.open(file.path, "rb", opener=regular.opener) as fh:
+            async with aiofiles.open(file.path, "rb", opener=regular.settled_opener) as fh:
                 reader = BlockReader(
                     fh, file.rel, self.block_bytes,
                     literal.decode() if literal else _delimiter(spec), literal is not None,

@@ -57,11 +57,13 @@ def _read_path(job: Job, path: str) -> Job | Failure:
     try:
         # One byte past the expected size tells a grown file from a complete one without
         # reading all of a file appended to without end.
-        with open(path, "rb", opener=regular.opener) as fh:
+        with open(path, "rb", opener=regular.settled_opener) as fh:
             data = fh.read(job.size + 1)
             written = mtime_ns(os.fstat(fh.fileno()))  # after the read: a write during it too
     except FileNotFoundError:
         return Failure("InputVanished", f"{path} was gone when a worker went to read it")
+    except regular.BeingWritten:
+        return Failure("InputChanged", f"{regular.BEING_WRITTEN}, though it settled")
     except OSError as exc:
         return Failure("InputUnreadable", f"a worker could not read {path}: {message(exc)}")
     if len(data) > job.size:
@@ -93,7 +95,7 @@ def sha256_of_path(path: str) -> tuple[str, int]:
     own process does not hash every byte. Raises OSError as `open` and `read` do."""
     digest = hashlib.sha256()
     length = 0
-    with open(path, "rb", buffering=0, opener=regular.opener) as fh:
+    with open(path, "rb", buffering=0, opener=regular.settled_opener) as fh:
         buffer = bytearray(HASH_CHUNK_BYTES)
         view = memoryview(buffer)
         while got := fh.readinto(buffer):

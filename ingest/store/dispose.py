@@ -115,6 +115,25 @@ def _is_version(path: str | Path, file: DropFile) -> bool:
     return (st.st_size, mtime_ns(st)) == (file.size, file.mtime_ns)
 
 
+def _held(file: DropFile) -> str | None:
+    """Why the input may not be moved or deleted yet: another version is at its path, or
+    a writer still holds it open (whatever it writes would follow the file into the
+    archive, or be lost with it, unread); None if it may."""
+    fd = regular.open_fd(file.path)
+    try:
+        st = os.fstat(fd)
+        if (st.st_size, mtime_ns(st)) != (file.size, file.mtime_ns):
+            return "changed since it was read; its new version stays"
+        if regular.being_written(fd):
+            return (
+                f"{regular.BEING_WRITTEN}: it stays, and is read again as a new version"
+                " once it is written to"
+            )
+        return None
+    finally:
+        os.close(fd)
+
+
 def after_success(
     layout: Layout, file: DropFile, sha256: str, on_success: str, made: set[str] | None = None
 ) -> None:
@@ -127,8 +146,9 @@ def after_success(
     if on_success == "keep":
         return
     try:
-        if not _is_version(file.path, file):
-            log.info("%s changed since it was read; its new version stays", file.rel)
+        held = _held(file)
+        if held is not None:
+            log.info("%s %s", file.rel, held)
             return
         if on_success == "delete":
             file.path.unlink()
