@@ -34,7 +34,6 @@ from ..errors import PoolStopped, TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import NOT_AS_SEEN, Failure, Job, Task, TaskResult, WrittenPart
 from ..logs import shown
-from ..metrics import Metrics
 from ..store.layout import Layout
 from ..store.parts import Accepted, StagedPart
 from .commit import Aside, Committer, TaskOutput
@@ -99,14 +98,12 @@ class Dispatcher:
         compute: Compute,
         queue: asyncio.Queue[Queued],
         committer: Committer,
-        metrics: Metrics,
         upstream: Upstream,
     ):
         self.config = config
         self.compute = compute
         self.queue = queue
         self.committer = committer
-        self.metrics = metrics
         self.upstream = upstream
         # Workers that see the output folder write their part files where the committer
         # renames them; the others return the parts' bytes, which the committer writes.
@@ -184,7 +181,6 @@ class Dispatcher:
         try:
             result = await self._beside_others(items)
         except WorkerCrashed as exc:
-            self.metrics.breakages.inc()
             log.warning("%s; retrying each of its files alone", exc)
             for item in items:
                 await self._run_alone(item, crashes=1)
@@ -225,7 +221,6 @@ class Dispatcher:
                 continue  # lost with a pool stopped for a hung call: not its doing
             except WorkerCrashed as exc:
                 crashes += 1
-                self.metrics.breakages.inc()
                 if crashes > retries:
                     message = f"{exc}; it killed a worker {crashes} times, alone in the pool"
                     self._quarantine(item, Failure("WorkerCrashed", message), crashes)
@@ -255,7 +250,6 @@ class Dispatcher:
             except PoolStopped:
                 continue  # lost with a pool stopped for another call's hang: not its doing
             except WorkerCrashed as exc:
-                self.metrics.breakages.inc()
                 log.warning("%s; retrying it alone", exc)
                 break
         crashes = 1
@@ -267,7 +261,6 @@ class Dispatcher:
                 continue
             except WorkerCrashed as exc:
                 crashes += 1
-                self.metrics.breakages.inc()
                 if crashes > self.config.pipeline.retries:
                     raise WorkerCrashed(
                         f"{exc}; it killed a worker {crashes} times, alone in the pool"

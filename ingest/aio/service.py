@@ -117,6 +117,7 @@ class Service:
             config.pipeline.executor, config.workers, config.pipeline.task_timeout_s,
             plugins=config.features.plugins,
             shared_output=self.layout.tmp if config.pipeline.shared_output else None,
+            on_breakage=self.metrics.breakages.inc,
         )
         self.lag = LagProbe(self.metrics)
         self.health = Health(self.layout.state, self.metrics, self.lag)
@@ -209,7 +210,7 @@ class Service:
             ) if self.mode == "run" else None,
         )
         self.dispatcher = Dispatcher(
-            config, self.compute, self.queue, self.committer, self.metrics, self.in_flight
+            config, self.compute, self.queue, self.committer, self.in_flight
         )
         self.streamer = Streamer(
             config, self.layout, self.compute, self.budget, self.dispatcher, self.crash,

@@ -190,7 +190,7 @@ class Compute:
 
     def __init__(
         self, executor: str, workers: int, timeout_s: float, plugins: bool = False,
-        shared_output: Path | None = None,
+        shared_output: Path | None = None, on_breakage: Callable[[], None] = lambda: None,
     ):
         self.spec = executor
         self.workers = workers
@@ -199,6 +199,9 @@ class Compute:
         # With `[pipeline] shared_output`: the folder where a cluster's workers stage parts.
         self._shared_output = shared_output
         self.breakages = 0
+        # Told once per pool replaced (however many calls it failed), and per dask task
+        # whose workers died: `ingest_pool_breakages_total`.
+        self._on_breakage = on_breakage
         self._executor: Executor | None = None
         self._client: Any = None
         self._replacing = asyncio.Lock()
@@ -260,6 +263,7 @@ class Compute:
             if self._executor is not broken or not isinstance(broken, ProcessPoolExecutor):
                 return
             self.breakages += 1
+            self._on_breakage()
             log.warning("a worker died; replacing the process pool (breakage %d)", self.breakages)
             broken.shutdown(wait=False, cancel_futures=True)
             self._executor = await asyncio.to_thread(_process_pool, self.workers, self.plugins)
@@ -360,6 +364,7 @@ class Compute:
         except Exception as exc:
             # dask reports a task whose workers kept dying as KilledWorker.
             if type(exc).__name__ == "KilledWorker":
+                self._on_breakage()
                 raise WorkerCrashed(f"dask workers died while they held {what}") from exc
             raise
 

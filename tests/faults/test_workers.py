@@ -14,7 +14,7 @@ import time
 import psutil
 import pytest
 
-from ..conftest import ROOT, Folder, wait_for, write_csv
+from ..conftest import ROOT, Folder, free_port, metric, wait_for, write_csv
 from ..plugin_sets import EXIT_VALUE, HANG_VALUE, SEGFAULT_VALUE
 
 
@@ -295,3 +295,36 @@ def test_a_hung_worker_is_killed_alone_and_the_tasks_beside_it_are_not_charged(
     assert _ingested(folder) == expected
     assert "took longer than task_timeout_s" in stderr
     assert set(_attempts(folder).values()) == {1}, "no innocent file was charged a crash"
+
+
+def test_the_breakages_metric_counts_each_pool_replaced_once(folder: Folder) -> None:
+    """A worker's death fails every task its pool held, and each was counted: the metric
+    said 4 where the log said 3 pools were replaced."""
+    port = free_port()
+    folder.write_config(
+        watch={"settle_ms": 0},
+        pipeline={"workers": 2, "retries": 2},
+        # Slow: the other worker still holds a task when the poison kills its own.
+        features={"sets": ["summary", "tests.plugin_sets:slow",
+                           "tests.plugin_sets:segfault_on_sentinel"]},
+        output={"flush_s": 0.2},
+        metrics={"port": port},
+    )
+    expected = _good_and_poison(folder, 24, SEGFAULT_VALUE)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+        cwd=folder.root, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        wait_for(lambda: (folder.quarantine / "poison.csv.error.json").exists()
+                 and not list(folder.drop.glob("*.csv")), 90, "the poison quarantined")
+        counted = metric(port, "ingest_pool_breakages_total")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 0, stderr
+    replaced = stderr.count("a worker died; replacing the process pool")
+    assert replaced >= 3, stderr  # the poison alone killed a worker retries + 1 times
+    assert counted == replaced, stderr
+    assert _ingested(folder) == expected
