@@ -146,8 +146,9 @@ ON_A_TERMINAL = b"\x1b[?25h\r\x1b[2K"
 
 
 def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
-    """End the process at once (`os._exit`), as safely as a kill -9, after `line` if stderr
-    takes it within `wait_s`. The line goes straight to stderr's descriptor, from a thread:
+    """End the process at once (`os._exit`), as safely as a kill -9, after the lines queued
+    for the log thread while it writes them (`LAST_LINES_S`), and `line` if stderr takes
+    it within `wait_s`. The line goes straight to stderr's descriptor, from a thread:
     not through `sys.stderr`, whose buffer a signal handler may have interrupted mid-write,
     nor the log thread, which may not run again; and not waited for longer, since a pipe
     nobody reads, or a stalled terminal, must not hold an exit asked to be at once. A
@@ -157,6 +158,7 @@ def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
             for signum in (signal.SIGINT, signal.SIGTERM):
                 signal.signal(signum, signal.SIG_IGN)
         if sys.__stderr__ is not None:  # else fd 2 may be another file's now: say nothing
+            _let_queued_lines_out()
             data = (line + "\n").encode("utf-8", "replace")
             if os.isatty(2) and os.environ.get("TERM") != "dumb":
                 data = ON_A_TERMINAL + data
@@ -165,6 +167,28 @@ def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
             writer.join(wait_s)
     finally:
         os._exit(code)
+
+
+# Before an exit at once, the log thread may write the lines queued for it while it
+# keeps writing them (each file committed by then has its line), but no longer than
+# this; and not at all once it has not written one for the second figure (a stuck pipe).
+LAST_LINES_S = (1.0, 0.1)
+
+
+def _let_queued_lines_out() -> None:
+    backlog = next((
+        handler.backlog for handler in logging.getLogger().handlers
+        if isinstance(handler, LoopSideHandler)
+    ), None)
+    if backlog is None:
+        return
+    longest, stalled = LAST_LINES_S
+    started = moved = time.monotonic()
+    left = backlog.queued
+    while left and (now := time.monotonic()) - started < longest and now - moved < stalled:
+        time.sleep(0.002)
+        if backlog.queued != left:
+            left, moved = backlog.queued, time.monotonic()
 
 
 def _write_stderr(data: bytes) -> None:

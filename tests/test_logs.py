@@ -246,6 +246,29 @@ def test_exit_now_says_its_line_to_a_pipe_with_room() -> None:
     assert said.stderr == "ingest: exiting now\n"
 
 
+_QUEUED = """if True:
+    import logging
+    from ingest import logs
+    logs.configure()
+    log = logging.getLogger("ingest.test")
+    for i in range(3000):
+        log.info("committed f%04d.csv", i)
+    logs.exit_now("ingest: exiting now", 3)
+"""
+
+
+def test_exit_now_lets_the_lines_queued_before_it_out_first() -> None:
+    """Each a file committed: a second signal ended the process with thousands of them
+    still queued for the log thread, and nothing would ever name those files again."""
+    said = subprocess.run(
+        [sys.executable, "-c", _QUEUED], capture_output=True, text=True, timeout=60,
+    )
+    assert said.returncode == 3
+    *lines, last = said.stderr.splitlines()
+    assert [line.split()[-1] for line in lines] == [f"f{i:04d}.csv" for i in range(3000)]
+    assert last == "ingest: exiting now"
+
+
 def test_exit_now_leaves_its_line_out_when_stderr_is_a_full_pipe_nobody_reads() -> None:
     # A full pipe takes nothing more until it is read: a plain write would wait for ever.
     read_end, write_end = full_pipe()

@@ -184,6 +184,10 @@ class Committer:
         # Files taken out of their parts to be read again (`_read_again`), as they were
         # then: a version read again once is committed the next time, whatever it holds.
         self._read_again_once: set[tuple[str, int, int]] = set()
+        # The flush whose commit is under way or done, until the loop has told its files'
+        # fate (`tell_committed_now`), and how many of its published outputs it has begun to.
+        self._in_hand: Committed | None = None
+        self._telling = 0
 
     async def read_ledger(self, query: Callable[..., T], *args: object) -> T:
         """Run a ledger query in a thread, never at the same time as a commit:
@@ -252,9 +256,11 @@ class Committer:
             pending, self._pending = self._pending, Pending()
             if not pending:
                 return True
+            self._telling = 0
             done = await asyncio.to_thread(self._commit, pending)
             before = self._commits
             for published in done.published:
+                self._telling += 1
                 self._commits += published.part_id is not None
                 if self._read_again_once:
                     self._read_again_once.difference_update(
@@ -265,7 +271,9 @@ class Committer:
                 (entry.file, {"sha256": entry.sha256, "reason": READ_AS_TEXT})
                 for entry in done.reread
             ], unpaused={entry.file.rel for entry in done.reread})
+            self._telling += 1
             await self._report_aside(done.aside_recorded)
+            self._in_hand, self._telling = None, 0
             backoff = backoff_after(self._backoff)
             records_failed = await self._unrecorded(done, backoff)
             if done.error is None and not done.failed and not records_failed:
@@ -413,7 +421,7 @@ class Committer:
 
     def _commit(self, pending: Pending) -> Committed:
         """Called in a thread: publish, then dispose of the inputs (after the ledger commit)."""
-        done = Committed()
+        done = self._in_hand = Committed()
         on_success = self.config.watch.on_success
         made: set[str] = set()  # the archive's folders, made once a flush
         outputs = pending.outputs
@@ -590,11 +598,7 @@ class Committer:
                 )
 
     async def _report_published(self, published: Published) -> None:
-        committed = [
-            (entry.file, {"rows": entry.rows, "sha256": entry.sha256, "part": published.part_id})
-            for entry in published.committed
-        ]
-        await self._report("ingested", committed)
+        await self._report("ingested", _committed(published))
         await self._report("changed", [
             (e.file, {
                 "sha256": e.sha256,
@@ -603,19 +607,22 @@ class Committer:
             for e in published.changed
         ], unpaused={e.file.rel for e in published.changed} - published.moved)
 
+    def tell_committed_now(self) -> None:
+        """The process is about to exit at once (a second signal): tell the fate of the files
+        the flush under way has committed or recorded, which the loop has not told yet and
+        never will. Whatever it has begun to tell is left: none is told twice."""
+        done = self._in_hand
+        if done is None:
+            return
+        published = done.published
+        for output in published[self._telling:]:
+            self.on_resolved("ingested", _committed(output), ())
+        if self._telling <= len(published):
+            for state, files in _fates(done.aside_recorded).items():
+                self.on_resolved(state, files, ())
+
     async def _report_aside(self, aside: list[Aside]) -> None:
-        by_state: dict[str, list[tuple[DropFile, dict[str, object]]]] = {}
-        for item in aside:
-            fields: dict[str, object] = {"sha256": item.sha256}
-            if item.failure is not None:
-                fields.update(error=item.failure.error, reason=item.failure.message,
-                              attempts=item.attempts)
-                if item.failure.line is not None:
-                    fields["line"] = item.failure.line
-            else:
-                fields["duplicate_of"] = item.duplicate_of
-            by_state.setdefault(item.state, []).append((item.file, fields))
-        for state, files in by_state.items():
+        for state, files in _fates(aside).items():
             await self._report(state, files)
 
     async def _report(
@@ -627,3 +634,26 @@ class Committer:
             if start:
                 await asyncio.sleep(0)
             self.on_resolved(event, files[start:start + REPORT_BATCH], unpaused)
+
+
+def _committed(published: Published) -> list[tuple[DropFile, dict[str, object]]]:
+    return [
+        (entry.file, {"rows": entry.rows, "sha256": entry.sha256, "part": published.part_id})
+        for entry in published.committed
+    ]
+
+
+def _fates(aside: list[Aside]) -> dict[str, list[tuple[DropFile, dict[str, object]]]]:
+    """The files set aside, by state, each with the fields of its line."""
+    by_state: dict[str, list[tuple[DropFile, dict[str, object]]]] = {}
+    for item in aside:
+        fields: dict[str, object] = {"sha256": item.sha256}
+        if item.failure is not None:
+            fields.update(error=item.failure.error, reason=item.failure.message,
+                          attempts=item.attempts)
+            if item.failure.line is not None:
+                fields["line"] = item.failure.line
+        else:
+            fields["duplicate_of"] = item.duplicate_of
+        by_state.setdefault(item.state, []).append((item.file, fields))
+    return by_state

@@ -298,6 +298,8 @@ class Service:
             when = "again" if self._signalled else "while stopping"
             for child in multiprocessing.active_children():
                 child.kill()
+            if hasattr(self, "committer"):  # their lines, before the process ends
+                self.committer.tell_committed_now()
             logs.exit_now(
                 f"ingest: {name} {when}: exiting now; uncommitted files will be read on restart",
                 128 + signum,
