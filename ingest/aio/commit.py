@@ -388,10 +388,10 @@ class Committer:
                 log.exception("compaction failed; the partition stays as it is, for now")
                 return False
 
-    async def drain(self, until: float) -> int:
+    async def drain(self, until: float) -> list[str]:
         """Flush until nothing is pending, retrying failed commits until the monotonic time
-        `until` (at least one attempt). Then commit nothing more; return how many files
-        are left uncommitted: they stay in the drop folder, for the next run."""
+        `until` (at least one attempt). Then commit nothing more; return the files left
+        uncommitted: they stay in the drop folder, for the next run."""
         while self._pending:
             if await self.flush():
                 continue
@@ -402,7 +402,9 @@ class Committer:
         async with self._flushing:  # a flush of the run loop in its thread finishes first
             self._closed = True
         pending = self._pending
-        return sum(len(o.accepted) for o in pending.outputs) + len(pending.aside)
+        return [e.file.rel for o in pending.outputs for e in o.accepted] + [
+            a.file.rel for a in pending.aside
+        ]
 
     def _restore(self, pending: Pending, done: Committed) -> None:
         # What failed goes back in front, in its order and keeping its age, so the retry

@@ -26,6 +26,11 @@ log = logging.getLogger("ingest.service")
 # Why a file let go of unrecorded is not done: a stop came first, or its blocks could not
 # be staged (that error has its own line).
 LEFT = "not done when it was let go; it stays in the drop folder for the next run"
+# A file whose commit kept failing (a full disk) until a stop's drain_s ran out.
+UNCOMMITTED_AT_STOP = (
+    "its commit kept failing until drain_s ran out; it stays in the drop folder for the"
+    " next run"
+)
 
 
 @dataclass
@@ -143,8 +148,9 @@ class Outcomes:
         if self.progress is not None:
             self.progress.advance("deferred", len(files))
 
-    def deferred(self, *rels: str) -> None:
-        """Files let go unrecorded (a signal came first, or staging failed): each stays in
-        the drop folder for the next run, and is told so, as the summary counts it."""
+    def deferred(self, *rels: str, reason: str = LEFT) -> None:
+        """Files let go unrecorded (a signal came first, staging or their commit failed):
+        each stays in the drop folder for the next run, and is told so, as the summary
+        counts it."""
         self.summary.outcomes["deferred"] += len(rels)
-        logs.outcomes("deferred", [(rel, {"reason": LEFT}) for rel in rels])
+        logs.outcomes("deferred", [(rel, {"reason": reason}) for rel in rels])

@@ -44,7 +44,7 @@ from .health import Health
 from .inflight import InFlight
 from .intake import Intake
 from .lag import LagProbe
-from .outcomes import Outcomes, Summary
+from .outcomes import UNCOMMITTED_AT_STOP, Outcomes, Summary
 from .recall import Recall
 from .settle import Settler
 from .stream import Streamer
@@ -345,8 +345,8 @@ class Service:
         left = await self.committer.drain(deadline)
         if left:
             log.warning("%d files could not be committed before drain_s; left for the next run",
-                        left)
-            self.summary.outcomes["deferred"] += left
+                        len(left))
+            self.outcomes.deferred(*left, reason=UNCOMMITTED_AT_STOP)
 
     async def _shutdown(self) -> None:
         abandoned = bool(self.in_flight.holding)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import sqlite3
@@ -129,7 +130,12 @@ def test_sigterm_while_commits_fail_exits_within_drain_s_and_leaves_the_files_fo
     assert took < drain_s + 5, f"took {took:.1f}s to stop"
     assert "could not be committed before drain_s" in svc.text()
     assert not list(folder.quarantine.iterdir()), "a full disk is not the files' fault"
-    assert list(folder.drop.glob("*.csv")), "uncommitted inputs stay in the drop folder"
+    left = sorted(path.name for path in folder.drop.glob("*.csv"))
+    assert left, "uncommitted inputs stay in the drop folder"
+    named = sorted(re.findall(
+        r"deferred (\S+) reason=\"its commit kept failing until drain_s ran out", svc.text()
+    ))
+    assert named == left, svc.text()  # each named, as any file a stop leaves
 
     _grow(small_disk)
     again = folder.ingest("once")
