@@ -34,6 +34,8 @@ DEFAULT_PATTERNS = (
 ON_SUCCESS = ("archive", "delete", "keep")
 DEFAULT_TABLE = "records"
 TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
+# A dask scheduler's address: an optional scheme, a host (an IPv6 one in brackets), a port.
+DASK_ADDRESS = re.compile(r"dask://([a-z]+://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
 HINT_TYPES = ("int64", "float64", "string", "bool", "date", "timestamp")
 FORMATS = ("parquet", "delta")
 TABLES = ("records", "features")
@@ -190,7 +192,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "watch.patterns": (lambda v: len(v) > 0, "a non-empty list of strings"),
     "pipeline.workers": (lambda v: v >= 0, "an integer >= 0"),
     "pipeline.executor": (
-        lambda v: v == "process" or (v.startswith("dask://") and len(v) > len("dask://")),
+        lambda v: v in ("process", "dask://local") or _dask_address(v),
         '"process", "dask://HOST:PORT" or "dask://local"',
     ),
     "pipeline.queue_files": (lambda v: v >= 1, "an integer >= 1"),
@@ -346,6 +348,11 @@ def resolve_paths(config: Config, base: Path) -> Config:
         f.name: (base / getattr(config.paths, f.name)).resolve() for f in fields(config.paths)
     }
     return replace(config, paths=Paths(**resolved))
+
+
+def _dask_address(value: str) -> bool:
+    found = DASK_ADDRESS.fullmatch(value)
+    return found is not None and 0 < int(found.group(3)) < 65536
 
 
 def load(path: Path | None = None) -> Config:

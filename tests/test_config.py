@@ -253,6 +253,13 @@ BAD_VALUES = [
     ("watch", "on_success", "move"),
     ("watch", "on_success", "arch\nive"),  # a line break stays in the message's one line
     ("pipeline", "executor", "thread"),
+    # A scheduler's address needs a host and a numeric port; `local` is spelled so.
+    ("pipeline", "executor", "dask://127.0.0.1"),
+    ("pipeline", "executor", "dask://127.0.0.1:notaport"),
+    ("pipeline", "executor", "dask://127.0.0.1:43805/"),
+    ("pipeline", "executor", "dask://127.0.0.1:70000"),
+    ("pipeline", "executor", "dask://Local"),
+    ("pipeline", "executor", "dask:// local"),
     ("output", "compression", "lzma"),
     ("output", "tables", ["records", "rows"]),
     # out of range
@@ -324,7 +331,10 @@ def test_auto_sends_paths_to_workers_of_this_machine_only(
     assert pipeline.sends_paths is paths
 
 
-@pytest.mark.parametrize("executor", ["process", "dask://scheduler:8786", "dask://local"])
+@pytest.mark.parametrize("executor", [
+    "process", "dask://scheduler:8786", "dask://local", "dask://tcp://10.0.0.5:8786",
+    "dask://[::1]:8786",
+])
 def test_executor_accepts_the_documented_forms(executor: str) -> None:
     assert parse({"pipeline": {"executor": executor}}).pipeline.executor == executor
 

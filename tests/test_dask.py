@@ -18,6 +18,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+import numpy as np
 import pytest
 
 from .conftest import ROOT, Folder, free_port, wait_for, write_csv
@@ -198,6 +199,32 @@ def test_shared_output_on_a_worker_that_does_not_see_the_output_is_a_one_line_er
     assert f"does not see {folder.output} at that path" in error
     assert sorted(p.name for p in folder.drop.iterdir()) == sorted(expected)
     assert not folder.parts("records")
+
+
+def test_a_scheduler_that_does_not_answer_is_a_one_line_error(folder: Folder) -> None:
+    folder.write_config(pipeline={"executor": f"dask://127.0.0.1:{free_port()}"})
+    write_csv(folder.drop / "a.csv", 5, 1)
+    result = folder.ingest("once", timeout=120)
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    (line,) = [line for line in result.stderr.splitlines() if "executor" in line]
+    assert line.startswith('ingest: [pipeline] executor = "dask://127.0.0.1:'), line
+    assert "no scheduler answers there" in line
+    assert (folder.drop / "a.csv").exists()
+
+
+@pytest.mark.timeout(180)
+def test_a_large_file_sent_as_bytes_leaves_json_logs_json(
+    folder: Folder, cluster: Cluster
+) -> None:
+    """distributed warns in plain text of each "large graph" (over 10 MB) its client sends."""
+    _configure(folder, cluster, "bytes")
+    np.save(folder.drop / "big.npy", np.arange(2_000_000, dtype=np.float64))  # 16 MB
+    result = folder.ingest("once", "--log-format", "json", timeout=170)
+    assert result.returncode == 0, result.stderr
+    lines = result.stderr.splitlines()
+    assert all(line.startswith("{") for line in lines), result.stderr
+    assert [json.loads(line)["event"] for line in lines if '"event"' in line] == ["ingested"]
 
 
 def _ingested(folder: Folder) -> int:

@@ -21,6 +21,7 @@ import multiprocessing
 import os
 import secrets
 import time
+import warnings
 import weakref
 from collections.abc import Callable
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -114,6 +115,9 @@ def _dask_executor(
         ) from None
     # distributed installs its own INFO-level handler on import; its warnings still show.
     logging.getLogger("distributed").setLevel(logging.WARNING)
+    # A file's bytes sent to a cluster's worker are a "large graph" to the client, which
+    # says so in plain text on stderr for each (a JSON log then holds lines that are not).
+    warnings.filterwarnings("ignore", message="Sending large graph", category=UserWarning)
     if address == "local":
         # No dashboard; the scheduler still serves its HTTP routes (metrics), by default on
         # port 8787, and moves with a warning where another cluster holds that: any free port.
@@ -123,7 +127,12 @@ def _dask_executor(
         )
         client = Client(cluster)
     else:
-        client = Client(address, timeout=10)
+        try:
+            client = Client(address, timeout=10)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise ConfigError(
+                f'[pipeline] executor = "dask://{address}": no scheduler answers there ({exc})'
+            ) from None
     try:
         client.register_plugin(Tuned(plugins))
         if shared_output is not None:
