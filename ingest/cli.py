@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from . import __version__, blas, logs, memory, stacks
 from .config import BUILT_IN_SETS, Config, load, override
-from .errors import ConfigError, LedgerError, OutputLocked
+from .errors import ClusterLost, ConfigError, LedgerError, OutputLocked
 from .folders import check_distinct, check_usable, holds_anything
 from .store.layout import Layout
 
@@ -178,7 +178,10 @@ def _serve(config: Config, mode: str, early: list[int]) -> int:
         _exit_on_signals()
     logs.summary(summary.line())
     if summary.failed is not None:
-        log.error("ingest stopped on an internal failure: %s", summary.failed)
+        if summary.internal:
+            log.error("ingest stopped on an internal failure: %s", summary.failed)
+        else:
+            log.error("ingest stopped: %s", summary.failed)
         return FAILED
     if mode == "once" and summary.outcomes["uncommitted"]:
         log.error("%d files failed to commit; they stay in the drop folder for the next run",
@@ -353,6 +356,9 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
     except (ConfigError, LedgerError) as exc:
         _say(parsed.log_format, str(exc))
         return USAGE
+    except ClusterLost as exc:  # may pass: a supervisor tries again (exit 1, not 2)
+        _say(parsed.log_format, str(exc))
+        return FAILED
     except Exception:
         log.exception("ingest failed")
         return FAILED

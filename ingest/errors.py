@@ -52,3 +52,9 @@ class OutputLocked(IngestError):
 class PoolStopped(IngestError):
     """Raised when a call was lost because the pool was stopped to end another, hung call:
     not this call's fault, so it is run again, uncharged."""
+
+
+class ClusterLost(IngestError):
+    """Raised when the dask scheduler does not answer, at start or since: not any file's
+    fault, so none is quarantined; the service stops, and its files stay for the next run
+    (a supervisor restarts it, exit 1, as for any failure that may pass)."""

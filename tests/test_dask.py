@@ -205,7 +205,9 @@ def test_a_scheduler_that_does_not_answer_is_a_one_line_error(folder: Folder) ->
     folder.write_config(pipeline={"executor": f"dask://127.0.0.1:{free_port()}"})
     write_csv(folder.drop / "a.csv", 5, 1)
     result = folder.ingest("once", timeout=120)
-    assert result.returncode == 2, result.stderr
+    # The address is well formed: the scheduler may answer later, and a supervisor that
+    # restarts on failure, not on a config error (exit 2), tries again.
+    assert result.returncode == 1, result.stderr
     assert "Traceback" not in result.stderr
     (line,) = [line for line in result.stderr.splitlines() if "executor" in line]
     assert line.startswith('ingest: [pipeline] executor = "dask://127.0.0.1:'), line
@@ -273,3 +275,46 @@ def test_a_dask_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
     # The nanny started another worker in its place; the next test has two again.
     wait_for(lambda: len(cluster.worker_pids()) == 2, 60, "the worker to be restarted")
     assert victim not in cluster.worker_pids()
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("command", ["once", "run"])
+def test_a_scheduler_lost_mid_run_stops_the_service_and_quarantines_nothing(
+    folder: Folder, command: str
+) -> None:
+    """Its client closes once the scheduler has not answered for its reconnection's 10 s;
+    the calls in flight never end then. `once` hung on them for task_timeout_s, then
+    quarantined a good file and hung for ever in its shutdown; `run` quarantined every
+    file it took after."""
+    with _cluster([[], []]) as doomed:
+        _configure(folder, doomed, "paths", sets=["summary", "tests.plugin_sets:slow"])
+        expected = {}
+        for i in range(60):  # 0.15 s each in a worker, with the slow set: about 5 s on two
+            expected[f"f{i:02d}.csv"] = len(write_csv(folder.drop / f"f{i:02d}.csv", 200, i))
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "ingest", command, "--config", str(folder.config)],
+            cwd=folder.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            env={**os.environ, "PYTHONPATH": str(ROOT)},
+        )
+        try:
+            _busy_worker(doomed)
+            os.killpg(doomed.processes[0].pid, signal.SIGKILL)  # the scheduler
+            started = time.monotonic()
+            _, stderr = proc.communicate(timeout=120)
+            took = time.monotonic() - started
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    assert proc.returncode == 1, stderr
+    assert took < 60, f"{took:.0f} s to stop"  # the client's 10 s, and a call's look at it
+    last = stderr.strip().splitlines()[-1]
+    assert "ingest stopped: the dask scheduler of [pipeline] executor" in last, stderr
+    assert "Traceback" not in stderr
+    assert not list(folder.quarantine.glob("*")), "no file's fault"
+    left = sorted(path.name for path in folder.drop.glob("*.csv"))
+    assert left, "stopped mid-run: files stay for the next run"
+    folder.write_config(watch={"settle_ms": 0}, pipeline={"workers": 2})
+    again = folder.ingest("once")
+    assert again.returncode == 0, again.stderr
+    check_exactly_once(folder, expected, set())

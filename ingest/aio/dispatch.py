@@ -30,7 +30,7 @@ import aiorwlock
 
 from ..config import Config
 from ..dialect import Dialect
-from ..errors import PoolStopped, TaskTimeout, WorkerCrashed
+from ..errors import ClusterLost, PoolStopped, TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..jobs import NOT_AS_SEEN, Failure, Job, Task, TaskResult, WrittenPart
 from ..logs import shown
@@ -192,6 +192,8 @@ class Dispatcher:
             for item in items:
                 await self._run_alone(item, crashes=0)
             return
+        except ClusterLost:
+            raise  # no file's doing: the service stops
         except Exception as exc:
             # Not a file's verdict (those come back as data): one of them may still be the
             # cause, so each runs alone, as after a crash, but none is charged one.
@@ -230,6 +232,8 @@ class Dispatcher:
             except TaskTimeout as exc:
                 self._quarantine(item, Failure("TaskTimeout", str(exc)), crashes + 1)
                 return
+            except ClusterLost:
+                raise
             except Exception as exc:
                 log.error("%s failed unexpectedly, alone", item.file.rel, exc_info=exc)
                 failure = Failure(type(exc).__name__, f"processing it failed unexpectedly: {exc}")

@@ -27,6 +27,7 @@ from multiprocessing.shared_memory import SharedMemory
 
 from .. import shared
 from ..config import Config
+from ..errors import ClusterLost
 from ..files import DropFile
 from ..jobs import Failure, Job
 from ..regular import BEING_WRITTEN, BeingWritten
@@ -363,6 +364,8 @@ class Intake:
             except OSError as exc:
                 await self._unreadable(file, exc, digest)
                 return
+            except ClusterLost:
+                raise  # no file's doing: the service stops, the file stays for the next run
             except Exception as exc:  # a bug, or a failure no one foresaw: this file's alone
                 log.exception("%s: reading it in blocks failed", file.rel)
                 outcome = Failure(type(exc).__name__, str(exc))

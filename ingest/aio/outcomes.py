@@ -42,6 +42,7 @@ class Summary:
     started: float = field(default_factory=time.monotonic)
     lag_p99_ms: float = 0.0
     failed: str | None = None  # an internal task failed and stopped the service: why
+    internal: bool = True  # the failure was ours (a bug), not the cluster's (ClusterLost)
 
     def line(self) -> str:
         o = self.outcomes

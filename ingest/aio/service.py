@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logs, shared
 from ..config import Config
-from ..errors import LedgerError
+from ..errors import ClusterLost, LedgerError
 from ..files import DropFile
 from ..folders import holds_anything
 from ..metrics import Metrics
@@ -280,9 +280,12 @@ class Service:
         self._tasks.discard(task)
         exc = None if task.cancelled() else task.exception()
         if exc is not None:
-            log.error("internal task failed; stopping", exc_info=exc)
-            if self.summary.failed is None:
-                self.summary.failed = f"{type(exc).__name__}: {exc}"
+            lost = isinstance(exc, ClusterLost)
+            if not lost:
+                log.error("internal task failed; stopping", exc_info=exc)
+            if self.summary.failed is None:  # the first to fail says why, once
+                self.summary.failed = str(exc) if lost else f"{type(exc).__name__}: {exc}"
+                self.summary.internal = not lost
             self.stop.set()
 
     def _install_signals(self) -> None:

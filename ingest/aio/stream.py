@@ -45,7 +45,7 @@ from ..blocks import (
 from ..config import Config
 from ..cut import RecordTooLong
 from ..dialect import Dialect
-from ..errors import TaskTimeout, WorkerCrashed
+from ..errors import ClusterLost, TaskTimeout, WorkerCrashed
 from ..files import DropFile
 from ..inflate import GzipError
 from ..jobs import Failure, TableSpec
@@ -416,6 +416,8 @@ class Streamer:
         except StagingFailed as exc:
             progress.staging = exc
             progress.fail(block.index, Failure("StagingFailed", str(exc)))
+        except ClusterLost:
+            raise  # no block's doing: the service stops
         except Exception as exc:
             log.exception("block %d of %s failed", block.index, block.source_file)
             progress.fail(block.index, Failure(type(exc).__name__, str(exc)))

@@ -33,7 +33,7 @@ from .. import beacon
 from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResult, Selection
 from ..compute import calls
 from ..compute.calls import init_worker, process, warm
-from ..errors import ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
+from ..errors import ClusterLost, ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
 from ..jobs import Task, TaskResult
 from . import forkserver
 
@@ -47,6 +47,8 @@ R = TypeVar("R")
 # this is for code that signals cannot reach (C code stuck in a loop). Long enough that a
 # loaded machine does not kill a worker about to stop on its own; short next to the limit.
 BACKSTOP_GRACE_S = 5.0
+# How often a call on a dask cluster looks at whether its client is still connected.
+CLUSTER_LOOK_S = 1.0
 POOL_START_ATTEMPTS = 5
 POOL_START_BACKOFF_S = 0.05
 WARM_TIMEOUT_S = 60.0
@@ -130,7 +132,7 @@ def _dask_executor(
         try:
             client = Client(address, timeout=10)
         except (OSError, TimeoutError, ValueError) as exc:
-            raise ConfigError(
+            raise ClusterLost(
                 f'[pipeline] executor = "dask://{address}": no scheduler answers there ({exc})'
             ) from None
     try:
@@ -258,8 +260,10 @@ class Compute:
                 child.kill()
         if isinstance(self._executor, ProcessPoolExecutor):
             self._executor.shutdown(wait=wait, cancel_futures=True)
-        elif self._executor is not None:
-            self._executor.shutdown(wait=wait)  # dask's ClientExecutor takes no cancel_futures
+        # dask's ClientExecutor takes no cancel_futures. A closed client can cancel
+        # nothing, and its futures never end: there is nothing to shut down but it.
+        elif self._executor is not None and self._client.status == "running":
+            self._executor.shutdown(wait=wait)
         self._executor = None
         if self._client is not None:
             self._client.close()
@@ -346,7 +350,10 @@ class Compute:
                 raise RuntimeError("Compute.start() was not called")
             try:
                 return executor, loop.run_in_executor(executor, function, arg)
-            except (BrokenProcessPool, OSError):
+            except Exception as exc:
+                self._check_cluster(exc)
+                if not isinstance(exc, (BrokenProcessPool, OSError)):
+                    raise
                 # OSError: a submit that races the pool's breakdown finds its pipes closed.
                 await self._replace(executor)
                 if self._executor is executor:
@@ -375,7 +382,22 @@ class Compute:
             if type(exc).__name__ == "KilledWorker":
                 self._on_breakage()
                 raise WorkerCrashed(f"dask workers died while they held {what}") from exc
+            self._check_cluster(exc)
             raise
+
+    def _check_cluster(self, exc: BaseException | None = None) -> None:
+        """Raise ClusterLost if the dask client has closed: its scheduler did not answer
+        for its reconnection's timeout. Every call then fails, none for its file's sake."""
+        client = self._client
+        closed = type(exc).__name__ == "ClosedClientError" or (
+            client is not None and client.status in ("closing", "closed")
+        )
+        if closed:
+            raise ClusterLost(
+                f'the dask scheduler of [pipeline] executor = "{self.spec}" is gone (the'
+                " client closed: it did not answer); stopping, files not committed stay in the"
+                " drop folder for the next run"
+            ) from None
 
     async def _backstop(
         self, executor: Executor, future: asyncio.Future[R], what: str, files: int,
@@ -388,13 +410,30 @@ class Compute:
         wait = limit if beacon_path is not None else self.timeout_s * files + BACKSTOP_GRACE_S
         pid = None
         while True:
+            # A cluster's call wakes to look at its client: a scheduler gone closes it,
+            # and the call's future is then never resolved.
+            step = min(wait, CLUSTER_LOOK_S) if self._client is not None else wait
             try:
-                done, _ = await asyncio.wait({future}, timeout=wait)
+                done, _ = await asyncio.wait({future}, timeout=step)
             except asyncio.CancelledError:
                 future.cancel()  # as wait_for would: nothing is left to take its result
                 raise
             if done:
-                return future.result()
+                try:
+                    return future.result()
+                except asyncio.CancelledError:
+                    if self._client is None:
+                        raise
+                # A client that lost its scheduler cancels every future it has, at once,
+                # then tries to reconnect for a while: the call runs again if it does.
+                await asyncio.sleep(CLUSTER_LOOK_S)
+                self._check_cluster()
+                raise PoolStopped(f"the dask scheduler's connection dropped, and {what} with it")
+            if self._client is not None:
+                self._check_cluster()
+                wait -= step
+                if wait > 0:
+                    continue
             if beacon_path is None:
                 break
             pid, idle = await asyncio.to_thread(beacon.read, beacon_path)
