@@ -188,6 +188,9 @@ class Committer:
         # fate (`tell_committed_now`), and how many of its published outputs it has begun to.
         self._in_hand: Committed | None = None
         self._telling = 0
+        # Since when (monotonic) commits have failed for the machine's reason (a full
+        # disk), and the last such error: for /healthz. None once one goes through.
+        self.failing: tuple[float, str] | None = None
 
     async def read_ledger(self, query: Callable[..., T], *args: object) -> T:
         """Run a ledger query in a thread, never at the same time as a commit:
@@ -276,6 +279,10 @@ class Committer:
             self._in_hand, self._telling = None, 0
             backoff = backoff_after(self._backoff)
             records_failed = await self._unrecorded(done, backoff)
+            if done.error is None:
+                self.failing = None
+            else:
+                self.failing = ((self.failing or (time.monotonic(), ""))[0], str(done.error))
             if done.error is None and not done.failed and not records_failed:
                 self._backoff = 0.0
                 return True

@@ -1,5 +1,5 @@
-"""Whether the service hears its drop folder and its loop runs: for /healthz, the
-metrics and `ingest status`.
+"""Whether the service hears its drop folder, its loop runs and its commits go through: for
+/healthz, the metrics and `ingest status`.
 
 The watcher reports each change of its mode on the event loop; the /healthz
 server asks `problem()` from its own thread, reading what the loop last wrote.
@@ -10,6 +10,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 from ..metrics import Metrics
@@ -22,6 +24,10 @@ log = logging.getLogger("ingest.watch")
 # A loop this late is not serving files: a supervisor may restart the service. Far above
 # the ~10 ms the loop is held to, so that a busy machine is not mistaken for a hung one.
 LAG_LIMIT_S = 1.0
+# Commits failing for the machine's reason (a full disk, an unwritable output) this long
+# make the service unhealthy: files wait in the drop folder, and someone must act. A
+# blip that the next retry mends does not.
+COMMITS_FAILING_S = 10.0
 MODES = ("events", "polling")
 
 
@@ -33,6 +39,8 @@ class Health:
         self.mode: WatchMode | None = None  # None until the watcher follows the folder
         self._writes = asyncio.Lock()  # in order: the last write is the last mode
         self._written = False
+        # Since when commits have failed and why (`Committer.failing`), once there is one.
+        self.commits_failing: Callable[[], tuple[float, str] | None] = lambda: None
 
     async def watching(self, mode: WatchMode) -> None:
         """Called on the loop by the watcher when its mode changes: export and persist it."""
@@ -62,4 +70,7 @@ class Health:
         stalled = self.lag.stalled()
         if stalled > LAG_LIMIT_S:
             return f"event loop lag: {stalled:.1f} s, over {LAG_LIMIT_S:g} s"
+        failing = self.commits_failing()
+        if failing is not None and (since := time.monotonic() - failing[0]) >= COMMITS_FAILING_S:
+            return f"commits failing for {since:.0f} s: {failing[1]}"
         return None

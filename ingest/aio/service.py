@@ -209,6 +209,7 @@ class Service:
                 config.output.compression,
             ) if self.mode == "run" else None,
         )
+        self.health.commits_failing = lambda: self.committer.failing
         self.dispatcher = Dispatcher(
             config, self.compute, self.queue, self.committer, self.in_flight
         )

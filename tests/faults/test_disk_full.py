@@ -18,9 +18,10 @@ import pytest
 from ingest.store.lasting import LASTING_AFTER
 from ingest.store.ledger import FileRecord, Ledger
 
-from ..conftest import Folder, Service, wait_for, write_csv
+from ..conftest import Folder, Service, free_port, wait_for, write_csv
 from ..invariants import check_exactly_once
 from ..test_stream import big_csv
+from ..test_watch_health import _healthz
 
 
 def _can_mount() -> bool:
@@ -50,13 +51,13 @@ def _grow(disk: Path) -> None:
 
 
 def _until_commits_fail(
-    folder: Folder, service: type[Service], **pipeline: object
+    folder: Folder, service: type[Service], metrics_port: int = 0, **pipeline: object
 ) -> tuple[Service, dict[str, int]]:
     """40 files dropped on the small disk and a service started; returns once a commit
     has failed for want of space."""
     folder.write_config(
         watch={"settle_ms": 0, "rescan_s": 1}, pipeline={"workers": 2, **pipeline},
-        output={"flush_s": 0.1, "compression": "none"},
+        output={"flush_s": 0.1, "compression": "none"}, metrics={"port": metrics_port},
     )
     expected = {
         f"f{i:02d}.csv": len(write_csv(folder.drop / f"f{i:02d}.csv", 400, i, columns=6))
@@ -83,6 +84,26 @@ def test_disk_full_keeps_inputs_pending_then_resumes_when_space_returns(
 
     _grow(small_disk)
     wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "every input to be committed")
+    assert svc.stop() == 0
+    check_exactly_once(folder, expected, set())
+
+
+def test_healthz_is_503_while_commits_keep_failing_and_200_once_one_goes_through(
+    folder: Folder, small_disk: Path, service: type[Service]
+) -> None:
+    """Files wait in the drop folder while the disk is full, for as long as it stays so:
+    a supervisor's probe must see it, not only the log."""
+    port = free_port()
+    svc, expected = _until_commits_fail(folder, service, metrics_port=port)
+    assert _healthz(port)[0] == 200, "a first failure is not yet a problem"
+    wait_for(lambda: _healthz(port)[0] == 503, 60, "/healthz to turn 503")
+    status, body = _healthz(port)
+    assert status == 503 and body.startswith("commits failing for "), body
+    assert "No space left on device" in body or "disk is full" in body, body
+
+    _grow(small_disk)
+    wait_for(lambda: not list(folder.drop.glob("*.csv")), 90, "every input to be committed")
+    assert _healthz(port) == (200, "ok\n")
     assert svc.stop() == 0
     check_exactly_once(folder, expected, set())
 
