@@ -24,6 +24,7 @@ import pytest
 from .conftest import ROOT, Folder, free_port, wait_for, write_csv
 from .corpus import check_corpus_once, write_corpus
 from .invariants import check_exactly_once
+from .plugin_sets import HANG_VALUE
 
 pytest.importorskip("distributed")
 
@@ -318,3 +319,36 @@ def test_a_scheduler_lost_mid_run_stops_the_service_and_quarantines_nothing(
     again = folder.ingest("once")
     assert again.returncode == 0, again.stderr
     check_exactly_once(folder, expected, set())
+
+
+@pytest.mark.timeout(180)
+def test_a_file_stuck_in_a_feature_function_is_stopped_on_a_dask_worker_alone(
+    folder: Folder, cluster: Cluster
+) -> None:
+    """A dask worker runs a task in a thread, where no alarm reaches: the task's time limit
+    did nothing there. The stuck task held its worker for ever, the files queued behind it
+    were quarantined as timed out, and every later run's too."""
+    folder.write_config(
+        watch={"settle_ms": 0},
+        pipeline={"workers": 2, "executor": f"dask://{cluster.address}", "send": "paths",
+                  "task_timeout_s": 3},
+        features={"sets": ["summary", "tests.plugin_sets:hang_on_sentinel"]},
+        output={"flush_s": 0.2},
+    )
+    expected = {f"ok{i}.csv": len(write_csv(folder.drop / f"ok{i}.csv", 20, i)) for i in range(6)}
+    (folder.drop / "hang.csv").write_text(f"timestamp,v\n1,{HANG_VALUE}\n")
+    result = folder.ingest("once", timeout=170)
+    assert result.returncode == 3, result.stderr
+    assert sorted(p.name for p in folder.quarantine.glob("*.csv")) == ["hang.csv"]
+    report = json.loads((folder.quarantine / "hang.csv.error.json").read_text())
+    assert report["error"] == "TaskTimeout", report
+    check_exactly_once(folder, expected, {"hang.csv"})
+
+    # The cluster's workers serve the next run.
+    later = {
+        f"later{i}.csv": len(write_csv(folder.drop / f"later{i}.csv", 20, i + 10))
+        for i in range(3)
+    }
+    again = folder.ingest("once", timeout=170)
+    assert again.returncode == 0, again.stderr
+    check_exactly_once(folder, expected | later, {"hang.csv"})

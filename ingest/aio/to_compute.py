@@ -441,6 +441,12 @@ class Compute:
                 break
             wait = limit - idle  # at work on a step, or waiting behind other calls
         future.cancel()  # its worker is about to die: what it would say is not wanted
+        if self._client is not None:
+            # No dask worker is this process's to kill: the task is given up on.
+            raise TaskTimeout(
+                f"{what} took longer than task_timeout_s = {self.timeout_s:g} on the dask"
+                " cluster, waiting or running, and was cancelled there"
+            )
         await self._stop_worker(executor, pid)
         raise TaskTimeout(
             f"{what} took longer than task_timeout_s = {self.timeout_s:g}"

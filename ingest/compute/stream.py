@@ -42,8 +42,9 @@ from . import features, radix
 from .decode import DecodeError, decode_block
 from .encode import stamped
 from .inputs import message
+from .limit import time_limit
 from .names import check_columns, known_columns, read_as_text
-from .task import table_schema, time_limit
+from .task import table_schema
 
 
 @features.quiet

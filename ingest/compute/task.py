@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
-import threading
 from collections.abc import Iterator
 from dataclasses import replace
 
@@ -28,6 +26,7 @@ from .decode import DecodeError, decode_file
 from .encode import Featurised, encode
 from .inputs import message, with_bytes
 from .jsonlines import parse_jsonl
+from .limit import time_limit
 from .names import RESERVED_COLUMNS as RESERVED_COLUMNS
 from .names import check_columns as check_columns
 from .names import known_columns, read_as_text
@@ -86,26 +85,6 @@ def featurise(
         ((job.source_file, job.sha256, table.num_rows),), kept, feature_table, job.table
     )
     return featurised, dialect
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    raise TaskTimeout("the file took longer than task_timeout_s")
-
-
-@contextlib.contextmanager
-def time_limit(seconds: float) -> Iterator[None]:
-    """Interrupt Python code that runs too long. Signals work only in the main thread,
-    which is where a process pool runs tasks; elsewhere (dask) the parent's limit applies."""
-    if seconds <= 0 or threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
-    try:
-        yield
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 @contextlib.contextmanager

@@ -1,0 +1,55 @@
+"""The time limit of a worker's step: in the main thread, as a process pool runs calls, and
+in another, as a dask worker runs them (where the limit once did nothing, and a stuck
+feature function held the cluster's worker for ever)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ingest.compute.limit import time_limit
+from ingest.errors import TaskTimeout
+
+
+def _stuck() -> None:
+    ends = time.monotonic() + 10  # stuck, for a test: a limit that fails lets it go
+    while time.monotonic() < ends:
+        time.sleep(0.01)
+
+
+def _limited(seconds: float, body: object) -> float:
+    started = time.monotonic()
+    with time_limit(seconds):
+        body()  # type: ignore[operator]
+    return time.monotonic() - started
+
+
+def test_python_code_stuck_in_the_main_thread_is_stopped() -> None:
+    started = time.monotonic()
+    with pytest.raises(TaskTimeout):
+        _limited(0.2, _stuck)
+    assert time.monotonic() - started < 5
+
+
+def test_python_code_stuck_in_another_thread_is_stopped_and_the_thread_serves_again() -> None:
+    with ThreadPoolExecutor(1) as pool:
+        stuck = pool.submit(_limited, 0.2, _stuck)
+        with pytest.raises(TaskTimeout):
+            stuck.result(timeout=10)
+        assert pool.submit(lambda: threading.current_thread().name).result(timeout=10)
+
+
+def test_a_step_done_in_time_is_not_struck_later() -> None:
+    def steps() -> int:
+        done = 0
+        for _ in range(20):
+            _limited(0.3, lambda: time.sleep(0.05))
+            done += 1
+        time.sleep(0.6)  # past every limit set: none may land here
+        return done
+
+    with ThreadPoolExecutor(1) as pool:
+        assert pool.submit(steps).result(timeout=30) == 20
