@@ -65,11 +65,25 @@ class BeingWritten(OSError):
 BEING_WRITTEN = "it is open for writing by another process"
 
 
+# Inputs whose format ends in a footer or declares its own size: whole, or refused as
+# damaged, whatever holds them open. Not asked about writers: pyarrow's
+# `ipc.new_file(path)` keeps its file open for writing until the writer is collected,
+# long after the file is whole. A file written by appending (CSV, JSON Lines) is the one
+# a writer's pause makes look whole.
+SELF_BOUNDED = (".npy", ".npz", ".parquet", ".arrow")
+
+
+def appended(path: str) -> bool:
+    """Is `path` an input a writer may append to, whose open writer is asked about?"""
+    return not path.lower().endswith(SELF_BOUNDED)
+
+
 def settled_opener(path: str, flags: int) -> int:
-    """`opener`, refusing (BeingWritten) a file another process holds open for writing."""
+    """`opener`, refusing (BeingWritten) an input written by appending (`appended`) that
+    another process holds open for writing."""
     fd = opener(path, flags)
     try:
-        if being_written(fd):
+        if appended(path) and being_written(fd):
             raise BeingWritten(errno.EBUSY, BEING_WRITTEN, path)
     except BaseException:
         os.close(fd)

@@ -7,6 +7,7 @@ import re
 import shutil
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from ingest.aio.canary import NAME as CANARY
@@ -290,3 +291,17 @@ def test_once_leaves_a_file_its_writer_holds_open_unread_though_it_looks_settled
     again = folder.ingest("once")
     assert again.returncode == 0, again.stderr
     assert folder.rows_per_file() == {"done.csv": 5, "held.csv": 30}
+
+
+def test_an_arrow_file_whose_writer_still_holds_it_open_is_ingested(folder: Folder) -> None:
+    """pyarrow's `ipc.new_file(path)` keeps its file open for writing until the writer
+    object is collected, long after the file is whole: its footer says so, and the file
+    is not waited for as one being appended to."""
+    table = pa.table({"v": [1.5, 2.5, 3.5]})
+    with pa.ipc.new_file(folder.drop / "a.arrow", table.schema) as writer:
+        writer.write_table(table)
+    result = folder.ingest("once", timeout=60)  # `writer` lives: its file is still open
+    assert result.returncode == 0, result.stderr
+    assert folder.rows_per_file() == {"a.arrow": 3}
+    assert "open for writing" not in result.stderr
+    del writer

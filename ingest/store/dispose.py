@@ -124,7 +124,7 @@ def _held(file: DropFile) -> str | None:
         st = os.fstat(fd)
         if (st.st_size, mtime_ns(st)) != (file.size, file.mtime_ns):
             return "changed since it was read; its new version stays"
-        if regular.being_written(fd):
+        if regular.appended(file.rel) and regular.being_written(fd):
             return (
                 f"{regular.BEING_WRITTEN}: it stays, and is read again as a new version"
                 " once it is written to"
