@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import functools
 import os
 import signal
 import stat
@@ -100,13 +101,52 @@ def being_written(fd: int) -> bool:
     """Does another process hold the file open for writing? Linux refuses a read lease
     on such a file (EAGAIN); the lease, when given, is let go at once. False where that
     cannot be told: a file of another owner without CAP_LEASE (root has it), a file
-    system without leases (NFS), not Linux. Settling by time covers those alone."""
+    system not local (`_local`: an NFS or SMB client refuses a lease whenever its server
+    has given it no delegation, writer or not), not Linux. Settling by time covers those
+    alone."""
     try:
+        if not _local(os.fstat(fd).st_dev):
+            return False
         # A writer's open while the lease is held signals the holder: SIGIO by default,
         # which ends a process; SIGURG is ignored unless handled.
         fcntl.fcntl(fd, fcntl.F_SETSIG, signal.SIGURG)
         fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_RDLCK)
     except (OSError, AttributeError) as exc:  # AttributeError: no leases on this platform
         return isinstance(exc, OSError) and exc.errno == errno.EAGAIN
-    fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    try:
+        fcntl.fcntl(fd, fcntl.F_SETLEASE, fcntl.F_UNLCK)
+    except OSError:  # broken, and timed out, while this thread was held up: a writer came
+        return True
     return False
+
+
+# File systems whose leases say only whether a file is open for writing on this machine.
+LOCAL_FILE_SYSTEMS = frozenset({
+    "ext2", "ext3", "ext4", "xfs", "btrfs", "tmpfs", "overlay", "zfs", "f2fs", "jfs",
+    "reiserfs", "bcachefs", "ramfs",
+})
+
+
+@functools.cache
+def _local(device: int) -> bool:
+    """Is the file system of `device` (a stat's st_dev) one of LOCAL_FILE_SYSTEMS? Asked
+    of /proc/self/mountinfo once per device for the life of the process."""
+    return file_system_of(device, _mount_info()) in LOCAL_FILE_SYSTEMS
+
+
+def _mount_info() -> str:
+    try:
+        with open("/proc/self/mountinfo") as info:
+            return info.read()
+    except OSError:
+        return ""
+
+
+def file_system_of(device: int, mount_info: str) -> str | None:
+    """The type of the file system mounted from `device`, from mountinfo's text."""
+    wanted = f"{os.major(device)}:{os.minor(device)}"
+    for line in mount_info.splitlines():
+        fields = line.split()
+        if len(fields) > 2 and fields[2] == wanted and " - " in line:
+            return line.split(" - ", 1)[1].split()[0]
+    return None

@@ -185,9 +185,11 @@ class Committer:
         # then: a version read again once is committed the next time, whatever it holds.
         self._read_again_once: set[tuple[str, int, int]] = set()
         # The flush whose commit is under way or done, until the loop has told its files'
-        # fate (`tell_committed_now`), and how many of its published outputs it has begun to.
+        # fate (`tell_committed_now`), how many of its published outputs it has begun to
+        # tell, and how many files of the last of those it has told.
         self._in_hand: Committed | None = None
         self._telling = 0
+        self._told = 0
         # Since when (monotonic) commits have failed for the machine's reason (a full
         # disk), and the last such error: for /healthz. None once one goes through.
         self.failing: tuple[float, str] | None = None
@@ -264,6 +266,7 @@ class Committer:
             before = self._commits
             for published in done.published:
                 self._telling += 1
+                self._told = 0
                 self._commits += published.part_id is not None
                 if self._read_again_once:
                     self._read_again_once.difference_update(
@@ -624,6 +627,10 @@ class Committer:
         if done is None:
             return
         published = done.published
+        if 0 < self._telling <= len(published):  # one told in part: the rest of it
+            rest = _committed(published[self._telling - 1])[self._told:]
+            if rest:
+                self.on_resolved("ingested", rest, ())
         for output in published[self._telling:]:
             self.on_resolved("ingested", _committed(output), ())
         if self._telling <= len(published):
@@ -642,7 +649,10 @@ class Committer:
         for start in range(0, len(files), REPORT_BATCH):
             if start:
                 await asyncio.sleep(0)
-            self.on_resolved(event, files[start:start + REPORT_BATCH], unpaused)
+            told = files[start:start + REPORT_BATCH]
+            self.on_resolved(event, told, unpaused)
+            if event == "ingested":
+                self._told += len(told)
 
 
 def _committed(published: Published) -> list[tuple[DropFile, dict[str, object]]]:

@@ -324,7 +324,7 @@ class Streamer:
             return Failure("DecodeError", str(exc), offset=exc.offset)
         finally:
             if running:
-                await asyncio.gather(*running, return_exceptions=True)
+                await _all_ended(running)
         if progress.staging is not None:
             raise progress.staging
         if progress.failure is not None:
@@ -519,10 +519,22 @@ class Streamer:
                 finally:
                     self.budget.release(min(size, self.budget.limit))
 
-        # A TaskGroup: if one part's scan fails, the others stop rather than run on.
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(one(part)) for part in staged]
+        # A TaskGroup: if one part's scan fails, the others stop rather than run on. Its
+        # failure is raised as it is, not in the group that gathers it.
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks = [group.create_task(one(part)) for part in staged]
+        except* (ClusterLost, WorkerCrashed, TaskTimeout) as failed:
+            raise failed.exceptions[0] from None
         return tuple(task.result() for task in tasks)
+
+
+async def _all_ended(running: set[asyncio.Task[None]]) -> None:
+    """Wait for the blocks under way. A cluster lost is raised as it is: no block's doing,
+    and not to be taken for blocks missing."""
+    for ended in await asyncio.gather(*running, return_exceptions=True):
+        if isinstance(ended, ClusterLost):
+            raise ended
 
 
 _UTF16 = (

@@ -422,10 +422,15 @@ class Compute:
                 try:
                     return future.result()
                 except asyncio.CancelledError:
-                    if self._client is None:
-                        raise
-                # A client that lost its scheduler cancels every future it has, at once,
-                # then tries to reconnect for a while: the call runs again if it does.
+                    task = asyncio.current_task()
+                    if task is not None and task.cancelling():
+                        raise  # this call's own task is cancelled
+                # Cancelled by the executor: a pool replaced after a hung call cancels the
+                # calls it had not begun; a dask client that lost its scheduler cancels
+                # every future it has, then tries to reconnect for a while. Either way the
+                # call runs again, uncharged, unless the client has closed since.
+                if self._client is None:
+                    raise PoolStopped(f"{what} was lost with a pool stopped for a hung task")
                 await asyncio.sleep(CLUSTER_LOOK_S)
                 self._check_cluster()
                 raise PoolStopped(f"the dask scheduler's connection dropped, and {what} with it")
@@ -441,8 +446,9 @@ class Compute:
                 break
             wait = limit - idle  # at work on a step, or waiting behind other calls
         future.cancel()  # its worker is about to die: what it would say is not wanted
-        if self._client is not None:
-            # No dask worker is this process's to kill: the task is given up on.
+        if self._client is not None and self.spec != "dask://local":
+            # No worker of a remote cluster is this process's to kill: the task is given
+            # up on. (`dask://local`'s are its children, killed as the pool's are.)
             raise TaskTimeout(
                 f"{what} took longer than task_timeout_s = {self.timeout_s:g} on the dask"
                 " cluster, waiting or running, and was cancelled there"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+import time
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ import pytest
 from ingest.aio.to_compute import Compute
 from ingest.compute.task import warm
 from ingest.config import Features
-from ingest.errors import WorkerCrashed
+from ingest.errors import PoolStopped, TaskTimeout, WorkerCrashed
 from ingest.jobs import Job, Task
 
 from ..conftest import SAMPLE_DATA, Folder
@@ -159,3 +160,29 @@ def test_a_hash_pass_that_cannot_read_its_file_raises_the_error_and_breaks_no_wo
     assert isinstance(gone, FileNotFoundError), gone
     assert isinstance(swapped, OSError) and swapped.strerror == "not a regular file", swapped
     assert breakages == 0
+
+
+def test_calls_a_pool_stopped_for_a_hung_call_had_not_begun_are_run_again_not_cancelled() -> None:
+    """Stopping the pool cancels the calls it had not begun: the cancellation reached the
+    callers as their own, and a dispatcher so cancelled ended without a word, its files
+    never resolved. They are PoolStopped, which the dispatcher runs again, uncharged."""
+
+    async def main() -> list[object]:
+        compute = Compute("process", 1, 0.5)
+        await asyncio.to_thread(compute.start)
+        try:
+            hung = asyncio.ensure_future(compute.call(time.sleep, 60, "a hung call"))
+            await asyncio.sleep(0.5)  # the one worker has it
+            waiting = await asyncio.gather(
+                *(compute.call(abs, -i, f"a call behind it {i}") for i in range(4)),
+                return_exceptions=True,
+            )
+            with pytest.raises(TaskTimeout):
+                await hung
+            return waiting
+        finally:
+            compute.shutdown()
+
+    waiting = asyncio.run(main())
+    assert not [w for w in waiting if isinstance(w, asyncio.CancelledError)], waiting
+    assert all(w == i or isinstance(w, PoolStopped) for i, w in enumerate(waiting)), waiting
