@@ -119,15 +119,21 @@ def _held(file: DropFile) -> str | None:
     """Why the input may not be moved or deleted yet: another version is at its path, or
     a writer still holds it open (whatever it writes would follow the file into the
     archive, or be lost with it, unread); None if it may."""
-    fd = regular.open_fd(file.path)
+    changed = "changed since it was read; its new version stays"
+    try:
+        fd = regular.open_fd(file.path)
+    except regular.NotRegular:
+        return changed  # a FIFO or a device put in its place
+    except PermissionError:  # no longer readable: its version is all that can be told
+        return None if _is_version(file.path, file) else changed
     try:
         st = os.fstat(fd)
         if (st.st_size, mtime_ns(st)) != (file.size, file.mtime_ns):
-            return "changed since it was read; its new version stays"
+            return changed
         if regular.appended(file.rel) and regular.being_written(fd):
             return (
-                f"{regular.BEING_WRITTEN}: it stays, and is read again as a new version"
-                " once it is written to"
+                f"{regular.BEING_WRITTEN}: it stays until its writer closes it (what is"
+                " written to it meanwhile is read as a new version)"
             )
         return None
     finally:

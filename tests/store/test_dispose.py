@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import stat
 import tempfile
 import time
 from pathlib import Path
@@ -178,3 +179,17 @@ def test_a_file_still_open_for_writing_stays_in_the_drop_folder(
     after_success(layout, file, SHA, on_success)  # closed: now it goes
     assert not file.path.exists()
     assert (layout.archive / today() / "a.csv").exists() == (on_success == "archive")
+
+
+def test_a_fifo_put_in_an_inputs_place_stays_as_a_change_not_an_error(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO, "ingest.dispose")
+    layout = _layout(tmp_path)
+    file = _dropped(layout, "a.csv")
+    file.path.unlink()
+    os.mkfifo(file.path)
+    after_success(layout, file, SHA, "archive")
+    assert stat.S_ISFIFO(os.lstat(file.path).st_mode)
+    assert "a.csv changed since it was read" in caplog.text
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
