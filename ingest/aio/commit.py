@@ -622,7 +622,7 @@ class Committer:
     def tell_committed_now(self) -> None:
         """The process is about to exit at once (a second signal): tell the fate of the files
         the flush under way has committed or recorded, which the loop has not told yet and
-        never will. Whatever it has begun to tell is left: none is told twice."""
+        never will. None already told is told again."""
         done = self._in_hand
         if done is None:
             return
