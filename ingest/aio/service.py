@@ -335,6 +335,7 @@ class Service:
 
     async def _drain(self) -> None:
         self.draining = True
+        self.settler.close()
         deadline = time.monotonic() + self.config.pipeline.drain_s
         # After an internal failure, files held may never be resolved: none is waited for.
         while (self.in_flight.holding and self.summary.failed is None

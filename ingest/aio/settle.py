@@ -108,6 +108,12 @@ class Settler:
         self._scans = 0  # full scans under way
         self._found: set[str] = set()  # resolved files found again since the first began
         self._cut_short = False  # one of those scans did not finish
+        self._closed = False  # the service stops: nothing new is taken in
+
+    def close(self) -> None:
+        """The service stops: a file offered from now on (a rescan, an event during the
+        drain) is the next run's, and is not taken in, nor told left, again and again."""
+        self._closed = True
 
     def __len__(self) -> int:
         return len(self._pending)
@@ -145,6 +151,8 @@ class Settler:
         """A hint that `path` exists and may be new. Cheap; safe to call for every event.
         `scanned`: found by a full scan, not named by an event. `seen`: the file as the
         service saw it first, if this is that version offered again."""
+        if self._closed:
+            return
         rel = self.relative(path)
         mtime = mtime_ns(st)
         busy = self._busy.get(rel)
