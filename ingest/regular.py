@@ -8,7 +8,7 @@ regular file, as an OSError, and give back a descriptor that blocks as any other
 
 A file that looks settled may still be open in its writer, silent for longer than
 `settle_ms`: `settled_opener` refuses one (`BeingWritten`) where Linux can tell, for
-the reads that ingest it, and the archive's move asks the same (`being_written`).
+the reads that ingest it (`being_written`).
 """
 
 from __future__ import annotations

@@ -115,31 +115,6 @@ def _is_version(path: str | Path, file: DropFile) -> bool:
     return (st.st_size, mtime_ns(st)) == (file.size, file.mtime_ns)
 
 
-def _held(file: DropFile) -> str | None:
-    """Why the input may not be moved or deleted yet: another version is at its path, or
-    a writer still holds it open (whatever it writes would follow the file into the
-    archive, or be lost with it, unread); None if it may."""
-    changed = "changed since it was read; its new version stays"
-    try:
-        fd = regular.open_fd(file.path)
-    except regular.NotRegular:
-        return changed  # a FIFO or a device put in its place
-    except PermissionError:  # no longer readable: its version is all that can be told
-        return None if _is_version(file.path, file) else changed
-    try:
-        st = os.fstat(fd)
-        if (st.st_size, mtime_ns(st)) != (file.size, file.mtime_ns):
-            return changed
-        if regular.appended(file.rel) and regular.being_written(fd):
-            return (
-                f"{regular.BEING_WRITTEN}: it stays until its writer closes it (what is"
-                " written to it meanwhile is read as a new version)"
-            )
-        return None
-    finally:
-        os.close(fd)
-
-
 def after_success(
     layout: Layout, file: DropFile, sha256: str, on_success: str, made: set[str] | None = None
 ) -> None:
@@ -152,9 +127,8 @@ def after_success(
     if on_success == "keep":
         return
     try:
-        held = _held(file)
-        if held is not None:
-            log.info("%s %s", file.rel, held)
+        if not _is_version(file.path, file):
+            log.info("%s changed since it was read; its new version stays", file.rel)
             return
         if on_success == "delete":
             file.path.unlink()

@@ -161,26 +161,6 @@ def test_an_input_that_is_a_symlink_is_archived_as_the_bytes_it_names(tmp_path: 
     assert [p.name for p in archived.parent.iterdir()] == ["in.csv"]
 
 
-@pytest.mark.parametrize("on_success", ["archive", "delete"])
-def test_a_file_still_open_for_writing_stays_in_the_drop_folder(
-    tmp_path: Path, on_success: str, caplog: pytest.LogCaptureFixture
-) -> None:
-    """Moved or deleted, what its writer wrote next would go into the archived file, or
-    nowhere, and never into a table."""
-    caplog.set_level(logging.INFO, "ingest.dispose")
-    layout = _layout(tmp_path)
-    file = _dropped(layout, "a.csv")
-    with open(file.path, "ab") as writer:
-        after_success(layout, file, SHA, on_success)
-        assert file.path.exists()
-        assert "a.csv it is open for writing by another process: it stays" in caplog.text
-        assert not layout.archive.exists() or not any(layout.archive.rglob("a.csv"))
-        writer.write(b"")  # still open, unchanged
-    after_success(layout, file, SHA, on_success)  # closed: now it goes
-    assert not file.path.exists()
-    assert (layout.archive / today() / "a.csv").exists() == (on_success == "archive")
-
-
 def test_a_fifo_put_in_an_inputs_place_stays_as_a_change_not_an_error(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
