@@ -173,8 +173,10 @@ def test_calls_a_pool_stopped_for_a_hung_call_had_not_begun_are_run_again_not_ca
         try:
             hung = asyncio.ensure_future(compute.call(time.sleep, 60, "a hung call"))
             await asyncio.sleep(0.5)  # the one worker has it
+            # Each with a backstop far past the hung call's (counted from submit, a call
+            # that reports no steps waits `files` limits): not stopped for its own wait.
             waiting = await asyncio.gather(
-                *(compute.call(abs, -i, f"a call behind it {i}") for i in range(4)),
+                *(compute.call(abs, -i, f"a call behind it {i}", files=40) for i in range(4)),
                 return_exceptions=True,
             )
             with pytest.raises(TaskTimeout):
