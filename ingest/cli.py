@@ -26,6 +26,7 @@ from . import __version__, blas, logs, memory, stacks
 from .config import BUILT_IN_SETS, Config, load, override
 from .errors import ClusterLost, ConfigError, LedgerError, OutputLocked
 from .folders import check_distinct, check_usable, holds_anything
+from .stop_signals import stop_signals
 from .store.layout import Layout
 
 OK = 0  # every file ingested, or skipped as already ingested
@@ -226,7 +227,7 @@ def _hold_signals(early: list[int]) -> dict[int, object]:
             logs.exit_now(f"ingest: {signal.Signals(signum).name} again: exiting now", 128 + signum)
 
     previous: dict[int, object] = {}
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals():
         previous[signum] = signal.signal(signum, hold)
     return previous
 
@@ -248,7 +249,7 @@ def _interrupt_on_signals(early: list[int]) -> None:
         if len(early) == 1:  # once: the cleanup an Interrupted sets off is not cut short
             raise Interrupted(signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals():
         signal.signal(signum, interrupt)
     if early:
         raise Interrupted(early[0])
@@ -267,7 +268,7 @@ def _stop_between_partitions(early: list[int]) -> None:
             )
         early.append(signum)
 
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals():
         signal.signal(signum, stop)
 
 
@@ -286,7 +287,7 @@ def _on_signals(command: str, early: list[int]) -> None:
 
 def _exit_on_signals() -> None:
     """Once the command is done, a signal while its last lines are written exits at once."""
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in stop_signals():
         signal.signal(signum, lambda received, frame: os._exit(128 + received))
 
 

@@ -20,6 +20,8 @@ import time
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
+from .stop_signals import stop_signals
+
 log = logging.getLogger("ingest")
 
 # Files of one fate logged together: each file's name and its fields.
@@ -155,7 +157,7 @@ def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
     signal after this one is ignored: its handler would say the line again while it waits."""
     try:
         with contextlib.suppress(ValueError):  # not the main thread: no handler runs here
-            for signum in (signal.SIGINT, signal.SIGTERM):
+            for signum in stop_signals():
                 signal.signal(signum, signal.SIG_IGN)
         if sys.__stderr__ is not None:  # else fd 2 may be another file's now: say nothing
             _let_queued_lines_out()

@@ -4,8 +4,9 @@ forkserver, not fork: the service runs threads (aiofiles, watchfiles, commits), 
 forking a threaded process can copy a held lock into the child. The forkserver loads
 the workers' modules once (its preload), so a worker starts with them loaded.
 
-Called in the main process. This module imports nothing else of the service's, so
-that the command line can start the forkserver before the service's own imports.
+Called in the main process. This module imports nothing else of the service's but
+`stop_signals`, so that the command line can start the forkserver before the service's
+own imports.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
-import signal
+
+from ..stop_signals import children_spared
 
 PRELOAD = ["ingest.compute.task"]
 
@@ -30,13 +32,7 @@ def start() -> None:
     pool forks its workers from it once the service has started. Called again before each
     pool is made: one that has died is started again here. Any thread may call it."""
     context()
-    # Blocked in the thread that starts it, SIGUSR1 stays blocked in the forkserver, in
-    # the resource tracker it starts and in every worker it forks (a signal mask outlives
-    # fork and exec): the service's "write your stacks" (ingest/stacks.py), sent to the
-    # whole group (`systemctl kill -s USR1`), must not kill them. A dead forkserver breaks
-    # the pool, as a dead worker does.
-    masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGUSR1})
-    try:
+    # The forkserver, the resource tracker it starts and every worker it forks keep the
+    # signals sent to the whole group that are the service's alone.
+    with children_spared():
         multiprocessing.forkserver.ensure_running()
-    finally:
-        signal.pthread_sigmask(signal.SIG_SETMASK, masked)

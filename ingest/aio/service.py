@@ -29,6 +29,7 @@ from ..errors import ClusterLost, LedgerError
 from ..files import DropFile
 from ..folders import holds_anything
 from ..metrics import Metrics
+from ..stop_signals import stop_signals
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
 from ..store.known import Known
@@ -291,7 +292,7 @@ class Service:
 
     def _install_signals(self) -> None:
         loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in stop_signals():
             loop.add_signal_handler(signum, self._on_signal, signum)
 
     def _on_signal(self, signum: int) -> None:

@@ -35,6 +35,7 @@ from ..compute import calls
 from ..compute.calls import init_worker, process, warm
 from ..errors import ClusterLost, ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
 from ..jobs import Task, TaskResult
+from ..stop_signals import children_spared
 from . import forkserver
 
 log = logging.getLogger("ingest.compute")
@@ -242,13 +243,14 @@ class Compute:
     def start(self) -> None:
         """Called once, at start-up, in the main process, from a thread (it blocks)."""
         started = time.monotonic()
-        if self.spec == "process":
-            self._executor = _process_pool(self.workers, self.plugins)
-        else:
-            self._executor, self._client = _dask_executor(
-                self.spec.removeprefix("dask://"), self.workers, self.plugins,
-                self._shared_output,
-            )
+        with children_spared():  # a `dask://local` cluster's processes, the pool's too
+            if self.spec == "process":
+                self._executor = _process_pool(self.workers, self.plugins)
+            else:
+                self._executor, self._client = _dask_executor(
+                    self.spec.removeprefix("dask://"), self.workers, self.plugins,
+                    self._shared_output,
+                )
         log.debug("%d workers ready (%s) in %.2fs", self.workers, self.spec,
                   time.monotonic() - started)
 
