@@ -43,7 +43,18 @@ class _Parser(argparse.ArgumentParser):
     """A usage error is one line, naming the flag, as a config error is; exit 2."""
 
     def error(self, message: str) -> NoReturn:
-        self.exit(USAGE, f"{self.prog}: {message} (see {self.prog} --help)\n")
+        raise _UsageError(f"{self.prog}: {message} (see {self.prog} --help)")
+
+
+class _UsageError(Exception):
+    """The command line could not be parsed (`main` says so, as `--log-format` asks)."""
+
+
+def _asks_json(args: tuple[str, ...]) -> bool:
+    """Whether the command line asks for JSON log lines, read before it is parsed: a
+    scheduled run's log takes its usage errors as it takes the rest."""
+    pairs = zip(args, (*args[1:], ""), strict=True)
+    return "--log-format=json" in args or ("--log-format", "json") in pairs
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -97,8 +108,10 @@ def _check_feature_sets(config: Config) -> None:
     for name in config.features.sets:
         try:
             function = load_set(name)
-        except (ImportError, AttributeError, ValueError) as exc:
-            raise ConfigError(f"[features] sets: cannot load {name!r}: {exc}") from None
+        except Exception as exc:  # whatever its import raises: a SyntaxError, its own error
+            plain = isinstance(exc, ImportError | AttributeError | ValueError)
+            what = "" if plain else f"{type(exc).__name__}: "
+            raise ConfigError(f"[features] sets: cannot load {name!r}: {what}{exc}") from None
         if not callable(function):
             raise ConfigError(f"[features] sets: {name!r} is not a function")
 
@@ -310,7 +323,11 @@ def main(*args: str) -> int:
     memory.reuse_block_buffers()
     blas.one_thread()  # before numpy is imported
     try:
-        parsed = _parser().parse_args(args)
+        try:
+            parsed = _parser().parse_args(args)
+        except _UsageError as exc:
+            _say("json" if _asks_json(args) else "text", str(exc), prefix="", last=True)
+            return USAGE
         listener = logs.configure(parsed.log_format, parsed.log_level, _per_file_lines(parsed))
         stopped_by: int | None = None
         try:
@@ -323,7 +340,8 @@ def main(*args: str) -> int:
             _exit_on_signals()
             listener.stop()
             if stopped_by is not None:  # the last line, after those logged before it
-                _say(parsed.log_format, f"stopped by {signal.Signals(stopped_by).name}", last=True)
+                _say(parsed.log_format, f"stopped by {signal.Signals(stopped_by).name}",
+                     last=True, level=logging.INFO)
     finally:
         for signum, handler in previous.items():
             signal.signal(signum, handler)  # type: ignore[arg-type]
@@ -337,9 +355,13 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
 
             return _emit(status.render(status.collect(config), parsed.json))
         if parsed.command == "explain":
-            return _explain(config, parsed.path, parsed.json)
+            return _explain(config, parsed.path, parsed.json, parsed.log_format)
         _check_format(config)
-        if parsed.command not in ("ledger", "compact"):
+        if parsed.command == "compact":
+            check_usable(config, only=("output",))
+        elif parsed.command == "ledger":
+            check_usable(config, only=("output", "quarantine"))
+        else:
             check_usable(config)
             _check_feature_sets(config)
         # Every other command writes to the output folder: it runs holding the writer lock.
@@ -365,17 +387,31 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
         return FAILED
 
 
-def _say(log_format: str, message: str, last: bool = False) -> None:
+def _say(
+    log_format: str, message: str, last: bool = False, prefix: str = "ingest: ",
+    level: int = logging.ERROR,
+) -> None:
     """Why a command stops: `ingest: <message>`, or with `--log-format json` a log line
     like every other, for a log file a scheduled run appends its stderr to. `last`: the
-    log's thread has stopped, and the line is written here, after its lines."""
+    log's thread has stopped (or not started), and the line is written here, after its
+    lines."""
+    message = _one_line(message)
     if log_format != "json":
-        print(f"ingest: {message}", file=sys.stderr)
+        print(f"{prefix}{message}", file=sys.stderr)
     elif last:
-        record = logging.LogRecord("ingest", logging.INFO, __file__, 0, message, None, None)
+        record = logging.LogRecord("ingest", level, __file__, 0, message, None, None)
         print(logs.JsonFormatter().format(record), file=sys.stderr)
     else:
         log.error(message)
+
+
+def _one_line(message: str) -> str:
+    """The message with each character that would break its line, or the terminal's
+    display (a line break, a NUL, an escape), written as an escape: a name or a path from
+    the config, or an error a plugin raised, may hold one."""
+    if message.isprintable():
+        return message
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message)
 
 
 def _rebuild(config: Config) -> int:
@@ -385,22 +421,24 @@ def _rebuild(config: Config) -> int:
     return _emit("rebuilt the ledger: " + ", ".join(f"{v} {k}" for k, v in counts.items()))
 
 
-def _explain(config: Config, path: str, as_json: bool) -> int:
+def _explain(config: Config, path: str, as_json: bool, log_format: str) -> int:
     from .store import explain
 
     report = explain.collect(config, path)
     if report is None:
-        kind = explain.not_regular(config, path)
+        kind = explain.passed_by(config, path)
         where = {
             None: f"it is not in the drop folder {config.paths.drop}",
             "a folder": f"in the drop folder {config.paths.drop} it is a folder, whose files"
             " are inputs each under its own path",
             explain.OUTSIDE: f"in the drop folder {config.paths.drop} it is {explain.OUTSIDE},"
             " which ingest passes by: it reads only what is inside the drop folder",
+            explain.UNMATCHED: f"in the drop folder {config.paths.drop} it is"
+            f" {explain.UNMATCHED} ({', '.join(config.watch.patterns)}), which ingest passes"
+            " by",
         }.get(kind, f"in the drop folder {config.paths.drop} it is {kind}, which ingest passes"
                     " by: it reads regular files only")
-        print(f"ingest: {path}: unknown input; the ledger has no record of it and {where}",
-              file=sys.stderr)
+        _say(log_format, f"{path}: unknown input; the ledger has no record of it and {where}")
         return FAILED
     return _emit(explain.render(report, as_json))
 

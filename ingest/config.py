@@ -7,6 +7,7 @@ value raises `ConfigError` with a one-line message that names the key.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import tomllib
@@ -182,6 +183,12 @@ class Config:
         return self.pipeline.workers or os.cpu_count() or 1
 
 
+# Each worker has two dispatching tasks in the main process, started whether or not the
+# workers are; a cluster larger than this is served by fewer calls in flight.
+MAX_WORKERS = 1024
+# Past inputs held in memory: some 200 bytes each (`store/known.py`).
+MAX_KNOWN_FILES = 1_000_000_000
+
 # A value check per key: (predicate, what the key must be). Types come from the dataclasses.
 _RULES: dict[str, tuple[Any, str]] = {
     "watch.settle_ms": (lambda v: v >= 0, "an integer >= 0"),
@@ -190,7 +197,7 @@ _RULES: dict[str, tuple[Any, str]] = {
     "watch.once_unsettled_s": (lambda v: v > 0, "a number > 0"),
     "watch.on_success": (lambda v: v in ON_SUCCESS, "one of " + ", ".join(ON_SUCCESS)),
     "watch.patterns": (lambda v: len(v) > 0, "a non-empty list of strings"),
-    "pipeline.workers": (lambda v: v >= 0, "an integer >= 0"),
+    "pipeline.workers": (lambda v: 0 <= v <= MAX_WORKERS, f"an integer from 0 to {MAX_WORKERS}"),
     "pipeline.executor": (
         lambda v: v in ("process", "dask://local") or _dask_address(v),
         '"process", "dask://HOST:PORT" or "dask://local"',
@@ -202,7 +209,9 @@ _RULES: dict[str, tuple[Any, str]] = {
     "pipeline.task_timeout_s": (lambda v: 0 < v <= 1e8, "a number > 0 and at most 1e8"),
     "pipeline.drain_s": (lambda v: v >= 0, "a number >= 0"),
     "pipeline.send": (lambda v: v in SEND, "one of " + ", ".join(SEND)),
-    "pipeline.known_files": (lambda v: v >= 0, "an integer >= 0"),
+    "pipeline.known_files": (
+        lambda v: 0 <= v <= MAX_KNOWN_FILES, f"an integer from 0 to {MAX_KNOWN_FILES:_}"
+    ),
     "features.window": (lambda v: v >= 0, "an integer >= 0"),
     "features.sets": (lambda v: len(v) > 0, "a non-empty list of strings"),
     "output.tables": (
@@ -244,12 +253,18 @@ def _coerce(where: str, section: str, key: str, kind: type[Any], value: object) 
         if isinstance(value, bool) or not isinstance(value, int):
             raise bad(expected if "integer" in expected else f"an integer, {expected}")
     elif kind is float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
+        # TOML's inf and nan are not numbers a duration or a size can be: a flush_s of inf
+        # never commits what it holds.
+        if isinstance(value, bool) or not isinstance(value, int | float) or not (
+            math.isfinite(value)
+        ):
             raise bad(expected if "number" in expected else f"a number, {expected}")
         value = float(value)
     elif kind is str or kind is Path:
         if not isinstance(value, str) or not value:
             raise bad(expected if kind is str and rule else "a non-empty string")
+        if "\0" in value:
+            raise bad("a string without a NUL character")
     elif kind is tuple:
         if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
             raise bad("a list of strings")
@@ -302,6 +317,12 @@ def _table(name: str, body: object, prefix: str) -> Table:
     patterns = body.get("patterns", [])
     if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
         raise ConfigError(f"{where} patterns must be a list of strings, got {patterns!r}")
+    for pattern in patterns:
+        if not _glob(pattern):
+            raise ConfigError(
+                f"{where} patterns: {config_value(pattern)} matches no path: a glob of a"
+                " file's name (*.csv) or of its path in the drop folder (sensors/*.csv)"
+            )
     if name != DEFAULT_TABLE and not patterns:
         raise ConfigError(f"{where} patterns must name at least one glob")
     columns = body.get("columns", {})
@@ -325,6 +346,16 @@ def _table(name: str, body: object, prefix: str) -> Table:
         raise ConfigError(f"{prefix}[tables.{name}.csv] must be a table")
     pins = parse_csv_options(f"{prefix}[tables.{name}.csv]", csv) if csv is not None else None
     return Table(name, tuple(patterns), tuple(columns.items()), pins)
+
+
+def _glob(pattern: str) -> bool:
+    """Whether `Table.matches` takes `pattern`: pathlib refuses one with no name in it
+    ("." or "./"), and did so at the first file it was asked about, stopping the service."""
+    try:
+        PurePosixPath("a").match(pattern)
+    except ValueError:
+        return False
+    return True
 
 
 def parse(data: Mapping[str, object], source: str = "config.toml") -> Config:
@@ -392,7 +423,9 @@ def override(
         paths = replace(paths, output=output.resolve())
     pipeline = config.pipeline
     if workers is not None:
-        if workers < 0:
-            raise ConfigError(f"--workers must be an integer >= 0, got {workers}")
+        if not 0 <= workers <= MAX_WORKERS:
+            raise ConfigError(
+                f"--workers must be an integer from 0 to {MAX_WORKERS}, got {workers}"
+            )
         pipeline = replace(pipeline, workers=workers)
     return dataclasses.replace(config, paths=paths, pipeline=pipeline)

@@ -37,8 +37,10 @@ def check_distinct(config: Config) -> None:
             raise ConfigError(f"{b} is inside {a}; the four folders must not nest")
 
 
-def check_usable(config: Config) -> None:
-    """Fail early, naming the key, if a folder cannot be made or used."""
+def check_usable(config: Config, only: tuple[str, ...] | None = None) -> None:
+    """Fail early, naming the key, if a folder cannot be made or used: the service's, or
+    `only` these (`compact` writes to the output folder alone, and `ledger rebuild` reads
+    the quarantine folder too)."""
     p = config.paths
     writable = config.watch.on_success != "keep"
     folders = [("drop", p.drop, writable), ("output", p.output, True),
@@ -46,6 +48,8 @@ def check_usable(config: Config) -> None:
     if config.watch.on_success == "archive":  # else every ingested file stays, unarchived
         folders.append(("archive", p.archive, True))
     for key, folder, write in folders:
+        if only is not None and key not in only:
+            continue
         try:
             folder.mkdir(parents=True, exist_ok=True)
         except FileExistsError:

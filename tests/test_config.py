@@ -188,7 +188,7 @@ def test_wrong_type_message_is_exact() -> None:
     with pytest.raises(ConfigError) as caught:
         parse({"pipeline": {"workers": "two"}}, source="config.toml")
     assert str(caught.value) == (
-        'config.toml: [pipeline] workers must be an integer >= 0, got "two"'
+        'config.toml: [pipeline] workers must be an integer from 0 to 1024, got "two"'
     )
 
 
@@ -200,7 +200,7 @@ def test_wrong_type_message_from_a_file_named_config_toml(
     with pytest.raises(ConfigError) as caught:
         load(Path("config.toml"))
     assert str(caught.value) == (
-        'config.toml: [pipeline] workers must be an integer >= 0, got "two"'
+        'config.toml: [pipeline] workers must be an integer from 0 to 1024, got "two"'
     )
 
 
@@ -279,6 +279,17 @@ BAD_VALUES = [
     ("output", "tables", []),
     ("pipeline", "task_timeout_s", float("inf")),  # past what the worker's alarm takes
     ("pipeline", "task_timeout_s", 1e12),
+    # Two dispatching tasks a worker, started at once: 200,000 held start-up for minutes.
+    ("pipeline", "workers", 1025),
+    ("pipeline", "workers", 2**64),
+    ("pipeline", "known_files", 2**63),  # past what SQLite takes: a traceback at start-up
+    # TOML's inf: a flush_s of inf never committed what it held.
+    ("output", "flush_s", float("inf")),
+    ("pipeline", "drain_s", float("inf")),
+    ("watch", "rescan_s", float("inf")),
+    ("watch", "rescan_s", float("nan")),
+    ("paths", "drop", "a\0b"),  # a traceback from the path's resolve
+    ("metrics", "host", "local\0host"),
 ]
 
 
@@ -484,6 +495,87 @@ def test_a_usage_error_exits_2_with_one_line_naming_the_flag(
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("ingest") and named in line and "--help" in line
+
+
+@pytest.mark.parametrize("pattern", [".", "./"])
+def test_a_table_pattern_that_names_nothing_is_a_config_error(pattern: str) -> None:
+    # pathlib refused it at the service's first file, which stopped on an internal error.
+    with pytest.raises(ConfigError) as caught:
+        parse({"tables": {"t": {"patterns": ["*.csv", pattern]}}}, source="config.toml")
+    assert str(caught.value).startswith(
+        f'config.toml: [tables.t] patterns: "{pattern}" matches no path'
+    ), caught.value
+
+
+def test_workers_flag_past_the_bound_is_a_config_error_naming_the_flag() -> None:
+    with pytest.raises(ConfigError, match=r"--workers must be an integer from 0 to 1024"):
+        override(Config(), workers=200_000)
+
+
+@pytest.mark.parametrize(("module", "named"), [
+    ("bad_syntax", "SyntaxError"),
+    ("bad_import", "RuntimeError: broken at import"),
+])
+def test_a_feature_set_whose_import_fails_exits_2_with_one_line(
+    tmp_path: Path, module: str, named: str
+) -> None:
+    (tmp_path / "bad_syntax.py").write_text("def f(:\n")
+    (tmp_path / "bad_import.py").write_text("raise RuntimeError('broken at import')\n")
+    _write(tmp_path / "config.toml", f'[features]\nsets = ["summary", "{module}:f"]\n')
+    result = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", "config.toml"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(tmp_path)},
+    )
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith(f"ingest: [features] sets: cannot load '{module}:f': {named}"), line
+
+
+def test_a_relative_feature_set_name_exits_2_with_one_line(tmp_path: Path) -> None:
+    _write(tmp_path / "config.toml", '[features]\nsets = [".x:y"]\n')
+    result = _ingest(tmp_path, "once", "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("ingest: [features] sets: cannot load '.x:y': TypeError"), line
+
+
+@pytest.mark.parametrize("toml", [
+    '[tables."a\\u000Ab"]\npatterns = ["*.csv"]\n',
+    '[tables.t]\npatterns = ["*.csv"]\n[tables.t.columns]\n"a\\u000Ab" = "int"\n',
+    '["a\\u000Ab"]\nx = 1\n',
+    '[paths]\ndrop = "x\\u000Ay"\noutput = "x\\u000Ay"\n',
+], ids=["table", "column", "section", "paths"])
+def test_a_name_with_a_line_break_keeps_a_config_error_on_one_line(
+    tmp_path: Path, toml: str
+) -> None:
+    _write(tmp_path / "config.toml", toml)
+    result = _ingest(tmp_path, "once", "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    assert "a\\nb" in line or "x\\ny" in line, line
+
+
+@pytest.mark.parametrize("command", [("compact",), ("ledger", "rebuild")])
+def test_compact_and_rebuild_with_an_output_that_is_a_file_exit_2_naming_it(
+    tmp_path: Path, command: tuple[str, ...]
+) -> None:
+    (tmp_path / "output").write_text("not a folder")
+    _write(tmp_path / "config.toml", "[pipeline]\nworkers = 1\n")
+    result = _ingest(tmp_path, *command, "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"ingest: [paths] output = {str(tmp_path / 'output')!r}: not a folder"
+    ]
+
+
+def test_with_json_logs_a_usage_error_is_one_json_line_naming_the_flag(tmp_path: Path) -> None:
+    result = _ingest(tmp_path, "once", "--log-format", "json", "--workers", "abc")
+    assert result.returncode == 2, result.stderr
+    [line] = result.stderr.strip().splitlines()
+    entry = json.loads(line)
+    assert entry["level"] == "error" and "--workers" in entry["message"], entry
+    assert "--help" in entry["message"]
 
 
 def test_the_summary_line_is_written_at_any_log_level(tmp_path: Path) -> None:

@@ -196,9 +196,10 @@ def _pending(config: Config, layout: Layout, rel: str, known: set[tuple[int, int
     }
 
 
-def not_regular(config: Config, given: str) -> str | None:
-    """What the input's name is in the drop folder when that is not a regular file (the
-    service reads regular files only, and passes such an entry by): "a FIFO", say."""
+def passed_by(config: Config, given: str) -> str | None:
+    """What the input's name is in the drop folder when the service passes it by, having
+    nothing of it in the ledger: not a regular file ("a FIFO", say), or a file no
+    `[watch] patterns` entry matches. None: there is nothing under that name."""
     layout = Layout.of(config)
     for rel in names(layout, given):
         for name in on_disk(rel):
@@ -210,10 +211,13 @@ def not_regular(config: Config, given: str) -> str | None:
                 return _KINDS.get(stat.S_IFMT(mode), "not a file")
             if regular_file(layout.drop / name, layout.drop) is None:
                 return OUTSIDE
+            if not matches(posixpath.basename(name), config.watch.patterns):
+                return UNMATCHED
     return None
 
 
 OUTSIDE = "a symlink to a file outside the drop folder"
+UNMATCHED = "a file no [watch] patterns entry matches"
 _KINDS = {
     stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
     stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",

@@ -13,6 +13,7 @@ from typing import Any
 
 import pyarrow.parquet as pq
 
+from ingest.config import DEFAULT_PATTERNS
 from ingest.store.ledger import FileRecord, Ledger
 
 from ..conftest import Folder, Service, wait_for, write_csv
@@ -211,6 +212,7 @@ def test_an_entry_of_the_drop_folder_that_is_not_a_regular_file_is_named_for_wha
 ) -> None:
     os.mkfifo(folder.drop / "pipe.csv")
     (folder.drop / "dir.csv").mkdir()
+    (folder.drop / "notes.txt").write_text("a,b\n1,2\n")  # a file, but no input's name
     (folder.root / "outside.csv").write_text("a,b\n1,2\n")
     (folder.drop / "ext.csv").symlink_to(folder.root / "outside.csv")
     assert folder.ingest("once").returncode == 0
@@ -219,6 +221,8 @@ def test_an_entry_of_the_drop_folder_that_is_not_a_regular_file_is_named_for_wha
         ("dir.csv", "a folder, whose files are inputs each under its own path"),
         ("ext.csv", "a symlink to a file outside the drop folder, which ingest passes by:"
                     " it reads only what is inside the drop folder"),
+        ("notes.txt", "a file no [watch] patterns entry matches"
+                      f" ({', '.join(DEFAULT_PATTERNS)}), which ingest passes by"),
     ):
         result = folder.ingest("explain", name, timeout=60)
         assert result.returncode == 1, result.stderr
