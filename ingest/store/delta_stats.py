@@ -109,11 +109,18 @@ def _value(value: Any, kind: pa.DataType) -> Any:
     return value
 
 
+LAST_MILLISECOND = dt.datetime.max.replace(microsecond=999_000)
+
+
 def _json(value: Any, up: bool = False) -> Any:
     """Delta's JSON form: timestamps in ISO 8601 with milliseconds (a maximum rounded up,
-    so a filter never skips a file that holds its value), dates as YYYY-MM-DD."""
+    so a filter never skips a file that holds its value), dates as YYYY-MM-DD. None for a
+    maximum past 9999-12-31 23:59:59.999, the end of time some systems write: there is no
+    millisecond to round it up to, and the file is then left without bounds."""
     if isinstance(value, dt.datetime):
         if up and value.microsecond % 1000:
+            if value.replace(tzinfo=None) > LAST_MILLISECOND:
+                return None
             value += dt.timedelta(microseconds=1000 - value.microsecond % 1000)
         if value.tzinfo is not None:
             value = value.astimezone(dt.UTC).replace(tzinfo=None)

@@ -88,6 +88,32 @@ def test_add_actions_carry_statistics_from_the_footers(folder: Folder) -> None:
     assert adds["null_count.ch0"][0].as_py() == int(len(values) - len(finite))
 
 
+def test_a_timestamp_at_the_end_of_time_is_committed_and_its_file_left_unbounded(
+    folder: Folder,
+) -> None:
+    # Its maximum, rounded up to Delta's milliseconds, was past datetime.max: every commit
+    # of the file failed with an OverflowError, and `once` left it uncommitted.
+    folder.write_config(**DELTA)
+    (folder.drop / "a.jsonl").write_text(
+        '{"t": "2024-01-01T00:00:00", "v": 1}\n{"t": "9999-12-31T23:59:59.999999", "v": 2}\n'
+    )
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    path = str(folder.output / "records")
+    rows = read_delta(path).sort_by("v")
+    assert rows["t"].to_pylist() == [
+        dt.datetime(2024, 1, 1), dt.datetime(9999, 12, 31, 23, 59, 59, 999999)
+    ]
+    adds = pa.table(deltalake.DeltaTable(path).get_add_actions(flatten=True))
+    assert adds["num_records"].to_pylist() == [2]
+    bounds = [n for n in adds.column_names if n.startswith(("min.", "max."))]
+    assert all(adds[name][0].as_py() is None for name in bounds), adds.to_pylist()
+    filtered = deltalake.DeltaTable(path).to_pyarrow_dataset(filesystem=local(path)).to_table(
+        filter=pa.compute.field("t") > pa.scalar(dt.datetime(9999, 1, 1), pa.timestamp("us"))
+    )
+    assert filtered["v"].to_pylist() == [2]
+
+
 def test_drift_is_a_schema_change_in_the_rewrite_commit(folder: Folder) -> None:
     folder.write_config(**DELTA)
     (folder.drop / "a.csv").write_text("timestamp,x\n1,1\n2,2\n")
