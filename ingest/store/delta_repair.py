@@ -66,13 +66,13 @@ def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
         if changed := delta.configure(layout, table):
             log.info("table %s: Delta log properties set: %s", table,
                      ", ".join(f"{key} = {value}" for key, value in sorted(changed.items())))
-        want = {part.path for part in ledger.part_files(table)}
-        if not want:
-            continue
+        want = _on_disk(layout, table, {part.path for part in ledger.part_files(table)})
         have = delta.files(layout, table)
-        schema = pq.read_schema(layout.output / min(want)).remove_metadata()
+        if not want and not have:
+            continue
         exists = delta.open_table(layout, table) is not None
-        if exists and not delta.same_schema(layout, table, schema):
+        schema = pq.read_schema(layout.output / min(want)).remove_metadata() if want else None
+        if exists and schema is not None and not delta.same_schema(layout, table, schema):
             change = delta.Change(table, add=sorted(want), schema=schema, data_change=False)
         elif want != have:
             change = delta.Change(
@@ -89,6 +89,20 @@ def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:
     if restat:
         ledger.set_meta(DELTA_STATISTICS, delta.STATS_VERSION)
     return commits
+
+
+def _on_disk(layout: Layout, table: str, parts: set[str]) -> set[str]:
+    """The ledger's part files of the table that are on disk. One removed by hand is left
+    out of the log, as compaction leaves it out (`store/compact.plan`): a log that named
+    it would fail every reader, and every start, at the file it cannot open."""
+    gone = {rel for rel in parts if not (layout.output / rel).exists()}
+    for rel in sorted(gone):
+        log.warning(
+            "%s is in the ledger but not on disk: left out of %s's Delta log; its rows are"
+            " gone from the table (`ingest ledger rebuild` makes the ledger agree with the"
+            " output)", layout.output / rel, table,
+        )
+    return parts - gone
 
 
 def _restat(layout: Layout, table: str, crash: CrashPlan) -> int:

@@ -114,6 +114,36 @@ def test_a_timestamp_at_the_end_of_time_is_committed_and_its_file_left_unbounded
     assert filtered["v"].to_pylist() == [2]
 
 
+@pytest.mark.parametrize("removed", ["oldest", "all"])
+def test_a_part_removed_by_hand_is_left_out_of_the_log_at_the_next_start(
+    folder: Folder, removed: str
+) -> None:
+    # The log went on naming it: every reader failed at the file, and every later start
+    # with a FileNotFoundError, until a ledger rebuild.
+    folder.write_config(**DELTA)
+    for name in ("a.csv", "b.csv"):
+        write_csv(folder.drop / name, 20, seed=len(name) + ord(name[0]))
+        assert folder.ingest("once").returncode == 0
+    parts = sorted(folder.parts("records"))
+    assert len(parts) == 2
+    gone = parts[:1] if removed == "oldest" else parts
+    for part in gone:
+        part.unlink()
+    write_csv(folder.drop / "c.csv", 30, seed=9)
+
+    done = folder.ingest("once")
+
+    assert done.returncode == 0, done.stderr
+    for part in gone:
+        assert f"{part} is in the ledger but not on disk: left out of records's Delta log" in (
+            done.stderr
+        )
+    expected = {"c.csv": 30} if removed == "all" else {"b.csv": 20, "c.csv": 30}
+    assert _counts(read_delta(folder.output / "records")) == expected
+    assert _glob_counts(folder, "records") == expected
+    assert pl.read_delta(str(folder.output / "records")).height == sum(expected.values())
+
+
 def test_drift_is_a_schema_change_in_the_rewrite_commit(folder: Folder) -> None:
     folder.write_config(**DELTA)
     (folder.drop / "a.csv").write_text("timestamp,x\n1,1\n2,2\n")
