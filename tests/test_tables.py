@@ -385,6 +385,23 @@ def test_text_that_is_not_utf8_is_quarantined_and_the_table_opens_everywhere(
         assert rows == [(1, "caf\u00e9")], reader
 
 
+def test_a_json_value_nested_past_what_readers_open_is_quarantined_and_the_table_opens(
+    folder: Folder,
+) -> None:
+    """Committed, a column of 100 nested objects made pyarrow and pandas refuse every part
+    of the table once a later file widened it (the rewrite carried the column into each)."""
+    deep: object = 1
+    for _ in range(100):
+        deep = {"a": deep}
+    (folder.drop / "good.jsonl").write_text('{"id": 1, "x": {"a": 2}}\n')
+    (folder.drop / "deep.jsonl").write_text(json.dumps({"id": 2, "x": deep}) + "\n")
+    done = folder.ingest("once")
+    assert done.returncode == 3, done.stderr
+    assert "quarantined deep.jsonl" in done.stderr and "nested 101 levels deep" in done.stderr
+    for reader, rows in readers(folder.output, "records", ["id"]).items():
+        assert rows == [(1,)], reader
+
+
 def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
     folder: Folder,
 ) -> None:

@@ -35,7 +35,10 @@ _JSON_ROW = re.compile(r"in row (\d+)")
 
 
 def _lines(data: bytes) -> Iterator[str]:
-    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8", errors="replace", newline="")
+    # utf-8-sig: a first line after a byte order mark is JSON as Arrow's reader takes it.
+    return io.TextIOWrapper(
+        io.BytesIO(data), encoding="utf-8-sig", errors="replace", newline=""
+    )
 
 
 def _csv(data: bytes) -> pa.Table:

@@ -10,10 +10,12 @@ of its values are rescued).
 from __future__ import annotations
 
 import json
+import math
 
 import pyarrow as pa
 
 from ..conform import typed_text
+from .failures import DecodeError
 
 # Python's json gives these kinds; bool before int, since bool is an int to isinstance.
 _KINDS = (bool, int, float, str, list, dict)
@@ -34,13 +36,43 @@ def _text(value: object) -> str | None:
     return json.dumps(value, ensure_ascii=False)
 
 
+def _finite(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e400: Arrow's reader refuses it so, and so does this
+        raise ValueError("Number too big to be stored in double")
+    return value
+
+
+def _integer(text: str) -> int | float:
+    value = int(text)
+    # Past 64 bits Arrow's reader takes an integer as a float, and so does this.
+    return value if -(2**63) <= value < 2**63 else float(value)
+
+
+def _object(pairs: list[tuple[str, object]]) -> dict[str, object]:
+    found: dict[str, object] = {}
+    for key, value in pairs:
+        if key in found:  # Arrow's reader refuses it too; json.loads keeps the last
+            raise ValueError(f"the key {key!r} is given twice in one object")
+        found[key] = value
+    return found
+
+
 def read_mixed(data: bytes) -> pa.Table | None:
     """A JSON Lines file of objects read row by row; None if a line is not an object
-    (the caller then reports Arrow's own error)."""
+    (the caller then reports Arrow's own error). Raises DecodeError, with its line, for a
+    line that is not JSON as Arrow's reader takes it."""
     rows = []
-    for line in data.decode("utf-8-sig").splitlines():
+    # Lines end at "\n" alone: `str.splitlines` also ends one at U+2028, U+0085 and the
+    # like, which a JSON string may hold as they are.
+    for number, line in enumerate(data.decode("utf-8-sig").split("\n"), start=1):
         if line.strip():
-            row = json.loads(line)
+            try:
+                row = json.loads(
+                    line, parse_float=_finite, parse_int=_integer, object_pairs_hook=_object,
+                )
+            except (ValueError, OverflowError) as exc:  # an integer of 400 digits: the latter
+                raise DecodeError(str(exc), line=number) from None
             if not isinstance(row, dict):
                 return None
             rows.append(row)

@@ -15,11 +15,22 @@ from .csvread import unique_names
 from .failures import DecodeError
 
 RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date", "_rescued_data")
+# pyarrow's Parquet reader, and pandas' and Spark's through it or alike, refuse a whole
+# file, and so the whole table's glob, whose schema is nested this many levels or more
+# ("Parquet schema too deeply nested"); DuckDB and Polars still read it.
+PARQUET_DEPTH_LIMIT = 100
 
 
 def check_columns(table: pa.Table) -> pa.Table:
     """The table with unique column names (`a`, `a_1`; an empty one is `column<i>`);
-    raises if a column takes a name ingest adds itself, in any case."""
+    raises if a column takes a name ingest adds itself, in any case, or is nested more
+    deeply than every reader opens."""
+    for field in table.schema:
+        if (depth := parquet_depth(field.type)) >= PARQUET_DEPTH_LIMIT:
+            raise DecodeError(
+                f"column {field.name!r} is nested {depth} levels deep as Parquet; pyarrow"
+                f" and pandas read at most {PARQUET_DEPTH_LIMIT - 1}"
+            )
     names = table.column_names
     unique = unique_names(names)  # stripped: " Source_File" is taken as "Source_File"
     clash = [name for name, was in zip(unique, names, strict=True)
@@ -27,6 +38,22 @@ def check_columns(table: pa.Table) -> pa.Table:
     if clash:
         raise DecodeError(f"column {clash[0]!r} is reserved for ingest's own use")
     return table if unique == names else table.rename_columns(unique)
+
+
+def parquet_depth(kind: pa.DataType) -> int:
+    """The levels of a column of this type in a Parquet schema: one for a value, one more
+    for each struct around it, two for each list or map (its group, and the repeated
+    group inside)."""
+    if pa.types.is_struct(kind):
+        return 1 + max((parquet_depth(kind.field(i).type) for i in range(kind.num_fields)),
+                       default=0)
+    if pa.types.is_map(kind):
+        return 2 + max(parquet_depth(kind.key_type), parquet_depth(kind.item_type))
+    if pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_fixed_size_list(
+        kind
+    ):
+        return 2 + parquet_depth(kind.value_type)
+    return 1
 
 
 @functools.lru_cache(maxsize=64)

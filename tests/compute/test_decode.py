@@ -429,6 +429,66 @@ def test_kinds_mixed_inside_a_json_value_make_a_column_of_its_text(data: bytes) 
     ]
 
 
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\u0085"])
+def test_a_line_separator_inside_a_string_of_a_mixed_file_stays_in_its_string(
+    separator: str,
+) -> None:
+    # Read line by line (`v` mixes kinds), the file was split at it, mid-string.
+    data = f'{{"v": 1, "s": "a{separator}b"}}\n{{"v": "x", "s": "c"}}\n'.encode()
+    table = decode("a.jsonl", data)
+    assert table.column("s").to_pylist() == [f"a{separator}b", "c"]
+
+
+def test_a_byte_order_mark_before_a_mixed_file_is_read_as_arrow_reads_it() -> None:
+    table = decode("a.jsonl", b'\xef\xbb\xbf{"a": 1}\n{"a": "x"}\n{"a": 2}\n')
+    assert table.column("a").to_pylist() == ["1", "x", "2"]
+
+
+def test_an_integer_past_64_bits_in_a_mixed_file_is_read_as_arrow_reads_it() -> None:
+    # Arrow's reader takes it as a float; the line-by-line reader failed on it.
+    data = b'{"v": 1, "big": 18446744073709551615}\n{"v": "x", "big": 2}\n'
+    table = decode("a.jsonl", data)
+    fitted = fitting.fit(table, conform.target(table, None, {}))
+    assert fitted.column("big").to_pylist() == [1.8446744073709552e19, 2.0]
+
+
+@pytest.mark.parametrize(("line", "reason"), [
+    ('{"v": 1e400}', "Number too big to be stored in double"),
+    ('{"v": 1, "v": 2}', "the key 'v' is given twice in one object"),
+])
+def test_a_mixed_file_refuses_what_arrows_reader_refuses_naming_the_line(
+    line: str, reason: str
+) -> None:
+    # A mixed file read line by line took 1e400 as infinity, and a key given twice as
+    # Python's json takes it (the last value); Arrow's reader refuses both elsewhere.
+    data = f'{{"v": 1}}\n{{"v": "x"}}\n{line}\n'.encode()
+    error = _decode_error("a.jsonl", data)
+    assert str(error) == reason and error.line == 3
+    assert _decode_error("b.jsonl", f"{line}\n".encode()).line == 1
+
+
+@pytest.mark.parametrize(("depth", "nesting", "refused"), [
+    (98, "object", False), (99, "object", True),
+    (49, "list", False), (50, "list", True),
+])
+def test_a_json_value_nested_past_what_readers_open_is_refused(
+    depth: int, nesting: str, refused: bool
+) -> None:
+    # Written, it made the whole table's glob fail to open in pyarrow and pandas.
+    value: object = 1
+    for _ in range(depth):
+        value = {"a": value} if nesting == "object" else [value]
+    table = decode("deep.jsonl", (json.dumps({"x": value}) + "\n").encode())
+    if refused:
+        with pytest.raises(DecodeError, match=r"column 'x' is nested 10\d levels deep"):
+            check_columns(table)
+        return
+    fitted = fitting.fit(check_columns(table), conform.target(table, None, {}))
+    buffer = io.BytesIO()
+    pq.write_table(fitted, buffer)
+    assert pq.read_table(pa.BufferReader(buffer.getvalue())).num_rows == 1
+
+
 def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
     assert _decode_error("bad.jsonl", b'{"a": 1}\n\n{"a": 2}\n{x\n').line == 4
 
