@@ -40,7 +40,7 @@ from .fsync import fsync_path
 from .layout import Layout, new_part_id
 from .ledger import Ledger
 from .merge import Source, merge
-from .swap import repair_swaps, swap
+from .swap import repair_swaps, swap, unswap
 
 log = logging.getLogger("ingest.compact")
 
@@ -195,6 +195,7 @@ def _swap(
     holds: dict[str, list[Source]] = {}
     sizes: dict[str, int] = {}
     begun = swapped = False
+    logged = None  # the table's txn version in its Delta log before the swap's commit
     try:
         _link_all_but(live, staged, old)
         for index, group in enumerate(bins):
@@ -215,12 +216,22 @@ def _swap(
         fsync_path(root)
         crash.reached("compact-swapped")
         if layout.delta:
+            from . import delta
+
+            logged = delta.txn_version(layout, table)
             _to_delta(layout, table, sorted(holds), sorted(layout.relative_output(p) for p in old),
                       schema, crash)
         ledger.finish_swap(swap_id, holds)
         crash.reached("compact-committed")
     except BaseException:
-        if swapped or not live.exists():
+        if swapped and logged is not None and not _logged_since(layout, table, logged):
+            # The Delta commit failed (a full disk): the log names the old parts, which
+            # readers of the table then open. They go back in place, not the new ones.
+            unswap(live, staged, root / "old")
+            fsync_path(live.parent)
+            shutil.rmtree(root, ignore_errors=True)
+            ledger.drop_swap(swap_id)
+        elif swapped or not live.exists():
             repair_swaps(ledger, layout)  # the new files are (or are going) live: roll forward
         else:
             shutil.rmtree(root, ignore_errors=True)
@@ -235,6 +246,18 @@ def _swap(
         table, day, len(before), len(after), sum(before.values()), sum(after.values()),
         time.monotonic() - started,
     )
+
+
+def _logged_since(layout: Layout, table: str, before: int) -> bool:
+    """Whether the table's Delta log holds a commit of ours past txn version `before`;
+    True when the log cannot be read (the swap is then rolled forward, and the log is
+    brought to the ledger at the next start)."""
+    from . import delta
+
+    try:
+        return delta.txn_version(layout, table) > before
+    except Exception:  # deltalake's errors are its own: any of them leaves it unknown
+        return True
 
 
 def _to_delta(

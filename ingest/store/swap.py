@@ -81,6 +81,16 @@ def swap(live: Path, staged: Path, aside: Path) -> None:
     os.rename(staged, live)
 
 
+def unswap(live: Path, staged: Path, aside: Path) -> None:
+    """Undo `swap`: the old folder back in `live`'s place, the new one at `staged`. Cut
+    short in the fallback's two renames, `repair_swaps` finds the new folder at `staged`
+    and the live one missing, and rolls the swap forward."""
+    if staged.exists() and exchange(live, staged):
+        return
+    os.rename(live, staged)
+    os.rename(aside, live)
+
+
 def repair_swaps(ledger: Ledger, layout: Layout) -> int:
     """Start-up repair: finish each swap the exchange made visible, undo the others, and
     remove staging folders no swap record names. Returns how many swaps it settled."""

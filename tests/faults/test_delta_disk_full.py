@@ -66,6 +66,42 @@ def one_commit(folder: Folder) -> dict[str, int]:
     return expected
 
 
+@pytest.fixture
+def three_parts(folder: Folder) -> dict[str, int]:
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 1}, output={"format": "delta"},
+    )
+    expected = {}
+    for i in range(3):
+        expected[f"p{i}.csv"] = len(write_csv(folder.drop / f"p{i}.csv", 40, i))
+        done = folder.ingest("once")
+        assert done.returncode == 0, done.stderr
+    return expected
+
+
+def test_a_full_disk_at_a_compactions_log_entry_puts_the_old_parts_back(
+    folder: Folder, three_parts: dict[str, int], full_log: Path
+) -> None:
+    # The swap was rolled forward: the old parts deleted, the new ones in the ledger, and
+    # the log still naming the old ones: no Delta reader opened the table until a restart.
+    before = sorted(folder.parts("records"))
+    assert len(before) == 3
+    failed = folder.ingest("compact")
+    assert failed.returncode != 0, failed.stderr
+    assert "No space left on device" in failed.stderr or "os error 28" in failed.stderr
+    assert sorted(folder.parts("records")) == before
+    assert not list((folder.output / "_ingest").glob("swap-*"))
+    check_delta(folder)
+    check_exactly_once(folder, three_parts, set())
+
+    full_log.unlink()
+    done = folder.ingest("compact")
+    assert done.returncode == 0, done.stderr
+    assert len(folder.parts("records")) == 1
+    check_delta(folder)
+    check_exactly_once(folder, three_parts, set())
+
+
 def test_a_full_disk_at_the_log_entry_undoes_the_commit_and_retries(
     folder: Folder, one_commit: dict[str, int], full_log: Path, service: type[Service]
 ) -> None:
