@@ -21,6 +21,7 @@ import hashlib
 import json
 import logging
 import os
+import posixpath
 import re
 import shutil
 import sqlite3
@@ -39,6 +40,7 @@ from ..progress import command_bar
 from .fsync import fsync_path
 from .layout import Layout, on_disk
 from .ledger import FileRecord, Ledger
+from .swap import unswap
 
 log = logging.getLogger("ingest.rebuild")
 
@@ -238,12 +240,49 @@ def _not_in_delta_logs(layout: Layout, parts: dict[str, list[Path]]) -> list[Pat
     return dropped
 
 
+def _undo_unlogged_swaps(layout: Layout) -> None:
+    """With Delta: a compaction cut short after its swap and before its Delta commit (a
+    kill -9) left its partition holding the merged parts, which no log names, and its
+    staging folder holding the old ones, which the log names. The ledger's record of the
+    swap would finish it at the next start, log included; without it, the merged parts
+    would be set aside here and the staging folder removed at that start, and the rows
+    with them. The old parts go back in place instead, as the log has them."""
+    from . import delta
+
+    missing: dict[str, str] = {}  # a part's name -> its path, for parts logged, not on disk
+    for table in layout.tables():
+        if delta.open_table(layout, table) is not None:
+            missing |= {posixpath.basename(rel): rel for rel in delta.files(layout, table)
+                        if not (layout.output / rel).exists()}
+    if not missing:
+        return
+    for root in sorted(layout.state.glob("swap-*")):
+        for held in sorted(p for p in root.iterdir() if p.is_dir()):
+            rel = next((missing[p.name] for p in held.iterdir() if p.name in missing), None)
+            if rel is None:
+                continue
+            live = (layout.output / rel).parent
+            if live.exists():
+                unswap(live, root / live.name, held)
+            else:  # cut short between the fallback's two renames
+                os.rename(held, live)
+            fsync_path(live.parent)
+            shutil.rmtree(root)
+            log.warning(
+                "a compaction of %s was cut short before its Delta commit: its parts put"
+                " back as the log names them", live,
+            )
+            break
+
+
 def rebuild(layout: Layout) -> dict[str, int]:
     """Write a fresh ledger; return what it now holds."""
     layout.make_dirs()
     built = layout.ledger.with_name(f"{layout.ledger.name}.rebuilding")
     _remove(built)  # what a rebuild stopped before left
     _checkpoint(layout.ledger)
+    if layout.delta:
+        _undo_unlogged_swaps(layout)
     parts, broken = _parts(layout)
     if layout.delta:
         broken += _not_in_delta_logs(layout, parts)
