@@ -46,8 +46,8 @@ def test_kill_9_around_the_delta_commit_then_restart_is_exactly_once(
     check_delta(folder)
 
 
-@pytest.mark.parametrize("point", ("compact-swapped", "delta-committed", "compact-committed"))
-def test_kill_9_around_a_compactions_delta_commit(folder: Folder, point: str) -> None:
+def _three_commits(folder: Folder) -> dict[str, int]:
+    """Three `once` runs of ten files each into Delta tables: three parts a table."""
     folder.write_config(
         watch={"settle_ms": 0}, pipeline={"workers": 2},
         output={"flush_s": 0, "format": "delta"},
@@ -57,12 +57,22 @@ def test_kill_9_around_a_compactions_delta_commit(folder: Folder, point: str) ->
         good, _ = _populate(folder, batch * 10, 10)
         expected.update(good)
         assert folder.ingest("once").returncode == 0
-    before = check_delta(folder)
+    return expected
+
+
+def _compact_killed_at(folder: Folder, point: str) -> None:
     killed = subprocess.run(
         [sys.executable, "-m", "ingest", "compact", "--config", str(folder.config)],
         cwd=folder.root, env={**os.environ, "INGEST_CRASH_AT": point}, capture_output=True,
     )
     assert killed.returncode == -signal.SIGKILL
+
+
+@pytest.mark.parametrize("point", ("compact-swapped", "delta-committed", "compact-committed"))
+def test_kill_9_around_a_compactions_delta_commit(folder: Folder, point: str) -> None:
+    expected = _three_commits(folder)
+    before = check_delta(folder)
+    _compact_killed_at(folder, point)
     restarted = folder.ingest("once")
     assert restarted.returncode == 0, restarted.stderr
     check_exactly_once(folder, expected, set())
@@ -77,22 +87,9 @@ def test_a_ledger_rebuild_after_a_compaction_killed_before_its_delta_commit_lose
 ) -> None:
     # The merged parts, which no log named, were set aside, and the next start removed the
     # staging folder that held the old ones, which the log named: every row was gone.
-    folder.write_config(
-        watch={"settle_ms": 0}, pipeline={"workers": 2},
-        output={"flush_s": 0, "format": "delta"},
-    )
-    expected: dict[str, int] = {}
-    for batch in range(3):
-        good, _ = _populate(folder, batch * 10, 10)
-        expected.update(good)
-        assert folder.ingest("once").returncode == 0
+    expected = _three_commits(folder)
     before = sorted(p.name for p in folder.parts("records"))
-    killed = subprocess.run(
-        [sys.executable, "-m", "ingest", "compact", "--config", str(folder.config)],
-        cwd=folder.root, env={**os.environ, "INGEST_CRASH_AT": "compact-swapped"},
-        capture_output=True,
-    )
-    assert killed.returncode == -signal.SIGKILL
+    _compact_killed_at(folder, "compact-swapped")
     rebuilt = folder.ingest("ledger", "rebuild")
     assert rebuilt.returncode == 0, rebuilt.stderr
     restarted = folder.ingest("once")
