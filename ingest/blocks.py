@@ -20,7 +20,8 @@ from .jobs import Failure, TableSpec
 
 # Formats whose records are lines, so that a file can be cut into blocks between records
 # (`compute/decode.py` has a block reader for each).
-LINE_FORMATS = (".csv", ".jsonl", ".ndjson")
+JSON_LINES = (".jsonl", ".ndjson")
+LINE_FORMATS = (".csv", *JSON_LINES)
 
 
 @dataclass(frozen=True)

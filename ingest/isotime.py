@@ -17,7 +17,7 @@ reads such a column of a CSV (DuckDB's JSON reader keeps it text, and so does
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -80,13 +80,14 @@ def utc_worded(column: pa.ChunkedArray, markers: Sequence[str]) -> pa.ChunkedArr
         return None
 
 
-def timestamps_in_text(table: pa.Table) -> pa.Table:
+def timestamps_in_text(table: pa.Table, keep: Collection[str] = ()) -> pa.Table:
     """The table with each text column whose every value is an ISO 8601 timestamp read as
-    timestamps. A column is looked at closely only if its first value is one. A column of
-    dates alone stays text: where a file's first block reads it as text (`"unknown"`), a
-    later block's dates are not to widen the table to timestamps."""
+    timestamps, but those named in `keep` (text as written). A column is looked at closely
+    only if its first value is one. A column of dates alone stays text: where a file's
+    first block reads it as text (`"unknown"`), a later block's dates are not to widen
+    the table to timestamps."""
     for index, field in enumerate(table.schema):
-        if not pa.types.is_string(field.type):
+        if not pa.types.is_string(field.type) or field.name in keep:
             continue
         column = table.column(index)
         values = column.drop_null()

@@ -44,6 +44,29 @@ def test_a_csv_of_another_task_is_read_again_with_its_values_as_written(folder: 
     _check_as_written(folder)
 
 
+def test_a_json_lines_file_of_another_task_is_read_again_with_its_times_as_written(
+    folder: Folder,
+) -> None:
+    folder.write_config(
+        watch={"settle_ms": 50}, pipeline={"workers": 2}, output={"flush_s": 0},
+    )
+    (folder.drop / "a.jsonl").write_bytes(b'{"id": 0, "t": "x"}\n')
+    (folder.drop / "b.jsonl").write_bytes(b"".join(
+        b'{"id": %d, "t": "2024-01-01T10:00:%02d+05:00"}\n' % (i + 1, i % 60)
+        for i in range(ROWS)
+    ))
+
+    done = folder.ingest("once")
+
+    assert done.returncode == 0, done.stderr
+    assert "reread b.jsonl" in done.stderr, done.stderr
+    check_exactly_once(folder, {"a.jsonl": 1, "b.jsonl": ROWS}, set())
+    assert folder.query(
+        "SELECT count(DISTINCT t), min(t), max(t), count(_rescued_data)"
+        " FROM records WHERE source_file = 'b.jsonl'"
+    ) == [(60, "2024-01-01T10:00:00+05:00", "2024-01-01T10:00:59+05:00", 0)]
+
+
 def _check_as_written(folder: Folder) -> None:
     assert folder.query(
         "SELECT count(DISTINCT t), min(t), max(t), min(v), max(v), count(_rescued_data)"

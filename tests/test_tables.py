@@ -21,7 +21,7 @@ import pyarrow.dataset as ds
 import pyarrow.parquet as pq
 import pytest
 
-from .conftest import ROOT, SAMPLE_DATA, Folder
+from .conftest import FAST, ROOT, SAMPLE_DATA, Folder
 from .invariants import check_one_schema
 
 RESCUED = "_rescued_data"
@@ -300,6 +300,36 @@ def test_json_timestamps_with_fractions_and_zones_fill_a_timestamp_column_across
         got = [(i, ts.to_pydatetime() if isinstance(ts, pd.Timestamp) else ts, r)
                for i, ts, r in rows]
         assert got == expected, reader
+
+
+@pytest.mark.parametrize("made_text_by", ["an earlier run", "a hint"])
+def test_json_times_in_a_text_column_keep_their_spelling_in_every_reader(
+    folder: Folder, made_text_by: str
+) -> None:
+    """A column the table holds as text (an earlier run's "soon"), or hinted `string`: a
+    later file's times in it were read as timestamps and cast back to text, in UTC, their
+    zone gone and their nanoseconds cut (`tests/test_as_written.py`: the same run)."""
+    hinted = made_text_by == "a hint"
+    if hinted:
+        folder.write_config(**FAST, **{"tables.records.columns": {"d": "string"}})
+    else:
+        (folder.drop / "a.jsonl").write_bytes(b'{"id": 1, "d": "soon"}\n')
+    if made_text_by == "an earlier run":
+        assert folder.ingest("once").returncode == 0
+    written = [
+        "2024-01-01T10:00:00+05:00", "2024-01-01T10:00:00.123456789Z", "2024-01-01T10:00:00",
+    ]
+    (folder.drop / "b.jsonl").write_text(
+        "".join(json.dumps({"id": i, "d": d}) + "\n" for i, d in enumerate(written, start=2))
+    )
+    (folder.drop / "c.jsonl").write_bytes(b'{"id": 5, "d": "2024-02-01"}\n')
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    expected = [(i, d) for i, d in enumerate([*written, "2024-02-01"], start=2)]
+    if not hinted:
+        expected.insert(0, (1, "soon"))
+    for reader, rows in readers(folder.output, "records", ["id", "d"]).items():
+        assert rows == expected, reader
 
 
 def test_csv_timestamps_written_with_utc_are_timestamps_as_duckdb_reads_them(

@@ -19,6 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
+from ..blocks import JSON_LINES
 from ..config import Config
 from ..files import DropFile
 from ..jobs import EncodedPart, Failure
@@ -491,9 +492,10 @@ class Committer:
         return publish(self.ledger, self.layout, output.accepted, output.parts, [], self.crash)
 
     def _read_again(self, output: TaskOutput) -> list[Accepted]:
-        """The CSVs of the output whose table holds as text a column their part holds as
-        numbers, flags or times, by a file committed since their task left (or before it
-        in this flush). Each is taken out of its parts and read again, once per version."""
+        """The CSVs and JSON Lines files of the output whose table holds as text a column
+        their part holds as numbers, flags or times, by a file committed since their task
+        left (or before it in this flush). Each is taken out of its parts and read again,
+        once per version."""
         tables = self.schemas.typed_where_text(output.parts)  # most often none, at once
         if not tables:
             return []
@@ -502,7 +504,8 @@ class Committer:
         # whole (`store.parts.unchanged`), and it could not be read again.
         again = [
             entry for entry in output.accepted
-            if entry.table in tables and entry.dialect is not None
+            if entry.table in tables
+            and (entry.dialect is not None or entry.file.rel.lower().endswith(JSON_LINES))
             and entry.file.key not in once and as_read(entry.file)
         ]
         once.update(entry.file.key for entry in again)

@@ -1,4 +1,4 @@
-"""A task's CSV values that reach a text column, kept as written.
+"""A task's CSV and JSON Lines values that reach a text column, kept as written.
 
 Runs in a worker process, once every file of a task is featurised. Each file is
 fitted to its table as the service last knew it, and the task's part then takes
@@ -22,6 +22,7 @@ import pyarrow as pa
 from ..jobs import Failure, Job, Outcome, Task
 from ..widen import folded
 from .encode import Featurised, joint_schema
+from .jsonlines import is_jsonl
 
 FeaturiseAlone = Callable[[Job, Task], Featurised | Failure]
 
@@ -30,8 +31,9 @@ def as_written(
     done: list[Featurised], outcomes: Sequence[Outcome], jobs: Sequence[Job], task: Task,
     alone: FeaturiseAlone,
 ) -> list[Featurised]:
-    """`done`, with each CSV whose records would be cast to text in the task's part
-    read again as `alone` reads a file with its table's schema as the task makes it.
+    """`done`, with each CSV or JSON Lines file whose records would be cast to text in
+    the task's part read again as `alone` reads a file with its table's schema as the
+    task makes it.
     A file that fails that way (it did not the first time), or reads other rows, keeps
     its first reading. Changed in place: each first reading is let go of as its file is
     read again, so that a task never holds two readings of more than one file."""
@@ -42,14 +44,17 @@ def as_written(
     joint = {table: joint_schema(found) for table, found in schemas.items()}
     if not any(_cast_to_text(s, joint[t]) for t, found in schemas.items() for s in found):
         return done
-    csv = {(o.source_file, o.sha256) for o in outcomes if o.dialect is not None}
     by_source = {(job.source_file, job.sha256): job for job in jobs}
+    # A CSV, and a JSON Lines file, whose times reach such a column as text.
+    rereadable = {(o.source_file, o.sha256) for o in outcomes if o.dialect is not None} | {
+        source for source, job in by_source.items() if is_jsonl(job)
+    }
     for index in reversed(range(len(done))):  # from the end: a splice moves no item ahead
         item = done[index]
         sources = [(name, sha256) for name, sha256, _ in item.sources]
         if (
             item.records is None or not _cast_to_text(item.records.schema, joint[item.table])
-            or not all(source in csv for source in sources)
+            or not all(source in rereadable for source in sources)
         ):
             continue
         spec = task.spec(item.table)

@@ -21,6 +21,7 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
+from ..blocks import JSON_LINES
 from ..conform import typed_text
 from ..dialect import CsvOptions, Dialect
 from ..isotime import timestamps_in_text
@@ -92,7 +93,16 @@ def _holds_null(kind: pa.DataType) -> bool:
     return any(_holds_null(kind.field(i).type) for i in range(kind.num_fields))
 
 
-def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
+def _jsonl(
+    data: bytes, first: pa.Schema | None = None, text: Collection[str] = ()
+) -> pa.Table:
+    """A JSON Lines file, or a block of one after `first`; the columns named in `text`
+    (its table's text columns), and those `first` read as text, keep their strings as
+    written, never read as timestamps or dates: cast back to text, `10:00:00+05:00`
+    would be spelled anew, in UTC."""
+    as_text = set(text)
+    if first is not None:
+        as_text.update(f.name for f in first if pa.types.is_string(f.type))
     parse = pa_json.ParseOptions(explicit_schema=_typed(first), unexpected_field_behavior="infer")
     # One block for the whole buffer: Arrow numbers the rows of an error within its block.
     read = pa_json.ReadOptions(use_threads=False, block_size=max(len(data), 1 << 20))
@@ -104,7 +114,9 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
             if relisted is None:
                 raise DecodeError("a list Arrow's JSON reader could not read")
             return relisted
-        return typed_text(timestamps_in_text(dates_as_written(table, data, read)))
+        if as_text:
+            table = _as_written(table, data, read, as_text)
+        return typed_text(timestamps_in_text(dates_as_written(table, data, read), as_text))
     except pa.ArrowInvalid as exc:
         mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
         if mixed and (table := read_mixed(data)) is not None:
@@ -113,6 +125,27 @@ def _jsonl(data: bytes, first: pa.Schema | None = None) -> pa.Table:
         row = int(found.group(1)) if found else None
         line = _bad_json_line(data) or (_json_row_line(data, row) if row is not None else None)
         raise DecodeError(str(exc) + (FIXED_TYPES if first else ""), line=line) from None
+
+
+def _as_written(
+    table: pa.Table, data: bytes, read: pa_json.ReadOptions, text: Collection[str]
+) -> pa.Table:
+    """`table` with its columns named in `text` that Arrow's reader took as timestamps
+    (`2024-01-01T10:00:00`, a form it infers) read again as the strings they are."""
+    found = [(index, field) for index, field in enumerate(table.schema)
+             if field.name in text and pa.types.is_timestamp(field.type)]
+    if not found:
+        return table
+    parse = pa_json.ParseOptions(
+        explicit_schema=pa.schema([(field.name, pa.string()) for _, field in found]),
+        unexpected_field_behavior="ignore",
+    )
+    again = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+    for index, field in found:
+        table = table.set_column(
+            index, field.with_type(pa.string()), again.column(field.name)
+        )
+    return table
 
 
 def _whole(table: pa.Table) -> bool:
@@ -304,15 +337,20 @@ def decode_block(
         if first is None:
             return read_csv(data, pins, dialect, text, columns)
         return read_block(data, dialect, first), dialect
+    if name.lower().endswith(JSON_LINES):
+        return _jsonl(data, first, text), None
     for suffix, decoder in BLOCK_DECODERS.items():
         if name.lower().endswith(suffix):
             return decoder(data, first), None
     raise DecodeError(f"{name!r} cannot be read in blocks; only {', '.join(BLOCK_DECODERS)} can")
 
 
-def decode(name: str, data: bytes) -> pa.Table:
-    """Decode `data` by the extension of `name` into an Arrow table."""
+def decode(name: str, data: bytes, text: Collection[str] = ()) -> pa.Table:
+    """Decode `data` by the extension of `name` into an Arrow table; a JSON Lines file's
+    columns named in `text` keep their strings as written (`_jsonl`)."""
     lower = name.lower()
+    if lower.endswith(JSON_LINES):
+        return _jsonl(data, None, text)
     for suffix, decoder in DECODERS.items():
         if lower.endswith(suffix):
             return decoder(data)
@@ -330,4 +368,4 @@ def decode_file(
         return read_csv(data, pins, table, text, columns)
     if lower.endswith(".csv.gz"):
         return read_csv(_gunzip(data), pins, table, text, columns)
-    return decode(name, data), None
+    return decode(name, data, text), None

@@ -18,25 +18,25 @@ from contextlib import AbstractContextManager
 
 import pyarrow as pa
 
+from ..blocks import JSON_LINES
 from ..jobs import Job
 from .bounded import bounded
 from .decode import decode
 from .together import Group
 
-SUFFIXES = (".jsonl", ".ndjson")
-
 
 def is_jsonl(job: Job) -> bool:
     """Is the job a whole JSON Lines file in hand (not a measured, compressed one)?"""
-    return job.source_file.lower().endswith(SUFFIXES) and not bounded(job)
+    return job.source_file.lower().endswith(JSON_LINES) and not bounded(job)
 
 
 def parse_jsonl(
-    jobs: Sequence[Job], skip: Collection[int], step: Callable[[], AbstractContextManager[None]]
+    jobs: Sequence[Job], skip: Collection[int], step: Callable[[], AbstractContextManager[None]],
+    text: Callable[[Job], Collection[str]] = lambda job: (),
 ) -> list[Group]:
     """The JSON Lines jobs (by index into `jobs`, except those in `skip`) parsed one by
     one, each within `step()` (the worker's beat and time limit for one file), in groups
-    of one schema, in job order."""
+    of one schema, in job order; `text(job)`: the columns its table holds as text."""
     # By schema, compared with `equals`: a schema's hash costs tens of microseconds. With
     # its metadata: a column of strings is typed text, one of strings and numbers is not
     # (`conform.TYPED_TEXT`), and a run's files must be judged alike.
@@ -46,7 +46,7 @@ def parse_jsonl(
             continue
         try:
             with step():
-                table = decode(job.source_file, job.data)
+                table = decode(job.source_file, job.data, text(job))
         except Exception:  # anything at all: the file is taken alone again, to its verdict
             continue
         same = next(

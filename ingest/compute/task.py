@@ -188,7 +188,9 @@ def _parse_groups(jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]) -
     """The groups of files parsed up front, with job indices into `jobs`: CSVs parsed
     together (of tables that pin nothing but a plain dialect), and JSON Lines files
     parsed one by one, grouped by schema."""
-    found = parse_jsonl(jobs, lost, lambda: _file_step(task))
+    found = parse_jsonl(
+        jobs, lost, lambda: _file_step(task), lambda job: read_as_text(task.spec(job.table))
+    )
     by_table: dict[str, frozenset[Dialect]] = {}
 
     def dialects(job: Job) -> frozenset[Dialect]:

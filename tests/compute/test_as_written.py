@@ -88,6 +88,17 @@ def test_a_json_lines_file_keeps_its_numbers_spelled_as_json_in_a_text_column() 
     assert [r["v"] for r in _part(result, "records")] == ["abc", "1.1"]
 
 
+def test_a_json_lines_files_times_after_a_file_that_made_their_column_text_are_as_written(
+) -> None:
+    # Read as timestamps, then cast to text in the task's part: in UTC, the zone gone.
+    times = b'{"id": 5, "t": "2024-01-01T10:00:00+05:00"}\n{"id": 6, "t": "2024-01-01T10:00:00"}\n'
+    result = process(Task((job("text.csv", TEXT), job("times.jsonl", times)), Features()))
+    assert all(o.failure is None for o in result.outcomes)
+    assert [r["t"] for r in _part(result, "records")] == [
+        "x", "2024-01-01T10:00:00+05:00", "2024-01-01T10:00:00",
+    ]
+
+
 def test_a_column_named_in_another_case_is_kept_as_written_too() -> None:
     # The table's `V` is the typed file's `v`.
     result = process(Task(

@@ -489,6 +489,15 @@ def test_a_json_value_nested_past_what_readers_open_is_refused(
     assert pq.read_table(pa.BufferReader(buffer.getvalue())).num_rows == 1
 
 
+def test_a_later_json_block_keeps_the_times_of_a_column_its_first_block_read_as_text() -> None:
+    # Block 0's "soon" made the column text; a later block of times alone was read as
+    # timestamps, then cast back to text in UTC: the same input text, spelled two ways.
+    first = pa.schema([("d", pa.string())])
+    block = b'{"d": "2024-01-01T10:00:00+05:00"}\n{"d": "2024-01-01T10:00:00"}\n'
+    table, _ = decode_block("a.jsonl", block, first)
+    assert table.column("d").to_pylist() == ["2024-01-01T10:00:00+05:00", "2024-01-01T10:00:00"]
+
+
 def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
     assert _decode_error("bad.jsonl", b'{"a": 1}\n\n{"a": 2}\n{x\n').line == 4
 
