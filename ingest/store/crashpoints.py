@@ -43,6 +43,7 @@ COMPACT_POINTS = (
 # With `format = "delta"` (`delta.py`), in a commit and in a compaction or rewrite.
 DELTA_POINTS = (
     "delta-committed",  # the Delta log holds the commit (fsynced), the ledger not yet
+    "part-undone",  # a failed commit taken out of the log, its files removed, not forgotten
 )
 POINTS = COMMIT_POINTS + COMPACT_POINTS + DELTA_POINTS
 

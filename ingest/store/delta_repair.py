@@ -39,7 +39,11 @@ def finish_pending(ledger: Ledger, layout: Layout, part_id: str, paths: list[str
     intent = json.loads(raw)
     versions: dict[str, int] = intent["txn"]
     have = {table: delta.txn_version(layout, table) for table in versions}
-    if not any(have[table] >= version for table, version in versions.items()):
+    # A log past the part's version holds it only if its snapshot names the part's files:
+    # a commit taken out again (`DeltaStep.revert`, whose forget then failed, or was cut
+    # short) moved the version on with a remove of them.
+    if not any(have[table] >= version and _names_any(layout, table, paths)
+               for table, version in versions.items()):
         return False
     if not all((layout.output / rel).exists() for rel in paths):
         raise delta.DeltaConflict(
@@ -54,6 +58,12 @@ def finish_pending(ledger: Ledger, layout: Layout, part_id: str, paths: list[str
     ledger.finish_part(part_id, records, holds)
     log.warning("start-up repair: part %s was in the Delta log; finished in the ledger", part_id)
     return True
+
+
+def _names_any(layout: Layout, table: str, paths: list[str]) -> bool:
+    """Whether the table's current snapshot holds any of these part files of its own."""
+    mine = {rel for rel in paths if split(rel)[0] == table}
+    return not mine.isdisjoint(delta.files(layout, table))
 
 
 def sync(ledger: Ledger, layout: Layout, crash: CrashPlan) -> int:

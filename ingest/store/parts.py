@@ -179,7 +179,7 @@ def publish(
             if isinstance(exc, Exception):
                 raise Unsettled(f"a commit is half in a Delta log: {exc}") from exc
             raise
-        _undo(ledger, part_id if begun else None, planned, written)
+        _undo(ledger, part_id if begun else None, planned, written, crash)
         raise
     crash.reached("ledger-committed")
     result.part_id = part_id
@@ -220,7 +220,8 @@ def _rename_into_place(planned: list[tuple[Path, Path]], crash: CrashPlan) -> No
 
 
 def _undo(
-    ledger: Ledger, part_id: str | None, planned: list[tuple[Path, Path]], written: list[Path]
+    ledger: Ledger, part_id: str | None, planned: list[tuple[Path, Path]], written: list[Path],
+    crash: CrashPlan,
 ) -> None:
     for temp in written:
         temp.unlink(missing_ok=True)
@@ -231,6 +232,7 @@ def _undo(
             else:
                 os.replace(final, temp)  # a staged or worker-written part goes back, for the retry
     if part_id is not None:
+        crash.reached("part-undone")
         try:
             ledger.forget_part(part_id)
         except Exception:

@@ -178,6 +178,26 @@ def test_kill_9_around_a_widenings_delta_commit(folder: Folder, point: str) -> N
     assert sorted(read_delta(folder.output / "records")["x"].to_pylist()) == [1.0, 1.5, 2.0]
 
 
+def test_a_kill_after_a_failed_commit_was_taken_out_of_the_log_is_repaired_at_start(
+    folder: Folder,
+) -> None:
+    """The log's version had moved past the part's with the remove that took it out, and
+    start-up took that for the part being in the log, with its files gone: every later
+    start exited 2 ("in the Delta log but some of its files are missing")."""
+    folder.write_config(output={"flush_s": 60, "format": "delta"})
+    (folder.drop / "a.csv").write_text("timestamp,x\n1,1.5\n2,2.5\n")
+    killed = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=120,
+        env={**os.environ, "INGEST_FAIL_AT": "ledger-commit", "INGEST_CRASH_AT": "part-undone"},
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, {"a.csv": 2}, set())
+    check_delta(folder)
+
+
 def test_a_ledger_that_fails_after_the_delta_commit_takes_the_part_out_and_retries(
     folder: Folder,
 ) -> None:
