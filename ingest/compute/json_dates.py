@@ -5,7 +5,8 @@ Runs in a worker process. Arrow's JSON reader types a string that is a date alon
 and the person who wrote it read a date. A top-level timestamp column it inferred whose
 every value falls at midnight may hold such dates; it does if no value under its key in
 the file's bytes has a time after its date. Where the bytes cannot say (a key or a value
-spelled with JSON escapes), the column alone is read again as text. Dates inside lists
+spelled with JSON escapes, or a value of that key, at any depth, with a time), the
+column alone is read again as text. Dates inside lists
 and structs stay timestamps.
 """
 
@@ -57,9 +58,11 @@ def dates_as_written(table: pa.Table, data: bytes, read: pa_json.ReadOptions) ->
     unsure = []
     for index, field in found:
         timed = None if escaped or len(found) > KEY_SEARCHES else _timed(field.name)
-        if timed is None:
+        # A match may be the key's in a nested object, not the column's own: the bytes
+        # then cannot say, and the column is read again.
+        if timed is None or timed.search(data) is not None:
             unsure.append((index, field))
-        elif timed.search(data) is None:
+        else:
             table = table.set_column(
                 index, field.with_type(pa.date32()), table.column(index).cast(pa.date32())
             )

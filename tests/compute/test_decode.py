@@ -498,6 +498,16 @@ def test_a_later_json_block_keeps_the_times_of_a_column_its_first_block_read_as_
     assert table.column("d").to_pylist() == ["2024-01-01T10:00:00+05:00", "2024-01-01T10:00:00"]
 
 
+def test_json_dates_stay_dates_though_a_nested_key_of_their_name_holds_times() -> None:
+    # The search of the bytes for a time under the key found the nested one's.
+    data = b'{"d": "2024-01-01", "o": {"d": "2024-01-01T10:00:00"}}\n{"d": "2024-01-02"}\n'
+    table = decode("a.jsonl", data)
+    assert table.schema.field("d").type == pa.date32()
+    assert table.column("d").to_pylist() == [datetime.date(2024, 1, 1), datetime.date(2024, 1, 2)]
+    timed = decode("b.jsonl", b'{"d": "2024-01-01T00:00:00"}\n{"d": "2024-01-02"}\n')
+    assert pa.types.is_timestamp(timed.schema.field("d").type)
+
+
 def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
     assert _decode_error("bad.jsonl", b'{"a": 1}\n\n{"a": 2}\n{x\n').line == 4
 
