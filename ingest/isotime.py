@@ -103,3 +103,21 @@ def timestamps_in_text(table: pa.Table, keep: Collection[str] = ()) -> pa.Table:
             continue
         table = table.set_column(index, field.with_type(UTC_MICROS), parsed)
     return table
+
+
+def dates_in_text(table: pa.Table, keep: Collection[str] = ()) -> pa.Table:
+    """The table with each text column whose every value is a date alone (`2024-01-01`)
+    read as dates, but those named in `keep`: for a whole file read from text, as Arrow's
+    CSV reader and DuckDB type such a column."""
+    for index, field in enumerate(table.schema):
+        if not pa.types.is_string(field.type) or field.name in keep:
+            continue
+        values = table.column(index).drop_null()
+        if not len(values) or not pc.all(pc.match_substring_regex(values, DATE)).as_py():
+            continue
+        try:
+            dates = table.column(index).cast(pa.date32())
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # 2024-02-30
+            continue
+        table = table.set_column(index, field.with_type(pa.date32()), dates)
+    return table

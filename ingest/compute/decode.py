@@ -24,7 +24,7 @@ import pyarrow.parquet as pq
 from ..blocks import JSON_LINES
 from ..conform import typed_text
 from ..dialect import CsvOptions, Dialect
-from ..isotime import timestamps_in_text
+from ..isotime import dates_in_text, timestamps_in_text
 from .csvfile import read_block, read_csv
 from .failures import FIXED_TYPES, DecodeError
 from .json_dates import dates_as_written
@@ -113,18 +113,32 @@ def _jsonl(
             relisted = read_mixed(data)
             if relisted is None:
                 raise DecodeError("a list Arrow's JSON reader could not read")
-            return relisted
+            return _times_in(relisted, as_text, first)
         if as_text:
             table = _as_written(table, data, read, as_text)
         return typed_text(timestamps_in_text(dates_as_written(table, data, read), as_text))
     except pa.ArrowInvalid as exc:
         mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
         if mixed and (table := read_mixed(data)) is not None:
-            return table
+            return _times_in(table, as_text, first)
         found = _JSON_ROW.search(str(exc))
         row = int(found.group(1)) if found else None
         line = _bad_json_line(data) or (_json_row_line(data, row) if row is not None else None)
         raise DecodeError(str(exc) + (FIXED_TYPES if first else ""), line=line) from None
+
+
+def _times_in(table: pa.Table, text: Collection[str], first: pa.Schema | None) -> pa.Table:
+    """A file read line by line (`read_mixed`) with its columns of times typed as Arrow's
+    reading types them: ISO timestamps as timestamps, and in a whole file (not a later
+    block, which keeps its first block's types) dates alone as dates."""
+    if first is None:
+        table = dates_in_text(table, text)
+    table = timestamps_in_text(table, text)
+    # A column typed so is no longer text: it keeps no mark of text as Arrow's reading's.
+    return table.cast(pa.schema(
+        [f.remove_metadata() if pa.types.is_temporal(f.type) else f for f in table.schema],
+        table.schema.metadata,
+    ))
 
 
 def _as_written(

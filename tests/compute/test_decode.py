@@ -508,6 +508,23 @@ def test_json_dates_stay_dates_though_a_nested_key_of_their_name_holds_times() -
     assert pa.types.is_timestamp(timed.schema.field("d").type)
 
 
+@pytest.mark.parametrize("mixed", [b'"x"', b"[null, 1]"], ids=["kinds", "list-from-null"])
+def test_a_file_read_line_by_line_types_its_times_and_dates_as_arrow_does(mixed: bytes) -> None:
+    # Read line by line (a column of mixed kinds, a list starting with null), its times
+    # and dates stayed text, and made a new table's columns text.
+    data = (b'{"t": "2024-01-01T10:00:00Z", "d": "2024-01-01", "v": 1}\n'
+            b'{"t": "2024-01-02T10:00:00+01:00", "d": "2024-01-02", "v": %s}\n' % mixed)
+    table = decode("a.jsonl", data)
+    assert pa.types.is_timestamp(table.schema.field("t").type)
+    assert table.column("t").to_pylist() == [
+        datetime.datetime(2024, 1, 1, 10), datetime.datetime(2024, 1, 2, 9)
+    ]
+    assert table.column("d").to_pylist() == [datetime.date(2024, 1, 1), datetime.date(2024, 1, 2)]
+    kept = decode_file("a.jsonl", data, text=("t", "d"))[0]
+    assert kept.column("t").to_pylist() == ["2024-01-01T10:00:00Z", "2024-01-02T10:00:00+01:00"]
+    assert kept.column("d").to_pylist() == ["2024-01-01", "2024-01-02"]
+
+
 def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
     assert _decode_error("bad.jsonl", b'{"a": 1}\n\n{"a": 2}\n{x\n').line == 4
 
