@@ -59,6 +59,11 @@ def _the_machines(error: BaseException) -> bool:
         return getattr(error, "sqlite_errorcode", None) != sqlite3.SQLITE_ERROR
     if type(error) is sqlite3.DatabaseError:
         return True  # "database disk image is malformed"; an IntegrityError is a bug's
+    if type(error).__name__ == "CommitFailedError":
+        # deltalake's: another writer (a VACUUM, say) committed to the log first, and a
+        # commit of ours is never rebased past it (`delta.commit`): the next try reads
+        # the log again.
+        return True
     return RUST_OS_ERROR in str(error)
 
 

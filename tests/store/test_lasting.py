@@ -75,3 +75,12 @@ def test_sqlite_s_own_codes_tell_a_locked_ledger_from_a_statement_s_bug(tmp_path
 ])
 def test_a_batch_s_own_faults_are_not_the_machine_s(error: BaseException) -> None:
     assert not the_machines(error)
+
+
+def test_another_writers_commit_to_a_delta_log_is_not_the_batchs_fault() -> None:
+    # A VACUUM, or another writer, committed to the log first: counted as the batch's
+    # fault, good files were quarantined after three such tries.
+    exceptions = pytest.importorskip("deltalake.exceptions")
+    lost = exceptions.CommitFailedError("Failed to commit transaction: 0")
+    assert the_machines(lost)
+    assert the_machines(_raised_from(lost))
