@@ -24,7 +24,7 @@ from typing import NoReturn
 
 from . import __version__, blas, logs, memory, stacks
 from .config import BUILT_IN_SETS, Config, load, override
-from .errors import ClusterLost, ConfigError, LedgerError, OutputLocked
+from .errors import ClusterLost, ConfigError, LedgerError, OutputLocked, one_line
 from .folders import check_distinct, check_usable, holds_anything
 from .stop_signals import stop_signals
 from .store.layout import Layout
@@ -216,9 +216,19 @@ def _compact(config: Config, early: list[int]) -> int:
     import time
 
     from .store.compact_all import compact_all
+    from .store.lasting import the_machines
 
     started = time.monotonic()
-    outcomes = compact_all(config, stop=lambda: bool(early))
+    try:
+        outcomes = compact_all(config, stop=lambda: bool(early))
+    except Exception as exc:
+        if not the_machines(exc):
+            raise  # a fault of ours: its traceback
+        log.error(
+            "compaction stopped: %s; each partition is as it was or compacted whole, and"
+            " `ingest compact` goes on from there", one_line(exc),
+        )
+        return FAILED
     log.info(
         "compacted %d partitions: parts %d -> %d, %.1f MB -> %.1f MB in %.1fs",
         len(outcomes), sum(o.before for o in outcomes), sum(o.after for o in outcomes),

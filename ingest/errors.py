@@ -7,6 +7,7 @@ exceptions, so that nothing unpicklable ever has to be sent back from a worker.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 
@@ -22,6 +23,17 @@ def config_value(value: object) -> str:
     """A config value as a ConfigError's message shows it: a string as TOML writes one,
     so that a line break in it stays in the message's one line."""
     return json.dumps(value, ensure_ascii=False) if isinstance(value, str) else repr(value)
+
+
+# A terminal's colour, as deltalake's errors carry it.
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def one_line(error: BaseException) -> str:
+    """An error's text on one line, as a log line holds it: deltalake's run over several,
+    each cause indented under the last, in a terminal's colours."""
+    text = _ANSI.sub("", str(error))
+    return " ".join(part.strip() for part in text.splitlines() if part.strip())
 
 
 class LedgerError(IngestError):

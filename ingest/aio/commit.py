@@ -21,6 +21,7 @@ from typing import Protocol, TypeVar
 
 from ..blocks import JSON_LINES
 from ..config import Config
+from ..errors import one_line
 from ..files import DropFile
 from ..jobs import EncodedPart, Failure
 from ..store.autocompact import Compactor
@@ -286,7 +287,7 @@ class Committer:
             if done.error is None:
                 self.failing = None
             else:
-                self.failing = ((self.failing or (time.monotonic(), ""))[0], str(done.error))
+                self.failing = ((self.failing or (time.monotonic(), ""))[0], one_line(done.error))
             if done.error is None and not done.failed and not records_failed:
                 self._backoff = 0.0
                 return True
@@ -300,7 +301,7 @@ class Committer:
             if done.error is not None:
                 log.error(
                     "commit failed: %s; inputs stay pending, retrying in %.1fs",
-                    done.error, backoff,
+                    one_line(done.error), backoff,
                 )
             elif not retried and not records_failed:
                 return True  # each was split or set aside: its halves are tried at once
