@@ -10,6 +10,7 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import Config
+from ..errors import LedgerError
 from ..files import mtime_ns
 from ..selection import scan
 from . import watch_mode
@@ -19,6 +20,14 @@ from .ledger import Ledger
 
 # The quarantined files the text shows, the newest: a screen, not a service's lifetime.
 QUARANTINED_SHOWN = 20
+
+
+def _parts_without_ledger(layout: Layout) -> int:
+    """The part files of an output folder whose ledger is missing (lost, or moved)."""
+    return sum(
+        1 for table in layout.tables()
+        for _ in (layout.output / table).glob("ingest_date=*/*.parquet")
+    )
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -36,6 +45,12 @@ def collect(config: Config) -> dict[str, Any]:
             for path, st in scan(layout.drop, config.watch.patterns)
         ]
     backlog = len(waiting)
+    if not layout.ledger.exists() and (parts := _parts_without_ledger(layout)):
+        raise LedgerError(
+            f"{layout.ledger} is missing but {layout.output} holds {parts} part files: there"
+            " is nothing to count from. Restore the ledger, or run `ingest ledger rebuild`"
+            " to rebuild it from the part files"
+        )
     if layout.ledger.exists():
         ledger = Ledger(layout.ledger, read_only=True)
         try:

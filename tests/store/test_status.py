@@ -30,3 +30,31 @@ def test_status_shows_the_newest_quarantined_files_and_json_every_one(folder: Fo
     assert {q["file"] for q in listed[-QUARANTINED_SHOWN:]} == {
         line.strip().split(":")[0] for line in shown
     }
+
+
+def test_status_with_its_ledger_missing_says_so_rather_than_count_nothing(
+    folder: Folder,
+) -> None:
+    # It reported every count as 0 over an output folder of committed parts.
+    folder.write_config(pipeline={"workers": 1})
+    (folder.drop / "a.csv").write_text("a,b\n1,2\n")
+    assert folder.ingest("once").returncode == 0
+    ledger = folder.output / "_ingest" / "ledger.sqlite"
+    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+        (folder.output / "_ingest" / name).unlink(missing_ok=True)
+
+    shown = folder.ingest("status")
+
+    assert shown.returncode == 2, shown.stdout
+    assert shown.stdout == ""
+    assert shown.stderr.strip().splitlines() == [
+        f"ingest: {ledger} is missing but {folder.output} holds 2 part files: there is"
+        " nothing to count from. Restore the ledger, or run `ingest ledger rebuild` to"
+        " rebuild it from the part files"
+    ]
+
+
+def test_status_of_an_output_folder_not_yet_written_counts_nothing(folder: Folder) -> None:
+    shown = folder.ingest("status")
+    assert shown.returncode == 0, shown.stderr
+    assert not (folder.output / "_ingest").exists()
