@@ -26,6 +26,7 @@ from ..files import DropFile
 from ..jobs import EncodedPart, Failure
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
+from ..store.delta_step import Unsettled
 from ..store.dispose import after_success, quarantine, sha256_of
 from ..store.lasting import LASTING_AFTER, backoff_after, halves, the_machines
 from ..store.layout import Layout
@@ -288,6 +289,12 @@ class Committer:
                 self.failing = None
             else:
                 self.failing = ((self.failing or (time.monotonic(), ""))[0], one_line(done.error))
+            if isinstance(done.error, Unsettled):
+                # Half in a Delta log, which only a start-up repair settles: retried here,
+                # every commit would fail until a restart. The service stops (exit 1), for
+                # its supervisor to start it again.
+                self._restore(pending, done)
+                raise done.error
             if done.error is None and not done.failed and not records_failed:
                 self._backoff = 0.0
                 return True
@@ -405,8 +412,11 @@ class Committer:
         `until` (at least one attempt). Then commit nothing more; return the files left
         uncommitted: they stay in the drop folder, for the next run."""
         while self._pending:
-            if await self.flush():
-                continue
+            try:
+                if await self.flush():
+                    continue
+            except Unsettled:
+                break  # the rest stay for the next run, whose start-up repair comes first
             left = until - time.monotonic()
             if left <= 0:
                 break

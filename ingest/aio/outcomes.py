@@ -31,6 +31,10 @@ UNCOMMITTED_AT_STOP = (
     "its commit kept failing until drain_s ran out; it stays in the drop folder for the"
     " next run"
 )
+UNCOMMITTED_AT_FAILURE = (
+    "the service stopped on a failure before its commit; it stays in the drop folder for"
+    " the next run"
+)
 
 
 @dataclass

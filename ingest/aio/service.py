@@ -32,6 +32,7 @@ from ..metrics import Metrics
 from ..stop_signals import stop_signals
 from ..store.autocompact import Compactor
 from ..store.crashpoints import CrashPlan
+from ..store.delta_step import Unsettled
 from ..store.known import Known
 from ..store.layout import Layout
 from ..store.ledger import Ledger
@@ -45,7 +46,7 @@ from .health import Health
 from .inflight import InFlight
 from .intake import Intake
 from .lag import LagProbe
-from .outcomes import UNCOMMITTED_AT_STOP, Outcomes, Summary
+from .outcomes import UNCOMMITTED_AT_FAILURE, UNCOMMITTED_AT_STOP, Outcomes, Summary
 from .recall import Recall
 from .settle import Settler
 from .stream import Streamer
@@ -282,12 +283,14 @@ class Service:
         self._tasks.discard(task)
         exc = None if task.cancelled() else task.exception()
         if exc is not None:
-            lost = isinstance(exc, ClusterLost)
-            if not lost:
+            # Not ours: a cluster gone, a commit half in a Delta log (a full disk). A
+            # restart may mend either; its line says why, without a traceback.
+            known = isinstance(exc, ClusterLost | Unsettled)
+            if not known:
                 log.error("internal task failed; stopping", exc_info=exc)
             if self.summary.failed is None:  # the first to fail says why, once
-                self.summary.failed = str(exc) if lost else f"{type(exc).__name__}: {exc}"
-                self.summary.internal = not lost
+                self.summary.failed = str(exc) if known else f"{type(exc).__name__}: {exc}"
+                self.summary.internal = not known
             self.stop.set()
 
     def _install_signals(self) -> None:
@@ -342,14 +345,22 @@ class Service:
         while (self.in_flight.holding and self.summary.failed is None
                and time.monotonic() < deadline):
             await asyncio.sleep(0.01)
-        if self.in_flight.holding:
+        failed = self.summary.failed is not None
+        if self.in_flight.holding and failed:
+            log.warning("stopping on a failure with files still in flight: %d; they will be"
+                        " read on restart", self.in_flight.holding)
+        elif self.in_flight.holding:
             log.warning(
                 "drain_s = %g passed with files still in flight: %d; they will be read on restart",
                 self.config.pipeline.drain_s, self.in_flight.holding,
             )
         # Failing commits (a full disk) are retried until the same deadline, not forever.
         left = await self.committer.drain(deadline)
-        if left:
+        if left and failed:
+            log.warning("%d files were not committed before the failure; left for the next run",
+                        len(left))
+            self.outcomes.deferred(*left, reason=UNCOMMITTED_AT_FAILURE)
+        elif left:
             log.warning("%d files could not be committed before drain_s; left for the next run",
                         len(left))
             self.outcomes.deferred(*left, reason=UNCOMMITTED_AT_STOP)

@@ -43,7 +43,9 @@ class DeltaStep:
         from . import delta
 
         if ledger.pending_parts():
-            raise Unsettled("an earlier commit is half in a Delta log; restart to repair it")
+            raise Unsettled(
+                "an earlier commit is half in a Delta log; the next start finishes or undoes it"
+            )
         tables = dict.fromkeys(split(rel)[0] for rel in rels)
         versions = {table: delta.txn_version(layout, table) + 1 for table in tables}
         text = delta.intent(

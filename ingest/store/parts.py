@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from ..errors import one_line
 from ..files import DropFile, mtime_ns
 from ..jobs import EncodedPart, WrittenPart
 from .crashpoints import CrashPlan
@@ -177,7 +178,10 @@ def publish(
             # The log has the part: start-up finishes it in the ledger. Until then no
             # commit may start, and this one is not its batch's fault (store/lasting.py).
             if isinstance(exc, Exception):
-                raise Unsettled(f"a commit is half in a Delta log: {exc}") from exc
+                raise Unsettled(
+                    f"a commit is half in a Delta log ({one_line(exc)}); the next start"
+                    " finishes or undoes it"
+                ) from exc
             raise
         _undo(ledger, part_id if begun else None, planned, written, crash)
         raise

@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("deltalake")
 
 from ingest.store.lasting import LASTING_AFTER
+from ingest.store.ledger import Ledger
 
 from ..conftest import Folder, Service, wait_for, write_csv
 from ..invariants import check_delta, check_exactly_once
@@ -105,6 +106,44 @@ def test_a_full_disk_at_a_compactions_log_entry_puts_the_old_parts_back(
     assert len(folder.parts("records")) == 1
     check_delta(folder)
     check_exactly_once(folder, three_parts, set())
+
+
+def test_a_commit_left_half_in_a_delta_log_stops_the_service_for_a_restart_to_repair(
+    folder: Folder, one_commit: dict[str, int], service: type[Service]
+) -> None:
+    """A full disk that refuses a commit's second log entry, and then its revert of the
+    first, leaves the part half in the logs, pending in the ledger: only a start-up repair
+    settles it. The service retried every commit after it for ever, failing each, until
+    restarted by hand. The state is made here as that disk leaves it: the part pending in
+    the ledger, written by this process into the running service's ledger."""
+    expected = dict(one_commit)
+    svc = service()
+    svc.wait_ready()
+    ledger = Ledger(folder.output / "_ingest" / "ledger.sqlite")
+    try:
+        ledger.begin_part("20000101T000000-half", ["records/ingest_date=2000-01-01/x.parquet"])
+    finally:
+        ledger.close()
+    expected["after.csv"] = len(write_csv(folder.drop / "after.csv", 30, 5))
+
+    code = svc.proc.wait(60)
+
+    text = svc.text()
+    assert code == 1, text
+    last = text.strip().splitlines()[-1]
+    assert last.endswith(
+        "ingest stopped: an earlier commit is half in a Delta log; the next start finishes or"
+        " undoes it"
+    ), text
+    assert "Traceback" not in text and "commit failed" not in text, text
+    assert "drain_s" not in text, "it did not wait for drain_s"
+    assert 'deferred after.csv reason="the service stopped on a failure before its commit' in text
+    assert (folder.drop / "after.csv").exists(), "left for the next run"
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    assert "1 interrupted parts removed" in restarted.stderr, restarted.stderr
+    check_exactly_once(folder, expected, set())
+    check_delta(folder)
 
 
 def test_a_full_disk_at_the_log_entry_undoes_the_commit_and_retries(
