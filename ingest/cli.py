@@ -221,6 +221,8 @@ def _compact(config: Config, early: list[int]) -> int:
     started = time.monotonic()
     try:
         outcomes = compact_all(config, stop=lambda: bool(early))
+    except (ConfigError, LedgerError):
+        raise  # said as any command's: one line, exit 2
     except Exception as exc:
         if not the_machines(exc):
             raise  # a fault of ours: its traceback

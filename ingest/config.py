@@ -255,9 +255,7 @@ def _coerce(where: str, section: str, key: str, kind: type[Any], value: object) 
     elif kind is float:
         # TOML's inf and nan are not numbers a duration or a size can be: a flush_s of inf
         # never commits what it holds.
-        if isinstance(value, bool) or not isinstance(value, int | float) or not (
-            math.isfinite(value)
-        ):
+        if isinstance(value, bool) or not isinstance(value, int | float) or not _finite(value):
             raise bad(expected if "number" in expected else f"a number, {expected}")
         value = float(value)
     elif kind is str or kind is Path:
@@ -272,6 +270,13 @@ def _coerce(where: str, section: str, key: str, kind: type[Any], value: object) 
     if rule and not rule[0](value):
         raise bad(expected)
     return Path(value) if kind is Path else value  # type: ignore[arg-type]
+
+
+def _finite(value: float) -> bool:
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an integer of 400 digits, which TOML allows
+        return False
 
 
 _KINDS = {"Path": Path, "int": int, "float": float, "bool": bool, "str": str}

@@ -305,6 +305,13 @@ def test_bad_value_raises_config_error_naming_the_key(
     assert "\n" not in message
 
 
+def test_an_integer_too_large_for_a_float_key_is_a_config_error(tmp_path: Path) -> None:
+    # TOML's integers have no bound: math.isfinite raised an OverflowError.
+    config_file = _write(tmp_path / "c.toml", "[pipeline]\ndrain_s = 1" + "0" * 400 + "\n")
+    with pytest.raises(ConfigError, match=r"\[pipeline\] drain_s must be a number >= 0"):
+        load(config_file)
+
+
 def test_bad_value_in_a_file_names_the_file_and_the_key(tmp_path: Path) -> None:
     config_file = _write(tmp_path / "my.toml", '[watch]\non_success = "move"\n')
     with pytest.raises(ConfigError) as caught:

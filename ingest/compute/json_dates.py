@@ -5,8 +5,8 @@ Runs in a worker process. Arrow's JSON reader types a string that is a date alon
 and the person who wrote it read a date. A top-level timestamp column it inferred whose
 every value falls at midnight may hold such dates; it does if no value under its key in
 the file's bytes has a time after its date. Where the bytes cannot say (a key or a value
-spelled with JSON escapes, or a value of that key, at any depth, with a time), the
-column alone is read again as text. Dates inside lists
+spelled with JSON escapes, or the key written more often than the column holds values,
+a nested object's perhaps, with a time), the column alone is read again as text. Dates inside lists
 and structs stay timestamps.
 """
 
@@ -58,9 +58,14 @@ def dates_as_written(table: pa.Table, data: bytes, read: pa_json.ReadOptions) ->
     unsure = []
     for index, field in found:
         timed = None if escaped or len(found) > KEY_SEARCHES else _timed(field.name)
-        # A match may be the key's in a nested object, not the column's own: the bytes
-        # then cannot say, and the column is read again.
-        if timed is None or timed.search(data) is not None:
+        if timed is not None and timed.search(data) is not None:
+            # A time under the key: the column's own, where the key is written no more
+            # often than the column holds values; else perhaps a nested object's, and the
+            # bytes cannot say.
+            column = table.column(index)
+            if data.count(b'"%s"' % field.name.encode()) > len(column) - column.null_count:
+                unsure.append((index, field))
+        elif timed is None:
             unsure.append((index, field))
         else:
             table = table.set_column(

@@ -249,19 +249,19 @@ def _undo_unlogged_swaps(layout: Layout) -> None:
     with them. The old parts go back in place instead, as the log has them."""
     from . import delta
 
-    missing: dict[str, str] = {}  # a part's name -> its path, for parts logged, not on disk
+    missing: list[str] = []  # parts the logs name, not on disk
     for table in layout.tables():
         if delta.open_table(layout, table) is not None:
-            missing |= {posixpath.basename(rel): rel for rel in delta.files(layout, table)
-                        if not (layout.output / rel).exists()}
+            missing += [rel for rel in sorted(delta.files(layout, table))
+                        if not (layout.output / rel).exists()]
     if not missing:
         return
     for root in sorted(layout.state.glob("swap-*")):
         for held in sorted(p for p in root.iterdir() if p.is_dir()):
-            rel = next((missing[p.name] for p in held.iterdir() if p.name in missing), None)
-            if rel is None:
+            live = next((found for rel in missing
+                         if (found := _swapped_out(layout, held, rel)) is not None), None)
+            if live is None:
                 continue
-            live = (layout.output / rel).parent
             if live.exists():
                 unswap(live, root / live.name, held)
             else:  # cut short between the fallback's two renames
@@ -273,6 +273,18 @@ def _undo_unlogged_swaps(layout: Layout) -> None:
                 " back as the log names them", live,
             )
             break
+
+
+def _swapped_out(layout: Layout, held: Path, rel: str) -> Path | None:
+    """The live folder a swap's staging folder `held` was in the place of, if it holds
+    the part `rel`: a day's folder (a compaction), or its table's (a rewrite to a wider
+    schema, which swaps every day at once)."""
+    table, _, below = rel.partition("/")
+    if (held / posixpath.basename(rel)).is_file():
+        return (layout.output / rel).parent
+    if (held / below).is_file():
+        return layout.output / table
+    return None
 
 
 def rebuild(layout: Layout) -> dict[str, int]:

@@ -105,6 +105,33 @@ def test_a_ledger_rebuild_after_a_compaction_killed_before_its_delta_commit_lose
     check_delta(folder)
 
 
+def test_a_ledger_rebuild_after_a_widening_rewrite_killed_before_its_delta_commit(
+    folder: Folder,
+) -> None:
+    # A rewrite swaps the table's folder, not a day's: its old parts were not found in
+    # the staging folder, and were lost as a compaction's had been.
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 1},
+        output={"flush_s": 0, "format": "delta"},
+    )
+    (folder.drop / "a.csv").write_text("timestamp,x\n1,1\n2,2\n")
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.csv").write_text("timestamp,x\n3,1.5\n")
+    killed = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, env={**os.environ, "INGEST_CRASH_AT": "compact-swapped"},
+        capture_output=True,
+    )
+    assert killed.returncode == -signal.SIGKILL
+    rebuilt = folder.ingest("ledger", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    restarted = folder.ingest("once")
+    assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, {"a.csv": 2, "b.csv": 1}, set())
+    check_delta(folder)
+    assert "set aside" not in rebuilt.stderr, rebuilt.stderr
+
+
 @pytest.mark.parametrize(
     "rounds",
     [pytest.param(4, id="4-rounds"), pytest.param(20, id="20-rounds", marks=pytest.mark.slow)],

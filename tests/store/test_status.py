@@ -58,3 +58,19 @@ def test_status_of_an_output_folder_not_yet_written_counts_nothing(folder: Folde
     shown = folder.ingest("status")
     assert shown.returncode == 0, shown.stderr
     assert not (folder.output / "_ingest").exists()
+
+
+def test_compact_with_its_ledger_missing_exits_2_naming_the_rebuild(folder: Folder) -> None:
+    folder.write_config(pipeline={"workers": 1})
+    (folder.drop / "a.csv").write_text("a,b\n1,2\n")
+    assert folder.ingest("once").returncode == 0
+    ledger = folder.output / "_ingest" / "ledger.sqlite"
+    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+        (folder.output / "_ingest" / name).unlink(missing_ok=True)
+
+    compacted = folder.ingest("compact")
+
+    assert compacted.returncode == 2, compacted.stderr
+    assert compacted.stderr.strip().splitlines() == [
+        f"ingest: {ledger} is missing; run `ingest ledger rebuild` before compacting"
+    ]
