@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 from ingest.store.status import QUARANTINED_SHOWN
 
@@ -32,16 +33,22 @@ def test_status_shows_the_newest_quarantined_files_and_json_every_one(folder: Fo
     }
 
 
-def test_status_with_its_ledger_missing_says_so_rather_than_count_nothing(
-    folder: Folder,
-) -> None:
-    # It reported every count as 0 over an output folder of committed parts.
+def _ledger_lost(folder: Folder) -> Path:
+    """One file committed, then the ledger removed; its path."""
     folder.write_config(pipeline={"workers": 1})
     (folder.drop / "a.csv").write_text("a,b\n1,2\n")
     assert folder.ingest("once").returncode == 0
     ledger = folder.output / "_ingest" / "ledger.sqlite"
     for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
         (folder.output / "_ingest" / name).unlink(missing_ok=True)
+    return ledger
+
+
+def test_status_with_its_ledger_missing_says_so_rather_than_count_nothing(
+    folder: Folder,
+) -> None:
+    # It reported every count as 0 over an output folder of committed parts.
+    ledger = _ledger_lost(folder)
 
     shown = folder.ingest("status")
 
@@ -61,12 +68,7 @@ def test_status_of_an_output_folder_not_yet_written_counts_nothing(folder: Folde
 
 
 def test_compact_with_its_ledger_missing_exits_2_naming_the_rebuild(folder: Folder) -> None:
-    folder.write_config(pipeline={"workers": 1})
-    (folder.drop / "a.csv").write_text("a,b\n1,2\n")
-    assert folder.ingest("once").returncode == 0
-    ledger = folder.output / "_ingest" / "ledger.sqlite"
-    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
-        (folder.output / "_ingest" / name).unlink(missing_ok=True)
+    ledger = _ledger_lost(folder)
 
     compacted = folder.ingest("compact")
 
