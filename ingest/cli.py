@@ -372,7 +372,7 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
         if parsed.command == "compact":
             check_usable(config, only=("output",))
         elif parsed.command == "ledger":
-            check_usable(config, only=("output", "quarantine"))
+            check_usable(config, only=("output",))  # the quarantine folder is only read
         else:
             check_usable(config)
             _check_feature_sets(config)
@@ -445,6 +445,8 @@ def _explain(config: Config, path: str, as_json: bool, log_format: str) -> int:
             " are inputs each under its own path",
             explain.OUTSIDE: f"in the drop folder {config.paths.drop} it is {explain.OUTSIDE},"
             " which ingest passes by: it reads only what is inside the drop folder",
+            explain.UNFINISHED: f"in the drop folder {config.paths.drop} it is"
+            f" {explain.UNFINISHED}, which ingest passes by until it is renamed",
             explain.UNMATCHED: f"in the drop folder {config.paths.drop} it is"
             f" {explain.UNMATCHED} ({', '.join(config.watch.patterns)}), which ingest passes"
             " by",

@@ -39,8 +39,7 @@ def check_distinct(config: Config) -> None:
 
 def check_usable(config: Config, only: tuple[str, ...] | None = None) -> None:
     """Fail early, naming the key, if a folder cannot be made or used: the service's, or
-    `only` these (`compact` writes to the output folder alone, and `ledger rebuild` reads
-    the quarantine folder too)."""
+    `only` these (`compact` and `ledger rebuild` write to the output folder alone)."""
     p = config.paths
     writable = config.watch.on_success != "keep"
     folders = [("drop", p.drop, writable), ("output", p.output, True),

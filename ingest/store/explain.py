@@ -28,7 +28,7 @@ from typing import Any
 from .. import regular
 from ..config import Config
 from ..files import mtime_ns
-from ..selection import matches, regular_file
+from ..selection import TEMP_SUFFIXES, matches, regular_file
 from .dispose import REPORT_SUFFIX
 from .layout import Layout, on_disk, shown
 from .ledger import FileRecord, Ledger
@@ -211,13 +211,17 @@ def passed_by(config: Config, given: str) -> str | None:
                 return _KINDS.get(stat.S_IFMT(mode), "not a file")
             if regular_file(layout.drop / name, layout.drop) is None:
                 return OUTSIDE
-            if not matches(posixpath.basename(name), config.watch.patterns):
+            base = posixpath.basename(name)
+            if base.startswith(".") or base.endswith(TEMP_SUFFIXES):
+                return UNFINISHED
+            if not matches(base, config.watch.patterns):
                 return UNMATCHED
     return None
 
 
 OUTSIDE = "a symlink to a file outside the drop folder"
 UNMATCHED = "a file no [watch] patterns entry matches"
+UNFINISHED = "a file named as hidden or still being written (.name, *.tmp, *.part, ...)"
 _KINDS = {
     stat.S_IFDIR: "a folder", stat.S_IFIFO: "a FIFO", stat.S_IFSOCK: "a socket",
     stat.S_IFCHR: "a device", stat.S_IFBLK: "a device",

@@ -213,6 +213,7 @@ def test_an_entry_of_the_drop_folder_that_is_not_a_regular_file_is_named_for_wha
     os.mkfifo(folder.drop / "pipe.csv")
     (folder.drop / "dir.csv").mkdir()
     (folder.drop / "notes.txt").write_text("a,b\n1,2\n")  # a file, but no input's name
+    (folder.drop / "up.csv.part").write_text("a,b\n1,2\n")  # an upload under way
     (folder.root / "outside.csv").write_text("a,b\n1,2\n")
     (folder.drop / "ext.csv").symlink_to(folder.root / "outside.csv")
     assert folder.ingest("once").returncode == 0
@@ -221,6 +222,8 @@ def test_an_entry_of_the_drop_folder_that_is_not_a_regular_file_is_named_for_wha
         ("dir.csv", "a folder, whose files are inputs each under its own path"),
         ("ext.csv", "a symlink to a file outside the drop folder, which ingest passes by:"
                     " it reads only what is inside the drop folder"),
+        ("up.csv.part", "a file named as hidden or still being written (.name, *.tmp,"
+                        " *.part, ...), which ingest passes by until it is renamed"),
         ("notes.txt", "a file no [watch] patterns entry matches"
                       f" ({', '.join(DEFAULT_PATTERNS)}), which ingest passes by"),
     ):
