@@ -369,10 +369,8 @@ def _run(parsed: argparse.Namespace, early: list[int]) -> int:
         if parsed.command == "explain":
             return _explain(config, parsed.path, parsed.json, parsed.log_format)
         _check_format(config)
-        if parsed.command == "compact":
-            check_usable(config, only=("output",))
-        elif parsed.command == "ledger":
-            check_usable(config, only=("output",))  # the quarantine folder is only read
+        if parsed.command in ("compact", "ledger"):
+            check_usable(config, only=("output",))  # a rebuild only reads the quarantine
         else:
             check_usable(config)
             _check_feature_sets(config)
@@ -407,7 +405,7 @@ def _say(
     like every other, for a log file a scheduled run appends its stderr to. `last`: the
     log's thread has stopped (or not started), and the line is written here, after its
     lines."""
-    message = _one_line(message)
+    message = _escaped(message)
     if log_format != "json":
         print(f"{prefix}{message}", file=sys.stderr)
     elif last:
@@ -417,7 +415,7 @@ def _say(
         log.error(message)
 
 
-def _one_line(message: str) -> str:
+def _escaped(message: str) -> str:
     """The message with each character that would break its line, or the terminal's
     display (a line break, a NUL, an escape), written as an escape: a name or a path from
     the config, or an error a plugin raised, may hold one."""
