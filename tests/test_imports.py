@@ -8,9 +8,10 @@ import subprocess
 import sys
 
 import pyarrow.parquet as pq
+import pytest
 
-from ingest.blocks import LINE_FORMATS
-from ingest.compute.decode import BLOCK_DECODERS
+from ingest.blocks import JSON_LINES, LINE_FORMATS
+from ingest.compute.decode import decode_block
 from ingest.store.ledger import Ledger
 
 from .conftest import FAST, Folder, write_csv
@@ -91,5 +92,9 @@ def test_a_table_widened_is_read_with_pyarrow(folder: Folder) -> None:
     assert folder.rows_per_file() == {"a.csv": 20, "b.csv": 20}
 
 
-def test_every_format_cut_in_blocks_has_a_block_reader() -> None:
-    assert tuple(BLOCK_DECODERS) == LINE_FORMATS
+@pytest.mark.parametrize("suffix", LINE_FORMATS)
+def test_every_format_cut_in_blocks_has_a_block_reader(suffix: str) -> None:
+    sample = b'{"a": 1}\n' if suffix in JSON_LINES else b"a,b\n1,2\n"
+    first, _ = decode_block(f"x{suffix}", sample, None)
+    later, _ = decode_block(f"x{suffix}", sample.splitlines(keepends=True)[-1], first.schema)
+    assert first.column("a").to_pylist() == later.column("a").to_pylist() == [1]

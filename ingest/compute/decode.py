@@ -21,7 +21,7 @@ import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
 
-from ..blocks import JSON_LINES
+from ..blocks import JSON_LINES, LINE_FORMATS
 from ..conform import typed_text
 from ..dialect import CsvOptions, Dialect
 from ..isotime import dates_in_text, timestamps_in_text
@@ -320,22 +320,12 @@ def _arrow(data: bytes) -> pa.Table:
 DECODERS: dict[str, Callable[[bytes], pa.Table]] = {
     ".csv.gz": _csv_gz,
     ".csv": _csv,
-    ".jsonl": _jsonl,
-    ".ndjson": _jsonl,
     ".npy": _npy,
     ".npz": _npz,
     ".parquet": _parquet,
     ".arrow": _arrow,
     ".feather": _arrow,
     ".ipc": _arrow,
-}
-
-
-# A reader for each of `blocks.LINE_FORMATS`, the formats whose records are lines.
-BLOCK_DECODERS: dict[str, Callable[[bytes, pa.Schema | None], pa.Table]] = {
-    ".csv": lambda data, first: read_block(data, None, first),
-    ".jsonl": _jsonl,
-    ".ndjson": _jsonl,
 }
 
 
@@ -353,10 +343,7 @@ def decode_block(
         return read_block(data, dialect, first), dialect
     if name.lower().endswith(JSON_LINES):
         return _jsonl(data, first, text), None
-    for suffix, decoder in BLOCK_DECODERS.items():
-        if name.lower().endswith(suffix):
-            return decoder(data, first), None
-    raise DecodeError(f"{name!r} cannot be read in blocks; only {', '.join(BLOCK_DECODERS)} can")
+    raise DecodeError(f"{name!r} cannot be read in blocks; only {', '.join(LINE_FORMATS)} can")
 
 
 def decode(name: str, data: bytes, text: Collection[str] = ()) -> pa.Table:
@@ -368,7 +355,8 @@ def decode(name: str, data: bytes, text: Collection[str] = ()) -> pa.Table:
     for suffix, decoder in DECODERS.items():
         if lower.endswith(suffix):
             return decoder(data)
-    raise DecodeError(f"no decoder for {name!r}; known extensions: {', '.join(DECODERS)}")
+    known = ", ".join([*DECODERS, *JSON_LINES])
+    raise DecodeError(f"no decoder for {name!r}; known extensions: {known}")
 
 
 def decode_file(
