@@ -13,15 +13,12 @@ import contextlib
 import ctypes
 import signal
 import threading
+import time
 from collections.abc import Iterator
 
 from .. import errors
 
 MESSAGE = "the file took longer than task_timeout_s"
-
-
-def _on_alarm(signum: int, frame: object) -> None:
-    raise errors.TaskTimeout(MESSAGE)
 
 
 class TaskTimeout(errors.TaskTimeout):
@@ -47,13 +44,36 @@ def time_limit(seconds: float) -> Iterator[None]:
 
 @contextlib.contextmanager
 def _alarm(seconds: float) -> Iterator[None]:
-    previous = signal.signal(signal.SIGALRM, _on_alarm)
-    signal.setitimer(signal.ITIMER_REAL, seconds)
+    # A timer already set (a test runner's own limit, when a worker's code is called in
+    # its process) is kept: the one due first fires, and the other is armed again after.
+    started = time.monotonic()
+    outer_handler = signal.getsignal(signal.SIGALRM)
+    outer_left, outer_interval = signal.getitimer(signal.ITIMER_REAL)
+    outer_due = [0 < outer_left < seconds]
+
+    def on_alarm(signum: int, frame: object) -> None:
+        if outer_due[0]:
+            outer_due[0] = False
+            signal.setitimer(signal.ITIMER_REAL, max(seconds - _since(started), 1e-3))
+            if callable(outer_handler):
+                outer_handler(signum, frame)  # type: ignore[arg-type]
+            return
+        raise errors.TaskTimeout(MESSAGE)
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    signal.setitimer(signal.ITIMER_REAL, outer_left if outer_due[0] else seconds)
     try:
         yield
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+        signal.signal(signal.SIGALRM, outer_handler)
+        if outer_left > 0 and (outer_due[0] or outer_left >= seconds):
+            left = max(outer_left - _since(started), 1e-3)
+            signal.setitimer(signal.ITIMER_REAL, left, outer_interval)
+
+
+def _since(started: float) -> float:
+    return time.monotonic() - started
 
 
 @contextlib.contextmanager

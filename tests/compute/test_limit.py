@@ -4,6 +4,7 @@ feature function held the cluster's worker for ever)."""
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -53,3 +54,49 @@ def test_a_step_done_in_time_is_not_struck_later() -> None:
 
     with ThreadPoolExecutor(1) as pool:
         assert pool.submit(steps).result(timeout=30) == 20
+
+
+class _OuterAlarm(Exception):
+    pass
+
+
+def _outer_alarm(signum: int, frame: object) -> None:
+    raise _OuterAlarm
+
+
+def test_a_timer_already_set_in_the_process_is_kept_after_a_step() -> None:
+    # A test runner's own limit, when a worker's code runs in its process: once zeroed by
+    # the step's limit, a test stuck after it ran for ever.
+    previous = signal.signal(signal.SIGALRM, _outer_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        _limited(5, lambda: time.sleep(0.05))
+        left, _ = signal.getitimer(signal.ITIMER_REAL)
+        assert 20 < left <= 30
+        assert signal.getsignal(signal.SIGALRM) is _outer_alarm
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_timer_already_set_and_due_first_still_fires_within_a_step() -> None:
+    previous = signal.signal(signal.SIGALRM, _outer_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 0.2)
+    try:
+        with pytest.raises(_OuterAlarm):
+            _limited(30, _stuck)
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
+def test_a_step_whose_limit_is_due_first_is_stopped_under_a_later_timer() -> None:
+    previous = signal.signal(signal.SIGALRM, _outer_alarm)
+    signal.setitimer(signal.ITIMER_REAL, 30)
+    try:
+        with pytest.raises(TaskTimeout):
+            _limited(0.2, _stuck)
+        assert signal.getitimer(signal.ITIMER_REAL)[0] > 20
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
