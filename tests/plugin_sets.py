@@ -122,3 +122,22 @@ def exhaust_memory_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
     finally:
         resource.setrlimit(resource.RLIMIT_AS, (soft, hard))
     return {}
+
+
+WAIT_MARK = "INGEST_TEST_WAIT_MARK"  # an environment variable: see wait_on_sentinel
+WAIT_VALUE = 555.0
+
+
+def wait_on_sentinel(values: np.ndarray) -> dict[str, FeatureValue]:
+    """Hold the file whose column holds WAIT_VALUE until the path WAIT_MARK names is gone
+    (60 s at most): a test naming another input there then knows it was committed and
+    archived first, without guessing how long either task takes."""
+    import os
+    import time
+    from pathlib import Path
+
+    if WAIT_VALUE in values and (mark := os.environ.get(WAIT_MARK)):
+        ends = time.monotonic() + 60
+        while Path(mark).exists() and time.monotonic() < ends:
+            time.sleep(0.02)
+    return {}

@@ -6,8 +6,11 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 
+import pytest
+
 from .conftest import Folder, Service, drop_by_rename, wait_for
 from .invariants import check_exactly_once
+from .plugin_sets import WAIT_MARK
 
 ROWS = 100_000
 
@@ -23,13 +26,24 @@ def _latency(log: str, line: str) -> float:
     return float(found[1])
 
 
-def test_a_csv_of_another_task_is_read_again_with_its_values_as_written(folder: Folder) -> None:
+def _second_task_waits_for(folder: Folder, monkeypatch: pytest.MonkeyPatch, first: str) -> None:
+    # Two files, two workers: a task each. The large one's task, which holds the value
+    # `wait_on_sentinel` waits at, is held until the small one is committed and archived
+    # (gone from the drop folder), as it would usually be anyway, but not always on a busy
+    # machine.
     folder.write_config(
         watch={"settle_ms": 50}, pipeline={"workers": 2}, output={"flush_s": 0},
+        features={"sets": ["summary", "tests.plugin_sets:wait_on_sentinel"]},
     )
-    # Two files, two workers: a task each. The small one's part is committed first and
-    # makes `t` and `v` text; the large one's task, read against the table before that,
-    # holds them as times and numbers.
+    monkeypatch.setenv(WAIT_MARK, str(folder.drop / first))
+
+
+def test_a_csv_of_another_task_is_read_again_with_its_values_as_written(
+    folder: Folder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The small file's part makes `t` and `v` text; the large one's task, read against
+    # the table before that, holds them as times and numbers.
+    _second_task_waits_for(folder, monkeypatch, "a.csv")
     (folder.drop / "a.csv").write_bytes(b"id,t,v\n0,x,abc\n")
     (folder.drop / "b.csv").write_bytes(_typed(ROWS))
 
@@ -45,11 +59,9 @@ def test_a_csv_of_another_task_is_read_again_with_its_values_as_written(folder: 
 
 
 def test_a_json_lines_file_of_another_task_is_read_again_with_its_times_as_written(
-    folder: Folder,
+    folder: Folder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    folder.write_config(
-        watch={"settle_ms": 50}, pipeline={"workers": 2}, output={"flush_s": 0},
-    )
+    _second_task_waits_for(folder, monkeypatch, "a.jsonl")
     (folder.drop / "a.jsonl").write_bytes(b'{"id": 0, "t": "x"}\n')
     (folder.drop / "b.jsonl").write_bytes(b"".join(
         b'{"id": %d, "t": "2024-01-01T10:00:%02d+05:00"}\n' % (i + 1, i % 60)
