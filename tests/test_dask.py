@@ -301,7 +301,13 @@ def test_a_scheduler_lost_mid_run_stops_the_service_and_quarantines_nothing(
             _busy_worker(doomed)
             os.killpg(doomed.processes[0].pid, signal.SIGKILL)  # the scheduler
             started = time.monotonic()
-            _, stderr = proc.communicate(timeout=120)
+            try:
+                _, stderr = proc.communicate(timeout=120)
+            except subprocess.TimeoutExpired:
+                proc.send_signal(signal.SIGUSR1)  # where it is stuck, to its log
+                time.sleep(3)
+                proc.kill()
+                pytest.fail(f"did not stop within 120 s:\n{proc.communicate()[1]}")
             took = time.monotonic() - started
         finally:
             if proc.poll() is None:
