@@ -16,12 +16,18 @@ from dataclasses import dataclass, field
 
 from .config import Features
 from .dialect import CsvOptions, Dialect
+from .inflate import inner_name
 from .jobs import Failure, TableSpec
 
 # Formats whose records are lines, so that a file can be cut into blocks between records
 # (`compute/decode.py` has a block reader for each).
 JSON_LINES = (".jsonl", ".ndjson")
 LINE_FORMATS = (".csv", *JSON_LINES)
+
+
+def is_json_lines(name: str) -> bool:
+    """Does the name say JSON Lines, gzip'd or not?"""
+    return inner_name(name).lower().endswith(JSON_LINES)
 
 
 @dataclass(frozen=True)

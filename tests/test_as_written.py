@@ -3,6 +3,7 @@ at commit, its values as written, and committed once: as a later run would read 
 
 from __future__ import annotations
 
+import gzip
 import re
 from collections.abc import Callable
 
@@ -32,7 +33,8 @@ def _second_task_waits_for(folder: Folder, monkeypatch: pytest.MonkeyPatch, firs
     # (gone from the drop folder), as it would usually be anyway, but not always on a busy
     # machine.
     folder.write_config(
-        watch={"settle_ms": 50}, pipeline={"workers": 2}, output={"flush_s": 0},
+        watch={"settle_ms": 50, "patterns": ["*.csv", "*.jsonl", "*.jsonl.gz"]},
+        pipeline={"workers": 2}, output={"flush_s": 0},
         features={"sets": ["summary", "tests.plugin_sets:wait_on_sentinel"]},
     )
     monkeypatch.setenv(WAIT_MARK, str(folder.drop / first))
@@ -58,24 +60,26 @@ def test_a_csv_of_another_task_is_read_again_with_its_values_as_written(
     _check_as_written(folder)
 
 
+@pytest.mark.parametrize("name", ["b.jsonl", "b.jsonl.gz"])
 def test_a_json_lines_file_of_another_task_is_read_again_with_its_times_as_written(
-    folder: Folder, monkeypatch: pytest.MonkeyPatch
+    folder: Folder, monkeypatch: pytest.MonkeyPatch, name: str
 ) -> None:
     _second_task_waits_for(folder, monkeypatch, "a.jsonl")
     (folder.drop / "a.jsonl").write_bytes(b'{"id": 0, "t": "x"}\n')
-    (folder.drop / "b.jsonl").write_bytes(b"".join(
+    lines = b"".join(
         b'{"id": %d, "t": "2024-01-01T10:00:%02d+05:00"}\n' % (i + 1, i % 60)
         for i in range(ROWS)
-    ))
+    )
+    (folder.drop / name).write_bytes(gzip.compress(lines) if name.endswith(".gz") else lines)
 
     done = folder.ingest("once")
 
     assert done.returncode == 0, done.stderr
-    assert "reread b.jsonl" in done.stderr, done.stderr
-    check_exactly_once(folder, {"a.jsonl": 1, "b.jsonl": ROWS}, set())
+    assert f"reread {name}" in done.stderr, done.stderr
+    check_exactly_once(folder, {"a.jsonl": 1, name: ROWS}, set())
     assert folder.query(
         "SELECT count(DISTINCT t), min(t), max(t), count(_rescued_data)"
-        " FROM records WHERE source_file = 'b.jsonl'"
+        f" FROM records WHERE source_file = '{name}'"
     ) == [(60, "2024-01-01T10:00:00+05:00", "2024-01-01T10:00:59+05:00", 0)]
 
 

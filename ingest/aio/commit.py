@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
 
-from ..blocks import JSON_LINES
+from ..blocks import is_json_lines
 from ..config import Config
 from ..errors import one_line
 from ..files import DropFile
@@ -516,7 +516,7 @@ class Committer:
         again = [
             entry for entry in output.accepted
             if entry.table in tables
-            and (entry.dialect is not None or entry.file.rel.lower().endswith(JSON_LINES))
+            and (entry.dialect is not None or is_json_lines(entry.file.rel))
             and entry.file.key not in once and as_read(entry.file)
         ]
         once.update(entry.file.key for entry in again)

@@ -19,10 +19,10 @@ from dataclasses import replace
 
 import pyarrow as pa
 
+from ..blocks import is_json_lines
 from ..jobs import Failure, Job, Outcome, Task
 from ..widen import folded
 from .encode import Featurised, joint_schema
-from .jsonlines import is_jsonl
 
 FeaturiseAlone = Callable[[Job, Task], Featurised | Failure]
 
@@ -47,7 +47,7 @@ def as_written(
     by_source = {(job.source_file, job.sha256): job for job in jobs}
     # A CSV, and a JSON Lines file, whose times reach such a column as text.
     rereadable = {(o.source_file, o.sha256) for o in outcomes if o.dialect is not None} | {
-        source for source, job in by_source.items() if is_jsonl(job)
+        source for source, job in by_source.items() if is_json_lines(job.source_file)
     }
     for index in reversed(range(len(done))):  # from the end: a splice moves no item ahead
         item = done[index]
