@@ -109,6 +109,10 @@ def _jsonl(
     _check_utf8(data)
     try:
         table = pa_json.read_json(pa.BufferReader(data), read_options=read, parse_options=parse)
+        if first is None and not table.num_rows:
+            # Blank lines alone, of which Arrow makes a table of nothing: an empty file, as
+            # Arrow says of one of no bytes (a later block of them is the file's end).
+            raise DecodeError("Empty JSON file")
         if not _whole(table):
             relisted = read_mixed(data)
             if relisted is None:

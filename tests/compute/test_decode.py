@@ -530,8 +530,12 @@ def test_bad_json_line_after_a_blank_line_reports_its_physical_line() -> None:
 
 
 @pytest.mark.parametrize("name", ["empty.csv", "empty.jsonl"])
-def test_empty_text_file_is_a_decode_error(name: str) -> None:
-    _decode_error(name, b"")
+@pytest.mark.parametrize(
+    "data", [b"", b"\n", b"\r\n \n\t\n"], ids=["empty", "a-line-break", "blank-lines"]
+)
+def test_empty_text_file_is_a_decode_error(name: str, data: bytes) -> None:
+    # A file of blank lines holds no more than an empty one, and fares the same.
+    _decode_error(name, data)
 
 
 def test_truncated_gzip_is_a_decode_error() -> None:
