@@ -270,6 +270,8 @@ def test_a_dask_worker_killed_mid_run_loses_nothing_and_duplicates_nothing(
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
+        if proc.stderr is not None:  # not left open for a later test's warnings
+            proc.stderr.close()
     assert done_at_kill < len(expected), "the run ended before the kill: not mid-run"
     assert proc.returncode == 0, stderr
     check_exactly_once(folder, expected, set())
@@ -313,6 +315,8 @@ def test_a_scheduler_lost_mid_run_stops_the_service_and_quarantines_nothing(
             if proc.poll() is None:
                 proc.kill()
                 proc.wait(10)
+            if proc.stderr is not None:  # not left open for a later test's warnings
+                proc.stderr.close()
     assert proc.returncode == 1, stderr
     assert took < 60, f"{took:.0f} s to stop"  # the client's 10 s, and a call's look at it
     last = stderr.strip().splitlines()[-1]
