@@ -6,6 +6,7 @@ value raises `ConfigError` with a one-line message that names the key.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import math
 import os
@@ -395,9 +396,11 @@ def load(path: Path | None = None) -> Config:
     """Read a config file; a missing file means built-in defaults, relative to the cwd."""
     explicit = path is not None
     path = path or DEFAULT_CONFIG
+    raw = b""
     try:
-        with path.open("rb") as fh:
-            data = tomllib.load(fh)
+        # A byte order mark, which some Windows editors write at the start, is not TOML.
+        raw = path.read_bytes().removeprefix(codecs.BOM_UTF8)
+        data = tomllib.loads(raw.decode("utf-8"))
     except FileNotFoundError:
         if explicit:
             raise ConfigError(f"{path}: config file not found") from None
@@ -405,7 +408,7 @@ def load(path: Path | None = None) -> Config:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: invalid TOML: {exc}") from None
     except UnicodeDecodeError as exc:
-        line = path.read_bytes().count(b"\n", 0, exc.start) + 1
+        line = raw.count(b"\n", 0, exc.start) + 1
         raise ConfigError(
             f"{path}: line {line} is not UTF-8 (byte {exc.start}); save the file as UTF-8"
         ) from None

@@ -174,6 +174,16 @@ def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
         load(_write(tmp_path / "config.toml", "[pipeline\nworkers = 2\n"))
 
 
+def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
+    # As some Windows editors save UTF-8; it was "invalid TOML".
+    path = tmp_path / "config.toml"
+    path.write_bytes(b"\xef\xbb\xbf[pipeline]\nworkers = 3\n# f\xc3\xbcr\n")
+    assert load(path).pipeline.workers == 3
+    path.write_bytes(b"\xef\xbb\xbf[pipeline]\nworkers = 1\n# f\xfcr\n")
+    with pytest.raises(ConfigError, match=r"config\.toml: line 3 is not UTF-8"):
+        load(path)
+
+
 def test_a_config_file_not_in_utf8_is_a_config_error_naming_its_line(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes(b"[pipeline]\nworkers = 1\n# Messdaten f\xfcr M\xe4rz\n")
