@@ -380,11 +380,24 @@ def parse(data: Mapping[str, object], source: str = "config.toml") -> Config:
 
 
 def resolve_paths(config: Config, base: Path) -> Config:
-    """Make every path absolute, relative ones against `base` (the config file's folder)."""
+    """Make every path absolute, relative ones against `base` (the config file's folder),
+    and `~/...` below the home folder, as a shell would: not a folder named `~`."""
     resolved = {
-        f.name: (base / getattr(config.paths, f.name)).resolve() for f in fields(config.paths)
+        f.name: (base / _home(getattr(config.paths, f.name), f.name)).resolve()
+        for f in fields(config.paths)
     }
     return replace(config, paths=Paths(**resolved))
+
+
+def _home(path: Path, key: str) -> Path:
+    if path.parts[:1] != ("~",):
+        return path  # `~user/...` too is taken as written: a folder of that name
+    try:
+        return path.expanduser()
+    except RuntimeError:
+        raise ConfigError(
+            f'[paths] {key} = "{path}": no home folder to put in place of "~" (HOME is not set)'
+        ) from None
 
 
 def _dask_address(value: str) -> bool:

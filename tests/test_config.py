@@ -174,6 +174,27 @@ def test_invalid_toml_is_a_config_error_naming_the_file(tmp_path: Path) -> None:
         load(_write(tmp_path / "config.toml", "[pipeline\nworkers = 2\n"))
 
 
+def test_a_path_under_the_home_folder_is_put_there(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Not a folder named "~" beside the config, where no file would ever be dropped.
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    path = _write(tmp_path / "config.toml", '[paths]\ndrop = "~/incoming"\noutput = "~"\n'
+                  'archive = "~user/archive"\n')
+    config = load(path)
+    assert config.paths.drop == tmp_path / "home" / "incoming"
+    assert config.paths.output == tmp_path / "home"
+    assert config.paths.archive == tmp_path / "~user" / "archive"
+    monkeypatch.delenv("HOME")
+    monkeypatch.setattr("pwd.getpwuid", _no_user)
+    with pytest.raises(ConfigError, match=r'\[paths\] drop = "~/incoming": no home folder'):
+        load(path)
+
+
+def _no_user(uid: int) -> object:
+    raise KeyError(uid)
+
+
 def test_a_config_file_saved_with_a_byte_order_mark_is_read(tmp_path: Path) -> None:
     # As some Windows editors save UTF-8; it was "invalid TOML".
     path = tmp_path / "config.toml"
