@@ -37,6 +37,12 @@ class Unserved:
         pass
 
 
+# The outcomes whose series exist from start-up, at 0: a series that first appears with
+# its first file is no increase to `increase()`, and an alert on quarantines would miss
+# the first one after every restart.
+OUTCOMES = ("ingested", "duplicate", "quarantined", "skipped", "vanished", "changed", "unreadable")
+
+
 class Metrics:
     """The service's metrics; `served=False` (no port to serve them on): each `Unserved`."""
 
@@ -62,6 +68,8 @@ class Metrics:
 
         self.registry = r = CollectorRegistry()
         self.files = Counter("ingest_files", "Files resolved, by outcome", ["outcome"], registry=r)
+        for outcome in OUTCOMES:
+            self.files.labels(outcome)
         self.rows = Counter("ingest_rows", "Rows committed to records", registry=r)
         self.latency = Histogram(
             "ingest_latency_seconds", "First sight to commit, per file", registry=r
