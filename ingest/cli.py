@@ -334,6 +334,7 @@ def main(*args: str) -> int:
     memory.limit_arenas()  # before any thread starts
     memory.reuse_block_buffers()
     blas.one_thread()  # before numpy is imported
+    logs.quiet_resource_tracker()  # before a pool starts it
     try:
         try:
             parsed = _parser().parse_args(args)

@@ -161,7 +161,7 @@ def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
                 signal.signal(signum, signal.SIG_IGN)
         if sys.__stderr__ is not None:  # else fd 2 may be another file's now: say nothing
             _let_queued_lines_out()
-            data = (line + "\n").encode("utf-8", "replace")
+            data = (_as_logged(line) + "\n").encode("utf-8", "replace")
             if os.isatty(2) and os.environ.get("TERM") != "dumb":
                 data = ON_A_TERMINAL + data
             writer = threading.Thread(target=_write_stderr, args=(data,), daemon=True)
@@ -169,6 +169,29 @@ def exit_now(line: str, code: int, wait_s: float = 0.1) -> NoReturn:
             writer.join(wait_s)
     finally:
         os._exit(code)
+
+
+# After an exit at once, multiprocessing's resource tracker (a process of its own, on the
+# same stderr) removes the pool's semaphores left behind, and says so in a warning of
+# several plain-text lines: no news, and lines a JSON log's reader cannot parse. Its
+# interpreter takes its warning filters from this process's command line options.
+TRACKER_QUIET = "ignore::UserWarning:multiprocessing.resource_tracker"
+
+
+def quiet_resource_tracker() -> None:
+    """Before the first process pool: the tracker it starts is given `TRACKER_QUIET`."""
+    if TRACKER_QUIET not in sys.warnoptions:
+        sys.warnoptions.append(TRACKER_QUIET)
+
+
+def _as_logged(line: str) -> str:
+    """`line` as a JSON line under `--log-format json`, so that every line of the log
+    parses; as it is under text, where it is the last word a person reads."""
+    handlers = logging.getLogger().handlers
+    formatter = handlers[0].formatter if handlers else None
+    if not isinstance(formatter, JsonFormatter):
+        return line
+    return formatter.format(logging.LogRecord("ingest", logging.WARNING, "", 0, line, None, None))
 
 
 # Before an exit at once, the log thread may write the lines queued for it while it
@@ -304,6 +327,7 @@ def configure(
     listener = Writer(records, handler, backlog)
     listener.start()
     queued = LoopSideHandler(records, backlog)
+    queued.setFormatter(handler.formatter)  # not used for its records: for `exit_now`
     if not per_file:  # left out before the queue: not held, nor counted as dropped
         queued.addFilter(_not_per_file)
     root = logging.getLogger()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -16,7 +17,7 @@ from ..conftest import ROOT, Folder, Service, fifo_writer, stderr_stuck, wait_fo
 from ..invariants import check_exactly_once
 from ..plugin_sets import HUNG_MARK
 
-Start = Callable[[Folder], "subprocess.Popen[str]"]
+Start = Callable[..., "subprocess.Popen[str]"]
 
 
 @pytest.fixture
@@ -24,9 +25,9 @@ def start() -> Iterator[Start]:
     """`ingest run` in a subprocess, killed at teardown if a test left it running."""
     started: list[subprocess.Popen[str]] = []
 
-    def run(folder: Folder) -> subprocess.Popen[str]:
+    def run(folder: Folder, *args: str) -> subprocess.Popen[str]:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "ingest", "run", "--config", str(folder.config)],
+            [sys.executable, "-m", "ingest", "run", "--config", str(folder.config), *args],
             cwd=folder.root, env={**os.environ, "PYTHONPATH": str(ROOT)},
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
             start_new_session=True,
@@ -120,15 +121,16 @@ def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
     assert rows == expected
 
 
+@pytest.mark.parametrize("log_format", ["text", "json"])
 def test_a_second_signal_exits_at_once_without_a_traceback_and_restart_is_exactly_once(
-    folder: Folder, start: Start
+    folder: Folder, start: Start, log_format: str
 ) -> None:
     folder.write_config(
         watch={"settle_ms": 0}, pipeline={"workers": 2},
         features={"sets": ["summary", "tests.plugin_sets:slow"]}, output={"flush_s": 0.2},
     )
     expected = _backlog(folder, 100)
-    proc = start(folder)
+    proc = start(folder, "--log-format", log_format)
     wait_for(lambda: bool(folder.parts("records")), 60, "the first commit")
 
     proc.send_signal(signal.SIGTERM)
@@ -139,6 +141,9 @@ def test_a_second_signal_exits_at_once_without_a_traceback_and_restart_is_exactl
     assert proc.returncode == 128 + signal.SIGINT, stderr
     assert "Traceback" not in stderr
     assert "exiting now" in stderr
+    if log_format == "json":  # the last line too: a log shipper parses every one
+        lines = [json.loads(line) for line in stderr.splitlines() if line.strip()]
+        assert "exiting now" in lines[-1]["message"], stderr
     _nothing_left_running_in(folder)
     restarted = folder.ingest("once")
     assert restarted.returncode == 0, restarted.stderr
