@@ -43,6 +43,9 @@ PLAIN_BYTES = 64 << 10
 _NUMBER = re.compile(rb"\s*[-+]?(\d|\.\d)")
 _WHOLE_NUMBER = re.compile(rb"\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?\s*$")
 _DECIMAL_COMMA = re.compile(rb"\d,\d")
+# A number whose commas each have three digits after them: `1,234` and `12,500,000` are
+# thousands as often as decimals. DuckDB reads a column of only these as text.
+_GROUPED = re.compile(rb"\s*[-+]?\d{1,3}(,\d{3})+\s*")
 # A date that is not ISO 8601 (03/09/1997, 3.9.97, 1997/09/03, 2023-1-5, 31 12 2023):
 # pyarrow needs its format.
 _FOREIGN_DATE = re.compile(
@@ -201,6 +204,29 @@ def _text_columns(found: dict[str, Any]) -> int:
     return sum(column["type"] == "VARCHAR" for column in found["Columns"])
 
 
+def _thousands(found: dict[str, Any], comma: dict[str, Any], sample: bytes) -> bool:
+    """Would a decimal comma make numbers of a column whose commas may as well group
+    thousands (`1,234`, `12,500`)? Read so, they would be a thousand times too small."""
+    if len(found["Columns"]) != len(comma["Columns"]):
+        return True  # not the same reading of the file: not one to trust
+    flipped = [
+        index
+        for index, (was, now) in enumerate(zip(found["Columns"], comma["Columns"], strict=True))
+        if was["type"] == "VARCHAR" and now["type"] != "VARCHAR"
+    ]
+    delimiter = _char(found["Delimiter"]).encode()
+    rows = [
+        line.rstrip(b"\r").split(delimiter)
+        for line in sample.split(b"\n")[int(found["SkipRows"]) + bool(found["HasHeader"]):]
+    ]
+    rows = [row for row in rows if len(row) == len(found["Columns"])]
+    for index in flipped:
+        commas = [value.strip(b'"') for row in rows if b"," in (value := row[index])]
+        if commas and all(_GROUPED.fullmatch(value) for value in commas):
+            return True
+    return False
+
+
 def _char(value: str | None) -> str:
     return "" if value in (None, _EMPTY) else str(value)
 
@@ -238,7 +264,7 @@ def _dialect(found: dict[str, Any], sample: bytes, decimal: str) -> Dialect:
         # and a ragged comma file fails loudly, at its line, instead of becoming one column.
         delimiter = ","
     quote = _char(found["Quote"])
-    if not quote and re.search(b'(?:^|\n|' + re.escape(delimiter.encode()) + b')"', sample):
+    if not quote and _never_closed(sample, delimiter):
         # A field that opens with a quote which never closes: the sniffer calls that no
         # quoting at all and reads on; we read it as the broken quoting it is.
         quote = '"'
@@ -252,6 +278,17 @@ def _dialect(found: dict[str, Any], sample: bytes, decimal: str) -> Dialect:
         decimal=decimal,
         formats=_formats(found),
     )
+
+
+def _never_closed(sample: bytes, delimiter: str) -> bool:
+    """Does a field open with a quote that no quote closes on its line? One that closes
+    (`"Big" Joe`) is text with quotes in it, as the sniffer reads it: not quoting."""
+    opening = re.compile(b'(?:^|(?<=\n)|(?<=' + re.escape(delimiter.encode()) + b'))"')
+    for found in opening.finditer(sample):
+        end = sample.find(b"\n", found.end())
+        if b'"' not in sample[found.end():end if end >= 0 else len(sample)]:
+            return True
+    return False
 
 
 def sniff(data: bytes, pins: CsvOptions) -> Dialect:
@@ -310,7 +347,9 @@ def _sniff(sample: bytes, pins: CsvOptions) -> Dialect | None:
                 # A decimal comma reads as text until the sniffer is told of it. Two sniffs:
                 # a `;` file with decimal points must not lose its numbers to a guess.
                 comma = _sniff_file(fh.name, pins, decimal=",")
-                if _text_columns(comma) < _text_columns(found):
+                if _text_columns(comma) < _text_columns(found) and not _thousands(
+                    found, comma, sample
+                ):
                     found, decimal = comma, ","
         except duckdb.Error:
             return None  # not text the sniffer can read: the parser says what is wrong

@@ -152,3 +152,44 @@ def test_a_head_cut_inside_a_quoted_field_still_finds_the_dialect(tmp_path: Path
     assert dialect is not None and dialect.delimiter == "\t"
     assert our_names == names == ["id", "txt", "v"]
     assert our_rows == rows_read and len(our_rows) == 30_000
+
+
+@pytest.mark.parametrize("data, values", [
+    (b"city\tpopulation\nSpringfield\t1,234\nShelbyville\t12,500\nOgdenville\t999\n",
+     ["1,234", "12,500", "999"]),
+    (b"sku;units\nA1;1,200\nB2;15,000\nC3;2,500\n", ["1,200", "15,000", "2,500"]),
+], ids=["tab", "semicolon"])
+def test_commas_that_may_group_thousands_are_not_read_as_decimal_commas(
+    data: bytes, values: list[str]
+) -> None:
+    # Read as decimals, 1,234 people were 1.234: a thousand times too few, silently.
+    # As DuckDB reads them: the text as written.
+    table = decode_file("counts.csv", data)[0]
+    assert table.column(1).to_pylist() == values
+
+
+def test_a_decimal_comma_beside_them_is_still_one() -> None:
+    table = decode_file("units.csv", b"sku;units\nA1;1,5\nB2;15,25\nC3;2,5\n")[0]
+    assert table.column("units").to_pylist() == [1.5, 15.25, 2.5]
+
+
+@pytest.mark.parametrize("data, texts", [
+    (b'id,title,n\n1,"Big" Joe,5\n2,plain,6\n3,other,7\n', ['"Big" Joe', "plain", "other"]),
+    (b'id,desc,size\n1,"A" grade,10\n2,B grade 12",12\n3,C,14\n',
+     ['"A" grade', 'B grade 12"', "C"]),
+    (b'tconst\tprimaryTitle\tstartYear\ntt01\t"Weird Al" Yankovic Live\t1999\ntt02\tHeat\t1995\n',
+     ['"Weird Al" Yankovic Live', "Heat"]),
+], ids=["comma", "inch-mark", "tab"])
+def test_quotes_inside_a_field_duckdb_reads_unquoted_are_kept(
+    data: bytes, texts: list[str], tmp_path: Path
+) -> None:
+    # Taken for quoting, they were dropped (`Big Joe`), or the file quarantined.
+    assert decode_file("titles.csv", data)[0].column(1).to_pylist() == texts
+    (tmp_path / "titles.csv").write_bytes(data)
+    found = duckdb.sql(f"SELECT * FROM read_csv('{tmp_path / 'titles.csv'}')").fetchall()
+    assert [row[1] for row in found] == texts
+
+
+def test_a_quote_that_never_closes_is_still_a_broken_file() -> None:
+    with pytest.raises(DecodeError, match="never closed"):
+        decode_file("broken.csv", b'id,title\n1,"abc\n2,def\n')
