@@ -7,7 +7,9 @@ from __future__ import annotations
 import signal
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 
 import pytest
 
@@ -64,39 +66,35 @@ def _outer_alarm(signum: int, frame: object) -> None:
     raise _OuterAlarm
 
 
+@contextmanager
+def _outer_timer(seconds: float) -> Iterator[None]:
+    """A timer of the process's own, as a test runner sets, around the block."""
+    previous = signal.signal(signal.SIGALRM, _outer_alarm)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def test_a_timer_already_set_in_the_process_is_kept_after_a_step() -> None:
     # A test runner's own limit, when a worker's code runs in its process: once zeroed by
     # the step's limit, a test stuck after it ran for ever.
-    previous = signal.signal(signal.SIGALRM, _outer_alarm)
-    signal.setitimer(signal.ITIMER_REAL, 30)
-    try:
+    with _outer_timer(30):
         _limited(5, lambda: time.sleep(0.05))
         left, _ = signal.getitimer(signal.ITIMER_REAL)
         assert 20 < left <= 30
         assert signal.getsignal(signal.SIGALRM) is _outer_alarm
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
 
 
 def test_a_timer_already_set_and_due_first_still_fires_within_a_step() -> None:
-    previous = signal.signal(signal.SIGALRM, _outer_alarm)
-    signal.setitimer(signal.ITIMER_REAL, 0.2)
-    try:
-        with pytest.raises(_OuterAlarm):
-            _limited(30, _stuck)
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
+    with _outer_timer(0.2), pytest.raises(_OuterAlarm):
+        _limited(30, _stuck)
 
 
 def test_a_step_whose_limit_is_due_first_is_stopped_under_a_later_timer() -> None:
-    previous = signal.signal(signal.SIGALRM, _outer_alarm)
-    signal.setitimer(signal.ITIMER_REAL, 30)
-    try:
+    with _outer_timer(30):
         with pytest.raises(TaskTimeout):
             _limited(0.2, _stuck)
         assert signal.getitimer(signal.ITIMER_REAL)[0] > 20
-    finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
-        signal.signal(signal.SIGALRM, previous)
