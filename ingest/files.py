@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from pathlib import Path
 
 # The ledger holds an mtime as SQLite's 64-bit integer, nanoseconds from 1677 to 2262; a
 # file system may hold one beyond (ext4 up to 2446: a clock set wrong, an archive restored
@@ -25,7 +24,9 @@ def mtime_ns(st: os.stat_result) -> int:
 class DropFile:
     """A settled file in the drop folder: its identity is (rel, size, mtime_ns)."""
 
-    path: Path
+    # Its path as text, as a directory listing gives it: a `Path` made of it would be
+    # formatted back to text for every system call (some µs a file on a backlog).
+    path: str
     rel: str  # relative to the drop folder, "/"-separated: the `source_file` column
     size: int
     mtime_ns: int

@@ -58,7 +58,7 @@ def measured(name: str) -> bool:
     return name.lower().endswith((".gz", ".npz", ".parquet", ".arrow", ".feather", ".ipc"))
 
 
-def footprint(path: Path, name: str, size: int, cap: int) -> Footprint:
+def footprint(path: str | Path, name: str, size: int, cap: int) -> Footprint:
     """What the file at `path` becomes in memory. `cap`: past it, a precise answer is not
     needed (a gzip file stops being decompressed there). Raises OSError if it cannot be read."""
     if name.lower().endswith(".gz"):

@@ -130,7 +130,7 @@ class Inflater:
             )
 
 
-def plain_size(path: Path, cap: int) -> int:
+def plain_size(path: str | Path, cap: int) -> int:
     """The size of a gzip file once decompressed, found by decompressing it and keeping
     nothing; past `cap` it stops, and the answer is only "more than cap". Bytes that are
     not gzip end the count where they begin: the worker that reads the file reports them.

@@ -25,15 +25,15 @@ def matches(name: str, patterns: tuple[str, ...]) -> bool:
     return any(fnmatch.fnmatchcase(name, pattern) for pattern in patterns)
 
 
-Skipped = Callable[[Path, str], None]
+Skipped = Callable[[str, str], None]
 
 
-def _debug(path: Path, reason: str) -> None:
+def _debug(path: str, reason: str) -> None:
     log.debug("skip %s: %s", path, reason)
 
 
 def regular_file(
-    path: Path, drop: Path, skipped: Skipped = _debug, entry: os.DirEntry[str] | None = None
+    path: str | Path, drop: Path, skipped: Skipped = _debug, entry: os.DirEntry[str] | None = None
 ) -> os.stat_result | None:
     """The stat of `path` if it is a regular file inside `drop` (through any symlink), else None.
 
@@ -47,32 +47,33 @@ def regular_file(
     except FileNotFoundError:
         return None
     except OSError as exc:
-        skipped(path, f"cannot stat it ({exc.strerror})")
+        skipped(str(path), f"cannot stat it ({exc.strerror})")
         return None
     if stat.S_ISDIR(st.st_mode):
-        _debug(path, "a directory")
+        _debug(str(path), "a directory")
         return None
     if not stat.S_ISREG(st.st_mode):
-        skipped(path, "not a regular file (a FIFO, socket or device is never opened)")
+        skipped(str(path), "not a regular file (a FIFO, socket or device is never opened)")
         return None
-    symlink = entry.is_symlink() if entry is not None else path.is_symlink()
-    if symlink and not path.resolve().is_relative_to(drop.resolve()):
-        skipped(path, "a symlink to a file outside the drop folder")
+    symlink = entry.is_symlink() if entry is not None else os.path.islink(path)
+    if symlink and not Path(path).resolve().is_relative_to(drop.resolve()):
+        skipped(str(path), "a symlink to a file outside the drop folder")
         return None
     return st
 
 
 def scan(
     drop: Path, patterns: tuple[str, ...], skipped: Skipped = _debug
-) -> Iterator[tuple[Path, os.stat_result]]:
-    """Every input below `drop`, with its stat. Blocking: call it from a thread.
+) -> Iterator[tuple[str, os.stat_result]]:
+    """Every input below `drop`, as its path and its stat. Blocking: call it from a thread.
 
     Folders are listed with `os.scandir`, as `os.walk` does, but each entry is used as it
-    comes: its name is checked before any path is made, and the path is made from its
-    folder's (one parse of the name, not of the whole path), which matters in a folder
-    of a hundred thousand files. Hidden folders and symlinked ones are not entered.
+    comes: its name is checked before its path is asked for, and the path is the text
+    the listing makes (no `Path`, which each system call on it would format back to
+    text), which matters in a folder of a hundred thousand files. Hidden folders and
+    symlinked ones are not entered.
     """
-    folders = [drop]
+    folders: list[str | Path] = [drop]
     while folders:
         folder = folders.pop()
         try:
@@ -88,11 +89,11 @@ def scan(
                     is_folder = False
                 if is_folder:
                     if not name.startswith("."):
-                        folders.append(folder / name)
+                        folders.append(entry.path)
                     continue
                 if not matches(name, patterns):
                     continue
-                path = folder / name
+                path = entry.path
                 st = regular_file(path, drop, skipped, entry)
                 if st is not None:
                     yield path, st

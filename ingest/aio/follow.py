@@ -273,7 +273,7 @@ class Follower:
             if name == str(self.drop):
                 itself = change if itself is None else max(itself, change)  # deleted outranks
             else:
-                folders |= self.watcher.offer(Path(name))
+                folders |= self.watcher.offer(name)
             if count % OFFER_BATCH == 0:
                 await asyncio.sleep(0)
         if folders:

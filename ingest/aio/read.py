@@ -24,13 +24,13 @@ import aiofiles.os
 from .. import regular, shared
 
 
-async def read_bytes(path: Path) -> bytes:
+async def read_bytes(path: str | Path) -> bytes:
     """The whole file. Raises FileNotFoundError if it vanished since it was seen."""
     async with aiofiles.open(path, "rb", opener=regular.settled_opener) as fh:
         return await fh.read()
 
 
-def _read_all(paths: Sequence[Path], sizes: Sequence[int]) -> list[bytes | OSError]:
+def _read_all(paths: Sequence[str | Path], sizes: Sequence[int]) -> list[bytes | OSError]:
     """Each file's bytes, at most one more than the size it settled at (then it grew), or
     the error that kept it from being read."""
     read: list[bytes | OSError] = []
@@ -42,7 +42,7 @@ def _read_all(paths: Sequence[Path], sizes: Sequence[int]) -> list[bytes | OSErr
     return read
 
 
-def _whole(path: Path, size: int) -> bytes:
+def _whole(path: str | Path, size: int) -> bytes:
     """The file's bytes, up to `size` + 1."""
     chunks: list[bytes] = []
     total = 0
@@ -63,7 +63,7 @@ read_files = aiofiles.os.wrap(_read_all)
 
 
 def _read_all_into(
-    paths: Sequence[Path], buffer: memoryview, sizes: Sequence[int]
+    paths: Sequence[str | Path], buffer: memoryview, sizes: Sequence[int]
 ) -> list[int | OSError]:
     """Each file into its slice of `buffer`, one after the other, `sizes` bytes each: its
     length (one more than its size if it is longer), or the error that kept it from
@@ -81,7 +81,7 @@ def _read_all_into(
     return read
 
 
-def _fill(path: Path, piece: memoryview) -> int:
+def _fill(path: str | Path, piece: memoryview) -> int:
     """Read the file into `piece`: the bytes read, or len(piece) + 1 if the file is longer
     (that byte is not kept)."""
     spare = memoryview(bytearray(1))
@@ -100,7 +100,7 @@ def _fill(path: Path, piece: memoryview) -> int:
 read_files_into = aiofiles.os.wrap(_read_all_into)
 
 
-def _send_all(paths: Sequence[Path], out: int, sizes: Sequence[int]) -> list[int | OSError]:
+def _send_all(paths: Sequence[str | Path], out: int, sizes: Sequence[int]) -> list[int | OSError]:
     """As `_read_all_into`, into the file `out` (a new shared segment's) with sendfile.
     Closes `out`, a descriptor of its own: a read cancelled at shutdown runs on in its
     thread, and must not write to whatever file reuses the segment's number."""
@@ -118,7 +118,7 @@ def _send_all(paths: Sequence[Path], out: int, sizes: Sequence[int]) -> list[int
     return read
 
 
-def _send(path: Path, out: int, offset: int, size: int) -> int:
+def _send(path: str | Path, out: int, offset: int, size: int) -> int:
     """Copy the file into `out` at `offset`, in the kernel: its length, or `size` + 1 if
     it is longer (that byte is not copied)."""
     length = 0
@@ -157,7 +157,7 @@ send_files_into = aiofiles.os.wrap(_send_all)
 
 
 async def read_into_segment(
-    paths: Sequence[Path], segment: SharedMemory, sizes: Sequence[int], fresh: bool
+    paths: Sequence[str | Path], segment: SharedMemory, sizes: Sequence[int], fresh: bool
 ) -> list[int | OSError]:
     """Each file into its place in the segment, one after the other (`_read_all_into`)."""
     fd = shared.descriptor(segment)
@@ -169,7 +169,7 @@ async def read_into_segment(
 HASH_CHUNK_BYTES = 8 * 1024 * 1024
 
 
-async def sha256_of_file(path: Path) -> tuple[str, int]:
+async def sha256_of_file(path: str | Path) -> tuple[str, int]:
     """The digest and length of a file too big to hold, read in chunks; a thread hashes each."""
     digest = hashlib.sha256()
     length = 0

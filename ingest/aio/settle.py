@@ -25,7 +25,6 @@ import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 from ..files import DropFile, mtime_ns
 from .waiting import wait_set
@@ -44,15 +43,13 @@ INLINE_LOOKS = 32
 
 @dataclass
 class _Pending:
-    path: Path
+    path: str
     rel: str
     size: int
     mtime_ns: int
     stable_since: float  # monotonic time this (size, mtime) was first seen
     seen_at: float
     seen_mono: float
-    # Its mtime was settle_ms old at this look: it is handed out as this look saw it.
-    quiet: bool = False
     # When its one live entry in the settler's heap comes due; older entries are stale.
     due: float = 0.0
 
@@ -79,7 +76,7 @@ class Settler:
     def __init__(
         self,
         settle_ms: int,
-        relative: Callable[[Path], str],
+        relative: Callable[[str], str],
         vanished: Callable[[DropFile], None],
         remember: int = 0,
     ):
@@ -146,7 +143,7 @@ class Settler:
             self._changes.pop(rel, None)
 
     def offer(
-        self, path: Path, st: os.stat_result, scanned: bool = False, seen: DropFile | None = None
+        self, path: str, st: os.stat_result, scanned: bool = False, seen: DropFile | None = None
     ) -> None:
         """A hint that `path` exists and may be new. Cheap; safe to call for every event.
         `scanned`: found by a full scan, not named by an event. `seen`: the file as the
@@ -177,16 +174,19 @@ class Settler:
         wall = time.time()
         paused_until = self._changes[rel][1] if rel in self._changes else 0.0
         first = entry or seen
-        fresh = self._pending[rel] = _Pending(
-            path, rel, st.st_size, mtime, now,
-            first.seen_at if first else wall, first.seen_mono if first else now,
-            # Found changed before: never handed out on this look alone.
-            quiet=not paused_until and wall - st.st_mtime_ns / 1e9 >= self.settle_s,
-        )
+        seen_at, seen_mono = (first.seen_at, first.seen_mono) if first else (wall, now)
+        # Found changed before: never handed out on this look alone.
+        if not paused_until and wall - st.st_mtime_ns / 1e9 >= self.settle_s:
+            # Quiet: handed out on this look, not through the heap (a backlog's every file).
+            if entry is not None:
+                self._forget(rel)  # its heap entry is stale now, and dropped when due
+            self._busy[rel] = (st.st_size, mtime)
+            self.ready.put_nowait(DropFile(path, rel, st.st_size, mtime, seen_at, seen_mono))
+            return
+        fresh = self._pending[rel] = _Pending(path, rel, st.st_size, mtime, now, seen_at, seen_mono)
         if paused_until or entry is not None:
             self._changing.add(rel)
-        due = now if fresh.quiet else self._due(fresh, now)
-        self._schedule(fresh, max(due, paused_until))
+        self._schedule(fresh, max(self._due(fresh, now), paused_until))
 
     def done(self, rel: str, stays: DropFile | None = None) -> bool:
         """The service resolved `rel`. True if it changed meanwhile and deserves another look.
@@ -241,17 +241,13 @@ class Settler:
         self._wake.set()
 
     def _due_now(self, rel: str, due: float, now: float) -> _Pending | None:
-        """A file whose time has come: handed out if it was quiet, put back if its time
-        moved on, or returned for its second look. An entry the file was offered again
+        """A file whose time has come: put back if its time moved on, or returned for its
+        second look. An entry the file was offered again
         since (it changed) is dropped: put back, each change of a file that never settles
         would stay in the heap, and all of them be popped and pushed again every
         settle_ms."""
         entry = self._pending.get(rel)
         if entry is None or entry.due != due:
-            return None
-        if entry.quiet:
-            self._forget(rel)
-            self._hand_out(entry)
             return None
         due = self._due(entry, now)
         if due > now:
@@ -321,7 +317,7 @@ class Settler:
             await wait_set(self._wake, self._heap[0][0] - now if self._heap else None)
 
 
-def _stat_all(paths: list[Path]) -> list[os.stat_result | OSError]:
+def _stat_all(paths: list[str]) -> list[os.stat_result | OSError]:
     found: list[os.stat_result | OSError] = []
     for path in paths:
         try:

@@ -302,12 +302,13 @@ class Compute:
         """Run `process(task)` in a worker. Raises WorkerCrashed, TaskTimeout or PoolStopped."""
         return await self.call(process, task, _describe(task), len(task.jobs), task.beacon)
 
-    async def sha256_of(self, path: Path, size: int) -> tuple[str, int]:
+    async def sha256_of(self, path: str | Path, size: int) -> tuple[str, int]:
         """A file's sha256 and length, read and hashed by a worker (one that sees the
         file). Raises OSError if it cannot be read; its timeout grows with the file."""
         per_timeout = 1 + size // HASHED_PER_TIMEOUT
+        name = os.path.basename(path)
         return await self.call(
-            calls.sha256_of_path, str(path), f"the hash pass of {path.name}", per_timeout
+            calls.sha256_of_path, str(path), f"the hash pass of {name}", per_timeout
         )
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.

@@ -33,30 +33,30 @@ class Watcher:
         self.drop = drop
         self.watch = watch
         self.settler = settler
-        self._warned: set[tuple[Path, str]] = set()
+        self._warned: set[tuple[str, str]] = set()
         self._prefix = str(drop).rstrip("/") + "/"
 
-    def _skipped(self, path: Path, reason: str) -> None:
+    def _skipped(self, path: str, reason: str) -> None:
         """Say once, not at every rescan, why a file named like an input is not read."""
         if (path, reason) not in self._warned:
             self._warned.add((path, reason))
             log.warning("skip %s: %s", path, reason)
 
-    def offer(self, path: Path) -> bool:
+    def offer(self, path: str) -> bool:
         """A path an event named: offered to the settler if it is an input. True if it is
         a folder, made or moved in: the files a folder held as it was moved in, or that
         were written before its own watch began, send no event, and a scan finds them."""
         # Its folders below the drop folder, from the text: this runs for every event.
-        text = str(path)
-        below = text[len(self._prefix):] if text.startswith(self._prefix) else ""
-        folders = below.rpartition("/")[0]
+        below = path[len(self._prefix):] if path.startswith(self._prefix) else ""
+        folders, _, name = below.rpartition("/")
         if folders.startswith(".") or "/." in folders:
             # Inside a hidden folder (an uploader's staging area): never an input, as no
             # scan enters one. It becomes one when it is moved out, as that names it.
             log.debug("skip %s: inside a hidden folder", path)
             return False
-        if not matches(path.name, self.watch.patterns):
-            if not path.name.startswith(".") and _is_folder(path):
+        name = name or os.path.basename(path)
+        if not matches(name, self.watch.patterns):
+            if not name.startswith(".") and _is_folder(path):
                 return True
             log.debug("skip %s: name does not match the patterns", path)
             return False
@@ -89,7 +89,7 @@ class Watcher:
             log.debug("rescan found %d inputs", count)
 
 
-def _is_folder(path: Path) -> bool:
+def _is_folder(path: str) -> bool:
     """A folder, not a symlink to one: a scan enters neither a hidden nor a linked one."""
     try:
         return stat.S_ISDIR(os.lstat(path).st_mode)

@@ -101,7 +101,7 @@ def _rename(source: str | Path, target: str | Path) -> None:
         shutil.move(source, target)
 
 
-def _copy_input(source: Path, target: Path) -> None:
+def _copy_input(source: str | Path, target: Path) -> None:
     """Copy an input, with its times, only while it is a regular file: a device put in
     its place (a symlink to /dev/zero) would be copied until the disk is full."""
     with open(source, "rb", opener=regular.opener) as src, open(target, "wb") as dst:
@@ -131,16 +131,16 @@ def after_success(
             log.info("%s changed since it was read; its new version stays", file.rel)
             return
         if on_success == "delete":
-            file.path.unlink()
+            os.unlink(file.path)
             return
         target = _archive_name(layout, file, sha256[:8])
-        if file.path.is_symlink():
+        if os.path.islink(file.path):
             _archive_link(file, target)
             return
         _move(file.path, target, made)
         if not _is_version(target, file):
             # It changed between the look and the move: give the new version back.
-            back = _free_name(file.path, "changed")
+            back = _free_name(Path(file.path), "changed")
             _move(target, back)
             log.warning("%s changed as it was archived; put back as %s", file.rel, back.name)
     except FileNotFoundError:
@@ -163,10 +163,10 @@ def _archive_link(file: DropFile, target: str) -> None:
         log.info("%s changed since it was read; its new version stays", file.rel)
         return
     os.rename(part, target)
-    file.path.unlink()
+    os.unlink(file.path)
 
 
-def sha256_of(path: Path) -> str:
+def sha256_of(path: str | Path) -> str:
     """The sha256 of an input no worker returned one for (it killed or hung the worker);
     "" if it is gone or unreadable by now."""
     try:

@@ -78,7 +78,7 @@ class Layout:
     def ledger(self) -> Path:
         return self.state / "ledger.sqlite"
 
-    def relative(self, path: Path) -> str:
+    def relative(self, path: str | Path) -> str:
         """The name a file has in the dataset: its path below the drop folder, "/"-separated,
         each byte of it that is not UTF-8 written as \\xNN (see `shown`)."""
         rel = self.below_drop(path)

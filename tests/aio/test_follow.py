@@ -61,7 +61,7 @@ def follow(
 
     async def main() -> T:
         watch = Watch(settle_ms=50, rescan_s=3600, on_success=on_success, canary_wait_s=WAIT_S)
-        settler = Settler(watch.settle_ms, lambda p: p.relative_to(drop).as_posix(),
+        settler = Settler(watch.settle_ms, lambda p: Path(p).relative_to(drop).as_posix(),
                           lambda file: None)
         modes: list[WatchMode] = []
 

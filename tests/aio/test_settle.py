@@ -25,7 +25,7 @@ def _run(
 
     async def main() -> None:
         settler = Settler(
-            settle_ms, lambda p: p.relative_to(drop).as_posix(), gone.append, remember
+            settle_ms, lambda p: Path(p).relative_to(drop).as_posix(), gone.append, remember
         )
         watching = asyncio.create_task(settler.run())
         try:
