@@ -130,6 +130,13 @@ class InFlight:
         await self.budget.acquire(size)
         self.hold(rel, size)
 
+    def charge_now(self, rel: str, size: int) -> bool:
+        """`charge`, if the bytes fit now; False (nothing taken) if it would wait."""
+        if not self.budget.take_now(size):
+            return False
+        self.hold(rel, size)
+        return True
+
     def keep_segment(self, rel: str, segment: SharedMemory) -> None:
         """The file's bytes are in `segment`, alone or beside those of the files read with
         it; a segment is removed once the last file holding it lets go."""

@@ -42,7 +42,7 @@ from .dispatch import Queued
 from .inflight import InFlight, Spawn
 from .read import read_bytes, read_files, read_into_segment
 from .recall import Recall
-from .sizing import BLOCKS, REFUSED, plan
+from .sizing import BLOCKS, REFUSED, plain_plan, plan
 from .stream import CHANGED, DEFERRED, StagingFailed, Streamed, Streamer
 
 # The intake's lines keep the logger name they have always had: filters on it still match.
@@ -123,8 +123,11 @@ class Intake:
         if state is not None:
             await self._finish_known(file, state)
             return
+        # Most files are planned, charged and queued with no await: a coroutine each costs
+        # the loop more than the step it waits for, which nearly always is done at once.
+        limit = self.in_flight.budget.limit
         try:
-            how = await plan(self.config, file, self.in_flight.budget.limit)
+            how = plain_plan(file, limit) or await plan(self.config, file, limit)
         except OSError as exc:
             await self._unreadable(file, exc)
             return
@@ -140,7 +143,8 @@ class Intake:
             )
             return
         # What the file becomes in memory, not its size on disk: a .csv.gz, an .npz.
-        await self.in_flight.charge(file.rel, how.in_memory)
+        if not self.in_flight.charge_now(file.rel, how.in_memory):
+            await self.in_flight.charge(file.rel, how.in_memory)
         if self.in_flight.draining():
             self.in_flight.defer(file)
             return
@@ -290,7 +294,10 @@ class Intake:
         settled at. The worker reads it, checks the size and hashes it: nothing of it is
         read here."""
         job = path_job(file, self.config.route(file.rel), in_memory, self._check_mtime)
-        await self.queue.put(Queued(file, job, in_memory))
+        if self.queue.full():
+            await self.queue.put(Queued(file, job, in_memory))
+        else:
+            self.queue.put_nowait(Queued(file, job, in_memory))
 
     async def _digest(self, file: DropFile) -> str | None:
         """The sha256 of a file too big to hold, read in chunks; None once it is resolved

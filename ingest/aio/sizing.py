@@ -29,6 +29,14 @@ class Plan:
     reason: str = ""  # why it is REFUSED (quarantined as TooLarge)
 
 
+def plain_plan(file: DropFile, limit: int) -> Plan | None:
+    """The plan of most files, made with no await: one that takes in memory what it
+    takes on disk, small enough to be read whole. None: `plan` decides."""
+    if file.size > limit // STREAM_SHARE or measured(file.rel):
+        return None
+    return Plan(WHOLE, file.size)
+
+
 async def plan(config: Config, file: DropFile, limit: int) -> Plan:
     """Raises OSError if a compressed file cannot be read to measure it."""
     measure = measured(file.rel)
