@@ -306,13 +306,32 @@ def read_csv(
     _check_record_size(data)
     if _BLANK.fullmatch(data):  # stops at the first character that is not white space
         raise DecodeError("Empty CSV file", line=1)
-    if table is None:
-        own = sniff.detect(data, pins)
-        return _parse_csv(data, own, text=text), own
     # The table's decimal separator, unless pinned otherwise, spares the sniffer a second look.
-    if table.decimal != "." and (pins is None or pins.decimal is None):
+    if table is not None and table.decimal != "." and (pins is None or pins.decimal is None):
         pins = replace(pins or CsvOptions(), decimal=table.decimal)
-    return _in_table_dialect(data, sniff.detect(data, pins), table, text, columns)
+    own = sniff.detect(data, pins)
+    try:
+        return _read_as(data, own, table, text, columns)
+    except DecodeError as first_error:
+        # Found plain in its first lines, it may not be further on: DuckDB's sniffer,
+        # which reads a MB, is asked before the file is taken for broken.
+        again = sniff.second_look(data, pins, own)
+        if again is None:
+            raise
+        try:
+            return _read_as(data, again, table, text, columns)
+        except DecodeError:
+            raise first_error from None
+
+
+def _read_as(
+    data: bytes, own: Dialect, table: Dialect | None, text: Collection[str],
+    columns: Collection[str],
+) -> tuple[pa.Table, Dialect]:
+    """The file read in its `own` dialect, or in its table's (`_in_table_dialect`)."""
+    if table is None:
+        return _parse_csv(data, own, text=text), own
+    return _in_table_dialect(data, own, table, text, columns)
 
 
 def read_block(data: bytes, dialect: Dialect | None, first: pa.Schema) -> pa.Table:

@@ -373,6 +373,17 @@ def plain_dialect(data: bytes, pins: CsvOptions) -> Dialect | None:
     return found
 
 
+def second_look(data: bytes, pins: CsvOptions | None, first: Dialect) -> Dialect | None:
+    """For a file `detect` read as plain from its first lines, and that then failed to
+    parse in that dialect: DuckDB's verdict on a MB of it, if it differs (a `#` line at
+    its end, a field in single quotes further on). None if there is no other to try."""
+    pins = pins or CsvOptions()
+    if plain_dialect(data, pins) is None:
+        return None  # `first` was the sniffer's already
+    found = pinned(sniff(data, pins), pins)
+    return None if found == first else found
+
+
 def pinned(found: Dialect, pins: CsvOptions | None) -> Dialect:
     """`found`, with what the table pins put in its place."""
     if pins is None:

@@ -25,7 +25,7 @@ import pytest
 
 from ingest.compute.decode import DecodeError, decode_file
 from ingest.compute.task import check_columns
-from ingest.dialect import Dialect
+from ingest.dialect import PLAIN, Dialect
 
 CORPUS = Path(__file__).resolve().parents[1] / "data" / "csv"
 FILES = sorted(p.name for p in CORPUS.glob("*.csv"))
@@ -193,3 +193,31 @@ def test_quotes_inside_a_field_duckdb_reads_unquoted_are_kept(
 def test_a_quote_that_never_closes_is_still_a_broken_file() -> None:
     with pytest.raises(DecodeError, match="never closed"):
         decode_file("broken.csv", b'id,title\n1,"abc\n2,def\n')
+
+
+PLAIN_HEAD = b"id,name,value\n" + b"".join(b"%d,n%d,%d.5\n" % (i, i, i) for i in range(30))
+
+
+@pytest.mark.parametrize("tail, last, in_table", [
+    (b"# end of export\n", (29, "n29", 29.5), False),
+    (b"# end of export\n", (29, "n29", 29.5), True),
+    # (In a table whose dialect pins `"`, the table's quote holds.)
+    (b"31,'smith, john',3.5\n", (31, "smith, john", 3.5), False),
+], ids=["comment-at-the-end", "comment-at-the-end-in-its-table", "single-quotes-further-on"])
+def test_a_file_plain_in_its_first_lines_and_not_further_on_reads_as_duckdb_reads_it(
+    tail: bytes, last: tuple[object, ...], in_table: bool, tmp_path: Path
+) -> None:
+    # Its first lines looked plain, and the plain dialect's parse failed on the line past
+    # them: the file was quarantined, where DuckDB reads it.
+    path = tmp_path / "export.csv"
+    path.write_bytes(PLAIN_HEAD + tail)
+    table, _ = decode_file(path.name, path.read_bytes(), table=PLAIN if in_table else None)
+    ours = [tuple(row.values()) for row in table.to_pylist()]
+    names, theirs = duckdb_reads(path)
+    assert (table.column_names, ours) == (names, theirs)
+    assert ours[-1] == last
+
+
+def test_a_file_broken_further_on_still_says_where_its_plain_reading_failed() -> None:
+    with pytest.raises(DecodeError, match=r"Row #31: Expected 3 columns, got 2"):
+        decode_file("ragged.csv", PLAIN_HEAD + b"31,n31\n")
