@@ -91,7 +91,7 @@ PLAIN_DIALECTS = frozenset(
 
 def _plain_in(data: bytes, delimiter: bytes, every_row: bool = False) -> bool:
     """`plain`'s test in `delimiter`; dates that need a format looked for in the first
-    row, or in `every_row`."""
+    row (in every row, if that has an empty value), or in `every_row`."""
     head = data[:PLAIN_BYTES]
     pieces = head.split(b"\n", PLAIN_LINES + 1)
     if len(pieces) > PLAIN_LINES + 1 or len(head) < len(data):
@@ -116,9 +116,16 @@ def _plain_in(data: bytes, delimiter: bytes, every_row: bool = False) -> bool:
         if row.count(delimiter) != width - 1 or any(c in row for c in (b'"', b"'")) or not row:
             return False
     dates = _foreign_date(delimiter)
-    if any(dates.search(row) for row in (rows if every_row else rows[:1])):
+    # A date column is known by its first value, unless that is empty: then by any other.
+    looked_at = rows if every_row or _has_empty_field(rows[0], delimiter) else rows[:1]
+    if any(dates.search(row) for row in looked_at):
         return False
     return _typed_column(rows, delimiter)
+
+
+def _has_empty_field(row: bytes, delimiter: bytes) -> bool:
+    row = row.removesuffix(b"\r")
+    return row.startswith(delimiter) or row.endswith(delimiter) or delimiter * 2 in row
 
 
 @functools.cache
@@ -144,11 +151,15 @@ def _typed_column(rows: list[bytes], delimiter: bytes = b",") -> bool:
 def plain_like(data: bytes, header_end: int) -> bool:
     """For a file whose header line is one `plain` already accepted: is the rest plain
     too? No quotes of either kind, no blank line (the reader skips it, and the joint
-    parse's row count with it), and no date in its first row that needs a format."""
+    parse's row count with it), and no date that needs a format in its first row (or,
+    if that has an empty value, in its first rows)."""
     if b"'" in data or b'"' in data or bytescan.blank_line(data):
         return False
     row_end = data.find(b"\n", header_end)
-    return not _FOREIGN_DATE.search(data[header_end: row_end if row_end >= 0 else None])
+    rows = [data[header_end: row_end if row_end >= 0 else None]]
+    if _has_empty_field(rows[0], b","):  # as `plain` looks, below an empty first value
+        rows = data[header_end: header_end + PLAIN_BYTES].split(b"\n", PLAIN_LINES)[:PLAIN_LINES]
+    return not any(_FOREIGN_DATE.search(row) for row in rows)
 
 
 @functools.cache

@@ -221,3 +221,14 @@ def test_a_file_plain_in_its_first_lines_and_not_further_on_reads_as_duckdb_read
 def test_a_file_broken_further_on_still_says_where_its_plain_reading_failed() -> None:
     with pytest.raises(DecodeError, match=r"Row #31: Expected 3 columns, got 2"):
         decode_file("ragged.csv", PLAIN_HEAD + b"31,n31\n")
+
+
+def test_dates_below_an_empty_first_value_read_as_duckdb_reads_them(tmp_path: Path) -> None:
+    # The plain file's check for dates that need a format looked at its first row only:
+    # with that row's date empty, `12/31/2023` stayed text, where DuckDB reads dates.
+    path = tmp_path / "days.csv"
+    path.write_bytes(b"id,day,v\n1,,1.5\n2,12/31/2023,2.5\n3,01/15/2024,3.5\n")
+    names, theirs = duckdb_reads(path)
+    our_names, ours, _ = ingest_reads(path)
+    assert (our_names, ours) == (names, theirs)
+    assert ours[1][1] == datetime.date(2023, 12, 31)

@@ -176,6 +176,19 @@ def test_a_file_that_alone_reads_a_text_column_otherwise_is_parsed_alone(
     assert decode("b.csv", jobs[1].data).column("at").to_pylist() == alone
 
 
+def test_a_file_with_dates_below_an_empty_first_value_is_parsed_alone() -> None:
+    # Alone, its `day` is dates in a format; in the group, the first file's text.
+    jobs = (
+        job("a.csv", b"id,day\n1,x\n"),
+        job("b.csv", b"id,day\n2,\n3,12/31/2023\n"),
+        job("c.csv", b"id,day\n4,y\n"),
+    )
+    assert set(parse_together(jobs)) == {0, 2}
+    assert decode_file("b.csv", jobs[1].data)[0].column("day").to_pylist() == [
+        None, datetime.date(2023, 12, 31)
+    ]
+
+
 def test_a_null_marker_is_no_word_to_the_group_check() -> None:
     # Alone, b.csv reads "NA" as null and `id` as numbers, where the group reads text.
     jobs = (
