@@ -232,3 +232,17 @@ def test_dates_below_an_empty_first_value_read_as_duckdb_reads_them(tmp_path: Pa
     our_names, ours, _ = ingest_reads(path)
     assert (our_names, ours) == (names, theirs)
     assert ours[1][1] == datetime.date(2023, 12, 31)
+
+
+def test_a_title_line_with_a_value_over_headerless_rows_is_a_note(tmp_path: Path) -> None:
+    # Two fields over three columns were taken for a ragged header, and the file
+    # quarantined; a line that holds a value is no header. Read as DuckDB reads it.
+    path = tmp_path / "report.csv"
+    path.write_bytes(b"Report date,2024-01-01\n1,alpha,1.5\n2,beta,2.5\n3,gamma,3.5\n")
+    names, theirs = duckdb_reads(path)
+    our_names, ours, dialect = ingest_reads(path)
+    assert (our_names, ours) == (names, theirs)
+    assert dialect is not None and (dialect.skip_rows, dialect.header) == (1, False)
+    # An SAP export's `Stand:` line over its rows: the same, its decimal commas read.
+    sap = decode_file("sap.csv", b"Stand:;31.12.2024\n1000;A;12,5\n1001;B;13,5\n1002;C;14,5\n")
+    assert sap[0].to_pylist()[0] == {"column0": 1000, "column1": "A", "column2": 12.5}
