@@ -223,25 +223,33 @@ def test_a_file_broken_further_on_still_says_where_its_plain_reading_failed() ->
         decode_file("ragged.csv", PLAIN_HEAD + b"31,n31\n")
 
 
+def read_as_duckdb_does(
+    folder: Path, data: bytes
+) -> tuple[list[tuple[object, ...]], Dialect | None]:
+    """The file's rows as ingest reads them, checked equal to DuckDB's, and its dialect."""
+    path = folder / "input.csv"
+    path.write_bytes(data)
+    names, theirs = duckdb_reads(path)
+    our_names, ours, dialect = ingest_reads(path)
+    assert (our_names, ours) == (names, theirs)
+    return ours, dialect
+
+
 def test_dates_below_an_empty_first_value_read_as_duckdb_reads_them(tmp_path: Path) -> None:
     # The plain file's check for dates that need a format looked at its first row only:
     # with that row's date empty, `12/31/2023` stayed text, where DuckDB reads dates.
-    path = tmp_path / "days.csv"
-    path.write_bytes(b"id,day,v\n1,,1.5\n2,12/31/2023,2.5\n3,01/15/2024,3.5\n")
-    names, theirs = duckdb_reads(path)
-    our_names, ours, _ = ingest_reads(path)
-    assert (our_names, ours) == (names, theirs)
+    ours, _ = read_as_duckdb_does(
+        tmp_path, b"id,day,v\n1,,1.5\n2,12/31/2023,2.5\n3,01/15/2024,3.5\n"
+    )
     assert ours[1][1] == datetime.date(2023, 12, 31)
 
 
 def test_a_title_line_with_a_value_over_headerless_rows_is_a_note(tmp_path: Path) -> None:
     # Two fields over three columns were taken for a ragged header, and the file
     # quarantined; a line that holds a value is no header. Read as DuckDB reads it.
-    path = tmp_path / "report.csv"
-    path.write_bytes(b"Report date,2024-01-01\n1,alpha,1.5\n2,beta,2.5\n3,gamma,3.5\n")
-    names, theirs = duckdb_reads(path)
-    our_names, ours, dialect = ingest_reads(path)
-    assert (our_names, ours) == (names, theirs)
+    _, dialect = read_as_duckdb_does(
+        tmp_path, b"Report date,2024-01-01\n1,alpha,1.5\n2,beta,2.5\n3,gamma,3.5\n"
+    )
     assert dialect is not None and (dialect.skip_rows, dialect.header) == (1, False)
     # An SAP export's `Stand:` line over its rows: the same, its decimal commas read.
     sap = decode_file("sap.csv", b"Stand:;31.12.2024\n1000;A;12,5\n1001;B;13,5\n1002;C;14,5\n")
