@@ -254,17 +254,23 @@ def _formats(found: dict[str, Any]) -> tuple[tuple[int, str], ...]:
 
 def _notes(skipped: list[bytes], delimiter: str, width: int) -> bool:
     """Do the lines the sniffer skipped, with no header after them, look like notes,
-    rather than a ragged header? Notes have few fields, or hold a value (`Report
-    date,2024-01-01`, `Stand:;31.12.2024`), where a header holds names; a header
-    narrower than its rows (`a,b,c` over `1,2,3,4`) is a broken file, reported at its
-    first bad row rather than silently read without it. Lines skipped before a header it
-    found are notes, whatever their delimiters (`Report for Smith, John`), as DuckDB
-    reads them."""
+    rather than a ragged header or rows? Notes have few fields, or hold a value beside a
+    word (`Report date,2024-01-01`, `Stand:;31.12.2024`), where a header holds names
+    only and a row mostly values; a header narrower than its rows (`a,b,c` over
+    `1,2,3,4`) is a broken file, reported at its first bad row rather than silently read
+    without it. Lines skipped before a header it found are notes, whatever their
+    delimiters (`Report for Smith, John`), as DuckDB reads them."""
     mark = delimiter.encode()
     return all(
-        2 * (line.count(mark) + 1) <= width or any(_NUMBER.match(f) for f in line.split(mark))
+        2 * (line.count(mark) + 1) <= width or _titled(line.split(mark))
         for line in skipped if line.strip()
     )
+
+
+def _titled(fields: list[bytes]) -> bool:
+    """A value beside a word: a title's `Report date,2024-01-01`."""
+    values = [bool(_NUMBER.match(f)) for f in fields if f.strip()]
+    return any(values) and not all(values)
 
 
 def _dialect(found: dict[str, Any], sample: bytes, decimal: str) -> Dialect:

@@ -254,3 +254,10 @@ def test_a_title_line_with_a_value_over_headerless_rows_is_a_note(tmp_path: Path
     # An SAP export's `Stand:` line over its rows: the same, its decimal commas read.
     sap = decode_file("sap.csv", b"Stand:;31.12.2024\n1000;A;12,5\n1001;B;13,5\n1002;C;14,5\n")
     assert sap[0].to_pylist()[0] == {"column0": 1000, "column1": "A", "column2": 12.5}
+
+
+def test_rows_of_values_the_sniffer_skips_are_not_notes() -> None:
+    # Ragged rows over one wide last row: DuckDB skips all but the last and reads one
+    # row. Rows of numbers are no title: the file is broken, and said so at its row.
+    with pytest.raises(DecodeError, match="Expected 2 columns, got 3"):
+        decode_file("ragged.csv", b"a,b\n1,2\n3,4,5\n6,7,8,9\n")
