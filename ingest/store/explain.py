@@ -31,7 +31,7 @@ from ..files import mtime_ns
 from ..selection import TEMP_SUFFIXES, matches, regular_file
 from .dispose import REPORT_SUFFIX
 from .layout import Layout, on_disk, shown
-from .ledger import FileRecord, Ledger
+from .ledger import FileRecord, Ledger, check_not_lost
 from .vanished import STATE as VANISHED
 
 # What a vanished version's input became: nothing we did.
@@ -231,6 +231,7 @@ _KINDS = {
 def collect(config: Config, given: str) -> dict[str, Any] | None:
     """Every version of the input, oldest first; None if nothing is known of it."""
     layout = Layout.of(config)
+    check_not_lost(layout, "no input's history can be told")
     for rel in names(layout, given):
         report = _report(config, layout, rel)
         if report is not None:

@@ -23,11 +23,15 @@ from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from ..errors import LedgerError
 from . import catalog, vanished
 from .catalog import Holds, PartFile, Swap
 from .known import KNOWN_FILES, Key, Known
+
+if TYPE_CHECKING:
+    from .layout import Layout
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -516,3 +520,20 @@ class Ledger:
             for p, size, mtime, sha, seen, done in vanished.of(self._db, path)
         ]
         return list(heapq.merge(recorded, gone, key=lambda version: version[0].done_at))
+
+
+def check_not_lost(layout: Layout, why: str) -> None:
+    """Raise LedgerError if the ledger is missing (lost, or moved) where the output holds
+    part files: a command that reads it would otherwise answer as if nothing were there."""
+    if layout.ledger.exists():
+        return
+    parts = sum(
+        1 for table in layout.tables()
+        for _ in (layout.output / table).glob("ingest_date=*/*.parquet")
+    )
+    if parts:
+        raise LedgerError(
+            f"{layout.ledger} is missing but {layout.output} holds {parts} part files: {why}."
+            " Restore the ledger, or run `ingest ledger rebuild` to rebuild it from the part"
+            " files"
+        )

@@ -10,24 +10,15 @@ from typing import Any
 import pyarrow as pa
 
 from ..config import Config
-from ..errors import LedgerError
 from ..files import mtime_ns
 from ..selection import scan
 from . import watch_mode
 from .known import Key
 from .layout import Layout
-from .ledger import Ledger
+from .ledger import Ledger, check_not_lost
 
 # The quarantined files the text shows, the newest: a screen, not a service's lifetime.
 QUARANTINED_SHOWN = 20
-
-
-def _parts_without_ledger(layout: Layout) -> int:
-    """The part files of an output folder whose ledger is missing (lost, or moved)."""
-    return sum(
-        1 for table in layout.tables()
-        for _ in (layout.output / table).glob("ingest_date=*/*.parquet")
-    )
 
 
 def collect(config: Config) -> dict[str, Any]:
@@ -45,12 +36,7 @@ def collect(config: Config) -> dict[str, Any]:
             for path, st in scan(layout.drop, config.watch.patterns)
         ]
     backlog = len(waiting)
-    if not layout.ledger.exists() and (parts := _parts_without_ledger(layout)):
-        raise LedgerError(
-            f"{layout.ledger} is missing but {layout.output} holds {parts} part files: there"
-            " is nothing to count from. Restore the ledger, or run `ingest ledger rebuild`"
-            " to rebuild it from the part files"
-        )
+    check_not_lost(layout, "there is nothing to count from")
     if layout.ledger.exists():
         ledger = Ledger(layout.ledger, read_only=True)
         try:

@@ -61,6 +61,23 @@ def test_status_with_its_ledger_missing_says_so_rather_than_count_nothing(
     ]
 
 
+def test_explain_with_its_ledger_missing_says_so_rather_than_know_nothing(
+    folder: Folder,
+) -> None:
+    # It said "unknown input: the ledger has no record of it" and exited 1.
+    ledger = _ledger_lost(folder)
+
+    shown = folder.ingest("explain", "a.csv")
+
+    assert shown.returncode == 2, shown.stdout
+    assert shown.stdout == ""
+    assert shown.stderr.strip().splitlines() == [
+        f"ingest: {ledger} is missing but {folder.output} holds 2 part files: no input's"
+        " history can be told. Restore the ledger, or run `ingest ledger rebuild` to"
+        " rebuild it from the part files"
+    ]
+
+
 def test_status_of_an_output_folder_not_yet_written_counts_nothing(folder: Folder) -> None:
     shown = folder.ingest("status")
     assert shown.returncode == 0, shown.stderr
