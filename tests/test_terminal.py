@@ -108,14 +108,15 @@ def test_on_a_terminal_a_ledger_rebuild_counts_the_parts_it_reads(folder: Folder
     with sqlite3.connect(folder.output / "_ingest" / "ledger.sqlite") as db:
         commits = db.execute("SELECT count(*) FROM parts").fetchone()[0]
     assert commits >= 3
+    files = len(list(folder.output.glob("*/ingest_date=*/part-*.parquet")))
 
     code, shown = _on_a_terminal(folder, "ledger", "rebuild")
 
     assert code == 0, shown
     plain = re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", shown)
     assert "━" in plain, shown
-    assert f"{commits}/{commits} parts" in plain, shown
-    assert f"rebuilt the ledger: {commits} parts" in plain, shown
+    assert f"{commits}/{commits} commits" in plain, shown
+    assert f"rebuilt the ledger: {commits} commits, {files} part files" in plain, shown
 
 
 def _signalled_twice(

@@ -37,6 +37,7 @@ from .. import regular
 from ..files import mtime_ns
 from ..partfile import FOOTER_SOURCES
 from ..progress import command_bar
+from . import schema
 from .fsync import fsync_path
 from .layout import Layout, on_disk
 from .ledger import FileRecord, Ledger
@@ -311,7 +312,7 @@ def rebuild(layout: Layout) -> dict[str, int]:
         held: dict[str, list[tuple[str, str]]] = {}  # inputs not recorded when met
         # A part reads its footers and hashes its inputs still in the drop folder, and a
         # large output has tens of thousands.
-        with command_bar("rebuild", "parts") as bar:
+        with command_bar("rebuild", "commits") as bar:
             for part_id, paths in bar.track(
                 sorted(parts.items(), key=_records_first), total=len(parts)
             ):
@@ -333,6 +334,7 @@ def rebuild(layout: Layout) -> dict[str, int]:
             ledger.hold(held)
         quarantined = _quarantined(layout)
         ledger.record(quarantined)
+        schema.adopt(ledger, layout)  # each table's schema, as `status` shows it
         ledger.seal()
     except BaseException:  # a signal's exception too: nothing of it may stay
         if ledger is not None:
@@ -344,6 +346,6 @@ def rebuild(layout: Layout) -> dict[str, int]:
     if kept is not None:
         log.info("the previous ledger is kept as %s", kept)
     return {
-        "parts": len(parts), "ingested": ingested, "quarantined": len(quarantined),
-        "set_aside": len(broken),
+        "commits": len(parts), "part files": sum(len(paths) for paths in parts.values()),
+        "ingested": ingested, "quarantined": len(quarantined), "set aside": len(broken),
     }

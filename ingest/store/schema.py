@@ -277,10 +277,16 @@ def _compare(ledger: Ledger, layout: Layout) -> None:
             continue
         import pyarrow.parquet as pq
 
-        schema = pq.read_schema(part).remove_metadata()
+        from ..partfile import FOOTER_SCHEMA_VERSION
+
+        found = pq.read_schema(part)
+        schema = found.remove_metadata()
         version, known = current.get(folder.name, (0, b""))
         if not known or not same(from_bytes(known), schema):
-            ledger.add_schema(folder.name, version + 1, to_bytes(schema))
+            # A rebuilt ledger knows no version: the part says which it was written with.
+            written = (found.metadata or {}).get(FOOTER_SCHEMA_VERSION, b"")
+            version = max(version + 1, int(written) if written.isdigit() else 1)
+            ledger.add_schema(folder.name, version, to_bytes(schema))
 
 
 def changes(old: pa.Schema, new: pa.Schema) -> list[str]:

@@ -93,3 +93,23 @@ def test_compact_with_its_ledger_missing_exits_2_naming_the_rebuild(folder: Fold
     assert compacted.stderr.strip().splitlines() == [
         f"ingest: {ledger} is missing; run `ingest ledger rebuild` before compacting"
     ]
+
+
+def test_status_after_a_ledger_rebuild_shows_each_table_as_before(folder: Folder) -> None:
+    # It showed no table at all until the next run, and then each at schema v1.
+    folder.write_config(pipeline={"workers": 1})
+    (folder.drop / "a.csv").write_text("a,b\n1,2\n")
+    assert folder.ingest("once").returncode == 0
+    (folder.drop / "b.csv").write_text("a,b,c\n3,4,x\n")  # a column more: schema v2
+    assert folder.ingest("once").returncode == 0
+    before = json.loads(folder.ingest("status", "--json").stdout)["tables"]
+    assert before["records"]["schema_version"] == 2 and before["records"]["columns"] >= 3
+    for name in ("ledger.sqlite", "ledger.sqlite-wal", "ledger.sqlite-shm"):
+        (folder.output / "_ingest" / name).unlink(missing_ok=True)
+
+    rebuilt = folder.ingest("ledger", "rebuild")
+
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    # Three commits: each file's, and the rewrite of a.csv's part to schema v2.
+    assert "rebuilt the ledger: 3 commits, 4 part files, 2 ingested" in rebuilt.stdout
+    assert json.loads(folder.ingest("status", "--json").stdout)["tables"] == before
