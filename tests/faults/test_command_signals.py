@@ -237,3 +237,36 @@ def test_a_second_signal_ends_compact_at_once_and_the_next_command_repairs(
     second = signal.Signals(proc.returncode - 128).name
     assert f"a second signal ({second}): exiting now" in err, err
     _compact_again(folder, expected)
+
+
+def test_two_signals_that_land_in_one_partitions_write_end_compact_at_once(
+    folder: Folder,
+) -> None:
+    # Python runs a signal's handler between bytecodes: two that landed during one long
+    # call into C (a large partition's Parquet write) ran it once, and the command went on
+    # to stop after the partition and exit 0, the second signal lost.
+    expected = {f"t{t}": seed_parts(folder, 3, 1_000_000, table=f"t{t}", start=t * 3)
+                for t in range(3)}
+    proc, _ = _compacting(folder)
+    time.sleep(0.2)  # into the next partition's merge
+    proc.send_signal(signal.SIGTERM)
+    _delivered(proc.pid, signal.SIGTERM)  # else the kernel would merge the second into it
+    proc.send_signal(signal.SIGTERM)
+    err = _rest_of_stderr(proc)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "a second signal (SIGTERM): exiting now" in err, err
+    _compact_again(folder, expected)
+
+
+def _delivered(pid: int, sig: signal.Signals) -> None:
+    """Wait until `sig`, sent to the process, is no longer pending: a thread of it took it."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{pid}/status").read_text()
+        pending = int(next(
+            line.split()[1] for line in status.splitlines() if line.startswith("ShdPnd:")
+        ), 16)
+        if not pending & (1 << (sig - 1)):
+            return
+        time.sleep(0.0005)
+    raise AssertionError(f"{sig.name} still pending after 10 s")

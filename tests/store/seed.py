@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pyarrow as pa
 
@@ -44,7 +43,7 @@ def seed_parts(
             })
             encoded = to_parquet(data, "zstd", footer([(name, sha, rows)]))
             part = EncodedPart(table, encoded, (name,))
-            file = DropFile(Path(folder.drop / name), name, 100 + i, i, 0.0, 0.0)
+            file = DropFile(str(folder.drop / name), name, 100 + i, i, 0.0, 0.0)
             publish(ledger, layout, [Accepted(file, sha, rows)], [part], [], CrashPlan())
             expected[name] = rows
     finally:
