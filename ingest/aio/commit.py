@@ -196,6 +196,11 @@ class Committer:
         # Since when (monotonic) commits have failed for the machine's reason (a full
         # disk), and the last such error: for /healthz. None once one goes through.
         self.failing: tuple[float, str] | None = None
+        # After a failed compaction (a full disk: the merged file does not fit), the next
+        # waits this long, doubled each time in a row, not the next commit: one traceback a
+        # second filled the log while the disk stayed full.
+        self._compact_backoff = 0.0
+        self._compact_after = 0.0  # monotonic
 
     async def read_ledger(self, query: Callable[..., T], *args: object) -> T:
         """Run a ledger query in a thread, never at the same time as a commit:
@@ -247,7 +252,9 @@ class Committer:
                     await asyncio.sleep(self._backoff)
                     continue
                 next_look = 0.0  # new parts: one pass before the next commit
-            if self.compactor is not None and time.monotonic() >= next_look:
+            if self.compactor is not None and time.monotonic() >= max(
+                next_look, self._compact_after
+            ):
                 compacted = await self._compact()
                 next_look = 0.0 if compacted else time.monotonic() + COMPACT_CHECK_S
                 continue
@@ -398,14 +405,26 @@ class Committer:
                 return False
             work = asyncio.ensure_future(asyncio.to_thread(self.compactor.step, self.ledger))
             try:
-                return bool(await asyncio.shield(work))
+                compacted = bool(await asyncio.shield(work))
             except asyncio.CancelledError:
                 # The thread cannot be stopped: the ledger stays held until its swap is done.
                 await asyncio.wait([work])
                 raise
-            except Exception:
-                log.exception("compaction failed; the partition stays as it is, for now")
+            except Exception as exc:
+                first = not self._compact_backoff
+                self._compact_backoff = backoff_after(self._compact_backoff)
+                self._compact_after = time.monotonic() + self._compact_backoff
+                again = f"tried again in {self._compact_backoff:g} s"
+                if the_machines(exc) or not first:  # the machine's, or told already
+                    log.error(
+                        "compaction failed: %s; the partition stays as it is, %s",
+                        one_line(exc), again,
+                    )
+                else:
+                    log.exception("compaction failed; the partition stays as it is, %s", again)
                 return False
+            self._compact_backoff = 0.0
+            return compacted
 
     async def drain(self, until: float) -> list[str]:
         """Flush until nothing is pending, retrying failed commits until the monotonic time

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import shutil
@@ -20,6 +21,7 @@ from ingest.store.ledger import FileRecord, Ledger
 
 from ..conftest import Folder, Service, free_port, wait_for, write_csv
 from ..invariants import check_exactly_once
+from ..store.seed import seed_parts
 from ..test_stream import big_csv
 from ..test_watch_health import _healthz
 
@@ -192,3 +194,38 @@ def test_a_streamed_file_whose_blocks_find_the_disk_full_waits_then_is_ingested_
 
 def _quarantined(folder: Folder) -> list[Path]:
     return list(folder.quarantine.iterdir()) if folder.quarantine.exists() else []
+
+
+def test_a_compaction_that_does_not_fit_waits_longer_each_time_and_says_so_in_one_line(
+    folder: Folder, small_disk: Path, service: type[Service]
+) -> None:
+    # Tried again after every commit, each time with a traceback: about one a second in
+    # the log of a service left running on a full disk.
+    subprocess.run(["mount", "-o", "remount,size=12m", str(small_disk)], check=True)
+    # Today's partition: twelve zstd parts, due for a merge that, written without
+    # compression (16 MB), needs more than the disk has; each commit beside it fits.
+    seeded = seed_parts(folder, 12, 170_000)
+    folder.write_config(
+        watch={"settle_ms": 0, "rescan_s": 1},
+        output={"flush_s": 0.05, "compression": "none"}, pipeline={"workers": 1},
+    )
+    svc = service()
+    svc.wait_ready()
+    expected: dict[str, int] = {}
+    started = time.monotonic()
+    for i in range(16):
+        (folder.drop / f"t{i:02d}.csv").write_text(f"v\n{-i}\n{-i - 100}\n")  # its columns
+        expected[f"t{i:02d}.csv"] = 2
+        time.sleep(0.25)
+    wait_for(lambda: not list(folder.drop.glob("*.csv")), 60, "every input to be committed")
+    window = time.monotonic() - started
+    assert svc.stop() == 0
+    text = svc.text()
+
+    tries = text.count("compaction failed: ")
+    assert tries >= 1, text
+    assert "Traceback" not in text, "a full disk is the machine's: one line, no traceback"
+    # Pauses of 0.5, 1, 2, 4 s... after each failure: far fewer tries than commits.
+    assert tries <= 1 + math.log2(1 + window / 0.5), (tries, window, text)
+    assert "No space left on device" in text
+    assert folder.rows_per_file() == {**seeded, **expected}  # (seeded parts have no features)
