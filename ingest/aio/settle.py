@@ -242,10 +242,9 @@ class Settler:
 
     def _due_now(self, rel: str, due: float, now: float) -> _Pending | None:
         """A file whose time has come: put back if its time moved on, or returned for its
-        second look. An entry the file was offered again
-        since (it changed) is dropped: put back, each change of a file that never settles
-        would stay in the heap, and all of them be popped and pushed again every
-        settle_ms."""
+        second look. An entry the file was offered again since (it changed) is dropped:
+        put back, each change of a file that never settles would stay in the heap, and
+        all of them be popped and pushed again every settle_ms."""
         entry = self._pending.get(rel)
         if entry is None or entry.due != due:
             return None
