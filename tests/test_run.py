@@ -260,3 +260,41 @@ def test_a_file_in_a_hidden_folder_is_not_read_until_it_is_moved_out(
     wait_for(lambda: folder.rows_per_file().get("s.csv") == rows, 30, "the file moved out")
     assert svc.stop() == 0
     assert folder.rows_per_file() == {"marker.csv": 3, "s.csv": rows}
+
+
+def test_a_folder_named_like_an_input_moved_in_is_scanned_at_once(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    # Its name matched the patterns, so it was taken for a file, found not regular, and
+    # its files waited for the next rescan.
+    folder.write_config(watch={"settle_ms": 50, "rescan_s": 3600}, output={"flush_s": 0})
+    svc = service()
+    svc.wait_ready()
+    staged = folder.root / "stage" / "batch.csv"
+    staged.mkdir(parents=True)
+    rows = len(write_csv(staged / "inner.csv", 7, 1))
+    staged.rename(folder.drop / "batch.csv")
+    wait_for(lambda: folder.rows_per_file() == {"batch.csv/inner.csv": rows}, 30,
+             "the moved-in folder's file")
+    assert svc.stop() == 0
+
+
+def test_a_file_in_a_symlinked_folder_that_leads_out_is_never_read_nor_deleted(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    # The watcher hears events through the link (no scan enters a linked folder): the
+    # file was read as `linkdir/secret.csv`, then deleted where it really is.
+    folder.write_config(watch={"settle_ms": 50, "on_success": "delete"}, output={"flush_s": 0})
+    outside = folder.root / "outside"
+    outside.mkdir()
+    (folder.drop / "linkdir").symlink_to(outside, target_is_directory=True)
+    svc = service()
+    svc.wait_ready()
+    secret = outside / "secret.csv"
+    write_csv(secret, 5, 1)
+    wait_for(lambda: "inside a symlinked folder" in svc.text(), 30, "the file to be refused")
+    rows = len(write_csv(folder.drop / "marker.csv", 3, 2))
+    wait_for(lambda: "marker.csv" in folder.rows_per_file(), 30, "a file beside it")
+    assert svc.stop() == 0
+    assert secret.exists(), "a file outside the drop folder was deleted"
+    assert folder.rows_per_file() == {"marker.csv": rows}

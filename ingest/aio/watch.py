@@ -12,6 +12,7 @@ Runs on the event loop; directory walks run in a thread.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import os
 import stat
@@ -60,10 +61,30 @@ class Watcher:
                 return True
             log.debug("skip %s: name does not match the patterns", path)
             return False
+        if not self._below_drop(path, folders):
+            self._skipped(path, "inside a symlinked folder (a scan enters none)")
+            return False
         st = regular_file(path, self.drop, self._skipped)
         if st is not None:
             self.settler.offer(path, st)
-        return False
+            return False
+        return _is_folder(path)  # a folder named like an input (`batch.csv/`), moved in
+
+    def _below_drop(self, path: str, folders: str) -> bool:
+        """Is the file's folder the drop folder, or one below it reached through no
+        symlinked folder? The watcher hears events through a linked folder, which may
+        lead out of the drop folder: its files would be read, and archived or deleted
+        where they really are."""
+        if not folders and os.path.dirname(path) == self._prefix[:-1]:
+            return True
+        real = os.path.realpath(os.path.dirname(path))
+        if folders:
+            return real == os.path.join(self._real_drop, folders)
+        return real == self._real_drop or real.startswith(self._real_drop + "/")
+
+    @functools.cached_property
+    def _real_drop(self) -> str:
+        return os.path.realpath(self.drop)
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""
