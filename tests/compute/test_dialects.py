@@ -246,7 +246,8 @@ def test_dates_below_an_empty_first_value_read_as_duckdb_reads_them(tmp_path: Pa
 
 def test_a_title_line_with_a_value_over_headerless_rows_is_a_note(tmp_path: Path) -> None:
     # Two fields over three columns were taken for a ragged header, and the file
-    # quarantined; a line that holds a value is no header. Read as DuckDB reads it.
+    # quarantined; a line that holds a value beside a word is no header. Read as DuckDB
+    # reads it.
     _, dialect = read_as_duckdb_does(
         tmp_path, b"Report date,2024-01-01\n1,alpha,1.5\n2,beta,2.5\n3,gamma,3.5\n"
     )
