@@ -268,25 +268,30 @@ def _compare(ledger: Ledger, layout: Layout) -> None:
     current = ledger.schemas()
     committed = ledger.committed_paths()
     for folder in (layout.output / name for name in layout.tables()):
-        part = next(
-            (p for p in sorted(folder.glob("*/part-*.parquet"))
-             if layout.relative_output(p) in committed),
-            None,
-        )
-        if part is None:
+        parts = [p for p in sorted(folder.glob("*/part-*.parquet"))
+                 if layout.relative_output(p) in committed]
+        if not parts:
             continue
         import pyarrow.parquet as pq
 
-        from ..partfile import FOOTER_SCHEMA_VERSION
-
-        found = pq.read_schema(part)
-        schema = found.remove_metadata()
+        schema = pq.read_schema(parts[0]).remove_metadata()
         version, known = current.get(folder.name, (0, b""))
-        if not known or not same(from_bytes(known), schema):
-            # A rebuilt ledger knows no version: the part says which it was written with.
-            written = (found.metadata or {}).get(FOOTER_SCHEMA_VERSION, b"")
-            version = max(version + 1, int(written) if written.isdigit() else 1)
-            ledger.add_schema(folder.name, version, to_bytes(schema))
+        if not known:
+            # A rebuilt ledger knows no version: the newest its parts were written with. (A
+            # part that needed no rewrite to a wider schema keeps the older one its worker
+            # wrote; a rewritten one has the new.)
+            ledger.add_schema(folder.name, max(map(_written_version, parts)), to_bytes(schema))
+        elif not same(from_bytes(known), schema):
+            ledger.add_schema(folder.name, version + 1, to_bytes(schema))
+
+
+def _written_version(part: Path) -> int:
+    import pyarrow.parquet as pq
+
+    from ..partfile import FOOTER_SCHEMA_VERSION
+
+    written = (pq.read_metadata(part).metadata or {}).get(FOOTER_SCHEMA_VERSION, b"")
+    return int(written) if written.isdigit() else 1
 
 
 def changes(old: pa.Schema, new: pa.Schema) -> list[str]:
