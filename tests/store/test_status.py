@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
 from ingest.store.status import QUARANTINED_SHOWN
 
 from ..conftest import Folder
@@ -44,37 +46,25 @@ def _ledger_lost(folder: Folder) -> Path:
     return ledger
 
 
-def test_status_with_its_ledger_missing_says_so_rather_than_count_nothing(
-    folder: Folder,
+# Status reported every count as 0 over an output folder of committed parts; explain said
+# "unknown input: the ledger has no record of it" and exited 1.
+@pytest.mark.parametrize("command, why", [
+    (("status",), "there is nothing to count from"),
+    (("explain", "a.csv"), "no input's history can be told"),
+], ids=["status", "explain"])
+def test_a_ledger_missing_beside_part_files_is_said_rather_than_read_as_empty(
+    folder: Folder, command: tuple[str, ...], why: str
 ) -> None:
-    # It reported every count as 0 over an output folder of committed parts.
     ledger = _ledger_lost(folder)
 
-    shown = folder.ingest("status")
+    shown = folder.ingest(*command)
 
     assert shown.returncode == 2, shown.stdout
     assert shown.stdout == ""
     assert shown.stderr.strip().splitlines() == [
-        f"ingest: {ledger} is missing but {folder.output} holds 2 part files: there is"
-        " nothing to count from. Restore the ledger, or run `ingest ledger rebuild` to"
-        " rebuild it from the part files"
-    ]
-
-
-def test_explain_with_its_ledger_missing_says_so_rather_than_know_nothing(
-    folder: Folder,
-) -> None:
-    # It said "unknown input: the ledger has no record of it" and exited 1.
-    ledger = _ledger_lost(folder)
-
-    shown = folder.ingest("explain", "a.csv")
-
-    assert shown.returncode == 2, shown.stdout
-    assert shown.stdout == ""
-    assert shown.stderr.strip().splitlines() == [
-        f"ingest: {ledger} is missing but {folder.output} holds 2 part files: no input's"
-        " history can be told. Restore the ledger, or run `ingest ledger rebuild` to"
-        " rebuild it from the part files"
+        f"ingest: {ledger} is missing but {folder.output} holds 2 part files: {why}."
+        " Restore the ledger, or run `ingest ledger rebuild` to rebuild it from the part"
+        " files"
     ]
 
 
