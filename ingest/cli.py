@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import itertools
 import logging
 import os
 import signal
@@ -53,8 +54,7 @@ class _UsageError(Exception):
 def _asks_json(args: tuple[str, ...]) -> bool:
     """Whether the command line asks for JSON log lines, read before it is parsed: a
     scheduled run's log takes its usage errors as it takes the rest."""
-    pairs = zip(args, (*args[1:], ""), strict=True)
-    return "--log-format=json" in args or ("--log-format", "json") in pairs
+    return "--log-format=json" in args or ("--log-format", "json") in itertools.pairwise(args)
 
 
 def _parser() -> argparse.ArgumentParser:

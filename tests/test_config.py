@@ -525,6 +525,7 @@ def test_with_json_logs_a_bad_config_is_one_json_line_naming_the_key(tmp_path: P
     (("once", "--log-level", "TRACE"), "--log-level"),
     (("explain",), "path"),
     (("frob",), "frob"),
+    ((), "command"),
 ])
 def test_a_usage_error_exits_2_with_one_line_naming_the_flag(
     tmp_path: Path, args: tuple[str, ...], named: str
