@@ -198,8 +198,7 @@ def _guard(
     where a flag, a number and a moment meet (Arrow makes 5 true, and 1700000000 a moment
     in 1970), times of day bound for a date column, and floats a decimal column cannot
     hold exactly. True if none is left."""
-    have, want = _kind_of(column.type), _kind_of(field.type)
-    if have is not None and want is not None and have != want:
+    if _kinds_clash(column.type, field.type):
         return _rescue_all(column, field, rescued), True
     if pa.types.is_date(field.type) and pa.types.is_timestamp(column.type):
         # Arrow's cast to a date drops a time of day: such a value is rescued.
@@ -217,6 +216,36 @@ def _zero_padded(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> 
     rather than cast, as a number would lose its spelling: it is text, as DuckDB reads it."""
     padded = pc.fill_null(pc.match_substring_regex(column, ZERO_PADDED), False)
     return _set_aside(column, padded, field, rescued) if pc.any(padded).as_py() else column
+
+
+def _kinds_clash(have: pa.DataType, want: pa.DataType) -> bool:
+    """Do a flag, a number or a moment meet, at the top or at one place inside a list,
+    a map or a struct (its fields matched as `_shaped` matches them)? Arrow casts a list
+    of flags to a list of floats as 1.0 and 0.0."""
+    mine, theirs = _kind_of(have), _kind_of(want)
+    if mine is not None and theirs is not None:
+        return mine != theirs
+    if _is_list(have) and _is_list(want):
+        return _kinds_clash(have.value_type, want.value_type)
+    if pa.types.is_map(have) and pa.types.is_map(want):
+        return _kinds_clash(have.key_type, want.key_type) or _kinds_clash(
+            have.item_type, want.item_type
+        )
+    if pa.types.is_struct(have) and pa.types.is_struct(want):
+        fields = {f.name: f.type for f in have}
+        matched = matching([f.name for f in want], list(fields))
+        return any(
+            _kinds_clash(fields[matched[f.name]], f.type) for f in want if f.name in matched
+        )
+    return False
+
+
+def _is_list(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_list(kind) or pa.types.is_large_list(kind)
+        or pa.types.is_fixed_size_list(kind) or pa.types.is_list_view(kind)
+        or pa.types.is_large_list_view(kind)
+    )
 
 
 def _kind_of(kind: pa.DataType) -> str | None:

@@ -485,6 +485,12 @@ def test_a_files_target_is_its_own_after_another_of_the_same_types_but_other_typ
     ([1_700_000_000], pa.timestamp("us", "UTC"), [None]),  # a moment in 1970
     ([5], pa.date32(), [None]),  # 1970-01-06
     ([1.239, 0.001, 1.5], pa.decimal128(10, 2), [None, None, decimal.Decimal("1.50")]),
+    # The same inside a list, a struct (its fields matched in any case) and a map.
+    ([[True, False]], pa.list_(pa.float64()), [None]),
+    ([[1.5]], pa.list_(pa.bool_()), [None]),
+    ([[1_700_000_000]], pa.list_(pa.timestamp("us", "UTC")), [None]),
+    ([{"a": True}], pa.struct([("a", pa.float64())]), [None]),
+    ([{"A": [True]}], pa.struct([("a", pa.list_(pa.int64()))]), [None]),
 ])
 def test_a_value_arrows_cast_would_change_is_rescued_not_changed(
     values: list[object], kind: pa.DataType, kept: list[object]

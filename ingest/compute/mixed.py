@@ -30,6 +30,27 @@ def _kind(value: object) -> str:
     return type(value).__name__
 
 
+def _kinds_at(value: object, at: tuple[str, ...], kinds: dict[tuple[str, ...], set[str]]) -> None:
+    """The kinds of value found at each place inside `value` (`at` and below: a list's
+    items, an object's fields by name). Arrow takes `true` for 1.0 in a list of floats,
+    and in a struct's float field: a place holding two kinds is found here instead."""
+    kind = _kind(value)
+    kinds.setdefault(at, set()).add(kind)
+    if kind == "list":
+        for item in value:  # type: ignore[attr-defined]
+            _kinds_at(item, (*at, "[]"), kinds)
+    elif kind == "dict":
+        for key, item in value.items():  # type: ignore[attr-defined]
+            _kinds_at(item, (*at, key), kinds)
+
+
+def _mixes_kinds(values: list[object]) -> bool:
+    kinds: dict[tuple[str, ...], set[str]] = {}
+    for value in values:
+        _kinds_at(value, (), kinds)
+    return any(len(found - {"null"}) > 1 for found in kinds.values())
+
+
 def _text(value: object) -> str | None:
     if value is None or isinstance(value, str):
         return value
@@ -76,15 +97,14 @@ def read_mixed(data: bytes) -> pa.Table | None:
             if not isinstance(row, dict):
                 return None
             rows.append(row)
-    kinds: dict[str, set[str]] = {}
-    for row in rows:
-        for name, value in row.items():
-            kinds.setdefault(name, set()).add(_kind(value))
-    mixed = {name for name, found in kinds.items() if len(found - {"null"}) > 1}
+    names = dict.fromkeys(name for row in rows for name in row)
+    mixed: set[str] = set()
     columns = {}
-    for name in kinds:
+    for name in names:
         values = [row.get(name) for row in rows]
-        if name not in mixed:
+        if _mixes_kinds(values):
+            mixed.add(name)
+        else:
             try:
                 columns[name] = pa.array(values)
                 continue
