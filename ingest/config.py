@@ -12,7 +12,7 @@ import math
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -37,7 +37,9 @@ ON_SUCCESS = ("archive", "delete", "keep")
 DEFAULT_TABLE = "records"
 TABLE_NAME = re.compile(r"[a-z][a-z0-9_]*")
 # A dask scheduler's address: an optional scheme, a host (an IPv6 one in brackets), a port.
-DASK_ADDRESS = re.compile(r"dask://([a-z]+://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
+# The schemes dask.distributed connects by (`distributed.comm.registry`), but `inproc`,
+# which reaches no other process.
+DASK_ADDRESS = re.compile(r"dask://((?:tcp|tls|ws|wss|ucx)://)?(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+):(\d{1,5})")
 HINT_TYPES = ("int64", "float64", "string", "bool", "date", "timestamp")
 FORMATS = ("parquet", "delta")
 TABLES = ("records", "features")
@@ -187,6 +189,11 @@ class Config:
 # Each worker has two dispatching tasks in the main process, started whether or not the
 # workers are; a cluster larger than this is served by fewer calls in flight.
 MAX_WORKERS = 1024
+# The largest integer a key takes: TOML's have no bound, and one past a float's range
+# failed as a count of milliseconds or bytes is first turned into seconds or compared.
+MAX_INTEGER = 2**53
+# A table's name is a folder's, with room left for what the output adds beside it.
+MAX_TABLE_NAME = 128
 # Past inputs held in memory: some 200 bytes each (`store/known.py`).
 MAX_KNOWN_FILES = 1_000_000_000
 
@@ -251,8 +258,7 @@ def _coerce(where: str, section: str, key: str, kind: type[Any], value: object) 
             raise bad("true or false")
         return value
     if kind is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise bad(expected if "integer" in expected else f"an integer, {expected}")
+        _check_integer(value, expected if "integer" in expected else f"an integer, {expected}", bad)
     elif kind is float:
         # TOML's inf and nan are not numbers a duration or a size can be: a flush_s of inf
         # never commits what it holds.
@@ -271,6 +277,13 @@ def _coerce(where: str, section: str, key: str, kind: type[Any], value: object) 
     if rule and not rule[0](value):
         raise bad(expected)
     return Path(value) if kind is Path else value  # type: ignore[arg-type]
+
+
+def _check_integer(value: object, expected: str, bad: Callable[[str], ConfigError]) -> None:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise bad(expected)
+    if abs(value) > MAX_INTEGER:
+        raise bad(f"{expected}, at most 2**53")
 
 
 def _finite(value: float) -> bool:
@@ -309,10 +322,10 @@ def _tables(data: object, prefix: str) -> tuple[Table, ...]:
 
 def _table(name: str, body: object, prefix: str) -> Table:
     where = f"{prefix}[tables.{name}]"
-    if not TABLE_NAME.fullmatch(name) or name == "features":
+    if not TABLE_NAME.fullmatch(name) or name == "features" or len(name) > MAX_TABLE_NAME:
         raise ConfigError(
-            f"{where}: a table name must match [a-z][a-z0-9_]* and not be \"features\","
-            f" got {name!r}"
+            f"{where}: a table name must match [a-z][a-z0-9_]*, be at most {MAX_TABLE_NAME}"
+            f" characters and not be \"features\", got {config_value(name)}"
         )
     if not isinstance(body, Mapping):
         raise ConfigError(f"{where} must be a table")

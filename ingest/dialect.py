@@ -107,9 +107,11 @@ def _delimiter(where: str, value: object) -> str:
         value = DELIMITER_NAMES.get(value, value)
     if not isinstance(value, str) or len(value) != 1:
         raise ConfigError(f"{where} delimiter must be one character, got {config_value(value)}")
-    if value in "\r\n\"'":
+    if value in "\r\n\"'\0" or not value.isascii():
+        # Arrow's CSV reader takes one ASCII byte: another refused every file at its read.
         raise ConfigError(
-            f"{where} delimiter must be one character, not a quote or a newline, got {value!r}"
+            f"{where} delimiter must be one ASCII character, not a quote, a newline or NUL,"
+            f" got {config_value(value)}"
         )
     return value
 
@@ -139,7 +141,7 @@ def parse_csv_options(where: str, table: Mapping[str, object]) -> CsvOptions:
                 )
             values[key] = value
         elif key == "skip_rows":
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= 2**53:
                 raise ConfigError(
                     f"{where} skip_rows must be an integer >= 0, got {config_value(value)}"
                 )

@@ -46,8 +46,13 @@ def _mallopt(option: int, value: int) -> None:
 def limit_arenas() -> None:
     """For this process, from now on, and (through the environment) for every process it
     starts, such as the forkserver and the pool's workers."""
-    os.environ.setdefault("MALLOC_ARENA_MAX", str(ARENAS))
-    _mallopt(_M_ARENA_MAX, int(os.environ["MALLOC_ARENA_MAX"]))
+    value = os.environ.setdefault("MALLOC_ARENA_MAX", str(ARENAS))
+    try:
+        arenas = int(value)
+    except ValueError:
+        return  # glibc passes over a value that is not a number too, for every process
+    if 0 < arenas < 2**31:  # mallopt's int
+        _mallopt(_M_ARENA_MAX, arenas)
 
 
 def reuse_large_buffers() -> None:

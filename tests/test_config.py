@@ -291,6 +291,8 @@ BAD_VALUES = [
     ("pipeline", "executor", "dask://127.0.0.1:70000"),
     ("pipeline", "executor", "dask://Local"),
     ("pipeline", "executor", "dask:// local"),
+    ("pipeline", "executor", "dask://xyz://127.0.0.1:1"),  # no such scheme: exit 1 at start
+    ("pipeline", "executor", "dask://inproc://127.0.0.1:1"),  # reaches no other process
     ("output", "compression", "lzma"),
     ("output", "tables", ["records", "rows"]),
     # out of range
@@ -314,6 +316,11 @@ BAD_VALUES = [
     ("pipeline", "workers", 1025),
     ("pipeline", "workers", 2**64),
     ("pipeline", "known_files", 2**63),  # past what SQLite takes: a traceback at start-up
+    # TOML's integers have no bound: as seconds or bytes, a traceback at start-up.
+    ("watch", "settle_ms", 10**400),
+    ("output", "target_file_mb", 10**400),
+    ("pipeline", "memory_mb", 2**53 + 1),
+    ("pipeline", "retries", 2**64),
     # TOML's inf: a flush_s of inf never committed what it held.
     ("output", "flush_s", float("inf")),
     ("pipeline", "drain_s", float("inf")),
@@ -325,7 +332,7 @@ BAD_VALUES = [
 
 
 @pytest.mark.parametrize(("section", "key", "value"), BAD_VALUES,
-                         ids=[f"{s}.{k}={v!r}" for s, k, v in BAD_VALUES])
+                         ids=[f"{s}.{k}={v!r}"[:60] for s, k, v in BAD_VALUES])
 def test_bad_value_raises_config_error_naming_the_key(
     section: str, key: str, value: object
 ) -> None:
@@ -534,6 +541,22 @@ def test_a_usage_error_exits_2_with_one_line_naming_the_flag(
     assert result.returncode == 2, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert line.startswith("ingest") and named in line and "--help" in line
+
+
+@pytest.mark.parametrize("name", ["a" * 129, "Records", "features", "1st"])
+def test_a_table_name_that_is_no_folders_name_is_a_config_error(name: str) -> None:
+    # A name of 256 characters held `once` in a retried commit, "File name too long".
+    with pytest.raises(ConfigError) as caught:
+        parse({"tables": {name: {"patterns": ["*.csv"]}}}, source="config.toml")
+    assert str(caught.value).startswith(
+        f"config.toml: [tables.{name}]: a table name must match [a-z][a-z0-9_]*, be at most"
+        " 128 characters"
+    ), caught.value
+
+
+def test_a_table_name_of_128_characters_is_taken() -> None:
+    config = parse({"tables": {"a" * 128: {"patterns": ["*.csv"]}}}, source="config.toml")
+    assert [table.name for table in config.tables] == ["a" * 128]
 
 
 @pytest.mark.parametrize("pattern", [".", "./"])
