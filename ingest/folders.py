@@ -10,11 +10,20 @@ is checked with symlinks resolved, and a clash is a config error naming both key
 from __future__ import annotations
 
 import os
+import stat
 from itertools import combinations
 from pathlib import Path
 
 from .config import Config
 from .errors import ConfigError
+from .store.layout import STATE_DIR
+
+# What the output folder's state holds, and whether each is a folder: one of the other
+# kind (made by hand, or by a sync tool) stopped every writing command with a traceback.
+STATE_ENTRIES = (
+    (STATE_DIR, True), (f"{STATE_DIR}/tmp", True), (f"{STATE_DIR}/orphans", True),
+    (f"{STATE_DIR}/writer.lock", False), (f"{STATE_DIR}/ledger.sqlite", False),
+)
 
 
 def _real(path: Path) -> Path:
@@ -61,6 +70,26 @@ def check_usable(config: Config, only: tuple[str, ...] | None = None) -> None:
         if not os.access(folder, mode):
             need = "read and write" if write else "read"
             raise ConfigError(f"[paths] {key} = {str(folder)!r}: no {need} permission")
+        if key == "output":
+            _check_state(folder)
+
+
+def _check_state(output: Path) -> None:
+    for name, is_folder in STATE_ENTRIES:
+        try:
+            found = os.stat(output / name)
+        except FileNotFoundError:
+            continue
+        except OSError as exc:
+            raise ConfigError(
+                f"[paths] output = {str(output)!r}: {name}: {exc.strerror}"
+            ) from None
+        if stat.S_ISDIR(found.st_mode) != is_folder:
+            kind = "not a folder" if is_folder else "a folder"
+            raise ConfigError(
+                f"[paths] output = {str(output)!r}: {name} is {kind}, where ingest keeps its"
+                " state; move it away"
+            )
 
 
 def holds_anything(folder: Path) -> bool:

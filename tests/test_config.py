@@ -631,6 +631,30 @@ def test_compact_and_rebuild_with_an_output_that_is_a_file_exit_2_naming_it(
     ]
 
 
+@pytest.mark.parametrize("command", [("once",), ("compact",), ("ledger", "rebuild")])
+@pytest.mark.parametrize(("entry", "kind"), [
+    ("_ingest", "not a folder"), ("_ingest/tmp", "not a folder"),
+    ("_ingest/writer.lock", "a folder"), ("_ingest/ledger.sqlite", "a folder"),
+])
+def test_a_state_entry_of_the_wrong_kind_exits_2_naming_it(
+    tmp_path: Path, command: tuple[str, ...], entry: str, kind: str
+) -> None:
+    # Each was a traceback (FileExistsError, IsADirectoryError) and exit 1.
+    made = tmp_path / "output" / entry
+    made.parent.mkdir(parents=True, exist_ok=True)
+    if kind == "a folder":
+        made.mkdir()
+    else:
+        made.write_text("not a folder")
+    _write(tmp_path / "config.toml", "[pipeline]\nworkers = 1\n")
+    result = _ingest(tmp_path, *command, "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"ingest: [paths] output = {str(tmp_path / 'output')!r}: {entry} is {kind}, where"
+        " ingest keeps its state; move it away"
+    ]
+
+
 def test_with_json_logs_a_usage_error_is_one_json_line_naming_the_flag(tmp_path: Path) -> None:
     result = _ingest(tmp_path, "once", "--log-format", "json", "--workers", "abc")
     assert result.returncode == 2, result.stderr
