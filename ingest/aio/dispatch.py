@@ -51,6 +51,9 @@ log = logging.getLogger("ingest.dispatch")
 # 1% less time.
 TASK_BYTES = 8 * 1024 * 1024
 TASK_FILES = 2000
+# A task's wait for company is taken in slices this long, each after a look at whether
+# the service has begun to drain: a flush_s of a minute held a stop's files past drain_s.
+COMPANY_SLICE_S = 0.1
 
 R = TypeVar("R")
 
@@ -67,6 +70,9 @@ class Upstream(Protocol):
 
     def more_coming(self) -> bool:
         """Whether a task being assembled should wait flush_s for more files."""
+
+    def draining(self) -> bool:
+        """Whether the service drains: no task waits for more files."""
 
     def backlog(self) -> int:
         """Files known to be on their way to the queue, or in it, that no task holds yet."""
@@ -147,14 +153,25 @@ class Dispatcher:
                 fair_share = -(-(len(items) + known) // self.compute.workers)
                 if known and len(items) >= fair_share:
                     break  # the rest is for the other workers
-                item = self._take_now()
-                if item is None and (known or self.upstream.more_coming()):
-                    item = await self._take(deadline - time.monotonic())
+                item = self._take_now() or await self._company(deadline)
                 if item is None:
                     break
                 items.append(item)
                 size += item.in_memory
             return items
+
+    async def _company(self, deadline: float) -> Queued | None:
+        """A file that arrives by the monotonic `deadline`, while one is coming (on its way
+        to the queue, or still to be found) and the service is not draining; else None."""
+        upstream = self.upstream
+        while not upstream.draining() and (upstream.backlog() or upstream.more_coming()):
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            item = await self._take(min(left, COMPANY_SLICE_S))
+            if item is not None:
+                return item
+        return None
 
     def _task(self, items: list[Queued]) -> Task:
         stage = beacon = None

@@ -13,7 +13,17 @@ from collections.abc import Callable, Iterator
 import psutil
 import pytest
 
-from ..conftest import ROOT, Folder, Service, fifo_writer, stderr_stuck, wait_for, write_csv
+from ..conftest import (
+    ROOT,
+    Folder,
+    Service,
+    fifo_writer,
+    free_port,
+    metric,
+    stderr_stuck,
+    wait_for,
+    write_csv,
+)
 from ..invariants import check_exactly_once
 from ..plugin_sets import HUNG_MARK
 
@@ -85,6 +95,29 @@ def test_sigterm_under_heavy_load_drains_exits_0_and_restart_finishes_exactly_on
     _nothing_left_running_in(folder)
     restarted = folder.ingest("once")
     assert restarted.returncode == 0, restarted.stderr
+    check_exactly_once(folder, expected, set())
+
+
+def test_a_task_waiting_flush_s_for_company_is_sent_at_once_when_a_drain_begins(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    # The task's wait for more files ran its whole flush_s: past drain_s, the file was left.
+    port = free_port()
+    folder.write_config(
+        watch={"settle_ms": 0}, pipeline={"workers": 1, "drain_s": 30},
+        output={"flush_s": 600}, metrics={"port": port},
+    )
+    expected = {"a.csv": len(write_csv(folder.drop / "a.csv", 5, 1))}
+    svc = service()
+    svc.wait_ready()
+    # Held, and no longer in the queue: a task being assembled holds it, waiting for company.
+    wait_for(lambda: (metric(port, "ingest_bytes_held") or 0) > 0
+             and metric(port, "ingest_queue_files") == 0, 30, "a.csv in a task")
+
+    assert svc.stop(signal.SIGTERM, timeout=25) == 0, svc.text()
+
+    assert "ingested 1 files" in svc.text(), svc.text()
+    assert {p.name for p in folder.drop.iterdir()} == set(), "archived once committed"
     check_exactly_once(folder, expected, set())
 
 
