@@ -204,7 +204,11 @@ _RULES: dict[str, tuple[Any, str]] = {
     "watch.canary_wait_s": (lambda v: v > 0, "a number > 0"),
     "watch.once_unsettled_s": (lambda v: v > 0, "a number > 0"),
     "watch.on_success": (lambda v: v in ON_SUCCESS, "one of " + ", ".join(ON_SUCCESS)),
-    "watch.patterns": (lambda v: len(v) > 0, "a non-empty list of strings"),
+    # Matched against a file's name alone: a "/" in one matches no file, silently.
+    "watch.patterns": (
+        lambda v: len(v) > 0 and not any("/" in p for p in v),
+        'a non-empty list of globs of a file\'s name, without "/"',
+    ),
     "pipeline.workers": (lambda v: 0 <= v <= MAX_WORKERS, f"an integer from 0 to {MAX_WORKERS}"),
     "pipeline.executor": (
         lambda v: v in ("process", "dask://local") or _dask_address(v),

@@ -308,6 +308,7 @@ BAD_VALUES = [
     ("output", "target_file_mb", 0),
     ("output", "flush_s", -0.5),
     ("watch", "patterns", []),
+    ("watch", "patterns", ["**/*.csv"]),  # names alone are matched: it matched nothing
     ("features", "sets", []),
     ("output", "tables", []),
     ("pipeline", "task_timeout_s", float("inf")),  # past what the worker's alarm takes
