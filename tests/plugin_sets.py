@@ -26,6 +26,16 @@ def named_like_summary(values: np.ndarray) -> dict[str, FeatureValue]:
     return {"max": float(valid.max()) if valid.size else None, "energy": float(valid @ valid)}
 
 
+def named_like_identity(values: np.ndarray) -> dict[str, FeatureValue]:
+    """A plugin whose feature shares a name, in another case, with an identity column."""
+    return {"Source_File": float(values.size)}
+
+
+def spread_in_capitals(values: np.ndarray) -> dict[str, FeatureValue]:
+    """`spread`'s features, named in capitals: the same columns to a reader."""
+    return {key.upper(): value for key, value in spread(values).items()}
+
+
 def explode(values: np.ndarray) -> dict[str, FeatureValue]:
     """A plugin with a bug in it."""
     raise ZeroDivisionError("plugin divided by zero")

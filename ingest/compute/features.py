@@ -254,7 +254,7 @@ def rows(
             for k, j in enumerate(members):
                 row: Row = dict(summaries[k])
                 for function in plugins:
-                    row.update(_checked(function, function(part[:, k])))
+                    row.update(_checked(function, function(part[:, k]), row))
                 found[(j, index)] = row
     return [
         {
@@ -276,14 +276,29 @@ def as_float64(column: pa.ChunkedArray) -> np.ndarray:
     return values
 
 
-def _checked(function: FeatureSet, values: Mapping[str, object]) -> Mapping[str, object]:
-    """A plugin's features must be numbers: caught here, the failure is this file's alone."""
+_IDENTITY_NAMES = frozenset(folded(name) for name, _ in IDENTITY_FIELDS)
+
+
+def _checked(
+    function: FeatureSet, values: Mapping[str, object], row: Row
+) -> Mapping[str, object]:
+    """A plugin's features must be numbers, each named apart from the identity columns
+    and the features of `row` so far (the summary's, other sets'), in any case, as
+    readers match names: one would take another's place silently. Caught here, the
+    failure is this file's alone."""
+    name = getattr(function, "__name__", repr(function))
+    taken = _IDENTITY_NAMES | {folded(key) for key in row}
     for key, value in values.items():
         if not (value is None or isinstance(value, int | float | np.number)):
-            name = getattr(function, "__name__", repr(function))
             raise TypeError(
                 f"feature set {name} returned {type(value).__name__} for {key!r}; "
                 "features must be numbers or None"
+            )
+        if folded(key) in taken:
+            raise ValueError(
+                f"feature set {name} returned {key!r}, a column the features table has"
+                " already (an identity column, the summary's or another set's); features"
+                " must be named apart"
             )
     return values
 

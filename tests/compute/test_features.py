@@ -276,6 +276,19 @@ def test_plugin_feature_named_like_a_summary_field_is_kept(plugins: None) -> Non
     assert result.column("max").to_pylist() == [3.0]
 
 
+@pytest.mark.parametrize(("sets", "named"), [
+    (("summary", "tests.plugin_sets:named_like_summary"), "'max'"),
+    (("tests.plugin_sets:named_like_identity",), "'Source_File'"),
+    (("tests.plugin_sets:spread", "tests.plugin_sets:spread_in_capitals"), "'SPREAD'"),
+])
+def test_a_plugin_feature_named_like_another_column_fails_the_file_naming_it(
+    plugins: None, sets: tuple[str, ...], named: str
+) -> None:
+    # It took the other's place in the row: the summary's max, or the file's own name.
+    with pytest.raises(ValueError, match=f"returned {named}, a column the features table has"):
+        _compute(pa.table({"x": [1.0, 3.0]}), sets=sets)
+
+
 def test_plugin_set_exception_propagates_to_the_caller(plugins: None) -> None:
     # task.process turns it into a Failure; compute itself does not hide it.
     with pytest.raises(ZeroDivisionError, match="plugin divided by zero"):
