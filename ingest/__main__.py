@@ -1,3 +1,3 @@
-from .cli import cli
+from .launch import run
 
-cli()
+run()

@@ -270,3 +270,33 @@ def _delivered(pid: int, sig: signal.Signals) -> None:
             return
         time.sleep(0.0005)
     raise AssertionError(f"{sig.name} still pending after 10 s")
+
+
+# Run as `python -m ingest`, with a SIGINT sent to itself as the command line's modules
+# load (when `ingest.config` is first looked for): a time no signal sent from outside
+# can be sure to hit.
+_INTERRUPTED_AT_IMPORT = """
+import os, runpy, signal, sys
+
+class Interrupt:
+    def find_spec(self, name, path=None, target=None):
+        if name == "ingest.config":
+            os.kill(os.getpid(), signal.SIGINT)
+        return None
+
+sys.meta_path.insert(0, Interrupt())
+sys.argv = ["ingest", "status"]
+runpy.run_module("ingest", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_a_sigint_while_the_command_line_loads_exits_130_without_a_traceback(
+    tmp_path: Path,
+) -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _INTERRUPTED_AT_IMPORT], cwd=tmp_path,
+        capture_output=True, text=True, timeout=60,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+    )
+    assert "Traceback" not in result.stderr, result.stderr
+    assert result.returncode == 128 + signal.SIGINT, result.stderr
