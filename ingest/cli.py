@@ -432,7 +432,9 @@ def _say(
 def _escaped(message: str) -> str:
     """The message with each character that would break its line, or the terminal's
     display (a line break, a NUL, an escape), written as an escape: a name or a path from
-    the config, or an error a plugin raised, may hold one."""
+    the config, or an error a plugin raised, may hold one. A byte of a name that is not
+    UTF-8 is \\xNN, as the log and the tables write it (`logs.utf8`)."""
+    message = logs.utf8(message)
     if message.isprintable():
         return message
     return "".join(c if c.isprintable() else c.encode("unicode_escape").decode() for c in message)

@@ -207,6 +207,15 @@ def test_an_unknown_input_says_so_and_exits_1(folder: Folder) -> None:
         assert path in result.stderr
 
 
+def test_an_unknown_name_that_is_not_utf8_is_shown_as_the_log_shows_names(
+    folder: Folder,
+) -> None:
+    # Its byte was a lone surrogate, \udce4, where the log and the tables write \xe4.
+    result = folder.ingest("explain", os.fsdecode(b"g\xe4.csv"), timeout=60)
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.startswith("ingest: g\\xe4.csv: unknown input"), result.stderr
+
+
 def test_an_entry_of_the_drop_folder_that_is_not_a_regular_file_is_named_for_what_it_is(
     folder: Folder,
 ) -> None:
