@@ -332,6 +332,26 @@ def test_json_times_in_a_text_column_keep_their_spelling_in_every_reader(
         assert rows == expected, reader
 
 
+@pytest.mark.parametrize("first", ['{"id": 1, "d": 7}', '{"id": 1, "d": true}'])
+def test_json_times_in_a_number_or_flag_column_are_rescued_as_written(
+    folder: Folder, first: str
+) -> None:
+    """A later file's times in a column of numbers (or flags) were read as timestamps and
+    rescued as that instant's text, in UTC: the zone gone, the nanoseconds cut."""
+    (folder.drop / "a.jsonl").write_text(first + "\n")
+    assert folder.ingest("once").returncode == 0
+    written = ["2024-01-01T10:00:00+05:00", "2024-01-01T10:00:00.123456789", "2024-02-01"]
+    (folder.drop / "b.jsonl").write_text(
+        "".join(json.dumps({"id": i, "d": d}) + "\n" for i, d in enumerate(written, start=2))
+    )
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    rescued = dict(folder.query("SELECT id, _rescued_data FROM records WHERE id > 1"))
+    assert {i: json.loads(r) for i, r in rescued.items()} == {
+        i: {"d": d} for i, d in enumerate(written, start=2)
+    }
+
+
 def test_csv_timestamps_written_with_utc_are_timestamps_as_duckdb_reads_them(
     folder: Folder,
 ) -> None:

@@ -38,7 +38,7 @@ def decode_bounded(job: Job, spec: TableSpec) -> tuple[pa.Table, Dialect | None]
     name = job.source_file
     if name.lower().endswith(".gz"):
         return decode_file(
-            inner_name(name), plain_bytes(job), spec.csv, spec.dialect, read_as_text(spec),
+            inner_name(name), plain_bytes(job), spec.csv, spec.dialect, read_as_text(spec, name),
             known_columns(spec.schema),
         )
     found = of_bytes(name, job.data)

@@ -9,6 +9,7 @@ import functools
 
 import pyarrow as pa
 
+from ..blocks import is_json_lines
 from ..jobs import TableSpec
 from ..widen import folded
 from .csvread import unique_names
@@ -67,13 +68,26 @@ def known_columns(schema: bytes | None) -> tuple[str, ...]:
     return () if schema is None else tuple(_table_schema(schema).names)
 
 
-def read_as_text(spec: TableSpec) -> tuple[str, ...]:
-    """A CSV's columns read as text from the start, each value as written: those hinted
+def read_as_text(spec: TableSpec, name: str = "") -> tuple[str, ...]:
+    """A file's columns read as text from the start, each value as written: those hinted
     `string`, and those its table already holds as text, where a value read as a number,
-    a flag or a time and then cast to text would be spelled anew (`1.10` as `1.1`)."""
+    a flag or a time and then cast to text would be spelled anew (`1.10` as `1.1`).
+    For a JSON Lines file (by its `name`), whose strings alone are read so, also those its
+    table holds as numbers or flags: a time there (`2024-01-01T10:00:00+05:00`) is
+    rescued, and its text is the string, not the instant Arrow's reader made of it."""
     if spec.schema is None:
         return spec.text_columns
+    json_lines = is_json_lines(name)
     return spec.text_columns + tuple(
         field.name for field in _table_schema(spec.schema)
-        if pa.types.is_string(field.type) and field.name not in RESERVED_COLUMNS
+        if field.name not in RESERVED_COLUMNS and (
+            pa.types.is_string(field.type) or (json_lines and _number_or_flag(field.type))
+        )
+    )
+
+
+def _number_or_flag(kind: pa.DataType) -> bool:
+    return bool(
+        pa.types.is_integer(kind) or pa.types.is_floating(kind) or pa.types.is_decimal(kind)
+        or pa.types.is_boolean(kind)
     )

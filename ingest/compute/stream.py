@@ -71,7 +71,7 @@ def process_block(block: Block) -> BlockResult:
             table, dialect = decode_block(
                 inner_name(block.source_file),
                 shared.take(block.shared, 0, block.size) if block.shared else block.data,
-                first, block.dialect, block.csv, read_as_text(block.spec),
+                first, block.dialect, block.csv, read_as_text(block.spec, block.source_file),
                 known_columns(block.spec.schema),
             )
             table = check_columns(table)

@@ -66,7 +66,7 @@ def featurise(
         table, dialect = decode_bounded(job, spec)
     else:
         table, dialect = decode_file(
-            job.source_file, job.data, spec.csv, spec.dialect, read_as_text(spec),
+            job.source_file, job.data, spec.csv, spec.dialect, read_as_text(spec, job.source_file),
             known_columns(spec.schema),
         )
     table = check_columns(table)
@@ -189,7 +189,8 @@ def _parse_groups(jobs: tuple[Job, ...], task: Task, lost: dict[int, Failure]) -
     together (of tables that pin nothing but a plain dialect), and JSON Lines files
     parsed one by one, grouped by schema."""
     found = parse_jsonl(
-        jobs, lost, lambda: _file_step(task), lambda job: read_as_text(task.spec(job.table))
+        jobs, lost, lambda: _file_step(task),
+        lambda job: read_as_text(task.spec(job.table), job.source_file),
     )
     by_table: dict[str, frozenset[Dialect]] = {}
 
