@@ -168,7 +168,10 @@ class Config:
     def route(self, rel: str) -> str:
         """The records table a file goes to: the first, in config order, whose patterns
         match its path relative to the drop folder; else the default table."""
-        return next((t.name for t in self.tables if t.matches(rel)), DEFAULT_TABLE)
+        for table in self.tables:  # called for every input: no generator
+            if table.matches(rel):
+                return table.name
+        return DEFAULT_TABLE
 
     def table(self, name: str) -> Table:
         return next((t for t in self.tables if t.name == name), Table(name))

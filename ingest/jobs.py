@@ -19,7 +19,7 @@ from .config import Features
 from .dialect import CsvOptions, Dialect
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: made for every input (`files.DropFile`)
 class Job:
     """One input file, read by the service (or, given its path, by the worker), to be
     decoded and featurised by a worker."""

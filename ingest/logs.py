@@ -38,11 +38,10 @@ class TextFormatter(logging.Formatter):
             return _utf8_text(_with_fields(super().format(record), getattr(record, "fields", {})))
         # A line per file of the batch, each as `outcome` would have made it.
         record.asctime = self.formatTime(record, self.datefmt)
-        event = record.fields["event"]  # type: ignore[attr-defined]
-        lines = []
-        for file, fields in batch:
-            record.message = f"{event} {shown(file)}"
-            lines.append(_with_fields(self.formatMessage(record), fields))
+        # The message ends the line: what comes before the file's name is the batch's.
+        record.message = f"{record.fields['event']} "  # type: ignore[attr-defined]
+        head = self.formatMessage(record)
+        lines = [_with_fields(head + shown(file), fields) for file, fields in batch]
         return _utf8_text("\n".join(lines))
 
 

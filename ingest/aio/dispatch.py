@@ -58,7 +58,7 @@ COMPANY_SLICE_S = 0.1
 R = TypeVar("R")
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: made for every input (`files.DropFile`)
 class Queued:
     file: DropFile
     job: Job
@@ -80,8 +80,8 @@ class Upstream(Protocol):
     def taken(self, item: Queued) -> bool:
         """A dispatcher took the file off the queue; False if it is let go (a drain)."""
 
-    def free_shared_memory(self, item: Queued) -> None:
-        """The file's result is final: the shared memory its worker read can go."""
+    def free_shared_memory(self, items: Iterable[Queued]) -> None:
+        """The files' results are final: the shared memory their worker read can go."""
 
     async def originals(self, digests: Iterable[str]) -> Mapping[str, str]:
         """For `claim`: the path first ingested with each digest the ledger holds and
@@ -294,7 +294,7 @@ class Dispatcher:
     ) -> None:
         """Set the file aside as quarantined. Its sha256 is the worker's; a file that
         killed or hung its worker has none, and is hashed by its committer."""
-        self.upstream.free_shared_memory(item)
+        self.upstream.free_shared_memory((item,))
         digest = digest or item.job.sha256
         self.committer.set_aside(Aside(
             item.file, digest, "quarantined", failure=failure, attempts=attempts,
@@ -323,8 +323,8 @@ class Dispatcher:
         originals = await self.upstream.originals(
             o.sha256 for o in result.outcomes if o.failure is None
         )
+        self.upstream.free_shared_memory(items)
         for item, outcome in zip(items, result.outcomes, strict=True):
-            self.upstream.free_shared_memory(item)
             dialect = outcome.dialect
             described = self._describe(dialect)
             if described is not None and log.isEnabledFor(logging.DEBUG):

@@ -165,20 +165,30 @@ class InFlight:
         task's result is final, and again (a no-op) when it is let go."""
         record = self._files.get(rel)
         if record is not None and record.segment is not None:
-            segment, record.segment = record.segment, None
-            users = self._segment_users.pop(segment.name) - 1
-            if users:
-                self._segment_users[segment.name] = users
-            else:
-                self.idle.keep(segment)  # to be filled again by a later read
+            self._free(record)
+
+    def _free(self, record: FileInFlight) -> None:
+        segment, record.segment = record.segment, None
+        assert segment is not None
+        users = self._segment_users.pop(segment.name) - 1
+        if users:
+            self._segment_users[segment.name] = users
+        else:
+            self.idle.keep(segment)  # to be filled again by a later read
 
     def let_go(self, rel: str) -> None:
         """Give back what the file held for its bytes: segment, budget, place upstream.
-        It stays in flight until it is finished."""
-        self.free_segment(rel)
-        self.hand_over(rel)
+        It stays in flight until it is finished. (`free_segment` and `hand_over` in one
+        look at its record: this runs for every file.)"""
         record = self._files.get(rel)
-        if record is None or record.held is None:
+        if record is None:
+            return
+        if record.segment is not None:
+            self._free(record)
+        if record.upstream:
+            record.upstream = False
+            self._upstream -= 1
+        if record.held is None:
             return
         size, record.held = record.held, None
         self._holding -= 1
@@ -315,8 +325,12 @@ class InFlight:
         """For the committer: files set aside are recorded at once, not after flush_s."""
         return not self.more_coming()
 
-    def free_shared_memory(self, item: Queued) -> None:
-        self.free_segment(item.file.rel)
+    def free_shared_memory(self, items: Iterable[Queued]) -> None:
+        files = self._files
+        for item in items:
+            record = files.get(item.file.rel)
+            if record is not None and record.segment is not None:
+                self._free(record)
 
     def not_as_seen(self, item: Queued, failure: Failure) -> None:
         fields: dict[str, object] = {"reason": failure.message}

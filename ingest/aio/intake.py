@@ -104,8 +104,12 @@ class Intake:
     async def run(self) -> None:
         """Forever: admit each settled file, one at a time (the budget holds the next back)."""
         settler = self.in_flight.settler
+        ready = settler.ready
         for count in itertools.count(1):
-            file = await settler.ready.get()
+            try:  # a backlog's files are there: no coroutine for each
+                file = ready.get_nowait()
+            except asyncio.QueueEmpty:
+                file = await ready.get()
             self.crash.fail_here("intake")
             if self.in_flight.draining():
                 self.in_flight.defer_settled(file)
@@ -149,7 +153,11 @@ class Intake:
             self.in_flight.defer(file)
             return
         if self._send_paths:
-            await self._queue_path(file, how.in_memory)
+            queued = self._path_queued(file, how.in_memory)
+            try:
+                self.queue.put_nowait(queued)
+            except asyncio.QueueFull:
+                await self.queue.put(queued)
             return
         if file.size < GROUP_READ_BYTES:
             self._grouped.append((file, how.in_memory))
@@ -289,15 +297,12 @@ class Intake:
         )
         await self.queue.put(Queued(file, job, in_memory))
 
-    async def _queue_path(self, file: DropFile, in_memory: int) -> None:
-        """send = "paths" (local workers' default): queue the file's path and the size it
-        settled at. The worker reads it, checks the size and hashes it: nothing of it is
-        read here."""
+    def _path_queued(self, file: DropFile, in_memory: int) -> Queued:
+        """send = "paths" (local workers' default): the file's path and the size it settled
+        at, to be queued. The worker reads it, checks the size and hashes it: nothing of it
+        is read here."""
         job = path_job(file, self.config.route(file.rel), in_memory, self._check_mtime)
-        if self.queue.full():
-            await self.queue.put(Queued(file, job, in_memory))
-        else:
-            self.queue.put_nowait(Queued(file, job, in_memory))
+        return Queued(file, job, in_memory)
 
     async def _digest(self, file: DropFile) -> str | None:
         """The sha256 of a file too big to hold, read in chunks; None once it is resolved

@@ -22,7 +22,7 @@ log = logging.getLogger("ingest.sizing")
 WHOLE, BLOCKS, REFUSED = "whole", "blocks", "refused"
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: made for every input (`files.DropFile`)
 class Plan:
     how: str  # WHOLE | BLOCKS | REFUSED
     in_memory: int  # bytes to charge the budget with, for WHOLE

@@ -103,7 +103,7 @@ MIGRATIONS = (
 )
 
 
-@dataclass(frozen=True)
+@dataclass  # not frozen: made for every input (`files.DropFile`)
 class FileRecord:
     """One input's final state, as the ledger stores it; or, with state `vanished`, a file
     that was gone before it was read (`vanished.py`), whose sha256 is '' if never hashed."""
