@@ -165,7 +165,7 @@ def _settled(
         return pa.chunked_array([pa.nulls(len(column), kind)]), True
     if pa.types.is_dictionary(column.type):
         column = column.cast(column.type.value_type)
-    column, settled = _guard(_to_microseconds(column, kind), field, rescued)
+    column, settled = _guard(_to_microseconds(column, field, rescued), field, rescued)
     if not settled and _is_nested(kind) and _case_clash(column.type):
         # A struct whose fields differ only by case (`{"a": 5, "A": 6}`) is one field to
         # readers, and the table's struct holds one: the whole value is rescued.
@@ -296,22 +296,38 @@ def _exact_decimals(
     return _set_aside(column, pc.fill_null(pc.not_equal(back, column), False), field, rescued)
 
 
-def _to_microseconds(column: pa.ChunkedArray, kind: pa.DataType) -> pa.ChunkedArray:
+def _to_microseconds(
+    column: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+) -> pa.ChunkedArray:
     """Times in the microseconds a table holds (`widen.normalise`), at any depth: a
     timestamp's nanoseconds floored, as Arrow's Parquet writer would cut them; a
-    duration in microseconds, so that it becomes their count, not its own unit's."""
+    duration in microseconds, so that it becomes their count, not its own unit's. A
+    duration of seconds or milliseconds past int64's microseconds (some 292,000 years)
+    is rescued: Arrow's cast that cuts nanoseconds wraps it around, silently."""
     have = column.type
-    if pa.types.is_timestamp(have) and have.unit == "ns" and pa.types.is_timestamp(kind):
+    if pa.types.is_timestamp(have) and have.unit == "ns" and pa.types.is_timestamp(field.type):
         column = pc.floor_temporal(column, unit="microsecond")
     micro = _micro(have)
-    if micro != have and have.num_fields and _nanoseconds_inside(have):
-        column = pa.chunked_array([_floored(chunk) for chunk in column.chunks], have)
-    # Unsafe only for the units: nanoseconds cut (floored above where it matters).
-    return column if micro == have else column.cast(micro, safe=False)
+    if micro == have:
+        return column
+    if _nanoseconds_inside(have):
+        if have.num_fields:
+            column = pa.chunked_array([_floored(chunk) for chunk in column.chunks], have)
+        # Unsafe for the units: nanoseconds cut (floored above where it matters).
+        return column.cast(micro, safe=False)
+    try:
+        return column.cast(micro)
+    except pa.ArrowInvalid:  # a count of seconds or milliseconds past int64's microseconds
+        if not pa.types.is_duration(have):  # inside a list or a struct: value by value
+            return _cast_each(column, field, rescued)
+        bound = (2**63 - 1) // (1_000_000 if have.unit == "s" else 1_000)
+        counts = column.cast(pa.int64())
+        past = pc.or_(pc.greater(counts, bound), pc.less(counts, -bound))
+        return _set_aside(column, past, field, rescued).cast(micro)
 
 
 def _nanoseconds_inside(kind: pa.DataType) -> bool:
-    if pa.types.is_timestamp(kind):
+    if pa.types.is_timestamp(kind) or pa.types.is_duration(kind):
         return bool(kind.unit == "ns")
     return any(_nanoseconds_inside(kind.field(i).type) for i in range(kind.num_fields))
 
@@ -470,6 +486,8 @@ def _text(value: pa.Scalar) -> str:
             # Arrow's text of one past its calendar's years is "<value out of range: N>".
             spelled = str(np.datetime64(value.value, value.type.unit)).replace("T", " ")
             return spelled + ("Z" if value.type.tz else "")
+        if pa.types.is_duration(value.type):  # past a timedelta's 999,999,999 days
+            return str(np.timedelta64(value.value, value.type.unit))
         try:
             return str(value.cast(pa.string()).as_py())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested: Arrow's own print

@@ -607,3 +607,28 @@ def test_bytes_that_are_not_utf8_bound_for_a_text_column_are_rescued_not_held_as
     fitted = fitting.fit(pa.table({"v": pa.array([b"ok", b"\xff"], pa.binary())}), schema)
     assert fitted.column("v").to_pylist() == ["ok", None]
     assert fitted.column(RESCUED).to_pylist()[0] is None
+
+
+@pytest.mark.parametrize("unit", ["s", "ms"])
+def test_a_duration_past_int64s_microseconds_is_rescued_not_wrapped_around(unit: str) -> None:
+    # Arrow's cast to microseconds, unsafe so as to cut nanoseconds, wrapped it around.
+    factor = 1_000_000 if unit == "s" else 1_000
+    values = [10**14 * 1000, 5, None, -(10**14) * 1000]
+    table = pa.table({"v": pa.array(values, pa.duration(unit))})
+    schema = pa.schema([pa.field("v", pa.duration("us")), pa.field(RESCUED, pa.string())])
+    fitted = fitting.fit(table, schema)
+    assert fitted.column("v").cast(pa.int64()).to_pylist() == [None, 5 * factor, None, None]
+    rescued = [json.loads(r) if r else None for r in fitted.column(RESCUED).to_pylist()]
+    name = "seconds" if unit == "s" else "milliseconds"
+    assert rescued == [{"v": f"{10**17} {name}"}, None, None, {"v": f"{-(10**17)} {name}"}]
+
+
+def test_a_duration_past_int64s_microseconds_in_a_list_is_rescued_with_its_value() -> None:
+    table = pa.table({"v": pa.array([[10**17], [5], None], pa.list_(pa.duration("s")))})
+    schema = pa.schema([
+        pa.field("v", pa.list_(pa.duration("us"))), pa.field(RESCUED, pa.string()),
+    ])
+    fitted = fitting.fit(table, schema)
+    assert fitted.column("v").to_pylist() == [None, [datetime.timedelta(seconds=5)], None]
+    rescued = fitted.column(RESCUED).to_pylist()
+    assert rescued[0] is not None and str(10**17) in rescued[0] and rescued[1:] == [None, None]
