@@ -221,9 +221,18 @@ def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:
         for name, column in columns.items()
     }
     try:
-        return typed_text(pa.table(columns))
+        return typed_text(pa.table({
+            name: _strings(column) if column.dtype.kind in "SU" else column
+            for name, column in columns.items()
+        }))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise DecodeError(f"array cannot become a table column: {exc}") from None
+
+
+def _strings(column: np.ndarray) -> pa.Array:
+    """numpy's fixed-width bytes or text, each value as numpy reads it (only the NULs that
+    pad it to its width dropped): Arrow's conversion ends each at its first NUL."""
+    return pa.array(column.tolist(), pa.binary() if column.dtype.kind == "S" else pa.string())
 
 
 def _array_columns(array: np.ndarray, prefix: str = "c") -> dict[str, np.ndarray]:

@@ -256,6 +256,16 @@ def test_npy_big_endian_arrays_read_their_values() -> None:
     assert table.to_pylist() == [{"n": 1, "x": 2.5}, {"n": -3, "x": 4.0}]
 
 
+@pytest.mark.parametrize("array", [
+    np.array([b"a\x00b", b"\x00\x00c", b"a\x00\x00\x01", b"ab"], "S4"),
+    np.array(["a\x00b", "x", "\x00y"], "<U3"),
+    np.array(["a\x00b", "x"], ">U3"),
+])
+def test_npy_strings_keep_the_nul_bytes_inside_them(array: np.ndarray) -> None:
+    # Arrow's conversion ended each at its first NUL: b"a\x00b" was b"a", silently.
+    assert decode("s.npy", _npy(array)).column("c0").to_pylist() == array.tolist()
+
+
 def test_parquet_int96_timestamps_outside_the_nanosecond_range_keep_their_dates() -> None:
     stamps = [
         datetime.datetime(1500, 1, 1), datetime.datetime(2024, 1, 1, 0, 0, 0, 1),
