@@ -378,8 +378,10 @@ def _shaped(array: pa.Array, kind: pa.DataType) -> pa.Array:
         return array
     if array.null_count == len(array) or (pa.types.is_struct(have) and not have.num_fields):
         return pa.nulls(len(array), kind)
-    if (pa.types.is_large_list(have) or pa.types.is_fixed_size_list(have)
-            or pa.types.is_list_view(have) or pa.types.is_large_list_view(have)):
+    if pa.types.is_list_view(have) or pa.types.is_large_list_view(have):
+        array = _view_as_list(array)
+        have = array.type
+    if pa.types.is_large_list(have) or pa.types.is_fixed_size_list(have):
         array, have = array.cast(pa.list_(have.value_field)), pa.list_(have.value_field)
     if (pa.types.is_list(have) or pa.types.is_map(have)) and array.offset:
         array = pa.concat_arrays([array])  # offsets from 0: Arrow builds no sliced list
@@ -404,6 +406,22 @@ def _shaped(array: pa.Array, kind: pa.DataType) -> pa.Array:
         items = _shaped(array.items, kind.item_type)
         return pa.MapArray.from_arrays(array.offsets, array.keys, items, mask=array.is_null())
     return array
+
+
+def _view_as_list(array: pa.Array) -> pa.Array:
+    """A list view as a large list of the same values. Arrow's own cast (as of pyarrow 26)
+    keeps the views' offsets as a list's: a large list view's values are lost, and a
+    list view's make an invalid array."""
+    sizes = np.where(array.is_valid().to_numpy(zero_copy_only=False),
+                     array.sizes.to_numpy(zero_copy_only=False), 0).astype(np.int64)
+    starts = array.offsets.to_numpy(zero_copy_only=False).astype(np.int64)
+    ends = np.concatenate([[0], np.cumsum(sizes)])
+    # Each value's place in `values`: its view's start, plus how far into the view it is.
+    taken = np.repeat(starts - ends[:-1], sizes) + np.arange(ends[-1], dtype=np.int64)
+    return pa.LargeListArray.from_arrays(
+        pa.array(ends), array.values.take(pa.array(taken)),
+        type=pa.large_list(array.type.value_field), mask=array.is_null(),
+    )
 
 
 def _micro(kind: pa.DataType) -> pa.DataType:
