@@ -208,6 +208,8 @@ def _guard(
         return column, False
     if pa.types.is_decimal(field.type) and pa.types.is_floating(column.type):
         return _exact_decimals(column, field, rescued), False
+    if pa.types.is_floating(field.type) and pa.types.is_decimal(column.type):
+        return _exact_floats(column, field, rescued), False
     return column, False
 
 
@@ -294,6 +296,23 @@ def _exact_decimals(
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return column  # the value-by-value path decides
     return _set_aside(column, pc.fill_null(pc.not_equal(back, column), False), field, rescued)
+
+
+def _exact_floats(
+    column: pa.ChunkedArray, field: pa.Field, rescued: Rescued
+) -> pa.ChunkedArray:
+    """Decimals bound for a float column, less those it cannot hold at their scale
+    (9007199254740993.0, or 37 digits, which Arrow would round): rescued instead, as an
+    integer past 2**53 is. A float holds some 15 digits: nearly every decimal fits."""
+    floats = column.cast(field.type)
+    try:
+        differs = pc.not_equal(floats.cast(column.type), column)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # one past the decimal's range
+        differs = pa.chunked_array([pa.array([
+            d is not None and decimal.Decimal(f) != d
+            for f, d in zip(floats.to_pylist(), column.to_pylist(), strict=True)
+        ], pa.bool_())])
+    return _set_aside(column, pc.fill_null(differs, False), field, rescued)
 
 
 def _to_microseconds(

@@ -656,3 +656,24 @@ def test_list_views_keep_their_values_at_any_depth() -> None:
     fitted = fitting.fit(table, schema)
     fitted.validate(full=True)
     assert fitted.to_pylist() == table.to_pylist()
+
+
+@pytest.mark.parametrize(("kind", "values", "kept"), [
+    (pa.decimal128(20, 1), ["9007199254740993.0", "0.1", "2.5", None], [None, 0.1, 2.5, None]),
+    (pa.decimal128(38, 0), ["1234567890123456789012345678901234567", "7"], [None, 7.0]),
+    (pa.decimal256(60, 0), ["1" + "0" * 59, "3"], [None, 3.0]),
+])
+def test_a_decimal_a_float_column_cannot_hold_at_its_scale_is_rescued(
+    kind: pa.DataType, values: list[str | None], kept: list[float | None]
+) -> None:
+    # Arrow's cast rounded it, silently, where an integer past 2**53 is rescued.
+    table = pa.table({"v": pa.array([None if v is None else decimal.Decimal(v) for v in values],
+                                    kind)})
+    schema = pa.schema([pa.field("v", pa.float64()), pa.field(RESCUED, pa.string())])
+    fitted = fitting.fit(table, schema)
+    assert fitted.column("v").to_pylist() == kept
+    rescued = [json.loads(r) if r else None for r in fitted.column(RESCUED).to_pylist()]
+    assert rescued == [
+        {"v": v} if k is None and v is not None else None
+        for v, k in zip(values, kept, strict=True)
+    ]
