@@ -17,6 +17,7 @@ from collections.abc import Callable, Collection, Iterator
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.ipc as pa_ipc
 import pyarrow.json as pa_json
 import pyarrow.parquet as pq
@@ -299,9 +300,17 @@ def _valid(table: pa.Table) -> pa.Table:
 def _without_extensions(table: pa.Table) -> pa.Table:
     """Top-level columns of an extension type as values every reader holds: a UUID as its
     text (`f81d4fae-7dec-11d0-a765-00a0c91e6bf6`, as DuckDB shows the UUIDs it writes),
-    any other as the values it is stored as."""
+    any other as the values it is stored as. A run-end encoded column as its values,
+    as a dictionary-encoded one is read: Arrow casts it to nothing but text."""
     for index, field in enumerate(table.schema):
         kind = field.type
+        if pa.types.is_run_end_encoded(kind):
+            plain = pa.chunked_array(
+                [pc.run_end_decode(chunk) for chunk in table.column(index).chunks],
+                kind.value_type,
+            )
+            table = table.set_column(index, field.with_type(kind.value_type), plain)
+            continue
         if not isinstance(kind, pa.BaseExtensionType):
             continue
         stored = pa.chunked_array(

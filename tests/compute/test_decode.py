@@ -285,6 +285,19 @@ def test_parquet_with_a_repeated_column_name_reads_both_columns() -> None:
     ]
 
 
+def test_a_run_end_encoded_column_reads_as_its_values() -> None:
+    # It was cast to text ('7', '7', None), and so had no features. (Parquet has no such
+    # encoding of its own: an Arrow file.)
+    runs = pa.RunEndEncodedArray.from_arrays(pa.array([2, 3], pa.int32()), pa.array([7, None]))
+    buffer = io.BytesIO()
+    table = pa.table({"v": runs, "k": [1, 2, 3]})
+    with pa_ipc.new_file(buffer, table.schema) as writer:
+        writer.write_table(table)
+    read = decode("r.arrow", buffer.getvalue())
+    assert read.schema.field("v").type == pa.int64()
+    assert read.column("v").to_pylist() == [7, 7, None]
+
+
 def test_a_uuid_column_as_duckdb_writes_it_reads_as_its_text(tmp_path: Path) -> None:
     path = tmp_path / "ids.parquet"
     duckdb.sql(
