@@ -214,7 +214,7 @@ def test_sigusr1_writes_every_stack_to_the_log_and_the_service_goes_on(
     assert "--- thread MainThread" in dump, dump
     # The loop's tasks, each down to where it awaits: the intake on the settler's queue.
     assert "--- task " in dump, dump
-    assert "in run\n    file = await settler.ready.get()\n" in dump, dump
+    assert "in run\n    file = await ready.get()\n" in dump, dump
     assert "asyncio/queues.py" in dump, dump
 
     write_csv(folder.drop / "after.csv", rows=7, seed=4)
