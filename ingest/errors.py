@@ -61,6 +61,12 @@ class OutputLocked(IngestError):
         )
 
 
+class OutputLost(IngestError):
+    """Raised when the output folder whose writer lock this process holds was removed or
+    replaced: a new writer may hold the new folder's lock, and a commit would go there
+    beside its own, or nowhere."""
+
+
 class PoolStopped(IngestError):
     """Raised when a call was lost because the pool was stopped to end another, hung call:
     not this call's fault, so it is run again, uncharged."""

@@ -21,7 +21,7 @@ from typing import Protocol, TypeVar
 
 from ..blocks import is_json_lines
 from ..config import Config
-from ..errors import one_line
+from ..errors import OutputLost, one_line
 from ..files import DropFile
 from ..jobs import EncodedPart, Failure
 from ..store.autocompact import Compactor
@@ -31,6 +31,7 @@ from ..store.dispose import after_success, quarantine, sha256_of
 from ..store.lasting import LASTING_AFTER, backoff_after, halves, the_machines
 from ..store.layout import Layout
 from ..store.ledger import FileRecord, Ledger
+from ..store.lock import check_held, identity
 from ..store.parts import Accepted, Published, StagedPart, as_read, publish, remove_staged
 from ..store.schema import Schemas
 from ..store.vanished import STATE as VANISHED
@@ -177,6 +178,9 @@ class Committer:
         self.nothing_coming = nothing_coming  # files set aside need not wait for company
         self.crash = crash
         self.only_these_left = only_these_left  # `once`: no other commit is coming
+        # The writer lock this process holds (the command line took it): each commit and
+        # compaction first checks that the output folder is still the one it locks.
+        self._held = identity(layout.state)
         self._pending = Pending()
         self._wake = asyncio.Event()
         self._flushing = asyncio.Lock()
@@ -296,10 +300,11 @@ class Committer:
                 self.failing = None
             else:
                 self.failing = ((self.failing or (time.monotonic(), ""))[0], one_line(done.error))
-            if isinstance(done.error, Unsettled):
-                # Half in a Delta log, which only a start-up repair settles: retried here,
-                # every commit would fail until a restart. The service stops (exit 1), for
-                # its supervisor to start it again.
+            if isinstance(done.error, Unsettled | OutputLost):
+                # Half in a Delta log, which only a start-up repair settles, or an output
+                # folder removed under this process: retried here, every commit would fail
+                # (or go beside another writer's). The service stops (exit 1), for its
+                # supervisor to start it again.
                 self._restore(pending, done)
                 raise done.error
             if done.error is None and not done.failed and not records_failed:
@@ -403,12 +408,14 @@ class Committer:
         async with self._flushing:
             if self._closed:
                 return False
-            work = asyncio.ensure_future(asyncio.to_thread(self.compactor.step, self.ledger))
+            work = asyncio.ensure_future(asyncio.to_thread(self._compact_step))
             try:
                 compacted = bool(await asyncio.shield(work))
             except asyncio.CancelledError:
                 # The thread cannot be stopped: the ledger stays held until its swap is done.
                 await asyncio.wait([work])
+                raise
+            except OutputLost:
                 raise
             except Exception as exc:
                 first = not self._compact_backoff
@@ -434,7 +441,7 @@ class Committer:
             try:
                 if await self.flush():
                     continue
-            except Unsettled:
+            except (Unsettled, OutputLost):
                 break  # the rest stay for the next run, whose start-up repair comes first
             left = until - time.monotonic()
             if left <= 0:
@@ -469,6 +476,7 @@ class Committer:
         made: set[str] = set()  # the archive's folders, made once a flush
         outputs = pending.outputs
         try:
+            self._check_held()
             self.schemas.save_pins(self.ledger)
             for output in outputs:
                 try:
@@ -495,6 +503,15 @@ class Committer:
             # Each output before the one that stopped the flush was published or failed.
             done.untried = outputs[len(done.published) + len(done.failed):]
         return done
+
+    def _compact_step(self) -> bool:
+        assert self.compactor is not None
+        self._check_held()
+        return bool(self.compactor.step(self.ledger))
+
+    def _check_held(self) -> None:
+        if self._held is not None:
+            check_held(self.layout.state, self._held)
 
     def _publish(self, output: TaskOutput, done: Committed) -> Published:
         """One task's parts, committed with its files."""

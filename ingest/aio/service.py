@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import logs, shared
 from ..config import Config
-from ..errors import ClusterLost, LedgerError
+from ..errors import ClusterLost, LedgerError, OutputLost
 from ..files import DropFile
 from ..folders import holds_anything
 from ..metrics import Metrics
@@ -285,7 +285,7 @@ class Service:
         if exc is not None:
             # Not ours: a cluster gone, a commit half in a Delta log (a full disk). A
             # restart may mend either; its line says why, without a traceback.
-            known = isinstance(exc, ClusterLost | Unsettled)
+            known = isinstance(exc, ClusterLost | Unsettled | OutputLost)
             if not known:
                 log.error("internal task failed; stopping", exc_info=exc)
             if self.summary.failed is None:  # the first to fail says why, once

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from ..errors import OutputLocked
+from ..errors import OutputLocked, OutputLost
 
 LOCK_NAME = "writer.lock"
 # The holder writes its pid just after it takes the lock; a refusal that reads the file
@@ -104,3 +104,28 @@ class WriterLock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+Identity = tuple[int, int]  # a file's device and inode
+
+
+def identity(state: Path) -> Identity | None:
+    """The lock file's identity, as this process takes it once it holds it; None if there
+    is none (a rig with no lock)."""
+    try:
+        found = os.stat(state / LOCK_NAME)
+    except FileNotFoundError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+def check_held(state: Path, held: Identity) -> None:
+    """Raise OutputLost unless `state`'s lock file is still the one this process locked:
+    an output folder removed (`rm -rf`) or moved away under a writer leaves its lock on a
+    file no other process finds, and a second writer locks a new one and goes on."""
+    if identity(state) != held:
+        raise OutputLost(
+            f"the output folder {state.parent} was removed or replaced while this process"
+            f" wrote to it (its {LOCK_NAME} is not the one this process holds); nothing"
+            " more is committed, and the files not committed stay in the drop folder"
+        )
