@@ -158,6 +158,52 @@ def test_json_lines_larger_than_memory_mb_are_ingested_in_blocks(folder: Folder)
     assert_features_exact(features_of(folder), whole)
 
 
+@pytest.mark.parametrize("text_at", [1, 59_000])
+def test_json_lines_text_among_numbers_in_any_block_is_rescued_as_in_a_whole_file(
+    folder: Folder, text_at: int
+) -> None:
+    """A whole file mixing `1` and `"x"` in a column reads it as numbers, `"x"` rescued.
+    Read in blocks, a later block's numbers met a first block's column of text, and a
+    later block's text a column of numbers: each was quarantined, its rows lost."""
+    folder.write_config(**STREAMING)
+    path = folder.drop / "mixed.jsonl"
+    with path.open("w") as fh:
+        for i in range(60_000):
+            fh.write(json.dumps({"i": i, "v": "x" if i == text_at else i % 10}) + "\n")
+    assert path.stat().st_size > 1 << 20
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert len(folder.parts("records")) >= 3, "read in blocks"
+    assert folder.query(
+        "SELECT count(*), count(DISTINCT i), count(v), sum(v) FROM records"
+    ) == [(60_000, 60_000, 59_999, sum(i % 10 for i in range(60_000)) - text_at % 10)]
+    assert folder.query(
+        "SELECT i, _rescued_data FROM records WHERE _rescued_data IS NOT NULL"
+    ) == [(text_at, '{"v": "x"}')]
+
+
+def test_json_lines_a_float_in_a_later_block_widens_a_column_of_integers(
+    folder: Folder,
+) -> None:
+    """It quarantined the file ("Failed to convert JSON to int64"), with no line."""
+    folder.write_config(**STREAMING)
+    path = folder.drop / "late_float.jsonl"
+    with path.open("w") as fh:
+        for i in range(60_000):
+            fh.write(json.dumps({"i": i, "v": 2.5 if i == 59_000 else i % 10}) + "\n")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert len(folder.parts("records")) >= 3, "read in blocks"
+    assert folder.query("SELECT v FROM records WHERE i = 59000") == [(2.5,)]
+    assert folder.query("SELECT count(*), sum(v), count(_rescued_data) FROM records") == [
+        (60_000, sum(i % 10 for i in range(60_000)) - 59_000 % 10 + 2.5, 0)
+    ]
+
+
 def test_json_lines_whose_first_block_holds_only_empty_lists_type_them_later(
     folder: Folder,
 ) -> None:

@@ -123,8 +123,13 @@ def _jsonl(
             table = _as_written(table, data, read, as_text)
         return typed_text(timestamps_in_text(dates_as_written(table, data, read), as_text))
     except pa.ArrowInvalid as exc:
-        mixed = "changed from" in str(exc) and first is None and _bad_json_line(data) is None
-        if mixed and (table := read_mixed(data)) is not None:
+        # Kinds mixed in a column (`1`, then `"x"`): read line by line, as is a later block
+        # whose values do not fit its first block's types (`2.5` in a column of integers,
+        # text in one of numbers): the table's rules then rescue what does not fit.
+        mixed = "changed from" in str(exc) or (
+            first is not None and "Failed to convert JSON" in str(exc)
+        )
+        if mixed and _bad_json_line(data) is None and (table := read_mixed(data)) is not None:
             return _times_in(table, as_text, first)
         found = _JSON_ROW.search(str(exc))
         row = int(found.group(1)) if found else None
