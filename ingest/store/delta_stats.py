@@ -47,7 +47,9 @@ def stats_json(path: Path) -> str:
     # (delta-io/delta-rs#3173): so a file with a column it cannot bound gets no bounds.
     if bounded:
         stats |= {"minValues": low, "maxValues": high}
-    return json.dumps(stats | {"nullCount": nulls})
+    # Raw UTF-8: deltalake (1.6) decodes the escape pair of a character past U+FFFF
+    # (`\ud842\udfb7`, 𠮷) to another, and a filter past it then skips the file.
+    return json.dumps(stats | {"nullCount": nulls}, ensure_ascii=False)
 
 
 def _leaves(kind: pa.DataType) -> int:
