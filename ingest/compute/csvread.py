@@ -179,6 +179,9 @@ def options(
         pa_csv.ParseOptions(
             delimiter=dialect.delimiter, quote_char=dialect.quote or False,
             double_quote=not escape, escape_char=escape, newlines_in_values=quoted,
+            # In a file of one column an empty line is a row whose value is missing, as
+            # DuckDB reads it; in a wider one it is no row.
+            ignore_empty_lines=len(names) != 1,
         ),
         convert,
     )

@@ -244,6 +244,24 @@ def test_dates_below_an_empty_first_value_read_as_duckdb_reads_them(tmp_path: Pa
     assert ours[1][1] == datetime.date(2023, 12, 31)
 
 
+@pytest.mark.parametrize("data", [
+    b"val\n1\n\n3\n",
+    b"name\nx\n\ny\n\n",
+    b"val\n" + b"".join(b"%d\n" % i for i in range(30)) + b"\n\n7\n",
+])
+def test_an_empty_line_of_a_file_of_one_column_is_a_missing_value(
+    tmp_path: Path, data: bytes
+) -> None:
+    # It was no row, as in a wider file: the rows below moved up, one short.
+    ours, _ = read_as_duckdb_does(tmp_path, data)
+    assert (None,) in ours
+
+
+def test_an_empty_line_of_a_wider_file_is_no_row(tmp_path: Path) -> None:
+    ours, _ = read_as_duckdb_does(tmp_path, b"a,b\n1,2\n\n3,4\n")
+    assert ours == [(1, 2), (3, 4)]
+
+
 def test_a_title_line_with_a_value_over_headerless_rows_is_a_note(tmp_path: Path) -> None:
     # Two fields over three columns were taken for a ragged header, and the file
     # quarantined; a line that holds a value beside a word is no header. Read as DuckDB
