@@ -122,6 +122,13 @@ def _check_format(config: Config) -> None:
             '[output] format = "delta" needs the deltalake package:'
             " pip install 'ingest[delta]'"
         )
+    if config.output.format == "delta" and "%" in str(config.paths.output):
+        # deltalake takes a table's path for a URL: `%20` became a space, and each
+        # commit then failed half in the log, at every restart too.
+        raise ConfigError(
+            f'[output] format = "delta": [paths] output = {str(config.paths.output)!r} holds'
+            ' "%", which deltalake reads as a URL\'s escape; choose a folder without it'
+        )
 
 
 def _configure(args: argparse.Namespace) -> Config:

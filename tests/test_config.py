@@ -656,6 +656,22 @@ def test_a_state_entry_of_the_wrong_kind_exits_2_naming_it(
     ]
 
 
+def test_a_delta_output_whose_path_holds_a_percent_sign_exits_2_naming_it(
+    tmp_path: Path,
+) -> None:
+    # deltalake decoded `%20` to a space: every commit failed half in the log, exit 1
+    # for ever.
+    output = tmp_path / "out%20put"
+    _write(tmp_path / "config.toml",
+           f'[paths]\noutput = "{output}"\n[output]\nformat = "delta"\n')
+    result = _ingest(tmp_path, "once", "--config", "config.toml")
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f'ingest: [output] format = "delta": [paths] output = {str(output)!r} holds "%",'
+        " which deltalake reads as a URL's escape; choose a folder without it"
+    ]
+
+
 def test_with_json_logs_a_usage_error_is_one_json_line_naming_the_flag(tmp_path: Path) -> None:
     result = _ingest(tmp_path, "once", "--log-format", "json", "--workers", "abc")
     assert result.returncode == 2, result.stderr
