@@ -249,6 +249,24 @@ def _in_delta_log(ledger: Ledger, layout: Layout, part_id: str, paths: list[str]
     return finish_pending(ledger, layout, part_id, paths)
 
 
+def _set_aside_delta_logs(layout: Layout, tables: Sequence[str]) -> None:
+    """With plain Parquet, a table's Delta log from an earlier `format = "delta"` is moved
+    to `_ingest/orphans`: kept where it was, it named none of the parts written since,
+    and a Delta reader missed their rows without a word (a switch back to Delta makes a
+    new log from the ledger)."""
+    for table in tables:
+        found = layout.output / table / "_delta_log"
+        if not found.is_dir():
+            continue
+        layout.orphans.mkdir(parents=True, exist_ok=True)
+        aside = layout.orphans / f"{table}-_delta_log-{new_part_id()}"
+        shutil.move(found, aside)
+        log.warning(
+            'table %s: its Delta log is not kept with format = "parquet", and would hide'
+            " the parts written since from Delta readers: moved to %s", table, aside,
+        )
+
+
 def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:
     """Start-up repair: undo interrupted commits, clear temps, set aside unknown parts."""
     counts = {"pending": 0, "finished": 0, "temps": 0, "orphans": 0, "swaps": 0, "logs": 0}
@@ -276,6 +294,8 @@ def reconcile(ledger: Ledger, layout: Layout) -> dict[str, int]:
         from .delta_repair import sync
 
         counts["logs"] = sync(ledger, layout, CrashPlan())
+    else:
+        _set_aside_delta_logs(layout, layout.tables(ledger.tables()))
     if any(counts.values()):
         log.warning(
             "start-up repair: %(pending)d interrupted parts removed, %(temps)d temp files"

@@ -361,6 +361,28 @@ def test_switching_a_parquet_output_to_delta_logs_every_committed_part(folder: F
     _check_readers(folder, {"old.csv": 12, "new.csv": 7})
 
 
+def test_switching_a_delta_output_to_parquet_and_back_loses_no_row_even_by_a_rebuild(
+    folder: Folder,
+) -> None:
+    # The log stayed with plain Parquet: Delta readers missed the rows written since, and
+    # a ledger rebuilt after the switch back trusted it and set those parts aside.
+    folder.write_config(**DELTA)
+    write_csv(folder.drop / "a.csv", 12, seed=1)
+    assert folder.ingest("once").returncode == 0
+    folder.write_config(**{**DELTA, "output": {"flush_s": 0.2, "format": "parquet"}})
+    write_csv(folder.drop / "b.csv", 7, seed=2)
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    log_kept = (folder.output / "records" / "_delta_log").exists()
+    folder.write_config(**DELTA)
+    rebuilt = folder.ingest("ledger", "rebuild")
+    assert rebuilt.returncode == 0, rebuilt.stderr
+    write_csv(folder.drop / "c.csv", 5, seed=3)
+    assert folder.ingest("once").returncode == 0
+    _check_readers(folder, {"a.csv": 12, "b.csv": 7, "c.csv": 5})
+    assert "its Delta log is not kept" in done.stderr and not log_kept
+
+
 def test_after_a_compaction_history_reads_from_it_on_and_vacuum_finds_nothing(
     folder: Folder,
 ) -> None:
