@@ -10,6 +10,7 @@ a column where one value does not fit stays text.
 
 from __future__ import annotations
 
+import copy
 import csv
 import io
 import re
@@ -205,6 +206,14 @@ def read(
         )
     except pa.ArrowInvalid as exc:
         table = _trailing_delimiters(records, read_options, parse, convert, exc)
+    times = [f.name for f in table.schema if pa.types.is_time(f.type)]
+    if times:
+        # A time of day is stored as its text (Spark opens no TIME column): as written,
+        # `10:30` as `7:05` is, not as Arrow's cast spells the ones it read (`10:30:00`).
+        texts = _as_text(times, records, read_options, parse, convert)
+        for name in times:
+            at = table.column_names.index(name)
+            table = table.set_column(at, pa.field(name, pa.string()), texts.column(name))
     # (A decimal comma's numbers are not text `fitting` reads: such a file is left as read.)
     wide = inexact_columns(table) if types is None and dialect.decimal == "." else []
     if wide:
@@ -291,6 +300,7 @@ def _as_text(
     parse: pa_csv.ParseOptions, convert: pa_csv.ConvertOptions,
 ) -> pa.Table:
     """The columns `names` read again, alone, as text; null markers stay null."""
+    convert = copy.copy(convert)  # the caller's reads the whole table again, perhaps
     convert.column_types = {**convert.column_types, **dict.fromkeys(names, pa.string())}
     convert.include_columns = names
     convert.strings_can_be_null = True

@@ -93,12 +93,20 @@ def _read(
     convert = None if types is None else pa_csv.ConvertOptions(column_types=types)
     if convert is not None and flags:
         convert.true_values, convert.false_values = FLAG_WORDS[True], FLAG_WORDS[False]
-    return pa_csv.read_csv(
+    table = pa_csv.read_csv(
         pa.BufferReader(data),
         read_options=pa_csv.ReadOptions(use_threads=False),
         parse_options=pa_csv.ParseOptions(delimiter=delimiter),
         convert_options=convert,
     )
+    times = {f.name: pa.string() for f in table.schema if pa.types.is_time(f.type)}
+    if times:  # as a file alone reads them (`csvread.read`): a time of day as written
+        return _read(data, delimiter, {**_types_of(table.schema), **times}, flags)
+    return table
+
+
+def _types_of(schema: pa.Schema) -> dict[str, pa.DataType]:
+    return {f.name: f.type for f in schema}
 
 
 def _typable(schema: pa.Schema) -> bool:
@@ -125,6 +133,7 @@ _MAYBE_FLOAT = r"(?is)^\s*[+-]?(nan(\(.*\))?|inf(inity)?|[0-9]*\.?[0-9]*(e[+-]?[
 # starts with a digit and holds only what such values are written with, and the words of
 # true and false. A file whose every value of a text column is so written is parsed alone.
 _MAYBE_TYPED = r"(?i)^\s*(true|false|[0-9][0-9:.T +\-/Z]*)\s*$"
+_TIME_OF_DAY = r"^\s*[0-9]{1,2}:[0-9]{2}(:[0-9]{2}(\.[0-9]*)?)?\s*$"
 
 
 def _group(
@@ -256,12 +265,13 @@ def _present(column: pa.ChunkedArray) -> pa.ChunkedArray:
 
 
 def _maybe_typed(column: pa.ChunkedArray) -> bool:
-    """Might this file, alone, read the column as dates, times, timestamps or booleans?
-    Only if every value it holds (null markers aside) is written as one may be."""
+    """Might this file, alone, read the column as dates, timestamps or booleans? Only if
+    every value it holds (null markers aside) is written as one may be, and none is a
+    time of day, which alone it reads as written too (`csvread.read`)."""
     values = _present(column)
     return bool(len(values)) and bool(
         pc.all(pc.match_substring_regex(values, _MAYBE_TYPED)).as_py()
-    )
+    ) and not pc.any(pc.match_substring_regex(values, _TIME_OF_DAY)).as_py()
 
 
 def _numeric(column: pa.ChunkedArray) -> bool:

@@ -37,6 +37,8 @@ NULL_WORDS = {"null_words.csv"}
 def _cell(value: object) -> object:
     if isinstance(value, datetime.datetime) and value.tzinfo is not None:
         return value.astimezone(datetime.UTC).replace(tzinfo=None)
+    if isinstance(value, datetime.time):  # ingest keeps a time of day as its text
+        return value.isoformat()
     return value
 
 

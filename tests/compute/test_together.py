@@ -157,9 +157,9 @@ def test_a_file_with_a_leading_zero_in_a_number_column_is_parsed_alone() -> None
     (b"v,at", b"1,NA\n2,", [None, None]),
     # Arrow's reader takes " 5" for 5: alone, the column is numbers, with features.
     (b"id|at", b"2| 5", [5]),
-    # Dates, times of day, timestamps and booleans: alone, the column is so typed.
+    # Dates, timestamps and booleans: alone, the column is so typed (a time of day is
+    # read as written, alone as together).
     (b"id,at", b"2,2026-01-02", [datetime.date(2026, 1, 2)]),
-    (b"id,at", b"2,12:30:00", [datetime.time(12, 30)]),
     (b"id,at", b"2,2026-01-02T12:30:00", [datetime.datetime(2026, 1, 2, 12, 30)]),
     (b"id,at", b"2,true\n3,FALSE", [True, False]),
 ])
@@ -205,6 +205,25 @@ def test_a_time_of_day_or_a_date_does_not_send_a_file_alone() -> None:
     # `08:30` and `01/02/2024` start with a zero and a digit too, in columns of no number.
     jobs = tuple(job(f"f{i}.csv", b"t,n\n08:3%d,1%d\n" % (i, i)) for i in range(3))
     assert set(parse_together(jobs)) == {0, 1, 2}
+
+
+def test_a_time_of_day_keeps_its_spelling_together_as_alone() -> None:
+    # Arrow read `10:30` as a time, which its cast to text spells `10:30:00`; `7:05`,
+    # no time to Arrow, stayed as written: one column, two spellings.
+    jobs = tuple(job(f"f{i}.csv", b"n,t\n%d,10:3%d\n%d,11:00\n" % (i, i, i)) for i in range(3))
+    tables = parse_together(jobs)
+    assert set(tables) == {0, 1, 2}
+    for index, j in enumerate(jobs):
+        alone = decode(j.source_file, j.data)
+        assert alone.column("t").to_pylist() == [f"10:3{index}", "11:00"]
+        assert tables[index].to_pylist() == alone.to_pylist()
+    assert decode("g.csv", b"n,t\n1,10:30\n2,7:05\n").column("t").to_pylist() == [
+        "10:30", "7:05",
+    ]
+    # Beside files of words in the column, as a file of words is.
+    mixed = (job("w.csv", b"n,t\n1,soon\n"), job("x.csv", b"n,t\n2,12:30:00\n"))
+    assert set(parse_together(mixed)) == {0, 1}
+    assert parse_together(mixed)[1].column("t").to_pylist() == ["12:30:00"]
 
 
 def test_quoted_or_gzipped_or_lone_files_are_left_to_be_parsed_alone() -> None:
