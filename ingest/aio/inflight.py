@@ -160,14 +160,9 @@ class InFlight:
             record.upstream = False
             self._upstream -= 1
 
-    def free_segment(self, rel: str) -> None:
-        """Remove the file's shared memory in a thread, if it has any. Called once its
-        task's result is final, and again (a no-op) when it is let go."""
-        record = self._files.get(rel)
-        if record is not None and record.segment is not None:
-            self._free(record)
-
     def _free(self, record: FileInFlight) -> None:
+        """Let go of the file's shared memory, kept to be filled again or removed in a
+        thread. Once its task's result is final (`free_shared_memory`), or as it is let go."""
         segment, record.segment = record.segment, None
         assert segment is not None
         users = self._segment_users.pop(segment.name) - 1
@@ -178,8 +173,8 @@ class InFlight:
 
     def let_go(self, rel: str) -> None:
         """Give back what the file held for its bytes: segment, budget, place upstream.
-        It stays in flight until it is finished. (`free_segment` and `hand_over` in one
-        look at its record: this runs for every file.)"""
+        It stays in flight until it is finished. (`hand_over` and more, in one look at its
+        record: this runs for every file.)"""
         record = self._files.get(rel)
         if record is None:
             return
