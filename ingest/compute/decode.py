@@ -317,6 +317,11 @@ def _without_extensions(table: pa.Table) -> pa.Table:
             table = table.set_column(index, field.with_type(kind.value_type), plain)
             continue
         if not isinstance(kind, pa.BaseExtensionType):
+            if pa.types.is_nested(kind) and _plain_type(kind) != kind:
+                # One inside a list or a struct (DuckDB writes `[uuid()]` so): value by value.
+                values = _plain_values(table.column(index).to_pylist())
+                plain = pa.chunked_array([pa.array(values, _plain_type(kind))])
+                table = table.set_column(index, field.with_type(plain.type), plain)
             continue
         stored = pa.chunked_array(
             [chunk.storage for chunk in table.column(index).chunks], kind.storage_type
@@ -328,6 +333,39 @@ def _without_extensions(table: pa.Table) -> pa.Table:
             )])
         table = table.set_column(index, pa.field(field.name, stored.type), stored)
     return table
+
+
+def _plain_type(kind: pa.DataType) -> pa.DataType:
+    """`kind` with each extension type inside it as `_without_extensions` makes a column
+    of one: a UUID as text, any other as what it is stored as."""
+    if isinstance(kind, pa.BaseExtensionType):
+        return pa.string() if kind.extension_name == "arrow.uuid" else _plain_type(
+            kind.storage_type
+        )
+    if pa.types.is_list(kind):
+        return pa.list_(kind.value_field.with_type(_plain_type(kind.value_type)))
+    if pa.types.is_large_list(kind):
+        return pa.large_list(kind.value_field.with_type(_plain_type(kind.value_type)))
+    if pa.types.is_fixed_size_list(kind):
+        return pa.list_(kind.value_field.with_type(_plain_type(kind.value_type)), kind.list_size)
+    if pa.types.is_struct(kind):
+        return pa.struct([f.with_type(_plain_type(f.type)) for f in kind])
+    if pa.types.is_map(kind):
+        return pa.map_(_plain_type(kind.key_type), _plain_type(kind.item_type))
+    return kind
+
+
+def _plain_values(value: object) -> object:
+    """Python values of a column so made: a UUID as its text."""
+    if isinstance(value, uuid.UUID):
+        return str(value)
+    if isinstance(value, list):
+        return [_plain_values(item) for item in value]
+    if isinstance(value, tuple):  # a map's (key, item)
+        return tuple(_plain_values(item) for item in value)
+    if isinstance(value, dict):
+        return {key: _plain_values(item) for key, item in value.items()}
+    return value
 
 
 def _arrow(data: bytes) -> pa.Table:

@@ -298,6 +298,21 @@ def test_a_run_end_encoded_column_reads_as_its_values() -> None:
     assert read.column("v").to_pylist() == [7, 7, None]
 
 
+def test_a_uuid_in_a_list_a_struct_or_a_map_reads_as_its_text(tmp_path: Path) -> None:
+    # Only a column of UUIDs was made text: one inside a list quarantined its file.
+    path = tmp_path / "ids.parquet"
+    one = "f81d4fae-7dec-11d0-a765-00a0c91e6bf6"
+    duckdb.sql(
+        f"COPY (SELECT 1 AS k, ['{one}'::UUID, NULL] AS ids, {{'u': '{one}'::UUID}} AS s,"
+        f" MAP {{'a': '{one}'::UUID}} AS m) TO '{path.as_posix()}' (FORMAT parquet)"
+    )
+    table = decode("ids.parquet", path.read_bytes())
+    assert table.to_pylist() == [{"k": 1, "ids": [one, None], "s": {"u": one}, "m": [("a", one)]}]
+    written = tmp_path / "out.parquet"
+    pq.write_table(table, written)  # and a reader opens it
+    assert duckdb.sql(f"SELECT ids[1] FROM '{written.as_posix()}'").fetchall() == [(one,)]
+
+
 def test_a_uuid_column_as_duckdb_writes_it_reads_as_its_text(tmp_path: Path) -> None:
     path = tmp_path / "ids.parquet"
     duckdb.sql(
