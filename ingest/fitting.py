@@ -20,6 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import isotime
+from .nested_types import mapped
 from .widen import IDENTITY, RESCUED, folded, is_untyped, matching, normalise
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
@@ -444,21 +445,15 @@ def _view_as_list(array: pa.Array) -> pa.Array:
 
 
 def _micro(kind: pa.DataType) -> pa.DataType:
+    return mapped(kind, _micro_leaf)
+
+
+def _micro_leaf(kind: pa.DataType) -> pa.DataType | None:
     if pa.types.is_timestamp(kind) and kind.unit == "ns":
         return pa.timestamp("us", kind.tz)
     if pa.types.is_duration(kind) and kind.unit != "us":
         return pa.duration("us")
-    if pa.types.is_list(kind):
-        return pa.list_(kind.value_field.with_type(_micro(kind.value_type)))
-    if pa.types.is_large_list(kind):
-        return pa.large_list(kind.value_field.with_type(_micro(kind.value_type)))
-    if pa.types.is_fixed_size_list(kind):
-        return pa.list_(kind.value_field.with_type(_micro(kind.value_type)), kind.list_size)
-    if pa.types.is_struct(kind):
-        return pa.struct([f.with_type(_micro(f.type)) for f in kind])
-    if pa.types.is_map(kind):
-        return pa.map_(_micro(kind.key_type), _micro(kind.item_type))
-    return kind
+    return None
 
 
 def _fits(

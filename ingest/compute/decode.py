@@ -26,6 +26,7 @@ from ..blocks import JSON_LINES, LINE_FORMATS
 from ..conform import typed_text
 from ..dialect import CsvOptions, Dialect
 from ..isotime import dates_in_text, timestamps_in_text
+from ..nested_types import mapped
 from .csvfile import read_block, read_csv
 from .failures import FIXED_TYPES, DecodeError
 from .json_dates import dates_as_written
@@ -338,21 +339,15 @@ def _without_extensions(table: pa.Table) -> pa.Table:
 def _plain_type(kind: pa.DataType) -> pa.DataType:
     """`kind` with each extension type inside it as `_without_extensions` makes a column
     of one: a UUID as text, any other as what it is stored as."""
-    if isinstance(kind, pa.BaseExtensionType):
-        return pa.string() if kind.extension_name == "arrow.uuid" else _plain_type(
-            kind.storage_type
-        )
-    if pa.types.is_list(kind):
-        return pa.list_(kind.value_field.with_type(_plain_type(kind.value_type)))
-    if pa.types.is_large_list(kind):
-        return pa.large_list(kind.value_field.with_type(_plain_type(kind.value_type)))
-    if pa.types.is_fixed_size_list(kind):
-        return pa.list_(kind.value_field.with_type(_plain_type(kind.value_type)), kind.list_size)
-    if pa.types.is_struct(kind):
-        return pa.struct([f.with_type(_plain_type(f.type)) for f in kind])
-    if pa.types.is_map(kind):
-        return pa.map_(_plain_type(kind.key_type), _plain_type(kind.item_type))
-    return kind
+    return mapped(kind, _plain_leaf)
+
+
+def _plain_leaf(kind: pa.DataType) -> pa.DataType | None:
+    if not isinstance(kind, pa.BaseExtensionType):
+        return None
+    return pa.string() if kind.extension_name == "arrow.uuid" else _plain_type(
+        kind.storage_type
+    )
 
 
 def _plain_values(value: object) -> object:
