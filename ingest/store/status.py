@@ -11,6 +11,7 @@ import pyarrow as pa
 
 from ..config import Config
 from ..files import mtime_ns
+from ..logs import utf8
 from ..selection import scan
 from . import watch_mode
 from .known import Key
@@ -54,8 +55,10 @@ def collect(config: Config) -> dict[str, Any]:
     if layout.delta:
         _add_delta_versions(layout, tables)
     return {
-        "drop": str(layout.drop),
-        "output": str(layout.output),
+        # A byte that is not UTF-8 as \xNN, as the log writes names: JSON would carry it
+        # as a lone surrogate (`\udce4`), which strict readers refuse.
+        "drop": utf8(str(layout.drop)),
+        "output": utf8(str(layout.output)),
         "counts": {s: counts.get(s, 0) for s in ("ingested", "duplicate", "quarantined")},
         # Not an input's fate, so not among the counts: files seen and gone before they
         # were read, which `ingest explain` shows.

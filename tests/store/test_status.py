@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -103,3 +104,14 @@ def test_status_after_a_ledger_rebuild_shows_each_table_as_before(folder: Folder
     # Three commits: each file's, and the rewrite of a.csv's part to schema v2.
     assert "rebuilt the ledger: 3 commits, 4 part files, 2 ingested" in rebuilt.stdout
     assert json.loads(folder.ingest("status", "--json").stdout)["tables"] == before
+
+
+def test_a_folder_name_that_is_not_utf8_is_shown_as_the_log_shows_names(
+    folder: Folder,
+) -> None:
+    # `--json` carried its byte as a lone surrogate, `\udce4`, which strict readers refuse.
+    drop = folder.root / os.fsdecode(b"d\xe4")
+    drop.mkdir()
+    result = folder.ingest("status", "--json", "--drop", str(drop), timeout=60)
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["drop"] == str(folder.root) + "/d\\xe4"
