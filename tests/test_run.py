@@ -223,19 +223,24 @@ def test_sigusr1_writes_every_stack_to_the_log_and_the_service_goes_on(
     assert "replacing the process pool" not in svc.text()
 
 
+# `batch.csv`: its name matched the patterns, so it was taken for a file, found not
+# regular, and its files waited for the next rescan.
+@pytest.mark.parametrize("name", ["day", "batch.csv"])
 def test_a_folder_moved_in_is_ingested_without_waiting_for_a_rescan(
-    folder: Folder, service: Callable[..., Service]
+    folder: Folder, service: Callable[..., Service], name: str
 ) -> None:
     # Its files send no event of their own as it is moved in: only the folder does.
     folder.write_config(watch={"settle_ms": 50, "rescan_s": 3600}, output={"flush_s": 0})
     svc = service()
     svc.wait_ready()
-    staged = folder.root / "stage" / "day"
+    staged = folder.root / "stage" / name
     staged.mkdir(parents=True)
-    expected = {f"day/m{i}.csv": len(write_csv(staged / f"m{i}.csv", 10 + i, i)) for i in range(3)}
+    expected = {
+        f"{name}/m{i}.csv": len(write_csv(staged / f"m{i}.csv", 10 + i, i)) for i in range(3)
+    }
     (staged / "inner").mkdir()
-    expected["day/inner/n.csv"] = len(write_csv(staged / "inner" / "n.csv", 5, 9))
-    staged.rename(folder.drop / "day")
+    expected[f"{name}/inner/n.csv"] = len(write_csv(staged / "inner" / "n.csv", 5, 9))
+    staged.rename(folder.drop / name)
     wait_for(lambda: folder.rows_per_file() == expected, 30, "the moved-in folder's files")
     assert svc.stop() == 0
 
@@ -260,23 +265,6 @@ def test_a_file_in_a_hidden_folder_is_not_read_until_it_is_moved_out(
     wait_for(lambda: folder.rows_per_file().get("s.csv") == rows, 30, "the file moved out")
     assert svc.stop() == 0
     assert folder.rows_per_file() == {"marker.csv": 3, "s.csv": rows}
-
-
-def test_a_folder_named_like_an_input_moved_in_is_scanned_at_once(
-    folder: Folder, service: Callable[..., Service]
-) -> None:
-    # Its name matched the patterns, so it was taken for a file, found not regular, and
-    # its files waited for the next rescan.
-    folder.write_config(watch={"settle_ms": 50, "rescan_s": 3600}, output={"flush_s": 0})
-    svc = service()
-    svc.wait_ready()
-    staged = folder.root / "stage" / "batch.csv"
-    staged.mkdir(parents=True)
-    rows = len(write_csv(staged / "inner.csv", 7, 1))
-    staged.rename(folder.drop / "batch.csv")
-    wait_for(lambda: folder.rows_per_file() == {"batch.csv/inner.csv": rows}, 30,
-             "the moved-in folder's file")
-    assert svc.stop() == 0
 
 
 def test_a_file_in_a_symlinked_folder_that_leads_out_is_never_read_nor_deleted(
