@@ -292,8 +292,10 @@ def test_a_scheduler_lost_mid_run_stops_the_service_and_quarantines_nothing(
     with _cluster([[], []]) as doomed:
         _configure(folder, doomed, "paths", sets=["summary", "tests.plugin_sets:slow"])
         expected = {}
-        for i in range(60):  # 0.15 s each in a worker, with the slow set: about 5 s on two
-            expected[f"f{i:02d}.csv"] = len(write_csv(folder.drop / f"f{i:02d}.csv", 200, i))
+        # 0.15 s each in a worker, with the slow set: about 9 s on two, so that work is still
+        # in flight once a look at the cluster (a process of its own) has found it busy.
+        for i in range(120):
+            expected[f"f{i:03d}.csv"] = len(write_csv(folder.drop / f"f{i:03d}.csv", 200, i))
         proc = subprocess.Popen(
             [sys.executable, "-m", "ingest", command, "--config", str(folder.config)],
             cwd=folder.root, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
