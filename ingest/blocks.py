@@ -174,6 +174,7 @@ class Finish:
     """Everything needed to write the file's features part."""
 
     source_file: str
+    source_table: str
     sha256: str
     rows: int
     selection: Selection

@@ -138,6 +138,24 @@ def test_a_streamed_file_has_features_for_its_own_columns_only(folder: Folder) -
     ) == [(20_000, 0)]
 
 
+@pytest.mark.parametrize("name", ["big.csv", "sensor_big.csv"])
+def test_a_streamed_files_features_name_the_table_its_rows_went_to(
+    folder: Folder, name: str
+) -> None:
+    folder.write_config(**STREAMING, **{"tables.sensors": {"patterns": ["sensor_*.csv"]}})
+    big_csv(folder.drop / name, rows=20_000)
+    (folder.drop / "small.csv").write_bytes(b"timestamp,ch0\n1,1.5\n")
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "blocks; quantiles exact" in result.stderr, "read in blocks"
+    table = "sensors" if name.startswith("sensor_") else "records"
+    assert folder.rows_per_file(table)[name] == 20_000
+    assert sorted(folder.query("SELECT DISTINCT source_file, source_table FROM features")) == \
+        sorted([(name, table), ("small.csv", "records")])
+
+
 def test_json_lines_larger_than_memory_mb_are_ingested_in_blocks(folder: Folder) -> None:
     folder.write_config(**STREAMING)
     rng = np.random.default_rng(7)

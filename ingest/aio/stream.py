@@ -491,8 +491,8 @@ class Streamer:
             passes += 1
         log.info("%s: %d blocks; quantiles exact after %d passes", file.rel, len(staged), passes)
         finish = Finish(
-            file.rel, digest, progress.rows, selection, self.config.features.sets,
-            self.config.output.compression,
+            file.rel, self.config.route(file.rel), digest, progress.rows, selection,
+            self.config.features.sets, self.config.output.compression,
         )
         return await self._retrying(lambda: self.compute.finish(finish))
 

@@ -210,8 +210,8 @@ def finish(task: Finish) -> bytes:
     """The file's features part: one row per numeric column."""
     rows: list[features.Row] = [
         {
-            "source_file": task.source_file, "source_sha256": task.sha256,
-            "source_column": column.column, "window": None,
+            "source_table": task.source_table, "source_file": task.source_file,
+            "source_sha256": task.sha256, "source_column": column.column, "window": None,
             **_summary(column, task.selection),
         }
         for column in task.selection.columns
