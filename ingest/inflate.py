@@ -60,6 +60,11 @@ class Inflater:
         self._error: GzipError | None = None  # raised once the bytes before it are read
 
     @property
+    def error(self) -> GzipError | None:
+        """The bytes that are not gzip found so far, raised by the next `read`."""
+        return self._error
+
+    @property
     def hungry(self) -> bool:
         """True when everything fed has been decompressed: more input is wanted."""
         return self._at >= len(self._input)

@@ -15,7 +15,7 @@ import pyarrow as pa
 
 from ..dialect import Dialect
 from ..footprint import measured, of_bytes
-from ..inflate import GzipError, Inflater, inner_name
+from ..inflate import MEASURE_BYTES, GzipError, Inflater, inner_name
 from ..jobs import Job, TableSpec
 from .decode import DecodeError, decode, decode_file
 from .names import known_columns, read_as_text
@@ -60,6 +60,12 @@ def plain_bytes(job: Job) -> bytes:
     try:
         plain = inflater.read(limit + 1)
         if len(plain) > limit:
+            # Measuring stops at bytes that are not gzip, and zlib keeps nothing of the call
+            # that finds them: up to MEASURE_BYTES before them went uncounted. Bytes found
+            # bad within that are what the file is; only past it was the file rewritten.
+            inflater.read(MEASURE_BYTES)
+            if inflater.error is not None:
+                raise inflater.error
             raise TooLarge(
                 f"it decompresses to more than the {limit} bytes it was measured at before it"
                 f" was read ({_REWRITTEN}"

@@ -10,6 +10,7 @@ import gzip
 import io
 import json
 import re
+import tokenize
 import uuid
 import zipfile
 import zlib
@@ -229,17 +230,34 @@ def _arrow_table(columns: dict[str, np.ndarray]) -> pa.Table:
     }
     try:
         return typed_text(pa.table({
-            name: _strings(column) if column.dtype.kind in "SU" else column
+            name: _strings(name, column) if column.dtype.kind in "SU" else column
             for name, column in columns.items()
         }))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError) as exc:
         raise DecodeError(f"array cannot become a table column: {exc}") from None
 
 
-def _strings(column: np.ndarray) -> pa.Array:
+def _strings(name: str, column: np.ndarray) -> pa.Array:
     """numpy's fixed-width bytes or text, each value as numpy reads it (only the NULs that
     pad it to its width dropped): Arrow's conversion ends each at its first NUL."""
+    if column.dtype.kind == "U":
+        _check_code_points(name, column)
     return pa.array(column.tolist(), pa.binary() if column.dtype.kind == "S" else pa.string())
+
+
+def _check_code_points(name: str, column: np.ndarray) -> None:
+    """numpy's text holds any 32-bit number as a character; one that is no Unicode
+    character (a lone surrogate, or past U+10FFFF) has no UTF-8 to be written as."""
+    if column.dtype.itemsize == 0 or not len(column):
+        return
+    codes = np.ascontiguousarray(column).view(np.uint32).reshape(len(column), -1)
+    bad = ((codes >= 0xD800) & (codes <= 0xDFFF)) | (codes > 0x10FFFF)
+    rows = np.flatnonzero(bad.any(axis=1))
+    if len(rows):
+        raise DecodeError(
+            f"column {name!r} holds text that is not Unicode, row {int(rows[0]) + 1} the first"
+            " (a lone surrogate, or a code point past U+10FFFF)"
+        )
 
 
 def _array_columns(array: np.ndarray, prefix: str = "c") -> dict[str, np.ndarray]:
@@ -252,24 +270,48 @@ def _array_columns(array: np.ndarray, prefix: str = "c") -> dict[str, np.ndarray
     raise DecodeError(f"expected a 1-D or 2-D array, got shape {array.shape}")
 
 
+NPY_MAGIC = b"\x93NUMPY"
+# A zip file begins with a member's header, or, with no member, with its directory's end.
+ZIP_MAGICS = (b"PK\x03\x04", b"PK\x05\x06")
+# What numpy's reading of a header that is not the Python literal it should be raises.
+_BAD_HEADER = (ValueError, OSError, EOFError, SyntaxError, tokenize.TokenError)
+
+
 def _npy(data: bytes) -> pa.Table:
+    # Checked here: numpy takes any other bytes for a pickle, and says so.
+    if not data.startswith(NPY_MAGIC):
+        raise DecodeError("not a .npy file: it does not begin with \\x93NUMPY", offset=0)
     try:
         array = np.load(io.BytesIO(data), allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
+    except _BAD_HEADER as exc:
         raise DecodeError(f"not a valid .npy file: {exc}", offset=0) from None
     return _arrow_table(_array_columns(array))
 
 
 def _npz(data: bytes) -> pa.Table:
+    if not data.startswith(ZIP_MAGICS):
+        raise DecodeError("not an .npz file: it does not begin as a zip file does", offset=0)
     columns: dict[str, np.ndarray] = {}
     try:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
-            for key in archive.files:
+            keys = archive.files
+            # `x.npy` and `x` are both the array `x`: numpy would give one of them twice.
+            twice = sorted({key for key in keys if keys.count(key) > 1})
+            if twice:
+                raise DecodeError(f"it holds more than one array named {twice[0]!r}")
+            for key in keys:
                 array = archive[key]
+                if not isinstance(array, np.ndarray):
+                    raise DecodeError(f"its member {key!r} is not a NumPy array (.npy)")
                 if array.ndim != 1:
                     raise DecodeError(f"array {key!r} has shape {array.shape}; expected 1-D")
+                if array.dtype.names:
+                    raise DecodeError(
+                        f"array {key!r} is a structured array: an .npz's arrays are its"
+                        " columns, each of one value a row (an .npy's fields are columns)"
+                    )
                 columns[key] = array
-    except (ValueError, OSError, EOFError, zlib.error, zipfile.BadZipFile) as exc:
+    except (*_BAD_HEADER, zlib.error, zipfile.BadZipFile) as exc:
         raise DecodeError(f"not a valid .npz file: {exc}", offset=0) from None
     lengths = {len(v) for v in columns.values()}
     if len(lengths) > 1:
@@ -363,10 +405,15 @@ def _plain_values(value: object) -> object:
     return value
 
 
+ARROW_FILE_MAGIC = b"ARROW1"
+
+
 def _arrow(data: bytes) -> pa.Table:
     try:
         table = pa_ipc.open_file(pa.BufferReader(data)).read_all()
-    except pa.ArrowInvalid:
+    except (pa.ArrowInvalid, OSError) as exc:
+        if data.startswith(ARROW_FILE_MAGIC):  # a file, cut short or damaged: not a stream
+            raise DecodeError(f"not a valid Arrow IPC file: {exc}", offset=0) from None
         try:
             table = pa_ipc.open_stream(pa.BufferReader(data)).read_all()
         except (pa.ArrowInvalid, OSError) as exc:

@@ -5,14 +5,18 @@ from __future__ import annotations
 import gzip
 import hashlib
 import io
+from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 
 from ingest.compute.task import process
 from ingest.config import Features
 from ingest.footprint import of_bytes
+from ingest.inflate import plain_size
 from ingest.jobs import EncodedPart, Failure, Job, Task, TaskResult
 
 CSV = b"t,x\n" + b"".join(b"%d,%d\n" % (i, i % 7) for i in range(10_000))
@@ -58,6 +62,36 @@ def test_a_truncated_measured_gzip_file_is_a_decode_error_at_its_offset() -> Non
 
     assert found.error == "DecodeError" and "gzip" in found.message
     assert found.offset is not None and 0 < found.offset <= len(data)
+
+
+def _measured(data: bytes, tmp_path: Path) -> int:
+    """What the service charges a gzip'd file: its bytes and what they decompress to."""
+    path = tmp_path / "m.csv.gz"
+    path.write_bytes(data)
+    return len(data) + plain_size(path, 1 << 40)
+
+
+def _flipped(data: bytes, at: int) -> bytes:
+    damaged = bytearray(data)
+    damaged[at] ^= 0xFF
+    return bytes(damaged)
+
+
+@pytest.mark.parametrize("damage", [
+    lambda gz: gz[:-8] + b"\0\0\0\0" + gz[-4:],  # its CRC
+    lambda gz: gz[:-4] + b"\1\0\0\0",  # its ISIZE
+    lambda gz: _flipped(gz, len(gz) // 2),  # its deflated bytes
+], ids=["crc", "isize", "deflate"])
+def test_a_damaged_gzip_file_is_a_decode_error_not_too_large(
+    tmp_path: Path, damage: Callable[[bytes], bytes]
+) -> None:
+    for plain in (b"a,b\n1,x\n2,y\n", CSV):
+        data = damage(gzip.compress(plain))
+
+        found = failure(run(data, _measured(data, tmp_path)))
+
+        assert found.error == "DecodeError" and "gzip" in found.message, found
+        assert found.offset is not None
 
 
 def test_an_npz_decodes_at_its_measure_and_is_refused_past_it() -> None:

@@ -664,6 +664,62 @@ def test_bad_npy_is_a_decode_error(data: bytes) -> None:
     _decode_error("bad.npy", data)
 
 
+def test_npy_with_a_header_cut_short_is_a_decode_error() -> None:
+    data = b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8',}\n" + b"\0" * 16
+    assert "not a valid .npy file" in str(_decode_error("cut.npy", data))
+
+
+@pytest.mark.parametrize(("name", "said"), [
+    ("text.npy", "not a .npy file"), ("text.npz", "not an .npz file"),
+])
+def test_bytes_of_another_format_are_named_so_and_no_pickle_is_spoken_of(
+    name: str, said: str
+) -> None:
+    error = str(_decode_error(name, b"a,b\n1,2\n"))
+    assert said in error and "pickle" not in error
+
+
+def _zip(**members: bytes) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, data in members.items():
+            archive.writestr(name.replace("__", "/"), data)
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize("members", [
+    {"x.npy": np.arange(3), "x": np.arange(7, 10)},
+    {"x": np.arange(3), "x.npy": np.arange(7, 10)},
+], ids=["x.npy-then-x", "x-then-x.npy"])
+def test_an_npz_holding_two_arrays_of_one_name_is_refused_not_read_as_one(
+    members: dict[str, np.ndarray],
+) -> None:
+    error = _decode_error("two.npz", _zip(**{name: _npy(a) for name, a in members.items()}))
+    assert "more than one array named 'x'" in str(error)
+
+
+def test_an_npz_member_that_is_not_an_array_is_named() -> None:
+    data = _zip(**{"a.npy": _npy(np.arange(3)), "readme.txt": b"hi"})
+    assert "member 'readme.txt' is not a NumPy array" in str(_decode_error("r.npz", data))
+
+
+def test_a_structured_array_in_an_npz_is_refused_with_why() -> None:
+    data = _npz(a=np.array([(1, 2.0)], dtype=[("x", "i4"), ("y", "f8")]))
+    assert "array 'a' is a structured array" in str(_decode_error("s.npz", data))
+
+
+@pytest.mark.parametrize("code", [0xD800, 0x110000], ids=["lone-surrogate", "past-10ffff"])
+def test_numpy_text_that_is_not_unicode_is_refused_naming_its_row(code: int) -> None:
+    array = np.frombuffer(np.array([0x61, 0x62, code, 0x63], "<u4").tobytes(), "<U2")
+    error = _decode_error("t.npy", _npy(array))
+    assert "column 'c0' holds text that is not Unicode, row 2 the first" in str(error)
+
+
+def test_numpy_text_of_every_plane_reads_back() -> None:
+    array = np.array(["a", "é", "\U0010ffff", "\ud7ff\ue000", ""])
+    assert decode("t.npy", _npy(array)).column("c0").to_pylist() == array.tolist()
+
+
 def test_pickled_npy_is_refused_not_unpickled() -> None:
     error = _decode_error("objects.npy", _npy(np.array([{"a": 1}, None], dtype=object)))
     assert "pickle" in str(error)
@@ -687,6 +743,11 @@ def test_unsupported_npy_array_is_a_decode_error(array: np.ndarray) -> None:
 def test_bad_arrow_ipc_is_a_decode_error(data: bytes) -> None:
     error = _decode_error("bad.arrow", data)
     assert "Arrow" in str(error)
+
+
+def test_a_cut_short_arrow_file_is_reported_as_a_file_not_as_a_stream() -> None:
+    error = str(_decode_error("cut.arrow", _ipc_file(_table())[:-20]))
+    assert error.startswith("not a valid Arrow IPC file: "), error
 
 
 @pytest.mark.parametrize("name", ["notes.txt", "archive.gz", "data.csv.bz2", "noext"])
