@@ -11,6 +11,7 @@ and its raw text is kept in `_rescued_data`, a JSON object of column -> text.
 
 from __future__ import annotations
 
+import datetime
 import decimal
 import functools
 import json
@@ -76,10 +77,12 @@ def own_columns(data: pa.Schema, schema: pa.Schema) -> frozenset[str]:
 
 
 def fits_as_is(have: pa.Schema, want: pa.Schema) -> bool:
-    """Is `want` a file's own columns, `have`, then the identity columns?"""
+    """Is `want` a file's own columns, `have`, then the identity columns, with nothing to
+    look at? (A date may lie outside the years readers hold.)"""
     return (
         len(want) == len(have) + len(IDENTITY) and tuple(want.names[-len(IDENTITY):]) == IDENTITY
         and all(a.name == b.name and a.type == b.type for a, b in zip(have, want, strict=False))
+        and not any(pa.types.is_date(field.type) for field in have)
     )
 
 
@@ -107,6 +110,26 @@ def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
 
 
 def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    cast = _cast_to(column, field, rescued)
+    return _in_calendar(cast, field, rescued) if pa.types.is_date(field.type) else cast
+
+
+def _in_calendar(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
+    """A date column less the dates before year 1 or after 9999, rescued: pandas reads a
+    date as Python's, whose years those are, and refuses the whole table for one."""
+    first, last = _calendar_bounds(field.type)
+    outside = pc.fill_null(pc.or_(pc.less(column, first), pc.greater(column, last)), False)
+    return _set_aside(column, outside, field, rescued) if pc.any(outside).as_py() else column
+
+
+@functools.cache
+def _calendar_bounds(kind: pa.DataType) -> tuple[pa.Scalar, pa.Scalar]:
+    return (
+        pa.scalar(datetime.date(1, 1, 1), kind), pa.scalar(datetime.date(9999, 12, 31), kind)
+    )
+
+
+def _cast_to(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
     kind = field.type
     column, settled = _settled(column, field, rescued)
     if settled:

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 import duckdb
+import numpy as np
 import pandas as pd
 import polars as pl
 import pyarrow as pa
@@ -485,6 +486,25 @@ def test_times_of_day_nanoseconds_and_durations_read_the_same_in_every_reader(
         ], reader
     took = ds.dataset(folder.output / "records").to_table(filter=ds.field("id") == 3)["took"]
     assert took.to_pylist() == [1_500]  # microseconds
+
+
+def test_dates_outside_years_1_to_9999_are_rescued_and_the_table_opens_everywhere(
+    folder: Folder,
+) -> None:
+    """pandas reads a date as Python's, and refused the whole table for one of year 10000."""
+    pq.write_table(pa.table({
+        "id": pa.array([1, 2, 3, 4], pa.int64()),
+        "day": pa.array(np.array(
+            ["2024-01-01", "10000-01-01", "-0768-03-01", "9999-12-31"], dtype="datetime64[D]"
+        )),
+    }), folder.drop / "a.parquet")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    day = [dt.date(2024, 1, 1), None, None, dt.date(9999, 12, 31)]
+    rescued = [None, {"day": "10000-01-01"}, {"day": "-0768-03-01"}, None]
+    for reader, rows in readers(folder.output, "records", ["id", "day", RESCUED]).items():
+        got = [(row[1], row[2] and json.loads(row[2])) for row in rows]
+        assert got == list(zip(day, rescued, strict=True)), reader
 
 
 def test_integers_float64_would_round_keep_their_text(folder: Folder) -> None:
