@@ -543,6 +543,8 @@ def _text(value: pa.Scalar) -> str:
             return spelled + ("Z" if value.type.tz else "")
         if pa.types.is_duration(value.type):  # past a timedelta's 999,999,999 days
             return str(np.timedelta64(value.value, value.type.unit))
+        if pa.types.is_struct(value.type) or _is_list(value.type):
+            return _json_text(value)  # a struct whose fields share a name, at any depth
         try:
             return str(value.cast(pa.string()).as_py())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested: Arrow's own print
@@ -555,6 +557,25 @@ def _text(value: pa.Scalar) -> str:
         except (TypeError, ValueError):
             return str(raw)
     return str(raw)  # a date or a decimal as its text, not as a JSON string in quotes
+
+
+def _json_text(value: pa.Scalar) -> str:
+    """A value as JSON, a struct field by field in its order: one whose fields share a
+    name (`{"x": 1, "x": 3}`, which JSON may spell) has no Python dict."""
+    if not value.is_valid:
+        return "null"
+    if pa.types.is_struct(value.type):
+        return "{" + ", ".join(
+            f"{json.dumps(field.name)}: {_json_text(value[i])}"
+            for i, field in enumerate(value.type)
+        ) + "}"
+    if _is_list(value.type):
+        return "[" + ", ".join(_json_text(item) for item in value) + "]"
+    try:
+        raw = value.as_py()
+    except (ValueError, OverflowError):
+        return json.dumps(_text(value))
+    return json.dumps(raw, default=str)
 
 
 def _rescued_column(

@@ -589,6 +589,25 @@ def test_a_struct_whose_fields_differ_only_by_case_is_rescued_whole_in_a_struct_
     assert rescued[1] is None
 
 
+def test_a_struct_whose_fields_share_a_name_is_the_json_of_each_field_in_its_order() -> None:
+    duplicated = pa.StructArray.from_arrays(
+        [pa.array([1, None]), pa.array(["a", "b"]),
+         pa.array([[{"on": datetime.date(2024, 1, 2)}], None])],
+        fields=[pa.field("x", pa.int64()), pa.field("x", pa.string()),
+                pa.field("l", pa.list_(pa.struct([("on", pa.date32())])))],
+    )
+    data = pa.table({"s": duplicated, "l": pa.array([[duplicated[0]], None], pa.list_(
+        duplicated.type
+    ))})
+    schema = conform.target(data, None, {})
+    fitted = fitting.fit(data, schema)
+    assert fitted.column("s").to_pylist() == [
+        '{"x": 1, "x": "a", "l": [{"on": "2024-01-02"}]}', '{"x": null, "x": "b", "l": null}',
+    ]
+    rescued = [r and json.loads(r) for r in fitted.column(RESCUED).to_pylist()]
+    assert rescued == [{"l": '[{"x": 1, "x": "a", "l": [{"on": "2024-01-02"}]}]'}, None]
+
+
 def test_a_nested_value_rescued_keeps_the_fields_the_table_lacks_in_its_text() -> None:
     # The table's list of structs holds `a` as int64; the file's `a` is 1.5, and `b` is
     # a field the table does not have: the rescued text is the value as the file held it.
