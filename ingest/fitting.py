@@ -54,14 +54,27 @@ def _int64_bounds() -> tuple[pa.Scalar, pa.Scalar]:
 
 Rescued = dict[int, dict[str, str]]  # row -> column -> raw text
 
+# A string array's offsets are 32 bits: one text repeated in one array past 2 GiB (33
+# million rows of a sha256) wraps them. Repeated in chunks of about this many bytes, the
+# same chunk each time, the column takes that much memory however many rows it has.
+REPEAT_BYTES = 4 << 20
+
+
+def repeated(text: str, rows: int) -> pa.ChunkedArray:
+    """`text` in each of `rows` rows, as a column of strings."""
+    per = max(1, REPEAT_BYTES // max(len(text.encode()), 1))
+    chunk = pa.repeat(pa.scalar(text, pa.string()), min(rows, per))
+    whole, rest = divmod(rows, per)
+    return pa.chunked_array([chunk] * whole + ([chunk.slice(0, rest)] if rest else []), chunk.type)
+
 
 def fit_file(data: pa.Table, source_file: str, sha256: str, schema: pa.Schema) -> pa.Table:
     """A file's records: its columns and where each row came from, fitted to `schema`."""
     rows = data.num_rows
     columns = [
         *data.columns,
-        pa.repeat(pa.scalar(source_file, pa.string()), rows),
-        pa.repeat(pa.scalar(sha256, pa.string()), rows),
+        repeated(source_file, rows),
+        repeated(sha256, rows),
     ]
     if fits_as_is(data.schema, schema):
         # The common case, a file just like its table: one new table, nothing to cast.

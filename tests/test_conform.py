@@ -15,6 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from ingest import conform, fitting
+from ingest.compute import runs
 from ingest.compute.decode import decode
 from ingest.widen import RESCUED, is_untyped, matching, merge, merge_schemas, normalise
 
@@ -696,3 +697,34 @@ def test_a_decimal_a_float_column_cannot_hold_at_its_scale_is_rescued(
         {"v": v} if k is None and v is not None else None
         for v, k in zip(values, kept, strict=True)
     ]
+
+
+# A name this long makes a file of a million rows hold 2 GiB of its text in `source_file`.
+LONG_NAME = "/".join(["d" * 200] * 9) + "/" + "x" * 190 + ".npy"
+
+
+def test_a_files_name_in_more_rows_than_32_bit_offsets_reach_reads_back_whole() -> None:
+    rows = (2**31) // len(LONG_NAME) + 1000
+    data = pa.table({"c0": pa.array(np.zeros(rows, np.int8))})
+    schema = conform.target(data, None, {})
+
+    fitted = fitting.fit_file(data, LONG_NAME, "f" * 64, schema)
+
+    names = fitted.column("source_file")
+    assert len(names) == rows
+    assert names[rows - 1].as_py() == LONG_NAME and names[0].as_py() == LONG_NAME
+    assert fitted.column("source_sha256")[rows - 1].as_py() == "f" * 64
+    assert fitted.get_total_buffer_size() < 32 << 20, "one chunk of the text, repeated"
+
+
+def test_a_run_whose_names_pass_32_bit_offsets_reads_back_whole() -> None:
+    per = (2**31) // len(LONG_NAME) // 2 + 1000
+    data = pa.table({"c0": pa.array(np.zeros(2 * per, np.int8))})
+    schema = conform.target(data, None, {})
+    sources = [(LONG_NAME, "a" * 64, per), (LONG_NAME[:-5] + "y.npy", "b" * 64, per)]
+
+    fitted = runs.fit_run(data, sources, schema)
+
+    names = fitted.column("source_file")
+    assert (names[0].as_py(), names[2 * per - 1].as_py()) == (LONG_NAME, sources[1][0])
+    assert fitted.column("source_sha256")[2 * per - 1].as_py() == "b" * 64

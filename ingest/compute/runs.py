@@ -108,7 +108,9 @@ def featurise_run(
 
 def fit_run(data: pa.Table, sources: Sequence[Source], schema: pa.Schema) -> pa.Table:
     """`fitting.fit_file` of each file whose rows, in order, make `data`, as one table."""
-    if not fitting.fits_as_is(data.schema, schema):
+    longest = max(len(source[0].encode()) for source in sources) + 64  # a sha256's text
+    # Taken in one array, the names' text must fit its 32-bit offsets.
+    if not fitting.fits_as_is(data.schema, schema) or data.num_rows * longest >= 2**31:
         pieces, offset = [], 0
         for source_file, sha256, rows in sources:
             pieces.append(fitting.fit_file(data.slice(offset, rows), source_file, sha256, schema))
