@@ -7,6 +7,8 @@ is given again (`of_bytes`) before it decodes them: they must not have grown.
 
     .gz        the compressed bytes plus the plain ones, counted by decompressing
                and keeping nothing (`inflate.plain_size`), up to a cap
+    .npy       the file plus what its header's array becomes as a table's columns
+               (`array_bytes`): a header of a few bytes can claim a billion values
     .npz       the archive plus each member's size from the zip's central
                directory, or what its .npy header claims, if more
     .parquet   the file plus, for each column, the footer's uncompressed size or
@@ -28,12 +30,13 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO
+from typing import IO, TYPE_CHECKING, Any, BinaryIO
 
 from . import ipc_size, regular
 from .inflate import plain_size
 
 if TYPE_CHECKING:
+    import numpy as np
     import pyarrow.parquet as pq
 
 # Deflate's densest coding gives about 1032 bytes for one (the zlib FAQ); with the
@@ -43,6 +46,11 @@ DEFLATE_MAX_RATIO = 1040
 # an offset and, where there are nulls, a bit of validity.
 VARIABLE_WIDTH_BYTES = 8
 PARQUET_WIDTHS = {"BOOLEAN": 1, "INT32": 4, "FLOAT": 4, "INT64": 8, "DOUBLE": 8, "INT96": 12}
+# A NumPy text or bytes value reaches Arrow as a Python object (`decode._strings`): about
+# this much besides its characters, and its place in a list.
+PYTHON_STRING_BYTES = 56
+# Bytes per value of a NumPy number as a table holds it: every width widened to 64 bits.
+WIDENED_BYTES = 8
 
 
 @dataclass(frozen=True)
@@ -55,7 +63,9 @@ class Footprint:
 
 def measured(name: str) -> bool:
     """Whether a file of this name expands in memory, so that its size on disk is no guide."""
-    return name.lower().endswith((".gz", ".npz", ".parquet", ".arrow", ".feather", ".ipc"))
+    return name.lower().endswith(
+        (".gz", ".npy", ".npz", ".parquet", ".arrow", ".feather", ".ipc")
+    )
 
 
 def footprint(path: str | Path, name: str, size: int, cap: int) -> Footprint:
@@ -81,6 +91,8 @@ def _from_headers(source: BinaryIO, name: str, size: int) -> Footprint:
 
     lower = name.lower()
     try:
+        if lower.endswith(".npy"):
+            return Footprint(size + _header_bytes(source))
         if lower.endswith(".npz"):
             return _npz(source, size)
         if lower.endswith(".parquet"):
@@ -134,15 +146,32 @@ def _npy_bytes(archive: zipfile.ZipFile, member: zipfile.ZipInfo) -> int:
     before it reads the data. Only the header is decompressed."""
     if not member.filename.endswith(".npy"):
         return 0
+    with archive.open(member) as fh:
+        return _header_bytes(fh)
+
+
+def _header_bytes(source: IO[bytes]) -> int:
+    """What the array an .npy header describes becomes, from the header alone."""
     import numpy as np
 
-    with archive.open(member) as fh:
-        version = np.lib.format.read_magic(fh)
-        if version == (1, 0):
-            shape, _, dtype = np.lib.format.read_array_header_1_0(fh)
-        else:
-            shape, _, dtype = np.lib.format.read_array_header_2_0(fh)
-    return int(np.prod(shape, dtype=object)) * dtype.itemsize
+    version = np.lib.format.read_magic(source)
+    if version == (1, 0):
+        shape, _, dtype = np.lib.format.read_array_header_1_0(source)
+    else:
+        shape, _, dtype = np.lib.format.read_array_header_2_0(source)
+    return array_bytes(int(np.prod(shape, dtype=object)), dtype)
+
+
+def array_bytes(values: int, dtype: np.dtype[Any]) -> int:
+    """What `values` values of `dtype` take in memory as they are read: numpy's array,
+    then its columns as a table holds them. A value of no width (`|S0`) still takes its
+    place in each."""
+    fields = [dtype[name] for name in dtype.names] if dtype.names else [dtype]
+    widened = sum(
+        f.itemsize + PYTHON_STRING_BYTES if f.kind in "SU" else max(f.itemsize, WIDENED_BYTES)
+        for f in fields
+    )
+    return values * (dtype.itemsize + widened)
 
 
 def _parquet(source: BinaryIO) -> int:
