@@ -588,7 +588,7 @@ def test_sigterm_during_a_stream_defers_it_and_a_restart_ingests_it_once(
     )
     svc = service()
     svc.wait_ready()
-    big_csv(folder.root / "big.csv", rows=400_000)  # about 15 MB: over a hundred blocks
+    big_csv(folder.root / "big.csv", rows=200_000)  # about 7 MB: over a hundred blocks
     os.replace(folder.root / "big.csv", folder.drop / "big.csv")
     tmp = folder.output / "_ingest" / "tmp"
     wait_for(lambda: any(tmp.iterdir()), 60, "the first staged block")
@@ -599,7 +599,7 @@ def test_sigterm_during_a_stream_defers_it_and_a_restart_ingests_it_once(
 
     result = folder.ingest("once", timeout=300)
     assert result.returncode == 0, result.stderr
-    check_exactly_once(folder, {"big.csv": 400_000}, set())
+    check_exactly_once(folder, {"big.csv": 200_000}, set())
 
 
 def test_a_file_of_whole_blocks_without_a_final_newline_keeps_its_last_record(
