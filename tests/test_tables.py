@@ -574,6 +574,34 @@ def test_an_empty_list_or_struct_of_nulls_takes_the_types_a_later_file_brings(
     assert ds.dataset(folder.output / "records").to_table()[RESCUED].null_count == 3
 
 
+@pytest.mark.parametrize("later", ["b.csv", "b.jsonl"])
+def test_a_column_of_nulls_committed_in_an_earlier_run_takes_the_type_of_its_first_values(
+    folder: Folder, later: str
+) -> None:
+    """A table's empty `end_time` column: its first values are dates, times and flags in
+    the table, not their text, as they would be in one run with the empty file."""
+    (folder.drop / "a.csv").write_bytes(b"id,d,ts,b\n0,,,\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    (folder.drop / later).write_bytes(
+        b"id,d,ts,b\n1,2024-01-01,2024-01-01 10:00:00,true\n" if later.endswith(".csv") else
+        b'{"id": 1, "d": "2024-01-01", "ts": "2024-01-01T10:00:00Z", "b": true}\n'
+    )
+
+    done = folder.ingest("once")
+
+    assert done.returncode == 0, done.stderr
+    schema = check_one_schema(folder.output)["records"]
+    assert [str(schema.field(c).type) for c in ("d", "ts", "b")] == [
+        "date32[day]", "timestamp[us]", "bool"
+    ]
+    for reader, rows in readers(folder.output, "records", ["id", "d", "ts", "b", RESCUED]).items():
+        assert rows == [
+            (0, None, None, None, None),
+            (1, dt.date(2024, 1, 1), dt.datetime(2024, 1, 1, 10), True, None),
+        ], reader
+
+
 def test_column_names_in_other_cases_are_one_column_in_every_reader(folder: Folder) -> None:
     """DuckDB renames the second of `Temp` and `temp` (or of `Source_File` and ours), and
     Spark refuses the table: within a file the second is `temp_1`, as DuckDB names it;

@@ -11,7 +11,7 @@ import pyarrow as pa
 
 from ..blocks import is_json_lines
 from ..jobs import TableSpec
-from ..widen import folded
+from ..widen import folded, is_untyped
 from .csvread import unique_names
 from .failures import DecodeError
 
@@ -80,7 +80,8 @@ def read_as_text(spec: TableSpec, name: str = "") -> tuple[str, ...]:
     json_lines = is_json_lines(name)
     return spec.text_columns + tuple(
         field.name for field in _table_schema(spec.schema)
-        if field.name not in RESERVED_COLUMNS and (
+        # A column that has held only nulls is text to no reader yet: its first values type it.
+        if field.name not in RESERVED_COLUMNS and not is_untyped(field) and (
             pa.types.is_string(field.type) or (json_lines and _number_or_flag(field.type))
         )
     )

@@ -167,10 +167,11 @@ class Schemas:
                 continue
             import pyarrow as pa
 
-            from ..widen import folded
+            from ..widen import folded, is_untyped
 
             text = {
-                folded(f.name) for f in from_bytes(current[1]) if pa.types.is_string(f.type)
+                folded(f.name) for f in from_bytes(current[1])
+                if pa.types.is_string(f.type) and not is_untyped(f)
             }
             if any(
                 folded(f.name) in text and not pa.types.is_string(f.type)
