@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import codecs
 import dataclasses
+import functools
 import math
 import os
 import re
@@ -15,11 +16,14 @@ import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .dialect import CsvOptions, parse_csv_options
 from .errors import ConfigError, config_value
 from .store.known import KNOWN_FILES
+
+if TYPE_CHECKING:
+    from wcmatch.glob import WcMatcher
 
 DEFAULT_CONFIG = Path("config.toml")
 
@@ -142,10 +146,8 @@ class Table:
     csv: CsvOptions | None = None  # [tables.NAME.csv]: what CSV detection may not decide
 
     def matches(self, rel: str) -> bool:
-        """Whether a path relative to the drop folder is one of this table's files; a
-        pattern without "/" matches the name in any folder."""
-        path = PurePosixPath(rel)
-        return any(path.match(pattern) for pattern in self.patterns)
+        """Whether a path relative to the drop folder is one of this table's files."""
+        return _matcher(self.patterns).match(rel)
 
 
 @dataclass(frozen=True)
@@ -344,10 +346,11 @@ def _table(name: str, body: object, prefix: str) -> Table:
     if not isinstance(patterns, list) or not all(isinstance(p, str) and p for p in patterns):
         raise ConfigError(f"{where} patterns must be a list of strings, got {patterns!r}")
     for pattern in patterns:
-        if not _glob(pattern):
+        problem = _pattern_problem(pattern)
+        if problem:
             raise ConfigError(
-                f"{where} patterns: {config_value(pattern)} matches no path: a glob of a"
-                " file's name (*.csv) or of its path in the drop folder (sensors/*.csv)"
+                f"{where} patterns: {config_value(pattern)} {problem}: a glob of a file's"
+                " name (*.csv) or of its path in the drop folder (sensors/*.csv, sub/**/*.csv)"
             )
     if name != DEFAULT_TABLE and not patterns:
         raise ConfigError(f"{where} patterns must name at least one glob")
@@ -374,14 +377,37 @@ def _table(name: str, body: object, prefix: str) -> Table:
     return Table(name, tuple(patterns), tuple(columns.items()), pins)
 
 
-def _glob(pattern: str) -> bool:
-    """Whether `Table.matches` takes `pattern`: pathlib refuses one with no name in it
-    ("." or "./"), and did so at the first file it was asked about, stopping the service."""
+@functools.cache
+def _matcher(patterns: tuple[str, ...]) -> WcMatcher[str]:
+    """A pattern with a "/" matches a file's whole path in the drop folder (`./a.csv`
+    that in the drop folder itself); one without matches its name in any folder. `**` is
+    any number of folders; `*.CSV` is not `*.csv`, as on the file system."""
+    from wcmatch import glob  # a config of no tables, as most are, starts without it
+
+    anchored = [_anchored(pattern) for pattern in patterns]
+    return glob.compile(anchored, flags=glob.GLOBSTAR | glob.FORCEUNIX)
+
+
+def _anchored(pattern: str) -> str:
+    if "/" not in pattern:
+        return f"**/{pattern}"
+    while pattern.startswith("./"):
+        pattern = pattern[2:]
+    return pattern
+
+
+def _pattern_problem(pattern: str) -> str:
+    """Why a table's pattern can match no input, or "": one that names no file ("." or
+    "a/"), or one that begins at the root, not at the drop folder."""
+    if pattern.startswith("/"):
+        return "is absolute: patterns match a file's path in the drop folder"
+    if not PurePosixPath(pattern).name or pattern.endswith("/") or pattern.rstrip("/.") == "":
+        return "matches no path"
     try:
-        PurePosixPath("a").match(pattern)
-    except ValueError:
-        return False
-    return True
+        _matcher((pattern,))
+    except ValueError as exc:
+        return f"is not a glob ({exc})"
+    return ""
 
 
 def parse(data: Mapping[str, object], source: str = "config.toml") -> Config:

@@ -560,6 +560,36 @@ def test_a_table_name_of_128_characters_is_taken() -> None:
     assert [table.name for table in config.tables] == ["a" * 128]
 
 
+@pytest.mark.parametrize(("rel", "table"), [
+    ("sensors/s1.csv", "sensors"), ("lab/sensors/s2.csv", "records"),
+    ("sub/x3.csv", "deep"), ("sub/a/b/x4.csv", "deep"), ("sub/a/x5.jsonl", "records"),
+    ("a/b/log_1.csv", "logs"), ("log_1.csv", "logs"), ("LOG_1.csv", "records"),
+    ("top.csv", "top"), ("x/top.csv", "records"),
+])
+def test_a_pattern_with_a_slash_matches_the_path_in_the_drop_folder_and_one_without_the_name(
+    rel: str, table: str
+) -> None:
+    config = parse({"tables": {
+        "sensors": {"patterns": ["sensors/*.csv"]}, "deep": {"patterns": ["sub/**/*.csv"]},
+        "logs": {"patterns": ["log_*.csv"]}, "top": {"patterns": ["./top.csv"]},
+    }})
+    assert config.route(rel) == table
+
+
+@pytest.mark.parametrize(("pattern", "problem"), [
+    (".", "matches no path"), ("./", "matches no path"), ("a/", "matches no path"),
+    ("/srv/drop/*.csv", "is absolute: patterns match a file's path in the drop folder"),
+])
+def test_a_table_pattern_that_can_match_no_input_is_a_config_error(
+    pattern: str, problem: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"tables": {"t": {"patterns": ["*.csv", pattern]}}}, source="config.toml")
+    assert str(caught.value).startswith(
+        f'config.toml: [tables.t] patterns: "{pattern}" {problem}: a glob'
+    ), caught.value
+
+
 @pytest.mark.parametrize("pattern", [".", "./"])
 def test_a_table_pattern_that_names_nothing_is_a_config_error(pattern: str) -> None:
     # pathlib refused it at the service's first file, which stopped on an internal error.
