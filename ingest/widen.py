@@ -177,12 +177,28 @@ def _nested(table: pa.DataType, file: pa.DataType) -> pa.DataType | None:
 
 
 def merge_field(table: pa.Field, file: pa.Field, hinted: bool) -> pa.Field:
-    """A table's column (or a nested field) after a file's of the same name."""
-    if hinted or pa.types.is_null(file.type) or is_untyped(file):
+    """A table's column (or a nested field) after a file's of the same name. A hinted
+    one, whose type the file's is (`conform.own_schema`), takes no other type from a
+    file, but the hint's own, where a hint added to the config widens the column."""
+    if hinted:
+        return pa.field(table.name, file.type) if hint_widens(table, file.type) else table
+    if pa.types.is_null(file.type) or is_untyped(file):
         return table
     if is_untyped(table):
         return pa.field(table.name, file.type)
     return pa.field(table.name, merge(table.type, file.type))
+
+
+def hint_widens(table: pa.Field, hint: pa.DataType) -> bool:
+    """Does a hint of type `hint` widen a table's column that holds `table`? Every value
+    it holds is one of the hint's then: text holds any plain value as its text."""
+    if table.type == hint or pa.types.is_null(hint):
+        return False
+    if is_untyped(table):
+        return True
+    if pa.types.is_string(hint):
+        return not pa.types.is_nested(table.type)
+    return bool(merge(table.type, hint) == hint)
 
 
 def schema_of(file: pa.Schema) -> pa.Schema:

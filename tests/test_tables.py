@@ -602,6 +602,54 @@ def test_a_column_of_nulls_committed_in_an_earlier_run_takes_the_type_of_its_fir
         ], reader
 
 
+def test_a_hint_added_for_a_column_its_table_holds_widens_the_column_to_it(
+    folder: Folder,
+) -> None:
+    (folder.drop / "a.csv").write_bytes(b"id,code,d\n1,5,2024-01-01\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    folder.write_config(**FAST, **{"tables.records.columns": {"code": "string", "D": "timestamp"}})
+    (folder.drop / "b.csv").write_bytes(b"id,code,d\n2,007,2024-01-02 10:30:00\n3,AB-1,\n")
+
+    done = folder.ingest("once")
+
+    assert done.returncode == 0, done.stderr
+    assert "column 'code' widened from int64 to string" in done.stderr
+    schema = check_one_schema(folder.output)["records"]
+    assert [str(schema.field(c).type) for c in ("code", "d")] == [
+        "string", "timestamp[us, tz=UTC]"
+    ]
+    utc = dt.UTC
+    for reader, rows in readers(folder.output, "records", ["id", "code", "d", RESCUED]).items():
+        assert [(i, code, d and d.replace(tzinfo=utc), r) for i, code, d, r in rows] == [
+            (1, "5", dt.datetime(2024, 1, 1, tzinfo=utc), None),
+            (2, "007", dt.datetime(2024, 1, 2, 10, 30, tzinfo=utc), None),
+            (3, "AB-1", None, None),
+        ], reader
+
+
+@pytest.mark.parametrize(("column", "hint", "held"), [
+    ("id", "bool", "int64"), ("code", "int64", "string"), ("d", "date", "timestamp[us]"),
+])
+def test_a_hint_that_would_narrow_a_column_its_table_holds_exits_2_naming_both(
+    folder: Folder, column: str, hint: str, held: str
+) -> None:
+    (folder.drop / "a.csv").write_bytes(b"id,code,d\n1,x,2024-01-01 10:00:00\n")
+    assert folder.ingest("once").returncode == 0
+    folder.write_config(**FAST, **{"tables.records.columns": {column: hint}})
+    (folder.drop / "b.csv").write_bytes(b"id,code,d\n2,y,2024-01-02 10:00:00\n")
+
+    done = folder.ingest("once")
+
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == (
+        f'ingest: {folder.config}: [tables.records.columns] {column} = "{hint}", but table'
+        f" records holds {column} as {held} (schema v1): a hint widens a column (to float64"
+        " from int64, to string from any), it cannot narrow one; remove the hint"
+    )
+    assert (folder.drop / "b.csv").exists()
+
+
 def test_column_names_in_other_cases_are_one_column_in_every_reader(folder: Folder) -> None:
     """DuckDB renames the second of `Temp` and `temp` (or of `Source_File` and ours), and
     Spark refuses the table: within a file the second is `temp_1`, as DuckDB names it;

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from ..config import Config
 from ..dialect import Dialect, dialect_from_json, dialect_to_json
+from ..errors import ConfigError
 from ..jobs import EncodedPart, TableSpec
 from ..logs import shown
 from .crashpoints import CrashPlan
@@ -92,6 +93,30 @@ class Schemas:
         self._current = dict(current)  # table -> (version, IPC bytes)
         self._dialects = {t: dialect_from_json(d) for t, d in (dialects or {}).items()}
         self._unsaved: list[tuple[str, str, str]] = []  # pins the ledger has yet to record
+        self._check_hints()
+
+    def _check_hints(self) -> None:
+        """A hint added for a column its table holds as another type widens the column,
+        if it can (to float64 from int64, to text from any plain type); one that cannot,
+        which would rescue the column's values from then on, is a config error."""
+        from ..widen import HINTS, described, folded, hint_widens
+
+        for table in self.config.tables:
+            current = self._current.get(table.name)
+            if current is None or not table.columns:
+                continue
+            held = {folded(f.name): f for f in from_bytes(current[1])}
+            for column, hint in table.columns:
+                field = held.get(folded(column))
+                if field is None or field.type == HINTS[hint] or hint_widens(field, HINTS[hint]):
+                    continue
+                raise ConfigError(
+                    f"{self.config.source}: [tables.{table.name}.columns] {column} ="
+                    f" \"{hint}\", but table {table.name} holds {field.name} as"
+                    f" {described(field)} (schema v{current[0]}): a hint widens a column (to"
+                    " float64 from int64, to string from any), it cannot narrow one; remove"
+                    " the hint"
+                )
 
     def pin(self, table: str, dialect: Dialect, source_file: str) -> None:
         """Called on the event loop: the first CSV of a table pins its dialect for the
