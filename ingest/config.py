@@ -136,6 +136,10 @@ class Output:
     format: str = "parquet"
 
 
+# Columns ingest adds to every records table itself: no file's, and no hint's.
+RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date", "_rescued_data")
+
+
 @dataclass(frozen=True)
 class Table:
     """`[tables.NAME]`: the files routed to a records table, and its column hints."""
@@ -354,27 +358,34 @@ def _table(name: str, body: object, prefix: str) -> Table:
             )
     if name != DEFAULT_TABLE and not patterns:
         raise ConfigError(f"{where} patterns must name at least one glob")
-    columns = body.get("columns", {})
-    if not isinstance(columns, Mapping):
-        raise ConfigError(f"{prefix}[tables.{name}.columns] must be a table of column = type")
-    seen: dict[str, str] = {}
-    for column, kind in columns.items():
-        if kind not in HINT_TYPES:
-            raise ConfigError(
-                f"{prefix}[tables.{name}.columns] {column} must be one of"
-                f" {', '.join(HINT_TYPES)}, got {config_value(kind)}"
-            )
-        # Readers take names without regard to case, and so do hints (`widen.folded`, which
-        # this module does not import: it loads pyarrow).
-        if (other := seen.setdefault(column.lower(), column)) != column:
-            raise ConfigError(
-                f"{prefix}[tables.{name}.columns] {other} and {column} name one column"
-            )
+    columns = _hints(f"{prefix}[tables.{name}.columns]", body.get("columns", {}))
     csv = body.get("csv")
     if csv is not None and not isinstance(csv, Mapping):
         raise ConfigError(f"{prefix}[tables.{name}.csv] must be a table")
     pins = parse_csv_options(f"{prefix}[tables.{name}.csv]", csv) if csv is not None else None
-    return Table(name, tuple(patterns), tuple(columns.items()), pins)
+    return Table(name, tuple(patterns), columns, pins)
+
+
+def _hints(where: str, columns: object) -> tuple[tuple[str, str], ...]:
+    if not isinstance(columns, Mapping):
+        raise ConfigError(f"{where} must be a table of column = type")
+    seen: dict[str, str] = {}
+    for column, kind in columns.items():
+        if column.lower() in RESERVED_COLUMNS:
+            raise ConfigError(
+                f"{where} {column} is a column ingest adds itself"
+                f" ({', '.join(RESERVED_COLUMNS)}): it takes no hint"
+            )
+        if kind not in HINT_TYPES:
+            raise ConfigError(
+                f"{where} {column} must be one of {', '.join(HINT_TYPES)}, got"
+                f" {config_value(kind)}"
+            )
+        # Readers take names without regard to case, and so do hints (`widen.folded`, which
+        # this module does not import: it loads pyarrow).
+        if (other := seen.setdefault(column.lower(), column)) != column:
+            raise ConfigError(f"{where} {other} and {column} name one column")
+    return tuple(columns.items())
 
 
 @functools.cache

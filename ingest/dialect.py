@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
@@ -116,6 +117,11 @@ def _delimiter(where: str, value: object) -> str:
     return value
 
 
+# The directives Arrow's timestamp parser (musl's strptime, with %z) knows; it takes any
+# other quietly, and then reads no value as a time.
+_DIRECTIVE = re.compile(r"%(?:[EO]?[aAbBhcCdDeHIjmMnprRStTUwWxXyYz%])")
+
+
 def _timestamp_formats(where: str, value: object) -> tuple[str, ...]:
     formats = _strings(where, "timestamp_formats", value)
     for fmt in formats:
@@ -123,6 +129,13 @@ def _timestamp_formats(where: str, value: object) -> tuple[str, ...]:
             raise ConfigError(
                 f"{where} timestamp_formats must hold strftime formats such as"
                 f' "%d.%m.%Y %H:%M:%S", got {config_value(fmt)}'
+            )
+        unknown = _DIRECTIVE.sub("", fmt)
+        if "%" in unknown:
+            bad = unknown[unknown.index("%"):][:2]
+            raise ConfigError(
+                f"{where} timestamp_formats: {config_value(fmt)} holds {bad!r}, which is no"
+                " strptime directive (%Y %m %d %H %M %S %z %b %j ...)"
             )
     return formats
 
@@ -157,4 +170,9 @@ def parse_csv_options(where: str, table: Mapping[str, object]) -> CsvOptions:
         else:
             known = "delimiter, header, skip_rows, decimal, null_values, timestamp_formats"
             raise ConfigError(f"{where} unknown key {key!r} (known: {known})")
+    if "decimal" in values and values["decimal"] == values.get("delimiter"):
+        raise ConfigError(
+            f"{where} decimal and delimiter are both {config_value(values['decimal'])}: a"
+            " number's decimal mark cannot also part the fields"
+        )
     return CsvOptions(**values)  # type: ignore[arg-type]

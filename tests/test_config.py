@@ -590,6 +590,36 @@ def test_a_table_pattern_that_can_match_no_input_is_a_config_error(
     ), caught.value
 
 
+@pytest.mark.parametrize(("body", "message"), [
+    ({"csv": {"timestamp_formats": ["%d.%m.%Y %Q"]}},
+     "[tables.t.csv] timestamp_formats: \"%d.%m.%Y %Q\" holds '%Q', which is no strptime"
+     " directive"),
+    ({"csv": {"timestamp_formats": ["%Y%"]}},
+     "[tables.t.csv] timestamp_formats: \"%Y%\" holds '%', which is no strptime directive"),
+    ({"csv": {"decimal": ",", "delimiter": ","}},
+     "[tables.t.csv] decimal and delimiter are both \",\": a number's decimal mark cannot"
+     " also part the fields"),
+    ({"columns": {"Source_File": "int64"}},
+     "[tables.t.columns] Source_File is a column ingest adds itself"),
+    ({"columns": {"_rescued_data": "bool"}},
+     "[tables.t.columns] _rescued_data is a column ingest adds itself"),
+], ids=["unknown-directive", "lone-percent", "decimal-is-delimiter", "source-file", "rescued"])
+def test_a_table_setting_that_cannot_take_effect_is_a_config_error(
+    body: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as caught:
+        parse({"tables": {"t": {"patterns": ["t*"], **body}}}, source="config.toml")
+    assert str(caught.value).startswith(f"config.toml: {message}"), caught.value
+
+
+def test_timestamp_formats_of_every_strptime_directive_are_taken() -> None:
+    formats = ["%d.%m.%Y %H:%M:%S", "%Y-%m-%dT%H:%M:%S%z", "%e %b %Y %I:%M %p", "%j/%y %%",
+               "%a, %d %B %Y %T", "%D %R"]
+    config = parse({"tables": {"t": {"patterns": ["t*"], "csv": {"timestamp_formats": formats}}}})
+    (table,) = config.tables
+    assert table.csv is not None and list(table.csv.timestamp_formats) == formats
+
+
 @pytest.mark.parametrize("pattern", [".", "./"])
 def test_a_table_pattern_that_names_nothing_is_a_config_error(pattern: str) -> None:
     # pathlib refused it at the service's first file, which stopped on an internal error.

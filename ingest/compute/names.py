@@ -10,12 +10,12 @@ import functools
 import pyarrow as pa
 
 from ..blocks import is_json_lines
+from ..config import RESERVED_COLUMNS
 from ..jobs import TableSpec
 from ..widen import folded, is_untyped
 from .csvread import unique_names
 from .failures import DecodeError
 
-RESERVED_COLUMNS = ("source_file", "source_sha256", "ingest_date", "_rescued_data")
 # pyarrow's Parquet reader, and pandas' and Spark's through it or alike, refuse a whole
 # file, and so the whole table's glob, whose schema is nested this many levels or more
 # ("Parquet schema too deeply nested"); DuckDB and Polars still read it.

@@ -15,6 +15,7 @@ from dataclasses import replace
 import pyarrow as pa
 
 from .. import beacon, conform, fitting
+from ..config import RESERVED_COLUMNS as RESERVED_COLUMNS
 from ..config import Features
 from ..dialect import PLAIN, CsvOptions, Dialect
 from ..errors import TaskTimeout
@@ -27,7 +28,6 @@ from .encode import Featurised, encode
 from .inputs import message, with_bytes
 from .jsonlines import parse_jsonl
 from .limit import time_limit
-from .names import RESERVED_COLUMNS as RESERVED_COLUMNS
 from .names import check_columns as check_columns
 from .names import known_columns, read_as_text
 from .runs import Run, batchable, featurise_run, runs
