@@ -99,12 +99,12 @@ class Schemas:
         """A hint added for a column its table holds as another type widens the column,
         if it can (to float64 from int64, to text from any plain type); one that cannot,
         which would rescue the column's values from then on, is a config error."""
-        from ..widen import HINTS, described, folded, hint_widens
-
         for table in self.config.tables:
             current = self._current.get(table.name)
             if current is None or not table.columns:
                 continue
+            from ..widen import HINTS, described, folded, hint_widens  # a table hinted
+
             held = {folded(f.name): f for f in from_bytes(current[1])}
             for column, hint in table.columns:
                 field = held.get(folded(column))
