@@ -440,10 +440,17 @@ def resolve_paths(config: Config, base: Path) -> Config:
     """Make every path absolute, relative ones against `base` (the config file's folder),
     and `~/...` below the home folder, as a shell would: not a folder named `~`."""
     resolved = {
-        f.name: (base / _home(getattr(config.paths, f.name), f.name)).resolve()
+        f.name: _absolute(base / _home(getattr(config.paths, f.name), f.name), f.name)
         for f in fields(config.paths)
     }
     return replace(config, paths=Paths(**resolved))
+
+
+def _absolute(path: Path, key: str) -> Path:
+    """The drop folder as named, through any symlink in its path: a link pointed at
+    another folder while the service runs is a replaced drop folder, watched again
+    (`aio/follow.py`). Every other folder where it is now."""
+    return Path(os.path.abspath(path)) if key == "drop" else path.resolve()
 
 
 def _home(path: Path, key: str) -> Path:
@@ -496,7 +503,7 @@ def override(
     """Apply --drop, --output and --workers; flag paths are relative to the cwd."""
     paths = config.paths
     if drop is not None:
-        paths = replace(paths, drop=drop.resolve())
+        paths = replace(paths, drop=_absolute(drop, "drop"))
     if output is not None:
         paths = replace(paths, output=output.resolve())
     pipeline = config.pipeline

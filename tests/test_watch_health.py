@@ -66,6 +66,33 @@ def test_a_replaced_drop_folder_is_watched_again_and_its_files_are_committed_at_
     assert not (folder.drop / ".ingest-canary").exists()
 
 
+def test_a_drop_folder_symlink_pointed_at_another_folder_is_watched_there(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """A release swaps `drop -> releases/1` for `drop -> releases/2`: the folder the
+    service watched is no longer the drop folder."""
+    _config(folder)
+    folder.drop.rmdir()
+    for release in ("1", "2"):
+        (folder.root / "releases" / release).mkdir(parents=True)
+    folder.drop.symlink_to(folder.root / "releases" / "1")
+    svc = service()
+    svc.wait_ready()
+    drop_csv(folder, "before.csv", rows=20, seed=1)
+    wait_for(lambda: "before.csv" in folder.rows_per_file(), DEADLINE_S, "the first file")
+
+    swapped = folder.root / "drop.new"
+    swapped.symlink_to(folder.root / "releases" / "2")
+    swapped.replace(folder.drop)
+    drop_csv(folder, "after.csv", rows=30, seed=2)
+
+    wait_for(lambda: "after.csv" in folder.rows_per_file(), DEADLINE_S, "a file in the new folder")
+    assert "was removed or replaced" in svc.text()
+    assert svc.stop() == 0
+    check_exactly_once(folder, {"before.csv": 20, "after.csv": 30}, set())
+    assert not any((folder.root / "releases" / "2").iterdir()), "archived from where it was"
+
+
 def _mount_tmpfs(folder: Folder) -> None:
     result = subprocess.run(
         ["mount", "-t", "tmpfs", "-o", "size=16m", "tmpfs", str(folder.drop)],

@@ -12,7 +12,6 @@ Runs on the event loop; directory walks run in a thread.
 from __future__ import annotations
 
 import asyncio
-import functools
 import logging
 import os
 import stat
@@ -78,13 +77,11 @@ class Watcher:
         if not folders and os.path.dirname(path) == self._prefix[:-1]:
             return True
         real = os.path.realpath(os.path.dirname(path))
+        # Where the drop folder is now: a symlink to it may have been pointed elsewhere.
+        real_drop = os.path.realpath(self.drop)
         if folders:
-            return real == os.path.join(self._real_drop, folders)
-        return real == self._real_drop or real.startswith(self._real_drop + "/")
-
-    @functools.cached_property
-    def _real_drop(self) -> str:
-        return os.path.realpath(self.drop)
+            return real == os.path.join(real_drop, folders)
+        return real == real_drop or real.startswith(real_drop + "/")
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""
