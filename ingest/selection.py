@@ -26,6 +26,13 @@ def matches(name: str, patterns: tuple[str, ...]) -> bool:
 
 
 Skipped = Callable[[str, str], None]
+# How the reasons for inputs that exist but cannot be read begin: an unlistable folder's
+# files, a file that cannot be looked at, a symlink to nothing. `once` exits 1 for them.
+CANNOT = "cannot "
+
+
+def unreadable(reason: str) -> bool:
+    return reason.startswith(CANNOT)
 
 
 def _debug(path: str, reason: str) -> None:
@@ -45,9 +52,11 @@ def regular_file(
     try:
         st = entry.stat() if entry is not None else os.stat(path)
     except FileNotFoundError:
+        if os.path.islink(path):  # not a file gone, but a link to nothing
+            skipped(str(path), f"{CANNOT}follow it: a symlink to nothing ({os.readlink(path)})")
         return None
     except OSError as exc:
-        skipped(str(path), f"cannot stat it ({exc.strerror})")
+        skipped(str(path), f"{CANNOT}stat it ({exc.strerror})")
         return None
     if stat.S_ISDIR(st.st_mode):
         _debug(str(path), "a directory")
@@ -78,8 +87,12 @@ def scan(
         folder = folders.pop()
         try:
             listing = os.scandir(folder)
-        except OSError:
-            continue  # gone, or not readable: os.walk passes over it as well
+        except FileNotFoundError:
+            continue  # gone since it was listed
+        except OSError as exc:
+            reason = f"{CANNOT}list the folder ({exc.strerror}): no input in it is read"
+            skipped(str(folder), reason)
+            continue
         with listing:
             for entry in listing:
                 name = entry.name

@@ -257,6 +257,9 @@ class Service:
             await starting  # a pool that cannot start is a failure to report, not to wait on
         if self.mode == "once":
             await self._until_idle()
+            # Each stays in the drop folder, and a scheduler must hear of it, as of a file
+            # that could not be read.
+            self.summary.outcomes["unreadable"] += len(self.watcher.unread)
         else:
             self._spawn(self.watcher.rescans())
             log.info("watching %s (Ctrl-C to stop)", self.layout.drop)

@@ -18,7 +18,7 @@ import stat
 from pathlib import Path
 
 from ..config import Watch
-from ..selection import matches, regular_file, scan
+from ..selection import matches, regular_file, scan, unreadable
 from .settle import Settler
 
 log = logging.getLogger("ingest.watch")
@@ -34,6 +34,7 @@ class Watcher:
         self.watch = watch
         self.settler = settler
         self._warned: set[tuple[str, str]] = set()
+        self.unread: set[str] = set()  # inputs, or folders of them, that cannot be read
         self._prefix = str(drop).rstrip("/") + "/"
 
     def _skipped(self, path: str, reason: str) -> None:
@@ -41,6 +42,8 @@ class Watcher:
         if (path, reason) not in self._warned:
             self._warned.add((path, reason))
             log.warning("skip %s: %s", path, reason)
+        if unreadable(reason):
+            self.unread.add(path)
 
     def offer(self, path: str) -> bool:
         """A path an event named: offered to the settler if it is an input. True if it is

@@ -899,3 +899,36 @@ def test_once_counts_a_file_it_cannot_read_leaves_it_and_exits_1(folder: Folder)
         "ERROR   1 files could not be read; they stay in the drop folder for the next run"
     ), last
     assert locked.exists() and records(folder) == {"fine.csv": 20}
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs util-linux setpriv"
+)
+def test_once_names_a_folder_it_cannot_list_and_a_link_to_nothing_and_exits_1(
+    folder: Folder,
+) -> None:
+    folder.write_config(**LIVE)
+    locked = folder.drop / "locked"
+    write_csv(locked / "in.csv", rows=5, seed=3)
+    locked.chmod(0o000)
+    (folder.drop / "dangling.csv").symlink_to("gone.csv")
+    good(folder, "fine.csv", seed=4)
+    prefix = DROP_ROOT_POWERS if os.geteuid() == 0 else []
+    try:
+        result = subprocess.run(
+            [*prefix, sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+            cwd=folder.root, capture_output=True, text=True, timeout=120,
+        )
+    finally:
+        locked.chmod(0o755)
+    assert result.returncode == 1, result.stderr
+    assert (
+        f"skip {locked}: cannot list the folder (Permission denied): no input in it is read"
+    ) in result.stderr
+    assert f"skip {folder.drop / 'dangling.csv'}: cannot follow it: a symlink to nothing" \
+        in result.stderr
+    *_, summary, last = result.stderr.strip().splitlines()
+    assert "ingested 1 files" in summary and ", 2 unreadable" in summary, summary
+    assert last.endswith("2 files could not be read; they stay in the drop folder"
+                         " for the next run"), last
+    assert (locked / "in.csv").exists() and records(folder) == {"fine.csv": 20}
