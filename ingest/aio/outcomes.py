@@ -79,6 +79,10 @@ class Outcomes:
         self.known = known  # what the ledger holds: a file recorded now is remembered
         self.progress = progress
         self._counters: dict[str, Any] = {}
+        # Files found unreadable, as (name, size, mtime): each rescan of `run` finds such a
+        # file again, and reads it again (a chmod may have mended it), but it is said and
+        # counted once, until it changes.
+        self._unreadable: set[tuple[str, int, int]] = set()
 
     def _counter(self, event: str) -> Any:
         """The files counter of one event, looked up once: `labels()` takes a lock and
@@ -91,6 +95,8 @@ class Outcomes:
     def resolved_all(self, event: str, files: Sequence[tuple[DropFile, dict[str, object]]]) -> None:
         """Files of one fate, committed (or needing no commit) together. Counted once for
         the batch; each is still remembered, timed and given its own log line."""
+        if event == "unreadable":
+            files = self._first_unreadable(files)
         if not files:
             return
         recorded = event in ("ingested", "duplicate", "quarantined")
@@ -126,6 +132,19 @@ class Outcomes:
         logs.outcomes(event, lines, self._skips_level if event == "skipped" else None)
         if self.progress is not None:
             self.progress.advance(event, len(files))
+
+    def _first_unreadable(
+        self, files: Sequence[tuple[DropFile, dict[str, object]]]
+    ) -> list[tuple[DropFile, dict[str, object]]]:
+        first = []
+        for file, fields in files:
+            key = (file.rel, file.size, file.mtime_ns)
+            if key in self._unreadable:
+                log.debug("unreadable %s, again: %s", file.rel, fields.get("reason"))
+            else:
+                self._unreadable.add(key)
+                first.append((file, fields))
+        return first
 
     def vanished(self, file: DropFile) -> None:
         """A file deleted before it settled: said once, never retried. It was never in flight."""

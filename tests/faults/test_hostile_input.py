@@ -932,3 +932,36 @@ def test_once_names_a_folder_it_cannot_list_and_a_link_to_nothing_and_exits_1(
     assert last.endswith("2 files could not be read; they stay in the drop folder"
                          " for the next run"), last
     assert (locked / "in.csv").exists() and records(folder) == {"fine.csv": 20}
+
+
+@pytest.mark.skipif(
+    os.geteuid() == 0 and shutil.which("setpriv") is None, reason="needs util-linux setpriv"
+)
+def test_run_says_a_file_it_cannot_read_once_and_reads_it_when_it_can(folder: Folder) -> None:
+    folder.write_config(**LIVE)  # a rescan every second finds it again
+    locked = folder.drop / "locked.csv"
+    write_csv(locked, rows=5, seed=3)
+    locked.chmod(0o000)
+    prefix = DROP_ROOT_POWERS if os.geteuid() == 0 else []
+    log = folder.root / "run.log"
+    with log.open("w") as out:
+        proc = subprocess.Popen(
+            [*prefix, sys.executable, "-m", "ingest", "run", "--config", str(folder.config),
+             "--log-level", "DEBUG"],
+            cwd=folder.root, stdout=out, stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for(lambda: log.read_text().count("unreadable locked.csv, again") >= 3, 60,
+                 "three rescans to find it again")
+        assert log.read_text().count("unreadable locked.csv latency_ms=") == 1, log.read_text()
+        locked.chmod(0o644)  # mended: its size and mtime are as they were
+        wait_for(lambda: "locked.csv" in records(folder), 60, "the mended file")
+    finally:
+        if locked.exists():
+            locked.chmod(0o644)
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)
+    text = log.read_text()
+    assert proc.returncode == 0, text
+    assert text.count("unreadable locked.csv latency_ms=") == 1, text
+    assert "ingested 1 files" in text and ", 1 unreadable" in text, text
