@@ -90,11 +90,12 @@ def _utf8_text(line: str) -> str:
 
 
 def shown(name: str) -> str:
-    """A file name as a log line shows it: quoted if it could break or forge a line."""
-    if name.isprintable() and name.strip() == name:
+    """A file name as a log line shows it: quoted if it could break or forge a line, as
+    a space can (`x.csv rows=5 sha256=0.csv` would read as fields after `x.csv`)."""
+    if name.isprintable() and " " not in name:
         return name
     name = utf8(name)  # a byte that is not UTF-8 is printable as \xNN
-    return name if name.isprintable() and name.strip() == name else json.dumps(name)
+    return name if name.isprintable() and " " not in name else json.dumps(name)
 
 
 class JsonFormatter(logging.Formatter):

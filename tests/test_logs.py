@@ -135,6 +135,16 @@ def test_each_byte_of_a_name_is_escaped_on_its_own() -> None:
     assert logs.utf8("Messdaten_März.csv") == "Messdaten_März.csv"
 
 
+@pytest.mark.parametrize(("name", "line"), [
+    ("x.csv rows=1000000 sha256=0.csv", '"x.csv rows=1000000 sha256=0.csv"'),
+    ("Q3 report.csv", '"Q3 report.csv"'), (" lead.csv", '" lead.csv"'),
+    ("tab\there.csv", '"tab\\there.csv"'), ("plain-name_1.csv", "plain-name_1.csv"),
+    ("Messdaten_März.csv", "Messdaten_März.csv"),
+])
+def test_a_name_that_could_read_as_fields_of_its_line_is_quoted(name: str, line: str) -> None:
+    assert logs.shown(name) == line
+
+
 class _Unread:
     """stderr as a pipe already full, so that the log thread's first write waits until
     `read_again` drains it; `text` is all that was written after the filler."""
