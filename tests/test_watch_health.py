@@ -4,6 +4,7 @@ folder removed and replaced under it, seen through the output, /healthz and `sta
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import signal
 import subprocess
@@ -194,3 +195,30 @@ def test_force_polling_is_shown_as_polling_with_its_reason(
     assert watcher["mode"] == "polling" and "force_polling" in watcher["reason"]
     assert svc.stop() == 0
     assert json.loads(folder.ingest("status", "--json").stdout)["watcher"] is None
+
+
+def test_while_names_not_utf8_keep_the_watcher_down_healthz_says_it_is_deaf(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """Each such name ends the watcher; after two in a row, the next waits a while, and
+    nothing hears the drop folder meanwhile but the rescans."""
+    port = free_port()
+    _config(folder, port=port)
+    svc = service()
+    svc.wait_ready()
+    wait_for(lambda: _healthz(port)[0] == 200, 10, "a healthy service")
+    names = [os.fsdecode(b"m\xe4rz_%d.csv" % i) for i in range(6)]
+    deaf: list[str] = []
+    for i, name in enumerate(names):
+        drop_csv(folder, name, rows=5, seed=i)
+        try:
+            wait_for(lambda: _healthz(port)[0] == 503, 1.5, "the watcher's pause")
+        except AssertionError:
+            continue
+        deaf.append(_healthz(port)[1])
+    assert any("watcher deaf: no file watcher for" in reason for reason in deaf), deaf
+    wait_for(lambda: _healthz(port)[0] == 200, 120, "a watcher again")
+    drop_csv(folder, "after.csv", rows=7, seed=9)
+    wait_for(lambda: "after.csv" in folder.rows_per_file(), DEADLINE_S, "a file heard again")
+    assert svc.stop() == 0
+    assert sorted(folder.rows_per_file().values()) == [5] * len(names) + [7]

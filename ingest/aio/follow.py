@@ -190,6 +190,13 @@ class Follower:
         elif delay == UNDECODABLE_MAX_S > _undecodable_delay(self._undecodable - 1):
             log.warning("the file watcher keeps failing on names that are not UTF-8 (%s): a"
                         " new one, and a scan, every %g s while it does", exc, delay)
+        if delay:
+            # No watcher meanwhile: said as deaf (health, metrics, status), not as events.
+            await self._set_mode(WatchMode(
+                "polling" if polling else "events",
+                deaf=f"no file watcher for {delay:g} s, after names that are not UTF-8 in a row"
+                " (rescans go on)",
+            ))
         await _sleep_unless(stop, delay)
         return Ended.RETRY
 
