@@ -63,13 +63,31 @@ def _taken(path: str | Path) -> bool:
     return True
 
 
-def _archive_name(layout: Layout, file: DropFile, tag: str) -> str:
+def _archive_name(layout: Layout, file: DropFile, tag: str, clear: bool = False) -> str:
     """Where an input goes in the archive: its path below the day's folder, or a free name
-    beside it. Made as text: two pathlib joins a file cost more than the move itself."""
-    path = f"{layout.archive}/{today()}/{layout.below_drop(file.path)}"
+    beside it. Made as text: two pathlib joins a file cost more than the move itself.
+    `clear`: a folder on the way is a file there (`free_folders`)."""
+    day = f"{layout.archive}/{today()}"
+    below = layout.below_drop(file.path)
+    path = f"{day}/{free_folders(day, below, tag) if clear else below}"
     if len(os.fsencode(os.path.basename(path))) <= NAME_MAX and not _taken(path):
         return path
     return str(_free_name(Path(path), tag))
+
+
+def free_folders(base: str | Path, below: str, tag: str) -> str:
+    """`below`, a path to make under `base`, with each folder of it that is there already
+    as something else (an input of that name, archived or quarantined before a folder of
+    the name came) given a free name beside it."""
+    *folders, name = below.split("/")
+    at = str(base)
+    for i, folder in enumerate(folders):
+        path = os.path.join(at, folder)
+        if _taken(path) and not os.path.isdir(path):
+            path = str(_free_name(Path(path), tag))
+            folders[i] = os.path.basename(path)
+        at = path
+    return "/".join([*folders, name])
 
 
 def _move(source: str | Path, target: str | Path, made: set[str] | None = None) -> None:
@@ -133,12 +151,8 @@ def after_success(
         if on_success == "delete":
             os.unlink(file.path)
             return
-        target = _archive_name(layout, file, sha256[:8])
-        if os.path.islink(file.path):
-            _archive_link(file, target)
-            return
-        _move(file.path, target, made)
-        if not _is_version(target, file):
+        target = _archive(layout, file, sha256[:8], made)
+        if target is not None and not _is_version(target, file):
             # It changed between the look and the move: give the new version back.
             back = _free_name(Path(file.path), "changed")
             _move(target, back)
@@ -147,6 +161,40 @@ def after_success(
         pass  # already disposed of, by us before a crash or by someone else
     except OSError as exc:
         log.error("could not %s %s: %s", on_success, file.rel, exc)
+
+
+def _quarantine_name(layout: Layout, file: DropFile, tag: str) -> Path:
+    """Where a bad input goes in the quarantine, its folder made: its path there, or a
+    free name beside it, in free folders (`free_folders`)."""
+    below = layout.below_drop(file.path)
+    for clear in (False, True):
+        if clear:
+            below = free_folders(layout.quarantine, below, tag)
+        try:
+            target = _free_name(layout.quarantine / below, tag, len(REPORT_SUFFIX + ".tmp"))
+            target.parent.mkdir(parents=True, exist_ok=True)
+            return target
+        except (NotADirectoryError, FileExistsError):  # a folder on its way is a file there
+            if clear:
+                raise
+    raise AssertionError("unreachable")
+
+
+def _archive(layout: Layout, file: DropFile, tag: str, made: set[str] | None) -> str | None:
+    """Move an input to the archive: where it went, or None for a symlink, whose file is
+    copied there (`_archive_link`)."""
+    for clear in (False, True):
+        try:
+            target = _archive_name(layout, file, tag, clear)
+            if os.path.islink(file.path):
+                _archive_link(file, target)
+                return None
+            _move(file.path, target, made)
+            return target
+        except (NotADirectoryError, FileExistsError):  # a folder on its way is a file there
+            if clear:
+                raise
+    raise AssertionError("unreachable")
 
 
 def _archive_link(file: DropFile, target: str) -> None:
@@ -202,11 +250,7 @@ def quarantine(
     and finished at the next start-up, when the file is found still in the drop folder.
     """
     try:
-        target = _free_name(
-            layout.quarantine / layout.below_drop(file.path), sha256[:8] or "nohash",
-            len(REPORT_SUFFIX + ".tmp"),
-        )
-        target.parent.mkdir(parents=True, exist_ok=True)
+        target = _quarantine_name(layout, file, sha256[:8] or "nohash")
         report = target.with_name(target.name + REPORT_SUFFIX)
         temp = report.with_name(report.name + ".tmp")
         temp.write_text(

@@ -173,3 +173,40 @@ def test_a_fifo_put_in_an_inputs_place_stays_as_a_change_not_an_error(
     assert stat.S_ISFIFO(os.lstat(file.path).st_mode)
     assert "a.csv changed since it was read" in caplog.text
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+@pytest.mark.parametrize("deep", [False, True], ids=["folder", "folder-below-it"])
+def test_an_input_whose_folder_is_a_file_in_the_archive_goes_to_a_free_folder_name(
+    tmp_path: Path, deep: bool
+) -> None:
+    """`y.csv` archived, then a folder `y.csv/` moved in: its files' folder in the
+    archive is the file archived before."""
+    layout = _layout(tmp_path)
+    after_success(layout, _dropped(layout, "y.csv", b"first\n"), SHA, "archive", set())
+    (layout.drop / "y.csv").mkdir()
+    rel = "y.csv/sub/inner.csv" if deep else "y.csv/inner.csv"
+    file = _dropped(layout, rel, b"inner\n")
+
+    after_success(layout, file, SHA, "archive", set())
+
+    day = layout.archive / today()
+    assert not file.path.exists()
+    assert (day / "y.csv").read_bytes() == b"first\n"
+    assert (day / f"y-{SHA[:8]}.csv" / rel.partition("/")[2]).read_bytes() == b"inner\n"
+
+
+def test_an_input_whose_folder_is_a_file_in_the_quarantine_is_quarantined_beside_it(
+    tmp_path: Path,
+) -> None:
+    layout = _layout(tmp_path)
+    failure = Failure("DecodeError", "bad")
+    quarantine(layout, _dropped(layout, "z.csv", b"first\n"), SHA, failure, 1, keep=False)
+    (layout.drop / "z.csv").mkdir()
+    file = _dropped(layout, "z.csv/inner.csv", b"inner\n")
+
+    target = quarantine(layout, file, SHA, failure, 1, keep=False)
+
+    assert target == layout.quarantine / f"z-{SHA[:8]}.csv" / "inner.csv"
+    assert target.read_bytes() == b"inner\n" and not file.path.exists()
+    assert (target.parent / "inner.csv.error.json").exists()
+    assert (layout.quarantine / "z.csv").read_bytes() == b"first\n"
