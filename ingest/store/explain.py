@@ -43,9 +43,11 @@ def _iso(stamp: float | None) -> str | None:
 
 
 def _inside(layout: Layout, path: Path) -> str | None:
-    for candidate in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
-        if candidate.is_relative_to(layout.drop):
-            return shown(candidate.relative_to(layout.drop).as_posix())
+    # The drop folder as named (through a symlink, maybe), and where it is now.
+    for drop in (layout.drop, Path(os.path.realpath(layout.drop))):
+        for candidate in (Path(os.path.abspath(path)), Path(os.path.realpath(path))):
+            if candidate.is_relative_to(drop):
+                return shown(candidate.relative_to(drop).as_posix())
     return None
 
 

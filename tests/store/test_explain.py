@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 from ingest.config import DEFAULT_PATTERNS
 from ingest.store.ledger import FileRecord, Ledger
 
-from ..conftest import Folder, Service, wait_for, write_csv
+from ..conftest import FAST, Folder, Service, wait_for, write_csv
 
 REQUIRED = {"sha256", "state", "rows", "table", "reason", "parts", "duplicate_of"}
 BAD = "a,b\n1,2\n3,4,5\n"
@@ -194,6 +194,19 @@ def test_a_path_relative_to_the_working_folder_inside_the_drop_folder(folder: Fo
     write_csv(folder.drop / "a.csv", rows=10, seed=1)
     assert folder.ingest("once").returncode == 0
     assert _explain(folder, "drop/a.csv")["path"] == "a.csv"  # the cwd is the folder's root
+
+
+def test_an_input_of_a_symlinked_drop_folder_is_found_by_either_path(folder: Folder) -> None:
+    folder.drop.rmdir()
+    real = folder.root / "releases" / "1"
+    real.mkdir(parents=True)
+    folder.drop.symlink_to(real)
+    write_csv(folder.drop / "a.csv", rows=10, seed=1)
+    folder.write_config(**{**FAST, "watch": {"settle_ms": 50, "on_success": "keep"}})
+    assert folder.ingest("once").returncode == 0
+    for given in ("drop/a.csv", str(folder.drop / "a.csv"), str(real / "a.csv"),
+                  "releases/1/a.csv"):
+        assert _explain(folder, given)["path"] == "a.csv", given
 
 
 def test_an_unknown_input_says_so_and_exits_1(folder: Folder) -> None:
