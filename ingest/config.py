@@ -15,7 +15,7 @@ import re
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .dialect import CsvOptions, parse_csv_options
@@ -412,7 +412,8 @@ def _pattern_problem(pattern: str) -> str:
     "a/"), or one that begins at the root, not at the drop folder."""
     if pattern.startswith("/"):
         return "is absolute: patterns match a file's path in the drop folder"
-    if not PurePosixPath(pattern).name or pattern.endswith("/") or pattern.rstrip("/.") == "":
+    parts = _anchored(pattern).split("/")
+    if pattern.endswith("/") or any(part in ("", ".", "..") for part in parts):
         return "matches no path"
     try:
         _matcher((pattern,))

@@ -117,9 +117,9 @@ def _delimiter(where: str, value: object) -> str:
     return value
 
 
-# The directives Arrow's timestamp parser (musl's strptime, with %z) knows; it takes any
-# other quietly, and then reads no value as a time.
-_DIRECTIVE = re.compile(r"%(?:[EO]?[aAbBhcCdDeHIjmMnprRStTUwWxXyYz%])")
+# The directives the C library's strptime knows (glibc's, which Arrow's timestamp parser
+# calls on Linux); Arrow takes any other quietly, and then reads no value as a time.
+_DIRECTIVE = re.compile(r"%(?:[EO]?[aAbBcCdDeFgGhHIjklmMnprRsStTuUVwWxXyYzZ%])")
 
 
 def _timestamp_formats(where: str, value: object) -> tuple[str, ...]:

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import io
 import struct
+import tokenize
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -102,7 +103,8 @@ def _from_headers(source: BinaryIO, name: str, size: int) -> Footprint:
     # Not what its name says: the worker reports it. pyarrow reports a damaged footer as an
     # OSError, zipfile an encrypted member as a RuntimeError.
     except (zipfile.BadZipFile, pa.ArrowException, ValueError, EOFError, struct.error,
-            zlib.error, OSError, RuntimeError, NotImplementedError):
+            zlib.error, OSError, RuntimeError, NotImplementedError, SyntaxError,
+            tokenize.TokenError):
         pass
     return Footprint(size)
 
@@ -159,6 +161,8 @@ def _header_bytes(source: IO[bytes]) -> int:
         shape, _, dtype = np.lib.format.read_array_header_1_0(source)
     else:
         shape, _, dtype = np.lib.format.read_array_header_2_0(source)
+    if any(size < 0 for size in shape):  # numpy's reader lets it through; its load does not
+        raise ValueError(f"a negative size in the shape {shape}")
     return array_bytes(int(np.prod(shape, dtype=object)), dtype)
 
 

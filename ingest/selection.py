@@ -52,8 +52,11 @@ def regular_file(
     try:
         st = entry.stat() if entry is not None else os.stat(path)
     except FileNotFoundError:
-        if os.path.islink(path):  # not a file gone, but a link to nothing
-            skipped(str(path), f"{CANNOT}follow it: a symlink to nothing ({os.readlink(path)})")
+        try:  # not a file gone, but a link to nothing?
+            target = os.readlink(path)
+        except OSError:
+            return None
+        skipped(str(path), f"{CANNOT}follow it: a symlink to nothing ({target})")
         return None
     except OSError as exc:
         skipped(str(path), f"{CANNOT}stat it ({exc.strerror})")
@@ -87,8 +90,8 @@ def scan(
         folder = folders.pop()
         try:
             listing = os.scandir(folder)
-        except FileNotFoundError:
-            continue  # gone since it was listed
+        except (FileNotFoundError, NotADirectoryError):
+            continue  # gone since it was listed, or a file in its place
         except OSError as exc:
             reason = f"{CANNOT}list the folder ({exc.strerror}): no input in it is read"
             skipped(str(folder), reason)

@@ -160,3 +160,20 @@ def test_an_npy_counts_its_array_and_what_its_values_become_in_a_table(
     found = footprint(path, path.name, size, CAP)
 
     assert found.bytes == size + 3000 * per_value
+
+
+@pytest.mark.parametrize("header", [
+    b"\x93NUMPY\x01\x00\x10\x00{'descr': '<f8',}\n" + b"\0" * 16,  # cut short
+    b"\x93NUMPY\x01\x00\x46\x00{'descr': '<f8', 'fortran_order': False, 'shape': (-10000000,), }"
+    b"          \n",  # a negative size, which numpy's header reader lets through
+], ids=["cut-short", "negative-shape"])
+def test_an_npy_header_that_is_no_header_counts_the_file_as_it_is_on_disk(
+    tmp_path: Path, header: bytes
+) -> None:
+    path = tmp_path / "bad.npy"
+    path.write_bytes(header)
+    size = path.stat().st_size
+
+    found = footprint(path, path.name, size, CAP)
+
+    assert (found.bytes, found.unbounded) == (size, ""), "the worker reports what is wrong"

@@ -645,7 +645,7 @@ def test_a_hint_that_would_narrow_a_column_its_table_holds_exits_2_naming_both(
     assert done.stderr.strip() == (
         f'ingest: {folder.config}: [tables.records.columns] {column} = "{hint}", but table'
         f" records holds {column} as {held} (schema v1): a hint widens a column (to float64"
-        " from int64, to string from any), it cannot narrow one; remove the hint"
+        " from int64, to string from any plain type), it cannot narrow one; remove the hint"
     )
     assert (folder.drop / "b.csv").exists()
 

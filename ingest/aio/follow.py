@@ -113,6 +113,7 @@ class Follower:
                     await self._await_folder(polling, stop)
                     polling, rescan = self.force_polling, True
                     continue
+                self.watcher.armed()
                 ended = await self._listen(identity, polling, stop, rescan)
                 rescan = True  # whatever ends a watcher, files may have come unheard
                 if ended is Ended.GONE:

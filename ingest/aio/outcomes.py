@@ -97,6 +97,9 @@ class Outcomes:
         the batch; each is still remembered, timed and given its own log line."""
         if event == "unreadable":
             files = self._first_unreadable(files)
+        elif self._unreadable:  # one read at last, or gone: said again if it fails again
+            for file, _ in files:
+                self._unreadable.discard((file.rel, file.size, file.mtime_ns))
         if not files:
             return
         recorded = event in ("ingested", "duplicate", "quarantined")

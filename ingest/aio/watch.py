@@ -35,6 +35,7 @@ class Watcher:
         self.settler = settler
         self._warned: set[tuple[str, str]] = set()
         self.unread: set[str] = set()  # inputs, or folders of them, that cannot be read
+        self._real_drop: str | None = None  # where the drop folder is, as last armed
         self._prefix = str(drop).rstrip("/") + "/"
 
     def _skipped(self, path: str, reason: str) -> None:
@@ -80,11 +81,17 @@ class Watcher:
         if not folders and os.path.dirname(path) == self._prefix[:-1]:
             return True
         real = os.path.realpath(os.path.dirname(path))
-        # Where the drop folder is now: a symlink to it may have been pointed elsewhere.
-        real_drop = os.path.realpath(self.drop)
+        real_drop = self._real_drop
+        if real_drop is None:
+            real_drop = self._real_drop = os.path.realpath(self.drop)
         if folders:
             return real == os.path.join(real_drop, folders)
         return real == real_drop or real.startswith(real_drop + "/")
+
+    def armed(self) -> None:
+        """A watcher is armed on the drop folder anew: it may be elsewhere now (a symlink
+        to it pointed at another folder)."""
+        self._real_drop = None
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""

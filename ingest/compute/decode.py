@@ -6,6 +6,7 @@ carries the line or byte offset where the format reports one.
 
 from __future__ import annotations
 
+import collections
 import gzip
 import io
 import json
@@ -296,7 +297,7 @@ def _npz(data: bytes) -> pa.Table:
         with np.load(io.BytesIO(data), allow_pickle=False) as archive:
             keys = archive.files
             # `x.npy` and `x` are both the array `x`: numpy would give one of them twice.
-            twice = sorted({key for key in keys if keys.count(key) > 1})
+            twice = sorted(key for key, count in collections.Counter(keys).items() if count > 1)
             if twice:
                 raise DecodeError(f"it holds more than one array named {twice[0]!r}")
             for key in keys:

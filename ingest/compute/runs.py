@@ -108,8 +108,9 @@ def featurise_run(
 
 def fit_run(data: pa.Table, sources: Sequence[Source], schema: pa.Schema) -> pa.Table:
     """`fitting.fit_file` of each file whose rows, in order, make `data`, as one table."""
-    longest = max(len(source[0].encode()) for source in sources) + 64  # a sha256's text
-    # Taken in one array, the names' text must fit its 32-bit offsets.
+    # Taken in one array, the text of the names (and of the sha256s, 64 characters each)
+    # must fit its 32-bit offsets.
+    longest = max(64, *(len(source[0].encode()) for source in sources))
     if not fitting.fits_as_is(data.schema, schema) or data.num_rows * longest >= 2**31:
         pieces, offset = [], 0
         for source_file, sha256, rows in sources:

@@ -14,7 +14,9 @@ import logging
 import os
 import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from .. import regular
 from ..files import DropFile, mtime_ns
@@ -69,25 +71,47 @@ def _archive_name(layout: Layout, file: DropFile, tag: str, clear: bool = False)
     `clear`: a folder on the way is a file there (`free_folders`)."""
     day = f"{layout.archive}/{today()}"
     below = layout.below_drop(file.path)
-    path = f"{day}/{free_folders(day, below, tag) if clear else below}"
+    path = f"{day}/{free_folders(day, below) if clear else below}"
     if len(os.fsencode(os.path.basename(path))) <= NAME_MAX and not _taken(path):
         return path
     return str(_free_name(Path(path), tag))
 
 
-def free_folders(base: str | Path, below: str, tag: str) -> str:
+# The tag of a folder's free name: one for every file of the folder, not each file's own.
+FOLDER_TAG = "folder"
+
+
+def free_folders(base: str | Path, below: str) -> str:
     """`below`, a path to make under `base`, with each folder of it that is there already
     as something else (an input of that name, archived or quarantined before a folder of
-    the name came) given a free name beside it."""
+    the name came) given the first name beside it that is free or such a folder already:
+    `y.csv/a.csv` goes to `y-folder.csv/a.csv`, and so does `y.csv/b.csv`."""
     *folders, name = below.split("/")
     at = str(base)
     for i, folder in enumerate(folders):
         path = os.path.join(at, folder)
         if _taken(path) and not os.path.isdir(path):
-            path = str(_free_name(Path(path), tag))
+            stem, dot, rest = folder.partition(".")
+            for n in range(1, 10_000):
+                suffix = f"-{FOLDER_TAG}" if n == 1 else f"-{FOLDER_TAG}-{n}"
+                path = os.path.join(at, _named(stem, suffix, dot + rest, 0))
+                if not _taken(path) or os.path.isdir(path):
+                    break
             folders[i] = os.path.basename(path)
         at = path
     return "/".join([*folders, name])
+
+
+T = TypeVar("T")
+
+
+def _clearing(place: Callable[[bool], T]) -> T:
+    """`place(False)`; if a folder on its way is a file there, `place(True)`, which gives
+    such folders free names (`free_folders`)."""
+    try:
+        return place(False)
+    except (NotADirectoryError, FileExistsError):
+        return place(True)
 
 
 def _move(source: str | Path, target: str | Path, made: set[str] | None = None) -> None:
@@ -165,36 +189,31 @@ def after_success(
 
 def _quarantine_name(layout: Layout, file: DropFile, tag: str) -> Path:
     """Where a bad input goes in the quarantine, its folder made: its path there, or a
-    free name beside it, in free folders (`free_folders`)."""
+    free name beside it."""
     below = layout.below_drop(file.path)
-    for clear in (False, True):
-        if clear:
-            below = free_folders(layout.quarantine, below, tag)
-        try:
-            target = _free_name(layout.quarantine / below, tag, len(REPORT_SUFFIX + ".tmp"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            return target
-        except (NotADirectoryError, FileExistsError):  # a folder on its way is a file there
-            if clear:
-                raise
-    raise AssertionError("unreachable")
+
+    def place(clear: bool) -> Path:
+        where = free_folders(layout.quarantine, below) if clear else below
+        target = _free_name(layout.quarantine / where, tag, len(REPORT_SUFFIX + ".tmp"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        return target
+
+    return _clearing(place)
 
 
 def _archive(layout: Layout, file: DropFile, tag: str, made: set[str] | None) -> str | None:
     """Move an input to the archive: where it went, or None for a symlink, whose file is
     copied there (`_archive_link`)."""
-    for clear in (False, True):
-        try:
-            target = _archive_name(layout, file, tag, clear)
-            if os.path.islink(file.path):
-                _archive_link(file, target)
-                return None
-            _move(file.path, target, made)
-            return target
-        except (NotADirectoryError, FileExistsError):  # a folder on its way is a file there
-            if clear:
-                raise
-    raise AssertionError("unreachable")
+
+    def place(clear: bool) -> str | None:
+        target = _archive_name(layout, file, tag, clear)
+        if os.path.islink(file.path):
+            _archive_link(file, target)
+            return None
+        _move(file.path, target, made)
+        return target
+
+    return _clearing(place)
 
 
 def _archive_link(file: DropFile, target: str) -> None:

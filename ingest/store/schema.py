@@ -114,7 +114,8 @@ class Schemas:
                     f"{self.config.source}: [tables.{table.name}.columns] {column} ="
                     f" \"{hint}\", but table {table.name} holds {field.name} as"
                     f" {described(field)} (schema v{current[0]}): a hint widens a column (to"
-                    " float64 from int64, to string from any), it cannot narrow one; remove"
+                    " float64 from int64, to string from any plain type), it cannot narrow"
+                    " one; remove"
                     " the hint"
                 )
 

@@ -184,15 +184,19 @@ def test_an_input_whose_folder_is_a_file_in_the_archive_goes_to_a_free_folder_na
     layout = _layout(tmp_path)
     after_success(layout, _dropped(layout, "y.csv", b"first\n"), SHA, "archive", set())
     (layout.drop / "y.csv").mkdir()
-    rel = "y.csv/sub/inner.csv" if deep else "y.csv/inner.csv"
-    file = _dropped(layout, rel, b"inner\n")
+    below = "sub/" if deep else ""
+    files = [_dropped(layout, f"y.csv/{below}{name}", name.encode())
+             for name in ("a.csv", "b.csv")]
 
-    after_success(layout, file, SHA, "archive", set())
+    for i, file in enumerate(files):
+        after_success(layout, file, str(i) * 64, "archive", set())
 
     day = layout.archive / today()
-    assert not file.path.exists()
+    assert not any(file.path.exists() for file in files)
     assert (day / "y.csv").read_bytes() == b"first\n"
-    assert (day / f"y-{SHA[:8]}.csv" / rel.partition("/")[2]).read_bytes() == b"inner\n"
+    assert sorted(p.relative_to(day).as_posix() for p in day.rglob("*.csv") if p.is_file()) == [
+        f"y-folder.csv/{below}a.csv", f"y-folder.csv/{below}b.csv", "y.csv",
+    ], "one folder for the folder's files"
 
 
 def test_an_input_whose_folder_is_a_file_in_the_quarantine_is_quarantined_beside_it(
@@ -206,7 +210,7 @@ def test_an_input_whose_folder_is_a_file_in_the_quarantine_is_quarantined_beside
 
     target = quarantine(layout, file, SHA, failure, 1, keep=False)
 
-    assert target == layout.quarantine / f"z-{SHA[:8]}.csv" / "inner.csv"
+    assert target == layout.quarantine / "z-folder.csv" / "inner.csv"
     assert target.read_bytes() == b"inner\n" and not file.path.exists()
     assert (target.parent / "inner.csv.error.json").exists()
     assert (layout.quarantine / "z.csv").read_bytes() == b"first\n"
