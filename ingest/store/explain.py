@@ -29,7 +29,7 @@ from .. import regular
 from ..config import Config
 from ..files import mtime_ns
 from ..selection import TEMP_SUFFIXES, matches, regular_file
-from .dispose import REPORT_SUFFIX
+from .dispose import FOLDER_TAG, REPORT_SUFFIX
 from .layout import Layout, on_disk, shown
 from .ledger import FileRecord, Ledger, check_not_lost
 from .vanished import STATE as VANISHED
@@ -71,13 +71,19 @@ def names(layout: Layout, given: str) -> list[str]:
 
 def _candidates(root: Path, rel: str, suffix: str = "") -> list[Path]:
     """Files at `rel` below `root` (plus `suffix`), under its own name or with a tag
-    before its suffixes, as `dispose` names a copy when the plain name is taken."""
+    before its suffixes, as `dispose` names a copy when the plain name is taken; in its
+    own folders, or with one of them under the free name `dispose.free_folders` gives a
+    folder that an input of its name held already."""
     folder, name = posixpath.split(rel)
     stem, dot, rest = name.partition(".")
-    pattern = glob.escape(stem) + "*" + glob.escape(dot + rest + suffix)
-    if folder:
-        pattern = glob.escape(folder) + "/" + pattern
-    return sorted(root.glob(pattern))
+    last = glob.escape(stem) + "*" + glob.escape(dot + rest + suffix)
+    folders = [glob.escape(part) for part in folder.split("/")] if folder else []
+    patterns = ["/".join([*folders, last])]
+    for i, part in enumerate(folder.split("/") if folder else []):
+        part_stem, part_dot, part_rest = part.partition(".")
+        free = f"{glob.escape(part_stem)}-{FOLDER_TAG}*{glob.escape(part_dot + part_rest)}"
+        patterns.append("/".join([*folders[:i], free, *folders[i + 1:], last]))
+    return sorted({path for pattern in patterns for path in root.glob(pattern)})
 
 
 def _same_version(path: Path, record: FileRecord) -> bool:

@@ -95,6 +95,29 @@ def test_an_ingested_and_archived_input_names_its_rows_parts_and_archive_path(
     assert version["parts"][0] in text.stdout
 
 
+def test_an_input_whose_folder_took_a_free_name_is_found_there(folder: Folder) -> None:
+    """`y.csv` archived and `z.csv` quarantined, then folders of those names moved in:
+    their files went to `y-folder.csv/` and `z-folder.csv/`."""
+    write_csv(folder.drop / "y.csv", rows=5, seed=1)
+    (folder.drop / "z.csv").write_text(BAD)
+    assert folder.ingest("once").returncode == 3
+    (folder.drop / "y.csv").mkdir()
+    (folder.drop / "z.csv").mkdir()
+    write_csv(folder.drop / "y.csv" / "in.csv", rows=6, seed=2)
+    (folder.drop / "z.csv" / "in.csv").write_text(BAD)
+    assert folder.ingest("once").returncode == 3
+
+    [archived] = _explain(folder, "y.csv/in.csv")["versions"]
+    [quarantined] = _explain(folder, "z.csv/in.csv")["versions"]
+
+    assert archived["disposal"] == "archived"
+    assert Path(archived["disposed_to"]).relative_to(folder.archive).parts[1:] == (
+        "y-folder.csv", "in.csv"
+    )
+    assert Path(quarantined["disposed_to"]) == folder.quarantine / "z-folder.csv" / "in.csv"
+    assert Path(quarantined["error_json"]).exists()
+
+
 def _sha_of_archived(folder: Folder) -> str:
     [b] = folder.archive.rglob("b.csv")
     return _sha(b)
