@@ -7,8 +7,9 @@ is given again (`of_bytes`) before it decodes them: they must not have grown.
 
     .gz        the compressed bytes plus the plain ones, counted by decompressing
                and keeping nothing (`inflate.plain_size`), up to a cap
-    .npy       the file plus what its header's array becomes as a table's columns
-               (`array_bytes`): a header of a few bytes can claim a billion values
+    .npy       (`of_bytes` only, in the worker that reads it) the file plus what its
+               header's array becomes as a table's columns (`array_bytes`): a header
+               of a few bytes can claim a billion values of no width
     .npz       the archive plus each member's size from the zip's central
                directory, or what its .npy header claims, if more
     .parquet   the file plus, for each column, the footer's uncompressed size or
@@ -64,9 +65,7 @@ class Footprint:
 
 def measured(name: str) -> bool:
     """Whether a file of this name expands in memory, so that its size on disk is no guide."""
-    return name.lower().endswith(
-        (".gz", ".npy", ".npz", ".parquet", ".arrow", ".feather", ".ipc")
-    )
+    return name.lower().endswith((".gz", ".npz", ".parquet", ".arrow", ".feather", ".ipc"))
 
 
 def footprint(path: str | Path, name: str, size: int, cap: int) -> Footprint:
@@ -74,7 +73,7 @@ def footprint(path: str | Path, name: str, size: int, cap: int) -> Footprint:
     needed (a gzip file stops being decompressed there). Raises OSError if it cannot be read."""
     if name.lower().endswith(".gz"):
         return Footprint(size + plain_size(path, max(cap - size, 0)))
-    if not measured(name):
+    if not measured(name):  # an .npy is measured by its worker (`compute/bounded.py`)
         return Footprint(size)
     with open(path, "rb", opener=regular.opener) as fh:
         return _from_headers(fh, name, size)

@@ -98,6 +98,7 @@ class Task:
     specs: tuple[TableSpec, ...] = ()  # the tables the jobs are routed to
     # Where the worker reports its pid and its progress (see ingest/beacon.py); None: nowhere.
     beacon: str | None = None
+    memory_mb: int = 0  # a file whose headers say it takes more is refused; 0 = no limit
 
     def spec(self, table: str) -> TableSpec:
         return next((s for s in self.specs if s.name == table), TableSpec(table))

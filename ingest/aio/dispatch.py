@@ -183,6 +183,7 @@ class Dispatcher:
             tuple(i.job for i in items), self.config.features, self.config.output.tables,
             self.config.output.compression, self.config.pipeline.task_timeout_s, stage,
             self.committer.schemas.specs({i.job.table for i in items}), beacon,
+            self.config.pipeline.memory_mb,
         )
 
     async def _compute(self, task: Task) -> TaskResult:

@@ -32,6 +32,20 @@ def bounded(job: Job) -> bool:
     return job.in_memory > 0 and measured(job.source_file)
 
 
+def check_npy(job: Job, memory_mb: int) -> None:
+    """Raise TooLarge if an .npy's header says its array, as a table holds it, takes more
+    than memory_mb: a header of a few bytes can claim 30 million values of no width, each
+    a Python object on its way to the table. The service charged it its size on disk:
+    its header is read here, off the service's process, before numpy allocates a thing."""
+    if memory_mb and job.source_file.lower().endswith(".npy"):
+        found = of_bytes(job.source_file, job.data).bytes
+        if found > memory_mb * 1024 * 1024:
+            raise TooLarge(
+                f"its header says it takes {found} bytes in memory, more than"
+                f" memory_mb = {memory_mb} holds"
+            )
+
+
 def decode_bounded(job: Job, spec: TableSpec) -> tuple[pa.Table, Dialect | None]:
     """Decode a measured job of the table `spec`, and the dialect a CSV was read with, as
     `decode_file` does. Raises DecodeError, or TooLarge if it grew past its measure."""

@@ -22,7 +22,7 @@ from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
 from .as_written import as_written
-from .bounded import bounded, decode_bounded
+from .bounded import bounded, check_npy, decode_bounded
 from .decode import DecodeError, decode_file
 from .encode import Featurised, encode
 from .inputs import message, with_bytes
@@ -65,6 +65,7 @@ def featurise(
     elif bounded(job):
         table, dialect = decode_bounded(job, spec)
     else:
+        check_npy(job, task.memory_mb)
         table, dialect = decode_file(
             job.source_file, job.data, spec.csv, spec.dialect, read_as_text(spec, job.source_file),
             known_columns(spec.schema),

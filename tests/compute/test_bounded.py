@@ -106,3 +106,28 @@ def test_an_npz_decodes_at_its_measure_and_is_refused_past_it() -> None:
 
     assert fits.failure is None and fits.rows == 1000
     assert grown.error == "TooLarge" and "rewritten in place" in grown.message
+
+
+def test_an_npy_whose_header_claims_more_than_memory_mb_is_refused_before_it_is_read() -> None:
+    header = io.BytesIO()
+    np.lib.format.write_array_header_1_0(
+        header, {"descr": "|S0", "fortran_order": False, "shape": (30_000_000,)}
+    )
+    data = header.getvalue()  # 128 bytes: 30 million values of no width
+    job = Job("nothing.npy", hashlib.sha256(data).hexdigest(), data)
+
+    (outcome,) = process(Task((job,), Features(), memory_mb=64)).outcomes
+
+    assert outcome.failure is not None and outcome.failure.error == "TooLarge"
+    assert "more than memory_mb = 64 holds" in outcome.failure.message
+
+
+def test_an_npy_within_memory_mb_is_read() -> None:
+    buffer = io.BytesIO()
+    np.save(buffer, np.array(["a", "bc"]))
+    data = buffer.getvalue()
+    job = Job("t.npy", hashlib.sha256(data).hexdigest(), data)
+
+    (outcome,) = process(Task((job,), Features(), memory_mb=1)).outcomes
+
+    assert outcome.failure is None and outcome.rows == 2
