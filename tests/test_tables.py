@@ -353,6 +353,35 @@ def test_json_times_in_a_number_or_flag_column_are_rescued_as_written(
     }
 
 
+def test_json_strings_in_a_number_or_flag_column_are_cast_where_they_spell_its_type(
+    folder: Folder,
+) -> None:
+    """A JSON string that spells a value of its column's type exactly is that value, as a
+    CSV's text is; any other is rescued as written. Alike in a column of strings and in one
+    that mixes strings and numbers (read line by line)."""
+    (folder.drop / "a.jsonl").write_text('{"id": 1, "n": 7, "f": true}\n')
+    assert folder.ingest("once").returncode == 0
+    strings = [("8", "false"), ("eight", "no"), (" 9", "TRUE"), ("1e3", "1")]
+    (folder.drop / "b.jsonl").write_text("".join(
+        json.dumps({"id": i, "n": n, "f": f}) + "\n" for i, (n, f) in enumerate(strings, 2)
+    ))
+    (folder.drop / "c.jsonl").write_text(
+        '{"id": 6, "n": 9, "f": true}\n{"id": 7, "n": "10", "f": "0"}\n'
+    )
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    expected = [
+        (1, 7, True, None), (2, 8, False, None), (3, None, None, {"n": "eight", "f": "no"}),
+        (4, None, True, {"n": " 9"}), (5, None, True, {"n": "1e3"}), (6, 9, True, None),
+        (7, 10, False, None),
+    ]
+    rows = folder.query("SELECT id, n, f, _rescued_data FROM records ORDER BY id")
+    assert [(i, n, f, r and json.loads(r)) for i, n, f, r in rows] == expected
+    schema = check_one_schema(folder.output)["records"]
+    assert (schema.field("n").type, schema.field("f").type) == (pa.int64(), pa.bool_())
+
+
 def test_csv_timestamps_written_with_utc_are_timestamps_as_duckdb_reads_them(
     folder: Folder,
 ) -> None:
