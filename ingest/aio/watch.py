@@ -15,6 +15,7 @@ import asyncio
 import logging
 import os
 import stat
+from collections.abc import Callable
 from pathlib import Path
 
 from ..config import Watch
@@ -33,6 +34,10 @@ class Watcher:
         self.drop = drop
         self.watch = watch
         self.settler = settler
+        # What each path skipped was said to be: said once, not at every rescan. A whole
+        # scan keeps only what it found again, so a path gone is forgotten (a service
+        # that runs for months holds no path it saw once), and is said again if it
+        # comes back.
         self._warned: set[tuple[str, str]] = set()
         self.unread: set[str] = set()  # inputs, or folders of them, that cannot be read
         self._real_drop: str | None = None  # where the drop folder is, as last armed
@@ -97,10 +102,12 @@ class Watcher:
         """Offer every input now in the drop folder; the walk runs in a thread."""
         self.settler.scan_began()
         whole = False
+        skips: list[tuple[str, str]] = []
         try:
             found = await asyncio.to_thread(
-                lambda: list(scan(self.drop, self.watch.patterns, self._skipped))
+                lambda: list(scan(self.drop, self.watch.patterns, _appender(skips)))
             )
+            self._found_skipped(skips)
             for count, (path, st) in enumerate(found, 1):
                 self.settler.offer(path, st, scanned=True)
                 if count % OFFER_BATCH == 0:
@@ -110,11 +117,24 @@ class Watcher:
             self.settler.scan_ended(whole)
         return len(found)
 
+    def _found_skipped(self, skips: list[tuple[str, str]]) -> None:
+        """What a whole scan skipped, each said if it is new; the rest forgotten."""
+        found = set(skips)
+        self._warned &= found
+        self.unread = {path for path, reason in found if unreadable(reason)}
+        for path, reason in skips:
+            self._skipped(path, reason)
+
     async def rescans(self) -> None:
         while True:
             await asyncio.sleep(self.watch.rescan_s)
             count = await self.scan()
             log.debug("rescan found %d inputs", count)
+
+
+def _appender(skips: list[tuple[str, str]]) -> Callable[[str, str], None]:
+    """A scan's thread notes what it skips; the loop says it (`Watcher._found_skipped`)."""
+    return lambda path, reason: skips.append((path, reason))
 
 
 def _is_folder(path: str) -> bool:

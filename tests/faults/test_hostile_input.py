@@ -600,6 +600,32 @@ def test_permission_denied_file_is_logged_and_ingested_on_a_rescan_once_readable
     assert "ingested 2 files" in svc.text() and ", 1 unreadable" in svc.text()
 
 
+def test_a_link_to_nothing_under_run_is_named_once_and_again_when_it_comes_back(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """Said once however many rescans find it; once a rescan finds it gone it is forgotten
+    (a service that runs for months holds no path it saw once), and named again if it
+    comes back."""
+    folder.write_config(**LIVE)  # a rescan every second
+    svc = service("--log-level", "DEBUG")
+    svc.wait_ready()
+    link = folder.drop / "dangling.csv"
+    named = f"skip {link}: cannot follow it: a symlink to nothing"
+
+    def rescans_after(count: int) -> None:
+        wait_for(lambda: svc.text().count("rescan found") >= count, 30, f"{count} rescans")
+
+    link.symlink_to("gone.csv")
+    wait_for(lambda: named in svc.text(), 30, "the link named")
+    rescans_after(svc.text().count("rescan found") + 2)  # each found it again
+    assert svc.text().count(named) == 1, "named once, not at each rescan"
+    link.unlink()
+    rescans_after(svc.text().count("rescan found") + 2)  # one whole scan found it gone
+    link.symlink_to("gone.csv")
+    wait_for(lambda: svc.text().count(named) == 2, 30, "the link named again")
+    assert svc.stop() == 0, svc.text()
+
+
 # ---- 10. temp and editor names --------------------------------------------------------
 
 
