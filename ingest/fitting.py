@@ -91,11 +91,11 @@ def own_columns(data: pa.Schema, schema: pa.Schema) -> frozenset[str]:
 
 def fits_as_is(have: pa.Schema, want: pa.Schema) -> bool:
     """Is `want` a file's own columns, `have`, then the identity columns, with nothing to
-    look at? (A date may lie outside the years readers hold.)"""
+    look at? (A date, in a list or a struct too, may lie outside the years readers hold.)"""
     return (
         len(want) == len(have) + len(IDENTITY) and tuple(want.names[-len(IDENTITY):]) == IDENTITY
         and all(a.name == b.name and a.type == b.type for a, b in zip(have, want, strict=False))
-        and not any(pa.types.is_date(field.type) for field in have)
+        and not any(holds_date(field.type) for field in have)
     )
 
 
@@ -124,15 +124,50 @@ def fit(data: pa.Table, schema: pa.Schema) -> pa.Table:
 
 def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
     cast = _cast_to(column, field, rescued)
-    return _in_calendar(cast, field, rescued) if pa.types.is_date(field.type) else cast
+    return _in_calendar(cast, field, rescued) if holds_date(field.type) else cast
+
+
+def holds_date(kind: pa.DataType) -> bool:
+    """Is it a date, or does it hold one at any depth (a list of dates, a struct's date)?"""
+    if pa.types.is_date(kind):
+        return True
+    return any(holds_date(kind.field(i).type) for i in range(kind.num_fields))
 
 
 def _in_calendar(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:
-    """A date column less the dates before year 1 or after 9999, rescued: pandas reads a
-    date as Python's, whose years those are, and refuses the whole table for one."""
-    first, last = _calendar_bounds(field.type)
-    outside = pc.fill_null(pc.or_(pc.less(column, first), pc.greater(column, last)), False)
+    """A column less its values that are, or hold, a date before year 1 or after 9999,
+    rescued whole: pandas reads a date as Python's, whose years those are, and refuses
+    the whole table for one, in a list or a struct too."""
+    outside = pa.chunked_array(
+        [pa.array(_outside_calendar(chunk)) for chunk in column.chunks], pa.bool_()
+    )
     return _set_aside(column, outside, field, rescued) if pc.any(outside).as_py() else column
+
+
+def _outside_calendar(array: pa.Array) -> np.ndarray:
+    """For each value: is it, or does it hold, a date outside years 1 to 9999?"""
+    kind = array.type
+    if pa.types.is_date(kind):
+        first, last = _calendar_bounds(kind)
+        outside = pc.or_(pc.less(array, first), pc.greater(array, last))
+        found: np.ndarray = pc.fill_null(outside, False).to_numpy(zero_copy_only=False)
+        return found
+    rows = np.zeros(len(array), dtype=bool)
+    if pa.types.is_struct(kind):
+        for child in array.flatten():  # the struct's own offset and nulls applied
+            if holds_date(child.type):
+                rows |= _outside_calendar(child)
+    elif holds_date(kind) and (
+        pa.types.is_list(kind) or pa.types.is_large_list(kind) or pa.types.is_map(kind)
+        or pa.types.is_fixed_size_list(kind)
+    ):
+        if pa.types.is_fixed_size_list(kind):
+            offsets = (np.arange(len(array) + 1) + array.offset) * kind.list_size
+        else:
+            offsets = array.offsets.to_numpy()  # into `values`, the whole child
+        inner = np.concatenate(([0], np.cumsum(_outside_calendar(array.values))))
+        rows = inner[offsets[1:]] > inner[offsets[:-1]]
+    return rows
 
 
 @functools.cache
@@ -556,8 +591,9 @@ def _text(value: pa.Scalar) -> str:
             return spelled + ("Z" if value.type.tz else "")
         if pa.types.is_duration(value.type):  # past a timedelta's 999,999,999 days
             return str(np.timedelta64(value.value, value.type.unit))
-        if pa.types.is_struct(value.type) or _is_list(value.type):
-            return _json_text(value)  # a struct whose fields share a name, at any depth
+        if pa.types.is_struct(value.type) or _is_list(value.type) or pa.types.is_map(value.type):
+            # A struct whose fields share a name, or a date past year 9999, at any depth.
+            return _json_text(value)
         try:
             return str(value.cast(pa.string()).as_py())
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError):  # nested: Arrow's own print
@@ -584,6 +620,10 @@ def _json_text(value: pa.Scalar) -> str:
         ) + "}"
     if _is_list(value.type):
         return "[" + ", ".join(_json_text(item) for item in value) + "]"
+    if pa.types.is_map(value.type):  # as Python's value of it: a list of [key, value]
+        return "[" + ", ".join(
+            f"[{_json_text(entry[0])}, {_json_text(entry[1])}]" for entry in value.values
+        ) + "]"
     try:
         raw = value.as_py()
     except (ValueError, OverflowError):

@@ -536,6 +536,42 @@ def test_dates_outside_years_1_to_9999_are_rescued_and_the_table_opens_everywher
         assert got == list(zip(day, rescued, strict=True)), reader
 
 
+def test_a_date_outside_years_1_to_9999_in_a_list_or_struct_is_rescued_with_its_value(
+    folder: Folder,
+) -> None:
+    """In a list, a struct, a map or a list of fixed size too: pandas refused the whole table
+    for one such date at any depth. The value that holds it is rescued whole, as JSON."""
+    days = pa.array([19_723, 3_000_000], pa.int32()).cast(pa.date32())  # 2024-01-01, 10183
+    near, past = days.slice(0, 1), days.slice(1, 1)
+    nothing = pa.array([None], pa.date32())
+
+    def one(*values: pa.Array) -> pa.Array:
+        return pa.concat_arrays(list(values))
+
+    lists = pa.ListArray.from_arrays([0, 1, 2, 2, 3, 4, 5], one(near, past, near, near, near))
+    structs = pa.StructArray.from_arrays([one(near, near, past, near, near, nothing)], ["d"])
+    maps = pa.MapArray.from_arrays(
+        [0, 1, 2, 3, 4, 5, 5], pa.array(["k"] * 5), one(near, near, near, past, near)
+    )
+    fixed = pa.FixedSizeListArray.from_arrays(one(near, near, near, near, past, near), 1)
+    pq.write_table(pa.table({
+        "id": pa.array(range(1, 7), pa.int64()), "ds": lists, "s": structs, "m": maps,
+        "f": fixed,
+    }), folder.drop / "a.parquet")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+
+    rescued = [None, {"ds": '["10183-09-21"]'}, {"s": '{"d": "10183-09-21"}'},
+               {"m": '[["k", "10183-09-21"]]'}, {"f": '["10183-09-21"]'}, None]
+    for reader, rows in readers(folder.output, "records", ["id", RESCUED]).items():
+        assert [r and json.loads(r) for _, r in rows] == rescued, reader
+    table = ds.dataset(folder.output / "records").to_table().sort_by("id")
+    day = [dt.date(2024, 1, 1)]
+    assert table["ds"].to_pylist() == [day, None, [], day, day, day]
+    assert table["s"].to_pylist()[1:3] == [{"d": dt.date(2024, 1, 1)}, None]
+    assert table["m"].to_pylist()[3] is None and table["f"].to_pylist()[4] is None
+
+
 def test_integers_float64_would_round_keep_their_text(folder: Folder) -> None:
     """Arrow reads a CSV column of 20-digit IDs as float64, rounded to 16 digits: the
     integers float64 cannot hold are rescued as their text, as a wider int's are."""
