@@ -53,11 +53,14 @@ class Dialect:
     null_values: tuple[str, ...] | None = None  # None: the reader's defaults
     timestamp_formats: tuple[str, ...] = ()  # tried on every column, as pinned
     formats: tuple[tuple[int, str], ...] = ()  # (column position, strftime format)
+    # False for a file of one column, which shows no delimiter: a table whose first CSV
+    # was one reads each later file's own, and its pin gives way to the first that shows one.
+    delimited: bool = True
 
     def describe(self) -> str:
         """One short line for logs and `ingest explain`."""
         parts = [
-            f"delimiter={self.delimiter!r}",
+            f"delimiter={self.delimiter!r}" if self.delimited else "delimiter=none (one column)",
             f"quote={self.quote!r}" if self.quote else "quote=none",
             f"header={'yes' if self.header else 'no'}",
         ]
@@ -79,6 +82,14 @@ class Dialect:
 
 
 PLAIN = Dialect()
+
+
+def as_seen(dialect: Dialect | None, columns: int) -> Dialect | None:
+    """The dialect a CSV of `columns` columns was read with, as it may pin its table's:
+    one of a single column says that it showed no delimiter."""
+    if dialect is None or columns > 1 or not dialect.delimited:
+        return dialect
+    return dataclasses.replace(dialect, delimited=False)
 
 
 def dialect_to_json(dialect: Dialect) -> str:

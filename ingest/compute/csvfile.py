@@ -252,10 +252,13 @@ def _in_table_dialect(
     to column names. The lines before the header and the date formats of the columns
     are the file's own, and so are what the table's first file could not show:
     quoting and comments where it had none, a decimal comma where it had only decimal
-    points (or none). It fails with a reason that names both dialects when the result
-    does not parse the file, or reads another number of columns from it.
+    points (or none), a delimiter where it had one column. It fails with a reason that
+    names both dialects when the result does not parse the file, or reads another number
+    of columns from it.
     """
     dialect = replace(table, skip_rows=own.skip_rows, formats=own.formats)
+    if not table.delimited:
+        dialect = replace(dialect, delimiter=own.delimiter, delimited=True)
     if table.header and not own.header and not _names_columns(data, dialect, columns):
         dialect = replace(dialect, header=False)
     if not table.quote:

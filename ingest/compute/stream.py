@@ -34,6 +34,7 @@ from ..blocks import (
     ScanResult,
     Selection,
 )
+from ..dialect import as_seen
 from ..inflate import inner_name
 from ..jobs import Failure
 from ..partfile import footer, to_parquet
@@ -95,7 +96,7 @@ def process_block(block: Block) -> BlockResult:
             return BlockResult(
                 table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials,
                 schema.serialize().to_pybytes(),
-                dialect, written=block.stage is not None,
+                as_seen(dialect, table.num_columns), written=block.stage is not None,
             )
     except DecodeError as exc:
         return BlockResult(0, Failure(

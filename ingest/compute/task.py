@@ -17,7 +17,7 @@ import pyarrow as pa
 from .. import beacon, conform, fitting
 from ..config import RESERVED_COLUMNS as RESERVED_COLUMNS
 from ..config import Features
-from ..dialect import PLAIN, CsvOptions, Dialect
+from ..dialect import PLAIN, CsvOptions, Dialect, as_seen
 from ..errors import TaskTimeout
 from ..jobs import Failure, Job, Outcome, TableSpec, Task, TaskResult
 from . import features
@@ -71,6 +71,7 @@ def featurise(
             known_columns(spec.schema),
         )
     table = check_columns(table)
+    dialect = as_seen(dialect, table.num_columns)
     targets = targets or conform.Targets()
     schema = targets.of(table, spec.name, spec.schema, dict(spec.hints))
     records = fitting.fit_file(table, job.source_file, job.sha256, schema)
@@ -138,7 +139,9 @@ def _joinable(spec: TableSpec) -> frozenset[Dialect]:
     ):
         return frozenset()
     found = frozenset(d for d in PLAIN_DIALECTS if pins.delimiter in (None, d.delimiter))
-    return found if spec.dialect is None else found & {spec.dialect}
+    if spec.dialect is None or not spec.dialect.delimited:  # one column pinned: no delimiter
+        return found
+    return found & {spec.dialect}
 
 
 def process(task: Task) -> TaskResult:

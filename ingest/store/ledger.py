@@ -209,11 +209,16 @@ class Ledger:
         return {table: dialect for table, dialect in rows}
 
     def pin_dialects(self, pins: list[tuple[str, str, str]]) -> None:
-        """(table, dialect JSON, the file that pinned it); a table keeps its first pin."""
+        """(table, dialect JSON, the file that pinned it), in order; a table keeps its
+        first pin, but one of a single column (`Dialect.delimited`), which a later pin
+        replaces (`Schemas.pin` sends only such)."""
         with self._transaction() as db:
             db.executemany(
-                "INSERT OR IGNORE INTO dialects (table_name, dialect, pinned_by, created)"
-                " VALUES (?, ?, ?, ?)",
+                "INSERT INTO dialects (table_name, dialect, pinned_by, created)"
+                " VALUES (?, ?, ?, ?) ON CONFLICT (table_name) DO UPDATE SET"
+                " dialect = excluded.dialect, pinned_by = excluded.pinned_by,"
+                " created = excluded.created"
+                " WHERE json_extract(dialects.dialect, '$.delimited') = 0",
                 [(table, dialect, source, time.time()) for table, dialect, source in pins],
             )
 

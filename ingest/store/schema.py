@@ -121,8 +121,10 @@ class Schemas:
 
     def pin(self, table: str, dialect: Dialect, source_file: str) -> None:
         """Called on the event loop: the first CSV of a table pins its dialect for the
-        files after it. The ledger records it with the next commit."""
-        if table in self._dialects:
+        files after it; a pin of one column (no delimiter shown) gives way to the first
+        that shows one. The ledger records it with the next commit."""
+        pinned = self._dialects.get(table)
+        if pinned is not None and (pinned.delimited or not dialect.delimited):
             return
         self._dialects[table] = dialect
         self._unsaved.append((table, dialect_to_json(dialect), source_file))

@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import random
 import shutil
+from typing import Any
 
 import duckdb
+import pytest
 
 from ..compute.test_dialects import CORPUS, DECIMAL_COMMA, FILES, NOT_UTF8
 from ..compute.test_fuzzed_csv import PIECES
@@ -137,3 +139,35 @@ def test_the_first_file_of_a_table_pins_its_dialect_for_the_files_after_it(
     explained = json.loads(folder.ingest("explain", "first.csv", "--json").stdout)
     assert "delimiter=';'" in explained["versions"][0]["dialect"]
     assert "decimal=','" in explained["versions"][0]["dialect"]
+
+
+@pytest.mark.parametrize("first", ["whole", "in-blocks"])
+def test_a_tables_first_file_of_one_column_pins_no_delimiter_the_first_that_shows_one_does(
+    folder: Folder, first: str
+) -> None:
+    """A file of one column shows no delimiter: a later `;` file was quarantined for the
+    `,` it was taken to pin. Read whole or in blocks; the first file that shows a delimiter
+    pins it, for that run and the next. (Files of one column are never parsed together:
+    only plain files, whose header shows a delimiter, are.)"""
+    config: dict[str, Any] = dict(ONCE)
+    if first == "in-blocks":
+        config["pipeline"] = {**ONCE["pipeline"], "memory_mb": 64}  # over 16 MB: in blocks
+    folder.write_config(**config)
+    ids = b"".join(b"%d\n" % i for i in range(1, 3_000_000 if first == "in-blocks" else 3))
+    (folder.drop / "ids.csv").write_bytes(b"id\n" + ids)
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    assert "pinned by ids.csv: delimiter=none (one column)" in done.stderr, done.stderr
+
+    (folder.drop / "semi.csv").write_bytes(b"id;name\n-1;x\n-2;y\n")
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    assert "pinned by semi.csv: delimiter=';'" in done.stderr, done.stderr
+    (folder.drop / "semi2.csv").write_bytes(b"id;name\n-3;z\n")
+    (folder.drop / "comma.csv").write_bytes(b"id,name\n-4,w\n")
+    done = folder.ingest("once")
+    assert done.returncode == 3, done.stderr  # the table's delimiter is ';' now, for good
+    assert folder.query("SELECT id, name FROM records WHERE id < 0 ORDER BY id DESC") == [
+        (-1, "x"), (-2, "y"), (-3, "z"),
+    ]
+    assert (folder.quarantine / "comma.csv").exists()
