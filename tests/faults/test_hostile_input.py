@@ -656,7 +656,7 @@ def test_temp_and_editor_names_are_ignored_until_renamed_to_a_matching_name(
 # ---- 11. mtime in the future ------------------------------------------------------------
 
 
-def test_file_with_an_mtime_a_day_ahead_is_ingested_promptly_and_once(
+def test_file_with_an_mtime_a_day_ahead_is_ingested_without_waiting_for_it_and_once(
     folder: Folder, service: Callable[..., Service]
 ) -> None:
     folder.write_config(**{**LIVE, "watch": {"settle_ms": 300, "rescan_s": 1}})

@@ -60,7 +60,7 @@ def test_two_onces_started_together_ingest_every_row_exactly_once(folder: Folder
     assert not any(folder.drop.iterdir())
 
 
-def test_once_while_run_holds_the_output_exits_4_at_once_naming_the_pid(
+def test_once_while_run_holds_the_output_exits_4_without_waiting_naming_the_pid(
     folder: Folder, service: Callable[..., Service]
 ) -> None:
     svc = service()
