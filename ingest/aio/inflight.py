@@ -48,7 +48,7 @@ from ..store.known import Known
 from .budget import ByteBudget
 from .commit import Aside
 from .dispatch import Queued
-from .outcomes import Outcomes
+from .outcomes import STAYS, Outcomes
 from .recall import Recall
 from .segments import IdleSegments
 from .settle import Settler
@@ -269,6 +269,13 @@ class InFlight:
         """Files of one fate, committed together: told as one batch (`Outcomes`).
         `unpaused`: of files resolved as changed, those looked at again at once (`Resolved`)."""
         offer_again = True if event in LOOKED_AT_AGAIN else None
+        if offer_again and self.draining():
+            # Looked at again by the next run, not this one: one line for each, why it
+            # stays, not one for what was found and another for the drain.
+            for file, fields in files:
+                self.finish(file, offer_again=False)
+                self.outcomes.deferred(file.rel, reason=f"{fields.get('reason', event)}; {STAYS}")
+            return
         stays = event in RECORDED_FATES
         for file, _ in files:
             self.finish(file, offer_again, stays, paused=file.rel not in unpaused)

@@ -25,7 +25,8 @@ if TYPE_CHECKING:  # rich is imported only where a bar is shown: on a terminal
 log = logging.getLogger("ingest.service")
 # Why a file let go of unrecorded is not done: a stop came first, or its blocks could not
 # be staged (that error has its own line).
-LEFT = "not done when it was let go; it stays in the drop folder for the next run"
+STAYS = "it stays in the drop folder for the next run"
+LEFT = f"not done when it was let go; {STAYS}"
 # A file whose commit kept failing (a full disk) until a stop's drain_s ran out.
 UNCOMMITTED_AT_STOP = (
     "its commit kept failing until drain_s ran out; it stays in the drop folder for the"

@@ -294,3 +294,28 @@ def test_each_file_a_stop_leaves_for_the_next_run_is_named(
     assert "2 left for the next run" in log.splitlines()[-1]
     assert folder.ingest("once").returncode == 0
     check_exactly_once(folder, expected, set())
+
+
+def test_a_file_a_writer_holds_open_is_named_once_when_a_drain_finds_it_so(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """Waiting in a task for company (flush_s) as the stop came, it was sent at once, and
+    its worker found it open for writing: named twice, `deferred` for the drain and
+    `changed` for what was found. One line now, saying both."""
+    port = free_port()
+    folder.write_config(
+        watch={"settle_ms": 50}, output={"flush_s": 600}, metrics={"port": port}
+    )
+    held = folder.drop / "held.csv"
+    write_csv(held, rows=5, seed=1)
+    with held.open("ab"):  # as a writer that pauses longer than settle_ms
+        svc = service()
+        svc.wait_ready()
+        wait_for(lambda: (metric(port, "ingest_bytes_held") or 0) > 0, 30, "held.csv taken in")
+        time.sleep(0.5)  # from the queue into a task that waits flush_s for company
+        assert svc.stop() == 0
+    after = svc.text().split("SIGTERM", 1)[1]
+    named = [line for line in after.splitlines() if "held.csv" in line]
+    assert len(named) == 1, after
+    assert "deferred held.csv" in named[0] and "open for writing" in named[0], named
+    assert "the next run" in named[0] and "1 left for the next run" in after.splitlines()[-1]
