@@ -32,6 +32,8 @@ UNCOMMITTED_AT_STOP = (
     "its commit kept failing until drain_s ran out; it stays in the drop folder for the"
     " next run"
 )
+IN_FLIGHT_AT_STOP = f"still in a worker when drain_s ran out; {STAYS}"
+IN_FLIGHT_AT_FAILURE = f"in flight when the service stopped on a failure; {STAYS}"
 UNCOMMITTED_AT_FAILURE = (
     "the service stopped on a failure before its commit; it stays in the drop folder for"
     " the next run"

@@ -46,7 +46,14 @@ from .health import Health
 from .inflight import InFlight
 from .intake import Intake
 from .lag import LagProbe
-from .outcomes import UNCOMMITTED_AT_FAILURE, UNCOMMITTED_AT_STOP, Outcomes, Summary
+from .outcomes import (
+    IN_FLIGHT_AT_FAILURE,
+    IN_FLIGHT_AT_STOP,
+    UNCOMMITTED_AT_FAILURE,
+    UNCOMMITTED_AT_STOP,
+    Outcomes,
+    Summary,
+)
 from .recall import Recall
 from .settle import Settler
 from .stream import Streamer
@@ -367,6 +374,13 @@ class Service:
             log.warning("%d files could not be committed before drain_s; left for the next run",
                         len(left))
             self.outcomes.deferred(*left, reason=UNCOMMITTED_AT_STOP)
+        # Those no commit was tried for (in a worker still, or waiting for one with the
+        # same bytes): each named, and counted with the rest left for the next run.
+        uncommitted = set(left)
+        self.outcomes.deferred(
+            *(rel for rel in self.in_flight.unfinished() if rel not in uncommitted),
+            reason=IN_FLIGHT_AT_FAILURE if failed else IN_FLIGHT_AT_STOP,
+        )
 
     async def _shutdown(self) -> None:
         abandoned = bool(self.in_flight.holding)

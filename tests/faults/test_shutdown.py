@@ -146,6 +146,9 @@ def test_drain_s_bounds_shutdown_when_in_flight_files_do_not_finish(
 
     assert proc.returncode == 0, stderr
     assert "drain_s = 1 passed with files still in flight: 1" in stderr
+    # Named and counted, as every file a stop leaves is.
+    assert 'deferred stuck.csv reason="still in a worker when drain_s ran out;' in stderr
+    assert "1 left for the next run" in stderr.strip().splitlines()[-1], stderr
     _nothing_left_running_in(folder)
     assert {p.name for p in folder.drop.iterdir()} == {"stuck.csv"}
     rows = dict(folder.query("SELECT source_file, count(*) FROM records GROUP BY 1"))
