@@ -88,6 +88,37 @@ def test_once_in_keep_mode_skips_every_input_the_ledger_holds(folder: Folder) ->
                              + ["new.csv state=ingested"])
 
 
+def test_run_in_keep_mode_counts_an_input_known_already_once_not_at_every_rescan(
+    folder: Folder, service: Callable[..., Service]
+) -> None:
+    """Past known_files each rescan asks the ledger about the inputs memory let go of, and
+    counted each as `already known` again: 20 at every rescan for a folder of 30. Those
+    that a run finds recorded at its start are counted once; no rescan counts any."""
+    port = free_port()
+    folder.write_config(
+        watch={"settle_ms": 0, "on_success": "keep", "rescan_s": 1},
+        pipeline={"workers": 2, "known_files": 2}, metrics={"port": port},
+    )
+    for i in range(FILES):
+        write_csv(folder.drop / f"a{i}.csv", rows=20, seed=i)
+
+    def run_through_rescans() -> str:
+        svc = service("--log-level", "DEBUG")
+        svc.wait_ready()
+        wait_for(lambda: svc.text().count("rescan found") >= 3, what="three rescans")
+        skipped = metric(port, 'ingest_files_total{outcome="skipped"}')
+        assert svc.stop() == 0, svc.text()
+        last = svc.text().strip().splitlines()[-1]
+        assert skipped == float(last.split(" already known")[0].rsplit(" ", 1)[1]), last
+        return last
+
+    first = run_through_rescans()
+    assert f"ingested {FILES} files" in first and " 0 already known" in first, first
+    assert f"ingested 0 files (0 rows), 0 duplicates, 0 quarantined, {FILES} already known" \
+        in run_through_rescans()
+    assert len(_states(folder)) == FILES, "nothing recorded twice"
+
+
 def test_a_file_found_again_after_its_commit_has_a_line_saying_so(folder: Folder) -> None:
     """A file the ledger holds, found again under its name, size and mtime (put back by
     hand, or left by a crash between the commit and the archive's move): skipped, and its

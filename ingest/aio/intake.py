@@ -30,6 +30,7 @@ from ..config import Config
 from ..errors import ClusterLost
 from ..files import DropFile
 from ..jobs import Failure, Job
+from ..logs import shown
 from ..regular import BEING_WRITTEN, BeingWritten
 from ..shared import SHARED_MIN_BYTES
 from ..store.crashpoints import CrashPlan
@@ -201,6 +202,11 @@ class Intake:
                 )
             elif record is not None:
                 await asyncio.to_thread(after_success, self.layout, file, record.sha256, on_success)
+        elif self.in_flight.settler.found_again(file.rel):
+            # Kept, found by a rescan, asked of the ledger again: said once, not per rescan.
+            log.debug("skipped %s again: state=%s", shown(file.rel), state)
+            self.in_flight.finish(file, None, stays=True)
+            return
         self.in_flight.resolved(file, "skipped", {"state": state})
 
     async def _read(self, file: DropFile, in_memory: int) -> None:

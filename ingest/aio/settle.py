@@ -103,6 +103,11 @@ class Settler:
         self._changes: dict[str, tuple[int, float]] = {}
         self._resolved: dict[str, tuple[int, int]] = {}
         self._scans = 0  # full scans under way
+        self._rescans = 0  # of those, scans after the first
+        # Handed out by a scan after the first, not yet resolved: a file found recorded
+        # already is one that memory let go of (past known_files), asked of the ledger
+        # again, not news (`found_again`).
+        self._again: set[str] = set()
         self._found: set[str] = set()  # resolved files found again since the first began
         self._cut_short = False  # one of those scans did not finish
         self._closed = False  # the service stops: nothing new is taken in
@@ -181,6 +186,8 @@ class Settler:
             if entry is not None:
                 self._forget(rel)  # its heap entry is stale now, and dropped when due
             self._busy[rel] = (st.st_size, mtime)
+            if scanned and self._rescans:
+                self._again.add(rel)
             self.ready.put_nowait(DropFile(path, rel, st.st_size, mtime, seen_at, seen_mono))
             return
         fresh = self._pending[rel] = _Pending(path, rel, st.st_size, mtime, now, seen_at, seen_mono)
@@ -192,6 +199,7 @@ class Settler:
         """The service resolved `rel`. True if it changed meanwhile and deserves another look.
         `stays`: the file as resolved, if its fate leaves it in the drop folder as it is."""
         self._busy.pop(rel, None)
+        self._again.discard(rel)
         if rel in self._dirty:
             self._dirty.discard(rel)
             return True
@@ -210,14 +218,21 @@ class Settler:
         self._changing.clear()
         return left
 
-    def scan_began(self) -> None:
+    def scan_began(self, again: bool = False) -> None:
+        """A full scan begins; `again`: not the service's first."""
         self._scans += 1
+        self._rescans += again
 
-    def scan_ended(self, whole: bool) -> None:
+    def found_again(self, rel: str) -> bool:
+        """Was the file, now handed out, found by a scan after the first?"""
+        return rel in self._again
+
+    def scan_ended(self, whole: bool, again: bool = False) -> None:
         """Forget the resolved files that no scan since the first of those under way found
         (nor were resolved meanwhile): they are gone from the drop folder. `whole`: this
         scan offered every file it found; after one that did not, nothing is forgotten."""
         self._scans -= 1
+        self._rescans -= again
         self._cut_short |= not whole
         if self._scans == 0:
             if not self._cut_short:

@@ -42,6 +42,7 @@ class Watcher:
         self.unread: set[str] = set()  # inputs, or folders of them, that cannot be read
         self._real_drop: str | None = None  # where the drop folder is, as last armed
         self._prefix = str(drop).rstrip("/") + "/"
+        self._scanned = False  # the first scan is done (or under way)
 
     def _skipped(self, path: str, reason: str) -> None:
         """Say once, not at every rescan, why a file named like an input is not read."""
@@ -100,7 +101,8 @@ class Watcher:
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""
-        self.settler.scan_began()
+        again, self._scanned = self._scanned, True
+        self.settler.scan_began(again)
         whole = False
         skips: list[tuple[str, str]] = []
         try:
@@ -114,7 +116,7 @@ class Watcher:
                     await asyncio.sleep(0)
             whole = True
         finally:
-            self.settler.scan_ended(whole)
+            self.settler.scan_ended(whole, again)
         return len(found)
 
     def _found_skipped(self, skips: list[tuple[str, str]]) -> None:
