@@ -40,7 +40,9 @@ class Unserved:
 # The outcomes whose series exist from start-up, at 0: a series that first appears with
 # its first file is no increase to `increase()`, and an alert on quarantines would miss
 # the first one after every restart.
-OUTCOMES = ("ingested", "duplicate", "quarantined", "skipped", "vanished", "changed", "unreadable")
+OUTCOMES = (
+    "ingested", "duplicate", "quarantined", "skipped", "vanished", "changed", "unreadable", "reread"
+)
 
 
 class Metrics:
@@ -72,7 +74,9 @@ class Metrics:
             self.files.labels(outcome)
         self.rows = Counter("ingest_rows", "Rows committed to records", registry=r)
         self.latency = Histogram(
-            "ingest_latency_seconds", "First sight to commit, per file", registry=r
+            "ingest_latency_seconds",
+            "First sight to commit, per file ingested, found a duplicate or quarantined",
+            registry=r,
         )
         self.loop_lag = Histogram(
             "ingest_loop_lag_seconds", "Event-loop lag of a probe task", buckets=LAG_BUCKETS,

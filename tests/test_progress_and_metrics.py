@@ -70,6 +70,30 @@ def test_metrics_endpoint_exports_loop_lag_and_file_outcomes(
     assert svc.stop(signal.SIGTERM) == 0
 
 
+def test_latency_is_timed_once_per_file_committed_not_at_each_look_at_a_changing_one(
+    folder: Folder, service: type[Service]
+) -> None:
+    """A file a writer held open was found changed at each look, and each look was timed
+    as a commit: the histogram counted 8 for 3 files."""
+    port = free_port()
+    folder.write_config(watch={"settle_ms": 50}, output={"flush_s": 0}, metrics={"port": port})
+    held = folder.drop / "held.csv"
+    write_csv(held, rows=5, seed=1)
+    write_csv(folder.drop / "a.csv", rows=5, seed=2)
+    svc = service()
+    with held.open("ab"):  # as a writer that pauses longer than settle_ms
+        svc.wait_ready()
+        wait_for(lambda: svc.text().count("changed held.csv") >= 2, 30, "held.csv looked at")
+    wait_for(lambda: "ingested held.csv" in svc.text(), 30, "held.csv once let go")
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        body = response.read().decode()
+    assert svc.stop() == 0
+
+    assert "ingest_latency_seconds_count 2.0" in body, body
+    changed = float(body.split('ingest_files_total{outcome="changed"} ')[1].split()[0])
+    assert changed >= 2
+
+
 def _raw(port: int, request: bytes) -> bytes:
     """Everything the server sends back to `request`, until it closes the connection."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as conn:
@@ -98,8 +122,8 @@ def test_the_metrics_port_serves_its_two_paths_answers_heads_and_counts_every_ou
     with urllib.request.urlopen(f"{base}/metrics", timeout=10) as response:
         body = response.read().decode()
     # At 0 from the start: the first quarantine after a restart is an increase.
-    assert 'ingest_files_total{outcome="quarantined"} 0.0' in body
-    assert 'ingest_files_total{outcome="ingested"} 0.0' in body
+    for outcome in ("quarantined", "ingested", "changed", "reread"):
+        assert f'ingest_files_total{{outcome="{outcome}"}} 0.0' in body, outcome
     # A probe of a mistyped path fails, rather than reading the metrics as "healthy".
     for path in ("/healthz/", "/health", "/", "/HEALTHZ", "/favicon.ico"):
         with pytest.raises(urllib.error.HTTPError) as caught:

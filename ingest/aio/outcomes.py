@@ -120,7 +120,8 @@ class Outcomes:
                 lines.append((file.rel, fields))
             else:
                 latency_s = now - file.seen_mono
-                self.metrics.latency.observe(latency_s)
+                if recorded:  # first sight to commit; not a look that sends it round again
+                    self.metrics.latency.observe(latency_s)
                 lines.append((file.rel, {"latency_ms": latency_s * 1000, **fields}))
         if recorded:
             whole = self.known.whole
