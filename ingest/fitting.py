@@ -167,7 +167,18 @@ def _outside_calendar(array: pa.Array) -> np.ndarray:
             offsets = array.offsets.to_numpy()  # into `values`, the whole child
         inner = np.concatenate(([0], np.cumsum(_outside_calendar(array.values))))
         rows = inner[offsets[1:]] > inner[offsets[:-1]]
+    elif holds_date(kind):  # a list view, a union: value by value (rare)
+        rows = np.array([_unheld(value) for value in array], dtype=bool)
     return rows
+
+
+def _unheld(value: pa.Scalar) -> bool:
+    """Does Python's value of it fail, as one for a date past year 9999 does?"""
+    try:
+        value.as_py()
+    except (ValueError, OverflowError):
+        return True
+    return False
 
 
 @functools.cache

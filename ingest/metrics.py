@@ -41,7 +41,8 @@ class Unserved:
 # its first file is no increase to `increase()`, and an alert on quarantines would miss
 # the first one after every restart.
 OUTCOMES = (
-    "ingested", "duplicate", "quarantined", "skipped", "vanished", "changed", "unreadable", "reread"
+    "ingested", "duplicate", "quarantined", "skipped", "vanished", "changed", "unreadable",
+    "reread", "uncommitted",
 )
 
 

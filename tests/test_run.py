@@ -272,17 +272,24 @@ def test_a_file_in_a_symlinked_folder_that_leads_out_is_never_read_nor_deleted(
 ) -> None:
     # The watcher hears events through the link (no scan enters a linked folder): the
     # file was read as `linkdir/secret.csv`, then deleted where it really is.
-    folder.write_config(watch={"settle_ms": 50, "on_success": "delete"}, output={"flush_s": 0})
+    folder.write_config(
+        watch={"settle_ms": 50, "on_success": "delete", "rescan_s": 1}, output={"flush_s": 0}
+    )
     outside = folder.root / "outside"
     outside.mkdir()
     (folder.drop / "linkdir").symlink_to(outside, target_is_directory=True)
-    svc = service()
+    svc = service("--log-level", "DEBUG")
     svc.wait_ready()
     secret = outside / "secret.csv"
     write_csv(secret, 5, 1)
     wait_for(lambda: "inside a symlinked folder" in svc.text(), 30, "the file to be refused")
     rows = len(write_csv(folder.drop / "marker.csv", 3, 2))
     wait_for(lambda: "marker.csv" in folder.rows_per_file(), 30, "a file beside it")
+    scans = svc.text().count("rescan found")
+    wait_for(lambda: svc.text().count("rescan found") >= scans + 2, 30, "two rescans")
+    secret.touch()  # an event through the link, after rescans that cannot find the file
+    wait_for(lambda: svc.text().count("rescan found") >= scans + 3, 30, "another rescan")
     assert svc.stop() == 0
+    assert svc.text().count("inside a symlinked folder") == 1, "named once, not per rescan"
     assert secret.exists(), "a file outside the drop folder was deleted"
     assert folder.rows_per_file() == {"marker.csv": rows}

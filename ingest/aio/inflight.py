@@ -153,9 +153,10 @@ class InFlight:
         held = {r.segment.name: r.segment for r in self._files.values() if r.segment is not None}
         return list(held.values()) + self.idle.clear()
 
-    def unfinished(self) -> list[str]:
-        """At the end of a drain: the files still in flight, by name, in the order admitted."""
-        return list(self._files)
+    def unfinished(self) -> list[tuple[str, bool]]:
+        """At the end of a drain: the files still in flight, in the order admitted, each
+        with whether a task (or the stream reading it) had it, rather than the intake."""
+        return [(rel, not record.upstream) for rel, record in self._files.items()]
 
     def hand_over(self, rel: str) -> None:
         """The file is no longer on its way to the queue: a task or the committer has it."""

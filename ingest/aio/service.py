@@ -374,13 +374,14 @@ class Service:
             log.warning("%d files could not be committed before drain_s; left for the next run",
                         len(left))
             self.outcomes.deferred(*left, reason=UNCOMMITTED_AT_STOP)
-        # Those no commit was tried for (in a worker still, or waiting for one with the
-        # same bytes): each named, and counted with the rest left for the next run.
+        # Those no commit was tried for: each named, and counted with the rest left for the
+        # next run. In a task still (or waiting for a file with the same bytes), or not yet
+        # given to one (a ledger lookup, a read under way).
         uncommitted = set(left)
-        self.outcomes.deferred(
-            *(rel for rel in self.in_flight.unfinished() if rel not in uncommitted),
-            reason=IN_FLIGHT_AT_FAILURE if failed else IN_FLIGHT_AT_STOP,
-        )
+        unfinished = [(r, task) for r, task in self.in_flight.unfinished() if r not in uncommitted]
+        in_task = IN_FLIGHT_AT_FAILURE if failed else IN_FLIGHT_AT_STOP
+        self.outcomes.deferred(*(r for r, task in unfinished if task), reason=in_task)
+        self.outcomes.deferred(*(r for r, task in unfinished if not task))
 
     async def _shutdown(self) -> None:
         abandoned = bool(self.in_flight.holding)

@@ -103,8 +103,7 @@ class Settler:
         self._changes: dict[str, tuple[int, float]] = {}
         self._resolved: dict[str, tuple[int, int]] = {}
         self._scans = 0  # full scans under way
-        self._rescans = 0  # of those, scans after the first
-        # Handed out by a scan after the first, not yet resolved: a file found recorded
+        # Handed out by a scan after the first whole one, not yet resolved: a file found recorded
         # already is one that memory let go of (past known_files), asked of the ledger
         # again, not news (`found_again`).
         self._again: set[str] = set()
@@ -148,11 +147,13 @@ class Settler:
             self._changes.pop(rel, None)
 
     def offer(
-        self, path: str, st: os.stat_result, scanned: bool = False, seen: DropFile | None = None
+        self, path: str, st: os.stat_result, scanned: bool = False, seen: DropFile | None = None,
+        again: bool = False,
     ) -> None:
         """A hint that `path` exists and may be new. Cheap; safe to call for every event.
-        `scanned`: found by a full scan, not named by an event. `seen`: the file as the
-        service saw it first, if this is that version offered again."""
+        `scanned`: found by a full scan, not named by an event; `again`: by a scan after the
+        first whole one. `seen`: the file as the service saw it first, if this is that
+        version offered again."""
         if self._closed:
             return
         rel = self.relative(path)
@@ -186,7 +187,7 @@ class Settler:
             if entry is not None:
                 self._forget(rel)  # its heap entry is stale now, and dropped when due
             self._busy[rel] = (st.st_size, mtime)
-            if scanned and self._rescans:
+            if again:
                 self._again.add(rel)
             self.ready.put_nowait(DropFile(path, rel, st.st_size, mtime, seen_at, seen_mono))
             return
@@ -218,21 +219,18 @@ class Settler:
         self._changing.clear()
         return left
 
-    def scan_began(self, again: bool = False) -> None:
-        """A full scan begins; `again`: not the service's first."""
+    def scan_began(self) -> None:
         self._scans += 1
-        self._rescans += again
 
     def found_again(self, rel: str) -> bool:
         """Was the file, now handed out, found by a scan after the first?"""
         return rel in self._again
 
-    def scan_ended(self, whole: bool, again: bool = False) -> None:
+    def scan_ended(self, whole: bool) -> None:
         """Forget the resolved files that no scan since the first of those under way found
         (nor were resolved meanwhile): they are gone from the drop folder. `whole`: this
         scan offered every file it found; after one that did not, nothing is forgotten."""
         self._scans -= 1
-        self._rescans -= again
         self._cut_short |= not whole
         if self._scans == 0:
             if not self._cut_short:

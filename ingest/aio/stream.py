@@ -547,7 +547,9 @@ def _delimiter(spec: TableSpec) -> str | None:
     """A table's CSV delimiter, where pinned, or where its first CSV pinned its dialect."""
     if spec.csv is not None and spec.csv.delimiter is not None:
         return spec.csv.delimiter
-    return spec.dialect.delimiter if spec.dialect is not None else None
+    if spec.dialect is None or not spec.dialect.delimited:  # one column showed none
+        return None
+    return spec.dialect.delimiter
 
 
 def _remove(staged: list[StagedPart]) -> None:

@@ -27,6 +27,7 @@ log = logging.getLogger("ingest.watch")
 # Offers made between returns to the event loop: 20,000 files found at once would hold it
 # for 150 ms, and 256 for up to 5 ms.
 OFFER_BATCH = 64
+IN_LINKED_FOLDER = "inside a symlinked folder (a scan enters none)"
 
 
 class Watcher:
@@ -71,7 +72,7 @@ class Watcher:
             log.debug("skip %s: name does not match the patterns", path)
             return False
         if not self._below_drop(path, folders):
-            self._skipped(path, "inside a symlinked folder (a scan enters none)")
+            self._skipped(path, IN_LINKED_FOLDER)
             return False
         st = regular_file(path, self.drop, self._skipped)
         if st is not None:
@@ -101,28 +102,32 @@ class Watcher:
 
     async def scan(self) -> int:
         """Offer every input now in the drop folder; the walk runs in a thread."""
-        again, self._scanned = self._scanned, True
-        self.settler.scan_began(again)
+        again = self._scanned
+        self.settler.scan_began()
         whole = False
         skips: list[tuple[str, str]] = []
+        said = set(self._warned)  # what this scan may forget: not what events say meanwhile
         try:
             found = await asyncio.to_thread(
                 lambda: list(scan(self.drop, self.watch.patterns, _appender(skips)))
             )
-            self._found_skipped(skips)
+            self._found_skipped(skips, said)
             for count, (path, st) in enumerate(found, 1):
-                self.settler.offer(path, st, scanned=True)
+                self.settler.offer(path, st, scanned=True, again=again)
                 if count % OFFER_BATCH == 0:
                     await asyncio.sleep(0)
             whole = True
+            self._scanned = True
         finally:
-            self.settler.scan_ended(whole, again)
+            self.settler.scan_ended(whole)
         return len(found)
 
-    def _found_skipped(self, skips: list[tuple[str, str]]) -> None:
-        """What a whole scan skipped, each said if it is new; the rest forgotten."""
+    def _found_skipped(self, skips: list[tuple[str, str]], said: set[tuple[str, str]]) -> None:
+        """What a whole scan skipped, each said if it is new; of what was said before it
+        began, what it could have found and did not is forgotten (a file in a symlinked
+        folder, which no scan enters, is not)."""
         found = set(skips)
-        self._warned &= found
+        self._warned -= {key for key in said - found if key[1] != IN_LINKED_FOLDER}
         self.unread = {path for path, reason in found if unreadable(reason)}
         for path, reason in skips:
             self._skipped(path, reason)

@@ -315,7 +315,9 @@ def test_a_file_a_writer_holds_open_is_named_once_when_a_drain_finds_it_so(
         svc = service()
         svc.wait_ready()
         wait_for(lambda: (metric(port, "ingest_bytes_held") or 0) > 0, 30, "held.csv taken in")
-        time.sleep(0.5)  # from the queue into a task that waits flush_s for company
+        # From the queue into a task that waits flush_s for company.
+        wait_for(lambda: metric(port, "ingest_queue_files") == 0, 30, "held.csv in a task")
+        time.sleep(0.2)
         assert svc.stop() == 0
     after = svc.text().split("SIGTERM", 1)[1]
     named = [line for line in after.splitlines() if "held.csv" in line]
