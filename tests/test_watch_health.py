@@ -12,6 +12,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Callable
 
+import psutil
 import pytest
 
 from .conftest import Folder, Service, drop_csv, free_port, wait_for, write_csv
@@ -174,9 +175,15 @@ def test_status_and_metrics_show_the_watch_mode_of_the_running_service(
     assert 'ingest_watch_mode{mode="events"} 1.0' in body
     assert 'ingest_watch_mode{mode="polling"} 0.0' in body
 
-    svc.kill()  # kill -9: the mode file stays behind, naming a pid that is gone
+    # kill -9, not yet reaped (its parent, this test, has not waited for it): the mode file
+    # stays behind, naming a pid the kernel still answers for, as a zombie's.
+    os.killpg(svc.proc.pid, signal.SIGKILL)
+    wait_for(lambda: psutil.Process(svc.proc.pid).status() == psutil.STATUS_ZOMBIE, 10,
+             "the service killed, not reaped")
     assert json.loads(folder.ingest("status", "--json").stdout)["watcher"] is None
     assert "watcher:     not running" in folder.ingest("status").stdout
+    svc.kill()  # reaped: gone altogether
+    assert json.loads(folder.ingest("status", "--json").stdout)["watcher"] is None
 
 
 def test_force_polling_is_shown_as_polling_with_its_reason(

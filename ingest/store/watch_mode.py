@@ -72,7 +72,18 @@ def _alive(pid: object) -> bool:
         return False
     except PermissionError:  # alive, and another user's
         return True
-    return True
+    return not _zombie(pid)
+
+
+def _zombie(pid: int) -> bool:
+    """Killed, and not yet reaped by its parent: `kill(pid, 0)` still finds it (Linux's
+    /proc says so; elsewhere, taken as alive)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as fh:
+            state = fh.read().rsplit(b")", 1)[1].split()[0]  # after "pid (name)"
+    except (OSError, IndexError):
+        return False
+    return state == b"Z"
 
 
 def _now() -> str:
