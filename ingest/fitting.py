@@ -21,7 +21,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from . import isotime
-from .nested_types import mapped
+from .nested_types import holds, mapped
 from .widen import IDENTITY, RESCUED, folded, is_untyped, matching, normalise
 
 # Text that reads as an integer, and as a float (Arrow's regular expressions).
@@ -129,9 +129,7 @@ def _cast(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.Chun
 
 def holds_date(kind: pa.DataType) -> bool:
     """Is it a date, or does it hold one at any depth (a list of dates, a struct's date)?"""
-    if pa.types.is_date(kind):
-        return True
-    return any(holds_date(kind.field(i).type) for i in range(kind.num_fields))
+    return holds(kind, pa.types.is_date)
 
 
 def _in_calendar(column: pa.ChunkedArray, field: pa.Field, rescued: Rescued) -> pa.ChunkedArray:

@@ -7,6 +7,12 @@ from collections.abc import Callable
 import pyarrow as pa
 
 
+def holds(kind: pa.DataType, found: Callable[[pa.DataType], bool]) -> bool:
+    """Is `found` true of `kind`, or of a type inside it at any depth (a list's values, a
+    struct's fields, a map's keys and items)?"""
+    return found(kind) or any(holds(kind.field(i).type, found) for i in range(kind.num_fields))
+
+
 def mapped(
     kind: pa.DataType, change: Callable[[pa.DataType], pa.DataType | None]
 ) -> pa.DataType:

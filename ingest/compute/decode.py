@@ -28,7 +28,7 @@ from ..blocks import JSON_LINES, LINE_FORMATS
 from ..conform import typed_text
 from ..dialect import CsvOptions, Dialect
 from ..isotime import dates_in_text, timestamps_in_text
-from ..nested_types import mapped
+from ..nested_types import holds, mapped
 from .csvfile import read_block, read_csv
 from .failures import FIXED_TYPES, DecodeError
 from .json_dates import dates_as_written
@@ -92,9 +92,7 @@ def _typed(first: pa.Schema | None) -> pa.Schema | None:
 
 
 def _holds_null(kind: pa.DataType) -> bool:
-    if pa.types.is_null(kind):
-        return True
-    return any(_holds_null(kind.field(i).type) for i in range(kind.num_fields))
+    return holds(kind, pa.types.is_null)
 
 
 def _jsonl(
@@ -190,9 +188,7 @@ def _whole(table: pa.Table) -> bool:
 
 
 def _holds_list(kind: pa.DataType) -> bool:
-    if pa.types.is_list(kind) or pa.types.is_large_list(kind):
-        return True
-    return any(_holds_list(kind.field(i).type) for i in range(kind.num_fields))
+    return holds(kind, lambda k: pa.types.is_list(k) or pa.types.is_large_list(k))
 
 
 def _check_utf8(data: bytes) -> None:
