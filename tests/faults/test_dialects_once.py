@@ -171,3 +171,24 @@ def test_a_tables_first_file_of_one_column_pins_no_delimiter_the_first_that_show
         (-1, "x"), (-2, "y"), (-3, "z"),
     ]
     assert (folder.quarantine / "comma.csv").exists()
+
+
+def test_a_file_read_in_blocks_after_a_one_column_pin_is_cut_in_its_own_delimiter(
+    folder: Folder,
+) -> None:
+    """The cutter of a file read in blocks was given the one-column pin's `,`: in a `;` file
+    it took a quote opening a field for a literal one, cut a quoted field with a line end in
+    it, and the file was quarantined ("a quoted field is never closed")."""
+    folder.write_config(**{**ONCE, "pipeline": {**ONCE["pipeline"], "memory_mb": 64}})
+    (folder.drop / "ids.csv").write_bytes(b"id\n1\n2\n")
+    assert folder.ingest("once").returncode == 0
+    rows = 400_000  # 19 MB: over a quarter of memory_mb, read in blocks
+    (folder.drop / "semi.csv").write_bytes(b"id;note;k\n" + b"".join(
+        b'%d;"note %d, first line\nsecond; line";%d\n' % (i, i, i % 7) for i in range(rows)
+    ))
+    done = folder.ingest("once")
+    assert done.returncode == 0, done.stderr
+    assert "reading it in blocks" in done.stderr
+    assert folder.query(
+        "SELECT count(*), count(DISTINCT note), max(k) FROM records WHERE source_file = 'semi.csv'"
+    ) == [(rows, rows, 6)]
