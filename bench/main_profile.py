@@ -145,7 +145,10 @@ def stage(stack: Stack) -> str:
     return "other"
 
 
-def _table(title: str, counts: collections.Counter[str], rate: float, files: int, top: int) -> None:
+def samples_table(
+    title: str, counts: collections.Counter[str], rate: float, files: int, top: int
+) -> None:
+    """A markdown table of sample counts, as seconds, µs per file and shares, largest first."""
     total = sum(counts.values())
     print(f"\n{title}\n")
     print("| samples | s | µs per file | share | where |")
@@ -168,19 +171,24 @@ def summarise(stacks: Sequence[Stack], rate: float, files: int, top: int) -> Non
             inclusive[name] += stack.samples
     total = sum(threads.values())
     print(f"{total} samples at {rate:g} Hz = {total / rate:.2f} s, {files} files")
-    _table("By thread", threads, rate, files, top)
-    _table("By stage", stages, rate, files, top)
-    _table("By innermost ingest function -> the call it was in", blamed, rate, files, top)
-    _table("Inclusive, per ingest function", inclusive, rate, files, top)
+    samples_table("By thread", threads, rate, files, top)
+    samples_table("By stage", stages, rate, files, top)
+    samples_table("By innermost ingest function -> the call it was in", blamed, rate, files, top)
+    samples_table("Inclusive, per ingest function", inclusive, rate, files, top)
+
+
+def py_spy() -> str:
+    """py-spy beside this interpreter, else on PATH; exits saying how to install it."""
+    found = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
+    if found is None:
+        sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
+    return found
 
 
 def record(
     data: corpus.Corpus, scratch: Path, rate: float, mode: list[str], on_success: str = "keep"
 ) -> Path:
     """Run `ingest once` over the corpus under py-spy; the raw samples' path."""
-    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    if py_spy is None:
-        sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
     ingest_job.reset(scratch)
     drop = ingest_job.drop_for(data.path, scratch, on_success)
     config = ingest_job.write_config(
@@ -188,7 +196,7 @@ def record(
     )
     raw = scratch / "raw.txt"
     flags = ["--threads", "--format", "raw", "--rate", f"{rate:g}", "--output", str(raw)]
-    command = [py_spy, "record", *flags, *mode]
+    command = [py_spy(), "record", *flags, *mode]
     subprocess.run(
         [*command, "--", *ingest_job.command("once", "--config", str(config))], check=True
     )

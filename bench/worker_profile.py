@@ -18,16 +18,14 @@ from __future__ import annotations
 import argparse
 import collections
 import re
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from . import corpus, ingest_job
 from .compiled import byte_compile
-from .main_profile import _table
+from .main_profile import py_spy, samples_table
 
 DEFAULT_SCRATCH = Path(__file__).resolve().parent / ".scratch" / "worker_profile"
 # A process's command line may hold `;` (the forkserver's `-c` does): up to `";` only.
@@ -112,21 +110,18 @@ def summarise(samples: Sequence[Sample], rate: float, files: int, top: int) -> N
     running = sum(n for key, n in processes.items() if not key.startswith("(waiting"))
     print(f"{running} running samples at {rate:g} Hz = {running / rate:.2f} s, {files} files,"
           f" {len(workers)} workers")
-    _table("By process", processes, rate, files, top)
-    _table("The workers' running samples, by stage", stages, rate, files, top)
+    samples_table("By process", processes, rate, files, top)
+    samples_table("The workers' running samples, by stage", stages, rate, files, top)
 
 
 def record(data: corpus.Corpus, scratch: Path, rate: float) -> Path:
     """Run `ingest once` over the corpus, kept, under py-spy; the raw samples' path."""
-    py_spy = shutil.which("py-spy", path=str(Path(sys.executable).parent)) or shutil.which("py-spy")
-    if py_spy is None:
-        sys.exit("py-spy is not installed: .venv/bin/pip install py-spy")
     ingest_job.reset(scratch)
     config = ingest_job.write_config(scratch / "config.toml", data.path, scratch)
     raw = scratch / "raw.txt"
     flags = ["--subprocesses", "--native", "--format", "raw", "--rate", f"{rate:g}"]
     subprocess.run(
-        [py_spy, "record", *flags, "--output", str(raw), "--",
+        [py_spy(), "record", *flags, "--output", str(raw), "--",
          *ingest_job.command("once", "--config", str(config))],
         check=True,
     )
