@@ -14,6 +14,7 @@ from __future__ import annotations
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
+import os
 
 from ..stop_signals import children_spared
 
@@ -32,6 +33,11 @@ def start() -> None:
     pool forks its workers from it once the service has started. Called again before each
     pool is made: one that has died is started again here. Any thread may call it."""
     context()
+    # Python 3.11 starts the forkserver with `python -c`, which puts the working folder
+    # first on its path (the service's own path is handed to it, and not used): a
+    # `numpy.py` in the folder `ingest` was started from, or a package named `ingest`
+    # there, would be what the workers import. Safe-path mode leaves the folder out.
+    os.environ["PYTHONSAFEPATH"] = "1"
     # The forkserver, the resource tracker it starts and every worker it forks keep the
     # signals sent to the whole group that are the service's alone.
     with children_spared():

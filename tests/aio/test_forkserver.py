@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
+
+from ..conftest import Folder, write_csv
 
 SCRIPT = """
 import json, os, sys, time
@@ -48,3 +51,22 @@ def test_the_pool_forks_its_workers_from_the_forkserver_started_first() -> None:
     assert found["preload"] == [True]
     assert not found["loaded"], "starting it loaded the service's modules"
     assert found["parents"] == found["started"] * 2
+
+
+def test_the_workers_import_nothing_from_the_folder_ingest_was_started_in(folder: Folder) -> None:
+    """A `numpy.py` where the command is run (a drop folder, a project of the same names):
+    the forkserver, started by `python -c`, would put that folder first on its path, and the
+    workers would import it (and fail every file); they import the installed packages."""
+    (folder.root / "numpy.py").write_text(
+        f"open({str(folder.root / 'imported')!r}, 'w').close()\n"
+        "raise ImportError('the numpy.py of the working folder')\n"
+    )
+    write_csv(folder.drop / "a.csv", 50, seed=1)
+    script = Path(sys.executable).parent / "ingest"  # its path has no working folder either
+    done = subprocess.run(
+        [str(script), "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    assert not (folder.root / "imported").exists()
+    assert folder.rows_per_file() == {"a.csv": 50}
