@@ -105,7 +105,12 @@ def bench_shape(
             ingest_job.reset(out)
             log = scratch / f"{tool}-{round_}.log"
             command = _command(tool, data, out, args.send)
-            sample = measure(command, log, cwd=ROOT, timeout_s=args.timeout)
+            # ingest runs in its own folder: a revision before db64b3b started its forkserver
+            # with the working folder first on its path, so, run in the repository, its
+            # workers imported the working tree whatever PYTHONPATH named. The peers are
+            # modules of this package, found from the repository.
+            cwd = out if tool == "ingest" else ROOT
+            sample = measure(command, log, cwd=cwd, timeout_s=args.timeout)
             entries[tool].samples.append(sample)
             status = "ok" if sample.returncode == 0 else f"exit {sample.returncode}, see {log}"
             print(
