@@ -12,6 +12,7 @@ Like `jobs.py`, everything here is a frozen dataclass of builtins.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass, field
 
 from .config import Features
@@ -60,6 +61,9 @@ class Block:
         return None if line is None else self.first_line + line - 1
 
 
+SAMPLE = 2048  # values a block draws from each numeric column
+
+
 @dataclass(frozen=True)
 class ColumnPartial:
     """What one block says about one numeric column; blocks merge by `merge_partials`."""
@@ -74,11 +78,21 @@ class ColumnPartial:
     max: float
     buckets: bytes  # uint16: the 16-bit order-key prefixes present, ascending
     counts: bytes  # int64: values per prefix
+    # float64: values drawn from the block's, each standing for count/len of them: where a
+    # later pass should look for each quantile (`radix.Sampled`)
+    sample: bytes = b""
 
     @classmethod
     def empty(cls, column: str, nulls: int) -> ColumnPartial:
         """A column with no values in the rows it covers."""
         return cls(column, 0, nulls, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+
+    def thinned(self, stride: int) -> ColumnPartial:
+        """With every `stride`-th value of its sample: each one left stands for more."""
+        if stride == 1 or not self.sample:
+            return self
+        kept = memoryview(self.sample).cast("d")[::stride]
+        return dataclasses.replace(self, sample=kept.tobytes())
 
 
 # A block's failure to write its part where it was staged (a full disk): not the file's
@@ -101,6 +115,17 @@ class BlockResult:
     dialect: Dialect | None = None  # what a CSV block was read with
     written: bool = False  # the part is at the block's `stage`, not in `part`
 
+    def thinned(self, stride: int) -> BlockResult:
+        """With its partials' samples thinned (`ColumnPartial.thinned`)."""
+        if stride == 1:
+            return self
+        return dataclasses.replace(self, partials=tuple(p.thinned(stride) for p in self.partials))
+
+    @property
+    def sampled(self) -> int:
+        """The bytes of its partials' samples."""
+        return sum(len(p.sample) for p in self.partials)
+
 
 @dataclass(frozen=True)
 class Target:
@@ -117,12 +142,15 @@ class Target:
 
 @dataclass(frozen=True)
 class Probe:
-    """What a scan looks for: the values under one prefix, or their next 16 bits counted."""
+    """What a scan looks for: the values under one prefix, or their next digit counted. A
+    counted prefix may have a window, where a sample says its wanted ranks lie: the values
+    in it are collected too, and those below it counted, so that the pass may find them."""
 
     column: str
     bits: int
     prefix: int
     collect: bool
+    window: tuple[float, float] | None = None
 
 
 @dataclass(frozen=True)
@@ -153,11 +181,12 @@ class Scan:
 class Found:
     """What one probe found in one piece of the data."""
 
-    values: bytes = b""  # float64: the values under the prefix, if collecting
+    values: bytes = b""  # float64: the values under the prefix, or in its window
     buckets: bytes = b""  # uint16: the next digits present, if counting
     counts: bytes = b""  # int64: values per digit
     low: float = float("inf")  # the least and greatest value under the prefix
     high: float = float("-inf")
+    below: int = 0  # values under the prefix below its window
 
 
 ScanResult = tuple[Found, ...]  # one per probe

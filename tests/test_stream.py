@@ -106,6 +106,30 @@ def test_a_csv_larger_than_memory_mb_is_ingested_in_blocks_exactly(folder: Folde
         ]
 
 
+def test_readings_too_many_to_collect_find_their_quantiles_in_one_pass_over_the_blocks(
+    folder: Folder,
+) -> None:
+    """400,000 readings around 100: a first digit's bucket holds far more of them than a
+    pass may collect (65,536 values at memory_mb = 16), so the digits alone take two passes
+    over the staged blocks; the window the blocks' samples place takes one, and is exact."""
+    folder.write_config(pipeline={"workers": 2, "memory_mb": 16}, watch={"settle_ms": 0})
+    rng = np.random.default_rng(11)
+    values = np.round(rng.normal(100.0, 5.0, 400_000), 3)
+    path = folder.drop / "readings.csv"
+    path.write_text("timestamp,v\n" + "".join(
+        f"{1_700_000_000_000 + i},{v!r}\n" for i, v in enumerate(values.tolist())
+    ))
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "quantiles exact after 1 passes" in result.stderr, result.stderr
+    (row,) = features_of(folder)
+    for name, want in summary(values).items():
+        if name in ("count", "min", "max", "p05", "p50", "p95"):
+            assert row[name] == want, (name, row[name], want)
+
+
 def test_a_streamed_file_is_known_after_a_ledger_rebuild(folder: Folder) -> None:
     folder.write_config(**STREAMING)
     big_csv(folder.drop / "big.csv", rows=20_000)

@@ -11,6 +11,13 @@ sorts the same way, so a rank can be found digit by digit:
    bits, and step 2 repeats one digit deeper. A bucket whose least and
    greatest values are equal is the answer at once (ties, integer columns).
 
+Each block also draws a small sample of each column, spread over its values.
+The first later pass looks, in each counted bucket, for the window of values
+where the samples put the wanted ranks: it collects the values in the window
+and counts those below it. If the rank falls inside, that pass finds it, where
+the digits alone would take another; if not (a sample can miss), the digits go
+on as above.
+
 The result is the exact order statistic, so p05/p50/p95 equal numpy's
 `percentile(..., method="linear")` of the whole column. Later digits are
 narrow so that a pass's counts stay small (at most 256 per probe per piece),
@@ -25,11 +32,17 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..blocks import ColumnPartial, Found, Probe, ScanResult, Selection, Target
+from ..blocks import SAMPLE, ColumnPartial, Found, Probe, ScanResult, Selection, Target
 
 FIRST_BITS = 16
 NEXT_BITS = 8
 KEY_BITS = 64
+# How far past the wanted ranks a window reaches, in standard errors of the sample's
+# estimate of where they lie: a miss costs a pass, a wide window only memory.
+REACH = 4.0
+MARGIN = 1.25  # room kept for a window, over the values the sample puts in it
+MIN_SAMPLED = 16  # fewer sampled values in a bucket say too little to place a window
+_GOLDEN = (math.sqrt(5) - 1) / 2
 _SIGN = np.uint64(1 << 63)
 _LOWEST = np.int64(-(1 << 63))
 
@@ -57,6 +70,66 @@ def value_of(key: int) -> float:
     """The float64 whose order key is `key`."""
     value: float = order_values(np.array([key], dtype=np.uint64))[0].item()
     return value
+
+
+def sample(values: np.ndarray) -> bytes:
+    """SAMPLE of the values (all of them where there are no more), as float64 bytes. The
+    positions are a Weyl sequence, spread evenly over the values in no period a column's
+    readings could share; numpy.random, some megabytes more in each worker, is not needed."""
+    if values.size > SAMPLE:
+        spread = (np.arange(1, SAMPLE + 1) * _GOLDEN) % 1.0
+        values = values[(spread * values.size).astype(np.intp)]
+    return np.ascontiguousarray(values, dtype=np.float64).tobytes()
+
+
+@dataclasses.dataclass(frozen=True)
+class Sampled:
+    """A column's samples from every block, by order key, each with the number of the
+    column's values it stands for."""
+
+    keys: np.ndarray  # uint64, ascending
+    values: np.ndarray  # float64, in the keys' order
+    weights: np.ndarray  # float64
+
+    @classmethod
+    def of(cls, pieces: Iterable[tuple[int, bytes]]) -> Sampled:
+        """From each block's (non-null count, sample)."""
+        values, weights = [], []
+        for count, drawn in pieces:
+            block = np.frombuffer(drawn, dtype=np.float64)
+            if block.size:
+                values.append(block)
+                weights.append(np.full(block.size, count / block.size))
+        if not values:
+            return cls(np.empty(0, np.uint64), np.empty(0), np.empty(0))
+        keys = order_keys(np.concatenate(values))
+        order = np.argsort(keys, kind="stable")
+        return cls(keys[order], order_values(keys[order]), np.concatenate(weights)[order])
+
+    def window(
+        self, bits: int, prefix: int, size: int, first: int, last: int
+    ) -> tuple[tuple[float, float], float] | None:
+        """Where, in the bucket under `prefix` of `size` values, the ranks `first`..`last`
+        within it lie: a window of values (an end open where it reaches the bucket's), and
+        about how many values it holds. None where the sample has too few in the bucket."""
+        shift = np.uint64(KEY_BITS - bits)
+        start, end = np.searchsorted(self.keys >> shift, [prefix, prefix + 1])
+        if end - start < MIN_SAMPLED:
+            return None
+        values, weights = self.values[start:end], self.weights[start:end]
+        share = np.cumsum(weights) / weights.sum()  # of the bucket at or below each value
+        effective = weights.sum() ** 2 / np.dot(weights, weights)
+        lowest, highest = first / size, (last + 1) / size
+        spread = max(lowest * (1 - lowest), highest * (1 - highest), 1 / effective)
+        reach = REACH * math.sqrt(spread / effective)
+        i = int(np.searchsorted(share, lowest - reach, side="right")) - 1
+        j = int(np.searchsorted(share, highest + reach, side="left"))
+        low = float(values[i]) if i >= 0 else -math.inf
+        high = float(values[j]) if j < values.size else math.inf
+        a = int(np.searchsorted(values, low, side="left"))
+        b = int(np.searchsorted(values, high, side="right"))
+        held = (share[b - 1] if b else 0.0) - (share[a - 1] if a else 0.0)
+        return (low, high), float(held) * size
 
 
 def _width(bits: int) -> int:
@@ -119,19 +192,42 @@ def quantile_ranks(count: int, quantiles: Iterable[float]) -> list[int]:
     return sorted(ranks)
 
 
-def _probes(targets: Iterable[Target], collect_limit: int) -> tuple[Probe, ...]:
-    """The next pass's probes: a bucket is collected if the buckets to collect fit the limit
-    together, smallest first; the others are counted by their next digit."""
+def _probes(
+    targets: Iterable[Target], collect_limit: int, sampled: dict[str, Sampled] | None = None
+) -> tuple[Probe, ...]:
+    """The next pass's probes. Each bucket may be finished in this pass by collecting it
+    whole or, with samples, the window where they place its ranks (room for MARGIN times
+    the values the sample puts there, since an estimate may fall short): the cheaper, for
+    as many buckets as the limit holds, cheapest first. The others are counted by their
+    next digit."""
     buckets: dict[tuple[str, int, int], int] = {}
+    ranks: dict[tuple[str, int, int], list[int]] = {}
     for t in targets:
         if t.value is None:
             buckets[(t.column, t.bits, t.prefix)] = t.size
+            ranks.setdefault((t.column, t.bits, t.prefix), []).append(t.within)
+    sampled = sampled or {}
+    costs: list[tuple[int, tuple[str, int, int], tuple[float, float] | None]] = []
+    for key, size in buckets.items():
+        column, bits, prefix = key
+        found = None
+        if column in sampled:
+            found = sampled[column].window(
+                bits, prefix, size, min(ranks[key]), max(ranks[key])
+            )
+        if found is not None and math.ceil(MARGIN * found[1]) < size:
+            costs.append((math.ceil(MARGIN * found[1]), key, found[0]))
+        else:
+            costs.append((size, key, None))
     room = collect_limit
-    probes = []
-    for (column, bits, prefix), size in sorted(buckets.items(), key=lambda item: item[1]):
-        collect = size <= room
-        room -= size if collect else 0
-        probes.append(Probe(column, bits, prefix, collect))
+    chosen: dict[tuple[str, int, int], tuple[float, float] | None] = {}
+    for cost, key, window in sorted(costs, key=lambda c: (c[0], c[1])):
+        if cost <= room:
+            chosen[key] = window
+            room -= cost
+    probes = [
+        Probe(*key, key in chosen and chosen[key] is None, chosen.get(key)) for key in buckets
+    ]
     return tuple(sorted(probes, key=lambda p: (p.column, p.bits, p.prefix)))
 
 
@@ -140,8 +236,10 @@ def start(
     histograms: dict[str, list[tuple[bytes, bytes]]],
     quantiles: Iterable[float],
     collect_limit: int,
+    samples: dict[str, list[tuple[int, bytes]]] | None = None,
 ) -> Selection:
-    """The first digit of every wanted rank, from the blocks' merged first-digit counts."""
+    """The first digit of every wanted rank, from the blocks' merged first-digit counts;
+    the first pass's windows from their samples, (non-null count, sample) per block."""
     wanted = tuple(quantiles)
     targets: list[Target] = []
     for column in columns:
@@ -151,7 +249,9 @@ def start(
         for rank in quantile_ranks(column.count, wanted):
             start = Target(column.column, rank, 0, 0, rank, column.count)
             targets.append(_descend(start, counts))
-    return Selection(columns, tuple(targets), _probes(targets, collect_limit), collect_limit)
+    sampled = {column: Sampled.of(pieces) for column, pieces in (samples or {}).items()}
+    probes = _probes(targets, collect_limit, sampled)
+    return Selection(columns, tuple(targets), probes, collect_limit)
 
 
 def _bounds(bits: int, prefix: int) -> tuple[float, float]:
@@ -181,10 +281,29 @@ def scan(values: dict[str, np.ndarray], probes: tuple[Probe, ...]) -> ScanResult
         low, high = (value_of(int(k)) for k in (under.min(), under.max()))
         if probe.collect:
             out.append(Found(values=order_values(under).tobytes(), low=low, high=high))
-        else:
-            buckets, counts = digit_counts(under, probe.bits)
+            continue
+        buckets, counts = digit_counts(under, probe.bits)
+        if probe.window is None:
             out.append(Found(buckets=buckets, counts=counts, low=low, high=high))
+            continue
+        # A bucket's values all have one sign, so float order is key order: -0.0 and 0.0
+        # never meet in one.
+        within = order_values(under)
+        start, end = probe.window
+        inside = within[(within >= start) & (within <= end)]
+        out.append(Found(
+            inside.tobytes(), buckets, counts, low, high, int(np.count_nonzero(within < start))
+        ))
     return tuple(out)
+
+
+def _in_window(target: Target, pieces: list[Found]) -> float | None:
+    """The target's value, if its rank fell in its bucket's window."""
+    rank = target.within - sum(f.below for f in pieces)
+    values = np.concatenate([np.frombuffer(f.values, dtype=np.float64) for f in pieces])
+    if not 0 <= rank < values.size:
+        return None
+    return float(np.partition(values, rank)[rank])
 
 
 def narrow(selection: Selection, results: tuple[ScanResult, ...]) -> Selection:
@@ -196,19 +315,23 @@ def narrow(selection: Selection, results: tuple[ScanResult, ...]) -> Selection:
         for probe, found in zip(selection.probes, result, strict=True):
             by_probe[(probe.column, probe.bits, probe.prefix)].append(found)
     collected = {p for p in selection.probes if p.collect}
+    windowed = {(p.column, p.bits, p.prefix) for p in selection.probes if p.window}
     targets: list[Target] = []
     for target in selection.targets:
-        pieces = by_probe.get((target.column, target.bits, target.prefix))
+        key = (target.column, target.bits, target.prefix)
+        pieces = by_probe.get(key)
         if target.value is not None or pieces is None:
             targets.append(target)
             continue
         low = min(f.low for f in pieces)
         if low == max(f.high for f in pieces):
             targets.append(dataclasses.replace(target, value=low))  # every value is the same
-        elif Probe(target.column, target.bits, target.prefix, True) in collected:
+        elif Probe(*key, True) in collected:
             values = np.concatenate([np.frombuffer(f.values, dtype=np.float64) for f in pieces])
             exact = float(np.partition(values, target.within)[target.within])
             targets.append(dataclasses.replace(target, value=exact))
+        elif key in windowed and (inside := _in_window(target, pieces)) is not None:
+            targets.append(dataclasses.replace(target, value=inside))
         else:
             width = _width(target.bits)
             targets.append(_descend(target, _merged_counts(

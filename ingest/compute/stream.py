@@ -59,7 +59,7 @@ def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
     return ColumnPartial(
         name, int(valid.size), int(values.size - valid.size), mean,
         float(np.dot(deviation, deviation)), float(np.dot(valid, valid)),
-        float(valid.min()), float(valid.max()), buckets, counts,
+        float(valid.min()), float(valid.max()), buckets, counts, radix.sample(valid),
     )
 
 
@@ -159,7 +159,12 @@ def select(args: tuple[Blocks, bytes, int]) -> Selection:
         name: [(p.buckets, p.counts) for p in pieces if p.count]
         for name, pieces in by_column.items()
     }
-    return radix.start(merged, histograms, (q for _, q in features.QUANTILES), collect_limit)
+    samples = {
+        name: [(p.count, p.sample) for p in pieces if p.count]
+        for name, pieces in by_column.items()
+    }
+    quantiles = (q for _, q in features.QUANTILES)
+    return radix.start(merged, histograms, quantiles, collect_limit, samples)
 
 
 def scan(task: Scan) -> ScanResult:

@@ -12,23 +12,37 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ingest.blocks import ColumnPartial, Scan
+from ingest.blocks import ColumnPartial, Probe, Scan
 from ingest.compute import radix, stream
 
 finite = st.floats(allow_nan=False, allow_infinity=True, width=64)
 
 
-def _search(values: np.ndarray, pieces: int, limit: int) -> tuple[dict[int, float], int]:
+def _search(
+    values: np.ndarray, pieces: int, limit: int, samples: list[np.ndarray] | None = None
+) -> tuple[dict[int, float], int]:
+    """Every piece's own sample, unless `samples` are given for them."""
+    found, passes, _ = _searched(values, pieces, limit, samples)
+    return found, passes
+
+
+def _searched(
+    values: np.ndarray, pieces: int, limit: int, samples: list[np.ndarray] | None
+) -> tuple[dict[int, float], int, tuple[Probe, ...]]:
+    """The ranks found, the passes taken, and the first pass's probes."""
     chunks = np.array_split(values, pieces)
     histograms = {"c": [radix.digit_counts(radix.order_keys(c)) for c in chunks if c.size]}
+    drawn = samples or [np.frombuffer(radix.sample(c), dtype=np.float64) for c in chunks]
+    sampled = {"c": [(c.size, d.tobytes()) for c, d in zip(chunks, drawn, strict=True) if c.size]}
     column = ColumnPartial("c", values.size, 0, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
-    selection = radix.start((column,), histograms, (0.05, 0.5, 0.95), limit)
+    selection = radix.start((column,), histograms, (0.05, 0.5, 0.95), limit, sampled)
+    first = selection.probes
     passes = 0
     while not selection.done:
         results = tuple(radix.scan({"c": c}, selection.probes) for c in chunks)
         selection = radix.narrow(selection, results)
         passes += 1
-    return {t.rank: t.value for t in selection.targets if t.value is not None}, passes
+    return {t.rank: t.value for t in selection.targets if t.value is not None}, passes, first
 
 
 @settings(max_examples=200, deadline=None)
@@ -44,6 +58,57 @@ def test_every_wanted_rank_is_the_sorted_value(values: np.ndarray, pieces: int, 
     for rank, value in found.items():
         assert value == ordered[rank]
     assert passes <= 6  # a 16-bit digit from the blocks, then 8-bit digits pin any key
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    hnp.arrays(np.float64, st.integers(1, 3000), elements=finite),
+    st.integers(1, 9),
+    st.integers(1, 400),
+    hnp.arrays(np.float64, st.integers(0, 40), elements=finite),
+)
+def test_a_sample_from_elsewhere_never_changes_a_rank(
+    values: np.ndarray, pieces: int, limit: int, other: np.ndarray
+) -> None:
+    """A window placed by a sample that is not the data's misses, or holds the rank: the
+    values found are the sorted array's either way."""
+    found, _ = _search(values, pieces, limit, [other] * pieces)
+    ordered = np.sort(values)
+    assert set(found) == set(radix.quantile_ranks(values.size, (0.05, 0.5, 0.95)))
+    for rank, value in found.items():
+        assert value == ordered[rank]
+
+
+def test_a_window_placed_by_the_samples_finds_the_ranks_a_pass_sooner() -> None:
+    """200,000 readings around 67 share a few first digits: too many to collect at once,
+    so the digits alone take two passes; the blocks' samples place a window that the first
+    pass collects, and every rank is in it."""
+    rng = np.random.default_rng(7)
+    values = rng.normal(67.0, 2.0, 200_000)
+    limit = 20_000
+    found, passes = _search(values, 8, limit)
+    ordered = np.sort(values)
+    for rank, value in found.items():
+        assert value == ordered[rank]
+    assert passes == 1
+    _, without = _search(values, 8, limit, [np.empty(0)] * 8)
+    assert without == 2
+
+
+def test_a_window_whose_sample_misses_is_searched_on_by_its_digits() -> None:
+    """Samples drawn from other readings (a mean of 68, not 67) place every window, some
+    where the ranks are not: the digits counted in the same pass go on to find those, in
+    the passes they take alone."""
+    rng = np.random.default_rng(8)
+    values = rng.normal(67.0, 2.0, 200_000)
+    elsewhere = [rng.normal(68.0, 2.0, 1024) for _ in range(8)]
+    found, passes, first = _searched(values, 8, 20_000, elsewhere)
+    ordered = np.sort(values)
+    assert set(found) == set(radix.quantile_ranks(values.size, (0.05, 0.5, 0.95)))
+    for rank, value in found.items():
+        assert value == ordered[rank]
+    assert len(first) == 3 and all(p.window is not None for p in first)
+    assert passes == 2
 
 
 def test_a_bucket_of_equal_values_is_the_answer_after_one_pass() -> None:
