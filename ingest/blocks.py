@@ -55,6 +55,7 @@ class Block:
     # of it are the block (`data` is empty then), not pickled into the pool's pipe.
     shared: str | None = None
     size: int = 0
+    windows: tuple[Window, ...] = ()  # where the file's quantiles lie, if a sample said
 
     def file_line(self, line: int | None) -> int | None:
         """A line number within `data`, as a line number of the whole file."""
@@ -62,6 +63,42 @@ class Block:
 
 
 SAMPLE = 2048  # values a block draws from each numeric column
+
+
+@dataclass(frozen=True)
+class Window:
+    """Where lines read from all over a file put one or more quantiles of a column: the
+    values from `low` to `high`, about `share` of the column's."""
+
+    column: str
+    low: float
+    high: float
+    share: float
+
+
+@dataclass(frozen=True)
+class Windowed:
+    """One block's values of one column in one window: those below it counted, those in
+    it kept; none kept (`over`) where there were far more than its share foretold."""
+
+    low: float
+    high: float
+    below: int
+    values: bytes = b""  # float64
+    over: bool = False
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Whole lines from all over a file, its header in front, read as block 0 is: where
+    its quantiles lie (`Window`s), for every block to count as it goes."""
+
+    source_file: str
+    data: bytes
+    spec: TableSpec
+    features: Features
+    scale: float  # the file's bytes per byte of `data`: about its rows per row read
+    collect_limit: int  # values the windows may hold together, over the whole file
 
 
 @dataclass(frozen=True)
@@ -81,6 +118,7 @@ class ColumnPartial:
     # float64: values drawn from the block's, each standing for count/len of them: where a
     # later pass should look for each quantile (`radix.Sampled`)
     sample: bytes = b""
+    windowed: tuple[Windowed, ...] = ()  # the block's values in each window of the column
 
     @classmethod
     def empty(cls, column: str, nulls: int) -> ColumnPartial:

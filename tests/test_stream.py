@@ -8,6 +8,7 @@ quantile passes, in well under a second each.
 from __future__ import annotations
 
 import datetime as dt
+import gzip
 import hashlib
 import json
 import os
@@ -106,28 +107,61 @@ def test_a_csv_larger_than_memory_mb_is_ingested_in_blocks_exactly(folder: Folde
         ]
 
 
-def test_readings_too_many_to_collect_find_their_quantiles_in_one_pass_over_the_blocks(
-    folder: Folder,
-) -> None:
-    """400,000 readings around 100: a first digit's bucket holds far more of them than a
-    pass may collect (65,536 values at memory_mb = 16), so the digits alone take two passes
-    over the staged blocks; the window the blocks' samples place takes one, and is exact."""
-    folder.write_config(pipeline={"workers": 2, "memory_mb": 16}, watch={"settle_ms": 0})
-    rng = np.random.default_rng(11)
-    values = np.round(rng.normal(100.0, 5.0, 400_000), 3)
-    path = folder.drop / "readings.csv"
-    path.write_text("timestamp,v\n" + "".join(
+def _readings(path: Path, rows: int, seed: int) -> np.ndarray:
+    """A CSV of `rows` readings around 100 (and a timestamp); returns the readings."""
+    values = np.round(np.random.default_rng(seed).normal(100.0, 5.0, rows), 3)
+    text = "timestamp,v\n" + "".join(
         f"{1_700_000_000_000 + i},{v!r}\n" for i, v in enumerate(values.tolist())
-    ))
+    )
+    if path.suffix == ".gz":
+        path.write_bytes(gzip.compress(text.encode(), compresslevel=1))
+    else:
+        path.write_text(text)
+    return values
 
-    result = folder.ingest("once")
 
-    assert result.returncode == 0, result.stderr
-    assert "quantiles exact after 1 passes" in result.stderr, result.stderr
+def _assert_quantiles_exact(folder: Folder, values: np.ndarray) -> None:
     (row,) = features_of(folder)
     for name, want in summary(values).items():
         if name in ("count", "min", "max", "p05", "p50", "p95"):
             assert row[name] == want, (name, row[name], want)
+
+
+# 400,000 readings around 100: the bucket of a first digit holds far more of them than a
+# pass may collect (65,536 values at memory_mb = 16), so the digits alone take two passes
+# over the staged blocks.
+READINGS = {"pipeline": {"workers": 2, "memory_mb": 16}, "watch": {"settle_ms": 0}}
+
+
+def test_readings_too_many_to_collect_find_their_quantiles_as_the_blocks_are_read(
+    folder: Folder,
+) -> None:
+    """Lines read from all over the file, before its first block, place a window around
+    each quantile; every block counts its values there: no pass over the staged blocks."""
+    folder.write_config(**READINGS)
+    values = _readings(folder.drop / "readings.csv", 400_000, seed=11)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "quantiles exact after 0 passes" in result.stderr, result.stderr
+    _assert_quantiles_exact(folder, values)
+
+
+def test_gzipd_readings_too_many_to_collect_find_their_quantiles_in_one_pass(
+    folder: Folder,
+) -> None:
+    """A gzip'd file cannot be read at places spread over it: the blocks' own samples place
+    the windows that the first pass over the staged blocks collects."""
+    folder.write_config(**READINGS)
+    values = _readings(folder.drop / "readings.csv.gz", 400_000, seed=12)
+
+    result = folder.ingest("once")
+
+    assert result.returncode == 0, result.stderr
+    assert "reading it in blocks" in result.stderr
+    assert "quantiles exact after 1 passes" in result.stderr, result.stderr
+    _assert_quantiles_exact(folder, values)
 
 
 def test_a_streamed_file_is_known_after_a_ledger_rebuild(folder: Folder) -> None:

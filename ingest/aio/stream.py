@@ -42,18 +42,22 @@ from ..blocks import (
     Scan,
     ScanResult,
     Selection,
+    Spread,
+    Window,
+    is_json_lines,
 )
 from ..config import Config
 from ..cut import RecordTooLong
 from ..dialect import Dialect
 from ..errors import ClusterLost, TaskTimeout, WorkerCrashed
 from ..files import DropFile
-from ..inflate import GzipError
+from ..inflate import GzipError, inner_name
 from ..jobs import Failure, TableSpec
 from ..logs import shown
 from ..store.crashpoints import CrashPlan
 from ..store.layout import Layout
 from ..store.parts import StagedPart, write_temp
+from . import spread
 from .block_reader import BlockReader
 from .budget import ByteBudget
 from .dispatch import Dispatcher
@@ -243,7 +247,8 @@ class Streamer:
         progress = _Progress(sample_room=self.budget.limit // SAMPLE_SHARE)
         outcome: Streamed | Failure | str | _ReadAgain | None = None
         try:
-            outcome = await self._blocks(file, digest, progress)
+            windows = await self._windows(file)
+            outcome = await self._blocks(file, digest, progress, windows)
             if isinstance(outcome, _ReadAgain):
                 log.info(
                     "%s: a quote inside a field in block 0, which was cut before its delimiter"
@@ -252,7 +257,7 @@ class Streamer:
                 )
                 await asyncio.to_thread(_remove, progress.temps())
                 progress = _Progress(sample_room=self.budget.limit // SAMPLE_SHARE)
-                outcome = await self._blocks(file, digest, progress, outcome.delimiter)
+                outcome = await self._blocks(file, digest, progress, windows, outcome.delimiter)
                 assert not isinstance(outcome, _ReadAgain)  # read field by field: no count
             if outcome is None:
                 outcome = await self._conform(file, progress)
@@ -282,11 +287,43 @@ class Streamer:
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         return await self.dispatcher.retrying(call)
 
+    async def _windows(self, file: DropFile) -> tuple[Window, ...]:
+        """Where the file's quantiles lie, by lines from all over it (`spread.py`), for its
+        blocks to count: none for a file of few blocks, or gzip'd (its places cannot be
+        read without all that comes before them), or without features."""
+        if (
+            "features" not in self.config.output.tables
+            or inner_name(file.rel) != file.rel
+            or file.size < spread.MIN_BLOCKS * self.block_bytes
+        ):
+            return ()
+        data = await spread.read_spread(
+            file.path, file.size, not is_json_lines(file.rel), self.budget.limit
+        )
+        if not data:
+            return ()
+        task = Spread(
+            file.rel, data, self.dispatcher.committer.schemas.spec(self.config.route(file.rel)),
+            self.config.features, file.size / len(data), self._collect_limit(),
+        )
+        try:
+            return await self._retrying(lambda: self.compute.windows(task))
+        except (WorkerCrashed, TaskTimeout) as exc:
+            log.warning("%s: where its quantiles lie was not found (%s)", file.rel, exc)
+            return ()
+
+    def _collect_limit(self) -> int:
+        """Float64 values collected at once, for every wanted rank together: a 64th of
+        memory_mb, since they exist in a few copies on their way to a worker."""
+        return max(1 << 16, self.budget.limit // 512)
+
     async def _blocks(
-        self, file: DropFile, digest: str, progress: _Progress, literal: bytes | None = None
+        self, file: DropFile, digest: str, progress: _Progress, windows: tuple[Window, ...],
+        literal: bytes | None = None,
     ) -> Failure | str | _ReadAgain | None:
-        """Read, process and stage every block. `literal`: the delimiter to read the quotes
-        with field by field from the first byte (a second pass, asked by `_ReadAgain`)."""
+        """Read, process and stage every block, each counting its values in the `windows`.
+        `literal`: the delimiter to read the quotes with field by field from the first byte
+        (a second pass, asked by `_ReadAgain`)."""
         # As many blocks as workers: reading and cutting the next takes far less than a block.
         slots = asyncio.Semaphore(self.compute.workers)
         table = self.config.route(file.rel)
@@ -325,7 +362,7 @@ class Streamer:
                         progress.dialect if progress.dialect is not None else spec.dialect,
                         spec.csv,
                         str(self._temp(index)) if self.compute.sees_output else None,
-                        segment.name if segment else None, len(data),
+                        segment.name if segment else None, len(data), windows,
                     )
                     del data
                     if index == 0:
@@ -494,9 +531,7 @@ class Streamer:
     ) -> bytes:
         what = f"the quantiles of {file.rel}"
         partials = tuple((result.rows, result.partials) for result in progress.in_order())
-        # Float64 values collected at once, for every wanted rank together: a 64th of memory_mb,
-        # since they exist in a few copies on their way to a worker.
-        limit = max(1 << 16, self.budget.limit // 512)
+        limit = self._collect_limit()
         selection: Selection = await self._retrying(
             lambda: self.compute.select(partials, progress.unified, limit, what)
         )

@@ -30,7 +30,18 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from .. import beacon
-from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResult, Selection
+from ..blocks import (
+    Block,
+    BlockResult,
+    Blocks,
+    Finish,
+    Narrow,
+    Scan,
+    ScanResult,
+    Selection,
+    Spread,
+    Window,
+)
 from ..compute import calls
 from ..compute.calls import init_worker, process, warm
 from ..errors import ClusterLost, ConfigError, PoolStopped, TaskTimeout, WorkerCrashed
@@ -312,6 +323,11 @@ class Compute:
         )
 
     # A streamed file's steps (see compute/stream.py), each one call through the same door.
+
+    async def windows(self, spread: Spread) -> tuple[Window, ...]:
+        return await self.call(
+            calls.spread_windows, spread, f"where the quantiles of {spread.source_file} lie"
+        )
 
     async def block(self, block: Block) -> BlockResult:
         return await self.call(

@@ -10,7 +10,18 @@ start-up some 40 ms of CPU. Each does no more than call through.
 
 from __future__ import annotations
 
-from ..blocks import Block, BlockResult, Blocks, Finish, Narrow, Scan, ScanResult, Selection
+from ..blocks import (
+    Block,
+    BlockResult,
+    Blocks,
+    Finish,
+    Narrow,
+    Scan,
+    ScanResult,
+    Selection,
+    Spread,
+    Window,
+)
 from ..jobs import Task, TaskResult
 
 
@@ -36,6 +47,12 @@ def sha256_of_path(path: str) -> tuple[str, int]:
     from .inputs import sha256_of_path as run
 
     return run(path)
+
+
+def spread_windows(task: Spread) -> tuple[Window, ...]:
+    from .stream import spread_windows as run
+
+    return run(task)
 
 
 def process_block(block: Block) -> BlockResult:

@@ -32,7 +32,17 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from ..blocks import SAMPLE, ColumnPartial, Found, Probe, ScanResult, Selection, Target
+from ..blocks import (
+    SAMPLE,
+    ColumnPartial,
+    Found,
+    Probe,
+    ScanResult,
+    Selection,
+    Target,
+    Window,
+    Windowed,
+)
 
 FIRST_BITS = 16
 NEXT_BITS = 8
@@ -42,6 +52,8 @@ KEY_BITS = 64
 REACH = 4.0
 MARGIN = 1.25  # room kept for a window, over the values the sample puts in it
 MIN_SAMPLED = 16  # fewer sampled values in a bucket say too little to place a window
+MIN_SPREAD = 256  # fewer values in lines from all over a file say too little for windows
+OVER = 4.0  # a block keeps a window's values up to this many times its share of them
 _GOLDEN = (math.sqrt(5) - 1) / 2
 _SIGN = np.uint64(1 << 63)
 _LOWEST = np.int64(-(1 << 63))
@@ -130,6 +142,70 @@ class Sampled:
         b = int(np.searchsorted(values, high, side="right"))
         held = (share[b - 1] if b else 0.0) - (share[a - 1] if a else 0.0)
         return (low, high), float(held) * size
+
+
+def windows_of(column: str, values: np.ndarray, quantiles: Iterable[float]) -> list[Window]:
+    """Where lines read from all over a file put each quantile of a column (`values`: the
+    sample's, sorted, non-null): a window REACH standard errors either side, those that
+    overlap merged."""
+    size = values.size
+    if size < MIN_SPREAD:
+        return []
+    spans = []
+    for q in quantiles:
+        reach = REACH * math.sqrt(max(q * (1 - q), 1 / size) / size) + 2 / size
+        i, j = math.floor((q - reach) * (size - 1)), math.ceil((q + reach) * (size - 1))
+        spans.append((
+            float(values[i]) if i >= 0 else -math.inf,
+            float(values[j]) if j < size else math.inf,
+        ))
+    spans.sort()
+    merged = [spans[0]]
+    for low, high in spans[1:]:
+        if low <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(merged[-1][1], high))
+        else:
+            merged.append((low, high))
+    return [
+        Window(column, low, high, float(
+            np.searchsorted(values, high, side="right") - np.searchsorted(values, low)
+        ) / size)
+        for low, high in merged
+    ]
+
+
+def in_window(valid: np.ndarray, window: Window) -> Windowed:
+    """One block's non-null values of a column in a window, and how many are below it. Kept
+    only up to OVER times the window's share of them (and a little, for chance), so that a
+    file whose lines differ from those sampled cannot hold much more than its windows were
+    allowed."""
+    inside = valid[(valid >= window.low) & (valid <= window.high)]
+    below = int(np.count_nonzero(valid < window.low))
+    expected = window.share * valid.size
+    if inside.size > OVER * expected + 4 * math.sqrt(expected) + 16:
+        return Windowed(window.low, window.high, below, over=True)
+    return Windowed(window.low, window.high, below, inside.tobytes())
+
+
+def _in_windows(
+    pieces: list[tuple[int, tuple[Windowed, ...]]], rank: int
+) -> float | None:
+    """The value of a rank, if every block of the column with values counted the same
+    window and the rank is in it; pieces: each block's (non-null count, windowed)."""
+    valued = [windowed for count, windowed in pieces if count]
+    if not valued or not valued[0]:
+        return None
+    for k, first in enumerate(valued[0]):
+        found = [w[k] for w in valued if len(w) > k]
+        if len(found) < len(valued) or any(
+            w.over or (w.low, w.high) != (first.low, first.high) for w in found
+        ):
+            continue
+        within = rank - sum(w.below for w in found)
+        values = np.concatenate([np.frombuffer(w.values, dtype=np.float64) for w in found])
+        if 0 <= within < values.size:
+            return float(np.partition(values, within)[within])
+    return None
 
 
 def _width(bits: int) -> int:
@@ -237,18 +313,25 @@ def start(
     quantiles: Iterable[float],
     collect_limit: int,
     samples: dict[str, list[tuple[int, bytes]]] | None = None,
+    windowed: dict[str, list[tuple[int, tuple[Windowed, ...]]]] | None = None,
 ) -> Selection:
-    """The first digit of every wanted rank, from the blocks' merged first-digit counts;
-    the first pass's windows from their samples, (non-null count, sample) per block."""
+    """Every wanted rank found in the windows the blocks counted, if it is there; the first
+    digit of every other, from the blocks' merged first-digit counts, and the first
+    pass's windows from their samples. Per block: (non-null count, sample or windowed)."""
     wanted = tuple(quantiles)
     targets: list[Target] = []
     for column in columns:
         if column.count == 0:
             continue
         counts = _merged_counts(histograms[column.column], FIRST_BITS)
+        pieces = (windowed or {}).get(column.column, [])
         for rank in quantile_ranks(column.count, wanted):
             start = Target(column.column, rank, 0, 0, rank, column.count)
-            targets.append(_descend(start, counts))
+            value = _in_windows(pieces, rank)
+            if value is not None:
+                targets.append(dataclasses.replace(start, value=value))
+            else:
+                targets.append(_descend(start, counts))
     sampled = {column: Sampled.of(pieces) for column, pieces in (samples or {}).items()}
     probes = _probes(targets, collect_limit, sampled)
     return Selection(columns, tuple(targets), probes, collect_limit)

@@ -16,6 +16,7 @@ by `radix` in extra passes over the staged records.
 from __future__ import annotations
 
 import io
+from dataclasses import dataclass
 
 import numpy as np
 import pyarrow as pa
@@ -33,10 +34,12 @@ from ..blocks import (
     Scan,
     ScanResult,
     Selection,
+    Spread,
+    Window,
 )
-from ..dialect import as_seen
+from ..dialect import CsvOptions, Dialect, as_seen
 from ..inflate import inner_name
-from ..jobs import Failure
+from ..jobs import Failure, TableSpec
 from ..partfile import footer, to_parquet
 from ..widen import merge_schemas
 from . import features, radix
@@ -49,7 +52,9 @@ from .task import table_schema
 
 
 @features.quiet
-def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
+def column_partial(
+    name: str, values: np.ndarray, windows: tuple[Window, ...] = ()
+) -> ColumnPartial:
     valid = values[~np.isnan(values)]
     if valid.size == 0:
         return ColumnPartial.empty(name, int(values.size))
@@ -60,7 +65,35 @@ def column_partial(name: str, values: np.ndarray) -> ColumnPartial:
         name, int(valid.size), int(values.size - valid.size), mean,
         float(np.dot(deviation, deviation)), float(np.dot(valid, valid)),
         float(valid.min()), float(valid.max()), buckets, counts, radix.sample(valid),
+        tuple(radix.in_window(valid, w) for w in windows if w.column == name),
     )
+
+
+@dataclass(frozen=True)
+class _Read:
+    table: pa.Table  # as decoded
+    dialect: Dialect | None
+    schema: pa.Schema  # the table's, which `records` is fitted to
+    records: pa.Table
+    numeric: list[str]  # the records' columns that have features
+
+
+def _read(
+    source_file: str, sha256: str, data: bytes, first: pa.Schema | None,
+    dialect: Dialect | None, csv: CsvOptions | None, spec: TableSpec, time_column: str,
+) -> _Read:
+    """Lines of a file decoded (a gzip'd file's arrive inflated: read as what it holds) and
+    fitted to its table, as a block is."""
+    table, seen = decode_block(
+        inner_name(source_file), data, first, dialect, csv,
+        read_as_text(spec, source_file), known_columns(spec.schema),
+    )
+    table = check_columns(table)
+    schema = conform.target(table, table_schema(spec), dict(spec.hints))
+    records = fitting.fit_file(table, source_file, sha256, schema)
+    own = fitting.own_columns(table.schema, schema)
+    return _Read(table, seen, schema, records,
+                 features.numeric_columns(records.schema, time_column, own))
 
 
 def process_block(block: Block) -> BlockResult:
@@ -68,24 +101,20 @@ def process_block(block: Block) -> BlockResult:
     try:
         with time_limit(block.timeout_s):
             first = pa.ipc.read_schema(pa.py_buffer(block.schema)) if block.schema else None
-            # A gzip'd file's blocks arrive inflated: they are read as what the file holds.
-            table, dialect = decode_block(
-                inner_name(block.source_file),
+            read = _read(
+                block.source_file, block.sha256,
                 shared.take(block.shared, 0, block.size) if block.shared else block.data,
-                first, block.dialect, block.csv, read_as_text(block.spec, block.source_file),
-                known_columns(block.spec.schema),
+                first, block.dialect, block.csv, block.spec, block.features.time_column,
             )
-            table = check_columns(table)
-            spec = block.spec
-            schema = conform.target(table, table_schema(spec), dict(spec.hints))
-            records = fitting.fit_file(table, block.source_file, block.sha256, schema)
+            table, records = read.table, read.records
             part = to_parquet(
                 records, block.compression,
                 footer([(block.source_file, block.sha256, table.num_rows)]),
             )
-            own = fitting.own_columns(table.schema, schema)
-            names = features.numeric_columns(records.schema, block.features.time_column, own)
-            partials = tuple(column_partial(n, features.as_float64(records[n])) for n in names)
+            partials = tuple(
+                column_partial(n, features.as_float64(records[n]), block.windows)
+                for n in read.numeric
+            )
             if block.stage is not None:
                 try:
                     with open(block.stage, "wb") as fh:
@@ -95,8 +124,8 @@ def process_block(block: Block) -> BlockResult:
                 part = b""
             return BlockResult(
                 table.num_rows, None, part, table.schema.serialize().to_pybytes(), partials,
-                schema.serialize().to_pybytes(),
-                as_seen(dialect, table.num_columns), written=block.stage is not None,
+                read.schema.serialize().to_pybytes(),
+                as_seen(read.dialect, table.num_columns), written=block.stage is not None,
             )
     except DecodeError as exc:
         return BlockResult(0, Failure(
@@ -104,6 +133,36 @@ def process_block(block: Block) -> BlockResult:
         ))
     except BaseException as exc:
         return BlockResult(0, Failure(type(exc).__name__, message(exc)))
+
+
+@features.quiet
+def spread_windows(task: Spread) -> tuple[Window, ...]:
+    """Where a file's quantiles lie, by whole lines read from all over it: windows for as
+    many of its numeric columns as fit the collect limit, narrowest first. None where the
+    lines cannot be read as block 0 would be (they are only a guess, and guesses stop)."""
+    try:
+        read = _read(
+            task.source_file, "", task.data, None, task.spec.dialect, task.spec.csv,
+            task.spec, task.features.time_column,
+        )
+    except Exception:
+        return ()
+    quantiles = [q for _, q in features.QUANTILES]
+    by_column = []
+    for name in read.numeric:
+        values = features.as_float64(read.records[name])
+        values = np.sort(values[~np.isnan(values)])
+        windows = radix.windows_of(name, values, quantiles)
+        held = sum(w.share for w in windows) * values.size * task.scale
+        if windows:
+            by_column.append((held, name, windows))
+    room = task.collect_limit / radix.MARGIN
+    chosen: list[Window] = []
+    for held, _, windows in sorted(by_column):
+        if held <= room:
+            chosen += windows
+            room -= held
+    return tuple(chosen)
 
 
 def unify(schemas: tuple[bytes, ...]) -> tuple[bytes, tuple[int, ...], str]:
@@ -163,8 +222,9 @@ def select(args: tuple[Blocks, bytes, int]) -> Selection:
         name: [(p.count, p.sample) for p in pieces if p.count]
         for name, pieces in by_column.items()
     }
+    windowed = {name: [(p.count, p.windowed) for p in pieces] for name, pieces in by_column.items()}
     quantiles = (q for _, q in features.QUANTILES)
-    return radix.start(merged, histograms, quantiles, collect_limit, samples)
+    return radix.start(merged, histograms, quantiles, collect_limit, samples, windowed)
 
 
 def scan(task: Scan) -> ScanResult:

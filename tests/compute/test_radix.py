@@ -156,3 +156,65 @@ def test_a_staged_part_scans_the_same_from_its_path_as_from_its_bytes(tmp_path: 
     by_path = stream.scan(Scan(b"", selection.probes, str(part)))
     by_bytes = stream.scan(Scan(part.read_bytes(), selection.probes))
     assert by_path == by_bytes == radix.scan({"c": finite}, selection.probes)
+
+
+def _windowed_search(
+    values: np.ndarray, pieces: int, sample: np.ndarray, limit: int = 64
+) -> tuple[dict[int, float], int]:
+    """Each piece counts its values in the windows a sample places, then the search."""
+    windows = radix.windows_of("c", np.sort(sample), (0.05, 0.5, 0.95))
+    chunks = [c for c in np.array_split(values, pieces) if c.size]
+    histograms = {"c": [radix.digit_counts(radix.order_keys(c)) for c in chunks]}
+    counted = {"c": [(c.size, tuple(radix.in_window(c, w) for w in windows)) for c in chunks]}
+    column = ColumnPartial("c", values.size, 0, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+    selection = radix.start((column,), histograms, (0.05, 0.5, 0.95), limit, None, counted)
+    passes = 0
+    while not selection.done:
+        results = tuple(radix.scan({"c": c}, selection.probes) for c in chunks)
+        selection = radix.narrow(selection, results)
+        passes += 1
+    return {t.rank: t.value for t in selection.targets if t.value is not None}, passes
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    hnp.arrays(np.float64, st.integers(1, 3000), elements=finite),
+    st.integers(1, 9),
+    hnp.arrays(np.float64, st.integers(0, 600), elements=finite),
+)
+def test_windows_counted_by_the_blocks_never_change_a_rank(
+    values: np.ndarray, pieces: int, sample: np.ndarray
+) -> None:
+    """Windows placed by any sample, the data's own or not: a rank in one is read from
+    it, any other is searched for by its digits; each is the sorted array's."""
+    for drawn in (sample, values[:: max(1, values.size // 500)]):
+        found, _ = _windowed_search(values, pieces, drawn)
+        ordered = np.sort(values)
+        assert set(found) == set(radix.quantile_ranks(values.size, (0.05, 0.5, 0.95)))
+        for rank, value in found.items():
+            assert value == ordered[rank]
+
+
+def test_windows_placed_by_lines_from_all_over_the_data_need_no_pass() -> None:
+    rng = np.random.default_rng(21)
+    values = rng.normal(67.0, 2.0, 200_000)
+    found, passes = _windowed_search(values, 8, values[::40])
+    ordered = np.sort(values)
+    assert set(found) == set(radix.quantile_ranks(values.size, (0.05, 0.5, 0.95)))
+    assert all(value == ordered[rank] for rank, value in found.items())
+    assert passes == 0
+
+
+def test_a_block_with_far_more_in_a_window_than_foretold_keeps_none_and_the_digits_search() -> None:
+    """A sample from readings around 60 puts the windows where the data (around 67) has
+    almost nothing; one block of readings at 60 has far more in them than that: it keeps
+    none (its memory stays bounded), the window goes unused, and the passes find the ranks."""
+    rng = np.random.default_rng(22)
+    values = np.concatenate([rng.normal(67.0, 2.0, 150_000), rng.normal(60.0, 0.01, 50_000)])
+    sample = rng.normal(60.0, 2.0, 5_000)
+    windows = radix.windows_of("c", np.sort(sample), (0.5,))
+    assert radix.in_window(values[150_000:], windows[0]).over
+    found, passes = _windowed_search(values, 4, sample)
+    ordered = np.sort(values)
+    assert all(value == ordered[rank] for rank, value in found.items())
+    assert passes >= 1
