@@ -55,6 +55,7 @@ from .task import table_schema
 def column_partial(
     name: str, values: np.ndarray, windows: tuple[Window, ...] = ()
 ) -> ColumnPartial:
+    """A block's statistics of one column, its values in the column's `windows` counted."""
     valid = values[~np.isnan(values)]
     if valid.size == 0:
         return ColumnPartial.empty(name, int(values.size))
@@ -65,7 +66,7 @@ def column_partial(
         name, int(valid.size), int(values.size - valid.size), mean,
         float(np.dot(deviation, deviation)), float(np.dot(valid, valid)),
         float(valid.min()), float(valid.max()), buckets, counts, radix.sample(valid),
-        tuple(radix.in_window(valid, w) for w in windows if w.column == name),
+        tuple(radix.in_window(valid, w) for w in windows),
     )
 
 
@@ -111,8 +112,11 @@ def process_block(block: Block) -> BlockResult:
                 records, block.compression,
                 footer([(block.source_file, block.sha256, table.num_rows)]),
             )
+            windows: dict[str, list[Window]] = {}
+            for window in block.windows:
+                windows.setdefault(window.column, []).append(window)
             partials = tuple(
-                column_partial(n, features.as_float64(records[n]), block.windows)
+                column_partial(n, features.as_float64(records[n]), tuple(windows.get(n, ())))
                 for n in read.numeric
             )
             if block.stage is not None:
