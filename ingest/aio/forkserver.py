@@ -11,10 +11,13 @@ own imports.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
 import os
+import sys
+from collections.abc import Iterator
 
 from ..stop_signals import children_spared
 
@@ -33,12 +36,28 @@ def start() -> None:
     pool forks its workers from it once the service has started. Called again before each
     pool is made: one that has died is started again here. Any thread may call it."""
     context()
-    # Python 3.11 starts the forkserver with `python -c`, which puts the working folder
-    # first on its path (the service's own path is handed to it, and not used): a
-    # `numpy.py` in the folder `ingest` was started from, or a package named `ingest`
-    # there, would be what the workers import. Safe-path mode leaves the folder out.
-    os.environ["PYTHONSAFEPATH"] = "1"
     # The forkserver, the resource tracker it starts and every worker it forks keep the
     # signals sent to the whole group that are the service's alone.
-    with children_spared():
+    with children_spared(), _this_path():
         multiprocessing.forkserver.ensure_running()
+
+
+@contextlib.contextmanager
+def _this_path() -> Iterator[None]:
+    """The forkserver started with this process's import path. Python 3.11 starts it with
+    `python -c`, which puts the working folder first on its path, and does not use the
+    path it is handed: a `numpy.py` in the folder the `ingest` command was started from,
+    or a package named `ingest` there, was what every worker imported. Its environment
+    names this process's path instead, in safe-path mode (no working folder), for as long
+    as it takes to start it."""
+    saved = {name: os.environ.get(name) for name in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    os.environ["PYTHONPATH"] = os.pathsep.join(os.path.abspath(p) for p in sys.path if p)
+    os.environ["PYTHONSAFEPATH"] = "1"
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value

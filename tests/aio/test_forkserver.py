@@ -4,11 +4,13 @@ workers are forked from that same process."""
 from __future__ import annotations
 
 import json
+import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
-from ..conftest import Folder, write_csv
+from ..conftest import ROOT, Folder, write_csv
 
 SCRIPT = """
 import json, os, sys, time
@@ -69,4 +71,26 @@ def test_the_workers_import_nothing_from_the_folder_ingest_was_started_in(folder
     )
     assert done.returncode == 0, done.stderr
     assert not (folder.root / "imported").exists()
+    assert folder.rows_per_file() == {"a.csv": 50}
+
+
+def test_python_m_ingest_in_a_checkout_runs_its_workers_from_the_same_checkout(
+    folder: Folder,
+) -> None:
+    """`python -m ingest` in a folder holding a copy of the package runs that copy, as
+    Python does for `-m`: its workers are forked from a forkserver that loaded the same
+    copy (here, one whose workers' module writes a mark as it loads), not the installed one."""
+    copy = folder.root / "ingest"
+    shutil.copytree(ROOT / "ingest", copy, ignore=shutil.ignore_patterns("__pycache__"))
+    mark = folder.root / "loaded-from-the-copy"
+    task = copy / "compute" / "task.py"
+    task.write_text(task.read_text() + f"\nopen({str(mark)!r}, 'w').close()\n")
+    write_csv(folder.drop / "a.csv", 50, seed=2)
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONSAFEPATH")}
+    done = subprocess.run(
+        [sys.executable, "-m", "ingest", "once", "--config", str(folder.config)],
+        cwd=folder.root, capture_output=True, text=True, timeout=120, env=env,
+    )
+    assert done.returncode == 0, done.stderr
+    assert mark.exists(), "the workers loaded the installed package, the service the copy"
     assert folder.rows_per_file() == {"a.csv": 50}
