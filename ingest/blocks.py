@@ -68,12 +68,12 @@ SAMPLE = 2048  # values a block draws from each numeric column
 @dataclass(frozen=True)
 class Window:
     """Where lines read from all over a file put one or more quantiles of a column: the
-    values from `low` to `high`, about `share` of the column's."""
+    values from `low` to `high`, about `per_byte` of them for each byte of the file."""
 
     column: str
     low: float
     high: float
-    share: float
+    per_byte: float
 
 
 @dataclass(frozen=True)
@@ -189,6 +189,7 @@ class Probe:
     prefix: int
     collect: bool
     window: tuple[float, float] | None = None
+    keep: float = 0.0  # the share of the prefix's values its window may keep, in any piece
 
 
 @dataclass(frozen=True)
@@ -225,6 +226,7 @@ class Found:
     low: float = float("inf")  # the least and greatest value under the prefix
     high: float = float("-inf")
     below: int = 0  # values under the prefix below its window
+    over: bool = False  # more in the window than it may keep: none kept
 
 
 ScanResult = tuple[Found, ...]  # one per probe

@@ -53,7 +53,7 @@ REACH = 4.0
 MARGIN = 1.25  # room kept for a window, over the values the sample puts in it
 MIN_SAMPLED = 16  # fewer sampled values in a bucket say too little to place a window
 MIN_SPREAD = 256  # fewer values in lines from all over a file say too little for windows
-OVER = 4.0  # a block keeps a window's values up to this many times its share of them
+OVER = 2.0  # a piece keeps a window's values up to this many times those foretold
 _GOLDEN = (math.sqrt(5) - 1) / 2
 _SIGN = np.uint64(1 << 63)
 _LOWEST = np.int64(-(1 << 63))
@@ -144,10 +144,12 @@ class Sampled:
         return (low, high), float(held) * size
 
 
-def windows_of(column: str, values: np.ndarray, quantiles: Iterable[float]) -> list[Window]:
+def windows_of(
+    values: np.ndarray, quantiles: Iterable[float]
+) -> list[tuple[float, float, float]]:
     """Where lines read from all over a file put each quantile of a column (`values`: the
     sample's, sorted, non-null): a window REACH standard errors either side, those that
-    overlap merged."""
+    overlap merged, as (low, high, share of the values in it)."""
     size = values.size
     if size < MIN_SPREAD:
         return []
@@ -167,22 +169,27 @@ def windows_of(column: str, values: np.ndarray, quantiles: Iterable[float]) -> l
         else:
             merged.append((low, high))
     return [
-        Window(column, low, high, float(
+        (low, high, float(
             np.searchsorted(values, high, side="right") - np.searchsorted(values, low)
         ) / size)
         for low, high in merged
     ]
 
 
-def in_window(valid: np.ndarray, window: Window) -> Windowed:
+def _kept(expected: float) -> float:
+    """How many values a piece may keep where `expected` were foretold: OVER times as many,
+    and a little more for chance. Past it, the piece keeps none."""
+    return OVER * expected + 4 * math.sqrt(expected) + 16
+
+
+def in_window(valid: np.ndarray, window: Window, size: int) -> Windowed:
     """One block's non-null values of a column in a window, and how many are below it. Kept
-    only up to OVER times the window's share of them (and a little, for chance), so that a
-    file whose lines differ from those sampled cannot hold much more than its windows were
-    allowed."""
+    only up to what the window foretold for the block's `size` in bytes, so that lines
+    unlike those read (more of them in the window, fewer nulls, shorter rows) cannot make
+    the blocks hold more than the windows were allowed."""
     inside = valid[(valid >= window.low) & (valid <= window.high)]
     below = int(np.count_nonzero(valid < window.low))
-    expected = window.share * valid.size
-    if inside.size > OVER * expected + 4 * math.sqrt(expected) + 16:
+    if inside.size > _kept(window.per_byte * size):
         return Windowed(window.low, window.high, below, over=True)
     return Windowed(window.low, window.high, below, inside.tobytes())
 
@@ -283,7 +290,7 @@ def _probes(
             buckets[(t.column, t.bits, t.prefix)] = t.size
             ranks.setdefault((t.column, t.bits, t.prefix), []).append(t.within)
     sampled = sampled or {}
-    costs: list[tuple[int, tuple[str, int, int], tuple[float, float] | None]] = []
+    costs: list[tuple[int, tuple[str, int, int], tuple[float, float] | None, float]] = []
     for key, size in buckets.items():
         column, bits, prefix = key
         found = None
@@ -292,18 +299,20 @@ def _probes(
                 bits, prefix, size, min(ranks[key]), max(ranks[key])
             )
         if found is not None and math.ceil(MARGIN * found[1]) < size:
-            costs.append((math.ceil(MARGIN * found[1]), key, found[0]))
+            costs.append((math.ceil(MARGIN * found[1]), key, found[0], found[1] / size))
         else:
-            costs.append((size, key, None))
+            costs.append((size, key, None, 1.0))
     room = collect_limit
-    chosen: dict[tuple[str, int, int], tuple[float, float] | None] = {}
-    for cost, key, window in sorted(costs, key=lambda c: (c[0], c[1])):
+    chosen: dict[tuple[str, int, int], tuple[tuple[float, float] | None, float]] = {}
+    for cost, key, window, share in sorted(costs, key=lambda c: (c[0], c[1])):
         if cost <= room:
-            chosen[key] = window
+            chosen[key] = (window, share)
             room -= cost
-    probes = [
-        Probe(*key, key in chosen and chosen[key] is None, chosen.get(key)) for key in buckets
-    ]
+    probes = []
+    for key in buckets:
+        window, share = chosen.get(key, (None, 0.0))
+        collect = key in chosen and window is None
+        probes.append(Probe(*key, collect, window, share if window else 0.0))
     return tuple(sorted(probes, key=lambda p: (p.column, p.bits, p.prefix)))
 
 
@@ -374,14 +383,19 @@ def scan(values: dict[str, np.ndarray], probes: tuple[Probe, ...]) -> ScanResult
         within = order_values(under)
         start, end = probe.window
         inside = within[(within >= start) & (within <= end)]
-        out.append(Found(
-            inside.tobytes(), buckets, counts, low, high, int(np.count_nonzero(within < start))
-        ))
+        below = int(np.count_nonzero(within < start))
+        if inside.size > _kept(probe.keep * under.size):  # far from what the sample said
+            out.append(Found(b"", buckets, counts, low, high, below, over=True))
+        else:
+            out.append(Found(inside.tobytes(), buckets, counts, low, high, below))
     return tuple(out)
 
 
 def _in_window(target: Target, pieces: list[Found]) -> float | None:
-    """The target's value, if its rank fell in its bucket's window."""
+    """The target's value, if its rank fell in its bucket's window and no piece of it was
+    over what it could keep."""
+    if any(f.over for f in pieces):
+        return None
     rank = target.within - sum(f.below for f in pieces)
     values = np.concatenate([np.frombuffer(f.values, dtype=np.float64) for f in pieces])
     if not 0 <= rank < values.size:

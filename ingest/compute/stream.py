@@ -53,9 +53,10 @@ from .task import table_schema
 
 @features.quiet
 def column_partial(
-    name: str, values: np.ndarray, windows: tuple[Window, ...] = ()
+    name: str, values: np.ndarray, windows: tuple[Window, ...] = (), size: int = 0
 ) -> ColumnPartial:
-    """A block's statistics of one column, its values in the column's `windows` counted."""
+    """A block's statistics of one column, its values in the column's `windows` counted
+    (the block being `size` bytes)."""
     valid = values[~np.isnan(values)]
     if valid.size == 0:
         return ColumnPartial.empty(name, int(values.size))
@@ -66,7 +67,7 @@ def column_partial(
         name, int(valid.size), int(values.size - valid.size), mean,
         float(np.dot(deviation, deviation)), float(np.dot(valid, valid)),
         float(valid.min()), float(valid.max()), buckets, counts, radix.sample(valid),
-        tuple(radix.in_window(valid, w) for w in windows),
+        tuple(radix.in_window(valid, w, size) for w in windows),
     )
 
 
@@ -115,8 +116,11 @@ def process_block(block: Block) -> BlockResult:
             windows: dict[str, list[Window]] = {}
             for window in block.windows:
                 windows.setdefault(window.column, []).append(window)
+            size = block.size or len(block.data)
             partials = tuple(
-                column_partial(n, features.as_float64(records[n]), tuple(windows.get(n, ())))
+                column_partial(
+                    n, features.as_float64(records[n]), tuple(windows.get(n, ())), size
+                )
                 for n in read.numeric
             )
             if block.stage is not None:
@@ -156,8 +160,13 @@ def spread_windows(task: Spread) -> tuple[Window, ...]:
     for name in read.numeric:
         values = features.as_float64(read.records[name])
         values = np.sort(values[~np.isnan(values)])
-        windows = radix.windows_of(name, values, quantiles)
-        held = sum(w.share for w in windows) * values.size * task.scale
+        # Each window's values a byte of the file: its share of the values read, per byte.
+        per_byte = values.size / len(task.data)
+        windows = [
+            Window(name, low, high, share * per_byte)
+            for low, high, share in radix.windows_of(values, quantiles)
+        ]
+        held = sum(w.per_byte for w in windows) * len(task.data) * task.scale
         if windows:
             by_column.append((held, name, windows))
     room = task.collect_limit / radix.MARGIN

@@ -3,6 +3,7 @@ is split into pieces and however few values a pass may collect."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +13,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
-from ingest.blocks import ColumnPartial, Probe, Scan
+from ingest.blocks import ColumnPartial, Probe, Scan, Window
 from ingest.compute import radix, stream
 
 finite = st.floats(allow_nan=False, allow_infinity=True, width=64)
@@ -161,11 +162,17 @@ def test_a_staged_part_scans_the_same_from_its_path_as_from_its_bytes(tmp_path: 
 def _windowed_search(
     values: np.ndarray, pieces: int, sample: np.ndarray, limit: int = 64
 ) -> tuple[dict[int, float], int]:
-    """Each piece counts its values in the windows a sample places, then the search."""
-    windows = radix.windows_of("c", np.sort(sample), (0.05, 0.5, 0.95))
+    """Each piece counts its values in the windows a sample places, then the search (a
+    value taken for a byte of the file)."""
+    windows = [
+        Window("c", low, high, share)
+        for low, high, share in radix.windows_of(np.sort(sample), (0.05, 0.5, 0.95))
+    ]
     chunks = [c for c in np.array_split(values, pieces) if c.size]
     histograms = {"c": [radix.digit_counts(radix.order_keys(c)) for c in chunks]}
-    counted = {"c": [(c.size, tuple(radix.in_window(c, w) for w in windows)) for c in chunks]}
+    counted = {
+        "c": [(c.size, tuple(radix.in_window(c, w, c.size) for w in windows)) for c in chunks]
+    }
     column = ColumnPartial("c", values.size, 0, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
     selection = radix.start((column,), histograms, (0.05, 0.5, 0.95), limit, None, counted)
     passes = 0
@@ -212,9 +219,42 @@ def test_a_block_with_far_more_in_a_window_than_foretold_keeps_none_and_the_digi
     rng = np.random.default_rng(22)
     values = np.concatenate([rng.normal(67.0, 2.0, 150_000), rng.normal(60.0, 0.01, 50_000)])
     sample = rng.normal(60.0, 2.0, 5_000)
-    windows = radix.windows_of("c", np.sort(sample), (0.5,))
-    assert radix.in_window(values[150_000:], windows[0]).over
+    ((low, high, share),) = radix.windows_of(np.sort(sample), (0.5,))
+    assert radix.in_window(values[150_000:], Window("c", low, high, share), 50_000).over
     found, passes = _windowed_search(values, 4, sample)
     ordered = np.sort(values)
     assert all(value == ordered[rank] for rank, value in found.items())
     assert passes >= 1
+
+
+def test_a_block_keeps_no_more_of_a_window_than_its_bytes_foretold() -> None:
+    """Lines read where a column was mostly empty foretell few of its values a byte: a
+    block of 10,000 values in the window, where 100 were foretold, keeps none of them."""
+    window = Window("c", 4.0, 6.0, per_byte=0.01)
+    assert radix.in_window(np.full(10_000, 5.0), window, 10_000).over
+    kept = radix.in_window(np.full(150, 5.0), window, 10_000)
+    assert not kept.over and len(kept.values) == 150 * 8
+
+
+def test_a_pass_keeps_none_of_a_window_far_fuller_than_its_sample_said() -> None:
+    """Ties that the samples missed fill a window: each piece keeps none of them (the
+    collect limit holds), and the digits counted in the same pass find the ranks."""
+    rng = np.random.default_rng(23)
+    values = np.concatenate([np.full(60_000, 504.0), rng.uniform(496.0, 512.0, 60_000)])
+    rng.shuffle(values)
+    chunks = np.array_split(values, 4)
+    histograms = {"c": [radix.digit_counts(radix.order_keys(c)) for c in chunks]}
+    column = ColumnPartial("c", values.size, 0, 0.0, 0.0, 0.0, 0.0, 0.0, b"", b"")
+    selection = radix.start((column,), histograms, (0.5,), 1_000)
+    probes = tuple(
+        dataclasses.replace(p, window=(503.5, 504.5), keep=0.001) for p in selection.probes
+    )
+    selection = dataclasses.replace(selection, probes=probes)
+    results = tuple(radix.scan({"c": c}, selection.probes) for c in chunks)
+    assert all(found.over and not found.values for result in results for found in result)
+    selection = radix.narrow(selection, results)
+    while not selection.done:
+        results = tuple(radix.scan({"c": c}, selection.probes) for c in chunks)
+        selection = radix.narrow(selection, results)
+    ordered = np.sort(values)
+    assert all(t.value == ordered[t.rank] for t in selection.targets)
