@@ -99,6 +99,7 @@ class Spread:
     features: Features
     scale: float  # the file's bytes per byte of `data`: about its rows per row read
     collect_limit: int  # values the windows may hold together, over the whole file
+    timeout_s: float = 0.0  # task_timeout_s: past it, no windows
 
 
 @dataclass(frozen=True)

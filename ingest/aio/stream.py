@@ -305,6 +305,7 @@ class Streamer:
         task = Spread(
             file.rel, data, self.dispatcher.committer.schemas.spec(self.config.route(file.rel)),
             self.config.features, file.size / len(data), self._collect_limit(),
+            self.config.pipeline.task_timeout_s,
         )
         try:
             return await self._retrying(lambda: self.compute.windows(task))

@@ -147,14 +147,20 @@ def process_block(block: Block) -> BlockResult:
 def spread_windows(task: Spread) -> tuple[Window, ...]:
     """Where a file's quantiles lie, by whole lines read from all over it: windows for as
     many of its numeric columns as fit the collect limit, narrowest first. None where the
-    lines cannot be read as block 0 would be (they are only a guess, and guesses stop)."""
+    lines cannot be read as block 0 would be, or not within task_timeout_s (they are
+    only a guess, and guesses stop)."""
     try:
-        read = _read(
-            task.source_file, "", task.data, None, task.spec.dialect, task.spec.csv,
-            task.spec, task.features.time_column,
-        )
+        with time_limit(task.timeout_s):
+            return _spread_windows(task)
     except Exception:
         return ()
+
+
+def _spread_windows(task: Spread) -> tuple[Window, ...]:
+    read = _read(
+        task.source_file, "", task.data, None, task.spec.dialect, task.spec.csv,
+        task.spec, task.features.time_column,
+    )
     quantiles = [q for _, q in features.QUANTILES]
     by_column = []
     for name in read.numeric:
