@@ -11,12 +11,22 @@ sorts the same way, so a rank can be found digit by digit:
    bits, and step 2 repeats one digit deeper. A bucket whose least and
    greatest values are equal is the answer at once (ties, integer columns).
 
+Before any of that, where lines could be read from all over the file first
+(`aio/spread.py`), a window of values is placed around each quantile
+(`windows_of`), and every block counts its values below the window and keeps
+those in it (`in_window`): a rank inside a window every block counted is read
+from those values, with no pass at all (`start`).
+
 Each block also draws a small sample of each column, spread over its values.
 The first later pass looks, in each counted bucket, for the window of values
 where the samples put the wanted ranks: it collects the values in the window
 and counts those below it. If the rank falls inside, that pass finds it, where
 the digits alone would take another; if not (a sample can miss), the digits go
 on as above.
+
+A window is a guess checked, never trusted: its values decide a rank only where
+the rank is among them, and a piece that finds far more in it than foretold
+keeps none (memory stays bounded) and leaves the rank to the digits.
 
 The result is the exact order statistic, so p05/p50/p95 equal numpy's
 `percentile(..., method="linear")` of the whole column. Later digits are
