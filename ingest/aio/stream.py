@@ -545,7 +545,10 @@ class Streamer:
                 lambda: self.compute.narrow(narrow, what)  # noqa: B023 (awaited at once)
             )
             passes += 1
-        log.info("%s: %d blocks; quantiles exact after %d passes", file.rel, len(staged), passes)
+        how = {0: "as they were read", 1: "after 1 pass over them"}.get(
+            passes, f"after {passes} passes over them"
+        )
+        log.info("%s: %d blocks; quantiles exact %s", file.rel, len(staged), how)
         finish = Finish(
             file.rel, self.config.route(file.rel), digest, progress.rows, selection,
             self.config.features.sets, self.config.output.compression,
