@@ -23,9 +23,11 @@ import asyncio
 import collections
 import itertools
 import logging
+from collections.abc import Awaitable
 from multiprocessing.shared_memory import SharedMemory
 
 from .. import shared
+from ..blocks import Window
 from ..config import Config
 from ..errors import ClusterLost
 from ..files import DropFile
@@ -359,34 +361,17 @@ class Intake:
         """A file too big to hold: hashed in one pass, then read and processed in blocks.
         One at a time: each already keeps every worker busy."""
         async with self._streams:
-            async with self._read_slots:
-                digest = await self._digest(file)
-            if digest is None:
-                return
-            originals = await self.in_flight.originals([digest])
-            if not self.in_flight.claim(file.rel, digest, originals):
-                return
-            self.in_flight.hand_over(file.rel)  # not bound for the queue: tasks need not wait
-            size = f"{file.size / 1e6:.1f} MB"
-            if in_memory != file.size:
-                size += f" on disk, over {in_memory / 1e6:.1f} MB once decompressed"
-            log.info(
-                "%s: %s, over a quarter of memory_mb: reading it in blocks of %.1f MB",
-                file.rel, size, self.streamer.block_bytes / 1e6,
-            )
+            # Where its quantiles lie is found beside the hash pass, which leaves a worker
+            # idle; let go of where its blocks are never read (a duplicate, a failure).
+            windows = asyncio.create_task(self.streamer.windows(file))
+            windows.add_done_callback(_retrieved)
             try:
-                outcome = await self.streamer.ingest(file, digest)
-            except StagingFailed as exc:
-                log.error("%s: %s; it stays in the drop folder for a later run", file.rel, exc)
-                outcome = DEFERRED
-            except OSError as exc:
-                await self._unreadable(file, exc, digest)
-                return
-            except ClusterLost:
-                raise  # no file's doing: the service stops, the file stays for the next run
-            except Exception as exc:  # a bug, or a failure no one foresaw: this file's alone
-                log.exception("%s: reading it in blocks failed", file.rel)
-                outcome = Failure(type(exc).__name__, str(exc))
+                read = await self._read_in_blocks(file, in_memory, windows)
+            finally:
+                windows.cancel()
+        if read is None:
+            return
+        outcome, digest = read
         if outcome == DEFERRED:
             self.in_flight.defer(file)
         elif outcome == CHANGED:
@@ -402,6 +387,49 @@ class Intake:
                 dialect=outcome.dialect.describe() if outcome.dialect is not None else None,
             )
             self.committer.add(TaskOutput([accepted], outcome.parts))
+
+
+    async def _read_in_blocks(
+        self, file: DropFile, in_memory: int, windows: Awaitable[tuple[Window, ...]]
+    ) -> tuple[Streamed | Failure | str, str] | None:
+        """The outcome of reading a file in blocks, and its digest; None where it is
+        resolved already (unreadable, changed, a duplicate)."""
+        async with self._read_slots:
+            digest = await self._digest(file)
+        if digest is None:
+            return None
+        originals = await self.in_flight.originals([digest])
+        if not self.in_flight.claim(file.rel, digest, originals):
+            return None
+        self.in_flight.hand_over(file.rel)  # not bound for the queue: tasks need not wait
+        size = f"{file.size / 1e6:.1f} MB"
+        if in_memory != file.size:
+            size += f" on disk, over {in_memory / 1e6:.1f} MB once decompressed"
+        log.info(
+            "%s: %s, over a quarter of memory_mb: reading it in blocks of %.1f MB",
+            file.rel, size, self.streamer.block_bytes / 1e6,
+        )
+        try:
+            outcome = await self.streamer.ingest(file, digest, windows)
+        except StagingFailed as exc:
+            log.error("%s: %s; it stays in the drop folder for a later run", file.rel, exc)
+            outcome = DEFERRED
+        except OSError as exc:
+            await self._unreadable(file, exc, digest)
+            return None
+        except ClusterLost:
+            raise  # no file's doing: the service stops, the file stays for the next run
+        except Exception as exc:  # a bug, or a failure no one foresaw: this file's alone
+            log.exception("%s: reading it in blocks failed", file.rel)
+            outcome = Failure(type(exc).__name__, str(exc))
+        return outcome, digest
+
+
+def _retrieved(task: asyncio.Task[tuple[Window, ...]]) -> None:
+    """A task let go of may have failed: its error is taken here, not reported as never
+    retrieved (the blocks, had they been read, would have met it too)."""
+    if not task.cancelled():
+        task.exception()
 
 
 def _not_as_settled(length: int, file: DropFile) -> str:

@@ -240,15 +240,18 @@ class Streamer:
         self._shm_prefix = shared.prefix_for(layout.output)
         self.block_bytes = max(MIN_BLOCK_BYTES, min(BLOCK_BYTES, budget.limit // BLOCK_SHARE))
 
-    async def ingest(self, file: DropFile, digest: str) -> Streamed | Failure | str:
-        """Read, process and stage every block; a Streamed is ready for the committer.
+    async def ingest(
+        self, file: DropFile, digest: str, windows: Awaitable[tuple[Window, ...]] | None = None
+    ) -> Streamed | Failure | str:
+        """Read, process and stage every block, counting their values in the `windows`
+        (found here, if not given: `windows`); a Streamed is ready for the committer.
         Otherwise the file's Failure, DEFERRED (a drain began) or CHANGED.
         Raises OSError if the input cannot be read, StagingFailed if a part cannot be written."""
         progress = _Progress(sample_room=self.budget.limit // SAMPLE_SHARE)
         outcome: Streamed | Failure | str | _ReadAgain | None = None
         try:
-            windows = await self._windows(file)
-            outcome = await self._blocks(file, digest, progress, windows)
+            found = await (windows if windows is not None else self.windows(file))
+            outcome = await self._blocks(file, digest, progress, found)
             if isinstance(outcome, _ReadAgain):
                 log.info(
                     "%s: a quote inside a field in block 0, which was cut before its delimiter"
@@ -257,7 +260,7 @@ class Streamer:
                 )
                 await asyncio.to_thread(_remove, progress.temps())
                 progress = _Progress(sample_room=self.budget.limit // SAMPLE_SHARE)
-                outcome = await self._blocks(file, digest, progress, windows, outcome.delimiter)
+                outcome = await self._blocks(file, digest, progress, found, outcome.delimiter)
                 assert not isinstance(outcome, _ReadAgain)  # read field by field: no count
             if outcome is None:
                 outcome = await self._conform(file, progress)
@@ -287,7 +290,7 @@ class Streamer:
     async def _retrying(self, call: Callable[[], Awaitable[T]]) -> T:
         return await self.dispatcher.retrying(call)
 
-    async def _windows(self, file: DropFile) -> tuple[Window, ...]:
+    async def windows(self, file: DropFile) -> tuple[Window, ...]:
         """Where the file's quantiles lie, by lines from all over it (`spread.py`), for its
         blocks to count: none for a file of few blocks, or gzip'd (its places cannot be
         read without all that comes before them), or without features."""
