@@ -97,7 +97,7 @@ class Spread:
     data: bytes
     spec: TableSpec
     features: Features
-    scale: float  # the file's bytes per byte of `data`: about its rows per row read
+    file_bytes: int  # the file's size, which the windows' values per byte are scaled to
     collect_limit: int  # values the windows may hold together, over the whole file
     timeout_s: float = 0.0  # task_timeout_s: past it, no windows
 

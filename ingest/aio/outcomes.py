@@ -28,16 +28,10 @@ log = logging.getLogger("ingest.service")
 STAYS = "it stays in the drop folder for the next run"
 LEFT = f"not done when it was let go; {STAYS}"
 # A file whose commit kept failing (a full disk) until a stop's drain_s ran out.
-UNCOMMITTED_AT_STOP = (
-    "its commit kept failing until drain_s ran out; it stays in the drop folder for the"
-    " next run"
-)
+UNCOMMITTED_AT_STOP = f"its commit kept failing until drain_s ran out; {STAYS}"
 IN_FLIGHT_AT_STOP = f"still in a worker when drain_s ran out; {STAYS}"
 IN_FLIGHT_AT_FAILURE = f"in flight when the service stopped on a failure; {STAYS}"
-UNCOMMITTED_AT_FAILURE = (
-    "the service stopped on a failure before its commit; it stays in the drop folder for"
-    " the next run"
-)
+UNCOMMITTED_AT_FAILURE = f"the service stopped on a failure before its commit; {STAYS}"
 
 
 @dataclass

@@ -307,7 +307,7 @@ class Streamer:
             return ()
         task = Spread(
             file.rel, data, self.dispatcher.committer.schemas.spec(self.config.route(file.rel)),
-            self.config.features, file.size / len(data), self._collect_limit(),
+            self.config.features, file.size, self._collect_limit(),
             self.config.pipeline.task_timeout_s,
         )
         try:

@@ -38,7 +38,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 
 import numpy as np
 
@@ -204,6 +204,18 @@ def in_window(valid: np.ndarray, window: Window, size: int) -> Windowed:
     return Windowed(window.low, window.high, below, inside.tobytes())
 
 
+def _from_window(pieces: Sequence[Found | Windowed], rank: int) -> float | None:
+    """The value of `rank` (among the values of every piece), if it fell in the window the
+    pieces kept: each kept its values in it, none over, and counted those below it."""
+    if any(piece.over for piece in pieces):
+        return None
+    within = rank - sum(piece.below for piece in pieces)
+    values = np.concatenate([np.frombuffer(p.values, dtype=np.float64) for p in pieces])
+    if not 0 <= within < values.size:
+        return None
+    return float(np.partition(values, within)[within])
+
+
 def _in_windows(
     pieces: list[tuple[int, tuple[Windowed, ...]]], rank: int
 ) -> float | None:
@@ -215,13 +227,12 @@ def _in_windows(
     for k, first in enumerate(valued[0]):
         found = [w[k] for w in valued if len(w) > k]
         if len(found) < len(valued) or any(
-            w.over or (w.low, w.high) != (first.low, first.high) for w in found
+            (w.low, w.high) != (first.low, first.high) for w in found
         ):
             continue
-        within = rank - sum(w.below for w in found)
-        values = np.concatenate([np.frombuffer(w.values, dtype=np.float64) for w in found])
-        if 0 <= within < values.size:
-            return float(np.partition(values, within)[within])
+        value = _from_window(found, rank)
+        if value is not None:
+            return value
     return None
 
 
@@ -401,18 +412,6 @@ def scan(values: dict[str, np.ndarray], probes: tuple[Probe, ...]) -> ScanResult
     return tuple(out)
 
 
-def _in_window(target: Target, pieces: list[Found]) -> float | None:
-    """The target's value, if its rank fell in its bucket's window and no piece of it was
-    over what it could keep."""
-    if any(f.over for f in pieces):
-        return None
-    rank = target.within - sum(f.below for f in pieces)
-    values = np.concatenate([np.frombuffer(f.values, dtype=np.float64) for f in pieces])
-    if not 0 <= rank < values.size:
-        return None
-    return float(np.partition(values, rank)[rank])
-
-
 def narrow(selection: Selection, results: tuple[ScanResult, ...]) -> Selection:
     """Fold one pass's results into the search: each target is found, or one digit deeper."""
     by_probe: dict[tuple[str, int, int], list[Found]] = {
@@ -437,7 +436,7 @@ def narrow(selection: Selection, results: tuple[ScanResult, ...]) -> Selection:
             values = np.concatenate([np.frombuffer(f.values, dtype=np.float64) for f in pieces])
             exact = float(np.partition(values, target.within)[target.within])
             targets.append(dataclasses.replace(target, value=exact))
-        elif key in windowed and (inside := _in_window(target, pieces)) is not None:
+        elif key in windowed and (inside := _from_window(pieces, target.within)) is not None:
             targets.append(dataclasses.replace(target, value=inside))
         else:
             width = _width(target.bits)

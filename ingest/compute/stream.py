@@ -172,7 +172,7 @@ def _spread_windows(task: Spread) -> tuple[Window, ...]:
             Window(name, low, high, share * per_byte)
             for low, high, share in radix.windows_of(values, quantiles)
         ]
-        held = sum(w.per_byte for w in windows) * len(task.data) * task.scale
+        held = sum(w.per_byte for w in windows) * task.file_bytes
         if windows:
             by_column.append((held, name, windows))
     room = task.collect_limit / radix.MARGIN
